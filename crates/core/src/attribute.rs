@@ -1,0 +1,496 @@
+//! DynamoDB attribute values and their DynamoDB-JSON form.
+//!
+//! Parsing goes straight from JSON text to [`AttributeValue`] (no intermediate
+//! `serde_json::Value`), checks everything DynamoDB itself would reject, and
+//! names the attribute path of the first problem, e.g.
+//! `NewImage.address.lines[2]: unknown type tag "X"`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserializer, Serialize, Serializer};
+
+use crate::number::Number;
+
+/// An item or image: attribute name to value, in name order.
+pub type Item = BTreeMap<String, AttributeValue>;
+
+/// Deepest nesting of lists and maps DynamoDB stores: a top-level map or list
+/// is level 1.
+pub const MAX_NESTING: usize = 32;
+
+/// One DynamoDB attribute value. Sets are kept sorted (strings and binaries
+/// bytewise, numbers numerically) and free of duplicates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeValue {
+    /// `S`: a UTF-8 string.
+    S(String),
+    /// `N`: an exact decimal.
+    N(Number),
+    /// `B`: bytes (base64 in JSON).
+    B(Vec<u8>),
+    /// `BOOL`.
+    Bool(bool),
+    /// `NULL`.
+    Null,
+    /// `SS`: a string set.
+    Ss(Vec<String>),
+    /// `NS`: a number set.
+    Ns(Vec<Number>),
+    /// `BS`: a binary set.
+    Bs(Vec<Vec<u8>>),
+    /// `L`: a list of any values.
+    L(Vec<AttributeValue>),
+    /// `M`: a map of any values.
+    M(Item),
+}
+
+impl AttributeValue {
+    /// The DynamoDB type tag (`S`, `N`, `M`, …).
+    pub fn tag(&self) -> &'static str {
+        match self {
+            AttributeValue::S(_) => "S",
+            AttributeValue::N(_) => "N",
+            AttributeValue::B(_) => "B",
+            AttributeValue::Bool(_) => "BOOL",
+            AttributeValue::Null => "NULL",
+            AttributeValue::Ss(_) => "SS",
+            AttributeValue::Ns(_) => "NS",
+            AttributeValue::Bs(_) => "BS",
+            AttributeValue::L(_) => "L",
+            AttributeValue::M(_) => "M",
+        }
+    }
+
+    /// This value as one DynamoDB-JSON object, e.g. `{"N":"1.5"}`.
+    pub fn to_ddb_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses one DynamoDB-JSON attribute value, e.g. `{"M":{"a":{"S":"x"}}}`.
+    ///
+    /// # Errors
+    /// A [`serde_json::Error`] naming the path and the problem.
+    pub fn from_ddb_json(text: &str) -> Result<Self, serde_json::Error> {
+        let path = PathStack::default();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = ValueSeed { depth: 1, path: &path }.deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    }
+
+    /// Builds a string set, sorting it.
+    ///
+    /// # Errors
+    /// When the set is empty or holds a duplicate.
+    pub fn string_set(mut values: Vec<String>) -> Result<Self, String> {
+        values.sort_unstable();
+        check_set(&values, "SS")?;
+        Ok(AttributeValue::Ss(values))
+    }
+
+    /// Builds a number set, sorting it numerically.
+    ///
+    /// # Errors
+    /// When the set is empty or holds a duplicate.
+    pub fn number_set(mut values: Vec<Number>) -> Result<Self, String> {
+        values.sort_unstable();
+        check_set(&values, "NS")?;
+        Ok(AttributeValue::Ns(values))
+    }
+
+    /// Builds a binary set, sorting it.
+    ///
+    /// # Errors
+    /// When the set is empty or holds a duplicate.
+    pub fn binary_set(mut values: Vec<Vec<u8>>) -> Result<Self, String> {
+        values.sort_unstable();
+        check_set(&values, "BS")?;
+        Ok(AttributeValue::Bs(values))
+    }
+}
+
+fn check_set<T: PartialEq>(sorted: &[T], tag: &str) -> Result<(), String> {
+    if sorted.is_empty() {
+        return Err(format!("empty {tag} set; DynamoDB sets hold at least one element"));
+    }
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("duplicate element in {tag} set"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Serialization: DynamoDB JSON.
+
+struct B64<'a>(&'a [u8]);
+
+impl Serialize for B64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&BASE64.encode(self.0))
+    }
+}
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for AttributeValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            AttributeValue::S(v) => map.serialize_entry("S", v)?,
+            AttributeValue::N(v) => map.serialize_entry("N", v)?,
+            AttributeValue::B(v) => map.serialize_entry("B", &B64(v))?,
+            AttributeValue::Bool(v) => map.serialize_entry("BOOL", v)?,
+            AttributeValue::Null => map.serialize_entry("NULL", &true)?,
+            AttributeValue::Ss(v) => map.serialize_entry("SS", v)?,
+            AttributeValue::Ns(v) => map.serialize_entry("NS", v)?,
+            AttributeValue::Bs(v) => map.serialize_entry("BS", &BinarySet(v))?,
+            AttributeValue::L(v) => map.serialize_entry("L", v)?,
+            AttributeValue::M(v) => map.serialize_entry("M", v)?,
+        }
+        map.end()
+    }
+}
+
+struct BinarySet<'a>(&'a [Vec<u8>]);
+
+impl Serialize for BinarySet<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for b in self.0 {
+            seq.serialize_element(&B64(b))?;
+        }
+        seq.end()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Deserialization with attribute paths and DynamoDB's own limits.
+
+/// One step of an attribute path.
+#[derive(Debug)]
+enum Segment {
+    Name(String),
+    Index(usize),
+}
+
+/// The attribute path being parsed, used only to word errors.
+#[derive(Debug, Default)]
+pub struct PathStack {
+    segments: RefCell<Vec<Segment>>,
+}
+
+impl PathStack {
+    /// A path that starts at `root` (e.g. `NewImage`).
+    pub fn with_root(root: &str) -> Self {
+        PathStack {
+            segments: RefCell::new(vec![Segment::Name(root.to_owned())]),
+        }
+    }
+
+    fn push(&self, segment: Segment) {
+        self.segments.borrow_mut().push(segment);
+    }
+
+    fn pop(&self) -> Option<Segment> {
+        self.segments.borrow_mut().pop()
+    }
+
+    fn error<E: de::Error>(&self, message: impl fmt::Display) -> E {
+        let segments = self.segments.borrow();
+        if segments.is_empty() {
+            return E::custom(message);
+        }
+        let mut path = String::new();
+        for (i, segment) in segments.iter().enumerate() {
+            match segment {
+                Segment::Name(n) if i == 0 => path.push_str(n),
+                Segment::Name(n) => {
+                    path.push('.');
+                    path.push_str(n);
+                }
+                Segment::Index(ix) => {
+                    let _ = write!(path, "[{ix}]");
+                }
+            }
+        }
+        E::custom(format_args!("at `{path}`: {message}"))
+    }
+}
+
+/// Parses an item (`{"name": {"S": "..."}, ...}`), e.g. a `NewImage`.
+pub struct ItemSeed<'p> {
+    path: &'p PathStack,
+}
+
+impl<'p> ItemSeed<'p> {
+    /// A seed that reports errors under `path`.
+    pub fn new(path: &'p PathStack) -> Self {
+        ItemSeed { path }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = Item;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
+        d.deserialize_map(MapVisitor { depth: 1, path: self.path })
+    }
+}
+
+/// Parses an item from text.
+///
+/// # Errors
+/// A [`serde_json::Error`] naming the path and the problem.
+pub fn parse_item(text: &str, root: &str) -> Result<Item, serde_json::Error> {
+    let path = PathStack::with_root(root);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let item = ItemSeed::new(&path).deserialize(&mut de)?;
+    de.end()?;
+    Ok(item)
+}
+
+struct MapVisitor<'p> {
+    /// depth of the values inside this map
+    depth: usize,
+    path: &'p PathStack,
+}
+
+impl<'de> Visitor<'de> for MapVisitor<'_> {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of attribute names to DynamoDB-JSON values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut item = Item::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if item.contains_key(&name) {
+                return Err(self.path.error(format_args!("duplicate attribute `{name}`")));
+            }
+            self.path.push(Segment::Name(name));
+            let value = map.next_value_seed(ValueSeed { depth: self.depth, path: self.path })?;
+            let Some(Segment::Name(name)) = self.path.pop() else {
+                unreachable!("path stack is balanced")
+            };
+            item.insert(name, value);
+        }
+        Ok(item)
+    }
+}
+
+struct ValueSeed<'p> {
+    depth: usize,
+    path: &'p PathStack,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = AttributeValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<AttributeValue, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = AttributeValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DynamoDB-JSON value such as {\"S\": \"text\"}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttributeValue, A::Error> {
+        let path = self.path;
+        let Some(tag) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+            return Err(path.error("empty value object; expected one type tag such as \"S\""));
+        };
+        let value = match tag.as_ref() {
+            "S" => AttributeValue::S(map.next_value()?),
+            "N" => {
+                let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                AttributeValue::N(Number::parse(&text).map_err(|e| path.error(e))?)
+            }
+            "B" => {
+                let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                AttributeValue::B(decode_b64(&text).map_err(|e| path.error(e))?)
+            }
+            "BOOL" => AttributeValue::Bool(map.next_value()?),
+            "NULL" => {
+                if !map.next_value::<bool>()? {
+                    return Err(path.error("NULL must be true"));
+                }
+                AttributeValue::Null
+            }
+            "SS" => {
+                let v: Vec<String> = map.next_value()?;
+                AttributeValue::string_set(v).map_err(|e| path.error(e))?
+            }
+            "NS" => {
+                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value()?;
+                let numbers = texts
+                    .iter()
+                    .map(|t| Number::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| path.error(e))?;
+                AttributeValue::number_set(numbers).map_err(|e| path.error(e))?
+            }
+            "BS" => {
+                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value()?;
+                let bytes = texts
+                    .iter()
+                    .map(|t| decode_b64(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| path.error(e))?;
+                AttributeValue::binary_set(bytes).map_err(|e| path.error(e))?
+            }
+            "L" | "M" if self.depth > MAX_NESTING => {
+                return Err(path.error(format_args!(
+                    "nesting deeper than {MAX_NESTING} levels of lists and maps"
+                )));
+            }
+            "L" => AttributeValue::L(map.next_value_seed(ListSeed {
+                depth: self.depth + 1,
+                path,
+            })?),
+            "M" => AttributeValue::M(map.next_value_seed(MapSeed {
+                depth: self.depth + 1,
+                path,
+            })?),
+            other => {
+                return Err(path.error(format_args!(
+                    "unknown type tag \"{other}\"; expected one of S, N, B, BOOL, NULL, SS, NS, BS, L, M"
+                )));
+            }
+        };
+        if let Some(extra) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            return Err(path.error(format_args!(
+                "value has a second type tag \"{extra}\"; exactly one is allowed"
+            )));
+        }
+        Ok(value)
+    }
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
+    BASE64
+        .decode(text)
+        .map_err(|e| format!("invalid base64 in binary value: {e}"))
+}
+
+struct ListSeed<'p> {
+    depth: usize,
+    path: &'p PathStack,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = Vec<AttributeValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = Vec<AttributeValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of DynamoDB-JSON values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        loop {
+            self.path.push(Segment::Index(out.len()));
+            let next = seq.next_element_seed(ValueSeed { depth: self.depth, path: self.path });
+            self.path.pop();
+            match next? {
+                Some(v) => out.push(v),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+struct MapSeed<'p> {
+    depth: usize,
+    path: &'p PathStack,
+}
+
+impl<'de> DeserializeSeed<'de> for MapSeed<'_> {
+    type Value = Item;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
+        d.deserialize_map(MapVisitor { depth: self.depth, path: self.path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_type() {
+        let text = r#"{"M":{"b":{"B":"AAEC/w=="},"bool":{"BOOL":false},"bs":{"BS":["Ag==","AQ=="]},"l":{"L":[{"NULL":true},{"S":"x"}]},"n":{"N":"1.5"},"ns":{"NS":["10","-2","3"]},"s":{"S":"é\n\"q\""},"ss":{"SS":["b","a"]}}}"#;
+        let v = AttributeValue::from_ddb_json(text).unwrap();
+        let AttributeValue::M(m) = &v else { panic!() };
+        assert_eq!(m["ns"], AttributeValue::Ns(["-2", "3", "10"].map(|t| Number::parse(t).unwrap()).to_vec()));
+        assert_eq!(m["ss"], AttributeValue::Ss(vec!["a".into(), "b".into()]));
+        assert_eq!(m["bs"], AttributeValue::Bs(vec![vec![1], vec![2]]));
+        assert_eq!(m["b"], AttributeValue::B(vec![0, 1, 2, 255]));
+        let again = AttributeValue::from_ddb_json(&v.to_ddb_json()).unwrap();
+        assert_eq!(again, v);
+    }
+
+    fn err(text: &str) -> String {
+        parse_item(text, "NewImage").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = err(r#"{"a":{"M":{"b":{"L":[{"S":"x"},{"X":"y"}]}}}}"#);
+        assert!(e.contains("at `NewImage.a.b[1]`: unknown type tag \"X\""), "{e}");
+        let e = err(&format!(r#"{{"p":{{"N":"{}"}}}}"#, "9".repeat(39)));
+        assert!(e.contains("at `NewImage.p`") && e.contains("39 significant digits"), "{e}");
+        let e = err(r#"{"p":{"N":"1E200"}}"#);
+        assert!(e.contains("out of range"), "{e}");
+        let e = err(r#"{"p":{"S":"a","N":"1"}}"#);
+        assert!(e.contains("second type tag"), "{e}");
+        let e = err(r#"{"p":{"SS":["a","a"]}}"#);
+        assert!(e.contains("duplicate element"), "{e}");
+        let e = err(r#"{"p":{"SS":[]}}"#);
+        assert!(e.contains("empty SS set"), "{e}");
+        let e = err(r#"{"p":{"B":"***"}}"#);
+        assert!(e.contains("invalid base64"), "{e}");
+        let e = err(r#"{"p":{"NULL":false}}"#);
+        assert!(e.contains("NULL must be true"), "{e}");
+        let e = err(r#"{"p":{}}"#);
+        assert!(e.contains("empty value object"), "{e}");
+        let e = err(r#"{"p":{"S":"a"},"p":{"S":"b"}}"#);
+        assert!(e.contains("duplicate attribute `p`"), "{e}");
+    }
+
+    fn nested(levels: usize) -> String {
+        let mut s = String::from(r#"{"S":"leaf"}"#);
+        for _ in 0..levels {
+            s = format!(r#"{{"M":{{"k":{s}}}}}"#);
+        }
+        format!(r#"{{"top":{s}}}"#)
+    }
+
+    #[test]
+    fn nesting_limit() {
+        assert!(parse_item(&nested(MAX_NESTING), "Item").is_ok());
+        let e = parse_item(&nested(MAX_NESTING + 1), "Item").unwrap_err().to_string();
+        assert!(e.contains("nesting deeper than 32"), "{e}");
+    }
+}

@@ -1,0 +1,87 @@
+//! One change of one item, as read from a stream.
+
+use std::sync::Arc;
+
+use crate::attribute::Item;
+use crate::position::SequenceNumber;
+
+/// What happened to the item (Debezium's `op` letters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// `c`: INSERT.
+    Insert,
+    /// `u`: MODIFY.
+    Modify,
+    /// `d`: REMOVE (including TTL expiry).
+    Remove,
+    /// `r`: a snapshot read of an existing item.
+    Read,
+}
+
+impl Op {
+    /// The one-letter code used in outputs.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Insert => "c",
+            Op::Modify => "u",
+            Op::Remove => "d",
+            Op::Read => "r",
+        }
+    }
+
+    /// Maps a stream record's `eventName`.
+    pub fn from_event_name(name: &str) -> Option<Op> {
+        match name {
+            "INSERT" => Some(Op::Insert),
+            "MODIFY" => Some(Op::Modify),
+            "REMOVE" => Some(Op::Remove),
+            _ => None,
+        }
+    }
+}
+
+/// Where a change came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Table name.
+    pub table: Arc<str>,
+    /// The stream's ARN, when known.
+    pub stream_arn: Option<Arc<str>>,
+    /// Shard id (for replayed captures, the capture file's name).
+    pub shard_id: Arc<str>,
+    /// The record's sequence number within the shard.
+    pub sequence_number: SequenceNumber,
+    /// The stream record's `eventID`.
+    pub event_id: String,
+    /// `ApproximateCreationDateTime` in milliseconds since the epoch.
+    pub approx_creation_ms: Option<i64>,
+    /// True when DynamoDB's TTL process deleted the item.
+    pub ttl_delete: bool,
+}
+
+/// One change: keys, images and position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What happened.
+    pub op: Op,
+    /// The primary key attributes.
+    pub keys: Item,
+    /// The item before the change (MODIFY, REMOVE with OLD_IMAGE views).
+    pub old_image: Option<Item>,
+    /// The item after the change (INSERT, MODIFY with NEW_IMAGE views).
+    pub new_image: Option<Item>,
+    /// Position and provenance.
+    pub source: SourceInfo,
+}
+
+impl Change {
+    /// The item state a flat row shows: the new image, or for deletes the old
+    /// one; the keys alone when the stream carries no image.
+    pub fn row_image(&self) -> &Item {
+        let image = match self.op {
+            Op::Remove => self.old_image.as_ref(),
+            _ => self.new_image.as_ref(),
+        };
+        image.unwrap_or(&self.keys)
+    }
+}

@@ -1,0 +1,20 @@
+//! The change model shared by every part of dynamo-cdc.
+//!
+//! - [`AttributeValue`] and [`Item`]: DynamoDB values without loss, parsed
+//!   from and written as DynamoDB JSON, with DynamoDB's own limits checked.
+//! - [`Number`]: exact decimals in canonical form (never a float).
+//! - [`Change`], [`Op`], [`SourceInfo`]: one stream record, typed.
+//! - [`SequenceNumber`], [`ShardKey`], [`Positions`]: how far each sink got.
+//! - [`Source`], [`Sink`], [`DeadLetter`]: the seams the pipeline drives.
+
+mod attribute;
+mod change;
+mod number;
+mod position;
+mod seam;
+
+pub use attribute::{AttributeValue, Item, ItemSeed, MAX_NESTING, PathStack, parse_item};
+pub use change::{Change, Op, SourceInfo};
+pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
+pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
+pub use seam::{DeadLetter, Rejected, Sink, Source, SourceBatch};

@@ -1,0 +1,380 @@
+//! DynamoDB numbers as exact decimals.
+//!
+//! DynamoDB numbers carry up to 38 significant digits with a magnitude between
+//! 1E-130 and 9.99…E+125. No binary type holds all of them, so a [`Number`] keeps
+//! the canonical decimal text: no exponent, no leading zeros, no trailing
+//! fractional zeros, no `-0`. Two numbers are equal exactly when their
+//! canonical texts are.
+
+use std::fmt;
+
+/// Most significant digits a DynamoDB number may have.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
+/// Smallest allowed exponent of the leading digit (1E-130).
+pub(crate) const MIN_EXPONENT: i64 = -130;
+/// Largest allowed exponent of the leading digit (9.9…E+125).
+pub(crate) const MAX_EXPONENT: i64 = 125;
+
+/// An exact DynamoDB number in canonical decimal form.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Number {
+    canonical: Box<str>,
+}
+
+/// Why a text is not a DynamoDB number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NumberError {
+    /// The text is not a decimal number (`NaN`, `0x1F`, empty, stray characters).
+    #[error("`{0}` is not a decimal number")]
+    Syntax(String),
+    /// More than 38 significant digits.
+    #[error("`{text}` has {digits} significant digits; DynamoDB allows at most 38")]
+    TooManyDigits {
+        /// the offending text, possibly shortened
+        text: String,
+        /// how many significant digits it has
+        digits: usize,
+    },
+    /// Magnitude outside 1E-130 ..= 9.99…E+125.
+    #[error("`{text}` is out of range: its magnitude must lie between 1E-130 and 9.99E+125")]
+    OutOfRange {
+        /// the offending text, possibly shortened
+        text: String,
+    },
+}
+
+fn shorten(text: &str) -> String {
+    const LIMIT: usize = 64;
+    if text.len() <= LIMIT {
+        return text.to_owned();
+    }
+    let mut cut = LIMIT;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+impl Number {
+    /// Parses DynamoDB's number text (`-12.50`, `1e3`, `0.001E-2`) and
+    /// canonicalizes it.
+    ///
+    /// # Errors
+    /// [`NumberError`] when the text is not a decimal, has more than 38
+    /// significant digits, or is out of DynamoDB's range.
+    pub fn parse(text: &str) -> Result<Self, NumberError> {
+        let syntax = || NumberError::Syntax(shorten(text));
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        let negative = match bytes.first() {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        // Collect the mantissa digits without the point; remember where it was.
+        let mant_start = i;
+        let mut int_digits = 0usize;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+            int_digits += 1;
+        }
+        let mut frac_digits = 0usize;
+        let mut frac_start = i;
+        if i < bytes.len() && bytes[i] == b'.' {
+            i += 1;
+            frac_start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+                frac_digits += 1;
+            }
+        }
+        if int_digits + frac_digits == 0 {
+            return Err(syntax());
+        }
+        let mut exp: i64 = 0;
+        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+            i += 1;
+            let exp_negative = match bytes.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let exp_start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                // Saturate: anything this large is out of range anyway.
+                exp = (exp * 10 + i64::from(bytes[i] - b'0')).min(1_000_000_000);
+                i += 1;
+            }
+            if i == exp_start {
+                return Err(syntax());
+            }
+            if exp_negative {
+                exp = -exp;
+            }
+        }
+        if i != bytes.len() {
+            return Err(syntax());
+        }
+        let int_part = &text[mant_start..mant_start + int_digits];
+        let frac_part = &text[frac_start..frac_start + frac_digits];
+        // All digits in order; value = 0.DIGITS * 10^(int_digits + exp) before trimming.
+        let all = int_part.bytes().chain(frac_part.bytes());
+        let leading_zeros = all.clone().take_while(|&b| b == b'0').count();
+        let total = int_digits + frac_digits;
+        if leading_zeros == total {
+            return Ok(Number { canonical: "0".into() });
+        }
+        let trailing_zeros = all.clone().rev().take_while(|&b| b == b'0').count();
+        let digits: Vec<u8> = all
+            .skip(leading_zeros)
+            .take(total - leading_zeros - trailing_zeros)
+            .collect();
+        if digits.len() > MAX_SIGNIFICANT_DIGITS {
+            return Err(NumberError::TooManyDigits {
+                text: shorten(text),
+                digits: digits.len(),
+            });
+        }
+        // Exponent of the leading significant digit in scientific notation.
+        let adjusted = int_digits as i64 - leading_zeros as i64 - 1 + exp;
+        if !(MIN_EXPONENT..=MAX_EXPONENT).contains(&adjusted) {
+            return Err(NumberError::OutOfRange { text: shorten(text) });
+        }
+        Ok(Number {
+            canonical: render(negative, &digits, adjusted).into_boxed_str(),
+        })
+    }
+
+    /// The canonical decimal text.
+    pub fn as_str(&self) -> &str {
+        &self.canonical
+    }
+
+    /// True when the number has no fractional part.
+    pub fn is_integer(&self) -> bool {
+        !self.canonical.contains('.')
+    }
+
+    /// The value as `i64`, when it is an integer that fits.
+    pub fn to_i64(&self) -> Option<i64> {
+        if self.is_integer() && self.canonical.len() <= 20 {
+            self.canonical.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    /// The nearest `f64` (lossy: only for the opt-in `double` mode).
+    pub fn to_f64(&self) -> f64 {
+        // The canonical text is always valid float syntax.
+        self.canonical.parse().unwrap_or(f64::NAN)
+    }
+
+    /// Digits after the decimal point.
+    pub fn scale(&self) -> usize {
+        self.canonical.find('.').map_or(0, |p| self.canonical.len() - p - 1)
+    }
+
+    /// The unscaled value at `scale` fractional digits, when it is exact and
+    /// fits in 38 digits of precision (Decimal128(38, scale)).
+    pub fn to_decimal128(&self, scale: u8) -> Option<i128> {
+        let own = self.scale();
+        if own > usize::from(scale) {
+            return None;
+        }
+        let text: String = self.canonical.chars().filter(|&c| c != '.').collect();
+        let mut value: i128 = text.parse().ok()?;
+        for _ in own..usize::from(scale) {
+            value = value.checked_mul(10)?;
+        }
+        (value.unsigned_abs() < 10u128.pow(38)).then_some(value)
+    }
+
+    /// Builds a number from an unscaled Decimal128 value and its scale.
+    pub fn from_decimal128(value: i128, scale: u8) -> Result<Self, NumberError> {
+        let text = value.unsigned_abs().to_string();
+        let scale = usize::from(scale);
+        let sign = if value < 0 { "-" } else { "" };
+        let literal = if scale == 0 {
+            format!("{sign}{text}")
+        } else if text.len() > scale {
+            let (i, f) = text.split_at(text.len() - scale);
+            format!("{sign}{i}.{f}")
+        } else {
+            format!("{sign}0.{}{text}", "0".repeat(scale - text.len()))
+        };
+        Number::parse(&literal)
+    }
+}
+
+impl From<i64> for Number {
+    fn from(value: i64) -> Self {
+        Number { canonical: value.to_string().into_boxed_str() }
+    }
+}
+
+/// Plain decimal notation of `0.DIGITS`-style significant digits whose first
+/// digit has exponent `adjusted`.
+fn render(negative: bool, digits: &[u8], adjusted: i64) -> String {
+    let mut out = String::with_capacity(digits.len() + 4);
+    if negative {
+        out.push('-');
+    }
+    let n = digits.len() as i64;
+    let ascii = |d: &[u8]| std::str::from_utf8(d).unwrap_or_default().to_owned();
+    if adjusted < 0 {
+        out.push_str("0.");
+        for _ in 0..(-adjusted - 1) {
+            out.push('0');
+        }
+        out.push_str(&ascii(digits));
+    } else if adjusted >= n - 1 {
+        out.push_str(&ascii(digits));
+        for _ in 0..(adjusted - (n - 1)) {
+            out.push('0');
+        }
+    } else {
+        let split = (adjusted + 1) as usize;
+        out.push_str(&ascii(&digits[..split]));
+        out.push('.');
+        out.push_str(&ascii(&digits[split..]));
+    }
+    out
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical)
+    }
+}
+
+impl fmt::Debug for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "N({})", self.canonical)
+    }
+}
+
+impl Ord for Number {
+    /// Numeric order.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        numeric_cmp(&self.canonical, &other.canonical)
+    }
+}
+
+impl PartialOrd for Number {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+fn numeric_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a_neg, a_abs) = a.strip_prefix('-').map_or((false, a), |r| (true, r));
+    let (b_neg, b_abs) = b.strip_prefix('-').map_or((false, b), |r| (true, r));
+    match (a_neg, b_neg) {
+        (false, true) => Ordering::Greater,
+        (true, false) => Ordering::Less,
+        (false, false) => abs_cmp(a_abs, b_abs),
+        (true, true) => abs_cmp(b_abs, a_abs),
+    }
+}
+
+/// Compares two canonical non-negative decimals.
+fn abs_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (ai, af) = a.split_once('.').unwrap_or((a, ""));
+    let (bi, bf) = b.split_once('.').unwrap_or((b, ""));
+    // Canonical integer parts have no leading zeros (except a lone "0").
+    ai.len()
+        .cmp(&bi.len())
+        .then_with(|| ai.cmp(bi))
+        .then_with(|| af.cmp(bf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(text: &str) -> String {
+        Number::parse(text).unwrap().to_string()
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(canon("1.50"), "1.5");
+        assert_eq!(canon("-0"), "0");
+        assert_eq!(canon("000123"), "123");
+        assert_eq!(canon("1e3"), "1000");
+        assert_eq!(canon("1.5E-3"), "0.0015");
+        assert_eq!(canon("+.5"), "0.5");
+        assert_eq!(canon("5."), "5");
+        assert_eq!(canon("-12.3400e1"), "-123.4");
+        assert_eq!(canon("1E+125"), format!("1{}", "0".repeat(125)));
+        assert_eq!(canon("1E-130"), format!("0.{}1", "0".repeat(129)));
+    }
+
+    #[test]
+    fn rejects_what_dynamodb_rejects() {
+        for bad in ["", "-", "NaN", "Infinity", "0x10", "1e", "1.2.3", " 1", "1 ", "e5"] {
+            assert!(matches!(Number::parse(bad), Err(NumberError::Syntax(_))), "{bad}");
+        }
+        let digits39 = "1".repeat(39);
+        assert!(matches!(
+            Number::parse(&digits39),
+            Err(NumberError::TooManyDigits { digits: 39, .. })
+        ));
+        assert!(Number::parse(&"1".repeat(38)).is_ok());
+        // Trailing zeros of an integer are not significant.
+        assert!(Number::parse(&format!("1{}", "0".repeat(100))).is_ok());
+        assert!(matches!(Number::parse("1E126"), Err(NumberError::OutOfRange { .. })));
+        assert!(matches!(Number::parse("1E-131"), Err(NumberError::OutOfRange { .. })));
+        assert!(matches!(Number::parse("1E999999999999999999"), Err(NumberError::OutOfRange { .. })));
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(Number::parse("9223372036854775807").unwrap().to_i64(), Some(i64::MAX));
+        assert_eq!(Number::parse("9223372036854775808").unwrap().to_i64(), None);
+        assert_eq!(Number::parse("-9223372036854775808").unwrap().to_i64(), Some(i64::MIN));
+        assert_eq!(Number::parse("1.5").unwrap().to_i64(), None);
+        let n = Number::parse("-12.345").unwrap();
+        assert_eq!(n.to_decimal128(4), Some(-123_450));
+        assert_eq!(n.to_decimal128(2), None);
+        assert_eq!(Number::from_decimal128(-123_450, 4).unwrap(), n);
+        assert_eq!(Number::from_decimal128(5, 3).unwrap().as_str(), "0.005");
+    }
+
+    #[test]
+    fn numeric_order() {
+        let mut v: Vec<Number> = ["10", "-1.5", "2", "0.001", "-20", "0"]
+            .iter()
+            .map(|t| Number::parse(t).unwrap())
+            .collect();
+        v.sort();
+        let s: Vec<&str> = v.iter().map(Number::as_str).collect();
+        assert_eq!(s, ["-20", "-1.5", "0", "0.001", "2", "10"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_is_a_fixed_point(int in "-?[0-9]{1,20}", frac in "[0-9]{0,17}", exp in -100i64..100) {
+            let text = format!("{int}.{frac}e{exp}");
+            if let Ok(n) = Number::parse(&text) {
+                let again = Number::parse(n.as_str()).unwrap();
+                proptest::prop_assert_eq!(&again, &n);
+            }
+        }
+    }
+}

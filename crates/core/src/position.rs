@@ -1,0 +1,214 @@
+//! Stream positions: sequence numbers and the per-shard positions a sink has
+//! made durable.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A DynamoDB Streams sequence number: 1 to 40 decimal digits, compared
+/// numerically (a 40-digit one does not fit `u128`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(Box<str>);
+
+/// The text is not a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a sequence number (1 to 40 decimal digits)")]
+pub struct BadSequenceNumber(pub String);
+
+impl SequenceNumber {
+    /// Parses a sequence number, dropping leading zeros.
+    ///
+    /// # Errors
+    /// [`BadSequenceNumber`] unless the text is 1 to 40 ASCII digits.
+    pub fn parse(text: &str) -> Result<Self, BadSequenceNumber> {
+        if text.is_empty() || text.len() > 40 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadSequenceNumber(text.chars().take(64).collect()));
+        }
+        let trimmed = text.trim_start_matches('0');
+        Ok(SequenceNumber(if trimmed.is_empty() { "0" } else { trimmed }.into()))
+    }
+
+    /// The decimal text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // No leading zeros, so a longer number is larger.
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Seq({})", self.0)
+    }
+}
+
+/// A shard of a table's stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardKey {
+    /// Table name.
+    pub table: Arc<str>,
+    /// Shard id.
+    pub shard: Arc<str>,
+}
+
+impl ShardKey {
+    /// A key from table and shard.
+    pub fn new(table: impl Into<Arc<str>>, shard: impl Into<Arc<str>>) -> Self {
+        ShardKey { table: table.into(), shard: shard.into() }
+    }
+}
+
+impl fmt::Display for ShardKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.table, self.shard)
+    }
+}
+
+/// The last durable sequence number per shard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Positions {
+    by_shard: BTreeMap<ShardKey, SequenceNumber>,
+}
+
+impl Positions {
+    /// No positions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The durable position of a shard.
+    pub fn get(&self, key: &ShardKey) -> Option<&SequenceNumber> {
+        self.by_shard.get(key)
+    }
+
+    /// Raises a shard's position to `seq`; a lower `seq` is ignored, because a
+    /// position never moves back.
+    pub fn advance(&mut self, key: ShardKey, seq: SequenceNumber) {
+        match self.by_shard.get_mut(&key) {
+            Some(current) if *current >= seq => {}
+            Some(current) => *current = seq,
+            None => {
+                self.by_shard.insert(key, seq);
+            }
+        }
+    }
+
+    /// True when `seq` of `key` is already durable here.
+    pub fn covers(&self, key: &ShardKey, seq: &SequenceNumber) -> bool {
+        self.by_shard.get(key).is_some_and(|p| p >= seq)
+    }
+
+    /// Every shard and position, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ShardKey, &SequenceNumber)> {
+        self.by_shard.iter()
+    }
+
+    /// Number of shards with a position.
+    pub fn len(&self) -> usize {
+        self.by_shard.len()
+    }
+
+    /// True when no shard has a position.
+    pub fn is_empty(&self) -> bool {
+        self.by_shard.is_empty()
+    }
+
+    /// Merges `other` in, keeping the higher position of each shard.
+    pub fn merge_max(&mut self, other: &Positions) {
+        for (k, v) in other.iter() {
+            self.advance(k.clone(), v.clone());
+        }
+    }
+
+    /// Where to resume: per shard, the lowest position over all sinks; a shard
+    /// that some sink has no position for has none here either (read it from
+    /// the start), so no sink misses a change.
+    pub fn resume_point(per_sink: &[&Positions]) -> Positions {
+        let Some((first, rest)) = per_sink.split_first() else {
+            return Positions::new();
+        };
+        let mut out = Positions::new();
+        'shards: for (key, seq) in first.iter() {
+            let mut low = seq;
+            for other in rest {
+                match other.get(key) {
+                    Some(s) if s < low => low = s,
+                    Some(_) => {}
+                    None => continue 'shards,
+                }
+            }
+            out.by_shard.insert(key.clone(), low.clone());
+        }
+        out
+    }
+}
+
+impl FromIterator<(ShardKey, SequenceNumber)> for Positions {
+    fn from_iter<I: IntoIterator<Item = (ShardKey, SequenceNumber)>>(iter: I) -> Self {
+        let mut p = Positions::new();
+        for (k, v) in iter {
+            p.advance(k, v);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(t: &str) -> SequenceNumber {
+        SequenceNumber::parse(t).unwrap()
+    }
+
+    #[test]
+    fn numeric_order_beyond_u128() {
+        let forty = "9".repeat(40);
+        assert!(seq(&forty) > seq(&"1".repeat(39)));
+        assert!(seq("100") > seq("99"));
+        assert_eq!(seq("007"), seq("7"));
+        assert!(SequenceNumber::parse(&"1".repeat(41)).is_err());
+        assert!(SequenceNumber::parse("12a").is_err());
+        assert!(SequenceNumber::parse("").is_err());
+    }
+
+    #[test]
+    fn resume_is_the_minimum_over_sinks() {
+        let a = ShardKey::new("t", "s1");
+        let b = ShardKey::new("t", "s2");
+        let p1: Positions = [(a.clone(), seq("10")), (b.clone(), seq("5"))].into_iter().collect();
+        let p2: Positions = [(a.clone(), seq("7"))].into_iter().collect();
+        let r = Positions::resume_point(&[&p1, &p2]);
+        assert_eq!(r.get(&a), Some(&seq("7")));
+        assert_eq!(r.get(&b), None, "a sink without a position reads from the start");
+    }
+
+    #[test]
+    fn positions_never_move_back() {
+        let k = ShardKey::new("t", "s");
+        let mut p = Positions::new();
+        p.advance(k.clone(), seq("20"));
+        p.advance(k.clone(), seq("3"));
+        assert_eq!(p.get(&k), Some(&seq("20")));
+        assert!(p.covers(&k, &seq("19")));
+        assert!(!p.covers(&k, &seq("21")));
+    }
+}

@@ -1,0 +1,111 @@
+//! The seams between sources, sinks and the pipeline that drives them.
+
+use serde::Serialize;
+
+use crate::change::Change;
+use crate::position::Positions;
+
+/// A record that could not be delivered, kept with where it came from and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// The file the record was read from, or the stream ARN.
+    pub origin: String,
+    /// 1-based line in `origin`, for line-oriented captures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// 0-based index of the record within its page, when the line held a page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_index: Option<usize>,
+    /// Table, when it could be told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Shard, when it could be told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// Sequence number, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence_number: Option<String>,
+    /// What was wrong.
+    pub error: String,
+    /// The record as it was read (possibly not JSON at all).
+    pub raw: String,
+}
+
+impl DeadLetter {
+    /// Identifies the record across runs, so that a rerun does not dead-letter
+    /// the same record twice.
+    pub fn identity(&self) -> String {
+        match (&self.shard, &self.sequence_number) {
+            (Some(shard), Some(seq)) => format!("seq:{shard}:{seq}"),
+            _ => format!(
+                "at:{}:{}:{}",
+                self.origin,
+                self.line.unwrap_or(0),
+                self.record_index.unwrap_or(0)
+            ),
+        }
+    }
+}
+
+/// What a source hands to the pipeline: changes in stream order per shard,
+/// and the records it could not read.
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    /// Changes, in order within each shard.
+    pub changes: Vec<Change>,
+    /// Records that could not be parsed.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Reads changes, batch at a time.
+pub trait Source: Send {
+    /// What can go wrong while reading.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The next batch, or `None` once the source is exhausted.
+    ///
+    /// # Errors
+    /// When reading fails as a whole (I/O, lost data); bad records are not
+    /// errors but dead letters in the batch.
+    fn next_batch(&mut self) -> Result<Option<SourceBatch>, Self::Error>;
+}
+
+/// A change a sink could not encode or accept; it goes to the dead-letter path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Index of the change in the batch given to [`Sink::write`].
+    pub index: usize,
+    /// Why it was rejected, naming the attribute where possible.
+    pub error: String,
+}
+
+/// Delivers changes somewhere durable and says how far it got.
+pub trait Sink: Send {
+    /// What can go wrong while writing.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// A short name used in logs, the summary and the checkpoint file.
+    fn name(&self) -> &str;
+
+    /// Positions that are durable in this sink. Grows only after a commit.
+    fn durable_positions(&self) -> &Positions;
+
+    /// Takes a batch. Changes this sink already holds are dropped; changes it
+    /// cannot encode are returned as rejects and the rest is written.
+    ///
+    /// # Errors
+    /// When the sink cannot write at all.
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, Self::Error>;
+
+    /// Commits what is due by age; called periodically.
+    ///
+    /// # Errors
+    /// When a commit fails.
+    fn poll(&mut self) -> Result<(), Self::Error>;
+
+    /// Commits everything buffered.
+    ///
+    /// # Errors
+    /// When a commit fails.
+    fn flush(&mut self) -> Result<(), Self::Error>;
+}

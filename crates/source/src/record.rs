@@ -1,0 +1,254 @@
+//! One DynamoDB Streams record (as GetRecords and Lambda deliver it) to a
+//! [`Change`].
+
+use std::sync::Arc;
+
+use chrono::DateTime;
+use dynamo_cdc_core::{Change, Item, Op, SequenceNumber, SourceInfo, parse_item};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The JSON shape of a stream record. Unknown fields are ignored: AWS adds
+/// fields over time and captures carry extra ones.
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(rename = "eventID")]
+    event_id: Option<String>,
+    #[serde(rename = "eventName")]
+    event_name: Option<&'a str>,
+    #[serde(rename = "eventSourceARN")]
+    event_source_arn: Option<&'a str>,
+    #[serde(rename = "userIdentity")]
+    user_identity: Option<UserIdentity<'a>>,
+    #[serde(borrow)]
+    dynamodb: Option<RawBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct UserIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    #[serde(rename = "principalId")]
+    principal_id: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct RawBody<'a> {
+    #[serde(rename = "ApproximateCreationDateTime", borrow)]
+    approx_creation: Option<&'a RawValue>,
+    #[serde(rename = "Keys", borrow)]
+    keys: Option<&'a RawValue>,
+    #[serde(rename = "NewImage", borrow)]
+    new_image: Option<&'a RawValue>,
+    #[serde(rename = "OldImage", borrow)]
+    old_image: Option<&'a RawValue>,
+    #[serde(rename = "SequenceNumber")]
+    sequence_number: Option<&'a str>,
+}
+
+/// Why a record could not be turned into a change. The text names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
+/// What the parser needs to know beyond the record itself.
+#[derive(Debug, Clone)]
+pub struct RecordContext {
+    /// Table for records without `eventSourceARN`.
+    pub default_table: Option<Arc<str>>,
+    /// The shard the record belongs to.
+    pub shard: Arc<str>,
+    /// Interned table names and stream ARNs, so that a page allocates them once.
+    interned: Vec<Arc<str>>,
+}
+
+impl RecordContext {
+    /// A context for records of `shard`.
+    pub fn new(shard: Arc<str>, default_table: Option<Arc<str>>) -> Self {
+        RecordContext { default_table, shard, interned: Vec::new() }
+    }
+
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(found) = self.interned.iter().find(|s| &***s == text) {
+            return found.clone();
+        }
+        let new: Arc<str> = text.into();
+        if self.interned.len() < 64 {
+            self.interned.push(new.clone());
+        }
+        new
+    }
+}
+
+/// A record's sequence number and table, read cheaply for dead letters.
+#[derive(Debug, Default, Clone)]
+pub struct RecordHints {
+    /// Sequence number, when the record has a readable one.
+    pub sequence_number: Option<String>,
+    /// Table, when the ARN or the context tells it.
+    pub table: Option<String>,
+}
+
+/// Parses a stream record.
+///
+/// # Errors
+/// [`RecordError`] naming the field that is missing or wrong, with the
+/// attribute path for bad values, plus whatever could still be read.
+pub fn parse_record(raw: &str, ctx: &mut RecordContext) -> Result<Change, (RecordError, RecordHints)> {
+    let mut hints = RecordHints {
+        table: ctx.default_table.as_deref().map(str::to_owned),
+        ..RecordHints::default()
+    };
+    let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
+    let record: RawRecord<'_> = serde_json::from_str(raw)
+        .map_err(|e| fail(format!("not a stream record: {e}"), &hints))?;
+    let table = match record.event_source_arn {
+        Some(arn) => {
+            let name = table_from_arn(arn).ok_or_else(|| {
+                fail(format!("eventSourceARN `{arn}` names no table"), &hints)
+            })?;
+            Some(ctx.intern(name))
+        }
+        None => ctx.default_table.clone(),
+    };
+    hints.table = table.as_deref().map(str::to_owned);
+    let body = record
+        .dynamodb
+        .ok_or_else(|| fail("record has no `dynamodb` object".into(), &hints))?;
+    let seq_text = body
+        .sequence_number
+        .ok_or_else(|| fail("record has no dynamodb.SequenceNumber".into(), &hints))?;
+    hints.sequence_number = Some(seq_text.to_owned());
+    let sequence_number = SequenceNumber::parse(seq_text)
+        .map_err(|e| fail(format!("dynamodb.SequenceNumber: {e}"), &hints))?;
+    let table = table.ok_or_else(|| {
+        fail(
+            "record has no eventSourceARN and no table is configured ([source] table)".into(),
+            &hints,
+        )
+    })?;
+    let op = match record.event_name {
+        Some(name) => Op::from_event_name(name).ok_or_else(|| {
+            fail(format!("eventName `{name}` is not INSERT, MODIFY or REMOVE"), &hints)
+        })?,
+        None => return Err(fail("record has no eventName".into(), &hints)),
+    };
+    let image = |raw: Option<&RawValue>, root: &str| -> Result<Option<Item>, (RecordError, RecordHints)> {
+        raw.filter(|r| r.get() != "null")
+            .map(|r| parse_item(r.get(), root))
+            .transpose()
+            .map_err(|e| fail(e.to_string(), &hints))
+    };
+    let keys = image(body.keys, "Keys")?.unwrap_or_default();
+    if keys.is_empty() {
+        return Err(fail("record without keys (dynamodb.Keys is missing or empty)".into(), &hints));
+    }
+    let new_image = image(body.new_image, "NewImage")?;
+    let old_image = image(body.old_image, "OldImage")?;
+    let approx_creation_ms = body
+        .approx_creation
+        .map(|r| creation_ms(r.get()))
+        .transpose()
+        .map_err(|e| fail(e, &hints))?;
+    let ttl_delete = record.user_identity.is_some_and(|u| {
+        u.kind == Some("Service") && u.principal_id == Some("dynamodb.amazonaws.com")
+    });
+    let stream_arn = record.event_source_arn.map(|a| ctx.intern(a));
+    Ok(Change {
+        op,
+        keys,
+        old_image,
+        new_image,
+        source: SourceInfo {
+            table,
+            stream_arn,
+            shard_id: ctx.shard.clone(),
+            sequence_number,
+            event_id: record.event_id.unwrap_or_default(),
+            approx_creation_ms,
+            ttl_delete,
+        },
+    })
+}
+
+/// `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` -> `NAME`.
+pub fn table_from_arn(arn: &str) -> Option<&str> {
+    let resource = arn.splitn(6, ':').nth(5)?;
+    let rest = resource.strip_prefix("table/")?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// `ApproximateCreationDateTime` as epoch seconds (GetRecords JSON, Lambda),
+/// epoch milliseconds (values above 10^11), or an ISO-8601 string (AWS CLI v2).
+fn creation_ms(raw: &str) -> Result<i64, String> {
+    let bad = || format!("dynamodb.ApproximateCreationDateTime `{raw}` is not a time");
+    if let Some(text) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        let t = DateTime::parse_from_rfc3339(text).map_err(|_| bad())?;
+        return Ok(t.timestamp_millis());
+    }
+    let value: f64 = raw.parse().map_err(|_| bad())?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(bad());
+    }
+    let ms = if value > 1e11 { value } else { value * 1000.0 };
+    if ms > 253_402_300_799_000.0 {
+        return Err(bad()); // after 9999-12-31
+    }
+    Ok(ms.round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> RecordContext {
+        RecordContext::new("shard-1".into(), None)
+    }
+
+    const INSERT: &str = r#"{"eventID":"e1","eventName":"INSERT","eventVersion":"1.1","eventSource":"aws:dynamodb","awsRegion":"us-east-1","dynamodb":{"ApproximateCreationDateTime":1700000000.5,"Keys":{"id":{"S":"a"}},"NewImage":{"id":{"S":"a"},"n":{"N":"1.50"}},"SequenceNumber":"000000000000000000001","SizeBytes":20,"StreamViewType":"NEW_AND_OLD_IMAGES"},"eventSourceARN":"arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"}"#;
+
+    #[test]
+    fn parses_a_getrecords_record() {
+        let c = parse_record(INSERT, &mut ctx()).unwrap();
+        assert_eq!(c.op, Op::Insert);
+        assert_eq!(&*c.source.table, "orders");
+        assert_eq!(c.source.sequence_number.as_str(), "1");
+        assert_eq!(c.source.approx_creation_ms, Some(1_700_000_000_500));
+        assert_eq!(c.new_image.unwrap()["n"].to_ddb_json(), r#"{"N":"1.5"}"#);
+        assert!(!c.source.ttl_delete);
+    }
+
+    #[test]
+    fn ttl_deletes_and_iso_times() {
+        let raw = r#"{"eventID":"e2","eventName":"REMOVE","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"},"dynamodb":{"ApproximateCreationDateTime":"2024-03-01T10:00:00+01:00","Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"}},"SequenceNumber":"5"}}"#;
+        let mut c = RecordContext::new("s".into(), Some("t".into()));
+        let change = parse_record(raw, &mut c).unwrap();
+        assert!(change.source.ttl_delete);
+        assert_eq!(change.op, Op::Remove);
+        assert_eq!(change.source.approx_creation_ms, Some(1_709_283_600_000));
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        let e = |raw: &str| parse_record(raw, &mut ctx()).unwrap_err().0.to_string();
+        assert!(e(r#"{"eventName":"INSERT","dynamodb":{"SequenceNumber":"1","Keys":{}}}"#).contains("no eventSourceARN"));
+        let no_keys = INSERT.replace(r#""Keys":{"id":{"S":"a"}},"#, "");
+        assert!(e(&no_keys).contains("record without keys"));
+        let bad_op = INSERT.replace("INSERT", "UPSERT");
+        assert!(e(&bad_op).contains("eventName `UPSERT`"));
+        let bad_n = INSERT.replace("1.50", "abc");
+        let msg = e(&bad_n);
+        assert!(msg.contains("at `NewImage.n`") && msg.contains("not a decimal"), "{msg}");
+        let (_, hints) = parse_record(&bad_n, &mut ctx()).unwrap_err();
+        assert_eq!(hints.sequence_number.as_deref(), Some("000000000000000000001"));
+        assert_eq!(hints.table.as_deref(), Some("orders"));
+    }
+
+    #[test]
+    fn arn_parsing() {
+        assert_eq!(table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/a.b-c_d/stream/x"), Some("a.b-c_d"));
+        assert_eq!(table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/t"), Some("t"));
+        assert_eq!(table_from_arn("nonsense"), None);
+    }
+}

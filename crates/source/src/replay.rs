@@ -1,0 +1,424 @@
+//! The replay source: captured DynamoDB Streams records read back from files.
+//!
+//! A capture is a file, or a directory of files, holding any of:
+//! - JSON Lines, one GetRecords response per line (`{"Records": [...],
+//!   "NextShardIterator": ...}`), one Lambda DynamoDB event per line, or one
+//!   bare stream record per line;
+//! - one such document spread over many lines (as the AWS CLI prints it), or
+//!   several such documents one after another;
+//! - either of those gzip-compressed (detected by content, not only `.gz`).
+//!
+//! Each file is one shard, named after the file without its extensions, so a
+//! capture made one file per shard keeps its order.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dynamo_cdc_core::{DeadLetter, Positions, SequenceNumber, ShardKey, Source, SourceBatch};
+use flate2::read::MultiGzDecoder;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::record::{RecordContext, parse_record};
+
+/// What the replay source reads.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// A capture file or a directory of them.
+    pub path: PathBuf,
+    /// Table for records without `eventSourceARN`.
+    pub table: Option<String>,
+    /// Changes per batch handed to the pipeline.
+    pub batch_size: usize,
+}
+
+/// Reading the capture failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// A file or directory could not be read.
+    #[error("cannot read capture {path}")]
+    Io {
+        /// what was being read
+        path: PathBuf,
+        /// the I/O error
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path holds no capture files.
+    #[error("no capture files (*.json, *.jsonl, *.ndjson, optionally .gz) under {0}")]
+    NoFiles(PathBuf),
+}
+
+/// Counts kept while replaying.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Files opened.
+    pub files: u64,
+    /// Records skipped because every sink already holds them.
+    pub already_delivered: u64,
+    /// Records skipped because the capture repeats a sequence number.
+    pub duplicates: u64,
+}
+
+/// Reads captured stream records; see the module docs for the formats.
+pub struct ReplaySource {
+    files: VecDeque<PathBuf>,
+    current: Option<FileReader>,
+    default_table: Option<Arc<str>>,
+    batch_size: usize,
+    resume: Positions,
+    last_seq: HashMap<ShardKey, SequenceNumber>,
+    stats: ReplayStats,
+}
+
+impl ReplaySource {
+    /// Lists the capture files; records at or before `resume` are skipped.
+    ///
+    /// # Errors
+    /// When the path cannot be read or holds no capture files.
+    pub fn open(config: &ReplayConfig, resume: Positions) -> Result<Self, ReplayError> {
+        let files = capture_files(&config.path)?;
+        if files.is_empty() {
+            return Err(ReplayError::NoFiles(config.path.clone()));
+        }
+        Ok(ReplaySource {
+            files: files.into(),
+            current: None,
+            default_table: config.table.as_deref().map(Arc::from),
+            batch_size: config.batch_size.max(1),
+            resume,
+            last_seq: HashMap::new(),
+            stats: ReplayStats::default(),
+        })
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &ReplayStats {
+        &self.stats
+    }
+
+    /// Parses one JSON document (a page, an event or a record) at `line`.
+    fn take_document(&mut self, text: &str, line: u64, out: &mut SourceBatch) {
+        let Some(reader) = self.current.as_mut() else { return };
+        let origin = reader.display.clone();
+        let default_table = reader.ctx.default_table.as_deref().map(str::to_owned);
+        let shard = reader.ctx.shard.to_string();
+        let dead = |error: String, raw: &str, index: Option<usize>| DeadLetter {
+            origin: origin.clone(),
+            line: Some(line),
+            record_index: index,
+            table: default_table.clone(),
+            shard: Some(shard.clone()),
+            sequence_number: None,
+            error,
+            raw: raw.to_owned(),
+        };
+        let doc: Document<'_> = match serde_json::from_str(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                out.dead_letters.push(dead(format!("not valid JSON: {e}"), text, None));
+                return;
+            }
+        };
+        let paged = doc.records.is_some();
+        let records: Vec<&RawValue> = match (doc.records, doc.dynamodb) {
+            (Some(records), _) => records,
+            (None, Some(_)) => match serde_json::from_str(text) {
+                Ok(single) => vec![single],
+                Err(e) => {
+                    out.dead_letters.push(dead(format!("not valid JSON: {e}"), text, None));
+                    return;
+                }
+            },
+            (None, None) => {
+                out.dead_letters.push(dead(
+                    "neither a GetRecords response, a Lambda event nor a stream record \
+                     (no `Records` array and no `dynamodb` object)"
+                        .into(),
+                    text,
+                    None,
+                ));
+                return;
+            }
+        };
+        for (index, raw) in records.into_iter().enumerate() {
+            let index = paged.then_some(index);
+            match parse_record(raw.get(), &mut reader.ctx) {
+                Ok(change) => {
+                    let key = ShardKey {
+                        table: change.source.table.clone(),
+                        shard: change.source.shard_id.clone(),
+                    };
+                    let seq = &change.source.sequence_number;
+                    if let Some(last) = self.last_seq.get(&key) {
+                        if seq == last {
+                            self.stats.duplicates += 1;
+                            continue;
+                        }
+                        if seq < last {
+                            let mut d = dead(
+                                format!(
+                                    "sequence number {seq} comes after {last} in shard {}; \
+                                     records of a shard must be in stream order",
+                                    key.shard
+                                ),
+                                raw.get(),
+                                index,
+                            );
+                            d.table = Some(key.table.to_string());
+                            d.sequence_number = Some(seq.to_string());
+                            out.dead_letters.push(d);
+                            continue;
+                        }
+                    }
+                    self.last_seq.insert(key.clone(), seq.clone());
+                    if self.resume.covers(&key, seq) {
+                        self.stats.already_delivered += 1;
+                        continue;
+                    }
+                    out.changes.push(change);
+                }
+                Err((error, hints)) => {
+                    let mut d = dead(error.to_string(), raw.get(), index);
+                    d.table = hints.table;
+                    d.sequence_number = hints.sequence_number;
+                    out.dead_letters.push(d);
+                }
+            }
+        }
+    }
+}
+
+/// The top level of a captured document.
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(rename = "Records", borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    dynamodb: Option<&'a RawValue>,
+}
+
+impl Source for ReplaySource {
+    type Error = ReplayError;
+
+    fn next_batch(&mut self) -> Result<Option<SourceBatch>, ReplayError> {
+        let mut batch = SourceBatch::default();
+        while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
+            if self.current.is_none() {
+                let Some(path) = self.files.pop_front() else { break };
+                self.stats.files += 1;
+                let shard = shard_name(&path);
+                let ctx = RecordContext::new(shard.into(), self.default_table.clone());
+                self.current = Some(FileReader::open(path, ctx)?);
+            }
+            let Some(reader) = self.current.as_mut() else { break };
+            match reader.next_document()? {
+                Some(Piece::Document { text, line }) => {
+                    self.take_document(&text, line, &mut batch);
+                }
+                Some(Piece::Bad { raw, line, error }) => {
+                    batch.dead_letters.push(DeadLetter {
+                        origin: reader.display.clone(),
+                        line: Some(line),
+                        record_index: None,
+                        table: reader.ctx.default_table.as_deref().map(str::to_owned),
+                        shard: Some(reader.ctx.shard.to_string()),
+                        sequence_number: None,
+                        error,
+                        raw,
+                    });
+                }
+                None => self.current = None,
+            }
+        }
+        if batch.changes.is_empty() && batch.dead_letters.is_empty() && self.current.is_none() && self.files.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(batch))
+    }
+}
+
+/// One unit read from a file.
+enum Piece {
+    Document { text: String, line: u64 },
+    Bad { raw: String, line: u64, error: String },
+}
+
+enum Mode {
+    /// Not decided yet: the first non-blank line decides.
+    Undecided,
+    /// One document per line.
+    Lines,
+    /// Documents spanning lines: the rest of the file, split by the parser.
+    Whole(VecDeque<Piece>),
+}
+
+struct FileReader {
+    display: String,
+    ctx: RecordContext,
+    input: BufReader<Box<dyn Read + Send>>,
+    mode: Mode,
+    line: u64,
+    path: PathBuf,
+    buf: Vec<u8>,
+}
+
+impl FileReader {
+    fn open(path: PathBuf, ctx: RecordContext) -> Result<Self, ReplayError> {
+        let io = |source| ReplayError::Io { path: path.clone(), source };
+        let file = File::open(&path).map_err(io)?;
+        let mut peek = BufReader::with_capacity(1 << 20, file);
+        let gzip = peek.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+        let input: Box<dyn Read + Send> = if gzip {
+            Box::new(MultiGzDecoder::new(peek))
+        } else {
+            Box::new(peek)
+        };
+        let lines_by_name = {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = name.strip_suffix(".gz").unwrap_or(name);
+            name.ends_with(".jsonl") || name.ends_with(".ndjson")
+        };
+        Ok(FileReader {
+            display: path.display().to_string(),
+            ctx,
+            input: BufReader::with_capacity(1 << 20, input),
+            mode: if lines_by_name { Mode::Lines } else { Mode::Undecided },
+            line: 0,
+            path,
+            buf: Vec::with_capacity(1 << 16),
+        })
+    }
+
+    fn next_document(&mut self) -> Result<Option<Piece>, ReplayError> {
+        loop {
+            if let Mode::Whole(pieces) = &mut self.mode {
+                return Ok(pieces.pop_front());
+            }
+            self.buf.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| ReplayError::Io { path: self.path.clone(), source })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let line = self.line;
+            let text = match std::str::from_utf8(&self.buf) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    return Ok(Some(Piece::Bad {
+                        raw: String::from_utf8_lossy(&self.buf).trim().to_owned(),
+                        line,
+                        error: format!("line is not UTF-8: {e}"),
+                    }));
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            if matches!(self.mode, Mode::Undecided) {
+                // A first line that is a whole JSON value means JSON Lines; one
+                // that ends mid-value means a document spread over lines.
+                match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                    Err(e) if e.is_eof() => {
+                        let first = text.to_owned();
+                        self.mode = Mode::Whole(self.read_whole(first, line)?);
+                        continue;
+                    }
+                    _ => self.mode = Mode::Lines,
+                }
+            }
+            return Ok(Some(Piece::Document { text: text.to_owned(), line }));
+        }
+    }
+
+    /// Reads the rest of the file and splits it into documents.
+    fn read_whole(&mut self, first: String, first_line: u64) -> Result<VecDeque<Piece>, ReplayError> {
+        let mut all = first;
+        all.push('\n');
+        let mut rest = Vec::new();
+        self.input
+            .read_to_end(&mut rest)
+            .map_err(|source| ReplayError::Io { path: self.path.clone(), source })?;
+        all.push_str(&String::from_utf8_lossy(&rest));
+        let line_at = |offset: usize| first_line + all[..offset].bytes().filter(|&b| b == b'\n').count() as u64;
+        let mut pieces = VecDeque::new();
+        let mut stream = serde_json::Deserializer::from_str(&all).into_iter::<&RawValue>();
+        let mut start = 0;
+        loop {
+            match stream.next() {
+                Some(Ok(doc)) => {
+                    let text = doc.get();
+                    let offset = all[start..].find(|c: char| !c.is_whitespace()).map_or(start, |o| start + o);
+                    pieces.push_back(Piece::Document { text: text.to_owned(), line: line_at(offset) });
+                    start = stream.byte_offset();
+                }
+                Some(Err(e)) => {
+                    // The parser cannot find the next document after a syntax
+                    // error: the rest of the file is one dead letter.
+                    let offset = all[start..].find(|c: char| !c.is_whitespace()).map_or(start, |o| start + o);
+                    pieces.push_back(Piece::Bad {
+                        raw: all[offset..].trim_end().to_owned(),
+                        line: line_at(offset),
+                        error: format!("not valid JSON: {e}"),
+                    });
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(pieces)
+    }
+}
+
+/// The capture files under `path`, in name order.
+fn capture_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
+    let io = |source| ReplayError::Io { path: path.to_owned(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| ReplayError::Io { path: dir.clone(), source })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| ReplayError::Io { path: dir.clone(), source })?;
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let ty = entry.file_type().map_err(|source| ReplayError::Io { path: p.clone(), source })?;
+            if ty.is_dir() {
+                dirs.push(p);
+            } else if is_capture_name(&name) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_capture_name(name: &str) -> bool {
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    [".json", ".jsonl", ".ndjson"].iter().any(|ext| name.ends_with(ext))
+}
+
+/// The shard a capture file stands for: its name without extensions.
+pub fn shard_name(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let stem = [".jsonl", ".ndjson", ".json"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    stem.to_owned()
+}
