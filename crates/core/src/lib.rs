@@ -17,4 +17,4 @@ pub use attribute::{AttributeValue, Item, ItemSeed, MAX_NESTING, PathStack, pars
 pub use change::{Change, Op, SourceInfo};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
-pub use seam::{DeadLetter, Rejected, Sink, Source, SourceBatch};
+pub use seam::{DeadLetter, Origin, Rejected, Sink, Source, SourceBatch};

@@ -47,12 +47,26 @@ impl DeadLetter {
     }
 }
 
+/// Where a change was read, kept beside it so that a sink's rejection can
+/// still name the file and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file the record was read from, or the stream ARN.
+    pub origin: std::sync::Arc<str>,
+    /// 1-based line, for line-oriented captures.
+    pub line: Option<u64>,
+    /// 0-based index within the page.
+    pub record_index: Option<usize>,
+}
+
 /// What a source hands to the pipeline: changes in stream order per shard,
 /// and the records it could not read.
 #[derive(Debug, Default)]
 pub struct SourceBatch {
     /// Changes, in order within each shard.
     pub changes: Vec<Change>,
+    /// Where each change was read (same length and order as `changes`).
+    pub origins: Vec<Origin>,
     /// Records that could not be parsed.
     pub dead_letters: Vec<DeadLetter>,
 }

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dynamo_cdc_core::{DeadLetter, Positions, SequenceNumber, ShardKey, Source, SourceBatch};
+use dynamo_cdc_core::{DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch};
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -181,6 +181,7 @@ impl ReplaySource {
                         continue;
                     }
                     out.changes.push(change);
+                    out.origins.push(Origin { origin: reader.origin.clone(), line: Some(line), record_index: index });
                 }
                 Err((error, hints)) => {
                     let mut d = dead(error.to_string(), raw.get(), index);
@@ -259,6 +260,7 @@ enum Mode {
 
 struct FileReader {
     display: String,
+    origin: Arc<str>,
     ctx: RecordContext,
     input: BufReader<Box<dyn Read + Send>>,
     mode: Mode,
@@ -285,6 +287,7 @@ impl FileReader {
         };
         Ok(FileReader {
             display: path.display().to_string(),
+            origin: path.display().to_string().into(),
             ctx,
             input: BufReader::with_capacity(1 << 20, input),
             mode: if lines_by_name { Mode::Lines } else { Mode::Undecided },

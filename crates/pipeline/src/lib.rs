@@ -1,0 +1,12 @@
+//! dynamo-cdc, the binary's library half: configuration, wiring, checkpoints
+//! and the run summary. Formats and protocols live in the other crates; this
+//! one only orchestrates them.
+
+pub mod checkpoint;
+pub mod config;
+mod run;
+pub mod summary;
+
+pub use config::{Config, ConfigError};
+pub use run::run;
+pub use summary::RunSummary;

@@ -1,0 +1,116 @@
+//! The `dynamo-cdc` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dynamo_cdc::Config;
+
+/// Exit code of a run that finished but dead-lettered records.
+const EXIT_DEAD_LETTERS: u8 = 3;
+/// Exit code of a configuration error (nothing was done).
+const EXIT_CONFIG: u8 = 2;
+
+/// Change-data-capture from DynamoDB Streams to Parquet, without losing or
+/// duplicating a change.
+#[derive(Parser)]
+#[command(name = "dynamo-cdc", version, about, long_about = None)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug` or `dynamo_cdc_sink_parquet=debug`
+    /// (the RUST_LOG variable overrides it).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until its input is exhausted, then print a summary.
+    ///
+    /// Exit codes: 0 success; 1 failure; 2 configuration error (nothing was
+    /// done); 3 finished, but some records were dead-lettered.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Also write the summary as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        summary_json: Option<PathBuf>,
+        /// Do not print the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a configuration file and exit: 0 when valid, 2 when not.
+    Validate {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match cli.command {
+        Command::Validate { config } => match load(&config) {
+            Ok(_) => {
+                eprintln!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, summary_json, quiet } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let result = dynamo_cdc::run(&config).and_then(|summary| {
+                if let Some(path) = &summary_json {
+                    let text = serde_json::to_string_pretty(&summary)?;
+                    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                Ok(summary)
+            });
+            match result {
+                Ok(summary) => {
+                    if !quiet {
+                        #[allow(clippy::print_stdout)]
+                        {
+                            println!("{summary}");
+                        }
+                    }
+                    if summary.dead_lettered > 0 {
+                        eprintln!(
+                            "warning: {} records were dead-lettered; see {}",
+                            summary.dead_lettered, summary.dead_letter_path
+                        );
+                        ExitCode::from(EXIT_DEAD_LETTERS)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Wiring: source -> sinks -> checkpoint, with dead letters on the side.
+//!
+//! The source reads on its own thread and hands batches over a bounded
+//! channel, so a slow sink slows the reader and memory does not grow with the
+//! backlog. For each batch: the sink writes what it can, the records it or the
+//! source rejected are made durable in the dead-letter path, and only then
+//! may the sink commit files and the checkpoint record the new positions.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use dynamo_cdc_core::{DeadLetter, Positions, Sink, Source, SourceBatch};
+use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, DeadLetterWriter, ParquetConfig, ParquetSink};
+use dynamo_cdc_source::record::render_record;
+use dynamo_cdc_source::{ReplayConfig, ReplayError, ReplaySource, ReplayStats};
+use dynamo_cdc_transform::DeclaredSchema;
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::Config;
+use crate::summary::RunSummary;
+
+/// Runs the configured pipeline to the end of its input.
+///
+/// # Errors
+/// When a schema, the capture, the sink or the checkpoint cannot be read or
+/// written. Bad records are not errors: they are dead-lettered and counted.
+pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    config.validate()?;
+    let declared = load_declared(config.transform.schemas_dir.as_deref())?;
+    let pq = config.sinks.parquet.as_ref().context("no sink configured")?;
+    let mut sink = ParquetSink::open(
+        ParquetConfig {
+            root: pq.path.clone(),
+            max_rows_per_file: pq.max_rows_per_file,
+            max_file_bytes: pq.max_file_bytes,
+            max_file_age_ms: pq.max_file_age_ms,
+            row_group_rows: pq.row_group_rows,
+            zstd_level: pq.zstd_level,
+        },
+        config.transform.numbers.into(),
+        declared,
+    )
+    .with_context(|| format!("cannot open the Parquet sink at {}", pq.path.display()))?;
+    let mut dead_letters = DeadLetterWriter::open(&pq.path)
+        .with_context(|| format!("cannot open {}", pq.path.join(DEAD_LETTER_DIR).display()))?;
+    let mut checkpoint = CheckpointStore::new(&config.checkpoint.path);
+    if let Some(recorded) = checkpoint.load()?.get(sink.name()) {
+        sink.adopt_positions(recorded);
+    }
+    let resume = Positions::resume_point(&[sink.durable_positions()]);
+    tracing::info!(shards = resume.len(), "resuming");
+
+    let source = ReplaySource::open(
+        &ReplayConfig {
+            path: config.source.path.clone().context("source.path is required")?,
+            table: config.source.table.clone(),
+            batch_size: config.source.batch_size,
+        },
+        resume,
+    )?;
+    let mut summary = RunSummary {
+        dead_letter_path: pq.path.join(DEAD_LETTER_DIR).display().to_string(),
+        temp_files_swept: sink.stats().swept,
+        ..RunSummary::default()
+    };
+
+    let (tx, rx) = sync_channel::<Result<SourceBatch, ReplayError>>(2);
+    let reader = std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || read_all(source, &tx))?;
+
+    for batch in rx {
+        let batch = batch?;
+        for c in &batch.changes {
+            *summary
+                .read
+                .entry(c.source.table.to_string())
+                .or_default()
+                .entry(c.op.code().to_owned())
+                .or_default() += 1;
+        }
+        let rejected = sink.write(&batch.changes)?;
+        let mut letters = batch.dead_letters;
+        for r in rejected {
+            let change = &batch.changes[r.index];
+            let origin = batch.origins.get(r.index);
+            letters.push(DeadLetter {
+                origin: origin.map_or_else(String::new, |o| o.origin.to_string()),
+                line: origin.and_then(|o| o.line),
+                record_index: origin.and_then(|o| o.record_index),
+                table: Some(change.source.table.to_string()),
+                shard: Some(change.source.shard_id.to_string()),
+                sequence_number: Some(change.source.sequence_number.to_string()),
+                error: r.error,
+                raw: render_record(change),
+            });
+        }
+        summary.dead_lettered += dead_letters.write(&letters).context("cannot write dead letters")?;
+        sink.poll()?;
+        checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+    }
+    let stats: ReplayStats = match reader.join() {
+        Ok(stats) => stats,
+        Err(_) => bail!("the replay reader thread panicked"),
+    };
+    sink.flush()?;
+    checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+
+    let s = sink.stats();
+    summary.rows_written = s.rows;
+    summary.files_written = s.files;
+    summary.bytes_written = s.bytes;
+    summary.already_delivered = stats.already_delivered + s.already_held;
+    summary.duplicates_in_capture = stats.duplicates;
+    summary.dead_letters_total = dead_letters.known() as u64;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn read_all(
+    mut source: ReplaySource,
+    tx: &std::sync::mpsc::SyncSender<Result<SourceBatch, ReplayError>>,
+) -> ReplayStats {
+    loop {
+        match source.next_batch() {
+            Ok(Some(batch)) => {
+                if tx.send(Ok(batch)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        }
+    }
+    source.stats().clone()
+}
+
+/// Reads every `<table>.avsc` in `dir`.
+fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredSchema>> {
+    let mut out = HashMap::new();
+    let Some(dir) = dir else { return Ok(out) };
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("config key `transform.schemas_dir`: cannot read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "avsc") {
+            continue;
+        }
+        let Some(table) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let schema = DeclaredSchema::parse_avsc(&text)
+            .map_err(|e| anyhow::anyhow!("schema {}: {e}", path.display()))?;
+        out.insert(table, schema);
+    }
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! The end-of-run summary: one screen for people, JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a run did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunSummary {
+    /// Changes read per table and op letter (`c`, `u`, `d`, `r`).
+    pub read: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Records skipped because every sink already held them.
+    pub already_delivered: u64,
+    /// Records skipped because the capture repeated them.
+    pub duplicates_in_capture: u64,
+    /// Records dead-lettered by this run.
+    pub dead_lettered: u64,
+    /// Records in the dead-letter path from earlier runs or this one.
+    pub dead_letters_total: u64,
+    /// Where dead letters are.
+    pub dead_letter_path: String,
+    /// Rows in files committed by this run.
+    pub rows_written: u64,
+    /// Files committed by this run.
+    pub files_written: u64,
+    /// Bytes of those files.
+    pub bytes_written: u64,
+    /// Temp files of an earlier crash removed at start.
+    pub temp_files_swept: u64,
+    /// Wall time.
+    #[serde(serialize_with = "seconds")]
+    pub elapsed: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl RunSummary {
+    /// Changes read over all tables.
+    pub fn changes_read(&self) -> u64 {
+        self.read.values().flat_map(|ops| ops.values()).sum()
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(f, "dynamo-cdc run finished in {secs:.2} s")?;
+        let width = self.read.keys().map(String::len).max().unwrap_or(5).max(5);
+        writeln!(
+            f,
+            "  {:<width$}  {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "table", "insert", "modify", "remove", "snapshot", "total"
+        )?;
+        for (table, ops) in &self.read {
+            let n = |op: &str| ops.get(op).copied().unwrap_or(0);
+            writeln!(
+                f,
+                "  {table:<width$}  {:>9} {:>9} {:>9} {:>9} {:>10}",
+                n("c"),
+                n("u"),
+                n("d"),
+                n("r"),
+                ops.values().sum::<u64>()
+            )?;
+        }
+        if self.read.is_empty() {
+            writeln!(f, "  (no new changes)")?;
+        }
+        writeln!(
+            f,
+            "  parquet: {} rows in {} files ({})",
+            self.rows_written,
+            self.files_written,
+            human_bytes(self.bytes_written)
+        )?;
+        if self.already_delivered > 0 || self.duplicates_in_capture > 0 {
+            writeln!(
+                f,
+                "  skipped: {} already delivered, {} repeated in the capture",
+                self.already_delivered, self.duplicates_in_capture
+            )?;
+        }
+        if self.temp_files_swept > 0 {
+            writeln!(f, "  removed {} temp files left by an earlier run", self.temp_files_swept)?;
+        }
+        writeln!(
+            f,
+            "  dead-lettered: {} this run, {} in total under {}",
+            self.dead_lettered, self.dead_letters_total, self.dead_letter_path
+        )?;
+        let rate = if secs > 0.0 { self.changes_read() as f64 / secs } else { 0.0 };
+        write!(f, "  rate: {rate:.0} changes/s")
+    }
+}

@@ -1,0 +1,390 @@
+//! The sink: per-shard open files, schema tracking, commits and positions.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_core::{Change, Positions, Rejected, SequenceNumber, ShardKey, Sink};
+use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema, flat_batch};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::layout::{self, date_of, final_name, partition_dir, temp_name};
+
+/// How the sink writes and rolls files.
+#[derive(Debug, Clone)]
+pub struct ParquetConfig {
+    /// Root directory of the dataset.
+    pub root: PathBuf,
+    /// Commit a file once it holds this many rows.
+    pub max_rows_per_file: usize,
+    /// Commit a file once it is about this large (compressed bytes).
+    pub max_file_bytes: u64,
+    /// Commit a file once it has been open this long.
+    pub max_file_age_ms: u64,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// zstd level, 1 to 22.
+    pub zstd_level: i32,
+}
+
+impl ParquetConfig {
+    /// Defaults suited to analytics: files of up to a million rows or 128 MiB,
+    /// committed at least every five minutes.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ParquetConfig {
+            root: root.into(),
+            max_rows_per_file: 1_000_000,
+            max_file_bytes: 128 << 20,
+            max_file_age_ms: 300_000,
+            row_group_rows: 65_536,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// The sink could not write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParquetSinkError {
+    /// A file system operation failed.
+    #[error("{action} {path}")]
+    Io {
+        /// what was being done
+        action: &'static str,
+        /// where
+        path: PathBuf,
+        /// the I/O error
+        #[source]
+        source: std::io::Error,
+    },
+    /// Parquet encoding or decoding failed.
+    #[error("parquet error on {path}")]
+    Parquet {
+        /// the file
+        path: PathBuf,
+        /// the parquet error
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Building rows failed (an internal inconsistency).
+    #[error("cannot build rows for table {table}")]
+    Arrow {
+        /// the table
+        table: String,
+        /// the arrow error
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    /// A committed file of an earlier run has a schema this version cannot read.
+    #[error("cannot continue the schema of {path}: {reason}")]
+    Schema {
+        /// the file
+        path: PathBuf,
+        /// what is wrong
+        reason: String,
+    },
+}
+
+impl ParquetSinkError {
+    /// True for failures that may pass (a full disk, a transient I/O error).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ParquetSinkError::Io { .. })
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ParquetSinkError + 'a {
+    move |source| ParquetSinkError::Io { action, path: path.to_owned(), source }
+}
+
+/// Counts kept by the sink.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParquetStats {
+    /// Files committed.
+    pub files: u64,
+    /// Rows in committed files.
+    pub rows: u64,
+    /// Bytes of committed files.
+    pub bytes: u64,
+    /// Changes dropped because a committed file already holds them.
+    pub already_held: u64,
+    /// Leftover temp files removed at start.
+    pub swept: u64,
+}
+
+/// A file being written for one shard.
+struct OpenFile {
+    writer: ArrowWriter<File>,
+    dir: PathBuf,
+    temp: PathBuf,
+    date: String,
+    schema_version: u64,
+    first: SequenceNumber,
+    last: SequenceNumber,
+    rows: usize,
+    opened: Instant,
+}
+
+/// Writes flat rows to committed Parquet files. See the crate docs.
+pub struct ParquetSink {
+    config: ParquetConfig,
+    mode: NumbersMode,
+    declared: HashMap<String, DeclaredSchema>,
+    schemas: HashMap<Arc<str>, TableSchema>,
+    /// The newest committed file per table, whose schema a restart continues.
+    newest: HashMap<String, PathBuf>,
+    open: HashMap<ShardKey, OpenFile>,
+    /// Full files waiting for the next poll or flush to commit them, in order.
+    /// Commits never happen inside `write`, so the pipeline can make the
+    /// batch's rejects durable before the position moves past them.
+    sealed: Vec<(ShardKey, OpenFile)>,
+    durable: Positions,
+    stats: ParquetStats,
+}
+
+impl ParquetSink {
+    /// Opens the dataset at `config.root`: removes temp files left by a crash
+    /// and reads the position from the committed file names.
+    ///
+    /// # Errors
+    /// When the root cannot be created or scanned.
+    pub fn open(
+        config: ParquetConfig,
+        mode: NumbersMode,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Result<Self, ParquetSinkError> {
+        std::fs::create_dir_all(&config.root).map_err(io("cannot create", &config.root))?;
+        let (committed, leftovers) = layout::scan(&config.root).map_err(io("cannot scan", &config.root))?;
+        let mut stats = ParquetStats::default();
+        for path in leftovers {
+            tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
+            std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
+            stats.swept += 1;
+        }
+        let mut durable = Positions::new();
+        let mut newest: HashMap<String, (std::time::SystemTime, PathBuf)> = HashMap::new();
+        for file in committed {
+            let modified = std::fs::metadata(&file.path)
+                .and_then(|m| m.modified())
+                .map_err(io("cannot stat", &file.path))?;
+            let slot = newest
+                .entry(file.key.table.to_string())
+                .or_insert((modified, file.path.clone()));
+            if modified > slot.0 {
+                *slot = (modified, file.path.clone());
+            }
+            durable.advance(file.key, file.last);
+        }
+        Ok(ParquetSink {
+            config,
+            mode,
+            declared,
+            schemas: HashMap::new(),
+            newest: newest.into_iter().map(|(k, (_, p))| (k, p)).collect(),
+            open: HashMap::new(),
+            sealed: Vec::new(),
+            durable,
+            stats,
+        })
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &ParquetStats {
+        &self.stats
+    }
+
+    fn schema_for(&mut self, table: &Arc<str>) -> Result<&mut TableSchema, ParquetSinkError> {
+        if !self.schemas.contains_key(table) {
+            let declared = self.declared.get(&**table);
+            let schema = match self.newest.get(&**table) {
+                Some(path) => {
+                    let file = File::open(path).map_err(io("cannot open", path))?;
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|source| ParquetSinkError::Parquet { path: path.clone(), source })?;
+                    TableSchema::resume(table, declared, self.mode, reader.schema())
+                        .map_err(|reason| ParquetSinkError::Schema { path: path.clone(), reason })?
+                }
+                None => TableSchema::new(table, declared, self.mode),
+            };
+            self.schemas.insert(table.clone(), schema);
+        }
+        Ok(self.schemas.get_mut(table).expect("inserted above"))
+    }
+
+    /// True when this sink already holds the change (committed or buffered).
+    fn holds(&self, key: &ShardKey, seq: &SequenceNumber) -> bool {
+        self.durable.covers(key, seq)
+            || self.open.get(key).is_some_and(|f| f.last >= *seq)
+            || self.sealed.iter().any(|(k, f)| k == key && f.last >= *seq)
+    }
+
+    /// Appends rows of one shard, one date and the current schema.
+    fn append(&mut self, key: &ShardKey, date: &str, rows: &[&Change]) -> Result<(), ParquetSinkError> {
+        let version = self.schemas[&key.table].version();
+        if let Some(f) = self.open.get(key)
+            && (f.date != date || f.schema_version != version)
+        {
+            self.seal(key);
+        }
+        let mut rows = rows;
+        while !rows.is_empty() {
+            if !self.open.contains_key(key) {
+                let file = self.create(key, date, &rows[0].source.sequence_number)?;
+                self.open.insert(key.clone(), file);
+            }
+            let schema = &self.schemas[&key.table];
+            let file = self.open.get_mut(key).expect("opened above");
+            let take = rows.len().min(self.config.max_rows_per_file - file.rows);
+            let batch = flat_batch(schema, &rows[..take])
+                .map_err(|source| ParquetSinkError::Arrow { table: key.table.to_string(), source })?;
+            file.writer
+                .write(&batch)
+                .map_err(|source| ParquetSinkError::Parquet { path: file.temp.clone(), source })?;
+            file.rows += take;
+            file.last = rows[take - 1].source.sequence_number.clone();
+            rows = &rows[take..];
+            let size = file.writer.bytes_written() + file.writer.in_progress_size();
+            if file.rows >= self.config.max_rows_per_file || size as u64 >= self.config.max_file_bytes {
+                self.seal(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, key: &ShardKey, date: &str, first: &SequenceNumber) -> Result<OpenFile, ParquetSinkError> {
+        let dir = partition_dir(&self.config.root, &key.table, date);
+        std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+        let temp = dir.join(temp_name(&key.shard, first));
+        let file = File::create(&temp).map_err(io("cannot create", &temp))?;
+        let level = ZstdLevel::try_new(self.config.zstd_level)
+            .map_err(|source| ParquetSinkError::Parquet { path: temp.clone(), source })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(self.config.row_group_rows))
+            .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let schema = self.schemas[&key.table].arrow_schema();
+        let writer = ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|source| ParquetSinkError::Parquet { path: temp.clone(), source })?;
+        Ok(OpenFile {
+            writer,
+            dir,
+            temp,
+            date: date.to_owned(),
+            schema_version: self.schemas[&key.table].version(),
+            first: first.clone(),
+            last: first.clone(),
+            rows: 0,
+            opened: Instant::now(),
+        })
+    }
+
+    /// Takes a shard's open file out of use; the next poll commits it.
+    fn seal(&mut self, key: &ShardKey) {
+        if let Some(f) = self.open.remove(key) {
+            self.sealed.push((key.clone(), f));
+        }
+    }
+
+    /// Finishes a file, fsyncs it, renames it into view, fsyncs the
+    /// directory, and only then advances the position.
+    fn commit(&mut self, key: &ShardKey, f: OpenFile) -> Result<(), ParquetSinkError> {
+        let file = f
+            .writer
+            .into_inner()
+            .map_err(|source| ParquetSinkError::Parquet { path: f.temp.clone(), source })?;
+        file.sync_all().map_err(io("cannot fsync", &f.temp))?;
+        let bytes = file.metadata().map_err(io("cannot stat", &f.temp))?.len();
+        drop(file);
+        let target = f.dir.join(final_name(&key.shard, &f.first, &f.last));
+        std::fs::rename(&f.temp, &target).map_err(io("cannot rename into", &target))?;
+        File::open(&f.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("cannot fsync directory", &f.dir))?;
+        tracing::debug!(file = %target.display(), rows = f.rows, "committed");
+        self.stats.files += 1;
+        self.stats.rows += f.rows as u64;
+        self.stats.bytes += bytes;
+        self.durable.advance(key.clone(), f.last);
+        Ok(())
+    }
+
+    /// Commits the sealed files, then the open ones that are `due`.
+    fn commit_where(&mut self, due: impl Fn(&OpenFile) -> bool) -> Result<(), ParquetSinkError> {
+        let mut keys: Vec<ShardKey> = self.open.iter().filter(|(_, f)| due(f)).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        for key in keys {
+            self.seal(&key);
+        }
+        for (key, file) in std::mem::take(&mut self.sealed) {
+            self.commit(&key, file)?;
+        }
+        Ok(())
+    }
+
+    /// Raises positions to those recorded elsewhere (the checkpoint file), so
+    /// that files removed by a retention job are not written again.
+    pub fn adopt_positions(&mut self, recorded: &Positions) {
+        self.durable.merge_max(recorded);
+    }
+}
+
+impl Sink for ParquetSink {
+    type Error = ParquetSinkError;
+
+    fn name(&self) -> &str {
+        "parquet"
+    }
+
+    fn durable_positions(&self) -> &Positions {
+        &self.durable
+    }
+
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, ParquetSinkError> {
+        let mut rejected = Vec::new();
+        // Admit every row first, so the batch is built once in the widest schema.
+        let mut by_shard: Vec<(ShardKey, Vec<&Change>)> = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            let key = ShardKey { table: change.source.table.clone(), shard: change.source.shard_id.clone() };
+            if self.holds(&key, &change.source.sequence_number) {
+                self.stats.already_held += 1;
+                continue;
+            }
+            if let Err(error) = self.schema_for(&key.table)?.admit(change.row_image()) {
+                rejected.push(Rejected { index, error });
+                continue;
+            }
+            match by_shard.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, rows)) => rows.push(change),
+                None => by_shard.push((key, vec![change])),
+            }
+        }
+        for (key, rows) in by_shard {
+            // Consecutive runs of one date go to one file.
+            let mut start = 0;
+            while start < rows.len() {
+                let date = date_of(rows[start].source.approx_creation_ms);
+                let end = rows[start..]
+                    .iter()
+                    .position(|c| date_of(c.source.approx_creation_ms) != date)
+                    .map_or(rows.len(), |n| start + n);
+                self.append(&key, &date, &rows[start..end])?;
+                start = end;
+            }
+        }
+        Ok(rejected)
+    }
+
+    fn poll(&mut self) -> Result<(), ParquetSinkError> {
+        let max_age = Duration::from_millis(self.config.max_file_age_ms);
+        self.commit_where(|f| f.opened.elapsed() >= max_age)
+    }
+
+    fn flush(&mut self) -> Result<(), ParquetSinkError> {
+        self.commit_where(|_| true)
+    }
+}

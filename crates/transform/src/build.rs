@@ -1,0 +1,187 @@
+//! Flat rows as Arrow arrays, one column at a time.
+//!
+//! Values are assumed admitted by [`TableSchema::admit`]: a value that does
+//! not match its column's layout cannot occur, and would be written as null
+//! rather than panic.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{ArrowError, Field};
+use dynamo_cdc_core::{AttributeValue, Change, Op};
+
+use crate::column::ColumnType;
+use crate::declared::set_elements;
+use crate::schema::TableSchema;
+
+/// Builds the flat rows of `changes` (all of one table) in `schema`.
+///
+/// # Errors
+/// Only on an internal inconsistency between schema and arrays.
+pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBatch, ArrowError> {
+    let images: Vec<_> = changes.iter().map(|c| c.row_image()).collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len() + 8);
+    let mut values: Vec<Option<&AttributeValue>> = Vec::with_capacity(changes.len());
+    for column in schema.columns() {
+        values.clear();
+        values.extend(images.iter().map(|img| img.get(&column.attribute)));
+        columns.push(build_array(&column.ty, &values)?);
+    }
+    columns.extend(meta_arrays(changes));
+    RecordBatch::try_new(schema.arrow_schema(), columns)
+}
+
+fn meta_arrays(changes: &[&Change]) -> [ArrayRef; 8] {
+    let n = changes.len();
+    let strings = |f: &dyn Fn(&Change) -> &str| -> ArrayRef {
+        let mut b = StringBuilder::with_capacity(n, n * 8);
+        for c in changes {
+            b.append_value(f(c));
+        }
+        Arc::new(b.finish())
+    };
+    let bools = |f: &dyn Fn(&Change) -> bool| -> ArrayRef {
+        let mut b = BooleanBuilder::with_capacity(n);
+        for c in changes {
+            b.append_value(f(c));
+        }
+        Arc::new(b.finish())
+    };
+    let mut ts = Int64Builder::with_capacity(n);
+    for c in changes {
+        ts.append_option(c.source.approx_creation_ms);
+    }
+    [
+        strings(&|c| c.op.code()),
+        strings(&|c| &c.source.table),
+        strings(&|c| &c.source.shard_id),
+        strings(&|c| c.source.sequence_number.as_str()),
+        strings(&|c| &c.source.event_id),
+        Arc::new(ts.finish()),
+        bools(&|c| c.op == Op::Remove),
+        bools(&|c| c.source.ttl_delete),
+    ]
+}
+
+/// One column of values in the given layout; `None` and `NULL` become null.
+pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
+    let n = values.len();
+    Ok(match ty {
+        ColumnType::Null => Arc::new(NullArray::new(n)),
+        ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            for v in values {
+                match (ty, v) {
+                    (_, None | Some(AttributeValue::Null)) => b.append_null(),
+                    (ColumnType::Json, Some(v)) => b.append_value(v.to_ddb_json()),
+                    (ColumnType::Utf8, Some(AttributeValue::S(s))) => b.append_value(s),
+                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => b.append_value(num.as_str()),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Int64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            for v in values {
+                b.append_option(match v {
+                    Some(AttributeValue::N(num)) => num.to_i64(),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Float64 => {
+            let mut b = Float64Builder::with_capacity(n);
+            for v in values {
+                b.append_option(match v {
+                    Some(AttributeValue::N(num)) => Some(num.to_f64()),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Decimal { precision, scale } => {
+            let mut b = Decimal128Builder::with_capacity(n);
+            for v in values {
+                b.append_option(match v {
+                    Some(AttributeValue::N(num)) => num.to_decimal128(*scale),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish().with_precision_and_scale(*precision, *scale as i8)?)
+        }
+        ColumnType::Binary => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            for v in values {
+                match v {
+                    Some(AttributeValue::B(bytes)) => b.append_value(bytes),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            for v in values {
+                b.append_option(match v {
+                    Some(AttributeValue::Bool(x)) => Some(*x),
+                    _ => None,
+                });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Set(inner) | ColumnType::List(inner) => list_array(inner, values)?,
+        ColumnType::Struct(fields) => {
+            let mut children = Vec::with_capacity(fields.len());
+            let mut child_values = Vec::with_capacity(n);
+            for (name, fty) in fields {
+                child_values.clear();
+                child_values.extend(values.iter().map(|v| match v {
+                    Some(AttributeValue::M(m)) => m.get(name),
+                    _ => None,
+                }));
+                children.push(build_array(fty, &child_values)?);
+            }
+            let valid = NullBuffer::from_iter(values.iter().map(|v| matches!(v, Some(AttributeValue::M(_)))));
+            let arrow_fields = match ty.data_type() {
+                arrow_schema::DataType::Struct(f) => f,
+                _ => unreachable!("a struct layout has a struct type"),
+            };
+            Arc::new(StructArray::try_new(arrow_fields, children, Some(valid))?)
+        }
+    })
+}
+
+fn list_array(item: &ColumnType, values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
+    let mut elements: Vec<Cow<'_, AttributeValue>> = Vec::new();
+    let mut lengths = Vec::with_capacity(values.len());
+    let mut valid = Vec::with_capacity(values.len());
+    for v in values {
+        let before = elements.len();
+        match v {
+            Some(AttributeValue::L(items)) => {
+                elements.extend(items.iter().map(Cow::Borrowed));
+                valid.push(true);
+            }
+            Some(set @ (AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_))) => {
+                elements.extend(set_elements(set).into_iter().map(Cow::Owned));
+                valid.push(true);
+            }
+            _ => valid.push(false),
+        }
+        lengths.push(elements.len() - before);
+    }
+    let refs: Vec<Option<&AttributeValue>> = elements.iter().map(|e| Some(e.as_ref())).collect();
+    let child = build_array(item, &refs)?;
+    let field: Arc<Field> = Arc::new(item.field("item", None));
+    Ok(Arc::new(ListArray::try_new(
+        field,
+        OffsetBuffer::from_lengths(lengths),
+        child,
+        Some(NullBuffer::from(valid)),
+    )?))
+}

@@ -1,0 +1,252 @@
+//! Declared table schemas: `schemas/<table>.avsc` read into column layouts,
+//! and the check that a value fits its declared layout.
+//!
+//! An `.avsc` is an Avro record whose fields are the table's attributes.
+//! Supported field types: `string`, `boolean`, `int`/`long` (and their
+//! time logical types) as Int64, `float`/`double`, `bytes`, `decimal`
+//! (precision at most 38), `array`, nested `record` (for maps), and unions of
+//! `null` with one of these. A field may carry `"dynamodb_name"` when the
+//! attribute name is not a valid Avro name, and `"dynamodb_type": "number"`
+//! (exact decimal string) or `"json"` (typed DynamoDB JSON) on a `string`.
+
+use apache_avro::Schema;
+use apache_avro::schema::RecordField;
+use dynamo_cdc_core::{AttributeValue, Number};
+
+use crate::column::ColumnType;
+
+/// The declared columns of one table, in declaration order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredSchema {
+    /// Attribute name and layout of each declared column.
+    pub columns: Vec<(String, ColumnType)>,
+}
+
+impl DeclaredSchema {
+    /// Parses the text of an `.avsc` file.
+    ///
+    /// # Errors
+    /// A message naming the field and the unsupported or invalid type.
+    pub fn parse_avsc(text: &str) -> Result<Self, String> {
+        let schema = Schema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+        let Schema::Record(record) = schema else {
+            return Err("the top-level type must be an Avro record whose fields are attributes".into());
+        };
+        let columns = record
+            .fields
+            .iter()
+            .map(|f| field_column(f, &f.name))
+            .collect::<Result<_, _>>()?;
+        Ok(DeclaredSchema { columns })
+    }
+}
+
+fn attribute_of(field: &RecordField) -> String {
+    match field.custom_attributes.get("dynamodb_name") {
+        Some(serde_json::Value::String(name)) => name.clone(),
+        _ => field.name.clone(),
+    }
+}
+
+fn field_column(field: &RecordField, path: &str) -> Result<(String, ColumnType), String> {
+    let hint = match field.custom_attributes.get("dynamodb_type") {
+        None => None,
+        Some(serde_json::Value::String(h)) if h == "number" || h == "json" => Some(h.as_str()),
+        Some(other) => {
+            return Err(format!(
+                "field `{path}`: dynamodb_type {other} is not \"number\" or \"json\""
+            ));
+        }
+    };
+    let mut ty = layout(&field.schema, path)?;
+    if let Some(h) = hint {
+        if ty != ColumnType::Utf8 {
+            return Err(format!("field `{path}`: dynamodb_type \"{h}\" needs type string"));
+        }
+        ty = if h == "number" { ColumnType::DecimalString } else { ColumnType::Json };
+    }
+    Ok((attribute_of(field), ty))
+}
+
+fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
+    Ok(match schema {
+        Schema::Null => ColumnType::Null,
+        Schema::Boolean => ColumnType::Boolean,
+        Schema::Int
+        | Schema::Long
+        | Schema::Date
+        | Schema::TimeMillis
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => ColumnType::Int64,
+        Schema::Float | Schema::Double => ColumnType::Float64,
+        Schema::Bytes => ColumnType::Binary,
+        Schema::String | Schema::Uuid(_) => ColumnType::Utf8,
+        Schema::Decimal(d) => {
+            if d.precision == 0 || d.precision > 38 || d.scale > d.precision {
+                return Err(format!(
+                    "field `{path}`: decimal({}, {}) is not supported; precision must be 1 to 38 and scale at most precision",
+                    d.precision, d.scale
+                ));
+            }
+            ColumnType::Decimal { precision: d.precision as u8, scale: d.scale as u8 }
+        }
+        Schema::Array(a) => ColumnType::List(Box::new(layout(&a.items, &format!("{path}[]"))?)),
+        Schema::Record(r) => ColumnType::Struct(
+            r.fields
+                .iter()
+                .map(|f| field_column(f, &format!("{path}.{}", f.name)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Schema::Union(u) => {
+            let non_null: Vec<&Schema> = u.variants().iter().filter(|v| **v != Schema::Null).collect();
+            match non_null.as_slice() {
+                [one] => layout(one, path)?,
+                [] => ColumnType::Null,
+                _ => {
+                    return Err(format!(
+                        "field `{path}`: only unions of null and one type are supported"
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "field `{path}`: Avro type {other:?} is not supported; declare a record for a map, or leave the attribute undeclared to store it as DynamoDB JSON"
+            ));
+        }
+    })
+}
+
+/// Checks that `value` fits `ty` without loss.
+///
+/// # Errors
+/// A message naming the attribute path, the declared layout and the value.
+pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Result<(), String> {
+    let mismatch = || {
+        let mut shown = value.to_ddb_json();
+        if shown.len() > 80 {
+            let mut cut = 80;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        Err(format!("`{path}` is declared {} but holds {shown}", describe(ty)))
+    };
+    match (ty, value) {
+        (_, AttributeValue::Null) | (ColumnType::Json, _) => Ok(()),
+        (ColumnType::Utf8, AttributeValue::S(_))
+        | (ColumnType::DecimalString, AttributeValue::N(_))
+        | (ColumnType::Float64, AttributeValue::N(_))
+        | (ColumnType::Binary, AttributeValue::B(_))
+        | (ColumnType::Boolean, AttributeValue::Bool(_)) => Ok(()),
+        (ColumnType::Int64, AttributeValue::N(n)) if n.to_i64().is_some() => Ok(()),
+        (ColumnType::Decimal { precision, scale }, AttributeValue::N(n)) if decimal_fits(n, *precision, *scale) => {
+            Ok(())
+        }
+        (ColumnType::List(inner), AttributeValue::L(items)) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
+        (ColumnType::List(inner) | ColumnType::Set(inner), AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_)) => {
+            set_elements(value)
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]")))
+        }
+        (ColumnType::Struct(fields), AttributeValue::M(map)) => {
+            for (name, v) in map {
+                let Some((_, fty)) = fields.iter().find(|(f, _)| f == name) else {
+                    return Err(format!(
+                        "`{path}.{name}` is not declared in the table schema; the declared map has no such field"
+                    ));
+                };
+                fits(v, fty, &format!("{path}.{name}"))?;
+            }
+            Ok(())
+        }
+        _ => mismatch(),
+    }
+}
+
+fn decimal_fits(n: &Number, precision: u8, scale: u8) -> bool {
+    n.to_decimal128(scale)
+        .is_some_and(|v| v.unsigned_abs() < 10u128.pow(u32::from(precision)))
+}
+
+/// The elements of a set as single values.
+pub(crate) fn set_elements(value: &AttributeValue) -> Vec<AttributeValue> {
+    match value {
+        AttributeValue::Ss(v) => v.iter().cloned().map(AttributeValue::S).collect(),
+        AttributeValue::Ns(v) => v.iter().cloned().map(AttributeValue::N).collect(),
+        AttributeValue::Bs(v) => v.iter().cloned().map(AttributeValue::B).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn describe(ty: &ColumnType) -> String {
+    match ty {
+        ColumnType::Null => "null".into(),
+        ColumnType::Utf8 => "string".into(),
+        ColumnType::Int64 => "long (64-bit integer)".into(),
+        ColumnType::DecimalString => "number".into(),
+        ColumnType::Float64 => "double".into(),
+        ColumnType::Decimal { precision, scale } => format!("decimal({precision}, {scale})"),
+        ColumnType::Binary => "bytes".into(),
+        ColumnType::Boolean => "boolean".into(),
+        ColumnType::Set(inner) => format!("set of {}", describe(inner)),
+        ColumnType::List(inner) => format!("array of {}", describe(inner)),
+        ColumnType::Struct(_) => "record".into(),
+        ColumnType::Json => "json".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynamo_cdc_core::parse_item;
+
+    const AVSC: &str = r#"{"type":"record","name":"orders","fields":[
+        {"name":"order_id","type":"string"},
+        {"name":"total","type":["null",{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}]},
+        {"name":"qty","type":"long"},
+        {"name":"tags","type":{"type":"array","items":"string"}},
+        {"name":"addr","type":["null",{"type":"record","name":"addr","fields":[{"name":"zip","type":"string"}]}]},
+        {"name":"order_date","type":"string","dynamodb_name":"order-date"},
+        {"name":"raw","type":"string","dynamodb_type":"json"}
+    ]}"#;
+
+    #[test]
+    fn parses_declarations() {
+        let d = DeclaredSchema::parse_avsc(AVSC).unwrap();
+        assert_eq!(d.columns[1].1, ColumnType::Decimal { precision: 12, scale: 2 });
+        assert_eq!(d.columns[3].1, ColumnType::List(Box::new(ColumnType::Utf8)));
+        assert_eq!(d.columns[5].0, "order-date");
+        assert_eq!(d.columns[6].1, ColumnType::Json);
+        let bad = r#"{"type":"record","name":"t","fields":[{"name":"m","type":{"type":"map","values":"string"}}]}"#;
+        assert!(DeclaredSchema::parse_avsc(bad).unwrap_err().contains("field `m`"));
+    }
+
+    #[test]
+    fn values_must_fit() {
+        let d = DeclaredSchema::parse_avsc(AVSC).unwrap();
+        let ty = |name: &str| &d.columns.iter().find(|(n, _)| n == name).unwrap().1;
+        let item = parse_item(
+            r#"{"total":{"N":"12.345"},"qty":{"N":"1.5"},"tags":{"SS":["a"]},"addr":{"M":{"zip":{"S":"1"},"city":{"S":"x"}}}}"#,
+            "NewImage",
+        )
+        .unwrap();
+        let e = fits(&item["total"], ty("total"), "total").unwrap_err();
+        assert!(e.contains("declared decimal(12, 2)") && e.contains("12.345"), "{e}");
+        assert!(fits(&item["qty"], ty("qty"), "qty").unwrap_err().contains("declared long"));
+        assert!(fits(&item["tags"], ty("tags"), "tags").is_ok());
+        let e = fits(&item["addr"], ty("addr"), "addr").unwrap_err();
+        assert!(e.contains("`addr.city` is not declared"), "{e}");
+    }
+}

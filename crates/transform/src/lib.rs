@@ -1,0 +1,27 @@
+//! Changes to typed rows: Arrow record batches and Avro datums.
+//!
+//! Pure and synchronous: no I/O and no async runtime, so the sinks can call it
+//! from wherever suits them.
+//!
+//! - [`TableSchema`]: a table's flat-row schema, declared (`.avsc`, see
+//!   [`DeclaredSchema`]) or inferred and widened without loss as data arrives.
+//! - [`flat_batch`]: changes to an Arrow [`RecordBatch`](arrow_array::RecordBatch)
+//!   of flat rows; [`decode_items`] reads such rows back.
+//! - [`avro`]: Avro schemas and datums, flat or in the Debezium envelope.
+//!
+//! The type mapping, and the `dynamodb.type` field metadata that makes every
+//! column decodable, are described in [`column`].
+
+pub mod avro;
+mod build;
+pub mod column;
+mod declared;
+mod decode;
+mod infer;
+mod schema;
+
+pub use build::flat_batch;
+pub use column::{ColumnType, NumbersMode};
+pub use declared::DeclaredSchema;
+pub use decode::decode_items;
+pub use schema::{Column, META_COLUMNS, TableSchema};

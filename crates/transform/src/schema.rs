@@ -1,0 +1,191 @@
+//! A table's flat-row schema: declared columns, inferred columns widened as
+//! data arrives, and the position columns every row carries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use dynamo_cdc_core::Item;
+
+use crate::column::{ColumnType, NumbersMode, attribute_name};
+use crate::declared::{DeclaredSchema, fits};
+use crate::infer::{infer, widen};
+
+/// The position and provenance columns of a flat row, after the attributes.
+pub const META_COLUMNS: [&str; 8] = [
+    "__op",
+    "__table",
+    "__shard_id",
+    "__sequence_number",
+    "__event_id",
+    "__source_ts_ms",
+    "__deleted",
+    "__ttl_delete",
+];
+
+/// One attribute column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// The DynamoDB attribute name.
+    pub attribute: String,
+    /// The column name: the attribute name unless it would clash.
+    pub name: String,
+    /// The layout.
+    pub ty: ColumnType,
+    /// True when `schemas/<table>.avsc` declares it (never widened).
+    pub declared: bool,
+}
+
+/// The flat-row schema of one table.
+#[derive(Clone, Debug)]
+pub struct TableSchema {
+    table: String,
+    columns: Vec<Column>,
+    by_attribute: HashMap<String, usize>,
+    mode: NumbersMode,
+    version: u64,
+    arrow: SchemaRef,
+}
+
+impl TableSchema {
+    /// A schema with the declared columns, if any, and nothing inferred yet.
+    pub fn new(table: &str, declared: Option<&DeclaredSchema>, mode: NumbersMode) -> Self {
+        let mut s = TableSchema {
+            table: table.to_owned(),
+            columns: Vec::new(),
+            by_attribute: HashMap::new(),
+            mode,
+            version: 0,
+            arrow: Arc::new(Schema::empty()),
+        };
+        for (attribute, ty) in declared.map(|d| d.columns.as_slice()).unwrap_or_default() {
+            s.push(attribute, ty.clone(), true);
+        }
+        s.rebuild();
+        s
+    }
+
+    /// Continues from the schema of an earlier output (a file written by a
+    /// previous run), so a restart does not narrow widened columns again.
+    /// Declared columns keep their declaration.
+    ///
+    /// # Errors
+    /// When a field lacks the `dynamodb.type` metadata this crate writes.
+    pub fn resume(table: &str, declared: Option<&DeclaredSchema>, mode: NumbersMode, earlier: &Schema) -> Result<Self, String> {
+        let mut s = TableSchema::new(table, declared, mode);
+        for field in earlier.fields() {
+            if META_COLUMNS.contains(&field.name().as_str()) {
+                continue;
+            }
+            let attribute = attribute_name(field);
+            if s.by_attribute.contains_key(attribute) {
+                continue;
+            }
+            let ty = ColumnType::from_field(field)?;
+            s.push(attribute, ty, false);
+        }
+        s.rebuild();
+        Ok(s)
+    }
+
+    fn push(&mut self, attribute: &str, ty: ColumnType, declared: bool) {
+        let mut name = attribute.to_owned();
+        while META_COLUMNS.contains(&name.as_str()) || self.columns.iter().any(|c| c.name == name) {
+            name.insert(0, '_');
+        }
+        self.by_attribute.insert(attribute.to_owned(), self.columns.len());
+        self.columns.push(Column { attribute: attribute.to_owned(), name, ty, declared });
+    }
+
+    /// Checks a row image against the declared columns, then widens the
+    /// inferred ones to hold it. A row that does not fit changes nothing.
+    ///
+    /// # Errors
+    /// A message naming the attribute that does not fit its declaration.
+    pub fn admit(&mut self, item: &Item) -> Result<(), String> {
+        for (attribute, value) in item {
+            if let Some(&i) = self.by_attribute.get(attribute) {
+                let column = &self.columns[i];
+                if column.declared {
+                    fits(value, &column.ty, attribute)?;
+                }
+            }
+        }
+        let mut changed = false;
+        for (attribute, value) in item {
+            match self.by_attribute.get(attribute) {
+                Some(&i) => {
+                    let column = &mut self.columns[i];
+                    if column.declared {
+                        continue;
+                    }
+                    let widened = widen(&column.ty, &infer(value, self.mode));
+                    if widened != column.ty {
+                        column.ty = widened;
+                        changed = true;
+                    }
+                }
+                None => {
+                    let ty = infer(value, self.mode);
+                    self.push(attribute, ty, false);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.version += 1;
+            self.rebuild();
+        }
+        Ok(())
+    }
+
+    fn rebuild(&mut self) {
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| c.ty.field(&c.name, Some(&c.attribute)))
+            .collect();
+        fields.extend(meta_fields());
+        let meta = HashMap::from([("dynamodb.table".to_owned(), self.table.clone())]);
+        self.arrow = Arc::new(Schema::new_with_metadata(fields, meta));
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The attribute columns, in order.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// Grows by one on every change; a writer holding an older version must
+    /// start a new file.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The Arrow schema: attribute columns, then [`META_COLUMNS`].
+    pub fn arrow_schema(&self) -> SchemaRef {
+        self.arrow.clone()
+    }
+
+    /// How numbers are laid out in inferred columns.
+    pub fn numbers_mode(&self) -> NumbersMode {
+        self.mode
+    }
+}
+
+fn meta_fields() -> [Field; 8] {
+    [
+        Field::new("__op", DataType::Utf8, false),
+        Field::new("__table", DataType::Utf8, false),
+        Field::new("__shard_id", DataType::Utf8, false),
+        Field::new("__sequence_number", DataType::Utf8, false),
+        Field::new("__event_id", DataType::Utf8, false),
+        Field::new("__source_ts_ms", DataType::Int64, true),
+        Field::new("__deleted", DataType::Boolean, false),
+        Field::new("__ttl_delete", DataType::Boolean, false),
+    ]
+}
