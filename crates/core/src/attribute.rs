@@ -79,7 +79,11 @@ impl AttributeValue {
     pub fn from_ddb_json(text: &str) -> Result<Self, serde_json::Error> {
         let path = PathStack::default();
         let mut de = serde_json::Deserializer::from_str(text);
-        let value = ValueSeed { depth: 1, path: &path }.deserialize(&mut de)?;
+        let value = ValueSeed {
+            depth: 1,
+            path: &path,
+        }
+        .deserialize(&mut de)?;
         de.end()?;
         Ok(value)
     }
@@ -117,7 +121,9 @@ impl AttributeValue {
 
 fn check_set<T: PartialEq>(sorted: &[T], tag: &str) -> Result<(), String> {
     if sorted.is_empty() {
-        return Err(format!("empty {tag} set; DynamoDB sets hold at least one element"));
+        return Err(format!(
+            "empty {tag} set; DynamoDB sets hold at least one element"
+        ));
     }
     if sorted.windows(2).any(|w| w[0] == w[1]) {
         return Err(format!("duplicate element in {tag} set"));
@@ -243,7 +249,10 @@ impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
     type Value = Item;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
-        d.deserialize_map(MapVisitor { depth: 1, path: self.path })
+        d.deserialize_map(MapVisitor {
+            depth: 1,
+            path: self.path,
+        })
     }
 }
 
@@ -276,10 +285,15 @@ impl<'de> Visitor<'de> for MapVisitor<'_> {
         let mut item = Item::new();
         while let Some(name) = map.next_key::<String>()? {
             if item.contains_key(&name) {
-                return Err(self.path.error(format_args!("duplicate attribute `{name}`")));
+                return Err(self
+                    .path
+                    .error(format_args!("duplicate attribute `{name}`")));
             }
             self.path.push(Segment::Name(name));
-            let value = map.next_value_seed(ValueSeed { depth: self.depth, path: self.path })?;
+            let value = map.next_value_seed(ValueSeed {
+                depth: self.depth,
+                path: self.path,
+            })?;
             let Some(Segment::Name(name)) = self.path.pop() else {
                 unreachable!("path stack is balanced")
             };
@@ -411,7 +425,10 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         loop {
             self.path.push(Segment::Index(out.len()));
-            let next = seq.next_element_seed(ValueSeed { depth: self.depth, path: self.path });
+            let next = seq.next_element_seed(ValueSeed {
+                depth: self.depth,
+                path: self.path,
+            });
             self.path.pop();
             match next? {
                 Some(v) => out.push(v),
@@ -430,7 +447,10 @@ impl<'de> DeserializeSeed<'de> for MapSeed<'_> {
     type Value = Item;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Item, D::Error> {
-        d.deserialize_map(MapVisitor { depth: self.depth, path: self.path })
+        d.deserialize_map(MapVisitor {
+            depth: self.depth,
+            path: self.path,
+        })
     }
 }
 
@@ -443,7 +463,14 @@ mod tests {
         let text = r#"{"M":{"b":{"B":"AAEC/w=="},"bool":{"BOOL":false},"bs":{"BS":["Ag==","AQ=="]},"l":{"L":[{"NULL":true},{"S":"x"}]},"n":{"N":"1.5"},"ns":{"NS":["10","-2","3"]},"s":{"S":"é\n\"q\""},"ss":{"SS":["b","a"]}}}"#;
         let v = AttributeValue::from_ddb_json(text).unwrap();
         let AttributeValue::M(m) = &v else { panic!() };
-        assert_eq!(m["ns"], AttributeValue::Ns(["-2", "3", "10"].map(|t| Number::parse(t).unwrap()).to_vec()));
+        assert_eq!(
+            m["ns"],
+            AttributeValue::Ns(
+                ["-2", "3", "10"]
+                    .map(|t| Number::parse(t).unwrap())
+                    .to_vec()
+            )
+        );
         assert_eq!(m["ss"], AttributeValue::Ss(vec!["a".into(), "b".into()]));
         assert_eq!(m["bs"], AttributeValue::Bs(vec![vec![1], vec![2]]));
         assert_eq!(m["b"], AttributeValue::B(vec![0, 1, 2, 255]));
@@ -458,9 +485,15 @@ mod tests {
     #[test]
     fn errors_name_the_path() {
         let e = err(r#"{"a":{"M":{"b":{"L":[{"S":"x"},{"X":"y"}]}}}}"#);
-        assert!(e.contains("at `NewImage.a.b[1]`: unknown type tag \"X\""), "{e}");
+        assert!(
+            e.contains("at `NewImage.a.b[1]`: unknown type tag \"X\""),
+            "{e}"
+        );
         let e = err(&format!(r#"{{"p":{{"N":"{}"}}}}"#, "9".repeat(39)));
-        assert!(e.contains("at `NewImage.p`") && e.contains("39 significant digits"), "{e}");
+        assert!(
+            e.contains("at `NewImage.p`") && e.contains("39 significant digits"),
+            "{e}"
+        );
         let e = err(r#"{"p":{"N":"1E200"}}"#);
         assert!(e.contains("out of range"), "{e}");
         let e = err(r#"{"p":{"S":"a","N":"1"}}"#);
@@ -490,7 +523,9 @@ mod tests {
     #[test]
     fn nesting_limit() {
         assert!(parse_item(&nested(MAX_NESTING), "Item").is_ok());
-        let e = parse_item(&nested(MAX_NESTING + 1), "Item").unwrap_err().to_string();
+        let e = parse_item(&nested(MAX_NESTING + 1), "Item")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nesting deeper than 32"), "{e}");
     }
 }

@@ -135,7 +135,9 @@ impl Number {
         let leading_zeros = all.clone().take_while(|&b| b == b'0').count();
         let total = int_digits + frac_digits;
         if leading_zeros == total {
-            return Ok(Number { canonical: "0".into() });
+            return Ok(Number {
+                canonical: "0".into(),
+            });
         }
         let trailing_zeros = all.clone().rev().take_while(|&b| b == b'0').count();
         let digits: Vec<u8> = all
@@ -151,7 +153,9 @@ impl Number {
         // Exponent of the leading significant digit in scientific notation.
         let adjusted = int_digits as i64 - leading_zeros as i64 - 1 + exp;
         if !(MIN_EXPONENT..=MAX_EXPONENT).contains(&adjusted) {
-            return Err(NumberError::OutOfRange { text: shorten(text) });
+            return Err(NumberError::OutOfRange {
+                text: shorten(text),
+            });
         }
         Ok(Number {
             canonical: render(negative, &digits, adjusted).into_boxed_str(),
@@ -185,7 +189,9 @@ impl Number {
 
     /// Digits after the decimal point.
     pub fn scale(&self) -> usize {
-        self.canonical.find('.').map_or(0, |p| self.canonical.len() - p - 1)
+        self.canonical
+            .find('.')
+            .map_or(0, |p| self.canonical.len() - p - 1)
     }
 
     /// The unscaled value at `scale` fractional digits, when it is exact and
@@ -222,7 +228,9 @@ impl Number {
 
 impl From<i64> for Number {
     fn from(value: i64) -> Self {
-        Number { canonical: value.to_string().into_boxed_str() }
+        Number {
+            canonical: value.to_string().into_boxed_str(),
+        }
     }
 }
 
@@ -327,8 +335,13 @@ mod tests {
 
     #[test]
     fn rejects_what_dynamodb_rejects() {
-        for bad in ["", "-", "NaN", "Infinity", "0x10", "1e", "1.2.3", " 1", "1 ", "e5"] {
-            assert!(matches!(Number::parse(bad), Err(NumberError::Syntax(_))), "{bad}");
+        for bad in [
+            "", "-", "NaN", "Infinity", "0x10", "1e", "1.2.3", " 1", "1 ", "e5",
+        ] {
+            assert!(
+                matches!(Number::parse(bad), Err(NumberError::Syntax(_))),
+                "{bad}"
+            );
         }
         let digits39 = "1".repeat(39);
         assert!(matches!(
@@ -338,16 +351,31 @@ mod tests {
         assert!(Number::parse(&"1".repeat(38)).is_ok());
         // Trailing zeros of an integer are not significant.
         assert!(Number::parse(&format!("1{}", "0".repeat(100))).is_ok());
-        assert!(matches!(Number::parse("1E126"), Err(NumberError::OutOfRange { .. })));
-        assert!(matches!(Number::parse("1E-131"), Err(NumberError::OutOfRange { .. })));
-        assert!(matches!(Number::parse("1E999999999999999999"), Err(NumberError::OutOfRange { .. })));
+        assert!(matches!(
+            Number::parse("1E126"),
+            Err(NumberError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            Number::parse("1E-131"),
+            Err(NumberError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            Number::parse("1E999999999999999999"),
+            Err(NumberError::OutOfRange { .. })
+        ));
     }
 
     #[test]
     fn conversions() {
-        assert_eq!(Number::parse("9223372036854775807").unwrap().to_i64(), Some(i64::MAX));
+        assert_eq!(
+            Number::parse("9223372036854775807").unwrap().to_i64(),
+            Some(i64::MAX)
+        );
         assert_eq!(Number::parse("9223372036854775808").unwrap().to_i64(), None);
-        assert_eq!(Number::parse("-9223372036854775808").unwrap().to_i64(), Some(i64::MIN));
+        assert_eq!(
+            Number::parse("-9223372036854775808").unwrap().to_i64(),
+            Some(i64::MIN)
+        );
         assert_eq!(Number::parse("1.5").unwrap().to_i64(), None);
         let n = Number::parse("-12.345").unwrap();
         assert_eq!(n.to_decimal128(4), Some(-123_450));

@@ -26,7 +26,9 @@ impl SequenceNumber {
             return Err(BadSequenceNumber(text.chars().take(64).collect()));
         }
         let trimmed = text.trim_start_matches('0');
-        Ok(SequenceNumber(if trimmed.is_empty() { "0" } else { trimmed }.into()))
+        Ok(SequenceNumber(
+            if trimmed.is_empty() { "0" } else { trimmed }.into(),
+        ))
     }
 
     /// The decimal text.
@@ -38,7 +40,10 @@ impl SequenceNumber {
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
         // No leading zeros, so a longer number is larger.
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
     }
 }
 
@@ -72,7 +77,10 @@ pub struct ShardKey {
 impl ShardKey {
     /// A key from table and shard.
     pub fn new(table: impl Into<Arc<str>>, shard: impl Into<Arc<str>>) -> Self {
-        ShardKey { table: table.into(), shard: shard.into() }
+        ShardKey {
+            table: table.into(),
+            shard: shard.into(),
+        }
     }
 }
 
@@ -194,11 +202,17 @@ mod tests {
     fn resume_is_the_minimum_over_sinks() {
         let a = ShardKey::new("t", "s1");
         let b = ShardKey::new("t", "s2");
-        let p1: Positions = [(a.clone(), seq("10")), (b.clone(), seq("5"))].into_iter().collect();
+        let p1: Positions = [(a.clone(), seq("10")), (b.clone(), seq("5"))]
+            .into_iter()
+            .collect();
         let p2: Positions = [(a.clone(), seq("7"))].into_iter().collect();
         let r = Positions::resume_point(&[&p1, &p2]);
         assert_eq!(r.get(&a), Some(&seq("7")));
-        assert_eq!(r.get(&b), None, "a sink without a position reads from the start");
+        assert_eq!(
+            r.get(&b),
+            None,
+            "a sink without a position reads from the start"
+        );
     }
 
     #[test]

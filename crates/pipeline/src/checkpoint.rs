@@ -32,7 +32,10 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     /// A store at `path` (created on first write).
     pub fn new(path: &Path) -> Self {
-        CheckpointStore { path: path.to_owned(), last_written: None }
+        CheckpointStore {
+            path: path.to_owned(),
+            last_written: None,
+        }
     }
 
     /// The recorded positions of each sink; empty when there is no file yet.
@@ -43,17 +46,27 @@ impl CheckpointStore {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}", self.path.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read checkpoint {}", self.path.display()));
+            }
         };
-        let file: FileFormat = serde_json::from_str(&text)
-            .with_context(|| format!("checkpoint {} is not a dynamo-cdc checkpoint", self.path.display()))?;
+        let file: FileFormat = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "checkpoint {} is not a dynamo-cdc checkpoint",
+                self.path.display()
+            )
+        })?;
         let mut out = BTreeMap::new();
         for (sink, tables) in file.sinks {
             let mut positions = Positions::new();
             for (table, shards) in tables {
                 for (shard, seq) in shards {
                     let seq = SequenceNumber::parse(&seq).with_context(|| {
-                        format!("checkpoint {}: sink {sink}, {table}/{shard}", self.path.display())
+                        format!(
+                            "checkpoint {}: sink {sink}, {table}/{shard}",
+                            self.path.display()
+                        )
                     })?;
                     positions.advance(ShardKey::new(table.as_str(), shard), seq);
                 }
@@ -82,7 +95,10 @@ impl CheckpointStore {
         if self.last_written.as_ref() == Some(&tree) {
             return Ok(());
         }
-        let text = serde_json::to_string_pretty(&FileFormat { version: 1, sinks: tree.clone() })?;
+        let text = serde_json::to_string_pretty(&FileFormat {
+            version: 1,
+            sinks: tree.clone(),
+        })?;
         write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("cannot write checkpoint {}", self.path.display()))?;
         self.last_written = Some(tree);
@@ -96,7 +112,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp"));
     let mut f = File::create(&temp)?;
     f.write_all(bytes)?;
@@ -116,9 +135,12 @@ mod tests {
         let path = dir.path().join("sub/checkpoint.json");
         let mut store = CheckpointStore::new(&path);
         assert!(store.load().unwrap().is_empty());
-        let p: Positions = [(ShardKey::new("orders", "s-1"), SequenceNumber::parse("123").unwrap())]
-            .into_iter()
-            .collect();
+        let p: Positions = [(
+            ShardKey::new("orders", "s-1"),
+            SequenceNumber::parse("123").unwrap(),
+        )]
+        .into_iter()
+        .collect();
         store.store(&[("parquet", &p)]).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded["parquet"], p);

@@ -152,7 +152,10 @@ pub struct ConfigError {
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.to_owned(), reason: reason.into() }
+    ConfigError {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 impl Config {
@@ -166,7 +169,11 @@ impl Config {
             let key = e.path().to_string();
             let reason = e.into_inner().to_string();
             ConfigError {
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 reason: reason.trim().replace('\n', " "),
             }
         })
@@ -179,8 +186,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         match self.source.kind {
             SourceKind::Replay => {
-                if self.source.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
-                    return Err(bad("source.path", "a replay source needs the path of a capture file or directory"));
+                if self
+                    .source
+                    .path
+                    .as_ref()
+                    .is_none_or(|p| p.as_os_str().is_empty())
+                {
+                    return Err(bad(
+                        "source.path",
+                        "a replay source needs the path of a capture file or directory",
+                    ));
                 }
             }
         }
@@ -191,7 +206,10 @@ impl Config {
             return Err(bad("source.batch_size", "must be at least 1"));
         }
         let Some(p) = &self.sinks.parquet else {
-            return Err(bad("sinks", "configure at least one sink, e.g. [sinks.parquet] with path"));
+            return Err(bad(
+                "sinks",
+                "configure at least one sink, e.g. [sinks.parquet] with path",
+            ));
         };
         if p.path.as_os_str().is_empty() {
             return Err(bad("sinks.parquet.path", "must not be empty"));
@@ -249,19 +267,25 @@ path = "out/checkpoint.json"
         let e = Config::parse(&GOOD.replace("path = \"out/parquet\"", "pth = \"x\"")).unwrap_err();
         assert_eq!(e.key, "sinks.parquet");
         assert!(e.reason.contains("unknown field `pth`"), "{e}");
-        let e = Config::parse(&GOOD.replace("numbers = \"auto\"", "numbers = \"float\"")).unwrap_err();
+        let e =
+            Config::parse(&GOOD.replace("numbers = \"auto\"", "numbers = \"float\"")).unwrap_err();
         assert_eq!(e.key, "transform.numbers");
         assert!(e.reason.contains("float"), "{e}");
-        let e = Config::parse(&GOOD.replace("kind = \"replay\"", "kind = \"kinesis\"")).unwrap_err();
+        let e =
+            Config::parse(&GOOD.replace("kind = \"replay\"", "kind = \"kinesis\"")).unwrap_err();
         assert_eq!(e.key, "source.kind");
     }
 
     #[test]
     fn bad_values_are_rejected_by_validate() {
-        let c = Config::parse(&GOOD.replace("[checkpoint]", "zstd_level = 40\n[checkpoint]")).unwrap();
+        let c =
+            Config::parse(&GOOD.replace("[checkpoint]", "zstd_level = 40\n[checkpoint]")).unwrap();
         let e = c.validate().unwrap_err();
         assert_eq!(e.key, "sinks.parquet.zstd_level");
-        let e = Config::parse(&GOOD.replace("path = \"examples/data\"", "")).unwrap().validate().unwrap_err();
+        let e = Config::parse(&GOOD.replace("path = \"examples/data\"", ""))
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert_eq!(e.key, "source.path");
     }
 }

@@ -51,9 +51,12 @@ enum Command {
 }
 
 fn load(path: &PathBuf) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+    config
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(config)
 }
 
@@ -61,7 +64,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Validate { config } => match load(&config) {
             Ok(_) => {
@@ -73,7 +79,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config, summary_json, quiet } => {
+        Command::Run {
+            config,
+            summary_json,
+            quiet,
+        } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -84,7 +94,8 @@ fn main() -> ExitCode {
             let result = dynamo_cdc::run(&config).and_then(|summary| {
                 if let Some(path) = &summary_json {
                     let text = serde_json::to_string_pretty(&summary)?;
-                    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    std::fs::write(path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
                 Ok(summary)
             });

@@ -31,7 +31,11 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
-    let pq = config.sinks.parquet.as_ref().context("no sink configured")?;
+    let pq = config
+        .sinks
+        .parquet
+        .as_ref()
+        .context("no sink configured")?;
     let mut sink = ParquetSink::open(
         ParquetConfig {
             root: pq.path.clone(),
@@ -56,7 +60,11 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
 
     let source = ReplaySource::open(
         &ReplayConfig {
-            path: config.source.path.clone().context("source.path is required")?,
+            path: config
+                .source
+                .path
+                .clone()
+                .context("source.path is required")?,
             table: config.source.table.clone(),
             batch_size: config.source.batch_size,
         },
@@ -99,7 +107,9 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
                 raw: render_record(change),
             });
         }
-        summary.dead_lettered += dead_letters.write(&letters).context("cannot write dead letters")?;
+        summary.dead_lettered += dead_letters
+            .write(&letters)
+            .context("cannot write dead letters")?;
         sink.poll()?;
         checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
     }
@@ -146,8 +156,12 @@ fn read_all(
 fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredSchema>> {
     let mut out = HashMap::new();
     let Some(dir) = dir else { return Ok(out) };
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("config key `transform.schemas_dir`: cannot read {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "config key `transform.schemas_dir`: cannot read {}",
+            dir.display()
+        )
+    })?;
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "avsc") {
@@ -156,7 +170,8 @@ fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredS
         let Some(table) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
             continue;
         };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let schema = DeclaredSchema::parse_avsc(&text)
             .map_err(|e| anyhow::anyhow!("schema {}: {e}", path.display()))?;
         out.insert(table, schema);

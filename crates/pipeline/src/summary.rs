@@ -53,7 +53,11 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 impl fmt::Display for RunSummary {
@@ -96,14 +100,22 @@ impl fmt::Display for RunSummary {
             )?;
         }
         if self.temp_files_swept > 0 {
-            writeln!(f, "  removed {} temp files left by an earlier run", self.temp_files_swept)?;
+            writeln!(
+                f,
+                "  removed {} temp files left by an earlier run",
+                self.temp_files_swept
+            )?;
         }
         writeln!(
             f,
             "  dead-lettered: {} this run, {} in total under {}",
             self.dead_lettered, self.dead_letters_total, self.dead_letter_path
         )?;
-        let rate = if secs > 0.0 { self.changes_read() as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            self.changes_read() as f64 / secs
+        } else {
+            0.0
+        };
         write!(f, "  rate: {rate:.0} changes/s")
     }
 }

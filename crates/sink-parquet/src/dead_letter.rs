@@ -43,7 +43,11 @@ impl DeadLetterWriter {
                 }
             }
         }
-        Ok(DeadLetterWriter { dir, seen, written: 0 })
+        Ok(DeadLetterWriter {
+            dir,
+            seen,
+            written: 0,
+        })
     }
 
     /// Writes the letters not written before and fsyncs them; returns how many
@@ -82,7 +86,10 @@ impl DeadLetterWriter {
         }
         std::fs::create_dir_all(&self.dir)?;
         for (name, bytes) in by_file {
-            let mut f = OpenOptions::new().create(true).append(true).open(self.dir.join(name))?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
@@ -106,7 +113,13 @@ fn file_name(table: Option<&str>) -> String {
     let stem: String = table
         .unwrap_or("_unknown_table")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{stem}.jsonl")
 }

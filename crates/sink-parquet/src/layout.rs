@@ -17,7 +17,9 @@ pub const DEAD_LETTER_DIR: &str = "_dead_letter";
 
 /// `YYYY-MM-DD` (UTC) of a change's creation time; 1970-01-01 when unknown.
 pub(crate) fn date_of(ms: Option<i64>) -> String {
-    let t = ms.and_then(DateTime::from_timestamp_millis).unwrap_or_default();
+    let t = ms
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or_default();
     t.format("%Y-%m-%d").to_string()
 }
 
@@ -66,7 +68,9 @@ pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<PathBuf>
         }
         for part in std::fs::read_dir(table.path())? {
             let part = part?;
-            if !part.file_type()?.is_dir() || !part.file_name().to_string_lossy().starts_with("date=") {
+            if !part.file_type()?.is_dir()
+                || !part.file_name().to_string_lossy().starts_with("date=")
+            {
                 continue;
             }
             for file in std::fs::read_dir(part.path())? {
@@ -97,7 +101,10 @@ mod tests {
         let last = SequenceNumber::parse("100000000000000000900").unwrap();
         let name = final_name("shardId-00000001-abc", &first, &last);
         let (shard, f, l) = parse_final_name(&name).unwrap();
-        assert_eq!((shard.as_str(), f, l), ("shardId-00000001-abc", first, last));
+        assert_eq!(
+            (shard.as_str(), f, l),
+            ("shardId-00000001-abc", first, last)
+        );
         assert!(parse_final_name("x-1.parquet").is_none());
         assert!(parse_final_name("notes.txt").is_none());
     }

@@ -97,8 +97,15 @@ impl ParquetSinkError {
     }
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ParquetSinkError + 'a {
-    move |source| ParquetSinkError::Io { action, path: path.to_owned(), source }
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ParquetSinkError + 'a {
+    move |source| ParquetSinkError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Counts kept by the sink.
@@ -158,7 +165,8 @@ impl ParquetSink {
         declared: HashMap<String, DeclaredSchema>,
     ) -> Result<Self, ParquetSinkError> {
         std::fs::create_dir_all(&config.root).map_err(io("cannot create", &config.root))?;
-        let (committed, leftovers) = layout::scan(&config.root).map_err(io("cannot scan", &config.root))?;
+        let (committed, leftovers) =
+            layout::scan(&config.root).map_err(io("cannot scan", &config.root))?;
         let mut stats = ParquetStats::default();
         for path in leftovers {
             tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
@@ -203,10 +211,19 @@ impl ParquetSink {
             let schema = match self.newest.get(&**table) {
                 Some(path) => {
                     let file = File::open(path).map_err(io("cannot open", path))?;
-                    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|source| ParquetSinkError::Parquet { path: path.clone(), source })?;
-                    TableSchema::resume(table, declared, self.mode, reader.schema())
-                        .map_err(|reason| ParquetSinkError::Schema { path: path.clone(), reason })?
+                    let reader =
+                        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+                            ParquetSinkError::Parquet {
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
+                    TableSchema::resume(table, declared, self.mode, reader.schema()).map_err(
+                        |reason| ParquetSinkError::Schema {
+                            path: path.clone(),
+                            reason,
+                        },
+                    )?
                 }
                 None => TableSchema::new(table, declared, self.mode),
             };
@@ -223,7 +240,12 @@ impl ParquetSink {
     }
 
     /// Appends rows of one shard, one date and the current schema.
-    fn append(&mut self, key: &ShardKey, date: &str, rows: &[&Change]) -> Result<(), ParquetSinkError> {
+    fn append(
+        &mut self,
+        key: &ShardKey,
+        date: &str,
+        rows: &[&Change],
+    ) -> Result<(), ParquetSinkError> {
         let version = self.schemas[&key.table].version();
         if let Some(f) = self.open.get(key)
             && (f.date != date || f.schema_version != version)
@@ -239,37 +261,58 @@ impl ParquetSink {
             let schema = &self.schemas[&key.table];
             let file = self.open.get_mut(key).expect("opened above");
             let take = rows.len().min(self.config.max_rows_per_file - file.rows);
-            let batch = flat_batch(schema, &rows[..take])
-                .map_err(|source| ParquetSinkError::Arrow { table: key.table.to_string(), source })?;
+            let batch =
+                flat_batch(schema, &rows[..take]).map_err(|source| ParquetSinkError::Arrow {
+                    table: key.table.to_string(),
+                    source,
+                })?;
             file.writer
                 .write(&batch)
-                .map_err(|source| ParquetSinkError::Parquet { path: file.temp.clone(), source })?;
+                .map_err(|source| ParquetSinkError::Parquet {
+                    path: file.temp.clone(),
+                    source,
+                })?;
             file.rows += take;
             file.last = rows[take - 1].source.sequence_number.clone();
             rows = &rows[take..];
             let size = file.writer.bytes_written() + file.writer.in_progress_size();
-            if file.rows >= self.config.max_rows_per_file || size as u64 >= self.config.max_file_bytes {
+            if file.rows >= self.config.max_rows_per_file
+                || size as u64 >= self.config.max_file_bytes
+            {
                 self.seal(key);
             }
         }
         Ok(())
     }
 
-    fn create(&self, key: &ShardKey, date: &str, first: &SequenceNumber) -> Result<OpenFile, ParquetSinkError> {
+    fn create(
+        &self,
+        key: &ShardKey,
+        date: &str,
+        first: &SequenceNumber,
+    ) -> Result<OpenFile, ParquetSinkError> {
         let dir = partition_dir(&self.config.root, &key.table, date);
         std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
         let temp = dir.join(temp_name(&key.shard, first));
         let file = File::create(&temp).map_err(io("cannot create", &temp))?;
-        let level = ZstdLevel::try_new(self.config.zstd_level)
-            .map_err(|source| ParquetSinkError::Parquet { path: temp.clone(), source })?;
+        let level = ZstdLevel::try_new(self.config.zstd_level).map_err(|source| {
+            ParquetSinkError::Parquet {
+                path: temp.clone(),
+                source,
+            }
+        })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
             .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")))
             .build();
         let schema = self.schemas[&key.table].arrow_schema();
-        let writer = ArrowWriter::try_new(file, schema, Some(props))
-            .map_err(|source| ParquetSinkError::Parquet { path: temp.clone(), source })?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
+            ParquetSinkError::Parquet {
+                path: temp.clone(),
+                source,
+            }
+        })?;
         Ok(OpenFile {
             writer,
             dir,
@@ -296,7 +339,10 @@ impl ParquetSink {
         let file = f
             .writer
             .into_inner()
-            .map_err(|source| ParquetSinkError::Parquet { path: f.temp.clone(), source })?;
+            .map_err(|source| ParquetSinkError::Parquet {
+                path: f.temp.clone(),
+                source,
+            })?;
         file.sync_all().map_err(io("cannot fsync", &f.temp))?;
         let bytes = file.metadata().map_err(io("cannot stat", &f.temp))?.len();
         drop(file);
@@ -315,7 +361,12 @@ impl ParquetSink {
 
     /// Commits the sealed files, then the open ones that are `due`.
     fn commit_where(&mut self, due: impl Fn(&OpenFile) -> bool) -> Result<(), ParquetSinkError> {
-        let mut keys: Vec<ShardKey> = self.open.iter().filter(|(_, f)| due(f)).map(|(k, _)| k.clone()).collect();
+        let mut keys: Vec<ShardKey> = self
+            .open
+            .iter()
+            .filter(|(_, f)| due(f))
+            .map(|(k, _)| k.clone())
+            .collect();
         keys.sort();
         for key in keys {
             self.seal(&key);
@@ -349,7 +400,10 @@ impl Sink for ParquetSink {
         // Admit every row first, so the batch is built once in the widest schema.
         let mut by_shard: Vec<(ShardKey, Vec<&Change>)> = Vec::new();
         for (index, change) in changes.iter().enumerate() {
-            let key = ShardKey { table: change.source.table.clone(), shard: change.source.shard_id.clone() };
+            let key = ShardKey {
+                table: change.source.table.clone(),
+                shard: change.source.shard_id.clone(),
+            };
             if self.holds(&key, &change.source.sequence_number) {
                 self.stats.already_held += 1;
                 continue;

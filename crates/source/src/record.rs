@@ -65,7 +65,11 @@ pub struct RecordContext {
 impl RecordContext {
     /// A context for records of `shard`.
     pub fn new(shard: Arc<str>, default_table: Option<Arc<str>>) -> Self {
-        RecordContext { default_table, shard, interned: Vec::new() }
+        RecordContext {
+            default_table,
+            shard,
+            interned: Vec::new(),
+        }
     }
 
     fn intern(&mut self, text: &str) -> Arc<str> {
@@ -94,19 +98,21 @@ pub struct RecordHints {
 /// # Errors
 /// [`RecordError`] naming the field that is missing or wrong, with the
 /// attribute path for bad values, plus whatever could still be read.
-pub fn parse_record(raw: &str, ctx: &mut RecordContext) -> Result<Change, (RecordError, RecordHints)> {
+pub fn parse_record(
+    raw: &str,
+    ctx: &mut RecordContext,
+) -> Result<Change, (RecordError, RecordHints)> {
     let mut hints = RecordHints {
         table: ctx.default_table.as_deref().map(str::to_owned),
         ..RecordHints::default()
     };
     let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
-    let record: RawRecord<'_> = serde_json::from_str(raw)
-        .map_err(|e| fail(format!("not a stream record: {e}"), &hints))?;
+    let record: RawRecord<'_> =
+        serde_json::from_str(raw).map_err(|e| fail(format!("not a stream record: {e}"), &hints))?;
     let table = match record.event_source_arn {
         Some(arn) => {
-            let name = table_from_arn(arn).ok_or_else(|| {
-                fail(format!("eventSourceARN `{arn}` names no table"), &hints)
-            })?;
+            let name = table_from_arn(arn)
+                .ok_or_else(|| fail(format!("eventSourceARN `{arn}` names no table"), &hints))?;
             Some(ctx.intern(name))
         }
         None => ctx.default_table.clone(),
@@ -129,19 +135,26 @@ pub fn parse_record(raw: &str, ctx: &mut RecordContext) -> Result<Change, (Recor
     })?;
     let op = match record.event_name {
         Some(name) => Op::from_event_name(name).ok_or_else(|| {
-            fail(format!("eventName `{name}` is not INSERT, MODIFY or REMOVE"), &hints)
+            fail(
+                format!("eventName `{name}` is not INSERT, MODIFY or REMOVE"),
+                &hints,
+            )
         })?,
         None => return Err(fail("record has no eventName".into(), &hints)),
     };
-    let image = |raw: Option<&RawValue>, root: &str| -> Result<Option<Item>, (RecordError, RecordHints)> {
-        raw.filter(|r| r.get() != "null")
-            .map(|r| parse_item(r.get(), root))
-            .transpose()
-            .map_err(|e| fail(e.to_string(), &hints))
-    };
+    let image =
+        |raw: Option<&RawValue>, root: &str| -> Result<Option<Item>, (RecordError, RecordHints)> {
+            raw.filter(|r| r.get() != "null")
+                .map(|r| parse_item(r.get(), root))
+                .transpose()
+                .map_err(|e| fail(e.to_string(), &hints))
+        };
     let keys = image(body.keys, "Keys")?.unwrap_or_default();
     if keys.is_empty() {
-        return Err(fail("record without keys (dynamodb.Keys is missing or empty)".into(), &hints));
+        return Err(fail(
+            "record without keys (dynamodb.Keys is missing or empty)".into(),
+            &hints,
+        ));
     }
     let new_image = image(body.new_image, "NewImage")?;
     let old_image = image(body.old_image, "OldImage")?;
@@ -232,23 +245,38 @@ mod tests {
     #[test]
     fn errors_name_what_is_wrong() {
         let e = |raw: &str| parse_record(raw, &mut ctx()).unwrap_err().0.to_string();
-        assert!(e(r#"{"eventName":"INSERT","dynamodb":{"SequenceNumber":"1","Keys":{}}}"#).contains("no eventSourceARN"));
+        assert!(
+            e(r#"{"eventName":"INSERT","dynamodb":{"SequenceNumber":"1","Keys":{}}}"#)
+                .contains("no eventSourceARN")
+        );
         let no_keys = INSERT.replace(r#""Keys":{"id":{"S":"a"}},"#, "");
         assert!(e(&no_keys).contains("record without keys"));
         let bad_op = INSERT.replace("INSERT", "UPSERT");
         assert!(e(&bad_op).contains("eventName `UPSERT`"));
         let bad_n = INSERT.replace("1.50", "abc");
         let msg = e(&bad_n);
-        assert!(msg.contains("at `NewImage.n`") && msg.contains("not a decimal"), "{msg}");
+        assert!(
+            msg.contains("at `NewImage.n`") && msg.contains("not a decimal"),
+            "{msg}"
+        );
         let (_, hints) = parse_record(&bad_n, &mut ctx()).unwrap_err();
-        assert_eq!(hints.sequence_number.as_deref(), Some("000000000000000000001"));
+        assert_eq!(
+            hints.sequence_number.as_deref(),
+            Some("000000000000000000001")
+        );
         assert_eq!(hints.table.as_deref(), Some("orders"));
     }
 
     #[test]
     fn arn_parsing() {
-        assert_eq!(table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/a.b-c_d/stream/x"), Some("a.b-c_d"));
-        assert_eq!(table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/t"), Some("t"));
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/a.b-c_d/stream/x"),
+            Some("a.b-c_d")
+        );
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/t"),
+            Some("t")
+        );
         assert_eq!(table_from_arn("nonsense"), None);
     }
 }
@@ -284,7 +312,8 @@ pub fn render_record(change: &Change) -> String {
         record["eventSourceARN"] = serde_json::json!(&**arn);
     }
     if s.ttl_delete {
-        record["userIdentity"] = serde_json::json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+        record["userIdentity"] =
+            serde_json::json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
     }
     record.to_string()
 }

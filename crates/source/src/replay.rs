@@ -17,7 +17,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dynamo_cdc_core::{DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch};
+use dynamo_cdc_core::{
+    DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch,
+};
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -103,7 +105,9 @@ impl ReplaySource {
 
     /// Parses one JSON document (a page, an event or a record) at `line`.
     fn take_document(&mut self, text: &str, line: u64, out: &mut SourceBatch) {
-        let Some(reader) = self.current.as_mut() else { return };
+        let Some(reader) = self.current.as_mut() else {
+            return;
+        };
         let origin = reader.display.clone();
         let default_table = reader.ctx.default_table.as_deref().map(str::to_owned);
         let shard = reader.ctx.shard.to_string();
@@ -120,7 +124,8 @@ impl ReplaySource {
         let doc: Document<'_> = match serde_json::from_str(text) {
             Ok(doc) => doc,
             Err(e) => {
-                out.dead_letters.push(dead(format!("not valid JSON: {e}"), text, None));
+                out.dead_letters
+                    .push(dead(format!("not valid JSON: {e}"), text, None));
                 return;
             }
         };
@@ -130,7 +135,8 @@ impl ReplaySource {
             (None, Some(_)) => match serde_json::from_str(text) {
                 Ok(single) => vec![single],
                 Err(e) => {
-                    out.dead_letters.push(dead(format!("not valid JSON: {e}"), text, None));
+                    out.dead_letters
+                        .push(dead(format!("not valid JSON: {e}"), text, None));
                     return;
                 }
             },
@@ -181,7 +187,11 @@ impl ReplaySource {
                         continue;
                     }
                     out.changes.push(change);
-                    out.origins.push(Origin { origin: reader.origin.clone(), line: Some(line), record_index: index });
+                    out.origins.push(Origin {
+                        origin: reader.origin.clone(),
+                        line: Some(line),
+                        record_index: index,
+                    });
                 }
                 Err((error, hints)) => {
                     let mut d = dead(error.to_string(), raw.get(), index);
@@ -210,13 +220,17 @@ impl Source for ReplaySource {
         let mut batch = SourceBatch::default();
         while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
             if self.current.is_none() {
-                let Some(path) = self.files.pop_front() else { break };
+                let Some(path) = self.files.pop_front() else {
+                    break;
+                };
                 self.stats.files += 1;
                 let shard = shard_name(&path);
                 let ctx = RecordContext::new(shard.into(), self.default_table.clone());
                 self.current = Some(FileReader::open(path, ctx)?);
             }
-            let Some(reader) = self.current.as_mut() else { break };
+            let Some(reader) = self.current.as_mut() else {
+                break;
+            };
             match reader.next_document()? {
                 Some(Piece::Document { text, line }) => {
                     self.take_document(&text, line, &mut batch);
@@ -236,7 +250,11 @@ impl Source for ReplaySource {
                 None => self.current = None,
             }
         }
-        if batch.changes.is_empty() && batch.dead_letters.is_empty() && self.current.is_none() && self.files.is_empty() {
+        if batch.changes.is_empty()
+            && batch.dead_letters.is_empty()
+            && self.current.is_none()
+            && self.files.is_empty()
+        {
             return Ok(None);
         }
         Ok(Some(batch))
@@ -245,8 +263,15 @@ impl Source for ReplaySource {
 
 /// One unit read from a file.
 enum Piece {
-    Document { text: String, line: u64 },
-    Bad { raw: String, line: u64, error: String },
+    Document {
+        text: String,
+        line: u64,
+    },
+    Bad {
+        raw: String,
+        line: u64,
+        error: String,
+    },
 }
 
 enum Mode {
@@ -271,7 +296,10 @@ struct FileReader {
 
 impl FileReader {
     fn open(path: PathBuf, ctx: RecordContext) -> Result<Self, ReplayError> {
-        let io = |source| ReplayError::Io { path: path.clone(), source };
+        let io = |source| ReplayError::Io {
+            path: path.clone(),
+            source,
+        };
         let file = File::open(&path).map_err(io)?;
         let mut peek = BufReader::with_capacity(1 << 20, file);
         let gzip = peek.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
@@ -281,7 +309,10 @@ impl FileReader {
             Box::new(peek)
         };
         let lines_by_name = {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let name = name.strip_suffix(".gz").unwrap_or(name);
             name.ends_with(".jsonl") || name.ends_with(".ndjson")
         };
@@ -290,7 +321,11 @@ impl FileReader {
             origin: path.display().to_string().into(),
             ctx,
             input: BufReader::with_capacity(1 << 20, input),
-            mode: if lines_by_name { Mode::Lines } else { Mode::Undecided },
+            mode: if lines_by_name {
+                Mode::Lines
+            } else {
+                Mode::Undecided
+            },
             line: 0,
             path,
             buf: Vec::with_capacity(1 << 16),
@@ -306,7 +341,10 @@ impl FileReader {
             let n = self
                 .input
                 .read_until(b'\n', &mut self.buf)
-                .map_err(|source| ReplayError::Io { path: self.path.clone(), source })?;
+                .map_err(|source| ReplayError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 return Ok(None);
             }
@@ -337,20 +375,32 @@ impl FileReader {
                     _ => self.mode = Mode::Lines,
                 }
             }
-            return Ok(Some(Piece::Document { text: text.to_owned(), line }));
+            return Ok(Some(Piece::Document {
+                text: text.to_owned(),
+                line,
+            }));
         }
     }
 
     /// Reads the rest of the file and splits it into documents.
-    fn read_whole(&mut self, first: String, first_line: u64) -> Result<VecDeque<Piece>, ReplayError> {
+    fn read_whole(
+        &mut self,
+        first: String,
+        first_line: u64,
+    ) -> Result<VecDeque<Piece>, ReplayError> {
         let mut all = first;
         all.push('\n');
         let mut rest = Vec::new();
         self.input
             .read_to_end(&mut rest)
-            .map_err(|source| ReplayError::Io { path: self.path.clone(), source })?;
+            .map_err(|source| ReplayError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         all.push_str(&String::from_utf8_lossy(&rest));
-        let line_at = |offset: usize| first_line + all[..offset].bytes().filter(|&b| b == b'\n').count() as u64;
+        let line_at = |offset: usize| {
+            first_line + all[..offset].bytes().filter(|&b| b == b'\n').count() as u64
+        };
         let mut pieces = VecDeque::new();
         let mut stream = serde_json::Deserializer::from_str(&all).into_iter::<&RawValue>();
         let mut start = 0;
@@ -358,14 +408,21 @@ impl FileReader {
             match stream.next() {
                 Some(Ok(doc)) => {
                     let text = doc.get();
-                    let offset = all[start..].find(|c: char| !c.is_whitespace()).map_or(start, |o| start + o);
-                    pieces.push_back(Piece::Document { text: text.to_owned(), line: line_at(offset) });
+                    let offset = all[start..]
+                        .find(|c: char| !c.is_whitespace())
+                        .map_or(start, |o| start + o);
+                    pieces.push_back(Piece::Document {
+                        text: text.to_owned(),
+                        line: line_at(offset),
+                    });
                     start = stream.byte_offset();
                 }
                 Some(Err(e)) => {
                     // The parser cannot find the next document after a syntax
                     // error: the rest of the file is one dead letter.
-                    let offset = all[start..].find(|c: char| !c.is_whitespace()).map_or(start, |o| start + o);
+                    let offset = all[start..]
+                        .find(|c: char| !c.is_whitespace())
+                        .map_or(start, |o| start + o);
                     pieces.push_back(Piece::Bad {
                         raw: all[offset..].trim_end().to_owned(),
                         line: line_at(offset),
@@ -382,7 +439,10 @@ impl FileReader {
 
 /// The capture files under `path`, in name order.
 fn capture_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
-    let io = |source| ReplayError::Io { path: path.to_owned(), source };
+    let io = |source| ReplayError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {
         return Ok(vec![path.to_owned()]);
@@ -390,15 +450,24 @@ fn capture_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
     let mut out = Vec::new();
     let mut dirs = vec![path.to_owned()];
     while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| ReplayError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| ReplayError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| ReplayError::Io { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| ReplayError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
-            let ty = entry.file_type().map_err(|source| ReplayError::Io { path: p.clone(), source })?;
+            let ty = entry.file_type().map_err(|source| ReplayError::Io {
+                path: p.clone(),
+                source,
+            })?;
             if ty.is_dir() {
                 dirs.push(p);
             } else if is_capture_name(&name) {
@@ -412,12 +481,17 @@ fn capture_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
 
 fn is_capture_name(name: &str) -> bool {
     let name = name.strip_suffix(".gz").unwrap_or(name);
-    [".json", ".jsonl", ".ndjson"].iter().any(|ext| name.ends_with(ext))
+    [".json", ".jsonl", ".ndjson"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 /// The shard a capture file stands for: its name without extensions.
 pub fn shard_name(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     let stem = [".jsonl", ".ndjson", ".json"]
         .iter()

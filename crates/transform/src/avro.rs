@@ -68,7 +68,13 @@ impl AvroSchema {
 pub fn avro_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -109,13 +115,17 @@ fn avro_type(ty: &ColumnType, record_name: &str) -> Json {
         ColumnType::Binary => json!("bytes"),
         ColumnType::Boolean => json!("boolean"),
         ColumnType::Set(inner) => json!({"type": "array", "items": avro_type(inner, record_name)}),
-        ColumnType::List(inner) => json!({"type": "array", "items": nullable(avro_type(inner, record_name))}),
+        ColumnType::List(inner) => {
+            json!({"type": "array", "items": nullable(avro_type(inner, record_name))})
+        }
         ColumnType::Struct(fields) => {
             let names = unique_names(fields.iter().map(|(n, _)| n.as_str()));
             let avro_fields: Vec<Json> = fields
                 .iter()
                 .zip(&names)
-                .map(|((attr, fty), name)| field_json(name, attr, fty, &format!("{record_name}_{name}")))
+                .map(|((attr, fty), name)| {
+                    field_json(name, attr, fty, &format!("{record_name}_{name}"))
+                })
                 .collect();
             json!({"type": "record", "name": record_name, "fields": avro_fields})
         }
@@ -123,11 +133,16 @@ fn avro_type(ty: &ColumnType, record_name: &str) -> Json {
 }
 
 fn nullable(t: Json) -> Json {
-    if t == json!("null") { t } else { json!(["null", t]) }
+    if t == json!("null") {
+        t
+    } else {
+        json!(["null", t])
+    }
 }
 
 fn field_json(name: &str, attribute: &str, ty: &ColumnType, record_name: &str) -> Json {
-    let mut f = json!({"name": name, "type": nullable(avro_type(ty, record_name)), "default": null});
+    let mut f =
+        json!({"name": name, "type": nullable(avro_type(ty, record_name)), "default": null});
     if name != attribute {
         f["dynamodb_name"] = json!(attribute);
     }
@@ -229,7 +244,9 @@ pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
             f
         })
         .collect();
-    AvroSchema::from_json(json!({"type": "record", "name": "Key", "namespace": namespace(table), "fields": fields}))
+    AvroSchema::from_json(
+        json!({"type": "record", "name": "Key", "namespace": namespace(table), "fields": fields}),
+    )
 }
 
 /// Encodes a change's key.
@@ -252,7 +269,12 @@ pub fn encode_key(schema: &AvroSchema, change: &Change) -> Result<Vec<u8>, AvroE
 ///
 /// # Errors
 /// When the change does not match the schema.
-pub fn encode_value(table: &TableSchema, schema: &AvroSchema, shape: Shape, change: &Change) -> Result<Vec<u8>, AvroError> {
+pub fn encode_value(
+    table: &TableSchema,
+    schema: &AvroSchema,
+    shape: Shape,
+    change: &Change,
+) -> Result<Vec<u8>, AvroError> {
     let record = |item: &Item| {
         let (names, _) = attribute_fields(table);
         table
@@ -267,13 +289,28 @@ pub fn encode_value(table: &TableSchema, schema: &AvroSchema, shape: Shape, chan
         Shape::Flat => {
             let mut fields = record(change.row_image());
             fields.extend([
-                ("__op".to_owned(), Value::String(change.op.code().to_owned())),
+                (
+                    "__op".to_owned(),
+                    Value::String(change.op.code().to_owned()),
+                ),
                 ("__table".to_owned(), Value::String(s.table.to_string())),
-                ("__shard_id".to_owned(), Value::String(s.shard_id.to_string())),
-                ("__sequence_number".to_owned(), Value::String(s.sequence_number.to_string())),
+                (
+                    "__shard_id".to_owned(),
+                    Value::String(s.shard_id.to_string()),
+                ),
+                (
+                    "__sequence_number".to_owned(),
+                    Value::String(s.sequence_number.to_string()),
+                ),
                 ("__event_id".to_owned(), Value::String(s.event_id.clone())),
-                ("__source_ts_ms".to_owned(), optional(s.approx_creation_ms.map(Value::Long))),
-                ("__deleted".to_owned(), Value::Boolean(change.op == dynamo_cdc_core::Op::Remove)),
+                (
+                    "__source_ts_ms".to_owned(),
+                    optional(s.approx_creation_ms.map(Value::Long)),
+                ),
+                (
+                    "__deleted".to_owned(),
+                    Value::Boolean(change.op == dynamo_cdc_core::Op::Remove),
+                ),
                 ("__ttl_delete".to_owned(), Value::Boolean(s.ttl_delete)),
             ]);
             Value::Record(fields)
@@ -282,24 +319,41 @@ pub fn encode_value(table: &TableSchema, schema: &AvroSchema, shape: Shape, chan
             let image = |i: Option<&Item>| optional(i.map(|i| Value::Record(record(i))));
             // A stream without images still shows the keys of what changed.
             let (before, after) = match change.op {
-                dynamo_cdc_core::Op::Remove => (change.old_image.as_ref().or(Some(&change.keys)), None),
-                _ => (change.old_image.as_ref(), change.new_image.as_ref().or(Some(&change.keys))),
+                dynamo_cdc_core::Op::Remove => {
+                    (change.old_image.as_ref().or(Some(&change.keys)), None)
+                }
+                _ => (
+                    change.old_image.as_ref(),
+                    change.new_image.as_ref().or(Some(&change.keys)),
+                ),
             };
             Value::Record(vec![
                 ("before".to_owned(), image(before)),
                 ("after".to_owned(), image(after)),
                 ("op".to_owned(), Value::String(change.op.code().to_owned())),
-                ("ts_ms".to_owned(), optional(s.approx_creation_ms.map(Value::Long))),
+                (
+                    "ts_ms".to_owned(),
+                    optional(s.approx_creation_ms.map(Value::Long)),
+                ),
                 (
                     "source".to_owned(),
                     Value::Record(vec![
                         ("connector".to_owned(), Value::String("dynamodb".to_owned())),
                         ("table".to_owned(), Value::String(s.table.to_string())),
-                        ("stream_arn".to_owned(), optional(s.stream_arn.as_ref().map(|a| Value::String(a.to_string())))),
+                        (
+                            "stream_arn".to_owned(),
+                            optional(s.stream_arn.as_ref().map(|a| Value::String(a.to_string()))),
+                        ),
                         ("shard_id".to_owned(), Value::String(s.shard_id.to_string())),
-                        ("sequence_number".to_owned(), Value::String(s.sequence_number.to_string())),
+                        (
+                            "sequence_number".to_owned(),
+                            Value::String(s.sequence_number.to_string()),
+                        ),
                         ("event_id".to_owned(), Value::String(s.event_id.clone())),
-                        ("approx_creation_ms".to_owned(), optional(s.approx_creation_ms.map(Value::Long))),
+                        (
+                            "approx_creation_ms".to_owned(),
+                            optional(s.approx_creation_ms.map(Value::Long)),
+                        ),
                         ("ttl_delete".to_owned(), Value::Boolean(s.ttl_delete)),
                     ]),
                 ),
@@ -310,12 +364,16 @@ pub fn encode_value(table: &TableSchema, schema: &AvroSchema, shape: Shape, chan
 }
 
 fn datum(schema: &AvroSchema, value: Value, change: &Change) -> Result<Vec<u8>, AvroError> {
-    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema.schema).build().map_err(AvroError::Schema)?;
-    writer.write_value_to_vec(value).map_err(|source| AvroError::Encode {
-        table: change.source.table.to_string(),
-        sequence_number: change.source.sequence_number.to_string(),
-        source,
-    })
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema.schema)
+        .build()
+        .map_err(AvroError::Schema)?;
+    writer
+        .write_value_to_vec(value)
+        .map_err(|source| AvroError::Encode {
+            table: change.source.table.to_string(),
+            sequence_number: change.source.sequence_number.to_string(),
+            source,
+        })
 }
 
 fn optional(v: Option<Value>) -> Value {
@@ -344,21 +402,29 @@ fn plain_value(ty: &ColumnType, v: &AttributeValue) -> Value {
         (ColumnType::DecimalString, AttributeValue::N(n)) => Value::String(n.as_str().to_owned()),
         (ColumnType::Int64, AttributeValue::N(n)) => n.to_i64().map_or(Value::Null, Value::Long),
         (ColumnType::Float64, AttributeValue::N(n)) => Value::Double(n.to_f64()),
-        (ColumnType::Decimal { scale, .. }, AttributeValue::N(n)) => match n.to_decimal128(*scale) {
-            Some(unscaled) => Value::Decimal(Decimal::from(unscaled.to_be_bytes().to_vec())),
-            None => Value::Null,
-        },
+        (ColumnType::Decimal { scale, .. }, AttributeValue::N(n)) => {
+            match n.to_decimal128(*scale) {
+                Some(unscaled) => Value::Decimal(Decimal::from(unscaled.to_be_bytes().to_vec())),
+                None => Value::Null,
+            }
+        }
         (ColumnType::Binary, AttributeValue::B(b)) => Value::Bytes(b.clone()),
         (ColumnType::Boolean, AttributeValue::Bool(b)) => Value::Boolean(*b),
-        (ColumnType::Set(inner), set) => {
-            Value::Array(set_elements(set).iter().map(|e| plain_value(inner, e)).collect())
-        }
+        (ColumnType::Set(inner), set) => Value::Array(
+            set_elements(set)
+                .iter()
+                .map(|e| plain_value(inner, e))
+                .collect(),
+        ),
         (ColumnType::List(inner), AttributeValue::L(items)) => {
             Value::Array(items.iter().map(|e| field_value(inner, Some(e))).collect())
         }
-        (ColumnType::List(inner), set) => {
-            Value::Array(set_elements(set).iter().map(|e| field_value(inner, Some(e))).collect())
-        }
+        (ColumnType::List(inner), set) => Value::Array(
+            set_elements(set)
+                .iter()
+                .map(|e| field_value(inner, Some(e)))
+                .collect(),
+        ),
         (ColumnType::Struct(fields), AttributeValue::M(m)) => {
             let names = unique_names(fields.iter().map(|(n, _)| n.as_str()));
             Value::Record(

@@ -7,7 +7,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+};
 use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{ArrowError, Field};
@@ -67,7 +69,10 @@ fn meta_arrays(changes: &[&Change]) -> [ArrayRef; 8] {
 }
 
 /// One column of values in the given layout; `None` and `NULL` become null.
-pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
+pub(crate) fn build_array(
+    ty: &ColumnType,
+    values: &[Option<&AttributeValue>],
+) -> Result<ArrayRef, ArrowError> {
     let n = values.len();
     Ok(match ty {
         ColumnType::Null => Arc::new(NullArray::new(n)),
@@ -78,7 +83,9 @@ pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -
                     (_, None | Some(AttributeValue::Null)) => b.append_null(),
                     (ColumnType::Json, Some(v)) => b.append_value(v.to_ddb_json()),
                     (ColumnType::Utf8, Some(AttributeValue::S(s))) => b.append_value(s),
-                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => b.append_value(num.as_str()),
+                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => {
+                        b.append_value(num.as_str())
+                    }
                     _ => b.append_null(),
                 }
             }
@@ -112,7 +119,10 @@ pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -
                     _ => None,
                 });
             }
-            Arc::new(b.finish().with_precision_and_scale(*precision, *scale as i8)?)
+            Arc::new(
+                b.finish()
+                    .with_precision_and_scale(*precision, *scale as i8)?,
+            )
         }
         ColumnType::Binary => {
             let mut b = BinaryBuilder::with_capacity(n, n * 16);
@@ -146,7 +156,11 @@ pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -
                 }));
                 children.push(build_array(fty, &child_values)?);
             }
-            let valid = NullBuffer::from_iter(values.iter().map(|v| matches!(v, Some(AttributeValue::M(_)))));
+            let valid = NullBuffer::from_iter(
+                values
+                    .iter()
+                    .map(|v| matches!(v, Some(AttributeValue::M(_)))),
+            );
             let arrow_fields = match ty.data_type() {
                 arrow_schema::DataType::Struct(f) => f,
                 _ => unreachable!("a struct layout has a struct type"),
@@ -156,7 +170,10 @@ pub(crate) fn build_array(ty: &ColumnType, values: &[Option<&AttributeValue>]) -
     })
 }
 
-fn list_array(item: &ColumnType, values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
+fn list_array(
+    item: &ColumnType,
+    values: &[Option<&AttributeValue>],
+) -> Result<ArrayRef, ArrowError> {
     let mut elements: Vec<Cow<'_, AttributeValue>> = Vec::new();
     let mut lengths = Vec::with_capacity(values.len());
     let mut valid = Vec::with_capacity(values.len());

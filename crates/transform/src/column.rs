@@ -70,7 +70,9 @@ impl ColumnType {
             ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => DataType::Utf8,
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float64 => DataType::Float64,
-            ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
+            ColumnType::Decimal { precision, scale } => {
+                DataType::Decimal128(*precision, *scale as i8)
+            }
             ColumnType::Binary => DataType::Binary,
             ColumnType::Boolean => DataType::Boolean,
             ColumnType::Set(inner) | ColumnType::List(inner) => {
@@ -132,16 +134,19 @@ impl ColumnType {
             (Some("N"), DataType::Int64) => ColumnType::Int64,
             (Some("N"), DataType::Utf8) => ColumnType::DecimalString,
             (Some("N"), DataType::Float64) => ColumnType::Float64,
-            (Some("N"), DataType::Decimal128(p, s)) if *s >= 0 => {
-                ColumnType::Decimal { precision: *p, scale: *s as u8 }
-            }
+            (Some("N"), DataType::Decimal128(p, s)) if *s >= 0 => ColumnType::Decimal {
+                precision: *p,
+                scale: *s as u8,
+            },
             (Some("B"), DataType::Binary) => ColumnType::Binary,
             (Some("BOOL"), DataType::Boolean) => ColumnType::Boolean,
             (Some("json"), DataType::Utf8) => ColumnType::Json,
             (Some("SS" | "NS" | "BS"), DataType::List(item)) => {
                 ColumnType::Set(Box::new(ColumnType::from_field(item)?))
             }
-            (Some("L"), DataType::List(item)) => ColumnType::List(Box::new(ColumnType::from_field(item)?)),
+            (Some("L"), DataType::List(item)) => {
+                ColumnType::List(Box::new(ColumnType::from_field(item)?))
+            }
             (Some("M"), DataType::Struct(fields)) => ColumnType::Struct(
                 fields
                     .iter()
@@ -155,9 +160,15 @@ impl ColumnType {
 
 /// The attribute a field stands for.
 pub fn attribute_name(field: &Field) -> &str {
-    field.metadata().get(NAME_KEY).map_or(field.name().as_str(), String::as_str)
+    field
+        .metadata()
+        .get(NAME_KEY)
+        .map_or(field.name().as_str(), String::as_str)
 }
 
 fn struct_fields(fields: &[(String, ColumnType)]) -> Fields {
-    fields.iter().map(|(name, ty)| ty.field(name, None)).collect()
+    fields
+        .iter()
+        .map(|(name, ty)| ty.field(name, None))
+        .collect()
 }

@@ -28,9 +28,12 @@ impl DeclaredSchema {
     /// # Errors
     /// A message naming the field and the unsupported or invalid type.
     pub fn parse_avsc(text: &str) -> Result<Self, String> {
-        let schema = Schema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+        let schema =
+            Schema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?;
         let Schema::Record(record) = schema else {
-            return Err("the top-level type must be an Avro record whose fields are attributes".into());
+            return Err(
+                "the top-level type must be an Avro record whose fields are attributes".into(),
+            );
         };
         let columns = record
             .fields
@@ -61,9 +64,15 @@ fn field_column(field: &RecordField, path: &str) -> Result<(String, ColumnType),
     let mut ty = layout(&field.schema, path)?;
     if let Some(h) = hint {
         if ty != ColumnType::Utf8 {
-            return Err(format!("field `{path}`: dynamodb_type \"{h}\" needs type string"));
+            return Err(format!(
+                "field `{path}`: dynamodb_type \"{h}\" needs type string"
+            ));
         }
-        ty = if h == "number" { ColumnType::DecimalString } else { ColumnType::Json };
+        ty = if h == "number" {
+            ColumnType::DecimalString
+        } else {
+            ColumnType::Json
+        };
     }
     Ok((attribute_of(field), ty))
 }
@@ -93,7 +102,10 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
                     d.precision, d.scale
                 ));
             }
-            ColumnType::Decimal { precision: d.precision as u8, scale: d.scale as u8 }
+            ColumnType::Decimal {
+                precision: d.precision as u8,
+                scale: d.scale as u8,
+            }
         }
         Schema::Array(a) => ColumnType::List(Box::new(layout(&a.items, &format!("{path}[]"))?)),
         Schema::Record(r) => ColumnType::Struct(
@@ -103,7 +115,11 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
                 .collect::<Result<_, _>>()?,
         ),
         Schema::Union(u) => {
-            let non_null: Vec<&Schema> = u.variants().iter().filter(|v| **v != Schema::Null).collect();
+            let non_null: Vec<&Schema> = u
+                .variants()
+                .iter()
+                .filter(|v| **v != Schema::Null)
+                .collect();
             match non_null.as_slice() {
                 [one] => layout(one, path)?,
                 [] => ColumnType::Null,
@@ -137,7 +153,10 @@ pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Resul
             shown.truncate(cut);
             shown.push('…');
         }
-        Err(format!("`{path}` is declared {} but holds {shown}", describe(ty)))
+        Err(format!(
+            "`{path}` is declared {} but holds {shown}",
+            describe(ty)
+        ))
     };
     match (ty, value) {
         (_, AttributeValue::Null) | (ColumnType::Json, _) => Ok(()),
@@ -147,19 +166,22 @@ pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Resul
         | (ColumnType::Binary, AttributeValue::B(_))
         | (ColumnType::Boolean, AttributeValue::Bool(_)) => Ok(()),
         (ColumnType::Int64, AttributeValue::N(n)) if n.to_i64().is_some() => Ok(()),
-        (ColumnType::Decimal { precision, scale }, AttributeValue::N(n)) if decimal_fits(n, *precision, *scale) => {
+        (ColumnType::Decimal { precision, scale }, AttributeValue::N(n))
+            if decimal_fits(n, *precision, *scale) =>
+        {
             Ok(())
         }
         (ColumnType::List(inner), AttributeValue::L(items)) => items
             .iter()
             .enumerate()
             .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
-        (ColumnType::List(inner) | ColumnType::Set(inner), AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_)) => {
-            set_elements(value)
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]")))
-        }
+        (
+            ColumnType::List(inner) | ColumnType::Set(inner),
+            AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_),
+        ) => set_elements(value)
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
         (ColumnType::Struct(fields), AttributeValue::M(map)) => {
             for (name, v) in map {
                 let Some((_, fty)) = fields.iter().find(|(f, _)| f == name) else {
@@ -225,12 +247,22 @@ mod tests {
     #[test]
     fn parses_declarations() {
         let d = DeclaredSchema::parse_avsc(AVSC).unwrap();
-        assert_eq!(d.columns[1].1, ColumnType::Decimal { precision: 12, scale: 2 });
+        assert_eq!(
+            d.columns[1].1,
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2
+            }
+        );
         assert_eq!(d.columns[3].1, ColumnType::List(Box::new(ColumnType::Utf8)));
         assert_eq!(d.columns[5].0, "order-date");
         assert_eq!(d.columns[6].1, ColumnType::Json);
         let bad = r#"{"type":"record","name":"t","fields":[{"name":"m","type":{"type":"map","values":"string"}}]}"#;
-        assert!(DeclaredSchema::parse_avsc(bad).unwrap_err().contains("field `m`"));
+        assert!(
+            DeclaredSchema::parse_avsc(bad)
+                .unwrap_err()
+                .contains("field `m`")
+        );
     }
 
     #[test]
@@ -243,8 +275,15 @@ mod tests {
         )
         .unwrap();
         let e = fits(&item["total"], ty("total"), "total").unwrap_err();
-        assert!(e.contains("declared decimal(12, 2)") && e.contains("12.345"), "{e}");
-        assert!(fits(&item["qty"], ty("qty"), "qty").unwrap_err().contains("declared long"));
+        assert!(
+            e.contains("declared decimal(12, 2)") && e.contains("12.345"),
+            "{e}"
+        );
+        assert!(
+            fits(&item["qty"], ty("qty"), "qty")
+                .unwrap_err()
+                .contains("declared long")
+        );
         assert!(fits(&item["tags"], ty("tags"), "tags").is_ok());
         let e = fits(&item["addr"], ty("addr"), "addr").unwrap_err();
         assert!(e.contains("`addr.city` is not declared"), "{e}");

@@ -32,27 +32,41 @@ pub fn decode_items(batch: &RecordBatch) -> Result<Vec<Item>, String> {
     Ok(items)
 }
 
-fn decode_value(array: &dyn Array, ty: &ColumnType, row: usize) -> Result<Option<AttributeValue>, String> {
+fn decode_value(
+    array: &dyn Array,
+    ty: &ColumnType,
+    row: usize,
+) -> Result<Option<AttributeValue>, String> {
     if array.is_null(row) {
         return Ok(None);
     }
-    let number = |text: &str| Number::parse(text).map(AttributeValue::N).map_err(|e| e.to_string());
+    let number = |text: &str| {
+        Number::parse(text)
+            .map(AttributeValue::N)
+            .map_err(|e| e.to_string())
+    };
     Ok(Some(match ty {
         ColumnType::Null => return Ok(None),
         ColumnType::Utf8 => AttributeValue::S(array.as_string::<i32>().value(row).to_owned()),
         ColumnType::DecimalString => number(array.as_string::<i32>().value(row))?,
-        ColumnType::Json => AttributeValue::from_ddb_json(array.as_string::<i32>().value(row)).map_err(|e| e.to_string())?,
-        ColumnType::Int64 => AttributeValue::N(Number::from(array.as_primitive::<Int64Type>().value(row))),
+        ColumnType::Json => AttributeValue::from_ddb_json(array.as_string::<i32>().value(row))
+            .map_err(|e| e.to_string())?,
+        ColumnType::Int64 => {
+            AttributeValue::N(Number::from(array.as_primitive::<Int64Type>().value(row)))
+        }
         ColumnType::Float64 => number(&array.as_primitive::<Float64Type>().value(row).to_string())?,
         ColumnType::Decimal { scale, .. } => AttributeValue::N(
-            Number::from_decimal128(array.as_primitive::<Decimal128Type>().value(row), *scale).map_err(|e| e.to_string())?,
+            Number::from_decimal128(array.as_primitive::<Decimal128Type>().value(row), *scale)
+                .map_err(|e| e.to_string())?,
         ),
         ColumnType::Binary => AttributeValue::B(array.as_binary::<i32>().value(row).to_vec()),
         ColumnType::Boolean => AttributeValue::Bool(array.as_boolean().value(row)),
         ColumnType::Set(inner) | ColumnType::List(inner) => {
             let list = array.as_list::<i32>().value(row);
             let elements = (0..list.len())
-                .map(|i| decode_value(list.as_ref(), inner, i).map(|v| v.unwrap_or(AttributeValue::Null)))
+                .map(|i| {
+                    decode_value(list.as_ref(), inner, i).map(|v| v.unwrap_or(AttributeValue::Null))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             if matches!(ty, ColumnType::List(_)) {
                 AttributeValue::L(elements)
@@ -79,19 +93,37 @@ fn to_set(elements: Vec<AttributeValue>, inner: &ColumnType) -> Result<Attribute
         ColumnType::Utf8 => AttributeValue::string_set(
             elements
                 .into_iter()
-                .map(|e| if let AttributeValue::S(s) = e { Ok(s) } else { Err(wrong()) })
+                .map(|e| {
+                    if let AttributeValue::S(s) = e {
+                        Ok(s)
+                    } else {
+                        Err(wrong())
+                    }
+                })
                 .collect::<Result<_, _>>()?,
         ),
         ColumnType::Binary => AttributeValue::binary_set(
             elements
                 .into_iter()
-                .map(|e| if let AttributeValue::B(b) = e { Ok(b) } else { Err(wrong()) })
+                .map(|e| {
+                    if let AttributeValue::B(b) = e {
+                        Ok(b)
+                    } else {
+                        Err(wrong())
+                    }
+                })
                 .collect::<Result<_, _>>()?,
         ),
         _ => AttributeValue::number_set(
             elements
                 .into_iter()
-                .map(|e| if let AttributeValue::N(n) = e { Ok(n) } else { Err(wrong()) })
+                .map(|e| {
+                    if let AttributeValue::N(n) = e {
+                        Ok(n)
+                    } else {
+                        Err(wrong())
+                    }
+                })
                 .collect::<Result<_, _>>()?,
         ),
     }

@@ -37,7 +37,10 @@ fn number_type(n: &Number, mode: NumbersMode) -> ColumnType {
 }
 
 fn is_number(t: &ColumnType) -> bool {
-    matches!(t, ColumnType::Int64 | ColumnType::DecimalString | ColumnType::Float64)
+    matches!(
+        t,
+        ColumnType::Int64 | ColumnType::DecimalString | ColumnType::Float64
+    )
 }
 
 /// The narrowest inferred layout that holds everything `a` and `b` hold.
@@ -45,9 +48,8 @@ pub(crate) fn widen(a: &ColumnType, b: &ColumnType) -> ColumnType {
     match (a, b) {
         _ if a == b => a.clone(),
         (ColumnType::Null, other) | (other, ColumnType::Null) => other.clone(),
-        (ColumnType::Int64, ColumnType::DecimalString) | (ColumnType::DecimalString, ColumnType::Int64) => {
-            ColumnType::DecimalString
-        }
+        (ColumnType::Int64, ColumnType::DecimalString)
+        | (ColumnType::DecimalString, ColumnType::Int64) => ColumnType::DecimalString,
         (ColumnType::Set(x), ColumnType::Set(y)) if is_number(x) && is_number(y) => {
             match widen(x, y) {
                 ColumnType::Json => ColumnType::Json,
@@ -69,9 +71,18 @@ mod tests {
     #[test]
     fn numbers_by_mode() {
         assert_eq!(infer(&n("5"), NumbersMode::Auto), ColumnType::Int64);
-        assert_eq!(infer(&n("5.5"), NumbersMode::Auto), ColumnType::DecimalString);
-        assert_eq!(infer(&n("99999999999999999999"), NumbersMode::Auto), ColumnType::DecimalString);
-        assert_eq!(infer(&n("5"), NumbersMode::String), ColumnType::DecimalString);
+        assert_eq!(
+            infer(&n("5.5"), NumbersMode::Auto),
+            ColumnType::DecimalString
+        );
+        assert_eq!(
+            infer(&n("99999999999999999999"), NumbersMode::Auto),
+            ColumnType::DecimalString
+        );
+        assert_eq!(
+            infer(&n("5"), NumbersMode::String),
+            ColumnType::DecimalString
+        );
         assert_eq!(infer(&n("5"), NumbersMode::Double), ColumnType::Float64);
     }
 
@@ -81,7 +92,10 @@ mod tests {
         assert_eq!(widen(&Int64, &DecimalString), DecimalString);
         assert_eq!(widen(&Null, &Binary), Binary);
         assert_eq!(widen(&Utf8, &Int64), Json);
-        assert_eq!(widen(&Set(Box::new(Int64)), &Set(Box::new(DecimalString))), Set(Box::new(DecimalString)));
+        assert_eq!(
+            widen(&Set(Box::new(Int64)), &Set(Box::new(DecimalString))),
+            Set(Box::new(DecimalString))
+        );
         assert_eq!(widen(&Set(Box::new(Utf8)), &Set(Box::new(Int64))), Json);
         assert_eq!(widen(&Json, &Utf8), Json);
     }

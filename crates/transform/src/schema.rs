@@ -71,7 +71,12 @@ impl TableSchema {
     ///
     /// # Errors
     /// When a field lacks the `dynamodb.type` metadata this crate writes.
-    pub fn resume(table: &str, declared: Option<&DeclaredSchema>, mode: NumbersMode, earlier: &Schema) -> Result<Self, String> {
+    pub fn resume(
+        table: &str,
+        declared: Option<&DeclaredSchema>,
+        mode: NumbersMode,
+        earlier: &Schema,
+    ) -> Result<Self, String> {
         let mut s = TableSchema::new(table, declared, mode);
         for field in earlier.fields() {
             if META_COLUMNS.contains(&field.name().as_str()) {
@@ -93,8 +98,14 @@ impl TableSchema {
         while META_COLUMNS.contains(&name.as_str()) || self.columns.iter().any(|c| c.name == name) {
             name.insert(0, '_');
         }
-        self.by_attribute.insert(attribute.to_owned(), self.columns.len());
-        self.columns.push(Column { attribute: attribute.to_owned(), name, ty, declared });
+        self.by_attribute
+            .insert(attribute.to_owned(), self.columns.len());
+        self.columns.push(Column {
+            attribute: attribute.to_owned(),
+            name,
+            ty,
+            declared,
+        });
     }
 
     /// Checks a row image against the declared columns, then widens the

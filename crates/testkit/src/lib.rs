@@ -1,0 +1,17 @@
+//! Fixtures, generators and property-test strategies for dynamo-cdc.
+//!
+//! - [`generator`]: seeded, deterministic DynamoDB Streams traffic written as
+//!   JSON Lines of GetRecords responses, the same shape the AWS API and CLI
+//!   print. The quickstart preset ([`generator::quickstart`]) feeds the demo
+//!   and the end-to-end tests; the bench preset
+//!   ([`generator::write_bench_capture`]) streams fixtures of any size in
+//!   constant memory.
+//! - [`strategies`]: proptest strategies for numbers, attribute values and
+//!   items across DynamoDB's whole value space, and a renderer for single
+//!   stream records.
+//!
+//! The `dynamo-cdc-gen` binary wraps both presets for use from a shell.
+
+pub mod generator;
+mod record;
+pub mod strategies;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the whole dynamo-cdc test suite on a fresh machine: installs what the
+# tests need, builds once, runs every Rust test, then the independent
+# end-to-end check that reads the Parquet output with pyarrow and DuckDB and
+# compares it with boto3's TypeDeserializer.
+#
+#   bash scripts/test.sh
+#
+# Environment: DYNAMO_CDC_VENV (default .venv) is the Python virtual
+# environment the check uses; it is created and filled when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing Debian packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+venv="${DYNAMO_CDC_VENV:-.venv}"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum scripts/requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "preparing the Python environment in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+step "building"
+cargo build --workspace --all-targets --locked
+
+step "Rust tests"
+cargo test --workspace --locked
+
+step "end-to-end check with pyarrow, DuckDB and boto3"
+"$venv/bin/python" scripts/e2e_check.py --bin target/debug/dynamo-cdc

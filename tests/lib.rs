@@ -1,0 +1,220 @@
+//! Helpers for the end-to-end tests: find the built binary, lay out a
+//! scratch directory with a capture and a config, and read the Parquet output
+//! back into DynamoDB items.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, RecordBatch};
+use dynamo_cdc_core::Item;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The `dynamo-cdc` binary cargo built beside this test binary.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>/dynamo-cdc
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("dynamo-cdc{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p dynamo-cdc`",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory with `capture/` for input and `out/` for output.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    /// A fresh, empty scratch directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("capture")).expect("capture dir");
+        Scratch { dir }
+    }
+
+    /// The scratch root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The capture directory.
+    pub fn capture(&self) -> PathBuf {
+        self.path().join("capture")
+    }
+
+    /// The Parquet root.
+    pub fn parquet(&self) -> PathBuf {
+        self.path().join("out/parquet")
+    }
+
+    /// Writes a capture file.
+    pub fn write_capture(&self, name: &str, text: &str) {
+        std::fs::write(self.capture().join(name), text).expect("write capture");
+    }
+
+    /// Writes `config.toml` for a replay of `capture/` into `out/`, with
+    /// `extra` lines appended to `[sinks.parquet]` and `transform` lines to
+    /// `[transform]`.
+    pub fn config(&self, transform: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            "[source]\nkind = \"replay\"\npath = {:?}\n\n[transform]\n{transform}\n\n[sinks.parquet]\npath = {:?}\n{extra}\n\n[checkpoint]\npath = {:?}\n",
+            self.capture(),
+            self.parquet(),
+            self.path().join("out/checkpoint.json"),
+        );
+        let path = self.path().join("config.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// Runs `dynamo-cdc run --config <config>`.
+    pub fn run(&self, config: &Path) -> Output {
+        Command::new(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .current_dir(self.path())
+            .output()
+            .expect("run dynamo-cdc")
+    }
+}
+
+/// One flat row read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `__table`
+    pub table: String,
+    /// `__shard_id`
+    pub shard: String,
+    /// `__sequence_number`
+    pub seq: String,
+    /// `__op`
+    pub op: String,
+    /// `__event_id`
+    pub event_id: String,
+    /// `__source_ts_ms`
+    pub ts_ms: Option<i64>,
+    /// `__deleted`
+    pub deleted: bool,
+    /// `__ttl_delete`
+    pub ttl_delete: bool,
+    /// The attributes.
+    pub item: Item,
+}
+
+/// Every committed `.parquet` file under `root`, sorted.
+pub fn parquet_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The batches of one file.
+pub fn read_file(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).expect("open parquet");
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet footer")
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch"))
+        .collect()
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Vec<String> {
+    let col = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = col.as_string::<i32>();
+    (0..a.len()).map(|i| a.value(i).to_owned()).collect()
+}
+
+fn bools(batch: &RecordBatch, name: &str) -> Vec<bool> {
+    let a = batch
+        .column_by_name(name)
+        .expect("bool column")
+        .as_boolean()
+        .clone();
+    (0..a.len()).map(|i| a.value(i)).collect()
+}
+
+/// Every row of every committed file under `root`.
+pub fn read_rows(root: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for path in parquet_files(root) {
+        for batch in read_file(&path) {
+            let items = dynamo_cdc_transform::decode_items(&batch).expect("decodable columns");
+            let ts = batch
+                .column_by_name("__source_ts_ms")
+                .expect("ts")
+                .as_primitive::<Int64Type>()
+                .clone();
+            let (tables, shards, seqs, ops, ids) = (
+                strings(&batch, "__table"),
+                strings(&batch, "__shard_id"),
+                strings(&batch, "__sequence_number"),
+                strings(&batch, "__op"),
+                strings(&batch, "__event_id"),
+            );
+            let (deleted, ttl) = (bools(&batch, "__deleted"), bools(&batch, "__ttl_delete"));
+            for (i, item) in items.into_iter().enumerate() {
+                rows.push(Row {
+                    table: tables[i].clone(),
+                    shard: shards[i].clone(),
+                    seq: seqs[i].clone(),
+                    op: ops[i].clone(),
+                    event_id: ids[i].clone(),
+                    ts_ms: ts.is_valid(i).then(|| ts.value(i)),
+                    deleted: deleted[i],
+                    ttl_delete: ttl[i],
+                    item,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Every dead-letter entry under `root`.
+pub fn dead_letters(root: &Path) -> Vec<serde_json::Value> {
+    let dir = root.join("_dead_letter");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        for line in std::fs::read_to_string(&p)
+            .expect("read dead letters")
+            .lines()
+        {
+            out.push(serde_json::from_str(line).expect("dead letter is JSON"));
+        }
+    }
+    out
+}

@@ -1,0 +1,430 @@
+//! The `dynamo-cdc` binary end to end on files: help, config errors, capture
+//! formats, dead letters, reruns, crash leftovers and rolling.
+
+use std::io::Write as _;
+use std::process::Command;
+
+use dynamo_cdc_core::{AttributeValue, Item, parse_item};
+use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
+use dynamo_cdc_tests::{Scratch, binary, dead_letters, parquet_files, read_file, read_rows};
+
+fn item(json: &str) -> Item {
+    parse_item(json, "test").unwrap()
+}
+
+fn keys(id: &str) -> Item {
+    [("id".to_owned(), AttributeValue::S(id.to_owned()))].into()
+}
+
+fn insert(seq: u128, id: &str, extra: &str) -> String {
+    let new = item(&format!(r#"{{"id":{{"S":"{id}"}}{extra}}}"#));
+    stream_record_json("orders", seq, "INSERT", &keys(id), None, Some(&new), false)
+}
+
+const BASE: u128 = 100_000_000_000_000_000_000;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let top = Command::new(binary()).arg("--help").output().unwrap();
+    let text = stdout(&top);
+    for word in ["run", "validate", "--log", "--version"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let run = Command::new(binary())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let text = stdout(&run);
+    for word in ["--config", "--summary-json", "--quiet", "Exit codes"] {
+        assert!(text.contains(word), "run --help lacks {word}:\n{text}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_do_nothing() {
+    let s = Scratch::new();
+    s.write_capture("s.jsonl", &get_records_json(&[insert(BASE, "a", "")], None));
+    let config = s.config("numbers = \"auto\"", "max_rows = 10");
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sinks.parquet") && err.contains("unknown field `max_rows`"),
+        "{err}"
+    );
+    assert!(
+        !s.parquet().exists(),
+        "nothing may be written before the config is valid"
+    );
+
+    let config = s.config("numbers = \"float\"", "");
+    let err = stderr(&s.run(&config));
+    assert!(
+        err.contains("transform.numbers") && err.contains("float"),
+        "{err}"
+    );
+
+    let config = s.config("", "max_rows_per_file = 0");
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("sinks.parquet.max_rows_per_file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let validate = Command::new(binary())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(validate.status.code(), Some(2));
+}
+
+#[test]
+fn every_capture_format_is_read() {
+    let s = Scratch::new();
+    // JSON Lines of pages, gzip-compressed.
+    let page = get_records_json(&[insert(BASE, "gz", r#","n":{"N":"1"}"#)], Some("it"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(page.as_bytes()).unwrap();
+    std::fs::write(s.capture().join("gzipped.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    // One pretty-printed GetRecords response, as the AWS CLI prints it.
+    let pretty: serde_json::Value =
+        serde_json::from_str(&get_records_json(&[insert(BASE, "pretty", "")], None)).unwrap();
+    s.write_capture(
+        "pretty.json",
+        &serde_json::to_string_pretty(&pretty).unwrap(),
+    );
+    // A Lambda event without eventSourceARN: the table comes from the config.
+    let mut record: serde_json::Value = serde_json::from_str(&insert(BASE, "lambda", "")).unwrap();
+    record.as_object_mut().unwrap().remove("eventSourceARN");
+    s.write_capture(
+        "lambda.json",
+        &serde_json::json!({"Records": [record]}).to_string(),
+    );
+    let config = s.config("", "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("kind = \"replay\"", "kind = \"replay\"\ntable = \"orders\"");
+    std::fs::write(&config, text).unwrap();
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut ids: Vec<(String, String)> = read_rows(&s.parquet())
+        .into_iter()
+        .map(|r| {
+            (
+                r.shard,
+                match &r.item["id"] {
+                    AttributeValue::S(s) => s.clone(),
+                    v => panic!("{v:?}"),
+                },
+            )
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("gzipped", "gz"),
+            ("lambda", "lambda"),
+            ("pretty", "pretty")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+}
+
+#[test]
+fn bad_input_is_dead_lettered_and_the_rest_flows() {
+    let s = Scratch::new();
+    let deep = {
+        let mut v = r#"{"S":"leaf"}"#.to_owned();
+        for _ in 0..33 {
+            v = format!(r#"{{"M":{{"k":{v}}}}}"#);
+        }
+        v
+    };
+    let good = |n: u128| insert(BASE + n, &format!("good-{n}"), "");
+    // Records that are valid but for one value, planted in place of a marker.
+    let with = |n: u128, id: &str, value: &str| {
+        insert(BASE + n, id, r#","x":{"S":"MARK"}"#).replace(r#"{"S":"MARK"}"#, value)
+    };
+    let bad_tag = with(3, "bad-tag", r#"{"X":"1"}"#);
+    let digits39 = with(4, "digits", &format!(r#"{{"N":"{}"}}"#, "1".repeat(39)));
+    let range = with(5, "range", r#"{"N":"1E+126"}"#);
+    let nested = with(6, "deep", &deep);
+    let no_keys = {
+        let mut r: serde_json::Value = serde_json::from_str(&good(7)).unwrap();
+        r["dynamodb"].as_object_mut().unwrap().remove("Keys");
+        r.to_string()
+    };
+    let lines = [
+        get_records_json(&[good(1), good(2)], Some("a")),
+        r#"{"Records":[{"eventID":"trunc"#.to_owned(),
+        "this is not json".to_owned(),
+        get_records_json(&[bad_tag, digits39, range, nested, no_keys, good(8)], None),
+    ];
+    s.write_capture("shard-1.jsonl", &(lines.join("\n") + "\n"));
+    let config = s.config("", "");
+    let out = s.run(&config);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit code 3 says records were dead-lettered: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("dead-lettered: 7 this run"),
+        "{}",
+        stdout(&out)
+    );
+
+    let ids: Vec<String> = read_rows(&s.parquet())
+        .into_iter()
+        .map(|r| match &r.item["id"] {
+            AttributeValue::S(s) => s.clone(),
+            v => panic!("{v:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["good-1", "good-2", "good-8"]);
+
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 7, "{letters:#?}");
+    let find = |needle: &str| {
+        letters
+            .iter()
+            .find(|l| l["error"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no dead letter mentions {needle:?}: {letters:#?}"))
+    };
+    let truncated = find("EOF while parsing");
+    assert_eq!(truncated["line"], 2);
+    assert!(
+        truncated["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with("shard-1.jsonl")
+    );
+    assert_eq!(truncated["raw"], r#"{"Records":[{"eventID":"trunc"#);
+    assert_eq!(find("not valid JSON: expected")["line"], 3);
+    let tag = find("unknown type tag \"X\"");
+    assert!(
+        tag["error"].as_str().unwrap().contains("NewImage.x"),
+        "{tag}"
+    );
+    assert!(
+        find("39 significant digits")["error"]
+            .as_str()
+            .unwrap()
+            .contains("NewImage.x")
+    );
+    assert_eq!(
+        (tag["line"].as_u64(), tag["record_index"].as_u64()),
+        (Some(4), Some(0))
+    );
+    assert!(tag["raw"].as_str().unwrap().contains("bad-tag"));
+    find("out of range");
+    find("nesting deeper than 32");
+    let nk = find("record without keys");
+    assert_eq!(nk["record_index"], 4);
+    assert_eq!(nk["sequence_number"], (BASE + 7).to_string());
+
+    // A rerun neither writes the good rows again nor repeats the dead letters.
+    let before = parquet_files(&s.parquet());
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(parquet_files(&s.parquet()), before);
+    assert_eq!(dead_letters(&s.parquet()).len(), 7);
+}
+
+#[test]
+fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path().join("schemas")).unwrap();
+    std::fs::write(
+        s.path().join("schemas/orders.avsc"),
+        r#"{"type":"record","name":"orders","fields":[{"name":"id","type":"string"},
+           {"name":"total","type":["null",{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}]}]}"#,
+    )
+    .unwrap();
+    let lines = get_records_json(
+        &[
+            insert(BASE, "a", r#","total":{"N":"12.5"}"#),
+            insert(BASE + 1, "b", r#","total":{"N":"1.005"}"#),
+        ],
+        None,
+    );
+    s.write_capture("s.jsonl", &lines);
+    let config = s.config(&format!("schemas_dir = {:?}", s.path().join("schemas")), "");
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 1);
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("`total` is declared decimal(10, 2)") && error.contains("1.005"),
+        "{error}"
+    );
+    assert!(
+        letters[0]["raw"].as_str().unwrap().contains("1.005"),
+        "the raw record is kept"
+    );
+    let rows = read_rows(&s.parquet());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].item["total"],
+        AttributeValue::N(dynamo_cdc_core::Number::parse("12.5").unwrap())
+    );
+}
+
+#[test]
+fn rerun_writes_nothing_and_resumes_after_new_records() {
+    let s = Scratch::new();
+    let records: Vec<String> = (0..20)
+        .map(|i| insert(BASE + i, &format!("i{i}"), ""))
+        .collect();
+    s.write_capture(
+        "shard-1.jsonl",
+        &get_records_json(&records[..10], Some("x")),
+    );
+    let config = s.config("", "");
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    let first = parquet_files(&s.parquet());
+    assert_eq!(first.len(), 1);
+    let checkpoint: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path().join("out/checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        checkpoint["sinks"]["parquet"]["orders"]["shard-1"],
+        (BASE + 9).to_string()
+    );
+
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("10 already delivered"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        parquet_files(&s.parquet()),
+        first,
+        "a rerun must write nothing"
+    );
+
+    // The capture grows: only the new records are written.
+    let text = get_records_json(&records[..10], Some("x"))
+        + "\n"
+        + &get_records_json(&records[10..], None);
+    s.write_capture("shard-1.jsonl", &text);
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    let rows = read_rows(&s.parquet());
+    let seqs: Vec<String> = rows.iter().map(|r| r.seq.clone()).collect();
+    let expected: Vec<String> = (0..20).map(|i| (BASE + i).to_string()).collect();
+    assert_eq!(seqs, expected, "every change exactly once, in order");
+}
+
+#[test]
+fn crash_leftovers_are_swept_and_positions_come_from_file_names() {
+    let s = Scratch::new();
+    let records: Vec<String> = (0..6)
+        .map(|i| insert(BASE + i, &format!("i{i}"), ""))
+        .collect();
+    s.write_capture("shard-1.jsonl", &get_records_json(&records, None));
+    let config = s.config("", "max_rows_per_file = 3");
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    let files = parquet_files(&s.parquet());
+    assert_eq!(files.len(), 2);
+    // Simulate a crash: the second file was never committed and its temp
+    // file is left behind; the checkpoint file was lost too.
+    let partition = files[1].parent().unwrap().to_owned();
+    std::fs::rename(
+        &files[1],
+        partition.join(format!(".shard-1-{}.parquet.inprogress", BASE + 3)),
+    )
+    .unwrap();
+    std::fs::remove_file(s.path().join("out/checkpoint.json")).unwrap();
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("removed 1 temp files"),
+        "{}",
+        stdout(&out)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&partition)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
+        .collect();
+    assert!(leftovers.is_empty());
+    let seqs: Vec<String> = read_rows(&s.parquet()).into_iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..6).map(|i| (BASE + i).to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(parquet_files(&s.parquet()), files);
+}
+
+#[test]
+fn files_roll_by_rows_schema_and_date() {
+    let s = Scratch::new();
+    let mut records: Vec<String> = (0..5)
+        .map(|i| insert(BASE + i, &format!("i{i}"), r#","n":{"N":"1"}"#))
+        .collect();
+    // A decimal widens `n` from Int64 to a decimal string: a new file.
+    records.push(insert(BASE + 5, "dec", r#","n":{"N":"1.5"}"#));
+    let pages =
+        get_records_json(&records[..5], Some("x")) + "\n" + &get_records_json(&records[5..], None);
+    s.write_capture("shard-1.jsonl", &pages);
+    let config = s.config("", "max_rows_per_file = 2");
+    // Batches of one page: the widening arrives in the second batch. (Within one
+    // batch all rows are built in the widest schema, so no file is needed.)
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("kind = \"replay\"", "kind = \"replay\"\nbatch_size = 5");
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(s.run(&config).status.code(), Some(0));
+    let files = parquet_files(&s.parquet());
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let expected: Vec<String> = [(0, 1), (2, 3), (4, 4), (5, 5)]
+        .iter()
+        .map(|(a, b)| format!("shard-1-{}-{}.parquet", BASE + a, BASE + b))
+        .collect();
+    assert_eq!(names, expected);
+    for f in &files {
+        assert!(
+            f.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("date=2024-"),
+            "{}",
+            f.display()
+        );
+        let batches = read_file(f);
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert!(rows <= 2);
+    }
+    let first = &read_file(&files[0])[0];
+    assert_eq!(
+        first.schema().field_with_name("n").unwrap().data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    let last = &read_file(&files[3])[0];
+    assert_eq!(
+        last.schema().field_with_name("n").unwrap().data_type(),
+        &arrow_schema::DataType::Utf8
+    );
+}
