@@ -10,20 +10,16 @@ use crate::position::Positions;
 pub struct DeadLetter {
     /// The file the record was read from, or the stream ARN.
     pub origin: String,
-    /// 1-based line in `origin`, for line-oriented captures.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// 1-based line in `origin`, for line-oriented captures. Every key is
+    /// written, as null when unknown, so the files read as one table.
     pub line: Option<u64>,
     /// 0-based index of the record within its page, when the line held a page.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub record_index: Option<usize>,
     /// Table, when it could be told.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     /// Shard, when it could be told.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
     /// Sequence number, when it could be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<String>,
     /// What was wrong.
     pub error: String,

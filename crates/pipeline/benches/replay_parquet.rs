@@ -1,1 +1,166 @@
-fn main() {}
+//! Replay -> Parquet throughput and memory, measured on the real binary.
+//!
+//! ```text
+//! cargo bench -p dynamo-cdc --bench replay_parquet            # 100 MB and 1 GB
+//! BENCH_SIZES=50M cargo bench -p dynamo-cdc --bench replay_parquet
+//! ```
+//!
+//! For each input size it generates (once, cached under `target/bench-data`)
+//! a capture of about 1.3 KB mixed records, runs `dynamo-cdc run` pinned to
+//! one CPU with `taskset` when available, and reports records per CPU second
+//! (user + system time of the child, so other load on the machine does not
+//! count), MB/s, and the child's peak RSS. The last line compares the peak
+//! RSS of the largest input with the smallest: memory must not grow with the
+//! input. Figures are printed, never asserted: machines are shared and noisy.
+#![allow(unsafe_code)] // wait4(2) for the child's CPU time and peak RSS
+#![allow(clippy::print_stdout)]
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Measured {
+    records: u64,
+    input_bytes: u64,
+    wall_s: f64,
+    cpu_s: f64,
+    max_rss_kib: i64,
+}
+
+fn parse_size(text: &str) -> u64 {
+    let t = text.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("bad size {text:?}"))
+        * mult
+}
+
+fn fixture(dir: &Path, bytes: u64) -> (PathBuf, u64) {
+    let capture = dir.join(format!("capture-{bytes}"));
+    let file = capture.join("events-shard-0001.jsonl");
+    let count = capture.join("records.txt");
+    if let Ok(n) = std::fs::read_to_string(&count) {
+        return (capture, n.trim().parse().expect("record count"));
+    }
+    std::fs::create_dir_all(&capture).expect("fixture dir");
+    eprintln!(
+        "generating {} MB fixture in {}",
+        bytes >> 20,
+        capture.display()
+    );
+    let w = BufWriter::with_capacity(1 << 20, File::create(&file).expect("fixture file"));
+    let records =
+        dynamo_cdc_testkit::generator::write_bench_capture(w, 42, bytes).expect("write fixture");
+    std::fs::write(&count, records.to_string()).expect("count file");
+    (capture, records)
+}
+
+fn run_once(capture: &Path, work: &Path, records: u64) -> Measured {
+    let out = work.join("out");
+    let _ = std::fs::remove_dir_all(&out);
+    let config = work.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"replay\"\npath = {:?}\n[transform]\nnumbers = \"auto\"\n[sinks.parquet]\npath = {:?}\n[checkpoint]\npath = {:?}\n",
+            capture,
+            out.join("parquet"),
+            out.join("checkpoint.json")
+        ),
+    )
+    .expect("config");
+    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
+    let pinned = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(["run", "--quiet", "--config"]).arg(&config);
+    let started = Instant::now();
+    // Reaped by wait4 below, which also reports the child's resource usage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn dynamo-cdc");
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall_s = started.elapsed().as_secs_f64();
+    assert!(pid > 0, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "dynamo-cdc failed: status {status}"
+    );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let input_bytes = std::fs::read_dir(capture)
+        .expect("capture")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    Measured {
+        records,
+        input_bytes,
+        wall_s,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not and only
+    // wants to know the target builds and starts.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let sizes: Vec<u64> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100M,1G".into())
+        .split(',')
+        .map(parse_size)
+        .collect();
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    let work = tempfile::tempdir().expect("work dir");
+    println!("replay -> parquet (zstd), one core, release build");
+    println!(
+        "{:>10} {:>10} {:>12} {:>14} {:>10} {:>12}",
+        "input MB", "records", "wall s", "records/cpu-s", "MB/cpu-s", "peak RSS MiB"
+    );
+    let mut results = Vec::new();
+    for bytes in sizes {
+        let (capture, records) = fixture(&target, bytes);
+        let m = run_once(&capture, work.path(), records);
+        println!(
+            "{:>10.0} {:>10} {:>12.2} {:>14.0} {:>10.1} {:>12.1}",
+            m.input_bytes as f64 / 1e6,
+            m.records,
+            m.wall_s,
+            m.records as f64 / m.cpu_s,
+            m.input_bytes as f64 / 1e6 / m.cpu_s,
+            m.max_rss_kib as f64 / 1024.0
+        );
+        results.push(m);
+    }
+    if let (Some(small), Some(large)) = (results.first(), results.last())
+        && results.len() > 1
+    {
+        println!(
+            "peak RSS ratio, largest / smallest input: {:.2} (input ratio {:.1})",
+            large.max_rss_kib as f64 / small.max_rss_kib as f64,
+            large.input_bytes as f64 / small.input_bytes as f64
+        );
+    }
+}

@@ -232,13 +232,6 @@ impl ParquetSink {
         Ok(self.schemas.get_mut(table).expect("inserted above"))
     }
 
-    /// True when this sink already holds the change (committed or buffered).
-    fn holds(&self, key: &ShardKey, seq: &SequenceNumber) -> bool {
-        self.durable.covers(key, seq)
-            || self.open.get(key).is_some_and(|f| f.last >= *seq)
-            || self.sealed.iter().any(|(k, f)| k == key && f.last >= *seq)
-    }
-
     /// Appends rows of one shard, one date and the current schema.
     fn append(
         &mut self,
@@ -384,6 +377,46 @@ impl ParquetSink {
     }
 }
 
+/// Days since the epoch (UTC); cheaper to compare than formatted dates.
+fn day_of(ms: Option<i64>) -> i64 {
+    ms.unwrap_or(0).div_euclid(86_400_000)
+}
+
+/// The changes of each shard with their batch index, in order. Consecutive
+/// changes of one shard share the `Arc`s the source gave them, so the common
+/// case is a pointer comparison.
+fn group_by_shard(changes: &[Change]) -> Vec<(ShardKey, Vec<(usize, &Change)>)> {
+    let mut groups: Vec<(ShardKey, Vec<(usize, &Change)>)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for (index, change) in changes.iter().enumerate() {
+        let s = &change.source;
+        let same = current.is_some_and(|g| {
+            let k = &groups[g].0;
+            (Arc::ptr_eq(&k.shard, &s.shard_id) || k.shard == s.shard_id)
+                && (Arc::ptr_eq(&k.table, &s.table) || k.table == s.table)
+        });
+        if !same {
+            let found = groups
+                .iter()
+                .position(|(k, _)| k.shard == s.shard_id && k.table == s.table);
+            current = Some(found.unwrap_or_else(|| {
+                groups.push((
+                    ShardKey {
+                        table: s.table.clone(),
+                        shard: s.shard_id.clone(),
+                    },
+                    Vec::new(),
+                ));
+                groups.len() - 1
+            }));
+        }
+        if let Some(g) = current {
+            groups[g].1.push((index, change));
+        }
+    }
+    groups
+}
+
 impl Sink for ParquetSink {
     type Error = ParquetSinkError;
 
@@ -397,39 +430,55 @@ impl Sink for ParquetSink {
 
     fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, ParquetSinkError> {
         let mut rejected = Vec::new();
-        // Admit every row first, so the batch is built once in the widest schema.
-        let mut by_shard: Vec<(ShardKey, Vec<&Change>)> = Vec::new();
-        for (index, change) in changes.iter().enumerate() {
-            let key = ShardKey {
-                table: change.source.table.clone(),
-                shard: change.source.shard_id.clone(),
-            };
-            if self.holds(&key, &change.source.sequence_number) {
-                self.stats.already_held += 1;
-                continue;
-            }
-            if let Err(error) = self.schema_for(&key.table)?.admit(change.row_image()) {
-                rejected.push(Rejected { index, error });
-                continue;
-            }
-            match by_shard.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, rows)) => rows.push(change),
-                None => by_shard.push((key, vec![change])),
-            }
-        }
-        for (key, rows) in by_shard {
-            // Consecutive runs of one date go to one file.
-            let mut start = 0;
-            while start < rows.len() {
-                let date = date_of(rows[start].source.approx_creation_ms);
-                let end = rows[start..]
+        for (key, rows) in group_by_shard(changes) {
+            // Drop what this sink already holds: everything up to the highest
+            // sequence number committed, sealed or buffered for the shard.
+            let held = [
+                self.durable.get(&key),
+                self.open.get(&key).map(|f| &f.last),
+                self.sealed
                     .iter()
-                    .position(|c| date_of(c.source.approx_creation_ms) != date)
-                    .map_or(rows.len(), |n| start + n);
-                self.append(&key, &date, &rows[start..end])?;
+                    .filter(|(k, _)| *k == key)
+                    .map(|(_, f)| &f.last)
+                    .max(),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .cloned();
+            // Admit every row first, so the batch is built once in the
+            // widest schema.
+            let schema = self.schema_for(&key.table)?;
+            let mut admitted = Vec::with_capacity(rows.len());
+            let mut already_held = 0;
+            for (index, change) in rows {
+                if held
+                    .as_ref()
+                    .is_some_and(|h| change.source.sequence_number <= *h)
+                {
+                    already_held += 1;
+                    continue;
+                }
+                match schema.admit(change.row_image()) {
+                    Ok(()) => admitted.push(change),
+                    Err(error) => rejected.push(Rejected { index, error }),
+                }
+            }
+            self.stats.already_held += already_held;
+            // Consecutive runs of one UTC day go to one file.
+            let mut start = 0;
+            while start < admitted.len() {
+                let day = day_of(admitted[start].source.approx_creation_ms);
+                let end = admitted[start..]
+                    .iter()
+                    .position(|c| day_of(c.source.approx_creation_ms) != day)
+                    .map_or(admitted.len(), |n| start + n);
+                let date = date_of(admitted[start].source.approx_creation_ms);
+                self.append(&key, &date, &admitted[start..end])?;
                 start = end;
             }
         }
+        rejected.sort_by_key(|r| r.index);
         Ok(rejected)
     }
 

@@ -1,24 +1,27 @@
 //! One DynamoDB Streams record (as GetRecords and Lambda deliver it) to a
 //! [`Change`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::DateTime;
-use dynamo_cdc_core::{Change, Item, Op, SequenceNumber, SourceInfo, parse_item};
-use serde::Deserialize;
+use dynamo_cdc_core::{Change, Item, ItemSeed, Op, PathStack, SequenceNumber, SourceInfo};
+use serde::de::{self, DeserializeSeed, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 /// The JSON shape of a stream record. Unknown fields are ignored: AWS adds
-/// fields over time and captures carry extra ones.
+/// fields over time and captures carry extra ones. Images are parsed in the
+/// same pass, straight into items.
 #[derive(Deserialize)]
 struct RawRecord<'a> {
     #[serde(rename = "eventID")]
     event_id: Option<String>,
-    #[serde(rename = "eventName")]
-    event_name: Option<&'a str>,
-    #[serde(rename = "eventSourceARN")]
-    event_source_arn: Option<&'a str>,
-    #[serde(rename = "userIdentity")]
+    #[serde(rename = "eventName", borrow)]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(rename = "eventSourceARN", borrow)]
+    event_source_arn: Option<Cow<'a, str>>,
+    #[serde(rename = "userIdentity", borrow)]
     user_identity: Option<UserIdentity<'a>>,
     #[serde(borrow)]
     dynamodb: Option<RawBody<'a>>,
@@ -26,24 +29,72 @@ struct RawRecord<'a> {
 
 #[derive(Deserialize)]
 struct UserIdentity<'a> {
-    #[serde(rename = "type")]
-    kind: Option<&'a str>,
-    #[serde(rename = "principalId")]
-    principal_id: Option<&'a str>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "principalId", borrow)]
+    principal_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct RawBody<'a> {
     #[serde(rename = "ApproximateCreationDateTime", borrow)]
     approx_creation: Option<&'a RawValue>,
-    #[serde(rename = "Keys", borrow)]
-    keys: Option<&'a RawValue>,
-    #[serde(rename = "NewImage", borrow)]
-    new_image: Option<&'a RawValue>,
-    #[serde(rename = "OldImage", borrow)]
-    old_image: Option<&'a RawValue>,
-    #[serde(rename = "SequenceNumber")]
-    sequence_number: Option<&'a str>,
+    #[serde(rename = "Keys", default, deserialize_with = "keys_image")]
+    keys: Option<Item>,
+    #[serde(rename = "NewImage", default, deserialize_with = "new_image")]
+    new_image: Option<Item>,
+    #[serde(rename = "OldImage", default, deserialize_with = "old_image")]
+    old_image: Option<Item>,
+    #[serde(rename = "SequenceNumber", borrow)]
+    sequence_number: Option<Cow<'a, str>>,
+}
+
+/// Only what a dead letter needs, read leniently when the full parse failed.
+#[derive(Deserialize)]
+struct HintRecord<'a> {
+    #[serde(rename = "eventSourceARN", borrow)]
+    event_source_arn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    dynamodb: Option<HintBody<'a>>,
+}
+
+#[derive(Deserialize)]
+struct HintBody<'a> {
+    #[serde(rename = "SequenceNumber", borrow)]
+    sequence_number: Option<Cow<'a, str>>,
+}
+
+fn image<'de, D: Deserializer<'de>>(d: D, root: &'static str) -> Result<Option<Item>, D::Error> {
+    struct OptionalItem(&'static str);
+    impl<'de> Visitor<'de> for OptionalItem {
+        type Value = Option<Item>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} as a map of DynamoDB-JSON attributes", self.0)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            let path = PathStack::with_root(self.0);
+            ItemSeed::new(&path).deserialize(d).map(Some)
+        }
+    }
+    d.deserialize_option(OptionalItem(root))
+}
+
+fn keys_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> {
+    image(d, "Keys")
+}
+
+fn new_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> {
+    image(d, "NewImage")
+}
+
+fn old_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> {
+    image(d, "OldImage")
 }
 
 /// Why a record could not be turned into a change. The text names the field.
@@ -107,9 +158,29 @@ pub fn parse_record(
         ..RecordHints::default()
     };
     let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
-    let record: RawRecord<'_> =
-        serde_json::from_str(raw).map_err(|e| fail(format!("not a stream record: {e}"), &hints))?;
-    let table = match record.event_source_arn {
+    let record: RawRecord<'_> = match serde_json::from_str(raw) {
+        Ok(r) => r,
+        Err(e) => {
+            // Say where the record stands even though it is broken.
+            if let Ok(h) = serde_json::from_str::<HintRecord<'_>>(raw) {
+                if let Some(name) = h.event_source_arn.as_deref().and_then(table_from_arn) {
+                    hints.table = Some(name.to_owned());
+                }
+                hints.sequence_number = h
+                    .dynamodb
+                    .and_then(|b| b.sequence_number)
+                    .map(Cow::into_owned);
+            }
+            let message = e.to_string();
+            let message = if message.starts_with("at `") {
+                message
+            } else {
+                format!("not a stream record: {message}")
+            };
+            return Err((RecordError(message), hints));
+        }
+    };
+    let table = match record.event_source_arn.as_deref() {
         Some(arn) => {
             let name = table_from_arn(arn)
                 .ok_or_else(|| fail(format!("eventSourceARN `{arn}` names no table"), &hints))?;
@@ -124,8 +195,8 @@ pub fn parse_record(
     let seq_text = body
         .sequence_number
         .ok_or_else(|| fail("record has no dynamodb.SequenceNumber".into(), &hints))?;
-    hints.sequence_number = Some(seq_text.to_owned());
-    let sequence_number = SequenceNumber::parse(seq_text)
+    hints.sequence_number = Some(seq_text.to_string());
+    let sequence_number = SequenceNumber::parse(&seq_text)
         .map_err(|e| fail(format!("dynamodb.SequenceNumber: {e}"), &hints))?;
     let table = table.ok_or_else(|| {
         fail(
@@ -133,7 +204,7 @@ pub fn parse_record(
             &hints,
         )
     })?;
-    let op = match record.event_name {
+    let op = match record.event_name.as_deref() {
         Some(name) => Op::from_event_name(name).ok_or_else(|| {
             fail(
                 format!("eventName `{name}` is not INSERT, MODIFY or REMOVE"),
@@ -142,31 +213,25 @@ pub fn parse_record(
         })?,
         None => return Err(fail("record has no eventName".into(), &hints)),
     };
-    let image =
-        |raw: Option<&RawValue>, root: &str| -> Result<Option<Item>, (RecordError, RecordHints)> {
-            raw.filter(|r| r.get() != "null")
-                .map(|r| parse_item(r.get(), root))
-                .transpose()
-                .map_err(|e| fail(e.to_string(), &hints))
-        };
-    let keys = image(body.keys, "Keys")?.unwrap_or_default();
+    let keys = body.keys.unwrap_or_default();
     if keys.is_empty() {
         return Err(fail(
             "record without keys (dynamodb.Keys is missing or empty)".into(),
             &hints,
         ));
     }
-    let new_image = image(body.new_image, "NewImage")?;
-    let old_image = image(body.old_image, "OldImage")?;
+    let new_image = body.new_image;
+    let old_image = body.old_image;
     let approx_creation_ms = body
         .approx_creation
         .map(|r| creation_ms(r.get()))
         .transpose()
         .map_err(|e| fail(e, &hints))?;
     let ttl_delete = record.user_identity.is_some_and(|u| {
-        u.kind == Some("Service") && u.principal_id == Some("dynamodb.amazonaws.com")
+        u.kind.as_deref() == Some("Service")
+            && u.principal_id.as_deref() == Some("dynamodb.amazonaws.com")
     });
-    let stream_arn = record.event_source_arn.map(|a| ctx.intern(a));
+    let stream_arn = record.event_source_arn.as_deref().map(|a| ctx.intern(a));
     Ok(Change {
         op,
         keys,

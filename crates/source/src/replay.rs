@@ -33,7 +33,8 @@ pub struct ReplayConfig {
     pub path: PathBuf,
     /// Table for records without `eventSourceARN`.
     pub table: Option<String>,
-    /// Changes per batch handed to the pipeline.
+    /// Changes per batch handed to the pipeline (whole pages, so a batch
+    /// may be a page larger).
     pub batch_size: usize,
 }
 
@@ -235,6 +236,15 @@ impl Source for ReplaySource {
                 Some(Piece::Document { text, line }) => {
                     self.take_document(&text, line, &mut batch);
                 }
+                Some(Piece::Buffered { line }) => {
+                    let buf = std::mem::take(&mut reader.buf);
+                    // The line was checked to be UTF-8 when it was read.
+                    let text = std::str::from_utf8(&buf).unwrap_or_default().trim();
+                    self.take_document(text, line, &mut batch);
+                    if let Some(reader) = self.current.as_mut() {
+                        reader.buf = buf;
+                    }
+                }
                 Some(Piece::Bad { raw, line, error }) => {
                     batch.dead_letters.push(DeadLetter {
                         origin: reader.display.clone(),
@@ -265,6 +275,10 @@ impl Source for ReplaySource {
 enum Piece {
     Document {
         text: String,
+        line: u64,
+    },
+    /// A document that is the reader's current line buffer (not copied).
+    Buffered {
         line: u64,
     },
     Bad {
@@ -375,10 +389,7 @@ impl FileReader {
                     _ => self.mode = Mode::Lines,
                 }
             }
-            return Ok(Some(Piece::Document {
-                text: text.to_owned(),
-                line,
-            }));
+            return Ok(Some(Piece::Buffered { line }));
         }
     }
 

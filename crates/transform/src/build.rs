@@ -24,13 +24,21 @@ use crate::schema::TableSchema;
 /// # Errors
 /// Only on an internal inconsistency between schema and arrays.
 pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBatch, ArrowError> {
-    let images: Vec<_> = changes.iter().map(|c| c.row_image()).collect();
+    let mut values: Vec<Vec<Option<&AttributeValue>>> =
+        vec![Vec::with_capacity(changes.len()); schema.columns().len()];
+    // Row images and the column list are both sorted by attribute name, so
+    // one merge per row finds every column's value without lookups.
+    for change in changes {
+        let mut attrs = change.row_image().iter().peekable();
+        for &ci in schema.sorted_columns() {
+            let name = schema.columns()[ci].attribute.as_str();
+            while attrs.next_if(|(k, _)| k.as_str() < name).is_some() {}
+            values[ci].push(attrs.next_if(|(k, _)| k.as_str() == name).map(|(_, v)| v));
+        }
+    }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len() + 8);
-    let mut values: Vec<Option<&AttributeValue>> = Vec::with_capacity(changes.len());
-    for column in schema.columns() {
-        values.clear();
-        values.extend(images.iter().map(|img| img.get(&column.attribute)));
-        columns.push(build_array(&column.ty, &values)?);
+    for (column, values) in schema.columns().iter().zip(&values) {
+        columns.push(build_array(&column.ty, values)?);
     }
     columns.extend(meta_arrays(changes));
     RecordBatch::try_new(schema.arrow_schema(), columns)

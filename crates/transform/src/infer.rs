@@ -36,6 +36,33 @@ fn number_type(n: &Number, mode: NumbersMode) -> ColumnType {
     }
 }
 
+/// True when `existing` already holds `value` (so widening would not change
+/// it). Allocation-free: this runs for every attribute of every row.
+pub(crate) fn holds(existing: &ColumnType, value: &AttributeValue, mode: NumbersMode) -> bool {
+    match (existing, value) {
+        (_, AttributeValue::Null) | (ColumnType::Json, _) => true,
+        (ColumnType::Utf8, AttributeValue::S(_))
+        | (ColumnType::Binary, AttributeValue::B(_))
+        | (ColumnType::Boolean, AttributeValue::Bool(_)) => true,
+        (_, AttributeValue::N(n)) => number_holds(existing, n, mode),
+        (ColumnType::Set(inner), AttributeValue::Ss(_)) => **inner == ColumnType::Utf8,
+        (ColumnType::Set(inner), AttributeValue::Bs(_)) => **inner == ColumnType::Binary,
+        (ColumnType::Set(inner), AttributeValue::Ns(ns)) => {
+            ns.iter().all(|n| number_holds(inner, n, mode))
+        }
+        _ => false,
+    }
+}
+
+fn number_holds(existing: &ColumnType, n: &Number, mode: NumbersMode) -> bool {
+    match existing {
+        ColumnType::Int64 => mode == NumbersMode::Auto && n.to_i64().is_some(),
+        ColumnType::DecimalString => mode != NumbersMode::Double,
+        ColumnType::Float64 => mode == NumbersMode::Double,
+        _ => false,
+    }
+}
+
 fn is_number(t: &ColumnType) -> bool {
     matches!(
         t,
@@ -84,6 +111,43 @@ mod tests {
             ColumnType::DecimalString
         );
         assert_eq!(infer(&n("5"), NumbersMode::Double), ColumnType::Float64);
+    }
+
+    #[test]
+    fn holds_agrees_with_widen() {
+        use ColumnType::*;
+        let values = [
+            n("5"),
+            n("5.5"),
+            AttributeValue::S("x".into()),
+            AttributeValue::Null,
+            AttributeValue::Ns(vec![
+                Number::parse("1").unwrap(),
+                Number::parse("2.5").unwrap(),
+            ]),
+            AttributeValue::Ss(vec!["a".into()]),
+            AttributeValue::L(vec![]),
+        ];
+        let types = [
+            Null,
+            Utf8,
+            Int64,
+            DecimalString,
+            Float64,
+            Binary,
+            Json,
+            Set(Box::new(Int64)),
+            Set(Box::new(DecimalString)),
+            Set(Box::new(Utf8)),
+        ];
+        for mode in [NumbersMode::Auto, NumbersMode::String, NumbersMode::Double] {
+            for t in &types {
+                for v in &values {
+                    let widened = widen(t, &infer(v, mode));
+                    assert_eq!(holds(t, v, mode), widened == *t, "{t:?} {v:?} {mode:?}");
+                }
+            }
+        }
     }
 
     #[test]

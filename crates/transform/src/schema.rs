@@ -9,7 +9,7 @@ use dynamo_cdc_core::Item;
 
 use crate::column::{ColumnType, NumbersMode, attribute_name};
 use crate::declared::{DeclaredSchema, fits};
-use crate::infer::{infer, widen};
+use crate::infer::{holds, infer, widen};
 
 /// The position and provenance columns of a flat row, after the attributes.
 pub const META_COLUMNS: [&str; 8] = [
@@ -41,7 +41,10 @@ pub struct Column {
 pub struct TableSchema {
     table: String,
     columns: Vec<Column>,
-    by_attribute: HashMap<String, usize>,
+    by_attribute: foldhash::HashMap<String, usize>,
+    /// Column indices in attribute-name order, for merging with row images
+    /// (which are sorted by name).
+    sorted: Vec<usize>,
     mode: NumbersMode,
     version: u64,
     arrow: SchemaRef,
@@ -53,7 +56,8 @@ impl TableSchema {
         let mut s = TableSchema {
             table: table.to_owned(),
             columns: Vec::new(),
-            by_attribute: HashMap::new(),
+            by_attribute: foldhash::HashMap::default(),
+            sorted: Vec::new(),
             mode,
             version: 0,
             arrow: Arc::new(Schema::empty()),
@@ -127,7 +131,7 @@ impl TableSchema {
             match self.by_attribute.get(attribute) {
                 Some(&i) => {
                     let column = &mut self.columns[i];
-                    if column.declared {
+                    if column.declared || holds(&column.ty, value, self.mode) {
                         continue;
                     }
                     let widened = widen(&column.ty, &infer(value, self.mode));
@@ -151,6 +155,9 @@ impl TableSchema {
     }
 
     fn rebuild(&mut self) {
+        self.sorted = (0..self.columns.len()).collect();
+        self.sorted
+            .sort_by(|&a, &b| self.columns[a].attribute.cmp(&self.columns[b].attribute));
         let mut fields: Vec<Field> = self
             .columns
             .iter()
@@ -159,6 +166,11 @@ impl TableSchema {
         fields.extend(meta_fields());
         let meta = HashMap::from([("dynamodb.table".to_owned(), self.table.clone())]);
         self.arrow = Arc::new(Schema::new_with_metadata(fields, meta));
+    }
+
+    /// Column indices in attribute-name order.
+    pub(crate) fn sorted_columns(&self) -> &[usize] {
+        &self.sorted
     }
 
     /// The table name.
