@@ -201,8 +201,15 @@ impl Config {
                 }
             }
         }
-        if self.source.table.as_deref() == Some("") {
-            return Err(bad("source.table", "must not be empty"));
+        if let Some(table) = &self.source.table
+            && !dynamo_cdc_source::record::is_valid_table_name(table)
+        {
+            return Err(bad(
+                "source.table",
+                format!(
+                    "`{table}` is not a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
+                ),
+            ));
         }
         if self.source.batch_size == 0 {
             return Err(bad("source.batch_size", "must be at least 1"));

@@ -30,6 +30,18 @@ use crate::summary::RunSummary;
 pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
+    // Fail on a missing capture before the sink touches anything.
+    let capture = config
+        .source
+        .path
+        .clone()
+        .context("source.path is required")?;
+    std::fs::metadata(&capture).with_context(|| {
+        format!(
+            "config key `source.path`: cannot read {}",
+            capture.display()
+        )
+    })?;
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
     let pq = config
         .sinks

@@ -183,7 +183,14 @@ pub fn parse_record(
     let table = match record.event_source_arn.as_deref() {
         Some(arn) => {
             let name = table_from_arn(arn)
-                .ok_or_else(|| fail(format!("eventSourceARN `{arn}` names no table"), &hints))?;
+                .ok_or_else(|| {
+                    fail(
+                        format!(
+                            "eventSourceARN `{arn}` names no valid table (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
+                        ),
+                        &hints,
+                    )
+                })?;
             Some(ctx.intern(name))
         }
         None => ctx.default_table.clone(),
@@ -249,12 +256,22 @@ pub fn parse_record(
     })
 }
 
-/// `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` -> `NAME`.
+/// `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` -> `NAME`, when
+/// `NAME` is a valid table name.
 pub fn table_from_arn(arn: &str) -> Option<&str> {
     let resource = arn.splitn(6, ':').nth(5)?;
     let rest = resource.strip_prefix("table/")?;
     let name = rest.split('/').next()?;
-    (!name.is_empty()).then_some(name)
+    is_valid_table_name(name).then_some(name)
+}
+
+/// DynamoDB's rule for table names: 3 to 255 of `a-z A-Z 0-9 _ - .`. Table
+/// names become directory names, so anything else (`..`, `/`) is refused.
+pub fn is_valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 /// `ApproximateCreationDateTime` as epoch seconds (GetRecords JSON, Lambda),
@@ -343,6 +360,14 @@ mod tests {
             Some("t")
         );
         assert_eq!(table_from_arn("nonsense"), None);
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:r:1:table/../stream/x"),
+            None
+        );
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:r:1:table/ab/stream/x"),
+            None
+        );
     }
 }
 
