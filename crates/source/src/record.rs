@@ -356,8 +356,8 @@ mod tests {
             Some("a.b-c_d")
         );
         assert_eq!(
-            table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/t"),
-            Some("t")
+            table_from_arn("arn:aws:dynamodb:eu-west-1:1:table/tbl"),
+            Some("tbl")
         );
         assert_eq!(table_from_arn("nonsense"), None);
         assert_eq!(
@@ -414,7 +414,7 @@ mod render_tests {
 
     #[test]
     fn render_then_parse_is_identity() {
-        let raw = r#"{"eventID":"e9","eventName":"REMOVE","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"},"eventSourceARN":"arn:aws:dynamodb:us-east-1:1:table/t/stream/x","dynamodb":{"ApproximateCreationDateTime":1700000000.25,"Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"},"m":{"M":{"b":{"BS":["AQ=="]}}}},"SequenceNumber":"42"}}"#;
+        let raw = r#"{"eventID":"e9","eventName":"REMOVE","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"},"eventSourceARN":"arn:aws:dynamodb:us-east-1:1:table/tbl/stream/x","dynamodb":{"ApproximateCreationDateTime":1700000000.25,"Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"},"m":{"M":{"b":{"BS":["AQ=="]}}}},"SequenceNumber":"42"}}"#;
         let mut ctx = RecordContext::new("s".into(), None);
         let change = parse_record(raw, &mut ctx).unwrap();
         let again = parse_record(&render_record(&change), &mut ctx).unwrap();
