@@ -282,13 +282,11 @@ impl<'de> Visitor<'de> for MapVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
-        let mut item = Item::new();
+        // Collect, sort once and bulk-build: cheaper than a tree descent per
+        // insert, and duplicates show up as neighbours.
+        let mut entries: Vec<(String, AttributeValue)> =
+            Vec::with_capacity(map.size_hint().unwrap_or(16));
         while let Some(name) = map.next_key::<String>()? {
-            if item.contains_key(&name) {
-                return Err(self
-                    .path
-                    .error(format_args!("duplicate attribute `{name}`")));
-            }
             self.path.push(Segment::Name(name));
             let value = map.next_value_seed(ValueSeed {
                 depth: self.depth,
@@ -297,9 +295,15 @@ impl<'de> Visitor<'de> for MapVisitor<'_> {
             let Some(Segment::Name(name)) = self.path.pop() else {
                 unreachable!("path stack is balanced")
             };
-            item.insert(name, value);
+            entries.push((name, value));
         }
-        Ok(item)
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(self
+                .path
+                .error(format_args!("duplicate attribute `{}`", w[0].0)));
+        }
+        Ok(entries.into_iter().collect())
     }
 }
 

@@ -64,6 +64,9 @@ impl Number {
     /// [`NumberError`] when the text is not a decimal, has more than 38
     /// significant digits, or is out of DynamoDB's range.
     pub fn parse(text: &str) -> Result<Self, NumberError> {
+        if let Some(n) = Self::already_canonical(text) {
+            return Ok(n);
+        }
         let syntax = || NumberError::Syntax(shorten(text));
         let bytes = text.as_bytes();
         let mut i = 0;
@@ -159,6 +162,51 @@ impl Number {
         }
         Ok(Number {
             canonical: render(negative, &digits, adjusted).into_boxed_str(),
+        })
+    }
+
+    /// The common case, text that is already canonical and in range, checked
+    /// in one pass without building anything. `None` leaves the text to the
+    /// full parser, which also words any error.
+    fn already_canonical(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let (negative, body) = match bytes.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, bytes),
+        };
+        let (int, frac) = match body.iter().position(|&b| b == b'.') {
+            Some(dot) => (&body[..dot], Some(&body[dot + 1..])),
+            None => (body, None),
+        };
+        let all_digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+        if int.is_empty() || !all_digits(int) || (int.len() > 1 && int[0] == b'0') {
+            return None;
+        }
+        let frac = match frac {
+            Some(f) if f.is_empty() || !all_digits(f) || f.ends_with(b"0") => return None,
+            Some(f) => f,
+            None => &[],
+        };
+        let (significant, adjusted) = if int != b"0" {
+            let trailing = if frac.is_empty() {
+                int.iter().rev().take_while(|&&b| b == b'0').count()
+            } else {
+                0
+            };
+            (int.len() + frac.len() - trailing, int.len() as i64 - 1)
+        } else if frac.is_empty() {
+            // "0" is canonical; "-0" is not.
+            return (!negative).then(|| Number {
+                canonical: "0".into(),
+            });
+        } else {
+            let zeros = frac.iter().take_while(|&&b| b == b'0').count();
+            (frac.len() - zeros, -(zeros as i64) - 1)
+        };
+        let in_range = significant <= MAX_SIGNIFICANT_DIGITS
+            && (MIN_EXPONENT..=MAX_EXPONENT).contains(&adjusted);
+        in_range.then(|| Number {
+            canonical: text.into(),
         })
     }
 
@@ -395,7 +443,66 @@ mod tests {
         assert_eq!(s, ["-20", "-1.5", "0", "0.001", "2", "10"]);
     }
 
+    #[test]
+    fn fast_path_agrees_with_the_full_parser() {
+        for text in [
+            "0",
+            "-0",
+            "5",
+            "-5",
+            "10",
+            "100",
+            "0.5",
+            "-0.05",
+            "1.50",
+            "01",
+            "1.",
+            ".5",
+            "1e2",
+            "12345678901234567890123456789012345678",
+            "123456789012345678901234567890123456789",
+            "1000000000000000000000000000000000000000000",
+            "0.0000001",
+        ] {
+            let fast = Number::already_canonical(text);
+            if let Some(f) = &fast {
+                assert_eq!(f.as_str(), text);
+                assert_eq!(
+                    Some(f),
+                    Number::parse_slow_for_test(text).as_ref().ok(),
+                    "{text}"
+                );
+            }
+        }
+        let edge_high = format!("9{}", "0".repeat(125));
+        assert!(Number::already_canonical(&edge_high).is_some());
+        assert!(Number::already_canonical(&format!("{edge_high}0")).is_none());
+        let edge_low = format!("0.{}1", "0".repeat(129));
+        assert!(Number::already_canonical(&edge_low).is_some());
+        assert!(Number::already_canonical(&format!("0.{}1", "0".repeat(130))).is_none());
+    }
+
+    impl Number {
+        /// The full parser alone, bypassing the fast path.
+        fn parse_slow_for_test(text: &str) -> Result<Number, NumberError> {
+            // Exponent notation always takes the full path and means the same.
+            Number::parse(&format!("{text}e0"))
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn fast_and_full_paths_agree(int in "-?[0-9]{1,40}", frac in "[0-9]{0,40}") {
+            let text = if frac.is_empty() { int.clone() } else { format!("{int}.{frac}") };
+            let fast = Number::parse(&text);
+            let full = Number::parse_slow_for_test(&text);
+            match (fast, full) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => proptest::prop_assert!(false, "{text}: {a:?} vs {b:?}"),
+            }
+        }
+
         #[test]
         fn canonical_is_a_fixed_point(int in "-?[0-9]{1,20}", frac in "[0-9]{0,17}", exp in -100i64..100) {
             let text = format!("{int}.{frac}e{exp}");

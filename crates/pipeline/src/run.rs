@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use dynamo_cdc_core::{DeadLetter, Positions, Sink, Source, SourceBatch};
+use dynamo_cdc_core::{Change, DeadLetter, Positions, Sink, Source, SourceBatch};
 use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, DeadLetterWriter, ParquetConfig, ParquetSink};
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_source::{ReplayConfig, ReplayError, ReplaySource, ReplayStats};
@@ -89,9 +89,13 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     };
 
     let (tx, rx) = sync_channel::<Result<SourceBatch, ReplayError>>(2);
+    // Spent batches go back to the reader to be freed on the thread that
+    // allocated them, so the allocator reuses that memory instead of asking
+    // the kernel for fresh pages.
+    let (spent_tx, spent_rx) = sync_channel::<Vec<Change>>(4);
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
-        .spawn(move || read_all(source, &tx))?;
+        .spawn(move || read_all(source, &tx, &spent_rx))?;
 
     for batch in rx {
         let batch = batch?;
@@ -124,6 +128,8 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
             .context("cannot write dead letters")?;
         sink.poll()?;
         checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+        // At the end the reader is gone and the batch is simply dropped here.
+        let _ = spent_tx.try_send(batch.changes);
     }
     let stats: ReplayStats = match reader.join() {
         Ok(stats) => stats,
@@ -146,8 +152,12 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
 fn read_all(
     mut source: ReplaySource,
     tx: &std::sync::mpsc::SyncSender<Result<SourceBatch, ReplayError>>,
+    spent: &Receiver<Vec<Change>>,
 ) -> ReplayStats {
     loop {
+        while let Ok(changes) = spent.try_recv() {
+            drop(changes);
+        }
         match source.next_batch() {
             Ok(Some(batch)) => {
                 if tx.send(Ok(batch)).is_err() {

@@ -12,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::layout::{self, date_of, final_name, partition_dir, temp_name};
 
@@ -296,6 +297,13 @@ impl ParquetSink {
         })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            // Change data is mostly unique values: dictionaries cost time
+            // and, under zstd, save nothing. The low-cardinality position
+            // columns keep them, for readers that filter on them.
+            .set_dictionary_enabled(false)
+            .set_column_dictionary_enabled(ColumnPath::from("__op"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("__table"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("__shard_id"), true)
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
             .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")))
             .build();

@@ -157,7 +157,7 @@ pub fn parse_record(
         table: ctx.default_table.as_deref().map(str::to_owned),
         ..RecordHints::default()
     };
-    let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
+
     let record: RawRecord<'_> = match serde_json::from_str(raw) {
         Ok(r) => r,
         Err(e) => {
@@ -180,6 +180,35 @@ pub fn parse_record(
             return Err((RecordError(message), hints));
         }
     };
+    convert(record, ctx, hints)
+}
+
+/// A GetRecords response or Lambda event, every record typed in one pass.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<RawRecord<'a>>,
+}
+
+/// Parses a whole page (`{"Records": [...]}`) in one pass, when the page and
+/// every record in it are valid. `None` sends the caller record by record
+/// ([`parse_record`]), which isolates and words the bad ones; bad pages are
+/// rare, so the common case reads each byte once.
+pub fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Change>> {
+    let page: Page<'_> = serde_json::from_str(text).ok()?;
+    page.records
+        .into_iter()
+        .map(|r| convert(r, ctx, RecordHints::default()).ok())
+        .collect()
+}
+
+/// Checks a parsed record and builds the change.
+fn convert(
+    record: RawRecord<'_>,
+    ctx: &mut RecordContext,
+    mut hints: RecordHints,
+) -> Result<Change, (RecordError, RecordHints)> {
+    let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
     let table = match record.event_source_arn.as_deref() {
         Some(arn) => {
             let name = table_from_arn(arn)

@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dynamo_cdc_core::{
-    DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch,
+    Change, DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch,
 };
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::record::{RecordContext, parse_record};
+use crate::record::{RecordContext, parse_page, parse_record, render_record};
 
 /// What the replay source reads.
 #[derive(Debug, Clone)]
@@ -109,6 +109,68 @@ impl ReplaySource {
         let Some(reader) = self.current.as_mut() else {
             return;
         };
+        if let Some(changes) = parse_page(text, &mut reader.ctx) {
+            let origin = reader.origin.clone();
+            for (index, change) in changes.into_iter().enumerate() {
+                let at = Origin {
+                    origin: origin.clone(),
+                    line: Some(line),
+                    record_index: Some(index),
+                };
+                self.accept(change, at, None, out);
+            }
+            return;
+        }
+        self.take_document_record_by_record(text, line, out);
+    }
+
+    /// Orders, deduplicates and resume-filters one parsed change. `raw` is the
+    /// record's text when the caller has it at hand (else it is rendered for
+    /// a dead letter).
+    fn accept(&mut self, change: Change, at: Origin, raw: Option<&str>, out: &mut SourceBatch) {
+        let key = ShardKey {
+            table: change.source.table.clone(),
+            shard: change.source.shard_id.clone(),
+        };
+        let seq = &change.source.sequence_number;
+        if let Some(last) = self.last_seq.get(&key) {
+            if seq == last {
+                self.stats.duplicates += 1;
+                return;
+            }
+            if seq < last {
+                out.dead_letters.push(DeadLetter {
+                    origin: at.origin.to_string(),
+                    line: at.line,
+                    record_index: at.record_index,
+                    table: Some(key.table.to_string()),
+                    shard: Some(key.shard.to_string()),
+                    sequence_number: Some(seq.to_string()),
+                    error: format!(
+                        "sequence number {seq} comes after {last} in shard {}; \
+                         records of a shard must be in stream order",
+                        key.shard
+                    ),
+                    raw: raw.map_or_else(|| render_record(&change), str::to_owned),
+                });
+                return;
+            }
+        }
+        self.last_seq.insert(key.clone(), seq.clone());
+        if self.resume.covers(&key, seq) {
+            self.stats.already_delivered += 1;
+            return;
+        }
+        out.changes.push(change);
+        out.origins.push(at);
+    }
+
+    /// The slow path: split the document into records and parse each alone,
+    /// so one bad record costs only itself.
+    fn take_document_record_by_record(&mut self, text: &str, line: u64, out: &mut SourceBatch) {
+        let Some(reader) = self.current.as_mut() else {
+            return;
+        };
         let origin = reader.display.clone();
         let default_table = reader.ctx.default_table.as_deref().map(str::to_owned);
         let shard = reader.ctx.shard.to_string();
@@ -152,48 +214,12 @@ impl ReplaySource {
                 return;
             }
         };
+        let origin = reader.origin.clone();
+        let mut parsed = Vec::with_capacity(records.len());
         for (index, raw) in records.into_iter().enumerate() {
             let index = paged.then_some(index);
             match parse_record(raw.get(), &mut reader.ctx) {
-                Ok(change) => {
-                    let key = ShardKey {
-                        table: change.source.table.clone(),
-                        shard: change.source.shard_id.clone(),
-                    };
-                    let seq = &change.source.sequence_number;
-                    if let Some(last) = self.last_seq.get(&key) {
-                        if seq == last {
-                            self.stats.duplicates += 1;
-                            continue;
-                        }
-                        if seq < last {
-                            let mut d = dead(
-                                format!(
-                                    "sequence number {seq} comes after {last} in shard {}; \
-                                     records of a shard must be in stream order",
-                                    key.shard
-                                ),
-                                raw.get(),
-                                index,
-                            );
-                            d.table = Some(key.table.to_string());
-                            d.sequence_number = Some(seq.to_string());
-                            out.dead_letters.push(d);
-                            continue;
-                        }
-                    }
-                    self.last_seq.insert(key.clone(), seq.clone());
-                    if self.resume.covers(&key, seq) {
-                        self.stats.already_delivered += 1;
-                        continue;
-                    }
-                    out.changes.push(change);
-                    out.origins.push(Origin {
-                        origin: reader.origin.clone(),
-                        line: Some(line),
-                        record_index: index,
-                    });
-                }
+                Ok(change) => parsed.push((change, index, raw.get())),
                 Err((error, hints)) => {
                     let mut d = dead(error.to_string(), raw.get(), index);
                     d.table = hints.table;
@@ -201,6 +227,14 @@ impl ReplaySource {
                     out.dead_letters.push(d);
                 }
             }
+        }
+        for (change, index, raw) in parsed {
+            let at = Origin {
+                origin: origin.clone(),
+                line: Some(line),
+                record_index: index,
+            };
+            self.accept(change, at, Some(raw), out);
         }
     }
 }
@@ -218,7 +252,11 @@ impl Source for ReplaySource {
     type Error = ReplayError;
 
     fn next_batch(&mut self) -> Result<Option<SourceBatch>, ReplayError> {
-        let mut batch = SourceBatch::default();
+        let mut batch = SourceBatch {
+            changes: Vec::with_capacity(self.batch_size),
+            origins: Vec::with_capacity(self.batch_size),
+            dead_letters: Vec::new(),
+        };
         while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
             if self.current.is_none() {
                 let Some(path) = self.files.pop_front() else {
