@@ -4,6 +4,7 @@
 //!   [`Change`](dynamo_cdc_core::Change), with errors that name the field.
 //! - [`replay`]: the replay source, reading captured records from files.
 
+mod fast;
 pub mod record;
 pub mod replay;
 

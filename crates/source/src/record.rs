@@ -180,7 +180,7 @@ pub fn parse_record(
             return Err((RecordError(message), hints));
         }
     };
-    convert(record, ctx, hints)
+    convert(record.into(), ctx, hints)
 }
 
 /// A GetRecords response or Lambda event, every record typed in one pass.
@@ -195,16 +195,61 @@ struct Page<'a> {
 /// ([`parse_record`]), which isolates and words the bad ones; bad pages are
 /// rare, so the common case reads each byte once.
 pub fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Change>> {
+    crate::fast::parse_page(text, ctx).or_else(|| parse_page_serde(text, ctx))
+}
+
+/// [`parse_page`] with serde alone: the reference the fast parser must agree with.
+pub(crate) fn parse_page_serde(text: &str, ctx: &mut RecordContext) -> Option<Vec<Change>> {
     let page: Page<'_> = serde_json::from_str(text).ok()?;
     page.records
         .into_iter()
-        .map(|r| convert(r, ctx, RecordHints::default()).ok())
+        .map(|r| convert(r.into(), ctx, RecordHints::default()).ok())
         .collect()
 }
 
+/// A record's fields as either parser found them.
+pub(crate) struct Parts<'a> {
+    pub(crate) event_id: Option<String>,
+    pub(crate) event_name: Option<Cow<'a, str>>,
+    pub(crate) event_source_arn: Option<Cow<'a, str>>,
+    pub(crate) ttl_delete: bool,
+    pub(crate) body: Option<BodyParts<'a>>,
+}
+
+/// The `dynamodb` object's fields.
+pub(crate) struct BodyParts<'a> {
+    /// `ApproximateCreationDateTime` as its JSON text (a number or a string).
+    pub(crate) approx_creation: Option<&'a str>,
+    pub(crate) keys: Option<Item>,
+    pub(crate) new_image: Option<Item>,
+    pub(crate) old_image: Option<Item>,
+    pub(crate) sequence_number: Option<Cow<'a, str>>,
+}
+
+impl<'a> From<RawRecord<'a>> for Parts<'a> {
+    fn from(r: RawRecord<'a>) -> Self {
+        Parts {
+            event_id: r.event_id,
+            event_name: r.event_name,
+            event_source_arn: r.event_source_arn,
+            ttl_delete: r.user_identity.is_some_and(|u| {
+                u.kind.as_deref() == Some("Service")
+                    && u.principal_id.as_deref() == Some("dynamodb.amazonaws.com")
+            }),
+            body: r.dynamodb.map(|b| BodyParts {
+                approx_creation: b.approx_creation.map(RawValue::get),
+                keys: b.keys,
+                new_image: b.new_image,
+                old_image: b.old_image,
+                sequence_number: b.sequence_number,
+            }),
+        }
+    }
+}
+
 /// Checks a parsed record and builds the change.
-fn convert(
-    record: RawRecord<'_>,
+pub(crate) fn convert(
+    record: Parts<'_>,
     ctx: &mut RecordContext,
     mut hints: RecordHints,
 ) -> Result<Change, (RecordError, RecordHints)> {
@@ -226,7 +271,7 @@ fn convert(
     };
     hints.table = table.as_deref().map(str::to_owned);
     let body = record
-        .dynamodb
+        .body
         .ok_or_else(|| fail("record has no `dynamodb` object".into(), &hints))?;
     let seq_text = body
         .sequence_number
@@ -260,13 +305,10 @@ fn convert(
     let old_image = body.old_image;
     let approx_creation_ms = body
         .approx_creation
-        .map(|r| creation_ms(r.get()))
+        .map(creation_ms)
         .transpose()
         .map_err(|e| fail(e, &hints))?;
-    let ttl_delete = record.user_identity.is_some_and(|u| {
-        u.kind.as_deref() == Some("Service")
-            && u.principal_id.as_deref() == Some("dynamodb.amazonaws.com")
-    });
+    let ttl_delete = record.ttl_delete;
     let stream_arn = record.event_source_arn.as_deref().map(|a| ctx.intern(a));
     Ok(Change {
         op,
@@ -305,7 +347,7 @@ pub fn is_valid_table_name(name: &str) -> bool {
 
 /// `ApproximateCreationDateTime` as epoch seconds (GetRecords JSON, Lambda),
 /// epoch milliseconds (values above 10^11), or an ISO-8601 string (AWS CLI v2).
-fn creation_ms(raw: &str) -> Result<i64, String> {
+pub(crate) fn creation_ms(raw: &str) -> Result<i64, String> {
     let bad = || format!("dynamodb.ApproximateCreationDateTime `{raw}` is not a time");
     if let Some(text) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         let t = DateTime::parse_from_rfc3339(text).map_err(|_| bad())?;

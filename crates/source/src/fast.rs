@@ -1,0 +1,546 @@
+//! A hand-written parser for the common case: a well-formed page of valid
+//! records (`{"Records": [...], ...}`).
+//!
+//! DynamoDB JSON wraps every value in a one-key object (`{"S": "x"}`), which
+//! makes a general JSON deserializer do a lot of work per value. This parser
+//! knows the shape and reads each byte once. It does not word errors: on
+//! anything it does not expect, valid JSON or not, it gives up (`None`) and
+//! the caller takes the serde path, which either succeeds or says exactly
+//! what is wrong. So it must never accept what that path rejects, nor read a
+//! page differently; a differential test holds it to that.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use dynamo_cdc_core::{AttributeValue, Change, Item, MAX_NESTING, Number};
+
+use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert};
+
+/// Parses a page; `None` when anything is unexpected (see the module docs).
+pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Change>> {
+    let mut c = Cursor {
+        src: text,
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut records = None;
+    c.object(|c, key| {
+        if key == "Records" {
+            if records.is_some() {
+                return None; // a duplicate key: let serde decide
+            }
+            let mut out = Vec::new();
+            c.array(|c| {
+                let parts = c.record()?;
+                out.push(convert(parts, ctx, RecordHints::default()).ok()?);
+                Some(())
+            })?;
+            records = Some(out);
+            Some(())
+        } else {
+            c.skip_value()
+        }
+    })?;
+    c.ws();
+    if c.i != c.b.len() {
+        return None;
+    }
+    records
+}
+
+struct Cursor<'a> {
+    src: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> Option<()> {
+        self.ws();
+        let end = self.i + lit.len();
+        (self.b.get(self.i..end)? == lit).then(|| self.i = end)
+    }
+
+    /// `null` (consumed) or not.
+    fn null(&mut self) -> bool {
+        self.literal(b"null").is_some()
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// Bytes up to the next `"` or `\\`; `None` at the end of input or at a
+    /// raw control character, which JSON does not allow in strings.
+    fn plain_run(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let rest = &self.b[start..];
+        // Most strings are short (names, type tags): a plain scan beats a
+        // vectorized search's setup.
+        let n = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[n] < 0x20 {
+            return None;
+        }
+        self.i = start + n;
+        Some(&self.src[start..self.i])
+    }
+
+    /// A JSON string, borrowed when it has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let first = self.plain_run()?;
+        if self.b[self.i] == b'"' {
+            self.i += 1;
+            return Some(Cow::Borrowed(first));
+        }
+        let mut out = String::with_capacity(first.len() + 16);
+        out.push_str(first);
+        loop {
+            // At a backslash.
+            self.i += 1;
+            let esc = *self.b.get(self.i)?;
+            self.i += 1;
+            match esc {
+                b'"' => out.push('"'),
+                b'\\' => out.push('\\'),
+                b'/' => out.push('/'),
+                b'b' => out.push('\u{8}'),
+                b'f' => out.push('\u{c}'),
+                b'n' => out.push('\n'),
+                b'r' => out.push('\r'),
+                b't' => out.push('\t'),
+                b'u' => out.push(self.unicode_escape()?),
+                _ => return None,
+            }
+            out.push_str(self.plain_run()?);
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Some(Cow::Owned(out));
+            }
+        }
+    }
+
+    /// The rest of `\uXXXX` (and its low surrogate, for a pair).
+    fn unicode_escape(&mut self) -> Option<char> {
+        let high = self.hex4()?;
+        if (0xDC00..0xE000).contains(&high) {
+            return None; // a lone low surrogate
+        }
+        if (0xD800..0xDC00).contains(&high) {
+            if self.b.get(self.i..self.i + 2)? != b"\\u" {
+                return None;
+            }
+            self.i += 2;
+            let low = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&low) {
+                return None;
+            }
+            return char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00));
+        }
+        char::from_u32(high)
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.b.get(self.i..self.i + 4)?;
+        let mut v = 0;
+        for &d in digits {
+            v = v * 16 + (d as char).to_digit(16)?;
+        }
+        self.i += 4;
+        Some(v)
+    }
+
+    /// A JSON number's text.
+    fn number(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match *self.b.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            let at = self.i;
+            self.digits();
+            if self.i == at {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            let at = self.i;
+            self.digits();
+            if self.i == at {
+                return None;
+            }
+        }
+        Some(&self.src[start..self.i])
+    }
+
+    fn digits(&mut self) {
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+    }
+
+    /// `{ "key": value, ... }`, calling `field` with the cursor on each value.
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `[ value, ... ]`, calling `item` with the cursor on each value.
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any JSON value, unread. Nesting is bounded like serde_json's (128).
+    fn skip_value(&mut self) -> Option<()> {
+        self.skip_nested(0)
+    }
+
+    fn skip_nested(&mut self, depth: usize) -> Option<()> {
+        if depth > 128 {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|c, _| c.skip_nested(depth + 1)),
+            b'[' => self.array(|c| c.skip_nested(depth + 1)),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number().map(drop),
+        }
+    }
+
+    /// The text of the next value (a number or a string), unread.
+    fn raw_scalar(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            _ => {
+                self.number()?;
+            }
+        }
+        Some(&self.src[start..self.i])
+    }
+
+    fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.null() {
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    fn record(&mut self) -> Option<Parts<'a>> {
+        let mut parts = Parts {
+            event_id: None,
+            event_name: None,
+            event_source_arn: None,
+            ttl_delete: false,
+            body: None,
+        };
+        let mut seen = [false; 5];
+        self.object(|c, key| {
+            let slot = match key.as_ref() {
+                "eventID" => 0,
+                "eventName" => 1,
+                "eventSourceARN" => 2,
+                "userIdentity" => 3,
+                "dynamodb" => 4,
+                _ => return c.skip_value(),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            match slot {
+                0 => parts.event_id = c.optional_string()?.map(Cow::into_owned),
+                1 => parts.event_name = c.optional_string()?,
+                2 => parts.event_source_arn = c.optional_string()?,
+                3 => parts.ttl_delete = c.user_identity()?,
+                _ => parts.body = if c.null() { None } else { Some(c.body()?) },
+            }
+            Some(())
+        })?;
+        Some(parts)
+    }
+
+    /// True for DynamoDB's TTL process.
+    fn user_identity(&mut self) -> Option<bool> {
+        if self.null() {
+            return Some(false);
+        }
+        let (mut kind, mut principal) = (None, None);
+        self.object(|c, key| match key.as_ref() {
+            "type" if kind.is_none() => {
+                kind = Some(c.optional_string()?);
+                Some(())
+            }
+            "principalId" if principal.is_none() => {
+                principal = Some(c.optional_string()?);
+                Some(())
+            }
+            "type" | "principalId" => None,
+            _ => c.skip_value(),
+        })?;
+        Some(
+            kind.flatten().as_deref() == Some("Service")
+                && principal.flatten().as_deref() == Some("dynamodb.amazonaws.com"),
+        )
+    }
+
+    fn body(&mut self) -> Option<BodyParts<'a>> {
+        let mut body = BodyParts {
+            approx_creation: None,
+            keys: None,
+            new_image: None,
+            old_image: None,
+            sequence_number: None,
+        };
+        let mut seen = [false; 5];
+        self.object(|c, key| {
+            let slot = match key.as_ref() {
+                "ApproximateCreationDateTime" => 0,
+                "Keys" => 1,
+                "NewImage" => 2,
+                "OldImage" => 3,
+                "SequenceNumber" => 4,
+                _ => return c.skip_value(),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return None;
+            }
+            if c.null() {
+                return Some(());
+            }
+            match slot {
+                0 => body.approx_creation = Some(c.raw_scalar()?),
+                1 => body.keys = Some(c.item(1)?),
+                2 => body.new_image = Some(c.item(1)?),
+                3 => body.old_image = Some(c.item(1)?),
+                _ => body.sequence_number = Some(c.string()?),
+            }
+            Some(())
+        })?;
+        Some(body)
+    }
+
+    /// An item or map whose values sit at `depth`.
+    fn item(&mut self, depth: usize) -> Option<Item> {
+        let mut entries: Vec<(String, AttributeValue)> = Vec::with_capacity(16);
+        self.object(|c, key| {
+            let value = c.value(depth)?;
+            entries.push((key.into_owned(), value));
+            Some(())
+        })?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        Some(entries.into_iter().collect())
+    }
+
+    fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
+        let mut out = Vec::new();
+        self.array(|c| {
+            out.push(c.string()?);
+            Some(())
+        })?;
+        Some(out)
+    }
+
+    /// One typed value, `{"T": ...}`.
+    fn value(&mut self, depth: usize) -> Option<AttributeValue> {
+        self.eat(b'{')?;
+        let tag = self.string()?;
+        self.eat(b':')?;
+        let value = match tag.as_ref() {
+            "S" => AttributeValue::S(self.string()?.into_owned()),
+            "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
+            "B" => AttributeValue::B(BASE64.decode(self.string()?.as_bytes()).ok()?),
+            "BOOL" => AttributeValue::Bool(self.boolean()?),
+            "NULL" => {
+                self.literal(b"true")?;
+                AttributeValue::Null
+            }
+            "SS" => AttributeValue::string_set(
+                self.strings()?.into_iter().map(Cow::into_owned).collect(),
+            )
+            .ok()?,
+            "NS" => AttributeValue::number_set(
+                self.strings()?
+                    .iter()
+                    .map(|t| Number::parse(t).ok())
+                    .collect::<Option<_>>()?,
+            )
+            .ok()?,
+            "BS" => AttributeValue::binary_set(
+                self.strings()?
+                    .iter()
+                    .map(|t| BASE64.decode(t.as_bytes()).ok())
+                    .collect::<Option<_>>()?,
+            )
+            .ok()?,
+            "L" | "M" if depth > MAX_NESTING => return None,
+            "L" => {
+                let mut items = Vec::new();
+                self.array(|c| {
+                    items.push(c.value(depth + 1)?);
+                    Some(())
+                })?;
+                AttributeValue::L(items)
+            }
+            "M" => AttributeValue::M(self.item(depth + 1)?),
+            _ => return None,
+        };
+        self.eat(b'}')?;
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_core::{AttributeValue, Item};
+    use dynamo_cdc_testkit::strategies::{arb_item, get_records_json, stream_record_json};
+    use proptest::prelude::*;
+
+    use crate::record::{RecordContext, parse_page_serde};
+
+    fn ctx() -> RecordContext {
+        RecordContext::new("shard-1".into(), Some("fallback".into()))
+    }
+
+    fn page(items: &[Item]) -> String {
+        let records: Vec<String> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let keys: Item = [("pk".to_owned(), AttributeValue::S(format!("k{i}")))].into();
+                let op = ["INSERT", "MODIFY", "REMOVE"][i % 3];
+                let (old, new) = match op {
+                    "INSERT" => (None, Some(item)),
+                    "MODIFY" => (Some(item), Some(item)),
+                    _ => (Some(item), None),
+                };
+                stream_record_json("things", 1_000 + i as u128, op, &keys, old, new, i % 2 == 0)
+            })
+            .collect();
+        get_records_json(&records, Some("next"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// On valid pages both parsers read the same changes.
+        #[test]
+        fn agrees_with_serde_on_valid_pages(items in proptest::collection::vec(arb_item(), 0..6)) {
+            let text = page(&items);
+            let fast = super::parse_page(&text, &mut ctx());
+            let reference = parse_page_serde(&text, &mut ctx());
+            prop_assert!(fast.is_some(), "the fast parser gave up on a valid page");
+            prop_assert_eq!(fast, reference);
+        }
+
+        /// On damaged pages the fast parser either gives up or agrees: it never
+        /// accepts what the reference rejects, nor reads it differently.
+        #[test]
+        fn never_accepts_what_serde_rejects(
+            items in proptest::collection::vec(arb_item(), 1..4),
+            cut in any::<proptest::sample::Index>(),
+            byte in any::<u8>(),
+            mode in 0..3u8,
+        ) {
+            let mut bytes = page(&items).into_bytes();
+            let at = cut.index(bytes.len());
+            match mode {
+                0 => bytes.truncate(at),
+                1 => bytes[at] = byte,
+                _ => bytes.insert(at, byte),
+            }
+            let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
+            if let Some(fast) = super::parse_page(&text, &mut ctx()) {
+                prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx()));
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_and_unicode() {
+        let text = r#"{"Records":[{"eventID":"e\u00e9","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1.5e9,"Keys":{"k":{"S":"a"}},"NewImage":{"k":{"S":"a"},"s":{"S":"q\"\\\/\b\f\n\r\t\ud83d\ude00 \u0000"}},"SequenceNumber":"1"}}]}"#;
+        let fast = super::parse_page(text, &mut ctx()).unwrap();
+        assert_eq!(Some(fast.clone()), parse_page_serde(text, &mut ctx()));
+        assert_eq!(fast[0].source.event_id, "eé");
+        for bad in [r#"\ud83d""#, r#"\ude00""#, r#"\x""#] {
+            let t = text.replace(r#"\u0000""#, bad);
+            assert!(super::parse_page(&t, &mut ctx()).is_none(), "{bad}");
+        }
+    }
+}
