@@ -131,7 +131,7 @@ mod defaults {
         65_536
     }
     pub(super) fn zstd_level() -> i32 {
-        3
+        1
     }
 }
 

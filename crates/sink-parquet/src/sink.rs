@@ -43,7 +43,7 @@ impl ParquetConfig {
             max_file_bytes: 128 << 20,
             max_file_age_ms: 300_000,
             row_group_rows: 65_536,
-            zstd_level: 3,
+            zstd_level: 1,
         }
     }
 }

@@ -401,11 +401,11 @@ impl<'a> Cursor<'a> {
             entries.push((key.into_owned(), value));
             Some(())
         })?;
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return None;
-        }
-        Some(entries.into_iter().collect())
+        // Collecting sorts; a shorter map means a duplicate name, which the
+        // serde path reports.
+        let n = entries.len();
+        let item: Item = entries.into_iter().collect();
+        (item.len() == n).then_some(item)
     }
 
     fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
@@ -417,12 +417,21 @@ impl<'a> Cursor<'a> {
         Some(out)
     }
 
+    /// A type tag and its colon; escaped tags go to the serde path.
+    fn tag(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let len = self.b[start..].iter().take(5).position(|&b| b == b'"')?;
+        self.i = start + len + 1;
+        self.eat(b':')?;
+        Some(&self.src[start..start + len])
+    }
+
     /// One typed value, `{"T": ...}`.
     fn value(&mut self, depth: usize) -> Option<AttributeValue> {
         self.eat(b'{')?;
-        let tag = self.string()?;
-        self.eat(b':')?;
-        let value = match tag.as_ref() {
+        let tag = self.tag()?;
+        let value = match tag {
             "S" => AttributeValue::S(self.string()?.into_owned()),
             "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
             "B" => AttributeValue::B(BASE64.decode(self.string()?.as_bytes()).ok()?),
