@@ -95,6 +95,13 @@ fn check(changes: &[(Item, Kind)], numbers: &str) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
+    /// The hand-written DynamoDB-JSON writer makes exactly serde_json's text.
+    #[test]
+    fn ddb_json_matches_serde_json(item in arb_item()) {
+        let value = AttributeValue::M(item);
+        prop_assert_eq!(value.to_ddb_json(), serde_json::to_string(&value).unwrap());
+    }
+
     #[test]
     fn lossless_in_auto_mode(changes in proptest::collection::vec(arb_change(), 1..12)) {
         check(&changes, "auto")?;

@@ -67,9 +67,53 @@ impl AttributeValue {
         }
     }
 
-    /// This value as one DynamoDB-JSON object, e.g. `{"N":"1.5"}`.
+    /// This value as one DynamoDB-JSON object, e.g. `{"N":"1.5"}`: the same
+    /// text `serde_json` makes of it, written directly (this runs for every
+    /// list and map column of every row).
     pub fn to_ddb_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::with_capacity(128);
+        self.write_ddb_json(&mut out);
+        out
+    }
+
+    fn write_ddb_json(&self, out: &mut String) {
+        fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                each(out, item);
+            }
+            out.push(']');
+        }
+        out.push_str("{\"");
+        out.push_str(self.tag());
+        out.push_str("\":");
+        match self {
+            AttributeValue::S(v) => json_string(out, v),
+            AttributeValue::N(v) => json_string(out, v.as_str()),
+            AttributeValue::B(v) => base64_string(out, v),
+            AttributeValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
+            AttributeValue::Null => out.push_str("true"),
+            AttributeValue::Ss(v) => list(out, v, |o, s| json_string(o, s)),
+            AttributeValue::Ns(v) => list(out, v, |o, n| json_string(o, n.as_str())),
+            AttributeValue::Bs(v) => list(out, v, |o, b| base64_string(o, b)),
+            AttributeValue::L(v) => list(out, v, |o, x| x.write_ddb_json(o)),
+            AttributeValue::M(m) => {
+                out.push('{');
+                for (i, (k, x)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_string(out, k);
+                    out.push(':');
+                    x.write_ddb_json(out);
+                }
+                out.push('}');
+            }
+        }
+        out.push('}');
     }
 
     /// Parses one DynamoDB-JSON attribute value, e.g. `{"M":{"a":{"S":"x"}}}`.
@@ -117,6 +161,58 @@ impl AttributeValue {
         check_set(&values, "BS")?;
         Ok(AttributeValue::Bs(values))
     }
+}
+
+/// Bytes a JSON string must escape: `"`, `\\` and the control characters.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// Appends bytes as a base64 JSON string (base64 needs no escaping).
+fn base64_string(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    BASE64.encode_string(bytes, out);
+    out.push('"');
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    while let Some(n) = bytes[run..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+    {
+        let at = run + n;
+        out.push_str(&s[run..at]);
+        match bytes[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+        run = at + 1;
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
 }
 
 fn check_set<T: PartialEq>(sorted: &[T], tag: &str) -> Result<(), String> {
@@ -480,6 +576,12 @@ mod tests {
         assert_eq!(m["b"], AttributeValue::B(vec![0, 1, 2, 255]));
         let again = AttributeValue::from_ddb_json(&v.to_ddb_json()).unwrap();
         assert_eq!(again, v);
+        assert_eq!(v.to_ddb_json(), serde_json::to_string(&v).unwrap());
+        let controls = AttributeValue::S("\u{0}\u{1f}\u{7f}\u{8}\u{c}/".into());
+        assert_eq!(
+            controls.to_ddb_json(),
+            serde_json::to_string(&controls).unwrap()
+        );
     }
 
     fn err(text: &str) -> String {

@@ -49,6 +49,20 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Chan
     records
 }
 
+/// Bytes that end a run of plain string content: `"`, `\\` and the control
+/// characters JSON does not allow raw. One table load per byte.
+static STOPS_STRING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 struct Cursor<'a> {
     src: &'a str,
     b: &'a [u8],
@@ -97,9 +111,7 @@ impl<'a> Cursor<'a> {
         let rest = &self.b[start..];
         // Most strings are short (names, type tags): a plain scan beats a
         // vectorized search's setup.
-        let n = rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let n = rest.iter().position(|&b| STOPS_STRING[usize::from(b)])?;
         if rest[n] < 0x20 {
             return None;
         }
