@@ -163,8 +163,10 @@ impl AttributeValue {
     }
 }
 
-/// Bytes a JSON string must escape: `"`, `\\` and the control characters.
-static NEEDS_ESCAPE: [bool; 256] = {
+/// Bytes that are special inside a JSON string: `"`, `\\` and the control
+/// characters, which must be escaped. Writers escape them; scanners stop at
+/// them. One table load per byte.
+pub static JSON_SPECIAL_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 0x20 {
@@ -190,7 +192,7 @@ fn json_string(out: &mut String, s: &str) {
     let mut run = 0;
     while let Some(n) = bytes[run..]
         .iter()
-        .position(|&b| NEEDS_ESCAPE[usize::from(b)])
+        .position(|&b| JSON_SPECIAL_BYTES[usize::from(b)])
     {
         let at = run + n;
         out.push_str(&s[run..at]);

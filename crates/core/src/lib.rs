@@ -13,7 +13,9 @@ mod number;
 mod position;
 mod seam;
 
-pub use attribute::{AttributeValue, Item, ItemSeed, MAX_NESTING, PathStack, parse_item};
+pub use attribute::{
+    AttributeValue, Item, ItemSeed, JSON_SPECIAL_BYTES, MAX_NESTING, PathStack, parse_item,
+};
 pub use change::{Change, Op, SourceInfo};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};

@@ -70,17 +70,7 @@ impl Number {
         let syntax = || NumberError::Syntax(shorten(text));
         let bytes = text.as_bytes();
         let mut i = 0;
-        let negative = match bytes.first() {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
+        let negative = take_sign(bytes, &mut i);
         // Collect the mantissa digits without the point; remember where it was.
         let mant_start = i;
         let mut int_digits = 0usize;
@@ -104,17 +94,7 @@ impl Number {
         let mut exp: i64 = 0;
         if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
             i += 1;
-            let exp_negative = match bytes.get(i) {
-                Some(b'-') => {
-                    i += 1;
-                    true
-                }
-                Some(b'+') => {
-                    i += 1;
-                    false
-                }
-                _ => false,
-            };
+            let exp_negative = take_sign(bytes, &mut i);
             let exp_start = i;
             while i < bytes.len() && bytes[i].is_ascii_digit() {
                 // Saturate: anything this large is out of range anyway.
@@ -271,6 +251,17 @@ impl Number {
             format!("{sign}0.{}{text}", "0".repeat(scale - text.len()))
         };
         Number::parse(&literal)
+    }
+}
+
+/// Consumes an optional `+` or `-` at `i`; true for `-`.
+fn take_sign(bytes: &[u8], i: &mut usize) -> bool {
+    match bytes.get(*i) {
+        Some(&sign @ (b'-' | b'+')) => {
+            *i += 1;
+            sign == b'-'
+        }
+        _ => false,
     }
 }
 

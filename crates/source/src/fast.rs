@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dynamo_cdc_core::{AttributeValue, Change, Item, MAX_NESTING, Number};
+use dynamo_cdc_core::{AttributeValue, Change, Item, JSON_SPECIAL_BYTES, MAX_NESTING, Number};
 
 use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert};
 
@@ -48,20 +48,6 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Chan
     }
     records
 }
-
-/// Bytes that end a run of plain string content: `"`, `\\` and the control
-/// characters JSON does not allow raw. One table load per byte.
-static STOPS_STRING: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
 
 struct Cursor<'a> {
     src: &'a str,
@@ -111,7 +97,9 @@ impl<'a> Cursor<'a> {
         let rest = &self.b[start..];
         // Most strings are short (names, type tags): a plain scan beats a
         // vectorized search's setup.
-        let n = rest.iter().position(|&b| STOPS_STRING[usize::from(b)])?;
+        let n = rest
+            .iter()
+            .position(|&b| JSON_SPECIAL_BYTES[usize::from(b)])?;
         if rest[n] < 0x20 {
             return None;
         }
