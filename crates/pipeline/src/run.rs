@@ -72,11 +72,7 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
 
     let source = ReplaySource::open(
         &ReplayConfig {
-            path: config
-                .source
-                .path
-                .clone()
-                .context("source.path is required")?,
+            path: capture,
             table: config.source.table.clone(),
             batch_size: config.source.batch_size,
         },
@@ -100,12 +96,7 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     for batch in rx {
         let batch = batch?;
         for c in &batch.changes {
-            *summary
-                .read
-                .entry(c.source.table.to_string())
-                .or_default()
-                .entry(c.op.code().to_owned())
-                .or_default() += 1;
+            summary.count_read(&c.source.table, c.op.code());
         }
         let rejected = sink.write(&batch.changes)?;
         let mut letters = batch.dead_letters;

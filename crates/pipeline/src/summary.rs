@@ -39,6 +39,20 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl RunSummary {
+    /// Counts one change read; allocates only for a new table or op.
+    pub fn count_read(&mut self, table: &str, op: &str) {
+        let ops = match self.read.get_mut(table) {
+            Some(ops) => ops,
+            None => self.read.entry(table.to_owned()).or_default(),
+        };
+        match ops.get_mut(op) {
+            Some(n) => *n += 1,
+            None => {
+                ops.insert(op.to_owned(), 1);
+            }
+        }
+    }
+
     /// Changes read over all tables.
     pub fn changes_read(&self) -> u64 {
         self.read.values().flat_map(|ops| ops.values()).sum()
