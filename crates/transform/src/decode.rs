@@ -88,43 +88,38 @@ fn decode_value(
 }
 
 fn to_set(elements: Vec<AttributeValue>, inner: &ColumnType) -> Result<AttributeValue, String> {
-    let wrong = || format!("set element of the wrong type for {inner:?}");
-    match inner {
-        ColumnType::Utf8 => AttributeValue::string_set(
-            elements
-                .into_iter()
-                .map(|e| {
-                    if let AttributeValue::S(s) = e {
-                        Ok(s)
-                    } else {
-                        Err(wrong())
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        ColumnType::Binary => AttributeValue::binary_set(
-            elements
-                .into_iter()
-                .map(|e| {
-                    if let AttributeValue::B(b) = e {
-                        Ok(b)
-                    } else {
-                        Err(wrong())
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        _ => AttributeValue::number_set(
-            elements
-                .into_iter()
-                .map(|e| {
-                    if let AttributeValue::N(n) = e {
-                        Ok(n)
-                    } else {
-                        Err(wrong())
-                    }
-                })
-                .collect::<Result<_, _>>()?,
-        ),
+    /// Unwraps each element with `pick`, failing on one of another type.
+    fn all<T>(
+        elements: Vec<AttributeValue>,
+        pick: impl Fn(AttributeValue) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        elements.into_iter().map(pick).collect()
     }
+    let set = match inner {
+        ColumnType::Utf8 => all(elements, |e| {
+            if let AttributeValue::S(s) = e {
+                Some(s)
+            } else {
+                None
+            }
+        })
+        .map(AttributeValue::string_set),
+        ColumnType::Binary => all(elements, |e| {
+            if let AttributeValue::B(b) = e {
+                Some(b)
+            } else {
+                None
+            }
+        })
+        .map(AttributeValue::binary_set),
+        _ => all(elements, |e| {
+            if let AttributeValue::N(n) = e {
+                Some(n)
+            } else {
+                None
+            }
+        })
+        .map(AttributeValue::number_set),
+    };
+    set.ok_or_else(|| format!("set element of the wrong type for {inner:?}"))?
 }
