@@ -428,3 +428,103 @@ fn files_roll_by_rows_schema_and_date() {
         &arrow_schema::DataType::Utf8
     );
 }
+
+#[test]
+fn repeated_pages_are_skipped_and_regressions_dead_lettered() {
+    let s = Scratch::new();
+    let records: Vec<String> = (0..4)
+        .map(|i| insert(BASE + i, &format!("i{i}"), ""))
+        .collect();
+    // The first page appears twice, as when a capture tool restarts; then a
+    // record older than everything read, which cannot be placed.
+    let older = insert(BASE - 5, "older", "");
+    let pages = [
+        get_records_json(&records[..2], Some("a")),
+        get_records_json(&records[..2], Some("a")),
+        get_records_json(&records[2..], Some("b")),
+        get_records_json(&[older], None),
+    ];
+    s.write_capture("shard-1.jsonl", &(pages.join("\n") + "\n"));
+    let out = s.run(&s.config("", ""));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2 repeated in the capture"),
+        "{}",
+        stdout(&out)
+    );
+    let seqs: Vec<String> = read_rows(&s.parquet()).into_iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..4).map(|i| (BASE + i).to_string()).collect::<Vec<_>>()
+    );
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("stream order")
+    );
+    assert!(letters[0]["raw"].as_str().unwrap().contains("older"));
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_dead_lettered_never_replaced() {
+    let s = Scratch::new();
+    // A pretty-printed capture (one document over many lines) whose second
+    // document holds a byte that is not UTF-8.
+    let good: serde_json::Value =
+        serde_json::from_str(&get_records_json(&[insert(BASE, "good", "")], Some("a"))).unwrap();
+    let mut bytes = serde_json::to_string_pretty(&good).unwrap().into_bytes();
+    bytes.extend_from_slice(b"\n");
+    let bad = get_records_json(&[insert(BASE + 1, "bad", r#","x":{"S":"MARK"}"#)], None);
+    let mut bad = bad.into_bytes();
+    let at = bad.windows(4).position(|w| w == b"MARK").unwrap();
+    bad[at] = 0xE9;
+    bytes.extend_from_slice(b"{\n");
+    bytes.extend_from_slice(&bad[1..]);
+    std::fs::write(s.capture().join("pretty.json"), bytes).unwrap();
+    let out = s.run(&s.config("", ""));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let rows = read_rows(&s.parquet());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].item["id"], AttributeValue::S("good".into()));
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert!(
+        letters[0]["error"].as_str().unwrap().contains("not UTF-8"),
+        "{}",
+        letters[0]
+    );
+    assert!(letters[0]["raw"].as_str().unwrap().contains("bad"));
+}
+
+#[test]
+fn ttl_deletes_are_flagged_in_both_identity_spellings() {
+    let s = Scratch::new();
+    let old = item(r#"{"id":{"S":"a"}}"#);
+    let wire = stream_record_json("orders", BASE, "REMOVE", &keys("a"), Some(&old), None, true);
+    assert!(
+        wire.contains("PrincipalId"),
+        "GetRecords spells it PrincipalId: {wire}"
+    );
+    let lambda = stream_record_json(
+        "orders",
+        BASE + 1,
+        "REMOVE",
+        &keys("b"),
+        Some(&old),
+        None,
+        true,
+    )
+    .replace("PrincipalId", "principalId")
+    .replace("\"Type\"", "\"type\"");
+    s.write_capture("shard-1.jsonl", &get_records_json(&[wire, lambda], None));
+    assert_eq!(s.run(&s.config("", "")).status.code(), Some(0));
+    let rows = read_rows(&s.parquet());
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.ttl_delete && r.deleted && r.op == "d")
+    );
+}

@@ -31,13 +31,18 @@ impl DeadLetter {
     /// Identifies the record across runs, so that a rerun does not dead-letter
     /// the same record twice.
     pub fn identity(&self) -> String {
+        let table = self.table.as_deref().unwrap_or("");
         match (&self.shard, &self.sequence_number) {
-            (Some(shard), Some(seq)) => format!("seq:{shard}:{seq}"),
+            (Some(shard), Some(seq)) => format!("seq:{table}/{shard}:{seq}"),
+            // Without a sequence number, the place and the content tell
+            // records apart (two bad documents may share a line).
             _ => format!(
-                "at:{}:{}:{}",
+                "at:{}:{}:{}:{:016x}",
                 self.origin,
                 self.line.unwrap_or(0),
-                self.record_index.unwrap_or(0)
+                self.record_index
+                    .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                fnv1a(self.raw.as_bytes())
             ),
         }
     }
@@ -53,6 +58,13 @@ pub struct Origin {
     pub line: Option<u64>,
     /// 0-based index within the page.
     pub record_index: Option<usize>,
+}
+
+/// FNV-1a: a stable hash (the same in every run and build).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a source hands to the pipeline: changes in stream order per shard,
@@ -118,4 +130,38 @@ pub trait Sink: Send {
     /// # Errors
     /// When a commit fails.
     fn flush(&mut self) -> Result<(), Self::Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(table: &str, seq: Option<&str>, raw: &str) -> DeadLetter {
+        DeadLetter {
+            origin: "cap/s1.jsonl".into(),
+            line: Some(3),
+            record_index: None,
+            table: Some(table.into()),
+            shard: Some("s1".into()),
+            sequence_number: seq.map(str::to_owned),
+            error: "bad".into(),
+            raw: raw.into(),
+        }
+    }
+
+    #[test]
+    fn identities_tell_tables_and_documents_apart() {
+        assert_ne!(
+            letter("orders", Some("100"), "x").identity(),
+            letter("users", Some("100"), "x").identity()
+        );
+        assert_ne!(
+            letter("t", None, "{bad1}").identity(),
+            letter("t", None, "{bad2}").identity()
+        );
+        assert_eq!(
+            letter("t", None, "{bad1}").identity(),
+            letter("t", None, "{bad1}").identity()
+        );
+    }
 }

@@ -111,7 +111,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
+    dynamo_cdc_sink_parquet::create_dir_durably(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

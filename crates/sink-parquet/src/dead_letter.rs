@@ -33,6 +33,7 @@ impl DeadLetterWriter {
             for entry in entries {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "jsonl") {
+                    drop_torn_tail(&path)?;
                     for line in BufReader::new(File::open(&path)?).lines() {
                         if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&line?)
                             && let Some(serde_json::Value::String(id)) = o.get("id")
@@ -84,7 +85,7 @@ impl DeadLetterWriter {
         if by_file.is_empty() {
             return Ok(0);
         }
-        std::fs::create_dir_all(&self.dir)?;
+        crate::layout::create_dir_durably(&self.dir)?;
         for (name, bytes) in by_file {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -109,6 +110,20 @@ impl DeadLetterWriter {
     }
 }
 
+/// Cuts a last line that a crash left half written. Its record was not yet
+/// past the position, so it is read and dead-lettered again whole.
+fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    tracing::warn!(path = %path.display(), "removing a dead-letter line cut short by a crash");
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    f.sync_all()
+}
+
 fn file_name(table: Option<&str>) -> String {
     let stem: String = table
         .unwrap_or("_unknown_table")
@@ -122,4 +137,49 @@ fn file_name(table: Option<&str>) -> String {
         })
         .collect();
     format!("{stem}.jsonl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(raw: &str) -> DeadLetter {
+        DeadLetter {
+            origin: "cap.jsonl".into(),
+            line: Some(1),
+            record_index: None,
+            table: Some("orders".into()),
+            shard: Some("s".into()),
+            sequence_number: None,
+            error: "bad".into(),
+            raw: raw.into(),
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_written_again() {
+        let root = tempfile::tempdir().unwrap();
+        let mut w = DeadLetterWriter::open(root.path()).unwrap();
+        assert_eq!(w.write(&[letter("one"), letter("two")]).unwrap(), 2);
+        assert_eq!(
+            w.write(&[letter("one")]).unwrap(),
+            0,
+            "known letters are not repeated"
+        );
+        let path = root.path().join(DEAD_LETTER_DIR).join("orders.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let torn = &text[..text.len() - 10];
+        std::fs::write(&path, torn).unwrap();
+        let mut w = DeadLetterWriter::open(root.path()).unwrap();
+        assert_eq!(w.write(&[letter("one"), letter("two")]).unwrap(), 1);
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            serde_json::from_str::<serde_json::Value>(&l).unwrap();
+        }
+    }
 }

@@ -16,5 +16,5 @@ mod layout;
 mod sink;
 
 pub use dead_letter::DeadLetterWriter;
-pub use layout::DEAD_LETTER_DIR;
+pub use layout::{DEAD_LETTER_DIR, create_dir_durably};
 pub use sink::{ParquetConfig, ParquetSink, ParquetSinkError, ParquetStats};

@@ -143,8 +143,9 @@ pub struct ParquetSink {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     schemas: HashMap<Arc<str>, TableSchema>,
-    /// The newest committed file per table, whose schema a restart continues.
-    newest: HashMap<String, PathBuf>,
+    /// The last committed file of each shard, per table: a restart continues
+    /// from their schemas.
+    newest: HashMap<String, Vec<PathBuf>>,
     open: HashMap<ShardKey, OpenFile>,
     /// Full files waiting for the next poll or flush to commit them, in order.
     /// Commits never happen inside `write`, so the pipeline can make the
@@ -165,7 +166,7 @@ impl ParquetSink {
         mode: NumbersMode,
         declared: HashMap<String, DeclaredSchema>,
     ) -> Result<Self, ParquetSinkError> {
-        std::fs::create_dir_all(&config.root).map_err(io("cannot create", &config.root))?;
+        layout::create_dir_durably(&config.root).map_err(io("cannot create", &config.root))?;
         let (committed, leftovers) =
             layout::scan(&config.root).map_err(io("cannot scan", &config.root))?;
         let mut stats = ParquetStats::default();
@@ -175,25 +176,28 @@ impl ParquetSink {
             stats.swept += 1;
         }
         let mut durable = Positions::new();
-        let mut newest: HashMap<String, (std::time::SystemTime, PathBuf)> = HashMap::new();
+        // The last file of each shard carries the widest schema that shard
+        // reached; a restart widens over all of them.
+        let mut last_of_shard: HashMap<ShardKey, (SequenceNumber, PathBuf)> = HashMap::new();
         for file in committed {
-            let modified = std::fs::metadata(&file.path)
-                .and_then(|m| m.modified())
-                .map_err(io("cannot stat", &file.path))?;
-            let slot = newest
-                .entry(file.key.table.to_string())
-                .or_insert((modified, file.path.clone()));
-            if modified > slot.0 {
-                *slot = (modified, file.path.clone());
+            match last_of_shard.get(&file.key) {
+                Some((seq, _)) if *seq >= file.last => {}
+                _ => {
+                    last_of_shard.insert(file.key.clone(), (file.last.clone(), file.path.clone()));
+                }
             }
             durable.advance(file.key, file.last);
+        }
+        let mut newest: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        for (key, (_, path)) in last_of_shard {
+            newest.entry(key.table.to_string()).or_default().push(path);
         }
         Ok(ParquetSink {
             config,
             mode,
             declared,
             schemas: HashMap::new(),
-            newest: newest.into_iter().map(|(k, (_, p))| (k, p)).collect(),
+            newest,
             open: HashMap::new(),
             sealed: Vec::new(),
             durable,
@@ -209,25 +213,30 @@ impl ParquetSink {
     fn schema_for(&mut self, table: &Arc<str>) -> Result<&mut TableSchema, ParquetSinkError> {
         if !self.schemas.contains_key(table) {
             let declared = self.declared.get(&**table);
-            let schema = match self.newest.get(&**table) {
-                Some(path) => {
-                    let file = File::open(path).map_err(io("cannot open", path))?;
-                    let reader =
-                        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-                            ParquetSinkError::Parquet {
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
-                    TableSchema::resume(table, declared, self.mode, reader.schema()).map_err(
-                        |reason| ParquetSinkError::Schema {
-                            path: path.clone(),
-                            reason,
-                        },
-                    )?
-                }
-                None => TableSchema::new(table, declared, self.mode),
-            };
+            let mut earlier = Vec::new();
+            for path in self
+                .newest
+                .get(&**table)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let file = File::open(path).map_err(io("cannot open", path))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
+                    ParquetSinkError::Parquet {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                earlier.push(reader.schema().clone());
+            }
+            let refs: Vec<&arrow_schema::Schema> = earlier.iter().map(|s| s.as_ref()).collect();
+            let schema =
+                TableSchema::resume(table, declared, self.mode, &refs).map_err(|reason| {
+                    ParquetSinkError::Schema {
+                        path: self.config.root.join(&**table),
+                        reason,
+                    }
+                })?;
             self.schemas.insert(table.clone(), schema);
         }
         Ok(self.schemas.get_mut(table).expect("inserted above"))
@@ -286,7 +295,7 @@ impl ParquetSink {
         first: &SequenceNumber,
     ) -> Result<OpenFile, ParquetSinkError> {
         let dir = partition_dir(&self.config.root, &key.table, date);
-        std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+        layout::create_dir_durably(&dir).map_err(io("cannot create", &dir))?;
         let temp = dir.join(temp_name(&key.shard, first));
         let file = File::create(&temp).map_err(io("cannot create", &temp))?;
         let level = ZstdLevel::try_new(self.config.zstd_level).map_err(|source| {

@@ -339,16 +339,17 @@ impl<'a> Cursor<'a> {
             return Some(false);
         }
         let (mut kind, mut principal) = (None, None);
+        // GetRecords says `Type`/`PrincipalId`, Lambda events `type`/`principalId`.
         self.object(|c, key| match key.as_ref() {
-            "type" if kind.is_none() => {
+            "type" | "Type" if kind.is_none() => {
                 kind = Some(c.optional_string()?);
                 Some(())
             }
-            "principalId" if principal.is_none() => {
+            "principalId" | "PrincipalId" if principal.is_none() => {
                 principal = Some(c.optional_string()?);
                 Some(())
             }
-            "type" | "principalId" => None,
+            "type" | "Type" | "principalId" | "PrincipalId" => None,
             _ => c.skip_value(),
         })?;
         Some(

@@ -29,9 +29,10 @@ struct RawRecord<'a> {
 
 #[derive(Deserialize)]
 struct UserIdentity<'a> {
-    #[serde(rename = "type", borrow)]
+    // GetRecords says `Type`/`PrincipalId`, Lambda events `type`/`principalId`.
+    #[serde(rename = "type", alias = "Type", borrow)]
     kind: Option<Cow<'a, str>>,
-    #[serde(rename = "principalId", borrow)]
+    #[serde(rename = "principalId", alias = "PrincipalId", borrow)]
     principal_id: Option<Cow<'a, str>>,
 }
 
@@ -396,6 +397,26 @@ mod tests {
     }
 
     #[test]
+    fn ttl_identity_in_both_spellings() {
+        for identity in [
+            r#"{"Type":"Service","PrincipalId":"dynamodb.amazonaws.com"}"#,
+            r#"{"type":"Service","principalId":"dynamodb.amazonaws.com"}"#,
+        ] {
+            let raw = format!(
+                r#"{{"eventID":"e","eventName":"REMOVE","userIdentity":{identity},"dynamodb":{{"Keys":{{"id":{{"N":"1"}}}},"SequenceNumber":"5"}}}}"#
+            );
+            let mut c = RecordContext::new("s".into(), Some("tbl".into()));
+            assert!(
+                parse_record(&raw, &mut c).unwrap().source.ttl_delete,
+                "{identity}"
+            );
+            let page = format!(r#"{{"Records":[{raw}]}}"#);
+            let fast = crate::fast::parse_page(&page, &mut c).unwrap();
+            assert!(fast[0].source.ttl_delete, "fast parser, {identity}");
+        }
+    }
+
+    #[test]
     fn errors_name_what_is_wrong() {
         let e = |raw: &str| parse_record(raw, &mut ctx()).unwrap_err().0.to_string();
         assert!(
@@ -474,7 +495,7 @@ pub fn render_record(change: &Change) -> String {
     }
     if s.ttl_delete {
         record["userIdentity"] =
-            serde_json::json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+            serde_json::json!({"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"});
     }
     record.to_string()
 }

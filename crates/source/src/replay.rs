@@ -74,7 +74,7 @@ pub struct ReplaySource {
     default_table: Option<Arc<str>>,
     batch_size: usize,
     resume: Positions,
-    last_seq: HashMap<ShardKey, SequenceNumber>,
+    seen: HashMap<ShardKey, SeenWindow>,
     stats: ReplayStats,
 }
 
@@ -94,7 +94,7 @@ impl ReplaySource {
             default_table: config.table.as_deref().map(Arc::from),
             batch_size: config.batch_size.max(1),
             resume,
-            last_seq: HashMap::new(),
+            seen: HashMap::new(),
             stats: ReplayStats::default(),
         })
     }
@@ -133,30 +133,34 @@ impl ReplaySource {
             shard: change.source.shard_id.clone(),
         };
         let seq = &change.source.sequence_number;
-        if let Some(last) = self.last_seq.get(&key) {
-            if seq == last {
+        let window = self.seen.entry(key.clone()).or_default();
+        // A capture that repeats pages (a capture tool restarted) repeats
+        // sequence numbers already read: skip those. Anything else out of
+        // order cannot be placed in the stream.
+        if let Some(last) = window.last()
+            && seq <= last
+        {
+            if window.contains(seq) {
                 self.stats.duplicates += 1;
                 return;
             }
-            if seq < last {
-                out.dead_letters.push(DeadLetter {
-                    origin: at.origin.to_string(),
-                    line: at.line,
-                    record_index: at.record_index,
-                    table: Some(key.table.to_string()),
-                    shard: Some(key.shard.to_string()),
-                    sequence_number: Some(seq.to_string()),
-                    error: format!(
-                        "sequence number {seq} comes after {last} in shard {}; \
+            out.dead_letters.push(DeadLetter {
+                origin: at.origin.to_string(),
+                line: at.line,
+                record_index: at.record_index,
+                table: Some(key.table.to_string()),
+                shard: Some(key.shard.to_string()),
+                sequence_number: Some(seq.to_string()),
+                error: format!(
+                    "sequence number {seq} comes after {last} in shard {}; \
                          records of a shard must be in stream order",
-                        key.shard
-                    ),
-                    raw: raw.map_or_else(|| render_record(&change), str::to_owned),
-                });
-                return;
-            }
+                    key.shard
+                ),
+                raw: raw.map_or_else(|| render_record(&change), str::to_owned),
+            });
+            return;
         }
-        self.last_seq.insert(key.clone(), seq.clone());
+        window.push(seq.clone());
         if self.resume.covers(&key, seq) {
             self.stats.already_delivered += 1;
             return;
@@ -236,6 +240,37 @@ impl ReplaySource {
             };
             self.accept(change, at, Some(raw), out);
         }
+    }
+}
+
+/// The sequence numbers recently read from one shard, to tell a repeated
+/// record (skipped) from one out of order (dead-lettered). Bounded: a repeat
+/// further back than this many records counts as out of order.
+#[derive(Default)]
+struct SeenWindow {
+    order: VecDeque<SequenceNumber>,
+    members: std::collections::HashSet<SequenceNumber>,
+}
+
+impl SeenWindow {
+    const CAPACITY: usize = 65_536;
+
+    fn last(&self) -> Option<&SequenceNumber> {
+        self.order.back()
+    }
+
+    fn contains(&self, seq: &SequenceNumber) -> bool {
+        self.members.contains(seq)
+    }
+
+    fn push(&mut self, seq: SequenceNumber) {
+        if self.order.len() == Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.members.remove(&old);
+        }
+        self.members.insert(seq.clone());
+        self.order.push_back(seq);
     }
 }
 
@@ -437,49 +472,69 @@ impl FileReader {
         first: String,
         first_line: u64,
     ) -> Result<VecDeque<Piece>, ReplayError> {
-        let mut all = first;
-        all.push('\n');
-        let mut rest = Vec::new();
+        let mut bytes = first.into_bytes();
+        bytes.push(b'\n');
         self.input
-            .read_to_end(&mut rest)
+            .read_to_end(&mut bytes)
             .map_err(|source| ReplayError::Io {
                 path: self.path.clone(),
                 source,
             })?;
-        all.push_str(&String::from_utf8_lossy(&rest));
+        // Bytes that are not UTF-8 are never replaced: documents before them
+        // are read, and everything from the broken document on is one dead
+        // letter that names the byte.
+        let (all, bad_utf8) = match std::str::from_utf8(&bytes) {
+            Ok(text) => (text, None),
+            Err(e) => {
+                let valid = e.valid_up_to();
+                (
+                    std::str::from_utf8(&bytes[..valid]).unwrap_or_default(),
+                    Some(valid),
+                )
+            }
+        };
         let line_at = |offset: usize| {
-            first_line + all[..offset].bytes().filter(|&b| b == b'\n').count() as u64
+            first_line + bytes[..offset].iter().filter(|&&b| b == b'\n').count() as u64
+        };
+        let rest_from = |start: usize| {
+            let skip = bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            start + skip
         };
         let mut pieces = VecDeque::new();
-        let mut stream = serde_json::Deserializer::from_str(&all).into_iter::<&RawValue>();
+        let mut stream = serde_json::Deserializer::from_str(all).into_iter::<&RawValue>();
         let mut start = 0;
         loop {
             match stream.next() {
                 Some(Ok(doc)) => {
-                    let text = doc.get();
-                    let offset = all[start..]
-                        .find(|c: char| !c.is_whitespace())
-                        .map_or(start, |o| start + o);
                     pieces.push_back(Piece::Document {
-                        text: text.to_owned(),
-                        line: line_at(offset),
+                        text: doc.get().to_owned(),
+                        line: line_at(rest_from(start)),
                     });
                     start = stream.byte_offset();
                 }
-                Some(Err(e)) => {
-                    // The parser cannot find the next document after a syntax
-                    // error: the rest of the file is one dead letter.
-                    let offset = all[start..]
-                        .find(|c: char| !c.is_whitespace())
-                        .map_or(start, |o| start + o);
-                    pieces.push_back(Piece::Bad {
-                        raw: all[offset..].trim_end().to_owned(),
-                        line: line_at(offset),
-                        error: format!("not valid JSON: {e}"),
-                    });
+                end => {
+                    let offset = rest_from(start);
+                    let error = match (end, bad_utf8) {
+                        (Some(Err(e)), None) => format!("not valid JSON: {e}"),
+                        (_, Some(at)) => format!("line {} is not UTF-8", line_at(at)),
+                        (_, None) => break,
+                    };
+                    if offset < bytes.len() {
+                        // The parser cannot find the next document after an
+                        // error: the rest of the file is one dead letter.
+                        pieces.push_back(Piece::Bad {
+                            raw: String::from_utf8_lossy(&bytes[offset..])
+                                .trim_end()
+                                .to_owned(),
+                            line: line_at(offset),
+                            error,
+                        });
+                    }
                     break;
                 }
-                None => break,
             }
         }
         Ok(pieces)

@@ -99,7 +99,7 @@ pub(crate) fn write_record(out: &mut Vec<u8>, r: &RecordParts<'_>) {
     );
     if r.ttl_delete {
         out.extend_from_slice(
-            br#","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"}"#,
+            br#","userIdentity":{"PrincipalId":"dynamodb.amazonaws.com","Type":"Service"}"#,
         );
     }
     out.push(b'}');
@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(v["dynamodb"]["SequenceNumber"], "000000000000000000007");
         assert_eq!(v["dynamodb"]["OldImage"]["id"]["S"], "a");
         assert!(v["dynamodb"].get("NewImage").is_none());
-        assert_eq!(v["userIdentity"]["principalId"], "dynamodb.amazonaws.com");
+        assert_eq!(v["userIdentity"]["PrincipalId"], "dynamodb.amazonaws.com");
         assert_eq!(
             v["eventSourceARN"],
             "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2024-11-01T00:00:00.000"

@@ -380,6 +380,6 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&page).unwrap();
         assert_eq!(v["Records"].as_array().unwrap().len(), 2);
         assert!(v["NextShardIterator"].is_null());
-        assert_eq!(v["Records"][0]["userIdentity"]["type"], "Service");
+        assert_eq!(v["Records"][0]["userIdentity"]["Type"], "Service");
     }
 }

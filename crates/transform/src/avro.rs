@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 
 use crate::column::ColumnType;
 use crate::declared::set_elements;
-use crate::schema::TableSchema;
+use crate::schema::{META_COLUMNS, TableSchema};
 
 /// The record layout of a change's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,8 +82,9 @@ pub fn avro_name(name: &str) -> String {
     out
 }
 
-fn unique_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen = HashSet::new();
+/// Valid, distinct Avro names for `names`, avoiding `reserved` ones.
+fn unique_names<'a>(names: impl Iterator<Item = &'a str>, reserved: &[&str]) -> Vec<String> {
+    let mut seen: HashSet<String> = reserved.iter().map(|r| (*r).to_owned()).collect();
     names
         .map(|n| {
             let base = avro_name(n);
@@ -98,12 +99,23 @@ fn unique_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// A record name not used yet in this schema.
+fn unique_record_name(wanted: &str, used: &mut HashSet<String>) -> String {
+    let mut candidate = wanted.to_owned();
+    let mut i = 2;
+    while !used.insert(candidate.clone()) {
+        candidate = format!("{wanted}_{i}");
+        i += 1;
+    }
+    candidate
+}
+
 fn namespace(table: &str) -> String {
     format!("dynamo_cdc.{}", avro_name(table))
 }
 
 /// The Avro type of a layout, without the null union.
-fn avro_type(ty: &ColumnType, record_name: &str) -> Json {
+fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> Json {
     match ty {
         ColumnType::Null => json!("null"),
         ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => json!("string"),
@@ -114,17 +126,20 @@ fn avro_type(ty: &ColumnType, record_name: &str) -> Json {
         }
         ColumnType::Binary => json!("bytes"),
         ColumnType::Boolean => json!("boolean"),
-        ColumnType::Set(inner) => json!({"type": "array", "items": avro_type(inner, record_name)}),
+        ColumnType::Set(inner) => {
+            json!({"type": "array", "items": avro_type(inner, record_name, used)})
+        }
         ColumnType::List(inner) => {
-            json!({"type": "array", "items": nullable(avro_type(inner, record_name))})
+            json!({"type": "array", "items": nullable(avro_type(inner, record_name, used))})
         }
         ColumnType::Struct(fields) => {
-            let names = unique_names(fields.iter().map(|(n, _)| n.as_str()));
+            let record_name = unique_record_name(record_name, used);
+            let names = unique_names(fields.iter().map(|(n, _)| n.as_str()), &[]);
             let avro_fields: Vec<Json> = fields
                 .iter()
                 .zip(&names)
                 .map(|((attr, fty), name)| {
-                    field_json(name, attr, fty, &format!("{record_name}_{name}"))
+                    field_json(name, attr, fty, &format!("{record_name}_{name}"), used)
                 })
                 .collect();
             json!({"type": "record", "name": record_name, "fields": avro_fields})
@@ -140,9 +155,15 @@ fn nullable(t: Json) -> Json {
     }
 }
 
-fn field_json(name: &str, attribute: &str, ty: &ColumnType, record_name: &str) -> Json {
+fn field_json(
+    name: &str,
+    attribute: &str,
+    ty: &ColumnType,
+    record_name: &str,
+    used: &mut HashSet<String>,
+) -> Json {
     let mut f =
-        json!({"name": name, "type": nullable(avro_type(ty, record_name)), "default": null});
+        json!({"name": name, "type": nullable(avro_type(ty, record_name, used)), "default": null});
     if name != attribute {
         f["dynamodb_name"] = json!(attribute);
     }
@@ -154,13 +175,22 @@ fn field_json(name: &str, attribute: &str, ty: &ColumnType, record_name: &str) -
     f
 }
 
+/// The attribute fields of a table's value record. Their names avoid the
+/// position fields, which sit beside them in the flat shape.
 fn attribute_fields(schema: &TableSchema) -> (Vec<String>, Vec<Json>) {
-    let names = unique_names(schema.columns().iter().map(|c| c.name.as_str()));
+    let names = unique_names(
+        schema.columns().iter().map(|c| c.name.as_str()),
+        &META_COLUMNS,
+    );
+    let mut used: HashSet<String> = ["Value", "Envelope", "Source", "Key"]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .collect();
     let fields = schema
         .columns()
         .iter()
         .zip(&names)
-        .map(|(c, name)| field_json(name, &c.attribute, &c.ty, &format!("F_{name}")))
+        .map(|(c, name)| field_json(name, &c.attribute, &c.ty, &format!("F_{name}"), &mut used))
         .collect();
     (names, fields)
 }
@@ -229,12 +259,13 @@ fn key_layout(value: &AttributeValue) -> ColumnType {
 /// # Errors
 /// Only if the generated schema is invalid (an internal error).
 pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
-    let names = unique_names(keys.keys().map(String::as_str));
+    let names = unique_names(keys.keys().map(String::as_str), &[]);
     let fields: Vec<Json> = keys
         .iter()
         .zip(&names)
         .map(|((attr, v), name)| {
-            let mut f = json!({"name": name, "type": avro_type(&key_layout(v), name)});
+            let mut f =
+                json!({"name": name, "type": avro_type(&key_layout(v), name, &mut HashSet::new())});
             if name != attr {
                 f["dynamodb_name"] = json!(attr);
             }
@@ -254,7 +285,7 @@ pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
 /// # Errors
 /// When the keys do not match the schema (a key attribute of another type).
 pub fn encode_key(schema: &AvroSchema, change: &Change) -> Result<Vec<u8>, AvroError> {
-    let names = unique_names(change.keys.keys().map(String::as_str));
+    let names = unique_names(change.keys.keys().map(String::as_str), &[]);
     let fields = change
         .keys
         .values()
@@ -419,14 +450,8 @@ fn plain_value(ty: &ColumnType, v: &AttributeValue) -> Value {
         (ColumnType::List(inner), AttributeValue::L(items)) => {
             Value::Array(items.iter().map(|e| field_value(inner, Some(e))).collect())
         }
-        (ColumnType::List(inner), set) => Value::Array(
-            set_elements(set)
-                .iter()
-                .map(|e| field_value(inner, Some(e)))
-                .collect(),
-        ),
         (ColumnType::Struct(fields), AttributeValue::M(m)) => {
-            let names = unique_names(fields.iter().map(|(n, _)| n.as_str()));
+            let names = unique_names(fields.iter().map(|(n, _)| n.as_str()), &[]);
             Value::Record(
                 fields
                     .iter()

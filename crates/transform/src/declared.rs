@@ -175,8 +175,10 @@ pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Resul
             .iter()
             .enumerate()
             .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
+        // A declared array holds lists only: a set stored there would read
+        // back as a list.
         (
-            ColumnType::List(inner) | ColumnType::Set(inner),
+            ColumnType::Set(inner),
             AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_),
         ) => set_elements(value)
             .iter()
@@ -284,7 +286,11 @@ mod tests {
                 .unwrap_err()
                 .contains("declared long")
         );
-        assert!(fits(&item["tags"], ty("tags"), "tags").is_ok());
+        let e = fits(&item["tags"], ty("tags"), "tags").unwrap_err();
+        assert!(
+            e.contains("declared array of string") && e.contains("SS"),
+            "{e}"
+        );
         let e = fits(&item["addr"], ty("addr"), "addr").unwrap_err();
         assert!(e.contains("`addr.city` is not declared"), "{e}");
     }

@@ -69,9 +69,9 @@ impl TableSchema {
         s
     }
 
-    /// Continues from the schema of an earlier output (a file written by a
-    /// previous run), so a restart does not narrow widened columns again.
-    /// Declared columns keep their declaration.
+    /// Continues from the schemas of earlier output (the newest file of each
+    /// shard written by a previous run), widened together, so a restart does
+    /// not narrow a column again. Declared columns keep their declaration.
     ///
     /// # Errors
     /// When a field lacks the `dynamodb.type` metadata this crate writes.
@@ -79,19 +79,22 @@ impl TableSchema {
         table: &str,
         declared: Option<&DeclaredSchema>,
         mode: NumbersMode,
-        earlier: &Schema,
+        earlier: &[&Schema],
     ) -> Result<Self, String> {
         let mut s = TableSchema::new(table, declared, mode);
-        for field in earlier.fields() {
-            if META_COLUMNS.contains(&field.name().as_str()) {
-                continue;
+        for schema in earlier {
+            for field in schema.fields() {
+                if META_COLUMNS.contains(&field.name().as_str()) {
+                    continue;
+                }
+                let attribute = attribute_name(field);
+                let ty = ColumnType::from_field(field)?;
+                match s.by_attribute.get(attribute) {
+                    Some(&i) if s.columns[i].declared => {}
+                    Some(&i) => s.columns[i].ty = widen(&s.columns[i].ty, &ty),
+                    None => s.push(attribute, ty, false),
+                }
             }
-            let attribute = attribute_name(field);
-            if s.by_attribute.contains_key(attribute) {
-                continue;
-            }
-            let ty = ColumnType::from_field(field)?;
-            s.push(attribute, ty, false);
         }
         s.rebuild();
         Ok(s)

@@ -140,3 +140,44 @@ fn avro_datums_decode_with_their_schema() {
         assert_eq!(field(&k, "id"), &Value::String("a".into()));
     }
 }
+
+#[test]
+fn avro_names_never_collide() {
+    // `--op` becomes the Avro name `__op`, which the flat shape uses for the
+    // position field; nested record names `F_a_x` could repeat.
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"t","fields":[
+            {"name":"a","type":["null",{"type":"record","name":"a","fields":[{"name":"x","type":["null",{"type":"record","name":"x","fields":[{"name":"y","type":["null","string"]}]}]}]}]},
+            {"name":"a_x","type":["null",{"type":"record","name":"ax","fields":[{"name":"y","type":["null","string"]}]}]}
+        ]}"#,
+    )
+    .unwrap();
+    let mut schema = TableSchema::new("orders", Some(&declared), NumbersMode::Auto);
+    let item = parse_item(
+        r#"{"--op":{"S":"x"},"a":{"M":{"x":{"M":{"y":{"S":"1"}}}}},"a_x":{"M":{"y":{"S":"2"}}}}"#,
+        "NewImage",
+    )
+    .unwrap();
+    schema.admit(&item).unwrap();
+    for shape in [Shape::Flat, Shape::Envelope] {
+        let avro = value_schema(&schema, shape).expect("a valid schema");
+        let c = change(
+            Op::Insert,
+            "1",
+            r#"{"a_x":{"M":{"y":{"S":"k"}}}}"#,
+            None,
+            Some(
+                r#"{"--op":{"S":"x"},"a":{"M":{"x":{"M":{"y":{"S":"1"}}}}},"a_x":{"M":{"y":{"S":"2"}}}}"#,
+            ),
+        );
+        let bytes = encode_value(&schema, &avro, shape, &c).unwrap();
+        let v = decode(&avro.schema, &mut bytes.as_slice(), None).unwrap();
+        if shape == Shape::Flat {
+            assert_eq!(field(&v, "__op"), &Value::String("c".into()));
+            assert_eq!(
+                unwrap_union(field(&v, "__op_2")),
+                &Value::String("x".into())
+            );
+        }
+    }
+}

@@ -168,8 +168,8 @@ fn check_shard(table: &str, text: &str) -> (BTreeSet<String>, OpCounts) {
                 assert_eq!(old.as_ref(), Some(&prev), "OldImage is not the last state");
                 if let Some(who) = ttl {
                     counts.ttl_remove += 1;
-                    assert_eq!(who["type"], "Service");
-                    assert_eq!(who["principalId"], "dynamodb.amazonaws.com");
+                    assert_eq!(who["Type"], "Service");
+                    assert_eq!(who["PrincipalId"], "dynamodb.amazonaws.com");
                     // TTL only removes expired items.
                     let expiry = prev["expires_at"].clone();
                     let dynamo_cdc_core::AttributeValue::N(at) = expiry else {
