@@ -88,7 +88,7 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     // Spent batches go back to the reader to be freed on the thread that
     // allocated them, so the allocator reuses that memory instead of asking
     // the kernel for fresh pages.
-    let (spent_tx, spent_rx) = sync_channel::<Vec<Change>>(4);
+    let (spent_tx, spent_rx) = sync_channel::<Vec<Change>>(1);
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || read_all(source, &tx, &spent_rx))?;

@@ -253,7 +253,9 @@ struct SeenWindow {
 }
 
 impl SeenWindow {
-    const CAPACITY: usize = 65_536;
+    // A GetRecords page holds at most 1,000 records: this covers a few
+    // repeated pages and keeps memory small.
+    const CAPACITY: usize = 4_096;
 
     fn last(&self) -> Option<&SequenceNumber> {
         self.order.back()
