@@ -86,24 +86,16 @@ pub fn avro_name(name: &str) -> String {
 fn unique_names<'a>(names: impl Iterator<Item = &'a str>, reserved: &[&str]) -> Vec<String> {
     let mut seen: HashSet<String> = reserved.iter().map(|r| (*r).to_owned()).collect();
     names
-        .map(|n| {
-            let base = avro_name(n);
-            let mut candidate = base.clone();
-            let mut i = 2;
-            while !seen.insert(candidate.clone()) {
-                candidate = format!("{base}_{i}");
-                i += 1;
-            }
-            candidate
-        })
+        .map(|n| claim_name(&avro_name(n), &mut seen))
         .collect()
 }
 
-/// A record name not used yet in this schema.
-fn unique_record_name(wanted: &str, used: &mut HashSet<String>) -> String {
+/// `wanted`, or `wanted_2`, `wanted_3`, … whichever is not taken yet; marks
+/// it taken.
+fn claim_name(wanted: &str, taken: &mut HashSet<String>) -> String {
     let mut candidate = wanted.to_owned();
     let mut i = 2;
-    while !used.insert(candidate.clone()) {
+    while !taken.insert(candidate.clone()) {
         candidate = format!("{wanted}_{i}");
         i += 1;
     }
@@ -133,7 +125,7 @@ fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> 
             json!({"type": "array", "items": nullable(avro_type(inner, record_name, used))})
         }
         ColumnType::Struct(fields) => {
-            let record_name = unique_record_name(record_name, used);
+            let record_name = claim_name(record_name, used);
             let names = unique_names(fields.iter().map(|(n, _)| n.as_str()), &[]);
             let avro_fields: Vec<Json> = fields
                 .iter()
