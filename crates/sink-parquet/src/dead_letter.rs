@@ -18,7 +18,6 @@ use crate::layout::DEAD_LETTER_DIR;
 pub struct DeadLetterWriter {
     dir: PathBuf,
     seen: HashSet<String>,
-    written: u64,
 }
 
 impl DeadLetterWriter {
@@ -44,11 +43,7 @@ impl DeadLetterWriter {
                 }
             }
         }
-        Ok(DeadLetterWriter {
-            dir,
-            seen,
-            written: 0,
-        })
+        Ok(DeadLetterWriter { dir, seen })
     }
 
     /// Writes the letters not written before and fsyncs them; returns how many
@@ -95,13 +90,7 @@ impl DeadLetterWriter {
             f.sync_all()?;
         }
         File::open(&self.dir)?.sync_all()?;
-        self.written += new;
         Ok(new)
-    }
-
-    /// Letters written by this writer.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 
     /// Letters already present from earlier runs or this one.
