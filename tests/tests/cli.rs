@@ -13,7 +13,7 @@ fn item(json: &str) -> Item {
 }
 
 fn keys(id: &str) -> Item {
-    [("id".to_owned(), AttributeValue::S(id.to_owned()))].into()
+    [("id".into(), AttributeValue::S(id.into()))].into()
 }
 
 fn insert(seq: u128, id: &str, extra: &str) -> String {
@@ -124,7 +124,7 @@ fn every_capture_format_is_read() {
             (
                 r.shard,
                 match &r.item["id"] {
-                    AttributeValue::S(s) => s.clone(),
+                    AttributeValue::S(s) => s.to_string(),
                     v => panic!("{v:?}"),
                 },
             )
@@ -190,7 +190,7 @@ fn bad_input_is_dead_lettered_and_the_rest_flows() {
     let ids: Vec<String> = read_rows(&s.parquet())
         .into_iter()
         .map(|r| match &r.item["id"] {
-            AttributeValue::S(s) => s.clone(),
+            AttributeValue::S(s) => s.to_string(),
             v => panic!("{v:?}"),
         })
         .collect();

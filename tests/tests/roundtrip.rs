@@ -36,10 +36,10 @@ fn check(changes: &[(Item, Kind)], numbers: &str) -> Result<(), TestCaseError> {
     let mut records = Vec::new();
     let mut expected = Vec::new();
     for (i, (item, kind)) in changes.iter().enumerate() {
-        let key = AttributeValue::S(format!("item-{i}"));
-        let keys: Item = [("pk".to_owned(), key.clone())].into();
+        let key = AttributeValue::S(format!("item-{i}").into());
+        let keys: Item = [("pk".into(), key.clone())].into();
         let mut item = item.clone();
-        item.insert("pk".to_owned(), key);
+        item.insert("pk".into(), key);
         let seq = 100_000_000_000_000_000_000u128 + i as u128;
         let record = match kind {
             Kind::Insert => {
@@ -47,7 +47,7 @@ fn check(changes: &[(Item, Kind)], numbers: &str) -> Result<(), TestCaseError> {
             }
             Kind::Modify(old) => {
                 let mut old = old.clone();
-                old.insert("pk".to_owned(), keys["pk"].clone());
+                old.insert("pk".into(), keys["pk"].clone());
                 stream_record_json(
                     "things",
                     seq,

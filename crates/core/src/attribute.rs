@@ -18,7 +18,11 @@ use serde::{Deserializer, Serialize, Serializer};
 use crate::number::Number;
 
 /// An item or image: attribute name to value, in name order.
-pub type Item = BTreeMap<String, AttributeValue>;
+pub type Item = BTreeMap<Text, AttributeValue>;
+
+/// Attribute names and string values: short texts (up to 23 bytes) are kept
+/// inline, so the common item allocates little per attribute.
+pub type Text = smol_str::SmolStr;
 
 /// Deepest nesting of lists and maps DynamoDB stores: a top-level map or list
 /// is level 1.
@@ -29,7 +33,7 @@ pub const MAX_NESTING: usize = 32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributeValue {
     /// `S`: a UTF-8 string.
-    S(String),
+    S(Text),
     /// `N`: an exact decimal.
     N(Number),
     /// `B`: bytes (base64 in JSON).
@@ -76,7 +80,9 @@ impl AttributeValue {
         out
     }
 
-    fn write_ddb_json(&self, out: &mut String) {
+    /// Appends [`AttributeValue::to_ddb_json`]'s text to `out`, so callers
+    /// that write many values can reuse one buffer.
+    pub fn write_ddb_json(&self, out: &mut String) {
         fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -163,20 +169,40 @@ impl AttributeValue {
     }
 }
 
-/// Bytes that are special inside a JSON string: `"`, `\\` and the control
-/// characters, which must be escaped. Writers escape them; scanners stop at
-/// them. One table load per byte.
-pub static JSON_SPECIAL_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
+/// Where the first byte that is special inside a JSON string sits: `"`, `\\`
+/// or a control character (which must be escaped). Writers escape these;
+/// scanners stop at them.
+///
+/// Eight bytes are tested at a time with word arithmetic: this runs over
+/// every string of every record, and most strings are plain.
+pub fn json_special_position(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // A byte's high bit is set when it is below 0x20, or when it is zero
+        // after XOR with `"` or `\\`. Borrows can flag bytes above a true
+        // hit, never below one, so the lowest flag is exact.
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        let hits =
+            (zero(word ^ QUOTE) | zero(word ^ BACKSLASH) | (word.wrapping_sub(SPACE) & !word))
+                & HIGH;
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
     }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|n| at + n)
+}
 
 /// Appends bytes as a base64 JSON string (base64 needs no escaping).
 fn base64_string(out: &mut String, bytes: &[u8]) {
@@ -190,10 +216,7 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut run = 0;
-    while let Some(n) = bytes[run..]
-        .iter()
-        .position(|&b| JSON_SPECIAL_BYTES[usize::from(b)])
-    {
+    while let Some(n) = json_special_position(&bytes[run..]) {
         let at = run + n;
         out.push_str(&s[run..at]);
         match bytes[at] {
@@ -283,7 +306,7 @@ impl Serialize for BinarySet<'_> {
 /// One step of an attribute path.
 #[derive(Debug)]
 enum Segment {
-    Name(String),
+    Name(Text),
     Index(usize),
 }
 
@@ -297,7 +320,7 @@ impl PathStack {
     /// A path that starts at `root` (e.g. `NewImage`).
     pub fn with_root(root: &str) -> Self {
         PathStack {
-            segments: RefCell::new(vec![Segment::Name(root.to_owned())]),
+            segments: RefCell::new(vec![Segment::Name(root.into())]),
         }
     }
 
@@ -382,9 +405,9 @@ impl<'de> Visitor<'de> for MapVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
         // Collect, sort once and bulk-build: cheaper than a tree descent per
         // insert, and duplicates show up as neighbours.
-        let mut entries: Vec<(String, AttributeValue)> =
+        let mut entries: Vec<(Text, AttributeValue)> =
             Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(name) = map.next_key::<Text>()? {
             self.path.push(Segment::Name(name));
             let value = map.next_value_seed(ValueSeed {
                 depth: self.depth,
@@ -558,7 +581,26 @@ impl<'de> DeserializeSeed<'de> for MapSeed<'_> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The word-at-a-time scan finds exactly what a byte loop finds, at
+        /// every alignment and with hits in any lane.
+        #[test]
+        fn special_position_matches_a_byte_loop(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, Just(0x21u8), Just(0x5du8)],
+                0..40,
+            ),
+            skip in 0usize..8,
+        ) {
+            let bytes = &bytes[skip.min(bytes.len())..];
+            let naive = bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            prop_assert_eq!(json_special_position(bytes), naive);
+        }
+    }
 
     #[test]
     fn round_trips_every_type() {

@@ -14,7 +14,7 @@ mod position;
 mod seam;
 
 pub use attribute::{
-    AttributeValue, Item, ItemSeed, JSON_SPECIAL_BYTES, MAX_NESTING, PathStack, parse_item,
+    AttributeValue, Item, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
 };
 pub use change::{Change, Op, SourceInfo};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};

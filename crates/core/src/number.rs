@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use smol_str::SmolStr;
+
 /// Most significant digits a DynamoDB number may have.
 pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
 /// Smallest allowed exponent of the leading digit (1E-130).
@@ -18,7 +20,8 @@ pub(crate) const MAX_EXPONENT: i64 = 125;
 /// An exact DynamoDB number in canonical decimal form.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Number {
-    canonical: Box<str>,
+    // Inline up to 23 bytes, which nearly every number fits: no allocation.
+    canonical: SmolStr,
 }
 
 /// Why a text is not a DynamoDB number.
@@ -141,7 +144,7 @@ impl Number {
             });
         }
         Ok(Number {
-            canonical: render(negative, &digits, adjusted).into_boxed_str(),
+            canonical: render(negative, &digits, adjusted).into(),
         })
     }
 
@@ -268,7 +271,7 @@ fn take_sign(bytes: &[u8], i: &mut usize) -> bool {
 impl From<i64> for Number {
     fn from(value: i64) -> Self {
         Number {
-            canonical: value.to_string().into_boxed_str(),
+            canonical: value.to_string().into(),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use dynamo_cdc_core::{Change, DeadLetter, Positions, Sink, Source, SourceBatch};
+use dynamo_cdc_core::{DeadLetter, Positions, Sink, Source, SourceBatch};
 use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, DeadLetterWriter, ParquetConfig, ParquetSink};
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_source::{ReplayConfig, ReplayError, ReplaySource, ReplayStats};
@@ -86,20 +86,21 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
 
     let (tx, rx) = sync_channel::<Result<SourceBatch, ReplayError>>(2);
     // Spent batches go back to the reader to be freed on the thread that
-    // allocated them, so the allocator reuses that memory instead of asking
-    // the kernel for fresh pages.
-    let (spent_tx, spent_rx) = sync_channel::<Vec<Change>>(1);
+    // allocated them: cross-thread frees are the allocator's slow path. The
+    // channel needs no bound: the reader empties it before every batch it
+    // reads, so it never holds more than the few batches in flight.
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<SourceBatch>();
     let reader = std::thread::Builder::new()
         .name("replay-reader".into())
         .spawn(move || read_all(source, &tx, &spent_rx))?;
 
     for batch in rx {
-        let batch = batch?;
+        let mut batch = batch?;
         for c in &batch.changes {
             summary.count_read(&c.source.table, c.op.code());
         }
         let rejected = sink.write(&batch.changes)?;
-        let mut letters = batch.dead_letters;
+        let mut letters = std::mem::take(&mut batch.dead_letters);
         for r in rejected {
             let change = &batch.changes[r.index];
             let origin = batch.origins.get(r.index);
@@ -120,7 +121,7 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
         sink.poll()?;
         checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
         // At the end the reader is gone and the batch is simply dropped here.
-        let _ = spent_tx.try_send(batch.changes);
+        let _ = spent_tx.send(batch);
     }
     let stats: ReplayStats = match reader.join() {
         Ok(stats) => stats,
@@ -143,11 +144,11 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
 fn read_all(
     mut source: ReplaySource,
     tx: &std::sync::mpsc::SyncSender<Result<SourceBatch, ReplayError>>,
-    spent: &Receiver<Vec<Change>>,
+    spent: &Receiver<SourceBatch>,
 ) -> ReplayStats {
     loop {
-        while let Ok(changes) = spent.try_recv() {
-            drop(changes);
+        while let Ok(batch) = spent.try_recv() {
+            drop(batch);
         }
         match source.next_batch() {
             Ok(Some(batch)) => {

@@ -13,7 +13,9 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dynamo_cdc_core::{AttributeValue, Change, Item, JSON_SPECIAL_BYTES, MAX_NESTING, Number};
+use dynamo_cdc_core::{
+    AttributeValue, Change, Item, MAX_NESTING, Number, Text, json_special_position,
+};
 
 use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert};
 
@@ -95,11 +97,7 @@ impl<'a> Cursor<'a> {
     fn plain_run(&mut self) -> Option<&'a str> {
         let start = self.i;
         let rest = &self.b[start..];
-        // Most strings are short (names, type tags): a plain scan beats a
-        // vectorized search's setup.
-        let n = rest
-            .iter()
-            .position(|&b| JSON_SPECIAL_BYTES[usize::from(b)])?;
+        let n = json_special_position(rest)?;
         if rest[n] < 0x20 {
             return None;
         }
@@ -396,10 +394,10 @@ impl<'a> Cursor<'a> {
 
     /// An item or map whose values sit at `depth`.
     fn item(&mut self, depth: usize) -> Option<Item> {
-        let mut entries: Vec<(String, AttributeValue)> = Vec::with_capacity(16);
+        let mut entries: Vec<(Text, AttributeValue)> = Vec::with_capacity(16);
         self.object(|c, key| {
             let value = c.value(depth)?;
-            entries.push((key.into_owned(), value));
+            entries.push((Text::from(&*key), value));
             Some(())
         })?;
         // Collecting sorts; a shorter map means a duplicate name, which the
@@ -433,7 +431,7 @@ impl<'a> Cursor<'a> {
         self.eat(b'{')?;
         let tag = self.tag()?;
         let value = match tag {
-            "S" => AttributeValue::S(self.string()?.into_owned()),
+            "S" => AttributeValue::S(Text::from(&*self.string()?)),
             "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
             "B" => AttributeValue::B(BASE64.decode(self.string()?.as_bytes()).ok()?),
             "BOOL" => AttributeValue::Bool(self.boolean()?),
@@ -493,7 +491,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let keys: Item = [("pk".to_owned(), AttributeValue::S(format!("k{i}")))].into();
+                let keys: Item = [("pk".into(), AttributeValue::S(format!("k{i}").into()))].into();
                 let op = ["INSERT", "MODIFY", "REMOVE"][i % 3];
                 let (old, new) = match op {
                     "INSERT" => (None, Some(item)),

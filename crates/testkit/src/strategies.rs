@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use dynamo_cdc_core::{AttributeValue, Item, MAX_NESTING, Number};
+use dynamo_cdc_core::{AttributeValue, Item, MAX_NESTING, Number, Text};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -149,12 +149,13 @@ fn shift_text(abs: &str, pad: usize) -> String {
 
 /// Attribute names: identifiers, and names with spaces, dots, dashes,
 /// unicode, quotes or leading digits.
-pub fn arb_attribute_name() -> impl Strategy<Value = String> + Clone {
+pub fn arb_attribute_name() -> impl Strategy<Value = Text> + Clone {
     prop_oneof![
         4 => "[a-z][a-z0-9_]{0,11}",
         2 => select(AWKWARD_NAMES).prop_map(str::to_owned),
         1 => "[a-zA-Z0-9 ._:#é日-]{1,16}",
     ]
+    .prop_map(Text::from)
 }
 
 /// Strings for `S` values and set members: mostly short, any unicode
@@ -171,7 +172,7 @@ fn arb_text() -> impl Strategy<Value = String> + Clone {
 /// One of the eight non-container types: S, N, B, BOOL, NULL, SS, NS, BS.
 pub fn arb_scalar() -> impl Strategy<Value = AttributeValue> + Clone {
     prop_oneof![
-        3 => arb_text().prop_map(AttributeValue::S),
+        3 => arb_text().prop_map(|s| AttributeValue::S(s.into())),
         3 => arb_number().prop_map(AttributeValue::N),
         1 => vec(any::<u8>(), 0..16).prop_map(AttributeValue::B),
         1 => any::<bool>().prop_map(AttributeValue::Bool),
@@ -353,7 +354,7 @@ mod tests {
             let d = nesting(&v);
             assert!(d <= MAX_NESTING);
             deepest = deepest.max(d);
-            let item = Item::from([("top".to_owned(), v)]);
+            let item = Item::from([("top".into(), v)]);
             parse_item(&serde_json::to_string(&item).unwrap(), "Item").unwrap();
         }
         assert!(deepest >= 25, "deepest chain only {deepest}");
@@ -374,7 +375,7 @@ mod tests {
 
     #[test]
     fn page_shape() {
-        let keys = Item::from([("id".to_owned(), AttributeValue::S("a".into()))]);
+        let keys = Item::from([("id".into(), AttributeValue::S("a".into()))]);
         let r = stream_record_json("t", 5, "REMOVE", &keys, Some(&keys), None, true);
         let page = get_records_json(&[r.clone(), r], None);
         let v: serde_json::Value = serde_json::from_str(&page).unwrap();

@@ -251,7 +251,7 @@ fn key_layout(value: &AttributeValue) -> ColumnType {
 /// # Errors
 /// Only if the generated schema is invalid (an internal error).
 pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
-    let names = unique_names(keys.keys().map(String::as_str), &[]);
+    let names = unique_names(keys.keys().map(|k| k.as_str()), &[]);
     let fields: Vec<Json> = keys
         .iter()
         .zip(&names)
@@ -277,7 +277,7 @@ pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
 /// # Errors
 /// When the keys do not match the schema (a key attribute of another type).
 pub fn encode_key(schema: &AvroSchema, change: &Change) -> Result<Vec<u8>, AvroError> {
-    let names = unique_names(change.keys.keys().map(String::as_str), &[]);
+    let names = unique_names(change.keys.keys().map(|k| k.as_str()), &[]);
     let fields = change
         .keys
         .values()
@@ -304,7 +304,7 @@ pub fn encode_value(
             .columns()
             .iter()
             .zip(names)
-            .map(|(c, name)| (name, field_value(&c.ty, item.get(&c.attribute))))
+            .map(|(c, name)| (name, field_value(&c.ty, item.get(c.attribute.as_str()))))
             .collect::<Vec<_>>()
     };
     let s = &change.source;
@@ -421,7 +421,7 @@ fn field_value(ty: &ColumnType, value: Option<&AttributeValue>) -> Value {
 fn plain_value(ty: &ColumnType, v: &AttributeValue) -> Value {
     match (ty, v) {
         (ColumnType::Json, v) => Value::String(v.to_ddb_json()),
-        (ColumnType::Utf8, AttributeValue::S(s)) => Value::String(s.clone()),
+        (ColumnType::Utf8, AttributeValue::S(s)) => Value::String(s.to_string()),
         (ColumnType::DecimalString, AttributeValue::N(n)) => Value::String(n.as_str().to_owned()),
         (ColumnType::Int64, AttributeValue::N(n)) => n.to_i64().map_or(Value::Null, Value::Long),
         (ColumnType::Float64, AttributeValue::N(n)) => Value::Double(n.to_f64()),
@@ -448,7 +448,7 @@ fn plain_value(ty: &ColumnType, v: &AttributeValue) -> Value {
                 fields
                     .iter()
                     .zip(names)
-                    .map(|((attr, fty), name)| (name, field_value(fty, m.get(attr))))
+                    .map(|((attr, fty), name)| (name, field_value(fty, m.get(attr.as_str()))))
                     .collect(),
             )
         }

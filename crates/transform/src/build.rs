@@ -10,8 +10,8 @@ use std::sync::Arc;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
 };
-use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StructArray};
-use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StringArray, StructArray};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer};
 use arrow_schema::{ArrowError, Field};
 use dynamo_cdc_core::{AttributeValue, Change, Op};
 
@@ -77,25 +77,27 @@ fn meta_arrays(changes: &[&Change]) -> [ArrayRef; 8] {
 }
 
 /// One column of values in the given layout; `None` and `NULL` become null.
-pub(crate) fn build_array(
+pub(crate) fn build_array<'a>(
     ty: &ColumnType,
-    values: &[Option<&AttributeValue>],
+    values: &[Option<&'a AttributeValue>],
 ) -> Result<ArrayRef, ArrowError> {
     let n = values.len();
     Ok(match ty {
         ColumnType::Null => Arc::new(NullArray::new(n)),
-        ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => {
-            let mut b = StringBuilder::with_capacity(n, n * 16);
-            for v in values {
+        ColumnType::Json => json_array(values)?,
+        ColumnType::Utf8 | ColumnType::DecimalString => {
+            let text = |v: &Option<&'a AttributeValue>| -> Option<&'a str> {
                 match (ty, v) {
-                    (_, None | Some(AttributeValue::Null)) => b.append_null(),
-                    (ColumnType::Json, Some(v)) => b.append_value(v.to_ddb_json()),
-                    (ColumnType::Utf8, Some(AttributeValue::S(s))) => b.append_value(s),
-                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => {
-                        b.append_value(num.as_str())
-                    }
-                    _ => b.append_null(),
+                    (ColumnType::Utf8, Some(AttributeValue::S(s))) => Some(s),
+                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => Some(num.as_str()),
+                    _ => None,
                 }
+            };
+            // Sized up front: growing the value buffer copies it each time.
+            let bytes = values.iter().filter_map(text).map(str::len).sum();
+            let mut b = StringBuilder::with_capacity(n, bytes);
+            for v in values {
+                b.append_option(text(v));
             }
             Arc::new(b.finish())
         }
@@ -133,7 +135,14 @@ pub(crate) fn build_array(
             )
         }
         ColumnType::Binary => {
-            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            let bytes = values
+                .iter()
+                .map(|v| match v {
+                    Some(AttributeValue::B(bytes)) => bytes.len(),
+                    _ => 0,
+                })
+                .sum();
+            let mut b = BinaryBuilder::with_capacity(n, bytes);
             for v in values {
                 match v {
                     Some(AttributeValue::B(bytes)) => b.append_value(bytes),
@@ -159,7 +168,7 @@ pub(crate) fn build_array(
             for (name, fty) in fields {
                 child_values.clear();
                 child_values.extend(values.iter().map(|v| match v {
-                    Some(AttributeValue::M(m)) => m.get(name),
+                    Some(AttributeValue::M(m)) => m.get(name.as_str()),
                     _ => None,
                 }));
                 children.push(build_array(fty, &child_values)?);
@@ -176,6 +185,34 @@ pub(crate) fn build_array(
             Arc::new(StructArray::try_new(arrow_fields, children, Some(valid))?)
         }
     })
+}
+
+/// Values as DynamoDB-JSON text, written straight into one value buffer.
+fn json_array(values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
+    let mut text = String::with_capacity(values.len() * 64);
+    let mut offsets = Vec::with_capacity(values.len() + 1);
+    offsets.push(0i32);
+    let mut valid = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            None | Some(AttributeValue::Null) => valid.push(false),
+            Some(v) => {
+                v.write_ddb_json(&mut text);
+                valid.push(true);
+            }
+        }
+        let end = i32::try_from(text.len()).map_err(|_| {
+            ArrowError::InvalidArgumentError(
+                "a JSON column holds over 2 GiB of text in one batch".into(),
+            )
+        })?;
+        offsets.push(end);
+    }
+    Ok(Arc::new(StringArray::try_new(
+        OffsetBuffer::new(offsets.into()),
+        Buffer::from(text.into_bytes()),
+        Some(NullBuffer::from(valid)),
+    )?))
 }
 
 fn list_array(

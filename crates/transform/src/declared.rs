@@ -207,7 +207,7 @@ fn decimal_fits(n: &Number, precision: u8, scale: u8) -> bool {
 /// The elements of a set as single values.
 pub(crate) fn set_elements(value: &AttributeValue) -> Vec<AttributeValue> {
     match value {
-        AttributeValue::Ss(v) => v.iter().cloned().map(AttributeValue::S).collect(),
+        AttributeValue::Ss(v) => v.iter().map(|s| AttributeValue::S(s.into())).collect(),
         AttributeValue::Ns(v) => v.iter().cloned().map(AttributeValue::N).collect(),
         AttributeValue::Bs(v) => v.iter().cloned().map(AttributeValue::B).collect(),
         _ => Vec::new(),

@@ -25,7 +25,7 @@ pub fn decode_items(batch: &RecordBatch) -> Result<Vec<Item>, String> {
             if let Some(v) = decode_value(array.as_ref(), &ty, row)
                 .map_err(|e| format!("column `{}` row {row}: {e}", field.name()))?
             {
-                item.insert(attribute.to_owned(), v);
+                item.insert(attribute.into(), v);
             }
         }
     }
@@ -47,7 +47,7 @@ fn decode_value(
     };
     Ok(Some(match ty {
         ColumnType::Null => return Ok(None),
-        ColumnType::Utf8 => AttributeValue::S(array.as_string::<i32>().value(row).to_owned()),
+        ColumnType::Utf8 => AttributeValue::S(array.as_string::<i32>().value(row).into()),
         ColumnType::DecimalString => number(array.as_string::<i32>().value(row))?,
         ColumnType::Json => AttributeValue::from_ddb_json(array.as_string::<i32>().value(row))
             .map_err(|e| e.to_string())?,
@@ -79,7 +79,7 @@ fn decode_value(
             let mut map = Item::new();
             for ((name, fty), child) in fields.iter().zip(s.columns()) {
                 if let Some(v) = decode_value(child.as_ref(), fty, row)? {
-                    map.insert(name.clone(), v);
+                    map.insert(name.as_str().into(), v);
                 }
             }
             AttributeValue::M(map)
@@ -98,7 +98,7 @@ fn to_set(elements: Vec<AttributeValue>, inner: &ColumnType) -> Result<Attribute
     let set = match inner {
         ColumnType::Utf8 => all(elements, |e| {
             if let AttributeValue::S(s) = e {
-                Some(s)
+                Some(s.to_string())
             } else {
                 None
             }

@@ -48,6 +48,8 @@ pub struct TableSchema {
     mode: NumbersMode,
     version: u64,
     arrow: SchemaRef,
+    /// Whether any column is declared (most tables have no `.avsc`).
+    any_declared: bool,
 }
 
 impl TableSchema {
@@ -61,6 +63,7 @@ impl TableSchema {
             mode,
             version: 0,
             arrow: Arc::new(Schema::empty()),
+            any_declared: false,
         };
         for (attribute, ty) in declared.map(|d| d.columns.as_slice()).unwrap_or_default() {
             s.push(attribute, ty.clone(), true);
@@ -107,6 +110,7 @@ impl TableSchema {
         }
         self.by_attribute
             .insert(attribute.to_owned(), self.columns.len());
+        self.any_declared |= declared;
         self.columns.push(Column {
             attribute: attribute.to_owned(),
             name,
@@ -121,17 +125,19 @@ impl TableSchema {
     /// # Errors
     /// A message naming the attribute that does not fit its declaration.
     pub fn admit(&mut self, item: &Item) -> Result<(), String> {
-        for (attribute, value) in item {
-            if let Some(&i) = self.by_attribute.get(attribute) {
-                let column = &self.columns[i];
-                if column.declared {
-                    fits(value, &column.ty, attribute)?;
+        if self.any_declared {
+            for (attribute, value) in item {
+                if let Some(&i) = self.by_attribute.get(attribute.as_str()) {
+                    let column = &self.columns[i];
+                    if column.declared {
+                        fits(value, &column.ty, attribute)?;
+                    }
                 }
             }
         }
         let mut changed = false;
         for (attribute, value) in item {
-            match self.by_attribute.get(attribute) {
+            match self.by_attribute.get(attribute.as_str()) {
                 Some(&i) => {
                     let column = &mut self.columns[i];
                     if column.declared || holds(&column.ty, value, self.mode) {

@@ -6,7 +6,7 @@
 //! deep, and text that needs JSON escaping, because those are the places a
 //! CDC bridge goes wrong.
 
-use dynamo_cdc_core::{AttributeValue, Item};
+use dynamo_cdc_core::{AttributeValue, Item, Text};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -26,7 +26,7 @@ pub(super) fn new_item(profile: Profile, rng: &mut StdRng, now_ms: u64, ttl: Opt
     if let Some(attr) = ttl
         && let Some(expiry_s) = ttl_on_insert(profile, rng, &item, now_ms)
     {
-        item.insert(attr.to_owned(), n(expiry_s));
+        item.insert(attr.into(), n(expiry_s));
     }
     item
 }
@@ -45,7 +45,7 @@ pub(super) fn modify(
         Profile::Events => events::modify(rng, item, now_ms),
     }
     bump(item, "version", 1);
-    item.insert("updated_at".to_owned(), n(now_ms as i64));
+    item.insert("updated_at".into(), n(now_ms as i64));
     // Items that left their short-lived state (a cart was placed, a trial
     // was upgraded) stop expiring, as an application would arrange.
     if let Some(attr) = ttl
@@ -122,7 +122,7 @@ mod orders {
         let (city, country) = CITIES[rng.random_range(0..CITIES.len())];
         let mut item = Item::new();
         let mut put = |k: &str, v| {
-            item.insert(k.to_owned(), v);
+            item.insert(k.into(), v);
         };
         put("sku", s(format!("SKU-{:05}", rng.random_range(0..100_000))));
         put("product", s(product));
@@ -206,7 +206,7 @@ mod orders {
     pub(super) fn modify(rng: &mut StdRng, item: &mut Item, now_ms: u64) {
         let status = match item.get("status") {
             Some(AttributeValue::S(v)) => v.clone(),
-            _ => String::from("placed"),
+            _ => Text::from("placed"),
         };
         let next = match status.as_str() {
             // Finished orders only see edits such as a new tag.
@@ -223,22 +223,22 @@ mod orders {
             let qty = rng.random_range(1..=9i64);
             let unit = cents(item, "unit_price");
             let discount = cents(item, "discount");
-            item.insert("qty".to_owned(), n(qty));
-            item.insert("line_total".to_owned(), decimal(unit * qty + discount, 2));
+            item.insert("qty".into(), n(qty));
+            item.insert("line_total".into(), decimal(unit * qty + discount, 2));
         }
-        item.insert("status".to_owned(), s(next));
+        item.insert("status".into(), s(next));
         if let Some(AttributeValue::L(history)) = item.get_mut("history") {
             history.push(history_entry(next, now_ms));
         }
         if rng.random_bool(0.2) {
             let gift = !matches!(item.get("gift"), Some(AttributeValue::Bool(true)));
-            item.insert("gift".to_owned(), AttributeValue::Bool(gift));
+            item.insert("gift".into(), AttributeValue::Bool(gift));
             let message = if gift {
                 s("Enjoy ☕")
             } else {
                 AttributeValue::Null
             };
-            item.insert("gift_message".to_owned(), message);
+            item.insert("gift_message".into(), message);
         }
         if rng.random_bool(0.2) {
             add_to_string_set(item, "tags", pick(rng, TAGS));
@@ -248,7 +248,7 @@ mod orders {
             && let Some(AttributeValue::M(shipping)) = item.get_mut("shipping")
             && let Some(AttributeValue::M(address)) = shipping.get_mut("address")
         {
-            address.insert("geo".to_owned(), geo(rng));
+            address.insert("geo".into(), geo(rng));
         }
     }
 
@@ -294,7 +294,7 @@ mod customers {
         let name = pick(rng, NAMES);
         let mut item = Item::new();
         let mut put = |k: &str, v| {
-            item.insert(k.to_owned(), v);
+            item.insert(k.into(), v);
         };
         put("email", s(format!("user.{}@example.com", hex(rng, 8))));
         put("name", s(name));
@@ -447,16 +447,16 @@ mod customers {
                     Some(AttributeValue::S(t)) if t == "trial" || t == "free" => "pro",
                     _ => "enterprise",
                 };
-                item.insert("tier".to_owned(), s(tier));
+                item.insert("tier".into(), s(tier));
             }
             1 => {
                 let balance = rng.random_range(-5_000_000..50_000_000_000);
-                item.insert("balance".to_owned(), decimal(balance, 4));
+                item.insert("balance".into(), decimal(balance, 4));
             }
             2 => add_to_string_set(item, "segments", pick(rng, SEGMENTS)),
             3 => {
                 // A toggle five levels down.
-                item.insert("preferences".to_owned(), preferences(rng));
+                item.insert("preferences".into(), preferences(rng));
             }
             4 => {
                 if let Some(AttributeValue::L(phones)) = item.get_mut("phones") {
@@ -464,14 +464,14 @@ mod customers {
                 }
             }
             _ => {
-                item.insert("verified".to_owned(), AttributeValue::Bool(true));
+                item.insert("verified".into(), AttributeValue::Bool(true));
             }
         }
         bump(item, "login_count", 1);
-        item.insert("last_login_at".to_owned(), n(now_ms as i64));
+        item.insert("last_login_at".into(), n(now_ms as i64));
         let points = int_of(item, "loyalty_points").unwrap_or(0);
         item.insert(
-            "loyalty_points".to_owned(),
+            "loyalty_points".into(),
             n(points.saturating_add(rng.random_range(0..500))),
         );
     }
@@ -490,7 +490,7 @@ mod events {
     pub(super) fn new(rng: &mut StdRng, now_ms: u64) -> Item {
         let mut item = Item::new();
         let mut put = |k: &str, v| {
-            item.insert(k.to_owned(), v);
+            item.insert(k.into(), v);
         };
         put("type", s(pick(rng, TYPES)));
         put("source", s(pick(rng, SOURCES)));
@@ -553,8 +553,8 @@ mod events {
                 .map_or(STATUSES[0], |i| STATUSES[(i + 1).min(STATUSES.len() - 1)]),
             _ => STATUSES[0],
         };
-        item.insert("status".to_owned(), s(next));
-        item.insert("metrics".to_owned(), metrics(rng));
+        item.insert("status".into(), s(next));
+        item.insert("metrics".into(), metrics(rng));
         if rng.random_bool(0.3) {
             add_to_string_set(item, "labels", pick(rng, LABELS));
         }

@@ -177,7 +177,7 @@ impl TableState {
     fn choose_removal(&self, rng: &mut StdRng, now_ms: u64) -> (usize, bool) {
         if let Some(attr) = &self.spec.ttl_attribute {
             let now_s = (now_ms / 1000) as i64;
-            let expired = |live: &Live| match live.image.get(attr) {
+            let expired = |live: &Live| match live.image.get(attr.as_str()) {
                 Some(AttributeValue::N(at)) => at.to_i64().is_some_and(|at| at <= now_s),
                 _ => false,
             };
@@ -208,7 +208,7 @@ impl TableState {
         let mut keys = Item::new();
         let Some(range) = self.spec.range_key.clone() else {
             let id = self.take_hash_id();
-            keys.insert(self.spec.hash_key.name.clone(), self.hash_value(id));
+            keys.insert(self.spec.hash_key.name.as_str().into(), self.hash_value(id));
             return (keys, (id % shards as u64) as usize);
         };
         // Half the time the next range key of the current hash key, so
@@ -227,13 +227,13 @@ impl TableState {
         };
         let index = group.next_range;
         group.next_range += 1;
-        keys.insert(self.spec.hash_key.name.clone(), group.hash.clone());
+        keys.insert(self.spec.hash_key.name.as_str().into(), group.hash.clone());
         let value = match range.kind {
             KeyKind::N => AttributeValue::N(Number::from(index as i64)),
-            KeyKind::S => AttributeValue::S(format!("{now_ms}#{index:04}")),
+            KeyKind::S => AttributeValue::S(format!("{now_ms}#{index:04}").into()),
             KeyKind::B => AttributeValue::B(index.to_be_bytes().to_vec()),
         };
-        keys.insert(range.name, value);
+        keys.insert(range.name.into(), value);
         (keys, group.shard)
     }
 
@@ -248,10 +248,9 @@ impl TableState {
     fn hash_value(&self, id: u64) -> AttributeValue {
         let scrambled = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) & ((1 << 40) - 1);
         match self.spec.hash_key.kind {
-            KeyKind::S => AttributeValue::S(format!(
-                "{}{scrambled:010X}",
-                self.spec.profile.key_prefix()
-            )),
+            KeyKind::S => AttributeValue::S(
+                format!("{}{scrambled:010X}", self.spec.profile.key_prefix()).into(),
+            ),
             KeyKind::N => AttributeValue::N(Number::from(scrambled as i64)),
             KeyKind::B => AttributeValue::B(scrambled.to_be_bytes()[3..].to_vec()),
         }

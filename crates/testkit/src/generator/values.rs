@@ -11,7 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-pub(super) fn s(text: impl Into<String>) -> AttributeValue {
+pub(super) fn s(text: impl Into<dynamo_cdc_core::Text>) -> AttributeValue {
     AttributeValue::S(text.into())
 }
 
@@ -36,12 +36,7 @@ pub(super) fn decimal(unscaled: i64, scale: u8) -> AttributeValue {
 }
 
 pub(super) fn map<const K: usize>(entries: [(&str, AttributeValue); K]) -> AttributeValue {
-    AttributeValue::M(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    )
+    AttributeValue::M(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
 }
 
 /// `{lat, lon}` with six decimals, either sign.
@@ -188,7 +183,7 @@ pub(super) fn add_to_string_set(item: &mut Item, name: &str, member: &str) {
         members.push(member.to_owned());
     }
     item.insert(
-        name.to_owned(),
+        name.into(),
         set_or_panic(AttributeValue::string_set(members)),
     );
 }
@@ -204,5 +199,5 @@ pub(super) fn int_of(item: &Item, name: &str) -> Option<i64> {
 /// Adds `by` to the integer attribute `name` (missing counts as zero).
 pub(super) fn bump(item: &mut Item, name: &str, by: i64) {
     let next = int_of(item, name).unwrap_or(0).saturating_add(by);
-    item.insert(name.to_owned(), n(next));
+    item.insert(name.into(), n(next));
 }
