@@ -13,7 +13,7 @@ fn item(json: &str) -> Item {
 }
 
 fn keys(id: &str) -> Item {
-    [("id".into(), AttributeValue::S(id.into()))].into()
+    [("id", AttributeValue::S(id.into()))].into()
 }
 
 fn insert(seq: u128, id: &str, extra: &str) -> String {

@@ -37,7 +37,7 @@ fn check(changes: &[(Item, Kind)], numbers: &str) -> Result<(), TestCaseError> {
     let mut expected = Vec::new();
     for (i, (item, kind)) in changes.iter().enumerate() {
         let key = AttributeValue::S(format!("item-{i}").into());
-        let keys: Item = [("pk".into(), key.clone())].into();
+        let keys: Item = [("pk", key.clone())].into();
         let mut item = item.clone();
         item.insert("pk".into(), key);
         let seq = 100_000_000_000_000_000_000u128 + i as u128;

@@ -6,7 +6,6 @@
 //! `NewImage.address.lines[2]: unknown type tag "X"`.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use base64::Engine as _;
@@ -15,10 +14,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserializer, Serialize, Serializer};
 
+use crate::item::Item;
 use crate::number::Number;
-
-/// An item or image: attribute name to value, in name order.
-pub type Item = BTreeMap<Text, AttributeValue>;
 
 /// Attribute names and string values: short texts (up to 23 bytes) are kept
 /// inline, so the common item allocates little per attribute.
@@ -418,13 +415,10 @@ impl<'de> Visitor<'de> for MapVisitor<'_> {
             };
             entries.push((name, value));
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(self
-                .path
-                .error(format_args!("duplicate attribute `{}`", w[0].0)));
-        }
-        Ok(entries.into_iter().collect())
+        Item::from_entries(entries).map_err(|name| {
+            self.path
+                .error(format_args!("duplicate attribute `{name}`"))
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::attribute::Item;
+use crate::item::Item;
 use crate::position::SequenceNumber;
 
 /// What happened to the item (Debezium's `op` letters).

@@ -9,14 +9,16 @@
 
 mod attribute;
 mod change;
+mod item;
 mod number;
 mod position;
 mod seam;
 
 pub use attribute::{
-    AttributeValue, Item, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
+    AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
 };
 pub use change::{Change, Op, SourceInfo};
+pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
 pub use seam::{DeadLetter, Origin, Rejected, Sink, Source, SourceBatch};

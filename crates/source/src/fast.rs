@@ -400,11 +400,8 @@ impl<'a> Cursor<'a> {
             entries.push((Text::from(&*key), value));
             Some(())
         })?;
-        // Collecting sorts; a shorter map means a duplicate name, which the
-        // serde path reports.
-        let n = entries.len();
-        let item: Item = entries.into_iter().collect();
-        (item.len() == n).then_some(item)
+        // A duplicate name is for the serde path to report.
+        Item::from_entries(entries).ok()
     }
 
     fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
@@ -491,7 +488,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let keys: Item = [("pk".into(), AttributeValue::S(format!("k{i}").into()))].into();
+                let keys: Item = [("pk", AttributeValue::S(format!("k{i}").into()))].into();
                 let op = ["INSERT", "MODIFY", "REMOVE"][i % 3];
                 let (old, new) = match op {
                     "INSERT" => (None, Some(item)),

@@ -6,8 +6,6 @@
 //! type, empty strings, lists and maps, nesting up to DynamoDB's 32 levels,
 //! and attribute names that are not identifiers.
 
-use std::collections::BTreeMap;
-
 use dynamo_cdc_core::{AttributeValue, Item, MAX_NESTING, Number, Text};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -202,7 +200,8 @@ pub fn arb_attribute_value(depth: usize) -> BoxedStrategy<AttributeValue> {
         .prop_recursive(depth.min(3) as u32, 24, 4, |inner| {
             prop_oneof![
                 vec(inner.clone(), 0..4).prop_map(AttributeValue::L),
-                btree_map(arb_attribute_name(), inner, 0..4).prop_map(AttributeValue::M),
+                btree_map(arb_attribute_name(), inner, 0..4)
+                    .prop_map(|m| AttributeValue::M(m.into_iter().collect())),
             ]
         })
         .boxed();
@@ -218,7 +217,7 @@ pub fn arb_attribute_value(depth: usize) -> BoxedStrategy<AttributeValue> {
                 if is_list {
                     AttributeValue::L(vec![inner])
                 } else {
-                    AttributeValue::M(BTreeMap::from([(name, inner)]))
+                    AttributeValue::M(Item::from([(name, inner)]))
                 }
             })
         })
@@ -230,6 +229,7 @@ pub fn arb_attribute_value(depth: usize) -> BoxedStrategy<AttributeValue> {
 /// DynamoDB's limit.
 pub fn arb_item() -> impl Strategy<Value = Item> {
     btree_map(arb_attribute_name(), arb_attribute_value(MAX_NESTING), 1..8)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 /// One stream record of `table`, exactly as GetRecords returns it (see
@@ -354,7 +354,7 @@ mod tests {
             let d = nesting(&v);
             assert!(d <= MAX_NESTING);
             deepest = deepest.max(d);
-            let item = Item::from([("top".into(), v)]);
+            let item = Item::from([("top", v)]);
             parse_item(&serde_json::to_string(&item).unwrap(), "Item").unwrap();
         }
         assert!(deepest >= 25, "deepest chain only {deepest}");
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn page_shape() {
-        let keys = Item::from([("id".into(), AttributeValue::S("a".into()))]);
+        let keys = Item::from([("id", AttributeValue::S("a".into()))]);
         let r = stream_record_json("t", 5, "REMOVE", &keys, Some(&keys), None, true);
         let page = get_records_json(&[r.clone(), r], None);
         let v: serde_json::Value = serde_json::from_str(&page).unwrap();

@@ -36,7 +36,7 @@ pub(super) fn decimal(unscaled: i64, scale: u8) -> AttributeValue {
 }
 
 pub(super) fn map<const K: usize>(entries: [(&str, AttributeValue); K]) -> AttributeValue {
-    AttributeValue::M(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    AttributeValue::M(entries.into_iter().collect())
 }
 
 /// `{lat, lon}` with six decimals, either sign.
