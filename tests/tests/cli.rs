@@ -528,3 +528,39 @@ fn ttl_deletes_are_flagged_in_both_identity_spellings() {
             .all(|r| r.ttl_delete && r.deleted && r.op == "d")
     );
 }
+
+#[test]
+fn statistics_are_kept_where_they_prune() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let s = Scratch::new();
+    let extra = r#","name":{"S":"x"},"n":{"N":"7"},"blob":{"B":"AQI="},"tags":{"SS":["a","b"]},"doc":{"M":{"k":{"S":"v"}}}"#;
+    s.write_capture(
+        "stats.jsonl",
+        &get_records_json(&[insert(BASE, "s1", extra)], None),
+    );
+    let out = s.run(&s.config("", ""));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let files = parquet_files(&s.parquet());
+    let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let group = reader.metadata().row_group(0);
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for column in group.columns() {
+        let path = column.column_path().string();
+        match column
+            .statistics()
+            .is_some_and(|st| st.min_bytes_opt().is_some())
+        {
+            true => with.push(path),
+            false => without.push(path),
+        }
+    }
+    with.sort();
+    without.sort();
+    // JSON text, binary values and set elements prune nothing.
+    assert_eq!(without, ["blob", "doc", "tags.list.item"]);
+    for column in ["id", "name", "n", "__sequence_number", "__source_ts_ms"] {
+        assert!(with.contains(&column.to_owned()), "{column}: {with:?}");
+    }
+}

@@ -25,6 +25,8 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Chan
         src: text,
         b: text.as_bytes(),
         i: 0,
+        entries: Vec::with_capacity(64),
+        elements: Vec::with_capacity(16),
     };
     let mut records = None;
     c.object(|c, key| {
@@ -55,6 +57,12 @@ struct Cursor<'a> {
     src: &'a str,
     b: &'a [u8],
     i: usize,
+    /// Entries of the maps being read, innermost last. Each map moves its
+    /// own entries out into an exactly sized vector when it ends, so a
+    /// small map does not keep a growth-sized allocation.
+    entries: Vec<(Text, AttributeValue)>,
+    /// The same for list elements.
+    elements: Vec<AttributeValue>,
 }
 
 impl<'a> Cursor<'a> {
@@ -394,18 +402,18 @@ impl<'a> Cursor<'a> {
 
     /// An item or map whose values sit at `depth`.
     fn item(&mut self, depth: usize) -> Option<Item> {
-        let mut entries: Vec<(Text, AttributeValue)> = Vec::with_capacity(16);
+        let start = self.entries.len();
         self.object(|c, key| {
             let value = c.value(depth)?;
-            entries.push((Text::from(&*key), value));
+            c.entries.push((Text::from(&*key), value));
             Some(())
         })?;
         // A duplicate name is for the serde path to report.
-        Item::from_entries(entries).ok()
+        Item::from_entries(self.entries.drain(start..).collect()).ok()
     }
 
     fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(4);
         self.array(|c| {
             out.push(c.string()?);
             Some(())
@@ -456,12 +464,13 @@ impl<'a> Cursor<'a> {
             .ok()?,
             "L" | "M" if depth > MAX_NESTING => return None,
             "L" => {
-                let mut items = Vec::new();
+                let start = self.elements.len();
                 self.array(|c| {
-                    items.push(c.value(depth + 1)?);
+                    let value = c.value(depth + 1)?;
+                    c.elements.push(value);
                     Some(())
                 })?;
-                AttributeValue::L(items)
+                AttributeValue::L(self.elements.drain(start..).collect())
             }
             "M" => AttributeValue::M(self.item(depth + 1)?),
             _ => return None,

@@ -11,7 +11,7 @@
 //! Each file is one shard, named after the file without its extensions, so a
 //! capture made one file per shard keeps its order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -74,7 +74,7 @@ pub struct ReplaySource {
     default_table: Option<Arc<str>>,
     batch_size: usize,
     resume: Positions,
-    seen: HashMap<ShardKey, SeenWindow>,
+    seen: foldhash::HashMap<ShardKey, SeenWindow>,
     stats: ReplayStats,
 }
 
@@ -94,7 +94,7 @@ impl ReplaySource {
             default_table: config.table.as_deref().map(Arc::from),
             batch_size: config.batch_size.max(1),
             resume,
-            seen: HashMap::new(),
+            seen: foldhash::HashMap::default(),
             stats: ReplayStats::default(),
         })
     }
@@ -249,7 +249,9 @@ impl ReplaySource {
 #[derive(Default)]
 struct SeenWindow {
     order: VecDeque<SequenceNumber>,
-    members: std::collections::HashSet<SequenceNumber>,
+    // Checked for every record: foldhash, not the DoS-resistant default
+    // (the input is the operator's own capture).
+    members: foldhash::HashSet<SequenceNumber>,
 }
 
 impl SeenWindow {
