@@ -21,4 +21,4 @@ pub use change::{Change, Op, SourceInfo};
 pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
-pub use seam::{DeadLetter, Origin, Rejected, Sink, Source, SourceBatch};
+pub use seam::{DeadLetter, Gap, Origin, Rejected, Sink, Source, SourceBatch};

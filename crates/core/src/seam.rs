@@ -48,6 +48,39 @@ impl DeadLetter {
     }
 }
 
+/// Changes that can no longer be read: a stream trimmed them (24-hour
+/// retention) before they were delivered. Recorded, never silently skipped,
+/// when the source is told to go on past such a gap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// Table of the stream.
+    pub table: String,
+    /// Shard with the lost records.
+    pub shard: String,
+    /// The last sequence number delivered before the gap; `None` when
+    /// nothing of the shard had been delivered.
+    pub after: Option<String>,
+    /// The first sequence number read after the gap, when one was read.
+    pub resumed_at: Option<String>,
+    /// When the gap was found, in milliseconds since the Unix epoch.
+    pub detected_at_ms: i64,
+    /// What was found, as the service said it.
+    pub reason: String,
+}
+
+impl Gap {
+    /// Identifies the gap across runs, so that a restart before the position
+    /// moves on does not record it twice.
+    pub fn identity(&self) -> String {
+        format!(
+            "gap:{}/{}:{}",
+            self.table,
+            self.shard,
+            self.after.as_deref().unwrap_or("start")
+        )
+    }
+}
+
 /// Where a change was read, kept beside it so that a sink's rejection can
 /// still name the file and line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +110,16 @@ pub struct SourceBatch {
     pub origins: Vec<Origin>,
     /// Records that could not be parsed.
     pub dead_letters: Vec<DeadLetter>,
+    /// Ranges the source skipped because they were lost (see [`Gap`]); they
+    /// precede `changes` of the same shard.
+    pub gaps: Vec<Gap>,
+}
+
+impl SourceBatch {
+    /// True when the batch carries nothing at all (a heartbeat).
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.dead_letters.is_empty() && self.gaps.is_empty()
+    }
 }
 
 /// Reads changes, batch at a time.
@@ -118,6 +161,12 @@ pub trait Sink: Send {
     /// # Errors
     /// When the sink cannot write at all.
     fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, Self::Error>;
+
+    /// Records a gap durably before any change after it is written.
+    ///
+    /// # Errors
+    /// When the record cannot be made durable.
+    fn record_gap(&mut self, gap: &Gap) -> Result<(), Self::Error>;
 
     /// Commits what is due by age; called periodically.
     ///

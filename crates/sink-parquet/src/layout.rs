@@ -14,6 +14,8 @@ use dynamo_cdc_core::{SequenceNumber, ShardKey};
 pub(crate) const IN_PROGRESS: &str = ".parquet.inprogress";
 /// The dead-letter directory under the root, skipped by scans.
 pub const DEAD_LETTER_DIR: &str = "_dead_letter";
+/// The gap-record directory under the root, skipped by scans.
+pub const GAPS_DIR: &str = "_gaps";
 
 /// `YYYY-MM-DD` (UTC) of a change's creation time; 1970-01-01 when unknown.
 pub(crate) fn date_of(ms: Option<i64>) -> String {
@@ -93,7 +95,9 @@ pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<PathBuf>
     for table in tables {
         let table = table?;
         let table_name = table.file_name().to_string_lossy().into_owned();
-        if table_name == DEAD_LETTER_DIR || !table.file_type()?.is_dir() {
+        if [DEAD_LETTER_DIR, GAPS_DIR].contains(&table_name.as_str())
+            || !table.file_type()?.is_dir()
+        {
             continue;
         }
         for part in std::fs::read_dir(table.path())? {

@@ -12,9 +12,10 @@
 //! date or the table's schema changes, and on flush.
 
 mod dead_letter;
+mod journal;
 mod layout;
 mod sink;
 
 pub use dead_letter::DeadLetterWriter;
-pub use layout::{DEAD_LETTER_DIR, create_dir_durably};
+pub use layout::{DEAD_LETTER_DIR, GAPS_DIR, create_dir_durably};
 pub use sink::{ParquetConfig, ParquetSink, ParquetSinkError, ParquetStats};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Change, Positions, Rejected, SequenceNumber, ShardKey, Sink};
+use dynamo_cdc_core::{Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink};
 use dynamo_cdc_transform::{ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,7 +14,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::layout::{self, date_of, final_name, partition_dir, temp_name};
+use crate::journal::Journal;
+use crate::layout::{self, GAPS_DIR, date_of, final_name, partition_dir, temp_name};
 
 /// How the sink writes and rolls files.
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ pub struct ParquetStats {
     pub already_held: u64,
     /// Leftover temp files removed at start.
     pub swept: u64,
+    /// Gaps recorded by this run.
+    pub gaps: u64,
 }
 
 /// A file being written for one shard.
@@ -153,6 +156,8 @@ pub struct ParquetSink {
     sealed: Vec<(ShardKey, OpenFile)>,
     durable: Positions,
     stats: ParquetStats,
+    /// `<root>/_gaps/`: ranges a source reported lost.
+    gaps: Journal,
 }
 
 impl ParquetSink {
@@ -188,6 +193,8 @@ impl ParquetSink {
             }
             durable.advance(file.key, file.last);
         }
+        let gaps =
+            Journal::open(&config.root, GAPS_DIR).map_err(io("cannot read", &config.root))?;
         let mut newest: HashMap<String, Vec<PathBuf>> = HashMap::new();
         for (key, (_, path)) in last_of_shard {
             newest.entry(key.table.to_string()).or_default().push(path);
@@ -202,6 +209,7 @@ impl ParquetSink {
             sealed: Vec::new(),
             durable,
             stats,
+            gaps,
         })
     }
 
@@ -503,6 +511,18 @@ impl Sink for ParquetSink {
         }
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)
+    }
+
+    fn record_gap(&mut self, gap: &Gap) -> Result<(), ParquetSinkError> {
+        let dir = self.config.root.join(GAPS_DIR);
+        let entry = serde_json::to_value(gap)
+            .map_err(std::io::Error::other)
+            .map_err(io("cannot encode a gap record for", &dir))?;
+        self.stats.gaps += self
+            .gaps
+            .append([(Some(gap.table.as_str()), gap.identity(), entry)])
+            .map_err(io("cannot write", &dir))?;
+        Ok(())
     }
 
     fn poll(&mut self) -> Result<(), ParquetSinkError> {

@@ -295,6 +295,7 @@ impl Source for ReplaySource {
             changes: Vec::with_capacity(self.batch_size),
             origins: Vec::with_capacity(self.batch_size),
             dead_letters: Vec::new(),
+            gaps: Vec::new(),
         };
         while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
             if self.current.is_none() {

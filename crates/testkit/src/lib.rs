@@ -9,9 +9,13 @@
 //! - [`strategies`]: proptest strategies for numbers, attribute values and
 //!   items across DynamoDB's whole value space, and a renderer for single
 //!   stream records.
+//! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
+//!   scripted shard rotation, splits, incomplete lineage, iterator expiry,
+//!   trimming, throttling and server errors.
 //!
 //! The `dynamo-cdc-gen` binary wraps both presets for use from a shell.
 
 pub mod generator;
 mod record;
 pub mod strategies;
+pub mod streams_sim;

@@ -1,0 +1,119 @@
+//! Append-only JSON Lines files beside the data: `<root>/<dir>/<table>.jsonl`.
+//!
+//! Used for dead letters and gaps. Every entry has an `id`; an entry whose id
+//! the directory already holds (from this run or an earlier one) is not
+//! written again, so a rerun never repeats one. Entries are fsynced before
+//! `append` returns, so the pipeline may move its positions past them.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// One directory of JSON Lines files, one per table.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    seen: HashSet<String>,
+}
+
+impl Journal {
+    /// Opens `<root>/<dir>/`, learning the ids it already holds and cutting
+    /// lines a crash left half written.
+    pub(crate) fn open(root: &Path, dir: &str) -> std::io::Result<Self> {
+        let dir = root.join(dir);
+        let mut seen = HashSet::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "jsonl") {
+                    drop_torn_tail(&path)?;
+                    for line in BufReader::new(File::open(&path)?).lines() {
+                        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&line?)
+                            && let Some(serde_json::Value::String(id)) = o.get("id")
+                        {
+                            seen.insert(id.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Journal { dir, seen })
+    }
+
+    /// Whether an entry with this id is already held.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Appends the entries whose ids are new, each as `entry` plus its `id`,
+    /// to the file of its table, and fsyncs; returns how many were new.
+    pub(crate) fn append<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (Option<&'a str>, String, serde_json::Value)>,
+    ) -> std::io::Result<u64> {
+        let mut by_file: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut new = 0;
+        for (table, id, mut entry) in entries {
+            if !self.seen.insert(id.clone()) {
+                continue;
+            }
+            new += 1;
+            entry["id"] = serde_json::Value::String(id);
+            let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let file = file_name(table);
+            match by_file.iter_mut().find(|(f, _)| *f == file) {
+                Some((_, buf)) => buf.extend_from_slice(&line),
+                None => by_file.push((file, line)),
+            }
+        }
+        if by_file.is_empty() {
+            return Ok(0);
+        }
+        crate::layout::create_dir_durably(&self.dir)?;
+        for (name, bytes) in by_file {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(new)
+    }
+
+    /// Entries held, from earlier runs and this one.
+    pub(crate) fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// Cuts a last line that a crash left half written. Its entry was not yet
+/// past the position, so it is found and written again whole.
+fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(path)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    tracing::warn!(path = %path.display(), "removing a line cut short by a crash");
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    f.sync_all()
+}
+
+fn file_name(table: Option<&str>) -> String {
+    let stem: String = table
+        .unwrap_or("_unknown_table")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stem}.jsonl")
+}

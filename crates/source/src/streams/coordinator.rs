@@ -1,0 +1,205 @@
+//! One stream: lists its shards, starts a reader for each shard whose
+//! parent is done, and lists again when a shard ends or the refresh
+//! interval passes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamo_cdc_core::Positions;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::record::table_from_arn;
+use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
+use crate::streams::reader::{Outcome, ShardJob};
+use crate::streams::tracker::{ShardInfo, Tracker};
+use crate::streams::{Event, Settings, StartAt, StreamsError};
+
+/// DescribeStream is limited to about 10 calls per second per account:
+/// stay well under it across pages and streams.
+const LISTING_PAGE_GAP: Duration = Duration::from_millis(200);
+
+pub(crate) struct Stream<A> {
+    api: Arc<A>,
+    settings: Arc<Settings>,
+    arn: Arc<str>,
+    /// Resume positions of this stream's table, by shard.
+    resume: HashMap<String, String>,
+    /// True when no shard of this table has a position: `start` applies.
+    first_start: bool,
+    events: mpsc::Sender<Event>,
+    stop: watch::Receiver<bool>,
+}
+
+impl<A: StreamsApi> Stream<A> {
+    pub(crate) fn new(
+        api: Arc<A>,
+        settings: Arc<Settings>,
+        arn: String,
+        resume: &Positions,
+        events: mpsc::Sender<Event>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let table = table_from_arn(&arn).unwrap_or_default().to_owned();
+        let resume: HashMap<String, String> = resume
+            .iter()
+            .filter(|(k, _)| *k.table == *table)
+            .map(|(k, seq)| (k.shard.to_string(), seq.to_string()))
+            .collect();
+        Stream {
+            api,
+            settings,
+            first_start: resume.is_empty(),
+            resume,
+            arn: arn.into(),
+            events,
+            stop,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        if let Err(e) = self.read().await {
+            let _ = self.events.send(Event::Failed(e)).await;
+        }
+    }
+
+    async fn read(&mut self) -> Result<(), StreamsError> {
+        let mut tracker = Tracker::default();
+        let mut readers: JoinSet<(String, Outcome)> = JoinSet::new();
+        let mut table: Arc<str> = table_from_arn(&self.arn).unwrap_or_default().into();
+        loop {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            let Some((listing, listed_table)) = self.list().await? else {
+                return Ok(());
+            };
+            if let Some(t) = listed_table {
+                table = t.into();
+            }
+            let first_listing = tracker.listings() == 0;
+            let change = tracker.update(listing);
+            for id in &change.vanished_unread {
+                tracing::warn!(table = %table, shard = %id, "shard no longer listed before it was read");
+            }
+            if first_listing && self.first_start && self.settings.start == StartAt::Latest {
+                // Closed shards hold only changes from before the start.
+                for id in &change.added {
+                    if tracker.info(id).is_some_and(|s| s.closed) {
+                        tracker.skip(id);
+                    }
+                }
+            }
+            for id in tracker.ready() {
+                let start = self.start_of(&id, first_listing, &tracker);
+                tracker.started(&id);
+                let job = ShardJob {
+                    api: self.api.clone(),
+                    settings: self.settings.clone(),
+                    stream_arn: self.arn.clone(),
+                    table: table.clone(),
+                    shard: id.clone().into(),
+                    start,
+                    events: self.events.clone(),
+                    stop: self.stop.clone(),
+                };
+                let permits = self.settings.readers.clone();
+                tracing::debug!(table = %table, shard = %id, "reading shard");
+                readers.spawn(async move {
+                    // At most `max_concurrent_shards` read at once.
+                    let Ok(_permit) = permits.acquire_owned().await else {
+                        return (id, Outcome::Stopped);
+                    };
+                    let outcome = job.run().await;
+                    (id, outcome)
+                });
+            }
+            // Wait for a reader to end (its children may be ready) or for
+            // the next refresh.
+            let refresh = tokio::time::sleep(self.settings.shard_refresh_interval);
+            tokio::pin!(refresh);
+            loop {
+                tokio::select! {
+                    () = &mut refresh => break,
+                    _ = self.stop.changed() => return Ok(()),
+                    Some(done) = readers.join_next(), if !readers.is_empty() => {
+                        let Ok((id, outcome)) = done else { continue };
+                        match outcome {
+                            Outcome::Drained | Outcome::Gone => {
+                                tracing::debug!(table = %table, shard = %id, ?outcome, "shard done");
+                                tracker.drained(&id);
+                                // Its children may be listed by now.
+                                break;
+                            }
+                            Outcome::Stopped => return Ok(()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a shard starts: after its resume position; else per `start`
+    /// for shards of the first listing of a first start; else its beginning.
+    fn start_of(&self, id: &str, first_listing: bool, tracker: &Tracker) -> IteratorStart {
+        if let Some(seq) = self.resume.get(id) {
+            return IteratorStart::After(seq.clone());
+        }
+        let latest = self.settings.start == StartAt::Latest
+            && self.first_start
+            && first_listing
+            && tracker.info(id).is_some_and(|s: &ShardInfo| !s.closed);
+        if latest {
+            IteratorStart::Latest
+        } else {
+            IteratorStart::TrimHorizon
+        }
+    }
+
+    /// A complete listing (all DescribeStream pages), retrying what may
+    /// pass; `None` when stopping.
+    async fn list(&mut self) -> Result<Option<(Vec<ShardInfo>, Option<String>)>, StreamsError> {
+        let mut shards = Vec::new();
+        let mut table = None;
+        let mut start: Option<String> = None;
+        let mut attempt = 0u32;
+        loop {
+            match self.api.describe_stream(&self.arn, start.as_deref()).await {
+                Ok(page) => {
+                    attempt = 0;
+                    shards.extend(page.shards);
+                    table = table.or(page.table);
+                    match page.last_evaluated {
+                        // A page that repeats its start would loop forever.
+                        Some(next) if Some(&next) != start.as_ref() => start = Some(next),
+                        _ => return Ok(Some((shards, table))),
+                    }
+                    if !self.pause(LISTING_PAGE_GAP).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(stream = %self.arn, error = %e, "retrying DescribeStream");
+                    self.settings.activity.touch();
+                    let wait = Duration::from_millis(200u64 << attempt.min(5));
+                    if !self.pause(wait).await {
+                        return Ok(None);
+                    }
+                    attempt += 1;
+                }
+                Err(e) if e.kind == ApiErrorKind::NotFound => {
+                    return Err(StreamsError::Api(e));
+                }
+                Err(e) => return Err(StreamsError::Api(e)),
+            }
+        }
+    }
+
+    async fn pause(&mut self, wait: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => !*self.stop.borrow(),
+            _ = self.stop.changed() => false,
+        }
+    }
+}

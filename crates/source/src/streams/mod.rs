@@ -1,0 +1,284 @@
+//! The live DynamoDB Streams source.
+//!
+//! - [`api`]: the narrow [`StreamsApi`] seam (three calls);
+//! - [`sdk`]: its AWS SDK implementation, and DescribeTable for `tables`;
+//! - `tracker`: shard lineage (parents before children);
+//! - `reader`: one shard, from its start position to its end;
+//! - `coordinator`: one stream: listings, readers, the reader limit.
+//!
+//! [`StreamsSource`] runs all of it on its own tokio runtime and hands
+//! batches (one GetRecords page each) to the synchronous pipeline over a
+//! bounded channel, so a slow sink slows the readers. See `design.md` beside
+//! this file for the rules the pieces keep.
+
+pub mod api;
+mod coordinator;
+mod reader;
+pub mod sdk;
+mod tracker;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use tokio::sync::{mpsc, watch};
+
+pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
+pub use tracker::ShardInfo;
+
+/// Where a stream with no recorded position is first read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record each shard holds.
+    #[default]
+    TrimHorizon,
+    /// Only what is written after the first start: open shards at their
+    /// newest record, closed ones not at all. Shards that appear later
+    /// (children of rotations and splits) are read from their start.
+    Latest,
+}
+
+/// What to do when records were trimmed before they were delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnGap {
+    /// Stop with [`StreamsError::Gap`].
+    #[default]
+    Fail,
+    /// Hand a gap record to the sinks, log an error, and go on from the
+    /// oldest record the shard holds.
+    Skip,
+}
+
+/// How the source reads.
+#[derive(Clone, Debug)]
+pub struct StreamsConfig {
+    /// The streams to read.
+    pub stream_arns: Vec<String>,
+    /// Where a stream with no recorded position is first read.
+    pub start: StartAt,
+    /// Trimmed records: fail or skip.
+    pub on_gap: OnGap,
+    /// Wait after a page with records.
+    pub poll_interval: Duration,
+    /// Wait after an empty page.
+    pub idle_poll_interval: Duration,
+    /// How often DescribeStream lists the shards again.
+    pub shard_refresh_interval: Duration,
+    /// Most shards read at once.
+    pub max_concurrent_shards: usize,
+    /// GetRecords `Limit`.
+    pub records_per_call: u32,
+    /// Stop once no shard has returned a record for this long.
+    pub until_idle: Option<Duration>,
+    /// Longest wait in [`Source::next_batch`] before it returns an empty
+    /// batch, so the pipeline can commit files by age and notice signals.
+    pub heartbeat: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            stream_arns: Vec::new(),
+            start: StartAt::TrimHorizon,
+            on_gap: OnGap::Fail,
+            poll_interval: Duration::from_millis(250),
+            idle_poll_interval: Duration::from_secs(1),
+            shard_refresh_interval: Duration::from_secs(10),
+            max_concurrent_shards: 64,
+            records_per_call: 1000,
+            until_idle: None,
+            heartbeat: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What the readers share.
+pub(crate) struct Settings {
+    pub on_gap: OnGap,
+    pub poll_interval: Duration,
+    pub idle_poll_interval: Duration,
+    pub shard_refresh_interval: Duration,
+    pub records_per_call: u32,
+    pub start: StartAt,
+    pub activity: Activity,
+    pub readers: Arc<tokio::sync::Semaphore>,
+}
+
+/// When a shard last returned records, or a call last failed: the source is
+/// idle only after that long of empty pages.
+pub(crate) struct Activity(Mutex<Instant>);
+
+impl Activity {
+    pub(crate) fn touch(&self) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.0.lock().map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// What the readers send the pipeline.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Batch(SourceBatch),
+    Failed(StreamsError),
+}
+
+/// Why the stream source stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamsError {
+    /// A call failed in a way retrying does not fix.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Records were trimmed before delivery and `on_gap = "fail"`.
+    #[error(
+        "table {table}, shard {shard}: records after sequence number {} were trimmed before they \
+         were delivered ({reason}); the oldest record the shard still holds is {}. \
+         Nothing after the last delivered record was written. To go on without the lost \
+         records, set `on_gap = \"skip\"` (a gap record is written to every sink)",
+        after.as_deref().unwrap_or("(none: nothing of the shard was delivered yet)"),
+        oldest.as_deref().unwrap_or("unknown")
+    )]
+    Gap {
+        /// Table of the stream.
+        table: String,
+        /// The shard.
+        shard: String,
+        /// The last sequence number delivered.
+        after: Option<String>,
+        /// The oldest sequence number still held, when it could be read.
+        oldest: Option<String>,
+        /// What the service said.
+        reason: String,
+    },
+    /// The tokio runtime could not be started.
+    #[error("cannot start the stream reader runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl StreamsError {
+    /// True when retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StreamsError::Api(e) if e.is_retryable())
+    }
+}
+
+/// Reads DynamoDB Streams on its own runtime; see the module docs.
+pub struct StreamsSource {
+    runtime: tokio::runtime::Runtime,
+    events: mpsc::Receiver<Event>,
+    stop: watch::Sender<bool>,
+    settings: Arc<Settings>,
+    until_idle: Option<Duration>,
+    heartbeat: Duration,
+}
+
+impl StreamsSource {
+    /// Starts reading every stream of `config`, each shard after its
+    /// position in `resume` (the lowest durable position over the sinks).
+    ///
+    /// # Errors
+    /// When the runtime cannot be started.
+    pub fn start<A: StreamsApi>(
+        api: A,
+        config: &StreamsConfig,
+        resume: &Positions,
+    ) -> Result<Self, StreamsError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stream-reader")
+            .enable_all()
+            .build()
+            .map_err(StreamsError::Runtime)?;
+        Ok(Self::start_on(runtime, Arc::new(api), config, resume))
+    }
+
+    /// Like [`StreamsSource::start`], on a runtime the caller built (which
+    /// may already have been used, e.g. to build the SDK clients).
+    pub fn start_on<A: StreamsApi>(
+        runtime: tokio::runtime::Runtime,
+        api: Arc<A>,
+        config: &StreamsConfig,
+        resume: &Positions,
+    ) -> Self {
+        // A page per shard in flight, a few queued: memory stays bounded.
+        let (tx, rx) = mpsc::channel(8);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let settings = Arc::new(Settings {
+            on_gap: config.on_gap,
+            poll_interval: config.poll_interval,
+            idle_poll_interval: config.idle_poll_interval,
+            shard_refresh_interval: config.shard_refresh_interval,
+            records_per_call: config.records_per_call.clamp(1, 1000),
+            start: config.start,
+            activity: Activity(Mutex::new(Instant::now())),
+            readers: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_shards.max(1),
+            )),
+        });
+        for arn in &config.stream_arns {
+            let stream = coordinator::Stream::new(
+                api.clone(),
+                settings.clone(),
+                arn.clone(),
+                resume,
+                tx.clone(),
+                stop_rx.clone(),
+            );
+            runtime.spawn(stream.run());
+        }
+        StreamsSource {
+            runtime,
+            events: rx,
+            stop: stop_tx,
+            settings,
+            until_idle: config.until_idle,
+            heartbeat: config.heartbeat,
+        }
+    }
+
+    /// Asks every reader to stop; batches already sent may still arrive.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Source for StreamsSource {
+    type Error = StreamsError;
+
+    /// The next page, an empty batch when nothing came within the heartbeat,
+    /// or `None` once stopped (idle for `until_idle`, or every stream ended).
+    fn next_batch(&mut self) -> Result<Option<SourceBatch>, StreamsError> {
+        if let Some(limit) = self.until_idle
+            && self.settings.activity.quiet_for() >= limit
+        {
+            tracing::info!(idle_s = limit.as_secs_f64(), "no new records; stopping");
+            self.stop();
+            return Ok(None);
+        }
+        let wait = self.heartbeat;
+        let events = &mut self.events;
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(wait, events.recv()).await })
+        {
+            Ok(Some(Event::Batch(batch))) => Ok(Some(batch)),
+            Ok(Some(Event::Failed(e))) => {
+                self.stop();
+                Err(e)
+            }
+            Ok(None) => Ok(None),
+            Err(_) => Ok(Some(SourceBatch::default())),
+        }
+    }
+}
+
+impl Drop for StreamsSource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,412 @@
+//! The stream source against the simulator, through the real AWS SDK: shard
+//! lineage, iterator expiry, trimming, throttling and resume positions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_core::{Change, DeadLetter, Gap, Positions, SequenceNumber, ShardKey, Source};
+use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
+use dynamo_cdc_source::{OnGap, StartAt, StreamsConfig, StreamsError, StreamsSource};
+use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
+use serde_json::json;
+
+#[derive(Default)]
+struct Run {
+    changes: Vec<Change>,
+    gaps: Vec<Gap>,
+    dead: Vec<DeadLetter>,
+    error: Option<StreamsError>,
+}
+
+impl Run {
+    /// Sequence numbers read from `shard`, in order.
+    fn seqs(&self, shard: &str) -> Vec<u128> {
+        self.changes
+            .iter()
+            .filter(|c| &*c.source.shard_id == shard)
+            .map(|c| c.source.sequence_number.as_str().parse().unwrap())
+            .collect()
+    }
+
+    fn all_seqs(&self) -> Vec<u128> {
+        self.changes
+            .iter()
+            .map(|c| c.source.sequence_number.as_str().parse().unwrap())
+            .collect()
+    }
+}
+
+fn config(sim_arns: &[&str]) -> StreamsConfig {
+    StreamsConfig {
+        stream_arns: sim_arns.iter().map(|s| (*s).to_owned()).collect(),
+        poll_interval: Duration::from_millis(10),
+        idle_poll_interval: Duration::from_millis(40),
+        shard_refresh_interval: Duration::from_millis(150),
+        until_idle: Some(Duration::from_millis(1500)),
+        heartbeat: Duration::from_millis(50),
+        ..StreamsConfig::default()
+    }
+}
+
+/// Reads until idle (or an error), with `during` run on another thread
+/// while the source reads.
+fn read(
+    sim: &StreamSim,
+    config: &StreamsConfig,
+    resume: &Positions,
+    during: impl FnOnce() + Send,
+) -> Run {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = Endpoint {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(sim.endpoint_url()),
+    };
+    let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
+    let mut source = StreamsSource::start_on(runtime, Arc::new(api), config, resume);
+    let mut run = Run::default();
+    std::thread::scope(|s| {
+        s.spawn(during);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "the source never went idle");
+            match source.next_batch() {
+                Ok(Some(batch)) => {
+                    run.gaps.extend(batch.gaps);
+                    run.dead.extend(batch.dead_letters);
+                    run.changes.extend(batch.changes);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    run.error = Some(e);
+                    break;
+                }
+            }
+        }
+    });
+    run
+}
+
+fn put(sim: &StreamSim, arn: &str, shard: &str, id: &str) -> u128 {
+    sim.put_json(
+        arn,
+        shard,
+        "INSERT",
+        json!({"pk": {"S": id}}),
+        Some((None, Some(json!({"pk": {"S": id}, "n": {"N": "1.50"}})))),
+    )
+}
+
+fn positions(table: &str, at: &[(&str, u128)]) -> Positions {
+    at.iter()
+        .map(|(shard, seq)| {
+            (
+                ShardKey::new(table, *shard),
+                SequenceNumber::parse(&seq.to_string()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reads_every_record_once_in_order_and_converts_it() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let expected: Vec<u128> = (0..25)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+    let first = &run.changes[0];
+    assert_eq!(&*first.source.table, "orders");
+    assert_eq!(
+        first.new_image.as_ref().unwrap()["n"],
+        dynamo_cdc_core::AttributeValue::N(dynamo_cdc_core::Number::parse("1.5").unwrap())
+    );
+}
+
+#[test]
+fn parents_are_drained_before_children_through_rotation_split_and_early_lineage() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(put(&sim, &arn, &root, &format!("r{i}")));
+    }
+    let child = sim.rotate(&arn, &root);
+    for i in 0..5 {
+        expected.push(put(&sim, &arn, &child, &format!("c{i}")));
+    }
+    let (a, b) = sim.split(&arn, &child);
+    expected.push(put(&sim, &arn, &a, "a0"));
+    expected.push(put(&sim, &arn, &b, "b0"));
+    // `a` lists children while still open: they must wait for it.
+    let early = sim.add_children_early(&arn, &a, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {
+        std::thread::sleep(Duration::from_millis(400));
+        tx.send(late_writes(&sim, &arn, &a, &early[0])).unwrap();
+    });
+    let (a_late, kid) = rx.recv().unwrap();
+    expected.push(a_late);
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let tail = run.seqs(&early[0]);
+    assert_eq!(tail, kid, "both records of the late child");
+    expected.extend(kid);
+    // Everything exactly once.
+    let mut got = run.all_seqs();
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
+    // Order: no child record before the last record of its parent.
+    let pos = |seq: u128| run.all_seqs().iter().position(|s| *s == seq).unwrap();
+    let last_root = *run.seqs(&root).last().unwrap();
+    let first_child = run.seqs(&child)[0];
+    assert!(pos(last_root) < pos(first_child));
+    let last_child = *run.seqs(&child).last().unwrap();
+    assert!(pos(last_child) < pos(run.seqs(&a)[0]));
+    assert!(pos(last_child) < pos(run.seqs(&b)[0]));
+    let last_a = *run.seqs(&a).last().unwrap();
+    assert!(
+        pos(last_a) < pos(tail[0]),
+        "the early child waited for its parent"
+    );
+}
+
+/// Writes to `a` after the reader started, then to its early child, then
+/// closes `a`: returns what it wrote to each.
+fn late_writes(sim: &StreamSim, arn: &str, a: &str, kid: &str) -> (u128, Vec<u128>) {
+    let a_late = put(sim, arn, a, "a-late");
+    std::thread::sleep(Duration::from_millis(200));
+    let k0 = put(sim, arn, kid, "kid-0");
+    sim.close(arn, a);
+    let k1 = put(sim, arn, kid, "kid-1");
+    (a_late, vec![k0, k1])
+}
+
+#[test]
+fn a_child_whose_parent_is_not_listed_is_read() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    put(&sim, &arn, &root, "old");
+    let child = sim.rotate(&arn, &root);
+    let seq = put(&sim, &arn, &child, "new");
+    sim.remove_shard(&arn, &root); // trimmed after 24 hours
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&child), [seq]);
+}
+
+#[test]
+fn expired_iterators_are_renewed_after_the_last_record_read() {
+    let sim = StreamSim::start();
+    sim.set_iterator_ttl(Duration::from_millis(60));
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let mut expected: Vec<u128> = (0..3)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    let mut cfg = config(&[&arn]);
+    cfg.idle_poll_interval = Duration::from_millis(150); // longer than the TTL
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        let mut late = Vec::new();
+        for i in 0..4 {
+            std::thread::sleep(Duration::from_millis(200));
+            late.push(put(&sim, &arn, &shard, &format!("late{i}")));
+        }
+        tx.send(late).unwrap();
+    });
+    expected.extend(rx.recv().unwrap());
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+    assert!(
+        sim.calls(Op::GetShardIterator) > 2,
+        "iterators were renewed ({} GetShardIterator calls)",
+        sim.calls(Op::GetShardIterator)
+    );
+}
+
+#[test]
+fn throttling_server_errors_and_slow_answers_lose_nothing() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let mut cfg = config(&[&arn]);
+    cfg.records_per_call = 4;
+    let expected: Vec<u128> = (0..20)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.fail_next(Op::DescribeStream, 4, Fault::ServerError);
+    sim.fail_next(Op::GetShardIterator, 3, Fault::Throttle);
+    sim.fail_next(Op::GetRecords, 7, Fault::Throttle);
+    sim.fail_next(Op::GetRecords, 4, Fault::Unavailable);
+    sim.fail_next(Op::GetRecords, 3, Fault::ServerError);
+    sim.fail_next(Op::GetRecords, 2, Fault::Slow(Duration::from_millis(300)));
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+    assert!(
+        sim.calls(Op::GetRecords) > 5 + 14,
+        "faults were met and retried"
+    );
+}
+
+#[test]
+fn resume_positions_skip_what_was_delivered() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seqs: Vec<u128> = (0..6)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    let resume = positions("orders", &[(&shard, seqs[3])]);
+    let run = read(&sim, &config(&[&arn]), &resume, || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), seqs[4..]);
+}
+
+#[test]
+fn start_latest_reads_only_new_records_and_later_shards_from_their_start() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    put(&sim, &arn, &root, "before");
+    let mut cfg = config(&[&arn]);
+    cfg.start = StartAt::Latest;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        std::thread::sleep(Duration::from_millis(300));
+        let after = put(&sim, &arn, &root, "after");
+        let child = sim.rotate(&arn, &root);
+        let in_child = put(&sim, &arn, &child, "child");
+        tx.send((after, child, in_child)).unwrap();
+    });
+    let (after, child, in_child) = rx.recv().unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&root), [after]);
+    assert_eq!(run.seqs(&child), [in_child]);
+}
+
+#[test]
+fn trimmed_records_fail_the_run_naming_table_shard_and_range() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seqs: Vec<u128> = (0..6)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.trim(&arn, &shard, 4); // seqs[0..4] are gone
+    let resume = positions("orders", &[(&shard, seqs[1])]);
+    let run = read(&sim, &config(&[&arn]), &resume, || {});
+    let error = run.error.expect("the gap stops the run").to_string();
+    assert!(error.contains("table orders"), "{error}");
+    assert!(error.contains(&shard), "{error}");
+    assert!(error.contains(&seqs[1].to_string()), "{error}");
+    assert!(error.contains(&seqs[4].to_string()), "oldest held: {error}");
+    assert!(
+        run.changes.is_empty(),
+        "nothing after the gap was delivered"
+    );
+}
+
+#[test]
+fn trimmed_records_with_skip_leave_a_gap_record_and_go_on() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seqs: Vec<u128> = (0..6)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.trim(&arn, &shard, 4);
+    let resume = positions("orders", &[(&shard, seqs[1])]);
+    let mut cfg = config(&[&arn]);
+    cfg.on_gap = OnGap::Skip;
+    let run = read(&sim, &cfg, &resume, || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), seqs[4..]);
+    assert_eq!(run.gaps.len(), 1);
+    let gap = &run.gaps[0];
+    assert_eq!(
+        (gap.table.as_str(), gap.shard.as_str()),
+        ("orders", shard.as_str())
+    );
+    assert_eq!(gap.after.as_deref(), Some(seqs[1].to_string().as_str()));
+    assert_eq!(
+        gap.resumed_at.as_deref(),
+        Some(seqs[4].to_string().as_str())
+    );
+}
+
+#[test]
+fn trimming_while_reading_an_expired_position_is_a_gap_too() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let first = put(&sim, &arn, &shard, "k0");
+    let mut cfg = config(&[&arn]);
+    cfg.on_gap = OnGap::Skip;
+    cfg.idle_poll_interval = Duration::from_millis(300);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        std::thread::sleep(Duration::from_millis(150));
+        // Written and trimmed between two polls: never readable.
+        let lost = put(&sim, &arn, &shard, "lost");
+        sim.trim(&arn, &shard, 2);
+        let kept = put(&sim, &arn, &shard, "kept");
+        tx.send((lost, kept)).unwrap();
+    });
+    let (_lost, kept) = rx.recv().unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), [first, kept]);
+    assert_eq!(run.gaps.len(), 1, "{:?}", run.gaps);
+    assert_eq!(
+        run.gaps[0].after.as_deref(),
+        Some(first.to_string().as_str())
+    );
+}
+
+#[test]
+fn listings_are_paged_and_bad_records_are_dead_lettered_not_dropped() {
+    let sim = StreamSim::start();
+    sim.set_describe_page_size(1);
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    let good = put(&sim, &arn, &root, "k0");
+    let bad = sim.put_json(
+        &arn,
+        &root,
+        "INSERT",
+        json!({"pk": {"S": "bad"}}),
+        Some((
+            None,
+            Some(
+                json!({"pk": {"S": "bad"}, "n": {"N": "123456789012345678901234567890123456789"}}),
+            ),
+        )),
+    );
+    let (a, b) = sim.split(&arn, &root);
+    let in_a = put(&sim, &arn, &a, "a");
+    let in_b = put(&sim, &arn, &b, "b");
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&root), [good]);
+    assert_eq!(run.seqs(&a), [in_a]);
+    assert_eq!(run.seqs(&b), [in_b]);
+    assert_eq!(run.dead.len(), 1);
+    let letter = &run.dead[0];
+    assert_eq!(
+        letter.sequence_number.as_deref(),
+        Some(bad.to_string().as_str())
+    );
+    assert!(letter.error.contains("NewImage.n"), "{}", letter.error);
+    assert!(letter.error.contains("38"), "{}", letter.error);
+    assert!(sim.calls(Op::DescribeStream) >= 3, "one call per page");
+}

@@ -1,0 +1,466 @@
+//! A DynamoDB Streams simulator: an HTTP server on a loopback port that
+//! speaks the service's JSON protocol (`X-Amz-Target:
+//! DynamoDBStreams_20120810.<Op>`, plus `DynamoDB_20120810.DescribeTable`),
+//! so the real SDK client, its retries and its error parsing are exercised.
+//!
+//! What moto does not model is scripted here: shard rotation and splits,
+//! incomplete lineage, iterator expiry, retention trimming, throttling, 5xx
+//! bursts and slow answers. Sequence numbers grow across all shards, so a
+//! child's records always follow its parent's.
+//!
+//! ```no_run
+//! use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
+//! let sim = StreamSim::start();
+//! let arn = sim.create_stream("orders");
+//! let shard = sim.open_shards(&arn)[0].clone();
+//! sim.put_json(&arn, &shard, "INSERT", serde_json::json!({"pk": {"S": "a"}}), None);
+//! sim.fail_next(Op::GetRecords, 3, Fault::Throttle);
+//! ```
+
+mod state;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use state::{Shard, State, StreamState};
+
+/// The operations, for scripting faults and counting calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `DescribeStream`.
+    DescribeStream,
+    /// `GetShardIterator`.
+    GetShardIterator,
+    /// `GetRecords`.
+    GetRecords,
+    /// `DescribeTable` (the DynamoDB API).
+    DescribeTable,
+}
+
+impl Op {
+    fn from_target(target: &str) -> Option<Op> {
+        Some(match target {
+            "DynamoDBStreams_20120810.DescribeStream" => Op::DescribeStream,
+            "DynamoDBStreams_20120810.GetShardIterator" => Op::GetShardIterator,
+            "DynamoDBStreams_20120810.GetRecords" => Op::GetRecords,
+            "DynamoDB_20120810.DescribeTable" => Op::DescribeTable,
+            _ => return None,
+        })
+    }
+}
+
+/// A scripted failure for the next calls of an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 400 `LimitExceededException`.
+    Throttle,
+    /// HTTP 500 `InternalServerError`.
+    ServerError,
+    /// HTTP 503 with a body that is not JSON (a load balancer's page).
+    Unavailable,
+    /// Answer correctly, but only after this long.
+    Slow(Duration),
+}
+
+struct Scripted {
+    op: Op,
+    remaining: usize,
+    fault: Fault,
+}
+
+#[derive(Default)]
+struct Faults {
+    scripted: Vec<Scripted>,
+    calls: Vec<(Op, usize)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    faults: Mutex<Faults>,
+}
+
+/// The running simulator; stops when dropped.
+pub struct StreamSim {
+    shared: Arc<Shared>,
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    stopping: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StreamSim {
+    /// Starts a server on a free loopback port.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub fn start() -> StreamSim {
+        let server =
+            Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port"));
+        let port = server.server_addr().to_ip().expect("an IP listener").port();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new()),
+            faults: Mutex::new(Faults::default()),
+        });
+        let stopping = Arc::new(AtomicBool::new(false));
+        // Several workers, so a scripted slow answer does not hold up others.
+        let workers = (0..8)
+            .map(|_| {
+                let server = server.clone();
+                let shared = shared.clone();
+                let stopping = stopping.clone();
+                std::thread::spawn(move || {
+                    while !stopping.load(Ordering::Relaxed) {
+                        match server.recv_timeout(Duration::from_millis(100)) {
+                            Ok(Some(request)) => serve(&shared, request),
+                            Ok(None) => {}
+                            Err(_) => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        StreamSim {
+            shared,
+            server,
+            port,
+            stopping,
+            workers,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `endpoint_url`.
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    /// Creates a table's stream with one open shard; returns the stream ARN.
+    pub fn create_stream(&self, table: &str) -> String {
+        let mut st = self.state();
+        let arn = format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-01-01T00:00:00.000"
+        );
+        let id = st.new_shard_id();
+        let starting = st.next_seq;
+        st.streams.insert(
+            arn.clone(),
+            StreamState {
+                arn: arn.clone(),
+                table: table.to_owned(),
+                shards: vec![new_shard(id, None, starting)],
+            },
+        );
+        arn
+    }
+
+    /// The listed shards that are still open.
+    pub fn open_shards(&self, arn: &str) -> Vec<String> {
+        self.with_stream(arn, |s| {
+            s.shards
+                .iter()
+                .filter(|sh| sh.listed && sh.ending.is_none())
+                .map(|sh| sh.id.clone())
+                .collect()
+        })
+    }
+
+    /// Every listed shard as `(id, parent, closed)`.
+    pub fn shards(&self, arn: &str) -> Vec<(String, Option<String>, bool)> {
+        self.with_stream(arn, |s| {
+            s.shards
+                .iter()
+                .filter(|sh| sh.listed)
+                .map(|sh| (sh.id.clone(), sh.parent.clone(), sh.ending.is_some()))
+                .collect()
+        })
+    }
+
+    fn with_stream<T>(&self, arn: &str, f: impl FnOnce(&mut StreamState) -> T) -> T {
+        let mut st = self.state();
+        let stream = st
+            .streams
+            .get_mut(arn)
+            .unwrap_or_else(|| panic!("no stream {arn}"));
+        f(stream)
+    }
+
+    /// Appends a change to `shard`: `keys` and the images are DynamoDB-JSON
+    /// maps (`{"pk": {"S": "a"}}`), taken as they are so that awkward and
+    /// invalid values reach the reader. Returns the sequence number.
+    ///
+    /// # Panics
+    /// When the stream or shard does not exist or the shard is closed.
+    pub fn put_json(
+        &self,
+        arn: &str,
+        shard: &str,
+        op: &str,
+        keys: Value,
+        images: Option<(Option<Value>, Option<Value>)>,
+    ) -> u128 {
+        let mut st = self.state();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let created = st.epoch.elapsed().as_secs_f64() + 1_764_000_000.0;
+        let stream = st.streams.get_mut(arn).expect("stream");
+        let sh = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.id == shard)
+            .expect("shard");
+        assert!(sh.ending.is_none(), "shard {shard} is closed");
+        let (old, new) = images.unwrap_or((None, None));
+        let new = new.or_else(|| (op != "REMOVE").then(|| keys.clone()));
+        let old = old.or_else(|| (op != "INSERT").then(|| keys.clone()));
+        let mut body = json!({
+            "ApproximateCreationDateTime": created,
+            "Keys": keys,
+            "SequenceNumber": seq.to_string(),
+            "SizeBytes": 100,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        });
+        if let Some(new) = new.filter(|_| op != "REMOVE") {
+            body["NewImage"] = new;
+        }
+        if let Some(old) = old.filter(|_| op != "INSERT") {
+            body["OldImage"] = old;
+        }
+        let record = json!({
+            "eventID": format!("{seq:x}"),
+            "eventName": op,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": body,
+        });
+        sh.records.push((seq, record));
+        seq
+    }
+
+    /// Closes `shard` and opens one child: a rotation. Returns the child.
+    pub fn rotate(&self, arn: &str, shard: &str) -> String {
+        self.split_into(arn, shard, 1, true).remove(0)
+    }
+
+    /// Closes `shard` and opens two children: a split. Returns them.
+    pub fn split(&self, arn: &str, shard: &str) -> (String, String) {
+        let mut kids = self.split_into(arn, shard, 2, true);
+        let b = kids.pop().expect("two children");
+        (kids.pop().expect("two children"), b)
+    }
+
+    /// Opens children of `shard` while it stays open and is listed as such:
+    /// lineage reported before the parent closes.
+    pub fn add_children_early(&self, arn: &str, shard: &str, n: usize) -> Vec<String> {
+        self.split_into(arn, shard, n, false)
+    }
+
+    /// Closes a shard that was opened early with [`Self::add_children_early`].
+    pub fn close(&self, arn: &str, shard: &str) {
+        let mut st = self.state();
+        let last = st.next_seq.saturating_sub(1);
+        let stream = st.streams.get_mut(arn).expect("stream");
+        let sh = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.id == shard)
+            .expect("shard");
+        sh.ending = Some(sh.records.last().map_or(last, |(s, _)| *s));
+    }
+
+    fn split_into(&self, arn: &str, shard: &str, n: usize, close: bool) -> Vec<String> {
+        let mut st = self.state();
+        let ids: Vec<String> = (0..n).map(|_| st.new_shard_id()).collect();
+        let starting = st.next_seq;
+        let stream = st.streams.get_mut(arn).expect("stream");
+        let parent = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.id == shard)
+            .expect("shard");
+        if close {
+            parent.ending = Some(parent.records.last().map_or(starting - 1, |(s, _)| *s));
+        }
+        for id in &ids {
+            stream
+                .shards
+                .push(new_shard(id.clone(), Some(shard.to_owned()), starting));
+        }
+        ids
+    }
+
+    /// Hides `shard`'s parent id from listings: incomplete lineage.
+    pub fn hide_parent(&self, arn: &str, shard: &str) {
+        self.with_stream(arn, |s| {
+            if let Some(sh) = s.shards.iter_mut().find(|sh| sh.id == shard) {
+                sh.show_parent = false;
+            }
+        });
+    }
+
+    /// Retention: drops the oldest `n` records of `shard`.
+    pub fn trim(&self, arn: &str, shard: &str, n: usize) {
+        self.with_stream(arn, |s| {
+            let sh = s
+                .shards
+                .iter_mut()
+                .find(|sh| sh.id == shard)
+                .expect("shard");
+            sh.trimmed = (sh.trimmed + n).min(sh.records.len());
+        });
+    }
+
+    /// Retention: the whole shard is gone from listings and calls.
+    pub fn remove_shard(&self, arn: &str, shard: &str) {
+        self.with_stream(arn, |s| {
+            if let Some(sh) = s.shards.iter_mut().find(|sh| sh.id == shard) {
+                sh.listed = false;
+            }
+        });
+    }
+
+    /// Iterators older than this are answered with `ExpiredIteratorException`
+    /// (the service: 15 minutes).
+    pub fn set_iterator_ttl(&self, ttl: Duration) {
+        self.state().iterator_ttl = ttl;
+    }
+
+    /// At most this many shards per DescribeStream page.
+    pub fn set_describe_page_size(&self, n: usize) {
+        self.state().describe_page_size = n.max(1);
+    }
+
+    /// The next `n` calls of `op` meet `fault`.
+    pub fn fail_next(&self, op: Op, n: usize, fault: Fault) {
+        lock(&self.shared.faults).scripted.push(Scripted {
+            op,
+            remaining: n,
+            fault,
+        });
+    }
+
+    /// How many calls of `op` arrived (faulted ones included).
+    pub fn calls(&self, op: Op) -> usize {
+        lock(&self.shared.faults)
+            .calls
+            .iter()
+            .find(|(o, _)| *o == op)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl Drop for StreamSim {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.server.unblock();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn new_shard(id: String, parent: Option<String>, starting: u128) -> Shard {
+    Shard {
+        id,
+        parent,
+        show_parent: true,
+        records: Vec::new(),
+        trimmed: 0,
+        starting,
+        ending: None,
+        listed: true,
+    }
+}
+
+fn serve(shared: &Shared, mut request: tiny_http::Request) {
+    let target = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("X-Amz-Target"))
+        .map(|h| h.value.as_str().to_owned())
+        .unwrap_or_default();
+    let mut text = String::new();
+    let _ = request.as_reader().read_to_string(&mut text);
+    let (status, body) = answer(shared, &target, &text);
+    let content_type = if status == 503 {
+        "text/html"
+    } else {
+        "application/x-amz-json-1.0"
+    };
+    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+        .expect("a valid header");
+    let response = tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header);
+    let _ = request.respond(response);
+}
+
+fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
+    let Some(op) = Op::from_target(target) else {
+        return error(
+            400,
+            "UnknownOperationException",
+            &format!("unknown target {target}"),
+        );
+    };
+    let fault = {
+        let mut faults = lock(&shared.faults);
+        match faults.calls.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, n)) => *n += 1,
+            None => faults.calls.push((op, 1)),
+        }
+        let fault = faults
+            .scripted
+            .iter_mut()
+            .find(|s| s.op == op && s.remaining > 0)
+            .map(|s| {
+                s.remaining -= 1;
+                s.fault
+            });
+        faults.scripted.retain(|s| s.remaining > 0);
+        fault
+    };
+    match fault {
+        Some(Fault::Throttle) => {
+            return error(400, "LimitExceededException", "Rate exceeded for shard");
+        }
+        Some(Fault::ServerError) => {
+            return error(500, "InternalServerError", "Internal server error");
+        }
+        Some(Fault::Unavailable) => {
+            return (503, "<html><body>Service Unavailable</body></html>".into());
+        }
+        Some(Fault::Slow(d)) => std::thread::sleep(d),
+        None => {}
+    }
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let st = lock(&shared.state);
+    let result = match op {
+        Op::DescribeStream => st.describe_stream(&body),
+        Op::GetShardIterator => st.get_shard_iterator(&body),
+        Op::GetRecords => st.get_records(&body),
+        Op::DescribeTable => st.describe_table(&body),
+    };
+    match result {
+        Ok(v) => (200, v.to_string()),
+        Err(f) => error(f.status, f.code, &f.message),
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> (u16, String) {
+    (
+        status,
+        json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": message})
+            .to_string(),
+    )
+}
