@@ -81,7 +81,8 @@ fn check(changes: &[(Item, Kind)], numbers: &str) -> Result<(), TestCaseError> {
         &std::fs::read_to_string(scratch.config(&format!("numbers = \"{numbers}\""), "")).unwrap(),
     )
     .unwrap();
-    let summary = dynamo_cdc::run(&config).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+    let summary = dynamo_cdc::run(&config, &dynamo_cdc::RunOptions::default())
+        .map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
     prop_assert_eq!(summary.dead_lettered, 0, "valid items were dead-lettered");
     let rows = read_rows(&scratch.parquet());
     prop_assert_eq!(rows.len(), expected.len());

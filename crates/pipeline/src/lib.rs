@@ -4,9 +4,10 @@
 
 pub mod checkpoint;
 pub mod config;
+mod feed;
 mod run;
 pub mod summary;
 
 pub use config::{Config, ConfigError};
-pub use run::run;
+pub use run::{RunOptions, run};
 pub use summary::RunSummary;

@@ -2,10 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dynamo_cdc::Config;
+use dynamo_cdc::{Config, RunOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 // The pipeline allocates many small strings and maps per record; mimalloc
 // serves that pattern far faster than the system allocator.
@@ -32,7 +36,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline until its input is exhausted, then print a summary.
+    /// Run a pipeline, then print a summary.
+    ///
+    /// A replay source runs to the end of its capture; a dynamodb source
+    /// runs until SIGTERM or SIGINT (Ctrl-C), or `--until-idle`. On a signal
+    /// it stops reading, commits what it read and records positions, then
+    /// exits 0; a second signal exits at once (nothing is lost: the next run
+    /// resumes from the recorded positions).
     ///
     /// Exit codes: 0 success; 1 failure; 2 configuration error (nothing was
     /// done); 3 finished, but some records were dead-lettered.
@@ -40,6 +50,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Stop the same graceful way once no shard has returned a new
+        /// record for this many seconds (batch jobs, tests).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        until_idle: Option<Duration>,
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
@@ -53,6 +67,27 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+/// SIGTERM and SIGINT set `stop`; a second one while stopping exits at once.
+fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT] {
+        // Registered first, so it sees the flag before the second handler
+        // sets it: only a repeated signal exits.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 fn load(path: &PathBuf) -> Result<Config, String> {
@@ -86,6 +121,7 @@ fn main() -> ExitCode {
         },
         Command::Run {
             config,
+            until_idle,
             summary_json,
             quiet,
         } => {
@@ -96,7 +132,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let result = dynamo_cdc::run(&config).and_then(|summary| {
+            let stop = match stop_on_signals() {
+                Ok(stop) => stop,
+                Err(e) => {
+                    eprintln!("error: cannot install signal handlers: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = RunOptions { until_idle, stop };
+            let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
                 if let Some(path) = &summary_json {
                     let text = serde_json::to_string_pretty(&summary)?;
                     std::fs::write(path, text)

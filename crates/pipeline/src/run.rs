@@ -8,40 +8,54 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use dynamo_cdc_core::{DeadLetter, Positions, Sink, Source, SourceBatch};
+use anyhow::Context as _;
+use dynamo_cdc_core::{DeadLetter, Positions, Sink};
 use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, DeadLetterWriter, ParquetConfig, ParquetSink};
 use dynamo_cdc_source::record::render_record;
-use dynamo_cdc_source::{ReplayConfig, ReplayError, ReplaySource, ReplayStats};
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::checkpoint::CheckpointStore;
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
+use crate::feed::Feed;
 use crate::summary::RunSummary;
 
-/// Runs the configured pipeline to the end of its input.
+/// How a run ends besides the end of its input.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Stop once no shard has returned new records for this long (stream
+    /// source).
+    pub until_idle: Option<Duration>,
+    /// Set (by a signal handler) to stop gracefully: stop reading, commit,
+    /// record positions, return.
+    pub stop: std::sync::Arc<AtomicBool>,
+}
+
+/// Runs the configured pipeline to the end of its input, until idle, or
+/// until asked to stop.
 ///
 /// # Errors
-/// When a schema, the capture, the sink or the checkpoint cannot be read or
+/// When a schema, the source, the sink or the checkpoint cannot be read or
 /// written. Bad records are not errors: they are dead-lettered and counted.
-pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
+pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
     config.validate()?;
-    // Fail on a missing capture before the sink touches anything.
-    let capture = config
-        .source
-        .path
-        .clone()
-        .context("source.path is required")?;
-    std::fs::metadata(&capture).with_context(|| {
-        format!(
-            "config key `source.path`: cannot read {}",
-            capture.display()
-        )
-    })?;
+    if config.source.kind == SourceKind::Replay {
+        // Fail on a missing capture before the sink touches anything.
+        let capture = config
+            .source
+            .path
+            .clone()
+            .context("source.path is required")?;
+        std::fs::metadata(&capture).with_context(|| {
+            format!(
+                "config key `source.path`: cannot read {}",
+                capture.display()
+            )
+        })?;
+    }
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
     let pq = config
         .sinks
@@ -70,32 +84,29 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     let resume = Positions::resume_point(&[sink.durable_positions()]);
     tracing::info!(shards = resume.len(), "resuming");
 
-    let source = ReplaySource::open(
-        &ReplayConfig {
-            path: capture,
-            table: config.source.table.clone(),
-            batch_size: config.source.batch_size,
-        },
-        resume,
-    )?;
     let mut summary = RunSummary {
         dead_letter_path: pq.path.join(DEAD_LETTER_DIR).display().to_string(),
         temp_files_swept: sink.stats().swept,
         ..RunSummary::default()
     };
-
-    let (tx, rx) = sync_channel::<Result<SourceBatch, ReplayError>>(2);
-    // Spent batches go back to the reader to be freed on the thread that
-    // allocated them: cross-thread frees are the allocator's slow path. The
-    // channel needs no bound: the reader empties it before every batch it
-    // reads, so it never holds more than the few batches in flight.
-    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<SourceBatch>();
-    let reader = std::thread::Builder::new()
-        .name("replay-reader".into())
-        .spawn(move || read_all(source, &tx, &spent_rx))?;
-
-    for batch in rx {
-        let mut batch = batch?;
+    let mut feed = Feed::start(config, resume, options.until_idle)?;
+    // A source failure still commits what was delivered before it (so a
+    // restart does not read it again); a sink failure commits nothing more.
+    let mut source_failure = None;
+    while !options.stop.load(Ordering::Relaxed) {
+        let mut batch = match feed.next() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(e) => {
+                source_failure = Some(e);
+                break;
+            }
+        };
+        // Gaps first: they precede the batch's changes in their shards.
+        for gap in &batch.gaps {
+            sink.record_gap(gap)?;
+        }
+        summary.gaps += batch.gaps.len() as u64;
         for c in &batch.changes {
             summary.count_read(&c.source.table, c.op.code());
         }
@@ -115,20 +126,24 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
                 raw: render_record(change),
             });
         }
+        // Dead letters are durable before any commit moves past them.
         summary.dead_lettered += dead_letters
             .write(&letters)
             .context("cannot write dead letters")?;
         sink.poll()?;
         checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
-        // At the end the reader is gone and the batch is simply dropped here.
-        let _ = spent_tx.send(batch);
+        feed.recycle(batch);
     }
-    let stats: ReplayStats = match reader.join() {
-        Ok(stats) => stats,
-        Err(_) => bail!("the replay reader thread panicked"),
-    };
+    if options.stop.load(Ordering::Relaxed) {
+        tracing::info!("stop requested: committing what was read");
+        summary.stopped_on_request = true;
+    }
+    let stats = feed.finish()?;
     sink.flush()?;
     checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+    if let Some(e) = source_failure {
+        return Err(e);
+    }
 
     let s = sink.stats();
     summary.rows_written = s.rows;
@@ -139,31 +154,6 @@ pub fn run(config: &Config) -> anyhow::Result<RunSummary> {
     summary.dead_letters_total = dead_letters.known() as u64;
     summary.elapsed = started.elapsed();
     Ok(summary)
-}
-
-fn read_all(
-    mut source: ReplaySource,
-    tx: &std::sync::mpsc::SyncSender<Result<SourceBatch, ReplayError>>,
-    spent: &Receiver<SourceBatch>,
-) -> ReplayStats {
-    loop {
-        while let Ok(batch) = spent.try_recv() {
-            drop(batch);
-        }
-        match source.next_batch() {
-            Ok(Some(batch)) => {
-                if tx.send(Ok(batch)).is_err() {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                break;
-            }
-        }
-    }
-    source.stats().clone()
 }
 
 /// Reads every `<table>.avsc` in `dir`.

@@ -29,6 +29,10 @@ pub struct RunSummary {
     pub bytes_written: u64,
     /// Temp files of an earlier crash removed at start.
     pub temp_files_swept: u64,
+    /// Gaps (records trimmed before delivery) recorded by this run.
+    pub gaps: u64,
+    /// True when a signal ended the run.
+    pub stopped_on_request: bool,
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -119,6 +123,16 @@ impl fmt::Display for RunSummary {
                 "  removed {} temp files left by an earlier run",
                 self.temp_files_swept
             )?;
+        }
+        if self.gaps > 0 {
+            writeln!(
+                f,
+                "  gaps: {} ranges of trimmed records recorded under _gaps/",
+                self.gaps
+            )?;
+        }
+        if self.stopped_on_request {
+            writeln!(f, "  stopped on request; positions recorded")?;
         }
         writeln!(
             f,

@@ -215,10 +215,14 @@ mod tests {
     #[test]
     fn vanished_shards_are_reported_unless_drained_and_then_forgotten() {
         let mut t = Tracker::default();
-        t.update(vec![shard("a", None, true), shard("b", None, true)]);
+        t.update(vec![
+            shard("a", None, true),
+            shard("b", None, true),
+            shard("r", None, true),
+        ]);
         t.started("a");
         t.drained("a");
-        t.started("b");
+        t.started("r");
         let change = t.update(vec![shard("c", Some("a"), false)]);
         assert_eq!(change.added, ["c"]);
         assert_eq!(change.vanished_unread, ["b"]);
@@ -226,6 +230,11 @@ mod tests {
             t.state("a"),
             None,
             "a drained shard no longer listed is forgotten"
+        );
+        assert_eq!(
+            t.state("r"),
+            Some(State::Reading),
+            "a shard being read stays until its reader ends"
         );
         assert_eq!(t.ready(), ["c"], "its child no longer waits for it");
     }

@@ -1,0 +1,205 @@
+//! Where batches come from: the replay reader on its own thread, or the
+//! stream source on its own runtime. Either way the pipeline pulls batches
+//! one at a time over a bounded channel, and gets an empty batch at least
+//! every heartbeat so it can commit files by age and notice a stop request.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
+use dynamo_cdc_source::{
+    OnGap, ReplayConfig, ReplayError, ReplaySource, ReplayStats, StartAt, StreamsConfig,
+    StreamsSource,
+};
+
+use crate::config::{Config, OnGapConfig, SourceKind, StartConfig};
+
+/// How long the pipeline waits for a batch before it looks around.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// A running source.
+pub(crate) enum Feed {
+    Replay {
+        batches: Receiver<Result<SourceBatch, ReplayError>>,
+        /// Spent batches go back to the reader to be freed on the thread
+        /// that allocated them: cross-thread frees are the allocator's slow
+        /// path. The channel needs no bound: the reader empties it before
+        /// every batch it reads, so it never holds more than the few
+        /// batches in flight.
+        spent: Sender<SourceBatch>,
+        reader: Option<JoinHandle<ReplayStats>>,
+    },
+    Streams(Box<StreamsSource>),
+}
+
+impl Feed {
+    /// Starts the configured source at `resume`.
+    ///
+    /// # Errors
+    /// When the capture cannot be opened, or a table's stream cannot be
+    /// found.
+    pub(crate) fn start(
+        config: &Config,
+        resume: Positions,
+        until_idle: Option<Duration>,
+    ) -> anyhow::Result<Feed> {
+        match config.source.kind {
+            SourceKind::Replay => Self::replay(config, resume),
+            SourceKind::Dynamodb => Self::streams(config, &resume, until_idle),
+        }
+    }
+
+    fn replay(config: &Config, resume: Positions) -> anyhow::Result<Feed> {
+        let path = config
+            .source
+            .path
+            .clone()
+            .context("source.path is required")?;
+        let source = ReplaySource::open(
+            &ReplayConfig {
+                path,
+                table: config.source.table.clone(),
+                batch_size: config.source.batch_size,
+            },
+            resume,
+        )?;
+        let (tx, rx) = sync_channel(2);
+        let (spent_tx, spent_rx) = std::sync::mpsc::channel::<SourceBatch>();
+        let reader = std::thread::Builder::new()
+            .name("replay-reader".into())
+            .spawn(move || read_all(source, &tx, &spent_rx))?;
+        Ok(Feed::Replay {
+            batches: rx,
+            spent: spent_tx,
+            reader: Some(reader),
+        })
+    }
+
+    fn streams(
+        config: &Config,
+        resume: &Positions,
+        until_idle: Option<Duration>,
+    ) -> anyhow::Result<Feed> {
+        let s = &config.source;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stream-reader")
+            .enable_all()
+            .build()
+            .context("cannot start the stream reader runtime")?;
+        let endpoint = Endpoint {
+            region: s.region.clone(),
+            endpoint_url: s.endpoint_url.clone(),
+        };
+        let (api, stream_arns) = runtime.block_on(async {
+            let api = SdkStreams::connect(&endpoint).await;
+            let mut arns = s.stream_arns.clone();
+            for table in &s.tables {
+                let arn = api
+                    .stream_of_table(table)
+                    .await
+                    .with_context(|| format!("config key `source.tables`: table `{table}`"))?;
+                tracing::info!(table = %table, stream = %arn, "found the table's stream");
+                arns.push(arn);
+            }
+            anyhow::Ok((api, arns))
+        })?;
+        let streams = StreamsConfig {
+            stream_arns,
+            start: match s.start {
+                StartConfig::TrimHorizon => StartAt::TrimHorizon,
+                StartConfig::Latest => StartAt::Latest,
+            },
+            on_gap: match s.on_gap {
+                OnGapConfig::Fail => OnGap::Fail,
+                OnGapConfig::Skip => OnGap::Skip,
+            },
+            poll_interval: Duration::from_millis(s.poll_interval_ms),
+            idle_poll_interval: Duration::from_millis(s.idle_poll_interval_ms),
+            shard_refresh_interval: Duration::from_millis(s.shard_refresh_interval_ms),
+            max_concurrent_shards: s.max_concurrent_shards,
+            records_per_call: s.records_per_call,
+            until_idle,
+            heartbeat: HEARTBEAT,
+        };
+        let source = StreamsSource::start_on(runtime, std::sync::Arc::new(api), &streams, resume);
+        Ok(Feed::Streams(Box::new(source)))
+    }
+
+    /// The next batch (possibly empty: a heartbeat), or `None` at the end.
+    ///
+    /// # Errors
+    /// When the source failed as a whole.
+    pub(crate) fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
+        match self {
+            Feed::Replay { batches, .. } => match batches.recv_timeout(HEARTBEAT) {
+                Ok(batch) => Ok(Some(batch?)),
+                Err(RecvTimeoutError::Timeout) => Ok(Some(SourceBatch::default())),
+                Err(RecvTimeoutError::Disconnected) => Ok(None),
+            },
+            Feed::Streams(source) => Ok(source.next_batch()?),
+        }
+    }
+
+    /// Hands a processed batch back, to be freed where it was made.
+    pub(crate) fn recycle(&mut self, batch: SourceBatch) {
+        if let Feed::Replay { spent, .. } = self {
+            // At the end the reader is gone and the batch is dropped here.
+            let _ = spent.send(batch);
+        }
+    }
+
+    /// Stops reading and returns the replay reader's statistics.
+    ///
+    /// # Errors
+    /// When the replay reader thread panicked.
+    pub(crate) fn finish(self) -> anyhow::Result<ReplayStats> {
+        match self {
+            Feed::Replay {
+                batches,
+                mut reader,
+                ..
+            } => {
+                // Dropping the receiver ends a reader blocked on a full channel.
+                drop(batches);
+                match reader.take().map(JoinHandle::join) {
+                    Some(Ok(stats)) => Ok(stats),
+                    Some(Err(_)) => bail!("the replay reader thread panicked"),
+                    None => Ok(ReplayStats::default()),
+                }
+            }
+            Feed::Streams(source) => {
+                source.stop();
+                Ok(ReplayStats::default())
+            }
+        }
+    }
+}
+
+fn read_all(
+    mut source: ReplaySource,
+    tx: &SyncSender<Result<SourceBatch, ReplayError>>,
+    spent: &Receiver<SourceBatch>,
+) -> ReplayStats {
+    loop {
+        while let Ok(batch) = spent.try_recv() {
+            drop(batch);
+        }
+        match source.next_batch() {
+            Ok(Some(batch)) => {
+                if tx.send(Ok(batch)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                break;
+            }
+        }
+    }
+    source.stats().clone()
+}

@@ -1,0 +1,326 @@
+//! The `dynamo-cdc` binary reading the stream simulator: exactly once in
+//! Parquet across reruns, graceful stops on SIGTERM, restarts after SIGKILL
+//! at any point, gaps, and tables found by DescribeTable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_testkit::streams_sim::StreamSim;
+use dynamo_cdc_tests::{Scratch, binary, read_rows};
+use serde_json::json;
+
+/// A config for the simulator's streams with `extra` lines in `[source]`.
+fn config(s: &Scratch, sim: &StreamSim, source: &str, parquet: &str) -> PathBuf {
+    let text = format!(
+        "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\n\
+         poll_interval_ms = 20\nidle_poll_interval_ms = 50\nshard_refresh_interval_ms = 200\n{source}\n\n\
+         [sinks.parquet]\npath = {:?}\n{parquet}\n\n[checkpoint]\npath = {:?}\n",
+        sim.endpoint_url(),
+        s.parquet(),
+        s.path().join("out/checkpoint.json"),
+    );
+    let path = s.path().join("streams.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn command(s: &Scratch, config: &Path, until_idle: Option<&str>) -> Command {
+    let mut c = Command::new(binary());
+    c.args(["run", "--config"])
+        .arg(config)
+        .current_dir(s.path())
+        // Any credentials do for the simulator; never the machine's own.
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some(secs) = until_idle {
+        c.args(["--until-idle", secs]);
+    }
+    c
+}
+
+fn run_until_idle(s: &Scratch, config: &Path) -> Output {
+    command(s, config, Some("1.5")).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn put(sim: &StreamSim, arn: &str, shard: &str, id: &str, version: u32) -> u128 {
+    sim.put_json(
+        arn,
+        shard,
+        if version == 0 { "INSERT" } else { "MODIFY" },
+        json!({"id": {"S": id}}),
+        Some((
+            None,
+            Some(json!({"id": {"S": id}, "version": {"N": version.to_string()}, "price": {"N": "0.10"}})),
+        )),
+    )
+}
+
+/// Sequence numbers in the Parquet output, per shard, in file order.
+fn delivered(root: &Path) -> BTreeMap<String, Vec<u128>> {
+    let mut out: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+    for row in read_rows(root) {
+        out.entry(row.shard)
+            .or_default()
+            .push(row.seq.parse().unwrap());
+    }
+    for seqs in out.values_mut() {
+        seqs.sort_unstable();
+    }
+    out
+}
+
+fn assert_exactly_once(root: &Path, expected: &BTreeMap<String, Vec<u128>>) {
+    let got = delivered(root);
+    for (shard, seqs) in &got {
+        let mut unique = seqs.clone();
+        unique.dedup();
+        assert_eq!(&unique, seqs, "shard {shard} has a change twice");
+    }
+    assert_eq!(&got, expected, "every change exactly once");
+}
+
+#[test]
+fn a_stream_lands_in_parquet_exactly_once_across_reruns() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    let mut expected: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+    for i in 0..30 {
+        expected
+            .entry(root.clone())
+            .or_default()
+            .push(put(&sim, &arn, &root, &format!("o{i}"), 0));
+    }
+    let child = sim.rotate(&arn, &root);
+    for i in 0..10 {
+        expected.entry(child.clone()).or_default().push(put(
+            &sim,
+            &arn,
+            &child,
+            &format!("o{i}"),
+            1,
+        ));
+    }
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, &format!("stream_arns = [{arn:?}]"), "");
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&s.parquet(), &expected);
+    // Values arrive typed and exact.
+    let rows = read_rows(&s.parquet());
+    let row = rows
+        .iter()
+        .find(|r| r.seq == expected[&child][0].to_string())
+        .unwrap();
+    assert_eq!(row.op, "u");
+    assert_eq!(
+        serde_json::to_value(&row.item["price"]).unwrap(),
+        json!({"N": "0.1"})
+    );
+
+    // A rerun writes nothing; new changes are picked up after the position.
+    let before = dynamo_cdc_tests::parquet_files(&s.parquet()).len();
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(dynamo_cdc_tests::parquet_files(&s.parquet()).len(), before);
+    for i in 0..5 {
+        expected
+            .get_mut(&child)
+            .unwrap()
+            .push(put(&sim, &arn, &child, &format!("n{i}"), 2));
+    }
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&s.parquet(), &expected);
+}
+
+#[test]
+fn tables_are_found_by_describe_table() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("customers");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seq = put(&sim, &arn, &shard, "c1", 0);
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, "tables = [\"customers\"]", "");
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&s.parquet(), &BTreeMap::from([(shard, vec![seq])]));
+
+    let cfg = config(&s, &sim, "tables = [\"nope\"]", "");
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("table `nope`"), "{}", stderr(&out));
+}
+
+/// Writes to the stream from another thread while the binary runs.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<u128>>>,
+}
+
+impl Writer {
+    fn start(sim: &std::sync::Arc<StreamSim>, arn: &str, shard: &str) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sim, arn, shard, flag) = (sim.clone(), arn.to_owned(), shard.to_owned(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut seqs = Vec::new();
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                seqs.push(put(&sim, &arn, &shard, &format!("w{}", i % 17), i));
+                i += 1;
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            seqs
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<u128> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+fn wait_for_rows(root: &Path, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_rows(root).len() < at_least {
+        assert!(Instant::now() < deadline, "no rows were committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_sigkill_at_any_point_loses_and_repeats_nothing() {
+    let sim = std::sync::Arc::new(StreamSim::start());
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let s = Scratch::new();
+    // Small files committed often, so kills land between and inside commits.
+    let cfg = config(
+        &s,
+        &sim,
+        &format!("stream_arns = [{arn:?}]"),
+        "max_file_age_ms = 100\nmax_rows_per_file = 40",
+    );
+    let writer = Writer::start(&sim, &arn, &shard);
+
+    // SIGTERM: exit 0 within a bounded time, positions recorded.
+    let mut child = command(&s, &cfg, None)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_rows(&s.parquet(), 20);
+    signal(&child, "TERM");
+    let asked = Instant::now();
+    let out = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(out.code(), Some(0), "graceful stop exits 0");
+    assert!(s.path().join("out/checkpoint.json").exists());
+
+    // SIGKILL a few times at different moments.
+    for round in 0..4u64 {
+        let mut child = command(&s, &cfg, None)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + 170 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let written = writer.finish();
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_exactly_once(&s.parquet(), &BTreeMap::from([(shard, written)]));
+}
+
+#[test]
+fn trimmed_records_fail_by_default_and_leave_a_gap_record_with_skip() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let first = put(&sim, &arn, &shard, "a", 0);
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, &format!("stream_arns = [{arn:?}]"), "");
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Written and trimmed while the bridge was down.
+    let lost = put(&sim, &arn, &shard, "b", 0);
+    let kept = put(&sim, &arn, &shard, "c", 0);
+    sim.trim(&arn, &shard, 2);
+
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("table orders"), "{err}");
+    assert!(err.contains(&shard), "{err}");
+    assert!(err.contains(&first.to_string()), "{err}");
+    assert!(
+        err.contains(&kept.to_string()),
+        "the oldest record held: {err}"
+    );
+    assert!(!s.parquet().join("_gaps").exists());
+
+    let cfg = config(
+        &s,
+        &sim,
+        &format!("stream_arns = [{arn:?}]\non_gap = \"skip\""),
+        "",
+    );
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trimmed"),
+        "an error-level line: {}",
+        stderr(&out)
+    );
+    assert_exactly_once(
+        &s.parquet(),
+        &BTreeMap::from([(shard.clone(), vec![first, kept])]),
+    );
+    let gaps = std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl")).unwrap();
+    let gap: serde_json::Value = serde_json::from_str(gaps.lines().next().unwrap()).unwrap();
+    assert_eq!(gap["shard"], json!(shard));
+    assert_eq!(gap["after"], json!(first.to_string()));
+    assert_eq!(gap["resumed_at"], json!(kept.to_string()));
+    assert!(lost < kept);
+    // Recorded once, even when a rerun meets it again.
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+}
