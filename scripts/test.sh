@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole dynamo-cdc test suite on a fresh machine: installs what the
-# tests need, builds once, runs every Rust test, then the independent
-# end-to-end check that reads the Parquet output with pyarrow and DuckDB and
-# compares it with boto3's TypeDeserializer.
+# tests need, builds once, runs every Rust test (the stream source against
+# the testkit's simulator among them), then two independent end-to-end
+# checks that read the Parquet output with pyarrow (and DuckDB) and compare
+# it with boto3's TypeDeserializer: one on replayed captures, one on live
+# streams of a moto server (started and stopped on a free loopback port),
+# with SIGKILL restarts.
 #
 #   bash scripts/test.sh
 #
@@ -45,3 +48,6 @@ cargo test --workspace --locked
 
 step "end-to-end check with pyarrow, DuckDB and boto3"
 "$venv/bin/python" scripts/e2e_check.py --bin target/debug/dynamo-cdc
+
+step "end-to-end check on DynamoDB Streams served by moto"
+"$venv/bin/python" scripts/moto_e2e.py --bin target/debug/dynamo-cdc
