@@ -19,6 +19,9 @@ use crate::streams::{Event, Settings, StartAt, StreamsError};
 /// DescribeStream is limited to about 10 calls per second per account:
 /// stay well under it across pages and streams.
 const LISTING_PAGE_GAP: Duration = Duration::from_millis(200);
+/// Shortest time between two listings of a stream, even when many shards
+/// end at once (a rotation of every shard lists once, not once per shard).
+const LISTING_GAP: Duration = Duration::from_secs(1);
 
 pub(crate) struct Stream<A> {
     api: Arc<A>,
@@ -68,13 +71,34 @@ impl<A: StreamsApi> Stream<A> {
         let mut tracker = Tracker::default();
         let mut readers: JoinSet<(String, Outcome)> = JoinSet::new();
         let mut table: Arc<str> = table_from_arn(&self.arn).unwrap_or_default().into();
+        let listing_gap = LISTING_GAP.min(self.settings.shard_refresh_interval);
+        let mut listed_at: Option<tokio::time::Instant> = None;
+        let mut warned_limit = false;
         loop {
             if *self.stop.borrow() {
                 return Ok(());
             }
+            if let Some(at) = listed_at {
+                let wait =
+                    (at + listing_gap).saturating_duration_since(tokio::time::Instant::now());
+                if !wait.is_zero() && !self.pause(wait).await {
+                    return Ok(());
+                }
+            }
+            listed_at = Some(tokio::time::Instant::now());
             let Some((listing, listed_table)) = self.list().await? else {
                 return Ok(());
             };
+            let open = listing.iter().filter(|s| !s.closed).count();
+            if open > self.settings.max_concurrent_shards && !warned_limit {
+                warned_limit = true;
+                tracing::warn!(
+                    table = %table,
+                    open_shards = open,
+                    max_concurrent_shards = self.settings.max_concurrent_shards,
+                    "more open shards than max_concurrent_shards: some wait until others close; raise the limit"
+                );
+            }
             if let Some(t) = listed_table {
                 table = t.into();
             }

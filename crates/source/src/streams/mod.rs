@@ -100,6 +100,7 @@ pub(crate) struct Settings {
     pub shard_refresh_interval: Duration,
     pub records_per_call: u32,
     pub start: StartAt,
+    pub max_concurrent_shards: usize,
     pub activity: Activity,
     pub readers: Arc<tokio::sync::Semaphore>,
 }
@@ -215,6 +216,7 @@ impl StreamsSource {
             shard_refresh_interval: config.shard_refresh_interval,
             records_per_call: config.records_per_call.clamp(1, 1000),
             start: config.start,
+            max_concurrent_shards: config.max_concurrent_shards.max(1),
             activity: Activity(Mutex::new(Instant::now())),
             readers: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_shards.max(1),
