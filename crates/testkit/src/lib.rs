@@ -9,6 +9,7 @@
 //! - [`strategies`]: proptest strategies for numbers, attribute values and
 //!   items across DynamoDB's whole value space, and a renderer for single
 //!   stream records.
+//! - [`registry`]: a Schema Registry double (Confluent's REST subset).
 //! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
 //!   scripted shard rotation, splits, incomplete lineage, iterator expiry,
 //!   trimming, throttling and server errors.
@@ -17,5 +18,6 @@
 
 pub mod generator;
 mod record;
+pub mod registry;
 pub mod strategies;
 pub mod streams_sim;

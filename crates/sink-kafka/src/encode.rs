@@ -1,0 +1,190 @@
+//! A change as Kafka messages: topic, key, value, headers, and the tombstone
+//! after a delete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dynamo_cdc_core::{Change, Op};
+use dynamo_cdc_transform::avro::{self, AvroSchema, Shape};
+use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema};
+
+use crate::producer::Outgoing;
+use crate::registry::{Registry, RegistryConfig, frame};
+use crate::{Envelope, Format, KafkaSinkError};
+
+/// Header naming the change's table.
+pub const HEADER_TABLE: &str = "dynamodb.table";
+/// Header naming the change's shard.
+pub const HEADER_SHARD: &str = "dynamodb.shard_id";
+/// Header with the change's sequence number: with the shard, the change's
+/// identity (the sink reads it back to skip what a topic already holds).
+pub const HEADER_SEQUENCE: &str = "dynamodb.sequence_number";
+/// Header with the stream record's event id.
+pub const HEADER_EVENT: &str = "dynamodb.event_id";
+/// Header on dead-letter messages: why the message was not delivered.
+pub const HEADER_ERROR: &str = "dynamo-cdc.error";
+
+/// A message's key and value bytes.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Why one change could not be encoded: it is dead-lettered, the rest goes on.
+pub(crate) struct Unencodable(pub String);
+
+pub(crate) struct Encoder {
+    topic_template: String,
+    format: Format,
+    shape: Shape,
+    tombstones: bool,
+    registry: Option<Registry>,
+    mode: NumbersMode,
+    declared: HashMap<String, DeclaredSchema>,
+    tables: HashMap<Arc<str>, TableState>,
+}
+
+struct TableState {
+    schema: TableSchema,
+    /// The value schema of `schema`'s current version.
+    value: Option<(u64, AvroSchema)>,
+}
+
+impl Encoder {
+    pub(crate) fn new(
+        topic_template: &str,
+        format: Format,
+        envelope: Envelope,
+        tombstones: bool,
+        registry: Option<&RegistryConfig>,
+        mode: NumbersMode,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Self {
+        Encoder {
+            topic_template: topic_template.to_owned(),
+            format,
+            shape: match envelope {
+                Envelope::Debezium => Shape::Envelope,
+                Envelope::Flat => Shape::Flat,
+            },
+            tombstones,
+            registry: registry.map(Registry::new),
+            mode,
+            declared,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// The topic of a table.
+    pub(crate) fn topic(&self, table: &str) -> String {
+        self.topic_template.replace("{table}", table)
+    }
+
+    /// The messages of one change (the change, then its tombstone).
+    ///
+    /// # Errors
+    /// `Ok(Err(..))` when this change cannot be encoded (dead-letter it);
+    /// `Err` when the registry refuses a schema (stop).
+    pub(crate) fn encode(
+        &mut self,
+        change: &Change,
+    ) -> Result<Result<Vec<Outgoing>, Unencodable>, KafkaSinkError> {
+        let topic = self.topic(&change.source.table);
+        let (key, value) = match self.format {
+            Format::Json => (
+                crate::json::key(change),
+                match self.shape {
+                    Shape::Flat => crate::json::flat(change),
+                    Shape::Envelope => crate::json::envelope(change),
+                },
+            ),
+            Format::Avro => match self.avro(&topic, change)? {
+                Ok(kv) => kv,
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let s = &change.source;
+        let headers = vec![
+            (HEADER_TABLE, s.table.as_bytes().to_vec()),
+            (HEADER_SHARD, s.shard_id.as_bytes().to_vec()),
+            (
+                HEADER_SEQUENCE,
+                s.sequence_number.as_str().as_bytes().to_vec(),
+            ),
+            (HEADER_EVENT, s.event_id.as_bytes().to_vec()),
+        ];
+        let mut out = vec![Outgoing {
+            topic: topic.clone(),
+            key: key.clone(),
+            value: Some(value),
+            headers: headers.clone(),
+        }];
+        if self.tombstones && change.op == Op::Remove {
+            out.push(Outgoing {
+                topic,
+                key,
+                value: None,
+                headers,
+            });
+        }
+        Ok(Ok(out))
+    }
+
+    fn avro(
+        &mut self,
+        topic: &str,
+        change: &Change,
+    ) -> Result<Result<KeyValue, Unencodable>, KafkaSinkError> {
+        let table = change.source.table.clone();
+        let state = self
+            .tables
+            .entry(table.clone())
+            .or_insert_with(|| TableState {
+                schema: TableSchema::new(&table, self.declared.get(&*table), self.mode),
+                value: None,
+            });
+        // Both images must fit the value record (the envelope carries both).
+        for image in [change.old_image.as_ref(), change.new_image.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&change.keys))
+        {
+            if let Err(e) = state.schema.admit(image) {
+                return Ok(Err(Unencodable(e)));
+            }
+        }
+        let version = state.schema.version();
+        if state.value.as_ref().is_none_or(|(v, _)| *v != version) {
+            let schema = avro::value_schema(&state.schema, self.shape)
+                .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
+            state.value = Some((version, schema));
+        }
+        let Some((_, value_schema)) = &state.value else {
+            unreachable!("set above")
+        };
+        let key_schema = avro::key_schema(&table, &change.keys)
+            .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
+        let registry = self.registry.as_mut().ok_or_else(|| {
+            KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())
+        })?;
+        let key_id = registry.id(&format!("{topic}-key"), &key_schema.json.to_string())?;
+        let value_id = registry.id(&format!("{topic}-value"), &value_schema.json.to_string())?;
+        let key = match avro::encode_key(&key_schema, change) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
+        };
+        let value = match avro::encode_value(&state.schema, value_schema, self.shape, change) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
+        };
+        Ok(Ok((frame(key_id, &key), frame(value_id, &value))))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,240 @@
+//! Changes as plain JSON: the item's natural JSON shape, as consumers that
+//! do not speak DynamoDB JSON expect it.
+//!
+//! `S` is a string, `N` a JSON number written with its exact canonical
+//! decimal text (never rounded here: a reader that wants exact values reads
+//! the text), `B` base64 text, `BOOL` a boolean, `NULL` null, sets and `L`
+//! arrays (sets sorted), `M` an object. Strings are escaped as `serde_json`
+//! escapes them.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use dynamo_cdc_core::{AttributeValue, Change, Item, Op};
+
+/// Appends `s` as a JSON string.
+pub(crate) fn string(out: &mut String, s: &str) {
+    // serde_json's escaping, without building a Value.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+}
+
+/// Appends a value.
+pub(crate) fn value(out: &mut String, v: &AttributeValue) {
+    fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            each(out, item);
+        }
+        out.push(']');
+    }
+    match v {
+        AttributeValue::S(s) => string(out, s),
+        AttributeValue::N(n) => out.push_str(n.as_str()),
+        AttributeValue::B(b) => string(out, &BASE64.encode(b)),
+        AttributeValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        AttributeValue::Null => out.push_str("null"),
+        AttributeValue::Ss(v) => list(out, v, |out, s| string(out, s)),
+        AttributeValue::Ns(v) => list(out, v, |out, n| out.push_str(n.as_str())),
+        AttributeValue::Bs(v) => list(out, v, |out, b| string(out, &BASE64.encode(b))),
+        AttributeValue::L(v) => list(out, v, value),
+        AttributeValue::M(m) => item(out, m),
+    }
+}
+
+/// Appends an item as an object.
+pub(crate) fn item(out: &mut String, item: &Item) {
+    out.push('{');
+    for (i, (k, v)) in item.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(out, k);
+        out.push(':');
+        value(out, v);
+    }
+    out.push('}');
+}
+
+/// The key as a JSON object.
+pub(crate) fn key(change: &Change) -> Vec<u8> {
+    let mut out = String::with_capacity(64);
+    item(&mut out, &change.keys);
+    out.into_bytes()
+}
+
+fn field(out: &mut String, name: &str) {
+    out.push(',');
+    string(out, name);
+    out.push(':');
+}
+
+/// The value in the flat shape: the row image's attributes plus the `__`
+/// position fields (which win over attributes of the same name).
+pub(crate) fn flat(change: &Change) -> Vec<u8> {
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    let mut first = true;
+    for (k, v) in change.row_image() {
+        if k.starts_with("__") && META.contains(&k.as_str()) {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        string(&mut out, k);
+        out.push(':');
+        value(&mut out, v);
+    }
+    if first {
+        // No attributes: start the object with the first position field.
+        out.push_str("\"__op\":");
+    } else {
+        field(&mut out, "__op");
+    }
+    string(&mut out, change.op.code());
+    meta(&mut out, change);
+    out.push('}');
+    out.into_bytes()
+}
+
+const META: [&str; 8] = [
+    "__op",
+    "__table",
+    "__shard_id",
+    "__sequence_number",
+    "__event_id",
+    "__source_ts_ms",
+    "__deleted",
+    "__ttl_delete",
+];
+
+fn meta(out: &mut String, change: &Change) {
+    let s = &change.source;
+    field(out, "__table");
+    string(out, &s.table);
+    field(out, "__shard_id");
+    string(out, &s.shard_id);
+    field(out, "__sequence_number");
+    string(out, s.sequence_number.as_str());
+    field(out, "__event_id");
+    string(out, &s.event_id);
+    field(out, "__source_ts_ms");
+    match s.approx_creation_ms {
+        Some(ms) => out.push_str(&ms.to_string()),
+        None => out.push_str("null"),
+    }
+    field(out, "__deleted");
+    out.push_str(if change.op == Op::Remove {
+        "true"
+    } else {
+        "false"
+    });
+    field(out, "__ttl_delete");
+    out.push_str(if s.ttl_delete { "true" } else { "false" });
+}
+
+/// The value as a Debezium envelope: `before`, `after`, `op`, `ts_ms`,
+/// `source`.
+pub(crate) fn envelope(change: &Change) -> Vec<u8> {
+    let mut out = String::with_capacity(512);
+    let image = |out: &mut String, i: Option<&Item>| match i {
+        Some(i) => item(out, i),
+        None => out.push_str("null"),
+    };
+    // A stream without images still shows the keys of what changed.
+    let (before, after) = match change.op {
+        Op::Remove => (change.old_image.as_ref().or(Some(&change.keys)), None),
+        _ => (
+            change.old_image.as_ref(),
+            change.new_image.as_ref().or(Some(&change.keys)),
+        ),
+    };
+    out.push_str("{\"before\":");
+    image(&mut out, before);
+    out.push_str(",\"after\":");
+    image(&mut out, after);
+    field(&mut out, "op");
+    string(&mut out, change.op.code());
+    let s = &change.source;
+    field(&mut out, "ts_ms");
+    match s.approx_creation_ms {
+        Some(ms) => out.push_str(&ms.to_string()),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"source\":{\"connector\":\"dynamodb\"");
+    field(&mut out, "table");
+    string(&mut out, &s.table);
+    field(&mut out, "stream_arn");
+    match &s.stream_arn {
+        Some(arn) => string(&mut out, arn),
+        None => out.push_str("null"),
+    }
+    field(&mut out, "shard_id");
+    string(&mut out, &s.shard_id);
+    field(&mut out, "sequence_number");
+    string(&mut out, s.sequence_number.as_str());
+    field(&mut out, "event_id");
+    string(&mut out, &s.event_id);
+    field(&mut out, "ttl_delete");
+    out.push_str(if s.ttl_delete { "true" } else { "false" });
+    out.push_str("}}");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_core::{Number, SequenceNumber, SourceInfo};
+
+    use super::*;
+
+    fn change(op: Op) -> Change {
+        let keys: Item = [("id", AttributeValue::S("a\"1".into()))].into();
+        let image: Item = [
+            ("id", AttributeValue::S("a\"1".into())),
+            (
+                "n",
+                AttributeValue::N(Number::parse("12345678901234567890.5").unwrap()),
+            ),
+            ("b", AttributeValue::B(vec![0, 1, 255])),
+            ("m", AttributeValue::M([("x", AttributeValue::Null)].into())),
+        ]
+        .into();
+        Change {
+            op,
+            keys,
+            old_image: (op != Op::Insert).then(|| image.clone()),
+            new_image: (op != Op::Remove).then_some(image),
+            source: SourceInfo {
+                table: "orders".into(),
+                stream_arn: None,
+                shard_id: "s1".into(),
+                sequence_number: SequenceNumber::parse("100").unwrap(),
+                event_id: "e1".into(),
+                approx_creation_ms: Some(1_700_000_000_000),
+                ttl_delete: false,
+            },
+        }
+    }
+
+    #[test]
+    fn shapes_are_valid_json_with_exact_numbers() {
+        let c = change(Op::Modify);
+        let key: serde_json::Value = serde_json::from_slice(&key(&c)).unwrap();
+        assert_eq!(key, serde_json::json!({"id": "a\"1"}));
+        let flat = String::from_utf8(flat(&c)).unwrap();
+        assert!(flat.contains("\"n\":12345678901234567890.5"), "{flat}");
+        let v: serde_json::Value = serde_json::from_str(&flat).unwrap();
+        assert_eq!(v["b"], "AAH/");
+        assert_eq!(v["__op"], "u");
+        assert_eq!(v["__sequence_number"], "100");
+        let env: serde_json::Value =
+            serde_json::from_slice(&envelope(&change(Op::Remove))).unwrap();
+        assert_eq!(env["op"], "d");
+        assert!(env["after"].is_null());
+        assert_eq!(env["before"]["m"], serde_json::json!({"x": null}));
+        assert_eq!(env["source"]["shard_id"], "s1");
+    }
+}

@@ -1,0 +1,141 @@
+//! A Confluent Schema Registry client: register a subject's schema, get its
+//! id, frame datums in the Confluent wire format.
+//!
+//! Registering is idempotent on the registry's side (the same schema under
+//! the same subject returns the same id), so ids are cached per
+//! `(subject, schema)` and asked for once per process. A widened schema is a
+//! new schema: registering it makes a new version, or fails with the
+//! registry's compatibility message.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::KafkaSinkError;
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Where the registry is, and how to sign in.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://registry:8081`.
+    pub url: String,
+    /// Basic-auth user name.
+    pub username: Option<String>,
+    /// Basic-auth password (never logged).
+    pub password: Option<String>,
+}
+
+/// A registry client with an id cache.
+pub(crate) struct Registry {
+    base: String,
+    authorization: Option<String>,
+    agent: ureq::Agent,
+    ids: HashMap<(String, String), u32>,
+}
+
+impl Registry {
+    pub(crate) fn new(config: &RegistryConfig) -> Self {
+        let authorization = config.username.as_ref().map(|user| {
+            let pass = config.password.as_deref().unwrap_or("");
+            format!("Basic {}", BASE64.encode(format!("{user}:{pass}")))
+        });
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Registry {
+            base: config.url.trim_end_matches('/').to_owned(),
+            authorization,
+            agent,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// The id of `schema` (Avro JSON text) under `subject`, registering it
+    /// when this process has not yet.
+    pub(crate) fn id(&mut self, subject: &str, schema: &str) -> Result<u32, KafkaSinkError> {
+        let key = (subject.to_owned(), schema.to_owned());
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        let id = self.register(subject, schema)?;
+        tracing::info!(subject, id, "schema registered");
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    fn register(&self, subject: &str, schema: &str) -> Result<u32, KafkaSinkError> {
+        let fail = |message: String| KafkaSinkError::Registry {
+            subject: subject.to_owned(),
+            message,
+        };
+        let url = format!("{}/subjects/{}/versions", self.base, encode_path(subject));
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("Accept", CONTENT_TYPE);
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request
+            .send(body.as_bytes())
+            .map_err(|e| fail(format!("cannot reach {}: {e}", self.base)))?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| fail(format!("cannot read the answer: {e}")))?;
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if !(200..300).contains(&status) {
+            let message = answer["message"]
+                .as_str()
+                .map_or_else(|| text.chars().take(300).collect(), str::to_owned);
+            return Err(fail(format!("HTTP {status}: {message}")));
+        }
+        answer["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| fail(format!("the answer has no schema id: {text}")))
+    }
+}
+
+/// Subject names may hold characters a URL path must escape.
+fn encode_path(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A datum in the Confluent wire format: magic byte 0, the schema id
+/// (big-endian), then the Avro binary.
+pub(crate) fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_paths() {
+        assert_eq!(frame(258, &[7]), [0, 0, 0, 1, 2, 7]);
+        assert_eq!(encode_path("cdc.orders-value"), "cdc.orders-value");
+        assert_eq!(encode_path("a/b c"), "a%2Fb%20c");
+    }
+}

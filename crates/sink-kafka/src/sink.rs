@@ -1,0 +1,374 @@
+//! [`KafkaSink`]: encode in `write`, send and wait for acknowledgements in
+//! `poll`.
+//!
+//! The split matters: the pipeline makes a batch's rejected records durable
+//! in the dead-letter path between `write` and `poll`, so by the time a
+//! message of a later change is visible in Kafka (which would move the
+//! position past the rejected one on a restart), the reject is on disk.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use dynamo_cdc_core::{Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink};
+use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
+
+use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
+use crate::producer::{KafkaProducer, Outgoing, Sent};
+use crate::resume::scan;
+use crate::{KafkaConfig, KafkaSinkError};
+
+/// Counts kept by the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaStats {
+    /// Messages acknowledged (tombstones included).
+    pub messages: u64,
+    /// Tombstones among them.
+    pub tombstones: u64,
+    /// Changes dropped because the topic already held them.
+    pub already_held: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Gap records sent to the dead-letter topic.
+    pub gaps: u64,
+}
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    config: KafkaConfig,
+    encoder: Encoder,
+    producer: KafkaProducer,
+    durable: Positions,
+    /// What the topics hold: the checkpoint's positions, raised by reading
+    /// each topic back before the first write to it.
+    held: Positions,
+    scanned: HashSet<String>,
+    /// Next offset per topic and partition recorded with the checkpoint.
+    recorded: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Encoded, not yet sent.
+    outgoing: Vec<Outgoing>,
+    /// Dead-letter messages not yet sent.
+    dead_outgoing: Vec<Outgoing>,
+    /// A producer for the dead-letter topic that takes messages up to
+    /// 16 MiB (a change too large for the data topic still fits), made
+    /// on first use.
+    dead_producer: Option<KafkaProducer>,
+    /// Changes of the encoded batch, in order, for the position.
+    pending_changes: Vec<(ShardKey, SequenceNumber)>,
+    /// The producer's `message.max.bytes`: larger messages are refused
+    /// before anything of their batch is sent.
+    max_message_bytes: usize,
+    stats: KafkaStats,
+}
+
+impl KafkaSink {
+    /// Connects the producer. Topics are read back lazily, before the first
+    /// write to each.
+    ///
+    /// # Errors
+    /// When the producer cannot be created (a bad property).
+    pub fn open(
+        config: KafkaConfig,
+        mode: NumbersMode,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Result<Self, KafkaSinkError> {
+        let producer = KafkaProducer::new(&config.brokers, &config.properties)?;
+        let encoder = Encoder::new(
+            &config.topic,
+            config.format,
+            config.envelope,
+            config.tombstones,
+            config.registry.as_ref(),
+            mode,
+            declared,
+        );
+        let max_message_bytes = config
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1_000_000);
+        Ok(KafkaSink {
+            max_message_bytes,
+            config,
+            encoder,
+            producer,
+            durable: Positions::new(),
+            held: Positions::new(),
+            scanned: HashSet::new(),
+            recorded: BTreeMap::new(),
+            outgoing: Vec::new(),
+            dead_outgoing: Vec::new(),
+            dead_producer: None,
+            pending_changes: Vec::new(),
+            stats: KafkaStats::default(),
+        })
+    }
+
+    /// Takes the positions and offsets recorded with the last checkpoint.
+    pub fn adopt_checkpoint(
+        &mut self,
+        positions: &Positions,
+        offsets: BTreeMap<String, BTreeMap<i32, i64>>,
+    ) {
+        self.durable.merge_max(positions);
+        self.held.merge_max(positions);
+        for (topic, partitions) in &offsets {
+            for (p, o) in partitions {
+                let next = self
+                    .producer
+                    .next_offsets
+                    .entry((topic.clone(), *p))
+                    .or_insert(0);
+                *next = (*next).max(*o);
+            }
+        }
+        self.recorded = offsets;
+    }
+
+    /// Next offset per topic and partition after everything acknowledged:
+    /// recorded with the positions, where the next start reads back from.
+    pub fn offsets(&self) -> BTreeMap<String, BTreeMap<i32, i64>> {
+        let mut out = self.recorded.clone();
+        for ((topic, p), o) in &self.producer.next_offsets {
+            let slot = out.entry(topic.clone()).or_default().entry(*p).or_insert(0);
+            *slot = (*slot).max(*o);
+        }
+        out
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &KafkaStats {
+        &self.stats
+    }
+
+    /// Reads `topic` back, once, before the first write to it.
+    fn read_back(&mut self, topic: &str) -> Result<(), KafkaSinkError> {
+        if !self.scanned.insert(topic.to_owned()) {
+            return Ok(());
+        }
+        let from = self.recorded.get(topic).cloned().unwrap_or_default();
+        let found = scan(&self.config.brokers, &self.config.properties, topic, &from)?;
+        tracing::info!(
+            topic,
+            shards = found.held.len(),
+            "read the topic back from the checkpoint's offsets"
+        );
+        self.held.merge_max(&found.held);
+        for (p, o) in found.next_offsets {
+            let next = self
+                .producer
+                .next_offsets
+                .entry((topic.to_owned(), p))
+                .or_insert(0);
+            *next = (*next).max(o);
+        }
+        Ok(())
+    }
+
+    fn send_pending(&mut self) -> Result<(), KafkaSinkError> {
+        if self.outgoing.is_empty() && self.pending_changes.is_empty() {
+            return Ok(());
+        }
+        let mut dead = std::mem::take(&mut self.dead_outgoing);
+        let outgoing = std::mem::take(&mut self.outgoing);
+        let results = self.producer.send_all(&outgoing)?;
+        for (message, sent) in outgoing.into_iter().zip(results) {
+            match sent {
+                Sent::Stored { .. } => {
+                    self.stats.messages += 1;
+                    if message.value.is_none() {
+                        self.stats.tombstones += 1;
+                    }
+                }
+                Sent::TooLarge(reason) => dead.push(self.dead_letter(message, &reason)?),
+                Sent::Failed(source) => {
+                    return Err(KafkaSinkError::Client {
+                        what: "a message was not delivered",
+                        source,
+                    });
+                }
+            }
+        }
+        if !dead.is_empty() {
+            if self.dead_producer.is_none() {
+                let mut properties = self.config.properties.clone();
+                properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
+                self.dead_producer = Some(KafkaProducer::new(&self.config.brokers, &properties)?);
+            }
+            let Some(producer) = self.dead_producer.as_mut() else {
+                unreachable!("made above")
+            };
+            for sent in producer.send_all(&dead)? {
+                match sent {
+                    Sent::Stored { .. } => self.stats.dead_lettered += 1,
+                    Sent::TooLarge(reason) => {
+                        return Err(KafkaSinkError::Topic {
+                            topic: self.config.dead_letter_topic.clone().unwrap_or_default(),
+                            message: format!(
+                                "the dead-letter topic refused a message too: {reason}"
+                            ),
+                        });
+                    }
+                    Sent::Failed(source) => {
+                        return Err(KafkaSinkError::Client {
+                            what: "a dead-letter message was not delivered",
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        for (key, seq) in std::mem::take(&mut self.pending_changes) {
+            self.durable.advance(key, seq);
+        }
+        Ok(())
+    }
+
+    /// The dead-letter message for an undeliverable one, or the error that
+    /// stops the run when there is no dead-letter topic.
+    fn dead_letter(&self, message: Outgoing, reason: &str) -> Result<Outgoing, KafkaSinkError> {
+        let header = |name: &str| {
+            message
+                .headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let Some(topic) = &self.config.dead_letter_topic else {
+            return Err(KafkaSinkError::Undeliverable {
+                table: header(HEADER_TABLE),
+                shard: header(HEADER_SHARD),
+                sequence_number: header(HEADER_SEQUENCE),
+                topic: message.topic,
+                reason: reason.to_owned(),
+            });
+        };
+        tracing::warn!(
+            topic = %message.topic,
+            table = %header(HEADER_TABLE),
+            sequence_number = %header(HEADER_SEQUENCE),
+            reason,
+            "message sent to the dead-letter topic"
+        );
+        let mut headers = message.headers;
+        headers.push((HEADER_ERROR, reason.as_bytes().to_vec()));
+        headers.push(("dynamo-cdc.topic", message.topic.into_bytes()));
+        Ok(Outgoing {
+            topic: topic.clone(),
+            key: message.key,
+            value: message.value,
+            headers,
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    type Error = KafkaSinkError;
+
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn durable_positions(&self) -> &Positions {
+        &self.durable
+    }
+
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, KafkaSinkError> {
+        let mut topics: Vec<String> = changes
+            .iter()
+            .map(|c| self.encoder.topic(&c.source.table))
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            self.read_back(&topic)?;
+        }
+        let mut rejected = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            let key = ShardKey {
+                table: change.source.table.clone(),
+                shard: change.source.shard_id.clone(),
+            };
+            if self.held.covers(&key, &change.source.sequence_number) {
+                self.stats.already_held += 1;
+                continue;
+            }
+            match self.encoder.encode(change)? {
+                Ok(messages) => {
+                    for message in messages {
+                        // Refused here, before anything of the batch is sent:
+                        // a later change of the shard never becomes visible
+                        // ahead of one that could not be delivered.
+                        let size = message.key.len()
+                            + message.value.as_ref().map_or(0, Vec::len)
+                            + message
+                                .headers
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len())
+                                .sum::<usize>();
+                        if size > self.max_message_bytes {
+                            let reason = format!(
+                                "{size} bytes exceed message.max.bytes ({})",
+                                self.max_message_bytes
+                            );
+                            let dead = self.dead_letter(message, &reason).inspect_err(|_| {
+                                self.outgoing.clear();
+                                self.pending_changes.clear();
+                            })?;
+                            self.dead_outgoing.push(dead);
+                        } else {
+                            self.outgoing.push(message);
+                        }
+                    }
+                }
+                Err(e) => rejected.push(Rejected { index, error: e.0 }),
+            }
+            self.pending_changes
+                .push((key, change.source.sequence_number.clone()));
+        }
+        Ok(rejected)
+    }
+
+    fn record_gap(&mut self, gap: &Gap) -> Result<(), KafkaSinkError> {
+        let Some(topic) = self.config.dead_letter_topic.clone() else {
+            tracing::error!(
+                table = %gap.table,
+                shard = %gap.shard,
+                after = gap.after.as_deref().unwrap_or("the start"),
+                "gap not recorded in Kafka: no dead_letter_topic is configured"
+            );
+            return Ok(());
+        };
+        let value = serde_json::to_vec(gap).unwrap_or_default();
+        let message = Outgoing {
+            topic,
+            key: gap.identity().into_bytes(),
+            value: Some(value),
+            headers: vec![
+                ("dynamo-cdc.kind", b"gap".to_vec()),
+                (HEADER_TABLE, gap.table.as_bytes().to_vec()),
+                (HEADER_SHARD, gap.shard.as_bytes().to_vec()),
+            ],
+        };
+        for sent in self.producer.send_all(&[message])? {
+            if let Sent::Failed(source) = sent {
+                return Err(KafkaSinkError::Client {
+                    what: "a gap record was not delivered",
+                    source,
+                });
+            }
+        }
+        self.stats.gaps += 1;
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<(), KafkaSinkError> {
+        self.send_pending()
+    }
+
+    fn flush(&mut self) -> Result<(), KafkaSinkError> {
+        self.send_pending()?;
+        self.producer.flush()
+    }
+}

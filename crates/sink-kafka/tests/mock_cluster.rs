@@ -1,0 +1,384 @@
+//! The Kafka sink on librdkafka's mock cluster: message shapes, Avro with the
+//! registry double, effectively-once resume, oversized messages and broker
+//! trouble.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use apache_avro::Schema;
+use dynamo_cdc_core::{AttributeValue, Change, Item, Number, Op, SequenceNumber, Sink, SourceInfo};
+use dynamo_cdc_sink_kafka::{
+    Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, KafkaConfig, KafkaSink, KafkaSinkError,
+    RegistryConfig,
+};
+use dynamo_cdc_testkit::registry::RegistryDouble;
+use dynamo_cdc_transform::NumbersMode;
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+
+struct Got {
+    partition: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Every message of `topic`, per partition in offset order.
+fn consume(brokers: &str, topic: &str, partitions: i32) -> Vec<Got> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let mut open = partitions;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while open > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic {topic} never ended"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Got {
+                partition: m.partition(),
+                key: m.key().unwrap_or_default().to_vec(),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+fn decode(schema: &Schema, mut bytes: &[u8]) -> apache_avro::types::Value {
+    apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .build()
+        .unwrap()
+        .read_value(&mut bytes)
+        .unwrap()
+}
+
+fn s(text: &str) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+fn n(text: &str) -> AttributeValue {
+    AttributeValue::N(Number::parse(text).unwrap())
+}
+
+fn change(seq: u64, id: &str, op: Op, price: &str) -> Change {
+    let keys: Item = [("id", s(id))].into();
+    let image: Item = [
+        ("id", s(id)),
+        ("price", n(price)),
+        ("tags", AttributeValue::Ss(vec!["a".into()])),
+    ]
+    .into();
+    Change {
+        op,
+        keys,
+        old_image: (op != Op::Insert).then(|| image.clone()),
+        new_image: (op != Op::Remove).then_some(image),
+        source: SourceInfo {
+            table: "orders".into(),
+            stream_arn: None,
+            shard_id: "shard-1".into(),
+            sequence_number: SequenceNumber::parse(&(1000 + seq).to_string()).unwrap(),
+            event_id: format!("e{seq}"),
+            approx_creation_ms: Some(1_700_000_000_000 + seq as i64),
+            ttl_delete: false,
+        },
+    }
+}
+
+fn config(brokers: &str, format: Format) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.to_owned(),
+        topic: "cdc.{table}".into(),
+        format,
+        envelope: Envelope::Debezium,
+        tombstones: true,
+        registry: None,
+        dead_letter_topic: None,
+        properties: vec![("linger.ms".into(), "1".into())],
+    }
+}
+
+fn open(config: KafkaConfig) -> KafkaSink {
+    KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap()
+}
+
+fn deliver(sink: &mut KafkaSink, changes: &[Change]) {
+    let rejected = sink.write(changes).unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    sink.poll().unwrap();
+}
+
+fn seqs(got: &[Got]) -> Vec<String> {
+    let mut v: Vec<String> = got
+        .iter()
+        .filter(|g| g.value.is_some())
+        .map(|g| g.headers[HEADER_SEQUENCE].clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn json_envelopes_keys_headers_and_tombstones() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = open(config(&brokers, Format::Json));
+    let changes = [
+        change(1, "a", Op::Insert, "1.50"),
+        change(2, "b", Op::Insert, "2"),
+        change(3, "a", Op::Modify, "12345678901234567890123456789.5"),
+        change(4, "a", Op::Remove, "3"),
+    ];
+    deliver(&mut sink, &changes);
+    sink.flush().unwrap();
+    let got = consume(&brokers, "cdc.orders", 3);
+    assert_eq!(got.len(), 5, "four changes and one tombstone");
+    let a: Vec<&Got> = got.iter().filter(|g| g.key == br#"{"id":"a"}"#).collect();
+    assert_eq!(a.len(), 4);
+    assert!(
+        a.iter().all(|g| g.partition == a[0].partition),
+        "one partition per key"
+    );
+    let ops: Vec<String> = a
+        .iter()
+        .map(|g| match &g.value {
+            Some(v) => serde_json::from_slice::<serde_json::Value>(v).unwrap()["op"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            None => "tombstone".into(),
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        ["c", "u", "d", "tombstone"],
+        "in order per key, tombstone last"
+    );
+    let text = String::from_utf8(a[1].value.clone().unwrap()).unwrap();
+    assert!(
+        text.contains(r#""price":12345678901234567890123456789.5"#),
+        "numbers keep every digit: {text}"
+    );
+    let modify: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(modify["source"]["sequence_number"], "1003");
+    for g in &got {
+        assert_eq!(g.headers["dynamodb.table"], "orders");
+        assert_eq!(g.headers["dynamodb.shard_id"], "shard-1");
+    }
+    assert_eq!(sink.stats().tombstones, 1);
+    let positions = sink.durable_positions().clone();
+    assert!(positions.covers(
+        &dynamo_cdc_core::ShardKey::new("orders", "shard-1"),
+        &SequenceNumber::parse("1004").unwrap()
+    ));
+}
+
+#[test]
+fn avro_values_use_the_registry_and_decode_with_its_schemas() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let mut c = config(&brokers, Format::Avro);
+    c.registry = Some(RegistryConfig {
+        url: registry.url(),
+        username: Some("user".into()),
+        password: Some("secret".into()),
+    });
+    let mut sink = open(c);
+    deliver(&mut sink, &[change(1, "a", Op::Insert, "7")]);
+    // A fraction widens the inferred int64 column: a new value version.
+    deliver(&mut sink, &[change(2, "a", Op::Modify, "0.25")]);
+    let got = consume(&brokers, "cdc.orders", 1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(registry.versions("cdc.orders-key").len(), 1);
+    assert_eq!(
+        registry.versions("cdc.orders-value").len(),
+        2,
+        "a widened schema is a new version"
+    );
+    for (g, price) in got.iter().zip(["Long(7)", "String(\"0.25\")"]) {
+        let value = g.value.as_ref().unwrap();
+        assert_eq!(value[0], 0, "magic byte");
+        let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
+        let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
+        let datum = decode(&schema, &value[5..]);
+        let text = format!("{datum:?}");
+        assert!(text.contains(price), "{price} in {text}");
+        let key_id = u32::from_be_bytes(g.key[1..5].try_into().unwrap());
+        let key_schema = Schema::parse_str(&registry.schema(key_id).unwrap()).unwrap();
+        let key = decode(&key_schema, &g.key[5..]);
+        assert!(format!("{key:?}").contains("\"a\""), "{key:?}");
+    }
+
+    registry.refuse_new_versions("cdc.orders-value");
+    let mut wide = change(3, "b", Op::Insert, "1");
+    wide.new_image
+        .as_mut()
+        .unwrap()
+        .insert("extra".into(), s("x"));
+    let error = sink.write(&[wide]).unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, KafkaSinkError::Registry { .. }), "{text}");
+    assert!(text.contains("cdc.orders-value"), "{text}");
+    assert!(text.contains("incompatible"), "{text}");
+}
+
+#[test]
+fn a_restarted_sink_skips_what_the_topic_already_holds() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let all: Vec<Change> = (1..=9)
+        .map(|i| change(i, &format!("k{}", i % 4), Op::Insert, "1"))
+        .collect();
+
+    let mut first = open(config(&brokers, Format::Json));
+    deliver(&mut first, &all[..3]);
+    // The checkpoint after the first batch...
+    let (positions, offsets) = (first.durable_positions().clone(), first.offsets());
+    // ...then more was sent before a crash.
+    deliver(&mut first, &all[3..6]);
+    drop(first);
+
+    let mut second = open(config(&brokers, Format::Json));
+    second.adopt_checkpoint(&positions, offsets);
+    // The source resumes at the checkpoint: changes 4 to 9 come again.
+    deliver(&mut second, &all[3..]);
+    second.flush().unwrap();
+    assert_eq!(second.stats().already_held, 3);
+    let got = consume(&brokers, "cdc.orders", 2);
+    let want: Vec<String> = (1001..=1009).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&got), want, "every change exactly once");
+}
+
+#[test]
+fn oversized_messages_go_to_the_dead_letter_topic_or_stop_the_run() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    cluster.create_topic("cdc.dead", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut big = change(1, "big", Op::Insert, "1");
+    big.new_image
+        .as_mut()
+        .unwrap()
+        .insert("blob".into(), AttributeValue::B(vec![7; 4000]));
+    let small = change(2, "small", Op::Insert, "1");
+
+    let mut c = config(&brokers, Format::Json);
+    c.properties
+        .push(("message.max.bytes".into(), "3000".into()));
+    let mut no_dlq = open(c.clone());
+    let error = no_dlq
+        .write(&[big.clone(), small.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("1001") && error.contains("dead_letter_topic"),
+        "{error}"
+    );
+    no_dlq.flush().unwrap();
+    assert!(
+        consume(&brokers, "cdc.orders", 1).is_empty(),
+        "nothing after the undeliverable change was sent"
+    );
+
+    c.dead_letter_topic = Some("cdc.dead".into());
+    let mut with_dlq = open(c);
+    deliver(&mut with_dlq, &[big, small]);
+    with_dlq.flush().unwrap();
+    let dead = consume(&brokers, "cdc.dead", 1);
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].headers[HEADER_ERROR].contains("message.max.bytes"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(dead[0].headers["dynamo-cdc.topic"], "cdc.orders");
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1002"]);
+    assert_eq!(with_dlq.stats().dead_lettered, 1);
+}
+
+#[test]
+fn broker_trouble_pauses_and_loses_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let changes: Vec<Change> = (1..=20)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut sink = open(config(&brokers, Format::Json));
+    deliver(&mut sink, &changes[..5]);
+    // Request errors the idempotent producer retries.
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    deliver(&mut sink, &changes[5..10]);
+    // Slow round trips.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .unwrap();
+    deliver(&mut sink, &changes[10..12]);
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    // The broker goes down while a batch is in flight: `poll` waits.
+    cluster.broker_down(-1).unwrap();
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            deliver(&mut sink, &changes[12..]);
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!writer.is_finished(), "the sink waited for the broker");
+        cluster.broker_up(-1).unwrap();
+        let waited = writer.join().unwrap();
+        assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    });
+    sink.flush().unwrap();
+    let want: Vec<String> = (1001..=1020).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
+    let key = dynamo_cdc_core::ShardKey::new("orders", "shard-1");
+    assert_eq!(
+        sink.durable_positions().get(&key).map(ToString::to_string),
+        Some("1020".to_owned())
+    );
+}
