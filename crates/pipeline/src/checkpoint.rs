@@ -2,8 +2,14 @@
 //! atomically (temp file, fsync, rename, fsync of the directory).
 //!
 //! ```json
-//! {"version": 1, "sinks": {"parquet": {"orders": {"shard-1": "1000042"}}}}
+//! {"version": 1,
+//!  "sinks": {"parquet": {"orders": {"shard-1": "1000042"}}},
+//!  "kafka_offsets": {"cdc.orders": {"0": 1234}}}
 //! ```
+//!
+//! `kafka_offsets` is the Kafka sink's next offset per topic and partition
+//! when its positions were recorded: on start it reads its topics back from
+//! there to find messages sent after the checkpoint.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,16 +23,30 @@ use serde::{Deserialize, Serialize};
 /// sink -> table -> shard -> sequence number
 type Tree = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
+/// topic -> partition -> next offset
+pub type KafkaOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
 #[derive(Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
     sinks: Tree,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    kafka_offsets: KafkaOffsets,
+}
+
+/// What a checkpoint file holds.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Each sink's positions.
+    pub positions: BTreeMap<String, Positions>,
+    /// The Kafka sink's offsets recorded with its positions.
+    pub kafka_offsets: KafkaOffsets,
 }
 
 /// Reads and writes the checkpoint file.
 pub struct CheckpointStore {
     path: PathBuf,
-    last_written: Option<Tree>,
+    last_written: Option<(Tree, KafkaOffsets)>,
 }
 
 impl CheckpointStore {
@@ -38,14 +58,14 @@ impl CheckpointStore {
         }
     }
 
-    /// The recorded positions of each sink; empty when there is no file yet.
+    /// What was recorded; empty when there is no file yet.
     ///
     /// # Errors
     /// When the file exists but cannot be read or is not a checkpoint.
-    pub fn load(&self) -> anyhow::Result<BTreeMap<String, Positions>> {
+    pub fn load(&self) -> anyhow::Result<Recorded> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recorded::default()),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("cannot read checkpoint {}", self.path.display()));
@@ -73,7 +93,10 @@ impl CheckpointStore {
             }
             out.insert(sink, positions);
         }
-        Ok(out)
+        Ok(Recorded {
+            positions: out,
+            kafka_offsets: file.kafka_offsets,
+        })
     }
 
     /// Records the positions of every sink, unless nothing changed since the
@@ -81,7 +104,11 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// When the file cannot be written, synced or renamed.
-    pub fn store(&mut self, sinks: &[(&str, &Positions)]) -> anyhow::Result<()> {
+    pub fn store(
+        &mut self,
+        sinks: &[(&str, &Positions)],
+        kafka_offsets: &KafkaOffsets,
+    ) -> anyhow::Result<()> {
         let mut tree = Tree::new();
         for (name, positions) in sinks {
             let tables = tree.entry((*name).to_owned()).or_default();
@@ -92,16 +119,21 @@ impl CheckpointStore {
                     .insert(key.shard.to_string(), seq.to_string());
             }
         }
-        if self.last_written.as_ref() == Some(&tree) {
+        if self
+            .last_written
+            .as_ref()
+            .is_some_and(|(t, o)| *t == tree && o == kafka_offsets)
+        {
             return Ok(());
         }
         let text = serde_json::to_string_pretty(&FileFormat {
             version: 1,
             sinks: tree.clone(),
+            kafka_offsets: kafka_offsets.clone(),
         })?;
         write_atomically(&self.path, text.as_bytes())
             .with_context(|| format!("cannot write checkpoint {}", self.path.display()))?;
-        self.last_written = Some(tree);
+        self.last_written = Some((tree, kafka_offsets.clone()));
         Ok(())
     }
 }
@@ -134,16 +166,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/checkpoint.json");
         let mut store = CheckpointStore::new(&path);
-        assert!(store.load().unwrap().is_empty());
+        assert!(store.load().unwrap().positions.is_empty());
         let p: Positions = [(
             ShardKey::new("orders", "s-1"),
             SequenceNumber::parse("123").unwrap(),
         )]
         .into_iter()
         .collect();
-        store.store(&[("parquet", &p)]).unwrap();
+        let offsets = KafkaOffsets::from([("cdc.orders".to_owned(), BTreeMap::from([(2, 17)]))]);
+        store.store(&[("parquet", &p)], &offsets).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(loaded["parquet"], p);
+        assert_eq!(loaded.positions["parquet"], p);
+        assert_eq!(loaded.kafka_offsets, offsets);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());
     }
 }

@@ -218,6 +218,78 @@ impl SourceConfig {
     }
 }
 
+impl KafkaSinkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(bad(
+                "sinks.kafka.brokers",
+                "must name at least one broker (host:port)",
+            ));
+        }
+        let sample = self.topic.replace("{table}", "orders");
+        if sample.contains(['{', '}']) {
+            return Err(bad(
+                "sinks.kafka.topic",
+                format!("`{}`: the only placeholder is {{table}}", self.topic),
+            ));
+        }
+        if sample.is_empty()
+            || sample.len() > 249
+            || !sample
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(bad(
+                "sinks.kafka.topic",
+                format!(
+                    "`{}` does not make a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)",
+                    self.topic
+                ),
+            ));
+        }
+        if self.format == KafkaFormat::Avro && self.schema_registry_url.is_none() {
+            return Err(bad(
+                "sinks.kafka.schema_registry_url",
+                "format = \"avro\" needs a schema registry (or set format = \"json\")",
+            ));
+        }
+        if let Some(url) = &self.schema_registry_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(bad(
+                "sinks.kafka.schema_registry_url",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        if self.schema_registry_password.is_some() && self.schema_registry_username.is_none() {
+            return Err(bad(
+                "sinks.kafka.schema_registry_username",
+                "a registry password needs a user name",
+            ));
+        }
+        if let Some(t) = &self.dead_letter_topic
+            && (t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return Err(bad(
+                "sinks.kafka.dead_letter_topic",
+                format!("`{t}` is not a Kafka topic name"),
+            ));
+        }
+        for key in self.properties.keys() {
+            if dynamo_cdc_sink_kafka::PROTECTED_PROPERTIES.contains(&key.as_str()) {
+                return Err(bad(
+                    &format!("sinks.kafka.properties.{key}"),
+                    "is set by dynamo-cdc (brokers come from `brokers`; the producer is always idempotent with acks=all)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `numbers = ...`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,12 +324,99 @@ pub struct TransformConfig {
     pub schemas_dir: Option<PathBuf>,
 }
 
-/// `[sinks]`.
+/// `[sinks]`: either sink alone, or both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// `[sinks.parquet]`.
     pub parquet: Option<ParquetSinkConfig>,
+    /// `[sinks.kafka]`.
+    pub kafka: Option<KafkaSinkConfig>,
+}
+
+/// `format = ...` of the Kafka sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaFormat {
+    /// Avro in the Confluent wire format (needs `schema_registry_url`).
+    #[default]
+    Avro,
+    /// JSON.
+    Json,
+}
+
+/// `envelope = ...` of the Kafka sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaEnvelope {
+    /// `{before, after, op, ts_ms, source}`.
+    #[default]
+    Debezium,
+    /// The row's attributes plus the `__` position fields.
+    Flat,
+}
+
+/// A librdkafka property value: TOML strings, numbers and booleans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// `"..."`
+    Text(String),
+    /// `123`
+    Integer(i64),
+    /// `true`
+    Flag(bool),
+}
+
+impl PropertyValue {
+    fn text(&self) -> String {
+        match self {
+            PropertyValue::Text(t) => t.clone(),
+            PropertyValue::Integer(i) => i.to_string(),
+            PropertyValue::Flag(b) => b.to_string(),
+        }
+    }
+}
+
+/// `[sinks.kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `bootstrap.servers`, e.g. `"broker-1:9092,broker-2:9092"`.
+    pub brokers: String,
+    /// Topic template; `{table}` becomes the table name.
+    #[serde(default = "defaults::kafka_topic")]
+    pub topic: String,
+    /// `avro` or `json`.
+    #[serde(default)]
+    pub format: KafkaFormat,
+    /// `debezium` or `flat`.
+    #[serde(default)]
+    pub envelope: KafkaEnvelope,
+    /// A null-value message after each delete.
+    #[serde(default = "defaults::tombstones")]
+    pub tombstones: bool,
+    /// Confluent Schema Registry base URL (required for `avro`).
+    pub schema_registry_url: Option<String>,
+    /// Registry basic-auth user.
+    pub schema_registry_username: Option<String>,
+    /// Registry basic-auth password (never logged).
+    pub schema_registry_password: Option<String>,
+    /// Topic for undeliverable messages and gap records.
+    pub dead_letter_topic: Option<String>,
+    /// More librdkafka settings, e.g. `"security.protocol" = "SASL_SSL"`.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, PropertyValue>,
+}
+
+impl KafkaSinkConfig {
+    /// The properties as librdkafka takes them.
+    pub fn property_pairs(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.text()))
+            .collect()
+    }
 }
 
 /// `[sinks.parquet]`.
@@ -284,6 +443,12 @@ pub struct ParquetSinkConfig {
 }
 
 mod defaults {
+    pub(super) fn kafka_topic() -> String {
+        "cdc.{table}".to_owned()
+    }
+    pub(super) fn tombstones() -> bool {
+        true
+    }
     pub(super) fn poll_interval_ms() -> u64 {
         250
     }
@@ -384,11 +549,20 @@ impl Config {
         if self.source.batch_size == 0 {
             return Err(bad("source.batch_size", "must be at least 1"));
         }
-        let Some(p) = &self.sinks.parquet else {
+        if self.sinks.parquet.is_none() && self.sinks.kafka.is_none() {
             return Err(bad(
                 "sinks",
-                "configure at least one sink, e.g. [sinks.parquet] with path",
+                "configure at least one sink: [sinks.parquet] with path, [sinks.kafka] with brokers, or both",
             ));
+        }
+        if let Some(k) = &self.sinks.kafka {
+            k.validate()?;
+        }
+        let Some(p) = &self.sinks.parquet else {
+            if self.checkpoint.path.as_os_str().is_empty() {
+                return Err(bad("checkpoint.path", "must not be empty"));
+            }
+            return Ok(());
         };
         if p.path.as_os_str().is_empty() {
             return Err(bad("sinks.parquet.path", "must not be empty"));
@@ -544,5 +718,77 @@ path = "out/checkpoint.json"
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "source.region", "stream keys on a replay source");
+    }
+
+    const KAFKA: &str = r#"
+[source]
+kind = "replay"
+path = "examples/data"
+[sinks.kafka]
+brokers = "127.0.0.1:9092"
+format = "json"
+dead_letter_topic = "cdc.dead"
+[sinks.kafka.properties]
+"linger.ms" = 20
+"enable.ssl.certificate.verification" = false
+[checkpoint]
+path = "out/checkpoint.json"
+"#;
+
+    #[test]
+    fn a_kafka_sink_alone_parses_with_defaults() {
+        let c = Config::parse(KAFKA).unwrap();
+        c.validate().unwrap();
+        let k = c.sinks.kafka.unwrap();
+        assert_eq!(k.topic, "cdc.{table}");
+        assert_eq!(k.envelope, KafkaEnvelope::Debezium);
+        assert!(k.tombstones);
+        assert!(
+            k.property_pairs()
+                .contains(&("linger.ms".to_owned(), "20".to_owned()))
+        );
+    }
+
+    #[test]
+    fn kafka_mistakes_name_their_key() {
+        let cases = [
+            (
+                "format = \"json\"",
+                "format = \"avro\"",
+                "sinks.kafka.schema_registry_url",
+            ),
+            (
+                "format = \"json\"",
+                "format = \"json\"\ntopic = \"cdc/{table}\"",
+                "sinks.kafka.topic",
+            ),
+            (
+                "format = \"json\"",
+                "format = \"json\"\ntopic = \"cdc.{tabel}\"",
+                "sinks.kafka.topic",
+            ),
+            (
+                "brokers = \"127.0.0.1:9092\"",
+                "brokers = \" \"",
+                "sinks.kafka.brokers",
+            ),
+            (
+                "\"linger.ms\" = 20",
+                "\"enable.idempotence\" = false",
+                "sinks.kafka.properties.enable.idempotence",
+            ),
+            (
+                "\"linger.ms\" = 20",
+                "acks = 1",
+                "sinks.kafka.properties.acks",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = Config::parse(&KAFKA.replace(from, to))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.key, key, "{to}: {e}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 mod feed;
 mod run;
+mod sinks;
 pub mod summary;
 
 pub use config::{Config, ConfigError};

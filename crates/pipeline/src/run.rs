@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use dynamo_cdc_core::{DeadLetter, Positions, Sink};
-use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, DeadLetterWriter, ParquetConfig, ParquetSink};
+use dynamo_cdc_core::DeadLetter;
+use dynamo_cdc_sink_parquet::DeadLetterWriter;
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{Config, SourceKind};
 use crate::feed::Feed;
+use crate::sinks::Sinks;
 use crate::summary::RunSummary;
 
 /// How a run ends besides the end of its input.
@@ -57,36 +58,18 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         })?;
     }
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
-    let pq = config
-        .sinks
-        .parquet
-        .as_ref()
-        .context("no sink configured")?;
-    let mut sink = ParquetSink::open(
-        ParquetConfig {
-            root: pq.path.clone(),
-            max_rows_per_file: pq.max_rows_per_file,
-            max_file_bytes: pq.max_file_bytes,
-            max_file_age_ms: pq.max_file_age_ms,
-            row_group_rows: pq.row_group_rows,
-            zstd_level: pq.zstd_level,
-        },
-        config.transform.numbers.into(),
-        declared,
-    )
-    .with_context(|| format!("cannot open the Parquet sink at {}", pq.path.display()))?;
-    let mut dead_letters = DeadLetterWriter::open(&pq.path)
-        .with_context(|| format!("cannot open {}", pq.path.join(DEAD_LETTER_DIR).display()))?;
+    let mut sinks = Sinks::open(config, &declared)?;
+    let dead_letter_root = Sinks::dead_letter_root(config);
+    let mut dead_letters = DeadLetterWriter::open(&dead_letter_root)
+        .with_context(|| format!("cannot open {}", Sinks::dead_letter_dir(config).display()))?;
     let mut checkpoint = CheckpointStore::new(&config.checkpoint.path);
-    if let Some(recorded) = checkpoint.load()?.get(sink.name()) {
-        sink.adopt_positions(recorded);
-    }
-    let resume = Positions::resume_point(&[sink.durable_positions()]);
+    sinks.adopt(checkpoint.load()?);
+    let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
 
     let mut summary = RunSummary {
-        dead_letter_path: pq.path.join(DEAD_LETTER_DIR).display().to_string(),
-        temp_files_swept: sink.stats().swept,
+        dead_letter_path: Sinks::dead_letter_dir(config).display().to_string(),
+        temp_files_swept: sinks.swept(),
         ..RunSummary::default()
     };
     let mut feed = Feed::start(config, resume, options.until_idle)?;
@@ -104,13 +87,13 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         };
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
-            sink.record_gap(gap)?;
+            sinks.record_gap(gap)?;
         }
         summary.gaps += batch.gaps.len() as u64;
         for c in &batch.changes {
             summary.count_read(&c.source.table, c.op.code());
         }
-        let rejected = sink.write(&batch.changes)?;
+        let rejected = sinks.write(&batch.changes)?;
         let mut letters = std::mem::take(&mut batch.dead_letters);
         for r in rejected {
             let change = &batch.changes[r.index];
@@ -130,8 +113,8 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         summary.dead_lettered += dead_letters
             .write(&letters)
             .context("cannot write dead letters")?;
-        sink.poll()?;
-        checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+        sinks.poll()?;
+        sinks.store(&mut checkpoint)?;
         feed.recycle(batch);
     }
     if options.stop.load(Ordering::Relaxed) {
@@ -139,17 +122,14 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         summary.stopped_on_request = true;
     }
     let stats = feed.finish()?;
-    sink.flush()?;
-    checkpoint.store(&[(sink.name(), sink.durable_positions())])?;
+    sinks.flush()?;
+    sinks.store(&mut checkpoint)?;
     if let Some(e) = source_failure {
         return Err(e);
     }
 
-    let s = sink.stats();
-    summary.rows_written = s.rows;
-    summary.files_written = s.files;
-    summary.bytes_written = s.bytes;
-    summary.already_delivered = stats.already_delivered + s.already_held;
+    let already_held = sinks.summarize(&mut summary);
+    summary.already_delivered = stats.already_delivered + already_held;
     summary.duplicates_in_capture = stats.duplicates;
     summary.dead_letters_total = dead_letters.known() as u64;
     summary.elapsed = started.elapsed();

@@ -29,6 +29,9 @@ pub struct RunSummary {
     pub bytes_written: u64,
     /// Temp files of an earlier crash removed at start.
     pub temp_files_swept: u64,
+    /// What the Kafka sink sent, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSummary>,
     /// Gaps (records trimmed before delivery) recorded by this run.
     pub gaps: u64,
     /// True when a signal ended the run.
@@ -36,6 +39,19 @@ pub struct RunSummary {
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
+}
+
+/// The Kafka sink's counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KafkaSummary {
+    /// Messages acknowledged (tombstones included).
+    pub messages: u64,
+    /// Tombstones among them.
+    pub tombstones: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Changes the topics already held.
+    pub already_held: u64,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -110,6 +126,13 @@ impl fmt::Display for RunSummary {
             self.files_written,
             human_bytes(self.bytes_written)
         )?;
+        if let Some(k) = &self.kafka {
+            writeln!(
+                f,
+                "  kafka: {} messages ({} tombstones), {} to the dead-letter topic",
+                k.messages, k.tombstones, k.dead_lettered
+            )?;
+        }
         if self.already_delivered > 0 || self.duplicates_in_capture > 0 {
             writeln!(
                 f,
