@@ -90,6 +90,24 @@ impl Scratch {
     }
 }
 
+/// `dynamo-cdc run --config <config> [--until-idle S]` in `dir`, with test
+/// credentials for local endpoints (never the machine's own).
+pub fn run_command(dir: &Path, config: &Path, until_idle: Option<&str>) -> Command {
+    let mut c = Command::new(binary());
+    c.args(["run", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Some(secs) = until_idle {
+        c.args(["--until-idle", secs]);
+    }
+    c
+}
+
 /// One flat row read back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_testkit::streams_sim::StreamSim;
-use dynamo_cdc_tests::{Scratch, binary, read_rows};
+use dynamo_cdc_tests::{Scratch, read_rows, run_command};
 use serde_json::json;
 
 /// A config for the simulator's streams with `extra` lines in `[source]`.
@@ -27,20 +27,7 @@ fn config(s: &Scratch, sim: &StreamSim, source: &str, parquet: &str) -> PathBuf 
 }
 
 fn command(s: &Scratch, config: &Path, until_idle: Option<&str>) -> Command {
-    let mut c = Command::new(binary());
-    c.args(["run", "--config"])
-        .arg(config)
-        .current_dir(s.path())
-        // Any credentials do for the simulator; never the machine's own.
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    if let Some(secs) = until_idle {
-        c.args(["--until-idle", secs]);
-    }
-    c
+    run_command(s.path(), config, until_idle)
 }
 
 fn run_until_idle(s: &Scratch, config: &Path) -> Output {

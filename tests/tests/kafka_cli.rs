@@ -1,0 +1,281 @@
+//! The `dynamo-cdc` binary writing to Kafka (librdkafka's mock cluster, on
+//! real loopback ports): both sinks together, Avro through the registry
+//! double, and SIGKILL restarts while the stream simulator keeps changing
+//! items: every change in Kafka exactly once, in order per key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use dynamo_cdc_testkit::registry::RegistryDouble;
+use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
+use dynamo_cdc_testkit::streams_sim::StreamSim;
+use dynamo_cdc_tests::{Scratch, read_rows, run_command};
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use serde_json::json;
+
+struct Got {
+    partition: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    seq: u128,
+    shard: String,
+}
+
+fn consume(brokers: &str, topic: &str, partitions: i32) -> Vec<Got> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let (mut open, mut out) = (partitions, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 {
+        assert!(Instant::now() < deadline, "topic {topic} never ended");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let header = |name: &str| {
+                    m.headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name))
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                out.push(Got {
+                    partition: m.partition(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    seq: header("dynamodb.sequence_number").parse().unwrap(),
+                    shard: header("dynamodb.shard_id"),
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every change (not tombstone) exactly once, and per key in sequence order.
+fn assert_once_in_order(got: &[Got], expected: &[u128]) {
+    let mut seqs: Vec<u128> = got
+        .iter()
+        .filter(|g| g.value.is_some())
+        .map(|g| g.seq)
+        .collect();
+    seqs.sort_unstable();
+    let mut want = expected.to_vec();
+    want.sort_unstable();
+    assert_eq!(seqs, want, "every change exactly once");
+    let mut by_key: BTreeMap<(Vec<u8>, i32), Vec<u128>> = BTreeMap::new();
+    for g in got.iter().filter(|g| g.value.is_some()) {
+        by_key
+            .entry((g.key.clone(), g.partition))
+            .or_default()
+            .push(g.seq);
+    }
+    let keys: std::collections::BTreeSet<&Vec<u8>> = by_key.keys().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), by_key.len(), "every key in one partition");
+    for ((key, _), seqs) in &by_key {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "changes of key {:?} out of order: {seqs:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+fn write_config(s: &Scratch, source: &str, sinks: &str) -> PathBuf {
+    let text = format!(
+        "[source]\n{source}\n\n{sinks}\n\n[checkpoint]\npath = {:?}\n",
+        s.path().join("out/checkpoint.json")
+    );
+    let path = s.path().join("kafka.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn both_sinks_together_hold_the_same_changes_and_a_rerun_sends_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let s = Scratch::new();
+    let keys = |id: &str| -> dynamo_cdc_core::Item {
+        [("id", dynamo_cdc_core::AttributeValue::S(id.into()))].into()
+    };
+    let mut records = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..40u128 {
+        let id = format!("o{}", i % 7);
+        let op = ["INSERT", "MODIFY", "REMOVE"][(i % 3) as usize];
+        let k = keys(&id);
+        let (old, new) = match op {
+            "INSERT" => (None, Some(&k)),
+            "MODIFY" => (Some(&k), Some(&k)),
+            _ => (Some(&k), None),
+        };
+        let seq = 100_000 + i;
+        expected.push(seq);
+        records.push(stream_record_json("orders", seq, op, &k, old, new, false));
+    }
+    s.write_capture("shard-1.jsonl", &get_records_json(&records, None));
+    let config = write_config(
+        &s,
+        &format!("kind = \"replay\"\npath = {:?}", s.capture()),
+        &format!(
+            "[sinks.parquet]\npath = {:?}\n\n[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"",
+            s.parquet()
+        ),
+    );
+    let out = run_command(s.path(), &config, None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = consume(&brokers, "cdc.orders", 3);
+    assert_once_in_order(&got, &expected);
+    let tombstones = got.iter().filter(|g| g.value.is_none()).count();
+    assert_eq!(tombstones, expected.len() / 3, "one tombstone per delete");
+    let mut rows: Vec<u128> = read_rows(&s.parquet())
+        .iter()
+        .map(|r| r.seq.parse().unwrap())
+        .collect();
+    rows.sort_unstable();
+    assert_eq!(rows, expected, "Parquet holds the same changes");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kafka: 53 messages (13 tombstones)"));
+
+    let out = run_command(s.path(), &config, None).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        consume(&brokers, "cdc.orders", 3).len(),
+        got.len(),
+        "a rerun sends nothing"
+    );
+}
+
+#[test]
+fn avro_without_a_registry_is_a_config_error() {
+    let s = Scratch::new();
+    let config = write_config(
+        &s,
+        &format!("kind = \"replay\"\npath = {:?}", s.capture()),
+        "[sinks.kafka]\nbrokers = \"127.0.0.1:9\"",
+    );
+    let out = run_command(s.path(), &config, None).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("sinks.kafka.schema_registry_url"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn put(sim: &StreamSim, arn: &str, shard: &str, id: &str, version: u32) -> u128 {
+    let op = match version % 5 {
+        0 => "INSERT",
+        4 => "REMOVE",
+        _ => "MODIFY",
+    };
+    sim.put_json(
+        arn,
+        shard,
+        op,
+        json!({"id": {"S": id}}),
+        Some((
+            Some(json!({"id": {"S": id}, "v": {"N": (version.max(1) - 1).to_string()}})),
+            Some(json!({"id": {"S": id}, "v": {"N": version.to_string()}, "note": {"S": "é ✓"}})),
+        )),
+    )
+}
+
+#[test]
+fn sigkill_restarts_leave_every_change_in_kafka_exactly_once_in_order_per_key() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 4, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let sim = Arc::new(StreamSim::start());
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let s = Scratch::new();
+    let config = write_config(
+        &s,
+        &format!(
+            "kind = \"dynamodb\"\nstream_arns = [{arn:?}]\nregion = \"us-east-1\"\nendpoint_url = {:?}\n\
+             poll_interval_ms = 20\nidle_poll_interval_ms = 50\nshard_refresh_interval_ms = 200",
+            sim.endpoint_url()
+        ),
+        &format!(
+            "[sinks.kafka]\nbrokers = {brokers:?}\nschema_registry_url = {:?}",
+            registry.url()
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sim, arn, shard, stop) = (sim.clone(), arn.clone(), shard.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seqs = Vec::new();
+            let mut versions: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let key = i % 11;
+                let v = versions.entry(key).or_insert(0);
+                seqs.push(put(&sim, &arn, &shard, &format!("k{key}"), *v));
+                *v = (*v + 1) % 5;
+                i += 1;
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            seqs
+        })
+    };
+    for round in 0..4u64 {
+        let mut child = run_command(s.path(), &config, None)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + 200 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    let out = run_command(s.path(), &config, Some("1.5"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = consume(&brokers, "cdc.orders", 4);
+    assert_once_in_order(&got, &written);
+    assert!(got.iter().all(|g| g.shard == shard));
+    // Values decode with the registry's schemas.
+    let value = got.iter().find_map(|g| g.value.clone()).unwrap();
+    assert_eq!(value[0], 0);
+    let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
+    let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
+    let datum = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .unwrap()
+        .read_value(&mut &value[5..])
+        .unwrap();
+    assert!(format!("{datum:?}").contains("é ✓"), "{datum:?}");
+}
