@@ -5,7 +5,8 @@
 # checks that read the Parquet output with pyarrow (and DuckDB) and compare
 # it with boto3's TypeDeserializer: one on replayed captures, one on live
 # streams of a moto server (started and stopped on a free loopback port),
-# with SIGKILL restarts.
+# with SIGKILL restarts. The Rust tests include the Kafka end to end on a
+# tansu broker process, installed here with `cargo install` when missing.
 #
 #   bash scripts/test.sh
 #
@@ -48,11 +49,21 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 
+# A real Kafka-protocol broker for the end-to-end test (a separate process;
+# the test starts it on a free port with in-memory storage).
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  step "installing the tansu broker (cargo install; takes a while the first time)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore
+fi
+DYNAMO_CDC_TANSU="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
+DYNAMO_CDC_MOTO_SERVER="$(cd "$venv/bin" && pwd)/moto_server"
+export DYNAMO_CDC_TANSU DYNAMO_CDC_MOTO_SERVER
+
 step "building"
 cargo build --workspace --all-targets --locked
 
-step "Rust tests"
-cargo test --workspace --locked
+step "Rust tests (with the end-to-end test on tansu and moto)"
+cargo test --workspace --locked -- --include-ignored
 
 step "end-to-end check with pyarrow, DuckDB and boto3"
 "$venv/bin/python" scripts/e2e_check.py --bin target/debug/dynamo-cdc

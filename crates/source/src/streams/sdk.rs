@@ -65,42 +65,54 @@ impl SdkStreams {
         endpoint: &Endpoint,
         credentials: Option<aws_credential_types::Credentials>,
     ) -> Self {
-        // rustls with ring: no TLS library to install, plain http:// works
-        // for local endpoints.
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(3)
-                    .with_initial_backoff(Duration::from_millis(100))
-                    .with_max_backoff(Duration::from_secs(2)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(10))
-                    .operation_timeout(Duration::from_secs(30))
-                    .build(),
-            );
-        if let Some(region) = &endpoint.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        if let Some(url) = &endpoint.endpoint_url {
-            loader = loader.endpoint_url(url.clone());
-        }
-        let config = loader.load().await;
+        let config = sdk_config(endpoint, credentials).await;
         SdkStreams {
             streams: aws_sdk_dynamodbstreams::Client::new(&config),
             tables: aws_sdk_dynamodb::Client::new(&config),
         }
     }
+}
 
+/// The AWS configuration the clients use: region, endpoint, credentials
+/// (the standard chain unless given), retries, timeouts, and the HTTP client
+/// (rustls with ring). Tests build their own DynamoDB clients from it.
+pub async fn sdk_config(
+    endpoint: &Endpoint,
+    credentials: Option<aws_credential_types::Credentials>,
+) -> aws_config::SdkConfig {
+    // rustls with ring: no TLS library to install, plain http:// works
+    // for local endpoints.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(2)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(region) = &endpoint.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    if let Some(url) = &endpoint.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    loader.load().await
+}
+
+impl SdkStreams {
     /// The ARN of `table`'s current stream (DescribeTable's LatestStreamArn).
     ///
     /// # Errors

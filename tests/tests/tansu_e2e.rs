@@ -1,0 +1,408 @@
+//! End to end on real servers: a moto server's DynamoDB Streams, through the
+//! binary, into a tansu broker (a separate Kafka-protocol process), Avro via
+//! the registry double; the binary is killed with SIGKILL while a writer
+//! keeps changing items, then every change must be in Kafka exactly once,
+//! in order per key, and decode with the registry's schemas.
+//!
+//! It needs `tansu` (`cargo install tansu --locked --features dynostore`)
+//! and `moto_server` (`pip install 'moto[server]'`); `scripts/test.sh`
+//! installs both and runs this test. `DYNAMO_CDC_TANSU` and
+//! `DYNAMO_CDC_MOTO_SERVER` name the binaries when they are not on the
+//! usual paths.
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue as Av, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
+};
+use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams, sdk_config};
+use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
+use dynamo_cdc_testkit::registry::RegistryDouble;
+use dynamo_cdc_tests::{Scratch, run_command};
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+
+const TABLE: &str = "e2e_orders";
+const TOPIC: &str = "cdc.e2e_orders";
+const PARTITIONS: i32 = 3;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn find(var: &str, fallback: PathBuf, what: &str) -> PathBuf {
+    let path = std::env::var_os(var).map_or(fallback, PathBuf::from);
+    assert!(
+        path.exists() || which(&path),
+        "{what} not found at {} (set {var}, or run scripts/test.sh, which installs it)",
+        path.display()
+    );
+    path
+}
+
+fn which(name: &std::path::Path) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
+    })
+}
+
+fn start_tansu(dir: &std::path::Path) -> (Server, String) {
+    let tansu = find("DYNAMO_CDC_TANSU", PathBuf::from("tansu"), "tansu");
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(tansu)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .current_dir(dir) // tansu reads a .env file from its directory
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    wait_for_port(port, "tansu", &mut child);
+    (Server(child), format!("127.0.0.1:{port}"))
+}
+
+fn start_moto(dir: &std::path::Path) -> (Server, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let moto = find(
+        "DYNAMO_CDC_MOTO_SERVER",
+        root.join(".venv/bin/moto_server"),
+        "moto_server",
+    );
+    let port = free_port();
+    let mut child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    wait_for_port(port, "moto_server", &mut child);
+    (Server(child), format!("http://127.0.0.1:{port}"))
+}
+
+fn endpoint(url: &str) -> Endpoint {
+    Endpoint {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url.to_owned()),
+    }
+}
+
+async fn dynamodb(url: &str) -> aws_sdk_dynamodb::Client {
+    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint(url), Some(credentials)).await)
+}
+
+async fn create_table(db: &aws_sdk_dynamodb::Client) {
+    db.create_table()
+        .table_name(TABLE)
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("create the table in moto");
+}
+
+/// Changes items until stopped: puts with awkward values, updates, deletes.
+async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u32 {
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let pk = Av::S(format!("item-{} ✓", n % 9));
+        let result = match n % 6 {
+            5 => db
+                .delete_item()
+                .table_name(TABLE)
+                .key("pk", pk)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            3 => db
+                .update_item()
+                .table_name(TABLE)
+                .key("pk", pk)
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", Av::N(format!("{n}.5")))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => db
+                .put_item()
+                .table_name(TABLE)
+                .item("pk", pk)
+                .item("v", Av::N(n.to_string()))
+                .item("big", Av::N("12345678901234567890123456789012345678".into()))
+                .item("text", Av::S(format!("\"quoted\" é 😀 {n}")))
+                .item("blob", Av::B(aws_smithy_types::Blob::new(vec![0, 255, n as u8])))
+                .item("tags", Av::Ss(vec!["b".into(), "a".into()]))
+                .item(
+                    "nested",
+                    Av::M([("l".to_owned(), Av::L(vec![Av::Null(true), Av::Bool(true)]))].into()),
+                )
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        result.expect("write to moto");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    n
+}
+
+/// Every record of the table's stream, as moto serves it: (sequence number,
+/// eventName).
+async fn stream_records(url: &str) -> Vec<(u128, String)> {
+    let api = SdkStreams::connect_static(&endpoint(url), "test", "test").await;
+    let arn = api.stream_of_table(TABLE).await.unwrap();
+    let mut out = Vec::new();
+    let shards = api.describe_stream(&arn, None).await.unwrap().shards;
+    for shard in shards {
+        let mut it = api
+            .get_shard_iterator(&arn, &shard.id, &IteratorStart::TrimHorizon)
+            .await
+            .unwrap();
+        loop {
+            let page = api.get_records(&it, 1000).await.unwrap();
+            if page.records.is_empty() {
+                break;
+            }
+            for r in &page.records {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                out.push((
+                    v["dynamodb"]["SequenceNumber"].as_str().unwrap().parse().unwrap(),
+                    v["eventName"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page.next_iterator {
+                Some(next) => it = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+struct Got {
+    partition: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    seq: u128,
+}
+
+fn consume(brokers: &str) -> Vec<Got> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let (mut open, mut out) = (PARTITIONS, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open > 0 {
+        assert!(Instant::now() < deadline, "the topic never ended");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let seq = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "dynamodb.sequence_number"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+                    .expect("a sequence number header");
+                out.push(Got {
+                    partition: m.partition(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    seq,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+fn decode(registry: &RegistryDouble, framed: &[u8]) -> Value {
+    assert_eq!(framed[0], 0, "Confluent magic byte");
+    let id = u32::from_be_bytes(framed[1..5].try_into().unwrap());
+    let schema = Schema::parse_str(&registry.schema(id).expect("a registered schema")).unwrap();
+    apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+        .build()
+        .unwrap()
+        .read_value(&mut &framed[5..])
+        .unwrap()
+}
+
+fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
+    match record {
+        Value::Record(fields) => &fields.iter().find(|(n, _)| n == name).unwrap().1,
+        Value::Union(_, inner) => field(inner, name),
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs a tansu broker and a moto server: scripts/test.sh installs both and runs it"]
+fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
+    let s = Scratch::new();
+    let (_tansu, brokers) = start_tansu(s.path());
+    let (_moto, moto_url) = start_moto(s.path());
+    let registry = RegistryDouble::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // tansu does not create topics on demand.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let db = runtime.block_on(dynamodb(&moto_url));
+    runtime.block_on(create_table(&db));
+    let config = s.path().join("e2e.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [\"{TABLE}\"]\nregion = \"us-east-1\"\n\
+             endpoint_url = {moto_url:?}\npoll_interval_ms = 50\nidle_poll_interval_ms = 200\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nschema_registry_url = {:?}\n\n\
+             [checkpoint]\npath = {:?}\n",
+            registry.url(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = runtime.spawn(write_changes(db, stop.clone()));
+    for round in 0..4u64 {
+        let mut child = run_command(s.path(), &config, None)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1200 + 400 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = runtime.block_on(writer).unwrap();
+    assert!(writes > 100, "the writer made {writes} changes");
+    let out = run_command(s.path(), &config, Some("3")).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let reference = runtime.block_on(stream_records(&moto_url));
+    let got = consume(&brokers);
+    let changes: Vec<&Got> = got.iter().filter(|g| g.value.is_some()).collect();
+    let mut seqs: Vec<u128> = changes.iter().map(|g| g.seq).collect();
+    seqs.sort_unstable();
+    let want: Vec<u128> = reference.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, want, "every change of the stream exactly once");
+    let deletes = reference.iter().filter(|(_, e)| e == "REMOVE").count();
+    assert_eq!(got.len() - changes.len(), deletes, "a tombstone per delete");
+
+    let mut by_key: BTreeMap<Vec<u8>, Vec<(i32, u128)>> = BTreeMap::new();
+    let events: BTreeMap<u128, &str> = reference.iter().map(|(s, e)| (*s, e.as_str())).collect();
+    for g in &changes {
+        by_key.entry(g.key.clone()).or_default().push((g.partition, g.seq));
+        let value = decode(&registry, g.value.as_ref().unwrap());
+        let op = match field(&value, "op") {
+            Value::String(op) => op.clone(),
+            other => panic!("{other:?}"),
+        };
+        let want = match events[&g.seq] {
+            "INSERT" => "c",
+            "MODIFY" => "u",
+            _ => "d",
+        };
+        assert_eq!(op, want, "change {}", g.seq);
+        let source = field(&value, "source");
+        assert_eq!(
+            field(source, "sequence_number"),
+            &Value::String(g.seq.to_string())
+        );
+        decode(&registry, &g.key);
+    }
+    for (key, seen) in &by_key {
+        assert!(seen.iter().all(|(p, _)| *p == seen[0].0), "{key:?} spans partitions");
+        assert!(
+            seen.windows(2).all(|w| w[0].1 < w[1].1),
+            "changes of {:?} out of order",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
