@@ -81,9 +81,8 @@ fn find(var: &str, fallback: PathBuf, what: &str) -> PathBuf {
 }
 
 fn which(name: &std::path::Path) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }
 
 fn start_tansu(dir: &std::path::Path) -> (Server, String) {
@@ -91,7 +90,13 @@ fn start_tansu(dir: &std::path::Path) -> (Server, String) {
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let mut child = Command::new(tansu)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .current_dir(dir) // tansu reads a .env file from its directory
         .stdout(Stdio::null())
@@ -136,7 +141,13 @@ async fn dynamodb(url: &str) -> aws_sdk_dynamodb::Client {
 async fn create_table(db: &aws_sdk_dynamodb::Client) {
     db.create_table()
         .table_name(TABLE)
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name("pk")
@@ -186,9 +197,15 @@ async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u
                 .table_name(TABLE)
                 .item("pk", pk)
                 .item("v", Av::N(n.to_string()))
-                .item("big", Av::N("12345678901234567890123456789012345678".into()))
+                .item(
+                    "big",
+                    Av::N("12345678901234567890123456789012345678".into()),
+                )
                 .item("text", Av::S(format!("\"quoted\" é 😀 {n}")))
-                .item("blob", Av::B(aws_smithy_types::Blob::new(vec![0, 255, n as u8])))
+                .item(
+                    "blob",
+                    Av::B(aws_smithy_types::Blob::new(vec![0, 255, n as u8])),
+                )
                 .item("tags", Av::Ss(vec!["b".into(), "a".into()]))
                 .item(
                     "nested",
@@ -226,7 +243,11 @@ async fn stream_records(url: &str) -> Vec<(u128, String)> {
             for r in &page.records {
                 let v: serde_json::Value = serde_json::from_str(r).unwrap();
                 out.push((
-                    v["dynamodb"]["SequenceNumber"].as_str().unwrap().parse().unwrap(),
+                    v["dynamodb"]["SequenceNumber"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
                     v["eventName"].as_str().unwrap().to_owned(),
                 ));
             }
@@ -256,7 +277,8 @@ fn consume(brokers: &str) -> Vec<Got> {
         .unwrap();
     let mut list = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        list.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
+        list.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&list).unwrap();
     let (mut open, mut out) = (PARTITIONS, Vec::new());
@@ -378,7 +400,10 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
     let mut by_key: BTreeMap<Vec<u8>, Vec<(i32, u128)>> = BTreeMap::new();
     let events: BTreeMap<u128, &str> = reference.iter().map(|(s, e)| (*s, e.as_str())).collect();
     for g in &changes {
-        by_key.entry(g.key.clone()).or_default().push((g.partition, g.seq));
+        by_key
+            .entry(g.key.clone())
+            .or_default()
+            .push((g.partition, g.seq));
         let value = decode(&registry, g.value.as_ref().unwrap());
         let op = match field(&value, "op") {
             Value::String(op) => op.clone(),
@@ -398,7 +423,10 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         decode(&registry, &g.key);
     }
     for (key, seen) in &by_key {
-        assert!(seen.iter().all(|(p, _)| *p == seen[0].0), "{key:?} spans partitions");
+        assert!(
+            seen.iter().all(|(p, _)| *p == seen[0].0),
+            "{key:?} spans partitions"
+        );
         assert!(
             seen.windows(2).all(|w| w[0].1 < w[1].1),
             "changes of {:?} out of order",
