@@ -62,7 +62,7 @@ export DYNAMO_CDC_TANSU DYNAMO_CDC_MOTO_SERVER
 step "building"
 cargo build --workspace --all-targets --locked
 
-step "Rust tests (with the end-to-end test on tansu and moto)"
+step "Rust tests (with the tansu/moto end to end and the chaos harness's bounded profile)"
 cargo test --workspace --locked -- --include-ignored
 
 step "end-to-end check with pyarrow, DuckDB and boto3"

@@ -564,3 +564,46 @@ fn statistics_are_kept_where_they_prune() {
         assert!(with.contains(&column.to_owned()), "{column}: {with:?}");
     }
 }
+
+#[test]
+fn a_sink_that_cannot_write_pauses_and_resumes_from_its_last_commit() {
+    let s = Scratch::new();
+    s.write_capture(
+        "shard-1.jsonl",
+        &get_records_json(&[insert(BASE, "p1", ""), insert(BASE + 1, "p2", "")], None),
+    );
+    // The Parquet root's parent is a file: every write fails until it
+    // becomes a directory (a stand-in for a full or read-only disk).
+    let blocked = s.path().join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let config = s.path().join("blocked.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"replay\"\npath = {:?}\n\n[sinks.parquet]\npath = {:?}\n\n[checkpoint]\npath = {:?}\n",
+            s.capture(),
+            blocked.join("parquet"),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(s.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir(&blocked).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a sink cannot write"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_rows(&blocked.join("parquet")).len(), 2);
+}

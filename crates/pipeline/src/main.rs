@@ -101,6 +101,14 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    // First, so that a stop request during start-up is a graceful stop too.
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
@@ -130,13 +138,6 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let stop = match stop_on_signals() {
-                Ok(stop) => stop,
-                Err(e) => {
-                    eprintln!("error: cannot install signal handlers: {e}");
-                    return ExitCode::FAILURE;
                 }
             };
             let options = RunOptions { until_idle, stop };

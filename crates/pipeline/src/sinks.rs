@@ -208,19 +208,18 @@ impl Sinks {
         let mut already_held = 0;
         if let Some(p) = &self.parquet {
             let s = p.stats();
-            summary.rows_written = s.rows;
-            summary.files_written = s.files;
-            summary.bytes_written = s.bytes;
+            summary.rows_written += s.rows;
+            summary.files_written += s.files;
+            summary.bytes_written += s.bytes;
             already_held = s.already_held;
         }
         if let Some(k) = &self.kafka {
             let s = k.stats();
-            summary.kafka = Some(crate::summary::KafkaSummary {
-                messages: s.messages,
-                tombstones: s.tombstones,
-                dead_lettered: s.dead_lettered,
-                already_held: s.already_held,
-            });
+            let k = summary.kafka.get_or_insert_default();
+            k.messages += s.messages;
+            k.tombstones += s.tombstones;
+            k.dead_lettered += s.dead_lettered;
+            k.already_held += s.already_held;
             already_held = already_held.max(s.already_held);
         }
         already_held

@@ -36,6 +36,9 @@ pub struct RunSummary {
     pub gaps: u64,
     /// True when a signal ended the run.
     pub stopped_on_request: bool,
+    /// Times a sink could not write (full disk, read-only) and the run
+    /// started over from the last commit.
+    pub sink_retries: u64,
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -152,6 +155,13 @@ impl fmt::Display for RunSummary {
                 f,
                 "  gaps: {} ranges of trimmed records recorded under _gaps/",
                 self.gaps
+            )?;
+        }
+        if self.sink_retries > 0 {
+            writeln!(
+                f,
+                "  a sink could not write {} times; each time the run went on from its last commit",
+                self.sink_retries
             )?;
         }
         if self.stopped_on_request {

@@ -247,6 +247,26 @@ impl StreamSim {
         seq
     }
 
+    /// Every record written so far (trimmed ones included), as
+    /// `(shard, sequence number, eventName, Keys JSON)`, per shard in order.
+    pub fn records(&self, arn: &str) -> Vec<(String, u128, String, String)> {
+        self.with_stream(arn, |s| {
+            s.shards
+                .iter()
+                .flat_map(|sh| {
+                    sh.records.iter().map(|(seq, r)| {
+                        (
+                            sh.id.clone(),
+                            *seq,
+                            r["eventName"].as_str().unwrap_or_default().to_owned(),
+                            r["dynamodb"]["Keys"].to_string(),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Closes `shard` and opens one child: a rotation. Returns the child.
     pub fn rotate(&self, arn: &str, shard: &str) -> String {
         self.split_into(arn, shard, 1, true).remove(0)

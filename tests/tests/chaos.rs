@@ -1,0 +1,622 @@
+//! The chaos harness: the real `dynamo-cdc` binary with both sinks on (Parquet
+//! on a small tmpfs, Kafka on librdkafka's mock cluster) reads the stream
+//! simulator while a writer makes versioned changes, and faults land at
+//! seeded random points:
+//!
+//! - SIGKILL and restart, at any moment (reads, encoding, between a send and
+//!   its acknowledgement, between a rename and the checkpoint);
+//! - SIGTERM, which must end the run within a bounded time, exit 0;
+//! - Kafka: broker down and up, request errors, slow round trips;
+//! - the source: throttling storms, 5xx bursts, iterators that expire, a
+//!   rotation and a split mid-run;
+//! - the Parquet root's filesystem full, then read-only, then back.
+//!
+//! The verifier then reads every committed Parquet file and every Kafka
+//! message and counts, per sink, changes missing, duplicated and out of
+//! order per key; the last line is
+//! `chaos: seed=S kills=K faults=F changes=N missing=0 duplicated=0 reordered=0`.
+//!
+//! Profile (environment): `CHAOS_SEED` (random when unset; printed, and a
+//! failure reproduces from it), `CHAOS_KILLS` (25), `CHAOS_FAULTS` (50),
+//! `CHAOS_CHANGES` (3000). The long profile:
+//!
+//! ```sh
+//! CHAOS_KILLS=500 CHAOS_FAULTS=1000 CHAOS_CHANGES=50000 \
+//!   cargo test -p dynamo-cdc-tests --test chaos -- --include-ignored --nocapture
+//! ```
+//!
+//! The full-disk faults mount a tmpfs, so the harness runs as root (as the
+//! test command does in CI).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
+use dynamo_cdc_tests::{Scratch, parquet_files, read_file, run_command};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::json;
+
+const PARTITIONS: i32 = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A tmpfs under the scratch directory, unmounted on drop.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot mount a tmpfs at {} (the chaos harness runs as root, as the test command does)",
+            path.display()
+        );
+        SmallDisk {
+            path: path.to_owned(),
+        }
+    }
+
+    /// False when the kernel refuses (read-only while files are open for
+    /// writing).
+    fn remount(&self, options: &str) -> bool {
+        Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Fills the disk: only what is already used stays.
+    fn fill(&self) -> bool {
+        let used = Command::new("df")
+            .args(["--output=used", "-k"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let kib: u64 = String::from_utf8_lossy(&used.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
+        self.remount(&format!("size={}k", kib + 4))
+    }
+
+    fn restore(&self) {
+        assert!(self.remount("size=64m,rw"), "cannot restore the tmpfs");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Writes versioned changes to the simulator's open shards until told to
+/// stop or `limit` is reached.
+fn writer(
+    sim: Arc<StreamSim>,
+    arn: String,
+    limit: usize,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    seed: u64,
+) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut versions: BTreeMap<u32, u32> = BTreeMap::new();
+    // As in DynamoDB, a key lives in one shard, and moves only to a child
+    // of it when that shard closes.
+    let mut home: BTreeMap<u32, String> = BTreeMap::new();
+    while !stop.load(Ordering::Relaxed) && made.load(Ordering::Relaxed) < limit {
+        let key = rng.random_range(0..40u32);
+        let open = sim.open_shards(&arn);
+        let shard = match home.get(&key) {
+            Some(h) if open.contains(h) => h.clone(),
+            Some(h) => open_descendant(&sim.shards(&arn), h).expect("a closed shard has a child"),
+            None => open[rng.random_range(0..open.len())].clone(),
+        };
+        home.insert(key, shard.clone());
+        let shard = &shard;
+        let v = versions.entry(key).or_insert(0);
+        let op = match *v % 6 {
+            0 => "INSERT",
+            5 => "REMOVE",
+            _ => "MODIFY",
+        };
+        let id = format!("item-{key} é");
+        let image = json!({
+            "id": {"S": id},
+            "version": {"N": v.to_string()},
+            "price": {"N": format!("{}.{:02}", rng.random_range(0..100_000u32), rng.random_range(0..100u32))},
+            "blob": {"B": "AAEC/w=="},
+            "tags": {"SS": ["b", "a"]},
+            "doc": {"M": {"deep": {"L": [{"NULL": true}, {"N": "1e3"}]}}},
+        });
+        sim.put_json(
+            &arn,
+            shard,
+            op,
+            json!({"id": {"S": id}}),
+            Some((Some(image.clone()), Some(image))),
+        );
+        *v += 1;
+        made.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(pace.mul_f64(rng.random_range(0.5..1.5)));
+    }
+}
+
+/// The first open shard descending from `id`.
+fn open_descendant(shards: &[(String, Option<String>, bool)], id: &str) -> Option<String> {
+    for (child, parent, closed) in shards {
+        if parent.as_deref() == Some(id) {
+            if !closed {
+                return Some(child.clone());
+            }
+            if let Some(d) = open_descendant(shards, child) {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+/// A fault and how to undo it later.
+enum Undo {
+    BrokerUp,
+    Rtt,
+    Disk,
+    IteratorTtl,
+}
+
+struct Bridge {
+    child: Option<Child>,
+    started: Instant,
+}
+
+impl Bridge {
+    fn start(s: &Scratch, config: &Path) -> Bridge {
+        // Each run's log is appended, for the fault counts at the end.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(s.path().join("bridge.log"))
+            .unwrap();
+        let child = run_command(s.path(), config, None)
+            .args(["--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Bridge {
+            child: Some(child),
+            started: Instant::now(),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: must exit 0 within `limit`.
+    fn term(&mut self, limit: Duration) -> Result<(), String> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        let up = self.started.elapsed();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let asked = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("SIGTERM after {up:?} up: exit {status}"))
+                };
+            }
+            if asked.elapsed() > limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                return Err(format!("SIGTERM: still running after {limit:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Default)]
+struct Count {
+    expected: usize,
+    delivered: usize,
+    missing: usize,
+    duplicated: usize,
+    reordered: usize,
+}
+
+/// Per key, delivered sequence numbers in delivery order; checked against
+/// the expected set.
+fn count(expected: &BTreeMap<u128, String>, delivered: &[(String, u128)]) -> Count {
+    let mut seen: BTreeMap<u128, usize> = BTreeMap::new();
+    let mut by_key: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
+    for (key, seq) in delivered {
+        *seen.entry(*seq).or_default() += 1;
+        by_key.entry(key).or_default().push(*seq);
+    }
+    Count {
+        expected: expected.len(),
+        delivered: delivered.len(),
+        missing: expected.keys().filter(|s| !seen.contains_key(s)).count(),
+        duplicated: seen.values().filter(|n| **n > 1).map(|n| n - 1).sum(),
+        reordered: by_key
+            .values()
+            .map(|seqs| seqs.windows(2).filter(|w| w[0] >= w[1]).count())
+            .sum(),
+    }
+}
+
+/// Parquet: rows of each shard's files in file order (files of a shard
+/// never overlap; their names sort by first sequence number).
+fn parquet_delivered(root: &Path) -> Vec<(String, u128)> {
+    let mut files = parquet_files(root);
+    files.sort_by_key(|p| {
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut parts = stem.rsplitn(3, '-');
+        let _last = parts.next();
+        let first: u128 = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        first
+    });
+    let mut out = Vec::new();
+    for file in files {
+        for batch in read_file(&file) {
+            let items = dynamo_cdc_transform::decode_items(&batch).unwrap();
+            let seqs = batch
+                .column_by_name("__sequence_number")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap()
+                .clone();
+            for (i, item) in items.iter().enumerate() {
+                let key = serde_json::to_string(&item["id"]).unwrap();
+                out.push((key, seqs.value(i).parse().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Kafka: change messages per partition in offset order (keys stay in one
+/// partition, so per-key order is offset order).
+fn kafka_delivered(brokers: &str, topic: &str) -> Vec<(String, u128)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "chaos-verifier")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let (mut open, mut out) = (PARTITIONS, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while open > 0 {
+        assert!(Instant::now() < deadline, "the topic never ended");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.payload().is_some() => {
+                let seq = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "dynamodb.sequence_number"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).parse().unwrap())
+                    .unwrap();
+                let key: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
+                out.push((json!({"S": key["id"]}).to_string(), seq));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "mounts a tmpfs (root): scripts/test.sh runs it"]
+fn chaos_nothing_lost_nothing_duplicated() {
+    let seed: u64 = env_or(
+        "CHAOS_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            % 1_000_000_007,
+    );
+    let kills: usize = env_or("CHAOS_KILLS", 25);
+    let faults: usize = env_or("CHAOS_FAULTS", 50);
+    let changes: usize = env_or("CHAOS_CHANGES", 3000);
+    eprintln!("chaos: seed={seed} kills={kills} faults={faults} changes={changes} (starting)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let s = Scratch::new();
+    let disk = SmallDisk::mount(&s.path().join("disk"));
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", PARTITIONS, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let sim = Arc::new(StreamSim::start());
+    let arn = sim.create_stream("orders");
+    let config = s.path().join("chaos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\nstream_arns = [{arn:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 60\n\
+             shard_refresh_interval_ms = 200\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 150\nmax_rows_per_file = 300\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            disk.path.join("parquet"),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    // Spread the writes over the whole fault schedule (about 225 ms a step).
+    let pace = Duration::from_millis(225 * (kills + faults) as u64) / changes.max(1) as u32;
+    let writer = {
+        let (sim, arn, stop, made) = (sim.clone(), arn.clone(), stop.clone(), made.clone());
+        std::thread::spawn(move || writer(sim, arn, changes, pace, stop, made, seed))
+    };
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+
+    let mut bridge = Bridge::start(&s, &config);
+    let (mut kills_left, mut faults_left) = (kills, faults);
+    let mut undo: Vec<(Instant, Undo)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let (mut broker_down, mut disk_fault) = (false, false);
+    while kills_left + faults_left > 0 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+        let now = Instant::now();
+        undo.retain(|(due, what)| {
+            if *due > now {
+                return true;
+            }
+            match what {
+                Undo::BrokerUp => {
+                    cluster.broker_up(-1).unwrap();
+                    broker_down = false;
+                }
+                Undo::Rtt => cluster.broker_round_trip_time(1, Duration::ZERO).unwrap(),
+                Undo::Disk => {
+                    disk.restore();
+                    disk_fault = false;
+                }
+                Undo::IteratorTtl => sim.set_iterator_ttl(Duration::from_secs(900)),
+            }
+            false
+        });
+        let kill = rng.random_range(0..kills_left + faults_left) < kills_left;
+        let kind =
+            |k: &'static str, kinds: &mut BTreeMap<&str, usize>| *kinds.entry(k).or_default() += 1;
+        if kill {
+            kills_left -= 1;
+            // Now and then a graceful stop instead, when it can finish.
+            // (A signal before the process installed its handlers is a
+            // kill, as for any program: give it half a second.)
+            if rng.random_bool(0.2)
+                && !broker_down
+                && !disk_fault
+                && bridge.started.elapsed() > Duration::from_millis(500)
+            {
+                kind("sigterm", &mut kinds);
+                if let Err(e) = bridge.term(Duration::from_secs(15)) {
+                    problems.push(e);
+                }
+            } else {
+                kind("sigkill", &mut kinds);
+                bridge.kill();
+            }
+            bridge = Bridge::start(&s, &config);
+            continue;
+        }
+        faults_left -= 1;
+        let later = |ms: std::ops::Range<u64>, rng: &mut StdRng| {
+            Instant::now() + Duration::from_millis(rng.random_range(ms))
+        };
+        match rng.random_range(0..10) {
+            0 if !broker_down => {
+                kind("broker down", &mut kinds);
+                cluster.broker_down(-1).unwrap();
+                broker_down = true;
+                undo.push((later(300..1500, &mut rng), Undo::BrokerUp));
+            }
+            1 => {
+                kind("request errors", &mut kinds);
+                cluster.request_errors(
+                    RDKafkaApiKey::Produce,
+                    &[
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    ],
+                );
+            }
+            2 => {
+                kind("slow broker", &mut kinds);
+                cluster
+                    .broker_round_trip_time(1, Duration::from_millis(200))
+                    .unwrap();
+                undo.push((later(300..1000, &mut rng), Undo::Rtt));
+            }
+            3 => {
+                kind("throttling storm", &mut kinds);
+                sim.fail_next(Op::GetRecords, rng.random_range(5..40), Fault::Throttle);
+            }
+            4 => {
+                kind("5xx burst", &mut kinds);
+                sim.fail_next(Op::GetRecords, rng.random_range(3..15), Fault::ServerError);
+            }
+            5 => {
+                kind("listing unavailable", &mut kinds);
+                sim.fail_next(
+                    Op::DescribeStream,
+                    rng.random_range(2..6),
+                    Fault::Unavailable,
+                );
+            }
+            6 => {
+                kind("iterator expiry", &mut kinds);
+                sim.set_iterator_ttl(Duration::from_millis(40));
+                undo.push((later(500..2000, &mut rng), Undo::IteratorTtl));
+            }
+            7 => {
+                let open = sim.open_shards(&arn);
+                let shard = &open[rng.random_range(0..open.len())];
+                if open.len() < 4 && rng.random_bool(0.5) {
+                    kind("shard split", &mut kinds);
+                    sim.split(&arn, shard);
+                } else {
+                    kind("shard rotation", &mut kinds);
+                    sim.rotate(&arn, shard);
+                }
+            }
+            8 if !disk_fault => {
+                if disk.fill() {
+                    kind("disk full", &mut kinds);
+                    disk_fault = true;
+                    undo.push((later(300..1500, &mut rng), Undo::Disk));
+                }
+            }
+            9 if !disk_fault => {
+                // Refused while a file is open for writing; then it is not
+                // a fault this round.
+                if disk.remount("ro") {
+                    kind("disk read-only", &mut kinds);
+                    disk_fault = true;
+                    undo.push((later(300..1500, &mut rng), Undo::Disk));
+                }
+            }
+            _ => {
+                kind("slow source", &mut kinds);
+                sim.fail_next(
+                    Op::GetShardIterator,
+                    3,
+                    Fault::Slow(Duration::from_millis(300)),
+                );
+            }
+        }
+    }
+    // Calm down: undo every fault, let the writer finish, stop gracefully.
+    for (_, what) in undo.drain(..) {
+        match what {
+            Undo::BrokerUp => cluster.broker_up(-1).unwrap(),
+            Undo::Rtt => cluster.broker_round_trip_time(1, Duration::ZERO).unwrap(),
+            Undo::Disk => disk.restore(),
+            Undo::IteratorTtl => sim.set_iterator_ttl(Duration::from_secs(900)),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(bridge.started.elapsed()));
+    if let Err(e) = bridge.term(Duration::from_secs(30)) {
+        problems.push(e);
+    }
+    let last = run_command(s.path(), &config, Some("2")).output().unwrap();
+    if !last.status.success() {
+        problems.push(format!(
+            "the last run failed: {}",
+            String::from_utf8_lossy(&last.stderr)
+        ));
+    }
+
+    let expected: BTreeMap<u128, String> = sim
+        .records(&arn)
+        .into_iter()
+        .map(|(_, seq, _, keys)| {
+            let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+            (seq, keys["id"].to_string())
+        })
+        .collect();
+    let parquet = count(&expected, &parquet_delivered(&disk.path.join("parquet")));
+    let kafka = count(&expected, &kafka_delivered(&brokers, "cdc.orders"));
+    for (name, c) in [("parquet", &parquet), ("kafka", &kafka)] {
+        eprintln!(
+            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={}",
+            c.expected, c.delivered, c.missing, c.duplicated, c.reordered
+        );
+    }
+    let log = std::fs::read_to_string(s.path().join("bridge.log")).unwrap_or_default();
+    let retries = log.matches("a sink cannot write").count();
+    eprintln!(
+        "  faults by kind: {kinds:?}; the bridge started over after a sink failure {retries} times"
+    );
+    for p in &problems {
+        eprintln!("  problem: {p}");
+    }
+    let (missing, duplicated, reordered) = (
+        parquet.missing + kafka.missing,
+        parquet.duplicated + kafka.duplicated,
+        parquet.reordered + kafka.reordered,
+    );
+    eprintln!(
+        "chaos: seed={seed} kills={kills} faults={} changes={} missing={missing} duplicated={duplicated} reordered={reordered}",
+        kinds
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sig"))
+            .map(|(_, n)| n)
+            .sum::<usize>(),
+        expected.len()
+    );
+    assert!(problems.is_empty(), "seed {seed}: {problems:?}");
+    assert_eq!(
+        (missing, duplicated, reordered),
+        (0, 0, 0),
+        "seed {seed} reproduces this"
+    );
+    assert!(
+        expected.len() >= changes / 2,
+        "the writer made {} changes",
+        expected.len()
+    );
+}
