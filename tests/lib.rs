@@ -2,6 +2,8 @@
 //! scratch directory with a capture and a config, and read the Parquet output
 //! back into DynamoDB items.
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

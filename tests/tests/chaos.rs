@@ -263,6 +263,8 @@ impl Drop for Bridge {
 
 #[derive(Default)]
 struct Count {
+    /// The first few missing sequence numbers, for the report.
+    missing_seqs: Vec<u128>,
     expected: usize,
     delivered: usize,
     missing: usize,
@@ -280,6 +282,12 @@ fn count(expected: &BTreeMap<u128, String>, delivered: &[(String, u128)]) -> Cou
         by_key.entry(key).or_default().push(*seq);
     }
     Count {
+        missing_seqs: expected
+            .keys()
+            .filter(|s| !seen.contains_key(s))
+            .take(5)
+            .copied()
+            .collect(),
         expected: expected.len(),
         delivered: delivered.len(),
         missing: expected.keys().filter(|s| !seen.contains_key(s)).count(),
@@ -293,7 +301,7 @@ fn count(expected: &BTreeMap<u128, String>, delivered: &[(String, u128)]) -> Cou
 
 /// Parquet: rows of each shard's files in file order (files of a shard
 /// never overlap; their names sort by first sequence number).
-fn parquet_delivered(root: &Path) -> Vec<(String, u128)> {
+fn parquet_delivered(root: &Path, key: &str) -> Vec<(String, u128)> {
     let mut files = parquet_files(root);
     files.sort_by_key(|p| {
         let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
@@ -314,7 +322,7 @@ fn parquet_delivered(root: &Path) -> Vec<(String, u128)> {
                 .unwrap()
                 .clone();
             for (i, item) in items.iter().enumerate() {
-                let key = serde_json::to_string(&item["id"]).unwrap();
+                let key = serde_json::to_string(&item[key]).unwrap();
                 out.push((key, seqs.value(i).parse().unwrap()));
             }
         }
@@ -324,7 +332,7 @@ fn parquet_delivered(root: &Path) -> Vec<(String, u128)> {
 
 /// Kafka: change messages per partition in offset order (keys stay in one
 /// partition, so per-key order is offset order).
-fn kafka_delivered(brokers: &str, topic: &str) -> Vec<(String, u128)> {
+fn kafka_delivered(brokers: &str, topic: &str, partitions: i32, key: &str) -> Vec<(String, u128)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "chaos-verifier")
@@ -333,12 +341,12 @@ fn kafka_delivered(brokers: &str, topic: &str) -> Vec<(String, u128)> {
         .create()
         .unwrap();
     let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         list.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&list).unwrap();
-    let (mut open, mut out) = (PARTITIONS, Vec::new());
+    let (mut open, mut out) = (partitions, Vec::new());
     let deadline = Instant::now() + Duration::from_secs(120);
     while open > 0 {
         assert!(Instant::now() < deadline, "the topic never ended");
@@ -350,8 +358,8 @@ fn kafka_delivered(brokers: &str, topic: &str) -> Vec<(String, u128)> {
                     .and_then(|h| h.value)
                     .map(|v| String::from_utf8_lossy(v).parse().unwrap())
                     .unwrap();
-                let key: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
-                out.push((json!({"S": key["id"]}).to_string(), seq));
+                let k: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
+                out.push((json!({"S": k[key]}).to_string(), seq));
             }
             Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
             _ => {}
@@ -578,12 +586,18 @@ fn chaos_nothing_lost_nothing_duplicated() {
             (seq, keys["id"].to_string())
         })
         .collect();
-    let parquet = count(&expected, &parquet_delivered(&disk.path.join("parquet")));
-    let kafka = count(&expected, &kafka_delivered(&brokers, "cdc.orders"));
+    let parquet = count(
+        &expected,
+        &parquet_delivered(&disk.path.join("parquet"), "id"),
+    );
+    let kafka = count(
+        &expected,
+        &kafka_delivered(&brokers, "cdc.orders", PARTITIONS, "id"),
+    );
     for (name, c) in [("parquet", &parquet), ("kafka", &kafka)] {
         eprintln!(
-            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={}",
-            c.expected, c.delivered, c.missing, c.duplicated, c.reordered
+            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={} (first missing: {:?})",
+            c.expected, c.delivered, c.missing, c.duplicated, c.reordered, c.missing_seqs
         );
     }
     let log = std::fs::read_to_string(s.path().join("bridge.log")).unwrap_or_default();
@@ -619,4 +633,233 @@ fn chaos_nothing_lost_nothing_duplicated() {
         "the writer made {} changes",
         expected.len()
     );
+}
+
+/// Changes items in moto until stopped: versioned puts, updates, deletes.
+async fn moto_writer(
+    db: aws_sdk_dynamodb::Client,
+    table: &'static str,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+) -> u32 {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let pk = Av::S(format!("item-{} é", n % 17));
+        let outcome = match n % 7 {
+            6 => db
+                .delete_item()
+                .table_name(table)
+                .key("pk", pk)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            3 | 4 => db
+                .update_item()
+                .table_name(table)
+                .key("pk", pk)
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", Av::N(format!("{n}.25")))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => db
+                .put_item()
+                .table_name(table)
+                .item("pk", pk)
+                .item("v", Av::N(n.to_string()))
+                .item("s", Av::Ss(vec!["b".into(), "a".into()]))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        outcome.expect("write to moto");
+        n += 1;
+        tokio::time::sleep(pace).await;
+    }
+    n
+}
+
+/// The same, on real servers: moto as the source, a tansu broker process
+/// (its data in moto's S3, so a restart keeps it) as Kafka, Parquet on the
+/// tmpfs. Faults: SIGKILL and SIGTERM of the bridge, the broker killed and
+/// restarted (while the bridge is down, see below), the disk full or
+/// read-only. Moto cannot script source faults; the simulator scenario above
+/// covers those.
+#[test]
+#[ignore = "needs moto and tansu, and mounts a tmpfs (root): scripts/test.sh runs it"]
+fn chaos_on_moto_and_tansu() {
+    use dynamo_cdc_tests::servers::{
+        Storage, Tansu, create_bucket, create_table, dynamodb, start_moto, stream_records,
+    };
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    const TABLE: &str = "chaos_orders";
+    const TOPIC: &str = "cdc.chaos_orders";
+    let seed: u64 = env_or("CHAOS_SEED", 7);
+    let kills: usize = env_or("CHAOS_REAL_KILLS", 8);
+    let faults: usize = env_or("CHAOS_REAL_FAULTS", 12);
+    eprintln!("chaos (moto, tansu): seed={seed} kills={kills} faults={faults} (starting)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let s = Scratch::new();
+    let disk = SmallDisk::mount(&s.path().join("disk"));
+    let (_moto, moto_url) = start_moto(s.path());
+    create_bucket(&moto_url, "tansu");
+    let mut tansu = Tansu::start(
+        s.path(),
+        Storage::S3 {
+            moto_url: moto_url.clone(),
+            bucket: "tansu".into(),
+        },
+    );
+    let brokers = tansu.brokers();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    drop(admin);
+    let db = runtime.block_on(dynamodb(&moto_url));
+    runtime.block_on(create_table(&db, TABLE));
+    let config = s.path().join("chaos-real.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [\"{TABLE}\"]\nregion = \"us-east-1\"\n\
+             endpoint_url = {moto_url:?}\npoll_interval_ms = 50\nidle_poll_interval_ms = 150\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 200\nmax_rows_per_file = 200\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             [checkpoint]\npath = {:?}\n",
+            disk.path.join("parquet"),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = runtime.spawn(moto_writer(
+        db,
+        TABLE,
+        Duration::from_millis(8),
+        stop.clone(),
+    ));
+    let mut bridge = Bridge::start(&s, &config);
+    let (mut kills_left, mut faults_left) = (kills, faults);
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut problems = Vec::new();
+    while kills_left + faults_left > 0 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        if rng.random_range(0..kills_left + faults_left) < kills_left {
+            kills_left -= 1;
+            if rng.random_bool(0.25) && bridge.started.elapsed() > Duration::from_millis(500) {
+                *kinds.entry("sigterm").or_default() += 1;
+                if let Err(e) = bridge.term(Duration::from_secs(15)) {
+                    problems.push(e);
+                }
+            } else {
+                *kinds.entry("sigkill").or_default() += 1;
+                bridge.kill();
+            }
+            bridge = Bridge::start(&s, &config);
+            continue;
+        }
+        faults_left -= 1;
+        match rng.random_range(0..3) {
+            0 => {
+                // tansu 0.6 loses acknowledged messages when it restarts
+                // under a running idempotent producer (seen here: 1 in about
+                // 1,600, every delivery reported as stored), and a SIGKILL
+                // can leave a partition ending before offsets it
+                // acknowledged. So the bridge is killed, the broker stopped
+                // and started again, then the bridge restarted against it.
+                *kinds.entry("broker restarted").or_default() += 1;
+                bridge.kill();
+                tansu.stop();
+                std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+                tansu.restart();
+                bridge = Bridge::start(&s, &config);
+            }
+            1 if disk.fill() => {
+                *kinds.entry("disk full").or_default() += 1;
+                std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+                disk.restore();
+            }
+            _ if disk.remount("ro") => {
+                *kinds.entry("disk read-only").or_default() += 1;
+                std::thread::sleep(Duration::from_millis(rng.random_range(200..1200)));
+                disk.restore();
+            }
+            _ => {}
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = runtime.block_on(writer).unwrap();
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(bridge.started.elapsed()));
+    if let Err(e) = bridge.term(Duration::from_secs(30)) {
+        problems.push(e);
+    }
+    let last = run_command(s.path(), &config, Some("3")).output().unwrap();
+    if !last.status.success() {
+        problems.push(format!(
+            "the last run failed: {}",
+            String::from_utf8_lossy(&last.stderr)
+        ));
+    }
+
+    let expected: BTreeMap<u128, String> = runtime
+        .block_on(stream_records(&moto_url, TABLE))
+        .into_iter()
+        .map(|(seq, _, keys)| {
+            let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+            (seq, keys["pk"].to_string())
+        })
+        .collect();
+    let parquet = count(
+        &expected,
+        &parquet_delivered(&disk.path.join("parquet"), "pk"),
+    );
+    let kafka = count(&expected, &kafka_delivered(&brokers, TOPIC, 3, "pk"));
+    for (name, c) in [("parquet", &parquet), ("kafka", &kafka)] {
+        eprintln!(
+            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={} (first missing: {:?})",
+            c.expected, c.delivered, c.missing, c.duplicated, c.reordered, c.missing_seqs
+        );
+    }
+    eprintln!("  faults by kind: {kinds:?}; the writer made {writes} changes");
+    for p in &problems {
+        eprintln!("  problem: {p}");
+    }
+    let (missing, duplicated, reordered) = (
+        parquet.missing + kafka.missing,
+        parquet.duplicated + kafka.duplicated,
+        parquet.reordered + kafka.reordered,
+    );
+    eprintln!(
+        "chaos: seed={seed} kills={kills} faults={} changes={} missing={missing} duplicated={duplicated} reordered={reordered}",
+        kinds
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sig"))
+            .map(|(_, n)| n)
+            .sum::<usize>(),
+        expected.len()
+    );
+    assert!(problems.is_empty(), "seed {seed}: {problems:?}");
+    assert_eq!(
+        (missing, duplicated, reordered),
+        (0, 0, 0),
+        "seed {seed} reproduces this"
+    );
+    assert!(expected.len() > 100, "only {} changes", expected.len());
 }

@@ -11,22 +11,18 @@
 //! usual paths.
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
-use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams, sdk_config};
-use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
+use aws_sdk_dynamodb::types::AttributeValue as Av;
 use dynamo_cdc_testkit::registry::RegistryDouble;
+use dynamo_cdc_tests::servers::{
+    Storage, Tansu, create_table, dynamodb, start_moto, stream_records,
+};
 use dynamo_cdc_tests::{Scratch, run_command};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
@@ -40,133 +36,6 @@ use rdkafka::message::{Headers, Message};
 const TABLE: &str = "e2e_orders";
 const TOPIC: &str = "cdc.e2e_orders";
 const PARTITIONS: i32 = 3;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited at start: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn find(var: &str, fallback: PathBuf, what: &str) -> PathBuf {
-    let path = std::env::var_os(var).map_or(fallback, PathBuf::from);
-    assert!(
-        path.exists() || which(&path),
-        "{what} not found at {} (set {var}, or run scripts/test.sh, which installs it)",
-        path.display()
-    );
-    path
-}
-
-fn which(name: &std::path::Path) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-}
-
-fn start_tansu(dir: &std::path::Path) -> (Server, String) {
-    let tansu = find("DYNAMO_CDC_TANSU", PathBuf::from("tansu"), "tansu");
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .current_dir(dir) // tansu reads a .env file from its directory
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    wait_for_port(port, "tansu", &mut child);
-    (Server(child), format!("127.0.0.1:{port}"))
-}
-
-fn start_moto(dir: &std::path::Path) -> (Server, String) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let moto = find(
-        "DYNAMO_CDC_MOTO_SERVER",
-        root.join(".venv/bin/moto_server"),
-        "moto_server",
-    );
-    let port = free_port();
-    let mut child = Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    wait_for_port(port, "moto_server", &mut child);
-    (Server(child), format!("http://127.0.0.1:{port}"))
-}
-
-fn endpoint(url: &str) -> Endpoint {
-    Endpoint {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(url.to_owned()),
-    }
-}
-
-async fn dynamodb(url: &str) -> aws_sdk_dynamodb::Client {
-    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
-    aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint(url), Some(credentials)).await)
-}
-
-async fn create_table(db: &aws_sdk_dynamodb::Client) {
-    db.create_table()
-        .table_name(TABLE)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("create the table in moto");
-}
 
 /// Changes items until stopped: puts with awkward values, updates, deletes.
 async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u32 {
@@ -221,43 +90,6 @@ async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     n
-}
-
-/// Every record of the table's stream, as moto serves it: (sequence number,
-/// eventName).
-async fn stream_records(url: &str) -> Vec<(u128, String)> {
-    let api = SdkStreams::connect_static(&endpoint(url), "test", "test").await;
-    let arn = api.stream_of_table(TABLE).await.unwrap();
-    let mut out = Vec::new();
-    let shards = api.describe_stream(&arn, None).await.unwrap().shards;
-    for shard in shards {
-        let mut it = api
-            .get_shard_iterator(&arn, &shard.id, &IteratorStart::TrimHorizon)
-            .await
-            .unwrap();
-        loop {
-            let page = api.get_records(&it, 1000).await.unwrap();
-            if page.records.is_empty() {
-                break;
-            }
-            for r in &page.records {
-                let v: serde_json::Value = serde_json::from_str(r).unwrap();
-                out.push((
-                    v["dynamodb"]["SequenceNumber"]
-                        .as_str()
-                        .unwrap()
-                        .parse()
-                        .unwrap(),
-                    v["eventName"].as_str().unwrap().to_owned(),
-                ));
-            }
-            match page.next_iterator {
-                Some(next) => it = next,
-                None => break,
-            }
-        }
-    }
-    out
 }
 
 struct Got {
@@ -330,7 +162,8 @@ fn field<'a>(record: &'a Value, name: &str) -> &'a Value {
 #[ignore = "needs a tansu broker and a moto server: scripts/test.sh installs both and runs it"]
 fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
     let s = Scratch::new();
-    let (_tansu, brokers) = start_tansu(s.path());
+    let tansu = Tansu::start(s.path(), Storage::Memory);
+    let brokers = tansu.brokers();
     let (_moto, moto_url) = start_moto(s.path());
     let registry = RegistryDouble::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -349,7 +182,7 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 
     let db = runtime.block_on(dynamodb(&moto_url));
-    runtime.block_on(create_table(&db));
+    runtime.block_on(create_table(&db, TABLE));
     let config = s.path().join("e2e.toml");
     std::fs::write(
         &config,
@@ -387,7 +220,11 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let reference = runtime.block_on(stream_records(&moto_url));
+    let reference: Vec<(u128, String)> = runtime
+        .block_on(stream_records(&moto_url, TABLE))
+        .into_iter()
+        .map(|(seq, event, _)| (seq, event))
+        .collect();
     let got = consume(&brokers);
     let changes: Vec<&Got> = got.iter().filter(|g| g.value.is_some()).collect();
     let mut seqs: Vec<u128> = changes.iter().map(|g| g.seq).collect();

@@ -73,17 +73,18 @@ pub(crate) fn scan(
     consumer.assign(&list).map_err(client)?;
     let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
     let started = Instant::now();
-    let mut warned = started;
+    let mut quiet_since = started;
     while !open.is_empty() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {
-                if warned.elapsed() > Duration::from_secs(10) {
-                    warned = Instant::now();
+                if quiet_since.elapsed() > Duration::from_secs(10) {
+                    quiet_since = Instant::now();
                     tracing::warn!(
                         topic,
                         for_s = started.elapsed().as_secs(),
                         "still reading the topic back (broker down or slow?)"
                     );
+                    close_past_the_end(&consumer, topic, from, &scanned, &mut open);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -93,6 +94,7 @@ pub(crate) fn scan(
                 tracing::warn!(topic, error = %e, "reading the topic back");
             }
             Some(Ok(m)) => {
+                quiet_since = Instant::now();
                 scanned.next_offsets.insert(m.partition(), m.offset() + 1);
                 if let Some((key, seq)) = position_of(&m) {
                     scanned.held.advance(key, seq);
@@ -101,6 +103,42 @@ pub(crate) fn scan(
         }
     }
     Ok(scanned)
+}
+
+/// A partition whose recorded offset lies past its end never reports an end
+/// of its own on some brokers: there is nothing to read back there. It means
+/// the topic lost messages it had acknowledged (broker data loss, or the
+/// topic was recreated): say so loudly.
+fn close_past_the_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    from: &BTreeMap<i32, i64>,
+    scanned: &Scanned,
+    open: &mut BTreeSet<i32>,
+) {
+    for p in open.clone() {
+        let next = scanned
+            .next_offsets
+            .get(&p)
+            .or_else(|| from.get(&p))
+            .copied()
+            .unwrap_or(0);
+        if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))
+            && next >= high
+        {
+            if next > high {
+                tracing::error!(
+                    topic,
+                    partition = p,
+                    recorded = next,
+                    end = high,
+                    "the partition ends before the offset recorded with the checkpoint: the \
+                     topic lost acknowledged messages (broker data loss, or the topic was recreated)"
+                );
+            }
+            open.remove(&p);
+        }
+    }
 }
 
 /// The partitions of `topic`; none when it does not exist yet.

@@ -1,0 +1,299 @@
+//! Real servers for end-to-end tests: moto (DynamoDB, Streams, S3) and the
+//! tansu Kafka broker, each a child process on a free loopback port.
+//!
+//! `scripts/test.sh` installs both; `DYNAMO_CDC_TANSU` and
+//! `DYNAMO_CDC_MOTO_SERVER` name the binaries when they are not on the usual
+//! paths.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams, sdk_config};
+use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// A child process killed on drop.
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn find(var: &str, fallback: PathBuf, what: &str) -> PathBuf {
+    let path = std::env::var_os(var).map_or(fallback, PathBuf::from);
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(&path).is_file()));
+    assert!(
+        path.exists() || on_path,
+        "{what} not found at {} (set {var}, or run scripts/test.sh, which installs it)",
+        path.display()
+    );
+    path
+}
+
+/// A moto server: DynamoDB, DynamoDB Streams and S3 on one port.
+pub fn start_moto(dir: &Path) -> (Server, String) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let moto = find(
+        "DYNAMO_CDC_MOTO_SERVER",
+        root.join("../.venv/bin/moto_server"),
+        "moto_server",
+    );
+    let port = free_port();
+    let mut child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    wait_for_port(port, "moto_server", &mut child);
+    (Server(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// Creates an S3 bucket in moto (any signature will do; moto routes by the
+/// service named in it).
+pub fn create_bucket(moto_url: &str, bucket: &str) {
+    let host = moto_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).expect("connect to moto");
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "create bucket: {answer}"
+    );
+}
+
+/// Where tansu keeps its data.
+pub enum Storage {
+    /// In memory: gone when the broker stops.
+    Memory,
+    /// An S3 bucket in moto: survives broker restarts.
+    S3 {
+        /// moto's URL
+        moto_url: String,
+        /// the bucket (must exist)
+        bucket: String,
+    },
+}
+
+/// A tansu broker that can be killed and started again on the same port.
+pub struct Tansu {
+    dir: PathBuf,
+    port: u16,
+    storage: Storage,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// Starts a broker; `dir` is its working directory (it reads `.env`).
+    pub fn start(dir: &Path, storage: Storage) -> Tansu {
+        let mut t = Tansu {
+            dir: dir.to_owned(),
+            port: free_port(),
+            storage,
+            child: None,
+        };
+        t.restart();
+        t
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM: the broker shuts down cleanly (killed after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again (after [`Tansu::kill`]), on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let tansu = find("DYNAMO_CDC_TANSU", PathBuf::from("tansu"), "tansu");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = Command::new(tansu);
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match &self.storage {
+            Storage::Memory => {
+                command.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Storage::S3 { moto_url, bucket } => {
+                command
+                    .args(["--storage-engine", &format!("s3://{bucket}/")])
+                    .env("AWS_ENDPOINT", moto_url)
+                    .env("AWS_ALLOW_HTTP", "true")
+                    .env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_DEFAULT_REGION", "us-east-1");
+            }
+        }
+        let mut child = command.spawn().expect("start tansu");
+        wait_for_port(self.port, "tansu", &mut child);
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An SDK endpoint for moto.
+pub fn endpoint(url: &str) -> Endpoint {
+    Endpoint {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url.to_owned()),
+    }
+}
+
+/// A DynamoDB client for moto.
+pub async fn dynamodb(url: &str) -> aws_sdk_dynamodb::Client {
+    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint(url), Some(credentials)).await)
+}
+
+/// Creates `table` (hash key `pk`, a string) with a NEW_AND_OLD_IMAGES stream.
+pub async fn create_table(db: &aws_sdk_dynamodb::Client, table: &str) {
+    db.create_table()
+        .table_name(table)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("a key schema"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("an attribute definition"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .expect("a stream specification"),
+        )
+        .send()
+        .await
+        .expect("create the table in moto");
+}
+
+/// Every record of `table`'s stream as moto serves it: (sequence number,
+/// eventName, Keys as JSON).
+pub async fn stream_records(url: &str, table: &str) -> Vec<(u128, String, String)> {
+    let api = SdkStreams::connect_static(&endpoint(url), "test", "test").await;
+    let arn = api
+        .stream_of_table(table)
+        .await
+        .expect("the table's stream");
+    let mut out = Vec::new();
+    let shards = api
+        .describe_stream(&arn, None)
+        .await
+        .expect("shards")
+        .shards;
+    for shard in shards {
+        let mut it = api
+            .get_shard_iterator(&arn, &shard.id, &IteratorStart::TrimHorizon)
+            .await
+            .expect("an iterator");
+        loop {
+            let page = api.get_records(&it, 1000).await.expect("records");
+            if page.records.is_empty() {
+                break;
+            }
+            for r in &page.records {
+                let v: serde_json::Value = serde_json::from_str(r).expect("record JSON");
+                out.push((
+                    v["dynamodb"]["SequenceNumber"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("a sequence number"),
+                    v["eventName"].as_str().unwrap_or_default().to_owned(),
+                    v["dynamodb"]["Keys"].to_string(),
+                ));
+            }
+            match page.next_iterator {
+                Some(next) => it = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
