@@ -564,6 +564,7 @@ fn chaos_nothing_lost_nothing_duplicated() {
             Undo::IteratorTtl => sim.set_iterator_ttl(Duration::from_secs(900)),
         }
     }
+    sim.clear_faults();
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     std::thread::sleep(Duration::from_secs(1).saturating_sub(bridge.started.elapsed()));
@@ -602,6 +603,15 @@ fn chaos_nothing_lost_nothing_duplicated() {
     }
     let log = std::fs::read_to_string(s.path().join("bridge.log")).unwrap_or_default();
     let retries = log.matches("a sink cannot write").count();
+    if parquet.missing + kafka.missing + parquet.duplicated + kafka.duplicated > 0 {
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("  the bridge's last log lines:");
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("    {line}");
+        }
+        let last_err = String::from_utf8_lossy(&last.stderr);
+        eprintln!("  the last run's log: {last_err}");
+    }
     eprintln!(
         "  faults by kind: {kinds:?}; the bridge started over after a sink failure {retries} times"
     );

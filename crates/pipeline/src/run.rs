@@ -70,7 +70,7 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         ..RunSummary::default()
     };
     let mut failures = 0u32;
-    loop {
+    'passes: loop {
         match run_once(config, options, &declared, &mut summary) {
             Ok(()) => break,
             Err(e) if e.downcast_ref::<SinkTrouble>().is_some() => {
@@ -85,7 +85,13 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
                 let until = Instant::now() + wait;
                 while Instant::now() < until {
                     if options.stop.load(Ordering::Relaxed) {
-                        return Err(e.context("stopped while a sink could not write"));
+                        // Nothing is lost: the positions are those of the
+                        // last commit, and nothing after it was kept.
+                        tracing::warn!(
+                            "stopped while waiting to retry a sink; positions are those of its last commit"
+                        );
+                        summary.stopped_on_request = true;
+                        break 'passes;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }

@@ -382,3 +382,34 @@ fn broker_trouble_pauses_and_loses_nothing() {
         Some("1020".to_owned())
     );
 }
+
+#[test]
+fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
+    // A broker that lost acknowledged messages (or a recreated topic) ends
+    // before the offsets the checkpoint recorded: reading back must still
+    // finish, and what the topic holds is still skipped.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let all: Vec<Change> = (1..=4)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut first = open(config(&brokers, Format::Json));
+    deliver(&mut first, &all[..2]);
+    first.flush().unwrap();
+    drop(first);
+
+    let mut second = open(config(&brokers, Format::Json));
+    let offsets = BTreeMap::from([("cdc.orders".to_owned(), BTreeMap::from([(0, 1_000)]))]);
+    second.adopt_checkpoint(&dynamo_cdc_core::Positions::new(), offsets);
+    let started = std::time::Instant::now();
+    deliver(&mut second, &all);
+    second.flush().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let want: Vec<String> = (1001..=1004).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
+}

@@ -410,3 +410,21 @@ fn listings_are_paged_and_bad_records_are_dead_lettered_not_dropped() {
     assert!(letter.error.contains("38"), "{}", letter.error);
     assert!(sim.calls(Op::DescribeStream) >= 3, "one call per page");
 }
+
+#[test]
+fn until_idle_waits_out_a_throttling_storm_longer_than_itself() {
+    // Found by the chaos harness: a shard that is being throttled has not
+    // "returned no records"; stopping then would end a batch job early.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let expected: Vec<u128> = (0..5)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.fail_next(Op::GetRecords, 25, Fault::Throttle);
+    let mut cfg = config(&[&arn]);
+    cfg.until_idle = Some(Duration::from_millis(800));
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+}

@@ -127,6 +127,7 @@ impl<A: StreamsApi> Stream<A> {
                     start,
                     events: self.events.clone(),
                     stop: self.stop.clone(),
+                    troubled: false,
                 };
                 let permits = self.settings.readers.clone();
                 tracing::debug!(table = %table, shard = %id, "reading shard");
@@ -188,8 +189,13 @@ impl<A: StreamsApi> Stream<A> {
         let mut table = None;
         let mut start: Option<String> = None;
         let mut attempt = 0u32;
+        let mut troubled = false;
         loop {
-            match self.api.describe_stream(&self.arn, start.as_deref()).await {
+            let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
+            if answer.is_ok() {
+                self.settings.activity.trouble(&mut troubled, false);
+            }
+            match answer {
                 Ok(page) => {
                     attempt = 0;
                     shards.extend(page.shards);
@@ -205,7 +211,7 @@ impl<A: StreamsApi> Stream<A> {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(stream = %self.arn, error = %e, "retrying DescribeStream");
-                    self.settings.activity.touch();
+                    self.settings.activity.trouble(&mut troubled, true);
                     let wait = Duration::from_millis(200u64 << attempt.min(5));
                     if !self.pause(wait).await {
                         return Ok(None);

@@ -105,19 +105,50 @@ pub(crate) struct Settings {
     pub readers: Arc<tokio::sync::Semaphore>,
 }
 
-/// When a shard last returned records, or a call last failed: the source is
-/// idle only after that long of empty pages.
-pub(crate) struct Activity(Mutex<Instant>);
+/// When a shard last returned records, and how many readers are in trouble
+/// (retrying a failed call): the source is idle only when no reader is in
+/// trouble and no shard has returned records for a while. A throttled or
+/// failing shard has not "returned no records"; it has not answered.
+pub(crate) struct Activity {
+    last_records: Mutex<Instant>,
+    troubled: std::sync::atomic::AtomicUsize,
+}
 
 impl Activity {
+    fn new() -> Self {
+        Activity {
+            last_records: Mutex::new(Instant::now()),
+            troubled: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
     pub(crate) fn touch(&self) {
-        if let Ok(mut t) = self.0.lock() {
+        if let Ok(mut t) = self.last_records.lock() {
             *t = Instant::now();
         }
     }
 
+    /// A reader or listing started retrying (`true`) or got an answer
+    /// again (`false`); `state` is the caller's own flag.
+    pub(crate) fn trouble(&self, state: &mut bool, now: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if now && !*state {
+            self.troubled.fetch_add(1, Relaxed);
+        } else if !now && *state {
+            self.troubled.fetch_sub(1, Relaxed);
+            // Quiet is counted from the first answer after the trouble.
+            self.touch();
+        }
+        *state = now;
+    }
+
     fn quiet_for(&self) -> Duration {
-        self.0.lock().map_or(Duration::ZERO, |t| t.elapsed())
+        if self.troubled.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        self.last_records
+            .lock()
+            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 }
 
@@ -217,7 +248,7 @@ impl StreamsSource {
             records_per_call: config.records_per_call.clamp(1, 1000),
             start: config.start,
             max_concurrent_shards: config.max_concurrent_shards.max(1),
-            activity: Activity(Mutex::new(Instant::now())),
+            activity: Activity::new(),
             readers: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_shards.max(1),
             )),

@@ -35,6 +35,8 @@ pub(crate) struct ShardJob<A> {
     pub start: IteratorStart,
     pub events: mpsc::Sender<Event>,
     pub stop: watch::Receiver<bool>,
+    /// True while retrying a failed call (see `Activity::trouble`).
+    pub troubled: bool,
 }
 
 /// Backoff with full jitter: up to 100 ms doubled per attempt, capped at
@@ -48,7 +50,10 @@ impl<A: StreamsApi> ShardJob<A> {
     /// Reads the shard until it ends, the pipeline stops, or a failure that
     /// must stop the pipeline (sent as an event before returning).
     pub(crate) async fn run(mut self) -> Outcome {
-        match self.read().await {
+        let outcome = self.read().await;
+        // A reader that ends is in trouble no more.
+        self.settings.activity.trouble(&mut self.troubled, false);
+        match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
                 // The pipeline stops on this; if it is already gone, so are we.
@@ -82,12 +87,13 @@ impl<A: StreamsApi> ShardJob<A> {
             {
                 Ok(page) => {
                     attempt = 0;
+                    self.settings.activity.trouble(&mut self.troubled, false);
                     page
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(table = %self.table, shard = %self.shard, error = %e, "retrying");
                     // Trouble is not quiet: `until_idle` waits it out.
-                    self.settings.activity.touch();
+                    self.settings.activity.trouble(&mut self.troubled, true);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(Outcome::Stopped);
                     }
@@ -217,11 +223,14 @@ impl<A: StreamsApi> ShardJob<A> {
                 .get_shard_iterator(&self.stream_arn, &self.shard, &self.start)
                 .await
             {
-                Ok(it) => return Ok(Some(it)),
+                Ok(it) => {
+                    self.settings.activity.trouble(&mut self.troubled, false);
+                    return Ok(Some(it));
+                }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(table = %self.table, shard = %self.shard, error = %e, "retrying");
                     // Trouble is not quiet: `until_idle` waits it out.
-                    self.settings.activity.touch();
+                    self.settings.activity.trouble(&mut self.troubled, true);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(None);
                     }

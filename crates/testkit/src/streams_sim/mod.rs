@@ -369,6 +369,11 @@ impl StreamSim {
         });
     }
 
+    /// Drops every scripted fault not yet met.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).scripted.clear();
+    }
+
     /// How many calls of `op` arrived (faulted ones included).
     pub fn calls(&self, op: Op) -> usize {
         lock(&self.shared.faults)
