@@ -1,14 +1,19 @@
 //! What a topic already holds: read every partition from the offsets
-//! recorded with the last checkpoint to the end, and take the highest
-//! sequence number per shard from the message headers.
+//! recorded with the last checkpoint to the end, and collect the shard and
+//! sequence number of every message from its headers.
+//!
+//! The set, not the highest sequence number per shard: a batch spreads over
+//! partitions that are acknowledged independently, so a crash can leave a
+//! later change of a shard in one partition while an earlier one, bound for
+//! another, never arrived. Only what is there counts as held.
 //!
 //! A crash between a send and the next checkpoint leaves messages the
 //! checkpoint does not know; this finds them, so they are not written again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
+use dynamo_cdc_core::{SequenceNumber, ShardKey};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -21,8 +26,8 @@ use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 
 /// What a topic holds past `from`.
 pub(crate) struct Scanned {
-    /// Highest sequence number per shard found.
-    pub held: Positions,
+    /// Every change found, by shard and sequence number.
+    pub found: HashSet<(ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
 }
@@ -56,7 +61,7 @@ pub(crate) fn scan(
     let consumer: BaseConsumer = config.create().map_err(client)?;
     let partitions = partitions_of(&consumer, topic)?;
     let mut scanned = Scanned {
-        held: Positions::new(),
+        found: HashSet::new(),
         next_offsets: BTreeMap::new(),
     };
     if partitions.is_empty() {
@@ -96,8 +101,8 @@ pub(crate) fn scan(
             Some(Ok(m)) => {
                 quiet_since = Instant::now();
                 scanned.next_offsets.insert(m.partition(), m.offset() + 1);
-                if let Some((key, seq)) = position_of(&m) {
-                    scanned.held.advance(key, seq);
+                if let Some(change) = position_of(&m) {
+                    scanned.found.insert(change);
                 }
             }
         }

@@ -37,9 +37,11 @@ pub struct KafkaSink {
     encoder: Encoder,
     producer: KafkaProducer,
     durable: Positions,
-    /// What the topics hold: the checkpoint's positions, raised by reading
-    /// each topic back before the first write to it.
+    /// What the topics hold for sure: the checkpoint's positions.
     held: Positions,
+    /// Changes found by reading each topic back (before the first write to
+    /// it) past the checkpoint's offsets.
+    found: HashSet<(ShardKey, SequenceNumber)>,
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -94,6 +96,7 @@ impl KafkaSink {
             producer,
             durable: Positions::new(),
             held: Positions::new(),
+            found: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
@@ -150,10 +153,10 @@ impl KafkaSink {
         let found = scan(&self.config.brokers, &self.config.properties, topic, &from)?;
         tracing::info!(
             topic,
-            shards = found.held.len(),
+            changes = found.found.len(),
             "read the topic back from the checkpoint's offsets"
         );
-        self.held.merge_max(&found.held);
+        self.found.extend(found.found);
         for (p, o) in found.next_offsets {
             let next = self
                 .producer
@@ -290,7 +293,11 @@ impl Sink for KafkaSink {
                 table: change.source.table.clone(),
                 shard: change.source.shard_id.clone(),
             };
-            if self.held.covers(&key, &change.source.sequence_number) {
+            if self.held.covers(&key, &change.source.sequence_number)
+                || self
+                    .found
+                    .contains(&(key.clone(), change.source.sequence_number.clone()))
+            {
                 self.stats.already_held += 1;
                 continue;
             }
