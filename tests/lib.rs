@@ -2,6 +2,7 @@
 //! scratch directory with a capture and a config, and read the Parquet output
 //! back into DynamoDB items.
 
+pub mod kafka;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

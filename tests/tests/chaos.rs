@@ -36,15 +36,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
+use dynamo_cdc_tests::kafka::read_topic;
 use dynamo_cdc_tests::{Scratch, parquet_files, read_file, run_command};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
@@ -333,39 +329,14 @@ fn parquet_delivered(root: &Path, key: &str) -> Vec<(String, u128)> {
 /// Kafka: change messages per partition in offset order (keys stay in one
 /// partition, so per-key order is offset order).
 fn kafka_delivered(brokers: &str, topic: &str, partitions: i32, key: &str) -> Vec<(String, u128)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "chaos-verifier")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let (mut open, mut out) = (partitions, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while open > 0 {
-        assert!(Instant::now() < deadline, "the topic never ended");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) if m.payload().is_some() => {
-                let seq = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "dynamodb.sequence_number"))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).parse().unwrap())
-                    .unwrap();
-                let k: serde_json::Value = serde_json::from_slice(m.key().unwrap()).unwrap();
-                out.push((json!({"S": k[key]}).to_string(), seq));
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            _ => {}
-        }
-    }
-    out
+    read_topic(brokers, topic, partitions)
+        .into_iter()
+        .filter(|m| m.value.is_some())
+        .map(|m| {
+            let k: serde_json::Value = serde_json::from_slice(&m.key).unwrap();
+            (json!({"S": k[key]}).to_string(), m.seq())
+        })
+        .collect()
 }
 
 #[test]

@@ -8,82 +8,27 @@ use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::Schema;
 use dynamo_cdc_testkit::registry::RegistryDouble;
 use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
+use dynamo_cdc_tests::kafka::{TopicMessage, read_topic};
 use dynamo_cdc_tests::{Scratch, read_rows, run_command};
-use rdkafka::ClientConfig;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
-
-struct Got {
-    partition: i32,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
-    seq: u128,
-    shard: String,
-}
-
-fn consume(brokers: &str, topic: &str, partitions: i32) -> Vec<Got> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let (mut open, mut out) = (partitions, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open > 0 {
-        assert!(Instant::now() < deadline, "topic {topic} never ended");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let header = |name: &str| {
-                    m.headers()
-                        .and_then(|h| h.iter().find(|h| h.key == name))
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default()
-                };
-                out.push(Got {
-                    partition: m.partition(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    seq: header("dynamodb.sequence_number").parse().unwrap(),
-                    shard: header("dynamodb.shard_id"),
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            _ => {}
-        }
-    }
-    out
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Every change (not tombstone) exactly once, and per key in sequence order.
-fn assert_once_in_order(got: &[Got], expected: &[u128]) {
+fn assert_once_in_order(got: &[TopicMessage], expected: &[u128]) {
     let mut seqs: Vec<u128> = got
         .iter()
         .filter(|g| g.value.is_some())
-        .map(|g| g.seq)
+        .map(|g| g.seq())
         .collect();
     seqs.sort_unstable();
     let mut want = expected.to_vec();
@@ -94,7 +39,7 @@ fn assert_once_in_order(got: &[Got], expected: &[u128]) {
         by_key
             .entry((g.key.clone(), g.partition))
             .or_default()
-            .push(g.seq);
+            .push(g.seq());
     }
     let keys: std::collections::BTreeSet<&Vec<u8>> = by_key.keys().map(|(k, _)| k).collect();
     assert_eq!(keys.len(), by_key.len(), "every key in one partition");
@@ -152,7 +97,7 @@ fn both_sinks_together_hold_the_same_changes_and_a_rerun_sends_nothing() {
     );
     let out = run_command(s.path(), &config, None).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let got = consume(&brokers, "cdc.orders", 3);
+    let got = read_topic(&brokers, "cdc.orders", 3);
     assert_once_in_order(&got, &expected);
     let tombstones = got.iter().filter(|g| g.value.is_none()).count();
     assert_eq!(tombstones, expected.len() / 3, "one tombstone per delete");
@@ -167,7 +112,7 @@ fn both_sinks_together_hold_the_same_changes_and_a_rerun_sends_nothing() {
     let out = run_command(s.path(), &config, None).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
-        consume(&brokers, "cdc.orders", 3).len(),
+        read_topic(&brokers, "cdc.orders", 3).len(),
         got.len(),
         "a rerun sends nothing"
     );
@@ -264,9 +209,9 @@ fn sigkill_restarts_leave_every_change_in_kafka_exactly_once_in_order_per_key() 
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let got = consume(&brokers, "cdc.orders", 4);
+    let got = read_topic(&brokers, "cdc.orders", 4);
     assert_once_in_order(&got, &written);
-    assert!(got.iter().all(|g| g.shard == shard));
+    assert!(got.iter().all(|g| g.headers["dynamodb.shard_id"] == shard));
     // Values decode with the registry's schemas.
     let value = got.iter().find_map(|g| g.value.clone()).unwrap();
     assert_eq!(value[0], 0);

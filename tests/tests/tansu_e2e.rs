@@ -14,24 +14,20 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use aws_sdk_dynamodb::types::AttributeValue as Av;
 use dynamo_cdc_testkit::registry::RegistryDouble;
+use dynamo_cdc_tests::kafka::{TopicMessage, read_topic};
 use dynamo_cdc_tests::servers::{
     Storage, Tansu, create_table, dynamodb, start_moto, stream_records,
 };
 use dynamo_cdc_tests::{Scratch, run_command};
 use rdkafka::ClientConfig;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 
 const TABLE: &str = "e2e_orders";
 const TOPIC: &str = "cdc.e2e_orders";
@@ -90,53 +86,6 @@ async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     n
-}
-
-struct Got {
-    partition: i32,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
-    seq: u128,
-}
-
-fn consume(brokers: &str) -> Vec<Got> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "e2e-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let (mut open, mut out) = (PARTITIONS, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open > 0 {
-        assert!(Instant::now() < deadline, "the topic never ended");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let seq = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "dynamodb.sequence_number"))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).parse().unwrap())
-                    .expect("a sequence number header");
-                out.push(Got {
-                    partition: m.partition(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    seq,
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            _ => {}
-        }
-    }
-    out
 }
 
 fn decode(registry: &RegistryDouble, framed: &[u8]) -> Value {
@@ -225,9 +174,9 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         .into_iter()
         .map(|(seq, event, _)| (seq, event))
         .collect();
-    let got = consume(&brokers);
-    let changes: Vec<&Got> = got.iter().filter(|g| g.value.is_some()).collect();
-    let mut seqs: Vec<u128> = changes.iter().map(|g| g.seq).collect();
+    let got = read_topic(&brokers, TOPIC, PARTITIONS);
+    let changes: Vec<&TopicMessage> = got.iter().filter(|g| g.value.is_some()).collect();
+    let mut seqs: Vec<u128> = changes.iter().map(|g| g.seq()).collect();
     seqs.sort_unstable();
     let want: Vec<u128> = reference.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, want, "every change of the stream exactly once");
@@ -240,22 +189,22 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         by_key
             .entry(g.key.clone())
             .or_default()
-            .push((g.partition, g.seq));
+            .push((g.partition, g.seq()));
         let value = decode(&registry, g.value.as_ref().unwrap());
         let op = match field(&value, "op") {
             Value::String(op) => op.clone(),
             other => panic!("{other:?}"),
         };
-        let want = match events[&g.seq] {
+        let want = match events[&g.seq()] {
             "INSERT" => "c",
             "MODIFY" => "u",
             _ => "d",
         };
-        assert_eq!(op, want, "change {}", g.seq);
+        assert_eq!(op, want, "change {}", g.seq());
         let source = field(&value, "source");
         assert_eq!(
             field(source, "sequence_number"),
-            &Value::String(g.seq.to_string())
+            &Value::String(g.seq().to_string())
         );
         decode(&registry, &g.key);
     }
