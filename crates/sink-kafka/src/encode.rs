@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use dynamo_cdc_core::{Change, Op};
+use dynamo_cdc_core::{AttributeValue, Change, Item, Op};
 use dynamo_cdc_transform::avro::{self, AvroSchema, Shape};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema};
 
@@ -43,8 +43,32 @@ pub(crate) struct Encoder {
 
 struct TableState {
     schema: TableSchema,
-    /// The value schema of `schema`'s current version.
-    value: Option<(u64, AvroSchema)>,
+    /// The value schema of `schema`'s current version, and its registry id.
+    value: Option<(u64, AvroSchema, u32)>,
+    /// Key layouts met so far and their registry ids. A table's keys have
+    /// one layout, so this is one entry; looking it up must not build or
+    /// print a schema per message (that was most of the Avro path's time).
+    keys: Vec<(KeyLayout, u32)>,
+}
+
+/// The names of a change's key attributes and whether each is `N`, `B` or
+/// anything else: all that its key schema depends on.
+type KeyLayout = Vec<(String, u8)>;
+
+fn key_class(v: &AttributeValue) -> u8 {
+    match v {
+        AttributeValue::N(_) => b'N',
+        AttributeValue::B(_) => b'B',
+        _ => b'S',
+    }
+}
+
+fn same_layout(layout: &KeyLayout, keys: &Item) -> bool {
+    layout.len() == keys.len()
+        && layout
+            .iter()
+            .zip(keys.iter())
+            .all(|((name, class), (k, v))| name == k.as_str() && *class == key_class(v))
 }
 
 impl Encoder {
@@ -139,6 +163,7 @@ impl Encoder {
             .or_insert_with(|| TableState {
                 schema: TableSchema::new(&table, self.declared.get(&*table), self.mode),
                 value: None,
+                keys: Vec::new(),
             });
         // Both images must fit the value record (the envelope carries both).
         for image in [change.old_image.as_ref(), change.new_image.as_ref()]
@@ -150,23 +175,39 @@ impl Encoder {
                 return Ok(Err(Unencodable(e)));
             }
         }
-        let version = state.schema.version();
-        if state.value.as_ref().is_none_or(|(v, _)| *v != version) {
-            let schema = avro::value_schema(&state.schema, self.shape)
-                .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
-            state.value = Some((version, schema));
-        }
-        let Some((_, value_schema)) = &state.value else {
-            unreachable!("set above")
-        };
-        let key_schema = avro::key_schema(&table, &change.keys)
-            .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
         let registry = self.registry.as_mut().ok_or_else(|| {
             KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())
         })?;
-        let key_id = registry.id(&format!("{topic}-key"), &key_schema.json.to_string())?;
-        let value_id = registry.id(&format!("{topic}-value"), &value_schema.json.to_string())?;
-        let key = match avro::encode_key(&key_schema, change) {
+        let version = state.schema.version();
+        if state.value.as_ref().is_none_or(|(v, _, _)| *v != version) {
+            let schema = avro::value_schema(&state.schema, self.shape)
+                .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
+            let id = registry.id(&format!("{topic}-value"), &schema.json.to_string())?;
+            state.value = Some((version, schema, id));
+        }
+        let Some((_, value_schema, value_id)) = &state.value else {
+            unreachable!("set above")
+        };
+        let key_id = match state
+            .keys
+            .iter()
+            .find(|(l, _)| same_layout(l, &change.keys))
+        {
+            Some((_, id)) => *id,
+            None => {
+                let key_schema = avro::key_schema(&table, &change.keys)
+                    .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
+                let id = registry.id(&format!("{topic}-key"), &key_schema.json.to_string())?;
+                let layout = change
+                    .keys
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), key_class(v)))
+                    .collect();
+                state.keys.push((layout, id));
+                id
+            }
+        };
+        let key = match avro::encode_key(change) {
             Ok(k) => k,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
@@ -174,7 +215,7 @@ impl Encoder {
             Ok(v) => v,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
-        Ok(Ok((frame(key_id, &key), frame(value_id, &value))))
+        Ok(Ok((frame(key_id, &key), frame(*value_id, &value))))
     }
 }
 

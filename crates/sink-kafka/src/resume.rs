@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
-use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::KafkaSinkError;
 use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
@@ -58,7 +58,7 @@ pub(crate) fn scan(
             config.set(k, v);
         }
     }
-    let consumer: BaseConsumer = config.create().map_err(client)?;
+    let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).map_err(client)?;
     let partitions = partitions_of(&consumer, topic)?;
     let mut scanned = Scanned {
         found: HashSet::new(),
@@ -115,7 +115,7 @@ pub(crate) fn scan(
 /// the topic lost messages it had acknowledged (broker data loss, or the
 /// topic was recreated): say so loudly.
 fn close_past_the_end(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Quiet>,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     scanned: &Scanned,
@@ -146,8 +146,24 @@ fn close_past_the_end(
     }
 }
 
+/// The read-back consumer's context: reaching the end of a partition is how
+/// the read-back knows it is done, not an error worth a log line (librdkafka
+/// also reports it as a client-wide error, which the default context logs
+/// at error level).
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 /// The partitions of `topic`; none when it does not exist yet.
-fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>, KafkaSinkError> {
+fn partitions_of(consumer: &BaseConsumer<Quiet>, topic: &str) -> Result<Vec<i32>, KafkaSinkError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|source| KafkaSinkError::Client {

@@ -64,6 +64,16 @@ pub enum ParquetSinkError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing an open file failed. Encoding valid rows does not fail, so
+    /// this is the disk under it (full, read-only, an I/O error): it may pass.
+    #[error("cannot write {path}")]
+    Write {
+        /// the file being written
+        path: PathBuf,
+        /// the parquet error, which wraps the I/O error
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     /// Parquet encoding or decoding failed.
     #[error("parquet error on {path}")]
     Parquet {
@@ -95,7 +105,10 @@ pub enum ParquetSinkError {
 impl ParquetSinkError {
     /// True for failures that may pass (a full disk, a transient I/O error).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ParquetSinkError::Io { .. })
+        matches!(
+            self,
+            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. }
+        )
     }
 }
 
@@ -279,7 +292,7 @@ impl ParquetSink {
                 })?;
             file.writer
                 .write(&batch)
-                .map_err(|source| ParquetSinkError::Parquet {
+                .map_err(|source| ParquetSinkError::Write {
                     path: file.temp.clone(),
                     source,
                 })?;
@@ -322,6 +335,9 @@ impl ParquetSink {
             .set_column_dictionary_enabled(ColumnPath::from("__table"), true)
             .set_column_dictionary_enabled(ColumnPath::from("__shard_id"), true)
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
+            // Each column buffers a page before compressing it; at the 1 MiB
+            // default a table of 40 columns holds 40 MiB in flight.
+            .set_data_page_size_limit(DATA_PAGE_BYTES)
             .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")));
         let table = &self.schemas[&key.table];
         // Computing min/max compares every value (it was a tenth of the
@@ -332,7 +348,7 @@ impl ParquetSink {
         let props = props.build();
         let schema = table.arrow_schema();
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
-            ParquetSinkError::Parquet {
+            ParquetSinkError::Write {
                 path: temp.clone(),
                 source,
             }
@@ -363,7 +379,7 @@ impl ParquetSink {
         let file = f
             .writer
             .into_inner()
-            .map_err(|source| ParquetSinkError::Parquet {
+            .map_err(|source| ParquetSinkError::Write {
                 path: f.temp.clone(),
                 source,
             })?;
@@ -534,6 +550,9 @@ impl Sink for ParquetSink {
         self.commit_where(|_| true)
     }
 }
+
+/// Uncompressed bytes of a data page (see where it is set).
+const DATA_PAGE_BYTES: usize = 128 * 1024;
 
 /// The Parquet paths of the columns whose min/max statistics would prune
 /// nothing: DynamoDB-JSON text, binary values, and list or set elements

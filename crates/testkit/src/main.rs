@@ -6,27 +6,30 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dynamo_cdc_testkit::generator::{self, QUICKSTART_SEED};
+use dynamo_cdc_testkit::generator::{self, BenchShape, QUICKSTART_SEED};
 
 const HELP: &str = "\
 dynamo-cdc-gen: write captured DynamoDB Streams traffic (JSON Lines of GetRecords pages)
 
 USAGE:
     dynamo-cdc-gen quickstart --out DIR [--seed N] [--gzip]
-    dynamo-cdc-gen bench --out FILE --bytes SIZE [--seed N]
+    dynamo-cdc-gen bench --out FILE --bytes SIZE [--shape SHAPE] [--seed N]
 
 COMMANDS:
     quickstart   Tables `orders` and `customers`, 400 records using every DynamoDB
                  type, with inserts, modifies, deletes and TTL deletes; one file per
                  shard, e.g. DIR/orders-shard-0001.jsonl
-    bench        One shard of the `events` table, records of about 1.3 KB
-                 (60% INSERT, 30% MODIFY, 10% REMOVE), streamed in constant memory
-                 until SIZE bytes; gzip-compressed when FILE ends in .gz. Name the
-                 file after the shard, e.g. events-shard-0001.jsonl
+    bench        One shard of a benchmark table, streamed in constant memory until
+                 SIZE bytes; gzip-compressed when FILE ends in .gz. Name the file
+                 after the shard, e.g. events-shard-0001.jsonl
 
 OPTIONS:
     --out PATH     Directory (quickstart) or file (bench) to write
     --bytes SIZE   Uncompressed size to reach: bytes, or with K, M or G (KiB, MiB, GiB)
+    --shape SHAPE  bench input: f1 (`events`, mixed records of about 1.3 KB, 60%
+                   INSERT, 30% MODIFY, 10% REMOVE; the default), f2 (`pings`, items
+                   of about 100 bytes), f3 (`documents`, items near 400 KB) or f4
+                   (`wide`, 200 attributes, 31 levels deep, number edge cases)
     --seed N       Random seed; the same seed gives the same bytes
                    (default: 20241119 for quickstart, 1 for bench)
     --gzip         Write .jsonl.gz files (quickstart)
@@ -38,6 +41,7 @@ struct Args {
     out: Option<PathBuf>,
     bytes: Option<u64>,
     seed: Option<u64>,
+    shape: BenchShape,
     gzip: bool,
 }
 
@@ -47,6 +51,7 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Option<Args>, Str
         out: None,
         bytes: None,
         seed: None,
+        shape: BenchShape::Mixed,
         gzip: false,
     };
     while let Some(arg) = raw.next() {
@@ -61,6 +66,11 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> Result<Option<Args>, Str
                     text.parse()
                         .map_err(|_| format!("--seed `{text}` is not a number"))?,
                 );
+            }
+            "--shape" => {
+                let text = value("--shape")?;
+                args.shape = BenchShape::parse(&text)
+                    .ok_or_else(|| format!("--shape `{text}` is not one of f1, f2, f3, f4"))?;
             }
             "--gzip" => args.gzip = true,
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
@@ -126,14 +136,16 @@ fn run(args: Args) -> Result<(), String> {
             let gzip = path.extension().is_some_and(|e| e == "gz");
             let records = if gzip {
                 let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-                let n = generator::write_bench_capture(&mut gz, seed, bytes).map_err(fail)?;
+                let n =
+                    generator::write_bench_shape(&mut gz, args.shape, seed, bytes).map_err(fail)?;
                 gz.finish()
                     .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
                     .map_err(fail)?;
                 n
             } else {
                 let mut w = w;
-                let n = generator::write_bench_capture(&mut w, seed, bytes).map_err(fail)?;
+                let n =
+                    generator::write_bench_shape(&mut w, args.shape, seed, bytes).map_err(fail)?;
                 w.into_inner().map_err(|e| fail(e.into_error()))?;
                 n
             };

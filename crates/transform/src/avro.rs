@@ -10,13 +10,12 @@
 
 use std::collections::HashSet;
 
-use apache_avro::types::Value;
-use apache_avro::{Decimal, Schema};
+use apache_avro::Schema;
 use dynamo_cdc_core::{AttributeValue, Change, Item};
 use serde_json::{Value as Json, json};
 
+use crate::avro_datum;
 use crate::column::ColumnType;
-use crate::declared::set_elements;
 use crate::schema::{META_COLUMNS, TableSchema};
 
 /// The record layout of a change's value.
@@ -35,6 +34,16 @@ pub enum AvroError {
     /// The generated schema was rejected (an internal error).
     #[error("generated Avro schema is invalid")]
     Schema(#[source] apache_avro::Error),
+    /// A value did not fit its field's layout.
+    #[error("change {sequence_number} of {table} cannot be encoded as Avro: {reason}")]
+    Value {
+        /// table of the change
+        table: String,
+        /// its sequence number
+        sequence_number: String,
+        /// which value, and the layout it does not fit
+        reason: String,
+    },
     /// A value did not match the schema.
     #[error("change {sequence_number} of {table} cannot be encoded as Avro")]
     Encode {
@@ -272,187 +281,41 @@ pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
     )
 }
 
-/// Encodes a change's key.
+/// Encodes a change's key, in the layout [`key_schema`] gives its keys.
 ///
 /// # Errors
-/// When the keys do not match the schema (a key attribute of another type).
-pub fn encode_key(schema: &AvroSchema, change: &Change) -> Result<Vec<u8>, AvroError> {
-    let names = unique_names(change.keys.keys().map(|k| k.as_str()), &[]);
-    let fields = change
-        .keys
-        .values()
-        .zip(names)
-        .map(|(v, name)| (name, plain_value(&key_layout(v), v)))
-        .collect();
-    datum(schema, Value::Record(fields), change)
+/// Not for keys parsed from a stream (their layout follows their types);
+/// the result is kept for symmetry with [`encode_value`].
+pub fn encode_key(change: &Change) -> Result<Vec<u8>, AvroError> {
+    avro_datum::key(change, key_layout).map_err(|m| mismatch(change, m))
 }
 
 /// Encodes a change's value in `shape`; `schema` must come from
-/// [`value_schema`] of the same table schema version.
+/// [`value_schema`] of the same table schema version (the bytes follow the
+/// table's layouts, which is what that schema declares).
 ///
 /// # Errors
-/// When the change does not match the schema.
+/// When the change does not match the schema (it was not admitted).
 pub fn encode_value(
     table: &TableSchema,
-    schema: &AvroSchema,
+    _schema: &AvroSchema,
     shape: Shape,
     change: &Change,
 ) -> Result<Vec<u8>, AvroError> {
-    let record = |item: &Item| {
-        let (names, _) = attribute_fields(table);
-        table
-            .columns()
-            .iter()
-            .zip(names)
-            .map(|(c, name)| (name, field_value(&c.ty, item.get(c.attribute.as_str()))))
-            .collect::<Vec<_>>()
-    };
-    let s = &change.source;
-    let value = match shape {
-        Shape::Flat => {
-            let mut fields = record(change.row_image());
-            fields.extend([
-                (
-                    "__op".to_owned(),
-                    Value::String(change.op.code().to_owned()),
-                ),
-                ("__table".to_owned(), Value::String(s.table.to_string())),
-                (
-                    "__shard_id".to_owned(),
-                    Value::String(s.shard_id.to_string()),
-                ),
-                (
-                    "__sequence_number".to_owned(),
-                    Value::String(s.sequence_number.to_string()),
-                ),
-                ("__event_id".to_owned(), Value::String(s.event_id.clone())),
-                (
-                    "__source_ts_ms".to_owned(),
-                    optional(s.approx_creation_ms.map(Value::Long)),
-                ),
-                (
-                    "__deleted".to_owned(),
-                    Value::Boolean(change.op == dynamo_cdc_core::Op::Remove),
-                ),
-                ("__ttl_delete".to_owned(), Value::Boolean(s.ttl_delete)),
-            ]);
-            Value::Record(fields)
-        }
-        Shape::Envelope => {
-            let image = |i: Option<&Item>| optional(i.map(|i| Value::Record(record(i))));
-            // A stream without images still shows the keys of what changed.
-            let (before, after) = match change.op {
-                dynamo_cdc_core::Op::Remove => {
-                    (change.old_image.as_ref().or(Some(&change.keys)), None)
-                }
-                _ => (
-                    change.old_image.as_ref(),
-                    change.new_image.as_ref().or(Some(&change.keys)),
-                ),
-            };
-            Value::Record(vec![
-                ("before".to_owned(), image(before)),
-                ("after".to_owned(), image(after)),
-                ("op".to_owned(), Value::String(change.op.code().to_owned())),
-                (
-                    "ts_ms".to_owned(),
-                    optional(s.approx_creation_ms.map(Value::Long)),
-                ),
-                (
-                    "source".to_owned(),
-                    Value::Record(vec![
-                        ("connector".to_owned(), Value::String("dynamodb".to_owned())),
-                        ("table".to_owned(), Value::String(s.table.to_string())),
-                        (
-                            "stream_arn".to_owned(),
-                            optional(s.stream_arn.as_ref().map(|a| Value::String(a.to_string()))),
-                        ),
-                        ("shard_id".to_owned(), Value::String(s.shard_id.to_string())),
-                        (
-                            "sequence_number".to_owned(),
-                            Value::String(s.sequence_number.to_string()),
-                        ),
-                        ("event_id".to_owned(), Value::String(s.event_id.clone())),
-                        (
-                            "approx_creation_ms".to_owned(),
-                            optional(s.approx_creation_ms.map(Value::Long)),
-                        ),
-                        ("ttl_delete".to_owned(), Value::Boolean(s.ttl_delete)),
-                    ]),
-                ),
-            ])
-        }
-    };
-    datum(schema, value, change)
+    match shape {
+        Shape::Flat => avro_datum::flat(table, change),
+        Shape::Envelope => avro_datum::envelope(table, change),
+    }
+    .map_err(|m| mismatch(change, m))
 }
 
-fn datum(schema: &AvroSchema, value: Value, change: &Change) -> Result<Vec<u8>, AvroError> {
-    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema.schema)
-        .build()
-        .map_err(AvroError::Schema)?;
-    writer
-        .write_value_to_vec(value)
-        .map_err(|source| AvroError::Encode {
-            table: change.source.table.to_string(),
-            sequence_number: change.source.sequence_number.to_string(),
-            source,
-        })
-}
-
-fn optional(v: Option<Value>) -> Value {
-    match v {
-        Some(v) => Value::Union(1, Box::new(v)),
-        None => Value::Union(0, Box::new(Value::Null)),
+fn mismatch(change: &Change, m: avro_datum::Mismatch) -> AvroError {
+    AvroError::Value {
+        table: change.source.table.to_string(),
+        sequence_number: change.source.sequence_number.to_string(),
+        reason: m.0,
     }
 }
 
-/// A nullable field's value: the union branch of `null` or of the layout.
-fn field_value(ty: &ColumnType, value: Option<&AttributeValue>) -> Value {
-    if *ty == ColumnType::Null {
-        return Value::Null;
-    }
-    match value {
-        None | Some(AttributeValue::Null) => optional(None),
-        Some(v) => optional(Some(plain_value(ty, v))),
-    }
-}
-
-/// A value in a layout, assuming it was admitted for that layout.
-fn plain_value(ty: &ColumnType, v: &AttributeValue) -> Value {
-    match (ty, v) {
-        (ColumnType::Json, v) => Value::String(v.to_ddb_json()),
-        (ColumnType::Utf8, AttributeValue::S(s)) => Value::String(s.to_string()),
-        (ColumnType::DecimalString, AttributeValue::N(n)) => Value::String(n.as_str().to_owned()),
-        (ColumnType::Int64, AttributeValue::N(n)) => n.to_i64().map_or(Value::Null, Value::Long),
-        (ColumnType::Float64, AttributeValue::N(n)) => Value::Double(n.to_f64()),
-        (ColumnType::Decimal { scale, .. }, AttributeValue::N(n)) => {
-            match n.to_decimal128(*scale) {
-                Some(unscaled) => Value::Decimal(Decimal::from(unscaled.to_be_bytes().to_vec())),
-                None => Value::Null,
-            }
-        }
-        (ColumnType::Binary, AttributeValue::B(b)) => Value::Bytes(b.clone()),
-        (ColumnType::Boolean, AttributeValue::Bool(b)) => Value::Boolean(*b),
-        (ColumnType::Set(inner), set) => Value::Array(
-            set_elements(set)
-                .iter()
-                .map(|e| plain_value(inner, e))
-                .collect(),
-        ),
-        (ColumnType::List(inner), AttributeValue::L(items)) => {
-            Value::Array(items.iter().map(|e| field_value(inner, Some(e))).collect())
-        }
-        (ColumnType::Struct(fields), AttributeValue::M(m)) => {
-            let names = unique_names(fields.iter().map(|(n, _)| n.as_str()), &[]);
-            Value::Record(
-                fields
-                    .iter()
-                    .zip(names)
-                    .map(|((attr, fty), name)| (name, field_value(fty, m.get(attr.as_str()))))
-                    .collect(),
-            )
-        }
-        // Not reachable for admitted values; the encoder reports the mismatch.
-        _ => Value::Null,
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -13,6 +13,7 @@
 //! column decodable, are described in [`column`].
 
 pub mod avro;
+mod avro_datum;
 mod build;
 pub mod column;
 mod declared;

@@ -135,7 +135,7 @@ fn avro_datums_decode_with_their_schema() {
         let before = unwrap_union(field(&v, "before"));
         assert_eq!(matches!(before, Value::Null), c.op == Op::Insert);
 
-        let bytes = encode_key(&key, c).unwrap();
+        let bytes = encode_key(c).unwrap();
         let k = decode(&key.schema, &mut bytes.as_slice(), None).unwrap();
         assert_eq!(field(&k, "id"), &Value::String("a".into()));
     }

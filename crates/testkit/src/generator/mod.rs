@@ -15,6 +15,7 @@
 //! [`write_bench_capture`] (one large shard streamed in constant memory).
 
 mod bench;
+mod bench_profiles;
 mod pages;
 mod profiles;
 mod table;
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use bench::{BENCH_TABLE, write_bench_capture};
+pub use bench::{BENCH_TABLE, BenchShape, write_bench_capture, write_bench_shape};
 
 use crate::record::EventName;
 use pages::{FileOut, Pager};
@@ -144,6 +145,14 @@ pub enum Profile {
     /// Telemetry events of about 600 bytes: nested maps, lists, every set
     /// type and binary.
     Events,
+    /// Health checks of about 100 bytes: a few scalars.
+    Pings,
+    /// Documents near DynamoDB's 400 KB item limit: a long text body that
+    /// needs JSON escaping and a binary attachment.
+    Documents,
+    /// 200 attributes of every type, one nested 31 levels deep, numbers
+    /// at the edges of DynamoDB's range.
+    Wide,
 }
 
 /// Relative frequency of each operation. The first record of a table (and

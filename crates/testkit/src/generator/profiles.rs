@@ -11,6 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::Profile;
+use super::bench_profiles;
 use super::values::{
     add_to_string_set, big_integer, binary_set, bump, bytes, decimal, geo, hex, int_of, map, n,
     num, number_set, pick, s, scientific, string_set,
@@ -22,6 +23,9 @@ pub(super) fn new_item(profile: Profile, rng: &mut StdRng, now_ms: u64, ttl: Opt
         Profile::Orders => orders::new(rng, now_ms),
         Profile::Customers => customers::new(rng, now_ms),
         Profile::Events => events::new(rng, now_ms),
+        Profile::Pings => bench_profiles::pings::new(rng, now_ms),
+        Profile::Documents => bench_profiles::documents::new(rng, now_ms),
+        Profile::Wide => bench_profiles::wide::new(rng, now_ms),
     };
     if let Some(attr) = ttl
         && let Some(expiry_s) = ttl_on_insert(profile, rng, &item, now_ms)
@@ -43,6 +47,9 @@ pub(super) fn modify(
         Profile::Orders => orders::modify(rng, item, now_ms),
         Profile::Customers => customers::modify(rng, item, now_ms),
         Profile::Events => events::modify(rng, item, now_ms),
+        Profile::Pings => bench_profiles::pings::modify(rng, item, now_ms),
+        Profile::Documents => bench_profiles::documents::modify(rng, item, now_ms),
+        Profile::Wide => bench_profiles::wide::modify(rng, item, now_ms),
     }
     bump(item, "version", 1);
     item.insert("updated_at".into(), n(now_ms as i64));
@@ -63,6 +70,8 @@ fn ttl_on_insert(profile: Profile, rng: &mut StdRng, item: &Item, now_ms: u64) -
         Profile::Customers => keeps_ttl(profile, item).then(|| now_s + rng.random_range(120..900)),
         // Telemetry is kept for a week, longer than any fixture spans.
         Profile::Events => Some(now_s + 7 * 86_400),
+        // The benchmark shapes have no TTL attribute.
+        Profile::Pings | Profile::Documents | Profile::Wide => None,
     }
 }
 
@@ -74,7 +83,7 @@ fn keeps_ttl(profile: Profile, item: &Item) -> bool {
     match profile {
         Profile::Orders => text("status") == "cart",
         Profile::Customers => text("tier") == "trial",
-        Profile::Events => true,
+        Profile::Events | Profile::Pings | Profile::Documents | Profile::Wide => true,
     }
 }
 

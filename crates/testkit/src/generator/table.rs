@@ -299,6 +299,9 @@ impl Profile {
             Profile::Orders => "ORD-",
             Profile::Customers => "CUST-",
             Profile::Events => "device#",
+            Profile::Pings => "host-",
+            Profile::Documents => "doc-",
+            Profile::Wide => "w-",
         }
     }
 }

@@ -415,3 +415,73 @@ fn bad_configs_are_rejected() {
     .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn bench_shapes_are_consistent_and_have_their_sizes() {
+    use super::bench_profiles::wide;
+
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => match m.iter().next() {
+                Some((tag, inner)) if tag == "M" => {
+                    1 + inner
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .map(depth)
+                        .max()
+                        .unwrap_or(0)
+                }
+                Some((tag, inner)) if tag == "L" => {
+                    1 + inner
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(depth)
+                        .max()
+                        .unwrap_or(0)
+                }
+                _ => 1,
+            },
+            _ => 0,
+        }
+    }
+
+    for shape in BenchShape::ALL {
+        let mut out = Vec::new();
+        let bytes = if shape == BenchShape::Large {
+            8 << 20
+        } else {
+            2 << 20
+        };
+        let count = write_bench_shape(&mut out, shape, 5, bytes).unwrap();
+        let mut again = Vec::new();
+        write_bench_shape(&mut again, shape, 5, bytes).unwrap();
+        assert_eq!(out, again, "{shape:?} is not deterministic");
+        let mean = out.len() as f64 / count as f64;
+        let text = String::from_utf8(out).unwrap();
+        let table = shape.table().name;
+        let (_, counts) = check_shard(&table, &text);
+        assert_eq!(counts.total(), count, "{shape:?}");
+        for line in text.lines() {
+            assert!(line.len() < 1 << 20, "{shape:?}: a page over 1 MB");
+        }
+        let new_images: Vec<Value> = records(&text)
+            .into_iter()
+            .filter_map(|r| r["dynamodb"].get("NewImage").cloned())
+            .collect();
+        match shape {
+            BenchShape::Mixed => assert!((1100.0..=1500.0).contains(&mean), "{mean}"),
+            BenchShape::Small => assert!(mean < 700.0, "{mean}"),
+            BenchShape::Large => assert!(mean > 250_000.0, "{mean}"),
+            BenchShape::Wide => {
+                for image in &new_images {
+                    assert!(image.as_object().unwrap().len() >= wide::ATTRIBUTES);
+                    assert_eq!(depth(&image["deep"]), wide::DEPTH);
+                }
+                assert!(text.contains("1E-130") || text.contains("0.0000000000"));
+            }
+        }
+        assert!(!new_images.is_empty());
+    }
+}

@@ -1,0 +1,162 @@
+//! The tables the comparison prints, as Markdown so they paste into the
+//! README as they are.
+
+use crate::measure::Cost;
+
+/// One contender on one input.
+pub(crate) struct Row {
+    pub(crate) who: &'static str,
+    /// `parquet`, `kafka`, `both`, or empty for the ceiling.
+    pub(crate) output: &'static str,
+    pub(crate) cost: Cost,
+}
+
+impl Row {
+    pub(crate) fn new(who: &'static str, output: &'static str, cost: Cost) -> Self {
+        Row { who, output, cost }
+    }
+}
+
+/// Every contender on one input, and what the output checks said.
+pub(crate) struct Table {
+    pub(crate) input: String,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) checks: Vec<String>,
+}
+
+impl Table {
+    fn per_cpu_s(&self, cost: &Cost) -> f64 {
+        self.records as f64 / cost.cpu_s
+    }
+
+    fn find(&self, who: &str, output: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.who == who && r.output == output)
+    }
+
+    /// dynamo-cdc's speed over `who`'s on the same output (or the ceiling).
+    fn ratio(&self, output: &str, who: &str, their_output: &str) -> Option<f64> {
+        let ours = self.find("dynamo-cdc", output)?;
+        let theirs = self.find(who, their_output)?;
+        Some(theirs.cost.cpu_s / ours.cost.cpu_s)
+    }
+
+    pub(crate) fn print(&self) {
+        println!("\n## {}\n", self.input);
+        println!(
+            "| contender | output | records/s per core | MB/s | CPU s per 1M changes | peak RSS MiB | vs peer | vs ceiling |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for row in &self.rows {
+            let fmt = |r: Option<f64>, unit: &str| {
+                r.map_or(String::from("—"), |r| format!("{r:.2}{unit}"))
+            };
+            let (vs_peer, vs_ceiling) = if row.who == "dynamo-cdc" {
+                (
+                    fmt(self.ratio(row.output, "python peer", row.output), "×"),
+                    fmt(
+                        self.ratio(row.output, "ceiling: serde_json typed parse", ""),
+                        "",
+                    ),
+                )
+            } else {
+                ("—".into(), "—".into())
+            };
+            println!(
+                "| {} | {} | {:.0} | {:.1} | {:.2} | {:.0} | {vs_peer} | {vs_ceiling} |",
+                row.who,
+                if row.output.is_empty() {
+                    "—"
+                } else {
+                    row.output
+                },
+                self.per_cpu_s(&row.cost),
+                self.bytes as f64 / 1e6 / row.cost.cpu_s,
+                row.cost.cpu_s * 1e6 / self.records as f64,
+                row.cost.max_rss_kib as f64 / 1024.0,
+            );
+        }
+        for check in &self.checks {
+            println!("\n    {check}");
+        }
+    }
+
+    /// The release targets, measured on this input (F1).
+    pub(crate) fn print_targets(&self) {
+        println!("\n## Targets on F1\n");
+        let peer = "python peer";
+        let line = |what: &str, got: Option<f64>, want: f64, more_is_better: bool| {
+            let Some(got) = got else {
+                println!("- {what}: not measured");
+                return;
+            };
+            let met = if more_is_better {
+                got >= want
+            } else {
+                got <= want
+            };
+            println!(
+                "- {what}: {got:.2} (target {} {want}) {}",
+                if more_is_better { "≥" } else { "≤" },
+                if met { "met" } else { "MISSED" }
+            );
+        };
+        line(
+            "replay -> Parquet vs peer",
+            self.ratio("parquet", peer, "parquet"),
+            12.0,
+            true,
+        );
+        line(
+            "replay -> Parquet vs serde_json ceiling",
+            self.ratio("parquet", "ceiling: serde_json typed parse", ""),
+            0.6,
+            true,
+        );
+        line(
+            "replay -> Kafka Avro vs peer",
+            self.ratio("kafka", peer, "kafka"),
+            10.0,
+            true,
+        );
+        for output in ["parquet", "kafka", "both"] {
+            let rss = self.find("dynamo-cdc", output).zip(self.find(peer, output));
+            line(
+                &format!("peak RSS {output}, dynamo-cdc / peer"),
+                rss.map(|(o, p)| o.cost.max_rss_kib as f64 / p.cost.max_rss_kib as f64),
+                0.5,
+                false,
+            );
+        }
+    }
+}
+
+/// The machine the figures come from.
+pub(crate) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or_else(String::new, |kb| {
+            format!(", {:.0} GiB", kb as f64 / (1 << 20) as f64)
+        });
+    let pinned = if crate::measure::can_pin() {
+        "every contender pinned to CPU 0 with taskset"
+    } else {
+        "taskset missing: contenders not pinned"
+    };
+    format!(
+        "Machine: {model}, {cores} cores{memory}; {pinned}; CPU time is user + system of the contender's process."
+    )
+}

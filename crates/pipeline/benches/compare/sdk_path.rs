@@ -1,0 +1,120 @@
+//! The live path's extra cost: the stream simulator serves F1's changes at
+//! full speed to the `dynamodb` source, which reads them through the AWS
+//! SDK (HTTP, SigV4, the SDK's deserializer, then the bridge's own parser),
+//! against replaying the same changes from a file. The simulator runs in
+//! this process, so only the bridge's own work is charged.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use dynamo_cdc_testkit::streams_sim::StreamSim;
+use serde_json::Value;
+
+use crate::Input;
+use crate::measure;
+
+/// Loads every record of `input` into one shard of a simulated stream.
+/// Returns the stream ARN and the number of records.
+pub(crate) fn load(sim: &StreamSim, input: &Input, spread: &[String], arn: &str) -> u64 {
+    let mut records = 0u64;
+    for entry in std::fs::read_dir(&input.dir).expect("capture").flatten() {
+        let reader = BufReader::new(std::fs::File::open(entry.path()).expect("capture file"));
+        for line in reader.lines() {
+            let page: Value = serde_json::from_str(&line.expect("line")).expect("page");
+            for record in page["Records"].as_array().into_iter().flatten() {
+                let ddb = &record["dynamodb"];
+                let shard = &spread[shard_of(&ddb["Keys"], spread.len())];
+                sim.put_json(
+                    arn,
+                    shard,
+                    record["eventName"].as_str().expect("eventName"),
+                    ddb["Keys"].clone(),
+                    Some((ddb.get("OldImage").cloned(), ddb.get("NewImage").cloned())),
+                );
+                records += 1;
+            }
+        }
+    }
+    records
+}
+
+/// An item always goes to the same shard, so its changes stay in order.
+pub(crate) fn shard_of(keys: &Value, shards: usize) -> usize {
+    let text = keys.to_string();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (hash % shards as u64) as usize
+}
+
+fn config(work: &Path, source: &str) -> std::path::PathBuf {
+    let text = format!(
+        "{source}\n[sinks.parquet]\npath = {:?}\n\n[checkpoint]\npath = {:?}\n",
+        work.join("parquet"),
+        work.join("checkpoint.json")
+    );
+    let path = work.join("bench.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+pub(crate) fn run(input: &Input, runs: usize) {
+    println!("\n## The live path: AWS SDK and GetRecords vs replay (F1 -> Parquet, dynamo-cdc)\n");
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("events");
+    let shard = sim.open_shards(&arn).remove(0);
+    let records = load(&sim, input, std::slice::from_ref(&shard), &arn);
+    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
+
+    let live = measure::median(
+        (0..runs)
+            .map(|_| {
+                let work = tempfile::tempdir().expect("work");
+                let source = format!(
+                    "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
+                    sim.endpoint_url()
+                );
+                let mut cmd = measure::pinned(bin);
+                cmd.args(["run", "--quiet", "--until-idle", "1", "--config"])
+                    .arg(config(work.path(), &source))
+                    .env("AWS_ACCESS_KEY_ID", "bench")
+                    .env("AWS_SECRET_ACCESS_KEY", "bench")
+                    .env_remove("AWS_SESSION_TOKEN")
+                    .env_remove("AWS_PROFILE")
+                    .env("AWS_EC2_METADATA_DISABLED", "true");
+                measure::run(&mut cmd, "dynamodb source -> parquet").0
+            })
+            .collect(),
+    );
+    let replay = measure::median(
+        (0..runs)
+            .map(|_| {
+                let work = tempfile::tempdir().expect("work");
+                let source = format!("[source]\nkind = \"replay\"\npath = {:?}\n", input.dir);
+                let mut cmd = measure::pinned(bin);
+                cmd.args(["run", "--quiet", "--config"])
+                    .arg(config(work.path(), &source));
+                measure::run(&mut cmd, "replay -> parquet").0
+            })
+            .collect(),
+    );
+    println!("| source | records | records/s per core | CPU s per 1M changes | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, cost, n) in [
+        ("replay (capture file)", replay, input.records),
+        ("dynamodb (AWS SDK, simulator)", live, records),
+    ] {
+        println!(
+            "| {name} | {n} | {:.0} | {:.2} | {:.0} |",
+            n as f64 / cost.cpu_s,
+            cost.cpu_s * 1e6 / n as f64,
+            cost.max_rss_kib as f64 / 1024.0
+        );
+    }
+    let per_change = |c: measure::Cost, n: u64| c.cpu_s / n as f64;
+    println!(
+        "\nThe live path costs {:.2}× the replay path per change; the difference ({:.1} CPU µs a change) is GetRecords over HTTP and the SDK.",
+        per_change(live, records) / per_change(replay, input.records),
+        (per_change(live, records) - per_change(replay, input.records)) * 1e6
+    );
+}
