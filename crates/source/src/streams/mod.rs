@@ -13,6 +13,7 @@
 
 pub mod api;
 mod coordinator;
+mod raw_records;
 mod reader;
 pub mod sdk;
 mod tracker;

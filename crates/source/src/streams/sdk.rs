@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use crate::streams::api::{
     ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi,
 };
+use crate::streams::raw_records::{KeepBody, Stash, split_page};
 use crate::streams::tracker::ShardInfo;
 
 /// Where the SDK connects.
@@ -216,14 +217,33 @@ impl StreamsApi for SdkStreams {
     }
 
     async fn get_records(&self, iterator: &str, limit: u32) -> Result<RecordsPage, ApiError> {
+        let stash = Stash::default();
         let out = self
             .streams
             .get_records()
             .shard_iterator(iterator)
             .limit(i32::try_from(limit).unwrap_or(1000))
+            .customize()
+            .interceptor(KeepBody {
+                stash: stash.clone(),
+            })
             .send()
             .await
             .map_err(|e| classify("GetRecords", &e))?;
+        let kept = stash.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(body) = kept {
+            let (records, next_iterator) = split_page(&body).map_err(|message| ApiError {
+                kind: ApiErrorKind::Transient,
+                operation: "GetRecords",
+                message,
+            })?;
+            return Ok(RecordsPage {
+                records,
+                next_iterator,
+            });
+        }
+        // The body was not kept (the interceptor did not run): what the SDK
+        // parsed, rendered back.
         Ok(RecordsPage {
             records: out
                 .records()

@@ -1,0 +1,141 @@
+//! GetRecords' response body, read as it came.
+//!
+//! The SDK would parse every record into its own types (a map per image, an
+//! enum per value), which the reader then has to turn back into GetRecords
+//! JSON for the parser that the replay source shares: three passes over
+//! every record, five sixths of the live path's cost. Instead, an
+//! interceptor on each GetRecords call takes a successful response's body
+//! as it streams in, keeps the bytes, and hands the SDK an empty object to
+//! deserialize. Errors are left alone, so the SDK still classifies them and
+//! retries as before.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Where one call's body ends up.
+pub(crate) type Stash = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// Keeps the body of a successful response in its stash.
+#[derive(Debug)]
+pub(crate) struct KeepBody {
+    pub(crate) stash: Stash,
+}
+
+impl Intercept for KeepBody {
+    fn name(&self) -> &'static str {
+        "KeepGetRecordsBody"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response_mut();
+        if !response.status().is_success() {
+            return Ok(());
+        }
+        let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = SdkBody::from_body_1_x(Capture {
+            inner: body,
+            kept: Vec::new(),
+            stash: self.stash.clone(),
+            done: false,
+        });
+        Ok(())
+    }
+}
+
+/// A body that reads its inner body to the end into `kept`, stashes it, and
+/// then yields `{}` in its place.
+struct Capture {
+    inner: SdkBody,
+    kept: Vec<u8>,
+    stash: Stash,
+    done: bool,
+}
+
+impl Body for Capture {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.kept.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let kept = std::mem::take(&mut this.kept);
+                    *this.stash.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{}")))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(rename = "Records", borrow, default)]
+    records: Vec<&'a RawValue>,
+    #[serde(rename = "NextShardIterator", default)]
+    next_shard_iterator: Option<String>,
+}
+
+/// A GetRecords body's records (each as its JSON text) and next iterator.
+pub(crate) fn split_page(body: &[u8]) -> Result<(Vec<String>, Option<String>), String> {
+    let page: RawPage<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("GetRecords answered with a body that is not a page: {e}"))?;
+    Ok((
+        page.records.iter().map(|r| r.get().to_owned()).collect(),
+        page.next_shard_iterator,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_splits_into_record_texts_and_the_iterator() {
+        let body = br#"{"Records":[{"eventID":"1","dynamodb":{"Keys":{"k":{"S":"a\"b"}}}},{"eventID":"2"}],"NextShardIterator":"it"}"#;
+        let (records, next) = split_page(body).unwrap();
+        assert_eq!(
+            records,
+            [
+                r#"{"eventID":"1","dynamodb":{"Keys":{"k":{"S":"a\"b"}}}}"#,
+                r#"{"eventID":"2"}"#
+            ]
+        );
+        assert_eq!(next.as_deref(), Some("it"));
+        let (records, next) = split_page(br#"{"Records":[]}"#).unwrap();
+        assert!(records.is_empty() && next.is_none());
+        assert!(split_page(b"<html>").unwrap_err().contains("not a page"));
+    }
+}
