@@ -128,11 +128,24 @@ impl KafkaSink {
         self.recorded = offsets;
     }
 
-    /// Next offset per topic and partition after everything acknowledged:
-    /// recorded with the positions, where the next start reads back from.
+    /// Where the next start reads each topic back from, recorded with the
+    /// positions: past everything acknowledged, except in a topic that holds
+    /// changes this run read back which the positions do not cover yet
+    /// (the source has not brought them again). Those must stay findable,
+    /// so that topic keeps the offsets its read-back started from; reading
+    /// more than needed is harmless, reading too little sends them twice.
     pub fn offsets(&self) -> BTreeMap<String, BTreeMap<i32, i64>> {
+        let pinned: HashSet<String> = self
+            .found
+            .iter()
+            .filter(|(key, seq)| !self.durable.covers(key, seq))
+            .map(|(key, _)| self.encoder.topic(&key.table))
+            .collect();
         let mut out = self.recorded.clone();
         for ((topic, p), o) in &self.producer.next_offsets {
+            if pinned.contains(topic) {
+                continue;
+            }
             let slot = out.entry(topic.clone()).or_default().entry(*p).or_insert(0);
             *slot = (*slot).max(*o);
         }

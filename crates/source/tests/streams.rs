@@ -428,3 +428,26 @@ fn until_idle_waits_out_a_throttling_storm_longer_than_itself() {
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.seqs(&shard), expected);
 }
+
+#[test]
+fn until_idle_walks_a_long_lineage_of_read_shards_before_stopping() {
+    // Found by the chaos harness's long profile: after many rotations, a
+    // restart walks every closed shard after its position (an iterator and
+    // an empty page each, then a listing for its child) before it reaches
+    // the open one. No shard returns records meanwhile, yet the source is
+    // catching up, not idle: a finished shard counts as progress.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let mut shard = sim.open_shards(&arn)[0].clone();
+    for _ in 0..12 {
+        shard = sim.rotate(&arn, &shard);
+    }
+    let expected: Vec<u128> = (0..3)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    let mut cfg = config(&[&arn]);
+    cfg.until_idle = Some(Duration::from_millis(600));
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+}

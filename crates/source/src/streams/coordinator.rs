@@ -154,6 +154,10 @@ impl<A: StreamsApi> Stream<A> {
                             Outcome::Drained | Outcome::Gone => {
                                 tracing::debug!(table = %table, shard = %id, ?outcome, "shard done");
                                 tracker.drained(&id);
+                                // A finished shard is progress: walking a long
+                                // lineage of read shards is catching up, not
+                                // idle, though none of them returns records.
+                                self.settings.activity.touch();
                                 // Its children may be listed by now.
                                 break;
                             }
