@@ -68,6 +68,7 @@ impl Sinks {
                         }),
                         dead_letter_topic: k.dead_letter_topic.clone(),
                         properties: k.property_pairs(),
+                        send_batch_messages: dynamo_cdc_sink_kafka::SEND_BATCH_MESSAGES,
                     },
                     mode,
                     declared.clone(),

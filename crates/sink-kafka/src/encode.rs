@@ -39,6 +39,9 @@ pub(crate) struct Encoder {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     tables: HashMap<Arc<str>, TableState>,
+    /// The last table's topic: changes come in runs of one table, and the
+    /// template is not rendered again for each.
+    last_topic: std::cell::RefCell<Option<(Box<str>, String)>>,
 }
 
 struct TableState {
@@ -93,12 +96,20 @@ impl Encoder {
             mode,
             declared,
             tables: HashMap::new(),
+            last_topic: std::cell::RefCell::new(None),
         }
     }
 
     /// The topic of a table.
     pub(crate) fn topic(&self, table: &str) -> String {
-        self.topic_template.replace("{table}", table)
+        if let Some((cached_table, topic)) = self.last_topic.borrow().as_ref()
+            && **cached_table == *table
+        {
+            return topic.clone();
+        }
+        let topic = self.topic_template.replace("{table}", table);
+        *self.last_topic.borrow_mut() = Some((table.into(), topic.clone()));
+        topic
     }
 
     /// The messages of one change (the change, then its tombstone).

@@ -7,6 +7,7 @@
 //! position past the rejected one on a restart), the reject is on disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 use dynamo_cdc_core::{Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
@@ -55,6 +56,8 @@ pub struct KafkaSink {
     dead_producer: Option<KafkaProducer>,
     /// Changes of the encoded batch, in order, for the position.
     pending_changes: Vec<(ShardKey, SequenceNumber)>,
+    /// When the oldest message not yet sent was encoded.
+    held_since: Option<Instant>,
     /// The producer's `message.max.bytes`: larger messages are refused
     /// before anything of their batch is sent.
     max_message_bytes: usize,
@@ -103,6 +106,7 @@ impl KafkaSink {
             dead_outgoing: Vec::new(),
             dead_producer: None,
             pending_changes: Vec::new(),
+            held_since: None,
             stats: KafkaStats::default(),
         })
     }
@@ -185,6 +189,7 @@ impl KafkaSink {
         if self.outgoing.is_empty() && self.pending_changes.is_empty() {
             return Ok(());
         }
+        self.held_since = None;
         let mut dead = std::mem::take(&mut self.dead_outgoing);
         let outgoing = std::mem::take(&mut self.outgoing);
         let results = self.producer.send_all(&outgoing)?;
@@ -347,6 +352,9 @@ impl Sink for KafkaSink {
             self.pending_changes
                 .push((key, change.source.sequence_number.clone()));
         }
+        if self.held_since.is_none() && !self.pending_changes.is_empty() {
+            self.held_since = Some(Instant::now());
+        }
         Ok(rejected)
     }
 
@@ -384,6 +392,13 @@ impl Sink for KafkaSink {
     }
 
     fn poll(&mut self) -> Result<(), KafkaSinkError> {
+        let few = self.outgoing.len() < self.config.send_batch_messages;
+        let young = self
+            .held_since
+            .is_some_and(|since| since.elapsed() < crate::SEND_AFTER);
+        if few && young {
+            return Ok(());
+        }
         self.send_pending()
     }
 
