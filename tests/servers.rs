@@ -9,6 +9,8 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
@@ -296,4 +298,66 @@ pub async fn stream_records(url: &str, table: &str) -> Vec<(u128, String, String
         }
     }
     out
+}
+
+/// Changes items of `table` every `pace` until stopped: puts with awkward
+/// values, updates, deletes. Returns how many changes it made.
+pub async fn write_changes(
+    db: aws_sdk_dynamodb::Client,
+    table: &str,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+) -> u32 {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    let mut n = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let pk = Av::S(format!("item-{} ✓", n % 9));
+        let result = match n % 6 {
+            5 => db
+                .delete_item()
+                .table_name(table)
+                .key("pk", pk)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            3 => db
+                .update_item()
+                .table_name(table)
+                .key("pk", pk)
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", Av::N(format!("{n}.5")))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => db
+                .put_item()
+                .table_name(table)
+                .item("pk", pk)
+                .item("v", Av::N(n.to_string()))
+                .item(
+                    "big",
+                    Av::N("12345678901234567890123456789012345678".into()),
+                )
+                .item("text", Av::S(format!("\"quoted\" é 😀 {n}")))
+                .item(
+                    "blob",
+                    Av::B(aws_smithy_types::Blob::new(vec![0, 255, n as u8])),
+                )
+                .item("tags", Av::Ss(vec!["b".into(), "a".into()]))
+                .item(
+                    "nested",
+                    Av::M([("l".to_owned(), Av::L(vec![Av::Null(true), Av::Bool(true)]))].into()),
+                )
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        result.expect("write to moto");
+        n += 1;
+        tokio::time::sleep(pace).await;
+    }
+    n
 }

@@ -340,6 +340,104 @@ fn count(expected: &BTreeMap<u128, String>, delivered: &[(String, u128)]) -> Cou
     }
 }
 
+/// How a scenario ended, for [`conclude`].
+struct Verdict<'a> {
+    seed: u64,
+    kills: usize,
+    kinds: &'a BTreeMap<&'static str, usize>,
+    expected: usize,
+    parquet: Count,
+    kafka: Count,
+    problems: Vec<String>,
+    /// The scenario's line about its faults.
+    faults_line: String,
+    /// The data topic: name, partitions, brokers.
+    topic: (&'a str, i32, &'a str),
+    last_stderr: &'a [u8],
+}
+
+/// Prints the per-sink counts and the closing line; on a miss keeps the
+/// scratch directory as evidence; fails on any problem or nonzero count.
+fn conclude(s: Scratch, v: Verdict<'_>) {
+    let (parquet, kafka) = (&v.parquet, &v.kafka);
+    for (name, c) in [("parquet", parquet), ("kafka", kafka)] {
+        eprintln!(
+            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={} (first missing: {:?})",
+            c.expected, c.delivered, c.missing, c.duplicated, c.reordered, c.missing_seqs
+        );
+    }
+    let failed = parquet.missing + kafka.missing + parquet.duplicated + kafka.duplicated > 0;
+    if failed {
+        let log = std::fs::read_to_string(s.path().join("bridge.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("  the bridge's last log lines:");
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("    {line}");
+        }
+        eprintln!(
+            "  the last run's log: {}",
+            String::from_utf8_lossy(v.last_stderr)
+        );
+    }
+    eprintln!("  {}", v.faults_line);
+    for p in &v.problems {
+        eprintln!("  problem: {p}");
+    }
+    if failed {
+        keep_evidence(s, &v);
+    }
+    let (missing, duplicated, reordered) = (
+        parquet.missing + kafka.missing,
+        parquet.duplicated + kafka.duplicated,
+        parquet.reordered + kafka.reordered,
+    );
+    let seed = v.seed;
+    eprintln!(
+        "chaos: seed={seed} kills={} faults={} changes={} missing={missing} duplicated={duplicated} reordered={reordered}",
+        v.kills,
+        v.kinds
+            .iter()
+            .filter(|(k, _)| !k.starts_with("sig"))
+            .map(|(_, n)| n)
+            .sum::<usize>(),
+        v.expected
+    );
+    assert!(v.problems.is_empty(), "seed {seed}: {:?}", v.problems);
+    assert_eq!(
+        (missing, duplicated, reordered),
+        (0, 0, 0),
+        "seed {seed} reproduces this"
+    );
+}
+
+/// Keeps the scratch directory: the log (with the fault schedule in it),
+/// the last run's output, and every Kafka message in offset order.
+fn keep_evidence(s: Scratch, v: &Verdict<'_>) {
+    let (topic, partitions, brokers) = v.topic;
+    let mut dump = String::new();
+    let mut offsets: BTreeMap<i32, usize> = BTreeMap::new();
+    for m in read_topic(brokers, topic, partitions) {
+        let offset = offsets.entry(m.partition).or_default();
+        let seq = m.headers.get("dynamodb.sequence_number");
+        let kind = if m.value.is_some() {
+            "change"
+        } else {
+            "tombstone"
+        };
+        dump.push_str(&format!(
+            "{}\t{offset}\t{}\t{kind}\n",
+            m.partition,
+            seq.map_or("-", String::as_str),
+        ));
+        *offset += 1;
+    }
+    let _ = std::fs::write(s.path().join("kafka.tsv"), dump);
+    let _ = std::fs::write(s.path().join("last-run.log"), v.last_stderr);
+    eprintln!("  duplicated in kafka: {:?}", v.kafka.duplicated_seqs);
+    eprintln!("  evidence kept in {}", s.path().display());
+    std::mem::forget(s);
+}
+
 /// Parquet: rows of each shard's files in file order (files of a shard
 /// never overlap; their names sort by first sequence number).
 fn parquet_delivered(root: &Path, key: &str) -> Vec<(String, u128)> {
@@ -641,130 +739,30 @@ fn chaos_nothing_lost_nothing_duplicated() {
         &expected,
         &kafka_delivered(&brokers, "cdc.orders", PARTITIONS, "id"),
     );
-    for (name, c) in [("parquet", &parquet), ("kafka", &kafka)] {
-        eprintln!(
-            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={} (first missing: {:?})",
-            c.expected, c.delivered, c.missing, c.duplicated, c.reordered, c.missing_seqs
-        );
-    }
     let log = std::fs::read_to_string(s.path().join("bridge.log")).unwrap_or_default();
     let retries = log.matches("a sink cannot write").count();
-    if parquet.missing + kafka.missing + parquet.duplicated + kafka.duplicated > 0 {
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!("  the bridge's last log lines:");
-        for line in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("    {line}");
-        }
-        let last_err = String::from_utf8_lossy(&last.stderr);
-        eprintln!("  the last run's log: {last_err}");
-    }
-    eprintln!(
-        "  faults by kind: {kinds:?}; the bridge started over after a sink failure {retries} times"
-    );
-    for p in &problems {
-        eprintln!("  problem: {p}");
-    }
-    if parquet.missing + kafka.missing + parquet.duplicated + kafka.duplicated > 0 {
-        // Keep the evidence: the log (with the fault schedule in it), the
-        // last run's output, and every Kafka message in offset order.
-        let mut dump = String::new();
-        let mut offsets: BTreeMap<i32, usize> = BTreeMap::new();
-        for m in read_topic(&brokers, "cdc.orders", PARTITIONS) {
-            let offset = offsets.entry(m.partition).or_default();
-            dump.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
-                m.partition,
-                offset,
-                m.headers
-                    .get("dynamodb.sequence_number")
-                    .map_or("-", String::as_str),
-                if m.value.is_some() {
-                    "change"
-                } else {
-                    "tombstone"
-                }
-            ));
-            *offset += 1;
-        }
-        let _ = std::fs::write(s.path().join("kafka.tsv"), dump);
-        let _ = std::fs::write(s.path().join("last-run.log"), &last.stderr);
-        eprintln!("  duplicated in kafka: {:?}", kafka.duplicated_seqs);
-        eprintln!("  evidence kept in {}", s.path().display());
-        std::mem::forget(s);
-    }
-    let (missing, duplicated, reordered) = (
-        parquet.missing + kafka.missing,
-        parquet.duplicated + kafka.duplicated,
-        parquet.reordered + kafka.reordered,
-    );
-    eprintln!(
-        "chaos: seed={seed} kills={kills} faults={} changes={} missing={missing} duplicated={duplicated} reordered={reordered}",
-        kinds
-            .iter()
-            .filter(|(k, _)| !k.starts_with("sig"))
-            .map(|(_, n)| n)
-            .sum::<usize>(),
-        expected.len()
-    );
-    assert!(problems.is_empty(), "seed {seed}: {problems:?}");
-    assert_eq!(
-        (missing, duplicated, reordered),
-        (0, 0, 0),
-        "seed {seed} reproduces this"
+    conclude(
+        s,
+        Verdict {
+            seed,
+            kills,
+            kinds: &kinds,
+            expected: expected.len(),
+            parquet,
+            kafka,
+            problems,
+            faults_line: format!(
+                "faults by kind: {kinds:?}; the bridge started over after a sink failure {retries} times"
+            ),
+            topic: ("cdc.orders", PARTITIONS, &brokers),
+            last_stderr: &last.stderr,
+        },
     );
     assert!(
         expected.len() >= changes / 2,
         "the writer made {} changes",
         expected.len()
     );
-}
-
-/// Changes items in moto until stopped: versioned puts, updates, deletes.
-async fn moto_writer(
-    db: aws_sdk_dynamodb::Client,
-    table: &'static str,
-    pace: Duration,
-    stop: Arc<AtomicBool>,
-) -> u32 {
-    use aws_sdk_dynamodb::types::AttributeValue as Av;
-    let mut n = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let pk = Av::S(format!("item-{} é", n % 17));
-        let outcome = match n % 7 {
-            6 => db
-                .delete_item()
-                .table_name(table)
-                .key("pk", pk)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            3 | 4 => db
-                .update_item()
-                .table_name(table)
-                .key("pk", pk)
-                .update_expression("SET v = :v")
-                .expression_attribute_values(":v", Av::N(format!("{n}.25")))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            _ => db
-                .put_item()
-                .table_name(table)
-                .item("pk", pk)
-                .item("v", Av::N(n.to_string()))
-                .item("s", Av::Ss(vec!["b".into(), "a".into()]))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-        };
-        outcome.expect("write to moto");
-        n += 1;
-        tokio::time::sleep(pace).await;
-    }
-    n
 }
 
 /// The same, on real servers: moto as the source, a tansu broker process
@@ -778,6 +776,7 @@ async fn moto_writer(
 fn chaos_on_moto_and_tansu() {
     use dynamo_cdc_tests::servers::{
         Storage, Tansu, create_bucket, create_table, dynamodb, start_moto, stream_records,
+        write_changes,
     };
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -833,7 +832,7 @@ fn chaos_on_moto_and_tansu() {
     .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = runtime.spawn(moto_writer(
+    let writer = runtime.spawn(write_changes(
         db,
         TABLE,
         Duration::from_millis(8),
@@ -915,63 +914,20 @@ fn chaos_on_moto_and_tansu() {
         &parquet_delivered(&disk.path.join("parquet"), "pk"),
     );
     let kafka = count(&expected, &kafka_delivered(&brokers, TOPIC, 3, "pk"));
-    for (name, c) in [("parquet", &parquet), ("kafka", &kafka)] {
-        eprintln!(
-            "  {name}: expected={} delivered={} missing={} duplicated={} reordered={} (first missing: {:?})",
-            c.expected, c.delivered, c.missing, c.duplicated, c.reordered, c.missing_seqs
-        );
-    }
-    eprintln!("  faults by kind: {kinds:?}; the writer made {writes} changes");
-    for p in &problems {
-        eprintln!("  problem: {p}");
-    }
-    if parquet.missing + kafka.missing + parquet.duplicated + kafka.duplicated > 0 {
-        // Keep the evidence: the log (with the fault schedule in it), the
-        // last run's output, and every Kafka message in offset order.
-        let mut dump = String::new();
-        let mut offsets: BTreeMap<i32, usize> = BTreeMap::new();
-        for m in read_topic(&brokers, "cdc.orders", PARTITIONS) {
-            let offset = offsets.entry(m.partition).or_default();
-            dump.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
-                m.partition,
-                offset,
-                m.headers
-                    .get("dynamodb.sequence_number")
-                    .map_or("-", String::as_str),
-                if m.value.is_some() {
-                    "change"
-                } else {
-                    "tombstone"
-                }
-            ));
-            *offset += 1;
-        }
-        let _ = std::fs::write(s.path().join("kafka.tsv"), dump);
-        let _ = std::fs::write(s.path().join("last-run.log"), &last.stderr);
-        eprintln!("  duplicated in kafka: {:?}", kafka.duplicated_seqs);
-        eprintln!("  evidence kept in {}", s.path().display());
-        std::mem::forget(s);
-    }
-    let (missing, duplicated, reordered) = (
-        parquet.missing + kafka.missing,
-        parquet.duplicated + kafka.duplicated,
-        parquet.reordered + kafka.reordered,
-    );
-    eprintln!(
-        "chaos: seed={seed} kills={kills} faults={} changes={} missing={missing} duplicated={duplicated} reordered={reordered}",
-        kinds
-            .iter()
-            .filter(|(k, _)| !k.starts_with("sig"))
-            .map(|(_, n)| n)
-            .sum::<usize>(),
-        expected.len()
-    );
-    assert!(problems.is_empty(), "seed {seed}: {problems:?}");
-    assert_eq!(
-        (missing, duplicated, reordered),
-        (0, 0, 0),
-        "seed {seed} reproduces this"
+    conclude(
+        s,
+        Verdict {
+            seed,
+            kills,
+            kinds: &kinds,
+            expected: expected.len(),
+            parquet,
+            kafka,
+            problems,
+            faults_line: format!("faults by kind: {kinds:?}; the writer made {writes} changes"),
+            topic: (TOPIC, 3, &brokers),
+            last_stderr: &last.stderr,
+        },
     );
     assert!(expected.len() > 100, "only {} changes", expected.len());
 }

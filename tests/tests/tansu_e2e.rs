@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use aws_sdk_dynamodb::types::AttributeValue as Av;
 use dynamo_cdc_testkit::registry::RegistryDouble;
 use dynamo_cdc_tests::kafka::{TopicMessage, read_topic};
 use dynamo_cdc_tests::servers::{
-    Storage, Tansu, create_table, dynamodb, start_moto, stream_records,
+    Storage, Tansu, create_table, dynamodb, start_moto, stream_records, write_changes,
 };
 use dynamo_cdc_tests::{Scratch, run_command};
 use rdkafka::ClientConfig;
@@ -32,61 +31,6 @@ use rdkafka::client::DefaultClientContext;
 const TABLE: &str = "e2e_orders";
 const TOPIC: &str = "cdc.e2e_orders";
 const PARTITIONS: i32 = 3;
-
-/// Changes items until stopped: puts with awkward values, updates, deletes.
-async fn write_changes(db: aws_sdk_dynamodb::Client, stop: Arc<AtomicBool>) -> u32 {
-    let mut n = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let pk = Av::S(format!("item-{} ✓", n % 9));
-        let result = match n % 6 {
-            5 => db
-                .delete_item()
-                .table_name(TABLE)
-                .key("pk", pk)
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            3 => db
-                .update_item()
-                .table_name(TABLE)
-                .key("pk", pk)
-                .update_expression("SET v = :v")
-                .expression_attribute_values(":v", Av::N(format!("{n}.5")))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            _ => db
-                .put_item()
-                .table_name(TABLE)
-                .item("pk", pk)
-                .item("v", Av::N(n.to_string()))
-                .item(
-                    "big",
-                    Av::N("12345678901234567890123456789012345678".into()),
-                )
-                .item("text", Av::S(format!("\"quoted\" é 😀 {n}")))
-                .item(
-                    "blob",
-                    Av::B(aws_smithy_types::Blob::new(vec![0, 255, n as u8])),
-                )
-                .item("tags", Av::Ss(vec!["b".into(), "a".into()]))
-                .item(
-                    "nested",
-                    Av::M([("l".to_owned(), Av::L(vec![Av::Null(true), Av::Bool(true)]))].into()),
-                )
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-        };
-        result.expect("write to moto");
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    n
-}
 
 fn decode(registry: &RegistryDouble, framed: &[u8]) -> Value {
     assert_eq!(framed[0], 0, "Confluent magic byte");
@@ -147,7 +91,12 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
     .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = runtime.spawn(write_changes(db, stop.clone()));
+    let writer = runtime.spawn(write_changes(
+        db,
+        TABLE,
+        Duration::from_millis(5),
+        stop.clone(),
+    ));
     for round in 0..4u64 {
         let mut child = run_command(s.path(), &config, None)
             .stdout(Stdio::null())

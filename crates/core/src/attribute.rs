@@ -94,13 +94,13 @@ impl AttributeValue {
         out.push_str(self.tag());
         out.push_str("\":");
         match self {
-            AttributeValue::S(v) => json_string(out, v),
-            AttributeValue::N(v) => json_string(out, v.as_str()),
+            AttributeValue::S(v) => write_json_string(out, v),
+            AttributeValue::N(v) => write_json_string(out, v.as_str()),
             AttributeValue::B(v) => base64_string(out, v),
             AttributeValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
             AttributeValue::Null => out.push_str("true"),
-            AttributeValue::Ss(v) => list(out, v, |o, s| json_string(o, s)),
-            AttributeValue::Ns(v) => list(out, v, |o, n| json_string(o, n.as_str())),
+            AttributeValue::Ss(v) => list(out, v, |o, s| write_json_string(o, s)),
+            AttributeValue::Ns(v) => list(out, v, |o, n| write_json_string(o, n.as_str())),
             AttributeValue::Bs(v) => list(out, v, |o, b| base64_string(o, b)),
             AttributeValue::L(v) => list(out, v, |o, x| x.write_ddb_json(o)),
             AttributeValue::M(m) => {
@@ -109,7 +109,7 @@ impl AttributeValue {
                     if i > 0 {
                         out.push(',');
                     }
-                    json_string(out, k);
+                    write_json_string(out, k);
                     out.push(':');
                     x.write_ddb_json(out);
                 }
@@ -209,7 +209,7 @@ fn base64_string(out: &mut String, bytes: &[u8]) {
 }
 
 /// Appends `s` as a JSON string, escaped as serde_json escapes it.
-fn json_string(out: &mut String, s: &str) {
+pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut run = 0;

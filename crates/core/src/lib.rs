@@ -16,6 +16,7 @@ mod seam;
 
 pub use attribute::{
     AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
+    write_json_string,
 };
 pub use change::{Change, Op, SourceInfo};
 pub use item::{Item, Iter as ItemIter};

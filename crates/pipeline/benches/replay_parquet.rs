@@ -13,13 +13,17 @@
 //! count), MB/s, and the child's peak RSS. The last line compares the peak
 //! RSS of the largest input with the smallest: memory must not grow with the
 //! input. Figures are printed, never asserted: machines are shared and noisy.
-#![allow(unsafe_code)] // wait4(2) for the child's CPU time and peak RSS
 #![allow(clippy::print_stdout)]
+
+// The comparison's measuring code; this bench takes its own median (with
+// the RSS range), so part of the module goes unused here.
+#[allow(dead_code)]
+#[path = "compare/measure.rs"]
+mod measure;
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 struct Measured {
@@ -28,19 +32,6 @@ struct Measured {
     wall_s: f64,
     cpu_s: f64,
     max_rss_kib: i64,
-}
-
-fn parse_size(text: &str) -> u64 {
-    let t = text.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .unwrap_or_else(|_| panic!("bad size {text:?}"))
-        * mult
 }
 
 fn fixture(dir: &Path, bytes: u64) -> (PathBuf, u64) {
@@ -77,36 +68,11 @@ fn run_once(capture: &Path, work: &Path, records: u64) -> Measured {
         ),
     )
     .expect("config");
-    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
-    let pinned = Command::new("taskset")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
     cmd.args(["run", "--quiet", "--config"]).arg(&config);
     let started = Instant::now();
-    // Reaped by wait4 below, which also reports the child's resource usage.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().expect("spawn dynamo-cdc");
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in; the pid is our child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let (cost, _) = measure::run(&mut cmd, "dynamo-cdc");
     let wall_s = started.elapsed().as_secs_f64();
-    assert!(pid > 0, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "dynamo-cdc failed: status {status}"
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let input_bytes = std::fs::read_dir(capture)
         .expect("capture")
         .flatten()
@@ -117,8 +83,8 @@ fn run_once(capture: &Path, work: &Path, records: u64) -> Measured {
         records,
         input_bytes,
         wall_s,
-        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss,
+        cpu_s: cost.cpu_s,
+        max_rss_kib: cost.max_rss_kib,
     }
 }
 
@@ -131,7 +97,7 @@ fn main() {
     let sizes: Vec<u64> = std::env::var("BENCH_SIZES")
         .unwrap_or_else(|_| "100M,1G".into())
         .split(',')
-        .map(parse_size)
+        .map(measure::parse_size)
         .collect();
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
     let work = tempfile::tempdir().expect("work dir");

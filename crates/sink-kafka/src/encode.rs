@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dynamo_cdc_core::{AttributeValue, Change, Item, Op};
-use dynamo_cdc_transform::avro::{self, AvroSchema, Shape};
+use dynamo_cdc_transform::avro::{self, Shape};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema};
 
 use crate::producer::Outgoing;
@@ -39,15 +39,12 @@ pub(crate) struct Encoder {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     tables: HashMap<Arc<str>, TableState>,
-    /// The last table's topic: changes come in runs of one table, and the
-    /// template is not rendered again for each.
-    last_topic: std::cell::RefCell<Option<(Box<str>, String)>>,
 }
 
 struct TableState {
     schema: TableSchema,
-    /// The value schema of `schema`'s current version, and its registry id.
-    value: Option<(u64, AvroSchema, u32)>,
+    /// The version of `schema` whose value schema is registered, and its id.
+    value: Option<(u64, u32)>,
     /// Key layouts met so far and their registry ids. A table's keys have
     /// one layout, so this is one entry; looking it up must not build or
     /// print a schema per message (that was most of the Avro path's time).
@@ -96,20 +93,12 @@ impl Encoder {
             mode,
             declared,
             tables: HashMap::new(),
-            last_topic: std::cell::RefCell::new(None),
         }
     }
 
     /// The topic of a table.
     pub(crate) fn topic(&self, table: &str) -> String {
-        if let Some((cached_table, topic)) = self.last_topic.borrow().as_ref()
-            && **cached_table == *table
-        {
-            return topic.clone();
-        }
-        let topic = self.topic_template.replace("{table}", table);
-        *self.last_topic.borrow_mut() = Some((table.into(), topic.clone()));
-        topic
+        self.topic_template.replace("{table}", table)
     }
 
     /// The messages of one change (the change, then its tombstone).
@@ -190,14 +179,15 @@ impl Encoder {
             KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())
         })?;
         let version = state.schema.version();
-        if state.value.as_ref().is_none_or(|(v, _, _)| *v != version) {
-            let schema = avro::value_schema(&state.schema, self.shape)
-                .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
-            let id = registry.id(&format!("{topic}-value"), &schema.json.to_string())?;
-            state.value = Some((version, schema, id));
-        }
-        let Some((_, value_schema, value_id)) = &state.value else {
-            unreachable!("set above")
+        let value_id = match state.value {
+            Some((v, id)) if v == version => id,
+            _ => {
+                let schema = avro::value_schema(&state.schema, self.shape)
+                    .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
+                let id = registry.id(&format!("{topic}-value"), &schema.json.to_string())?;
+                state.value = Some((version, id));
+                id
+            }
         };
         let key_id = match state
             .keys
@@ -222,11 +212,11 @@ impl Encoder {
             Ok(k) => k,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
-        let value = match avro::encode_value(&state.schema, value_schema, self.shape, change) {
+        let value = match avro::encode_value(&state.schema, self.shape, change) {
             Ok(v) => v,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
-        Ok(Ok((frame(key_id, &key), frame(*value_id, &value))))
+        Ok(Ok((frame(key_id, &key), frame(value_id, &value))))
     }
 }
 

@@ -9,12 +9,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dynamo_cdc_core::{AttributeValue, Change, Item, Op};
+use dynamo_cdc_core::{AttributeValue, Change, Item, Op, write_json_string};
+use dynamo_cdc_transform::META_COLUMNS;
 
 /// Appends `s` as a JSON string.
 pub(crate) fn string(out: &mut String, s: &str) {
-    // serde_json's escaping, without building a Value.
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+    write_json_string(out, s);
 }
 
 /// Appends a value.
@@ -77,7 +77,7 @@ pub(crate) fn flat(change: &Change) -> Vec<u8> {
     out.push('{');
     let mut first = true;
     for (k, v) in change.row_image() {
-        if k.starts_with("__") && META.contains(&k.as_str()) {
+        if k.starts_with("__") && META_COLUMNS.contains(&k.as_str()) {
             continue;
         }
         if !first {
@@ -99,17 +99,6 @@ pub(crate) fn flat(change: &Change) -> Vec<u8> {
     out.push('}');
     out.into_bytes()
 }
-
-const META: [&str; 8] = [
-    "__op",
-    "__table",
-    "__shard_id",
-    "__sequence_number",
-    "__event_id",
-    "__source_ts_ms",
-    "__deleted",
-    "__ttl_delete",
-];
 
 fn meta(out: &mut String, change: &Change) {
     let s = &change.source;

@@ -139,12 +139,13 @@ impl KafkaSink {
     /// so that topic keeps the offsets its read-back started from; reading
     /// more than needed is harmless, reading too little sends them twice.
     pub fn offsets(&self) -> BTreeMap<String, BTreeMap<i32, i64>> {
-        let pinned: HashSet<String> = self
+        let tables: HashSet<&str> = self
             .found
             .iter()
             .filter(|(key, seq)| !self.durable.covers(key, seq))
-            .map(|(key, _)| self.encoder.topic(&key.table))
+            .map(|(key, _)| &*key.table)
             .collect();
+        let pinned: HashSet<String> = tables.into_iter().map(|t| self.encoder.topic(t)).collect();
         let mut out = self.recorded.clone();
         for ((topic, p), o) in &self.producer.next_offsets {
             if pinned.contains(topic) {

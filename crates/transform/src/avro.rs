@@ -290,15 +290,13 @@ pub fn encode_key(change: &Change) -> Result<Vec<u8>, AvroError> {
     avro_datum::key(change, key_layout).map_err(|m| mismatch(change, m))
 }
 
-/// Encodes a change's value in `shape`; `schema` must come from
-/// [`value_schema`] of the same table schema version (the bytes follow the
-/// table's layouts, which is what that schema declares).
+/// Encodes a change's value in `shape`, in the layout [`value_schema`]
+/// gives the same table schema version.
 ///
 /// # Errors
 /// When the change does not match the schema (it was not admitted).
 pub fn encode_value(
     table: &TableSchema,
-    _schema: &AvroSchema,
     shape: Shape,
     change: &Change,
 ) -> Result<Vec<u8>, AvroError> {

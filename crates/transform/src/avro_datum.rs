@@ -26,12 +26,15 @@ pub(crate) struct Mismatch(pub(crate) String);
 
 pub(crate) struct Datum {
     pub(crate) out: Vec<u8>,
+    /// DynamoDB-JSON text of the value being written.
+    scratch: String,
 }
 
 impl Datum {
     pub(crate) fn new() -> Self {
         Datum {
             out: Vec::with_capacity(512),
+            scratch: String::new(),
         }
     }
 
@@ -127,11 +130,13 @@ impl Datum {
         };
         match (ty, v) {
             (ColumnType::Json, v) => {
-                // Written in place: the JSON text's length is known only at
-                // the end, so it goes to a scratch string first.
-                let mut text = String::with_capacity(64);
+                // The text's length comes first, so the text goes to a
+                // scratch string (kept for the next value) before `out`.
+                let mut text = std::mem::take(&mut self.scratch);
+                text.clear();
                 v.write_ddb_json(&mut text);
                 self.string(&text);
+                self.scratch = text;
             }
             (ColumnType::Utf8, AttributeValue::S(s)) => self.string(s),
             (ColumnType::DecimalString, AttributeValue::N(n)) => self.string(n.as_str()),

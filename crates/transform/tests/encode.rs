@@ -105,7 +105,7 @@ fn avro_datums_decode_with_their_schema() {
     let envelope = value_schema(&schema, Shape::Envelope).unwrap();
     let key = key_schema("orders", &changes[0].keys).unwrap();
     for c in &changes {
-        let bytes = encode_value(&schema, &flat, Shape::Flat, c).unwrap();
+        let bytes = encode_value(&schema, Shape::Flat, c).unwrap();
         let v = decode(&flat.schema, &mut bytes.as_slice(), None).unwrap();
         assert_eq!(field(&v, "__op"), &Value::String(c.op.code().into()));
         assert_eq!(
@@ -121,7 +121,7 @@ fn avro_datums_decode_with_their_schema() {
             other => panic!("{other:?}"),
         }));
 
-        let bytes = encode_value(&schema, &envelope, Shape::Envelope, c).unwrap();
+        let bytes = encode_value(&schema, Shape::Envelope, c).unwrap();
         let v = decode(&envelope.schema, &mut bytes.as_slice(), None).unwrap();
         assert_eq!(field(&v, "op"), &Value::String(c.op.code().into()));
         let source = field(&v, "source");
@@ -170,7 +170,7 @@ fn avro_names_never_collide() {
                 r#"{"--op":{"S":"x"},"a":{"M":{"x":{"M":{"y":{"S":"1"}}}}},"a_x":{"M":{"y":{"S":"2"}}}}"#,
             ),
         );
-        let bytes = encode_value(&schema, &avro, shape, &c).unwrap();
+        let bytes = encode_value(&schema, shape, &c).unwrap();
         let v = decode(&avro.schema, &mut bytes.as_slice(), None).unwrap();
         if shape == Shape::Flat {
             assert_eq!(field(&v, "__op"), &Value::String("c".into()));

@@ -7,7 +7,6 @@
 //! figures).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +18,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde_json::Value;
 
-use crate::sdk_path::shard_of;
+use crate::sim_feed::{changes, local_credentials};
 use crate::{Input, PARTITIONS, Services};
 
 const RATE_PER_S: u64 = 5_000;
@@ -31,37 +29,6 @@ const FILE_AGE_MS: u64 = 1_000;
 const WARM_UP_S: u64 = 12;
 
 type Seen = Arc<Mutex<HashMap<u128, Instant>>>;
-
-/// One change as the simulator takes it.
-struct Change {
-    op: String,
-    keys: Value,
-    old: Option<Value>,
-    new: Option<Value>,
-}
-
-fn changes(input: &Input, limit: usize) -> Vec<Change> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&input.dir).expect("capture").flatten() {
-        let reader = BufReader::new(std::fs::File::open(entry.path()).expect("capture file"));
-        for line in reader.lines() {
-            let page: Value = serde_json::from_str(&line.expect("line")).expect("page");
-            for record in page["Records"].as_array().into_iter().flatten() {
-                let ddb = &record["dynamodb"];
-                out.push(Change {
-                    op: record["eventName"].as_str().unwrap_or("INSERT").to_owned(),
-                    keys: ddb["Keys"].clone(),
-                    old: ddb.get("OldImage").cloned(),
-                    new: ddb.get("NewImage").cloned(),
-                });
-                if out.len() >= limit {
-                    return out;
-                }
-            }
-        }
-    }
-    out
-}
 
 /// Eight open shards: the first one split, and its children split again.
 fn eight_shards(sim: &StreamSim, arn: &str) -> Vec<String> {
@@ -201,16 +168,13 @@ pub(crate) fn run(input: &Input, secs: u64) {
         ),
     )
     .expect("config");
-    let mut bridge = crate::measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"))
-        .args(["run", "--quiet", "--config"])
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", "bench")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .spawn()
-        .expect("start dynamo-cdc");
+    let mut bridge = local_credentials(&mut crate::measure::pinned(env!(
+        "CARGO_BIN_EXE_dynamo-cdc"
+    )))
+    .args(["run", "--quiet", "--config"])
+    .arg(&config)
+    .spawn()
+    .expect("start dynamo-cdc");
 
     let stop = Arc::new(AtomicBool::new(false));
     let kafka_seen: Seen = Arc::default();
@@ -245,14 +209,7 @@ pub(crate) fn run(input: &Input, secs: u64) {
             std::thread::sleep(wait);
         }
         for c in chunk {
-            let shard = &shards[shard_of(&c.keys, shards.len())];
-            let seq = sim.put_json(
-                &arn,
-                shard,
-                &c.op,
-                c.keys.clone(),
-                Some((c.old.clone(), c.new.clone())),
-            );
+            let seq = c.put(&sim, &arn, &shards);
             readable.insert(seq, Instant::now());
         }
     }

@@ -28,6 +28,7 @@ mod latency;
 mod measure;
 mod report;
 mod sdk_path;
+mod sim_feed;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -46,19 +47,6 @@ const PARTITIONS: i32 = 4;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
-fn parse_size(text: &str) -> u64 {
-    let t = text.trim();
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .unwrap_or_else(|_| panic!("bad size {text:?}"))
-        * mult
 }
 
 /// A seeded capture of `shape`, generated once and cached.
@@ -424,7 +412,7 @@ fn main() {
         return;
     }
     let parts = env_or("BENCH_PARTS", "compare,growth,sdk,latency");
-    let bytes = parse_size(&env_or("BENCH_BYTES", "64M"));
+    let bytes = measure::parse_size(&env_or("BENCH_BYTES", "64M"));
     let runs: usize = env_or("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
     let peer = match Peer::find() {
         Ok(p) => Some(p),

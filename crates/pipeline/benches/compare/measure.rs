@@ -110,3 +110,18 @@ fn vm_hwm_kib(pid: u32) -> Option<i64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// `123`, `64K`, `512M`, `2G` (binary multiples), as the benchmarks'
+/// size settings take them.
+pub(crate) fn parse_size(text: &str) -> u64 {
+    let t = text.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("bad size {text:?}"))
+        * mult
+}

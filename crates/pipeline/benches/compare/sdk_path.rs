@@ -4,48 +4,12 @@
 //! against replaying the same changes from a file. The simulator runs in
 //! this process, so only the bridge's own work is charged.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use dynamo_cdc_testkit::streams_sim::StreamSim;
-use serde_json::Value;
 
-use crate::Input;
-use crate::measure;
-
-/// Loads every record of `input` into one shard of a simulated stream.
-/// Returns the stream ARN and the number of records.
-pub(crate) fn load(sim: &StreamSim, input: &Input, spread: &[String], arn: &str) -> u64 {
-    let mut records = 0u64;
-    for entry in std::fs::read_dir(&input.dir).expect("capture").flatten() {
-        let reader = BufReader::new(std::fs::File::open(entry.path()).expect("capture file"));
-        for line in reader.lines() {
-            let page: Value = serde_json::from_str(&line.expect("line")).expect("page");
-            for record in page["Records"].as_array().into_iter().flatten() {
-                let ddb = &record["dynamodb"];
-                let shard = &spread[shard_of(&ddb["Keys"], spread.len())];
-                sim.put_json(
-                    arn,
-                    shard,
-                    record["eventName"].as_str().expect("eventName"),
-                    ddb["Keys"].clone(),
-                    Some((ddb.get("OldImage").cloned(), ddb.get("NewImage").cloned())),
-                );
-                records += 1;
-            }
-        }
-    }
-    records
-}
-
-/// An item always goes to the same shard, so its changes stay in order.
-pub(crate) fn shard_of(keys: &Value, shards: usize) -> usize {
-    let text = keys.to_string();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (hash % shards as u64) as usize
-}
+use crate::sim_feed::{changes, local_credentials};
+use crate::{Input, measure};
 
 fn config(work: &Path, source: &str) -> std::path::PathBuf {
     let text = format!(
@@ -63,7 +27,12 @@ pub(crate) fn run(input: &Input, runs: usize) {
     let sim = StreamSim::start();
     let arn = sim.create_stream("events");
     let shard = sim.open_shards(&arn).remove(0);
-    let records = load(&sim, input, std::slice::from_ref(&shard), &arn);
+    let shards = [shard];
+    let mut records = 0u64;
+    for change in changes(input, usize::MAX) {
+        change.put(&sim, &arn, &shards);
+        records += 1;
+    }
     let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
 
     let live = measure::median(
@@ -75,13 +44,9 @@ pub(crate) fn run(input: &Input, runs: usize) {
                     sim.endpoint_url()
                 );
                 let mut cmd = measure::pinned(bin);
-                cmd.args(["run", "--quiet", "--until-idle", "1", "--config"])
-                    .arg(config(work.path(), &source))
-                    .env("AWS_ACCESS_KEY_ID", "bench")
-                    .env("AWS_SECRET_ACCESS_KEY", "bench")
-                    .env_remove("AWS_SESSION_TOKEN")
-                    .env_remove("AWS_PROFILE")
-                    .env("AWS_EC2_METADATA_DISABLED", "true");
+                local_credentials(&mut cmd)
+                    .args(["run", "--quiet", "--until-idle", "1", "--config"])
+                    .arg(config(work.path(), &source));
                 measure::run(&mut cmd, "dynamodb source -> parquet").0
             })
             .collect(),

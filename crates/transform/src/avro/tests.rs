@@ -290,7 +290,7 @@ fn direct_bytes_equal_the_generic_encoder() {
             for shape in [Shape::Flat, Shape::Envelope] {
                 let schema = value_schema(&table, shape).unwrap();
                 for c in &changes {
-                    let direct = encode_value(&table, &schema, shape, c).unwrap();
+                    let direct = encode_value(&table, shape, c).unwrap();
                     let generic = encode_value_generic(&table, &schema, shape, c).unwrap();
                     assert_eq!(
                         direct, generic,
@@ -316,7 +316,6 @@ fn a_value_that_does_not_fit_names_its_change() {
     table
         .admit(&parse_item(r#"{"n":{"N":"1"}}"#, "NewImage").unwrap())
         .unwrap();
-    let schema = value_schema(&table, Shape::Flat).unwrap();
     // Not admitted: a fraction in an Int64 column.
     let c = change(
         Op::Insert,
@@ -325,7 +324,7 @@ fn a_value_that_does_not_fit_names_its_change() {
         None,
         Some(r#"{"n":{"N":"1.5"}}"#),
     );
-    let err = encode_value(&table, &schema, Shape::Flat, &c)
+    let err = encode_value(&table, Shape::Flat, &c)
         .unwrap_err()
         .to_string();
     assert!(
