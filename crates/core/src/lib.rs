@@ -5,10 +5,13 @@
 //! - [`Number`]: exact decimals in canonical form (never a float).
 //! - [`Change`], [`Op`], [`SourceInfo`]: one stream record, typed.
 //! - [`SequenceNumber`], [`ShardKey`], [`Positions`]: how far each sink got.
-//! - [`Source`], [`Sink`], [`DeadLetter`]: the seams the pipeline drives.
+//! - [`Source`], [`Sink`], [`CheckpointStore`], [`DeadLetter`]: the seams the
+//!   pipeline drives, with [`SinkError`]'s [`ErrorKind`] to branch on.
+//! - [`ConfigError`]: what every component's config check returns.
 
 mod attribute;
 mod change;
+mod config;
 mod item;
 mod number;
 mod position;
@@ -22,4 +25,8 @@ pub use change::{Change, Op, SourceInfo};
 pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
-pub use seam::{DeadLetter, Gap, Origin, Rejected, Sink, Source, SourceBatch};
+pub use config::ConfigError;
+pub use seam::{
+    CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
+    Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
+};

@@ -144,41 +144,243 @@ pub struct Rejected {
     pub error: String,
 }
 
-/// Delivers changes somewhere durable and says how far it got.
-pub trait Sink: Send {
-    /// What can go wrong while writing.
-    type Error: std::error::Error + Send + Sync + 'static;
+/// What the driver does about a failure at a seam.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// It may pass (a broker or store unreachable, a full disk, throttling):
+    /// pause, then start over from the last commit, as a restart would.
+    Transient,
+    /// Waiting does not fix it (bad config, an incompatible schema): stop
+    /// with the reason.
+    Fatal,
+}
 
-    /// A short name used in logs, the summary and the checkpoint file.
-    fn name(&self) -> &str;
+/// A failure of a sink or a checkpoint store, with the [`ErrorKind`] the
+/// driver branches on. It shows as the error it wraps (message and causes),
+/// so wrapping adds no text to a message.
+pub struct SinkError {
+    kind: ErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// A checkpoint store fails the same way a sink does.
+pub type StoreError = SinkError;
+
+impl SinkError {
+    /// A failure that may pass.
+    pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SinkError {
+            kind: ErrorKind::Transient,
+            source: source.into(),
+        }
+    }
+
+    /// A failure that waiting does not fix.
+    pub fn fatal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SinkError {
+            kind: ErrorKind::Fatal,
+            source: source.into(),
+        }
+    }
+
+    /// Whether it may pass.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The error it wraps.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::fmt::Debug for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {:?}", self.kind, self.source)
+    }
+}
+
+impl std::error::Error for SinkError {
+    // Transparent: the wrapped error's causes are this error's causes.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
+/// What a sink has done so far, for the run summary. A sink fills the
+/// fields that apply to it and leaves the others at zero.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SinkStats {
+    /// Rows (Parquet) or messages (Kafka, tombstones included) made durable.
+    pub delivered: u64,
+    /// Files committed.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Tombstones among the messages.
+    pub tombstones: u64,
+    /// Messages sent to a dead-letter topic.
+    pub dead_lettered: u64,
+    /// Changes dropped because the sink already held them.
+    pub already_held: u64,
+    /// Temp files of an earlier crash removed at start.
+    pub temp_files_swept: u64,
+}
+
+/// Delivers changes somewhere durable and says how far it got.
+///
+/// The driver calls, per batch: [`Sink::record_gap`] for the batch's gaps,
+/// [`Sink::write`], then (once the batch's dead letters are durable)
+/// [`Sink::poll`], and records [`Sink::durable_positions`] and
+/// [`Sink::resume_state`] in the checkpoint. A [`ErrorKind::Transient`]
+/// error makes it drop the sink and open a new one from the checkpoint.
+pub trait Sink: Send {
+    /// The sink's id (its config key): its namespace in the checkpoint, logs
+    /// and metrics.
+    fn id(&self) -> &str;
+
+    /// Takes what the checkpoint recorded for this sink: its positions and
+    /// its opaque resume state (`null` when none).
+    fn adopt(&mut self, positions: &Positions, state: &serde_json::Value);
+
+    /// Gets ready to write the given tables, before anything is read (e.g.
+    /// creates missing topics), so a problem stops the run before it starts.
+    /// Tables that show up later are prepared on their first write.
+    ///
+    /// # Errors
+    /// When a table cannot be written (fatal) or the destination cannot be
+    /// reached (transient).
+    fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
+        let _ = tables;
+        Ok(())
+    }
 
     /// Positions that are durable in this sink. Grows only after a commit.
     fn durable_positions(&self) -> &Positions;
 
     /// Takes a batch. Changes this sink already holds are dropped; changes it
-    /// cannot encode are returned as rejects and the rest is written.
+    /// cannot encode are returned as rejects and the rest is accepted.
     ///
     /// # Errors
     /// When the sink cannot write at all.
-    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, Self::Error>;
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError>;
 
-    /// Records a gap durably before any change after it is written.
+    /// Records a gap durably before any change after it is written, where
+    /// the sink has a place for it (the dead-letter store always keeps one).
     ///
     /// # Errors
     /// When the record cannot be made durable.
-    fn record_gap(&mut self, gap: &Gap) -> Result<(), Self::Error>;
+    fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkError>;
 
-    /// Commits what is due by age; called periodically.
+    /// Commits what is due; called after every batch and heartbeat.
     ///
     /// # Errors
     /// When a commit fails.
-    fn poll(&mut self) -> Result<(), Self::Error>;
+    fn poll(&mut self) -> Result<(), SinkError>;
 
-    /// Commits everything buffered.
+    /// Commits everything accepted.
     ///
     /// # Errors
     /// When a commit fails.
-    fn flush(&mut self) -> Result<(), Self::Error>;
+    fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// Opaque state recorded beside the positions (Kafka: the offsets to
+    /// read back from); `null` when the positions are enough.
+    fn resume_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Counts so far.
+    fn stats(&self) -> SinkStats;
+}
+
+/// What a checkpoint holds for one sink.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SinkRecord {
+    /// The sink's durable positions.
+    pub positions: Positions,
+    /// The sink's opaque resume state (`null` when none).
+    pub state: serde_json::Value,
+}
+
+/// What a checkpoint holds: per sink id, its record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded {
+    /// Sink id -> record.
+    pub sinks: std::collections::BTreeMap<String, SinkRecord>,
+}
+
+/// Where positions are recorded between runs: a local file by default,
+/// memory in tests.
+pub trait CheckpointStore: Send {
+    /// What was recorded; empty when nothing was yet.
+    ///
+    /// # Errors
+    /// When the store cannot be read (transient) or holds something that is
+    /// not a checkpoint (fatal).
+    fn load(&mut self) -> Result<Recorded, StoreError>;
+
+    /// Records `recorded` durably, replacing what was there.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError>;
+
+    /// Where the store is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A [`CheckpointStore`] in memory, for tests that need no disk. Clones
+/// share one record, so a test can keep a handle and look.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryCheckpoints {
+    recorded: std::sync::Arc<std::sync::Mutex<Recorded>>,
+    stores: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MemoryCheckpoints {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What is recorded now.
+    pub fn recorded(&self) -> Recorded {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// How many times [`CheckpointStore::store`] was called.
+    pub fn stores(&self) -> u64 {
+        self.stores.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl CheckpointStore for MemoryCheckpoints {
+    fn load(&mut self) -> Result<Recorded, StoreError> {
+        Ok(self.recorded())
+    }
+
+    fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        self.stores
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut r = self
+            .recorded
+            .lock()
+            .map_err(|_| SinkError::fatal("the in-memory checkpoint was poisoned"))?;
+        *r = recorded.clone();
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +398,15 @@ mod tests {
             error: "bad".into(),
             raw: raw.into(),
         }
+    }
+
+    #[test]
+    fn a_sink_error_shows_as_what_it_wraps() {
+        let io = std::io::Error::other("disk full");
+        let e = SinkError::transient(io);
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(SinkError::fatal("bad schema").kind(), ErrorKind::Fatal);
     }
 
     #[test]

@@ -140,7 +140,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let options = RunOptions { until_idle, stop };
+            let options = RunOptions {
+                until_idle,
+                stop,
+                metrics_listen: None,
+                progress: !quiet,
+            };
             let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
                 if let Some(path) = &summary_json {
                     let text = serde_json::to_string_pretty(&summary)?;

@@ -32,6 +32,11 @@ pub struct RunOptions {
     /// Set (by a signal handler) to stop gracefully: stop reading, commit,
     /// record positions, return.
     pub stop: std::sync::Arc<AtomicBool>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (overrides
+    /// `[metrics] listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Show a replay's progress on standard error (when it is a terminal).
+    pub progress: bool,
 }
 
 /// Runs the configured pipeline to the end of its input, until idle, or
