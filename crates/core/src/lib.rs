@@ -14,6 +14,7 @@ mod change;
 mod config;
 mod item;
 mod number;
+mod outage;
 mod position;
 mod seam;
 
@@ -24,8 +25,9 @@ pub use attribute::{
 pub use change::{Change, Op, SourceInfo};
 pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
+pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
-pub use config::ConfigError;
+pub use config::{ConfigError, Secret};
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
     Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,

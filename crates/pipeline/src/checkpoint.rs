@@ -1,140 +1,198 @@
-//! The local checkpoint file: each sink's durable position per shard, written
+//! The local checkpoint file, the default [`CheckpointStore`]: each sink's
+//! durable position per shard and its opaque resume state, written
 //! atomically (temp file, fsync, rename, fsync of the directory).
 //!
 //! ```json
-//! {"version": 1,
-//!  "sinks": {"parquet": {"orders": {"shard-1": "1000042"}}},
-//!  "kafka_offsets": {"cdc.orders": {"0": 1234}}}
+//! {"version": 2,
+//!  "sinks": {
+//!    "parquet": {"positions": {"orders": {"shard-1": "1000042"}}},
+//!    "kafka": {"positions": {"orders": {"shard-1": "1000040"}},
+//!              "state": {"offsets": {"cdc.orders": {"0": 1234}}}}}}
 //! ```
 //!
-//! `kafka_offsets` is the Kafka sink's next offset per topic and partition
-//! when its positions were recorded: on start it reads its topics back from
-//! there to find messages sent after the checkpoint.
+//! Version 1 files (positions directly under each sink, and the Kafka sink's
+//! offsets in a top-level `kafka_offsets`) still load: their offsets become
+//! the `kafka` sink's state.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
+use dynamo_cdc_core::{
+    CheckpointStore, Positions, Recorded, SequenceNumber, ShardKey, SinkRecord, StoreError,
+};
 use serde::{Deserialize, Serialize};
 
-/// sink -> table -> shard -> sequence number
-type Tree = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
+/// table -> shard -> sequence number
+type PositionTree = BTreeMap<String, BTreeMap<String, String>>;
 
-/// topic -> partition -> next offset
-pub type KafkaOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+#[derive(Serialize, Deserialize, PartialEq)]
+struct SinkEntry {
+    positions: PositionTree,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    state: serde_json::Value,
+}
 
-#[derive(Serialize, Deserialize)]
-struct FileFormat {
+#[derive(Serialize, Deserialize, PartialEq)]
+struct FileV2 {
     version: u32,
-    sinks: Tree,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    kafka_offsets: KafkaOffsets,
+    sinks: BTreeMap<String, SinkEntry>,
 }
 
-/// What a checkpoint file holds.
-#[derive(Debug, Default)]
-pub struct Recorded {
-    /// Each sink's positions.
-    pub positions: BTreeMap<String, Positions>,
-    /// The Kafka sink's offsets recorded with its positions.
-    pub kafka_offsets: KafkaOffsets,
+#[derive(Deserialize)]
+struct FileV1 {
+    sinks: BTreeMap<String, PositionTree>,
+    #[serde(default)]
+    kafka_offsets: serde_json::Value,
 }
 
-/// Reads and writes the checkpoint file.
-pub struct CheckpointStore {
+#[derive(Deserialize)]
+struct VersionOnly {
+    version: u32,
+}
+
+/// A checkpoint problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+enum CheckpointError {
+    #[error("cannot {action} checkpoint {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is not a dynamo-cdc checkpoint: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// The checkpoint file.
+pub struct FileCheckpoints {
     path: PathBuf,
-    last_written: Option<(Tree, KafkaOffsets)>,
+    last_written: Option<String>,
 }
 
-impl CheckpointStore {
+impl FileCheckpoints {
     /// A store at `path` (created on first write).
     pub fn new(path: &Path) -> Self {
-        CheckpointStore {
+        FileCheckpoints {
             path: path.to_owned(),
             last_written: None,
         }
     }
 
-    /// What was recorded; empty when there is no file yet.
-    ///
-    /// # Errors
-    /// When the file exists but cannot be read or is not a checkpoint.
-    pub fn load(&self) -> anyhow::Result<Recorded> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recorded::default()),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read checkpoint {}", self.path.display()));
-            }
-        };
-        let file: FileFormat = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "checkpoint {} is not a dynamo-cdc checkpoint",
-                self.path.display()
-            )
-        })?;
-        let mut out = BTreeMap::new();
-        for (sink, tables) in file.sinks {
-            let mut positions = Positions::new();
-            for (table, shards) in tables {
-                for (shard, seq) in shards {
-                    let seq = SequenceNumber::parse(&seq).with_context(|| {
-                        format!(
-                            "checkpoint {}: sink {sink}, {table}/{shard}",
-                            self.path.display()
-                        )
-                    })?;
-                    positions.advance(ShardKey::new(table.as_str(), shard), seq);
-                }
-            }
-            out.insert(sink, positions);
-        }
-        Ok(Recorded {
-            positions: out,
-            kafka_offsets: file.kafka_offsets,
+    fn invalid(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::fatal(CheckpointError::Invalid {
+            path: self.path.clone(),
+            reason: reason.to_string(),
         })
     }
 
-    /// Records the positions of every sink, unless nothing changed since the
-    /// last write.
-    ///
-    /// # Errors
-    /// When the file cannot be written, synced or renamed.
-    pub fn store(
-        &mut self,
-        sinks: &[(&str, &Positions)],
-        kafka_offsets: &KafkaOffsets,
-    ) -> anyhow::Result<()> {
-        let mut tree = Tree::new();
-        for (name, positions) in sinks {
-            let tables = tree.entry((*name).to_owned()).or_default();
-            for (key, seq) in positions.iter() {
-                tables
-                    .entry(key.table.to_string())
-                    .or_default()
-                    .insert(key.shard.to_string(), seq.to_string());
+    fn io(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| {
+            StoreError::transient(CheckpointError::Io {
+                action,
+                path: self.path.clone(),
+                source,
+            })
+        }
+    }
+
+    fn positions(&self, sink: &str, tree: PositionTree) -> Result<Positions, StoreError> {
+        let mut positions = Positions::new();
+        for (table, shards) in tree {
+            for (shard, seq) in shards {
+                let seq = SequenceNumber::parse(&seq)
+                    .map_err(|e| self.invalid(format!("sink {sink}, {table}/{shard}: {e}")))?;
+                positions.advance(ShardKey::new(table.as_str(), shard), seq);
             }
         }
-        if self
-            .last_written
-            .as_ref()
-            .is_some_and(|(t, o)| *t == tree && o == kafka_offsets)
-        {
+        Ok(positions)
+    }
+}
+
+fn tree(positions: &Positions) -> PositionTree {
+    let mut tree = PositionTree::new();
+    for (key, seq) in positions.iter() {
+        tree.entry(key.table.to_string())
+            .or_default()
+            .insert(key.shard.to_string(), seq.to_string());
+    }
+    tree
+}
+
+impl CheckpointStore for FileCheckpoints {
+    fn load(&mut self) -> Result<Recorded, StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Recorded::default()),
+            Err(e) => return Err(self.io("read")(e)),
+        };
+        let version: VersionOnly = serde_json::from_str(&text).map_err(|e| self.invalid(e))?;
+        let mut recorded = Recorded::default();
+        match version.version {
+            1 => {
+                let file: FileV1 = serde_json::from_str(&text).map_err(|e| self.invalid(e))?;
+                for (sink, positions) in file.sinks {
+                    let positions = self.positions(&sink, positions)?;
+                    let state = if sink == "kafka" && !file.kafka_offsets.is_null() {
+                        serde_json::json!({ "offsets": file.kafka_offsets })
+                    } else {
+                        serde_json::Value::Null
+                    };
+                    recorded
+                        .sinks
+                        .insert(sink, SinkRecord { positions, state });
+                }
+            }
+            2 => {
+                let file: FileV2 = serde_json::from_str(&text).map_err(|e| self.invalid(e))?;
+                for (sink, entry) in file.sinks {
+                    let positions = self.positions(&sink, entry.positions)?;
+                    recorded.sinks.insert(
+                        sink,
+                        SinkRecord {
+                            positions,
+                            state: entry.state,
+                        },
+                    );
+                }
+            }
+            v => {
+                return Err(self.invalid(format!(
+                    "version {v} is newer than this dynamo-cdc understands (1 or 2)"
+                )));
+            }
+        }
+        Ok(recorded)
+    }
+
+    fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        let file = FileV2 {
+            version: 2,
+            sinks: recorded
+                .sinks
+                .iter()
+                .map(|(id, r)| {
+                    let entry = SinkEntry {
+                        positions: tree(&r.positions),
+                        state: r.state.clone(),
+                    };
+                    (id.clone(), entry)
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
+        if self.last_written.as_ref() == Some(&text) {
             return Ok(());
         }
-        let text = serde_json::to_string_pretty(&FileFormat {
-            version: 1,
-            sinks: tree.clone(),
-            kafka_offsets: kafka_offsets.clone(),
-        })?;
-        write_atomically(&self.path, text.as_bytes())
-            .with_context(|| format!("cannot write checkpoint {}", self.path.display()))?;
-        self.last_written = Some((tree, kafka_offsets.clone()));
+        write_atomically(&self.path, text.as_bytes()).map_err(self.io("write"))?;
+        self.last_written = Some(text);
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
     }
 }
 
@@ -143,7 +201,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    dynamo_cdc_sink_parquet::create_dir_durably(&dir)?;
+    dynamo_cdc_dead_letter::create_dir_durably(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -159,25 +217,97 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use dynamo_cdc_core::ErrorKind;
+
     use super::*;
+
+    fn positions(seq: &str) -> Positions {
+        [(
+            ShardKey::new("orders", "s-1"),
+            SequenceNumber::parse(seq).unwrap(),
+        )]
+        .into_iter()
+        .collect()
+    }
 
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/checkpoint.json");
-        let mut store = CheckpointStore::new(&path);
-        assert!(store.load().unwrap().positions.is_empty());
-        let p: Positions = [(
-            ShardKey::new("orders", "s-1"),
-            SequenceNumber::parse("123").unwrap(),
-        )]
-        .into_iter()
-        .collect();
-        let offsets = KafkaOffsets::from([("cdc.orders".to_owned(), BTreeMap::from([(2, 17)]))]);
-        store.store(&[("parquet", &p)], &offsets).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(loaded.positions["parquet"], p);
-        assert_eq!(loaded.kafka_offsets, offsets);
+        let mut store = FileCheckpoints::new(&path);
+        assert!(store.load().unwrap().sinks.is_empty());
+        let mut recorded = Recorded::default();
+        recorded.sinks.insert(
+            "parquet".into(),
+            SinkRecord {
+                positions: positions("123"),
+                state: serde_json::Value::Null,
+            },
+        );
+        recorded.sinks.insert(
+            "kafka".into(),
+            SinkRecord {
+                positions: positions("120"),
+                state: serde_json::json!({"offsets": {"cdc.orders": {"2": 17}}}),
+            },
+        );
+        store.store(&recorded).unwrap();
+        assert_eq!(FileCheckpoints::new(&path).load().unwrap(), recorded);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());
+    }
+
+    /// A file exactly as the first format wrote it.
+    const VERSION_1: &str = r#"{
+  "version": 1,
+  "sinks": {
+    "kafka": {
+      "orders": {
+        "shardId-1": "000000000000000000120"
+      }
+    },
+    "parquet": {
+      "orders": {
+        "shardId-1": "000000000000000000123"
+      }
+    }
+  },
+  "kafka_offsets": {
+    "cdc.orders": {
+      "0": 40,
+      "2": 17
+    }
+  }
+}"#;
+
+    #[test]
+    fn a_version_1_file_still_loads_with_its_kafka_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        std::fs::write(&path, VERSION_1).unwrap();
+        let loaded = FileCheckpoints::new(&path).load().unwrap();
+        let seq = |s: &str| SequenceNumber::parse(s).unwrap();
+        let key = ShardKey::new("orders", "shardId-1");
+        assert_eq!(
+            loaded.sinks["parquet"].positions.get(&key),
+            Some(&seq("123"))
+        );
+        assert!(loaded.sinks["parquet"].state.is_null());
+        assert_eq!(loaded.sinks["kafka"].positions.get(&key), Some(&seq("120")));
+        assert_eq!(
+            loaded.sinks["kafka"].state,
+            serde_json::json!({"offsets": {"cdc.orders": {"0": 40, "2": 17}}})
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_checkpoint_is_fatal_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        for text in ["not json", r#"{"version": 9, "sinks": {}}"#] {
+            std::fs::write(&path, text).unwrap();
+            let e = FileCheckpoints::new(&path).load().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Fatal);
+            assert!(e.to_string().contains("checkpoint.json"), "{e}");
+        }
     }
 }

@@ -1,11 +1,18 @@
 //! The TOML configuration: parsed strictly (unknown keys are errors), then
 //! checked by a pure [`Config::validate`] before anything is opened.
 //!
+//! Each component owns its section's type, defaults and checks (the sinks'
+//! in their crates); this file only puts them together and places their
+//! errors' keys in the file (`sinks.kafka.topic`).
+//!
 //! Relative paths are taken from the directory the command runs in.
 
 use std::path::PathBuf;
 
-use dynamo_cdc_transform::NumbersMode;
+pub use dynamo_cdc_core::ConfigError;
+use dynamo_cdc_sink_kafka::KafkaSinkConfig;
+use dynamo_cdc_sink_parquet::ParquetConfig;
+use dynamo_cdc_transform::TransformConfig;
 use serde::Deserialize;
 
 /// The whole configuration file.
@@ -21,6 +28,18 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Where positions are recorded.
     pub checkpoint: CheckpointConfig,
+    /// The metrics and health endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address, e.g.
+    /// `"127.0.0.1:9464"`; off when absent.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Source kinds.
@@ -218,237 +237,17 @@ impl SourceConfig {
     }
 }
 
-impl KafkaSinkConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.brokers.trim().is_empty() {
-            return Err(bad(
-                "sinks.kafka.brokers",
-                "must name at least one broker (host:port)",
-            ));
-        }
-        let sample = self.topic.replace("{table}", "orders");
-        if sample.contains(['{', '}']) {
-            return Err(bad(
-                "sinks.kafka.topic",
-                format!("`{}`: the only placeholder is {{table}}", self.topic),
-            ));
-        }
-        if sample.is_empty()
-            || sample.len() > 249
-            || !sample
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            return Err(bad(
-                "sinks.kafka.topic",
-                format!(
-                    "`{}` does not make a Kafka topic name (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)",
-                    self.topic
-                ),
-            ));
-        }
-        if self.format == KafkaFormat::Avro && self.schema_registry_url.is_none() {
-            return Err(bad(
-                "sinks.kafka.schema_registry_url",
-                "format = \"avro\" needs a schema registry (or set format = \"json\")",
-            ));
-        }
-        if let Some(url) = &self.schema_registry_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(bad(
-                "sinks.kafka.schema_registry_url",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-        if self.schema_registry_password.is_some() && self.schema_registry_username.is_none() {
-            return Err(bad(
-                "sinks.kafka.schema_registry_username",
-                "a registry password needs a user name",
-            ));
-        }
-        if let Some(t) = &self.dead_letter_topic
-            && (t.is_empty()
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
-        {
-            return Err(bad(
-                "sinks.kafka.dead_letter_topic",
-                format!("`{t}` is not a Kafka topic name"),
-            ));
-        }
-        for key in self.properties.keys() {
-            if dynamo_cdc_sink_kafka::PROTECTED_PROPERTIES.contains(&key.as_str()) {
-                return Err(bad(
-                    &format!("sinks.kafka.properties.{key}"),
-                    "is set by dynamo-cdc (brokers come from `brokers`; the producer is always idempotent with acks=all)",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `numbers = ...`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NumbersConfig {
-    /// Int64 while integers fit, else exact decimal strings.
-    #[default]
-    Auto,
-    /// Exact decimal strings always.
-    String,
-    /// Float64 (lossy).
-    Double,
-}
-
-impl From<NumbersConfig> for NumbersMode {
-    fn from(n: NumbersConfig) -> Self {
-        match n {
-            NumbersConfig::Auto => NumbersMode::Auto,
-            NumbersConfig::String => NumbersMode::String,
-            NumbersConfig::Double => NumbersMode::Double,
-        }
-    }
-}
-
-/// `[transform]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformConfig {
-    /// How `N` values are laid out in inferred columns.
-    #[serde(default)]
-    pub numbers: NumbersConfig,
-    /// Directory of `<table>.avsc` declarations.
-    pub schemas_dir: Option<PathBuf>,
-}
-
 /// `[sinks]`: either sink alone, or both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
     /// `[sinks.parquet]`.
-    pub parquet: Option<ParquetSinkConfig>,
+    pub parquet: Option<ParquetConfig>,
     /// `[sinks.kafka]`.
     pub kafka: Option<KafkaSinkConfig>,
 }
 
-/// `format = ...` of the Kafka sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KafkaFormat {
-    /// Avro in the Confluent wire format (needs `schema_registry_url`).
-    #[default]
-    Avro,
-    /// JSON.
-    Json,
-}
-
-/// `envelope = ...` of the Kafka sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KafkaEnvelope {
-    /// `{before, after, op, ts_ms, source}`.
-    #[default]
-    Debezium,
-    /// The row's attributes plus the `__` position fields.
-    Flat,
-}
-
-/// A librdkafka property value: TOML strings, numbers and booleans.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PropertyValue {
-    /// `"..."`
-    Text(String),
-    /// `123`
-    Integer(i64),
-    /// `true`
-    Flag(bool),
-}
-
-impl PropertyValue {
-    fn text(&self) -> String {
-        match self {
-            PropertyValue::Text(t) => t.clone(),
-            PropertyValue::Integer(i) => i.to_string(),
-            PropertyValue::Flag(b) => b.to_string(),
-        }
-    }
-}
-
-/// `[sinks.kafka]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkConfig {
-    /// `bootstrap.servers`, e.g. `"broker-1:9092,broker-2:9092"`.
-    pub brokers: String,
-    /// Topic template; `{table}` becomes the table name.
-    #[serde(default = "defaults::kafka_topic")]
-    pub topic: String,
-    /// `avro` or `json`.
-    #[serde(default)]
-    pub format: KafkaFormat,
-    /// `debezium` or `flat`.
-    #[serde(default)]
-    pub envelope: KafkaEnvelope,
-    /// A null-value message after each delete.
-    #[serde(default = "defaults::tombstones")]
-    pub tombstones: bool,
-    /// Confluent Schema Registry base URL (required for `avro`).
-    pub schema_registry_url: Option<String>,
-    /// Registry basic-auth user.
-    pub schema_registry_username: Option<String>,
-    /// Registry basic-auth password (never logged).
-    pub schema_registry_password: Option<String>,
-    /// Topic for undeliverable messages and gap records.
-    pub dead_letter_topic: Option<String>,
-    /// More librdkafka settings, e.g. `"security.protocol" = "SASL_SSL"`.
-    #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, PropertyValue>,
-}
-
-impl KafkaSinkConfig {
-    /// The properties as librdkafka takes them.
-    pub fn property_pairs(&self) -> Vec<(String, String)> {
-        self.properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.text()))
-            .collect()
-    }
-}
-
-/// `[sinks.parquet]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParquetSinkConfig {
-    /// Dataset root.
-    pub path: PathBuf,
-    /// Commit a file at this many rows.
-    #[serde(default = "defaults::max_rows_per_file")]
-    pub max_rows_per_file: usize,
-    /// Commit a file at about this many bytes.
-    #[serde(default = "defaults::max_file_bytes")]
-    pub max_file_bytes: u64,
-    /// Commit a file after it has been open this long.
-    #[serde(default = "defaults::max_file_age_ms")]
-    pub max_file_age_ms: u64,
-    /// Rows per row group.
-    #[serde(default = "defaults::row_group_rows")]
-    pub row_group_rows: usize,
-    /// zstd level, 1 to 22.
-    #[serde(default = "defaults::zstd_level")]
-    pub zstd_level: i32,
-}
-
 mod defaults {
-    pub(super) fn kafka_topic() -> String {
-        "cdc.{table}".to_owned()
-    }
-    pub(super) fn tombstones() -> bool {
-        true
-    }
     pub(super) fn poll_interval_ms() -> u64 {
         250
     }
@@ -464,21 +263,6 @@ mod defaults {
     pub(super) fn records_per_call() -> u32 {
         1_000
     }
-    pub(super) fn max_rows_per_file() -> usize {
-        1_000_000
-    }
-    pub(super) fn max_file_bytes() -> u64 {
-        128 << 20
-    }
-    pub(super) fn max_file_age_ms() -> u64 {
-        300_000
-    }
-    pub(super) fn row_group_rows() -> usize {
-        65_536
-    }
-    pub(super) fn zstd_level() -> i32 {
-        1
-    }
 }
 
 /// `[checkpoint]`.
@@ -489,21 +273,8 @@ pub struct CheckpointConfig {
     pub path: PathBuf,
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("config key `{key}`: {reason}")]
-pub struct ConfigError {
-    /// Dotted path of the key.
-    pub key: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
 fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
+    ConfigError::new(key, reason)
 }
 
 impl Config {
@@ -556,31 +327,10 @@ impl Config {
             ));
         }
         if let Some(k) = &self.sinks.kafka {
-            k.validate()?;
+            k.validate().map_err(|e| e.within("sinks.kafka"))?;
         }
-        let Some(p) = &self.sinks.parquet else {
-            if self.checkpoint.path.as_os_str().is_empty() {
-                return Err(bad("checkpoint.path", "must not be empty"));
-            }
-            return Ok(());
-        };
-        if p.path.as_os_str().is_empty() {
-            return Err(bad("sinks.parquet.path", "must not be empty"));
-        }
-        if p.max_rows_per_file == 0 {
-            return Err(bad("sinks.parquet.max_rows_per_file", "must be at least 1"));
-        }
-        if p.max_file_bytes < 1024 {
-            return Err(bad("sinks.parquet.max_file_bytes", "must be at least 1024"));
-        }
-        if p.max_file_age_ms == 0 {
-            return Err(bad("sinks.parquet.max_file_age_ms", "must be at least 1"));
-        }
-        if p.row_group_rows == 0 {
-            return Err(bad("sinks.parquet.row_group_rows", "must be at least 1"));
-        }
-        if !(1..=22).contains(&p.zstd_level) {
-            return Err(bad("sinks.parquet.zstd_level", "must be between 1 and 22"));
+        if let Some(p) = &self.sinks.parquet {
+            p.validate().map_err(|e| e.within("sinks.parquet"))?;
         }
         if self.checkpoint.path.as_os_str().is_empty() {
             return Err(bad("checkpoint.path", "must not be empty"));
@@ -611,7 +361,7 @@ path = "out/checkpoint.json"
     fn the_documented_keys_parse() {
         let c = Config::parse(GOOD).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.transform.numbers, NumbersConfig::Auto);
+        assert_eq!(c.transform.numbers, dynamo_cdc_transform::NumbersMode::Auto);
         assert_eq!(c.sinks.parquet.unwrap().max_rows_per_file, 1_000_000);
     }
 
@@ -741,7 +491,7 @@ path = "out/checkpoint.json"
         c.validate().unwrap();
         let k = c.sinks.kafka.unwrap();
         assert_eq!(k.topic, "cdc.{table}");
-        assert_eq!(k.envelope, KafkaEnvelope::Debezium);
+        assert_eq!(k.envelope, dynamo_cdc_sink_kafka::Envelope::Debezium);
         assert!(k.tombstones);
         assert!(
             k.property_pairs()

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod events;
 mod feed;
 mod run;
 mod sinks;

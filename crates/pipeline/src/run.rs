@@ -2,25 +2,28 @@
 //!
 //! The source reads on its own thread and hands batches over a bounded
 //! channel, so a slow sink slows the reader and memory does not grow with the
-//! backlog. For each batch: the sink writes what it can, the records it or the
-//! source rejected are made durable in the dead-letter path, and only then
-//! may the sink commit files and the checkpoint record the new positions.
+//! backlog. For each batch: the sinks write what they can, the records they
+//! or the source rejected are made durable in the dead-letter store, and only
+//! then may the sinks commit and the checkpoint record the new positions.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use dynamo_cdc_core::DeadLetter;
-use dynamo_cdc_sink_parquet::DeadLetterWriter;
+use dynamo_cdc_core::{
+    CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, SinkError, SourceBatch,
+};
+use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_transform::DeclaredSchema;
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::FileCheckpoints;
 use crate::config::{Config, SourceKind};
+use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
 use crate::feed::Feed;
-use crate::sinks::Sinks;
+use crate::sinks::{self, SinkFailure, Sinks};
 use crate::summary::RunSummary;
 
 /// How a run ends besides the end of its input.
@@ -42,11 +45,11 @@ pub struct RunOptions {
 /// Runs the configured pipeline to the end of its input, until idle, or
 /// until asked to stop.
 ///
-/// A sink that cannot write for a reason that may pass (a full disk, a
-/// read-only or vanished directory) does not end the run: everything after
-/// the last commit is dropped, the run waits (1 s doubling to 30 s) and
-/// starts over from the committed positions, exactly as a restart after a
-/// crash would. Temp files never become visible on the way.
+/// A sink, the dead-letter store or the checkpoint that cannot write for a
+/// reason that may pass (a full disk, a broker or registry down) does not
+/// end the run: everything after the last commit is dropped, the run waits
+/// (1 s doubling to 30 s) and starts over from the committed positions,
+/// exactly as a restart after a crash would.
 ///
 /// # Errors
 /// When a schema, the source, a sink or the checkpoint fails in a way that
@@ -71,58 +74,150 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     }
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
     let mut summary = RunSummary {
-        dead_letter_path: Sinks::dead_letter_dir(config).display().to_string(),
+        dead_letter_path: dead_letter_root(config)
+            .join(DEAD_LETTER_DIR)
+            .display()
+            .to_string(),
         ..RunSummary::default()
     };
-    let mut failures = 0u32;
-    'passes: loop {
-        match run_once(config, options, &declared, &mut summary) {
+    let mut pauses = Pauses::default();
+    loop {
+        let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path);
+        match run_once(
+            config,
+            options,
+            &declared,
+            &mut checkpoint,
+            &mut summary,
+            &mut pauses,
+        ) {
             Ok(()) => break,
-            Err(e) if e.downcast_ref::<SinkTrouble>().is_some() => {
-                failures += 1;
+            Err(Stop::Fatal(e) | Stop::Source(e)) => return Err(e),
+            Err(Stop::Transient { who, error }) => {
                 summary.sink_retries += 1;
-                let wait = Duration::from_secs(1u64 << failures.min(5).saturating_sub(1));
-                tracing::error!(
-                    error = %format!("{e:#}"),
-                    retry_in_s = wait.as_secs(),
-                    "a sink cannot write; nothing after the last commit is kept; starting over from it"
-                );
-                let until = Instant::now() + wait;
-                while Instant::now() < until {
-                    if options.stop.load(Ordering::Relaxed) {
-                        // Nothing is lost: the positions are those of the
-                        // last commit, and nothing after it was kept.
-                        tracing::warn!(
-                            "stopped while waiting to retry a sink; positions are those of its last commit"
-                        );
-                        summary.stopped_on_request = true;
-                        break 'passes;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+                if !pauses.wait(&who, &error, &options.stop) {
+                    // Nothing is lost: the positions are those of the last
+                    // commit, and nothing after it was kept.
+                    tracing::warn!(
+                        "stopped while waiting to retry; positions are those of the last commit"
+                    );
+                    summary.stopped_on_request = true;
+                    break;
                 }
             }
-            Err(e) => return Err(e),
         }
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-/// A sink failure that may pass (disk full, read-only, I/O error): the run
-/// starts over from the committed positions after a pause.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-struct SinkTrouble(anyhow::Error);
+/// Why a pass ended early.
+pub(crate) enum Stop {
+    /// Something that may pass: wait, then start over from the last commit.
+    Transient { who: String, error: SinkError },
+    /// Waiting does not fix it.
+    Fatal(anyhow::Error),
+    /// The source failed as a whole: what was delivered before is still
+    /// committed, so a restart does not read it again.
+    Source(anyhow::Error),
+}
 
-/// Marks `e` as [`SinkTrouble`] when waiting may fix it.
-fn sink_error(e: anyhow::Error) -> anyhow::Error {
-    let passing = e.chain().any(|cause| {
-        cause
-            .downcast_ref::<dynamo_cdc_sink_parquet::ParquetSinkError>()
-            .is_some_and(dynamo_cdc_sink_parquet::ParquetSinkError::is_retryable)
-            || cause.downcast_ref::<std::io::Error>().is_some()
-    });
-    if passing { SinkTrouble(e).into() } else { e }
+impl Stop {
+    fn of(who: &str, error: SinkError) -> Stop {
+        match error.kind() {
+            ErrorKind::Transient => Stop::Transient {
+                who: who.to_owned(),
+                error,
+            },
+            _ => Stop::Fatal(anyhow::Error::new(error).context(format!("sink `{who}`"))),
+        }
+    }
+}
+
+impl From<SinkFailure> for Stop {
+    fn from(f: SinkFailure) -> Stop {
+        Stop::of(&f.sink, f.error)
+    }
+}
+
+/// The outages of the sinks and stores, and the growing wait between tries.
+#[derive(Default)]
+struct Pauses {
+    outages: BTreeMap<String, Outage>,
+    failures: u32,
+}
+
+impl Pauses {
+    /// Logs the failure as the outage rule says and waits; false when a stop
+    /// was requested meanwhile.
+    fn wait(&mut self, who: &str, error: &SinkError, stop: &AtomicBool) -> bool {
+        self.failures += 1;
+        let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
+        let line = self
+            .outages
+            .entry(who.to_owned())
+            .or_default()
+            .failed(Instant::now());
+        SinkPaused {
+            sink: who,
+            error,
+            line,
+            retry_in: wait,
+        }
+        .emit();
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Everything wrote again: ends every outage.
+    fn recovered(&mut self) {
+        if self.failures == 0 {
+            return;
+        }
+        self.failures = 0;
+        let now = Instant::now();
+        for (who, outage) in &mut self.outages {
+            if let Some(OutageLine::Back(after)) = outage.succeeded(now) {
+                SinkBack { sink: who, after }.emit();
+            }
+        }
+    }
+}
+
+/// Where dead letters and gap records go: beside the Parquet data, else
+/// beside the checkpoint file.
+fn dead_letter_root(config: &Config) -> PathBuf {
+    match &config.sinks.parquet {
+        Some(pq) => pq.root.clone(),
+        None => config
+            .checkpoint
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+    }
+}
+
+/// The tables known before anything is read, so the sinks can get ready
+/// for them (create topics) and fail before the run starts.
+fn known_tables(config: &Config) -> Vec<String> {
+    let s = &config.source;
+    let mut tables: Vec<String> = s.tables.clone();
+    tables.extend(
+        s.stream_arns
+            .iter()
+            .filter_map(|arn| dynamo_cdc_source::record::table_from_arn(arn))
+            .map(str::to_owned),
+    );
+    tables.extend(s.table.clone());
+    tables.sort();
+    tables.dedup();
+    tables
 }
 
 /// One pass: open the sinks at their committed positions, read, write,
@@ -131,88 +226,108 @@ fn run_once(
     config: &Config,
     options: &RunOptions,
     declared: &HashMap<String, DeclaredSchema>,
+    checkpoint: &mut dyn CheckpointStore,
     summary: &mut RunSummary,
-) -> anyhow::Result<()> {
-    let mut sinks = Sinks::open(config, declared).map_err(sink_error)?;
-    let mut dead_letters = DeadLetterWriter::open(&Sinks::dead_letter_root(config))
-        .with_context(|| format!("cannot open {}", Sinks::dead_letter_dir(config).display()))
-        .map_err(sink_error)?;
-    let mut checkpoint = CheckpointStore::new(&config.checkpoint.path);
-    sinks.adopt(checkpoint.load()?);
+    pauses: &mut Pauses,
+) -> Result<(), Stop> {
+    let mut sinks = sinks::open(config, declared)?;
+    let mut dead_letters = LocalDeadLetters::open(&dead_letter_root(config))
+        .map_err(|e| Stop::of("dead letters", SinkError::transient(e)))?;
+    let recorded = checkpoint
+        .load()
+        .map_err(|e| Stop::of("checkpoint", e))?;
+    sinks.adopt(&recorded);
+    sinks.prepare(&known_tables(config))?;
     let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
-    summary.temp_files_swept += sinks.swept();
 
-    let mut feed = Feed::start(config, resume, options.until_idle)?;
+    let mut feed = Feed::start(config, resume, options.until_idle).map_err(Stop::Fatal)?;
     let outcome = pump(
         options,
         &mut feed,
         &mut sinks,
         &mut dead_letters,
-        &mut checkpoint,
+        checkpoint,
         summary,
+        pauses,
     );
     let stats = match outcome {
+        Err(Stop::Source(e)) => {
+            let _ = feed.finish();
+            sinks.flush()?;
+            checkpoint
+                .store(&sinks.recorded())
+                .map_err(|e| Stop::of("checkpoint", e))?;
+            return Err(Stop::Fatal(e));
+        }
         // A sink failure commits nothing more; the feed just stops.
-        Err(Pumped::Sink(e)) => {
+        Err(stop) => {
             let _ = feed.finish();
-            return Err(sink_error(e));
+            return Err(stop);
         }
-        Err(Pumped::Source(e)) => {
-            // What was delivered before the source failed is committed, so
-            // a restart does not read it again.
-            let _ = feed.finish();
-            sinks.flush().map_err(sink_error)?;
-            sinks.store(&mut checkpoint).map_err(sink_error)?;
-            return Err(e);
-        }
-        Ok(()) => feed.finish()?,
+        Ok(()) => feed.finish().map_err(Stop::Fatal)?,
     };
     if options.stop.load(Ordering::Relaxed) {
         tracing::info!("stop requested: committing what was read");
         summary.stopped_on_request = true;
     }
-    sinks.flush().map_err(sink_error)?;
-    sinks.store(&mut checkpoint).map_err(sink_error)?;
-    let already_held = sinks.summarize(summary);
-    summary.already_delivered += stats.already_delivered + already_held;
+    sinks.flush()?;
+    checkpoint
+        .store(&sinks.recorded())
+        .map_err(|e| Stop::of("checkpoint", e))?;
+    pauses.recovered();
+    summary.add_sinks(&sinks.stats());
+    summary.already_delivered += stats.already_delivered;
     summary.duplicates_in_capture += stats.duplicates;
-    summary.dead_letters_total = dead_letters.known() as u64;
+    summary.dead_letters_total = dead_letters.known();
     Ok(())
 }
 
-/// Why the batch loop ended early.
-enum Pumped {
-    Source(anyhow::Error),
-    Sink(anyhow::Error),
+/// Where batches come from, as the batch loop sees it.
+pub(crate) trait Batches {
+    /// The next batch (possibly empty), or `None` at the end.
+    fn next(&mut self) -> anyhow::Result<Option<SourceBatch>>;
+    /// Hands a processed batch back.
+    fn recycle(&mut self, batch: SourceBatch);
+}
+
+impl Batches for Feed {
+    fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
+        Feed::next(self)
+    }
+    fn recycle(&mut self, batch: SourceBatch) {
+        Feed::recycle(self, batch);
+    }
 }
 
 /// The batch loop: for each batch, gaps, write, dead letters (durable before
 /// any commit moves past them), commit, checkpoint.
 fn pump(
     options: &RunOptions,
-    feed: &mut Feed,
+    feed: &mut dyn Batches,
     sinks: &mut Sinks,
-    dead_letters: &mut DeadLetterWriter,
-    checkpoint: &mut CheckpointStore,
+    dead_letters: &mut dyn DeadLetterStore,
+    checkpoint: &mut dyn CheckpointStore,
     summary: &mut RunSummary,
-) -> Result<(), Pumped> {
-    let sink = Pumped::Sink;
+    pauses: &mut Pauses,
+) -> Result<(), Stop> {
+    let store_failed = |e| Stop::of("dead letters", SinkError::transient(e));
     while !options.stop.load(Ordering::Relaxed) {
         let mut batch = match feed.next() {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
-            Err(e) => return Err(Pumped::Source(e)),
+            Err(e) => return Err(Stop::Source(e)),
         };
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
-            sinks.record_gap(gap).map_err(sink)?;
+            if dead_letters.record_gap(gap).map_err(store_failed)? {
+                GapRecorded(gap).emit();
+            }
+            sinks.record_gap(gap)?;
         }
         summary.gaps += batch.gaps.len() as u64;
-        for c in &batch.changes {
-            summary.count_read(&c.source.table, c.op.code());
-        }
-        let rejected = sinks.write(&batch.changes).map_err(sink)?;
+        count_read(&batch, summary);
+        let rejected = sinks.write(&batch.changes)?;
         let mut letters = std::mem::take(&mut batch.dead_letters);
         for r in rejected {
             let change = &batch.changes[r.index];
@@ -228,15 +343,38 @@ fn pump(
                 raw: render_record(change),
             });
         }
-        summary.dead_lettered += dead_letters
-            .write(&letters)
-            .context("cannot write dead letters")
-            .map_err(sink)?;
-        sinks.poll().map_err(sink)?;
-        sinks.store(checkpoint).map_err(sink)?;
+        if !letters.is_empty() {
+            let new = dead_letters.write(&letters).map_err(store_failed)?;
+            summary.dead_lettered += new;
+            if new > 0 {
+                letters.iter().for_each(|l| DeadLettered(l).emit());
+            }
+        }
+        sinks.poll()?;
+        checkpoint
+            .store(&sinks.recorded())
+            .map_err(|e| Stop::of("checkpoint", e))?;
+        pauses.recovered();
         feed.recycle(batch);
     }
     Ok(())
+}
+
+/// Counts the batch's changes per table and op, for the summary and the
+/// metrics (one metric update per table and op, not per change).
+fn count_read(batch: &SourceBatch, summary: &mut RunSummary) {
+    let mut counts: Vec<(&str, &'static str, u64)> = Vec::new();
+    for c in &batch.changes {
+        let (table, op) = (&*c.source.table, c.op.code());
+        summary.count_read(table, op);
+        match counts.iter_mut().find(|(t, o, _)| *t == table && *o == op) {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((table, op, 1)),
+        }
+    }
+    for (table, op, count) in counts {
+        ChangesRead { table, op, count }.emit();
+    }
 }
 
 /// Reads every `<table>.avsc` in `dir`.

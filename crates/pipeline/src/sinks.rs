@@ -1,157 +1,112 @@
-//! The configured sinks, driven together: one position per sink, the source
-//! resuming at the lowest, each sink dropping what it already holds.
+//! The configured sinks, driven together through the [`Sink`] trait only:
+//! one position per sink, the source resuming at the lowest, each sink
+//! dropping what it already holds.
+//!
+//! Adding a sink is one crate plus one line in [`open`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
-use anyhow::Context as _;
-use dynamo_cdc_core::{Change, Gap, Positions, Rejected, Sink};
-use dynamo_cdc_sink_kafka::{Envelope, Format, KafkaConfig, KafkaSink, RegistryConfig};
-use dynamo_cdc_sink_parquet::{DEAD_LETTER_DIR, ParquetConfig, ParquetSink};
+use dynamo_cdc_core::{
+    Change, Gap, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord, SinkStats,
+};
+use dynamo_cdc_sink_kafka::KafkaSink;
+use dynamo_cdc_sink_parquet::ParquetSink;
 use dynamo_cdc_transform::DeclaredSchema;
 
-use crate::checkpoint::{CheckpointStore, KafkaOffsets, Recorded};
-use crate::config::{Config, KafkaEnvelope, KafkaFormat};
-use crate::summary::RunSummary;
+use crate::config::Config;
 
+/// A sink failed; `sink` is its id.
+pub(crate) struct SinkFailure {
+    pub sink: String,
+    pub error: SinkError,
+}
+
+/// Opens every configured sink, in a fixed order.
+///
+/// # Errors
+/// The first sink that cannot be opened, with its id.
+pub(crate) fn open(
+    config: &Config,
+    declared: &HashMap<String, DeclaredSchema>,
+) -> Result<Sinks, SinkFailure> {
+    let mode = config.transform.numbers;
+    let failed = |sink: &str| {
+        let sink = sink.to_owned();
+        move |error: SinkError| SinkFailure { sink, error }
+    };
+    let mut list: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(pq) = &config.sinks.parquet {
+        let sink = ParquetSink::open(pq.clone(), mode, declared.clone())
+            .map_err(|e| failed("parquet")(e.into()))?;
+        list.push(Box::new(sink));
+    }
+    if let Some(k) = &config.sinks.kafka {
+        let sink = KafkaSink::open(k.runtime(), mode, declared.clone())
+            .map_err(|e| failed("kafka")(e.into()))?;
+        list.push(Box::new(sink));
+    }
+    Ok(Sinks { list })
+}
+
+/// The open sinks.
 pub(crate) struct Sinks {
-    parquet: Option<ParquetSink>,
-    kafka: Option<KafkaSink>,
+    list: Vec<Box<dyn Sink>>,
 }
 
 impl Sinks {
-    /// Opens every configured sink.
-    pub(crate) fn open(
-        config: &Config,
-        declared: &HashMap<String, DeclaredSchema>,
-    ) -> anyhow::Result<Sinks> {
-        let mode = config.transform.numbers.into();
-        let parquet = match &config.sinks.parquet {
-            Some(pq) => Some(
-                ParquetSink::open(
-                    ParquetConfig {
-                        root: pq.path.clone(),
-                        max_rows_per_file: pq.max_rows_per_file,
-                        max_file_bytes: pq.max_file_bytes,
-                        max_file_age_ms: pq.max_file_age_ms,
-                        row_group_rows: pq.row_group_rows,
-                        zstd_level: pq.zstd_level,
-                    },
-                    mode,
-                    declared.clone(),
-                )
-                .with_context(|| {
-                    format!("cannot open the Parquet sink at {}", pq.path.display())
-                })?,
-            ),
-            None => None,
-        };
-        let kafka = match &config.sinks.kafka {
-            Some(k) => Some(
-                KafkaSink::open(
-                    KafkaConfig {
-                        brokers: k.brokers.clone(),
-                        topic: k.topic.clone(),
-                        format: match k.format {
-                            KafkaFormat::Avro => Format::Avro,
-                            KafkaFormat::Json => Format::Json,
-                        },
-                        envelope: match k.envelope {
-                            KafkaEnvelope::Debezium => Envelope::Debezium,
-                            KafkaEnvelope::Flat => Envelope::Flat,
-                        },
-                        tombstones: k.tombstones,
-                        registry: k.schema_registry_url.as_ref().map(|url| RegistryConfig {
-                            url: url.clone(),
-                            username: k.schema_registry_username.clone(),
-                            password: k.schema_registry_password.clone(),
-                        }),
-                        dead_letter_topic: k.dead_letter_topic.clone(),
-                        properties: k.property_pairs(),
-                        send_batch_messages: dynamo_cdc_sink_kafka::SEND_BATCH_MESSAGES,
-                    },
-                    mode,
-                    declared.clone(),
-                )
-                .context("cannot start the Kafka sink")?,
-            ),
-            None => None,
-        };
-        Ok(Sinks { parquet, kafka })
+    /// Calls `f` on every sink, stopping at the first failure.
+    fn each(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Sink) -> Result<(), SinkError>,
+    ) -> Result<(), SinkFailure> {
+        for sink in &mut self.list {
+            f(sink.as_mut()).map_err(|error| SinkFailure {
+                sink: sink.id().to_owned(),
+                error,
+            })?;
+        }
+        Ok(())
     }
 
-    /// Where dead letters go: beside the Parquet data, else beside the
-    /// checkpoint file.
-    pub(crate) fn dead_letter_root(config: &Config) -> PathBuf {
-        match &config.sinks.parquet {
-            Some(pq) => pq.path.clone(),
-            None => config
-                .checkpoint
-                .path
-                .parent()
-                .map_or_else(|| PathBuf::from("."), PathBuf::from),
+    /// Takes what the checkpoint recorded for each sink.
+    pub(crate) fn adopt(&mut self, recorded: &Recorded) {
+        let empty = SinkRecord::default();
+        for sink in &mut self.list {
+            let record = recorded.sinks.get(sink.id()).unwrap_or(&empty);
+            sink.adopt(&record.positions, &record.state);
         }
     }
 
-    /// Takes what the checkpoint recorded.
-    pub(crate) fn adopt(&mut self, recorded: Recorded) {
-        if let (Some(p), Some(pos)) = (&mut self.parquet, recorded.positions.get("parquet")) {
-            p.adopt_positions(pos);
-        }
-        if let Some(k) = &mut self.kafka {
-            let pos = recorded.positions.get("kafka").cloned().unwrap_or_default();
-            k.adopt_checkpoint(&pos, recorded.kafka_offsets);
-        }
-    }
-
-    fn positions(&self) -> Vec<(&str, &Positions)> {
-        let mut out = Vec::new();
-        if let Some(p) = &self.parquet {
-            out.push((p.name(), p.durable_positions()));
-        }
-        if let Some(k) = &self.kafka {
-            out.push((k.name(), k.durable_positions()));
-        }
-        out
+    /// Gets every sink ready for these tables.
+    pub(crate) fn prepare(&mut self, tables: &[String]) -> Result<(), SinkFailure> {
+        self.each(|s| s.prepare(tables))
     }
 
     /// Where the source resumes: per shard, the lowest position over the
     /// sinks.
     pub(crate) fn resume_point(&self) -> Positions {
-        let all: Vec<&Positions> = self.positions().into_iter().map(|(_, p)| p).collect();
+        let all: Vec<&Positions> = self.list.iter().map(|s| s.durable_positions()).collect();
         Positions::resume_point(&all)
     }
 
-    /// Records a gap in every sink.
-    pub(crate) fn record_gap(&mut self, gap: &Gap) -> anyhow::Result<()> {
-        if let Some(p) = &mut self.parquet {
-            p.record_gap(gap)?;
-        }
-        if let Some(k) = &mut self.kafka {
-            k.record_gap(gap)?;
-        }
-        Ok(())
+    /// Records a gap in every sink that keeps them.
+    pub(crate) fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkFailure> {
+        self.each(|s| s.record_gap(gap))
     }
 
     /// Writes to every sink; a change any sink rejects is returned once,
     /// with each sink's reason.
-    pub(crate) fn write(&mut self, changes: &[Change]) -> anyhow::Result<Vec<Rejected>> {
+    pub(crate) fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkFailure> {
         let mut by_index: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let both = self.parquet.is_some() && self.kafka.is_some();
-        if let Some(p) = &mut self.parquet {
-            for r in p.write(changes)? {
-                let reason = if both {
-                    format!("parquet: {}", r.error)
-                } else {
-                    r.error
-                };
-                by_index.entry(r.index).or_default().push(reason);
-            }
-        }
-        if let Some(k) = &mut self.kafka {
-            for r in k.write(changes)? {
-                let reason = if both {
-                    format!("kafka: {}", r.error)
+        let several = self.list.len() > 1;
+        for sink in &mut self.list {
+            let rejected = sink.write(changes).map_err(|error| SinkFailure {
+                sink: sink.id().to_owned(),
+                error,
+            })?;
+            for r in rejected {
+                let reason = if several {
+                    format!("{}: {}", sink.id(), r.error)
                 } else {
                     r.error
                 };
@@ -167,67 +122,38 @@ impl Sinks {
             .collect())
     }
 
-    /// Commits (Parquet) and sends (Kafka) what is due.
-    pub(crate) fn poll(&mut self) -> anyhow::Result<()> {
-        if let Some(p) = &mut self.parquet {
-            p.poll()?;
-        }
-        if let Some(k) = &mut self.kafka {
-            k.poll()?;
-        }
-        Ok(())
+    /// Commits what is due in every sink.
+    pub(crate) fn poll(&mut self) -> Result<(), SinkFailure> {
+        self.each(|s| s.poll())
     }
 
-    /// Commits and sends everything.
-    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(p) = &mut self.parquet {
-            p.flush()?;
-        }
-        if let Some(k) = &mut self.kafka {
-            k.flush()?;
-        }
-        Ok(())
+    /// Commits everything in every sink.
+    pub(crate) fn flush(&mut self) -> Result<(), SinkFailure> {
+        self.each(|s| s.flush())
     }
 
-    /// Records every sink's positions (and the Kafka offsets with them).
-    pub(crate) fn store(&self, checkpoint: &mut CheckpointStore) -> anyhow::Result<()> {
-        let offsets: KafkaOffsets = self
-            .kafka
-            .as_ref()
-            .map(KafkaSink::offsets)
-            .unwrap_or_default();
-        checkpoint.store(&self.positions(), &offsets)
-    }
-
-    /// Leftover temp files swept at start.
-    pub(crate) fn swept(&self) -> u64 {
-        self.parquet.as_ref().map_or(0, |p| p.stats().swept)
-    }
-
-    /// Copies the sinks' counts into the summary.
-    pub(crate) fn summarize(&self, summary: &mut RunSummary) -> u64 {
-        let mut already_held = 0;
-        if let Some(p) = &self.parquet {
-            let s = p.stats();
-            summary.rows_written += s.rows;
-            summary.files_written += s.files;
-            summary.bytes_written += s.bytes;
-            already_held = s.already_held;
+    /// Every sink's positions and resume state, as the checkpoint keeps them.
+    pub(crate) fn recorded(&self) -> Recorded {
+        Recorded {
+            sinks: self
+                .list
+                .iter()
+                .map(|s| {
+                    let record = SinkRecord {
+                        positions: s.durable_positions().clone(),
+                        state: s.resume_state(),
+                    };
+                    (s.id().to_owned(), record)
+                })
+                .collect(),
         }
-        if let Some(k) = &self.kafka {
-            let s = k.stats();
-            let k = summary.kafka.get_or_insert_default();
-            k.messages += s.messages;
-            k.tombstones += s.tombstones;
-            k.dead_lettered += s.dead_lettered;
-            k.already_held += s.already_held;
-            already_held = already_held.max(s.already_held);
-        }
-        already_held
     }
 
-    /// The dead-letter directory name, for messages.
-    pub(crate) fn dead_letter_dir(config: &Config) -> PathBuf {
-        Self::dead_letter_root(config).join(DEAD_LETTER_DIR)
+    /// Each sink's counts, by id.
+    pub(crate) fn stats(&self) -> Vec<(String, SinkStats)> {
+        self.list
+            .iter()
+            .map(|s| (s.id().to_owned(), s.stats()))
+            .collect()
     }
 }

@@ -76,6 +76,28 @@ impl RunSummary {
         }
     }
 
+    /// Adds what each sink did in a pass, by sink id.
+    pub(crate) fn add_sinks(&mut self, sinks: &[(String, dynamo_cdc_core::SinkStats)]) {
+        let mut already_held = 0;
+        for (id, s) in sinks {
+            if id == "kafka" {
+                let k = self.kafka.get_or_insert_default();
+                k.messages += s.delivered;
+                k.tombstones += s.tombstones;
+                k.dead_lettered += s.dead_lettered;
+                k.already_held += s.already_held;
+            } else {
+                self.rows_written += s.delivered;
+                self.files_written += s.files;
+                self.bytes_written += s.bytes;
+            }
+            self.temp_files_swept += s.temp_files_swept;
+            // A change every sink held was skipped once, not once per sink.
+            already_held = already_held.max(s.already_held);
+        }
+        self.already_delivered += already_held;
+    }
+
     /// Changes read over all tables.
     pub fn changes_read(&self) -> u64 {
         self.read.values().flat_map(|ops| ops.values()).sum()

@@ -17,20 +17,27 @@
 //! - A message larger than the broker takes goes to `dead_letter_topic` with
 //!   the reason in a header, or stops the run when there is none.
 
+mod client_log;
+mod config;
 mod encode;
+mod events;
 mod json;
 mod producer;
 mod registry;
 mod resume;
 mod sink;
+mod topics;
 
+pub use config::{KafkaSinkConfig, PropertyValue};
 pub use encode::{HEADER_ERROR, HEADER_EVENT, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 pub use producer::PROTECTED_PROPERTIES;
 pub use registry::RegistryConfig;
-pub use sink::{KafkaSink, KafkaStats};
+pub use events::{MESSAGES_ACKED, describe};
+pub use sink::KafkaSink;
 
 /// How values and keys are encoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Avro with a schema registry (Confluent wire format).
     #[default]
@@ -40,7 +47,8 @@ pub enum Format {
 }
 
 /// The value's shape.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Envelope {
     /// `{before, after, op, ts_ms, source}`.
     #[default]
@@ -49,8 +57,8 @@ pub enum Envelope {
     Flat,
 }
 
-/// How the sink is set up.
-#[derive(Clone, Debug)]
+/// How the sink is set up (made from [`KafkaSinkConfig`] by the binary).
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
@@ -74,6 +82,38 @@ pub struct KafkaConfig {
     /// of produce requests and acknowledgements per 128 changes. Held
     /// messages count as not delivered: positions move only with acks.
     pub send_batch_messages: usize,
+    /// Create missing topics (else a missing topic stops the run).
+    pub create_topics: bool,
+    /// Partitions of a created topic.
+    pub topic_partitions: i32,
+    /// Replication factor of a created topic (-1: the broker's default).
+    pub topic_replication_factor: i32,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    // Properties may hold secrets (`sasl.password`): their values are shown
+    // as `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if config::is_secret_property(k) { "***" } else { v.as_str() };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("format", &self.format)
+            .field("envelope", &self.envelope)
+            .field("tombstones", &self.tombstones)
+            .field("registry", &self.registry)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("properties", &properties)
+            .field("create_topics", &self.create_topics)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The default of [`KafkaConfig::send_batch_messages`].
@@ -102,6 +142,8 @@ pub enum KafkaSinkError {
         subject: String,
         /// the registry's message
         message: String,
+        /// true when it may pass (unreachable, 5xx, 429)
+        transient: bool,
     },
     /// A topic is unusable.
     #[error("topic `{topic}`: {message}")]
@@ -133,9 +175,24 @@ pub enum KafkaSinkError {
     Avro(String),
 }
 
-impl KafkaSinkError {
-    /// True when retrying later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, KafkaSinkError::Client { .. })
+impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
+    /// A broker or registry that cannot be reached may come back; a refused
+    /// topic, a message that can never be delivered, a bad property or a
+    /// schema the registry rejects will not.
+    fn from(e: KafkaSinkError) -> Self {
+        use rdkafka::error::KafkaError;
+        let transient = match &e {
+            KafkaSinkError::Client { source, .. } => !matches!(
+                source,
+                KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+            ),
+            KafkaSinkError::Registry { transient, .. } => *transient,
+            _ => false,
+        };
+        if transient {
+            dynamo_cdc_core::SinkError::transient(e)
+        } else {
+            dynamo_cdc_core::SinkError::fatal(e)
+        }
     }
 }

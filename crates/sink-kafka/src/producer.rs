@@ -45,7 +45,15 @@ pub(crate) struct Acks {
     results: Mutex<Vec<(usize, Sent)>>,
 }
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::client_log::client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::client_log::client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
@@ -66,6 +74,9 @@ impl ProducerContext for Acks {
         }
     }
 }
+
+/// How long acknowledgements may take before the brokers count as down.
+const SLOW_ACKS: Duration = Duration::from_secs(10);
 
 /// The producer.
 pub(crate) struct KafkaProducer {
@@ -188,9 +199,13 @@ impl KafkaProducer {
             .collect())
     }
 
+    /// Waits until `pending` messages have an answer. The producer never
+    /// gives up on a message, so while the brokers are down this waits: the
+    /// pipeline pauses. Said once after [`SLOW_ACKS`], every 30 s while it
+    /// lasts, and once when the acknowledgements come.
     fn wait_for(&self, pending: usize) {
         let started = Instant::now();
-        let mut warned = started;
+        let mut outage = dynamo_cdc_core::Outage::new();
         loop {
             let done = self
                 .producer
@@ -199,16 +214,33 @@ impl KafkaProducer {
                 .lock()
                 .map_or(0, |r| r.len());
             if done >= pending {
+                if let Some(dynamo_cdc_core::OutageLine::Back(after)) =
+                    outage.succeeded(Instant::now())
+                {
+                    tracing::warn!(
+                        after_s = after.as_secs() + SLOW_ACKS.as_secs(),
+                        "Kafka acknowledges messages again; reading goes on"
+                    );
+                }
                 return;
             }
             self.producer.poll(Duration::from_millis(10));
-            if warned.elapsed() > Duration::from_secs(10) {
-                warned = Instant::now();
-                tracing::warn!(
-                    waiting = pending - done,
-                    for_s = started.elapsed().as_secs(),
-                    "waiting for Kafka to acknowledge messages (broker down or slow?); reading is paused"
-                );
+            if started.elapsed() >= SLOW_ACKS {
+                match outage.failed(Instant::now()) {
+                    Some(dynamo_cdc_core::OutageLine::Down) => tracing::error!(
+                        waiting = pending - done,
+                        for_s = started.elapsed().as_secs(),
+                        "Kafka does not acknowledge messages (brokers down or unreachable?); \
+                         reading is paused and nothing is lost: the messages are sent when \
+                         the brokers answer"
+                    ),
+                    Some(dynamo_cdc_core::OutageLine::StillDown(_)) => tracing::warn!(
+                        waiting = pending - done,
+                        for_s = started.elapsed().as_secs(),
+                        "still waiting for Kafka to acknowledge messages; reading is paused"
+                    ),
+                    _ => {}
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ pub struct RegistryConfig {
     /// Basic-auth user name.
     pub username: Option<String>,
     /// Basic-auth password (never logged).
-    pub password: Option<String>,
+    pub password: Option<dynamo_cdc_core::Secret>,
 }
 
 /// A registry client with an id cache.
@@ -39,7 +39,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn new(config: &RegistryConfig) -> Self {
         let authorization = config.username.as_ref().map(|user| {
-            let pass = config.password.as_deref().unwrap_or("");
+            let pass = config.password.as_ref().map_or("", |p| p.expose());
             format!("Basic {}", BASE64.encode(format!("{user}:{pass}")))
         });
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -69,9 +69,10 @@ impl Registry {
     }
 
     fn register(&self, subject: &str, schema: &str) -> Result<u32, KafkaSinkError> {
-        let fail = |message: String| KafkaSinkError::Registry {
+        let fail = |message: String, transient: bool| KafkaSinkError::Registry {
             subject: subject.to_owned(),
             message,
+            transient,
         };
         let url = format!("{}/subjects/{}/versions", self.base, encode_path(subject));
         let body = serde_json::json!({ "schema": schema }).to_string();
@@ -85,23 +86,26 @@ impl Registry {
         }
         let mut response = request
             .send(body.as_bytes())
-            .map_err(|e| fail(format!("cannot reach {}: {e}", self.base)))?;
+            .map_err(|e| fail(format!("cannot reach {}: {e}", self.base), true))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| fail(format!("cannot read the answer: {e}")))?;
+            .map_err(|e| fail(format!("cannot read the answer: {e}"), true))?;
         let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if !(200..300).contains(&status) {
             let message = answer["message"]
                 .as_str()
                 .map_or_else(|| text.chars().take(300).collect(), str::to_owned);
-            return Err(fail(format!("HTTP {status}: {message}")));
+            // Overloaded or failing registries come back; a refused schema
+            // or bad credentials do not.
+            let transient = status >= 500 || status == 429 || status == 408;
+            return Err(fail(format!("HTTP {status}: {message}"), transient));
         }
         answer["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| fail(format!("the answer has no schema id: {text}")))
+            .ok_or_else(|| fail(format!("the answer has no schema id: {text}"), false))
     }
 }
 

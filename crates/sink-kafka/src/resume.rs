@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::ClientConfig;
 
 use crate::KafkaSinkError;
+use crate::client_log::QuietClient;
 use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 
 /// What a topic holds past `from`.
@@ -58,7 +59,7 @@ pub(crate) fn scan(
             config.set(k, v);
         }
     }
-    let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).map_err(client)?;
+    let consumer: BaseConsumer<QuietClient> = config.create_with_context(QuietClient).map_err(client)?;
     let partitions = partitions_of(&consumer, topic)?;
     let mut scanned = Scanned {
         found: HashSet::new(),
@@ -95,9 +96,7 @@ pub(crate) fn scan(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);
             }
-            Some(Err(e)) => {
-                tracing::warn!(topic, error = %e, "reading the topic back");
-            }
+            Some(Err(e)) => crate::client_log::client_error(&e, "reading the topic back"),
             Some(Ok(m)) => {
                 quiet_since = Instant::now();
                 scanned.next_offsets.insert(m.partition(), m.offset() + 1);
@@ -115,7 +114,7 @@ pub(crate) fn scan(
 /// the topic lost messages it had acknowledged (broker data loss, or the
 /// topic was recreated): say so loudly.
 fn close_past_the_end(
-    consumer: &BaseConsumer<Quiet>,
+    consumer: &BaseConsumer<QuietClient>,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     scanned: &Scanned,
@@ -146,26 +145,11 @@ fn close_past_the_end(
     }
 }
 
-/// The read-back consumer's context: reaching the end of a partition is how
-/// the read-back knows it is done, not an error worth a log line (librdkafka
-/// also reports it as a client-wide error, which the default context logs
-/// at error level).
-struct Quiet;
-
-impl ClientContext for Quiet {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::error!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl ConsumerContext for Quiet {}
 
 /// The partitions of `topic`; none when it does not exist yet.
-fn partitions_of(consumer: &BaseConsumer<Quiet>, topic: &str) -> Result<Vec<i32>, KafkaSinkError> {
+fn partitions_of(consumer: &BaseConsumer<QuietClient>, topic: &str) -> Result<Vec<i32>, KafkaSinkError> {
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .fetch_metadata(Some(topic), Duration::from_secs(15))
         .map_err(|source| KafkaSinkError::Client {
             what: "cannot read the topic's metadata",
             source,
@@ -203,6 +187,11 @@ fn position_of<M: Message>(m: &M) -> Option<(ShardKey, SequenceNumber)> {
         ShardKey::new(table?, shard?),
         SequenceNumber::parse(seq?).ok()?,
     ))
+}
+
+/// Settings any client takes (connection, security): not producer-only.
+pub(crate) fn is_common_property(key: &str) -> bool {
+    !is_producer_property(key)
 }
 
 /// Settings a consumer rejects.

@@ -9,9 +9,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use dynamo_cdc_core::{Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink};
+use dynamo_cdc_core::{
+    Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
+};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 
+use crate::events::MessagesAcked;
 use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 use crate::producer::{KafkaProducer, Outgoing, Sent};
 use crate::resume::scan;
@@ -19,7 +22,7 @@ use crate::{KafkaConfig, KafkaSinkError};
 
 /// Counts kept by the sink.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KafkaStats {
+struct KafkaStats {
     /// Messages acknowledged (tombstones included).
     pub messages: u64,
     /// Tombstones among them.
@@ -157,18 +160,22 @@ impl KafkaSink {
         out
     }
 
-    /// Counts so far.
-    pub fn stats(&self) -> &KafkaStats {
-        &self.stats
-    }
-
     /// Reads `topic` back, once, before the first write to it.
     fn read_back(&mut self, topic: &str) -> Result<(), KafkaSinkError> {
         if !self.scanned.insert(topic.to_owned()) {
             return Ok(());
         }
+        if let Err(e) = crate::topics::ensure(&self.config, topic) {
+            // Asked again on the next write (after the pause it causes).
+            self.scanned.remove(topic);
+            return Err(e);
+        }
         let from = self.recorded.get(topic).cloned().unwrap_or_default();
-        let found = scan(&self.config.brokers, &self.config.properties, topic, &from)?;
+        let found = scan(&self.config.brokers, &self.config.properties, topic, &from).inspect_err(
+            |_| {
+                self.scanned.remove(topic);
+            },
+        )?;
         tracing::info!(
             topic,
             changes = found.found.len(),
@@ -194,10 +201,12 @@ impl KafkaSink {
         let mut dead = std::mem::take(&mut self.dead_outgoing);
         let outgoing = std::mem::take(&mut self.outgoing);
         let results = self.producer.send_all(&outgoing)?;
+        let mut acked = MessagesAcked::default();
         for (message, sent) in outgoing.into_iter().zip(results) {
             match sent {
                 Sent::Stored { .. } => {
                     self.stats.messages += 1;
+                    acked.messages += 1;
                     if message.value.is_none() {
                         self.stats.tombstones += 1;
                     }
@@ -241,8 +250,10 @@ impl KafkaSink {
             }
         }
         for (key, seq) in std::mem::take(&mut self.pending_changes) {
+            acked.count_change(&key.table);
             self.durable.advance(key, seq);
         }
+        acked.emit();
         Ok(())
     }
 
@@ -285,18 +296,8 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
-    type Error = KafkaSinkError;
-
-    fn name(&self) -> &str {
-        "kafka"
-    }
-
-    fn durable_positions(&self) -> &Positions {
-        &self.durable
-    }
-
-    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, KafkaSinkError> {
+impl KafkaSink {
+    fn write_changes(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, KafkaSinkError> {
         let mut topics: Vec<String> = changes
             .iter()
             .map(|c| self.encoder.topic(&c.source.table))
@@ -359,7 +360,7 @@ impl Sink for KafkaSink {
         Ok(rejected)
     }
 
-    fn record_gap(&mut self, gap: &Gap) -> Result<(), KafkaSinkError> {
+    fn send_gap(&mut self, gap: &Gap) -> Result<(), KafkaSinkError> {
         let Some(topic) = self.config.dead_letter_topic.clone() else {
             tracing::error!(
                 table = %gap.table,
@@ -392,7 +393,7 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn poll(&mut self) -> Result<(), KafkaSinkError> {
+    fn send_due(&mut self) -> Result<(), KafkaSinkError> {
         let few = self.outgoing.len() < self.config.send_batch_messages;
         let young = self
             .held_since
@@ -403,8 +404,78 @@ impl Sink for KafkaSink {
         self.send_pending()
     }
 
-    fn flush(&mut self) -> Result<(), KafkaSinkError> {
+    fn send_all_pending(&mut self) -> Result<(), KafkaSinkError> {
         self.send_pending()?;
         self.producer.flush()
+    }
+}
+
+impl Sink for KafkaSink {
+    fn id(&self) -> &str {
+        "kafka"
+    }
+
+    /// The state is `{"offsets": {topic: {partition: next offset}}}`; a
+    /// state that does not read as such is ignored, which only makes the
+    /// read-back start earlier (from the beginning of each partition).
+    fn adopt(&mut self, positions: &Positions, state: &serde_json::Value) {
+        let offsets = match state.get("offsets") {
+            None => BTreeMap::new(),
+            Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+                tracing::warn!(
+                    error = %e,
+                    "the checkpoint's Kafka offsets are unreadable; topics are read back from their beginning"
+                );
+                BTreeMap::new()
+            }),
+        };
+        self.adopt_checkpoint(positions, offsets);
+    }
+
+    /// Makes sure the tables' topics (and the dead-letter topic) exist, and
+    /// reads them back, before anything is read from the source.
+    fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
+        if let Some(dead) = self.config.dead_letter_topic.clone() {
+            crate::topics::ensure(&self.config, &dead)?;
+        }
+        for table in tables {
+            let topic = self.encoder.topic(table);
+            self.read_back(&topic)?;
+        }
+        Ok(())
+    }
+
+    fn durable_positions(&self) -> &Positions {
+        &self.durable
+    }
+
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
+        Ok(self.write_changes(changes)?)
+    }
+
+    fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkError> {
+        Ok(self.send_gap(gap)?)
+    }
+
+    fn poll(&mut self) -> Result<(), SinkError> {
+        Ok(self.send_due()?)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(self.send_all_pending()?)
+    }
+
+    fn resume_state(&self) -> serde_json::Value {
+        serde_json::json!({ "offsets": self.offsets() })
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            delivered: self.stats.messages,
+            tombstones: self.stats.tombstones,
+            dead_lettered: self.stats.dead_lettered,
+            already_held: self.stats.already_held,
+            ..SinkStats::default()
+        }
     }
 }

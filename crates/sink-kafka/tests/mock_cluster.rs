@@ -131,6 +131,9 @@ fn config(brokers: &str, format: Format) -> KafkaConfig {
         // Each `poll` sends what was written: the tests crash sinks at
         // chosen points.
         send_batch_messages: 1,
+        create_topics: true,
+        topic_partitions: 1,
+        topic_replication_factor: -1,
     }
 }
 
@@ -220,7 +223,7 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
     c.registry = Some(RegistryConfig {
         url: registry.url(),
         username: Some("user".into()),
-        password: Some("secret".into()),
+        password: Some(dynamo_cdc_core::Secret::new("secret")),
     });
     let mut sink = open(c);
     deliver(&mut sink, &[change(1, "a", Op::Insert, "7")]);
@@ -256,7 +259,15 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
         .insert("extra".into(), s("x"));
     let error = sink.write(&[wide]).unwrap_err();
     let text = error.to_string();
-    assert!(matches!(error, KafkaSinkError::Registry { .. }), "{text}");
+    assert!(
+        matches!(
+            error.inner().downcast_ref::<KafkaSinkError>(),
+            Some(KafkaSinkError::Registry { .. })
+        ),
+        "{text}"
+    );
+    // A schema the registry refuses does not pass by waiting.
+    assert_eq!(error.kind(), dynamo_cdc_core::ErrorKind::Fatal, "{text}");
     assert!(text.contains("cdc.orders-value"), "{text}");
     assert!(text.contains("incompatible"), "{text}");
 }

@@ -12,10 +12,8 @@ use dynamo_cdc_core::{SequenceNumber, ShardKey};
 
 /// Suffix of files not yet committed.
 pub(crate) const IN_PROGRESS: &str = ".parquet.inprogress";
-/// The dead-letter directory under the root, skipped by scans.
-pub const DEAD_LETTER_DIR: &str = "_dead_letter";
-/// The gap-record directory under the root, skipped by scans.
-pub const GAPS_DIR: &str = "_gaps";
+pub(crate) use dynamo_cdc_dead_letter::create_dir_durably;
+use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
 
 /// `YYYY-MM-DD` (UTC) of a change's creation time; 1970-01-01 when unknown.
 pub(crate) fn date_of(ms: Option<i64>) -> String {
@@ -37,35 +35,6 @@ pub(crate) fn final_name(shard: &str, first: &SequenceNumber, last: &SequenceNum
     format!("{shard}-{first}-{last}.parquet")
 }
 
-/// Creates `dir` and any missing parents, and fsyncs the parent of each one
-/// created: a file renamed into a new directory survives a power loss only
-/// if the directory's own entry does.
-///
-/// # Errors
-/// When a directory cannot be created or synced.
-pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut p = dir;
-    while !p.as_os_str().is_empty() && !p.exists() {
-        missing.push(p.to_owned());
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => break,
-        }
-    }
-    std::fs::create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        let parent = match created.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
 
 /// A committed file found on disk.
 #[derive(Debug, Clone)]

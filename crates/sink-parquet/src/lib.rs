@@ -11,11 +11,10 @@
 //! `max_file_bytes`, when it is older than `max_file_age_ms`, when the row's
 //! date or the table's schema changes, and on flush.
 
-mod dead_letter;
-mod journal;
+mod config;
+mod events;
 mod layout;
 mod sink;
 
-pub use dead_letter::DeadLetterWriter;
-pub use layout::{DEAD_LETTER_DIR, GAPS_DIR, create_dir_durably};
+pub use events::{FILES_COMMITTED, describe};
 pub use sink::{ParquetConfig, ParquetSink, ParquetSinkError, ParquetStats};

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink};
+use dynamo_cdc_core::{
+    Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
+};
 use dynamo_cdc_transform::{ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,40 +16,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::journal::Journal;
-use crate::layout::{self, GAPS_DIR, date_of, final_name, partition_dir, temp_name};
-
-/// How the sink writes and rolls files.
-#[derive(Debug, Clone)]
-pub struct ParquetConfig {
-    /// Root directory of the dataset.
-    pub root: PathBuf,
-    /// Commit a file once it holds this many rows.
-    pub max_rows_per_file: usize,
-    /// Commit a file once it is about this large (compressed bytes).
-    pub max_file_bytes: u64,
-    /// Commit a file once it has been open this long.
-    pub max_file_age_ms: u64,
-    /// Rows per row group.
-    pub row_group_rows: usize,
-    /// zstd level, 1 to 22.
-    pub zstd_level: i32,
-}
-
-impl ParquetConfig {
-    /// Defaults suited to analytics: files of up to a million rows or 128 MiB,
-    /// committed at least every five minutes.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        ParquetConfig {
-            root: root.into(),
-            max_rows_per_file: 1_000_000,
-            max_file_bytes: 128 << 20,
-            max_file_age_ms: 300_000,
-            row_group_rows: 65_536,
-            zstd_level: 1,
-        }
-    }
-}
+pub use crate::config::ParquetConfig;
+use crate::events::FileCommitted;
+use crate::layout::{self, date_of, final_name, partition_dir, temp_name};
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +73,16 @@ pub enum ParquetSinkError {
     },
 }
 
-impl ParquetSinkError {
-    /// True for failures that may pass (a full disk, a transient I/O error).
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. }
-        )
+impl From<ParquetSinkError> for SinkError {
+    /// File system failures may pass (a full disk, a read-only or vanished
+    /// directory, an I/O error); the rest does not.
+    fn from(e: ParquetSinkError) -> Self {
+        match e {
+            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. } => {
+                SinkError::transient(e)
+            }
+            _ => SinkError::fatal(e),
+        }
     }
 }
 
@@ -136,8 +110,6 @@ pub struct ParquetStats {
     pub already_held: u64,
     /// Leftover temp files removed at start.
     pub swept: u64,
-    /// Gaps recorded by this run.
-    pub gaps: u64,
 }
 
 /// A file being written for one shard.
@@ -169,8 +141,6 @@ pub struct ParquetSink {
     sealed: Vec<(ShardKey, OpenFile)>,
     durable: Positions,
     stats: ParquetStats,
-    /// `<root>/_gaps/`: ranges a source reported lost.
-    gaps: Journal,
 }
 
 impl ParquetSink {
@@ -206,8 +176,6 @@ impl ParquetSink {
             }
             durable.advance(file.key, file.last);
         }
-        let gaps =
-            Journal::open(&config.root, GAPS_DIR).map_err(io("cannot read", &config.root))?;
         let mut newest: HashMap<String, Vec<PathBuf>> = HashMap::new();
         for (key, (_, path)) in last_of_shard {
             newest.entry(key.table.to_string()).or_default().push(path);
@@ -222,12 +190,11 @@ impl ParquetSink {
             sealed: Vec::new(),
             durable,
             stats,
-            gaps,
         })
     }
 
     /// Counts so far.
-    pub fn stats(&self) -> &ParquetStats {
+    pub fn parquet_stats(&self) -> &ParquetStats {
         &self.stats
     }
 
@@ -391,7 +358,13 @@ impl ParquetSink {
         File::open(&f.dir)
             .and_then(|d| d.sync_all())
             .map_err(io("cannot fsync directory", &f.dir))?;
-        tracing::debug!(file = %target.display(), rows = f.rows, "committed");
+        FileCommitted {
+            path: &target,
+            table: &key.table,
+            rows: f.rows as u64,
+            bytes,
+        }
+        .emit();
         self.stats.files += 1;
         self.stats.rows += f.rows as u64;
         self.stats.bytes += bytes;
@@ -417,11 +390,6 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Raises positions to those recorded elsewhere (the checkpoint file), so
-    /// that files removed by a retention job are not written again.
-    pub fn adopt_positions(&mut self, recorded: &Positions) {
-        self.durable.merge_max(recorded);
-    }
 }
 
 /// Days since the epoch (UTC); cheaper to compare than formatted dates.
@@ -464,18 +432,8 @@ fn group_by_shard(changes: &[Change]) -> Vec<(ShardKey, Vec<(usize, &Change)>)> 
     groups
 }
 
-impl Sink for ParquetSink {
-    type Error = ParquetSinkError;
-
-    fn name(&self) -> &str {
-        "parquet"
-    }
-
-    fn durable_positions(&self) -> &Positions {
-        &self.durable
-    }
-
-    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, ParquetSinkError> {
+impl ParquetSink {
+    fn write_changes(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, ParquetSinkError> {
         let mut rejected = Vec::new();
         for (key, rows) in group_by_shard(changes) {
             // Drop what this sink already holds: everything up to the highest
@@ -528,26 +486,52 @@ impl Sink for ParquetSink {
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)
     }
+}
 
-    fn record_gap(&mut self, gap: &Gap) -> Result<(), ParquetSinkError> {
-        let dir = self.config.root.join(GAPS_DIR);
-        let entry = serde_json::to_value(gap)
-            .map_err(std::io::Error::other)
-            .map_err(io("cannot encode a gap record for", &dir))?;
-        self.stats.gaps += self
-            .gaps
-            .append([(Some(gap.table.as_str()), gap.identity(), entry)])
-            .map_err(io("cannot write", &dir))?;
+impl Sink for ParquetSink {
+    fn id(&self) -> &str {
+        "parquet"
+    }
+
+    /// Raises positions to those recorded in the checkpoint, so that files
+    /// removed by a retention job are not written again. The committed file
+    /// names are the position; there is no other state.
+    fn adopt(&mut self, positions: &Positions, _state: &serde_json::Value) {
+        self.durable.merge_max(positions);
+    }
+
+    fn durable_positions(&self) -> &Positions {
+        &self.durable
+    }
+
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
+        Ok(self.write_changes(changes)?)
+    }
+
+    /// Gap records live in the dead-letter store (beside the dataset when
+    /// this sink is configured); the files themselves need none.
+    fn record_gap(&mut self, _gap: &Gap) -> Result<(), SinkError> {
         Ok(())
     }
 
-    fn poll(&mut self) -> Result<(), ParquetSinkError> {
+    fn poll(&mut self) -> Result<(), SinkError> {
         let max_age = Duration::from_millis(self.config.max_file_age_ms);
-        self.commit_where(|f| f.opened.elapsed() >= max_age)
+        Ok(self.commit_where(|f| f.opened.elapsed() >= max_age)?)
     }
 
-    fn flush(&mut self) -> Result<(), ParquetSinkError> {
-        self.commit_where(|_| true)
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(self.commit_where(|_| true)?)
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            delivered: self.stats.rows,
+            files: self.stats.files,
+            bytes: self.stats.bytes,
+            already_held: self.stats.already_held,
+            temp_files_swept: self.stats.swept,
+            ..SinkStats::default()
+        }
     }
 }
 

@@ -15,8 +15,9 @@ pub const TYPE_KEY: &str = "dynamodb.type";
 /// Field metadata key: the attribute name, when the column name differs.
 pub const NAME_KEY: &str = "dynamodb.name";
 
-/// How the `N` values of inferred columns are laid out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How the `N` values of inferred columns are laid out (`numbers = ...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NumbersMode {
     /// Int64 while every value is an integer that fits; otherwise the exact
     /// decimal string. Never a float.

@@ -15,6 +15,7 @@
 pub mod avro;
 mod avro_datum;
 mod build;
+mod config;
 pub mod column;
 mod declared;
 mod decode;
@@ -22,6 +23,7 @@ mod infer;
 mod schema;
 
 pub use build::flat_batch;
+pub use config::TransformConfig;
 pub use column::{ColumnType, NumbersMode};
 pub use declared::DeclaredSchema;
 pub use decode::decode_items;

@@ -70,7 +70,7 @@ impl Journal {
         if by_file.is_empty() {
             return Ok(0);
         }
-        crate::layout::create_dir_durably(&self.dir)?;
+        crate::create_dir_durably(&self.dir)?;
         for (name, bytes) in by_file {
             let mut f = OpenOptions::new()
                 .create(true)

@@ -1,0 +1,223 @@
+//! The dead-letter store: what could not be delivered, kept apart from every
+//! sink so that a run with any mix of sinks keeps its dead letters in one
+//! place.
+//!
+//! - Dead letters: records a source could not parse or a sink could not
+//!   encode, with where they came from, why, and the raw record.
+//! - Gap records: ranges of a stream that were trimmed before delivery and
+//!   skipped on request (`on_gap = "skip"`).
+//!
+//! The local store keeps them as JSON Lines under a root directory:
+//! `<root>/_dead_letter/<table>.jsonl` and `<root>/_gaps/<table>.jsonl`.
+//! Every entry has an identity; one already held (from this run or an
+//! earlier one) is not written again, so a rerun never repeats one. Entries
+//! are fsynced before a write returns, so the pipeline may move its positions
+//! past them: a record is never both skipped on restart and missing here.
+
+mod journal;
+
+use std::path::{Path, PathBuf};
+
+use dynamo_cdc_core::{DeadLetter, Gap};
+
+use crate::journal::Journal;
+
+/// The dead-letter directory under the root (Parquet scans skip it).
+pub const DEAD_LETTER_DIR: &str = "_dead_letter";
+/// The gap-record directory under the root (Parquet scans skip it).
+pub const GAPS_DIR: &str = "_gaps";
+
+/// Why the store could not keep an entry. Always worth retrying: a full or
+/// read-only disk may pass, and nothing past the entry was made durable.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {path}")]
+pub struct DeadLetterError {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Where undeliverable records and gaps are kept.
+pub trait DeadLetterStore: Send {
+    /// Keeps the letters not kept before, durably; returns how many were new.
+    ///
+    /// # Errors
+    /// When they cannot be made durable.
+    fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError>;
+
+    /// Keeps a gap record, durably, unless it is already held; returns
+    /// whether it was new.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn record_gap(&mut self, gap: &Gap) -> Result<bool, DeadLetterError>;
+
+    /// Dead letters held, from earlier runs and this one.
+    fn known(&self) -> u64;
+
+    /// Where dead letters are, for people.
+    fn location(&self) -> String;
+}
+
+/// The store on a local disk. See the crate docs for the layout.
+pub struct LocalDeadLetters {
+    root: PathBuf,
+    letters: Journal,
+    gaps: Journal,
+}
+
+impl LocalDeadLetters {
+    /// Opens the store under `root`, learning what it already holds.
+    ///
+    /// # Errors
+    /// When an existing file cannot be read.
+    pub fn open(root: &Path) -> Result<Self, DeadLetterError> {
+        let failed = |dir: &str| {
+            let path = root.join(dir);
+            move |source| DeadLetterError {
+                action: "read",
+                path,
+                source,
+            }
+        };
+        Ok(LocalDeadLetters {
+            root: root.to_owned(),
+            letters: Journal::open(root, DEAD_LETTER_DIR).map_err(failed(DEAD_LETTER_DIR))?,
+            gaps: Journal::open(root, GAPS_DIR).map_err(failed(GAPS_DIR))?,
+        })
+    }
+
+    fn failed(&self, dir: &str) -> impl FnOnce(std::io::Error) -> DeadLetterError {
+        let path = self.root.join(dir);
+        move |source| DeadLetterError {
+            action: "write",
+            path,
+            source,
+        }
+    }
+}
+
+impl DeadLetterStore for LocalDeadLetters {
+    fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError> {
+        let mut entries = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let id = letter.identity();
+            if self.letters.holds(&id) {
+                continue;
+            }
+            let entry = serde_json::to_value(letter)
+                .map_err(std::io::Error::other)
+                .map_err(self.failed(DEAD_LETTER_DIR))?;
+            entries.push((letter.table.as_deref(), id, entry));
+        }
+        self.letters
+            .append(entries)
+            .map_err(self.failed(DEAD_LETTER_DIR))
+    }
+
+    fn record_gap(&mut self, gap: &Gap) -> Result<bool, DeadLetterError> {
+        let entry = serde_json::to_value(gap)
+            .map_err(std::io::Error::other)
+            .map_err(self.failed(GAPS_DIR))?;
+        let new = self
+            .gaps
+            .append([(Some(gap.table.as_str()), gap.identity(), entry)])
+            .map_err(self.failed(GAPS_DIR))?;
+        Ok(new > 0)
+    }
+
+    fn known(&self) -> u64 {
+        self.letters.len() as u64
+    }
+
+    fn location(&self) -> String {
+        self.root.join(DEAD_LETTER_DIR).display().to_string()
+    }
+}
+
+/// Creates `dir` and any missing parents, and fsyncs the parent of each one
+/// created: a file renamed into a new directory survives a power loss only
+/// if the directory's own entry does.
+///
+/// # Errors
+/// When a directory cannot be created or synced.
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.as_os_str().is_empty() && !p.exists() {
+        missing.push(p.to_owned());
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(seq: &str) -> DeadLetter {
+        DeadLetter {
+            origin: "arn:aws:dynamodb:eu-west-1:1:table/orders/stream/x".into(),
+            line: None,
+            record_index: Some(0),
+            table: Some("orders".into()),
+            shard: Some("s1".into()),
+            sequence_number: Some(seq.into()),
+            error: "bad".into(),
+            raw: "{}".into(),
+        }
+    }
+
+    fn gap() -> Gap {
+        Gap {
+            table: "orders".into(),
+            shard: "s1".into(),
+            after: Some("100".into()),
+            resumed_at: Some("200".into()),
+            detected_at_ms: 1,
+            reason: "trimmed".into(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_keeps_each_letter_and_gap_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalDeadLetters::open(dir.path()).unwrap();
+        assert_eq!(store.write(&[letter("1"), letter("2")]).unwrap(), 2);
+        assert!(store.record_gap(&gap()).unwrap());
+        drop(store);
+        let mut again = LocalDeadLetters::open(dir.path()).unwrap();
+        assert_eq!(again.known(), 2);
+        assert_eq!(again.write(&[letter("2"), letter("3")]).unwrap(), 1);
+        assert!(!again.record_gap(&gap()).unwrap());
+        let text = std::fs::read_to_string(dir.path().join("_dead_letter/orders.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let gaps = std::fs::read_to_string(dir.path().join("_gaps/orders.jsonl")).unwrap();
+        assert_eq!(gaps.lines().count(), 1);
+    }
+
+    #[test]
+    fn an_unwritable_root_is_an_error_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let mut store = LocalDeadLetters::open(&file).unwrap();
+        let e = store.write(&[letter("1")]).unwrap_err();
+        assert!(e.to_string().contains("not-a-dir/_dead_letter"), "{e}");
+    }
+}

@@ -1,0 +1,122 @@
+//! `[sinks.parquet]`: where the dataset is and how files roll.
+
+use std::path::PathBuf;
+
+use dynamo_cdc_core::ConfigError;
+use serde::Deserialize;
+
+/// How the sink writes and rolls files. Every default is defined here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetConfig {
+    /// Root directory of the dataset (`path` in the file).
+    #[serde(rename = "path")]
+    pub root: PathBuf,
+    /// Commit a file once it holds this many rows.
+    #[serde(default = "defaults::max_rows_per_file")]
+    pub max_rows_per_file: usize,
+    /// Commit a file once it is about this large (compressed bytes).
+    #[serde(default = "defaults::max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Commit a file once it has been open this long.
+    #[serde(default = "defaults::max_file_age_ms")]
+    pub max_file_age_ms: u64,
+    /// Rows per row group.
+    #[serde(default = "defaults::row_group_rows")]
+    pub row_group_rows: usize,
+    /// zstd level, 1 to 22.
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+}
+
+mod defaults {
+    pub(super) fn max_rows_per_file() -> usize {
+        1_000_000
+    }
+    pub(super) fn max_file_bytes() -> u64 {
+        128 << 20
+    }
+    pub(super) fn max_file_age_ms() -> u64 {
+        300_000
+    }
+    pub(super) fn row_group_rows() -> usize {
+        65_536
+    }
+    pub(super) fn zstd_level() -> i32 {
+        1
+    }
+}
+
+impl ParquetConfig {
+    /// The defaults, suited to analytics: files of up to a million rows or
+    /// 128 MiB, committed at least every five minutes.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ParquetConfig {
+            root: root.into(),
+            max_rows_per_file: defaults::max_rows_per_file(),
+            max_file_bytes: defaults::max_file_bytes(),
+            max_file_age_ms: defaults::max_file_age_ms(),
+            row_group_rows: defaults::row_group_rows(),
+            zstd_level: defaults::zstd_level(),
+        }
+    }
+
+    /// Checks the values; touches nothing. Keys are relative to the section.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.root.as_os_str().is_empty() {
+            return Err(ConfigError::new("path", "must not be empty"));
+        }
+        for (key, value) in [
+            ("max_rows_per_file", self.max_rows_per_file as u64),
+            ("max_file_age_ms", self.max_file_age_ms),
+            ("row_group_rows", self.row_group_rows as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if self.max_file_bytes < 1024 {
+            return Err(ConfigError::new("max_file_bytes", "must be at least 1024"));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(ConfigError::new("zstd_level", "must be between 1 and 22"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_those_of_new() {
+        let parsed: ParquetConfig = toml::from_str("path = \"out\"").unwrap();
+        let made = ParquetConfig::new("out");
+        assert_eq!(parsed.max_rows_per_file, made.max_rows_per_file);
+        assert_eq!(parsed.max_file_bytes, made.max_file_bytes);
+        assert_eq!(parsed.max_file_age_ms, made.max_file_age_ms);
+        assert_eq!(parsed.zstd_level, 1);
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("zstd_level = 40", "zstd_level"),
+            ("max_file_bytes = 10", "max_file_bytes"),
+            ("max_rows_per_file = 0", "max_rows_per_file"),
+            ("row_group_rows = 0", "row_group_rows"),
+            ("max_file_age_ms = 0", "max_file_age_ms"),
+        ];
+        for (line, key) in cases {
+            let c: ParquetConfig = toml::from_str(&format!("path = \"out\"\n{line}")).unwrap();
+            assert_eq!(c.validate().unwrap_err().key, key, "{line}");
+        }
+        let c: ParquetConfig = toml::from_str("path = \"\"").unwrap();
+        assert_eq!(c.validate().unwrap_err().key, "path");
+    }
+}

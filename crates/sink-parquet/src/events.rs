@@ -1,0 +1,36 @@
+//! What the sink reports: each event writes its log line and moves its
+//! metrics, so the two never disagree.
+
+use std::path::Path;
+
+/// Files committed (made visible) by the Parquet sink.
+pub const FILES_COMMITTED: &str = "dynamo_cdc_parquet_files_committed_total";
+/// Changes made durable, per sink and table (shared with every sink).
+pub(crate) const CHANGES_DELIVERED: &str = "dynamo_cdc_changes_delivered_total";
+
+/// Registers the help text of this crate's metrics.
+pub fn describe() {
+    metrics::describe_counter!(FILES_COMMITTED, "Parquet files committed (made visible).");
+}
+
+/// A file became visible: its rows are durable.
+pub(crate) struct FileCommitted<'a> {
+    pub path: &'a Path,
+    pub table: &'a str,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl FileCommitted<'_> {
+    pub(crate) fn emit(self) {
+        tracing::debug!(
+            file = %self.path.display(),
+            rows = self.rows,
+            bytes = self.bytes,
+            "committed"
+        );
+        metrics::counter!(FILES_COMMITTED).increment(1);
+        metrics::counter!(CHANGES_DELIVERED, "sink" => "parquet", "table" => self.table.to_owned())
+            .increment(self.rows);
+    }
+}
