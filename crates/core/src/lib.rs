@@ -23,11 +23,11 @@ pub use attribute::{
     write_json_string,
 };
 pub use change::{Change, Op, SourceInfo};
+pub use config::{ConfigError, Secret};
 pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
-pub use config::{ConfigError, Secret};
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
     Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,

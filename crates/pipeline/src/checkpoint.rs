@@ -140,9 +140,7 @@ impl CheckpointStore for FileCheckpoints {
                     } else {
                         serde_json::Value::Null
                     };
-                    recorded
-                        .sinks
-                        .insert(sink, SinkRecord { positions, state });
+                    recorded.sinks.insert(sink, SinkRecord { positions, state });
                 }
             }
             2 => {

@@ -233,9 +233,7 @@ fn run_once(
     let mut sinks = sinks::open(config, declared)?;
     let mut dead_letters = LocalDeadLetters::open(&dead_letter_root(config))
         .map_err(|e| Stop::of("dead letters", SinkError::transient(e)))?;
-    let recorded = checkpoint
-        .load()
-        .map_err(|e| Stop::of("checkpoint", e))?;
+    let recorded = checkpoint.load().map_err(|e| Stop::of("checkpoint", e))?;
     sinks.adopt(&recorded);
     sinks.prepare(&known_tables(config))?;
     let resume = sinks.resume_point();

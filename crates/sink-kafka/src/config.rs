@@ -253,7 +253,11 @@ dead_letter_topic = "cdc.dead"
     #[test]
     fn mistakes_name_their_key() {
         let cases = [
-            ("format = \"json\"", "format = \"avro\"", "schema_registry_url"),
+            (
+                "format = \"json\"",
+                "format = \"avro\"",
+                "schema_registry_url",
+            ),
             (
                 "format = \"json\"",
                 "format = \"json\"\ntopic = \"cdc/{table}\"",
@@ -290,15 +294,16 @@ dead_letter_topic = "cdc.dead"
 
     #[test]
     fn secrets_never_show_in_debug_output() {
-        let k = parse(&format!(
-            "{KAFKA}\"sasl.password\" = \"hunter2\"\n",
-        ));
+        let k = parse(&format!("{KAFKA}\"sasl.password\" = \"hunter2\"\n",));
         let k = KafkaSinkConfig {
             schema_registry_password: Some(Secret::new("s3cret")),
             schema_registry_username: Some("u".into()),
             ..k
         };
         let shown = format!("{k:?} {:?}", k.runtime());
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

@@ -30,9 +30,9 @@ mod topics;
 
 pub use config::{KafkaSinkConfig, PropertyValue};
 pub use encode::{HEADER_ERROR, HEADER_EVENT, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
+pub use events::{MESSAGES_ACKED, describe};
 pub use producer::PROTECTED_PROPERTIES;
 pub use registry::RegistryConfig;
-pub use events::{MESSAGES_ACKED, describe};
 pub use sink::KafkaSink;
 
 /// How values and keys are encoded.
@@ -98,7 +98,11 @@ impl std::fmt::Debug for KafkaConfig {
             .properties
             .iter()
             .map(|(k, v)| {
-                let v = if config::is_secret_property(k) { "***" } else { v.as_str() };
+                let v = if config::is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), v)
             })
             .collect();

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
+use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 
 use crate::KafkaSinkError;
 use crate::client_log::QuietClient;
@@ -59,7 +59,8 @@ pub(crate) fn scan(
             config.set(k, v);
         }
     }
-    let consumer: BaseConsumer<QuietClient> = config.create_with_context(QuietClient).map_err(client)?;
+    let consumer: BaseConsumer<QuietClient> =
+        config.create_with_context(QuietClient).map_err(client)?;
     let partitions = partitions_of(&consumer, topic)?;
     let mut scanned = Scanned {
         found: HashSet::new(),
@@ -145,9 +146,11 @@ fn close_past_the_end(
     }
 }
 
-
 /// The partitions of `topic`; none when it does not exist yet.
-fn partitions_of(consumer: &BaseConsumer<QuietClient>, topic: &str) -> Result<Vec<i32>, KafkaSinkError> {
+fn partitions_of(
+    consumer: &BaseConsumer<QuietClient>,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaSinkError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(15))
         .map_err(|source| KafkaSinkError::Client {

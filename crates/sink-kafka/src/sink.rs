@@ -14,8 +14,8 @@ use dynamo_cdc_core::{
 };
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 
-use crate::events::MessagesAcked;
 use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
+use crate::events::MessagesAcked;
 use crate::producer::{KafkaProducer, Outgoing, Sent};
 use crate::resume::scan;
 use crate::{KafkaConfig, KafkaSinkError};

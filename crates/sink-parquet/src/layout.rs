@@ -35,7 +35,6 @@ pub(crate) fn final_name(shard: &str, first: &SequenceNumber, last: &SequenceNum
     format!("{shard}-{first}-{last}.parquet")
 }
 
-
 /// A committed file found on disk.
 #[derive(Debug, Clone)]
 pub(crate) struct Committed {

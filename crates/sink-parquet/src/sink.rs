@@ -78,9 +78,7 @@ impl From<ParquetSinkError> for SinkError {
     /// directory, an I/O error); the rest does not.
     fn from(e: ParquetSinkError) -> Self {
         match e {
-            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. } => {
-                SinkError::transient(e)
-            }
+            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. } => SinkError::transient(e),
             _ => SinkError::fatal(e),
         }
     }
@@ -389,7 +387,6 @@ impl ParquetSink {
         }
         Ok(())
     }
-
 }
 
 /// Days since the epoch (UTC); cheaper to compare than formatted dates.

@@ -15,16 +15,16 @@
 pub mod avro;
 mod avro_datum;
 mod build;
-mod config;
 pub mod column;
+mod config;
 mod declared;
 mod decode;
 mod infer;
 mod schema;
 
 pub use build::flat_batch;
-pub use config::TransformConfig;
 pub use column::{ColumnType, NumbersMode};
+pub use config::TransformConfig;
 pub use declared::DeclaredSchema;
 pub use decode::decode_items;
 pub use schema::{Column, META_COLUMNS, TableSchema};
