@@ -5,6 +5,11 @@
 pub mod checkpoint;
 pub mod config;
 mod feed;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
+mod observe;
 mod run;
 mod sinks;
 pub mod summary;
