@@ -9,6 +9,11 @@ mod feed;
     not(test),
     expect(dead_code, reason = "not yet called by the run loop")
 )]
+mod interpolate;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
 mod observe;
 mod run;
 mod sinks;
