@@ -10,6 +10,7 @@ mod feed;
     expect(dead_code, reason = "not yet called by the run loop")
 )]
 mod interpolate;
+pub mod logging;
 #[cfg_attr(
     not(test),
     expect(dead_code, reason = "not yet called by the run loop")

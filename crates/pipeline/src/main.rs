@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use dynamo_cdc::logging::LogFormat;
 use dynamo_cdc::{Config, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -30,6 +31,10 @@ struct Cli {
     /// (the RUST_LOG variable overrides it).
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Log lines as text for people, or as one JSON object per line for
+    /// log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,12 +115,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    dynamo_cdc::logging::init(&cli.log, cli.log_format);
     match cli.command {
         Command::Validate { config } => match load(&config) {
             Ok(_) => {
