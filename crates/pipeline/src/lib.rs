@@ -16,6 +16,11 @@ pub mod logging;
     expect(dead_code, reason = "not yet called by the run loop")
 )]
 mod observe;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
+mod progress;
 mod run;
 mod sinks;
 pub mod summary;
