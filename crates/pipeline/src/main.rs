@@ -1,5 +1,6 @@
 //! The `dynamo-cdc` command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,7 +63,11 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
-        /// Do not print the summary.
+        /// Serve `/metrics`, `/healthz` and `/readyz` on this address, e.g.
+        /// `127.0.0.1:9464` (overrides `[metrics] listen`).
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        metrics_listen: Option<SocketAddr>,
+        /// Do not print the summary or show progress.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -81,6 +86,12 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
             "`{text}` is not a number of seconds between 0 and 86400"
         )),
     }
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an address to listen on: an IP address and a port, such as 127.0.0.1:9464 or [::]:9464")
+    })
 }
 
 /// SIGTERM and SIGINT set `stop`; a second one while stopping exits at once.
@@ -131,6 +142,7 @@ fn main() -> ExitCode {
             config,
             until_idle,
             summary_json,
+            metrics_listen,
             quiet,
         } => {
             let config = match load(&config) {
@@ -143,7 +155,7 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 until_idle,
                 stop,
-                metrics_listen: None,
+                metrics_listen,
                 progress: !quiet,
             };
             let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
