@@ -6,6 +6,22 @@ pub mod checkpoint;
 pub mod config;
 mod events;
 mod feed;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
+mod interpolate;
+pub mod logging;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
+mod observe;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "not yet called by the run loop")
+)]
+mod progress;
 mod run;
 mod sinks;
 pub mod summary;

@@ -1,5 +1,6 @@
 //! The `dynamo-cdc` command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use dynamo_cdc::logging::LogFormat;
 use dynamo_cdc::{Config, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -30,6 +32,10 @@ struct Cli {
     /// (the RUST_LOG variable overrides it).
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// Log lines as text for people, or as one JSON object per line for
+    /// log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,7 +63,11 @@ enum Command {
         /// Also write the summary as JSON to this file.
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
-        /// Do not print the summary.
+        /// Serve `/metrics`, `/healthz` and `/readyz` on this address, e.g.
+        /// `127.0.0.1:9464` (overrides `[metrics] listen`).
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        metrics_listen: Option<SocketAddr>,
+        /// Do not print the summary or show progress.
         #[arg(long, short)]
         quiet: bool,
     },
@@ -76,6 +86,12 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
             "`{text}` is not a number of seconds between 0 and 86400"
         )),
     }
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an address to listen on: an IP address and a port, such as 127.0.0.1:9464 or [::]:9464")
+    })
 }
 
 /// SIGTERM and SIGINT set `stop`; a second one while stopping exits at once.
@@ -110,12 +126,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    dynamo_cdc::logging::init(&cli.log, cli.log_format);
     match cli.command {
         Command::Validate { config } => match load(&config) {
             Ok(_) => {
@@ -131,6 +142,7 @@ fn main() -> ExitCode {
             config,
             until_idle,
             summary_json,
+            metrics_listen,
             quiet,
         } => {
             let config = match load(&config) {
@@ -143,7 +155,7 @@ fn main() -> ExitCode {
             let options = RunOptions {
                 until_idle,
                 stop,
-                metrics_listen: None,
+                metrics_listen,
                 progress: !quiet,
             };
             let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
