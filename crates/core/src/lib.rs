@@ -9,6 +9,7 @@
 //!   pipeline drives, with [`SinkError`]'s [`ErrorKind`] to branch on.
 //! - [`ConfigError`]: what every component's config check returns.
 
+pub mod alive;
 mod attribute;
 mod change;
 mod config;

@@ -283,8 +283,24 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the key path and the reason.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let de = toml::de::Deserializer::parse(text).map_err(|e| bad("(file)", e.to_string()))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        Self::parse_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML text strictly, taking `${VAR}` references in values from
+    /// `env` (see [`crate::interpolate`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key path and the reason.
+    pub fn parse_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            bad("(file)", e.to_string().trim().replace('\n', " "))
+        })?;
+        let mut value = toml::Value::Table(table);
+        crate::interpolate::interpolate(&mut value, env).map_err(|e| bad(&e.key, e.reason))?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let reason = e.into_inner().to_string();
             ConfigError {
@@ -390,6 +406,33 @@ path = "out/checkpoint.json"
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "source.path");
+    }
+
+    #[test]
+    fn values_come_from_the_environment() {
+        let env = |name: &str| match name {
+            "OUT" => Some("/data/out".to_owned()),
+            "REGISTRY_PASSWORD" => Some("hunter2".to_owned()),
+            _ => None,
+        };
+        let text = GOOD.replace("out/parquet", "${OUT}/parquet");
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        assert_eq!(
+            c.sinks.parquet.unwrap().root,
+            PathBuf::from("/data/out/parquet")
+        );
+        let text = GOOD.replace("out/parquet", "${LAKE:?set LAKE to the dataset root}");
+        let e = Config::parse_with_env(&text, &env).unwrap_err();
+        assert_eq!(e.key, "sinks.parquet.path");
+        assert!(e.reason.contains("set LAKE to the dataset root"), "{e}");
+        let text = KAFKA.replace(
+            "format = \"json\"",
+            "format = \"json\"\nschema_registry_username = \"u\"\nschema_registry_password = \"${REGISTRY_PASSWORD}\"",
+        );
+        let c = Config::parse_with_env(&text, &env).unwrap();
+        let k = c.sinks.kafka.clone().unwrap();
+        assert_eq!(k.schema_registry_password.unwrap().expose(), "hunter2");
+        assert!(!format!("{c:?}").contains("hunter2"), "secrets never show");
     }
 
     const STREAMS: &str = r#"

@@ -6,10 +6,6 @@ pub mod checkpoint;
 pub mod config;
 mod events;
 mod feed;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "not yet called by the run loop")
-)]
 mod interpolate;
 pub mod logging;
 #[cfg_attr(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use dynamo_cdc_core::{
-    CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, SinkError, SourceBatch,
+    CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, Positions, SinkError, SourceBatch,
 };
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
 use dynamo_cdc_source::record::render_record;
@@ -23,6 +23,8 @@ use crate::checkpoint::FileCheckpoints;
 use crate::config::{Config, SourceKind};
 use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
 use crate::feed::Feed;
+use crate::observe::watch::Watch;
+use crate::progress::Progress;
 use crate::sinks::{self, SinkFailure, Sinks};
 use crate::summary::RunSummary;
 
@@ -80,22 +82,26 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
             .to_string(),
         ..RunSummary::default()
     };
+    let watch = Watch::start(options.metrics_listen.or(config.metrics.listen))?;
     let mut pauses = Pauses::default();
     loop {
         let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path);
-        match run_once(
+        let outcome = run_once(
             config,
             options,
             &declared,
             &mut checkpoint,
             &mut summary,
             &mut pauses,
-        ) {
+            &watch,
+        );
+        watch.set_board(None);
+        match outcome {
             Ok(()) => break,
             Err(Stop::Fatal(e) | Stop::Source(e)) => return Err(e),
             Err(Stop::Transient { who, error }) => {
                 summary.sink_retries += 1;
-                if !pauses.wait(&who, &error, &options.stop) {
+                if !pauses.wait(&who, &error, &options.stop, &watch) {
                     // Nothing is lost: the positions are those of the last
                     // commit, and nothing after it was kept.
                     tracing::warn!(
@@ -150,7 +156,7 @@ struct Pauses {
 impl Pauses {
     /// Logs the failure as the outage rule says and waits; false when a stop
     /// was requested meanwhile.
-    fn wait(&mut self, who: &str, error: &SinkError, stop: &AtomicBool) -> bool {
+    fn wait(&mut self, who: &str, error: &SinkError, stop: &AtomicBool, watch: &Watch) -> bool {
         self.failures += 1;
         let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
         let line = self
@@ -167,6 +173,7 @@ impl Pauses {
         .emit();
         let until = Instant::now() + wait;
         while Instant::now() < until {
+            watch.health.beat();
             if stop.load(Ordering::Relaxed) {
                 return false;
             }
@@ -229,26 +236,40 @@ fn run_once(
     checkpoint: &mut dyn CheckpointStore,
     summary: &mut RunSummary,
     pauses: &mut Pauses,
+    watch: &Watch,
 ) -> Result<(), Stop> {
+    watch.health.beat();
     let mut sinks = sinks::open(config, declared)?;
     let mut dead_letters = LocalDeadLetters::open(&dead_letter_root(config))
         .map_err(|e| Stop::of("dead letters", SinkError::transient(e)))?;
     let recorded = checkpoint.load().map_err(|e| Stop::of("checkpoint", e))?;
     sinks.adopt(&recorded);
+    watch.health.set_positions_loaded();
     sinks.prepare(&known_tables(config))?;
+    watch.health.set_sinks_open();
     let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
 
-    let mut feed = Feed::start(config, resume, options.until_idle).map_err(Stop::Fatal)?;
+    let mut feed = Feed::start(config, resume.clone(), options.until_idle).map_err(Stop::Fatal)?;
+    watch.set_board(feed.board());
+    let mut progress = (feed.board().is_none() && options.progress).then(|| Progress::stderr(true));
     let outcome = pump(
         options,
         &mut feed,
-        &mut sinks,
-        &mut dead_letters,
-        checkpoint,
-        summary,
-        pauses,
+        &mut Loop {
+            sinks: &mut sinks,
+            dead_letters: &mut dead_letters,
+            checkpoint,
+            summary,
+            pauses,
+            watch,
+            delivered: resume,
+            progress: progress.as_mut(),
+        },
     );
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
     let stats = match outcome {
         Err(Stop::Source(e)) => {
             let _ = feed.finish();
@@ -273,6 +294,7 @@ fn run_once(
     checkpoint
         .store(&sinks.recorded())
         .map_err(|e| Stop::of("checkpoint", e))?;
+    watch.checkpoint_stored();
     pauses.recovered();
     summary.add_sinks(&sinks.stats());
     summary.already_delivered += stats.already_delivered;
@@ -287,6 +309,10 @@ pub(crate) trait Batches {
     fn next(&mut self) -> anyhow::Result<Option<SourceBatch>>;
     /// Hands a processed batch back.
     fn recycle(&mut self, batch: SourceBatch);
+    /// Bytes of input read so far and in all (0 when unknown).
+    fn bytes(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 impl Batches for Feed {
@@ -296,21 +322,30 @@ impl Batches for Feed {
     fn recycle(&mut self, batch: SourceBatch) {
         Feed::recycle(self, batch);
     }
+    fn bytes(&self) -> (u64, u64) {
+        Feed::bytes(self)
+    }
+}
+
+/// What the batch loop works with.
+struct Loop<'a> {
+    sinks: &'a mut Sinks,
+    dead_letters: &'a mut dyn DeadLetterStore,
+    checkpoint: &'a mut dyn CheckpointStore,
+    summary: &'a mut RunSummary,
+    pauses: &'a mut Pauses,
+    watch: &'a Watch,
+    /// The resume point last reported to the stream source's board.
+    delivered: Positions,
+    progress: Option<&'a mut Progress>,
 }
 
 /// The batch loop: for each batch, gaps, write, dead letters (durable before
 /// any commit moves past them), commit, checkpoint.
-fn pump(
-    options: &RunOptions,
-    feed: &mut dyn Batches,
-    sinks: &mut Sinks,
-    dead_letters: &mut dyn DeadLetterStore,
-    checkpoint: &mut dyn CheckpointStore,
-    summary: &mut RunSummary,
-    pauses: &mut Pauses,
-) -> Result<(), Stop> {
+fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Result<(), Stop> {
     let store_failed = |e| Stop::of("dead letters", SinkError::transient(e));
     while !options.stop.load(Ordering::Relaxed) {
+        l.watch.health.beat();
         let mut batch = match feed.next() {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
@@ -318,14 +353,14 @@ fn pump(
         };
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
-            if dead_letters.record_gap(gap).map_err(store_failed)? {
+            if l.dead_letters.record_gap(gap).map_err(store_failed)? {
                 GapRecorded(gap).emit();
             }
-            sinks.record_gap(gap)?;
+            l.sinks.record_gap(gap)?;
         }
-        summary.gaps += batch.gaps.len() as u64;
-        count_read(&batch, summary);
-        let rejected = sinks.write(&batch.changes)?;
+        l.summary.gaps += batch.gaps.len() as u64;
+        count_read(&batch, l.summary);
+        let rejected = l.sinks.write(&batch.changes)?;
         let mut letters = std::mem::take(&mut batch.dead_letters);
         for r in rejected {
             let change = &batch.changes[r.index];
@@ -342,20 +377,42 @@ fn pump(
             });
         }
         if !letters.is_empty() {
-            let new = dead_letters.write(&letters).map_err(store_failed)?;
-            summary.dead_lettered += new;
+            let new = l.dead_letters.write(&letters).map_err(store_failed)?;
+            l.summary.dead_lettered += new;
             if new > 0 {
-                letters.iter().for_each(|l| DeadLettered(l).emit());
+                letters.iter().for_each(|d| DeadLettered(d).emit());
             }
         }
-        sinks.poll()?;
-        checkpoint
-            .store(&sinks.recorded())
+        l.sinks.poll()?;
+        l.checkpoint
+            .store(&l.sinks.recorded())
             .map_err(|e| Stop::of("checkpoint", e))?;
-        pauses.recovered();
+        l.watch.checkpoint_stored();
+        l.pauses.recovered();
+        report_delivered(l);
+        if let Some(p) = l.progress.as_deref_mut() {
+            let (read, total) = feed.bytes();
+            p.update(l.summary.changes_read(), read, total);
+        }
         feed.recycle(batch);
     }
     Ok(())
+}
+
+/// Tells the stream source's board how far every sink has delivered, for
+/// the lag and time-to-data-loss gauges.
+fn report_delivered(l: &mut Loop<'_>) {
+    let board = match l.watch.board() {
+        Some(b) => b,
+        None => return,
+    };
+    let now = l.sinks.resume_point();
+    for (key, seq) in now.iter() {
+        if l.delivered.get(key) != Some(seq) {
+            board.delivered(key, seq);
+        }
+    }
+    l.delivered = now;
 }
 
 /// Counts the batch's changes per table and op, for the summary and the

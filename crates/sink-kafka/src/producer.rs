@@ -225,6 +225,7 @@ impl KafkaProducer {
                 return;
             }
             self.producer.poll(Duration::from_millis(10));
+            dynamo_cdc_core::alive::still_waiting();
             if started.elapsed() >= SLOW_ACKS {
                 match outage.failed(Instant::now()) {
                     Some(dynamo_cdc_core::OutageLine::Down) => tracing::error!(

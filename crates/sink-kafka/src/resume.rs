@@ -82,6 +82,7 @@ pub(crate) fn scan(
     let started = Instant::now();
     let mut quiet_since = started;
     while !open.is_empty() {
+        dynamo_cdc_core::alive::still_waiting();
         match consumer.poll(Duration::from_millis(100)) {
             None => {
                 if quiet_since.elapsed() > Duration::from_secs(10) {

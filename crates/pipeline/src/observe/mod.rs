@@ -9,3 +9,4 @@
 
 pub(crate) mod recorder;
 pub(crate) mod server;
+pub(crate) mod watch;

@@ -104,10 +104,14 @@ impl Health {
         self.streams_answered.store(true, Ordering::Relaxed);
     }
 
-    /// `Err(time since the last beat)` when the loop has stalled.
+    /// `Err(time since the last beat)` when the loop has stalled. A sink
+    /// that waits on purpose (for its broker) gives signs of life too.
     fn liveness(&self) -> Result<(), Duration> {
         let last = Duration::from_millis(self.last_beat_ms.load(Ordering::Relaxed));
-        let silent = self.started.elapsed().saturating_sub(last);
+        let mut silent = self.started.elapsed().saturating_sub(last);
+        if let Some(ms) = dynamo_cdc_core::alive::since_last_sign_ms() {
+            silent = silent.min(Duration::from_millis(ms));
+        }
         if silent > self.stall_after {
             Err(silent)
         } else {

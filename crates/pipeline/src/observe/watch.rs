@@ -1,0 +1,101 @@
+//! What a run shows while it runs: the recorder, the health flags and the
+//! endpoint, plus the gauges computed at scrape time (checkpoint age, lag,
+//! time to data loss). The run loop only stores to atomics here.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dynamo_cdc_source::streams::ShardBoard;
+
+use super::recorder;
+use super::server::{self, Health, MetricsServer};
+use crate::events::{CHECKPOINT_AGE, SOURCE_LAG, TIME_TO_DATA_LOSS};
+
+/// The live view of a run.
+pub(crate) struct Watch {
+    pub(crate) health: Arc<Health>,
+    /// Unix milliseconds of the last checkpoint written (or of the start).
+    checkpoint_ms: Arc<AtomicU64>,
+    /// The stream source's shards, while a stream source runs.
+    board: Arc<Mutex<Option<Arc<ShardBoard>>>>,
+    server: Option<MetricsServer>,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Watch {
+    /// Serves the endpoint on `listen`, when given; otherwise only keeps
+    /// the flags (no metrics are recorded at all).
+    ///
+    /// # Errors
+    /// When the address cannot be bound; the message names it.
+    pub(crate) fn start(listen: Option<SocketAddr>) -> std::io::Result<Watch> {
+        let health = Arc::new(Health::new());
+        let checkpoint_ms = Arc::new(AtomicU64::new(unix_ms()));
+        let board: Arc<Mutex<Option<Arc<ShardBoard>>>> = Arc::default();
+        let server = match listen {
+            None => None,
+            Some(addr) => {
+                let handle = recorder::install();
+                crate::events::describe();
+                dynamo_cdc_source::streams::describe();
+                let refresh = {
+                    let checkpoint_ms = checkpoint_ms.clone();
+                    let board = board.clone();
+                    Box::new(move || refresh(&checkpoint_ms, &board))
+                };
+                let server = server::serve(addr, handle, health.clone(), Some(refresh))?;
+                tracing::info!(address = %server.local_addr(), "serving /metrics, /healthz and /readyz");
+                Some(server)
+            }
+        };
+        Ok(Watch {
+            health,
+            checkpoint_ms,
+            board,
+            server,
+        })
+    }
+
+    /// Where the endpoint listens, when it does.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The checkpoint was just written.
+    pub(crate) fn checkpoint_stored(&self) {
+        self.checkpoint_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// The stream source's board of this pass, if any.
+    pub(crate) fn board(&self) -> Option<Arc<ShardBoard>> {
+        self.board.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// The stream source of this pass (`None` when it ended).
+    pub(crate) fn set_board(&self, board: Option<Arc<ShardBoard>>) {
+        if let Ok(mut slot) = self.board.lock() {
+            *slot = board;
+        }
+    }
+}
+
+/// Sets the gauges that depend on the time of the scrape.
+fn refresh(checkpoint_ms: &AtomicU64, board: &Mutex<Option<Arc<ShardBoard>>>) {
+    let now = unix_ms();
+    let age = now.saturating_sub(checkpoint_ms.load(Ordering::Relaxed));
+    metrics::gauge!(CHECKPOINT_AGE).set(age as f64 / 1000.0);
+    let board = board.lock().ok().and_then(|b| b.clone());
+    if let Some(board) = board {
+        for t in board.snapshot(i64::try_from(now).unwrap_or(i64::MAX)) {
+            metrics::gauge!(SOURCE_LAG, "table" => t.table.clone()).set(t.lag_seconds);
+            metrics::gauge!(TIME_TO_DATA_LOSS, "table" => t.table).set(t.time_to_data_loss_seconds);
+        }
+    }
+}
