@@ -17,10 +17,18 @@ use dynamo_cdc_core::{
     AttributeValue, Change, Item, MAX_NESTING, Number, Text, json_special_position,
 };
 
-use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert};
+use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert, is_ttl_identity};
+
+/// A page the fast parser read whole.
+#[derive(Debug, PartialEq)]
+pub(crate) struct FastPage {
+    pub(crate) changes: Vec<Change>,
+    /// GetRecords' `NextShardIterator`, when the page has one.
+    pub(crate) next_iterator: Option<String>,
+}
 
 /// Parses a page; `None` when anything is unexpected (see the module docs).
-pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Change>> {
+pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage> {
     let mut c = Cursor {
         src: text,
         b: text.as_bytes(),
@@ -29,8 +37,9 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Chan
         elements: Vec::with_capacity(16),
     };
     let mut records = None;
-    c.object(|c, key| {
-        if key == "Records" {
+    let mut next_iterator = None;
+    c.object(|c, key| match key.as_ref() {
+        "Records" => {
             if records.is_some() {
                 return None; // a duplicate key: let serde decide
             }
@@ -42,15 +51,24 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<Vec<Chan
             })?;
             records = Some(out);
             Some(())
-        } else {
-            c.skip_value()
         }
+        "NextShardIterator" => {
+            if next_iterator.is_some() {
+                return None;
+            }
+            next_iterator = Some(c.optional_string()?.map(Cow::into_owned));
+            Some(())
+        }
+        _ => c.skip_value(),
     })?;
     c.ws();
     if c.i != c.b.len() {
         return None;
     }
-    records
+    Some(FastPage {
+        changes: records?,
+        next_iterator: next_iterator.flatten(),
+    })
 }
 
 struct Cursor<'a> {
@@ -358,10 +376,10 @@ impl<'a> Cursor<'a> {
             "type" | "Type" | "principalId" | "PrincipalId" => None,
             _ => c.skip_value(),
         })?;
-        Some(
-            kind.flatten().as_deref() == Some("Service")
-                && principal.flatten().as_deref() == Some("dynamodb.amazonaws.com"),
-        )
+        Some(is_ttl_identity(
+            kind.flatten().as_deref(),
+            principal.flatten().as_deref(),
+        ))
     }
 
     fn body(&mut self) -> Option<BodyParts<'a>> {
@@ -550,8 +568,8 @@ mod tests {
     fn escapes_and_unicode() {
         let text = r#"{"Records":[{"eventID":"e\u00e9","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1.5e9,"Keys":{"k":{"S":"a"}},"NewImage":{"k":{"S":"a"},"s":{"S":"q\"\\\/\b\f\n\r\t\ud83d\ude00 \u0000"}},"SequenceNumber":"1"}}]}"#;
         let fast = super::parse_page(text, &mut ctx()).unwrap();
-        assert_eq!(Some(fast.clone()), parse_page_serde(text, &mut ctx()));
-        assert_eq!(fast[0].source.event_id, "eé");
+        assert_eq!(fast.changes[0].source.event_id, "eé");
+        assert_eq!(Some(fast), parse_page_serde(text, &mut ctx()));
         for bad in [r#"\ud83d""#, r#"\ude00""#, r#"\x""#] {
             let t = text.replace(r#"\u0000""#, bad);
             assert!(super::parse_page(&t, &mut ctx()).is_none(), "{bad}");

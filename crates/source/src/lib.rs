@@ -2,13 +2,19 @@
 //!
 //! - [`record`]: one stream record (GetRecords or Lambda JSON) to a typed
 //!   [`Change`](dynamo_cdc_core::Change), with errors that name the field.
+//! - `page`: a page of records to changes and dead letters, for both sources.
 //! - [`streams`]: the live source, reading DynamoDB Streams with the AWS SDK.
 //! - [`replay`]: the replay source, reading captured records from files.
+//! - [`events`]: the source's log lines and metrics.
 
+pub mod events;
 mod fast;
+mod page;
 pub mod record;
 pub mod replay;
 pub mod streams;
 
-pub use replay::{ReplayConfig, ReplayError, ReplaySource, ReplayStats};
-pub use streams::{OnGap, StartAt, StreamsConfig, StreamsError, StreamsSource};
+pub use replay::{ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats};
+pub use streams::{
+    OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,
+};

@@ -16,15 +16,16 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dynamo_cdc_core::{
     Change, DeadLetter, Origin, Positions, SequenceNumber, ShardKey, Source, SourceBatch,
 };
 use flate2::read::MultiGzDecoder;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::record::{RecordContext, parse_page, parse_record, render_record};
+use crate::page::{PageOrigin, read_page};
+use crate::record::{RecordContext, render_record};
 
 /// What the replay source reads.
 #[derive(Debug, Clone)]
@@ -67,6 +68,47 @@ pub struct ReplayStats {
     pub duplicates: u64,
 }
 
+/// How far a replay has read, for showing progress: cheap to clone, read
+/// from any thread while the source reads on its own.
+///
+/// Bytes are counted as stored on disk (compressed bytes for gzip captures)
+/// as they are read into the reader's buffer, which runs up to a megabyte
+/// ahead of the records handed over.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayProgress(Arc<ProgressCounts>);
+
+#[derive(Debug, Default)]
+struct ProgressCounts {
+    read: AtomicU64,
+    total: AtomicU64,
+}
+
+impl ReplayProgress {
+    /// Bytes of capture files read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.0.read.load(Ordering::Relaxed)
+    }
+
+    /// The size of all capture files, summed when the source was opened.
+    pub fn bytes_total(&self) -> u64 {
+        self.0.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader that counts what it reads into a [`ReplayProgress`].
+struct Counted<R> {
+    inner: R,
+    progress: ReplayProgress,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.0.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Reads captured stream records; see the module docs for the formats.
 pub struct ReplaySource {
     files: VecDeque<PathBuf>,
@@ -76,6 +118,7 @@ pub struct ReplaySource {
     resume: Positions,
     seen: foldhash::HashMap<ShardKey, SeenWindow>,
     stats: ReplayStats,
+    progress: ReplayProgress,
 }
 
 impl ReplaySource {
@@ -88,6 +131,14 @@ impl ReplaySource {
         if files.is_empty() {
             return Err(ReplayError::NoFiles(config.path.clone()));
         }
+        let progress = ReplayProgress::default();
+        for path in &files {
+            let meta = std::fs::metadata(path).map_err(|source| ReplayError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            progress.0.total.fetch_add(meta.len(), Ordering::Relaxed);
+        }
         Ok(ReplaySource {
             files: files.into(),
             current: None,
@@ -96,6 +147,7 @@ impl ReplaySource {
             resume,
             seen: foldhash::HashMap::default(),
             stats: ReplayStats::default(),
+            progress,
         })
     }
 
@@ -104,24 +156,47 @@ impl ReplaySource {
         &self.stats
     }
 
-    /// Parses one JSON document (a page, an event or a record) at `line`.
+    /// A handle on how far the replay has read; take it before moving the
+    /// source to its reading thread.
+    pub fn progress(&self) -> ReplayProgress {
+        self.progress.clone()
+    }
+
+    /// Reads one JSON document (a page, an event or a record) at `line`.
     fn take_document(&mut self, text: &str, line: u64, out: &mut SourceBatch) {
         let Some(reader) = self.current.as_mut() else {
             return;
         };
-        if let Some(changes) = parse_page(text, &mut reader.ctx) {
-            let origin = reader.origin.clone();
-            for (index, change) in changes.into_iter().enumerate() {
-                let at = Origin {
-                    origin: origin.clone(),
+        let at = PageOrigin {
+            origin: &reader.display,
+            line: Some(line),
+        };
+        let page = match read_page(text, &mut reader.ctx, at) {
+            Ok(page) => page,
+            Err(error) => {
+                out.dead_letters.push(DeadLetter {
+                    origin: reader.display.clone(),
                     line: Some(line),
-                    record_index: Some(index),
-                };
-                self.accept(change, at, None, out);
+                    record_index: None,
+                    table: reader.ctx.default_table.as_deref().map(str::to_owned),
+                    shard: Some(reader.ctx.shard.to_string()),
+                    sequence_number: None,
+                    error,
+                    raw: text.to_owned(),
+                });
+                return;
             }
-            return;
+        };
+        let origin = reader.origin.clone();
+        out.dead_letters.extend(page.dead_letters);
+        for parsed in page.changes {
+            let at = Origin {
+                origin: origin.clone(),
+                line: Some(line),
+                record_index: parsed.index,
+            };
+            self.accept(parsed.change, at, parsed.raw, out);
         }
-        self.take_document_record_by_record(text, line, out);
     }
 
     /// Orders, deduplicates and resume-filters one parsed change. `raw` is the
@@ -168,79 +243,6 @@ impl ReplaySource {
         out.changes.push(change);
         out.origins.push(at);
     }
-
-    /// The slow path: split the document into records and parse each alone,
-    /// so one bad record costs only itself.
-    fn take_document_record_by_record(&mut self, text: &str, line: u64, out: &mut SourceBatch) {
-        let Some(reader) = self.current.as_mut() else {
-            return;
-        };
-        let origin = reader.display.clone();
-        let default_table = reader.ctx.default_table.as_deref().map(str::to_owned);
-        let shard = reader.ctx.shard.to_string();
-        let dead = |error: String, raw: &str, index: Option<usize>| DeadLetter {
-            origin: origin.clone(),
-            line: Some(line),
-            record_index: index,
-            table: default_table.clone(),
-            shard: Some(shard.clone()),
-            sequence_number: None,
-            error,
-            raw: raw.to_owned(),
-        };
-        let doc: Document<'_> = match serde_json::from_str(text) {
-            Ok(doc) => doc,
-            Err(e) => {
-                out.dead_letters
-                    .push(dead(format!("not valid JSON: {e}"), text, None));
-                return;
-            }
-        };
-        let paged = doc.records.is_some();
-        let records: Vec<&RawValue> = match (doc.records, doc.dynamodb) {
-            (Some(records), _) => records,
-            (None, Some(_)) => match serde_json::from_str(text) {
-                Ok(single) => vec![single],
-                Err(e) => {
-                    out.dead_letters
-                        .push(dead(format!("not valid JSON: {e}"), text, None));
-                    return;
-                }
-            },
-            (None, None) => {
-                out.dead_letters.push(dead(
-                    "neither a GetRecords response, a Lambda event nor a stream record \
-                     (no `Records` array and no `dynamodb` object)"
-                        .into(),
-                    text,
-                    None,
-                ));
-                return;
-            }
-        };
-        let origin = reader.origin.clone();
-        let mut parsed = Vec::with_capacity(records.len());
-        for (index, raw) in records.into_iter().enumerate() {
-            let index = paged.then_some(index);
-            match parse_record(raw.get(), &mut reader.ctx) {
-                Ok(change) => parsed.push((change, index, raw.get())),
-                Err((error, hints)) => {
-                    let mut d = dead(error.to_string(), raw.get(), index);
-                    d.table = hints.table;
-                    d.sequence_number = hints.sequence_number;
-                    out.dead_letters.push(d);
-                }
-            }
-        }
-        for (change, index, raw) in parsed {
-            let at = Origin {
-                origin: origin.clone(),
-                line: Some(line),
-                record_index: index,
-            };
-            self.accept(change, at, Some(raw), out);
-        }
-    }
 }
 
 /// The sequence numbers recently read from one shard, to tell a repeated
@@ -278,15 +280,6 @@ impl SeenWindow {
     }
 }
 
-/// The top level of a captured document.
-#[derive(Deserialize)]
-struct Document<'a> {
-    #[serde(rename = "Records", borrow, default)]
-    records: Option<Vec<&'a RawValue>>,
-    #[serde(borrow, default)]
-    dynamodb: Option<&'a RawValue>,
-}
-
 impl Source for ReplaySource {
     type Error = ReplayError;
 
@@ -305,7 +298,7 @@ impl Source for ReplaySource {
                 self.stats.files += 1;
                 let shard = shard_name(&path);
                 let ctx = RecordContext::new(shard.into(), self.default_table.clone());
-                self.current = Some(FileReader::open(path, ctx)?);
+                self.current = Some(FileReader::open(path, ctx, self.progress.clone())?);
             }
             let Some(reader) = self.current.as_mut() else {
                 break;
@@ -387,12 +380,19 @@ struct FileReader {
 }
 
 impl FileReader {
-    fn open(path: PathBuf, ctx: RecordContext) -> Result<Self, ReplayError> {
+    fn open(
+        path: PathBuf,
+        ctx: RecordContext,
+        progress: ReplayProgress,
+    ) -> Result<Self, ReplayError> {
         let io = |source| ReplayError::Io {
             path: path.clone(),
             source,
         };
-        let file = File::open(&path).map_err(io)?;
+        let file = Counted {
+            inner: File::open(&path).map_err(io)?,
+            progress,
+        };
         let mut peek = BufReader::with_capacity(1 << 20, file);
         let gzip = peek.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn Read + Send> = if gzip {

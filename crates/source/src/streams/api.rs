@@ -3,6 +3,8 @@
 
 use std::future::Future;
 
+use dynamo_cdc_core::SequenceNumber;
+
 use crate::streams::tracker::ShardInfo;
 
 /// One page of a DescribeStream listing.
@@ -25,18 +27,65 @@ pub enum IteratorStart {
     /// Just after the newest record.
     Latest,
     /// Just after the record with this sequence number.
-    After(String),
+    After(SequenceNumber),
 }
 
-/// One GetRecords answer.
+/// One GetRecords answer, as the service sent it.
+///
+/// The body is kept whole (`{"Records": [...], "NextShardIterator": ...}`)
+/// and read by the page parser the replay source uses, in one pass and off
+/// the async runtime, instead of record by record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecordsPage {
-    /// Each record as stream-record JSON (the GetRecords wire shape), so
-    /// that every source parses records the same way.
-    pub records: Vec<String>,
-    /// The iterator for the next call; `None` once a closed shard is read
-    /// to its end.
-    pub next_iterator: Option<String>,
+    /// The response body: GetRecords JSON. `NextShardIterator` is absent
+    /// or null once a closed shard is read to its end.
+    pub body: Vec<u8>,
+}
+
+impl RecordsPage {
+    /// A page of `records` (each stream-record JSON, the GetRecords wire
+    /// shape) followed by `next_iterator`: for implementations that build
+    /// the answer themselves.
+    pub fn from_records(records: &[String], next_iterator: Option<&str>) -> Self {
+        let mut body = String::from(r#"{"Records":["#);
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(record);
+        }
+        body.push(']');
+        if let Some(next) = next_iterator {
+            body.push_str(r#","NextShardIterator":"#);
+            body.push_str(&serde_json::Value::from(next).to_string());
+        }
+        body.push('}');
+        RecordsPage {
+            body: body.into_bytes(),
+        }
+    }
+
+    /// The page's records, each as its JSON text, and the next iterator:
+    /// for callers that look at records one at a time (tools, tests). The
+    /// reader itself parses the body whole.
+    ///
+    /// # Errors
+    /// When the body is not a GetRecords answer.
+    pub fn split(&self) -> Result<(Vec<String>, Option<String>), String> {
+        #[derive(serde::Deserialize)]
+        struct Split<'a> {
+            #[serde(rename = "Records", borrow, default)]
+            records: Vec<&'a serde_json::value::RawValue>,
+            #[serde(rename = "NextShardIterator", default)]
+            next_iterator: Option<String>,
+        }
+        let page: Split<'_> = serde_json::from_slice(&self.body)
+            .map_err(|e| format!("GetRecords answered with a body that is not a page: {e}"))?;
+        Ok((
+            page.records.iter().map(|r| r.get().to_owned()).collect(),
+            page.next_iterator,
+        ))
+    }
 }
 
 /// What kind of failure a call met: the reader's next step depends on it.
@@ -99,4 +148,27 @@ pub trait StreamsApi: Send + Sync + 'static {
         iterator: &str,
         limit: u32,
     ) -> impl Future<Output = Result<RecordsPage, ApiError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_built_from_records_splits_back_into_them() {
+        let records = [
+            r#"{"eventID":"1","dynamodb":{"Keys":{"k":{"S":"a\"b"}}}}"#.to_owned(),
+            r#"{"eventID":"2"}"#.to_owned(),
+        ];
+        let page = RecordsPage::from_records(&records, Some("it\"s"));
+        let (split, next) = page.split().unwrap();
+        assert_eq!(split, records);
+        assert_eq!(next.as_deref(), Some("it\"s"));
+        let (split, next) = RecordsPage::from_records(&[], None).split().unwrap();
+        assert!(split.is_empty() && next.is_none());
+        let html = RecordsPage {
+            body: b"<html>".to_vec(),
+        };
+        assert!(html.split().unwrap_err().contains("not a page"));
+    }
 }

@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynamo_cdc_core::Positions;
+use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::events::ListingRetried;
 use crate::record::table_from_arn;
 use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
+use crate::streams::board::ShardBoard;
 use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
-use crate::streams::{Event, Settings, StartAt, StreamsError};
+use crate::streams::{Event, Settings, StartAt, StreamsError, now_ms};
 
 /// DescribeStream is limited to about 10 calls per second per account:
 /// stay well under it across pages and streams.
@@ -28,11 +30,14 @@ pub(crate) struct Stream<A> {
     settings: Arc<Settings>,
     arn: Arc<str>,
     /// Resume positions of this stream's table, by shard.
-    resume: HashMap<String, String>,
+    resume: HashMap<String, SequenceNumber>,
     /// True when no shard of this table has a position: `start` applies.
     first_start: bool,
     events: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
+    board: Arc<ShardBoard>,
+    /// The stream has answered a DescribeStream (told to the board once).
+    answered: bool,
 }
 
 impl<A: StreamsApi> Stream<A> {
@@ -43,12 +48,13 @@ impl<A: StreamsApi> Stream<A> {
         resume: &Positions,
         events: mpsc::Sender<Event>,
         stop: watch::Receiver<bool>,
+        board: Arc<ShardBoard>,
     ) -> Self {
         let table = table_from_arn(&arn).unwrap_or_default().to_owned();
-        let resume: HashMap<String, String> = resume
+        let resume: HashMap<String, SequenceNumber> = resume
             .iter()
             .filter(|(k, _)| *k.table == *table)
-            .map(|(k, seq)| (k.shard.to_string(), seq.to_string()))
+            .map(|(k, seq)| (k.shard.to_string(), seq.clone()))
             .collect();
         Stream {
             api,
@@ -58,6 +64,8 @@ impl<A: StreamsApi> Stream<A> {
             arn: arn.into(),
             events,
             stop,
+            board,
+            answered: false,
         }
     }
 
@@ -104,38 +112,49 @@ impl<A: StreamsApi> Stream<A> {
             }
             let first_listing = tracker.listings() == 0;
             let change = tracker.update(listing);
+            let key = |id: &str| ShardKey::new(table.clone(), id);
+            for id in &change.added {
+                self.board.waiting(&key(id), now_ms());
+            }
             for id in &change.vanished_unread {
                 tracing::warn!(table = %table, shard = %id, "shard no longer listed before it was read");
+                self.board.finished(&key(id));
             }
             if first_listing && self.first_start && self.settings.start == StartAt::Latest {
                 // Closed shards hold only changes from before the start.
                 for id in &change.added {
                     if tracker.info(id).is_some_and(|s| s.closed) {
                         tracker.skip(id);
+                        self.board.finished(&key(id));
                     }
                 }
             }
             for id in tracker.ready() {
                 let start = self.start_of(&id, first_listing, &tracker);
                 tracker.started(&id);
+                // An empty first page means the tip when reading starts
+                // after a record already read, or at the newest one.
+                let at_position = matches!(start, IteratorStart::After(_) | IteratorStart::Latest);
                 let job = ShardJob {
                     api: self.api.clone(),
                     settings: self.settings.clone(),
                     stream_arn: self.arn.clone(),
-                    table: table.clone(),
-                    shard: id.clone().into(),
+                    key: key(&id),
                     start,
                     events: self.events.clone(),
                     stop: self.stop.clone(),
+                    board: self.board.clone(),
                     troubled: false,
                 };
                 let permits = self.settings.readers.clone();
                 tracing::debug!(table = %table, shard = %id, "reading shard");
                 readers.spawn(async move {
-                    // At most `max_concurrent_shards` read at once.
+                    // At most `max_concurrent_shards` read at once; until
+                    // then the shard is waiting on the board.
                     let Ok(_permit) = permits.acquire_owned().await else {
                         return (id, Outcome::Stopped);
                     };
+                    job.board.started(&job.key, now_ms(), at_position);
                     let outcome = job.run().await;
                     (id, outcome)
                 });
@@ -154,6 +173,7 @@ impl<A: StreamsApi> Stream<A> {
                             Outcome::Drained | Outcome::Gone => {
                                 tracing::debug!(table = %table, shard = %id, ?outcome, "shard done");
                                 tracker.drained(&id);
+                                self.board.finished(&ShardKey::new(table.clone(), id.as_str()));
                                 // A finished shard is progress: walking a long
                                 // lineage of read shards is catching up, not
                                 // idle, though none of them returns records.
@@ -198,6 +218,9 @@ impl<A: StreamsApi> Stream<A> {
             let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
             if answer.is_ok() {
                 self.settings.activity.trouble(&mut troubled, false);
+                if !std::mem::replace(&mut self.answered, true) {
+                    self.board.stream_answered();
+                }
             }
             match answer {
                 Ok(page) => {
@@ -214,7 +237,11 @@ impl<A: StreamsApi> Stream<A> {
                     }
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(stream = %self.arn, error = %e, "retrying DescribeStream");
+                    ListingRetried {
+                        stream: &self.arn,
+                        error: &e,
+                    }
+                    .emit();
                     self.settings.activity.trouble(&mut troubled, true);
                     let wait = Duration::from_millis(200u64 << attempt.min(5));
                     if !self.pause(wait).await {

@@ -4,7 +4,9 @@
 //! - [`sdk`]: its AWS SDK implementation, and DescribeTable for `tables`;
 //! - `tracker`: shard lineage (parents before children);
 //! - `reader`: one shard, from its start position to its end;
-//! - `coordinator`: one stream: listings, readers, the reader limit.
+//! - `page_batch`: a GetRecords answer to a batch, parsed off the runtime;
+//! - `coordinator`: one stream: listings, readers, the reader limit;
+//! - [`board`]: where each shard stands, for lag and time to data loss.
 //!
 //! [`StreamsSource`] runs all of it on its own tokio runtime and hands
 //! batches (one GetRecords page each) to the synchronous pipeline over a
@@ -12,7 +14,9 @@
 //! this file for the rules the pieces keep.
 
 pub mod api;
+pub mod board;
 mod coordinator;
+mod page_batch;
 mod raw_records;
 mod reader;
 pub mod sdk;
@@ -21,10 +25,11 @@ mod tracker;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use dynamo_cdc_core::{Positions, SequenceNumber, Source, SourceBatch};
 use tokio::sync::{mpsc, watch};
 
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
+pub use board::{ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
 
 /// Where a stream with no recorded position is first read.
@@ -153,6 +158,13 @@ impl Activity {
     }
 }
 
+/// The wall clock in epoch milliseconds (0 before 1970).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// What the readers send the pipeline.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -173,8 +185,8 @@ pub enum StreamsError {
          were delivered ({reason}); the oldest record the shard still holds is {}. \
          Nothing after the last delivered record was written. To go on without the lost \
          records, set `on_gap = \"skip\"` (a gap record is written to every sink)",
-        after.as_deref().unwrap_or("(none: nothing of the shard was delivered yet)"),
-        oldest.as_deref().unwrap_or("unknown")
+        after.as_ref().map_or("(none: nothing of the shard was delivered yet)", SequenceNumber::as_str),
+        oldest.as_ref().map_or("unknown", SequenceNumber::as_str)
     )]
     Gap {
         /// Table of the stream.
@@ -182,22 +194,12 @@ pub enum StreamsError {
         /// The shard.
         shard: String,
         /// The last sequence number delivered.
-        after: Option<String>,
+        after: Option<SequenceNumber>,
         /// The oldest sequence number still held, when it could be read.
-        oldest: Option<String>,
+        oldest: Option<SequenceNumber>,
         /// What the service said.
         reason: String,
     },
-    /// The tokio runtime could not be started.
-    #[error("cannot start the stream reader runtime")]
-    Runtime(#[source] std::io::Error),
-}
-
-impl StreamsError {
-    /// True when retrying later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StreamsError::Api(e) if e.is_retryable())
-    }
 }
 
 /// Reads DynamoDB Streams on its own runtime; see the module docs.
@@ -206,32 +208,16 @@ pub struct StreamsSource {
     events: mpsc::Receiver<Event>,
     stop: watch::Sender<bool>,
     settings: Arc<Settings>,
+    board: Arc<ShardBoard>,
     until_idle: Option<Duration>,
     heartbeat: Duration,
 }
 
 impl StreamsSource {
-    /// Starts reading every stream of `config`, each shard after its
-    /// position in `resume` (the lowest durable position over the sinks).
-    ///
-    /// # Errors
-    /// When the runtime cannot be started.
-    pub fn start<A: StreamsApi>(
-        api: A,
-        config: &StreamsConfig,
-        resume: &Positions,
-    ) -> Result<Self, StreamsError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("stream-reader")
-            .enable_all()
-            .build()
-            .map_err(StreamsError::Runtime)?;
-        Ok(Self::start_on(runtime, Arc::new(api), config, resume))
-    }
-
-    /// Like [`StreamsSource::start`], on a runtime the caller built (which
-    /// may already have been used, e.g. to build the SDK clients).
+    /// Starts reading every stream of `config` on `runtime` (which the
+    /// caller built, and may already have used, e.g. to build the SDK
+    /// clients), each shard after its position in `resume` (the lowest
+    /// durable position over the sinks).
     pub fn start_on<A: StreamsApi>(
         runtime: tokio::runtime::Runtime,
         api: Arc<A>,
@@ -254,6 +240,7 @@ impl StreamsSource {
                 config.max_concurrent_shards.max(1),
             )),
         });
+        let board = Arc::new(ShardBoard::new(config.stream_arns.len()));
         for arn in &config.stream_arns {
             let stream = coordinator::Stream::new(
                 api.clone(),
@@ -262,6 +249,7 @@ impl StreamsSource {
                 resume,
                 tx.clone(),
                 stop_rx.clone(),
+                board.clone(),
             );
             runtime.spawn(stream.run());
         }
@@ -270,9 +258,17 @@ impl StreamsSource {
             events: rx,
             stop: stop_tx,
             settings,
+            board,
             until_idle: config.until_idle,
             heartbeat: config.heartbeat,
         }
+    }
+
+    /// Where each shard stands: the source keeps it up to date; the
+    /// pipeline reports deliveries into it and reads lag and time to data
+    /// loss from it, from any thread.
+    pub fn board(&self) -> Arc<ShardBoard> {
+        self.board.clone()
     }
 
     /// Asks every reader to stop; batches already sent may still arrive.

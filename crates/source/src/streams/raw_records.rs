@@ -1,12 +1,12 @@
-//! GetRecords' response body, read as it came.
+//! GetRecords' response body, kept as it came.
 //!
 //! The SDK would parse every record into its own types (a map per image, an
 //! enum per value), which the reader then has to turn back into GetRecords
-//! JSON for the parser that the replay source shares: three passes over
-//! every record, five sixths of the live path's cost. Instead, an
-//! interceptor on each GetRecords call takes a successful response's body
-//! as it streams in, keeps the bytes, and hands the SDK an empty object to
-//! deserialize. Errors are left alone, so the SDK still classifies them and
+//! JSON for the page parser that the replay source shares: three passes over
+//! every record. Instead, an interceptor on each GetRecords call takes a
+//! successful response's body as it streams in, keeps the bytes, and hands
+//! the SDK an empty object to deserialize; the reader parses the kept body
+//! whole. Errors are left alone, so the SDK still classifies them and
 //! retries as before.
 
 use std::pin::Pin;
@@ -21,8 +21,6 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// Where one call's body ends up.
 pub(crate) type Stash = Arc<Mutex<Option<Vec<u8>>>>;
@@ -49,9 +47,11 @@ impl Intercept for KeepBody {
             return Ok(());
         }
         let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+        // Pages run to a megabyte: sized once from Content-Length, not grown.
+        let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
         *response.body_mut() = SdkBody::from_body_1_x(Capture {
             inner: body,
-            kept: Vec::new(),
+            kept: Vec::with_capacity(expected.min(16 << 20)),
             stash: self.stash.clone(),
             done: false,
         });
@@ -97,45 +97,5 @@ impl Body for Capture {
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-}
-
-#[derive(Deserialize)]
-struct RawPage<'a> {
-    #[serde(rename = "Records", borrow, default)]
-    records: Vec<&'a RawValue>,
-    #[serde(rename = "NextShardIterator", default)]
-    next_shard_iterator: Option<String>,
-}
-
-/// A GetRecords body's records (each as its JSON text) and next iterator.
-pub(crate) fn split_page(body: &[u8]) -> Result<(Vec<String>, Option<String>), String> {
-    let page: RawPage<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("GetRecords answered with a body that is not a page: {e}"))?;
-    Ok((
-        page.records.iter().map(|r| r.get().to_owned()).collect(),
-        page.next_shard_iterator,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_splits_into_record_texts_and_the_iterator() {
-        let body = br#"{"Records":[{"eventID":"1","dynamodb":{"Keys":{"k":{"S":"a\"b"}}}},{"eventID":"2"}],"NextShardIterator":"it"}"#;
-        let (records, next) = split_page(body).unwrap();
-        assert_eq!(
-            records,
-            [
-                r#"{"eventID":"1","dynamodb":{"Keys":{"k":{"S":"a\"b"}}}}"#,
-                r#"{"eventID":"2"}"#
-            ]
-        );
-        assert_eq!(next.as_deref(), Some("it"));
-        let (records, next) = split_page(br#"{"Records":[]}"#).unwrap();
-        assert!(records.is_empty() && next.is_none());
-        assert!(split_page(b"<html>").unwrap_err().contains("not a page"));
     }
 }

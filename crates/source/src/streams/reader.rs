@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dynamo_cdc_core::{DeadLetter, Gap, Origin, SequenceNumber, SourceBatch};
+use dynamo_cdc_core::{Gap, SequenceNumber, ShardKey, SourceBatch};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::record::{RecordContext, parse_record};
+use crate::events::ShardCallRetried;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
-use crate::streams::{Event, OnGap, Settings, StreamsError};
+use crate::streams::board::ShardBoard;
+use crate::streams::page_batch;
+use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
 
 /// How a shard reader ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,12 +31,13 @@ pub(crate) struct ShardJob<A> {
     pub api: Arc<A>,
     pub settings: Arc<Settings>,
     pub stream_arn: Arc<str>,
-    pub table: Arc<str>,
-    pub shard: Arc<str>,
+    /// The table and shard.
+    pub key: ShardKey,
     /// Where to start: after the resume position, or per `start`.
     pub start: IteratorStart,
     pub events: mpsc::Sender<Event>,
     pub stop: watch::Receiver<bool>,
+    pub board: Arc<ShardBoard>,
     /// True while retrying a failed call (see `Activity::trouble`).
     pub troubled: bool,
 }
@@ -64,36 +67,39 @@ impl<A: StreamsApi> ShardJob<A> {
     }
 
     async fn read(&mut self) -> Result<Outcome, StreamsError> {
-        let mut last_read: Option<String> = match &self.start {
+        let mut last_read: Option<SequenceNumber> = match &self.start {
             IteratorStart::After(seq) => Some(seq.clone()),
             _ => None,
         };
         let mut pending_gap: Option<Gap> = None;
-        let mut iterator = match self.acquire(&mut last_read, &mut pending_gap).await? {
+        let mut iterator = match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
             Some(it) => it,
             None => return Ok(self.ended_early()),
         };
-        let mut ctx = RecordContext::new(self.shard.clone(), Some(self.table.clone()));
-        let origin: Arc<str> = self.stream_arn.clone();
         let mut attempt = 0;
         loop {
             if self.stopping() {
                 return Ok(Outcome::Stopped);
             }
-            let page = match self
+            let answer = self
                 .api
                 .get_records(&iterator, self.settings.records_per_call)
-                .await
-            {
+                .await;
+            let read = match answer {
+                Ok(page) => {
+                    page_batch::read(page.body, &self.key, &self.stream_arn, last_read.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let page = match read {
                 Ok(page) => {
                     attempt = 0;
                     self.settings.activity.trouble(&mut self.troubled, false);
                     page
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(table = %self.table, shard = %self.shard, error = %e, "retrying");
-                    // Trouble is not quiet: `until_idle` waits it out.
-                    self.settings.activity.trouble(&mut self.troubled, true);
+                    self.retry_later(&e);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(Outcome::Stopped);
                     }
@@ -101,38 +107,35 @@ impl<A: StreamsApi> ShardJob<A> {
                     continue;
                 }
                 Err(e) if e.kind == ApiErrorKind::ExpiredIterator => {
-                    tracing::info!(table = %self.table, shard = %self.shard, "iterator expired; getting a new one");
+                    tracing::info!(table = %self.key.table, shard = %self.key.shard, "iterator expired; getting a new one");
                     if let Some(seq) = &last_read {
                         self.start = IteratorStart::After(seq.clone());
                     }
-                    match self.acquire(&mut last_read, &mut pending_gap).await? {
+                    match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
                     }
                     continue;
                 }
                 Err(e) if e.kind == ApiErrorKind::TrimmedData => {
-                    self.on_gap(last_read.as_deref(), &e, &mut pending_gap)
+                    self.on_gap(last_read.as_ref(), &e, &mut pending_gap)
                         .await?;
                     self.start = IteratorStart::TrimHorizon;
-                    match self.acquire(&mut last_read, &mut pending_gap).await? {
+                    match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
                     }
                     continue;
                 }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {
-                    return self.vanished(last_read.as_deref(), &e).await;
+                    return self.vanished(last_read.as_ref(), &e).await;
                 }
                 Err(e) => return Err(StreamsError::Api(e)),
             };
-            let mut batch = SourceBatch::default();
+            last_read = page.last_read;
+            let mut batch = page.batch;
             if let Some(mut gap) = pending_gap.take() {
-                gap.resumed_at = page
-                    .records
-                    .first()
-                    .and_then(|r| parse_record(r, &mut ctx).ok())
-                    .map(|c| c.source.sequence_number.to_string());
+                gap.resumed_at = first_sequence_number(&batch);
                 tracing::error!(
                     table = %gap.table,
                     shard = %gap.shard,
@@ -142,52 +145,13 @@ impl<A: StreamsApi> ShardJob<A> {
                 );
                 batch.gaps.push(gap);
             }
-            for (index, raw) in page.records.iter().enumerate() {
-                let at = Origin {
-                    origin: origin.clone(),
-                    line: None,
-                    record_index: Some(index),
-                };
-                match parse_record(raw, &mut ctx) {
-                    Ok(change) => {
-                        let seq = change.source.sequence_number.to_string();
-                        if last_read
-                            .as_deref()
-                            .is_some_and(|last| !is_after(&seq, last))
-                        {
-                            continue; // already read (a re-acquired iterator)
-                        }
-                        last_read = Some(seq);
-                        batch.changes.push(change);
-                        batch.origins.push(at);
-                    }
-                    Err((error, hints)) => {
-                        if let Some(seq) = &hints.sequence_number {
-                            if last_read
-                                .as_deref()
-                                .is_some_and(|last| !is_after(seq, last))
-                            {
-                                continue;
-                            }
-                            last_read = Some(seq.clone());
-                        }
-                        batch.dead_letters.push(DeadLetter {
-                            origin: origin.to_string(),
-                            line: None,
-                            record_index: Some(index),
-                            table: hints.table.or_else(|| Some(self.table.to_string())),
-                            shard: Some(self.shard.to_string()),
-                            sequence_number: hints.sequence_number,
-                            error: error.0,
-                            raw: raw.clone(),
-                        });
-                    }
-                }
-            }
-            let had_records = !page.records.is_empty();
+            let had_records = page.report.records > 0;
             if had_records {
                 self.settings.activity.touch();
             }
+            // Told before the pipeline has the page, so that its delivery
+            // always finds the page on the board.
+            self.board.page(&self.key, page.report);
             if !batch.is_empty() && self.events.send(Event::Batch(batch)).await.is_err() {
                 return Ok(Outcome::Stopped);
             }
@@ -206,11 +170,23 @@ impl<A: StreamsApi> ShardJob<A> {
         }
     }
 
+    /// A call failed in a way that may pass: say so, and count as in
+    /// trouble (not quiet: `until_idle` waits it out).
+    fn retry_later(&mut self, error: &ApiError) {
+        ShardCallRetried {
+            table: &self.key.table,
+            shard: &self.key.shard,
+            error,
+        }
+        .emit();
+        self.settings.activity.trouble(&mut self.troubled, true);
+    }
+
     /// An iterator at `self.start`, retrying what may pass. `None` when the
     /// shard no longer exists (after handling what that means).
     async fn acquire(
         &mut self,
-        last_read: &mut Option<String>,
+        last_read: Option<&SequenceNumber>,
         pending_gap: &mut Option<Gap>,
     ) -> Result<Option<String>, StreamsError> {
         let mut attempt = 0;
@@ -220,7 +196,7 @@ impl<A: StreamsApi> ShardJob<A> {
             }
             match self
                 .api
-                .get_shard_iterator(&self.stream_arn, &self.shard, &self.start)
+                .get_shard_iterator(&self.stream_arn, &self.key.shard, &self.start)
                 .await
             {
                 Ok(it) => {
@@ -228,20 +204,18 @@ impl<A: StreamsApi> ShardJob<A> {
                     return Ok(Some(it));
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(table = %self.table, shard = %self.shard, error = %e, "retrying");
-                    // Trouble is not quiet: `until_idle` waits it out.
-                    self.settings.activity.trouble(&mut self.troubled, true);
+                    self.retry_later(&e);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(None);
                     }
                     attempt += 1;
                 }
                 Err(e) if e.kind == ApiErrorKind::TrimmedData => {
-                    self.on_gap(last_read.as_deref(), &e, pending_gap).await?;
+                    self.on_gap(last_read, &e, pending_gap).await?;
                     self.start = IteratorStart::TrimHorizon;
                 }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {
-                    self.vanished(last_read.as_deref(), &e).await?;
+                    self.vanished(last_read, &e).await?;
                     return Ok(None);
                 }
                 Err(e) => return Err(StreamsError::Api(e)),
@@ -260,24 +234,24 @@ impl<A: StreamsApi> ShardJob<A> {
     /// Records after `after` were trimmed: fail, or note the gap and go on.
     async fn on_gap(
         &self,
-        after: Option<&str>,
+        after: Option<&SequenceNumber>,
         error: &ApiError,
         pending: &mut Option<Gap>,
     ) -> Result<(), StreamsError> {
         match self.settings.on_gap {
             OnGap::Fail => Err(StreamsError::Gap {
-                table: self.table.to_string(),
-                shard: self.shard.to_string(),
-                after: after.map(str::to_owned),
+                table: self.key.table.to_string(),
+                shard: self.key.shard.to_string(),
+                after: after.cloned(),
                 oldest: self.oldest_held().await,
                 reason: error.message.clone(),
             }),
             OnGap::Skip => {
                 if pending.is_none() {
                     *pending = Some(Gap {
-                        table: self.table.to_string(),
-                        shard: self.shard.to_string(),
-                        after: after.map(str::to_owned),
+                        table: self.key.table.to_string(),
+                        shard: self.key.shard.to_string(),
+                        after: after.map(SequenceNumber::to_string),
                         resumed_at: None,
                         detected_at_ms: now_ms(),
                         reason: error.to_string(),
@@ -292,11 +266,11 @@ impl<A: StreamsApi> ShardJob<A> {
     /// rest may be lost: that is a gap.
     async fn vanished(
         &self,
-        after: Option<&str>,
+        after: Option<&SequenceNumber>,
         error: &ApiError,
     ) -> Result<Outcome, StreamsError> {
         let Some(after) = after else {
-            tracing::warn!(table = %self.table, shard = %self.shard, error = %error, "shard no longer exists; nothing of it was read");
+            tracing::warn!(table = %self.key.table, shard = %self.key.shard, error = %error, "shard no longer exists; nothing of it was read");
             return Ok(Outcome::Gone);
         };
         let mut pending = None;
@@ -320,19 +294,21 @@ impl<A: StreamsApi> ShardJob<A> {
     }
 
     /// The oldest sequence number the shard still holds, for error messages.
-    async fn oldest_held(&self) -> Option<String> {
+    async fn oldest_held(&self) -> Option<SequenceNumber> {
         let it = self
             .api
-            .get_shard_iterator(&self.stream_arn, &self.shard, &IteratorStart::TrimHorizon)
+            .get_shard_iterator(
+                &self.stream_arn,
+                &self.key.shard,
+                &IteratorStart::TrimHorizon,
+            )
             .await
             .ok()?;
         let page = self.api.get_records(&it, 1).await.ok()?;
-        let mut ctx = RecordContext::new(self.shard.clone(), Some(self.table.clone()));
-        let first = page.records.first()?;
-        match parse_record(first, &mut ctx) {
-            Ok(c) => Some(c.source.sequence_number.to_string()),
-            Err((_, hints)) => hints.sequence_number,
-        }
+        let page = page_batch::read(page.body, &self.key, &self.stream_arn, None)
+            .await
+            .ok()?;
+        page.last_read
     }
 
     fn stopping(&self) -> bool {
@@ -348,19 +324,23 @@ impl<A: StreamsApi> ShardJob<A> {
     }
 }
 
-/// `a > b` for sequence numbers (numeric order), as text: unparsable ones
-/// count as new, so nothing is dropped on their account.
-fn is_after(a: &str, b: &str) -> bool {
-    match (SequenceNumber::parse(a), SequenceNumber::parse(b)) {
-        (Ok(a), Ok(b)) => a > b,
-        _ => true,
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// The first record's sequence number in a batch: where reading went on
+/// after a gap.
+fn first_sequence_number(batch: &SourceBatch) -> Option<String> {
+    let change = batch
+        .changes
+        .first()
+        .map(|c| c.source.sequence_number.clone());
+    let letter = batch
+        .dead_letters
+        .iter()
+        .filter_map(|d| SequenceNumber::parse(d.sequence_number.as_deref()?).ok())
+        .min();
+    change
+        .into_iter()
+        .chain(letter)
+        .min()
+        .map(|s| s.to_string())
 }
 
 #[cfg(test)]
@@ -374,12 +354,5 @@ mod tests {
             assert!(d <= Duration::from_secs(5), "{attempt}: {d:?}");
         }
         assert!(backoff(0) <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        assert!(is_after("100", "99"));
-        assert!(!is_after("99", "100"));
-        assert!(!is_after("100", "100"));
     }
 }

@@ -19,10 +19,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
+use crate::events::{CallResult, Request, RequestAnswered};
 use crate::streams::api::{
     ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi,
 };
-use crate::streams::raw_records::{KeepBody, Stash, split_page};
+use crate::streams::raw_records::{KeepBody, Stash};
 use crate::streams::tracker::ShardInfo;
 
 /// Where the SDK connects.
@@ -125,7 +126,8 @@ impl SdkStreams {
             .table_name(table)
             .send()
             .await
-            .map_err(|e| classify("DescribeTable", &e))?;
+            .map_err(|e| classify(Request::DescribeTable, &e));
+        let out = counted(Request::DescribeTable, out)?;
         let description = out.table();
         let enabled = description
             .and_then(|t| t.stream_specification())
@@ -134,7 +136,7 @@ impl SdkStreams {
             Some(arn) if enabled => Ok(arn.to_owned()),
             _ => Err(ApiError {
                 kind: ApiErrorKind::Fatal,
-                operation: "DescribeTable",
+                operation: Request::DescribeTable.name(),
                 message: format!(
                     "table `{table}` has no stream enabled; enable one with StreamViewType \
                      NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
@@ -157,11 +159,12 @@ impl StreamsApi for SdkStreams {
             .set_exclusive_start_shard_id(exclusive_start.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| classify("DescribeStream", &e))?;
+            .map_err(|e| classify(Request::DescribeStream, &e));
+        let out = counted(Request::DescribeStream, out)?;
         let Some(d) = out.stream_description() else {
             return Err(ApiError {
                 kind: ApiErrorKind::Fatal,
-                operation: "DescribeStream",
+                operation: Request::DescribeStream.name(),
                 message: "the answer has no StreamDescription".into(),
             });
         };
@@ -203,15 +206,16 @@ impl StreamsApi for SdkStreams {
             .stream_arn(stream_arn)
             .shard_id(shard)
             .shard_iterator_type(kind)
-            .set_sequence_number(seq.cloned())
+            .set_sequence_number(seq.map(|s| s.as_str().to_owned()))
             .send()
             .await
-            .map_err(|e| classify("GetShardIterator", &e))?;
+            .map_err(|e| classify(Request::GetShardIterator, &e));
+        let out = counted(Request::GetShardIterator, out)?;
         out.shard_iterator()
             .map(str::to_owned)
             .ok_or_else(|| ApiError {
                 kind: ApiErrorKind::NotFound,
-                operation: "GetShardIterator",
+                operation: Request::GetShardIterator.name(),
                 message: format!("no iterator returned for shard {shard}"),
             })
     }
@@ -229,34 +233,38 @@ impl StreamsApi for SdkStreams {
             })
             .send()
             .await
-            .map_err(|e| classify("GetRecords", &e))?;
+            .map_err(|e| classify(Request::GetRecords, &e));
+        let out = counted(Request::GetRecords, out)?;
         let kept = stash.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(body) = kept {
-            let (records, next_iterator) = split_page(&body).map_err(|message| ApiError {
-                kind: ApiErrorKind::Transient,
-                operation: "GetRecords",
-                message,
-            })?;
-            return Ok(RecordsPage {
-                records,
-                next_iterator,
-            });
+            return Ok(RecordsPage { body });
         }
         // The body was not kept (the interceptor did not run): what the SDK
         // parsed, rendered back.
-        Ok(RecordsPage {
-            records: out
-                .records()
-                .iter()
-                .map(|r| record_json(r).to_string())
-                .collect(),
-            next_iterator: out.next_shard_iterator().map(str::to_owned),
-        })
+        let records: Vec<String> = out
+            .records()
+            .iter()
+            .map(|r| record_json(r).to_string())
+            .collect();
+        Ok(RecordsPage::from_records(
+            &records,
+            out.next_shard_iterator(),
+        ))
     }
 }
 
+/// Counts the call's answer and passes it on.
+fn counted<T>(request: Request, result: Result<T, ApiError>) -> Result<T, ApiError> {
+    RequestAnswered {
+        request,
+        result: CallResult::of(&result),
+    }
+    .emit();
+    result
+}
+
 /// Sorts a failed call by what the reader should do about it.
-fn classify<E>(operation: &'static str, error: &SdkError<E, HttpResponse>) -> ApiError
+fn classify<E>(request: Request, error: &SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -290,7 +298,7 @@ where
     }
     ApiError {
         kind,
-        operation,
+        operation: request.name(),
         message,
     }
 }

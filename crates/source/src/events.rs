@@ -1,0 +1,254 @@
+//! The source's internal events. Each event is the one place that writes
+//! its log line and counts its metric, so the two never drift apart.
+//!
+//! Metrics go through the `metrics` facade; the binary installs the
+//! exporter. Labels are bounded (the call, how it ended): never shard ids or
+//! sequence numbers. [`describe`] registers the help texts.
+
+use crate::streams::api::{ApiError, ApiErrorKind};
+
+/// Calls made to DynamoDB Streams and DynamoDB, by `api` (see [`Request`])
+/// and `result` (`ok`, `throttled`, `error`).
+pub const REQUESTS_TOTAL: &str = "dynamo_cdc_source_requests_total";
+
+/// Failed calls retried after a backoff (throttling, 5xx, timeouts), by `api`.
+pub const RETRIES_TOTAL: &str = "dynamo_cdc_source_retries_total";
+
+/// Registers the help text of every metric this crate writes. Call once,
+/// after installing the recorder.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        "Calls to DynamoDB Streams and DynamoDB by api (DescribeStream, GetShardIterator, \
+         GetRecords, DescribeTable) and result (ok, throttled, error)"
+    );
+    metrics::describe_counter!(
+        RETRIES_TOTAL,
+        "Failed calls retried after a backoff (throttling, server errors, timeouts), by api"
+    );
+}
+
+/// A call the source makes: the `api` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    DescribeStream,
+    GetShardIterator,
+    GetRecords,
+    DescribeTable,
+}
+
+impl Request {
+    /// The API's name, as AWS spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Request::DescribeStream => "DescribeStream",
+            Request::GetShardIterator => "GetShardIterator",
+            Request::GetRecords => "GetRecords",
+            Request::DescribeTable => "DescribeTable",
+        }
+    }
+}
+
+/// How a call ended: the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallResult {
+    Ok,
+    Throttled,
+    Error,
+}
+
+impl CallResult {
+    pub(crate) fn of<T>(result: &Result<T, ApiError>) -> Self {
+        match result {
+            Ok(_) => CallResult::Ok,
+            Err(e) if e.kind == ApiErrorKind::Throttled => CallResult::Throttled,
+            Err(_) => CallResult::Error,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            CallResult::Ok => "ok",
+            CallResult::Throttled => "throttled",
+            CallResult::Error => "error",
+        }
+    }
+}
+
+/// A call came back, well or not. Counted, not logged: what a failure
+/// means is for the caller to say (see [`ShardCallRetried`]).
+pub(crate) struct RequestAnswered {
+    pub(crate) request: Request,
+    pub(crate) result: CallResult,
+}
+
+impl RequestAnswered {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(
+            REQUESTS_TOTAL,
+            "api" => self.request.name(),
+            "result" => self.result.label()
+        )
+        .increment(1);
+    }
+}
+
+/// A shard's call (GetShardIterator, GetRecords) failed in a way that may
+/// pass; the reader backs off and tries again.
+pub(crate) struct ShardCallRetried<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) shard: &'a str,
+    pub(crate) error: &'a ApiError,
+}
+
+impl ShardCallRetried<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(table = %self.table, shard = %self.shard, error = %self.error, "retrying");
+        metrics::counter!(RETRIES_TOTAL, "api" => self.error.operation).increment(1);
+    }
+}
+
+/// A DescribeStream call failed in a way that may pass; the listing backs
+/// off and tries again.
+pub(crate) struct ListingRetried<'a> {
+    pub(crate) stream: &'a str,
+    pub(crate) error: &'a ApiError,
+}
+
+impl ListingRetried<'_> {
+    pub(crate) fn emit(&self) {
+        tracing::warn!(stream = %self.stream, error = %self.error, "retrying DescribeStream");
+        metrics::counter!(RETRIES_TOTAL, "api" => self.error.operation).increment(1);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod recorder {
+    //! A recorder that keeps counters in a map, for tests that check what
+    //! was counted (with `metrics::with_local_recorder`).
+
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    /// Counters by name and sorted labels (`name{a=x,b=y}`).
+    #[derive(Default)]
+    pub(crate) struct Counters {
+        values: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+        help: Mutex<BTreeMap<String, String>>,
+    }
+
+    struct Cell(Arc<AtomicU64>);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+
+    impl Counters {
+        /// The counter `name{label=value,...}` (labels sorted by name).
+        pub(crate) fn get(&self, name: &str) -> u64 {
+            let values = self.values.lock().unwrap();
+            values.get(name).map_or(0, |v| v.load(Ordering::Relaxed))
+        }
+
+        /// The help text registered for `name`.
+        pub(crate) fn help(&self, name: &str) -> Option<String> {
+            self.help.lock().unwrap().get(name).cloned()
+        }
+    }
+
+    impl Recorder for Counters {
+        fn describe_counter(&self, key: KeyName, _: Option<Unit>, help: SharedString) {
+            let mut all = self.help.lock().unwrap();
+            all.insert(key.as_str().to_owned(), help.to_string());
+        }
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut values = self.values.lock().unwrap();
+            Counter::from_arc(Arc::new(Cell(values.entry(name).or_default().clone())))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorder::Counters;
+    use super::*;
+
+    fn failure(kind: ApiErrorKind) -> ApiError {
+        ApiError {
+            kind,
+            operation: Request::GetRecords.name(),
+            message: "LimitExceededException: slow down".into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_counted_by_api_and_result() {
+        let counters = Counters::default();
+        metrics::with_local_recorder(&counters, || {
+            for result in [
+                Ok(()),
+                Ok(()),
+                Err(failure(ApiErrorKind::Throttled)),
+                Err(failure(ApiErrorKind::ExpiredIterator)),
+            ] {
+                RequestAnswered {
+                    request: Request::GetRecords,
+                    result: CallResult::of(&result),
+                }
+                .emit();
+            }
+            let error = failure(ApiErrorKind::Throttled);
+            ShardCallRetried {
+                table: "orders",
+                shard: "shardId-1",
+                error: &error,
+            }
+            .emit();
+        });
+        let requests = |result: &str| {
+            counters.get(&format!(
+                "{REQUESTS_TOTAL}{{api=GetRecords,result={result}}}"
+            ))
+        };
+        assert_eq!(requests("ok"), 2);
+        assert_eq!(requests("throttled"), 1);
+        assert_eq!(requests("error"), 1);
+        assert_eq!(
+            counters.get(&format!("{RETRIES_TOTAL}{{api=GetRecords}}")),
+            1
+        );
+    }
+
+    #[test]
+    fn every_metric_has_help() {
+        let counters = Counters::default();
+        metrics::with_local_recorder(&counters, describe);
+        for name in [REQUESTS_TOTAL, RETRIES_TOTAL] {
+            assert!(counters.help(name).is_some_and(|h| !h.is_empty()), "{name}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! A GetRecords answer to the batch the pipeline gets, parsed off the async
+//! runtime.
+//!
+//! A page of a thousand records takes milliseconds to parse: long enough to
+//! hold up every other shard's polling if it ran on one of the runtime's two
+//! workers. So the page goes to tokio's blocking pool, is read there by the
+//! page parser the replay source uses (`crate::page`), and comes back as a
+//! batch with what the reader and the shard board need to know about it.
+
+use std::sync::Arc;
+
+use dynamo_cdc_core::{Origin, SequenceNumber, ShardKey, SourceBatch};
+
+use crate::events::Request;
+use crate::page::{PageOrigin, read_page};
+use crate::record::RecordContext;
+use crate::streams::api::{ApiError, ApiErrorKind};
+use crate::streams::board::PageReport;
+
+/// A page, read.
+#[derive(Debug)]
+pub(crate) struct PageBatch {
+    /// Changes and dead letters not read before (see `read`).
+    pub(crate) batch: SourceBatch,
+    /// The iterator for the next call; `None` once the shard is read to its
+    /// end.
+    pub(crate) next_iterator: Option<String>,
+    /// The newest sequence number read, this page included.
+    pub(crate) last_read: Option<SequenceNumber>,
+    /// What the shard board is told about the page.
+    pub(crate) report: PageReport,
+}
+
+/// Reads a GetRecords body of `key`'s shard from the stream `origin` on the
+/// blocking pool. Records at or before `last_read` are dropped: an iterator
+/// acquired again after the last record read may repeat some.
+///
+/// # Errors
+/// A transient [`ApiError`] when the body is not a GetRecords page (the
+/// call is retried, as for a garbled answer); a fatal one if the parser
+/// panicked.
+pub(crate) async fn read(
+    body: Vec<u8>,
+    key: &ShardKey,
+    origin: &Arc<str>,
+    last_read: Option<SequenceNumber>,
+) -> Result<PageBatch, ApiError> {
+    let (key, origin) = (key.clone(), origin.clone());
+    let parsed =
+        tokio::task::spawn_blocking(move || read_now(&body, &key, &origin, last_read)).await;
+    parsed.unwrap_or_else(|e| {
+        // A panic is a bug: stop with it rather than lose the shard.
+        let why = if e.is_panic() {
+            "the page parser panicked"
+        } else {
+            "the page parser was stopped"
+        };
+        Err(ApiError {
+            kind: ApiErrorKind::Fatal,
+            operation: Request::GetRecords.name(),
+            message: why.to_owned(),
+        })
+    })
+}
+
+/// [`read`], on the calling thread.
+fn read_now(
+    body: &[u8],
+    key: &ShardKey,
+    origin: &Arc<str>,
+    last_read: Option<SequenceNumber>,
+) -> Result<PageBatch, ApiError> {
+    let not_a_page = |why: String| ApiError {
+        kind: ApiErrorKind::Transient,
+        operation: Request::GetRecords.name(),
+        message: format!("GetRecords answered with a body that is not a page: {why}"),
+    };
+    let text = std::str::from_utf8(body).map_err(|e| not_a_page(e.to_string()))?;
+    let mut ctx = RecordContext::new(key.shard.clone(), Some(key.table.clone()));
+    let at = PageOrigin { origin, line: None };
+    let page = read_page(text, &mut ctx, at).map_err(not_a_page)?;
+
+    let is_new = |seq: &SequenceNumber| last_read.as_ref().is_none_or(|last| seq > last);
+    let mut newest: Option<SequenceNumber> = None;
+    let mut batch = SourceBatch {
+        changes: Vec::with_capacity(page.changes.len()),
+        origins: Vec::with_capacity(page.changes.len()),
+        ..SourceBatch::default()
+    };
+    for letter in page.dead_letters {
+        // A letter whose sequence number cannot be read is kept: nothing is
+        // dropped on a guess.
+        let seq = letter
+            .sequence_number
+            .as_deref()
+            .and_then(|s| SequenceNumber::parse(s).ok());
+        if let Some(seq) = seq {
+            if !is_new(&seq) {
+                continue;
+            }
+            newest = newest.max(Some(seq));
+        }
+        batch.dead_letters.push(letter);
+    }
+    let mut newest_ms = None;
+    for parsed in page.changes {
+        let seq = &parsed.change.source.sequence_number;
+        if !is_new(seq) {
+            continue;
+        }
+        if newest.as_ref().is_none_or(|n| seq > n) {
+            newest = Some(seq.clone());
+        }
+        newest_ms = newest_ms.max(parsed.change.source.approx_creation_ms);
+        batch.origins.push(Origin {
+            origin: origin.clone(),
+            line: None,
+            record_index: parsed.index,
+        });
+        batch.changes.push(parsed.change);
+    }
+    let report = PageReport {
+        records: page.records,
+        last: batch
+            .changes
+            .last()
+            .map(|c| c.source.sequence_number.clone()),
+        newest_ms,
+    };
+    Ok(PageBatch {
+        batch,
+        next_iterator: page.next_iterator,
+        last_read: last_read.max(newest),
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::api::RecordsPage;
+
+    fn record(seq: u32, n: &str, created_s: u32) -> String {
+        format!(
+            r#"{{"eventID":"e{seq}","eventName":"INSERT","dynamodb":{{"ApproximateCreationDateTime":{created_s},"Keys":{{"id":{{"N":"{seq}"}}}},"NewImage":{{"id":{{"N":"{seq}"}},"n":{{"N":"{n}"}}}},"SequenceNumber":"{seq}"}}}}"#
+        )
+    }
+
+    fn key() -> ShardKey {
+        ShardKey::new("orders", "shardId-1")
+    }
+
+    fn seq(n: u32) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    fn read(page: &RecordsPage, last_read: Option<u32>) -> Result<PageBatch, ApiError> {
+        read_now(
+            &page.body,
+            &key(),
+            &Arc::from("arn:stream"),
+            last_read.map(seq),
+        )
+    }
+
+    fn seqs(b: &PageBatch) -> Vec<String> {
+        b.batch
+            .changes
+            .iter()
+            .map(|c| c.source.sequence_number.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_page_becomes_a_batch_with_its_iterator_and_report() {
+        let page = RecordsPage::from_records(
+            &[record(5, "1", 1_700_000_002), record(6, "2", 1_700_000_001)],
+            Some("next"),
+        );
+        let b = read(&page, None).unwrap();
+        assert_eq!(seqs(&b), ["5", "6"]);
+        assert_eq!(b.batch.origins[1].record_index, Some(1));
+        assert_eq!(&*b.batch.origins[1].origin, "arn:stream");
+        assert_eq!(b.next_iterator.as_deref(), Some("next"));
+        assert_eq!(b.last_read, Some(seq(6)));
+        assert_eq!(b.report.records, 2);
+        assert_eq!(b.report.last, Some(seq(6)));
+        assert_eq!(b.report.newest_ms, Some(1_700_000_002_000));
+    }
+
+    #[test]
+    fn records_already_read_are_dropped_and_bad_ones_dead_lettered() {
+        let too_precise = "123456789012345678901234567890123456789";
+        let page = RecordsPage::from_records(
+            &[
+                record(4, "1", 1),
+                record(5, too_precise, 1),
+                record(6, "1", 1),
+                record(7, too_precise, 1),
+            ],
+            None,
+        );
+        let b = read(&page, Some(5)).unwrap();
+        assert_eq!(seqs(&b), ["6"]);
+        let letters: Vec<_> = b
+            .batch
+            .dead_letters
+            .iter()
+            .map(|d| d.sequence_number.as_deref())
+            .collect();
+        assert_eq!(letters, [Some("7")], "5 was read before");
+        assert_eq!(b.batch.dead_letters[0].origin, "arn:stream");
+        assert_eq!(b.last_read, Some(seq(7)));
+        assert_eq!(b.report.last, Some(seq(6)), "the last change");
+        assert_eq!(b.report.records, 4);
+        assert_eq!(b.next_iterator, None);
+    }
+
+    #[test]
+    fn an_empty_page_keeps_the_last_read() {
+        let b = read(&RecordsPage::from_records(&[], Some("it")), Some(9)).unwrap();
+        assert!(b.batch.is_empty());
+        assert_eq!(b.last_read, Some(seq(9)));
+        assert_eq!((b.report.records, b.report.last), (0, None));
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_page_is_retried() {
+        for body in [&b"<html>busy</html>"[..], b"{\"Records\":[\xff]}", b"{}"] {
+            let page = RecordsPage {
+                body: body.to_vec(),
+            };
+            let e = read(&page, None).unwrap_err();
+            assert_eq!(e.kind, ApiErrorKind::Transient, "{e}");
+            assert!(e.message.contains("not a page"), "{e}");
+        }
+    }
+}
