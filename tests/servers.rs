@@ -277,10 +277,11 @@ pub async fn stream_records(url: &str, table: &str) -> Vec<(u128, String, String
             .expect("an iterator");
         loop {
             let page = api.get_records(&it, 1000).await.expect("records");
-            if page.records.is_empty() {
+            let (records, next_iterator) = page.split().expect("a page");
+            if records.is_empty() {
                 break;
             }
-            for r in &page.records {
+            for r in &records {
                 let v: serde_json::Value = serde_json::from_str(r).expect("record JSON");
                 out.push((
                     v["dynamodb"]["SequenceNumber"]
@@ -291,7 +292,7 @@ pub async fn stream_records(url: &str, table: &str) -> Vec<(u128, String, String
                     v["dynamodb"]["Keys"].to_string(),
                 ));
             }
-            match page.next_iterator {
+            match next_iterator {
                 Some(next) => it = next,
                 None => break,
             }

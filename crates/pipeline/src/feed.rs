@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
+use dynamo_cdc_source::streams::ShardBoard;
 use dynamo_cdc_source::{
-    OnGap, ReplayConfig, ReplayError, ReplaySource, ReplayStats, StartAt, StreamsConfig,
-    StreamsSource,
+    OnGap, ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats, StartAt,
+    StreamsConfig, StreamsSource,
 };
 
 use crate::config::{Config, OnGapConfig, SourceKind, StartConfig};
@@ -31,6 +32,7 @@ pub(crate) enum Feed {
         /// batches in flight.
         spent: Sender<SourceBatch>,
         reader: Option<JoinHandle<ReplayStats>>,
+        progress: ReplayProgress,
     },
     Streams(Box<StreamsSource>),
 }
@@ -66,6 +68,7 @@ impl Feed {
             },
             resume,
         )?;
+        let progress = source.progress();
         let (tx, rx) = sync_channel(2);
         let (spent_tx, spent_rx) = std::sync::mpsc::channel::<SourceBatch>();
         let reader = std::thread::Builder::new()
@@ -75,6 +78,7 @@ impl Feed {
             batches: rx,
             spent: spent_tx,
             reader: Some(reader),
+            progress,
         })
     }
 
@@ -141,6 +145,23 @@ impl Feed {
                 Err(RecvTimeoutError::Disconnected) => Ok(None),
             },
             Feed::Streams(source) => Ok(source.next_batch()?),
+        }
+    }
+
+    /// The stream source's shard board (lag, time to data loss, answers).
+    pub(crate) fn board(&self) -> Option<std::sync::Arc<ShardBoard>> {
+        match self {
+            Feed::Streams(source) => Some(source.board()),
+            Feed::Replay { .. } => None,
+        }
+    }
+
+    /// Bytes of the capture read so far and in all (replay; zeros for a
+    /// stream).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        match self {
+            Feed::Replay { progress, .. } => (progress.bytes_read(), progress.bytes_total()),
+            Feed::Streams(_) => (0, 0),
         }
     }
 

@@ -252,6 +252,9 @@ fn run_once(
 
     let mut feed = Feed::start(config, resume.clone(), options.until_idle).map_err(Stop::Fatal)?;
     watch.set_board(feed.board());
+    if feed.board().is_none() {
+        watch.health.set_streams_answered();
+    }
     let mut progress = (feed.board().is_none() && options.progress).then(|| Progress::stderr(true));
     let outcome = pump(
         options,
@@ -402,10 +405,12 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
 /// Tells the stream source's board how far every sink has delivered, for
 /// the lag and time-to-data-loss gauges.
 fn report_delivered(l: &mut Loop<'_>) {
-    let board = match l.watch.board() {
-        Some(b) => b,
-        None => return,
+    let Some(board) = l.watch.board() else {
+        return;
     };
+    if board.all_streams_answered() {
+        l.watch.health.set_streams_answered();
+    }
     let now = l.sinks.resume_point();
     for (key, seq) in now.iter() {
         if l.delivered.get(key) != Some(seq) {

@@ -20,7 +20,8 @@ pub(crate) struct Watch {
     checkpoint_ms: Arc<AtomicU64>,
     /// The stream source's shards, while a stream source runs.
     board: Arc<Mutex<Option<Arc<ShardBoard>>>>,
-    server: Option<MetricsServer>,
+    /// Serves until the run ends (dropped with the watch).
+    _server: Option<MetricsServer>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -44,7 +45,7 @@ impl Watch {
             Some(addr) => {
                 let handle = recorder::install();
                 crate::events::describe();
-                dynamo_cdc_source::streams::describe();
+                dynamo_cdc_source::events::describe();
                 let refresh = {
                     let checkpoint_ms = checkpoint_ms.clone();
                     let board = board.clone();
@@ -59,13 +60,8 @@ impl Watch {
             health,
             checkpoint_ms,
             board,
-            server,
+            _server: server,
         })
-    }
-
-    /// Where the endpoint listens, when it does.
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The checkpoint was just written.
