@@ -239,3 +239,59 @@ pub fn dead_letters(root: &Path) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// A child's standard error, read line by line on a thread of its own, so a
+/// test can wait for a log line (an event) instead of sleeping.
+pub struct StderrLines {
+    seen: std::sync::Arc<(std::sync::Mutex<(String, bool)>, std::sync::Condvar)>,
+}
+
+impl StderrLines {
+    /// Starts reading `child`'s stderr (which must be piped).
+    pub fn follow(child: &mut std::process::Child) -> Self {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let seen = std::sync::Arc::new((
+            std::sync::Mutex::new((String::new(), false)),
+            std::sync::Condvar::new(),
+        ));
+        let shared = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cv) = &*shared;
+                let mut s = lock.lock().unwrap();
+                s.0.push_str(&line);
+                s.0.push('\n');
+                cv.notify_all();
+            }
+            let (lock, cv) = &*shared;
+            lock.lock().unwrap().1 = true;
+            cv.notify_all();
+        });
+        StderrLines { seen }
+    }
+
+    /// Waits until stderr holds `needle` (true) or ends or `limit` passes
+    /// without it (false).
+    pub fn wait_for(&self, needle: &str, limit: std::time::Duration) -> bool {
+        let (lock, cv) = &*self.seen;
+        let deadline = std::time::Instant::now() + limit;
+        let mut s = lock.lock().unwrap();
+        loop {
+            if s.0.contains(needle) {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if s.1 || now >= deadline {
+                return false;
+            }
+            s = cv.wait_timeout(s, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.seen.0.lock().unwrap().0.clone()
+    }
+}

@@ -15,7 +15,7 @@ use dynamo_cdc_testkit::registry::RegistryDouble;
 use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
 use dynamo_cdc_tests::kafka::{TopicMessage, read_topic};
-use dynamo_cdc_tests::{Scratch, read_rows, run_command};
+use dynamo_cdc_tests::{Scratch, StderrLines, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 
@@ -223,4 +223,111 @@ fn sigkill_restarts_leave_every_change_in_kafka_exactly_once_in_order_per_key() 
         .read_value(&mut &value[5..])
         .unwrap();
     assert!(format!("{datum:?}").contains("é ✓"), "{datum:?}");
+}
+
+#[test]
+fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.broker_down(-1).unwrap();
+    let s = Scratch::new();
+    let k: dynamo_cdc_core::Item = [("id", dynamo_cdc_core::AttributeValue::S("a".into()))].into();
+    let expected: Vec<u128> = (0..30).map(|i| 200_000 + i).collect();
+    let records: Vec<String> = expected
+        .iter()
+        .map(|seq| stream_record_json("orders", *seq, "MODIFY", &k, Some(&k), Some(&k), false))
+        .collect();
+    s.write_capture("shard-1.jsonl", &get_records_json(&records, None));
+    let config = write_config(
+        &s,
+        &format!(
+            "kind = \"replay\"\npath = {:?}\ntable = \"orders\"",
+            s.capture()
+        ),
+        &format!("[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\""),
+    );
+    let mut child = run_command(s.path(), &config, None)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = StderrLines::follow(&mut child);
+    assert!(
+        log.wait_for("cannot write; pausing", Duration::from_secs(90)),
+        "the run did not pause: {}",
+        log.text()
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run must wait, not exit"
+    );
+    cluster.broker_up(-1).unwrap();
+    let status = child.wait().unwrap();
+    let text = log.text();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("writes again"), "{text}");
+    let errors = text.lines().filter(|l| l.contains("ERROR")).count();
+    assert!(
+        errors <= 2,
+        "an outage is logged once, not per retry: {text}"
+    );
+    assert_once_in_order(&read_topic(&brokers, "cdc.orders", 2), &expected);
+}
+
+#[test]
+fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let s = Scratch::new();
+    let config = write_config(
+        &s,
+        &format!(
+            "kind = \"dynamodb\"\nstream_arns = [{arn:?}]\nregion = \"us-east-1\"\nendpoint_url = {:?}\n\
+             poll_interval_ms = 20\nidle_poll_interval_ms = 50",
+            sim.endpoint_url()
+        ),
+        &format!("[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\""),
+    );
+    let mut written = Vec::new();
+    for i in 0..10 {
+        written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
+    }
+    let mut child = run_command(s.path(), &config, Some("3"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "dynamo_cdc=debug,warn")
+        .spawn()
+        .unwrap();
+    let log = StderrLines::follow(&mut child);
+    // Wait until the first changes are acknowledged, then take the broker
+    // down and write more.
+    assert!(
+        log.wait_for("acknowledged", Duration::from_secs(60)),
+        "{}",
+        log.text()
+    );
+    cluster.broker_down(-1).unwrap();
+    for i in 10..20 {
+        written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
+    }
+    assert!(
+        log.wait_for("Kafka does not acknowledge", Duration::from_secs(60)),
+        "{}",
+        log.text()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the run must not exit");
+    cluster.broker_up(-1).unwrap();
+    for i in 20..25 {
+        written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
+    }
+    let status = child.wait().unwrap();
+    let text = log.text();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("acknowledges messages again"), "{text}");
+    assert_once_in_order(&read_topic(&brokers, "cdc.orders", 2), &written);
 }

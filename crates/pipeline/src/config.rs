@@ -295,9 +295,8 @@ impl Config {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            bad("(file)", e.to_string().trim().replace('\n', " "))
-        })?;
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| bad("(file)", e.to_string().trim().replace('\n', " ")))?;
         let mut value = toml::Value::Table(table);
         crate::interpolate::interpolate(&mut value, env).map_err(|e| bad(&e.key, e.reason))?;
         serde_path_to_error::deserialize(value).map_err(|e| {

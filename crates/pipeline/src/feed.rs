@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
-use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
 use dynamo_cdc_source::streams::ShardBoard;
+use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
 use dynamo_cdc_source::{
     OnGap, ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats, StartAt,
     StreamsConfig, StreamsSource,

@@ -30,7 +30,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// cannot be created (will not pass).
 pub(crate) fn ensure(config: &KafkaConfig, topic: &str) -> Result<(), KafkaSinkError> {
     let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
+    client
+        .set("bootstrap.servers", &config.brokers)
+        // Asking whether a topic exists must not create it (brokers with
+        // auto-creation would make it with their own defaults).
+        .set("allow.auto.create.topics", "false");
     for (k, v) in &config.properties {
         if crate::resume::is_common_property(k) {
             client.set(k, v);

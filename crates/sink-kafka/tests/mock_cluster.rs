@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use apache_avro::Schema;
-use dynamo_cdc_core::{AttributeValue, Change, Item, Number, Op, SequenceNumber, Sink, SourceInfo};
+use dynamo_cdc_core::{
+    AttributeValue, Change, ErrorKind, Item, Number, Op, SequenceNumber, Sink, SourceInfo,
+};
 use dynamo_cdc_sink_kafka::{
     Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, KafkaConfig, KafkaSink, KafkaSinkError,
     RegistryConfig,
@@ -345,6 +347,43 @@ fn oversized_messages_go_to_the_dead_letter_topic_or_stop_the_run() {
     assert_eq!(dead[0].headers["dynamo-cdc.topic"], "cdc.orders");
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1002"]);
     assert_eq!(with_dlq.stats().dead_lettered, 1);
+}
+
+#[test]
+fn a_broker_down_at_start_pauses_the_run_and_it_goes_on_once_the_broker_is_up() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.broker_down(-1).unwrap();
+    let mut sink = open(config(&brokers, Format::Json));
+    let tables = ["orders".to_owned()];
+    let e = sink.prepare(&tables).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("cannot reach"), "{e}");
+    cluster.broker_up(-1).unwrap();
+    sink.prepare(&tables).unwrap();
+    let changes: Vec<Change> = (1..=3)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    deliver(&mut sink, &changes);
+    assert_eq!(
+        seqs(&consume(&brokers, "cdc.orders", 1)),
+        ["1001", "1002", "1003"]
+    );
+}
+
+#[test]
+fn a_missing_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut c = config(&brokers, Format::Json);
+    c.create_topics = false;
+    let mut sink = open(c);
+    let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cdc.orders"), "{text}");
+    assert!(text.contains("create_topics = true"), "{text}");
 }
 
 #[test]
