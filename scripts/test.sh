@@ -5,8 +5,10 @@
 # checks that read the Parquet output with pyarrow (and DuckDB) and compare
 # it with boto3's TypeDeserializer: one on replayed captures, one on live
 # streams of a moto server (started and stopped on a free loopback port),
-# with SIGKILL restarts. The Rust tests include the Kafka end to end on a
-# tansu broker process, installed here with `cargo install` when missing.
+# with SIGKILL restarts; then the metrics endpoint of a live run, scraped
+# and parsed with prometheus_client. The Rust tests include the Kafka end to
+# end on a tansu broker process, installed here with `cargo install` when
+# missing.
 #
 #   bash scripts/test.sh
 #
@@ -70,3 +72,6 @@ step "end-to-end check with pyarrow, DuckDB and boto3"
 
 step "end-to-end check on DynamoDB Streams served by moto"
 "$venv/bin/python" scripts/moto_e2e.py --bin target/debug/dynamo-cdc
+
+step "metrics, health and JSON logs of a live run on moto, scraped with prometheus_client"
+"$venv/bin/python" scripts/metrics_check.py --bin target/debug/dynamo-cdc
