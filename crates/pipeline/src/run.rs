@@ -463,3 +463,256 @@ fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredS
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The ordering rule of the batch loop: a batch's dead letters are
+    //! durable before any sink commits past them, and the checkpoint is
+    //! written only after the commit.
+
+    use std::sync::{Arc, Mutex};
+
+    use dynamo_cdc_core::{
+        Change, Gap, Item, MemoryCheckpoints, Op, Positions, Recorded, Rejected, SequenceNumber,
+        ShardKey, Sink, SinkStats, SourceInfo,
+    };
+    use dynamo_cdc_dead_letter::DeadLetterError;
+
+    use super::*;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    fn note(log: &Log, what: &str) {
+        log.lock().unwrap().push(what.to_owned());
+    }
+
+    /// A sink that rejects odd sequence numbers and commits on poll.
+    struct Recording {
+        log: Log,
+        accepted: Vec<(ShardKey, SequenceNumber)>,
+        durable: Positions,
+    }
+
+    impl Sink for Recording {
+        fn id(&self) -> &str {
+            "recording"
+        }
+        fn adopt(&mut self, _: &Positions, _: &serde_json::Value) {}
+        fn durable_positions(&self) -> &Positions {
+            &self.durable
+        }
+        fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
+            note(&self.log, "sink write");
+            let mut rejected = Vec::new();
+            for (index, c) in changes.iter().enumerate() {
+                let key = ShardKey::new(&*c.source.table, &*c.source.shard_id);
+                self.accepted.push((key, c.source.sequence_number.clone()));
+                if c.source
+                    .sequence_number
+                    .to_string()
+                    .ends_with(['1', '3', '5', '7', '9'])
+                {
+                    rejected.push(Rejected {
+                        index,
+                        error: "odd".into(),
+                    });
+                }
+            }
+            Ok(rejected)
+        }
+        fn record_gap(&mut self, _: &Gap) -> Result<(), SinkError> {
+            note(&self.log, "sink gap");
+            Ok(())
+        }
+        fn poll(&mut self) -> Result<(), SinkError> {
+            note(&self.log, "sink commit");
+            for (key, seq) in self.accepted.drain(..) {
+                self.durable.advance(key, seq);
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            self.poll()
+        }
+        fn stats(&self) -> SinkStats {
+            SinkStats::default()
+        }
+    }
+
+    /// A dead-letter store that can be made to fail.
+    struct Letters {
+        log: Log,
+        fail: bool,
+        kept: u64,
+    }
+
+    impl DeadLetterStore for Letters {
+        fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError> {
+            if self.fail {
+                note(&self.log, "dead letters failed");
+                // A real store whose root is a file: every write fails.
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path().join("a-file");
+                std::fs::write(&root, b"").unwrap();
+                let mut blocked = LocalDeadLetters::open(&root).unwrap();
+                return Err(blocked.write(letters).unwrap_err());
+            }
+            note(
+                &self.log,
+                &format!("dead letters durable ({})", letters.len()),
+            );
+            self.kept += letters.len() as u64;
+            Ok(letters.len() as u64)
+        }
+        fn record_gap(&mut self, _: &Gap) -> Result<bool, DeadLetterError> {
+            note(&self.log, "gap durable");
+            Ok(true)
+        }
+        fn known(&self) -> u64 {
+            self.kept
+        }
+        fn location(&self) -> String {
+            "test".into()
+        }
+    }
+
+    /// Records when the checkpoint is written.
+    struct Checkpoints {
+        log: Log,
+        inner: MemoryCheckpoints,
+    }
+
+    impl CheckpointStore for Checkpoints {
+        fn load(&mut self) -> Result<Recorded, SinkError> {
+            self.inner.load()
+        }
+        fn store(&mut self, recorded: &Recorded) -> Result<(), SinkError> {
+            note(&self.log, "checkpoint");
+            self.inner.store(recorded)
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+    }
+
+    struct Batches1(Vec<SourceBatch>);
+
+    impl Batches for Batches1 {
+        fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
+            Ok(self.0.pop())
+        }
+        fn recycle(&mut self, _: SourceBatch) {}
+    }
+
+    fn change(seq: u64) -> Change {
+        let keys: Item = [(
+            "id",
+            dynamo_cdc_core::AttributeValue::S(seq.to_string().into()),
+        )]
+        .into();
+        Change {
+            op: Op::Insert,
+            keys: keys.clone(),
+            old_image: None,
+            new_image: Some(keys),
+            source: SourceInfo {
+                table: "orders".into(),
+                stream_arn: None,
+                shard_id: "s1".into(),
+                sequence_number: SequenceNumber::parse(&seq.to_string()).unwrap(),
+                event_id: String::new(),
+                approx_creation_ms: None,
+                ttl_delete: false,
+            },
+        }
+    }
+
+    fn batch() -> SourceBatch {
+        let gap = Gap {
+            table: "orders".into(),
+            shard: "s1".into(),
+            after: None,
+            resumed_at: Some("100".into()),
+            detected_at_ms: 0,
+            reason: "trimmed".into(),
+        };
+        SourceBatch {
+            changes: (100..104).map(change).collect(),
+            origins: Vec::new(),
+            dead_letters: Vec::new(),
+            gaps: vec![gap],
+        }
+    }
+
+    fn pump_one(fail_letters: bool) -> (Result<(), Stop>, Vec<String>, MemoryCheckpoints) {
+        let log: Log = Arc::default();
+        let mut sinks = Sinks::new(vec![Box::new(Recording {
+            log: log.clone(),
+            accepted: Vec::new(),
+            durable: Positions::new(),
+        })]);
+        let mut letters = Letters {
+            log: log.clone(),
+            fail: fail_letters,
+            kept: 0,
+        };
+        let memory = MemoryCheckpoints::new();
+        let mut checkpoint = Checkpoints {
+            log: log.clone(),
+            inner: memory.clone(),
+        };
+        let mut summary = RunSummary::default();
+        let mut pauses = Pauses::default();
+        let watch = Watch::start(None).unwrap();
+        let outcome = pump(
+            &RunOptions::default(),
+            &mut Batches1(vec![batch()]),
+            &mut Loop {
+                sinks: &mut sinks,
+                dead_letters: &mut letters,
+                checkpoint: &mut checkpoint,
+                summary: &mut summary,
+                pauses: &mut pauses,
+                watch: &watch,
+                delivered: Positions::new(),
+                progress: None,
+            },
+        );
+        let log = log.lock().unwrap().clone();
+        (outcome, log, memory)
+    }
+
+    #[test]
+    fn dead_letters_are_durable_before_any_commit_and_the_checkpoint_comes_last() {
+        let (outcome, log, memory) = pump_one(false);
+        assert!(outcome.is_ok());
+        assert_eq!(
+            log,
+            [
+                "gap durable",
+                "sink gap",
+                "sink write",
+                "dead letters durable (2)",
+                "sink commit",
+                "checkpoint"
+            ]
+        );
+        let key = ShardKey::new("orders", "s1");
+        assert_eq!(
+            memory.recorded().sinks["recording"].positions.get(&key),
+            Some(&SequenceNumber::parse("103").unwrap())
+        );
+    }
+
+    #[test]
+    fn when_dead_letters_cannot_be_kept_nothing_is_committed_or_recorded() {
+        let (outcome, log, memory) = pump_one(true);
+        match outcome {
+            Err(Stop::Transient { who, .. }) => assert_eq!(who, "dead letters"),
+            _ => panic!("a dead-letter store that cannot write pauses the run"),
+        }
+        assert_eq!(log.last().map(String::as_str), Some("dead letters failed"));
+        assert!(!log.iter().any(|l| l == "sink commit" || l == "checkpoint"));
+        assert_eq!(memory.stores(), 0);
+    }
+}

@@ -54,6 +54,12 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
+    /// Drives these sinks (the configured ones come from [`open`]).
+    #[cfg(test)]
+    pub(crate) fn new(list: Vec<Box<dyn Sink>>) -> Sinks {
+        Sinks { list }
+    }
+
     /// Calls `f` on every sink, stopping at the first failure.
     fn each(
         &mut self,
