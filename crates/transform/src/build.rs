@@ -1,8 +1,9 @@
 //! Flat rows as Arrow arrays, one column at a time.
 //!
-//! Values are assumed admitted by [`TableSchema::admit`]: a value that does
-//! not match its column's layout cannot occur, and would be written as null
-//! rather than panic.
+//! Values are admitted by [`TableSchema::admit`] first, so a value that does
+//! not match its column's layout should never get here. If one does, that is
+//! a bug: building fails with an error naming the value and the layout. It
+//! is never written as null, which would lose it silently.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -76,59 +77,120 @@ fn meta_arrays(changes: &[&Change]) -> [ArrayRef; 8] {
     ]
 }
 
+/// The error for a value that does not fit its column: an admitted value
+/// always fits, so this is a bug, reported rather than written as null.
+fn unfit(ty: &ColumnType, v: &AttributeValue) -> ArrowError {
+    let mut text = String::new();
+    v.write_ddb_json(&mut text);
+    if text.len() > 200 {
+        let cut = (0..=200)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    ArrowError::InvalidArgumentError(format!(
+        "internal error: the value {text} does not fit its column's layout {ty:?}, \
+         although the schema admitted it"
+    ))
+}
+
+/// Applies `pick` to each value that is neither absent nor `NULL` (those
+/// become null); `pick` returns `None` for a value that does not fit.
+fn each<'a, T>(
+    ty: &ColumnType,
+    values: &[Option<&'a AttributeValue>],
+    mut put: impl FnMut(Option<T>),
+    pick: impl Fn(&'a AttributeValue) -> Option<T>,
+) -> Result<(), ArrowError> {
+    for v in values {
+        match v {
+            None | Some(AttributeValue::Null) => put(None),
+            Some(v) => put(Some(pick(v).ok_or_else(|| unfit(ty, v))?)),
+        }
+    }
+    Ok(())
+}
+
 /// One column of values in the given layout; `None` and `NULL` become null.
+///
+/// # Errors
+/// When a value does not fit the layout (see the module docs), or Arrow
+/// refuses the arrays.
 pub(crate) fn build_array<'a>(
     ty: &ColumnType,
     values: &[Option<&'a AttributeValue>],
 ) -> Result<ArrayRef, ArrowError> {
     let n = values.len();
     Ok(match ty {
-        ColumnType::Null => Arc::new(NullArray::new(n)),
+        ColumnType::Null => {
+            if let Some(v) = values
+                .iter()
+                .flatten()
+                .find(|v| **v != &AttributeValue::Null)
+            {
+                return Err(unfit(ty, v));
+            }
+            Arc::new(NullArray::new(n))
+        }
         ColumnType::Json => json_array(values)?,
         ColumnType::Utf8 | ColumnType::DecimalString => {
-            let text = |v: &Option<&'a AttributeValue>| -> Option<&'a str> {
+            let text = |v: &'a AttributeValue| -> Option<&'a str> {
                 match (ty, v) {
-                    (ColumnType::Utf8, Some(AttributeValue::S(s))) => Some(s),
-                    (ColumnType::DecimalString, Some(AttributeValue::N(num))) => Some(num.as_str()),
+                    (ColumnType::Utf8, AttributeValue::S(s)) => Some(s),
+                    (ColumnType::DecimalString, AttributeValue::N(num)) => Some(num.as_str()),
                     _ => None,
                 }
             };
             // Sized up front: growing the value buffer copies it each time.
-            let bytes = values.iter().filter_map(text).map(str::len).sum();
+            let bytes = values
+                .iter()
+                .flatten()
+                .filter_map(|v| text(v))
+                .map(str::len)
+                .sum();
             let mut b = StringBuilder::with_capacity(n, bytes);
-            for v in values {
-                b.append_option(text(v));
-            }
+            each(ty, values, |t| b.append_option(t), text)?;
             Arc::new(b.finish())
         }
         ColumnType::Int64 => {
             let mut b = Int64Builder::with_capacity(n);
-            for v in values {
-                b.append_option(match v {
-                    Some(AttributeValue::N(num)) => num.to_i64(),
+            each(
+                ty,
+                values,
+                |x| b.append_option(x),
+                |v| match v {
+                    AttributeValue::N(num) => num.to_i64(),
                     _ => None,
-                });
-            }
+                },
+            )?;
             Arc::new(b.finish())
         }
         ColumnType::Float64 => {
             let mut b = Float64Builder::with_capacity(n);
-            for v in values {
-                b.append_option(match v {
-                    Some(AttributeValue::N(num)) => Some(num.to_f64()),
+            each(
+                ty,
+                values,
+                |x| b.append_option(x),
+                |v| match v {
+                    AttributeValue::N(num) => Some(num.to_f64()),
                     _ => None,
-                });
-            }
+                },
+            )?;
             Arc::new(b.finish())
         }
         ColumnType::Decimal { precision, scale } => {
             let mut b = Decimal128Builder::with_capacity(n);
-            for v in values {
-                b.append_option(match v {
-                    Some(AttributeValue::N(num)) => num.to_decimal128(*scale),
+            each(
+                ty,
+                values,
+                |x| b.append_option(x),
+                |v| match v {
+                    AttributeValue::N(num) => num.to_decimal128(*scale),
                     _ => None,
-                });
-            }
+                },
+            )?;
             Arc::new(
                 b.finish()
                     .with_precision_and_scale(*precision, *scale as i8)?,
@@ -143,26 +205,39 @@ pub(crate) fn build_array<'a>(
                 })
                 .sum();
             let mut b = BinaryBuilder::with_capacity(n, bytes);
-            for v in values {
-                match v {
-                    Some(AttributeValue::B(bytes)) => b.append_value(bytes),
-                    _ => b.append_null(),
-                }
-            }
+            each(
+                ty,
+                values,
+                |x| b.append_option(x),
+                |v| match v {
+                    AttributeValue::B(bytes) => Some(&bytes[..]),
+                    _ => None,
+                },
+            )?;
             Arc::new(b.finish())
         }
         ColumnType::Boolean => {
             let mut b = BooleanBuilder::with_capacity(n);
-            for v in values {
-                b.append_option(match v {
-                    Some(AttributeValue::Bool(x)) => Some(*x),
+            each(
+                ty,
+                values,
+                |x| b.append_option(x),
+                |v| match v {
+                    AttributeValue::Bool(x) => Some(*x),
                     _ => None,
-                });
-            }
+                },
+            )?;
             Arc::new(b.finish())
         }
         ColumnType::Set(inner) | ColumnType::List(inner) => list_array(inner, values)?,
         ColumnType::Struct(fields) => {
+            if let Some(v) = values
+                .iter()
+                .flatten()
+                .find(|v| !matches!(v, AttributeValue::M(_) | AttributeValue::Null))
+            {
+                return Err(unfit(ty, v));
+            }
             let mut children = Vec::with_capacity(fields.len());
             let mut child_values = Vec::with_capacity(n);
             for (name, fty) in fields {
@@ -233,7 +308,8 @@ fn list_array(
                 elements.extend(set_elements(set).into_iter().map(Cow::Owned));
                 valid.push(true);
             }
-            _ => valid.push(false),
+            None | Some(AttributeValue::Null) => valid.push(false),
+            Some(other) => return Err(unfit(&ColumnType::List(Box::new(item.clone())), other)),
         }
         lengths.push(elements.len() - before);
     }
@@ -246,4 +322,33 @@ fn list_array(
         child,
         Some(NullBuffer::from(valid)),
     )?))
+}
+
+#[cfg(test)]
+mod unfit_values {
+    use super::*;
+
+    #[test]
+    fn a_value_that_does_not_fit_is_an_error_never_a_null() {
+        let s = AttributeValue::S("x".into());
+        let n =
+            AttributeValue::N(dynamo_cdc_core::Number::parse("12345678901234567890123").unwrap());
+        let m = AttributeValue::M(Default::default());
+        for (ty, v) in [
+            (ColumnType::Int64, &s),
+            (ColumnType::Int64, &n),
+            (ColumnType::Utf8, &n),
+            (ColumnType::Boolean, &s),
+            (ColumnType::Binary, &s),
+            (ColumnType::Null, &s),
+            (ColumnType::List(Box::new(ColumnType::Utf8)), &m),
+            (ColumnType::Struct(Vec::new()), &s),
+        ] {
+            let e = build_array(&ty, &[Some(&AttributeValue::Null), Some(v)]).unwrap_err();
+            assert!(e.to_string().contains("does not fit"), "{ty:?}: {e}");
+        }
+        // Absent values and NULL are nulls, in every layout.
+        let built = build_array(&ColumnType::Int64, &[None, Some(&AttributeValue::Null)]).unwrap();
+        assert_eq!(built.null_count(), 2);
+    }
 }
