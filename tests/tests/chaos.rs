@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
 use dynamo_cdc_tests::kafka::read_topic;
-use dynamo_cdc_tests::{Scratch, parquet_files, read_file, read_rows, run_command};
+use dynamo_cdc_tests::{Scratch, StderrLines, parquet_files, read_file, read_rows, run_command};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -959,17 +959,27 @@ fn a_disk_that_fills_while_a_file_is_written_pauses_the_run() {
         ),
     )
     .unwrap();
-    let child = run_command(s.path(), &config, None)
+    let mut child = run_command(s.path(), &config, None)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    let lines = StderrLines::follow(&mut child);
+    assert!(
+        lines.wait_for("cannot write; pausing", Duration::from_secs(60)),
+        "{}",
+        lines.text()
+    );
     disk.restore();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(log.contains("a sink cannot write"), "{log}");
+    let status = child.wait().unwrap();
+    let log = lines.text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(
+        log.matches("cannot write; pausing").count(),
+        1,
+        "a full disk is logged once while it lasts: {log}"
+    );
+    assert!(log.contains("writes again"), "{log}");
     assert!(log.contains("No space left on device"), "{log}");
     // Writing the open file failed (its last bytes: a Parquet error that
     // carries the I/O error as text), not the creation of anything.

@@ -297,7 +297,7 @@ fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
     for i in 0..10 {
         written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
     }
-    let mut child = run_command(s.path(), &config, Some("3"))
+    let mut child = run_command(s.path(), &config, None)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("RUST_LOG", "dynamo_cdc=debug,warn")
@@ -325,6 +325,23 @@ fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
     for i in 20..25 {
         written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
     }
+    // Every change arrives while the same process keeps running; then a
+    // graceful stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_topic(&brokers, "cdc.orders", 2)
+        .iter()
+        .filter(|m| m.value.is_some())
+        .count()
+        < written.len()
+        && std::time::Instant::now() < deadline
+    {
+        assert!(child.try_wait().unwrap().is_none(), "the run must not exit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     let text = log.text();
     assert_eq!(status.code(), Some(0), "{text}");

@@ -25,8 +25,7 @@ use dynamo_cdc_tests::servers::{
 };
 use dynamo_cdc_tests::{Scratch, run_command};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TABLE: &str = "e2e_orders";
 const TOPIC: &str = "cdc.e2e_orders";
@@ -61,19 +60,9 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
     let registry = RegistryDouble::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
-    // tansu does not create topics on demand.
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let created = runtime
-        .block_on(admin.create_topics(
-            &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
-
+    // tansu does not create topics on demand: the sink creates its topic
+    // at start (`create_topics` is on by default) with the configured
+    // partitions.
     let db = runtime.block_on(dynamodb(&moto_url));
     runtime.block_on(create_table(&db, TABLE));
     let config = s.path().join("e2e.toml");
@@ -82,7 +71,8 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         format!(
             "[source]\nkind = \"dynamodb\"\ntables = [\"{TABLE}\"]\nregion = \"us-east-1\"\n\
              endpoint_url = {moto_url:?}\npoll_interval_ms = 50\nidle_poll_interval_ms = 200\n\n\
-             [sinks.kafka]\nbrokers = {brokers:?}\nschema_registry_url = {:?}\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nschema_registry_url = {:?}\n\
+             topic_partitions = {PARTITIONS}\ntopic_replication_factor = 1\n\n\
              [checkpoint]\npath = {:?}\n",
             registry.url(),
             s.path().join("out/checkpoint.json"),
@@ -123,6 +113,18 @@ fn moto_streams_into_tansu_exactly_once_across_sigkill_restarts() {
         .into_iter()
         .map(|(seq, event, _)| (seq, event))
         .collect();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        metadata.topics()[0].partitions().len(),
+        PARTITIONS as usize,
+        "the sink created its topic with `topic_partitions`"
+    );
     let got = read_topic(&brokers, TOPIC, PARTITIONS);
     let changes: Vec<&TopicMessage> = got.iter().filter(|g| g.value.is_some()).collect();
     let mut seqs: Vec<u128> = changes.iter().map(|g| g.seq()).collect();

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use dynamo_cdc_core::{
-    CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, Positions, SinkError, SourceBatch,
+    CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, Positions, Recorded, SinkError,
+    SourceBatch,
 };
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
 use dynamo_cdc_source::record::render_record;
@@ -267,6 +268,7 @@ fn run_once(
             pauses,
             watch,
             delivered: resume,
+            recorded: None,
             progress: progress.as_mut(),
         },
     );
@@ -340,6 +342,8 @@ struct Loop<'a> {
     watch: &'a Watch,
     /// The resume point last reported to the stream source's board.
     delivered: Positions,
+    /// What the checkpoint last recorded (`None` before the first batch).
+    recorded: Option<Recorded>,
     progress: Option<&'a mut Progress>,
 }
 
@@ -387,11 +391,19 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             }
         }
         l.sinks.poll()?;
+        let recorded = l.sinks.recorded();
         l.checkpoint
-            .store(&l.sinks.recorded())
+            .store(&recorded)
             .map_err(|e| Stop::of("checkpoint", e))?;
         l.watch.checkpoint_stored();
-        l.pauses.recovered();
+        // An outage is over once something was committed after it: an
+        // accepted write alone proves nothing (a full disk fails at commit).
+        if l.recorded.as_ref() != Some(&recorded) {
+            if l.recorded.is_some() {
+                l.pauses.recovered();
+            }
+            l.recorded = Some(recorded);
+        }
         report_delivered(l);
         if let Some(p) = l.progress.as_deref_mut() {
             let (read, total) = feed.bytes();
@@ -675,6 +687,7 @@ mod tests {
                 pauses: &mut pauses,
                 watch: &watch,
                 delivered: Positions::new(),
+                recorded: None,
                 progress: None,
             },
         );
