@@ -46,9 +46,14 @@ impl Intercept for KeepBody {
         if !response.status().is_success() {
             return Ok(());
         }
+        // Pages run to a megabyte: the buffer is sized once from
+        // Content-Length, not grown by doubling (each step a fresh block).
+        let expected = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
         let body = std::mem::replace(response.body_mut(), SdkBody::taken());
-        // Pages run to a megabyte: sized once from Content-Length, not grown.
-        let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
         *response.body_mut() = SdkBody::from_body_1_x(Capture {
             inner: body,
             kept: Vec::with_capacity(expected.min(16 << 20)),
