@@ -7,8 +7,9 @@
 
 use crate::streams::api::{ApiError, ApiErrorKind};
 
-/// Calls made to DynamoDB Streams and DynamoDB, by `api` (see [`Request`])
-/// and `result` (`ok`, `throttled`, `error`).
+/// Calls made to DynamoDB Streams and DynamoDB, by `api` (`DescribeStream`,
+/// `GetShardIterator`, `GetRecords`, `DescribeTable`) and `result` (`ok`,
+/// `throttled`, `error`).
 pub const REQUESTS_TOTAL: &str = "dynamo_cdc_source_requests_total";
 
 /// Failed calls retried after a backoff (throttling, 5xx, timeouts), by `api`.

@@ -6,7 +6,9 @@
 //! - [`streams`]: the live source, reading DynamoDB Streams with the AWS SDK.
 //! - [`replay`]: the replay source, reading captured records from files.
 //! - [`events`]: the source's log lines and metrics.
+//! - [`config`]: the `[source]` configuration, its checks and defaults.
 
+pub mod config;
 pub mod events;
 mod fast;
 mod page;
@@ -14,6 +16,7 @@ pub mod record;
 pub mod replay;
 pub mod streams;
 
+pub use config::{SourceConfig, SourceKind};
 pub use replay::{ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats};
 pub use streams::{
     OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,

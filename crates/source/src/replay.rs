@@ -608,3 +608,48 @@ pub fn shard_name(path: &Path) -> String {
         .unwrap_or(name);
     stem.to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    const PAGE: &str = r#"{"Records":[{"eventID":"1","eventName":"INSERT","dynamodb":{"Keys":{"id":{"N":"1"}},"SequenceNumber":"1"}}]}"#;
+
+    #[test]
+    fn progress_counts_bytes_as_stored_up_to_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.jsonl");
+        std::fs::write(&plain, format!("{PAGE}\n").repeat(200)).unwrap();
+        let gz = dir.path().join("b.jsonl.gz");
+        let mut encoder =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
+        encoder
+            .write_all(format!("{PAGE}\n").repeat(200).as_bytes())
+            .unwrap();
+        encoder.finish().unwrap();
+        let sizes = [&plain, &gz].map(|p| std::fs::metadata(p).unwrap().len());
+
+        let config = ReplayConfig {
+            path: dir.path().to_owned(),
+            table: Some("orders".into()),
+            batch_size: 64,
+        };
+        let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
+        let progress = source.progress();
+        assert_eq!(progress.bytes_total(), sizes[0] + sizes[1]);
+        assert_eq!(progress.bytes_read(), 0);
+        let mut changes = 0;
+        while let Some(batch) = source.next_batch().unwrap() {
+            changes += batch.changes.len();
+            assert!(progress.bytes_read() <= progress.bytes_total());
+        }
+        assert_eq!(changes, 2, "one change per file; the rest repeat it");
+        assert_eq!(
+            progress.bytes_read(),
+            progress.bytes_total(),
+            "compressed bytes for the gzip file"
+        );
+    }
+}

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{Change, DeadLetter, Gap, Positions, SequenceNumber, ShardKey, Source};
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
-use dynamo_cdc_source::{OnGap, StartAt, StreamsConfig, StreamsError, StreamsSource};
+use dynamo_cdc_source::{
+    OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,
+};
 use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
 use serde_json::json;
 
@@ -16,6 +18,7 @@ struct Run {
     gaps: Vec<Gap>,
     dead: Vec<DeadLetter>,
     error: Option<StreamsError>,
+    board: Option<Arc<ShardBoard>>,
 }
 
 impl Run {
@@ -67,7 +70,10 @@ fn read(
     };
     let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
     let mut source = StreamsSource::start_on(runtime, Arc::new(api), config, resume);
-    let mut run = Run::default();
+    let mut run = Run {
+        board: Some(source.board()),
+        ..Run::default()
+    };
     std::thread::scope(|s| {
         s.spawn(during);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -450,4 +456,50 @@ fn until_idle_walks_a_long_lineage_of_read_shards_before_stopping() {
     let run = read(&sim, &cfg, &Positions::new(), || {});
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.seqs(&shard), expected);
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+#[test]
+fn the_board_shows_the_table_until_what_was_read_is_delivered() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    for i in 0..3 {
+        put(&sim, &arn, &root, &format!("r{i}"));
+    }
+    let child = sim.rotate(&arn, &root);
+    put(&sim, &arn, &child, "c0");
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let board = run.board.as_ref().unwrap();
+    assert_eq!(board.streams_answered(), 1);
+    assert!(board.all_streams_answered());
+
+    // Read, not delivered: behind, and the retention clock is running.
+    let [health] = board.snapshot(now_ms()).try_into().unwrap();
+    assert_eq!(health.table, "orders");
+    assert!(health.lag_seconds > 0.0, "{health:?}");
+    assert!(health.time_to_data_loss_seconds < 86_400.0, "{health:?}");
+
+    // The sinks made everything durable: the drained parent leaves the
+    // board, and the open child, caught up, reads as such.
+    for shard in [&root, &child] {
+        let last = *run.seqs(shard).last().unwrap();
+        let seq = SequenceNumber::parse(&last.to_string()).unwrap();
+        board.delivered(&ShardKey::new("orders", shard.as_str()), &seq);
+    }
+    assert_eq!(
+        board.snapshot(now_ms()),
+        [TableHealth {
+            table: "orders".into(),
+            lag_seconds: 0.0,
+            time_to_data_loss_seconds: 86_400.0,
+        }]
+    );
 }

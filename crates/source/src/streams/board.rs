@@ -255,7 +255,10 @@ impl ShardBoard {
         }
     }
 
-    /// Every sink has made the shard's changes up to `seq` durable.
+    /// Every sink has made the shard's changes up to `seq` durable. Call it
+    /// with the shard's position (the lowest over the sinks) whenever that
+    /// may have moved; positions already told change nothing, and shards
+    /// the board does not know are ignored.
     pub fn delivered(&self, key: &ShardKey, seq: &SequenceNumber) {
         let mut state = self.state();
         let Some(shard) = state.shards.get_mut(key) else {

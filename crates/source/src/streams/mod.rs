@@ -32,8 +32,10 @@ pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, Str
 pub use board::{ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
 
-/// Where a stream with no recorded position is first read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a stream with no recorded position is first read (`start =
+/// "trim_horizon"` or `"latest"` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StartAt {
     /// The oldest record each shard holds.
     #[default]
@@ -44,8 +46,10 @@ pub enum StartAt {
     Latest,
 }
 
-/// What to do when records were trimmed before they were delivered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What to do when records were trimmed before they were delivered
+/// (`on_gap = "fail"` or `"skip"` in the configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnGap {
     /// Stop with [`StreamsError::Gap`].
     #[default]
@@ -82,16 +86,18 @@ pub struct StreamsConfig {
 }
 
 impl Default for StreamsConfig {
+    /// The defaults of `[source]` (see [`crate::config::defaults`]).
     fn default() -> Self {
+        use crate::config::defaults;
         StreamsConfig {
             stream_arns: Vec::new(),
-            start: StartAt::TrimHorizon,
-            on_gap: OnGap::Fail,
-            poll_interval: Duration::from_millis(250),
-            idle_poll_interval: Duration::from_secs(1),
-            shard_refresh_interval: Duration::from_secs(10),
-            max_concurrent_shards: 64,
-            records_per_call: 1000,
+            start: StartAt::default(),
+            on_gap: OnGap::default(),
+            poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
+            idle_poll_interval: Duration::from_millis(defaults::IDLE_POLL_INTERVAL_MS),
+            shard_refresh_interval: Duration::from_millis(defaults::SHARD_REFRESH_INTERVAL_MS),
+            max_concurrent_shards: defaults::MAX_CONCURRENT_SHARDS,
+            records_per_call: defaults::RECORDS_PER_CALL,
             until_idle: None,
             heartbeat: Duration::from_millis(200),
         }

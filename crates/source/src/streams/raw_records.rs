@@ -47,11 +47,10 @@ impl Intercept for KeepBody {
             return Ok(());
         }
         let body = std::mem::replace(response.body_mut(), SdkBody::taken());
-        // Pages run to a megabyte: sized once from Content-Length, not grown.
-        let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
         *response.body_mut() = SdkBody::from_body_1_x(Capture {
             inner: body,
-            kept: Vec::with_capacity(expected.min(16 << 20)),
+            frames: Vec::new(),
+            len: 0,
             stash: self.stash.clone(),
             done: false,
         });
@@ -59,13 +58,35 @@ impl Intercept for KeepBody {
     }
 }
 
-/// A body that reads its inner body to the end into `kept`, stashes it, and
-/// then yields `{}` in its place.
+/// A body that reads its inner body to the end, stashes it, and then
+/// yields `{}` in its place.
 struct Capture {
     inner: SdkBody,
-    kept: Vec<u8>,
+    /// The body's frames as they came, joined once at the end: one block of
+    /// the right size, where growing a buffer as frames arrive (a page runs
+    /// to a megabyte, often without Content-Length) takes a fresh block and
+    /// a copy at every doubling.
+    frames: Vec<Bytes>,
+    len: usize,
     stash: Stash,
     done: bool,
+}
+
+impl Capture {
+    fn joined(&mut self) -> Vec<u8> {
+        let mut frames = std::mem::take(&mut self.frames);
+        if frames.len() == 1
+            && let Some(only) = frames.pop()
+        {
+            // Without a copy when hyper's buffer holds nothing else.
+            return Vec::from(only);
+        }
+        let mut body = Vec::with_capacity(self.len);
+        for frame in frames {
+            body.extend_from_slice(&frame);
+        }
+        body
+    }
 }
 
 impl Body for Capture {
@@ -84,13 +105,14 @@ impl Body for Capture {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        this.kept.extend_from_slice(&data);
+                        this.len += data.len();
+                        this.frames.push(data);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
                     this.done = true;
-                    let kept = std::mem::take(&mut this.kept);
+                    let kept = this.joined();
                     *this.stash.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{}")))));
                 }

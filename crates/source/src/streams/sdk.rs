@@ -378,3 +378,54 @@ fn value_json(v: &AttributeValue) -> Value {
         _ => json!({ "UNKNOWN": null }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
+
+    use super::*;
+    use crate::events::REQUESTS_TOTAL;
+    use crate::events::recorder::Counters;
+
+    #[test]
+    fn every_call_is_counted_by_api_and_result() {
+        let sim = StreamSim::start();
+        let arn = sim.create_stream("orders");
+        let shard = sim.open_shards(&arn).remove(0);
+        let endpoint = Endpoint {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(sim.endpoint_url()),
+        };
+        // A runtime on this thread: the local recorder sees every call.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let counters = Counters::default();
+        metrics::with_local_recorder(&counters, || {
+            runtime.block_on(async {
+                let api = SdkStreams::connect_static(&endpoint, "test", "test").await;
+                api.describe_stream(&arn, None).await.unwrap();
+                // More throttles than the SDK's own attempts.
+                sim.fail_next(Op::GetShardIterator, 10, Fault::Throttle);
+                let start = IteratorStart::TrimHorizon;
+                let e = api.get_shard_iterator(&arn, &shard, &start).await;
+                assert_eq!(e.unwrap_err().kind, ApiErrorKind::Throttled);
+                sim.clear_faults();
+                let it = api.get_shard_iterator(&arn, &shard, &start).await.unwrap();
+                api.get_records(&it, 10).await.unwrap();
+                api.stream_of_table("orders").await.unwrap();
+                api.stream_of_table("missing").await.unwrap_err();
+            });
+        });
+        let count = |api: &str, result: &str| {
+            counters.get(&format!("{REQUESTS_TOTAL}{{api={api},result={result}}}"))
+        };
+        assert_eq!(count("DescribeStream", "ok"), 1);
+        assert_eq!(count("GetShardIterator", "throttled"), 1);
+        assert_eq!(count("GetShardIterator", "ok"), 1);
+        assert_eq!(count("GetRecords", "ok"), 1);
+        assert_eq!(count("DescribeTable", "ok"), 1);
+        assert_eq!(count("DescribeTable", "error"), 1);
+    }
+}
