@@ -12,6 +12,7 @@ use std::path::PathBuf;
 pub use dynamo_cdc_core::ConfigError;
 use dynamo_cdc_sink_kafka::KafkaSinkConfig;
 use dynamo_cdc_sink_parquet::ParquetConfig;
+pub use dynamo_cdc_source::config::{SourceConfig, SourceKind};
 use dynamo_cdc_transform::TransformConfig;
 use serde::Deserialize;
 
@@ -42,201 +43,6 @@ pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-/// Source kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// Captured records read from files.
-    Replay,
-    /// Live DynamoDB Streams.
-    Dynamodb,
-}
-
-/// `start = ...`: where a stream is first read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartConfig {
-    /// Everything the stream still holds (up to 24 hours back).
-    #[default]
-    TrimHorizon,
-    /// Only changes made after the first start.
-    Latest,
-}
-
-/// `on_gap = ...`: what to do when records were trimmed before delivery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnGapConfig {
-    /// Stop with an error that names the table, shard and lost range.
-    #[default]
-    Fail,
-    /// Record the gap in every sink, log it, and go on from the oldest record.
-    Skip,
-}
-
-/// `[source]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// `replay`.
-    pub kind: SourceKind,
-    /// A capture file or a directory of them.
-    pub path: Option<PathBuf>,
-    /// Table for records without `eventSourceARN`.
-    pub table: Option<String>,
-    /// Changes handed to the sinks at a time (replay).
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// Tables whose streams are read (dynamodb), found by DescribeTable.
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// Stream ARNs read directly (dynamodb), instead of `tables`.
-    #[serde(default)]
-    pub stream_arns: Vec<String>,
-    /// AWS region; the standard AWS chain decides when absent.
-    pub region: Option<String>,
-    /// Another endpoint for both DynamoDB and DynamoDB Streams (DynamoDB
-    /// Local, moto).
-    pub endpoint_url: Option<String>,
-    /// Where a stream with no recorded position is first read.
-    #[serde(default)]
-    pub start: StartConfig,
-    /// Trimmed records before delivery: fail or skip.
-    #[serde(default)]
-    pub on_gap: OnGapConfig,
-    /// Wait after a page with records before the next GetRecords of a shard.
-    #[serde(default = "defaults::poll_interval_ms")]
-    pub poll_interval_ms: u64,
-    /// Wait after an empty page.
-    #[serde(default = "defaults::idle_poll_interval_ms")]
-    pub idle_poll_interval_ms: u64,
-    /// How often the shard list is refreshed (DescribeStream).
-    #[serde(default = "defaults::shard_refresh_interval_ms")]
-    pub shard_refresh_interval_ms: u64,
-    /// Most shards read at once.
-    #[serde(default = "defaults::max_concurrent_shards")]
-    pub max_concurrent_shards: usize,
-    /// Records asked for per GetRecords call (1 to 1000).
-    #[serde(default = "defaults::records_per_call")]
-    pub records_per_call: u32,
-}
-
-fn default_batch_size() -> usize {
-    // A batch is parsed on one thread and written on another; at about a
-    // hundred changes it is still in the CPU's cache when the writer gets
-    // it (1024 measured 15-20% slower), and per-batch costs (a Parquet
-    // write call, a checkpoint check) are still small.
-    128
-}
-
-impl SourceConfig {
-    fn validate_replay(&self) -> Result<(), ConfigError> {
-        if self.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
-            return Err(bad(
-                "source.path",
-                "a replay source needs the path of a capture file or directory",
-            ));
-        }
-        let stream_keys = [
-            ("tables", !self.tables.is_empty()),
-            ("stream_arns", !self.stream_arns.is_empty()),
-            ("region", self.region.is_some()),
-            ("endpoint_url", self.endpoint_url.is_some()),
-        ];
-        if let Some((key, _)) = stream_keys.iter().find(|(_, set)| *set) {
-            return Err(bad(
-                &format!("source.{key}"),
-                "only a `dynamodb` source reads streams; a `replay` source reads `path`",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_dynamodb(&self) -> Result<(), ConfigError> {
-        if self.path.is_some() {
-            return Err(bad(
-                "source.path",
-                "a `dynamodb` source reads streams, not files (use `tables` or `stream_arns`)",
-            ));
-        }
-        if self.table.is_some() {
-            return Err(bad(
-                "source.table",
-                "a `dynamodb` source takes the table from the stream (use `tables`)",
-            ));
-        }
-        match (self.tables.is_empty(), self.stream_arns.is_empty()) {
-            (true, true) => {
-                return Err(bad(
-                    "source.tables",
-                    "a `dynamodb` source needs `tables = [...]` or `stream_arns = [...]`",
-                ));
-            }
-            (false, false) => {
-                return Err(bad(
-                    "source.stream_arns",
-                    "give `tables` or `stream_arns`, not both",
-                ));
-            }
-            _ => {}
-        }
-        for (i, table) in self.tables.iter().enumerate() {
-            if !dynamo_cdc_source::record::is_valid_table_name(table) {
-                return Err(bad(
-                    &format!("source.tables[{i}]"),
-                    format!(
-                        "`{table}` is not a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
-                    ),
-                ));
-            }
-        }
-        for (i, arn) in self.stream_arns.iter().enumerate() {
-            if dynamo_cdc_source::record::table_from_arn(arn).is_none() || !arn.contains("/stream/")
-            {
-                return Err(bad(
-                    &format!("source.stream_arns[{i}]"),
-                    format!(
-                        "`{arn}` is not a stream ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)"
-                    ),
-                ));
-            }
-        }
-        if let Some(url) = &self.endpoint_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(bad(
-                "source.endpoint_url",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-        if self.region.as_deref() == Some("") {
-            return Err(bad("source.region", "must not be empty"));
-        }
-        for (key, value) in [
-            ("poll_interval_ms", self.poll_interval_ms),
-            ("idle_poll_interval_ms", self.idle_poll_interval_ms),
-            ("shard_refresh_interval_ms", self.shard_refresh_interval_ms),
-        ] {
-            if value == 0 || value > 3_600_000 {
-                return Err(bad(
-                    &format!("source.{key}"),
-                    "must be between 1 and 3600000 (one hour)",
-                ));
-            }
-        }
-        if self.max_concurrent_shards == 0 {
-            return Err(bad("source.max_concurrent_shards", "must be at least 1"));
-        }
-        if !(1..=1000).contains(&self.records_per_call) {
-            return Err(bad(
-                "source.records_per_call",
-                "must be between 1 and 1000 (the GetRecords limit)",
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// `[sinks]`: either sink alone, or both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,24 +51,6 @@ pub struct SinksConfig {
     pub parquet: Option<ParquetConfig>,
     /// `[sinks.kafka]`.
     pub kafka: Option<KafkaSinkConfig>,
-}
-
-mod defaults {
-    pub(super) fn poll_interval_ms() -> u64 {
-        250
-    }
-    pub(super) fn idle_poll_interval_ms() -> u64 {
-        1_000
-    }
-    pub(super) fn shard_refresh_interval_ms() -> u64 {
-        10_000
-    }
-    pub(super) fn max_concurrent_shards() -> usize {
-        64
-    }
-    pub(super) fn records_per_call() -> u32 {
-        1_000
-    }
 }
 
 /// `[checkpoint]`.
@@ -318,23 +106,7 @@ impl Config {
     /// # Errors
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match self.source.kind {
-            SourceKind::Replay => self.source.validate_replay()?,
-            SourceKind::Dynamodb => self.source.validate_dynamodb()?,
-        }
-        if let Some(table) = &self.source.table
-            && !dynamo_cdc_source::record::is_valid_table_name(table)
-        {
-            return Err(bad(
-                "source.table",
-                format!(
-                    "`{table}` is not a DynamoDB table name (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
-                ),
-            ));
-        }
-        if self.source.batch_size == 0 {
-            return Err(bad("source.batch_size", "must be at least 1"));
-        }
+        self.source.validate().map_err(|e| e.within("source"))?;
         if self.sinks.parquet.is_none() && self.sinks.kafka.is_none() {
             return Err(bad(
                 "sinks",
@@ -453,8 +225,8 @@ path = "out/checkpoint.json"
         let c = Config::parse(STREAMS).unwrap();
         c.validate().unwrap();
         assert_eq!(c.source.kind, SourceKind::Dynamodb);
-        assert_eq!(c.source.start, StartConfig::Latest);
-        assert_eq!(c.source.on_gap, OnGapConfig::Skip);
+        assert_eq!(c.source.start, dynamo_cdc_source::StartAt::Latest);
+        assert_eq!(c.source.on_gap, dynamo_cdc_source::OnGap::Skip);
         assert_eq!(c.source.poll_interval_ms, 250);
         assert_eq!(c.source.idle_poll_interval_ms, 1_000);
         assert_eq!(c.source.records_per_call, 1_000);

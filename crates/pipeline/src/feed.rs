@@ -10,13 +10,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
 use dynamo_cdc_source::streams::ShardBoard;
-use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
-use dynamo_cdc_source::{
-    OnGap, ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats, StartAt,
-    StreamsConfig, StreamsSource,
-};
+use dynamo_cdc_source::streams::sdk::SdkStreams;
+use dynamo_cdc_source::{ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsSource};
 
-use crate::config::{Config, OnGapConfig, SourceKind, StartConfig};
+use crate::config::{Config, SourceKind};
 
 /// How long the pipeline waits for a batch before it looks around.
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -55,19 +52,11 @@ impl Feed {
     }
 
     fn replay(config: &Config, resume: Positions) -> anyhow::Result<Feed> {
-        let path = config
+        let replay = config
             .source
-            .path
-            .clone()
-            .context("source.path is required")?;
-        let source = ReplaySource::open(
-            &ReplayConfig {
-                path,
-                table: config.source.table.clone(),
-                batch_size: config.source.batch_size,
-            },
-            resume,
-        )?;
+            .replay_config()
+            .map_err(|e| e.within("source"))?;
+        let source = ReplaySource::open(&replay, resume)?;
         let progress = source.progress();
         let (tx, rx) = sync_channel(2);
         let (spent_tx, spent_rx) = std::sync::mpsc::channel::<SourceBatch>();
@@ -94,41 +83,19 @@ impl Feed {
             .enable_all()
             .build()
             .context("cannot start the stream reader runtime")?;
-        let endpoint = Endpoint {
-            region: s.region.clone(),
-            endpoint_url: s.endpoint_url.clone(),
-        };
-        let (api, stream_arns) = runtime.block_on(async {
-            let api = SdkStreams::connect(&endpoint).await;
-            let mut arns = s.stream_arns.clone();
+        let mut streams = s.streams_config(until_idle, HEARTBEAT);
+        let api = runtime.block_on(async {
+            let api = SdkStreams::connect(&s.endpoint()).await;
             for table in &s.tables {
                 let arn = api
                     .stream_of_table(table)
                     .await
                     .with_context(|| format!("config key `source.tables`: table `{table}`"))?;
                 tracing::info!(table = %table, stream = %arn, "found the table's stream");
-                arns.push(arn);
+                streams.stream_arns.push(arn);
             }
-            anyhow::Ok((api, arns))
+            anyhow::Ok(api)
         })?;
-        let streams = StreamsConfig {
-            stream_arns,
-            start: match s.start {
-                StartConfig::TrimHorizon => StartAt::TrimHorizon,
-                StartConfig::Latest => StartAt::Latest,
-            },
-            on_gap: match s.on_gap {
-                OnGapConfig::Fail => OnGap::Fail,
-                OnGapConfig::Skip => OnGap::Skip,
-            },
-            poll_interval: Duration::from_millis(s.poll_interval_ms),
-            idle_poll_interval: Duration::from_millis(s.idle_poll_interval_ms),
-            shard_refresh_interval: Duration::from_millis(s.shard_refresh_interval_ms),
-            max_concurrent_shards: s.max_concurrent_shards,
-            records_per_call: s.records_per_call,
-            until_idle,
-            heartbeat: HEARTBEAT,
-        };
         let source = StreamsSource::start_on(runtime, std::sync::Arc::new(api), &streams, resume);
         Ok(Feed::Streams(Box::new(source)))
     }
