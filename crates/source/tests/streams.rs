@@ -503,3 +503,50 @@ fn the_board_shows_the_table_until_what_was_read_is_delivered() {
         }]
     );
 }
+
+#[test]
+fn time_the_pipeline_spends_away_is_not_idle() {
+    // A sink waiting out a broker holds the pipeline; the readers are held
+    // back by the full channel, not idle. Records written meanwhile must be
+    // read before `until_idle` stops the source.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let first = put(&sim, &arn, &shard, "a");
+    let mut cfg = config(&[&arn]);
+    cfg.until_idle = Some(Duration::from_millis(500));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = Endpoint {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(sim.endpoint_url()),
+    };
+    let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
+    let mut source = StreamsSource::start_on(runtime, Arc::new(api), &cfg, &Positions::new());
+    let mut seqs = Vec::new();
+    while !seqs.contains(&first) {
+        let batch = source.next_batch().unwrap().expect("not idle yet");
+        seqs.extend(
+            batch
+                .changes
+                .iter()
+                .map(|c| c.source.sequence_number.as_str().parse::<u128>().unwrap()),
+        );
+    }
+    // The pipeline is away (a sink pausing) for twice `until_idle`, and a
+    // record is written meanwhile.
+    let second = put(&sim, &arn, &shard, "b");
+    std::thread::sleep(Duration::from_millis(1000));
+    while let Some(batch) = source.next_batch().unwrap() {
+        seqs.extend(
+            batch
+                .changes
+                .iter()
+                .map(|c| c.source.sequence_number.as_str().parse::<u128>().unwrap()),
+        );
+    }
+    assert_eq!(seqs, [first, second]);
+}

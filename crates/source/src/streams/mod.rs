@@ -217,6 +217,8 @@ pub struct StreamsSource {
     board: Arc<ShardBoard>,
     until_idle: Option<Duration>,
     heartbeat: Duration,
+    /// When the pipeline last asked for a batch.
+    last_asked: Option<Instant>,
 }
 
 impl StreamsSource {
@@ -267,6 +269,7 @@ impl StreamsSource {
             board,
             until_idle: config.until_idle,
             heartbeat: config.heartbeat,
+            last_asked: None,
         }
     }
 
@@ -289,6 +292,17 @@ impl Source for StreamsSource {
     /// The next page, an empty batch when nothing came within the heartbeat,
     /// or `None` once stopped (idle for `until_idle`, or every stream ended).
     fn next_batch(&mut self) -> Result<Option<SourceBatch>, StreamsError> {
+        // Time the pipeline spent away (a sink waiting out a broker) is not
+        // quiet: the readers were held back, not idle. Quiet is counted
+        // again from now.
+        let now = Instant::now();
+        if self
+            .last_asked
+            .is_some_and(|t| now.duration_since(t) > self.heartbeat * 5)
+        {
+            self.settings.activity.touch();
+        }
+        self.last_asked = Some(now);
         if let Some(limit) = self.until_idle
             && self.settings.activity.quiet_for() >= limit
         {
