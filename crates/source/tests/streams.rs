@@ -96,6 +96,16 @@ fn read(
     run
 }
 
+/// Waits until the simulator has answered `n` calls of `op` (an event the
+/// test needs, such as "the reader holds an iterator"), not a guessed time.
+fn wait_for_calls(sim: &StreamSim, op: Op, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.calls(op) < n {
+        assert!(Instant::now() < deadline, "never saw {n} {op:?} calls");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn put(sim: &StreamSim, arn: &str, shard: &str, id: &str) -> u128 {
     sim.put_json(
         arn,
@@ -156,7 +166,9 @@ fn parents_are_drained_before_children_through_rotation_split_and_early_lineage(
     let early = sim.add_children_early(&arn, &a, 1);
     let (tx, rx) = std::sync::mpsc::channel();
     let run = read(&sim, &config(&[&arn]), &Positions::new(), || {
-        std::thread::sleep(Duration::from_millis(400));
+        // Once `a` is being read (the root, the child and `a`'s first
+        // pages answered), write to it late.
+        wait_for_calls(&sim, Op::GetRecords, 4);
         tx.send(late_writes(&sim, &arn, &a, &early[0])).unwrap();
     });
     let (a_late, kid) = rx.recv().unwrap();
@@ -289,7 +301,9 @@ fn start_latest_reads_only_new_records_and_later_shards_from_their_start() {
     cfg.start = StartAt::Latest;
     let (tx, rx) = std::sync::mpsc::channel();
     let run = read(&sim, &cfg, &Positions::new(), || {
-        std::thread::sleep(Duration::from_millis(300));
+        // A GetRecords answer means the LATEST iterator was taken: writes
+        // from now on are after it.
+        wait_for_calls(&sim, Op::GetRecords, 1);
         let after = put(&sim, &arn, &root, "after");
         let child = sim.rotate(&arn, &root);
         let in_child = put(&sim, &arn, &child, "child");
