@@ -373,6 +373,29 @@ fn a_broker_down_at_start_pauses_the_run_and_it_goes_on_once_the_broker_is_up() 
 }
 
 #[test]
+fn a_registry_that_cannot_be_reached_is_waited_out_not_fatal() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = config(&brokers, Format::Avro);
+    c.registry = Some(RegistryConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        username: None,
+        password: None,
+    });
+    let mut sink = open(c);
+    let e = sink.write(&[change(1, "a", Op::Insert, "1")]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("cannot reach"), "{e}");
+}
+
+#[test]
 fn a_missing_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
