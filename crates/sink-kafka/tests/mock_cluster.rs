@@ -285,14 +285,27 @@ fn a_restarted_sink_skips_what_the_topic_already_holds() {
 
     let mut first = open(config(&brokers, Format::Json));
     deliver(&mut first, &all[..3]);
-    // The checkpoint after the first batch...
-    let (positions, offsets) = (first.durable_positions().clone(), first.offsets());
+    // The checkpoint after the first batch (as the driver records it:
+    // positions and the opaque state, through JSON)...
+    let (positions, state) = (first.durable_positions().clone(), first.resume_state());
+    let state: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        state["offsets"]["cdc.orders"].as_object().map(|o| o.len()),
+        Some(2),
+        "{state}"
+    );
     // ...then more was sent before a crash.
     deliver(&mut first, &all[3..6]);
     drop(first);
 
     let mut second = open(config(&brokers, Format::Json));
-    second.adopt_checkpoint(&positions, offsets);
+    second.adopt(&positions, &state);
+    assert_eq!(
+        second.resume_state(),
+        state,
+        "the offsets survive the round trip"
+    );
     // The source resumes at the checkpoint: changes 4 to 9 come again.
     deliver(&mut second, &all[3..]);
     second.flush().unwrap();
