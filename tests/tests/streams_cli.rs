@@ -148,6 +148,32 @@ fn tables_are_found_by_describe_table() {
     assert!(stderr(&out).contains("table `nope`"), "{}", stderr(&out));
 }
 
+#[test]
+fn aws_unreachable_at_start_is_waited_out_not_a_crash() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("customers");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seq = put(&sim, &arn, &shard, "c1", 0);
+    // DescribeTable answers 500 more times than the SDK retries one call.
+    sim.fail_next(
+        dynamo_cdc_testkit::streams_sim::Op::DescribeTable,
+        5,
+        dynamo_cdc_testkit::streams_sim::Fault::ServerError,
+    );
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, "tables = [\"customers\"]", "");
+    let out = run_until_idle(&s, &cfg);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.matches("cannot read the source; pausing").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("reads again"), "{err}");
+    assert_exactly_once(&s.parquet(), &BTreeMap::from([(shard, vec![seq])]));
+}
+
 /// Writes to the stream from another thread while the binary runs.
 struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,

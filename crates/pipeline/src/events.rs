@@ -124,6 +124,11 @@ impl SinkPaused<'_> {
         metrics::counter!(SINK_PAUSES, "sink" => self.sink.to_owned()).increment(1);
         let error = chain(self.error);
         match self.line {
+            Some(OutageLine::Down) if self.sink == "source" => tracing::error!(
+                sink = self.sink,
+                error = %error,
+                "cannot read the source; pausing, then starting over from the last commit"
+            ),
             Some(OutageLine::Down) => tracing::error!(
                 sink = self.sink,
                 error = %error,
@@ -153,10 +158,15 @@ pub(crate) struct SinkBack<'a> {
 
 impl SinkBack<'_> {
     pub(crate) fn emit(self) {
+        let what = if self.sink == "source" {
+            "reads again"
+        } else {
+            "writes again"
+        };
         tracing::warn!(
             sink = self.sink,
             down_for_s = self.after.as_secs(),
-            "writes again"
+            "{what}"
         );
     }
 }

@@ -18,6 +18,7 @@ use dynamo_cdc_core::{
 };
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
 use dynamo_cdc_source::record::render_record;
+use dynamo_cdc_source::streams::ApiError;
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::checkpoint::FileCheckpoints;
@@ -251,7 +252,8 @@ fn run_once(
     let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
 
-    let mut feed = Feed::start(config, resume.clone(), options.until_idle).map_err(Stop::Fatal)?;
+    let mut feed =
+        Feed::start(config, resume.clone(), options.until_idle).map_err(source_unavailable)?;
     watch.set_board(feed.board());
     if feed.board().is_none() {
         watch.health.set_streams_answered();
@@ -306,6 +308,25 @@ fn run_once(
     summary.duplicates_in_capture += stats.duplicates;
     summary.dead_letters_total = dead_letters.known();
     Ok(())
+}
+
+/// A source that cannot start because AWS cannot be reached (throttled,
+/// 5xx, no network) is an outage to wait out like a sink's; anything else
+/// (a missing table, no stream, no permission) stops the run.
+fn source_unavailable(e: anyhow::Error) -> Stop {
+    let passing = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<ApiError>()
+            .is_some_and(ApiError::is_retryable)
+    });
+    if passing {
+        Stop::Transient {
+            who: "source".to_owned(),
+            error: SinkError::transient(e),
+        }
+    } else {
+        Stop::Fatal(e)
+    }
 }
 
 /// Where batches come from, as the batch loop sees it.
