@@ -294,4 +294,18 @@ impl StderrLines {
     pub fn text(&self) -> String {
         self.seen.0.lock().unwrap().0.clone()
     }
+
+    /// Everything the child wrote, once its stderr has ended (call it after
+    /// the child exited: the reader may still be taking the last lines).
+    pub fn all(&self) -> String {
+        let (lock, cv) = &*self.seen;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut s = lock.lock().unwrap();
+        while !s.1 {
+            let now = std::time::Instant::now();
+            assert!(now < deadline, "stderr did not end");
+            s = cv.wait_timeout(s, deadline - now).unwrap().0;
+        }
+        s.0.clone()
+    }
 }

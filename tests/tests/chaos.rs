@@ -972,7 +972,7 @@ fn a_disk_that_fills_while_a_file_is_written_pauses_the_run() {
     );
     disk.restore();
     let status = child.wait().unwrap();
-    let log = lines.text();
+    let log = lines.all();
     assert_eq!(status.code(), Some(0), "{log}");
     assert_eq!(
         log.matches("cannot write; pausing").count(),

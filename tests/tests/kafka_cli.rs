@@ -264,7 +264,7 @@ fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
     );
     cluster.broker_up(-1).unwrap();
     let status = child.wait().unwrap();
-    let text = log.text();
+    let text = log.all();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("writes again"), "{text}");
     let errors = text.lines().filter(|l| l.contains("ERROR")).count();
@@ -343,7 +343,7 @@ fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
         .status()
         .unwrap();
     let status = child.wait().unwrap();
-    let text = log.text();
+    let text = log.all();
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("acknowledges messages again"), "{text}");
     assert_once_in_order(&read_topic(&brokers, "cdc.orders", 2), &written);
