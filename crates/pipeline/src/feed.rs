@@ -96,7 +96,7 @@ impl Feed {
             }
             anyhow::Ok(api)
         })?;
-        let source = StreamsSource::start_on(runtime, std::sync::Arc::new(api), &streams, resume);
+        let source = StreamsSource::start_on(runtime, std::sync::Arc::new(api), &streams, resume)?;
         Ok(Feed::Streams(Box::new(source)))
     }
 
@@ -134,9 +134,12 @@ impl Feed {
 
     /// Hands a processed batch back, to be freed where it was made.
     pub(crate) fn recycle(&mut self, batch: SourceBatch) {
-        if let Feed::Replay { spent, .. } = self {
+        match self {
             // At the end the reader is gone and the batch is dropped here.
-            let _ = spent.send(batch);
+            Feed::Replay { spent, .. } => {
+                let _ = spent.send(batch);
+            }
+            Feed::Streams(source) => source.recycle(batch),
         }
     }
 

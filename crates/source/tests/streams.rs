@@ -69,7 +69,7 @@ fn read(
         endpoint_url: Some(sim.endpoint_url()),
     };
     let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
-    let mut source = StreamsSource::start_on(runtime, Arc::new(api), config, resume);
+    let mut source = StreamsSource::start_on(runtime, Arc::new(api), config, resume).unwrap();
     let mut run = Run {
         board: Some(source.board()),
         ..Run::default()
@@ -539,7 +539,8 @@ fn time_the_pipeline_spends_away_is_not_idle() {
         endpoint_url: Some(sim.endpoint_url()),
     };
     let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
-    let mut source = StreamsSource::start_on(runtime, Arc::new(api), &cfg, &Positions::new());
+    let mut source =
+        StreamsSource::start_on(runtime, Arc::new(api), &cfg, &Positions::new()).unwrap();
     let mut seqs = Vec::new();
     while !seqs.contains(&first) {
         let batch = source.next_batch().unwrap().expect("not idle yet");

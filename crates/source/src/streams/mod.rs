@@ -115,6 +115,8 @@ pub(crate) struct Settings {
     pub max_concurrent_shards: usize,
     pub activity: Activity,
     pub readers: Arc<tokio::sync::Semaphore>,
+    /// The parse thread every reader hands its pages to.
+    pub parser: page_batch::Parser,
 }
 
 /// When a shard last returned records, and how many readers are in trouble
@@ -206,6 +208,9 @@ pub enum StreamsError {
         /// What the service said.
         reason: String,
     },
+    /// The parse thread could not be started.
+    #[error("cannot start the page parser thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Reads DynamoDB Streams on its own runtime; see the module docs.
@@ -226,12 +231,16 @@ impl StreamsSource {
     /// caller built, and may already have used, e.g. to build the SDK
     /// clients), each shard after its position in `resume` (the lowest
     /// durable position over the sinks).
+    ///
+    /// # Errors
+    /// When the parse thread cannot be started.
     pub fn start_on<A: StreamsApi>(
         runtime: tokio::runtime::Runtime,
         api: Arc<A>,
         config: &StreamsConfig,
         resume: &Positions,
-    ) -> Self {
+    ) -> Result<Self, StreamsError> {
+        let parser = page_batch::Parser::start().map_err(StreamsError::Thread)?;
         // A page per shard in flight, a few queued: memory stays bounded.
         let (tx, rx) = mpsc::channel(8);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -247,6 +256,7 @@ impl StreamsSource {
             readers: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_shards.max(1),
             )),
+            parser,
         });
         let board = Arc::new(ShardBoard::new(config.stream_arns.len()));
         for arn in &config.stream_arns {
@@ -261,7 +271,7 @@ impl StreamsSource {
             );
             runtime.spawn(stream.run());
         }
-        StreamsSource {
+        Ok(StreamsSource {
             runtime,
             events: rx,
             stop: stop_tx,
@@ -270,7 +280,13 @@ impl StreamsSource {
             until_idle: config.until_idle,
             heartbeat: config.heartbeat,
             last_asked: None,
-        }
+        })
+    }
+
+    /// Hands a batch the pipeline is done with back to the parse thread
+    /// that made it, to be freed there (see `page_batch`).
+    pub fn recycle(&self, batch: SourceBatch) {
+        self.settings.parser.free(batch);
     }
 
     /// Where each shard stands: the source keeps it up to date; the

@@ -3,9 +3,16 @@
 //!
 //! A page of a thousand records takes milliseconds to parse: long enough to
 //! hold up every other shard's polling if it ran on one of the runtime's two
-//! workers. So the page goes to tokio's blocking pool, is read there by the
-//! page parser the replay source uses (`crate::page`), and comes back as a
-//! batch with what the reader and the shard board need to know about it.
+//! workers. So the page goes to the source's parse thread ([`Parser`]), is
+//! read there by the page parser the replay source uses (`crate::page`), and
+//! comes back as a batch with what the reader and the shard board need to
+//! know about it.
+//!
+//! One thread, like the replay source's reader: every batch is allocated
+//! there, and the pipeline hands spent batches back to be freed there too.
+//! Freeing memory on a thread other than the one that allocated it is the
+//! allocator's slow path; on tokio's blocking pool (a thread per call, in
+//! turn) it was a sizeable part of the live path's extra cost.
 
 use std::sync::Arc;
 
@@ -31,36 +38,113 @@ pub(crate) struct PageBatch {
     pub(crate) report: PageReport,
 }
 
-/// Reads a GetRecords body of `key`'s shard from the stream `origin` on the
-/// blocking pool. Records at or before `last_read` are dropped: an iterator
-/// acquired again after the last record read may repeat some.
-///
-/// # Errors
-/// A transient [`ApiError`] when the body is not a GetRecords page (the
-/// call is retried, as for a garbled answer); a fatal one if the parser
-/// panicked.
-pub(crate) async fn read(
-    body: Vec<u8>,
-    key: &ShardKey,
-    origin: &Arc<str>,
-    last_read: Option<SequenceNumber>,
-) -> Result<PageBatch, ApiError> {
-    let (key, origin) = (key.clone(), origin.clone());
-    let parsed =
-        tokio::task::spawn_blocking(move || read_now(&body, &key, &origin, last_read)).await;
-    parsed.unwrap_or_else(|e| {
-        // A panic is a bug: stop with it rather than lose the shard.
-        let why = if e.is_panic() {
-            "the page parser panicked"
-        } else {
-            "the page parser was stopped"
-        };
-        Err(ApiError {
+/// What the parse thread is asked to do.
+enum Job {
+    Parse {
+        body: Vec<u8>,
+        key: ShardKey,
+        origin: Arc<str>,
+        last_read: Option<SequenceNumber>,
+        reply: tokio::sync::oneshot::Sender<Result<PageBatch, ApiError>>,
+    },
+    Free(SourceBatch),
+}
+
+/// The source's parse thread. It ends when the source and its readers are
+/// gone (every handle dropped).
+#[derive(Debug)]
+pub(crate) struct Parser {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Parse { .. } => "Parse",
+            Job::Free(_) => "Free",
+        })
+    }
+}
+
+impl Parser {
+    /// Starts the thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub(crate) fn start() -> std::io::Result<Parser> {
+        let (jobs, todo) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("page-parser".into())
+            .spawn(move || {
+                for job in todo {
+                    match job {
+                        Job::Parse {
+                            body,
+                            key,
+                            origin,
+                            last_read,
+                            reply,
+                        } => {
+                            let parsed = std::panic::catch_unwind(|| {
+                                read_now(&body, &key, &origin, last_read)
+                            })
+                            .unwrap_or_else(|_| {
+                                // A panic is a bug: stop with it rather
+                                // than lose the shard.
+                                Err(ApiError {
+                                    kind: ApiErrorKind::Fatal,
+                                    operation: Request::GetRecords.name(),
+                                    message: "the page parser panicked".to_owned(),
+                                })
+                            });
+                            // The reader may have stopped meanwhile.
+                            let _ = reply.send(parsed);
+                        }
+                        Job::Free(batch) => drop(batch),
+                    }
+                }
+            })?;
+        Ok(Parser { jobs })
+    }
+
+    /// Reads a GetRecords body of `key`'s shard from the stream `origin` on
+    /// the parse thread. Records at or before `last_read` are dropped: an
+    /// iterator acquired again after the last record read may repeat some.
+    ///
+    /// # Errors
+    /// A transient [`ApiError`] when the body is not a GetRecords page (the
+    /// call is retried, as for a garbled answer); a fatal one if the parser
+    /// panicked or is gone.
+    pub(crate) async fn read(
+        &self,
+        body: Vec<u8>,
+        key: &ShardKey,
+        origin: &Arc<str>,
+        last_read: Option<SequenceNumber>,
+    ) -> Result<PageBatch, ApiError> {
+        let gone = || ApiError {
             kind: ApiErrorKind::Fatal,
             operation: Request::GetRecords.name(),
-            message: why.to_owned(),
-        })
-    })
+            message: "the page parser stopped".to_owned(),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Parse {
+                body,
+                key: key.clone(),
+                origin: origin.clone(),
+                last_read,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Frees a spent batch on the thread that made it.
+    pub(crate) fn free(&self, batch: SourceBatch) {
+        // When the thread is gone the batch is dropped here instead.
+        let _ = self.jobs.send(Job::Free(batch));
+    }
 }
 
 /// [`read`], on the calling thread.
@@ -222,6 +306,24 @@ mod tests {
         assert!(b.batch.is_empty());
         assert_eq!(b.last_read, Some(seq(9)));
         assert_eq!((b.report.records, b.report.last), (0, None));
+    }
+
+    #[test]
+    fn the_parse_thread_reads_pages_and_frees_batches() {
+        let parser = Parser::start().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let page = RecordsPage::from_records(&[record(5, "1", 1)], None);
+        let b = runtime
+            .block_on(parser.read(page.body, &key(), &Arc::from("arn:stream"), None))
+            .unwrap();
+        assert_eq!(seqs(&b), ["5"]);
+        parser.free(b.batch);
+        let bad = runtime
+            .block_on(parser.read(b"nope".to_vec(), &key(), &Arc::from("a"), None))
+            .unwrap_err();
+        assert_eq!(bad.kind, ApiErrorKind::Transient);
     }
 
     #[test]

@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, watch};
 use crate::events::ShardCallRetried;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
-use crate::streams::page_batch;
 use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
 
 /// How a shard reader ended.
@@ -87,7 +86,9 @@ impl<A: StreamsApi> ShardJob<A> {
                 .await;
             let read = match answer {
                 Ok(page) => {
-                    page_batch::read(page.body, &self.key, &self.stream_arn, last_read.clone())
+                    self.settings
+                        .parser
+                        .read(page.body, &self.key, &self.stream_arn, last_read.clone())
                         .await
                 }
                 Err(e) => Err(e),
@@ -305,7 +306,10 @@ impl<A: StreamsApi> ShardJob<A> {
             .await
             .ok()?;
         let page = self.api.get_records(&it, 1).await.ok()?;
-        let page = page_batch::read(page.body, &self.key, &self.stream_arn, None)
+        let page = self
+            .settings
+            .parser
+            .read(page.body, &self.key, &self.stream_arn, None)
             .await
             .ok()?;
         page.last_read
