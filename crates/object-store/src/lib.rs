@@ -8,12 +8,14 @@
 
 mod connect;
 mod failure;
+mod location;
 mod objects;
 mod upload;
 mod url;
 
 pub use connect::StoreOptions;
 pub use failure::{FailureClass, ObjectError, classify};
+pub use location::Location;
 pub use object_store::path::Path as ObjectPath;
 pub use object_store::{ObjectMeta, ObjectStore, memory::InMemory};
 pub use objects::Objects;

@@ -188,10 +188,7 @@ path = "out/checkpoint.json"
         };
         let text = GOOD.replace("out/parquet", "${OUT}/parquet");
         let c = Config::parse_with_env(&text, &env).unwrap();
-        assert_eq!(
-            c.sinks.parquet.unwrap().root,
-            PathBuf::from("/data/out/parquet")
-        );
+        assert_eq!(c.sinks.parquet.unwrap().path, "/data/out/parquet");
         let text = GOOD.replace("out/parquet", "${LAKE:?set LAKE to the dataset root}");
         let e = Config::parse_with_env(&text, &env).unwrap_err();
         assert_eq!(e.key, "sinks.parquet.path");

@@ -17,6 +17,7 @@ use dynamo_cdc_core::{
     SourceBatch,
 };
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
+use dynamo_cdc_object_store::Location;
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_source::streams::ApiError;
 use dynamo_cdc_transform::DeclaredSchema;
@@ -199,12 +200,12 @@ impl Pauses {
     }
 }
 
-/// Where dead letters and gap records go: beside the Parquet data, else
+/// Where dead letters and gap records go: beside local Parquet data, else
 /// beside the checkpoint file.
 fn dead_letter_root(config: &Config) -> PathBuf {
-    match &config.sinks.parquet {
-        Some(pq) => pq.root.clone(),
-        None => config
+    match config.sinks.parquet.as_ref().map(|pq| pq.location()) {
+        Some(Ok(Location::Local(root))) => root,
+        _ => config
             .checkpoint
             .path
             .parent()
