@@ -104,7 +104,12 @@ fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
 }
 
 fn file_name(table: Option<&str>) -> String {
-    let stem: String = table
+    format!("{}.jsonl", file_stem(table))
+}
+
+/// A table's name made safe for a file or object name.
+pub(crate) fn file_stem(table: Option<&str>) -> String {
+    table
         .unwrap_or("_unknown_table")
         .chars()
         .map(|c| {
@@ -114,6 +119,5 @@ fn file_name(table: Option<&str>) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{stem}.jsonl")
+        .collect()
 }

@@ -9,33 +9,70 @@
 //!
 //! The local store keeps them as JSON Lines under a root directory:
 //! `<root>/_dead_letter/<table>.jsonl` and `<root>/_gaps/<table>.jsonl`.
+//! The object-store one ([`ObjectDeadLetters`]) writes one object per batch
+//! (object stores cannot append), see its module.
 //! Every entry has an identity; one already held (from this run or an
 //! earlier one) is not written again, so a rerun never repeats one. Entries
 //! are fsynced before a write returns, so the pipeline may move its positions
 //! past them: a record is never both skipped on restart and missing here.
 
 mod journal;
+mod objects;
 
 use std::path::{Path, PathBuf};
 
 use dynamo_cdc_core::{DeadLetter, Gap};
 
 use crate::journal::Journal;
+pub use crate::objects::ObjectDeadLetters;
+use dynamo_cdc_core::SinkError;
+use dynamo_cdc_object_store::ObjectError;
 
 /// The dead-letter directory under the root (Parquet scans skip it).
 pub const DEAD_LETTER_DIR: &str = "_dead_letter";
 /// The gap-record directory under the root (Parquet scans skip it).
 pub const GAPS_DIR: &str = "_gaps";
 
-/// Why the store could not keep an entry. Always worth retrying: a full or
-/// read-only disk may pass, and nothing past the entry was made durable.
+/// Why the store could not keep an entry. Nothing past the entry was made
+/// durable, so retrying loses nothing.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {path}")]
-pub struct DeadLetterError {
-    action: &'static str,
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
+#[non_exhaustive]
+pub enum DeadLetterError {
+    /// The local disk failed (full, read-only): may pass.
+    #[error("cannot {action} {path}")]
+    Local {
+        /// what was being done
+        action: &'static str,
+        /// where
+        path: PathBuf,
+        /// the I/O error
+        #[source]
+        source: std::io::Error,
+    },
+    /// The object store failed; its class says whether it may pass.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+}
+
+impl DeadLetterError {
+    /// Whether waiting and starting over may help: always for the disk;
+    /// for an object store, unless access is denied or the bucket missing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DeadLetterError::Local { .. } => true,
+            DeadLetterError::Object(e) => e.is_transient(),
+        }
+    }
+}
+
+impl From<DeadLetterError> for SinkError {
+    fn from(e: DeadLetterError) -> Self {
+        if e.is_transient() {
+            SinkError::transient(e)
+        } else {
+            SinkError::fatal(e)
+        }
+    }
 }
 
 /// Where undeliverable records and gaps are kept.
@@ -75,7 +112,7 @@ impl LocalDeadLetters {
     pub fn open(root: &Path) -> Result<Self, DeadLetterError> {
         let failed = |dir: &str| {
             let path = root.join(dir);
-            move |source| DeadLetterError {
+            move |source| DeadLetterError::Local {
                 action: "read",
                 path,
                 source,
@@ -90,7 +127,7 @@ impl LocalDeadLetters {
 
     fn failed(&self, dir: &str) -> impl FnOnce(std::io::Error) -> DeadLetterError {
         let path = self.root.join(dir);
-        move |source| DeadLetterError {
+        move |source| DeadLetterError::Local {
             action: "write",
             path,
             source,
@@ -209,6 +246,50 @@ mod tests {
         assert_eq!(text.lines().count(), 3);
         let gaps = std::fs::read_to_string(dir.path().join("_gaps/orders.jsonl")).unwrap();
         assert_eq!(gaps.lines().count(), 1);
+    }
+
+    #[test]
+    fn on_an_object_store_a_rerun_keeps_each_letter_and_gap_once() {
+        use dynamo_cdc_object_store::{InMemory, Objects, StoreUrl};
+        let objects = Objects::with_store(
+            std::sync::Arc::new(InMemory::new()),
+            StoreUrl::parse("s3://lake/cdc").unwrap(),
+        );
+        let mut store = ObjectDeadLetters::open(objects.clone()).unwrap();
+        assert_eq!(store.write(&[letter("1"), letter("2")]).unwrap(), 2);
+        assert_eq!(store.write(&[letter("2")]).unwrap(), 0);
+        assert!(store.record_gap(&gap()).unwrap());
+        assert_eq!(store.location(), "s3://lake/cdc/_dead_letter");
+        drop(store);
+        let mut again = ObjectDeadLetters::open(objects.clone()).unwrap();
+        assert_eq!(again.known(), 2);
+        assert_eq!(again.write(&[letter("2"), letter("3")]).unwrap(), 1);
+        assert!(!again.record_gap(&gap()).unwrap());
+        let mut names: Vec<String> = objects
+            .list("")
+            .unwrap()
+            .iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "one object per batch: {names:?}");
+        assert!(
+            names[0].starts_with("cdc/_dead_letter/orders/"),
+            "{names:?}"
+        );
+        assert!(names[2].starts_with("cdc/_gaps/orders/"), "{names:?}");
+        let lines: usize = names
+            .iter()
+            .filter(|n| n.contains("_dead_letter"))
+            .map(|n| {
+                let bytes = objects.read(&n.as_str().into()).unwrap();
+                bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+            })
+            .sum();
+        assert_eq!(lines, 3, "each letter once");
     }
 
     #[test]

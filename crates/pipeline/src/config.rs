@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 pub use dynamo_cdc_core::ConfigError;
+use dynamo_cdc_object_store::{Location, StoreOptions};
 use dynamo_cdc_sink_kafka::KafkaSinkConfig;
 use dynamo_cdc_sink_parquet::ParquetConfig;
 pub use dynamo_cdc_source::config::{SourceConfig, SourceKind};
@@ -29,6 +30,9 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Where positions are recorded.
     pub checkpoint: CheckpointConfig,
+    /// Where dead letters and gap records are kept.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
     /// The metrics and health endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -51,6 +55,48 @@ pub struct SinksConfig {
     pub parquet: Option<ParquetConfig>,
     /// `[sinks.kafka]`.
     pub kafka: Option<KafkaSinkConfig>,
+}
+
+/// `[dead_letter]`: where dead letters and gap records go. Without a
+/// `path`: beside the Parquet dataset (on its disk or bucket) when there is
+/// one, else beside the checkpoint file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A local directory or an `s3://`, `gs://`, `az://` URL.
+    pub path: Option<String>,
+    /// S3 region (with an `s3://` path).
+    pub region: Option<String>,
+    /// S3-compatible endpoint (with an `s3://` path).
+    pub endpoint_url: Option<String>,
+}
+
+impl DeadLetterConfig {
+    /// The configured location, if a `path` is given; pure. Keys are
+    /// relative to the section.
+    ///
+    /// # Errors
+    /// A malformed path, or store keys without a path they apply to.
+    pub fn location(&self) -> Result<Option<Location>, ConfigError> {
+        let options = StoreOptions {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        };
+        match &self.path {
+            Some(path) => Location::parse(path, options)
+                .map(Some)
+                .map_err(|(key, reason)| bad(key, reason)),
+            None if options != StoreOptions::default() => Err(bad(
+                if options.region.is_some() {
+                    "region"
+                } else {
+                    "endpoint_url"
+                },
+                "applies only with an s3:// path",
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// `[checkpoint]`.
@@ -119,6 +165,9 @@ impl Config {
         if let Some(p) = &self.sinks.parquet {
             p.validate().map_err(|e| e.within("sinks.parquet"))?;
         }
+        self.dead_letter
+            .location()
+            .map_err(|e| e.within("dead_letter"))?;
         if self.checkpoint.path.as_os_str().is_empty() {
             return Err(bad("checkpoint.path", "must not be empty"));
         }
@@ -188,10 +237,7 @@ path = "out/checkpoint.json"
         };
         let text = GOOD.replace("out/parquet", "${OUT}/parquet");
         let c = Config::parse_with_env(&text, &env).unwrap();
-        assert_eq!(
-            c.sinks.parquet.unwrap().root,
-            PathBuf::from("/data/out/parquet")
-        );
+        assert_eq!(c.sinks.parquet.unwrap().path, "/data/out/parquet");
         let text = GOOD.replace("out/parquet", "${LAKE:?set LAKE to the dataset root}");
         let e = Config::parse_with_env(&text, &env).unwrap_err();
         assert_eq!(e.key, "sinks.parquet.path");
@@ -278,6 +324,43 @@ path = "out/checkpoint.json"
         let e = Config::parse(&STREAMS.replace("on_gap = \"skip\"", "on_gap = \"ignore\""))
             .unwrap_err();
         assert_eq!(e.key, "source.on_gap");
+    }
+
+    #[test]
+    fn the_dead_letter_section_is_optional_and_its_keys_are_placed() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.dead_letter.location().unwrap(), None);
+        let text = format!(
+            "{GOOD}[dead_letter]\npath = \"s3://lake/dlq\"\nendpoint_url = \"http://127.0.0.1:5000\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.dead_letter.location().unwrap().unwrap().describe(),
+            "s3://lake/dlq"
+        );
+        for (section, key) in [
+            ("[dead_letter]\npath = \"s3://\"\n", "dead_letter.path"),
+            (
+                "[dead_letter]\nregion = \"eu-west-1\"\n",
+                "dead_letter.region",
+            ),
+            (
+                "[dead_letter]\npath = \"dlq\"\nendpoint_url = \"http://x\"\n",
+                "dead_letter.endpoint_url",
+            ),
+        ] {
+            let e = Config::parse(&format!("{GOOD}{section}"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.key, key, "{section}");
+        }
+        let e = Config::parse(&GOOD.replace("path = \"out/parquet\"", "path = \"s3://\""))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "sinks.parquet.path");
     }
 
     const KAFKA: &str = r#"

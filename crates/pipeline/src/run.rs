@@ -16,7 +16,10 @@ use dynamo_cdc_core::{
     CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, Positions, Recorded, SinkError,
     SourceBatch,
 };
-use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, DeadLetterStore, LocalDeadLetters};
+use dynamo_cdc_dead_letter::{
+    DEAD_LETTER_DIR, DeadLetterError, DeadLetterStore, LocalDeadLetters, ObjectDeadLetters,
+};
+use dynamo_cdc_object_store::{Location, Objects};
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_source::streams::ApiError;
 use dynamo_cdc_transform::DeclaredSchema;
@@ -78,10 +81,9 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     }
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
     let mut summary = RunSummary {
-        dead_letter_path: dead_letter_root(config)
+        dead_letter_path: dead_letter_location(config)?
             .join(DEAD_LETTER_DIR)
-            .display()
-            .to_string(),
+            .describe(),
         ..RunSummary::default()
     };
     let watch = Watch::start(options.metrics_listen.or(config.metrics.listen))?;
@@ -199,17 +201,39 @@ impl Pauses {
     }
 }
 
-/// Where dead letters and gap records go: beside the Parquet data, else
-/// beside the checkpoint file.
-fn dead_letter_root(config: &Config) -> PathBuf {
-    match &config.sinks.parquet {
-        Some(pq) => pq.root.clone(),
-        None => config
+/// Where dead letters and gap records go: `[dead_letter] path`, else beside
+/// the Parquet data (on its disk or in its bucket), else beside the
+/// checkpoint file.
+fn dead_letter_location(config: &Config) -> anyhow::Result<Location> {
+    if let Some(location) = config.dead_letter.location()? {
+        return Ok(location);
+    }
+    if let Some(pq) = &config.sinks.parquet {
+        return Ok(pq.location()?);
+    }
+    Ok(Location::Local(
+        config
             .checkpoint
             .path
             .parent()
             .map_or_else(|| PathBuf::from("."), PathBuf::from),
-    }
+    ))
+}
+
+/// Opens the dead-letter store at its location; on an object store the
+/// prefix is listed first, so a missing bucket or denied access stops the
+/// run before anything is read.
+fn open_dead_letters(config: &Config) -> Result<Box<dyn DeadLetterStore>, Stop> {
+    let failed = |e: DeadLetterError| Stop::of("dead letters", e.into());
+    let location = dead_letter_location(config).map_err(Stop::Fatal)?;
+    Ok(match location {
+        Location::Local(root) => Box::new(LocalDeadLetters::open(&root).map_err(failed)?),
+        Location::Remote { url, options } => {
+            let objects =
+                Objects::connect(&url, &options).map_err(|e| failed(DeadLetterError::Object(e)))?;
+            Box::new(ObjectDeadLetters::open(objects).map_err(failed)?)
+        }
+    })
 }
 
 /// The tables known before anything is read, so the sinks can get ready
@@ -242,8 +266,7 @@ fn run_once(
 ) -> Result<(), Stop> {
     watch.health.beat();
     let mut sinks = sinks::open(config, declared)?;
-    let mut dead_letters = LocalDeadLetters::open(&dead_letter_root(config))
-        .map_err(|e| Stop::of("dead letters", SinkError::transient(e)))?;
+    let mut dead_letters = open_dead_letters(config)?;
     let recorded = checkpoint.load().map_err(|e| Stop::of("checkpoint", e))?;
     sinks.adopt(&recorded);
     watch.health.set_positions_loaded();
@@ -264,7 +287,7 @@ fn run_once(
         &mut feed,
         &mut Loop {
             sinks: &mut sinks,
-            dead_letters: &mut dead_letters,
+            dead_letters: dead_letters.as_mut(),
             checkpoint,
             summary,
             pauses,
@@ -371,7 +394,7 @@ struct Loop<'a> {
 /// The batch loop: for each batch, gaps, write, dead letters (durable before
 /// any commit moves past them), commit, checkpoint.
 fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Result<(), Stop> {
-    let store_failed = |e| Stop::of("dead letters", SinkError::transient(e));
+    let store_failed = |e: DeadLetterError| Stop::of("dead letters", e.into());
     while !options.stop.load(Ordering::Relaxed) {
         l.watch.health.beat();
         let mut batch = match feed.next() {
@@ -509,7 +532,6 @@ mod tests {
         Change, Gap, Item, MemoryCheckpoints, Op, Positions, Recorded, Rejected, SequenceNumber,
         ShardKey, Sink, SinkStats, SourceInfo,
     };
-    use dynamo_cdc_dead_letter::DeadLetterError;
 
     use super::*;
 

@@ -1,17 +1,23 @@
 //! `[sinks.parquet]`: where the dataset is and how files roll.
 
-use std::path::PathBuf;
-
 use dynamo_cdc_core::ConfigError;
+use dynamo_cdc_object_store::{Location, StoreOptions};
 use serde::Deserialize;
 
 /// How the sink writes and rolls files. Every default is defined here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetConfig {
-    /// Root directory of the dataset (`path` in the file).
-    #[serde(rename = "path")]
-    pub root: PathBuf,
+    /// Root of the dataset: a local directory, or an `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix` URL.
+    pub path: String,
+    /// S3 region (else the AWS environment, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3-compatible endpoint (MinIO, moto, LocalStack); `http://` allows
+    /// plain HTTP and path-style addressing.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
     /// Commit a file once it holds this many rows.
     #[serde(default = "defaults::max_rows_per_file")]
     pub max_rows_per_file: usize,
@@ -50,9 +56,11 @@ mod defaults {
 impl ParquetConfig {
     /// The defaults, suited to analytics: files of up to a million rows or
     /// 128 MiB, committed at least every five minutes.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub fn new(path: impl Into<String>) -> Self {
         ParquetConfig {
-            root: root.into(),
+            path: path.into(),
+            region: None,
+            endpoint_url: None,
             max_rows_per_file: defaults::max_rows_per_file(),
             max_file_bytes: defaults::max_file_bytes(),
             max_file_age_ms: defaults::max_file_age_ms(),
@@ -66,9 +74,7 @@ impl ParquetConfig {
     /// # Errors
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.root.as_os_str().is_empty() {
-            return Err(ConfigError::new("path", "must not be empty"));
-        }
+        self.location()?;
         for (key, value) in [
             ("max_rows_per_file", self.max_rows_per_file as u64),
             ("max_file_age_ms", self.max_file_age_ms),
@@ -85,6 +91,19 @@ impl ParquetConfig {
             return Err(ConfigError::new("zstd_level", "must be between 1 and 22"));
         }
         Ok(())
+    }
+
+    /// Where the dataset is: `path` with `region` and `endpoint_url`.
+    ///
+    /// # Errors
+    /// A malformed `path`, or store keys that do not apply to it, named
+    /// relative to the section.
+    pub fn location(&self) -> Result<Location, ConfigError> {
+        let options = StoreOptions {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        };
+        Location::parse(&self.path, options).map_err(|(key, reason)| ConfigError::new(key, reason))
     }
 }
 
@@ -118,5 +137,32 @@ mod tests {
         }
         let c: ParquetConfig = toml::from_str("path = \"\"").unwrap();
         assert_eq!(c.validate().unwrap_err().key, "path");
+    }
+
+    #[test]
+    fn object_store_paths_take_region_and_endpoint() {
+        let c: ParquetConfig = toml::from_str(
+            "path = \"s3://lake/dynamodb\"\nregion = \"eu-west-1\"\nendpoint_url = \"http://127.0.0.1:9000\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.location().unwrap().describe(), "s3://lake/dynamodb");
+        let cases = [
+            ("path = \"out\"\nregion = \"eu-west-1\"", "region"),
+            (
+                "path = \"s3://lake\"\nendpoint_url = \"ftp://x\"",
+                "endpoint_url",
+            ),
+            (
+                "path = \"gs://lake\"\nendpoint_url = \"http://x\"",
+                "endpoint_url",
+            ),
+            ("path = \"s3://\"", "path"),
+            ("path = \"hdfs://lake/x\"", "path"),
+        ];
+        for (text, key) in cases {
+            let c: ParquetConfig = toml::from_str(text).unwrap();
+            assert_eq!(c.validate().unwrap_err().key, key, "{text}");
+        }
     }
 }

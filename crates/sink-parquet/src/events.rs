@@ -1,8 +1,6 @@
 //! What the sink reports: each event writes its log line and moves its
 //! metrics, so the two never disagree.
 
-use std::path::Path;
-
 /// Files committed (made visible) by the Parquet sink.
 pub const FILES_COMMITTED: &str = "dynamo_cdc_parquet_files_committed_total";
 /// Changes made durable, per sink and table (shared with every sink).
@@ -15,7 +13,8 @@ pub fn describe() {
 
 /// A file became visible: its rows are durable.
 pub(crate) struct FileCommitted<'a> {
-    pub path: &'a Path,
+    /// The file or object, for people.
+    pub file: &'a str,
     pub table: &'a str,
     pub rows: u64,
     pub bytes: u64,
@@ -24,7 +23,7 @@ pub(crate) struct FileCommitted<'a> {
 impl FileCommitted<'_> {
     pub(crate) fn emit(self) {
         tracing::debug!(
-            file = %self.path.display(),
+            file = self.file,
             rows = self.rows,
             bytes = self.bytes,
             "committed"

@@ -2,13 +2,17 @@
 //!
 //! `<root>/<table>/date=YYYY-MM-DD/<shard>-<firstSeq>-<lastSeq>.parquet`: the
 //! committed files are the sink's position, so their names must parse back.
-//! Files being written are hidden (`.<shard>-<firstSeq>.parquet.inprogress`),
-//! which dataset readers (pyarrow, Spark, DuckDB globs on `*.parquet`) skip.
+//! On a local disk, files being written are hidden
+//! (`.<shard>-<firstSeq>.parquet.inprogress`), which dataset readers
+//! (pyarrow, Spark, DuckDB globs on `*.parquet`) skip. On an object store
+//! nothing is written under a temporary name: a file is spooled to an
+//! unnamed local temp file and uploaded under its final name when sealed.
 
 use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
+use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects};
 
 /// Suffix of files not yet committed.
 pub(crate) const IN_PROGRESS: &str = ".parquet.inprogress";
@@ -27,6 +31,12 @@ pub(crate) fn partition_dir(root: &Path, table: &str, date: &str) -> PathBuf {
     root.join(table).join(format!("date={date}"))
 }
 
+/// `<table>/date=YYYY-MM-DD`, the partition's key prefix below the root of
+/// an object-store dataset.
+pub(crate) fn partition_key(table: &str, date: &str) -> String {
+    format!("{table}/date={date}")
+}
+
 pub(crate) fn temp_name(shard: &str, first: &SequenceNumber) -> String {
     format!(".{shard}-{first}{IN_PROGRESS}")
 }
@@ -35,12 +45,21 @@ pub(crate) fn final_name(shard: &str, first: &SequenceNumber, last: &SequenceNum
     format!("{shard}-{first}-{last}.parquet")
 }
 
-/// A committed file found on disk.
+/// Where a committed file is.
+#[derive(Debug, Clone)]
+pub(crate) enum FileRef {
+    /// A file on the local disk.
+    Local(PathBuf),
+    /// An object, with its size (reading its footer starts from the end).
+    Remote { key: ObjectPath, size: u64 },
+}
+
+/// A committed file found on disk or in the bucket.
 #[derive(Debug, Clone)]
 pub(crate) struct Committed {
     pub(crate) key: ShardKey,
     pub(crate) last: SequenceNumber,
-    pub(crate) path: PathBuf,
+    pub(crate) file: FileRef,
 }
 
 /// Parses `<shard>-<first>-<last>.parquet`; shard ids may hold `-` themselves.
@@ -84,13 +103,45 @@ pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<PathBuf>
                     committed.push(Committed {
                         key: ShardKey::new(table_name.as_str(), shard),
                         last,
-                        path: file.path(),
+                        file: FileRef::Local(file.path()),
                     });
                 }
             }
         }
     }
     Ok((committed, leftovers))
+}
+
+/// Every committed object below the root: listing the prefix replaces
+/// `read_dir`. There are no temp objects to sweep: an object exists only
+/// once complete, and an upload a crash left incomplete is not listed.
+pub(crate) fn scan_objects(objects: &Objects) -> Result<Vec<Committed>, ObjectError> {
+    let mut committed = Vec::new();
+    for meta in objects.list("")? {
+        let Some(relative) = objects.relative(&meta.location) else {
+            continue;
+        };
+        let mut parts = relative.split('/');
+        let (Some(table), Some(part), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if [DEAD_LETTER_DIR, GAPS_DIR].contains(&table) || !part.starts_with("date=") {
+            continue;
+        }
+        if let Some((shard, _, last)) = parse_final_name(name) {
+            committed.push(Committed {
+                key: ShardKey::new(table, shard),
+                last,
+                file: FileRef::Remote {
+                    key: meta.location.clone(),
+                    size: meta.size,
+                },
+            });
+        }
+    }
+    Ok(committed)
 }
 
 #[cfg(test)]

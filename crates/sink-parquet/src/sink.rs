@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,16 +10,19 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
+use dynamo_cdc_object_store::{Location, ObjectError, ObjectPath, Objects, Upload};
 use dynamo_cdc_transform::{ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, parquet_to_arrow_schema};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 pub use crate::config::ParquetConfig;
 use crate::events::FileCommitted;
-use crate::layout::{self, date_of, final_name, partition_dir, temp_name};
+use crate::layout::{self, FileRef, date_of, final_name, partition_dir, partition_key, temp_name};
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -37,19 +41,19 @@ pub enum ParquetSinkError {
     },
     /// Writing an open file failed. Encoding valid rows does not fail, so
     /// this is the disk under it (full, read-only, an I/O error): it may pass.
-    #[error("cannot write {path}")]
+    #[error("cannot write {file}")]
     Write {
         /// the file being written
-        path: PathBuf,
+        file: String,
         /// the parquet error, which wraps the I/O error
         #[source]
         source: parquet::errors::ParquetError,
     },
     /// Parquet encoding or decoding failed.
-    #[error("parquet error on {path}")]
+    #[error("parquet error on {file}")]
     Parquet {
         /// the file
-        path: PathBuf,
+        file: String,
         /// the parquet error
         #[source]
         source: parquet::errors::ParquetError,
@@ -64,21 +68,28 @@ pub enum ParquetSinkError {
         source: arrow_schema::ArrowError,
     },
     /// A committed file of an earlier run has a schema this version cannot read.
-    #[error("cannot continue the schema of {path}: {reason}")]
+    #[error("cannot continue the schema of {at}: {reason}")]
     Schema {
-        /// the file
-        path: PathBuf,
+        /// the table's directory or prefix
+        at: String,
         /// what is wrong
         reason: String,
     },
+    /// An object-store operation failed; its class says whether it may
+    /// pass (see `dynamo_cdc_object_store::FailureClass`). A name that
+    /// exists already means another writer committed that range.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
 }
 
 impl From<ParquetSinkError> for SinkError {
     /// File system failures may pass (a full disk, a read-only or vanished
-    /// directory, an I/O error); the rest does not.
+    /// directory, an I/O error), as may object-store failures other than
+    /// denied access and a missing bucket; the rest does not.
     fn from(e: ParquetSinkError) -> Self {
         match e {
             ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. } => SinkError::transient(e),
+            ParquetSinkError::Object(ref o) if o.is_transient() => SinkError::transient(e),
             _ => SinkError::fatal(e),
         }
     }
@@ -110,11 +121,27 @@ pub struct ParquetStats {
     pub swept: u64,
 }
 
+/// Where the dataset's files go.
+enum Dataset {
+    /// A local directory: temp file, fsync, rename, fsync directory.
+    Local(PathBuf),
+    /// A bucket prefix: a spool file, uploaded under its final name.
+    Remote(Objects),
+}
+
+/// Where an open file's bytes are.
+enum Target {
+    /// The hidden temp file in its partition directory.
+    Local { dir: PathBuf, temp: PathBuf },
+    /// An unnamed local temp file (gone with the process), to be uploaded
+    /// to `<partition>/<final name>` below the dataset's prefix.
+    Spooled { partition: String },
+}
+
 /// A file being written for one shard.
 struct OpenFile {
     writer: ArrowWriter<File>,
-    dir: PathBuf,
-    temp: PathBuf,
+    target: Target,
     date: String,
     schema_version: u64,
     first: SequenceNumber,
@@ -123,15 +150,32 @@ struct OpenFile {
     opened: Instant,
 }
 
+impl OpenFile {
+    /// The file being written, for messages.
+    fn describe(&self) -> String {
+        Self::describe_target(&self.target, &self.first)
+    }
+
+    fn describe_target(target: &Target, first: &SequenceNumber) -> String {
+        match target {
+            Target::Local { temp, .. } => temp.display().to_string(),
+            Target::Spooled { partition } => {
+                format!("the local spool of {partition}/ from {first}")
+            }
+        }
+    }
+}
+
 /// Writes flat rows to committed Parquet files. See the crate docs.
 pub struct ParquetSink {
     config: ParquetConfig,
+    dataset: Dataset,
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     schemas: HashMap<Arc<str>, TableSchema>,
     /// The last committed file of each shard, per table: a restart continues
     /// from their schemas.
-    newest: HashMap<String, Vec<PathBuf>>,
+    newest: HashMap<String, Vec<FileRef>>,
     open: HashMap<ShardKey, OpenFile>,
     /// Full files waiting for the next poll or flush to commit them, in order.
     /// Commits never happen inside `write`, so the pipeline can make the
@@ -142,44 +186,85 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
-    /// Opens the dataset at `config.root`: removes temp files left by a crash
-    /// and reads the position from the committed file names.
+    /// Opens the dataset at `config.path`: on a local disk, removes temp
+    /// files left by a crash; on an object store, connects and lists the
+    /// prefix (so a missing bucket or denied access stops the run before
+    /// anything is read). Then reads the position from the committed file
+    /// names.
     ///
     /// # Errors
-    /// When the root cannot be created or scanned.
+    /// When `path` is not valid, or the root cannot be created, scanned or
+    /// listed.
     pub fn open(
         config: ParquetConfig,
         mode: NumbersMode,
         declared: HashMap<String, DeclaredSchema>,
     ) -> Result<Self, ParquetSinkError> {
-        layout::create_dir_durably(&config.root).map_err(io("cannot create", &config.root))?;
-        let (committed, leftovers) =
-            layout::scan(&config.root).map_err(io("cannot scan", &config.root))?;
+        let location = config.location().map_err(|e| ParquetSinkError::Schema {
+            at: format!("config key `{}`", e.key),
+            reason: e.reason,
+        })?;
+        let dataset = match location {
+            Location::Local(root) => Dataset::Local(root),
+            Location::Remote { url, options } => Dataset::Remote(Objects::connect(&url, &options)?),
+        };
+        Self::open_dataset(dataset, config, mode, declared)
+    }
+
+    /// Opens a dataset on an object store already connected (tests use
+    /// object_store's in-memory store); `config.path` is not used.
+    ///
+    /// # Errors
+    /// When the prefix cannot be listed.
+    pub fn open_on(
+        objects: Objects,
+        config: ParquetConfig,
+        mode: NumbersMode,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Result<Self, ParquetSinkError> {
+        Self::open_dataset(Dataset::Remote(objects), config, mode, declared)
+    }
+
+    fn open_dataset(
+        dataset: Dataset,
+        config: ParquetConfig,
+        mode: NumbersMode,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Result<Self, ParquetSinkError> {
         let mut stats = ParquetStats::default();
-        for path in leftovers {
-            tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
-            std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
-            stats.swept += 1;
-        }
+        let committed = match &dataset {
+            Dataset::Local(root) => {
+                layout::create_dir_durably(root).map_err(io("cannot create", root))?;
+                let (committed, leftovers) = layout::scan(root).map_err(io("cannot scan", root))?;
+                for path in leftovers {
+                    tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
+                    std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
+                    stats.swept += 1;
+                }
+                committed
+            }
+            Dataset::Remote(objects) => layout::scan_objects(objects)?,
+        };
         let mut durable = Positions::new();
         // The last file of each shard carries the widest schema that shard
         // reached; a restart widens over all of them.
-        let mut last_of_shard: HashMap<ShardKey, (SequenceNumber, PathBuf)> = HashMap::new();
-        for file in committed {
-            match last_of_shard.get(&file.key) {
-                Some((seq, _)) if *seq >= file.last => {}
+        let mut last_of_shard: HashMap<ShardKey, (SequenceNumber, FileRef)> = HashMap::new();
+        for found in committed {
+            match last_of_shard.get(&found.key) {
+                Some((seq, _)) if *seq >= found.last => {}
                 _ => {
-                    last_of_shard.insert(file.key.clone(), (file.last.clone(), file.path.clone()));
+                    last_of_shard.insert(found.key.clone(), (found.last.clone(), found.file));
                 }
             }
-            durable.advance(file.key, file.last);
+            durable.advance(found.key, found.last);
         }
-        let mut newest: HashMap<String, Vec<PathBuf>> = HashMap::new();
-        for (key, (_, path)) in last_of_shard {
-            newest.entry(key.table.to_string()).or_default().push(path);
+        let mut newest: HashMap<String, Vec<FileRef>> = HashMap::new();
+        for (key, (_, file)) in last_of_shard {
+            newest.entry(key.table.to_string()).or_default().push(file);
         }
         Ok(ParquetSink {
             config,
+            dataset,
             mode,
             declared,
             schemas: HashMap::new(),
@@ -200,32 +285,78 @@ impl ParquetSink {
         if !self.schemas.contains_key(table) {
             let declared = self.declared.get(&**table);
             let mut earlier = Vec::new();
-            for path in self
+            for file in self
                 .newest
                 .get(&**table)
                 .map(Vec::as_slice)
                 .unwrap_or_default()
             {
-                let file = File::open(path).map_err(io("cannot open", path))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| {
-                    ParquetSinkError::Parquet {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                earlier.push(reader.schema().clone());
+                earlier.push(self.read_schema(file)?);
             }
             let refs: Vec<&arrow_schema::Schema> = earlier.iter().map(|s| s.as_ref()).collect();
             let schema =
                 TableSchema::resume(table, declared, self.mode, &refs).map_err(|reason| {
                     ParquetSinkError::Schema {
-                        path: self.config.root.join(&**table),
+                        at: self.describe_table(table),
                         reason,
                     }
                 })?;
             self.schemas.insert(table.clone(), schema);
         }
         Ok(self.schemas.get_mut(table).expect("inserted above"))
+    }
+
+    /// The Arrow schema of a committed file. Of an object only the footer
+    /// is read (a suffix range), not the whole file.
+    fn read_schema(&self, file: &FileRef) -> Result<arrow_schema::SchemaRef, ParquetSinkError> {
+        match (file, &self.dataset) {
+            (FileRef::Local(path), _) => {
+                let f = File::open(path).map_err(io("cannot open", path))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|source| {
+                    ParquetSinkError::Parquet {
+                        file: path.display().to_string(),
+                        source,
+                    }
+                })?;
+                Ok(reader.schema().clone())
+            }
+            (FileRef::Remote { key, size }, Dataset::Remote(objects)) => {
+                let parquet = |source| ParquetSinkError::Parquet {
+                    file: objects.describe(key),
+                    source,
+                };
+                let mut reader =
+                    ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+                let mut want = (*size).min(FOOTER_GUESS_BYTES);
+                loop {
+                    let tail = objects.read_range(key, size - want..*size)?;
+                    match reader.try_parse_sized(&tail, *size) {
+                        Ok(()) => break,
+                        Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
+                            want = needed as u64;
+                        }
+                        Err(source) => return Err(parquet(source)),
+                    }
+                }
+                let metadata = reader.finish().map_err(parquet)?;
+                let meta = metadata.file_metadata();
+                let schema =
+                    parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+                        .map_err(parquet)?;
+                Ok(Arc::new(schema))
+            }
+            (FileRef::Remote { key, .. }, Dataset::Local(_)) => {
+                unreachable!("object {key} listed for a local dataset")
+            }
+        }
+    }
+
+    /// A table's directory or prefix, for messages.
+    fn describe_table(&self, table: &str) -> String {
+        match &self.dataset {
+            Dataset::Local(root) => root.join(table).display().to_string(),
+            Dataset::Remote(objects) => objects.describe(&objects.path(table)),
+        }
     }
 
     /// Appends rows of one shard, one date and the current schema.
@@ -258,7 +389,7 @@ impl ParquetSink {
             file.writer
                 .write(&batch)
                 .map_err(|source| ParquetSinkError::Write {
-                    path: file.temp.clone(),
+                    file: file.describe(),
                     source,
                 })?;
             file.rows += take;
@@ -280,13 +411,30 @@ impl ParquetSink {
         date: &str,
         first: &SequenceNumber,
     ) -> Result<OpenFile, ParquetSinkError> {
-        let dir = partition_dir(&self.config.root, &key.table, date);
-        layout::create_dir_durably(&dir).map_err(io("cannot create", &dir))?;
-        let temp = dir.join(temp_name(&key.shard, first));
-        let file = File::create(&temp).map_err(io("cannot create", &temp))?;
+        let (file, target) = match &self.dataset {
+            Dataset::Local(root) => {
+                let dir = partition_dir(root, &key.table, date);
+                layout::create_dir_durably(&dir).map_err(io("cannot create", &dir))?;
+                let temp = dir.join(temp_name(&key.shard, first));
+                let file = File::create(&temp).map_err(io("cannot create", &temp))?;
+                (file, Target::Local { dir, temp })
+            }
+            Dataset::Remote(_) => {
+                // The object's name holds the last sequence number, known
+                // only when the file is sealed; an upload needs its name
+                // when it starts. So the file is spooled locally, unnamed
+                // (it vanishes with the process), and uploaded at commit.
+                let spool = std::env::temp_dir();
+                let file = tempfile::tempfile_in(&spool)
+                    .map_err(io("cannot create a spool file in", &spool))?;
+                let partition = partition_key(&key.table, date);
+                (file, Target::Spooled { partition })
+            }
+        };
+        let described = OpenFile::describe_target(&target, first);
         let level = ZstdLevel::try_new(self.config.zstd_level).map_err(|source| {
             ParquetSinkError::Parquet {
-                path: temp.clone(),
+                file: described.clone(),
                 source,
             }
         })?;
@@ -314,14 +462,13 @@ impl ParquetSink {
         let schema = table.arrow_schema();
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
             ParquetSinkError::Write {
-                path: temp.clone(),
+                file: described,
                 source,
             }
         })?;
         Ok(OpenFile {
             writer,
-            dir,
-            temp,
+            target,
             date: date.to_owned(),
             schema_version: self.schemas[&key.table].version(),
             first: first.clone(),
@@ -338,26 +485,42 @@ impl ParquetSink {
         }
     }
 
-    /// Finishes a file, fsyncs it, renames it into view, fsyncs the
-    /// directory, and only then advances the position.
+    /// Finishes a file and makes it visible under its final name; only
+    /// then advances the position. Local: fsync, rename, fsync the
+    /// directory. Object store: upload, created only if absent.
     fn commit(&mut self, key: &ShardKey, f: OpenFile) -> Result<(), ParquetSinkError> {
+        let described = f.describe();
+        let name = final_name(&key.shard, &f.first, &f.last);
         let file = f
             .writer
             .into_inner()
             .map_err(|source| ParquetSinkError::Write {
-                path: f.temp.clone(),
+                file: described,
                 source,
             })?;
-        file.sync_all().map_err(io("cannot fsync", &f.temp))?;
-        let bytes = file.metadata().map_err(io("cannot stat", &f.temp))?.len();
-        drop(file);
-        let target = f.dir.join(final_name(&key.shard, &f.first, &f.last));
-        std::fs::rename(&f.temp, &target).map_err(io("cannot rename into", &target))?;
-        File::open(&f.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("cannot fsync directory", &f.dir))?;
+        let (committed, bytes) = match (&f.target, &self.dataset) {
+            (Target::Local { dir, temp }, _) => {
+                file.sync_all().map_err(io("cannot fsync", temp))?;
+                let bytes = file.metadata().map_err(io("cannot stat", temp))?.len();
+                drop(file);
+                let target = dir.join(&name);
+                std::fs::rename(temp, &target).map_err(io("cannot rename into", &target))?;
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("cannot fsync directory", dir))?;
+                (target.display().to_string(), bytes)
+            }
+            (Target::Spooled { partition }, Dataset::Remote(objects)) => {
+                let object = objects.path(&format!("{partition}/{name}"));
+                let bytes = upload_spooled(objects, file, object.clone())?;
+                (objects.describe(&object), bytes)
+            }
+            (Target::Spooled { .. }, Dataset::Local(_)) => {
+                unreachable!("a local dataset does not spool")
+            }
+        };
         FileCommitted {
-            path: &target,
+            file: &committed,
             table: &key.table,
             rows: f.rows as u64,
             bytes,
@@ -388,6 +551,35 @@ impl ParquetSink {
         Ok(())
     }
 }
+
+/// Uploads a spooled file under `object`, created only if absent, a part
+/// at a time; returns its size.
+fn upload_spooled(
+    objects: &Objects,
+    mut spool: File,
+    object: ObjectPath,
+) -> Result<u64, ParquetSinkError> {
+    let spool_dir = std::env::temp_dir();
+    spool
+        .seek(SeekFrom::Start(0))
+        .map_err(io("cannot read a spool file in", &spool_dir))?;
+    let mut upload = Upload::new(objects, object);
+    if let Err(e) = std::io::copy(&mut spool, &mut upload) {
+        // The upload's own failures travel inside the I/O error.
+        if e.get_ref().is_some_and(|inner| inner.is::<ObjectError>()) {
+            let inner = e
+                .into_inner()
+                .and_then(|i| i.downcast::<ObjectError>().ok());
+            return Err(ParquetSinkError::Object(*inner.expect("checked above")));
+        }
+        return Err(io("cannot read a spool file in", &spool_dir)(e));
+    }
+    Ok(upload.finish()?)
+}
+
+/// Bytes read from the end of an object to find its footer; enough for
+/// the footers of wide tables, and read again when it is not.
+const FOOTER_GUESS_BYTES: u64 = 64 * 1024;
 
 /// Days since the epoch (UTC); cheaper to compare than formatted dates.
 fn day_of(ms: Option<i64>) -> i64 {

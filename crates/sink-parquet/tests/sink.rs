@@ -35,7 +35,7 @@ fn change(seq: u64, at_ms: i64) -> Change {
 }
 
 fn open(root: &Path, rows: usize) -> ParquetSink {
-    let mut config = ParquetConfig::new(root);
+    let mut config = ParquetConfig::new(root.to_str().unwrap());
     config.max_rows_per_file = rows;
     ParquetSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap()
 }

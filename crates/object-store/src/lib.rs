@@ -1,0 +1,23 @@
+//! Object storage for the dataset and the dead-letter store: `s3://`,
+//! `gs://` and `az://` URLs ([`StoreUrl`]), clients built from each cloud's
+//! credential chain and the `region` / `endpoint_url` keys
+//! ([`StoreOptions`]), a synchronous handle ([`Objects`]) for the
+//! synchronous sinks, uploads that become visible only when complete and
+//! never replace an existing object ([`Upload`]), and what a failure means
+//! for the run ([`ObjectError`], [`FailureClass`]).
+
+mod connect;
+mod failure;
+mod location;
+mod objects;
+mod upload;
+mod url;
+
+pub use connect::StoreOptions;
+pub use failure::{FailureClass, ObjectError, classify};
+pub use location::Location;
+pub use object_store::path::Path as ObjectPath;
+pub use object_store::{ObjectMeta, ObjectStore, memory::InMemory};
+pub use objects::Objects;
+pub use upload::{PART_BYTES, Upload};
+pub use url::{Scheme, StoreUrl, looks_like_url};

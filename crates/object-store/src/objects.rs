@@ -1,0 +1,214 @@
+//! [`Objects`]: a synchronous handle on one bucket and prefix.
+//!
+//! The sinks and the dead-letter store are synchronous (they run on the
+//! pipeline's thread), so each handle owns a small current-thread tokio
+//! runtime and blocks on every request. Requests from one handle are
+//! sequential; that keeps memory bounded (one part in flight) and the code
+//! simple, and the pipeline commits a file at a time anyway.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions};
+
+use crate::connect::{StoreOptions, build};
+use crate::failure::{FailureClass, ObjectError, classify};
+use crate::url::StoreUrl;
+
+/// One bucket and prefix, with blocking calls. Clones share the client and
+/// the runtime.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    url: StoreUrl,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Objects({})", self.url)
+    }
+}
+
+impl Objects {
+    /// Connects to the store `url` names and checks, by listing the prefix,
+    /// that the bucket exists and may be read, so that a missing bucket or
+    /// denied access stops the run before anything is read.
+    ///
+    /// # Errors
+    /// A fatal [`ObjectError`] for a missing bucket or denied access (naming
+    /// both), a transient one when the store cannot be reached.
+    pub fn connect(url: &StoreUrl, options: &StoreOptions) -> Result<Objects, ObjectError> {
+        let store = build(url, options).map_err(|source| ObjectError {
+            class: FailureClass::Denied,
+            operation: "configure a client for",
+            object: url.to_string(),
+            bucket: bucket_url(url),
+            source: Box::new(source),
+        })?;
+        let objects = Objects::with_store(store, url.clone());
+        objects.check_access()?;
+        Ok(objects)
+    }
+
+    /// A handle on a store already built (tests use object_store's
+    /// `InMemory`). Nothing is checked.
+    ///
+    /// # Panics
+    /// When the runtime cannot be created (no threads or file descriptors
+    /// left to the process).
+    pub fn with_store(store: Arc<dyn ObjectStore>, url: StoreUrl) -> Objects {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread tokio runtime");
+        Objects {
+            store,
+            runtime: Arc::new(runtime),
+            url,
+        }
+    }
+
+    /// The URL of this handle's prefix.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// A handle on `segment` below this prefix, sharing client and runtime.
+    pub fn join(&self, segment: &str) -> Objects {
+        Objects {
+            url: self.url.join(segment),
+            ..self.clone()
+        }
+    }
+
+    /// The key of `relative` (`a/b.parquet`) under the prefix.
+    pub fn path(&self, relative: &str) -> Path {
+        let full = if self.url.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.url.prefix)
+        };
+        Path::from(full)
+    }
+
+    /// `key` relative to the prefix, or `None` when it is not below it.
+    pub fn relative<'a>(&self, key: &'a Path) -> Option<&'a str> {
+        let key = key.as_ref();
+        if self.url.prefix.is_empty() {
+            return Some(key);
+        }
+        key.strip_prefix(self.url.prefix.as_str())?
+            .strip_prefix('/')
+    }
+
+    /// `key` as a URL, for messages.
+    pub fn describe(&self, key: &Path) -> String {
+        format!("{}/{key}", bucket_url(&self.url))
+    }
+
+    pub(crate) fn fail(
+        &self,
+        operation: &'static str,
+        key: &Path,
+    ) -> impl FnOnce(object_store::Error) -> ObjectError {
+        let object = self.describe(key);
+        let bucket = bucket_url(&self.url);
+        move |source| ObjectError {
+            class: classify(&source),
+            operation,
+            object,
+            bucket,
+            source: Box::new(source),
+        }
+    }
+
+    /// Runs a future of this handle's store to completion.
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Lists the prefix once (one page is enough to prove access).
+    fn check_access(&self) -> Result<(), ObjectError> {
+        let prefix = self.path("");
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let key = prefix.clone().unwrap_or_default();
+        self.block_on(self.store.list_with_delimiter(prefix.as_ref()))
+            .map(drop)
+            .map_err(self.fail("list", &key))
+    }
+
+    /// Every object below `relative` (recursively).
+    ///
+    /// # Errors
+    /// When the store cannot be listed.
+    pub fn list(&self, relative: &str) -> Result<Vec<ObjectMeta>, ObjectError> {
+        let prefix = self.path(relative);
+        let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+        let key = prefix.clone().unwrap_or_default();
+        self.block_on(self.store.list(prefix.as_ref()).try_collect())
+            .map_err(self.fail("list", &key))
+    }
+
+    /// Creates `key` with `bytes` if no object has that name; the object is
+    /// visible whole or not at all.
+    ///
+    /// # Errors
+    /// A collision ([`FailureClass::Collision`]) when the name exists, or
+    /// the store's failure.
+    pub fn create(&self, key: &Path, bytes: Bytes) -> Result<(), ObjectError> {
+        let options = PutOptions::from(PutMode::Create);
+        self.block_on(self.store.put_opts(key, bytes.into(), options))
+            .map(drop)
+            .map_err(self.fail("create", key))
+    }
+
+    /// Whether `key` exists.
+    ///
+    /// # Errors
+    /// When the store cannot answer.
+    pub fn exists(&self, key: &Path) -> Result<bool, ObjectError> {
+        match self.block_on(self.store.head(key)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail("look up", key)(e)),
+        }
+    }
+
+    /// The whole object.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    pub fn read(&self, key: &Path) -> Result<Bytes, ObjectError> {
+        self.block_on(async { self.store.get(key).await?.bytes().await })
+            .map_err(self.fail("read", key))
+    }
+
+    /// The bytes `range` of the object.
+    ///
+    /// # Errors
+    /// When they cannot be read.
+    pub fn read_range(
+        &self,
+        key: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, ObjectError> {
+        self.block_on(self.store.get_range(key, range))
+            .map_err(self.fail("read", key))
+    }
+}
+
+/// `s3://bucket`, for messages.
+pub(crate) fn bucket_url(url: &StoreUrl) -> String {
+    StoreUrl {
+        prefix: String::new(),
+        ..url.clone()
+    }
+    .to_string()
+}

@@ -1,0 +1,200 @@
+//! The Parquet sink on an object store (object_store's in-memory store):
+//! the same layout and names as on a disk, a file visible only once
+//! complete, a name collision transient and naming the object, and a
+//! reopened sink learning its position from the listed names.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dynamo_cdc_core::{
+    AttributeValue, Change, ErrorKind, Item, Op, SequenceNumber, ShardKey, Sink, SourceInfo,
+};
+use dynamo_cdc_object_store::{InMemory, ObjectStore, Objects, StoreUrl};
+use dynamo_cdc_sink_parquet::{ParquetConfig, ParquetSink};
+use dynamo_cdc_transform::NumbersMode;
+
+/// 2024-05-01T00:00:00Z
+const DAY_ONE_MS: i64 = 1_714_521_600_000;
+const DAY: &str = "orders/date=2024-05-01";
+
+fn change(seq: u64, at_ms: i64) -> Change {
+    let keys: Item = [("id", AttributeValue::S(format!("k{seq}").into()))].into();
+    let mut image = keys.clone();
+    if seq.is_multiple_of(2) {
+        image = [
+            ("id", AttributeValue::S(format!("k{seq}").into())),
+            (
+                "n",
+                AttributeValue::N(dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap()),
+            ),
+        ]
+        .into();
+    }
+    Change {
+        op: Op::Insert,
+        keys,
+        old_image: None,
+        new_image: Some(image),
+        source: SourceInfo {
+            table: "orders".into(),
+            stream_arn: None,
+            shard_id: "s1".into(),
+            sequence_number: SequenceNumber::parse(&seq.to_string()).unwrap(),
+            event_id: String::new(),
+            approx_creation_ms: Some(at_ms),
+            ttl_delete: false,
+        },
+    }
+}
+
+fn bucket() -> Objects {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    Objects::with_store(store, StoreUrl::parse("s3://lake/cdc").unwrap())
+}
+
+fn open(objects: &Objects, rows: usize) -> ParquetSink {
+    let mut config = ParquetConfig::new("s3://lake/cdc");
+    config.max_rows_per_file = rows;
+    ParquetSink::open_on(objects.clone(), config, NumbersMode::Auto, HashMap::new()).unwrap()
+}
+
+/// Object names below the prefix, sorted.
+fn listed(objects: &Objects) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .list("")
+        .unwrap()
+        .iter()
+        .filter_map(|m| objects.relative(&m.location).map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+fn position(sink: &ParquetSink) -> Option<String> {
+    sink.durable_positions()
+        .get(&ShardKey::new("orders", "s1"))
+        .map(ToString::to_string)
+}
+
+#[test]
+fn files_are_visible_only_once_committed_under_the_local_layout() {
+    let objects = bucket();
+    let mut sink = open(&objects, 3);
+    let changes: Vec<Change> = (101..=107).map(|s| change(s, DAY_ONE_MS)).collect();
+    assert!(sink.write(&changes).unwrap().is_empty());
+    // Sealed, not committed: nothing is listed, not even a temp name.
+    assert!(listed(&objects).is_empty());
+    assert_eq!(position(&sink), None);
+    sink.poll().unwrap();
+    assert_eq!(
+        listed(&objects),
+        [
+            format!("{DAY}/s1-101-103.parquet"),
+            format!("{DAY}/s1-104-106.parquet")
+        ]
+    );
+    assert_eq!(position(&sink).as_deref(), Some("106"));
+    sink.flush().unwrap();
+    assert!(listed(&objects).contains(&format!("{DAY}/s1-107-107.parquet")));
+    assert_eq!(position(&sink).as_deref(), Some("107"));
+    assert_eq!(sink.stats().files, 3);
+    assert_eq!(sink.stats().temp_files_swept, 0);
+}
+
+#[test]
+fn a_reopened_sink_learns_its_position_from_listed_names_and_drops_what_it_holds() {
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    let first: Vec<Change> = (1..=5).map(|s| change(s, DAY_ONE_MS)).collect();
+    sink.write(&first).unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+
+    let mut again = open(&objects, 1000);
+    assert_eq!(position(&again).as_deref(), Some("5"));
+    let more: Vec<Change> = (3..=8).map(|s| change(s, DAY_ONE_MS)).collect();
+    again.write(&more).unwrap();
+    again.flush().unwrap();
+    assert_eq!(again.stats().already_held, 3);
+    assert_eq!(again.stats().delivered, 3);
+    assert_eq!(
+        listed(&objects),
+        [
+            format!("{DAY}/s1-1-5.parquet"),
+            format!("{DAY}/s1-6-8.parquet")
+        ]
+    );
+    // The second file continued the first one's schema (read from its
+    // footer in the bucket): both have the `n` column.
+    for name in listed(&objects) {
+        let bytes = objects.read(&objects.path(&name)).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        assert!(reader.schema().field_with_name("n").is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn a_crash_before_commit_leaves_nothing_listed_and_the_rerun_writes_it_once() {
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    sink.write(&[change(1, DAY_ONE_MS)]).unwrap();
+    drop(sink); // no flush: as a crash
+    assert!(listed(&objects).is_empty());
+    let mut again = open(&objects, 1000);
+    assert_eq!(position(&again), None);
+    again.write(&[change(1, DAY_ONE_MS)]).unwrap();
+    again.flush().unwrap();
+    assert_eq!(listed(&objects), [format!("{DAY}/s1-1-1.parquet")]);
+}
+
+#[test]
+fn a_name_another_writer_committed_is_a_transient_collision_naming_the_object() {
+    let objects = bucket();
+    let mut ours = open(&objects, 1000);
+    let mut theirs = open(&objects, 1000);
+    let changes: Vec<Change> = (1..=4).map(|s| change(s, DAY_ONE_MS)).collect();
+    theirs.write(&changes).unwrap();
+    theirs.flush().unwrap();
+    let committed = objects.read(&objects.path(&format!("{DAY}/s1-1-4.parquet")));
+    ours.write(&changes).unwrap();
+    let e = ours.flush().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    let text = e.to_string();
+    assert!(
+        text.contains("s3://lake/cdc/orders/date=2024-05-01/s1-1-4.parquet")
+            && text.contains("another writer committed it"),
+        "{text}"
+    );
+    assert_eq!(position(&ours), None, "the position does not move");
+    // Never overwritten.
+    assert_eq!(
+        objects
+            .read(&objects.path(&format!("{DAY}/s1-1-4.parquet")))
+            .unwrap(),
+        committed.unwrap()
+    );
+    // Starting over learns the other writer's position and writes nothing.
+    drop(ours);
+    let mut again = open(&objects, 1000);
+    assert_eq!(position(&again).as_deref(), Some("4"));
+    again.write(&changes).unwrap();
+    again.flush().unwrap();
+    assert_eq!(again.stats().files, 0);
+}
+
+#[test]
+fn dead_letter_and_gap_prefixes_are_not_data() {
+    let objects = bucket();
+    objects
+        .create(
+            &objects.path("_dead_letter/orders/00000001-s1-9-9.parquet"),
+            "x".into(),
+        )
+        .unwrap();
+    objects
+        .create(&objects.path("_gaps/date=x/s1-1-9.parquet"), "x".into())
+        .unwrap();
+    let sink = open(&objects, 1000);
+    assert_eq!(position(&sink), None);
+}
