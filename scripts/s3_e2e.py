@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""End-to-end check of Parquet on an object store: moto's S3.
+
+The same scenario as `moto_e2e.py` (two tables with awkward values, a
+writer changing items while the `dynamo-cdc` binary is killed with SIGKILL
+and restarted, a graceful SIGTERM, a last run), with `[sinks.parquet] path`
+an `s3://` URL on the same moto server. While the bridge runs, a lister
+keeps listing the bucket and reads every data object it sees: none may be
+partial or carry a temp name. At the end every object is read back with
+pyarrow (fetched with boto3, independently of the bridge) and compared with
+the stream, read through boto3: every change exactly once, value for value,
+and the invalid records in the dead-letter objects.
+
+    python scripts/s3_e2e.py --bin target/debug/dynamo-cdc
+
+The last line is `s3 e2e: N passed, M failed`; the exit code is 1 when
+anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e_check as ec  # noqa: E402
+import moto_e2e as me  # noqa: E402
+
+import pyarrow.parquet as pq  # noqa: E402
+
+BUCKET = "analytics-lake"
+PREFIX = "dynamodb"
+DATA_NAME = re.compile(r"[^/]+/date=\d{4}-\d{2}-\d{2}/[^/]+-\d+-\d+\.parquet")
+
+
+def write_config(workdir: Path, moto: me.Moto) -> Path:
+    config = workdir / "s3.toml"
+    config.write_text(
+        "[source]\n"
+        'kind = "dynamodb"\n'
+        f"tables = {list(me.TABLES)!r}\n".replace("'", '"')
+        + f'region = "{me.REGION}"\n'
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n\n"
+        "[sinks.parquet]\n"
+        f'path = "s3://{BUCKET}/{PREFIX}"\n'
+        f'region = "{me.REGION}"\n'
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        "max_file_age_ms = 300\nmax_rows_per_file = 50\n\n"
+        "[checkpoint]\n"
+        f"path = {ec.toml_string(str(workdir / 'out' / 'checkpoint.json'))}\n"
+    )
+    return config
+
+
+def mirror(s3, root: Path) -> None:
+    """Copies the bucket's prefix to `root` as the local layout: data objects
+    under their names; dead-letter objects (one per batch) joined into
+    `_dead_letter/<table>.jsonl`."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for key in list_keys(s3):
+        rel = key[len(PREFIX) + 1:]
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        if rel.startswith(("_dead_letter/", "_gaps/")):
+            top, table = rel.split("/")[:2]
+            (root / top).mkdir(parents=True, exist_ok=True)
+            with open(root / top / f"{table}.jsonl", "ab") as f:
+                f.write(body if body.endswith(b"\n") else body + b"\n")
+            continue
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+
+
+def list_keys(s3) -> list:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+class Lister(threading.Thread):
+    """Lists the prefix over and over; every data object it sees must have a
+    committed name and read whole."""
+
+    def __init__(self, s3):
+        super().__init__(daemon=True)
+        self.s3 = s3
+        self.halt = threading.Event()
+        self.listings = 0
+        self.read = set()
+        self.problems = []
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                keys = list_keys(self.s3)
+            except Exception:  # noqa: BLE001 - moto busy: try again
+                time.sleep(0.05)
+                continue
+            self.listings += 1
+            for key in keys:
+                rel = key[len(PREFIX) + 1:]
+                if rel.startswith(("_dead_letter/", "_gaps/")):
+                    continue
+                if not DATA_NAME.fullmatch(rel):
+                    self.problems.append(f"a non-data name was listed: {key}")
+                    continue
+                if key in self.read:
+                    continue
+                try:
+                    body = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                    pq.read_table(io.BytesIO(body))
+                    self.read.add(key)
+                except Exception as e:  # noqa: BLE001 - a partial object is the finding
+                    self.problems.append(f"{key} was listed but does not read whole: {e}")
+            time.sleep(0.02)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin", required=True, type=Path, help="the dynamo-cdc binary")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    binary = args.bin.resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="s3-e2e-"))
+    checks = []
+    moto = me.Moto(workdir)
+    lister = None
+    try:
+        ddb = moto.client("dynamodb")
+        s3 = moto.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        me.create_tables(ddb)
+        me.write_phase_one(ddb)
+        config = write_config(workdir, moto)
+        root = workdir / "mirror"
+        lister = Lister(moto.client("s3"))
+        lister.start()
+
+        first = me.run_until_idle(binary, config, workdir, "run1")
+        exit_check = ec.Check("first run to s3:// exits 3 (one record dead-lettered)")
+        if first.returncode != 3:
+            exit_check.problem(f"exit code {first.returncode}: {first.stderr[-2000:]}")
+        checks.append(exit_check)
+        mirror(s3, root)
+        checks += me.check_output(root, me.read_stream(moto), "s3, after the first run")
+
+        writer = me.Writer(ddb)
+        writer.start()
+        rng = random.Random(12)
+        for round_ in range(4):
+            child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
+                                     env=me.environment(), stdout=subprocess.DEVNULL,
+                                     stderr=open(workdir / f"kill{round_}.stderr", "wb"))
+            time.sleep(rng.uniform(0.8, 2.5))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
+                                 env=me.environment(), stdout=subprocess.DEVNULL,
+                                 stderr=open(workdir / "term.stderr", "wb"))
+        time.sleep(1.5)
+        child.send_signal(signal.SIGTERM)
+        term = ec.Check("SIGTERM: exits 0 within 10 s")
+        try:
+            code = child.wait(timeout=10)
+            if code != 0:
+                term.problem(f"exit code {code}")
+        except subprocess.TimeoutExpired:
+            child.kill()
+            term.problem("still running 10 s after SIGTERM")
+        checks.append(term)
+        writer.halt.set()
+        writer.join()
+        wrote = ec.Check(f"the writer made {writer.count} changes without error")
+        if writer.error is not None or writer.count < 50:
+            wrote.problem(f"writer: {writer.error!r}, {writer.count} changes")
+        checks.append(wrote)
+
+        last = me.run_until_idle(binary, config, workdir, "run-last")
+        last_check = ec.Check("the run after the crashes exits 0")
+        if last.returncode != 0:
+            last_check.problem(f"exit code {last.returncode}: {last.stderr[-2000:]}")
+        checks.append(last_check)
+        lister.halt.set()
+        lister.join()
+        seen = ec.Check(f"no partial or temp object was ever listed ({lister.listings} listings, "
+                        f"{len(lister.read)} objects read while the bridge ran)")
+        for p in lister.problems[:20]:
+            seen.problem(p)
+        if lister.listings < 10 or not lister.read:
+            seen.problem("the lister saw too little to tell")
+        checks.append(seen)
+        mirror(s3, root)
+        checks += me.check_output(root, me.read_stream(moto), "s3, after SIGKILL restarts")
+    finally:
+        if lister is not None:
+            lister.halt.set()
+        moto.stop()
+        passed, failed = ec.print_report(checks, 20)
+        print(f"s3 e2e: {passed} passed, {failed} failed")
+        if args.keep or failed:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
