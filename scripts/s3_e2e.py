@@ -9,7 +9,9 @@ keeps listing the bucket and reads every data object it sees: none may be
 partial or carry a temp name. At the end every object is read back with
 pyarrow (fetched with boto3, independently of the bridge) and compared with
 the stream, read through boto3: every change exactly once, value for value,
-and the invalid records in the dead-letter objects.
+and the invalid records in the dead-letter objects. Last, the awkward-values
+capture of `e2e_check.py` is replayed into `s3://` and compared value by
+value with pyarrow and DuckDB.
 
     python scripts/s3_e2e.py --bin target/debug/dynamo-cdc
 
@@ -63,14 +65,14 @@ def write_config(workdir: Path, moto: me.Moto) -> Path:
     return config
 
 
-def mirror(s3, root: Path) -> None:
+def mirror(s3, root: Path, prefix: str = PREFIX) -> None:
     """Copies the bucket's prefix to `root` as the local layout: data objects
     under their names; dead-letter objects (one per batch) joined into
     `_dead_letter/<table>.jsonl`."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    for key in list_keys(s3):
-        rel = key[len(PREFIX) + 1:]
+    for key in list_keys(s3, prefix):
+        rel = key[len(prefix) + 1:]
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         if rel.startswith(("_dead_letter/", "_gaps/")):
             top, table = rel.split("/")[:2]
@@ -83,9 +85,9 @@ def mirror(s3, root: Path) -> None:
         target.write_bytes(body)
 
 
-def list_keys(s3) -> list:
+def list_keys(s3, prefix: str = PREFIX) -> list:
     keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
         keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
 
@@ -126,6 +128,65 @@ class Lister(threading.Thread):
                 except Exception as e:  # noqa: BLE001 - a partial object is the finding
                     self.problems.append(f"{key} was listed but does not read whole: {e}")
             time.sleep(0.02)
+
+
+def check_missing_bucket(binary: Path, workdir: Path, moto: me.Moto) -> list:
+    """A bucket that does not exist stops the run before anything is read,
+    naming the bucket and what was being done."""
+    out = workdir / "nobucket"
+    out.mkdir(parents=True, exist_ok=True)
+    config = write_config(out, moto)
+    config.write_text(config.read_text().replace(f"s3://{BUCKET}/", "s3://no-such-bucket-here/"))
+    check = ec.Check("a missing bucket stops the run at start with a clear message")
+    result = subprocess.run([str(binary), "run", "--config", str(config)], cwd=out, env=me.environment(),
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode in (0, 3) or "no-such-bucket-here" not in result.stderr:
+        check.problem(f"exit code {result.returncode}: {result.stderr[-1500:]}")
+    if (out / "out" / "checkpoint.json").exists():
+        check.problem("a checkpoint was written: something was read")
+    return [check]
+
+
+def check_awkward_capture(binary: Path, workdir: Path, moto: me.Moto, s3) -> list:
+    """The awkward-values capture that `e2e_check.py` writes to a local
+    dataset, replayed into `s3://` and compared value by value."""
+    capture = ec.build_capture()
+    capture_dir = workdir / "capture"
+    ec.write_capture(capture, capture_dir)
+    out = workdir / "awkward"
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "config.toml"
+    config.write_text(
+        "[source]\n"
+        'kind = "replay"\n'
+        f"path = {ec.toml_string(str(capture_dir))}\n"
+        "[sinks.parquet]\n"
+        f'path = "s3://{BUCKET}/awkward"\n'
+        f'region = "{me.REGION}"\n'
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        "[checkpoint]\n"
+        f"path = {ec.toml_string(str(out / 'checkpoint.json'))}\n"
+    )
+    run = ec.Check("awkward capture to s3://: the run exits 3 (bad records dead-lettered)")
+    result = subprocess.run([str(binary), "run", "--config", str(config)], cwd=workdir, env=me.environment(),
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 3:
+        run.problem(f"exit code {result.returncode}: {result.stderr[-2000:]}")
+    root = out / "mirror"
+    mirror(s3, root, "awkward")
+    expected = {(c.shard, c.seq): c for c in capture.changes}
+    schema = ec.Check("awkward capture on s3: schema and field metadata")
+    files = ec.read_output_files(root, "auto", schema)
+    once = ec.Check("awkward capture on s3: each change exactly once, nothing else")
+    ec.check_rows_once(files, expected, once)
+    values = ec.Check("awkward capture on s3: values read with pyarrow")
+    ec.check_values_pyarrow(files, expected, values)
+    duck = ec.Check("awkward capture on s3: values read with DuckDB")
+    ec.check_values_duckdb(root, files, expected, duck)
+    dead = ec.Check("awkward capture on s3: dead letters")
+    dead_dir = ec.find_dead_letter_dir(root, out, dead)
+    ec.check_dead_letters(ec.read_dead_letters(dead_dir, dead), capture, dead, dead_dir is not None)
+    return [run, schema, once, values, duck, dead]
 
 
 def main(argv=None) -> int:
@@ -204,6 +265,8 @@ def main(argv=None) -> int:
         checks.append(seen)
         mirror(s3, root)
         checks += me.check_output(root, me.read_stream(moto), "s3, after SIGKILL restarts")
+        checks += check_awkward_capture(binary, workdir, moto, s3)
+        checks += check_missing_bucket(binary, workdir, moto)
     finally:
         if lister is not None:
             lister.halt.set()

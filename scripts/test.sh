@@ -73,5 +73,8 @@ step "end-to-end check with pyarrow, DuckDB and boto3"
 step "end-to-end check on DynamoDB Streams served by moto"
 "$venv/bin/python" scripts/moto_e2e.py --bin target/debug/dynamo-cdc
 
+step "Parquet on s3:// (moto): SIGKILL restarts, a lister watching the bucket, awkward values"
+"$venv/bin/python" scripts/s3_e2e.py --bin target/debug/dynamo-cdc
+
 step "metrics, health and JSON logs of a live run on moto, scraped with prometheus_client"
 "$venv/bin/python" scripts/metrics_check.py --bin target/debug/dynamo-cdc
