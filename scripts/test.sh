@@ -33,6 +33,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   need_apt+=(python3-venv)
 fi
+# Spark (the dataset check) runs on a Java 17 or newer.
+command -v java >/dev/null 2>&1 || need_apt+=(default-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_apt[*]}"
   SUDO=""
@@ -75,6 +77,9 @@ step "end-to-end check on DynamoDB Streams served by moto"
 
 step "Parquet on s3:// (moto): SIGKILL restarts, a lister watching the bucket, awkward values"
 "$venv/bin/python" scripts/s3_e2e.py --bin target/debug/dynamo-cdc
+
+step "Spark, pyarrow and DuckDB read the same rows of a dataset, hive partitions included"
+"$venv/bin/python" scripts/spark_check.py --bin target/debug/dynamo-cdc
 
 step "metrics, health and JSON logs of a live run on moto, scraped with prometheus_client"
 "$venv/bin/python" scripts/metrics_check.py --bin target/debug/dynamo-cdc
