@@ -167,8 +167,20 @@ def check_awkward_capture(binary: Path, workdir: Path, moto: me.Moto, s3) -> lis
         "[checkpoint]\n"
         f"path = {ec.toml_string(str(out / 'checkpoint.json'))}\n"
     )
-    run = ec.Check("awkward capture to s3://: the run exits 3 (bad records dead-lettered)")
-    result = subprocess.run([str(binary), "run", "--config", str(config)], cwd=workdir, env=me.environment(),
+    # Credentials from a profile, not the environment: the AWS chain's
+    # shared credentials file.
+    profile_dir = out / "aws"
+    profile_dir.mkdir(exist_ok=True)
+    (profile_dir / "credentials").write_text(
+        "[lake]\naws_access_key_id = from-profile\naws_secret_access_key = from-profile\n")
+    (profile_dir / "config").write_text("[profile lake]\nregion = us-east-1\n")
+    env = {k: v for k, v in me.environment().items() if not k.startswith("AWS_ACCESS_KEY")
+           and not k.startswith("AWS_SECRET")}
+    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(profile_dir / "credentials"),
+                "AWS_CONFIG_FILE": str(profile_dir / "config"), "AWS_PROFILE": "lake"})
+    run = ec.Check("awkward capture to s3:// with credentials from a profile: the run exits 3 "
+                   "(bad records dead-lettered)")
+    result = subprocess.run([str(binary), "run", "--config", str(config)], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 3:
         run.problem(f"exit code {result.returncode}: {result.stderr[-2000:]}")

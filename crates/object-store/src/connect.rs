@@ -1,16 +1,10 @@
 //! Building a client for a [`StoreUrl`]: credentials from each cloud's
 //! environment, and for S3 the `region` and `endpoint_url` keys.
 //!
-//! S3 credentials come from object_store's chain, in this order: the
-//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`
-//! environment variables; web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` with
-//! `AWS_ROLE_ARN`, as on EKS); the ECS container endpoint
-//! (`AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`) or EKS Pod Identity
-//! (`AWS_CONTAINER_CREDENTIALS_FULL_URI`); then the EC2 instance metadata
-//! service. Temporary credentials are refreshed before they expire. Shared
-//! profile files (`~/.aws/config`, `AWS_PROFILE`) are not read by
-//! object_store: export the profile's credentials into the environment
-//! (`aws configure export-credentials --format env`) instead.
+//! S3 credentials come from the AWS SDK's default chain (see `aws_chain`): environment variables, the
+//! shared config and credentials files (`AWS_PROFILE`), web identity, the
+//! ECS container or EKS Pod Identity endpoint, then EC2 instance metadata;
+//! temporary credentials are refreshed before they expire.
 
 use std::sync::Arc;
 
@@ -89,10 +83,24 @@ impl StoreOptions {
 pub(crate) fn build(
     url: &StoreUrl,
     options: &StoreOptions,
+    chain: Option<crate::aws_chain::Chain>,
 ) -> object_store::Result<Arc<dyn ObjectStore>> {
     Ok(match url.scheme {
         Scheme::S3 => {
             let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+            // The SDK's chain (profiles included) supplies the credentials,
+            // and the region when neither the config nor the environment
+            // gives one.
+            if let Some(chain) = chain {
+                b = b.with_credentials(chain.credentials);
+                if options.region.is_none()
+                    && std::env::var_os("AWS_REGION").is_none()
+                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+                    && let Some(region) = chain.region
+                {
+                    b = b.with_region(region);
+                }
+            }
             if let Some(region) = &options.region {
                 b = b.with_region(region);
             }
@@ -182,7 +190,7 @@ mod tests {
                 region: Some("eu-west-1".into()),
                 endpoint_url: endpoint.map(str::to_owned),
             };
-            build(&url, &options).unwrap();
+            build(&url, &options, None).unwrap();
         }
     }
 }

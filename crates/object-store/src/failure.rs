@@ -98,6 +98,8 @@ const DENIED: &[&str] = &[
     "AuthorizationFailure",
     "AuthorizationPermissionMismatch",
     "AuthenticationFailed",
+    // No credentials anywhere in the chain (see `aws_chain`).
+    "NoCredentials",
 ];
 
 /// Classifies object_store's error (see the module docs).

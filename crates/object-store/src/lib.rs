@@ -6,6 +6,7 @@
 //! never replace an existing object ([`Upload`]), and what a failure means
 //! for the run ([`ObjectError`], [`FailureClass`]).
 
+mod aws_chain;
 mod connect;
 mod failure;
 mod location;

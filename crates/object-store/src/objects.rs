@@ -32,6 +32,18 @@ impl std::fmt::Debug for Objects {
     }
 }
 
+/// The runtime a handle blocks on.
+///
+/// # Panics
+/// When the runtime cannot be created (no threads or file descriptors left
+/// to the process).
+fn new_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+}
+
 impl Objects {
     /// Connects to the store `url` names and checks, by listing the prefix,
     /// that the bucket exists and may be read, so that a missing bucket or
@@ -41,14 +53,21 @@ impl Objects {
     /// A fatal [`ObjectError`] for a missing bucket or denied access (naming
     /// both), a transient one when the store cannot be reached.
     pub fn connect(url: &StoreUrl, options: &StoreOptions) -> Result<Objects, ObjectError> {
-        let store = build(url, options).map_err(|source| ObjectError {
+        let runtime = Arc::new(new_runtime());
+        let chain = (url.scheme == crate::url::Scheme::S3)
+            .then(|| runtime.block_on(crate::aws_chain::load()));
+        let store = build(url, options, chain).map_err(|source| ObjectError {
             class: FailureClass::Denied,
             operation: "configure a client for",
             object: url.to_string(),
             bucket: bucket_url(url),
             source: Box::new(source),
         })?;
-        let objects = Objects::with_store(store, url.clone());
+        let objects = Objects {
+            store,
+            runtime,
+            url: url.clone(),
+        };
         objects.check_access()?;
         Ok(objects)
     }
@@ -60,13 +79,9 @@ impl Objects {
     /// When the runtime cannot be created (no threads or file descriptors
     /// left to the process).
     pub fn with_store(store: Arc<dyn ObjectStore>, url: StoreUrl) -> Objects {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a current-thread tokio runtime");
         Objects {
             store,
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(new_runtime()),
             url,
         }
     }

@@ -1,0 +1,191 @@
+//! S3 credentials and region from the AWS SDK's default chain, the one the
+//! DynamoDB clients use: environment variables, the shared config and
+//! credentials files (`AWS_PROFILE`), web identity (EKS service accounts),
+//! the ECS and EKS Pod Identity container endpoints, and EC2 instance
+//! metadata. object_store's own chain reads no profile files, so the SDK's
+//! provider is handed to it instead.
+//!
+//! Credentials are cached until five minutes before they expire, then asked
+//! for again: temporary credentials refresh without a restart.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use object_store::CredentialProvider;
+use object_store::aws::AwsCredential;
+
+/// Refresh this long before credentials expire.
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+/// What the chain found.
+pub(crate) struct Chain {
+    pub(crate) credentials: Arc<SdkCredentials>,
+    /// The region of the chain (environment, profile, instance metadata).
+    pub(crate) region: Option<String>,
+}
+
+/// Loads the SDK's default chain (no request is made until credentials are
+/// first asked for).
+pub(crate) async fn load() -> Chain {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await;
+    Chain {
+        credentials: Arc::new(SdkCredentials {
+            provider: config.credentials_provider(),
+            cached: tokio::sync::Mutex::new(None),
+        }),
+        region: config.region().map(ToString::to_string),
+    }
+}
+
+/// The SDK's provider, as object_store asks for credentials.
+pub(crate) struct SdkCredentials {
+    provider: Option<SharedCredentialsProvider>,
+    cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+}
+
+impl std::fmt::Debug for SdkCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SdkCredentials")
+    }
+}
+
+/// object_store's error for a credential problem. The text carries
+/// `NoCredentials` when none can be found at all (fatal: waiting does not
+/// help); other failures (a metadata endpoint that does not answer) may
+/// pass.
+fn failed(message: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: message.into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((credential, expiry)) = cached.as_ref() {
+            let fresh = expiry.is_none_or(|at| {
+                at.duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > REFRESH_BEFORE)
+            });
+            if fresh {
+                return Ok(credential.clone());
+            }
+        }
+        let Some(provider) = &self.provider else {
+            return Err(failed(
+                "NoCredentials: the AWS credential chain is empty".to_owned(),
+            ));
+        };
+        let found = provider.provide_credentials().await.map_err(|e| match e {
+            CredentialsError::CredentialsNotLoaded(_) => failed(format!(
+                "NoCredentials: no AWS credentials were found (environment, profile, web \
+                 identity, container or instance metadata): {e}"
+            )),
+            other => failed(format!("cannot get AWS credentials: {other}")),
+        })?;
+        let credential = Arc::new(AwsCredential {
+            key_id: found.access_key_id().to_owned(),
+            secret_key: found.secret_access_key().to_owned(),
+            token: found.session_token().map(str::to_owned),
+        });
+        *cached = Some((credential.clone(), found.expiry()));
+        Ok(credential)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::future;
+
+    use super::*;
+
+    /// Hands out credentials that expire `valid_for` from now, counting calls.
+    #[derive(Debug)]
+    struct Counting {
+        calls: Arc<AtomicUsize>,
+        valid_for: Duration,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("key-{n}"),
+                "secret",
+                Some("token".into()),
+                Some(SystemTime::now() + self.valid_for),
+                "test",
+            )))
+        }
+    }
+
+    fn credentials(valid_for: Duration) -> (SdkCredentials, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let provider = SharedCredentialsProvider::new(Counting {
+            calls: calls.clone(),
+            valid_for,
+        });
+        let c = SdkCredentials {
+            provider: Some(provider),
+            cached: tokio::sync::Mutex::new(None),
+        };
+        (c, calls)
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn credentials_are_cached_until_shortly_before_they_expire() {
+        let (c, calls) = credentials(Duration::from_secs(3600));
+        let first = run(c.get_credential()).unwrap();
+        let again = run(c.get_credential()).unwrap();
+        assert_eq!(
+            (first.key_id.as_str(), again.key_id.as_str()),
+            ("key-0", "key-0")
+        );
+        assert_eq!(first.token.as_deref(), Some("token"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Expiring within the refresh margin: asked for again each time.
+        let (c, calls) = credentials(Duration::from_secs(60));
+        run(c.get_credential()).unwrap();
+        let renewed = run(c.get_credential()).unwrap();
+        assert_eq!(renewed.key_id, "key-1");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn no_credentials_at_all_is_denied_not_passing() {
+        let c = SdkCredentials {
+            provider: None,
+            cached: tokio::sync::Mutex::new(None),
+        };
+        let e = run(c.get_credential()).unwrap_err();
+        assert_eq!(crate::classify(&e), crate::FailureClass::Denied, "{e}");
+    }
+}
