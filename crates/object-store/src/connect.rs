@@ -1,10 +1,11 @@
 //! Building a client for a [`StoreUrl`]: credentials from each cloud's
 //! environment, and for S3 the `region` and `endpoint_url` keys.
 //!
-//! S3 credentials come from the AWS SDK's default chain (see `aws_chain`): environment variables, the
-//! shared config and credentials files (`AWS_PROFILE`), web identity, the
-//! ECS container or EKS Pod Identity endpoint, then EC2 instance metadata;
-//! temporary credentials are refreshed before they expire.
+//! S3 credentials come from the AWS SDK's default chain (see `aws_chain`):
+//! environment variables, the shared config and credentials files
+//! (`AWS_PROFILE`), web identity, the ECS container or EKS Pod Identity
+//! endpoint, then EC2 instance metadata; temporary credentials are refreshed
+//! before they expire.
 
 use std::sync::Arc;
 
