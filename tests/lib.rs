@@ -309,3 +309,56 @@ impl StderrLines {
         s.0.clone()
     }
 }
+
+/// A loopback port in front of a broker's bootstrap address that refuses
+/// every connection (closes it at once, as a broker that is down) until
+/// opened, then forwards. Clients learn the brokers' own addresses from the
+/// metadata they bootstrap with, so only bootstrapping goes through it.
+/// The port stays bound throughout: unlike a broker taken down and brought
+/// up again, nothing else can take it meanwhile.
+pub struct BootstrapGate {
+    addr: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BootstrapGate {
+    /// A closed gate in front of `target` (`host:port`).
+    pub fn start(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, target) = (open.clone(), target.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        BootstrapGate { addr, open }
+    }
+
+    /// The gate's address, to give as the bootstrap server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Lets connections through from now on.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -15,7 +15,7 @@ use dynamo_cdc_testkit::registry::RegistryDouble;
 use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
 use dynamo_cdc_tests::kafka::{TopicMessage, read_topic};
-use dynamo_cdc_tests::{Scratch, StderrLines, read_rows, run_command};
+use dynamo_cdc_tests::{BootstrapGate, Scratch, StderrLines, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 
@@ -230,7 +230,9 @@ fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    cluster.broker_down(-1).unwrap();
+    // The bridge bootstraps through a gate that refuses connections until
+    // opened: the broker is down at start.
+    let gate = BootstrapGate::start(&brokers);
     let s = Scratch::new();
     let k: dynamo_cdc_core::Item = [("id", dynamo_cdc_core::AttributeValue::S("a".into()))].into();
     let expected: Vec<u128> = (0..30).map(|i| 200_000 + i).collect();
@@ -245,7 +247,10 @@ fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
             "kind = \"replay\"\npath = {:?}\ntable = \"orders\"",
             s.capture()
         ),
-        &format!("[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\""),
+        &format!(
+            "[sinks.kafka]\nbrokers = {:?}\nformat = \"json\"",
+            gate.addr()
+        ),
     );
     let mut child = run_command(s.path(), &config, None)
         .stdout(Stdio::piped())
@@ -262,7 +267,7 @@ fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
         child.try_wait().unwrap().is_none(),
         "the run must wait, not exit"
     );
-    cluster.broker_up(-1).unwrap();
+    gate.open();
     let status = child.wait().unwrap();
     let text = log.all();
     assert_eq!(status.code(), Some(0), "{text}");
@@ -276,7 +281,7 @@ fn a_broker_down_at_start_is_waited_out_and_every_change_arrives_once() {
 }
 
 #[test]
-fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
+fn a_broker_that_stops_acknowledging_mid_run_is_waited_out_without_exiting() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
@@ -311,7 +316,13 @@ fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
         "{}",
         log.text()
     );
-    cluster.broker_down(-1).unwrap();
+    // The broker stops acknowledging: every produce request fails with an
+    // error the producer retries, until the errors are cleared. (Taking the
+    // mock broker down and up again would re-bind its port, which another
+    // connection may have taken meanwhile.)
+    let refusals =
+        vec![rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000];
+    cluster.request_errors(rdkafka::types::RDKafkaApiKey::Produce, &refusals);
     for i in 10..20 {
         written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
     }
@@ -321,7 +332,7 @@ fn a_broker_that_goes_down_mid_run_is_waited_out_without_exiting() {
         log.text()
     );
     assert!(child.try_wait().unwrap().is_none(), "the run must not exit");
-    cluster.broker_up(-1).unwrap();
+    cluster.clear_request_errors(rdkafka::types::RDKafkaApiKey::Produce);
     for i in 20..25 {
         written.push(put(&sim, &arn, &shard, &format!("k{}", i % 3), i + 1));
     }

@@ -363,26 +363,18 @@ fn oversized_messages_go_to_the_dead_letter_topic_or_stop_the_run() {
 }
 
 #[test]
-fn a_broker_down_at_start_pauses_the_run_and_it_goes_on_once_the_broker_is_up() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("cdc.orders", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.broker_down(-1).unwrap();
-    let mut sink = open(config(&brokers, Format::Json));
-    let tables = ["orders".to_owned()];
-    let e = sink.prepare(&tables).unwrap_err();
+fn a_broker_that_cannot_be_reached_at_start_is_transient() {
+    // Nothing listens on a port just released. (The binary's tests bring
+    // the broker up afterwards; see tests/tests/kafka_cli.rs.)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = open(config(&format!("127.0.0.1:{port}"), Format::Json));
+    let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     assert!(e.to_string().contains("cannot reach"), "{e}");
-    cluster.broker_up(-1).unwrap();
-    sink.prepare(&tables).unwrap();
-    let changes: Vec<Change> = (1..=3)
-        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
-        .collect();
-    deliver(&mut sink, &changes);
-    assert_eq!(
-        seqs(&consume(&brokers, "cdc.orders", 1)),
-        ["1001", "1002", "1003"]
-    );
 }
 
 #[test]
