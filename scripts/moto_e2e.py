@@ -322,6 +322,44 @@ def check_output(root: Path, records: list, name: str) -> list:
     return [schema, once, values, order, letters]
 
 
+def crash_while_writing(binary: Path, config: Path, workdir: Path, ddb, seed: int) -> list:
+    """Four SIGKILLs at random points and one SIGTERM while a writer keeps
+    changing items; returns the checks of the SIGTERM and the writer."""
+    checks = []
+    writer = Writer(ddb)
+    writer.start()
+    rng = random.Random(seed)
+    for round_ in range(4):
+        child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
+                                 env=environment(), stdout=subprocess.DEVNULL,
+                                 stderr=open(workdir / f"kill{round_}.stderr", "wb"))
+        time.sleep(rng.uniform(0.8, 2.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # One graceful stop on SIGTERM too.
+    child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
+                             env=environment(), stdout=subprocess.DEVNULL,
+                             stderr=open(workdir / "term.stderr", "wb"))
+    time.sleep(1.5)
+    child.send_signal(signal.SIGTERM)
+    term = ec.Check("SIGTERM: exits 0 within 10 s")
+    try:
+        code = child.wait(timeout=10)
+        if code != 0:
+            term.problem(f"exit code {code}")
+    except subprocess.TimeoutExpired:
+        child.kill()
+        term.problem("still running 10 s after SIGTERM")
+    checks.append(term)
+    writer.halt.set()
+    writer.join()
+    wrote = ec.Check(f"the writer made {writer.count} changes without error")
+    if writer.error is not None or writer.count < 50:
+        wrote.problem(f"writer: {writer.error!r}, {writer.count} changes")
+    checks.append(wrote)
+    return checks
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin", required=True, type=Path, help="the dynamo-cdc binary")
@@ -346,37 +384,7 @@ def main(argv=None) -> int:
         checks += check_output(root, read_stream(moto), "after the first run")
 
         # Crashes while a writer keeps changing items.
-        writer = Writer(ddb)
-        writer.start()
-        rng = random.Random(11)
-        for round_ in range(4):
-            child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
-                                     env=environment(), stdout=subprocess.DEVNULL,
-                                     stderr=open(workdir / f"kill{round_}.stderr", "wb"))
-            time.sleep(rng.uniform(0.8, 2.5))
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-        # One graceful stop on SIGTERM too.
-        child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
-                                 env=environment(), stdout=subprocess.DEVNULL,
-                                 stderr=open(workdir / "term.stderr", "wb"))
-        time.sleep(1.5)
-        child.send_signal(signal.SIGTERM)
-        term = ec.Check("SIGTERM: exits 0 within 10 s")
-        try:
-            code = child.wait(timeout=10)
-            if code != 0:
-                term.problem(f"exit code {code}")
-        except subprocess.TimeoutExpired:
-            child.kill()
-            term.problem("still running 10 s after SIGTERM")
-        checks.append(term)
-        writer.halt.set()
-        writer.join()
-        wrote = ec.Check(f"the writer made {writer.count} changes without error")
-        if writer.error is not None or writer.count < 50:
-            wrote.problem(f"writer: {writer.error!r}, {writer.count} changes")
-        checks.append(wrote)
+        checks += crash_while_writing(binary, config, workdir, ddb, seed=11)
 
         last = run_until_idle(binary, config, workdir, "run-last")
         last_check = ec.Check("the run after the crashes exits 0")

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -230,36 +228,7 @@ def main(argv=None) -> int:
         mirror(s3, root)
         checks += me.check_output(root, me.read_stream(moto), "s3, after the first run")
 
-        writer = me.Writer(ddb)
-        writer.start()
-        rng = random.Random(12)
-        for round_ in range(4):
-            child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
-                                     env=me.environment(), stdout=subprocess.DEVNULL,
-                                     stderr=open(workdir / f"kill{round_}.stderr", "wb"))
-            time.sleep(rng.uniform(0.8, 2.5))
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-        child = subprocess.Popen([str(binary), "run", "--config", str(config)], cwd=workdir,
-                                 env=me.environment(), stdout=subprocess.DEVNULL,
-                                 stderr=open(workdir / "term.stderr", "wb"))
-        time.sleep(1.5)
-        child.send_signal(signal.SIGTERM)
-        term = ec.Check("SIGTERM: exits 0 within 10 s")
-        try:
-            code = child.wait(timeout=10)
-            if code != 0:
-                term.problem(f"exit code {code}")
-        except subprocess.TimeoutExpired:
-            child.kill()
-            term.problem("still running 10 s after SIGTERM")
-        checks.append(term)
-        writer.halt.set()
-        writer.join()
-        wrote = ec.Check(f"the writer made {writer.count} changes without error")
-        if writer.error is not None or writer.count < 50:
-            wrote.problem(f"writer: {writer.error!r}, {writer.count} changes")
-        checks.append(wrote)
+        checks += me.crash_while_writing(binary, config, workdir, ddb, seed=12)
 
         last = me.run_until_idle(binary, config, workdir, "run-last")
         last_check = ec.Check("the run after the crashes exits 0")
