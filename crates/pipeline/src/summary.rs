@@ -42,6 +42,9 @@ pub struct RunSummary {
     /// Wall time.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
+    /// Whether a Parquet sink ran (its line is shown only then).
+    #[serde(skip)]
+    pub parquet: bool,
 }
 
 /// The Kafka sink's counts.
@@ -87,6 +90,7 @@ impl RunSummary {
                 k.dead_lettered += s.dead_lettered;
                 k.already_held += s.already_held;
             } else {
+                self.parquet = true;
                 self.rows_written += s.delivered;
                 self.files_written += s.files;
                 self.bytes_written += s.bytes;
@@ -144,13 +148,15 @@ impl fmt::Display for RunSummary {
         if self.read.is_empty() {
             writeln!(f, "  (no new changes)")?;
         }
-        writeln!(
-            f,
-            "  parquet: {} rows in {} files ({})",
-            self.rows_written,
-            self.files_written,
-            human_bytes(self.bytes_written)
-        )?;
+        if self.parquet {
+            writeln!(
+                f,
+                "  parquet: {} rows in {} files ({})",
+                self.rows_written,
+                self.files_written,
+                human_bytes(self.bytes_written)
+            )?;
+        }
         if let Some(k) = &self.kafka {
             writeln!(
                 f,
