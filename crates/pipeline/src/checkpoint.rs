@@ -69,7 +69,6 @@ enum CheckpointError {
 /// The checkpoint file.
 pub struct FileCheckpoints {
     path: PathBuf,
-    last_written: Option<Recorded>,
 }
 
 impl FileCheckpoints {
@@ -77,7 +76,6 @@ impl FileCheckpoints {
     pub fn new(path: &Path) -> Self {
         FileCheckpoints {
             path: path.to_owned(),
-            last_written: None,
         }
     }
 
@@ -166,10 +164,6 @@ impl CheckpointStore for FileCheckpoints {
     }
 
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
-        // Called after every batch; most leave the positions as they were.
-        if self.last_written.as_ref() == Some(recorded) {
-            return Ok(());
-        }
         let file = FileV2 {
             version: 2,
             sinks: recorded
@@ -185,9 +179,7 @@ impl CheckpointStore for FileCheckpoints {
                 .collect(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
-        write_atomically(&self.path, text.as_bytes()).map_err(self.io("write"))?;
-        self.last_written = Some(recorded.clone());
-        Ok(())
+        write_atomically(&self.path, text.as_bytes()).map_err(self.io("write"))
     }
 
     fn describe(&self) -> String {

@@ -21,6 +21,8 @@ mod progress;
 mod run;
 mod sinks;
 pub mod summary;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{Config, ConfigError};
 pub use run::{RunOptions, run};

@@ -76,24 +76,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-
-    /// A writer appending to a shared buffer.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_support::Buffer;
 
     /// The JSON lines written while `f` runs with the JSON subscriber.
     fn json_lines(filter: &str, f: impl FnOnce()) -> Vec<serde_json::Value> {
@@ -101,7 +85,7 @@ mod tests {
         let writer = buffer.clone();
         let subscriber = json(EnvFilter::new(filter), move || writer.clone());
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.take();
         text.lines()
             .map(|line| serde_json::from_str(line).expect(line))
             .collect()

@@ -192,9 +192,9 @@ fn clock(seconds: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::test_support::Buffer;
 
     const MIB: u64 = 1024 * 1024;
 
@@ -248,27 +248,6 @@ mod tests {
         assert_eq!(clock(0), "0:00");
         assert_eq!(clock(61), "1:01");
         assert_eq!(clock(3600), "1:00:00");
-    }
-
-    /// A writer appending to a shared buffer.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Buffer {
-        /// What was written since the last call.
-        fn take(&self) -> String {
-            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-        }
     }
 
     #[test]

@@ -435,19 +435,23 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             }
         }
         l.sinks.poll()?;
+        // Most batches move no position: the checkpoint is written only
+        // when one moved.
         let recorded = l.sinks.recorded();
-        l.checkpoint
-            .store(&recorded)
-            .map_err(|e| Stop::of("checkpoint", e))?;
-        l.watch.checkpoint_stored();
-        // An outage is over once something was committed after it: an
-        // accepted write alone proves nothing (a full disk fails at commit).
         if l.recorded.as_ref() != Some(&recorded) {
+            l.checkpoint
+                .store(&recorded)
+                .map_err(|e| Stop::of("checkpoint", e))?;
+            // An outage is over once something was committed after it: an
+            // accepted write alone proves nothing (a full disk fails at
+            // commit).
             if l.recorded.is_some() {
                 l.pauses.recovered();
             }
             l.recorded = Some(recorded);
         }
+        // What the checkpoint holds is current as of now.
+        l.watch.checkpoint_stored();
         report_delivered(l);
         if let Some(p) = l.progress.as_deref_mut() {
             let (read, total) = feed.bytes();

@@ -51,14 +51,8 @@ fn config(sim_arns: &[&str]) -> StreamsConfig {
     }
 }
 
-/// Reads until idle (or an error), with `during` run on another thread
-/// while the source reads.
-fn read(
-    sim: &StreamSim,
-    config: &StreamsConfig,
-    resume: &Positions,
-    during: impl FnOnce() + Send,
-) -> Run {
+/// The source on the simulator, through the AWS SDK.
+fn start(sim: &StreamSim, config: &StreamsConfig, resume: &Positions) -> StreamsSource {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,7 +63,18 @@ fn read(
         endpoint_url: Some(sim.endpoint_url()),
     };
     let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
-    let mut source = StreamsSource::start_on(runtime, Arc::new(api), config, resume).unwrap();
+    StreamsSource::start_on(runtime, Arc::new(api), config, resume).unwrap()
+}
+
+/// Reads until idle (or an error), with `during` run on another thread
+/// while the source reads.
+fn read(
+    sim: &StreamSim,
+    config: &StreamsConfig,
+    resume: &Positions,
+    during: impl FnOnce() + Send,
+) -> Run {
+    let mut source = start(sim, config, resume);
     let mut run = Run {
         board: Some(source.board()),
         ..Run::default()
@@ -529,18 +534,7 @@ fn time_the_pipeline_spends_away_is_not_idle() {
     let first = put(&sim, &arn, &shard, "a");
     let mut cfg = config(&[&arn]);
     cfg.until_idle = Some(Duration::from_millis(500));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let endpoint = Endpoint {
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(sim.endpoint_url()),
-    };
-    let api = runtime.block_on(SdkStreams::connect_static(&endpoint, "test", "test"));
-    let mut source =
-        StreamsSource::start_on(runtime, Arc::new(api), &cfg, &Positions::new()).unwrap();
+    let mut source = start(&sim, &cfg, &Positions::new());
     let mut seqs = Vec::new();
     while !seqs.contains(&first) {
         let batch = source.next_batch().unwrap().expect("not idle yet");
