@@ -81,5 +81,8 @@ step "Parquet on s3:// (moto): SIGKILL restarts, a lister watching the bucket, a
 step "Spark, pyarrow and DuckDB read the same rows of a dataset, hive partitions included"
 "$venv/bin/python" scripts/spark_check.py --bin target/debug/dynamo-cdc
 
+step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, DuckDB, Spark, s3://"
+"$venv/bin/python" scripts/iceberg_e2e.py --bin target/debug/dynamo-cdc
+
 step "metrics, health and JSON logs of a live run on moto, scraped with prometheus_client"
 "$venv/bin/python" scripts/metrics_check.py --bin target/debug/dynamo-cdc

@@ -145,7 +145,9 @@ impl Objects {
         self.runtime.block_on(future)
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+    /// The async client, for code that runs on its own runtime (the
+    /// Iceberg sink's file I/O).
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
 
@@ -157,6 +159,17 @@ impl Objects {
         self.block_on(self.store.list_with_delimiter(prefix.as_ref()))
             .map(drop)
             .map_err(self.fail("list", &key))
+    }
+
+    /// Removes `key`; a key that is not there is not an error.
+    ///
+    /// # Errors
+    /// When the store refuses or cannot be reached.
+    pub fn delete(&self, key: &Path) -> Result<(), ObjectError> {
+        match self.block_on(self.store.delete(key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail("delete", key)(e)),
+        }
     }
 
     /// Every object below `relative` (recursively).

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 pub use dynamo_cdc_core::ConfigError;
 use dynamo_cdc_object_store::{Location, StoreOptions};
+use dynamo_cdc_sink_iceberg::IcebergConfig;
 use dynamo_cdc_sink_kafka::KafkaSinkConfig;
 use dynamo_cdc_sink_parquet::ParquetConfig;
 pub use dynamo_cdc_source::config::{SourceConfig, SourceKind};
@@ -47,7 +48,7 @@ pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-/// `[sinks]`: either sink alone, or both.
+/// `[sinks]`: any of the sinks, alone or together.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
@@ -55,6 +56,8 @@ pub struct SinksConfig {
     pub parquet: Option<ParquetConfig>,
     /// `[sinks.kafka]`.
     pub kafka: Option<KafkaSinkConfig>,
+    /// `[sinks.iceberg]`.
+    pub iceberg: Option<IcebergConfig>,
 }
 
 /// `[dead_letter]`: where dead letters and gap records go. Without a
@@ -153,10 +156,13 @@ impl Config {
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.source.validate().map_err(|e| e.within("source"))?;
-        if self.sinks.parquet.is_none() && self.sinks.kafka.is_none() {
+        if self.sinks.parquet.is_none()
+            && self.sinks.kafka.is_none()
+            && self.sinks.iceberg.is_none()
+        {
             return Err(bad(
                 "sinks",
-                "configure at least one sink: [sinks.parquet] with path, [sinks.kafka] with brokers, or both",
+                "configure at least one sink: [sinks.parquet] with path, [sinks.kafka] with brokers, [sinks.iceberg] with catalog_uri and warehouse",
             ));
         }
         if let Some(k) = &self.sinks.kafka {
@@ -164,6 +170,9 @@ impl Config {
         }
         if let Some(p) = &self.sinks.parquet {
             p.validate().map_err(|e| e.within("sinks.parquet"))?;
+        }
+        if let Some(i) = &self.sinks.iceberg {
+            i.validate().map_err(|e| e.within("sinks.iceberg"))?;
         }
         self.dead_letter
             .location()

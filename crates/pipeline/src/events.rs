@@ -56,6 +56,7 @@ pub(crate) fn describe() {
     );
     dynamo_cdc_sink_parquet::describe();
     dynamo_cdc_sink_kafka::describe();
+    dynamo_cdc_sink_iceberg::describe();
 }
 
 /// Changes of one table and op read in one batch.

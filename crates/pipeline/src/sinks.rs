@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use dynamo_cdc_core::{
     Change, Gap, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord, SinkStats,
 };
+use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
 use dynamo_cdc_sink_parquet::ParquetSink;
 use dynamo_cdc_transform::DeclaredSchema;
@@ -38,6 +39,11 @@ pub(crate) fn open(
     if let Some(pq) = &config.sinks.parquet {
         let sink = ParquetSink::open(pq.clone(), mode, declared.clone())
             .map_err(|e| failed("parquet")(e.into()))?;
+        list.push(Box::new(sink));
+    }
+    if let Some(i) = &config.sinks.iceberg {
+        let sink = IcebergSink::open(i.clone(), declared.clone())
+            .map_err(|e| failed("iceberg")(e.into()))?;
         list.push(Box::new(sink));
     }
     if let Some(k) = &config.sinks.kafka {

@@ -32,6 +32,9 @@ pub struct RunSummary {
     /// What the Kafka sink sent, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaSummary>,
+    /// What the Iceberg sink committed, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iceberg: Option<IcebergSummary>,
     /// Gaps (records trimmed before delivery) recorded by this run.
     pub gaps: u64,
     /// True when a signal ended the run.
@@ -45,6 +48,17 @@ pub struct RunSummary {
     /// Whether a Parquet sink ran (its line is shown only then).
     #[serde(skip)]
     pub parquet: bool,
+}
+
+/// The Iceberg sink's counts.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IcebergSummary {
+    /// Rows committed.
+    pub rows: u64,
+    /// Data files committed.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
 }
 
 /// The Kafka sink's counts.
@@ -83,7 +97,12 @@ impl RunSummary {
     pub(crate) fn add_sinks(&mut self, sinks: &[(String, dynamo_cdc_core::SinkStats)]) {
         let mut already_held = 0;
         for (id, s) in sinks {
-            if id == "kafka" {
+            if id == "iceberg" {
+                let i = self.iceberg.get_or_insert_default();
+                i.rows += s.delivered;
+                i.files += s.files;
+                i.bytes += s.bytes;
+            } else if id == "kafka" {
                 let k = self.kafka.get_or_insert_default();
                 k.messages += s.delivered;
                 k.tombstones += s.tombstones;
@@ -155,6 +174,15 @@ impl fmt::Display for RunSummary {
                 self.rows_written,
                 self.files_written,
                 human_bytes(self.bytes_written)
+            )?;
+        }
+        if let Some(i) = &self.iceberg {
+            writeln!(
+                f,
+                "  iceberg: {} rows in {} data files ({})",
+                i.rows,
+                i.files,
+                human_bytes(i.bytes)
             )?;
         }
         if let Some(k) = &self.kafka {

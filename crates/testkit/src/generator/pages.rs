@@ -96,14 +96,14 @@ impl<W: Write> Pager<W> {
 /// A capture file, compressed or not.
 pub(super) enum FileOut {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(Box<GzEncoder<BufWriter<File>>>),
 }
 
 impl FileOut {
     pub(super) fn new(file: File, gzip: bool) -> Self {
         let w = BufWriter::with_capacity(1 << 16, file);
         if gzip {
-            FileOut::Gzip(GzEncoder::new(w, Compression::default()))
+            FileOut::Gzip(Box::new(GzEncoder::new(w, Compression::default())))
         } else {
             FileOut::Plain(w)
         }

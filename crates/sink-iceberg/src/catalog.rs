@@ -1,0 +1,276 @@
+//! Reaching the catalog, creating namespaces and tables, and committing
+//! against the snapshot a writer checked.
+//!
+//! The Iceberg crate's `Transaction::commit` reloads the table and quietly
+//! re-applies an append on top of whatever another writer committed in the
+//! meantime. That is right for most writers, but not for one whose commit
+//! carries positions: data another writer already committed would be added
+//! twice. So commits go through [`Pinned`], a catalog that refuses to load a
+//! table whose current snapshot is not the one the sink checked; the sink
+//! then reloads, looks at what the other writer committed, and decides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
+use iceberg::table::Table;
+use iceberg::{
+    Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, Result, TableCommit,
+    TableCreation, TableIdent,
+};
+use iceberg_catalog_rest::{
+    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
+};
+use iceberg_catalog_sql::{SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlCatalogBuilder};
+
+use crate::columns::meta_fields;
+use crate::config::{CatalogKind, IcebergConfig};
+
+/// Milliseconds in a day: the width that truncates `__source_ts_ms` to the
+/// start of its UTC day.
+pub(crate) const DAY_MS: u32 = 86_400_000;
+
+/// The partition field: the UTC day of `__source_ts_ms`, as the epoch
+/// milliseconds of its midnight (Iceberg's `day` transform takes dates and
+/// timestamps only; `truncate` on a long gives the same days).
+pub(crate) const PARTITION_FIELD: &str = "__source_day_ms";
+
+/// Connects to the configured catalog.
+///
+/// # Errors
+/// When the catalog cannot be reached or the URI is refused.
+pub(crate) async fn connect(
+    config: &IcebergConfig,
+    storage: Arc<dyn iceberg::io::StorageFactory>,
+    warehouse_url: &str,
+) -> Result<Arc<dyn Catalog>> {
+    let mut props: HashMap<String, String> = config
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match config.catalog {
+        CatalogKind::Sql => {
+            props.insert(
+                SQL_CATALOG_PROP_URI.to_owned(),
+                sql_uri(&config.catalog_uri)?,
+            );
+            props.insert(
+                SQL_CATALOG_PROP_WAREHOUSE.to_owned(),
+                warehouse_url.to_owned(),
+            );
+            let catalog = SqlCatalogBuilder::default()
+                .with_storage_factory(storage)
+                .load(&config.catalog_name, props)
+                .await?;
+            Ok(Arc::new(catalog))
+        }
+        CatalogKind::Rest => {
+            props.insert(REST_CATALOG_PROP_URI.to_owned(), config.catalog_uri.clone());
+            props
+                .entry(REST_CATALOG_PROP_WAREHOUSE.to_owned())
+                .or_insert_with(|| config.warehouse.clone());
+            let catalog = RestCatalogBuilder::default()
+                .with_storage_factory(storage)
+                .load(&config.catalog_name, props)
+                .await?;
+            Ok(Arc::new(catalog))
+        }
+    }
+}
+
+/// A sqlite URL opened read-write and created when missing (sqlx opens
+/// read-write only by default), its directory created; other URLs as given.
+fn sql_uri(uri: &str) -> Result<String> {
+    let Some(path) = uri
+        .strip_prefix("sqlite://")
+        .or_else(|| uri.strip_prefix("sqlite:"))
+    else {
+        return Ok(uri.to_owned());
+    };
+    let file = path.split('?').next().unwrap_or_default();
+    if let Some(dir) = std::path::Path::new(file).parent()
+        && !dir.as_os_str().is_empty()
+        && file != ":memory:"
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("cannot create the catalog's directory {}", dir.display()),
+            )
+            .with_source(e)
+        })?;
+    }
+    Ok(if uri.contains('?') {
+        uri.to_owned()
+    } else {
+        format!("{uri}?mode=rwc")
+    })
+}
+
+/// Creates the namespace when it is missing.
+pub(crate) async fn ensure_namespace(catalog: &dyn Catalog, ns: &NamespaceIdent) -> Result<()> {
+    if catalog.namespace_exists(ns).await? {
+        return Ok(());
+    }
+    match catalog.create_namespace(ns, HashMap::new()).await {
+        Ok(_) => Ok(()),
+        // Another writer created it meanwhile.
+        Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads the table, creating it (meta columns only, partitioned by day)
+/// when it is missing.
+pub(crate) async fn ensure_table(
+    catalog: &dyn Catalog,
+    ident: &TableIdent,
+    location: Option<String>,
+    dynamodb_table: &str,
+) -> Result<Table> {
+    if catalog.table_exists(ident).await? {
+        return catalog.load_table(ident).await;
+    }
+    let schema = Schema::builder().with_fields(meta_fields()).build()?;
+    let source_id = schema
+        .field_by_name("__source_ts_ms")
+        .map(|f| f.id)
+        .ok_or_else(|| Error::new(ErrorKind::Unexpected, "no __source_ts_ms field"))?;
+    let spec = UnboundPartitionSpec::builder()
+        .add_partition_field(source_id, PARTITION_FIELD, Transform::Truncate(DAY_MS))?
+        .build();
+    let properties = [
+        ("write.format.default", "parquet"),
+        ("write.parquet.compression-codec", "zstd"),
+        ("dynamo-cdc.table", dynamodb_table),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let creation = TableCreation::builder()
+        .name(ident.name().to_owned())
+        .location_opt(location)
+        .schema(schema)
+        .partition_spec(spec)
+        .properties(properties)
+        .build();
+    match catalog.create_table(ident.namespace(), creation).await {
+        Ok(table) => Ok(table),
+        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog.load_table(ident).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// A catalog that commits only on top of one snapshot (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Pinned {
+    pub inner: Arc<dyn Catalog>,
+    /// The current snapshot the writer checked (`None`: no snapshot yet).
+    pub snapshot: Option<i64>,
+}
+
+/// The error [`Pinned`] answers with when another writer committed.
+pub(crate) const MOVED: &str = "the table moved on: another writer committed since it was checked";
+
+#[async_trait]
+impl Catalog for Pinned {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn load_table(&self, table: &TableIdent) -> Result<Table> {
+        let loaded = self.inner.load_table(table).await?;
+        let current = loaded.metadata().current_snapshot_id();
+        if current != self.snapshot {
+            return Err(Error::new(ErrorKind::CatalogCommitConflicts, MOVED).with_retryable(false));
+        }
+        Ok(loaded)
+    }
+    async fn drop_table(&self, table: &TableIdent) -> Result<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> Result<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> Result<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(&self, table: &TableIdent, metadata_location: String) -> Result<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
+    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
+        self.inner.update_table(commit).await
+    }
+}
+
+/// Whether an error from the catalog or the Iceberg crate may pass: the
+/// catalog or store unreachable, a lost race, throttling. Bad input and
+/// unsupported features do not.
+pub(crate) fn is_transient(e: &Error) -> bool {
+    if e.retryable() {
+        return true;
+    }
+    !matches!(
+        e.kind(),
+        ErrorKind::DataInvalid
+            | ErrorKind::FeatureUnsupported
+            | ErrorKind::PreconditionFailed
+            | ErrorKind::NamespaceNotFound
+            | ErrorKind::TableNotFound
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sqlite_catalog_is_created_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}/sub/catalog.db", dir.path().display());
+        assert_eq!(sql_uri(&uri).unwrap(), format!("{uri}?mode=rwc"));
+        assert!(dir.path().join("sub").is_dir());
+        let given = "sqlite://c.db?mode=ro";
+        assert_eq!(sql_uri(given).unwrap(), given);
+        let pg = "postgres://u@h/db";
+        assert_eq!(sql_uri(pg).unwrap(), pg);
+    }
+}

@@ -1,0 +1,449 @@
+//! Which Iceberg field holds which DynamoDB attribute, and in what form.
+//!
+//! A table's flat-row schema ([`TableSchema`]) grows as data arrives; its
+//! Iceberg table grows with it by schema evolution, never by forcing a
+//! type Iceberg cannot promote:
+//!
+//! - numbers without a declared type are exact decimal strings (the sink
+//!   infers in `NumbersMode::String`), so a column never has to go from
+//!   `long` to `string`;
+//! - a field's form never changes: a column that widens to another form (a
+//!   string column that then holds a number, and so turns into DynamoDB
+//!   JSON) gets a new field, `<column>__json`. The old field keeps what was
+//!   written into it, the new one holds what comes after, and a reader
+//!   never has to guess which form a value is in.
+//!
+//! Each attribute field's DynamoDB form is recorded in the table properties
+//! as `dynamo-cdc.field.<field name>` = `{"attribute": ..., "type": <tag>}`,
+//! so a restart continues with the same fields.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field};
+use dynamo_cdc_transform::{ColumnType, META_COLUMNS, TableSchema};
+use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema, StructType, Type};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of the table properties that record each field's form.
+pub(crate) const FIELD_PROPERTY: &str = "dynamo-cdc.field.";
+
+/// The Parquet field-id key Arrow writers and readers use.
+const FIELD_ID_KEY: &str = "PARQUET:field_id";
+
+/// What a field property records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FieldForm {
+    /// The DynamoDB attribute.
+    pub attribute: String,
+    /// The `dynamodb.type` tag of the values (`S`, `N`, `BOOL`, `json`, ...).
+    #[serde(rename = "type")]
+    pub tag: String,
+}
+
+/// The Iceberg type of a column layout; `None` for a column that has held
+/// only nulls (it gets a field once it holds a value). Nested ids are
+/// placeholders: the catalog assigns real ones.
+pub(crate) fn iceberg_type(ty: &ColumnType) -> Option<Type> {
+    let p = |p| Some(Type::Primitive(p));
+    match ty {
+        ColumnType::Null => None,
+        ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => p(PrimitiveType::String),
+        ColumnType::Int64 => p(PrimitiveType::Long),
+        ColumnType::Float64 => p(PrimitiveType::Double),
+        ColumnType::Decimal { precision, scale } => p(PrimitiveType::Decimal {
+            precision: u32::from(*precision),
+            scale: u32::from(*scale),
+        }),
+        ColumnType::Binary => p(PrimitiveType::Binary),
+        ColumnType::Boolean => p(PrimitiveType::Boolean),
+        ColumnType::Set(inner) | ColumnType::List(inner) => {
+            let element = iceberg_type(inner).unwrap_or(Type::Primitive(PrimitiveType::String));
+            Some(Type::List(ListType::new(Arc::new(
+                NestedField::list_element(0, element, false),
+            ))))
+        }
+        ColumnType::Struct(fields) => Some(Type::Struct(StructType::new(
+            fields
+                .iter()
+                .map(|(name, t)| {
+                    let t = iceberg_type(t).unwrap_or(Type::Primitive(PrimitiveType::String));
+                    Arc::new(NestedField::optional(0, name, t))
+                })
+                .collect(),
+        ))),
+    }
+}
+
+/// Whether two types are the same shape, ignoring field ids.
+fn same_shape(a: &Type, b: &Type) -> bool {
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::List(x), Type::List(y)) => {
+            same_shape(&x.element_field.field_type, &y.element_field.field_type)
+        }
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields()
+                    .iter()
+                    .zip(y.fields())
+                    .all(|(f, g)| f.name == g.name && same_shape(&f.field_type, &g.field_type))
+        }
+        _ => false,
+    }
+}
+
+/// The layout a field property and the field's type describe, for
+/// resuming a [`TableSchema`]; `None` when they do not fit together.
+pub(crate) fn column_type(tag: &str, ty: &Type) -> Option<ColumnType> {
+    let number = |p: &PrimitiveType| match p {
+        PrimitiveType::String => Some(ColumnType::DecimalString),
+        PrimitiveType::Long => Some(ColumnType::Int64),
+        PrimitiveType::Double => Some(ColumnType::Float64),
+        PrimitiveType::Decimal { precision, scale } => Some(ColumnType::Decimal {
+            precision: u8::try_from(*precision).ok()?,
+            scale: u8::try_from(*scale).ok()?,
+        }),
+        _ => None,
+    };
+    match (tag, ty) {
+        ("S", Type::Primitive(PrimitiveType::String)) => Some(ColumnType::Utf8),
+        ("json", Type::Primitive(PrimitiveType::String)) => Some(ColumnType::Json),
+        ("N", Type::Primitive(p)) => number(p),
+        ("B", Type::Primitive(PrimitiveType::Binary)) => Some(ColumnType::Binary),
+        ("BOOL", Type::Primitive(PrimitiveType::Boolean)) => Some(ColumnType::Boolean),
+        ("SS", Type::List(_)) => Some(ColumnType::Set(Box::new(ColumnType::Utf8))),
+        ("BS", Type::List(_)) => Some(ColumnType::Set(Box::new(ColumnType::Binary))),
+        ("NS", Type::List(l)) => match &*l.element_field.field_type {
+            Type::Primitive(p) => Some(ColumnType::Set(Box::new(number(p)?))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// One attribute field of the Iceberg table.
+#[derive(Clone, Debug)]
+struct AttributeField {
+    field: Arc<NestedField>,
+    form: FieldForm,
+}
+
+/// The attribute fields of one Iceberg table, read from its schema and
+/// properties.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FieldMap {
+    fields: Vec<AttributeField>,
+    /// Meta column name -> field.
+    meta: HashMap<String, Arc<NestedField>>,
+}
+
+/// A field the table needs: its name, type and form.
+pub(crate) type NewField = (String, Type, FieldForm);
+
+impl FieldMap {
+    /// Reads the fields of `schema` and the forms in `properties`. Fields
+    /// without a recorded form (added by someone else) are left alone.
+    pub(crate) fn read(schema: &Schema, properties: &HashMap<String, String>) -> FieldMap {
+        let mut map = FieldMap::default();
+        for field in schema.as_struct().fields() {
+            if META_COLUMNS.contains(&field.name.as_str()) {
+                map.meta.insert(field.name.clone(), field.clone());
+                continue;
+            }
+            let form = properties
+                .get(&format!("{FIELD_PROPERTY}{}", field.name))
+                .and_then(|v| serde_json::from_str::<FieldForm>(v).ok());
+            if let Some(form) = form {
+                map.fields.push(AttributeField {
+                    field: field.clone(),
+                    form,
+                });
+            }
+        }
+        map
+    }
+
+    /// The earlier columns, as Arrow fields a [`TableSchema`] resumes from.
+    pub(crate) fn earlier_fields(&self) -> Vec<Field> {
+        self.fields
+            .iter()
+            .filter_map(|f| {
+                let ty = column_type(&f.form.tag, &f.field.field_type)?;
+                Some(ty.field(&f.field.name, Some(&f.form.attribute)))
+            })
+            .collect()
+    }
+
+    /// The field holding `form` in the shape `ty`: the newest such.
+    fn holder(&self, form: &FieldForm, ty: &Type) -> Option<&AttributeField> {
+        self.fields
+            .iter()
+            .filter(|f| f.form == *form && same_shape(&f.field.field_type, ty))
+            .max_by_key(|f| f.field.id)
+    }
+
+    /// The fields the table needs so it can hold every column of `schema`.
+    pub(crate) fn missing(&self, schema: &TableSchema) -> Vec<NewField> {
+        let mut out: Vec<NewField> = Vec::new();
+        for column in schema.columns() {
+            let Some(ty) = iceberg_type(&column.ty) else {
+                continue;
+            };
+            let form = FieldForm {
+                attribute: column.attribute.clone(),
+                tag: column.ty.tag().to_owned(),
+            };
+            if self.holder(&form, &ty).is_some() {
+                continue;
+            }
+            let taken = |name: &str| {
+                self.fields.iter().any(|f| f.field.name == name)
+                    || self.meta.contains_key(name)
+                    || out.iter().any(|(n, _, _)| n == name)
+            };
+            let mut name = column.name.clone();
+            if taken(&name) {
+                let base = format!("{}__{}", column.name, form.tag.to_lowercase());
+                name = base.clone();
+                let mut n = 2;
+                while taken(&name) {
+                    name = format!("{base}{n}");
+                    n += 1;
+                }
+            }
+            out.push((name, ty, form));
+        }
+        out
+    }
+
+    /// The Arrow fields, with field ids, to write `schema`'s rows under:
+    /// per column of `schema` the Iceberg field (`None` for an all-null
+    /// column, which is left out of the file), then the meta columns.
+    ///
+    /// # Errors
+    /// When a column has no field yet ([`FieldMap::missing`] first).
+    pub(crate) fn file_fields(
+        &self,
+        schema: &TableSchema,
+    ) -> Result<(Vec<Option<Field>>, Vec<Field>), String> {
+        let mut columns = Vec::with_capacity(schema.columns().len());
+        for column in schema.columns() {
+            let Some(ty) = iceberg_type(&column.ty) else {
+                columns.push(None);
+                continue;
+            };
+            let form = FieldForm {
+                attribute: column.attribute.clone(),
+                tag: column.ty.tag().to_owned(),
+            };
+            let held = self.holder(&form, &ty).ok_or_else(|| {
+                format!(
+                    "attribute `{}` has no field in the Iceberg table",
+                    column.attribute
+                )
+            })?;
+            let arrow = column.ty.field(&held.field.name, Some(&column.attribute));
+            columns.push(Some(with_ids(&arrow, &held.field)?));
+        }
+        let arrow_meta = schema.arrow_schema();
+        let mut meta = Vec::with_capacity(META_COLUMNS.len());
+        for name in META_COLUMNS {
+            let field = self
+                .meta
+                .get(name)
+                .ok_or_else(|| format!("the Iceberg table has no `{name}` column"))?;
+            let arrow = arrow_meta
+                .field_with_name(name)
+                .map_err(|e| e.to_string())?;
+            meta.push(with_ids(arrow, field)?);
+        }
+        Ok((columns, meta))
+    }
+}
+
+/// `arrow` with the Parquet field ids of `field`, at every level.
+fn with_ids(arrow: &Field, field: &NestedField) -> Result<Field, String> {
+    let data_type = match (arrow.data_type(), &*field.field_type) {
+        (DataType::List(item), Type::List(list)) => {
+            DataType::List(Arc::new(with_ids(item, &list.element_field)?))
+        }
+        (DataType::Struct(children), Type::Struct(st)) => DataType::Struct(
+            children
+                .iter()
+                .map(|child| {
+                    let f = st
+                        .fields()
+                        .iter()
+                        .find(|f| f.name == *child.name())
+                        .ok_or_else(|| format!("no Iceberg field for `{}`", child.name()))?;
+                    with_ids(child, f)
+                })
+                .collect::<Result<Vec<Field>, String>>()?
+                .into(),
+        ),
+        (t, _) => t.clone(),
+    };
+    let mut metadata = arrow.metadata().clone();
+    metadata.insert(FIELD_ID_KEY.to_owned(), field.id.to_string());
+    Ok(Field::new(arrow.name(), data_type, arrow.is_nullable()).with_metadata(metadata))
+}
+
+/// The meta columns of every table, as Iceberg fields (ids are assigned
+/// when the table is created).
+pub(crate) fn meta_fields() -> Vec<Arc<NestedField>> {
+    let string = || Type::Primitive(PrimitiveType::String);
+    let boolean = || Type::Primitive(PrimitiveType::Boolean);
+    let fields = [
+        NestedField::required(1, "__op", string()).with_doc("c, u, d or r (a snapshot read)"),
+        NestedField::required(2, "__table", string()),
+        NestedField::required(3, "__shard_id", string()),
+        NestedField::required(4, "__sequence_number", string()).with_doc(
+            "orders the changes of one shard; zero-padded, so text order is stream order",
+        ),
+        NestedField::required(5, "__event_id", string()),
+        NestedField::optional(6, "__source_ts_ms", Type::Primitive(PrimitiveType::Long)),
+        NestedField::required(7, "__deleted", boolean()),
+        NestedField::required(8, "__ttl_delete", boolean()),
+    ];
+    fields.into_iter().map(Arc::new).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_core::{AttributeValue, Item};
+    use dynamo_cdc_transform::NumbersMode;
+
+    use super::*;
+
+    fn table_schema(rows: &[Item]) -> TableSchema {
+        let mut s = TableSchema::new("t", None, NumbersMode::String);
+        for r in rows {
+            s.admit(r).unwrap();
+        }
+        s
+    }
+
+    fn item(pairs: &[(&str, AttributeValue)]) -> Item {
+        let mut item = Item::new();
+        for (k, v) in pairs {
+            item.insert((*k).into(), v.clone());
+        }
+        item
+    }
+
+    /// A table whose schema holds the meta columns and `fields`, with forms.
+    fn iceberg(fields: &[(i32, &str, Type, &str, &str)]) -> FieldMap {
+        let mut all: Vec<Arc<NestedField>> = meta_fields();
+        let mut props = HashMap::new();
+        for (id, name, ty, attribute, tag) in fields {
+            all.push(Arc::new(NestedField::optional(*id, *name, ty.clone())));
+            props.insert(
+                format!("{FIELD_PROPERTY}{name}"),
+                serde_json::to_string(&FieldForm {
+                    attribute: (*attribute).to_owned(),
+                    tag: (*tag).to_owned(),
+                })
+                .unwrap(),
+            );
+        }
+        let schema = Schema::builder().with_fields(all).build().unwrap();
+        FieldMap::read(&schema, &props)
+    }
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    #[test]
+    fn new_attributes_become_new_nullable_fields_and_nulls_wait() {
+        let schema = table_schema(&[item(&[("name", s("a")), ("gone", AttributeValue::Null)])]);
+        let add = FieldMap::read(
+            &Schema::builder()
+                .with_fields(meta_fields())
+                .build()
+                .unwrap(),
+            &HashMap::new(),
+        )
+        .missing(&schema);
+        assert_eq!(add.len(), 1, "the all-null column waits: {add:?}");
+        assert_eq!(add[0].0, "name");
+        assert_eq!(add[0].1, Type::Primitive(PrimitiveType::String));
+        assert_eq!(add[0].2.tag, "S");
+    }
+
+    #[test]
+    fn a_string_that_becomes_json_gets_a_new_field_so_no_value_changes_form() {
+        let map = iceberg(&[(9, "v", Type::Primitive(PrimitiveType::String), "v", "S")]);
+        let schema = table_schema(&[
+            item(&[("v", s("a"))]),
+            item(&[("v", AttributeValue::Bool(true))]),
+        ]);
+        let add = map.missing(&schema);
+        assert_eq!(add.len(), 1, "{add:?}");
+        assert_eq!(add[0].0, "v__json");
+        assert_eq!(add[0].2.tag, "json");
+    }
+
+    #[test]
+    fn a_boolean_that_becomes_json_gets_a_second_string_field() {
+        let map = iceberg(&[(9, "v", Type::Primitive(PrimitiveType::Boolean), "v", "BOOL")]);
+        let schema = table_schema(&[
+            item(&[("v", AttributeValue::Bool(true))]),
+            item(&[("v", s("x"))]),
+        ]);
+        let add = map.missing(&schema);
+        assert_eq!(add.len(), 1);
+        assert_eq!(add[0].0, "v__json");
+        assert_eq!(add[0].2.attribute, "v");
+    }
+
+    #[test]
+    fn a_restart_resumes_the_forms_it_recorded() {
+        let map = iceberg(&[
+            (9, "v", Type::Primitive(PrimitiveType::Boolean), "v", "BOOL"),
+            (
+                10,
+                "v__json",
+                Type::Primitive(PrimitiveType::String),
+                "v",
+                "json",
+            ),
+            (11, "n", Type::Primitive(PrimitiveType::String), "n", "N"),
+        ]);
+        let earlier = map.earlier_fields();
+        let arrow = arrow_schema::Schema::new(earlier);
+        let schema = TableSchema::resume("t", None, NumbersMode::String, &[&arrow]).unwrap();
+        let types: Vec<_> = schema
+            .columns()
+            .iter()
+            .map(|c| (c.attribute.as_str(), c.ty.clone()))
+            .collect();
+        assert_eq!(
+            types,
+            [("v", ColumnType::Json), ("n", ColumnType::DecimalString)]
+        );
+        let (fields, meta) = map.file_fields(&schema).unwrap();
+        let v = fields[0].as_ref().unwrap();
+        assert_eq!(v.name(), "v__json");
+        assert_eq!(v.metadata()[FIELD_ID_KEY], "10");
+        assert_eq!(meta.len(), META_COLUMNS.len());
+    }
+
+    #[test]
+    fn nested_fields_carry_their_ids() {
+        let element = Arc::new(NestedField::list_element(
+            12,
+            Type::Primitive(PrimitiveType::String),
+            false,
+        ));
+        let map = iceberg(&[(11, "tags", Type::List(ListType::new(element)), "tags", "SS")]);
+        let schema = table_schema(&[item(&[("tags", AttributeValue::Ss(vec!["a".into()]))])]);
+        assert!(map.missing(&schema).is_empty());
+        let (fields, _) = map.file_fields(&schema).unwrap();
+        let DataType::List(item) = fields[0].as_ref().unwrap().data_type() else {
+            panic!("a list")
+        };
+        assert_eq!(item.metadata()[FIELD_ID_KEY], "12");
+    }
+}

@@ -1,0 +1,323 @@
+//! `[sinks.iceberg]`: the catalog, the warehouse, the table names and how
+//! often data is committed. Every default is defined here.
+
+use std::collections::BTreeMap;
+
+use dynamo_cdc_core::ConfigError;
+use dynamo_cdc_object_store::{Location, StoreOptions};
+use serde::Deserialize;
+
+/// Which kind of catalog holds the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogKind {
+    /// A SQL database (sqlite file or Postgres) holding each table's
+    /// current metadata location: the embedded default.
+    Sql,
+    /// An Iceberg REST catalog (Polaris, Nessie, Gravitino, Unity, ...).
+    Rest,
+}
+
+/// How the sink reaches its catalog and lays out its tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergConfig {
+    /// `sql` or `rest`.
+    #[serde(default = "defaults::catalog")]
+    pub catalog: CatalogKind,
+    /// `sql`: a `sqlite://path` or `postgres://...` URL; `rest`: the
+    /// catalog's HTTP endpoint.
+    pub catalog_uri: String,
+    /// The catalog's name (a SQL catalog stores it beside every table, so
+    /// readers must use the same).
+    #[serde(default = "defaults::catalog_name")]
+    pub catalog_name: String,
+    /// Where table files go: a local directory or an `s3://`, `gs://` or
+    /// `az://` URL. A REST catalog may choose the location itself; then
+    /// this is the warehouse identifier it is given.
+    pub warehouse: String,
+    /// S3 region of the warehouse (else the AWS environment).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3-compatible endpoint of the warehouse (MinIO, moto, LocalStack).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// The namespace the tables are created in (dots separate levels).
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    /// The table name template; `{table}` is the DynamoDB table's name.
+    #[serde(default = "defaults::table")]
+    pub table: String,
+    /// How often the data files written are committed, in milliseconds.
+    #[serde(default = "defaults::commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// A data file is closed (and waits for the next commit) once it is
+    /// about this large, in compressed bytes.
+    #[serde(default = "defaults::max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rows per row group.
+    #[serde(default = "defaults::row_group_rows")]
+    pub row_group_rows: usize,
+    /// zstd level, 1 to 22.
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+    /// Catalog properties passed as they are (REST: `credential`, `token`,
+    /// `oauth2-server-uri`, `scope`, `header.<name>`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+mod defaults {
+    use super::CatalogKind;
+
+    pub(super) fn catalog() -> CatalogKind {
+        CatalogKind::Sql
+    }
+    pub(super) fn catalog_name() -> String {
+        "dynamo_cdc".to_owned()
+    }
+    pub(super) fn namespace() -> String {
+        "cdc".to_owned()
+    }
+    pub(super) fn table() -> String {
+        "{table}".to_owned()
+    }
+    pub(super) fn commit_interval_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn max_file_bytes() -> u64 {
+        256 << 20
+    }
+    pub(super) fn row_group_rows() -> usize {
+        131_072
+    }
+    pub(super) fn zstd_level() -> i32 {
+        1
+    }
+}
+
+/// Properties whose values are secrets: never logged.
+const SECRET_PROPERTIES: [&str; 3] = ["credential", "token", "s3.secret-access-key"];
+
+/// Properties that turn on request signing, which this version cannot do.
+const SIGNING_PROPERTIES: [&str; 2] = ["rest.sigv4-enabled", "rest.signing-name"];
+
+impl IcebergConfig {
+    /// A SQL catalog at `catalog_uri` with the warehouse at `warehouse`, and
+    /// every other key at its default.
+    pub fn new(catalog_uri: impl Into<String>, warehouse: impl Into<String>) -> Self {
+        IcebergConfig {
+            catalog: defaults::catalog(),
+            catalog_uri: catalog_uri.into(),
+            catalog_name: defaults::catalog_name(),
+            warehouse: warehouse.into(),
+            region: None,
+            endpoint_url: None,
+            namespace: defaults::namespace(),
+            table: defaults::table(),
+            commit_interval_ms: defaults::commit_interval_ms(),
+            max_file_bytes: defaults::max_file_bytes(),
+            row_group_rows: defaults::row_group_rows(),
+            zstd_level: defaults::zstd_level(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the values; touches nothing. Keys are relative to the section.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.location()?;
+        match self.catalog {
+            CatalogKind::Sql => {
+                let uri = self.catalog_uri.as_str();
+                if !(uri.starts_with("sqlite:")
+                    || uri.starts_with("postgres://")
+                    || uri.starts_with("postgresql://"))
+                {
+                    return Err(ConfigError::new(
+                        "catalog_uri",
+                        format!(
+                            "`{uri}` is not a SQL catalog URL: use sqlite://<file> or postgres://<host>/<database>"
+                        ),
+                    ));
+                }
+            }
+            CatalogKind::Rest => {
+                if !(self.catalog_uri.starts_with("http://")
+                    || self.catalog_uri.starts_with("https://"))
+                {
+                    return Err(ConfigError::new(
+                        "catalog_uri",
+                        format!(
+                            "`{}` is not a REST catalog endpoint: use an http:// or https:// URL",
+                            self.catalog_uri
+                        ),
+                    ));
+                }
+            }
+        }
+        for (key, value) in [
+            ("catalog_name", &self.catalog_name),
+            ("namespace", &self.namespace),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(key, "must not be empty"));
+            }
+        }
+        if self.namespace.split('.').any(str::is_empty) {
+            return Err(ConfigError::new(
+                "namespace",
+                format!("`{}` has an empty level", self.namespace),
+            ));
+        }
+        if !self.table.contains("{table}") {
+            return Err(ConfigError::new(
+                "table",
+                "must contain `{table}`: each DynamoDB table needs its own Iceberg table",
+            ));
+        }
+        if self.commit_interval_ms == 0 {
+            return Err(ConfigError::new("commit_interval_ms", "must be at least 1"));
+        }
+        if self.row_group_rows == 0 {
+            return Err(ConfigError::new("row_group_rows", "must be at least 1"));
+        }
+        if self.max_file_bytes < 1024 {
+            return Err(ConfigError::new("max_file_bytes", "must be at least 1024"));
+        }
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(ConfigError::new(
+                "zstd_level",
+                format!("{} is not a zstd level (1 to 22)", self.zstd_level),
+            ));
+        }
+        for key in SIGNING_PROPERTIES {
+            if self.properties.contains_key(key) {
+                return Err(ConfigError::new(
+                    format!("properties.{key}"),
+                    "SigV4 request signing (Glue, S3 Tables) is not supported yet: use a catalog reached with `credential` or `token`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The warehouse as a local directory or a bucket prefix.
+    ///
+    /// # Errors
+    /// When `warehouse`, `region` or `endpoint_url` is not valid.
+    pub fn location(&self) -> Result<Location, ConfigError> {
+        let options = StoreOptions {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        };
+        Location::parse(&self.warehouse, options).map_err(|(key, reason)| {
+            let key = if key == "path" { "warehouse" } else { key };
+            ConfigError::new(key, reason)
+        })
+    }
+
+    /// The Iceberg table name of a DynamoDB table.
+    pub fn table_name(&self, table: &str) -> String {
+        self.table.replace("{table}", table)
+    }
+
+    /// The namespace's levels.
+    pub fn namespace_levels(&self) -> Vec<String> {
+        self.namespace.split('.').map(str::to_owned).collect()
+    }
+
+    /// The catalog properties with secrets masked, for logs.
+    pub fn describe_properties(&self) -> BTreeMap<&str, &str> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_PROPERTIES.contains(&k.as_str())
+                    || k.contains("secret")
+                    || k.contains("password");
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> IcebergConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    const GOOD: &str = r#"
+catalog = "sql"
+catalog_uri = "sqlite://out/catalog.db"
+catalog_name = "dynamo_cdc"
+warehouse = "out/warehouse"
+namespace = "cdc"
+table = "{table}"
+commit_interval_ms = 60000
+"#;
+
+    #[test]
+    fn the_documented_keys_parse_with_defaults_for_the_rest() {
+        let c = parse(GOOD);
+        c.validate().unwrap();
+        assert_eq!(c.catalog, CatalogKind::Sql);
+        assert_eq!(c.table_name("orders"), "orders");
+        assert_eq!(c.max_file_bytes, 256 << 20);
+        let minimal = parse("catalog_uri = \"sqlite://c.db\"\nwarehouse = \"w\"");
+        minimal.validate().unwrap();
+        assert_eq!(minimal.catalog_name, "dynamo_cdc");
+        assert_eq!(minimal.namespace, "cdc");
+        assert_eq!(minimal.commit_interval_ms, 60_000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = |from: &str, to: &str| parse(&GOOD.replace(from, to)).validate().unwrap_err();
+        assert_eq!(bad("sqlite://out", "mysql://out").key, "catalog_uri");
+        assert_eq!(bad("\"{table}\"", "\"all\"").key, "table");
+        assert_eq!(bad("= 60000", "= 0").key, "commit_interval_ms");
+        assert_eq!(bad("\"cdc\"", "\"a..b\"").key, "namespace");
+        assert_eq!(bad("out/warehouse", "s3://").key, "warehouse");
+        let rest = parse(&GOOD.replace("\"sql\"", "\"rest\""));
+        assert_eq!(rest.validate().unwrap_err().key, "catalog_uri");
+        let e =
+            toml::from_str::<IcebergConfig>(&GOOD.replace("namespace", "namespaec")).unwrap_err();
+        assert!(e.to_string().contains("namespaec"), "{e}");
+    }
+
+    #[test]
+    fn rest_properties_pass_through_and_secrets_are_masked() {
+        let c = parse(
+            r#"
+catalog = "rest"
+catalog_uri = "https://catalog.example/api/catalog"
+warehouse = "analytics"
+[properties]
+credential = "id:secret"
+scope = "PRINCIPAL_ROLE:ALL"
+"#,
+        );
+        c.validate().unwrap();
+        let shown = c.describe_properties();
+        assert_eq!(shown["credential"], "***");
+        assert_eq!(shown["scope"], "PRINCIPAL_ROLE:ALL");
+        let signed = parse(
+            r#"
+catalog = "rest"
+catalog_uri = "https://glue.us-east-1.amazonaws.com/iceberg"
+warehouse = "123456789012"
+[properties]
+"rest.sigv4-enabled" = "true"
+"#,
+        );
+        assert_eq!(
+            signed.validate().unwrap_err().key,
+            "properties.rest.sigv4-enabled"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! What the sink reports: each event writes its log line and moves its
+//! metrics, so the two never disagree.
+
+/// Snapshots committed by the Iceberg sink.
+pub const COMMITS: &str = "dynamo_cdc_iceberg_commits_total";
+/// Data files added by those snapshots.
+pub const FILES_COMMITTED: &str = "dynamo_cdc_iceberg_files_committed_total";
+/// Commits that found another writer had committed first.
+pub const CONFLICTS: &str = "dynamo_cdc_iceberg_commit_conflicts_total";
+/// Changes made durable, per sink and table (shared with every sink).
+const CHANGES_DELIVERED: &str = "dynamo_cdc_changes_delivered_total";
+
+/// Registers the help text of this crate's metrics.
+pub fn describe() {
+    metrics::describe_counter!(COMMITS, "Iceberg snapshots committed.");
+    metrics::describe_counter!(FILES_COMMITTED, "Data files added to Iceberg tables.");
+    metrics::describe_counter!(
+        CONFLICTS,
+        "Iceberg commits that found another writer had committed first."
+    );
+}
+
+/// A snapshot was committed: its rows are durable.
+pub(crate) struct Committed<'a> {
+    /// The Iceberg table.
+    pub table: &'a str,
+    /// The DynamoDB table.
+    pub source_table: &'a str,
+    pub snapshot: Option<i64>,
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Committed<'_> {
+    pub(crate) fn emit(self) {
+        tracing::info!(
+            table = self.table,
+            snapshot = self.snapshot,
+            files = self.files,
+            rows = self.rows,
+            bytes = self.bytes,
+            "committed to Iceberg"
+        );
+        metrics::counter!(COMMITS).increment(1);
+        metrics::counter!(FILES_COMMITTED).increment(self.files);
+        metrics::counter!(CHANGES_DELIVERED, "sink" => "iceberg", "table" => self.source_table.to_owned())
+            .increment(self.rows);
+    }
+}
+
+/// Another writer committed first.
+pub(crate) struct Conflict<'a> {
+    pub table: &'a str,
+    /// Whether its positions covered changes this sink was committing.
+    pub overlapped: bool,
+}
+
+impl Conflict<'_> {
+    pub(crate) fn emit(self) {
+        if self.overlapped {
+            tracing::warn!(
+                table = self.table,
+                "another writer committed the same changes first: dropping the uncommitted data files"
+            );
+        } else {
+            tracing::info!(
+                table = self.table,
+                "another writer committed other shards meanwhile: committing on top"
+            );
+        }
+        metrics::counter!(CONFLICTS).increment(1);
+    }
+}

@@ -1,0 +1,293 @@
+//! One data file being written: flat rows under Iceberg field ids, in the
+//! project's own Parquet writer, and the metadata the Iceberg crate gets
+//! for it once it is closed.
+//!
+//! A file's name is random (a UUIDv7) and it is not part of the table until
+//! a commit names it, so it is written in place: on a local warehouse
+//! straight to its final path, on a bucket into an unnamed local spool
+//! uploaded at close. A crash leaves at most files no snapshot references.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, make_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects, Upload};
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, Struct};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::IcebergSinkError;
+
+/// Where a file's bytes go.
+pub(crate) enum Target {
+    /// Its final path on a local disk.
+    Local(PathBuf),
+    /// A local spool, uploaded to `key` on close.
+    Spooled { objects: Objects, key: ObjectPath },
+}
+
+/// How data files are encoded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Encoding {
+    pub zstd_level: i32,
+    pub row_group_rows: usize,
+}
+
+/// A data file being written.
+pub(crate) struct OpenFile {
+    writer: ArrowWriter<File>,
+    target: Target,
+    /// The file's location as the table records it.
+    location: String,
+    schema: SchemaRef,
+    /// The partition value: midnight (UTC) of the rows' day, in epoch ms.
+    pub day_ms: Option<i64>,
+    /// The table-schema version the file's columns follow.
+    pub schema_version: u64,
+    pub rows: u64,
+}
+
+/// A closed data file, waiting for a commit.
+pub(crate) struct ClosedFile {
+    pub location: String,
+    pub day_ms: Option<i64>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub target: Target,
+}
+
+impl OpenFile {
+    /// Starts a file at `location` with columns `fields` (with field ids).
+    pub(crate) fn create(
+        target: Target,
+        location: String,
+        fields: Vec<Field>,
+        day_ms: Option<i64>,
+        schema_version: u64,
+        encoding: Encoding,
+    ) -> Result<OpenFile, IcebergSinkError> {
+        let file = match &target {
+            Target::Local(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(IcebergSinkError::io("create", dir))?;
+                }
+                File::create(path).map_err(IcebergSinkError::io("create", path))?
+            }
+            Target::Spooled { .. } => {
+                let spool = std::env::temp_dir();
+                tempfile::tempfile_in(&spool)
+                    .map_err(IcebergSinkError::io("create a spool file in", &spool))?
+            }
+        };
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let level = ZstdLevel::try_new(encoding.zstd_level).map_err(|source| {
+            IcebergSinkError::Parquet {
+                file: location.clone(),
+                source,
+            }
+        })?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            // As in the Parquet sink: change data is mostly unique values,
+            // so dictionaries cost time and save nothing under zstd; the
+            // low-cardinality position columns keep them.
+            .set_dictionary_enabled(false)
+            .set_column_dictionary_enabled(ColumnPath::from("__op"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("__table"), true)
+            .set_column_dictionary_enabled(ColumnPath::from("__shard_id"), true)
+            .set_max_row_group_row_count(Some(encoding.row_group_rows))
+            .set_data_page_size_limit(128 * 1024)
+            .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")));
+        for path in unprunable(&schema) {
+            props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+        let writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(props.build())).map_err(|source| {
+                IcebergSinkError::Write {
+                    file: location.clone(),
+                    source,
+                }
+            })?;
+        Ok(OpenFile {
+            writer,
+            target,
+            location,
+            schema,
+            day_ms,
+            schema_version,
+            rows: 0,
+        })
+    }
+
+    /// Appends rows: `columns` in the order of the file's fields.
+    pub(crate) fn write(&mut self, columns: Vec<ArrayRef>) -> Result<(), IcebergSinkError> {
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(array, field)| retype(array, field.data_type()))
+            .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|source| {
+            IcebergSinkError::Arrow {
+                file: self.location.clone(),
+                source,
+            }
+        })?;
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(&batch)
+            .map_err(|source| IcebergSinkError::Write {
+                file: self.location.clone(),
+                source,
+            })
+    }
+
+    /// Compressed bytes so far, about.
+    pub(crate) fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    /// Finishes the file and makes it durable where the table will look:
+    /// fsynced on a local disk, uploaded (created only if absent) to a
+    /// bucket.
+    pub(crate) fn close(self) -> Result<ClosedFile, IcebergSinkError> {
+        let location = self.location;
+        let mut file = self
+            .writer
+            .into_inner()
+            .map_err(|source| IcebergSinkError::Write {
+                file: location.clone(),
+                source,
+            })?;
+        let bytes = match &self.target {
+            Target::Local(path) => {
+                file.sync_all()
+                    .map_err(IcebergSinkError::io("fsync", path))?;
+                file.metadata()
+                    .map_err(IcebergSinkError::io("stat", path))?
+                    .len()
+            }
+            Target::Spooled { objects, key } => {
+                let spool = std::env::temp_dir();
+                file.seek(SeekFrom::Start(0))
+                    .map_err(IcebergSinkError::io("read a spool file in", &spool))?;
+                let mut upload = Upload::new(objects, key.clone());
+                if let Err(e) = std::io::copy(&mut file, &mut upload) {
+                    // The upload's own failures travel inside the I/O error.
+                    return Err(match e.into_inner().map(|i| i.downcast::<ObjectError>()) {
+                        Some(Ok(object)) => IcebergSinkError::Object(*object),
+                        Some(Err(other)) => IcebergSinkError::io("read a spool file in", &spool)(
+                            std::io::Error::other(other),
+                        ),
+                        None => IcebergSinkError::io("read a spool file in", &spool)(
+                            std::io::Error::other("spool read failed"),
+                        ),
+                    });
+                }
+                upload.finish()?
+            }
+        };
+        Ok(ClosedFile {
+            location,
+            day_ms: self.day_ms,
+            rows: self.rows,
+            bytes,
+            target: self.target,
+        })
+    }
+}
+
+impl ClosedFile {
+    /// What the Iceberg crate needs to add the file to a snapshot.
+    pub(crate) fn data_file(&self, spec_id: i32) -> Result<DataFile, IcebergSinkError> {
+        DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(self.location.clone())
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::from_iter([self.day_ms.map(Literal::long)]))
+            .partition_spec_id(spec_id)
+            .record_count(self.rows)
+            .file_size_in_bytes(self.bytes)
+            .build()
+            .map_err(|e| IcebergSinkError::Internal(format!("data file {}: {e}", self.location)))
+    }
+
+    /// Removes a file no commit will name (another writer committed its
+    /// rows). Best effort: an orphan file is harmless.
+    pub(crate) fn discard(&self) {
+        let result = match &self.target {
+            Target::Local(path) => std::fs::remove_file(path).map_err(|e| e.to_string()),
+            Target::Spooled { objects, key } => objects.delete(key).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(file = %self.location, error = %e, "cannot remove a data file no snapshot references");
+        }
+    }
+}
+
+/// `array` as `data_type`, which differs from the array's own type only in
+/// field metadata (the field ids of list elements and struct children).
+fn retype(array: ArrayRef, data_type: &DataType) -> ArrayRef {
+    if array.data_type() == data_type {
+        return array;
+    }
+    make_array(retype_data(array.to_data(), data_type))
+}
+
+fn retype_data(data: arrow_data::ArrayData, data_type: &DataType) -> arrow_data::ArrayData {
+    let children: Vec<DataType> = match data_type {
+        DataType::List(item) => vec![item.data_type().clone()],
+        DataType::Struct(fields) => fields.iter().map(|f| f.data_type().clone()).collect(),
+        _ => Vec::new(),
+    };
+    let child_data = data
+        .child_data()
+        .iter()
+        .zip(&children)
+        .map(|(c, t)| retype_data(c.clone(), t))
+        .collect::<Vec<_>>();
+    let builder = data.into_builder().data_type(data_type.clone());
+    let builder = if children.is_empty() {
+        builder
+    } else {
+        builder.child_data(child_data)
+    };
+    // Same buffers and layout, only the field metadata differs.
+    builder.build().expect("retyping keeps the layout")
+}
+
+/// The columns whose min/max statistics prune nothing (DynamoDB JSON,
+/// binary, list elements), as the Parquet sink leaves them out too.
+fn unprunable(schema: &Schema) -> Vec<ColumnPath> {
+    fn walk(field: &Field, in_list: bool, path: &mut Vec<String>, out: &mut Vec<ColumnPath>) {
+        path.push(field.name().clone());
+        match field.data_type() {
+            DataType::Struct(children) => {
+                for c in children {
+                    walk(c, in_list, path, out);
+                }
+            }
+            DataType::List(item) => {
+                path.push("list".to_owned());
+                walk(item, true, path, out);
+                path.pop();
+            }
+            DataType::Binary => out.push(ColumnPath::new(path.clone())),
+            _ if in_list => out.push(ColumnPath::new(path.clone())),
+            _ if field.metadata().get("dynamodb.type").map(String::as_str) == Some("json") => {
+                out.push(ColumnPath::new(path.clone()));
+            }
+            _ => {}
+        }
+        path.pop();
+    }
+    let mut out = Vec::new();
+    for f in schema.fields() {
+        walk(f, false, &mut Vec::new(), &mut out);
+    }
+    out
+}

@@ -1,0 +1,761 @@
+//! The sink: tables loaded or created on first use, data files per table
+//! and day, schema evolution, and commits that carry their positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::ArrayRef;
+use dynamo_cdc_core::{Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats};
+use dynamo_cdc_object_store::{Location, ObjectPath, Objects, StoreUrl};
+use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg::table::Table;
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
+
+use crate::catalog::{self, DAY_MS, PARTITION_FIELD, Pinned};
+use crate::columns::{FIELD_PROPERTY, FieldMap};
+use crate::config::{CatalogKind, IcebergConfig};
+use crate::error::IcebergSinkError;
+use crate::events::{Committed, Conflict};
+use crate::file::{ClosedFile, Encoding, OpenFile, Target};
+use crate::storage::{BucketStorage, BucketStorageFactory};
+use crate::summary::{self, SnapshotView};
+
+/// How many times a commit is tried again after losing a race to a writer
+/// of other shards.
+const COMMIT_ATTEMPTS: usize = 5;
+
+/// Where the warehouse is.
+enum Warehouse {
+    /// An absolute local directory.
+    Local(PathBuf),
+    /// A bucket prefix.
+    Remote(Objects),
+}
+
+impl Warehouse {
+    /// The warehouse as table locations start: an absolute path or a URL.
+    fn url(&self) -> String {
+        match self {
+            Warehouse::Local(dir) => dir.display().to_string(),
+            Warehouse::Remote(objects) => {
+                objects.url().to_string().trim_end_matches('/').to_owned()
+            }
+        }
+    }
+
+    /// Where to write the data file at `location`.
+    fn target(&self, location: &str) -> Result<Target, IcebergSinkError> {
+        match self {
+            Warehouse::Local(_) => {
+                let path = location.strip_prefix("file://").unwrap_or(location);
+                Ok(Target::Local(PathBuf::from(path)))
+            }
+            Warehouse::Remote(objects) => {
+                let bucket = bucket_url(objects.url());
+                let key = location
+                    .strip_prefix(&bucket)
+                    .and_then(|k| k.strip_prefix('/'))
+                    .ok_or_else(|| IcebergSinkError::Table {
+                        table: location.to_owned(),
+                        reason: format!(
+                            "the table's location is outside the warehouse's bucket {bucket}"
+                        ),
+                    })?;
+                Ok(Target::Spooled {
+                    objects: objects.clone(),
+                    key: ObjectPath::from(key),
+                })
+            }
+        }
+    }
+}
+
+/// `scheme://bucket` of a URL.
+fn bucket_url(url: &StoreUrl) -> String {
+    StoreUrl {
+        prefix: String::new(),
+        ..url.clone()
+    }
+    .to_string()
+    .trim_end_matches('/')
+    .to_owned()
+}
+
+/// One Iceberg table and what is being written to it.
+struct TableState {
+    ident: TableIdent,
+    table: Table,
+    /// The current snapshot when this sink last looked (or committed).
+    known: Option<i64>,
+    schema: TableSchema,
+    fields: FieldMap,
+    /// The schema version `fields` was brought up to.
+    fields_version: u64,
+    /// Open data files by partition day.
+    open: BTreeMap<Option<i64>, OpenFile>,
+    /// Closed data files waiting for the next commit.
+    closed: Vec<ClosedFile>,
+    /// Per shard, the first and last change in those files.
+    first: Positions,
+    last: Positions,
+}
+
+impl TableState {
+    fn close_open(&mut self) -> Result<(), IcebergSinkError> {
+        for (_, file) in std::mem::take(&mut self.open) {
+            self.closed.push(file.close()?);
+        }
+        Ok(())
+    }
+}
+
+/// Counts kept by the sink.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IcebergStats {
+    /// Snapshots committed.
+    pub commits: u64,
+    /// Data files committed.
+    pub files: u64,
+    /// Rows committed.
+    pub rows: u64,
+    /// Bytes of committed data files.
+    pub bytes: u64,
+    /// Changes dropped because the table already held them.
+    pub already_held: u64,
+}
+
+/// Writes flat rows to one Iceberg table per DynamoDB table. See the crate
+/// docs.
+pub struct IcebergSink {
+    config: IcebergConfig,
+    runtime: tokio::runtime::Runtime,
+    catalog: Arc<dyn Catalog>,
+    namespace: NamespaceIdent,
+    warehouse: Warehouse,
+    declared: HashMap<String, DeclaredSchema>,
+    tables: HashMap<Arc<str>, TableState>,
+    durable: Positions,
+    last_commit: Instant,
+    encoding: Encoding,
+    stats: IcebergStats,
+}
+
+impl IcebergSink {
+    /// Connects to the catalog (and the warehouse's bucket) and creates the
+    /// namespace when it is missing. Tables are loaded or created when
+    /// first prepared or written.
+    ///
+    /// # Errors
+    /// When the warehouse or the catalog cannot be reached or refuses.
+    pub fn open(
+        config: IcebergConfig,
+        declared: HashMap<String, DeclaredSchema>,
+    ) -> Result<Self, IcebergSinkError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("iceberg-io")
+            .enable_all()
+            .build()
+            .map_err(IcebergSinkError::io(
+                "start a runtime for",
+                std::path::Path::new("the catalog"),
+            ))?;
+        let location = config.location().map_err(|e| IcebergSinkError::Table {
+            table: config.namespace.clone(),
+            reason: format!("config key `{}`: {}", e.key, e.reason),
+        })?;
+        let (warehouse, storage): (Warehouse, Arc<dyn StorageFactory>) = match location {
+            Location::Local(dir) => {
+                std::fs::create_dir_all(&dir).map_err(IcebergSinkError::io("create", &dir))?;
+                let dir =
+                    std::path::absolute(&dir).map_err(IcebergSinkError::io("resolve", &dir))?;
+                (Warehouse::Local(dir), Arc::new(LocalFsStorageFactory))
+            }
+            Location::Remote { url, options } => {
+                let objects = Objects::connect(&url, &options)?;
+                let storage = BucketStorage::new(objects.store().clone(), bucket_url(&url));
+                (
+                    Warehouse::Remote(objects),
+                    Arc::new(BucketStorageFactory(storage)),
+                )
+            }
+        };
+        let catalog = runtime
+            .block_on(catalog::connect(&config, storage, &warehouse.url()))
+            .map_err(IcebergSinkError::catalog(format!(
+                "connect to the {} catalog `{}` at {}",
+                match config.catalog {
+                    CatalogKind::Sql => "SQL",
+                    CatalogKind::Rest => "REST",
+                },
+                config.catalog_name,
+                redact_uri(&config.catalog_uri)
+            )))?;
+        let namespace = NamespaceIdent::from_vec(config.namespace_levels()).map_err(
+            IcebergSinkError::catalog(format!("use namespace `{}`", config.namespace)),
+        )?;
+        runtime
+            .block_on(catalog::ensure_namespace(catalog.as_ref(), &namespace))
+            .map_err(IcebergSinkError::catalog(format!(
+                "create namespace `{}`",
+                config.namespace
+            )))?;
+        let encoding = Encoding {
+            zstd_level: config.zstd_level,
+            row_group_rows: config.row_group_rows,
+        };
+        Ok(IcebergSink {
+            config,
+            runtime,
+            catalog,
+            namespace,
+            warehouse,
+            declared,
+            tables: HashMap::new(),
+            durable: Positions::new(),
+            last_commit: Instant::now(),
+            encoding,
+            stats: IcebergStats::default(),
+        })
+    }
+
+    /// Counts so far.
+    pub fn iceberg_stats(&self) -> &IcebergStats {
+        &self.stats
+    }
+
+    /// The table of `table`, loaded (or created) and its position read on
+    /// first use.
+    fn state(&mut self, table: &Arc<str>) -> Result<&mut TableState, IcebergSinkError> {
+        if !self.tables.contains_key(table) {
+            let state = self.load(table)?;
+            self.tables.insert(table.clone(), state);
+        }
+        Ok(self.tables.get_mut(table).expect("inserted above"))
+    }
+
+    fn load(&mut self, table: &Arc<str>) -> Result<TableState, IcebergSinkError> {
+        let name = self.config.table_name(table);
+        let ident = TableIdent::new(self.namespace.clone(), name);
+        let location = match self.config.catalog {
+            // A REST catalog places its tables itself.
+            CatalogKind::Rest => None,
+            CatalogKind::Sql => Some(format!(
+                "{}/{}/{}",
+                self.warehouse.url(),
+                self.config.namespace_levels().join("/"),
+                ident.name()
+            )),
+        };
+        let loaded = self
+            .runtime
+            .block_on(catalog::ensure_table(
+                self.catalog.as_ref(),
+                &ident,
+                location,
+                table,
+            ))
+            .map_err(IcebergSinkError::catalog(format!(
+                "load or create table {ident}"
+            )))?;
+        let fields = FieldMap::read(
+            loaded.metadata().current_schema(),
+            loaded.metadata().properties(),
+        );
+        let earlier = arrow_schema::Schema::new(fields.earlier_fields());
+        let schema = TableSchema::resume(
+            table,
+            self.declared.get(&**table),
+            NumbersMode::String,
+            &[&earlier],
+        )
+        .map_err(|reason| IcebergSinkError::Table {
+            table: ident.to_string(),
+            reason,
+        })?;
+        let known = loaded.metadata().current_snapshot_id();
+        let committed =
+            summary::committed(table, &snapshot_views(&loaded), known, None).map_err(|reason| {
+                IcebergSinkError::Table {
+                    table: ident.to_string(),
+                    reason,
+                }
+            })?;
+        self.durable.merge_max(&committed);
+        tracing::info!(table = %ident, shards = committed.len(), snapshot = known, "Iceberg table ready");
+        Ok(TableState {
+            ident,
+            table: loaded,
+            known,
+            fields_version: schema.version().wrapping_sub(1),
+            schema,
+            fields,
+            open: BTreeMap::new(),
+            closed: Vec::new(),
+            first: Positions::new(),
+            last: Positions::new(),
+        })
+    }
+
+    /// Brings the table's fields up to its flat-row schema: new columns and
+    /// changed forms, in one schema commit (data files name field ids, so
+    /// the fields must exist before rows are written under them).
+    fn evolve(&mut self, table: &Arc<str>) -> Result<(), IcebergSinkError> {
+        let catalog = self.catalog.clone();
+        let state = self.tables.get_mut(table).expect("loaded before evolving");
+        if state.fields_version == state.schema.version() {
+            return Ok(());
+        }
+        for attempt in 1.. {
+            let missing = state.fields.missing(&state.schema);
+            if missing.is_empty() {
+                break;
+            }
+            // Files open under the old fields are finished as they are.
+            state.close_open()?;
+            let tx = Transaction::new(&state.table);
+            let mut update = tx.update_schema();
+            for (name, ty, form) in &missing {
+                update = update.add_column(
+                    AddColumn::builder()
+                        .name(name.clone())
+                        .field_type(ty.clone())
+                        .doc(format!(
+                            "DynamoDB attribute `{}` ({})",
+                            form.attribute, form.tag
+                        ))
+                        .build(),
+                );
+            }
+            let tx = update.apply(tx).map_err(IcebergSinkError::catalog(format!(
+                "add columns to {}",
+                state.ident
+            )))?;
+            // The forms go in the same commit as the fields.
+            let mut props = tx.update_table_properties();
+            for (name, _, form) in &missing {
+                props = props.set(
+                    format!("{FIELD_PROPERTY}{name}"),
+                    serde_json::to_string(form).expect("a form serializes"),
+                );
+            }
+            let tx = props.apply(tx).map_err(IcebergSinkError::catalog(format!(
+                "record column forms of {}",
+                state.ident
+            )))?;
+            match self.runtime.block_on(tx.commit(catalog.as_ref())) {
+                Ok(updated) => state.table = updated,
+                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                    // Another writer evolved the table meanwhile (perhaps
+                    // adding the same columns): look again.
+                    tracing::info!(table = %state.ident, error = %e, "schema commit refused; reloading the table");
+                    state.table = self
+                        .runtime
+                        .block_on(catalog.load_table(&state.ident))
+                        .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
+                }
+                Err(e) => {
+                    return Err(IcebergSinkError::catalog(format!(
+                        "evolve the schema of {}",
+                        state.ident
+                    ))(e));
+                }
+            }
+            state.fields = FieldMap::read(
+                state.table.metadata().current_schema(),
+                state.table.metadata().properties(),
+            );
+        }
+        state.fields_version = state.schema.version();
+        Ok(())
+    }
+
+    fn write_changes(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, IcebergSinkError> {
+        let mut rejected = Vec::new();
+        for (table, runs) in group(changes) {
+            self.state(&table)?;
+            let durable = &self.durable;
+            let state = self.tables.get_mut(&table).expect("loaded above");
+            let mut admitted: Vec<&Change> = Vec::new();
+            for (key, run) in runs {
+                let held = [durable.get(&key), state.last.get(&key)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .cloned();
+                for (index, change) in run {
+                    if held
+                        .as_ref()
+                        .is_some_and(|h| change.source.sequence_number <= *h)
+                    {
+                        self.stats.already_held += 1;
+                        continue;
+                    }
+                    match state.schema.admit(change.row_image()) {
+                        Ok(()) => admitted.push(change),
+                        Err(error) => rejected.push(Rejected { index, error }),
+                    }
+                }
+            }
+            if admitted.is_empty() {
+                continue;
+            }
+            self.evolve(&table)?;
+            self.append(&table, &admitted)?;
+        }
+        rejected.sort_by_key(|r| r.index);
+        Ok(rejected)
+    }
+
+    /// Writes admitted changes of one table, a file per day.
+    fn append(&mut self, table: &Arc<str>, changes: &[&Change]) -> Result<(), IcebergSinkError> {
+        let max_bytes = self.config.max_file_bytes;
+        let encoding = self.encoding;
+        let state = self.tables.get_mut(table).expect("loaded before appending");
+        let (columns, meta) =
+            state
+                .fields
+                .file_fields(&state.schema)
+                .map_err(|reason| IcebergSinkError::Table {
+                    table: state.ident.to_string(),
+                    reason,
+                })?;
+        let mut start = 0;
+        while start < changes.len() {
+            let day = day_ms(changes[start].source.approx_creation_ms);
+            let end = changes[start..]
+                .iter()
+                .position(|c| day_ms(c.source.approx_creation_ms) != day)
+                .map_or(changes.len(), |n| start + n);
+            let rows = &changes[start..end];
+            start = end;
+            let version = state.schema.version();
+            if state
+                .open
+                .get(&day)
+                .is_some_and(|f| f.schema_version != version)
+            {
+                let stale = state.open.remove(&day).expect("checked above");
+                state.closed.push(stale.close()?);
+            }
+            if !state.open.contains_key(&day) {
+                let location = format!(
+                    "{}/data/{PARTITION_FIELD}={}/{}.parquet",
+                    state.table.metadata().location().trim_end_matches('/'),
+                    day.map_or_else(|| "null".to_owned(), |d| d.to_string()),
+                    uuid::Uuid::now_v7()
+                );
+                let target = self.warehouse.target(&location)?;
+                let fields = columns.iter().flatten().chain(&meta).cloned().collect();
+                let file = OpenFile::create(target, location, fields, day, version, encoding)?;
+                state.open.insert(day, file);
+            }
+            let batch =
+                flat_batch(&state.schema, rows).map_err(|source| IcebergSinkError::Arrow {
+                    file: state.ident.to_string(),
+                    source,
+                })?;
+            let n = batch.num_columns();
+            let arrays: Vec<ArrayRef> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.is_some())
+                .map(|(i, _)| batch.column(i).clone())
+                .chain(batch.columns()[n - META_COLUMNS.len()..].iter().cloned())
+                .collect();
+            let file = state.open.get_mut(&day).expect("opened above");
+            file.write(arrays)?;
+            if file.size() >= max_bytes {
+                let full = state.open.remove(&day).expect("written above");
+                state.closed.push(full.close()?);
+            }
+            for change in rows {
+                let key =
+                    ShardKey::new(change.source.table.clone(), change.source.shard_id.clone());
+                if state.first.get(&key).is_none() {
+                    state
+                        .first
+                        .advance(key.clone(), change.source.sequence_number.clone());
+                }
+                state
+                    .last
+                    .advance(key, change.source.sequence_number.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every table's data files, each table in one snapshot.
+    fn commit_all(&mut self) -> Result<(), IcebergSinkError> {
+        let mut tables: Vec<Arc<str>> = self.tables.keys().cloned().collect();
+        tables.sort();
+        for table in tables {
+            self.commit_table(&table)?;
+        }
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Commits one table's data files with their positions, on top of the
+    /// snapshot checked (see `catalog::Pinned`). When another writer's
+    /// commits since hold any of these changes, the files are dropped and
+    /// the run resumes from the table's position instead.
+    fn commit_table(&mut self, table: &Arc<str>) -> Result<(), IcebergSinkError> {
+        let catalog = self.catalog.clone();
+        let state = self.tables.get_mut(table).expect("a loaded table");
+        state.close_open()?;
+        if state.closed.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..COMMIT_ATTEMPTS {
+            let loaded = self
+                .runtime
+                .block_on(catalog.load_table(&state.ident))
+                .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
+            let current = loaded.metadata().current_snapshot_id();
+            if current != state.known {
+                let theirs =
+                    summary::committed(table, &snapshot_views(&loaded), current, state.known)
+                        .map_err(|reason| IcebergSinkError::Table {
+                            table: state.ident.to_string(),
+                            reason,
+                        })?;
+                let overlapped = summary::overlaps(&theirs, &state.first);
+                Conflict {
+                    table: &state.ident.to_string(),
+                    overlapped,
+                }
+                .emit();
+                if overlapped {
+                    let shards: Vec<String> = state
+                        .first
+                        .iter()
+                        .filter(|(k, s)| theirs.covers(k, s))
+                        .map(|(k, _)| k.shard.to_string())
+                        .collect();
+                    for file in &state.closed {
+                        file.discard();
+                    }
+                    let ident = state.ident.to_string();
+                    self.tables.remove(table);
+                    self.durable.merge_max(&theirs);
+                    return Err(IcebergSinkError::Overtaken {
+                        table: ident,
+                        shards: shards.join(", "),
+                    });
+                }
+                state.known = current;
+            }
+            state.table = loaded;
+            let spec = state.table.metadata().default_partition_spec_id();
+            let files = state
+                .closed
+                .iter()
+                .map(|f| f.data_file(spec))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tx = Transaction::new(&state.table);
+            let append = tx
+                .fast_append()
+                // File names are fresh UUIDs; checking reads every manifest.
+                .with_check_duplicate(false)
+                .add_data_files(files)
+                .set_snapshot_properties(summary::encode(&state.last).into_iter().collect());
+            let tx = append.apply(tx).map_err(IcebergSinkError::catalog(format!(
+                "prepare a commit to {}",
+                state.ident
+            )))?;
+            let pinned = Pinned {
+                inner: catalog.clone(),
+                snapshot: state.known,
+            };
+            match self.runtime.block_on(tx.commit(&pinned)) {
+                Ok(updated) => {
+                    let rows: u64 = state.closed.iter().map(|f| f.rows).sum();
+                    let bytes: u64 = state.closed.iter().map(|f| f.bytes).sum();
+                    let files = state.closed.len() as u64;
+                    state.known = updated.metadata().current_snapshot_id();
+                    state.table = updated;
+                    Committed {
+                        table: &state.ident.to_string(),
+                        source_table: table,
+                        snapshot: state.known,
+                        files,
+                        rows,
+                        bytes,
+                    }
+                    .emit();
+                    self.stats.commits += 1;
+                    self.stats.files += files;
+                    self.stats.rows += rows;
+                    self.stats.bytes += bytes;
+                    self.durable.merge_max(&state.last);
+                    state.closed.clear();
+                    state.first = Positions::new();
+                    state.last = Positions::new();
+                    return Ok(());
+                }
+                // Lost a race: look at what the other writer committed.
+                Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
+                Err(e) => {
+                    return Err(IcebergSinkError::catalog(format!(
+                        "commit to {}",
+                        state.ident
+                    ))(e));
+                }
+            }
+        }
+        Err(IcebergSinkError::catalog(format!(
+            "commit to {}",
+            state.ident
+        ))(
+            iceberg::Error::new(
+                ErrorKind::CatalogCommitConflicts,
+                format!("other writers kept committing first ({COMMIT_ATTEMPTS} attempts)"),
+            )
+            .with_retryable(true),
+        ))
+    }
+}
+
+/// The snapshots of a table, as positions need them.
+fn snapshot_views(table: &Table) -> Vec<SnapshotView> {
+    table
+        .metadata()
+        .snapshots()
+        .map(|s| SnapshotView {
+            id: s.snapshot_id(),
+            parent: s.parent_snapshot_id(),
+            positions: s
+                .summary()
+                .additional_properties
+                .get(summary::POSITIONS)
+                .cloned(),
+        })
+        .collect()
+}
+
+/// Midnight (UTC) of the change's day in epoch milliseconds: the partition
+/// value of `truncate(86400000, __source_ts_ms)`.
+fn day_ms(ms: Option<i64>) -> Option<i64> {
+    ms.map(|ms| ms - ms.rem_euclid(i64::from(DAY_MS)))
+}
+
+/// A batch's changes by table, then in runs of one shard, with their index.
+type Runs<'a> = Vec<(ShardKey, Vec<(usize, &'a Change)>)>;
+
+fn group(changes: &[Change]) -> Vec<(Arc<str>, Runs<'_>)> {
+    let mut tables: Vec<(Arc<str>, Runs<'_>)> = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        let s = &change.source;
+        let t = match tables.iter().position(|(t, _)| *t == s.table) {
+            Some(t) => t,
+            None => {
+                tables.push((s.table.clone(), Vec::new()));
+                tables.len() - 1
+            }
+        };
+        let runs = &mut tables[t].1;
+        match runs.last_mut() {
+            Some((key, run)) if key.shard == s.shard_id => run.push((index, change)),
+            _ => runs.push((
+                ShardKey::new(s.table.clone(), s.shard_id.clone()),
+                vec![(index, change)],
+            )),
+        }
+    }
+    tables
+}
+
+/// A catalog URI for messages: without a password.
+fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &uri[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_owned(),
+            }
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+impl Sink for IcebergSink {
+    fn id(&self) -> &str {
+        "iceberg"
+    }
+
+    /// Raises positions to those the checkpoint recorded (the tables'
+    /// snapshots are read as each table is loaded).
+    fn adopt(&mut self, positions: &Positions, _state: &serde_json::Value) {
+        self.durable.merge_max(positions);
+    }
+
+    /// Loads or creates the tables and reads their positions, so a
+    /// catalog problem stops the run before anything is read.
+    fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
+        for table in tables {
+            self.state(&Arc::from(table.as_str()))?;
+        }
+        Ok(())
+    }
+
+    fn durable_positions(&self) -> &Positions {
+        &self.durable
+    }
+
+    fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
+        Ok(self.write_changes(changes)?)
+    }
+
+    /// Gap records live in the dead-letter store; the table needs none.
+    fn record_gap(&mut self, _gap: &Gap) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<(), SinkError> {
+        if self.last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms) {
+            self.commit_all()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(self.commit_all()?)
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            delivered: self.stats.rows,
+            files: self.stats.files,
+            bytes: self.stats.bytes,
+            already_held: self.stats.already_held,
+            ..SinkStats::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_midnights_in_milliseconds() {
+        assert_eq!(day_ms(Some(1_700_000_000_123)), Some(1_699_920_000_000));
+        assert_eq!(day_ms(Some(-1)), Some(-86_400_000));
+        assert_eq!(day_ms(None), None);
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact_uri("postgres://cdc:hunter2@db:5432/catalog"),
+            "postgres://cdc:***@db:5432/catalog"
+        );
+        assert_eq!(redact_uri("sqlite://out/c.db"), "sqlite://out/c.db");
+    }
+}
