@@ -759,3 +759,138 @@ mod tests {
         assert_eq!(redact_uri("sqlite://out/c.db"), "sqlite://out/c.db");
     }
 }
+
+/// Two sinks on one sqlite catalog: the commit is the position, and a
+/// writer that was overtaken drops its files instead of committing twice.
+#[cfg(test)]
+mod commit_tests {
+    use dynamo_cdc_core::{AttributeValue, ErrorKind, Item, Op, SequenceNumber, SourceInfo};
+
+    use super::*;
+
+    fn change(shard: &str, seq: u64) -> Change {
+        let keys: Item = [("id", AttributeValue::S(format!("{shard}-{seq}").into()))].into();
+        let mut image = keys.clone();
+        image.insert("n".into(), AttributeValue::S(seq.to_string().into()));
+        Change {
+            op: Op::Insert,
+            keys,
+            old_image: None,
+            new_image: Some(image),
+            source: SourceInfo {
+                table: "orders".into(),
+                stream_arn: None,
+                shard_id: shard.into(),
+                sequence_number: SequenceNumber::parse(&format!("{seq:021}")).unwrap(),
+                event_id: format!("e{seq}"),
+                approx_creation_ms: Some(1_732_000_000_000 + seq as i64),
+                ttl_delete: false,
+            },
+        }
+    }
+
+    fn changes(shard: &str, seqs: std::ops::Range<u64>) -> Vec<Change> {
+        seqs.map(|s| change(shard, s)).collect()
+    }
+
+    fn open(dir: &std::path::Path) -> IcebergSink {
+        let config = IcebergConfig::new(
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+            dir.join("warehouse").display().to_string(),
+        );
+        IcebergSink::open(config, HashMap::new()).unwrap()
+    }
+
+    /// Rows in the table's current snapshot, and its snapshot count.
+    fn rows_and_snapshots(sink: &mut IcebergSink) -> (u64, usize) {
+        let state = sink.load(&Arc::from("orders")).unwrap();
+        let meta = state.table.metadata();
+        let rows = meta.current_snapshot().map_or(0, |s| {
+            s.summary()
+                .additional_properties
+                .get("total-records")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        });
+        (rows, meta.snapshots().len())
+    }
+
+    #[test]
+    fn a_restart_reads_its_position_from_the_table_and_writes_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = open(dir.path());
+        assert!(first.write(&changes("s1", 1..11)).unwrap().is_empty());
+        first.flush().unwrap();
+        drop(first);
+        // No checkpoint: the table alone says how far it got.
+        let mut again = open(dir.path());
+        again.prepare(&["orders".to_owned()]).unwrap();
+        let key = ShardKey::new("orders", "s1");
+        assert_eq!(
+            again.durable_positions().get(&key),
+            Some(&SequenceNumber::parse(&format!("{:021}", 10)).unwrap())
+        );
+        again.write(&changes("s1", 5..15)).unwrap();
+        again.flush().unwrap();
+        assert_eq!(again.iceberg_stats().already_held, 6);
+        assert_eq!(rows_and_snapshots(&mut again), (14, 2));
+    }
+
+    #[test]
+    fn an_overtaken_writer_drops_its_files_and_resumes_from_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(dir.path());
+        let mut b = open(dir.path());
+        a.prepare(&["orders".to_owned()]).unwrap();
+        b.prepare(&["orders".to_owned()]).unwrap();
+        // Both read the same changes; b commits first.
+        a.write(&changes("s1", 1..21)).unwrap();
+        b.write(&changes("s1", 1..11)).unwrap();
+        b.flush().unwrap();
+        let err = a.flush().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(
+            err.to_string().contains("another writer committed"),
+            "{err}"
+        );
+        assert_eq!(rows_and_snapshots(&mut b), (10, 1));
+        // The files a wrote were removed: only b's data file is left.
+        let data_files = walk(&dir.path().join("warehouse"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count();
+        assert_eq!(data_files, 1);
+        // The run starts over: a new sink reads b's position and writes the rest.
+        let mut a = open(dir.path());
+        a.write(&changes("s1", 1..21)).unwrap();
+        a.flush().unwrap();
+        assert_eq!(rows_and_snapshots(&mut a), (20, 2));
+    }
+
+    #[test]
+    fn writers_of_other_shards_commit_on_top_of_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(dir.path());
+        let mut b = open(dir.path());
+        a.prepare(&["orders".to_owned()]).unwrap();
+        b.prepare(&["orders".to_owned()]).unwrap();
+        a.write(&changes("s1", 1..6)).unwrap();
+        b.write(&changes("s2", 1..4)).unwrap();
+        b.flush().unwrap();
+        a.flush().unwrap();
+        assert_eq!(rows_and_snapshots(&mut a), (8, 2));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+}

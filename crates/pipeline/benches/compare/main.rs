@@ -11,7 +11,7 @@
 //! Environment: `BENCH_PYTHON` (the peer's interpreter, required for the
 //! comparison), `BENCH_INPUTS` (`f1,f2,f3,f4`), `BENCH_BYTES` (input size,
 //! `64M`), `BENCH_RUNS` (runs per dynamo-cdc contender, median reported, 3),
-//! `BENCH_PARTS` (`compare,growth,sdk,s3,latency`), `BENCH_LATENCY_SECS` (20).
+//! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20).
 //!
 //! For each input it generates a seeded capture (cached under
 //! `target/bench-data/compare`), starts librdkafka's mock cluster and a
@@ -24,6 +24,7 @@
 #![allow(clippy::print_stdout)]
 
 mod ceiling;
+mod iceberg_path;
 mod latency;
 mod measure;
 mod report;
@@ -412,7 +413,7 @@ fn main() {
     if !args.iter().any(|a| a == "--bench") {
         return;
     }
-    let parts = env_or("BENCH_PARTS", "compare,growth,sdk,s3,latency");
+    let parts = env_or("BENCH_PARTS", "compare,growth,sdk,s3,iceberg,latency");
     let bytes = measure::parse_size(&env_or("BENCH_BYTES", "64M"));
     let runs: usize = env_or("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
     let peer = match Peer::find() {
@@ -445,6 +446,9 @@ fn main() {
     }
     if parts.contains("s3") {
         s3_path::run(&fixture(BenchShape::Mixed, bytes), runs.max(1));
+    }
+    if parts.contains("iceberg") {
+        iceberg_path::run(&fixture(BenchShape::Mixed, bytes), runs.max(1));
     }
     if parts.contains("latency") {
         let secs: u64 = env_or("BENCH_LATENCY_SECS", "20")

@@ -1,0 +1,67 @@
+//! The Iceberg sink against the Parquet sink: the same F1 replay committed
+//! to a sqlite-catalog Iceberg table on the local disk and written to a
+//! local Parquet dataset.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Input, measure};
+
+fn config(work: &Path, input: &Input, sink: &str) -> PathBuf {
+    let text = format!(
+        "[source]\nkind = \"replay\"\npath = {:?}\n\n{sink}\n\n[checkpoint]\npath = {:?}\n",
+        input.dir,
+        work.join("checkpoint.json")
+    );
+    let path = work.join("bench.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+pub(crate) fn run(input: &Input, runs: usize) {
+    println!("\n## Iceberg: replay -> Iceberg (sqlite catalog) vs replay -> Parquet (F1)\n");
+    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
+    let measure_one = |sink: &dyn Fn(&Path) -> String, what: &str| {
+        measure::median(
+            (0..runs)
+                .map(|_| {
+                    let work = tempfile::tempdir().expect("work");
+                    let mut cmd = measure::pinned(bin);
+                    cmd.args(["run", "--quiet", "--config"]).arg(config(
+                        work.path(),
+                        input,
+                        &sink(work.path()),
+                    ));
+                    measure::run(&mut cmd, what).0
+                })
+                .collect(),
+        )
+    };
+    let parquet = measure_one(
+        &|work| format!("[sinks.parquet]\npath = {:?}", work.join("parquet")),
+        "replay -> parquet",
+    );
+    let iceberg = measure_one(
+        &|work| {
+            format!(
+                "[sinks.iceberg]\ncatalog_uri = \"sqlite://{}\"\nwarehouse = {:?}",
+                work.join("catalog.db").display(),
+                work.join("warehouse")
+            )
+        },
+        "replay -> iceberg",
+    );
+    println!("| sink | records/s per core | CPU s per 1M changes | peak RSS MiB |");
+    println!("|---|---:|---:|---:|");
+    for (name, cost) in [("Parquet", parquet), ("Iceberg", iceberg)] {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0} |",
+            input.records as f64 / cost.cpu_s,
+            cost.cpu_s * 1e6 / input.records as f64,
+            cost.max_rss_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "\nIceberg costs {:.2}× the Parquet sink's CPU per change (target: at most 1.2×).",
+        iceberg.cpu_s / parquet.cpu_s
+    );
+}
