@@ -60,7 +60,7 @@ impl Objects {
             class: FailureClass::Denied,
             operation: "configure a client for",
             object: url.to_string(),
-            bucket: bucket_url(url),
+            bucket: url.bucket_url(),
             source: Box::new(source),
         })?;
         let objects = Objects {
@@ -121,7 +121,7 @@ impl Objects {
 
     /// `key` as a URL, for messages.
     pub fn describe(&self, key: &Path) -> String {
-        format!("{}/{key}", bucket_url(&self.url))
+        format!("{}/{key}", self.url.bucket_url())
     }
 
     pub(crate) fn fail(
@@ -130,7 +130,7 @@ impl Objects {
         key: &Path,
     ) -> impl FnOnce(object_store::Error) -> ObjectError {
         let object = self.describe(key);
-        let bucket = bucket_url(&self.url);
+        let bucket = self.url.bucket_url();
         move |source| ObjectError {
             class: classify(&source),
             operation,
@@ -230,13 +230,4 @@ impl Objects {
         self.block_on(self.store.get_range(key, range))
             .map_err(self.fail("read", key))
     }
-}
-
-/// `s3://bucket`, for messages.
-pub(crate) fn bucket_url(url: &StoreUrl) -> String {
-    StoreUrl {
-        prefix: String::new(),
-        ..url.clone()
-    }
-    .to_string()
 }

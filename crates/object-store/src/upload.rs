@@ -28,6 +28,15 @@ use crate::objects::Objects;
 /// last).
 pub const PART_BYTES: usize = 8 << 20;
 
+/// Why [`Upload::copy_from`] failed.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// The store failed.
+    Object(ObjectError),
+}
+
 /// One object being written. Dropping it without [`Upload::finish`] leaves
 /// nothing visible.
 pub struct Upload {
@@ -89,6 +98,23 @@ impl Upload {
             .map_err(objects.fail("upload a part of", &self.key))
     }
 
+    /// Writes everything `reader` holds (a spooled file), part by part.
+    ///
+    /// # Errors
+    /// [`CopyError::Read`] when the reader fails, [`CopyError::Object`]
+    /// when the store does.
+    pub fn copy_from(&mut self, reader: &mut impl std::io::Read) -> Result<u64, CopyError> {
+        std::io::copy(reader, self).map_err(|e| {
+            // The upload's own failures travel inside the I/O error.
+            if e.get_ref().is_some_and(|inner| inner.is::<ObjectError>()) {
+                let inner = e.into_inner().expect("checked above");
+                CopyError::Object(*inner.downcast::<ObjectError>().expect("checked above"))
+            } else {
+                CopyError::Read(e)
+            }
+        })
+    }
+
     /// Commits the object: visible from now on, whole; returns its size.
     ///
     /// # Errors
@@ -118,7 +144,7 @@ impl Upload {
                 class: FailureClass::Collision,
                 operation: "commit",
                 object: objects.describe(&self.key),
-                bucket: crate::objects::bucket_url(objects.url()),
+                bucket: objects.url().bucket_url(),
                 source: Box::new(object_store::Error::AlreadyExists {
                     path: self.key.to_string(),
                     source: "found before completing the multipart upload".into(),

@@ -45,6 +45,11 @@ pub fn looks_like_url(path: &str) -> bool {
 }
 
 impl StoreUrl {
+    /// `scheme://bucket`: the URL without its prefix.
+    pub fn bucket_url(&self) -> String {
+        format!("{}{}", self.scheme.prefix(), self.bucket)
+    }
+
     /// Parses `s3://`, `gs://` or `az://` URLs.
     ///
     /// # Errors

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, make_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects, Upload};
+use dynamo_cdc_object_store::{CopyError, ObjectPath, Objects, Upload};
 use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, Struct};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -176,18 +176,10 @@ impl OpenFile {
                 file.seek(SeekFrom::Start(0))
                     .map_err(IcebergSinkError::io("read a spool file in", &spool))?;
                 let mut upload = Upload::new(objects, key.clone());
-                if let Err(e) = std::io::copy(&mut file, &mut upload) {
-                    // The upload's own failures travel inside the I/O error.
-                    return Err(match e.into_inner().map(|i| i.downcast::<ObjectError>()) {
-                        Some(Ok(object)) => IcebergSinkError::Object(*object),
-                        Some(Err(other)) => IcebergSinkError::io("read a spool file in", &spool)(
-                            std::io::Error::other(other),
-                        ),
-                        None => IcebergSinkError::io("read a spool file in", &spool)(
-                            std::io::Error::other("spool read failed"),
-                        ),
-                    });
-                }
+                upload.copy_from(&mut file).map_err(|e| match e {
+                    CopyError::Object(o) => IcebergSinkError::Object(o),
+                    CopyError::Read(e) => IcebergSinkError::io("read a spool file in", &spool)(e),
+                })?;
                 upload.finish()?
             }
         };

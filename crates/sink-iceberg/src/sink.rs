@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::ArrayRef;
 use dynamo_cdc_core::{Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats};
-use dynamo_cdc_object_store::{Location, ObjectPath, Objects, StoreUrl};
+use dynamo_cdc_object_store::{Location, ObjectPath, Objects};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::table::Table;
@@ -55,7 +55,7 @@ impl Warehouse {
                 Ok(Target::Local(PathBuf::from(path)))
             }
             Warehouse::Remote(objects) => {
-                let bucket = bucket_url(objects.url());
+                let bucket = objects.url().bucket_url();
                 let key = location
                     .strip_prefix(&bucket)
                     .and_then(|k| k.strip_prefix('/'))
@@ -72,17 +72,6 @@ impl Warehouse {
             }
         }
     }
-}
-
-/// `scheme://bucket` of a URL.
-fn bucket_url(url: &StoreUrl) -> String {
-    StoreUrl {
-        prefix: String::new(),
-        ..url.clone()
-    }
-    .to_string()
-    .trim_end_matches('/')
-    .to_owned()
 }
 
 /// One Iceberg table and what is being written to it.
@@ -177,7 +166,7 @@ impl IcebergSink {
             }
             Location::Remote { url, options } => {
                 let objects = Objects::connect(&url, &options)?;
-                let storage = BucketStorage::new(objects.store().clone(), bucket_url(&url));
+                let storage = BucketStorage::new(objects.store().clone(), url.bucket_url());
                 (
                     Warehouse::Remote(objects),
                     Arc::new(BucketStorageFactory(storage)),
@@ -381,7 +370,10 @@ impl IcebergSink {
             let durable = &self.durable;
             let state = self.tables.get_mut(&table).expect("loaded above");
             let mut admitted: Vec<&Change> = Vec::new();
+            // Per run of one shard: its first and last admitted change.
+            let mut spans = Vec::new();
             for (key, run) in runs {
+                let before = admitted.len();
                 let held = [durable.get(&key), state.last.get(&key)]
                     .into_iter()
                     .flatten()
@@ -400,12 +392,24 @@ impl IcebergSink {
                         Err(error) => rejected.push(Rejected { index, error }),
                     }
                 }
+                if let (Some(first), Some(last)) = (admitted.get(before), admitted.last()) {
+                    let seq = |c: &Change| c.source.sequence_number.clone();
+                    spans.push((key, seq(first), seq(last)));
+                }
             }
             if admitted.is_empty() {
                 continue;
             }
             self.evolve(&table)?;
             self.append(&table, &admitted)?;
+            // Only rows now in a data file count as pending.
+            let state = self.tables.get_mut(&table).expect("loaded above");
+            for (key, first, last) in spans {
+                if state.first.get(&key).is_none() {
+                    state.first.advance(key.clone(), first);
+                }
+                state.last.advance(key, last);
+            }
         }
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)
@@ -472,18 +476,6 @@ impl IcebergSink {
             if file.size() >= max_bytes {
                 let full = state.open.remove(&day).expect("written above");
                 state.closed.push(full.close()?);
-            }
-            for change in rows {
-                let key =
-                    ShardKey::new(change.source.table.clone(), change.source.shard_id.clone());
-                if state.first.get(&key).is_none() {
-                    state
-                        .first
-                        .advance(key.clone(), change.source.sequence_number.clone());
-                }
-                state
-                    .last
-                    .advance(key, change.source.sequence_number.clone());
             }
         }
         Ok(())

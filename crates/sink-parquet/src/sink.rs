@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
-use dynamo_cdc_object_store::{Location, ObjectError, ObjectPath, Objects, Upload};
+use dynamo_cdc_object_store::{CopyError, Location, ObjectError, ObjectPath, Objects, Upload};
 use dynamo_cdc_transform::{ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, parquet_to_arrow_schema};
@@ -564,16 +564,10 @@ fn upload_spooled(
         .seek(SeekFrom::Start(0))
         .map_err(io("cannot read a spool file in", &spool_dir))?;
     let mut upload = Upload::new(objects, object);
-    if let Err(e) = std::io::copy(&mut spool, &mut upload) {
-        // The upload's own failures travel inside the I/O error.
-        if e.get_ref().is_some_and(|inner| inner.is::<ObjectError>()) {
-            let inner = e
-                .into_inner()
-                .and_then(|i| i.downcast::<ObjectError>().ok());
-            return Err(ParquetSinkError::Object(*inner.expect("checked above")));
-        }
-        return Err(io("cannot read a spool file in", &spool_dir)(e));
-    }
+    upload.copy_from(&mut spool).map_err(|e| match e {
+        CopyError::Object(o) => ParquetSinkError::Object(o),
+        CopyError::Read(e) => io("cannot read a spool file in", &spool_dir)(e),
+    })?;
     Ok(upload.finish()?)
 }
 

@@ -2,20 +2,9 @@
 //! to a sqlite-catalog Iceberg table on the local disk and written to a
 //! local Parquet dataset.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::{Input, measure};
-
-fn config(work: &Path, input: &Input, sink: &str) -> PathBuf {
-    let text = format!(
-        "[source]\nkind = \"replay\"\npath = {:?}\n\n{sink}\n\n[checkpoint]\npath = {:?}\n",
-        input.dir,
-        work.join("checkpoint.json")
-    );
-    let path = work.join("bench.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
+use crate::{Input, measure, replay_config};
 
 pub(crate) fn run(input: &Input, runs: usize) {
     println!("\n## Iceberg: replay -> Iceberg (sqlite catalog) vs replay -> Parquet (F1)\n");
@@ -26,7 +15,7 @@ pub(crate) fn run(input: &Input, runs: usize) {
                 .map(|_| {
                     let work = tempfile::tempdir().expect("work");
                     let mut cmd = measure::pinned(bin);
-                    cmd.args(["run", "--quiet", "--config"]).arg(config(
+                    cmd.args(["run", "--quiet", "--config"]).arg(replay_config(
                         work.path(),
                         input,
                         &sink(work.path()),

@@ -160,6 +160,19 @@ fn dynamo_cdc_config(input: &Input, work: &Path, name: &str, out: &Outputs<'_>) 
     path
 }
 
+/// A config replaying `input` into the sinks of `sinks` (whole sections),
+/// with its checkpoint in `work`.
+pub(crate) fn replay_config(work: &Path, input: &Input, sinks: &str) -> PathBuf {
+    let text = format!(
+        "[source]\nkind = \"replay\"\npath = {:?}\n\n{sinks}\n\n[checkpoint]\npath = {:?}\n",
+        input.dir,
+        work.join("checkpoint.json")
+    );
+    let path = work.join("bench.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
 fn run_dynamo_cdc(config: &Path, what: &str) -> Cost {
     let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
     cmd.args(["run", "--quiet", "--config"]).arg(config);

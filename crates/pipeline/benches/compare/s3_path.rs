@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Input, measure};
+use crate::{Input, measure, replay_config};
 
 fn moto_server() -> Option<PathBuf> {
     let path = std::env::var_os("DYNAMO_CDC_MOTO_SERVER")
@@ -71,17 +71,6 @@ fn start_moto(server: &Path) -> Moto {
     moto
 }
 
-fn config(work: &Path, input: &Input, sink: &str) -> PathBuf {
-    let text = format!(
-        "[source]\nkind = \"replay\"\npath = {:?}\n\n[sinks.parquet]\n{sink}\n\n[checkpoint]\npath = {:?}\n",
-        input.dir,
-        work.join("checkpoint.json")
-    );
-    let path = work.join("bench.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
 pub(crate) fn run(input: &Input, runs: usize) {
     println!("\n## Parquet on an object store: replay -> s3:// (moto) vs local disk (F1)\n");
     let Some(server) = moto_server() else {
@@ -99,7 +88,11 @@ pub(crate) fn run(input: &Input, runs: usize) {
                     cmd.env("AWS_ACCESS_KEY_ID", "bench")
                         .env("AWS_SECRET_ACCESS_KEY", "bench")
                         .args(["run", "--quiet", "--config"])
-                        .arg(config(work.path(), input, &sink(work.path(), i)));
+                        .arg(replay_config(
+                            work.path(),
+                            input,
+                            &format!("[sinks.parquet]\n{}", sink(work.path(), i)),
+                        ));
                     measure::run(&mut cmd, what).0
                 })
                 .collect(),
