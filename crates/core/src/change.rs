@@ -57,6 +57,51 @@ pub struct SourceInfo {
     pub approx_creation_ms: Option<i64>,
     /// True when DynamoDB's TTL process deleted the item.
     pub ttl_delete: bool,
+    /// Set on snapshot rows ([`Op::Read`]): which snapshot read the item.
+    pub snapshot: Option<SnapshotRead>,
+}
+
+/// Which snapshot read an item, when, and where the row stands in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRead {
+    /// The snapshot's id; with the item's key, the row's identity.
+    pub id: Arc<str>,
+    /// When the item was read, in milliseconds since the epoch.
+    pub read_ms: i64,
+    /// The row's place in the snapshot.
+    pub marker: SnapshotMarker,
+}
+
+/// A snapshot row's place, as Debezium's `source.snapshot` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMarker {
+    /// The snapshot's first row.
+    First,
+    /// A row in between.
+    Row,
+    /// The snapshot's last row.
+    Last,
+}
+
+impl SnapshotMarker {
+    /// `first`, `true` or `last`.
+    pub fn code(self) -> &'static str {
+        match self {
+            SnapshotMarker::First => "first",
+            SnapshotMarker::Row => "true",
+            SnapshotMarker::Last => "last",
+        }
+    }
+
+    /// Reads [`SnapshotMarker::code`] back.
+    pub fn from_code(code: &str) -> Option<SnapshotMarker> {
+        Some(match code {
+            "first" => SnapshotMarker::First,
+            "true" => SnapshotMarker::Row,
+            "last" => SnapshotMarker::Last,
+            _ => return None,
+        })
+    }
 }
 
 /// One change: keys, images and position.

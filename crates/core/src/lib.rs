@@ -23,7 +23,7 @@ pub use attribute::{
     AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
     write_json_string,
 };
-pub use change::{Change, Op, SourceInfo};
+pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};
 pub use config::{ConfigError, Secret};
 pub use item::{Item, Iter as ItemIter};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::change::Change;
-use crate::position::Positions;
+use crate::position::{Positions, ShardKey};
 
 /// A record that could not be delivered, kept with where it came from and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,6 +113,11 @@ pub struct SourceBatch {
     /// Ranges the source skipped because they were lost (see [`Gap`]); they
     /// precede `changes` of the same shard.
     pub gaps: Vec<Gap>,
+    /// Per shard, a time before which every change of the shard has been
+    /// handed over (in this batch or an earlier one), in epoch
+    /// milliseconds. A stream source reports it when asked to, so that a
+    /// snapshot can tell when the stream has caught up with a scan page.
+    pub read_through: Vec<(ShardKey, i64)>,
 }
 
 impl SourceBatch {

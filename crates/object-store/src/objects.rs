@@ -197,6 +197,17 @@ impl Objects {
             .map_err(self.fail("create", key))
     }
 
+    /// Writes `key` with `bytes`, replacing what is there; readers see the
+    /// old object or the new one, whole.
+    ///
+    /// # Errors
+    /// The store's failure.
+    pub fn put(&self, key: &Path, bytes: Bytes) -> Result<(), ObjectError> {
+        self.block_on(self.store.put(key, bytes.into()))
+            .map(drop)
+            .map_err(self.fail("put", key))
+    }
+
     /// Whether `key` exists.
     ///
     /// # Errors

@@ -9,11 +9,21 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use dynamo_cdc_sink_parquet::ParquetConfig;
+use dynamo_cdc_source::record::table_from_arn;
+use dynamo_cdc_source::snapshot::{SnapshotMode, SnapshotProgress, Snapshots};
 use dynamo_cdc_source::streams::ShardBoard;
 use dynamo_cdc_source::streams::sdk::SdkStreams;
 use dynamo_cdc_source::{ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsSource};
 
+use crate::announce::announce;
 use crate::config::{Config, SourceKind};
+
+/// Where snapshots keep their journal: beside the checkpoint file
+/// (`checkpoint.json` -> `checkpoint.snapshots/`).
+pub(crate) fn snapshot_journal(config: &Config) -> std::path::PathBuf {
+    config.checkpoint.path.with_extension("snapshots")
+}
 
 /// How long the pipeline waits for a batch before it looks around.
 const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -31,7 +41,13 @@ pub(crate) enum Feed {
         reader: Option<JoinHandle<ReplayStats>>,
         progress: ReplayProgress,
     },
-    Streams(Box<StreamsSource>),
+    Streams {
+        source: Box<StreamsSource>,
+        /// The tables being snapshotted, when any.
+        snapshots: Option<Box<Snapshots>>,
+        /// Where snapshots are announced to readers.
+        parquet: Option<ParquetConfig>,
+    },
 }
 
 impl Feed {
@@ -44,10 +60,11 @@ impl Feed {
         config: &Config,
         resume: Positions,
         until_idle: Option<Duration>,
+        snapshot_now: Option<&str>,
     ) -> anyhow::Result<Feed> {
         match config.source.kind {
             SourceKind::Replay => Self::replay(config, resume),
-            SourceKind::Dynamodb => Self::streams(config, &resume, until_idle),
+            SourceKind::Dynamodb => Self::streams(config, &resume, until_idle, snapshot_now),
         }
     }
 
@@ -75,6 +92,7 @@ impl Feed {
         config: &Config,
         resume: &Positions,
         until_idle: Option<Duration>,
+        snapshot_now: Option<&str>,
     ) -> anyhow::Result<Feed> {
         let s = &config.source;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,20 +102,61 @@ impl Feed {
             .build()
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
-        let api = runtime.block_on(async {
+        let snapshotting = s.snapshot != SnapshotMode::Never || snapshot_now.is_some();
+        let (api, snapshots) = runtime.block_on(async {
             let api = SdkStreams::connect(&s.endpoint()).await;
+            let mut pairs = Vec::new();
             for table in &s.tables {
                 let arn = api
                     .stream_of_table(table)
                     .await
                     .with_context(|| format!("config key `source.tables`: table `{table}`"))?;
                 tracing::info!(table = %table, stream = %arn, "found the table's stream");
-                streams.stream_arns.push(arn);
+                streams.stream_arns.push(arn.clone());
+                pairs.push((table.clone(), arn));
             }
-            anyhow::Ok(api)
+            for arn in &s.stream_arns {
+                if let Some(table) = table_from_arn(arn) {
+                    pairs.push((table.to_owned(), arn.clone()));
+                }
+            }
+            if let Some(table) = snapshot_now
+                && !pairs.iter().any(|(t, _)| t == table)
+            {
+                bail!("cannot snapshot table `{table}`: it is not one of the source's tables");
+            }
+            let snapshots = if snapshotting {
+                let settings = s.snapshot_settings(snapshot_journal(config));
+                let snapshots =
+                    Snapshots::prepare(&api, settings, &pairs, resume, snapshot_now).await?;
+                (!snapshots.is_empty()).then(|| Box::new(snapshots))
+            } else {
+                None
+            };
+            anyhow::Ok((std::sync::Arc::new(api), snapshots))
         })?;
-        let source = StreamsSource::start_on(runtime, std::sync::Arc::new(api), &streams, resume)?;
-        Ok(Feed::Streams(Box::new(source)))
+        let mut snapshots = snapshots;
+        let stream_resume = match &snapshots {
+            Some(snapshots) => {
+                streams.report_read_through = true;
+                snapshots.stream_resume(resume)
+            }
+            None => resume.clone(),
+        };
+        let handle = runtime.handle().clone();
+        let source = StreamsSource::start_on(runtime, api.clone(), &streams, &stream_resume)?;
+        let parquet = config.sinks.parquet.clone();
+        if let Some(snapshots) = snapshots.as_mut() {
+            snapshots.start(&handle, &api, source.board(), resume)?;
+            for plan in snapshots.announcements() {
+                announce(parquet.as_ref(), &plan)?;
+            }
+        }
+        Ok(Feed::Streams {
+            source: Box::new(source),
+            snapshots,
+            parquet,
+        })
     }
 
     /// The next batch (possibly empty: a heartbeat), or `None` at the end.
@@ -111,14 +170,59 @@ impl Feed {
                 Err(RecvTimeoutError::Timeout) => Ok(Some(SourceBatch::default())),
                 Err(RecvTimeoutError::Disconnected) => Ok(None),
             },
-            Feed::Streams(source) => Ok(source.next_batch()?),
+            Feed::Streams {
+                source,
+                snapshots,
+                parquet,
+            } => {
+                let Some(mut batch) = source.next_batch()? else {
+                    return Ok(None);
+                };
+                if let Some(snapshots) = snapshots {
+                    snapshots.merge(&mut batch)?;
+                    for plan in snapshots.announcements() {
+                        announce(parquet.as_ref(), &plan)?;
+                    }
+                    if snapshots.busy() {
+                        // Not idle while a snapshot still has rows to hand over.
+                        source.busy();
+                    }
+                }
+                Ok(Some(batch))
+            }
+        }
+    }
+
+    /// Every sink has made `positions` durable (the lowest over the sinks).
+    ///
+    /// # Errors
+    /// When the snapshot journal cannot be tidied.
+    pub(crate) fn delivered(&mut self, positions: &Positions) -> anyhow::Result<()> {
+        if let Feed::Streams {
+            snapshots: Some(snapshots),
+            ..
+        } = self
+        {
+            snapshots.delivered(positions)?;
+        }
+        Ok(())
+    }
+
+    /// Where each snapshot stands (none for a replay).
+    pub(crate) fn snapshot_progress(&self) -> Vec<SnapshotProgress> {
+        match self {
+            Feed::Streams {
+                snapshots: Some(snapshots),
+                ..
+            } => snapshots.progress(),
+            _ => Vec::new(),
         }
     }
 
     /// The stream source's shard board (lag, time to data loss, answers).
     pub(crate) fn board(&self) -> Option<std::sync::Arc<ShardBoard>> {
         match self {
-            Feed::Streams(source) => Some(source.board()),
+            Feed::Streams { source, .. } => Some(source.board()),
             Feed::Replay { .. } => None,
         }
     }
@@ -128,7 +232,7 @@ impl Feed {
     pub(crate) fn bytes(&self) -> (u64, u64) {
         match self {
             Feed::Replay { progress, .. } => (progress.bytes_read(), progress.bytes_total()),
-            Feed::Streams(_) => (0, 0),
+            Feed::Streams { .. } => (0, 0),
         }
     }
 
@@ -139,7 +243,7 @@ impl Feed {
             Feed::Replay { spent, .. } => {
                 let _ = spent.send(batch);
             }
-            Feed::Streams(source) => source.recycle(batch),
+            Feed::Streams { source, .. } => source.recycle(batch),
         }
     }
 
@@ -162,7 +266,7 @@ impl Feed {
                     None => Ok(ReplayStats::default()),
                 }
             }
-            Feed::Streams(source) => {
+            Feed::Streams { source, .. } => {
                 source.stop();
                 Ok(ReplayStats::default())
             }

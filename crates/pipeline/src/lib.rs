@@ -2,6 +2,7 @@
 //! and the run summary. Formats and protocols live in the other crates; this
 //! one only orchestrates them.
 
+mod announce;
 pub mod checkpoint;
 pub mod config;
 mod events;

@@ -52,24 +52,17 @@ enum Command {
     ///
     /// Exit codes: 0 success; 1 failure; 2 configuration error (nothing was
     /// done); 3 finished, but some records were dead-lettered.
-    Run {
-        /// The TOML configuration file.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Stop the same graceful way once no shard has returned a new
-        /// record for this many seconds (batch jobs, tests).
-        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-        until_idle: Option<Duration>,
-        /// Also write the summary as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        summary_json: Option<PathBuf>,
-        /// Serve `/metrics`, `/healthz` and `/readyz` on this address, e.g.
-        /// `127.0.0.1:9464` (overrides `[metrics] listen`).
-        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-        metrics_listen: Option<SocketAddr>,
-        /// Do not print the summary or show progress.
-        #[arg(long, short)]
-        quiet: bool,
+    Run(RunArgs),
+    /// Snapshot a table now, then run as `run` does: the table's existing
+    /// items are read (as `[source] snapshot_method` says) and stitched to
+    /// its stream, whatever the positions say. A snapshot a crash
+    /// interrupted resumes on the next `run`.
+    Snapshot {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The table (one of the source's tables).
+        #[arg(long, value_name = "TABLE")]
+        table: String,
     },
     /// Check a configuration file and exit: 0 when valid, 2 when not.
     Validate {
@@ -77,6 +70,28 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+}
+
+/// How a run is started and ends.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short, value_name = "FILE")]
+    config: PathBuf,
+    /// Stop the same graceful way once no shard has returned a new
+    /// record for this many seconds (batch jobs, tests).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    until_idle: Option<Duration>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address, e.g.
+    /// `127.0.0.1:9464` (overrides `[metrics] listen`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    metrics_listen: Option<SocketAddr>,
+    /// Do not print the summary or show progress.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -138,57 +153,63 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run {
-            config,
-            until_idle,
-            summary_json,
-            metrics_listen,
-            quiet,
-        } => {
-            let config = match load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let options = RunOptions {
-                until_idle,
-                stop,
-                metrics_listen,
-                progress: !quiet,
-            };
-            let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
-                if let Some(path) = &summary_json {
-                    let text = serde_json::to_string_pretty(&summary)?;
-                    std::fs::write(path, text)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                Ok(summary)
-            });
-            match result {
-                Ok(summary) => {
-                    if !quiet {
-                        #[allow(clippy::print_stdout)]
-                        {
-                            println!("{summary}");
-                        }
-                    }
-                    if summary.dead_lettered > 0 {
-                        eprintln!(
-                            "warning: {} records were dead-lettered; see {}",
-                            summary.dead_lettered, summary.dead_letter_path
-                        );
-                        ExitCode::from(EXIT_DEAD_LETTERS)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
+        Command::Run(args) => run(args, stop, None),
+        Command::Snapshot { run: args, table } => run(args, stop, Some(table)),
+    }
+}
+
+/// `run` and `snapshot`: runs the pipeline and prints the summary.
+fn run(args: RunArgs, stop: Arc<AtomicBool>, snapshot_table: Option<String>) -> ExitCode {
+    let RunArgs {
+        config,
+        until_idle,
+        summary_json,
+        metrics_listen,
+        quiet,
+    } = args;
+    let config = match load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = RunOptions {
+        until_idle,
+        stop,
+        metrics_listen,
+        progress: !quiet,
+        snapshot_table,
+    };
+    let result = dynamo_cdc::run(&config, &options).and_then(|summary| {
+        if let Some(path) = &summary_json {
+            let text = serde_json::to_string_pretty(&summary)?;
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(summary)
+    });
+    match result {
+        Ok(summary) => {
+            if !quiet {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{summary}");
                 }
             }
+            if summary.dead_lettered > 0 {
+                eprintln!(
+                    "warning: {} records were dead-lettered; see {}",
+                    summary.dead_lettered, summary.dead_letter_path
+                );
+                ExitCode::from(EXIT_DEAD_LETTERS)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

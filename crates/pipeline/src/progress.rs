@@ -16,6 +16,8 @@
 //! (whose total is unknown until the end).
 
 use std::io::{IsTerminal as _, Write};
+
+use dynamo_cdc_source::snapshot::SnapshotProgress;
 use std::time::{Duration, Instant};
 
 /// The shortest time between two redraws.
@@ -72,16 +74,25 @@ impl Progress {
     }
 
     fn update_at(&mut self, now: Instant, changes: u64, bytes_read: u64, total_bytes: u64) {
+        self.draw_at(now, |elapsed| {
+            progress_line(changes, bytes_read, total_bytes, elapsed)
+        });
+    }
+
+    /// Shows the line `line` makes of the time since the start, when a
+    /// redraw is due (nothing when silent).
+    pub(crate) fn draw(&mut self, line: impl FnOnce(Duration) -> String) {
+        if self.out.is_some() {
+            self.draw_at(Instant::now(), line);
+        }
+    }
+
+    fn draw_at(&mut self, now: Instant, line: impl FnOnce(Duration) -> String) {
         if now < self.next_draw {
             return;
         }
         self.next_draw = now + REDRAW_EVERY;
-        let line = progress_line(
-            changes,
-            bytes_read,
-            total_bytes,
-            now.duration_since(self.started),
-        );
+        let line = line(now.duration_since(self.started));
         let width = line.chars().count();
         // Pad over the rest of a longer previous line.
         let pad = self.shown.saturating_sub(width);
@@ -152,6 +163,60 @@ pub(crate) fn progress_line(
     )
 }
 
+/// The progress line of running snapshots, e.g.
+/// `snapshot orders: 12,345 of ~20,000 items | 3.2 MiB | 5/8 segments | 1,234 items/s | ETA 0:06`;
+/// `read_before` is what they had read before this run (the rate counts
+/// this run only).
+pub(crate) fn snapshot_line(
+    snapshots: &[SnapshotProgress],
+    read_before: u64,
+    elapsed: Duration,
+) -> String {
+    let mut parts = Vec::new();
+    for p in snapshots.iter().filter(|p| !p.finished) {
+        let of = if p.estimated_items > p.items {
+            format!(" of ~{}", grouped(p.estimated_items))
+        } else {
+            String::new()
+        };
+        parts.push(format!(
+            "snapshot {}: {}{of} items | {} | {}/{} segments",
+            p.table,
+            grouped(p.items),
+            bytes(p.bytes),
+            p.segments_done,
+            p.segments
+        ));
+    }
+    if parts.is_empty() {
+        return "snapshots done".to_owned();
+    }
+    let items: u64 = snapshots
+        .iter()
+        .filter(|p| !p.finished)
+        .map(|p| p.items)
+        .sum();
+    let left: u64 = snapshots
+        .iter()
+        .filter(|p| !p.finished)
+        .map(|p| p.estimated_items.saturating_sub(p.items))
+        .sum();
+    let seconds = elapsed.as_secs_f64();
+    let per_second = items.saturating_sub(read_before) as f64 / seconds.max(0.001);
+    let eta = if left == 0 {
+        "-".to_owned()
+    } else if per_second > 0.0 {
+        clock((left as f64 / per_second).ceil() as u64)
+    } else {
+        "-".to_owned()
+    };
+    format!(
+        "{} | {} items/s | ETA {eta}",
+        parts.join(" | "),
+        grouped(per_second.round() as u64)
+    )
+}
+
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -194,6 +259,34 @@ fn clock(seconds: u64) -> String {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn a_snapshot_line_shows_items_segments_rate_and_eta() {
+        let p = SnapshotProgress {
+            table: "orders".into(),
+            id: "x".into(),
+            items: 12_345,
+            bytes: 3 * MIB,
+            consumed: 1.0,
+            segments_done: 5,
+            segments: 8,
+            estimated_items: 20_000,
+            finished: false,
+        };
+        let line = snapshot_line(std::slice::from_ref(&p), 2_345, Duration::from_secs(10));
+        assert_eq!(
+            line,
+            "snapshot orders: 12,345 of ~20,000 items | 3.0 MiB | 5/8 segments | 1,000 items/s | ETA 0:08"
+        );
+        let done = SnapshotProgress {
+            finished: true,
+            ..p
+        };
+        assert_eq!(
+            snapshot_line(&[done], 0, Duration::from_secs(1)),
+            "snapshots done"
+        );
+    }
     use crate::test_support::Buffer;
 
     const MIB: u64 = 1024 * 1024;

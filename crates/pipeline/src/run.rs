@@ -21,6 +21,7 @@ use dynamo_cdc_dead_letter::{
 };
 use dynamo_cdc_object_store::{Location, Objects};
 use dynamo_cdc_source::record::render_record;
+use dynamo_cdc_source::snapshot::SnapshotProgress;
 use dynamo_cdc_source::streams::ApiError;
 use dynamo_cdc_transform::DeclaredSchema;
 
@@ -29,7 +30,7 @@ use crate::config::{Config, SourceKind};
 use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
 use crate::feed::Feed;
 use crate::observe::watch::Watch;
-use crate::progress::Progress;
+use crate::progress::{Progress, snapshot_line};
 use crate::sinks::{self, SinkFailure, Sinks};
 use crate::summary::RunSummary;
 
@@ -47,6 +48,9 @@ pub struct RunOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Show a replay's progress on standard error (when it is a terminal).
     pub progress: bool,
+    /// Start a snapshot of this table now, whatever the positions say
+    /// (`dynamo-cdc snapshot --table`).
+    pub snapshot_table: Option<String>,
 }
 
 /// Runs the configured pipeline to the end of its input, until idle, or
@@ -88,6 +92,9 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     };
     let watch = Watch::start(options.metrics_listen.or(config.metrics.listen))?;
     let mut pauses = Pauses::default();
+    // Asked for once: a retry after an outage resumes the snapshot the
+    // first pass planned instead of starting another.
+    let mut snapshot_now = options.snapshot_table.clone();
     loop {
         let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path);
         let outcome = run_once(
@@ -95,9 +102,12 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
             options,
             &declared,
             &mut checkpoint,
-            &mut summary,
-            &mut pauses,
-            &watch,
+            Carried {
+                summary: &mut summary,
+                pauses: &mut pauses,
+                watch: &watch,
+                snapshot_now: &mut snapshot_now,
+            },
         );
         watch.set_board(None);
         match outcome {
@@ -253,6 +263,15 @@ fn known_tables(config: &Config) -> Vec<String> {
     tables
 }
 
+/// What carries over from one pass to the next.
+struct Carried<'a> {
+    summary: &'a mut RunSummary,
+    pauses: &'a mut Pauses,
+    watch: &'a Watch,
+    /// A snapshot asked for on the command line and not started yet.
+    snapshot_now: &'a mut Option<String>,
+}
+
 /// One pass: open the sinks at their committed positions, read, write,
 /// commit, until the input ends, the source stops, or something fails.
 fn run_once(
@@ -260,10 +279,14 @@ fn run_once(
     options: &RunOptions,
     declared: &HashMap<String, DeclaredSchema>,
     checkpoint: &mut dyn CheckpointStore,
-    summary: &mut RunSummary,
-    pauses: &mut Pauses,
-    watch: &Watch,
+    carried: Carried<'_>,
 ) -> Result<(), Stop> {
+    let Carried {
+        summary,
+        pauses,
+        watch,
+        snapshot_now,
+    } = carried;
     watch.health.beat();
     let mut sinks = sinks::open(config, declared)?;
     let mut dead_letters = open_dead_letters(config)?;
@@ -275,13 +298,23 @@ fn run_once(
     let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
 
-    let mut feed =
-        Feed::start(config, resume.clone(), options.until_idle).map_err(source_unavailable)?;
+    let mut feed = Feed::start(
+        config,
+        resume.clone(),
+        options.until_idle,
+        snapshot_now.as_deref(),
+    )
+    .map_err(source_unavailable)?;
+    *snapshot_now = None;
     watch.set_board(feed.board());
     if feed.board().is_none() {
         watch.health.set_streams_answered();
     }
-    let mut progress = (feed.board().is_none() && options.progress).then(|| Progress::stderr(true));
+    // A replay shows how far it read; a stream, how far its snapshots are.
+    let snapshots = feed.snapshot_progress();
+    let mut progress = (options.progress && (feed.board().is_none() || !snapshots.is_empty()))
+        .then(|| Progress::stderr(true));
+    let snapshot_items_before = snapshots.iter().map(|p| p.items).sum();
     let outcome = pump(
         options,
         &mut feed,
@@ -294,7 +327,9 @@ fn run_once(
             watch,
             delivered: resume,
             recorded: None,
+            recorded_moved: false,
             progress: progress.as_mut(),
+            snapshot_items_before,
         },
     );
     if let Some(p) = progress.as_mut() {
@@ -362,6 +397,15 @@ pub(crate) trait Batches {
     fn bytes(&self) -> (u64, u64) {
         (0, 0)
     }
+    /// Every sink has made `positions` durable.
+    fn delivered(&mut self, positions: &Positions) -> anyhow::Result<()> {
+        let _ = positions;
+        Ok(())
+    }
+    /// Where each snapshot stands.
+    fn snapshot_progress(&self) -> Vec<SnapshotProgress> {
+        Vec::new()
+    }
 }
 
 impl Batches for Feed {
@@ -373,6 +417,12 @@ impl Batches for Feed {
     }
     fn bytes(&self) -> (u64, u64) {
         Feed::bytes(self)
+    }
+    fn delivered(&mut self, positions: &Positions) -> anyhow::Result<()> {
+        Feed::delivered(self, positions)
+    }
+    fn snapshot_progress(&self) -> Vec<SnapshotProgress> {
+        Feed::snapshot_progress(self)
     }
 }
 
@@ -388,7 +438,11 @@ struct Loop<'a> {
     delivered: Positions,
     /// What the checkpoint last recorded (`None` before the first batch).
     recorded: Option<Recorded>,
+    /// The checkpoint moved since the source was last told.
+    recorded_moved: bool,
     progress: Option<&'a mut Progress>,
+    /// Items the snapshots had read before this pass (for their rate).
+    snapshot_items_before: u64,
 }
 
 /// The batch loop: for each batch, gaps, write, dead letters (durable before
@@ -449,13 +503,23 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
                 l.pauses.recovered();
             }
             l.recorded = Some(recorded);
+            l.recorded_moved = true;
         }
         // What the checkpoint holds is current as of now.
         l.watch.checkpoint_stored();
         report_delivered(l);
+        if l.recorded_moved {
+            l.recorded_moved = false;
+            feed.delivered(&l.delivered).map_err(Stop::Source)?;
+        }
         if let Some(p) = l.progress.as_deref_mut() {
-            let (read, total) = feed.bytes();
-            p.update(l.summary.changes_read(), read, total);
+            let snapshots = feed.snapshot_progress();
+            if snapshots.is_empty() {
+                let (read, total) = feed.bytes();
+                p.update(l.summary.changes_read(), read, total);
+            } else {
+                p.draw(|elapsed| snapshot_line(&snapshots, l.snapshot_items_before, elapsed));
+            }
         }
         feed.recycle(batch);
     }
@@ -682,6 +746,7 @@ mod tests {
                 event_id: String::new(),
                 approx_creation_ms: None,
                 ttl_delete: false,
+                snapshot: None,
             },
         }
     }
@@ -700,6 +765,7 @@ mod tests {
             origins: Vec::new(),
             dead_letters: Vec::new(),
             gaps: vec![gap],
+            read_through: Vec::new(),
         }
     }
 
@@ -735,7 +801,9 @@ mod tests {
                 watch: &watch,
                 delivered: Positions::new(),
                 recorded: None,
+                recorded_moved: false,
                 progress: None,
+                snapshot_items_before: 0,
             },
         );
         let log = log.lock().unwrap().clone();

@@ -777,6 +777,7 @@ mod commit_tests {
                 event_id: format!("e{seq}"),
                 approx_creation_ms: Some(1_732_000_000_000 + seq as i64),
                 ttl_delete: false,
+                snapshot: None,
             },
         }
     }

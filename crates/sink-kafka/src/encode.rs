@@ -21,6 +21,10 @@ pub const HEADER_SHARD: &str = "dynamodb.shard_id";
 pub const HEADER_SEQUENCE: &str = "dynamodb.sequence_number";
 /// Header with the stream record's event id.
 pub const HEADER_EVENT: &str = "dynamodb.event_id";
+/// Header with the snapshot's id, on snapshot rows.
+pub const HEADER_SNAPSHOT_ID: &str = "dynamodb.snapshot_id";
+/// Header with a snapshot row's place (`first`, `true`, `last`).
+pub const HEADER_SNAPSHOT: &str = "dynamodb.snapshot";
 /// Header on dead-letter messages: why the message was not delivered.
 pub const HEADER_ERROR: &str = "dynamo-cdc.error";
 
@@ -125,7 +129,7 @@ impl Encoder {
             },
         };
         let s = &change.source;
-        let headers = vec![
+        let mut headers = vec![
             (HEADER_TABLE, s.table.as_bytes().to_vec()),
             (HEADER_SHARD, s.shard_id.as_bytes().to_vec()),
             (
@@ -134,6 +138,10 @@ impl Encoder {
             ),
             (HEADER_EVENT, s.event_id.as_bytes().to_vec()),
         ];
+        if let Some(snapshot) = &s.snapshot {
+            headers.push((HEADER_SNAPSHOT_ID, snapshot.id.as_bytes().to_vec()));
+            headers.push((HEADER_SNAPSHOT, snapshot.marker.code().as_bytes().to_vec()));
+        }
         let mut out = vec![Outgoing {
             topic: topic.clone(),
             key: key.clone(),

@@ -169,6 +169,12 @@ pub(crate) fn envelope(change: &Change) -> Vec<u8> {
     string(&mut out, &s.event_id);
     field(&mut out, "ttl_delete");
     out.push_str(if s.ttl_delete { "true" } else { "false" });
+    // Debezium's marker: `first`, `true`, `last` for snapshot rows.
+    field(&mut out, "snapshot");
+    string(
+        &mut out,
+        s.snapshot.as_ref().map_or("false", |s| s.marker.code()),
+    );
     out.push_str("}}");
     out.into_bytes()
 }
@@ -204,6 +210,7 @@ mod tests {
                 event_id: "e1".into(),
                 approx_creation_ms: Some(1_700_000_000_000),
                 ttl_delete: false,
+                snapshot: None,
             },
         }
     }

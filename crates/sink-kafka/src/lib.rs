@@ -29,7 +29,10 @@ mod sink;
 mod topics;
 
 pub use config::{KafkaSinkConfig, PropertyValue};
-pub use encode::{HEADER_ERROR, HEADER_EVENT, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
+pub use encode::{
+    HEADER_ERROR, HEADER_EVENT, HEADER_SEQUENCE, HEADER_SHARD, HEADER_SNAPSHOT, HEADER_SNAPSHOT_ID,
+    HEADER_TABLE,
+};
 pub use events::{MESSAGES_ACKED, describe};
 pub use producer::PROTECTED_PROPERTIES;
 pub use registry::RegistryConfig;

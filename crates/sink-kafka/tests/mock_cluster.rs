@@ -116,6 +116,7 @@ fn change(seq: u64, id: &str, op: Op, price: &str) -> Change {
             event_id: format!("e{seq}"),
             approx_creation_ms: Some(1_700_000_000_000 + seq as i64),
             ttl_delete: false,
+            snapshot: None,
         },
     }
 }

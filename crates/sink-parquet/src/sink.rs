@@ -11,7 +11,9 @@ use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
 use dynamo_cdc_object_store::{CopyError, Location, ObjectError, ObjectPath, Objects, Upload};
-use dynamo_cdc_transform::{ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch};
+use dynamo_cdc_transform::{
+    ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch, snapshot_batch,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, parquet_to_arrow_schema};
 use parquet::basic::{Compression, ZstdLevel};
@@ -148,6 +150,8 @@ struct OpenFile {
     last: SequenceNumber,
     rows: usize,
     opened: Instant,
+    /// Holds snapshot rows (with the snapshot columns).
+    snapshot: bool,
 }
 
 impl OpenFile {
@@ -375,17 +379,22 @@ impl ParquetSink {
         let mut rows = rows;
         while !rows.is_empty() {
             if !self.open.contains_key(key) {
-                let file = self.create(key, date, &rows[0].source.sequence_number)?;
+                let snapshot = rows[0].source.snapshot.is_some();
+                let file = self.create(key, date, &rows[0].source.sequence_number, snapshot)?;
                 self.open.insert(key.clone(), file);
             }
             let schema = &self.schemas[&key.table];
             let file = self.open.get_mut(key).expect("opened above");
             let take = rows.len().min(self.config.max_rows_per_file - file.rows);
-            let batch =
-                flat_batch(schema, &rows[..take]).map_err(|source| ParquetSinkError::Arrow {
-                    table: key.table.to_string(),
-                    source,
-                })?;
+            let build = if file.snapshot {
+                snapshot_batch
+            } else {
+                flat_batch
+            };
+            let batch = build(schema, &rows[..take]).map_err(|source| ParquetSinkError::Arrow {
+                table: key.table.to_string(),
+                source,
+            })?;
             file.writer
                 .write(&batch)
                 .map_err(|source| ParquetSinkError::Write {
@@ -410,6 +419,7 @@ impl ParquetSink {
         key: &ShardKey,
         date: &str,
         first: &SequenceNumber,
+        snapshot: bool,
     ) -> Result<OpenFile, ParquetSinkError> {
         let (file, target) = match &self.dataset {
             Dataset::Local(root) => {
@@ -459,7 +469,11 @@ impl ParquetSink {
             props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
         }
         let props = props.build();
-        let schema = table.arrow_schema();
+        let schema = if snapshot {
+            table.snapshot_arrow_schema()
+        } else {
+            table.arrow_schema()
+        };
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
             ParquetSinkError::Write {
                 file: described,
@@ -475,6 +489,7 @@ impl ParquetSink {
             last: first.clone(),
             rows: 0,
             opened: Instant::now(),
+            snapshot,
         })
     }
 

@@ -43,6 +43,7 @@ fn change(seq: u64, at_ms: i64) -> Change {
             event_id: String::new(),
             approx_creation_ms: Some(at_ms),
             ttl_delete: false,
+            snapshot: None,
         },
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::record::{is_valid_table_name, table_from_arn};
 use crate::replay::ReplayConfig;
+use crate::snapshot::{MARGIN_MS, SnapshotMethod, SnapshotMode, SnapshotSettings};
 use crate::streams::sdk::Endpoint;
 use crate::streams::{OnGap, StartAt, StreamsConfig};
 
@@ -74,6 +75,21 @@ pub struct SourceConfig {
     /// Records asked for per GetRecords call (1 to 1000).
     #[serde(default = "defaults::records_per_call")]
     pub records_per_call: u32,
+    /// When a table's existing items are read: `never`, `initial` or
+    /// `when_needed`.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// How: `scan` or `export`.
+    #[serde(default)]
+    pub snapshot_method: SnapshotMethod,
+    /// Parallel Scan segments.
+    #[serde(default = "defaults::snapshot_segments")]
+    pub snapshot_segments: u32,
+    /// Read capacity units per second a table's scan may consume.
+    #[serde(default = "defaults::snapshot_max_rcu")]
+    pub snapshot_max_rcu: f64,
+    /// `s3://bucket/prefix` where DynamoDB writes an export.
+    pub snapshot_export_bucket: Option<String>,
 }
 
 /// The defaults of `[source]`, and of [`StreamsConfig::default`].
@@ -93,6 +109,11 @@ pub mod defaults {
     pub const MAX_CONCURRENT_SHARDS: usize = 64;
     /// `records_per_call`: the most GetRecords returns.
     pub const RECORDS_PER_CALL: u32 = 1_000;
+    /// `snapshot_segments`.
+    pub const SNAPSHOT_SEGMENTS: u32 = 8;
+    /// `snapshot_max_rcu`: a tenth of a small on-demand table's burst, so
+    /// a snapshot does not starve the table's own readers.
+    pub const SNAPSHOT_MAX_RCU: f64 = 500.0;
 
     // serde wants functions.
     pub(super) fn batch_size() -> usize {
@@ -113,6 +134,19 @@ pub mod defaults {
     pub(super) fn records_per_call() -> u32 {
         RECORDS_PER_CALL
     }
+    pub(super) fn snapshot_segments() -> u32 {
+        SNAPSHOT_SEGMENTS
+    }
+    pub(super) fn snapshot_max_rcu() -> f64 {
+        SNAPSHOT_MAX_RCU
+    }
+}
+
+/// `s3://bucket` or `s3://bucket/prefix`.
+fn is_bucket_url(url: &str) -> bool {
+    url.strip_prefix("s3://")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|bucket| (3..=63).contains(&bucket.len()))
 }
 
 /// What a DynamoDB table name may be, for error messages.
@@ -155,6 +189,11 @@ impl SourceConfig {
             ("stream_arns", !self.stream_arns.is_empty()),
             ("region", self.region.is_some()),
             ("endpoint_url", self.endpoint_url.is_some()),
+            ("snapshot", self.snapshot != SnapshotMode::Never),
+            (
+                "snapshot_export_bucket",
+                self.snapshot_export_bucket.is_some(),
+            ),
         ];
         if let Some((key, _)) = stream_keys.iter().find(|(_, set)| *set) {
             return Err(ConfigError::new(
@@ -246,7 +285,47 @@ impl SourceConfig {
                 "must be between 1 and 1000 (the GetRecords limit)",
             ));
         }
-        Ok(())
+        self.validate_snapshot()
+    }
+
+    fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000_000).contains(&self.snapshot_segments) {
+            return Err(ConfigError::new(
+                "snapshot_segments",
+                "must be between 1 and 1000000 (the Scan TotalSegments limit)",
+            ));
+        }
+        if !(self.snapshot_max_rcu.is_finite() && self.snapshot_max_rcu > 0.0) {
+            return Err(ConfigError::new(
+                "snapshot_max_rcu",
+                "must be a number of read capacity units per second above 0",
+            ));
+        }
+        match (&self.snapshot_export_bucket, self.snapshot_method) {
+            (Some(url), _) if !is_bucket_url(url) => Err(ConfigError::new(
+                "snapshot_export_bucket",
+                format!("`{url}` is not an s3://bucket/prefix URL"),
+            )),
+            (None, SnapshotMethod::Export) if self.snapshot != SnapshotMode::Never => {
+                Err(ConfigError::new(
+                    "snapshot_export_bucket",
+                    "snapshot_method = \"export\" needs the s3://bucket/prefix DynamoDB exports to",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The snapshot settings, with the journal below `journal_root`.
+    pub fn snapshot_settings(&self, journal_root: PathBuf) -> SnapshotSettings {
+        SnapshotSettings {
+            mode: self.snapshot,
+            method: self.snapshot_method,
+            segments: self.snapshot_segments,
+            max_rcu: self.snapshot_max_rcu,
+            journal_root,
+            margin_ms: MARGIN_MS,
+        }
     }
 
     /// The replay source's settings.
@@ -287,6 +366,7 @@ impl SourceConfig {
             shard_refresh_interval: Duration::from_millis(self.shard_refresh_interval_ms),
             max_concurrent_shards: self.max_concurrent_shards,
             records_per_call: self.records_per_call,
+            report_read_through: self.snapshot != SnapshotMode::Never,
             until_idle,
             heartbeat,
         }

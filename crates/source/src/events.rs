@@ -15,6 +15,18 @@ pub const REQUESTS_TOTAL: &str = "dynamo_cdc_source_requests_total";
 /// Failed calls retried after a backoff (throttling, 5xx, timeouts), by `api`.
 pub const RETRIES_TOTAL: &str = "dynamo_cdc_source_retries_total";
 
+/// Items a snapshot read, by `table` (rows kept and rows the stream made
+/// redundant alike).
+pub const SNAPSHOT_ITEMS_TOTAL: &str = "dynamo_cdc_snapshot_items_total";
+
+/// A snapshot's Scan segments, by `table` and `state` (`pending`, `done`).
+pub const SNAPSHOT_SEGMENTS: &str = "dynamo_cdc_snapshot_segments";
+
+/// Read capacity units a snapshot's Scan consumed so far, by `table` (a
+/// gauge: the units come in fractions, and a resumed snapshot goes on from
+/// its recorded total).
+pub const SNAPSHOT_CONSUMED_RCU: &str = "dynamo_cdc_snapshot_consumed_rcu";
+
 /// Registers the help text of every metric this crate writes. Call once,
 /// after installing the recorder.
 pub fn describe() {
@@ -27,6 +39,39 @@ pub fn describe() {
         RETRIES_TOTAL,
         "Failed calls retried after a backoff (throttling, server errors, timeouts), by api"
     );
+    metrics::describe_counter!(
+        SNAPSHOT_ITEMS_TOTAL,
+        "Items a snapshot read, by table (rows delivered and rows the stream already covered)"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_SEGMENTS,
+        "A snapshot's Scan segments by table and state (pending, done)"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_CONSUMED_RCU,
+        "Read capacity units a snapshot's Scan consumed so far, by table"
+    );
+}
+
+/// A snapshot released a page: counted per table.
+pub(crate) struct SnapshotPageReleased<'a> {
+    pub(crate) table: &'a str,
+    pub(crate) items: u64,
+    pub(crate) consumed_so_far: f64,
+    pub(crate) segments_done: usize,
+    pub(crate) segments: usize,
+}
+
+impl SnapshotPageReleased<'_> {
+    pub(crate) fn emit(&self) {
+        let table = self.table.to_owned();
+        metrics::counter!(SNAPSHOT_ITEMS_TOTAL, "table" => table.clone()).increment(self.items);
+        metrics::gauge!(SNAPSHOT_CONSUMED_RCU, "table" => table.clone()).set(self.consumed_so_far);
+        let done = self.segments_done as f64;
+        metrics::gauge!(SNAPSHOT_SEGMENTS, "table" => table.clone(), "state" => "done").set(done);
+        metrics::gauge!(SNAPSHOT_SEGMENTS, "table" => table, "state" => "pending")
+            .set(self.segments as f64 - done);
+    }
 }
 
 /// A call the source makes: the `api` label.
@@ -36,6 +81,7 @@ pub(crate) enum Request {
     GetShardIterator,
     GetRecords,
     DescribeTable,
+    Scan,
 }
 
 impl Request {
@@ -46,6 +92,7 @@ impl Request {
             Request::GetShardIterator => "GetShardIterator",
             Request::GetRecords => "GetRecords",
             Request::DescribeTable => "DescribeTable",
+            Request::Scan => "Scan",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - `page`: a page of records to changes and dead letters, for both sources.
 //! - [`streams`]: the live source, reading DynamoDB Streams with the AWS SDK.
 //! - [`replay`]: the replay source, reading captured records from files.
+//! - [`snapshot`]: the initial snapshot of a table, stitched to its stream.
 //! - [`events`]: the source's log lines and metrics.
 //! - [`config`]: the `[source]` configuration, its checks and defaults.
 
@@ -14,6 +15,7 @@ mod fast;
 mod page;
 pub mod record;
 pub mod replay;
+pub mod snapshot;
 pub mod streams;
 
 pub use config::{SourceConfig, SourceKind};

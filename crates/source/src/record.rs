@@ -338,6 +338,7 @@ pub(crate) fn convert(
             event_id: record.event_id.unwrap_or_default(),
             approx_creation_ms,
             ttl_delete,
+            snapshot: None,
         },
     })
 }

@@ -289,6 +289,7 @@ impl Source for ReplaySource {
             origins: Vec::with_capacity(self.batch_size),
             dead_letters: Vec::new(),
             gaps: Vec::new(),
+            read_through: Vec::new(),
         };
         while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
             if self.current.is_none() {

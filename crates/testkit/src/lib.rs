@@ -12,7 +12,8 @@
 //! - [`registry`]: a Schema Registry double (Confluent's REST subset).
 //! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
 //!   scripted shard rotation, splits, incomplete lineage, iterator expiry,
-//!   trimming, throttling and server errors.
+//!   trimming, throttling and server errors; also tables whose writes feed
+//!   their streams, with Scan and exports in DynamoDB's S3 layout.
 //!
 //! The `dynamo-cdc-gen` binary wraps both presets for use from a shell.
 

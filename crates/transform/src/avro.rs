@@ -236,7 +236,8 @@ pub fn value_schema(schema: &TableSchema, shape: Shape) -> Result<AvroSchema, Av
                             {"name": "sequence_number", "type": "string"},
                             {"name": "event_id", "type": "string"},
                             {"name": "approx_creation_ms", "type": ["null", "long"], "default": null},
-                            {"name": "ttl_delete", "type": "boolean"}
+                            {"name": "ttl_delete", "type": "boolean"},
+                            {"name": "snapshot", "type": "string", "default": "false"}
                         ]
                     }}
                 ]

@@ -250,7 +250,18 @@ pub(crate) fn envelope(table: &TableSchema, change: &Change) -> Result<Vec<u8>, 
     d.string(&s.event_id);
     d.optional_long(s.approx_creation_ms);
     d.boolean(s.ttl_delete);
+    d.string(snapshot_marker(change));
     Ok(d.out)
+}
+
+/// Debezium's `source.snapshot`: `first`, `true` or `last` for a snapshot
+/// row, `false` for a change.
+pub(crate) fn snapshot_marker(change: &Change) -> &'static str {
+    change
+        .source
+        .snapshot
+        .as_ref()
+        .map_or("false", |s| s.marker.code())
 }
 
 /// The key record: each key attribute in its fixed layout.

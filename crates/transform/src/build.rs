@@ -45,6 +45,35 @@ pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBat
     RecordBatch::try_new(schema.arrow_schema(), columns)
 }
 
+/// Builds the rows of snapshot rows: [`flat_batch`]'s columns, then the
+/// snapshot's id and each item's read time.
+///
+/// # Errors
+/// Only on an internal inconsistency between schema and arrays, or a change
+/// that is not a snapshot row.
+pub fn snapshot_batch(
+    schema: &TableSchema,
+    changes: &[&Change],
+) -> Result<RecordBatch, ArrowError> {
+    let flat = flat_batch(schema, changes)?;
+    let mut ids = StringBuilder::with_capacity(changes.len(), changes.len() * 20);
+    let mut read = Int64Builder::with_capacity(changes.len());
+    for c in changes {
+        let s = c.source.snapshot.as_ref().ok_or_else(|| {
+            ArrowError::InvalidArgumentError(format!(
+                "internal error: change {} of shard {} is not a snapshot row",
+                c.source.sequence_number, c.source.shard_id
+            ))
+        })?;
+        ids.append_value(&s.id);
+        read.append_value(s.read_ms);
+    }
+    let mut columns = flat.columns().to_vec();
+    columns.push(Arc::new(ids.finish()));
+    columns.push(Arc::new(read.finish()));
+    RecordBatch::try_new(schema.snapshot_arrow_schema(), columns)
+}
+
 fn meta_arrays(changes: &[&Change]) -> [ArrayRef; 8] {
     let n = changes.len();
     let strings = |f: &dyn Fn(&Change) -> &str| -> ArrayRef {

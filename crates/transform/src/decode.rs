@@ -7,7 +7,7 @@ use arrow_array::{Array, RecordBatch};
 use dynamo_cdc_core::{AttributeValue, Item, Number};
 
 use crate::column::{ColumnType, attribute_name};
-use crate::schema::META_COLUMNS;
+use crate::schema::{META_COLUMNS, SNAPSHOT_COLUMNS};
 
 /// The attribute part of every row of a flat batch.
 ///
@@ -16,7 +16,8 @@ use crate::schema::META_COLUMNS;
 pub fn decode_items(batch: &RecordBatch) -> Result<Vec<Item>, String> {
     let mut items = vec![Item::new(); batch.num_rows()];
     for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-        if META_COLUMNS.contains(&field.name().as_str()) {
+        let name = field.name().as_str();
+        if META_COLUMNS.contains(&name) || SNAPSHOT_COLUMNS.contains(&name) {
             continue;
         }
         let ty = ColumnType::from_field(field)?;

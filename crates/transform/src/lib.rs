@@ -22,9 +22,9 @@ mod decode;
 mod infer;
 mod schema;
 
-pub use build::flat_batch;
+pub use build::{flat_batch, snapshot_batch};
 pub use column::{ColumnType, NumbersMode};
 pub use config::TransformConfig;
 pub use declared::DeclaredSchema;
 pub use decode::decode_items;
-pub use schema::{Column, META_COLUMNS, TableSchema};
+pub use schema::{Column, META_COLUMNS, SNAPSHOT_COLUMNS, TableSchema};

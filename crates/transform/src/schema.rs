@@ -23,6 +23,10 @@ pub const META_COLUMNS: [&str; 8] = [
     "__ttl_delete",
 ];
 
+/// The columns a snapshot row adds after [`META_COLUMNS`] (snapshot files
+/// only): the snapshot's id and when the item was read.
+pub const SNAPSHOT_COLUMNS: [&str; 2] = ["__snapshot_id", "__snapshot_read_ms"];
+
 /// One attribute column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {
@@ -48,6 +52,8 @@ pub struct TableSchema {
     mode: NumbersMode,
     version: u64,
     arrow: SchemaRef,
+    /// `arrow` with [`SNAPSHOT_COLUMNS`].
+    arrow_snapshot: SchemaRef,
     /// Whether any column is declared (most tables have no `.avsc`).
     any_declared: bool,
 }
@@ -63,6 +69,7 @@ impl TableSchema {
             mode,
             version: 0,
             arrow: Arc::new(Schema::empty()),
+            arrow_snapshot: Arc::new(Schema::empty()),
             any_declared: false,
         };
         for (attribute, ty) in declared.map(|d| d.columns.as_slice()).unwrap_or_default() {
@@ -87,7 +94,8 @@ impl TableSchema {
         let mut s = TableSchema::new(table, declared, mode);
         for schema in earlier {
             for field in schema.fields() {
-                if META_COLUMNS.contains(&field.name().as_str()) {
+                let name = field.name().as_str();
+                if META_COLUMNS.contains(&name) || SNAPSHOT_COLUMNS.contains(&name) {
                     continue;
                 }
                 let attribute = attribute_name(field);
@@ -105,7 +113,10 @@ impl TableSchema {
 
     fn push(&mut self, attribute: &str, ty: ColumnType, declared: bool) {
         let mut name = attribute.to_owned();
-        while META_COLUMNS.contains(&name.as_str()) || self.columns.iter().any(|c| c.name == name) {
+        while META_COLUMNS.contains(&name.as_str())
+            || SNAPSHOT_COLUMNS.contains(&name.as_str())
+            || self.columns.iter().any(|c| c.name == name)
+        {
             name.insert(0, '_');
         }
         self.by_attribute
@@ -174,7 +185,12 @@ impl TableSchema {
             .collect();
         fields.extend(meta_fields());
         let meta = HashMap::from([("dynamodb.table".to_owned(), self.table.clone())]);
-        self.arrow = Arc::new(Schema::new_with_metadata(fields, meta));
+        self.arrow = Arc::new(Schema::new_with_metadata(fields.clone(), meta.clone()));
+        fields.extend([
+            Field::new(SNAPSHOT_COLUMNS[0], DataType::Utf8, false),
+            Field::new(SNAPSHOT_COLUMNS[1], DataType::Int64, false),
+        ]);
+        self.arrow_snapshot = Arc::new(Schema::new_with_metadata(fields, meta));
     }
 
     /// Column indices in attribute-name order.
@@ -201,6 +217,12 @@ impl TableSchema {
     /// The Arrow schema: attribute columns, then [`META_COLUMNS`].
     pub fn arrow_schema(&self) -> SchemaRef {
         self.arrow.clone()
+    }
+
+    /// The Arrow schema of snapshot rows: [`TableSchema::arrow_schema`],
+    /// then [`SNAPSHOT_COLUMNS`].
+    pub fn snapshot_arrow_schema(&self) -> SchemaRef {
+        self.arrow_snapshot.clone()
     }
 
     /// How numbers are laid out in inferred columns.

@@ -24,6 +24,7 @@ fn change(op: Op, seq: &str, keys: &str, old: Option<&str>, new: Option<&str>) -
             event_id: format!("e{seq}"),
             approx_creation_ms: Some(1_700_000_000_000),
             ttl_delete: false,
+            snapshot: None,
         },
     }
 }

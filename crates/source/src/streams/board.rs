@@ -153,6 +153,8 @@ pub struct ShardBoard {
 #[derive(Debug, Default)]
 struct State {
     shards: HashMap<ShardKey, Shard>,
+    /// Per table, when the newest complete shard listing was asked for.
+    listed_ms: HashMap<Arc<str>, i64>,
     /// Every table seen, so that one whose shards are all done still
     /// reports (as caught up) instead of vanishing.
     tables: BTreeMap<Arc<str>, ()>,
@@ -190,6 +192,31 @@ impl ShardBoard {
     /// A stream answered its first DescribeStream.
     pub(crate) fn stream_answered(&self) {
         self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A complete listing of the table's shards, asked for at `asked_ms`,
+    /// is on the board.
+    pub(crate) fn listed(&self, table: &Arc<str>, asked_ms: i64) {
+        let mut state = self.state();
+        state.tables.insert(table.clone(), ());
+        let at = state.listed_ms.entry(table.clone()).or_insert(asked_ms);
+        *at = (*at).max(asked_ms);
+    }
+
+    /// The table's shards as of the newest listing: when that listing was
+    /// asked for, and the shards still being read or waiting to be (true
+    /// when waiting). `None` before the first listing. Finished shards are
+    /// left out: everything they held has been handed over.
+    pub fn unfinished_shards(&self, table: &str) -> Option<(i64, Vec<(ShardKey, bool)>)> {
+        let state = self.state();
+        let listed = *state.listed_ms.get(table)?;
+        let shards = state
+            .shards
+            .iter()
+            .filter(|(k, s)| &*k.table == table && s.phase != Phase::Finished)
+            .map(|(k, s)| (k.clone(), s.phase == Phase::Waiting))
+            .collect();
+        Some((listed, shards))
     }
 
     /// A shard is known and not started yet (it waits for its parent or for

@@ -94,6 +94,7 @@ impl<A: StreamsApi> Stream<A> {
                 }
             }
             listed_at = Some(tokio::time::Instant::now());
+            let listed_ms = now_ms();
             let Some((listing, listed_table)) = self.list().await? else {
                 return Ok(());
             };
@@ -116,6 +117,9 @@ impl<A: StreamsApi> Stream<A> {
             for id in &change.added {
                 self.board.waiting(&key(id), now_ms());
             }
+            // Every shard that existed when the listing was asked for is
+            // on the board now.
+            self.board.listed(&table, listed_ms);
             for id in &change.vanished_unread {
                 tracing::warn!(table = %table, shard = %id, "shard no longer listed before it was read");
                 self.board.finished(&key(id));

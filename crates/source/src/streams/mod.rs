@@ -17,7 +17,7 @@ pub mod api;
 pub mod board;
 mod coordinator;
 mod page_batch;
-mod raw_records;
+pub(crate) mod raw_records;
 mod reader;
 pub mod sdk;
 mod tracker;
@@ -78,6 +78,10 @@ pub struct StreamsConfig {
     pub max_concurrent_shards: usize,
     /// GetRecords `Limit`.
     pub records_per_call: u32,
+    /// Hand over every page, empty ones too, with the time each shard is
+    /// read through ([`SourceBatch::read_through`]): a snapshot needs it to
+    /// hold its pages until the stream caught up with them.
+    pub report_read_through: bool,
     /// Stop once no shard has returned a record for this long.
     pub until_idle: Option<Duration>,
     /// Longest wait in [`Source::next_batch`] before it returns an empty
@@ -98,6 +102,7 @@ impl Default for StreamsConfig {
             shard_refresh_interval: Duration::from_millis(defaults::SHARD_REFRESH_INTERVAL_MS),
             max_concurrent_shards: defaults::MAX_CONCURRENT_SHARDS,
             records_per_call: defaults::RECORDS_PER_CALL,
+            report_read_through: false,
             until_idle: None,
             heartbeat: Duration::from_millis(200),
         }
@@ -111,6 +116,7 @@ pub(crate) struct Settings {
     pub idle_poll_interval: Duration,
     pub shard_refresh_interval: Duration,
     pub records_per_call: u32,
+    pub report_read_through: bool,
     pub start: StartAt,
     pub max_concurrent_shards: usize,
     pub activity: Activity,
@@ -250,6 +256,7 @@ impl StreamsSource {
             idle_poll_interval: config.idle_poll_interval,
             shard_refresh_interval: config.shard_refresh_interval,
             records_per_call: config.records_per_call.clamp(1, 1000),
+            report_read_through: config.report_read_through,
             start: config.start,
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             activity: Activity::new(),
@@ -294,6 +301,12 @@ impl StreamsSource {
     /// loss from it, from any thread.
     pub fn board(&self) -> Arc<ShardBoard> {
         self.board.clone()
+    }
+
+    /// Counts as activity for `until_idle`: something besides the stream
+    /// (a snapshot) is still busy.
+    pub fn busy(&self) {
+        self.settings.activity.touch();
     }
 
     /// Asks every reader to stop; batches already sent may still arrive.

@@ -80,6 +80,7 @@ impl<A: StreamsApi> ShardJob<A> {
             if self.stopping() {
                 return Ok(Outcome::Stopped);
             }
+            let asked_ms = now_ms();
             let answer = self
                 .api
                 .get_records(&iterator, self.settings.records_per_call)
@@ -147,13 +148,27 @@ impl<A: StreamsApi> ShardJob<A> {
                 batch.gaps.push(gap);
             }
             let had_records = page.report.records > 0;
+            if self.settings.report_read_through {
+                // An empty page: everything created before the call was
+                // read. Otherwise: up to the newest record of the page
+                // (records of a shard come in creation order).
+                let through = if had_records {
+                    page.report.newest_ms
+                } else {
+                    Some(asked_ms)
+                };
+                if let Some(ms) = through {
+                    batch.read_through.push((self.key.clone(), ms));
+                }
+            }
             if had_records {
                 self.settings.activity.touch();
             }
             // Told before the pipeline has the page, so that its delivery
             // always finds the page on the board.
             self.board.page(&self.key, page.report);
-            if !batch.is_empty() && self.events.send(Event::Batch(batch)).await.is_err() {
+            let worth_sending = !batch.is_empty() || !batch.read_through.is_empty();
+            if worth_sending && self.events.send(Event::Batch(batch)).await.is_err() {
                 return Ok(Outcome::Stopped);
             }
             match page.next_iterator {

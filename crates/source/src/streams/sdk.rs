@@ -38,8 +38,8 @@ pub struct Endpoint {
 /// The SDK clients for DynamoDB Streams and (for DescribeTable) DynamoDB.
 #[derive(Clone, Debug)]
 pub struct SdkStreams {
-    streams: aws_sdk_dynamodbstreams::Client,
-    tables: aws_sdk_dynamodb::Client,
+    pub(crate) streams: aws_sdk_dynamodbstreams::Client,
+    pub(crate) tables: aws_sdk_dynamodb::Client,
 }
 
 impl SdkStreams {
@@ -254,7 +254,7 @@ impl StreamsApi for SdkStreams {
 }
 
 /// Counts the call's answer and passes it on.
-fn counted<T>(request: Request, result: Result<T, ApiError>) -> Result<T, ApiError> {
+pub(crate) fn counted<T>(request: Request, result: Result<T, ApiError>) -> Result<T, ApiError> {
     RequestAnswered {
         request,
         result: CallResult::of(&result),
@@ -264,7 +264,7 @@ fn counted<T>(request: Request, result: Result<T, ApiError>) -> Result<T, ApiErr
 }
 
 /// Sorts a failed call by what the reader should do about it.
-fn classify<E>(request: Request, error: &SdkError<E, HttpResponse>) -> ApiError
+pub(crate) fn classify<E>(request: Request, error: &SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

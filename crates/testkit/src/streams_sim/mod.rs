@@ -8,6 +8,13 @@
 //! bursts and slow answers. Sequence numbers grow across all shards, so a
 //! child's records always follow its parent's.
 //!
+//! A stream can also belong to a simulated table ([`StreamSim::create_table`]):
+//! item writes then append their own records, and the table answers
+//! `DescribeTable`, `Scan` (segments, paging, capacity),
+//! `DescribeContinuousBackups`, `ExportTableToPointInTime` and
+//! `DescribeExport`, the export writing DynamoDB's S3 layout into a local
+//! directory ([`export`]). Table writes and timestamps use the wall clock.
+//!
 //! ```no_run
 //! use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
 //! let sim = StreamSim::start();
@@ -15,17 +22,30 @@
 //! let shard = sim.open_shards(&arn)[0].clone();
 //! sim.put_json(&arn, &shard, "INSERT", serde_json::json!({"pk": {"S": "a"}}), None);
 //! sim.fail_next(Op::GetRecords, 3, Fault::Throttle);
+//!
+//! let stream = sim.create_table("users", "pk", Some("sk"));
+//! sim.put_item("users", serde_json::json!({"pk": {"S": "u1"}, "sk": {"N": "1"}}));
+//! sim.set_pitr("users", true);
+//! sim.set_export_root(std::path::Path::new("/tmp/s3"));
 //! ```
 
+mod clock;
+pub mod export;
+mod keys;
+mod pitr;
+mod scan;
 mod state;
+mod table;
+mod table_api;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use export::{ExportFiles, write_export};
 use serde_json::{Value, json};
-use state::{Shard, State, StreamState};
+use state::{Change, Shard, State, StreamState};
 
 /// The operations, for scripting faults and counting calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +58,14 @@ pub enum Op {
     GetRecords,
     /// `DescribeTable` (the DynamoDB API).
     DescribeTable,
+    /// `Scan` (the DynamoDB API).
+    Scan,
+    /// `ExportTableToPointInTime` (the DynamoDB API).
+    ExportTableToPointInTime,
+    /// `DescribeExport` (the DynamoDB API).
+    DescribeExport,
+    /// `DescribeContinuousBackups` (the DynamoDB API).
+    DescribeContinuousBackups,
 }
 
 impl Op {
@@ -47,6 +75,10 @@ impl Op {
             "DynamoDBStreams_20120810.GetShardIterator" => Op::GetShardIterator,
             "DynamoDBStreams_20120810.GetRecords" => Op::GetRecords,
             "DynamoDB_20120810.DescribeTable" => Op::DescribeTable,
+            "DynamoDB_20120810.Scan" => Op::Scan,
+            "DynamoDB_20120810.ExportTableToPointInTime" => Op::ExportTableToPointInTime,
+            "DynamoDB_20120810.DescribeExport" => Op::DescribeExport,
+            "DynamoDB_20120810.DescribeContinuousBackups" => Op::DescribeContinuousBackups,
             _ => return None,
         })
     }
@@ -146,21 +178,7 @@ impl StreamSim {
 
     /// Creates a table's stream with one open shard; returns the stream ARN.
     pub fn create_stream(&self, table: &str) -> String {
-        let mut st = self.state();
-        let arn = format!(
-            "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-01-01T00:00:00.000"
-        );
-        let id = st.new_shard_id();
-        let starting = st.next_seq;
-        st.streams.insert(
-            arn.clone(),
-            StreamState {
-                arn: arn.clone(),
-                table: table.to_owned(),
-                shards: vec![new_shard(id, None, starting)],
-            },
-        );
-        arn
+        add_stream(&mut self.state(), table)
     }
 
     /// The listed shards that are still open.
@@ -209,42 +227,23 @@ impl StreamSim {
         images: Option<(Option<Value>, Option<Value>)>,
     ) -> u128 {
         let mut st = self.state();
-        let seq = st.next_seq;
-        st.next_seq += 1;
         let created = st.epoch.elapsed().as_secs_f64() + 1_764_000_000.0;
-        let stream = st.streams.get_mut(arn).expect("stream");
-        let sh = stream
-            .shards
-            .iter_mut()
-            .find(|s| s.id == shard)
-            .expect("shard");
-        assert!(sh.ending.is_none(), "shard {shard} is closed");
         let (old, new) = images.unwrap_or((None, None));
-        let new = new.or_else(|| (op != "REMOVE").then(|| keys.clone()));
-        let old = old.or_else(|| (op != "INSERT").then(|| keys.clone()));
-        let mut body = json!({
-            "ApproximateCreationDateTime": created,
-            "Keys": keys,
-            "SequenceNumber": seq.to_string(),
-            "SizeBytes": 100,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-        });
-        if let Some(new) = new.filter(|_| op != "REMOVE") {
-            body["NewImage"] = new;
-        }
-        if let Some(old) = old.filter(|_| op != "INSERT") {
-            body["OldImage"] = old;
-        }
-        let record = json!({
-            "eventID": format!("{seq:x}"),
-            "eventName": op,
-            "eventVersion": "1.1",
-            "eventSource": "aws:dynamodb",
-            "awsRegion": "us-east-1",
-            "dynamodb": body,
-        });
-        sh.records.push((seq, record));
-        seq
+        let new = new
+            .or_else(|| (op != "REMOVE").then(|| keys.clone()))
+            .filter(|_| op != "REMOVE");
+        let old = old
+            .or_else(|| (op != "INSERT").then(|| keys.clone()))
+            .filter(|_| op != "INSERT");
+        let change = Change {
+            event: op.to_owned(),
+            keys,
+            old,
+            new,
+            created,
+            size: 100,
+        };
+        st.append(arn, shard, change)
     }
 
     /// Every record written so far (trimmed ones included), as
@@ -394,6 +393,23 @@ impl Drop for StreamSim {
     }
 }
 
+fn add_stream(st: &mut State, table: &str) -> String {
+    let arn = format!(
+        "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-01-01T00:00:00.000"
+    );
+    let id = st.new_shard_id();
+    let starting = st.next_seq;
+    st.streams.insert(
+        arn.clone(),
+        StreamState {
+            arn: arn.clone(),
+            table: table.to_owned(),
+            shards: vec![new_shard(id, None, starting)],
+        },
+    );
+    arn
+}
+
 fn new_shard(id: String, parent: Option<String>, starting: u128) -> Shard {
     Shard {
         id,
@@ -469,12 +485,16 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
         None => {}
     }
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    let st = lock(&shared.state);
+    let mut st = lock(&shared.state);
     let result = match op {
         Op::DescribeStream => st.describe_stream(&body),
         Op::GetShardIterator => st.get_shard_iterator(&body),
         Op::GetRecords => st.get_records(&body),
         Op::DescribeTable => st.describe_table(&body),
+        Op::Scan => scan::scan(&st, &body),
+        Op::ExportTableToPointInTime => pitr::export_table(&mut st, &body),
+        Op::DescribeExport => pitr::describe_export(&mut st, &body),
+        Op::DescribeContinuousBackups => pitr::describe_continuous_backups(&st, &body),
     };
     match result {
         Ok(v) => (200, v.to_string()),
@@ -483,9 +503,14 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
 }
 
 fn error(status: u16, code: &str, message: &str) -> (u16, String) {
+    // A code that names its own namespace keeps it.
+    let kind = if code.contains('#') {
+        code.to_owned()
+    } else {
+        format!("com.amazonaws.dynamodb.v20120810#{code}")
+    };
     (
         status,
-        json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": message})
-            .to_string(),
+        json!({"__type": kind, "message": message}).to_string(),
     )
 }

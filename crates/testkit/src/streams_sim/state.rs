@@ -1,10 +1,15 @@
 //! The simulated streams: shards, records, iterators, and the answers to
-//! each operation as the service words them.
+//! each operation as the service words them. Tables, when a test creates
+//! them, live here too, so an item and its stream record change together.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use super::pitr::ExportJob;
+use super::table::{self, Table};
 
 /// A service error: HTTP status, error code, message.
 #[derive(Debug)]
@@ -15,12 +20,18 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    fn client(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn client(code: &'static str, message: impl Into<String>) -> Self {
         Fault {
             status: 400,
             code,
             message: message.into(),
         }
+    }
+
+    /// The DynamoDB API's input validation error, which (unlike the Streams
+    /// API's) comes from the request validation layer and is named so.
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
+        Fault::client("com.amazon.coral.validate#ValidationException", message)
     }
 }
 
@@ -44,8 +55,25 @@ pub(crate) struct StreamState {
     pub shards: Vec<Shard>,
 }
 
+/// One stream record's content, before it gets its sequence number.
+pub(crate) struct Change {
+    pub event: String,
+    pub keys: Value,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+    /// `ApproximateCreationDateTime`, in epoch seconds.
+    pub created: f64,
+    pub size: u64,
+}
+
 pub(crate) struct State {
     pub streams: BTreeMap<String, StreamState>,
+    /// By table name.
+    pub tables: BTreeMap<String, Table>,
+    /// By export ARN.
+    pub exports: BTreeMap<String, ExportJob>,
+    /// Where exports write their files (the directory standing for S3).
+    pub export_root: Option<PathBuf>,
     pub next_seq: u128,
     pub next_shard: u64,
     pub iterator_ttl: Duration,
@@ -57,6 +85,9 @@ impl State {
     pub(crate) fn new() -> Self {
         State {
             streams: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            exports: BTreeMap::new(),
+            export_root: None,
             // 21 digits, like the service's.
             next_seq: 100_000_000_000_000_000_000,
             next_shard: 1,
@@ -72,6 +103,71 @@ impl State {
         format!("shardId-{n:020}-{:08x}", n.wrapping_mul(0x9E37_79B9) as u32)
     }
 
+    /// Appends a record to an open shard with the next sequence number, so
+    /// numbers grow across every shard and stream.
+    ///
+    /// # Panics
+    /// When the stream or shard does not exist or the shard is closed.
+    pub(crate) fn append(&mut self, arn: &str, shard: &str, change: Change) -> u128 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stream = self.streams.get_mut(arn).expect("stream");
+        let sh = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.id == shard)
+            .expect("shard");
+        assert!(sh.ending.is_none(), "shard {shard} is closed");
+        let mut body = json!({
+            "ApproximateCreationDateTime": change.created,
+            "Keys": change.keys,
+            "SequenceNumber": seq.to_string(),
+            "SizeBytes": change.size,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        });
+        if let Some(new) = change.new {
+            body["NewImage"] = new;
+        }
+        if let Some(old) = change.old {
+            body["OldImage"] = old;
+        }
+        let record = json!({
+            "eventID": format!("{seq:x}"),
+            "eventName": change.event,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": body,
+        });
+        sh.records.push((seq, record));
+        seq
+    }
+
+    /// The open shard that takes writes for a partition-key hash: the open
+    /// shards split the hash space evenly, so a key keeps its shard until
+    /// the shards change.
+    ///
+    /// # Panics
+    /// When the stream has no open shard.
+    pub(crate) fn shard_for(&self, arn: &str, hash: u64) -> String {
+        let stream = self.streams.get(arn).expect("stream");
+        let open: Vec<&Shard> = stream
+            .shards
+            .iter()
+            .filter(|s| s.listed && s.ending.is_none())
+            .collect();
+        assert!(!open.is_empty(), "stream {arn} has no open shard");
+        let at = super::keys::segment_of(hash, open.len() as u64) as usize;
+        open[at].id.clone()
+    }
+
+    /// A table by name or ARN (the DynamoDB API takes either).
+    pub(crate) fn table(&self, name_or_arn: &str) -> Option<&Table> {
+        self.tables
+            .get(name_or_arn)
+            .or_else(|| self.tables.values().find(|t| t.arn == name_or_arn))
+    }
+
     pub(crate) fn stream(&self, arn: &str) -> Result<&StreamState, Fault> {
         self.streams.get(arn).ok_or_else(|| {
             Fault::client(
@@ -83,16 +179,14 @@ impl State {
 
     pub(crate) fn describe_table(&self, body: &Value) -> Result<Value, Fault> {
         let name = body["TableName"].as_str().unwrap_or_default();
+        if let Some(table) = self.table(name) {
+            return Ok(table.describe());
+        }
         let stream = self
             .streams
             .values()
             .find(|s| s.table == name)
-            .ok_or_else(|| {
-                Fault::client(
-                    "ResourceNotFoundException",
-                    format!("Requested resource not found: Table: {name} not found"),
-                )
-            })?;
+            .ok_or_else(|| table::not_found(name))?;
         Ok(json!({"Table": {
             "TableName": name,
             "TableStatus": "ACTIVE",
@@ -133,7 +227,10 @@ impl State {
             "StreamStatus": "ENABLED",
             "StreamViewType": "NEW_AND_OLD_IMAGES",
             "TableName": stream.table,
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "KeySchema": self.tables.get(&stream.table).map_or_else(
+                || json!([{"AttributeName": "pk", "KeyType": "HASH"}]),
+                Table::key_schema,
+            ),
             "Shards": shards,
         });
         if from + page.len() < listed.len()

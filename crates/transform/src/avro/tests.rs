@@ -121,6 +121,15 @@ pub(crate) fn encode_value_generic(
                             optional(s.approx_creation_ms.map(Value::Long)),
                         ),
                         ("ttl_delete".to_owned(), Value::Boolean(s.ttl_delete)),
+                        (
+                            "snapshot".to_owned(),
+                            Value::String(
+                                s.snapshot
+                                    .as_ref()
+                                    .map_or("false", |s| s.marker.code())
+                                    .to_owned(),
+                            ),
+                        ),
                     ]),
                 ),
             ])
@@ -217,6 +226,7 @@ fn change(op: Op, seq: &str, keys: &str, old: Option<&str>, new: Option<&str>) -
             event_id: format!("e{seq}"),
             approx_creation_ms: (!seq.len().is_multiple_of(3)).then_some(1_700_000_000_000),
             ttl_delete: seq.ends_with('7'),
+            snapshot: None,
         },
     }
 }

@@ -1,0 +1,353 @@
+//! What a snapshot keeps on local disk between runs, beside the checkpoint:
+//! its plan (id, S0, each segment's progress) and the pages it released
+//! that not every sink has committed yet.
+//!
+//! Layout, below the journal's root:
+//! - `<table>/plan.json`: the table's newest snapshot;
+//! - `<table>/<id>/seg-<segment>-<page>.json`: a released page.
+//!
+//! A page is written (and synced) before its rows reach any sink, and the
+//! plan records it right after. After a crash the pages past the sinks'
+//! positions are handed over again exactly as they were (same rows, same
+//! positions), so every sink drops what it already holds and gets what it
+//! lacks, and the scan resumes after the newest released page: a finished
+//! segment is never scanned again. A page every sink has committed is
+//! deleted.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use dynamo_cdc_core::{Item, parse_item};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A snapshot's plan, as `plan.json` holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    /// The snapshot's id.
+    pub id: String,
+    /// The table.
+    pub table: String,
+    /// `scan` or `export`.
+    pub method: String,
+    /// Scan segments (1 for an export).
+    pub segments: u32,
+    /// The table's key attributes.
+    pub key_names: Vec<String>,
+    /// S0: per shard, the last sequence number before the snapshot
+    /// started. The stream is read after it.
+    pub s0: BTreeMap<String, String>,
+    /// When the snapshot started (epoch milliseconds).
+    pub started_ms: i64,
+    /// When its last row was released.
+    pub finished_ms: Option<i64>,
+    /// Whether the `first` row was released.
+    pub first_released: bool,
+    /// Per segment.
+    pub progress: Vec<SegmentProgress>,
+    /// Items released so far (rows kept plus rows dropped for the stream).
+    pub items: u64,
+    /// Bytes of item JSON read so far.
+    pub bytes: u64,
+    /// Capacity units consumed so far.
+    pub consumed: f64,
+    /// The export's ARN, once requested.
+    #[serde(default)]
+    pub export_arn: Option<String>,
+}
+
+impl Plan {
+    /// True once every segment is done.
+    pub fn all_done(&self) -> bool {
+        self.progress.iter().all(|s| s.done)
+    }
+
+    /// Segments done.
+    pub fn segments_done(&self) -> usize {
+        self.progress.iter().filter(|s| s.done).count()
+    }
+
+    /// The pseudo shard id under which the sinks keep the position of a
+    /// segment's rows.
+    pub fn shard_of(&self, segment: u32) -> String {
+        shard_of(&self.id, segment)
+    }
+}
+
+/// `snapshot-<id>-<segment>`: the shard id of a segment's rows.
+pub fn shard_of(id: &str, segment: u32) -> String {
+    format!("snapshot-{id}-{segment:04}")
+}
+
+/// One segment's progress.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SegmentProgress {
+    /// Pages released (the next page's number is this plus one).
+    pub pages: u64,
+    /// Where the next page starts, as DynamoDB JSON; `None` at the start
+    /// or once done.
+    pub next_key: Option<Box<RawValue>>,
+    /// Read to its end.
+    pub done: bool,
+}
+
+/// A released page, as its file holds it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SpooledPage {
+    /// Segment.
+    pub segment: u32,
+    /// Page number within the segment, from 1.
+    pub page: u64,
+    /// When the Scan call was made (epoch milliseconds).
+    pub asked_ms: i64,
+    /// When it was answered.
+    pub answered_ms: i64,
+    /// `LastEvaluatedKey` of the page; `None` on the segment's last page.
+    pub last_key: Option<Box<RawValue>>,
+    /// The rows kept, in scan order.
+    pub rows: Vec<SpooledRow>,
+    /// Items that could not be read: JSON and reason.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// One row of a released page.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SpooledRow {
+    /// When the item was read.
+    pub read_ms: i64,
+    /// `first`, `true` or `last`.
+    pub marker: String,
+    /// The item, DynamoDB JSON.
+    pub item: Box<RawValue>,
+}
+
+impl SpooledRow {
+    /// The row's item.
+    ///
+    /// # Errors
+    /// When the file was altered.
+    pub fn item(&self) -> Result<Item, serde_json::Error> {
+        parse_item(self.item.get(), "item")
+    }
+}
+
+/// An item as stored JSON.
+pub fn raw_item(item: &Item) -> Box<RawValue> {
+    serde_json::value::to_raw_value(item).expect("an item always serializes")
+}
+
+/// The journal of one table's snapshots.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// A journal file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot journal {}: {what}", path.display())]
+pub struct JournalError {
+    path: PathBuf,
+    what: String,
+}
+
+impl Journal {
+    /// The journal of `table` below `root`.
+    pub fn of(root: &Path, table: &str) -> Journal {
+        Journal {
+            dir: root.join(table),
+        }
+    }
+
+    fn failed(path: &Path, what: impl std::fmt::Display) -> JournalError {
+        JournalError {
+            path: path.to_owned(),
+            what: what.to_string(),
+        }
+    }
+
+    fn plan_path(&self) -> PathBuf {
+        self.dir.join("plan.json")
+    }
+
+    fn pages_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The table's newest plan, with pages written after the plan's last
+    /// save (a crash in between) taken into it; `None` when the table was
+    /// never snapshotted.
+    ///
+    /// # Errors
+    /// When the files cannot be read or are not a journal's.
+    pub fn load(&self) -> Result<Option<Plan>, JournalError> {
+        let path = self.plan_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::failed(&path, e)),
+        };
+        let mut plan: Plan = serde_json::from_str(&text).map_err(|e| Self::failed(&path, e))?;
+        for page in self.pages(&plan.id)? {
+            let Some(progress) = plan.progress.get_mut(page.segment as usize) else {
+                continue;
+            };
+            if page.page > progress.pages {
+                progress.pages = page.page;
+                progress.done = page.last_key.is_none();
+                progress.next_key = page.last_key;
+            }
+        }
+        Ok(Some(plan))
+    }
+
+    /// Records the plan.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    pub fn save(&self, plan: &Plan) -> Result<(), JournalError> {
+        let text = serde_json::to_vec_pretty(plan).map_err(|e| Self::failed(&self.dir, e))?;
+        write_durably(&self.plan_path(), &text)
+    }
+
+    /// Records a released page, before its rows go anywhere.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    pub fn write_page(&self, id: &str, page: &SpooledPage) -> Result<(), JournalError> {
+        let path = self
+            .pages_dir(id)
+            .join(format!("seg-{:04}-{:012}.json", page.segment, page.page));
+        let text = serde_json::to_vec(page).map_err(|e| Self::failed(&path, e))?;
+        write_durably(&path, &text)
+    }
+
+    /// The released pages still kept, by segment and page.
+    ///
+    /// # Errors
+    /// When a page file cannot be read.
+    pub fn pages(&self, id: &str) -> Result<Vec<SpooledPage>, JournalError> {
+        let dir = self.pages_dir(id);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::failed(&dir, e)),
+        };
+        let mut pages = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| Self::failed(&dir, e))?.path();
+            let is_page = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".json"));
+            if !is_page {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|e| Self::failed(&path, e))?;
+            let page: SpooledPage =
+                serde_json::from_slice(&bytes).map_err(|e| Self::failed(&path, e))?;
+            pages.push(page);
+        }
+        pages.sort_by_key(|p| (p.segment, p.page));
+        Ok(pages)
+    }
+
+    /// Deletes a page every sink has committed.
+    ///
+    /// # Errors
+    /// When it cannot be removed.
+    pub fn remove_page(&self, id: &str, segment: u32, page: u64) -> Result<(), JournalError> {
+        let path = self
+            .pages_dir(id)
+            .join(format!("seg-{segment:04}-{page:012}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::failed(&path, e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or
+/// the new one: a synced temp file renamed over it, then the directory
+/// synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let failed = |e: std::io::Error| Journal::failed(path, e);
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let temp = path.with_extension("json.tmp");
+    let mut f = File::create(&temp).map_err(failed)?;
+    f.write_all(bytes).map_err(failed)?;
+    f.sync_all().map_err(failed)?;
+    std::fs::rename(&temp, path).map_err(failed)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            id: "20261202T010000000Z".into(),
+            table: "orders".into(),
+            method: "scan".into(),
+            segments: 2,
+            key_names: vec!["pk".into()],
+            s0: BTreeMap::from([("shardId-1".into(), "100".into())]),
+            started_ms: 1,
+            finished_ms: None,
+            first_released: false,
+            progress: vec![SegmentProgress::default(); 2],
+            items: 0,
+            bytes: 0,
+            consumed: 0.0,
+            export_arn: None,
+        }
+    }
+
+    fn page(segment: u32, page: u64, last: Option<&str>) -> SpooledPage {
+        SpooledPage {
+            segment,
+            page,
+            asked_ms: 1,
+            answered_ms: 2,
+            last_key: last.map(|k| RawValue::from_string(k.to_owned()).unwrap()),
+            rows: vec![SpooledRow {
+                read_ms: 5,
+                marker: "true".into(),
+                item: RawValue::from_string(r#"{"pk":{"S":"a"}}"#.into()).unwrap(),
+            }],
+            unreadable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_page_written_after_the_last_plan_save_moves_the_segment_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::of(dir.path(), "orders");
+        assert!(j.load().unwrap().is_none());
+        let p = plan();
+        j.save(&p).unwrap();
+        j.write_page(&p.id, &page(1, 1, Some(r#"{"pk":{"S":"a"}}"#)))
+            .unwrap();
+        j.write_page(&p.id, &page(0, 1, None)).unwrap();
+        // The crash came before the plan recorded the pages.
+        let loaded = j.load().unwrap().unwrap();
+        assert!(loaded.progress[0].done);
+        assert_eq!(loaded.progress[1].pages, 1);
+        assert!(!loaded.progress[1].done);
+        assert_eq!(
+            loaded.progress[1].next_key.as_ref().unwrap().get(),
+            r#"{"pk":{"S":"a"}}"#
+        );
+        let pages = j.pages(&p.id).unwrap();
+        assert_eq!(pages.len(), 2);
+        assert_eq!(pages[0].rows[0].item().unwrap().len(), 1);
+        j.remove_page(&p.id, 0, 1).unwrap();
+        j.remove_page(&p.id, 0, 1).unwrap();
+        assert_eq!(j.pages(&p.id).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,812 @@
+//! The initial snapshot: a table's existing items, stitched to its stream
+//! with no gap, no reordering per key, and each row delivered once.
+//!
+//! - [`api`]: the narrow [`TableApi`] seam (DescribeTable, Scan), and
+//!   `sdk` its AWS SDK implementation;
+//! - `start`: S0, the end of every shard before the first item is read;
+//! - `scan`: the parallel Scan under a read-capacity budget;
+//! - [`window`]: the rule that holds a page until the stream caught up with
+//!   it and drops the keys the stream touched meanwhile;
+//! - [`journal`]: the plan and the released pages, on local disk, so a
+//!   crash neither loses nor repeats a row and a restart never scans a
+//!   finished segment again.
+//!
+//! [`Snapshots`] runs it beside the stream source: its segment tasks run on
+//! the stream source's runtime, and [`Snapshots::merge`] is called with
+//! every batch the stream hands the pipeline. Snapshot rows are changes
+//! with [`Op::Read`] under a shard of their own per segment
+//! (`snapshot-<id>-<segment>`) and a sequence number per row (page × 10⁶ +
+//! row), so the sinks keep their positions and drop what they already hold
+//! exactly as they do for stream changes.
+
+pub mod api;
+pub mod journal;
+mod scan;
+mod sdk;
+mod start;
+pub mod window;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dynamo_cdc_core::{
+    Change, DeadLetter, Op, Origin, Positions, SequenceNumber, ShardKey, SnapshotMarker,
+    SnapshotRead, SourceBatch, SourceInfo,
+};
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+
+pub use api::{ScanPage, ScanRequest, TableApi, TableInfo, key_of, key_text};
+pub use journal::{Journal, JournalError, Plan};
+
+use crate::streams::api::{ApiError, StreamsApi};
+use crate::streams::{ShardBoard, now_ms};
+use journal::{SegmentProgress, SpooledPage, SpooledRow, raw_item};
+use scan::{Budget, Scanned, Segment};
+use window::Window;
+
+/// `snapshot = ...`: when a table is snapshotted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Never: only the stream is read.
+    #[default]
+    Never,
+    /// When no sink has a position for the table yet.
+    Initial,
+    /// As `initial`, and again when the stream fell behind its retention.
+    WhenNeeded,
+}
+
+/// `snapshot_method = ...`: how the items are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMethod {
+    /// A parallel Scan, while the stream keeps flowing.
+    #[default]
+    Scan,
+    /// `ExportTableToPointInTime` to S3, then the stream from S0.
+    Export,
+}
+
+impl SnapshotMethod {
+    /// The name in plans and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotMethod::Scan => "scan",
+            SnapshotMethod::Export => "export",
+        }
+    }
+}
+
+/// How snapshots run.
+#[derive(Clone, Debug)]
+pub struct SnapshotSettings {
+    /// When.
+    pub mode: SnapshotMode,
+    /// How.
+    pub method: SnapshotMethod,
+    /// Parallel Scan segments.
+    pub segments: u32,
+    /// Read capacity units per second the scan may consume, per table.
+    pub max_rcu: f64,
+    /// Where the journal lives (beside the checkpoint).
+    pub journal_root: PathBuf,
+    /// See [`window`]: how far a change's creation time may be off.
+    pub margin_ms: i64,
+}
+
+/// The margin of the window: ApproximateCreationDateTime has one-second
+/// precision on some back ends, and clocks drift by less than a second.
+pub const MARGIN_MS: i64 = 3_000;
+
+/// Rows of a page are numbered `page * ROWS_PER_PAGE + row`: a Scan page
+/// holds at most 1 MB, far fewer items than this.
+const ROWS_PER_PAGE: u64 = 1_000_000;
+
+/// Pages held at once per table before the scan is made to wait.
+const MAX_HELD_PAGES: usize = 64;
+
+/// Why a snapshot cannot go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// A DynamoDB or Streams call failed.
+    #[error("snapshot of table `{table}`: {source}")]
+    Api {
+        /// The table.
+        table: String,
+        /// The failure.
+        #[source]
+        source: ApiError,
+    },
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The table cannot be snapshotted as configured.
+    #[error("snapshot of table `{table}`: {reason}")]
+    Refused {
+        /// The table.
+        table: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+impl SnapshotError {
+    /// True when waiting may help (throttling, a network failure).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SnapshotError::Api { source, .. } if source.is_retryable())
+    }
+}
+
+/// A page read and not yet released.
+#[derive(Debug)]
+struct Held {
+    segment: u32,
+    asked_ms: i64,
+    answered_ms: i64,
+    /// A page of an earlier run, released then: handed over again as it
+    /// was, nothing dropped.
+    spooled: Option<SpooledPage>,
+    page: ScanPage,
+}
+
+/// One table's snapshot in progress.
+struct TableSnapshot {
+    plan: Plan,
+    journal: Journal,
+    table: Arc<str>,
+    window: Window,
+    held: VecDeque<Held>,
+    scanned: Option<mpsc::Receiver<Scanned>>,
+    /// Per shard of the table's stream, the time it is read through.
+    read_through: HashMap<ShardKey, i64>,
+    /// Released pages not yet committed by every sink: (segment, page,
+    /// last sequence number).
+    unconfirmed: Vec<(u32, u64, SequenceNumber)>,
+    /// Set when a plan was started or finished and not yet announced.
+    announce: bool,
+}
+
+/// What a snapshot has done, for progress lines and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotProgress {
+    /// The table.
+    pub table: String,
+    /// The snapshot's id.
+    pub id: String,
+    /// Items read (kept or dropped for the stream).
+    pub items: u64,
+    /// Bytes of item JSON read.
+    pub bytes: u64,
+    /// Capacity units consumed.
+    pub consumed: f64,
+    /// Segments done, and in all.
+    pub segments_done: usize,
+    /// All segments.
+    pub segments: usize,
+    /// DynamoDB's estimate of the table's item count.
+    pub estimated_items: u64,
+    /// True once every row was released.
+    pub finished: bool,
+}
+
+/// The snapshots of every table being snapshotted; see the module docs.
+pub struct Snapshots {
+    settings: SnapshotSettings,
+    tables: Vec<TableSnapshot>,
+    estimates: HashMap<String, TableInfo>,
+    stop: watch::Sender<bool>,
+    board: Option<Arc<ShardBoard>>,
+    replayed: bool,
+}
+
+impl Snapshots {
+    /// Decides which tables need a snapshot: one whose plan is unfinished
+    /// is resumed; with `initial` or `when_needed` a table no sink has a
+    /// position for gets a new one, and so does `forced`. For a new one,
+    /// S0 is read and the plan recorded before anything else happens.
+    ///
+    /// `tables` pairs each table with its stream's ARN; `resume` is the
+    /// lowest position over the sinks.
+    ///
+    /// # Errors
+    /// When a table cannot be snapshotted (no new images in its stream),
+    /// a call fails, or the journal cannot be written.
+    pub async fn prepare<A: StreamsApi + TableApi>(
+        api: &A,
+        settings: SnapshotSettings,
+        tables: &[(String, String)],
+        resume: &Positions,
+        forced: Option<&str>,
+    ) -> Result<Snapshots, SnapshotError> {
+        let (stop, _) = watch::channel(false);
+        let mut out = Snapshots {
+            settings,
+            tables: Vec::new(),
+            estimates: HashMap::new(),
+            stop,
+            board: None,
+            replayed: false,
+        };
+        for (table, stream_arn) in tables {
+            let journal = Journal::of(&out.settings.journal_root, table);
+            let existing = journal.load()?;
+            let has_position = resume.iter().any(|(k, _)| *k.table == **table);
+            let wanted = forced == Some(table.as_str())
+                || (out.settings.mode != SnapshotMode::Never
+                    && existing.is_none()
+                    && !has_position);
+            let plan = match existing {
+                Some(plan) if plan.finished_ms.is_none() && !wanted => plan,
+                _ if wanted => out.plan(api, table, stream_arn, &journal).await?,
+                _ => continue,
+            };
+            let info = api
+                .describe_table(table)
+                .await
+                .map_err(|source| SnapshotError::Api {
+                    table: table.clone(),
+                    source,
+                })?;
+            out.estimates.insert(table.clone(), info);
+            out.tables.push(TableSnapshot {
+                plan,
+                journal,
+                table: table.as_str().into(),
+                window: Window::new(out.settings.margin_ms),
+                held: VecDeque::new(),
+                scanned: None,
+                read_through: HashMap::new(),
+                unconfirmed: Vec::new(),
+                announce: true,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads S0 and records a new plan for `table`.
+    async fn plan<A: StreamsApi + TableApi>(
+        &self,
+        api: &A,
+        table: &str,
+        stream_arn: &str,
+        journal: &Journal,
+    ) -> Result<Plan, SnapshotError> {
+        let failed = |source| SnapshotError::Api {
+            table: table.to_owned(),
+            source,
+        };
+        let info = api.describe_table(table).await.map_err(failed)?;
+        if !info.stream_has_new_images() {
+            return Err(SnapshotError::Refused {
+                table: table.to_owned(),
+                reason: format!(
+                    "its stream's view type is {}; a snapshot needs the item after each change \
+                     (NEW_IMAGE or NEW_AND_OLD_IMAGES) to stitch the stream to the scan",
+                    info.stream_view.as_deref().unwrap_or("(no stream)")
+                ),
+            });
+        }
+        if self.settings.method == SnapshotMethod::Export {
+            return Err(SnapshotError::Refused {
+                table: table.to_owned(),
+                reason: "snapshot_method = \"export\" is not available in this build; use \
+                         snapshot_method = \"scan\""
+                    .into(),
+            });
+        }
+        let started_ms = now_ms();
+        let s0 = start::stream_end(api, stream_arn).await.map_err(failed)?;
+        let segments = self.settings.segments.max(1);
+        let plan = Plan {
+            id: snapshot_id(started_ms),
+            table: table.to_owned(),
+            method: self.settings.method.name().to_owned(),
+            segments,
+            key_names: info.key_names,
+            s0: s0
+                .into_iter()
+                .map(|(shard, seq)| (shard, seq.to_string()))
+                .collect(),
+            started_ms,
+            finished_ms: None,
+            first_released: false,
+            progress: vec![SegmentProgress::default(); segments as usize],
+            items: 0,
+            bytes: 0,
+            consumed: 0.0,
+            export_arn: None,
+        };
+        // S0 is durable before the first item is read.
+        journal.save(&plan)?;
+        tracing::info!(table, id = %plan.id, shards = plan.s0.len(), segments, "snapshot planned: stream positions recorded");
+        Ok(plan)
+    }
+
+    /// True when no table is being snapshotted.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// True while some snapshot has rows still to release.
+    pub fn busy(&self) -> bool {
+        self.tables.iter().any(|t| t.plan.finished_ms.is_none())
+    }
+
+    /// The stream's resume positions: `resume`, with S0 for every shard of
+    /// a snapshotted table that no sink has a position for.
+    pub fn stream_resume(&self, resume: &Positions) -> Positions {
+        let mut out = resume.clone();
+        for t in &self.tables {
+            for (shard, seq) in &t.plan.s0 {
+                let key = ShardKey::new(t.table.clone(), shard.as_str());
+                if out.get(&key).is_none()
+                    && let Ok(seq) = SequenceNumber::parse(seq)
+                {
+                    out.advance(key, seq);
+                }
+            }
+        }
+        out
+    }
+
+    /// Starts the segment tasks on `runtime`; `board` is the stream
+    /// source's, `resume` the lowest position over the sinks (pages of an
+    /// earlier run past it are handed over again first).
+    ///
+    /// # Errors
+    /// When the journal's pages cannot be read.
+    pub fn start<A: TableApi>(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        api: &Arc<A>,
+        board: Arc<ShardBoard>,
+        resume: &Positions,
+    ) -> Result<(), SnapshotError> {
+        self.board = Some(board);
+        let budget_per_table = self.settings.max_rcu;
+        for t in &mut self.tables {
+            // Pages released before and not committed by every sink.
+            for page in t.journal.pages(&t.plan.id)? {
+                let key = ShardKey::new(t.table.clone(), t.plan.shard_of(page.segment));
+                let last = last_sequence(&page);
+                if resume.covers(&key, &last) {
+                    t.journal.remove_page(&t.plan.id, page.segment, page.page)?;
+                    continue;
+                }
+                t.held.push_back(Held {
+                    segment: page.segment,
+                    asked_ms: page.asked_ms,
+                    answered_ms: page.answered_ms,
+                    spooled: Some(page),
+                    page: ScanPage::default(),
+                });
+            }
+            if t.plan.all_done() {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(2 * t.plan.segments as usize);
+            t.scanned = Some(rx);
+            let budget = Arc::new(Budget::new(budget_per_table));
+            let average = match self.estimates.get(&*t.table) {
+                _ if t.plan.items > 0 => t.plan.bytes / t.plan.items,
+                Some(info) if info.item_count > 0 => info.size_bytes / info.item_count,
+                _ => 0,
+            };
+            let limit = page_limit(average, budget_per_table, t.plan.segments);
+            for (segment, progress) in t.plan.progress.iter().enumerate() {
+                if progress.done {
+                    continue;
+                }
+                let exclusive_start = match &progress.next_key {
+                    Some(raw) => Some(dynamo_cdc_core::parse_item(raw.get(), "next_key").map_err(
+                        |e| SnapshotError::Refused {
+                            table: t.table.to_string(),
+                            reason: format!("the journal's resume key is unreadable: {e}"),
+                        },
+                    )?),
+                    None => None,
+                };
+                let task = Segment {
+                    api: api.clone(),
+                    request: ScanRequest {
+                        table: t.table.to_string(),
+                        segment: u32::try_from(segment).unwrap_or(u32::MAX),
+                        total_segments: t.plan.segments,
+                        exclusive_start,
+                        limit,
+                    },
+                    budget: budget.clone(),
+                    out: tx.clone(),
+                    stop: self.stop.subscribe(),
+                };
+                runtime.spawn(task.run());
+            }
+            tracing::info!(table = %t.table, id = %t.plan.id, segments_left = t.plan.progress.iter().filter(|p| !p.done).count(), limit, "snapshot scanning");
+        }
+        Ok(())
+    }
+
+    /// Takes in a batch the stream handed over: notes the keys it touched
+    /// and how far each shard is read, then appends the snapshot rows that
+    /// may go now (after the batch's changes).
+    ///
+    /// # Errors
+    /// When a scan failed for good or the journal cannot be written.
+    pub fn merge(&mut self, batch: &mut SourceBatch) -> Result<(), SnapshotError> {
+        let Some(board) = self.board.clone() else {
+            return Ok(());
+        };
+        self.replayed = true;
+        for t in &mut self.tables {
+            for (key, ms) in &batch.read_through {
+                if key.table == t.table {
+                    let at = t.read_through.entry(key.clone()).or_insert(*ms);
+                    *at = (*at).max(*ms);
+                }
+            }
+            for change in &batch.changes {
+                if change.source.table == t.table
+                    && change.op != Op::Read
+                    && let Some(key) = key_text(&change.keys, &t.plan.key_names)
+                {
+                    t.window.touched(key, change.source.approx_creation_ms);
+                }
+            }
+            t.receive()?;
+            t.release(&board, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every sink has made `positions` durable: pages wholly below them are
+    /// deleted from the journal.
+    ///
+    /// # Errors
+    /// When a page cannot be deleted.
+    pub fn delivered(&mut self, positions: &Positions) -> Result<(), SnapshotError> {
+        for t in &mut self.tables {
+            let mut kept = Vec::new();
+            for (segment, page, last) in std::mem::take(&mut t.unconfirmed) {
+                let key = ShardKey::new(t.table.clone(), t.plan.shard_of(segment));
+                if positions.covers(&key, &last) {
+                    t.journal.remove_page(&t.plan.id, segment, page)?;
+                } else {
+                    kept.push((segment, page, last));
+                }
+            }
+            t.unconfirmed = kept;
+        }
+        Ok(())
+    }
+
+    /// Plans started or finished since the last call, to be announced where
+    /// readers look (`_snapshots/<table>/<id>.json` beside the Parquet
+    /// data).
+    pub fn announcements(&mut self) -> Vec<Plan> {
+        let mut out = Vec::new();
+        for t in &mut self.tables {
+            if std::mem::take(&mut t.announce) {
+                out.push(t.plan.clone());
+            }
+        }
+        out
+    }
+
+    /// Where each snapshot stands.
+    pub fn progress(&self) -> Vec<SnapshotProgress> {
+        self.tables
+            .iter()
+            .map(|t| SnapshotProgress {
+                table: t.table.to_string(),
+                id: t.plan.id.clone(),
+                items: t.plan.items,
+                bytes: t.plan.bytes,
+                consumed: t.plan.consumed,
+                segments_done: t.plan.segments_done(),
+                segments: t.plan.progress.len(),
+                estimated_items: self.estimates.get(&*t.table).map_or(0, |i| i.item_count),
+                finished: t.plan.finished_ms.is_some(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Snapshots {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl TableSnapshot {
+    /// Takes the pages the segment tasks read, as long as few are held.
+    fn receive(&mut self) -> Result<(), SnapshotError> {
+        let Some(rx) = self.scanned.as_mut() else {
+            return Ok(());
+        };
+        while self.held.len() < MAX_HELD_PAGES {
+            match rx.try_recv() {
+                Ok(Scanned::Page {
+                    segment,
+                    asked_ms,
+                    answered_ms,
+                    page,
+                }) => {
+                    self.held.push_back(Held {
+                        segment,
+                        asked_ms,
+                        answered_ms,
+                        spooled: None,
+                        page,
+                    });
+                }
+                Ok(Scanned::Failed(source)) => {
+                    return Err(SnapshotError::Api {
+                        table: self.table.to_string(),
+                        source,
+                    });
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The time every shard of the table is read through; `None` while a
+    /// shard waits to be read or has not answered yet.
+    fn stream_read_through(&self, board: &ShardBoard) -> Option<i64> {
+        let (listed_ms, shards) = board.unfinished_shards(&self.table)?;
+        let mut through = listed_ms;
+        for (key, waiting) in shards {
+            if waiting {
+                return None;
+            }
+            through = through.min(*self.read_through.get(&key)?);
+        }
+        Some(through)
+    }
+
+    /// Releases every held page the stream has caught up with.
+    fn release(
+        &mut self,
+        board: &ShardBoard,
+        batch: &mut SourceBatch,
+    ) -> Result<(), SnapshotError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let Some(through) = self.stream_read_through(board) else {
+            return Ok(());
+        };
+        let mut i = 0;
+        while i < self.held.len() {
+            if !self.window.ready(self.held[i].answered_ms, through) {
+                i += 1;
+                continue;
+            }
+            let Some(held) = self.held.remove(i) else {
+                break;
+            };
+            let spooled = match held.spooled {
+                Some(page) => page,
+                None => self.spool(held)?,
+            };
+            self.hand_over(&spooled, batch)?;
+        }
+        if self.held.is_empty() && self.plan.all_done() && self.plan.finished_ms.is_none() {
+            self.plan.finished_ms = Some(now_ms());
+            self.journal.save(&self.plan)?;
+            self.announce = true;
+            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "snapshot delivered to its end");
+        }
+        let oldest = self
+            .held
+            .iter()
+            .map(|h| h.asked_ms)
+            .min()
+            .unwrap_or_else(now_ms)
+            // A call in flight was asked for after the newest answer.
+            .min(now_ms() - 60_000);
+        self.window.forget_before(oldest);
+        Ok(())
+    }
+
+    /// Drops the keys the stream touched, numbers the rest, and records the
+    /// page and the plan before the rows go anywhere.
+    fn spool(&mut self, held: Held) -> Result<SpooledPage, SnapshotError> {
+        let progress = &self.plan.progress[held.segment as usize];
+        let number = progress.pages + 1;
+        let others_done = self
+            .plan
+            .progress
+            .iter()
+            .enumerate()
+            .all(|(i, p)| i == held.segment as usize || p.done);
+        let last_of_all = held.page.last_key.is_none()
+            && others_done
+            && !self.held.iter().any(|h| h.segment != held.segment);
+        let mut rows: Vec<SpooledRow> = held
+            .page
+            .items
+            .iter()
+            .filter(|item| {
+                key_text(item, &self.plan.key_names)
+                    .is_none_or(|k| self.window.keeps(&k, held.asked_ms))
+            })
+            .map(|item| SpooledRow {
+                read_ms: held.answered_ms,
+                marker: SnapshotMarker::Row.code().to_owned(),
+                item: raw_item(item),
+            })
+            .collect();
+        if !self.plan.first_released
+            && let Some(first) = rows.first_mut()
+        {
+            first.marker = SnapshotMarker::First.code().to_owned();
+            self.plan.first_released = true;
+        }
+        if last_of_all && let Some(last) = rows.last_mut() {
+            last.marker = SnapshotMarker::Last.code().to_owned();
+        }
+        let page = SpooledPage {
+            segment: held.segment,
+            page: number,
+            asked_ms: held.asked_ms,
+            answered_ms: held.answered_ms,
+            last_key: held.page.last_key.as_ref().map(raw_item),
+            rows,
+            unreadable: held.page.unreadable,
+        };
+        self.journal.write_page(&self.plan.id, &page)?;
+        let progress = &mut self.plan.progress[held.segment as usize];
+        progress.pages = number;
+        progress.next_key = page.last_key.clone();
+        progress.done = page.last_key.is_none();
+        self.plan.items += held.page.items.len() as u64;
+        self.plan.consumed += held.page.consumed;
+        self.plan.bytes += held.page.bytes;
+        crate::events::SnapshotPageReleased {
+            table: &self.table,
+            items: held.page.items.len() as u64,
+            consumed_so_far: self.plan.consumed,
+            segments_done: self.plan.segments_done(),
+            segments: self.plan.progress.len(),
+        }
+        .emit();
+        self.journal.save(&self.plan)?;
+        Ok(page)
+    }
+
+    /// Appends a released page's rows to the batch.
+    fn hand_over(
+        &mut self,
+        page: &SpooledPage,
+        batch: &mut SourceBatch,
+    ) -> Result<(), SnapshotError> {
+        let shard: Arc<str> = self.plan.shard_of(page.segment).into();
+        let id: Arc<str> = self.plan.id.as_str().into();
+        let origin: Arc<str> = format!(
+            "snapshot {} of table {} (segment {}, page {})",
+            self.plan.id, self.table, page.segment, page.page
+        )
+        .into();
+        for (i, row) in page.rows.iter().enumerate() {
+            let item = row.item().map_err(|e| SnapshotError::Refused {
+                table: self.table.to_string(),
+                reason: format!("a journal page is unreadable: {e}"),
+            })?;
+            let seq = sequence_of(page.page, i);
+            batch.changes.push(Change {
+                op: Op::Read,
+                keys: key_of(&item, &self.plan.key_names),
+                old_image: None,
+                new_image: Some(item),
+                source: SourceInfo {
+                    table: self.table.clone(),
+                    stream_arn: None,
+                    shard_id: shard.clone(),
+                    sequence_number: seq,
+                    event_id: format!("{}:{}:{}:{i}", self.plan.id, page.segment, page.page),
+                    approx_creation_ms: Some(row.read_ms),
+                    ttl_delete: false,
+                    snapshot: Some(SnapshotRead {
+                        id: id.clone(),
+                        read_ms: row.read_ms,
+                        marker: SnapshotMarker::from_code(&row.marker)
+                            .unwrap_or(SnapshotMarker::Row),
+                    }),
+                },
+            });
+            batch.origins.push(Origin {
+                origin: origin.clone(),
+                line: None,
+                record_index: Some(i),
+            });
+        }
+        for (i, (raw, error)) in page.unreadable.iter().enumerate() {
+            batch.dead_letters.push(DeadLetter {
+                origin: origin.to_string(),
+                line: None,
+                record_index: Some(i),
+                table: Some(self.table.to_string()),
+                shard: None,
+                sequence_number: None,
+                error: error.clone(),
+                raw: raw.clone(),
+            });
+        }
+        if !page.rows.is_empty() {
+            self.unconfirmed
+                .push((page.segment, page.page, last_sequence(page)));
+        } else if page.unreadable.is_empty() {
+            // Nothing in it for a sink to hold.
+            self.journal
+                .remove_page(&self.plan.id, page.segment, page.page)?;
+        }
+        Ok(())
+    }
+}
+
+/// The sequence number of row `row` of page `page`.
+fn sequence_of(page: u64, row: usize) -> SequenceNumber {
+    let n = page * ROWS_PER_PAGE + row as u64;
+    SequenceNumber::parse(&n.to_string()).expect("digits")
+}
+
+/// The sequence number of a page's last row (its first place when empty).
+fn last_sequence(page: &SpooledPage) -> SequenceNumber {
+    sequence_of(page.page, page.rows.len().saturating_sub(1))
+}
+
+/// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.
+fn snapshot_id(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%S%3fZ")
+        .to_string()
+}
+
+/// Items per Scan page: about one second of a segment's share of the
+/// budget, from the table's average item size; 1 000 when unknown. Bounded
+/// so that tiny budgets still make progress and pages stay far below the
+/// row numbering's limit.
+fn page_limit(average_item_bytes: u64, max_rcu: f64, segments: u32) -> u32 {
+    if average_item_bytes == 0 {
+        return 1_000;
+    }
+    // An eventually consistent read costs half a unit per 4 KiB.
+    let bytes_per_second = max_rcu / f64::from(segments.max(1)) * 8_192.0;
+    let items = (bytes_per_second / average_item_bytes as f64) as u64;
+    u32::try_from(items.clamp(10, 10_000)).unwrap_or(10_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_numbers_grow_within_and_across_pages() {
+        assert!(sequence_of(1, 999) < sequence_of(2, 0));
+        assert!(sequence_of(1, 0) < sequence_of(1, 1));
+        assert_eq!(sequence_of(3, 7).as_str(), "3000007");
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_name_no_path() {
+        let a = snapshot_id(1_764_637_200_000);
+        let b = snapshot_id(1_764_637_200_001);
+        assert!(a < b);
+        assert_eq!(a, "20251202T010000000Z");
+    }
+
+    #[test]
+    fn page_limits_follow_the_budget() {
+        assert_eq!(page_limit(0, 500.0, 8), 1_000);
+        // 100-byte items, 80 units over 8 segments: 10 units, 81 920 bytes.
+        assert_eq!(page_limit(100, 80.0, 8), 819);
+        assert_eq!(page_limit(100, 0.5, 8), 10);
+    }
+}

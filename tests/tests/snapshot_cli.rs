@@ -1,0 +1,333 @@
+//! Initial snapshots end to end on the stream simulator: the table's items
+//! and its stream come from one state. The binary snapshots a pre-filled
+//! table into Parquet and Kafka (librdkafka's mock cluster) while a writer
+//! keeps changing items and the stream rotates and splits shards, and it is
+//! killed with SIGKILL several times during the scan. Afterwards:
+//!
+//! - the latest state per key rebuilt from Parquet (the newest change after
+//!   S0, else the snapshot row) equals the table;
+//! - the latest state per key in Kafka (the last message of the key) equals
+//!   the table;
+//! - no snapshot row follows a newer change of its key in Kafka, and each
+//!   key has at most one snapshot row in either sink.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use dynamo_cdc_core::{AttributeValue, Item, parse_item};
+use dynamo_cdc_testkit::streams_sim::StreamSim;
+use dynamo_cdc_tests::kafka::read_topic;
+use dynamo_cdc_tests::{Scratch, read_rows, run_command};
+use rdkafka::mocking::MockCluster;
+use serde_json::{Value, json};
+
+const TABLE: &str = "orders";
+const TOPIC: &str = "cdc.orders";
+const PARTITIONS: i32 = 3;
+const PREFILLED: usize = 2_000;
+
+/// An item with awkward values: long decimals, quotes and newlines, nested
+/// maps and lists, sets, bytes, NULL, an empty string.
+fn awkward(i: usize, version: u32) -> Value {
+    json!({
+        "pk": {"S": format!("k{i:05} ✓")},
+        "v": {"N": version.to_string()},
+        "price": {"N": format!("{i}.0000000000000000000000000000001")},
+        "note": {"S": format!("line \"{i}\"\nnext\t✓")},
+        "empty": {"S": ""},
+        "nested": {"M": {"list": {"L": [{"N": "-0.5"}, {"BOOL": true}, {"NULL": true}]},
+                          "deep": {"M": {"x": {"S": "é"}}}}},
+        "tags": {"SS": ["b", "a", format!("t{}", i % 7)]},
+        "nums": {"NS": ["1", "10", "-3.25"]},
+        "bytes": {"B": base64::engine::general_purpose::STANDARD.encode([0u8, 255, i as u8])},
+        "nothing": {"NULL": true},
+    })
+}
+
+fn key_of(item: &Item) -> String {
+    match item.get("pk") {
+        Some(AttributeValue::S(s)) => s.to_string(),
+        other => panic!("no pk: {other:?}"),
+    }
+}
+
+/// The item as the Kafka sink's plain JSON shows it.
+fn plain(v: &AttributeValue) -> Value {
+    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+    match v {
+        AttributeValue::S(s) => Value::String(s.to_string()),
+        AttributeValue::N(n) => serde_json::from_str(n.as_str()).unwrap(),
+        AttributeValue::B(b) => b64(b),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null => Value::Null,
+        AttributeValue::Ss(v) => v.iter().map(|s| Value::String(s.clone())).collect(),
+        AttributeValue::Ns(v) => v
+            .iter()
+            .map(|n| serde_json::from_str::<Value>(n.as_str()).unwrap())
+            .collect(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b64(b)).collect(),
+        AttributeValue::L(v) => v.iter().map(plain).collect(),
+        AttributeValue::M(m) => plain_item(m),
+    }
+}
+
+fn plain_item(item: &Item) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.to_string(), plain(v)))
+            .collect(),
+    )
+}
+
+fn table_now(sim: &StreamSim) -> BTreeMap<String, Item> {
+    sim.items(TABLE)
+        .into_iter()
+        .map(|v| {
+            let item = parse_item(&v.to_string(), "item").unwrap();
+            (key_of(&item), item)
+        })
+        .collect()
+}
+
+/// The `_snapshots/<table>/<id>.json` files: id -> S0 (shard -> sequence).
+fn announced(parquet: &Path) -> Vec<(String, BTreeMap<String, u128>, Value)> {
+    let dir = parquet.join("_snapshots").join(TABLE);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path: PathBuf = entry.unwrap().path();
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let s0 = v["s0"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.as_str().unwrap().parse().unwrap()))
+            .collect();
+        out.push((v["id"].as_str().unwrap().to_owned(), s0, v));
+    }
+    out
+}
+
+/// The child's exit status, or `None` (and the child killed) after `limit`.
+fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_sinks() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let sim = Arc::new(StreamSim::start());
+    let arn = sim.create_table(TABLE, "pk", None);
+    for i in 0..PREFILLED {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    let s = Scratch::new();
+    let config = s.path().join("snapshot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\nsnapshot_segments = 4\n\
+             snapshot_max_rcu = 8\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sim, arn, stop) = (sim.clone(), arn.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Old keys spread over the whole scan, and new ones.
+                let i = (n as usize * 7919) % 300 * (PREFILLED / 300) + (n as usize % 3);
+                match n % 9 {
+                    8 => {
+                        sim.delete_item(TABLE, json!({"pk": {"S": format!("k{i:05} ✓")}}));
+                    }
+                    7 => {
+                        sim.put_item(TABLE, awkward(PREFILLED + n as usize % 50, n));
+                    }
+                    _ => {
+                        sim.put_item(TABLE, awkward(i, n));
+                    }
+                }
+                if n % 400 == 399 {
+                    let open = sim.open_shards(&arn);
+                    let shard = &open[n as usize % open.len()];
+                    if n % 800 == 799 {
+                        sim.split(&arn, shard);
+                    } else {
+                        sim.rotate(&arn, shard);
+                    }
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+    for round in 0..4u64 {
+        let mut child = run_command(s.path(), &config, None)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1_200 + 500 * round));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let during = announced(&s.parquet());
+    assert_eq!(during.len(), 1, "the snapshot was planned: {during:?}");
+    assert!(
+        during[0].2["finished_ms"].is_null(),
+        "every kill came during the scan: {}",
+        during[0].2
+    );
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(writes > 500, "the writer made {writes} changes");
+    // The last run finishes the snapshot, then stops once idle.
+    let log = s.path().join("last-run.log");
+    let mut last = run_command(s.path(), &config, Some("2"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_at_most(&mut last, Duration::from_secs(180));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{log}");
+    let want = table_now(&sim);
+
+    // Parquet: the newest change after S0, else the snapshot row.
+    let snapshots = announced(&s.parquet());
+    assert_eq!(snapshots.len(), 1, "one snapshot: {snapshots:?}");
+    let (id, s0, plan) = &snapshots[0];
+    assert!(
+        plan["finished_ms"].is_i64(),
+        "the snapshot finished: {plan}"
+    );
+    let rows = read_rows(&s.parquet());
+    let mut latest: BTreeMap<String, (u128, &str, &Item)> = BTreeMap::new();
+    let mut snapshot_rows: BTreeMap<String, &Item> = BTreeMap::new();
+    for row in &rows {
+        let key = key_of(&row.item);
+        if row.op == "r" {
+            assert!(
+                row.shard.starts_with(&format!("snapshot-{id}-")),
+                "{}",
+                row.shard
+            );
+            assert!(
+                snapshot_rows.insert(key.clone(), &row.item).is_none(),
+                "two snapshot rows of {key}"
+            );
+            continue;
+        }
+        let seq: u128 = row.seq.parse().unwrap();
+        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
+            continue;
+        }
+        if latest.get(&key).is_none_or(|(s, _, _)| *s < seq) {
+            latest.insert(key, (seq, row.op.as_str(), &row.item));
+        }
+    }
+    let mut rebuilt: BTreeMap<String, Item> = BTreeMap::new();
+    let keys: BTreeSet<&String> = latest.keys().chain(snapshot_rows.keys()).collect();
+    for key in keys {
+        let state = match latest.get(key) {
+            Some((_, "d", _)) => None,
+            Some((_, _, item)) => Some((*item).clone()),
+            None => snapshot_rows.get(key).map(|i| (*i).clone()),
+        };
+        if let Some(item) = state {
+            rebuilt.insert(key.clone(), item);
+        }
+    }
+    assert_eq!(rebuilt.len(), want.len(), "keys rebuilt from Parquet");
+    for (key, item) in &want {
+        // A flat row cannot tell a top-level NULL from an absent attribute.
+        let mut item = item.clone();
+        item.remove("nothing");
+        assert_eq!(rebuilt.get(key), Some(&item), "Parquet state of {key}");
+    }
+    assert!(
+        snapshot_rows.len() > PREFILLED / 2,
+        "most items came from the snapshot: {}",
+        snapshot_rows.len()
+    );
+
+    // Kafka: the last message per key; no snapshot row after a newer change.
+    let messages = read_topic(&brokers, TOPIC, PARTITIONS);
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    let mut newest_change: BTreeMap<String, i64> = BTreeMap::new();
+    let mut seen_snapshot: BTreeSet<String> = BTreeSet::new();
+    let mut markers: BTreeMap<String, usize> = BTreeMap::new();
+    for m in messages.iter().filter(|m| m.value.is_some()) {
+        let v: Value = serde_json::from_slice(m.value.as_ref().unwrap()).unwrap();
+        let key: Value = serde_json::from_slice(&m.key).unwrap();
+        let key = key["pk"].as_str().unwrap().to_owned();
+        let ts = v["ts_ms"].as_i64().unwrap();
+        let marker = v["source"]["snapshot"].as_str().unwrap().to_owned();
+        if marker == "false" {
+            let at = newest_change.entry(key.clone()).or_insert(ts);
+            *at = (*at).max(ts);
+        } else {
+            assert_eq!(m.headers["dynamodb.snapshot_id"], *id);
+            assert_eq!(v["op"], "r");
+            assert!(
+                seen_snapshot.insert(key.clone()),
+                "two snapshot rows of {key} in Kafka"
+            );
+            if let Some(&newer) = newest_change.get(&key) {
+                assert!(
+                    newer <= ts,
+                    "the snapshot row of {key} (read at {ts}) follows a change made at {newer}"
+                );
+            }
+            *markers.entry(marker).or_default() += 1;
+        }
+        last.insert(key, v);
+    }
+    assert_eq!(markers.get("first"), Some(&1), "{markers:?}");
+    assert!(
+        markers.get("last").copied().unwrap_or(0) <= 1,
+        "{markers:?}"
+    );
+    let kafka_state: BTreeMap<&String, &Value> =
+        last.iter().filter(|(_, v)| v["op"] != "d").collect();
+    assert_eq!(kafka_state.len(), want.len(), "keys rebuilt from Kafka");
+    for (key, item) in &want {
+        assert_eq!(
+            kafka_state.get(key).map(|v| &v["after"]),
+            Some(&plain_item(item)),
+            "Kafka state of {key}"
+        );
+    }
+}
