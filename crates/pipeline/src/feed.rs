@@ -3,18 +3,23 @@
 //! one at a time over a bounded channel, and gets an empty batch at least
 //! every heartbeat so it can commit files by age and notice a stop request.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use dynamo_cdc_object_store::{ObjectPath, Objects, StoreOptions, StoreUrl};
 use dynamo_cdc_sink_parquet::ParquetConfig;
 use dynamo_cdc_source::record::table_from_arn;
-use dynamo_cdc_source::snapshot::{SnapshotMode, SnapshotProgress, Snapshots};
+use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
 use dynamo_cdc_source::streams::ShardBoard;
+use dynamo_cdc_source::streams::sdk::Endpoint;
 use dynamo_cdc_source::streams::sdk::SdkStreams;
-use dynamo_cdc_source::{ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsSource};
+use dynamo_cdc_source::{
+    ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsConfig, StreamsSource,
+};
 
 use crate::announce::announce;
 use crate::config::{Config, SourceKind};
@@ -42,12 +47,67 @@ pub(crate) enum Feed {
         progress: ReplayProgress,
     },
     Streams {
-        source: Box<StreamsSource>,
+        /// The stream source; `None` while an export is handed over (the
+        /// stream follows it from S0).
+        source: Option<Box<StreamsSource>>,
+        /// What starts the stream source once the export is handed over.
+        pending: Option<Box<PendingStream>>,
         /// The tables being snapshotted, when any.
         snapshots: Option<Box<Snapshots>>,
         /// Where snapshots are announced to readers.
         parquet: Option<ParquetConfig>,
+        /// The lowest position over the sinks at the start.
+        resume: Positions,
+        /// Where the AWS SDK and S3 connect.
+        endpoint: Endpoint,
     },
+}
+
+/// The stream source, ready to start.
+pub(crate) struct PendingStream {
+    runtime: tokio::runtime::Runtime,
+    api: Arc<SdkStreams>,
+    streams: StreamsConfig,
+    resume: Positions,
+}
+
+impl PendingStream {
+    fn start(
+        self,
+        snapshots: Option<&mut Snapshots>,
+        resume: &Positions,
+    ) -> anyhow::Result<StreamsSource> {
+        let handle = self.runtime.handle().clone();
+        let source =
+            StreamsSource::start_on(self.runtime, self.api.clone(), &self.streams, &self.resume)?;
+        if let Some(snapshots) = snapshots {
+            snapshots.start(&handle, &self.api, source.board(), resume)?;
+        }
+        Ok(source)
+    }
+}
+
+/// An export's bucket, read through the object-store crate.
+struct BucketObjects(Objects);
+
+impl ExportObjects for BucketObjects {
+    fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+        self.0
+            .read(&ObjectPath::from(key))
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Opens an export's bucket with the source's region and endpoint.
+fn open_bucket(endpoint: &Endpoint, bucket: &str) -> Result<Box<dyn ExportObjects>, String> {
+    let url = StoreUrl::parse(&format!("s3://{bucket}"))?;
+    let options = StoreOptions {
+        region: endpoint.region.clone(),
+        endpoint_url: endpoint.endpoint_url.clone(),
+    };
+    let objects = Objects::connect(&url, &options).map_err(|e| e.to_string())?;
+    Ok(Box::new(BucketObjects(objects)))
 }
 
 impl Feed {
@@ -143,19 +203,32 @@ impl Feed {
             }
             None => resume.clone(),
         };
-        let handle = runtime.handle().clone();
-        let source = StreamsSource::start_on(runtime, api.clone(), &streams, &stream_resume)?;
+        let pending = PendingStream {
+            runtime,
+            api,
+            streams,
+            resume: stream_resume,
+        };
         let parquet = config.sinks.parquet.clone();
         if let Some(snapshots) = snapshots.as_mut() {
-            snapshots.start(&handle, &api, source.board(), resume)?;
             for plan in snapshots.announcements() {
                 announce(parquet.as_ref(), &plan)?;
             }
         }
+        let exporting = snapshots.as_ref().is_some_and(|s| s.exporting());
+        let (source, pending) = if exporting {
+            (None, Some(Box::new(pending)))
+        } else {
+            let source = pending.start(snapshots.as_deref_mut(), resume)?;
+            (Some(Box::new(source)), None)
+        };
         Ok(Feed::Streams {
-            source: Box::new(source),
+            source,
+            pending,
             snapshots,
             parquet,
+            resume: resume.clone(),
+            endpoint: s.endpoint(),
         })
     }
 
@@ -172,10 +245,38 @@ impl Feed {
             },
             Feed::Streams {
                 source,
+                pending,
                 snapshots,
                 parquet,
+                resume,
+                endpoint,
             } => {
-                let Some(mut batch) = source.next_batch()? else {
+                let Some(live) = source else {
+                    // An export first: the stream waits for it.
+                    let (Some(snapshots), Some(waiting)) = (snapshots.as_mut(), pending.as_ref())
+                    else {
+                        bail!("internal error: a stream source neither started nor pending");
+                    };
+                    let open = |bucket: &str| open_bucket(endpoint, bucket);
+                    let batch = waiting.runtime.block_on(snapshots.export_step(
+                        &*waiting.api,
+                        &open,
+                        resume,
+                    ))?;
+                    for plan in snapshots.announcements() {
+                        announce(parquet.as_ref(), &plan)?;
+                    }
+                    if !snapshots.exporting()
+                        && let Some(waiting) = pending.take()
+                    {
+                        *source = Some(Box::new(waiting.start(Some(snapshots), resume)?));
+                    } else if batch.is_empty() {
+                        // DynamoDB is still writing the export.
+                        std::thread::sleep(HEARTBEAT);
+                    }
+                    return Ok(Some(batch));
+                };
+                let Some(mut batch) = live.next_batch()? else {
                     return Ok(None);
                 };
                 if let Some(snapshots) = snapshots {
@@ -185,7 +286,7 @@ impl Feed {
                     }
                     if snapshots.busy() {
                         // Not idle while a snapshot still has rows to hand over.
-                        source.busy();
+                        live.busy();
                     }
                 }
                 Ok(Some(batch))
@@ -222,7 +323,7 @@ impl Feed {
     /// The stream source's shard board (lag, time to data loss, answers).
     pub(crate) fn board(&self) -> Option<std::sync::Arc<ShardBoard>> {
         match self {
-            Feed::Streams { source, .. } => Some(source.board()),
+            Feed::Streams { source, .. } => source.as_ref().map(|s| s.board()),
             Feed::Replay { .. } => None,
         }
     }
@@ -243,7 +344,11 @@ impl Feed {
             Feed::Replay { spent, .. } => {
                 let _ = spent.send(batch);
             }
-            Feed::Streams { source, .. } => source.recycle(batch),
+            Feed::Streams {
+                source: Some(source),
+                ..
+            } => source.recycle(batch),
+            Feed::Streams { source: None, .. } => drop(batch),
         }
     }
 
@@ -267,7 +372,9 @@ impl Feed {
                 }
             }
             Feed::Streams { source, .. } => {
-                source.stop();
+                if let Some(source) = source {
+                    source.stop();
+                }
                 Ok(ReplayStats::default())
             }
         }

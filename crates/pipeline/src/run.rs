@@ -22,7 +22,7 @@ use dynamo_cdc_dead_letter::{
 use dynamo_cdc_object_store::{Location, Objects};
 use dynamo_cdc_source::record::render_record;
 use dynamo_cdc_source::snapshot::SnapshotProgress;
-use dynamo_cdc_source::streams::ApiError;
+use dynamo_cdc_source::streams::{ApiError, ShardBoard};
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::checkpoint::FileCheckpoints;
@@ -406,6 +406,10 @@ pub(crate) trait Batches {
     fn snapshot_progress(&self) -> Vec<SnapshotProgress> {
         Vec::new()
     }
+    /// The stream source's shard board, once the stream runs.
+    fn board(&self) -> Option<std::sync::Arc<ShardBoard>> {
+        None
+    }
 }
 
 impl Batches for Feed {
@@ -423,6 +427,9 @@ impl Batches for Feed {
     }
     fn snapshot_progress(&self) -> Vec<SnapshotProgress> {
         Feed::snapshot_progress(self)
+    }
+    fn board(&self) -> Option<std::sync::Arc<ShardBoard>> {
+        Feed::board(self)
     }
 }
 
@@ -507,6 +514,12 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         }
         // What the checkpoint holds is current as of now.
         l.watch.checkpoint_stored();
+        if l.watch.board().is_none()
+            && let Some(board) = feed.board()
+        {
+            // The stream started after an export was handed over.
+            l.watch.set_board(Some(board));
+        }
         report_delivered(l);
         if l.recorded_moved {
             l.recorded_moved = false;

@@ -325,6 +325,8 @@ impl SourceConfig {
             max_rcu: self.snapshot_max_rcu,
             journal_root,
             margin_ms: MARGIN_MS,
+            export_bucket: self.snapshot_export_bucket.clone(),
+            export_poll: Duration::from_secs(10),
         }
     }
 

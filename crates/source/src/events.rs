@@ -82,6 +82,9 @@ pub(crate) enum Request {
     GetRecords,
     DescribeTable,
     Scan,
+    DescribeContinuousBackups,
+    ExportTableToPointInTime,
+    DescribeExport,
 }
 
 impl Request {
@@ -93,6 +96,9 @@ impl Request {
             Request::GetRecords => "GetRecords",
             Request::DescribeTable => "DescribeTable",
             Request::Scan => "Scan",
+            Request::DescribeContinuousBackups => "DescribeContinuousBackups",
+            Request::ExportTableToPointInTime => "ExportTableToPointInTime",
+            Request::DescribeExport => "DescribeExport",
         }
     }
 }

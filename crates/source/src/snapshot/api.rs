@@ -138,6 +138,35 @@ pub fn key_of(item: &Item, key_names: &[String]) -> Item {
     Item::from_entries(entries).unwrap_or_default()
 }
 
+/// `ExportTableToPointInTime` of a table, as of now, in DynamoDB JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportRequest {
+    /// The table's ARN.
+    pub table_arn: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix in the bucket (may be empty).
+    pub prefix: String,
+}
+
+/// Where an export stands (`DescribeExport`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportState {
+    /// Still being written.
+    InProgress,
+    /// Written: where its manifest summary is.
+    Completed {
+        /// The bucket.
+        bucket: String,
+        /// The bucket-relative key of `manifest-summary.json`.
+        manifest_key: String,
+        /// Items exported.
+        item_count: u64,
+    },
+    /// Failed, with the service's reason.
+    Failed(String),
+}
+
 /// The DynamoDB calls a snapshot makes.
 pub trait TableApi: Send + Sync + 'static {
     /// The table's keys, size estimates and stream.
@@ -151,6 +180,24 @@ pub trait TableApi: Send + Sync + 'static {
         &self,
         request: &ScanRequest,
     ) -> impl Future<Output = Result<ScanPage, ApiError>> + Send;
+
+    /// Whether point-in-time recovery (which an export needs) is on.
+    fn point_in_time_recovery(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+
+    /// Starts an export; its ARN.
+    fn export_table(
+        &self,
+        request: &ExportRequest,
+    ) -> impl Future<Output = Result<String, ApiError>> + Send;
+
+    /// Where the export stands.
+    fn describe_export(
+        &self,
+        export_arn: &str,
+    ) -> impl Future<Output = Result<ExportState, ApiError>> + Send;
 }
 
 #[cfg(test)]

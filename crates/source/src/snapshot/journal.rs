@@ -56,6 +56,12 @@ pub struct Plan {
     /// The export's ARN, once requested.
     #[serde(default)]
     pub export_arn: Option<String>,
+    /// The bucket the export was written to, once it completed.
+    #[serde(default)]
+    pub export_bucket: Option<String>,
+    /// The export's data files, once it completed.
+    #[serde(default)]
+    pub export_files: Option<Vec<crate::snapshot::export::ExportFile>>,
 }
 
 impl Plan {
@@ -305,6 +311,8 @@ mod tests {
             bytes: 0,
             consumed: 0.0,
             export_arn: None,
+            export_bucket: None,
+            export_files: None,
         }
     }
 

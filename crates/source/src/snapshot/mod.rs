@@ -20,6 +20,7 @@
 //! exactly as they do for stream changes.
 
 pub mod api;
+pub mod export;
 pub mod journal;
 mod scan;
 mod sdk;
@@ -37,7 +38,10 @@ use dynamo_cdc_core::{
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
-pub use api::{ScanPage, ScanRequest, TableApi, TableInfo, key_of, key_text};
+pub use api::{
+    ExportRequest, ExportState, ScanPage, ScanRequest, TableApi, TableInfo, key_of, key_text,
+};
+pub use export::{ExportObjects, LocalBucket, OpenBucket};
 pub use journal::{Journal, JournalError, Plan};
 
 use crate::streams::api::{ApiError, StreamsApi};
@@ -95,7 +99,19 @@ pub struct SnapshotSettings {
     pub journal_root: PathBuf,
     /// See [`window`]: how far a change's creation time may be off.
     pub margin_ms: i64,
+    /// `s3://bucket/prefix` for exports.
+    pub export_bucket: Option<String>,
+    /// How often DescribeExport is asked while an export is written.
+    pub export_poll: std::time::Duration,
 }
+
+/// How long a stream keeps records: a snapshot the stream waits for must
+/// end well within it.
+const RETENTION_SECONDS: u64 = 86_400;
+
+/// Of the retention, what an export may use: the rest is a margin for the
+/// estimate being wrong and for the stream to catch up.
+const EXPORT_BUDGET_SECONDS: u64 = RETENTION_SECONDS - 4 * 3_600;
 
 /// The margin of the window: ApproximateCreationDateTime has one-second
 /// precision on some back ends, and clocks drift by less than a second.
@@ -168,6 +184,21 @@ struct TableSnapshot {
     unconfirmed: Vec<(u32, u64, SequenceNumber)>,
     /// Set when a plan was started or finished and not yet announced.
     announce: bool,
+    /// An export being handed over.
+    export: Option<ExportCursor>,
+    /// No DescribeExport before this.
+    next_poll: std::time::Instant,
+}
+
+/// Where an export's hand-over stands.
+struct ExportCursor {
+    /// Reads the export's bucket.
+    objects: Box<dyn ExportObjects>,
+    /// The data file (index into the plan's files) and its next row.
+    file: usize,
+    row: u64,
+    /// The rows of `file`, once read.
+    rows: Option<export::DataRows>,
 }
 
 /// What a snapshot has done, for progress lines and metrics.
@@ -241,6 +272,11 @@ impl Snapshots {
                     && !has_position);
             let plan = match existing {
                 Some(plan) if plan.finished_ms.is_none() && !wanted => plan,
+                // Handed over before a crash, not yet held by every sink.
+                Some(mut plan) if !wanted && export_undelivered(&plan, resume) => {
+                    plan.finished_ms = None;
+                    plan
+                }
                 _ if wanted => out.plan(api, table, stream_arn, &journal).await?,
                 _ => continue,
             };
@@ -262,6 +298,8 @@ impl Snapshots {
                 read_through: HashMap::new(),
                 unconfirmed: Vec::new(),
                 announce: true,
+                export: None,
+                next_poll: std::time::Instant::now(),
             });
         }
         Ok(out)
@@ -290,18 +328,18 @@ impl Snapshots {
                 ),
             });
         }
-        if self.settings.method == SnapshotMethod::Export {
-            return Err(SnapshotError::Refused {
-                table: table.to_owned(),
-                reason: "snapshot_method = \"export\" is not available in this build; use \
-                         snapshot_method = \"scan\""
-                    .into(),
-            });
-        }
+        let export = if self.settings.method == SnapshotMethod::Export {
+            Some(self.export_request(api, table, &info).await?)
+        } else {
+            None
+        };
         let started_ms = now_ms();
         let s0 = start::stream_end(api, stream_arn).await.map_err(failed)?;
-        let segments = self.settings.segments.max(1);
-        let plan = Plan {
+        let segments = match export {
+            Some(_) => 1,
+            None => self.settings.segments.max(1),
+        };
+        let mut plan = Plan {
             id: snapshot_id(started_ms),
             table: table.to_owned(),
             method: self.settings.method.name().to_owned(),
@@ -319,11 +357,103 @@ impl Snapshots {
             bytes: 0,
             consumed: 0.0,
             export_arn: None,
+            export_bucket: None,
+            export_files: None,
         };
         // S0 is durable before the first item is read.
         journal.save(&plan)?;
+        if let Some(request) = export {
+            // After S0: the export shows the table at a moment after it.
+            let arn = api.export_table(&request).await.map_err(failed)?;
+            tracing::info!(table, export = %arn, bucket = %request.bucket, prefix = %request.prefix, "export requested");
+            plan.export_arn = Some(arn);
+            journal.save(&plan)?;
+        }
         tracing::info!(table, id = %plan.id, shards = plan.s0.len(), segments, "snapshot planned: stream positions recorded");
         Ok(plan)
+    }
+
+    /// Checks that `table` can be exported in time, and what to ask for.
+    async fn export_request<A: TableApi>(
+        &self,
+        api: &A,
+        table: &str,
+        info: &TableInfo,
+    ) -> Result<ExportRequest, SnapshotError> {
+        let refuse = |reason: String| SnapshotError::Refused {
+            table: table.to_owned(),
+            reason,
+        };
+        let url = self.settings.export_bucket.as_deref().ok_or_else(|| {
+            refuse("snapshot_method = \"export\" needs snapshot_export_bucket".into())
+        })?;
+        let rest = url.strip_prefix("s3://").unwrap_or(url);
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let pitr =
+            api.point_in_time_recovery(table)
+                .await
+                .map_err(|source| SnapshotError::Api {
+                    table: table.to_owned(),
+                    source,
+                })?;
+        if !pitr {
+            return Err(refuse(
+                "point-in-time recovery is off, and an export needs it: turn it on \
+                 (UpdateContinuousBackups, PointInTimeRecoveryEnabled = true) or use \
+                 snapshot_method = \"scan\""
+                    .into(),
+            ));
+        }
+        let estimate = export::estimated_seconds(info.size_bytes);
+        if estimate > EXPORT_BUDGET_SECONDS {
+            return Err(refuse(format!(
+                "an export of {} bytes ({} items) is expected to take about {} hours, and \
+                 the stream, which waits for it, keeps records for 24: use \
+                 snapshot_method = \"scan\" (the stream flows during a scan)",
+                info.size_bytes,
+                info.item_count,
+                estimate.div_ceil(3_600)
+            )));
+        }
+        Ok(ExportRequest {
+            table_arn: info.arn.clone(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// True while an export has rows to hand over: the stream waits until
+    /// it has (see [`Snapshots::export_step`]).
+    pub fn exporting(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.plan.method == SnapshotMethod::Export.name() && t.plan.finished_ms.is_none())
+    }
+
+    /// One step of the first export not yet delivered: asks where the
+    /// export stands (at most every `export_poll`), reads its manifests
+    /// once it is written, then hands over its rows a batch at a time,
+    /// after what every sink already holds (`resume`). An empty batch while
+    /// DynamoDB is still writing.
+    ///
+    /// # Errors
+    /// When the export failed, its files cannot be read, or the journal
+    /// cannot be written.
+    pub async fn export_step<A: TableApi>(
+        &mut self,
+        api: &A,
+        open: &OpenBucket<'_>,
+        resume: &Positions,
+    ) -> Result<SourceBatch, SnapshotError> {
+        let poll = self.settings.export_poll;
+        let mut batch = SourceBatch::default();
+        let Some(t) = self.tables.iter_mut().find(|t| {
+            t.plan.method == SnapshotMethod::Export.name() && t.plan.finished_ms.is_none()
+        }) else {
+            return Ok(batch);
+        };
+        t.export_step(api, open, resume, poll, &mut batch).await?;
+        Ok(batch)
     }
 
     /// True when no table is being snapshotted.
@@ -385,7 +515,7 @@ impl Snapshots {
                     page: ScanPage::default(),
                 });
             }
-            if t.plan.all_done() {
+            if t.plan.all_done() || t.plan.method != SnapshotMethod::Scan.name() {
                 continue;
             }
             let (tx, rx) = mpsc::channel(2 * t.plan.segments as usize);
@@ -441,7 +571,11 @@ impl Snapshots {
             return Ok(());
         };
         self.replayed = true;
-        for t in &mut self.tables {
+        for t in self
+            .tables
+            .iter_mut()
+            .filter(|t| t.plan.method == SnapshotMethod::Scan.name())
+        {
             for (key, ms) in &batch.read_through {
                 if key.table == t.table {
                     let at = t.read_through.entry(key.clone()).or_insert(*ms);
@@ -521,7 +655,172 @@ impl Drop for Snapshots {
     }
 }
 
+/// Rows of an export handed over per batch.
+const EXPORT_ROWS_PER_BATCH: usize = 1_000;
+
 impl TableSnapshot {
+    /// See [`Snapshots::export_step`].
+    async fn export_step<A: TableApi>(
+        &mut self,
+        api: &A,
+        open: &OpenBucket<'_>,
+        resume: &Positions,
+        poll: std::time::Duration,
+        batch: &mut SourceBatch,
+    ) -> Result<(), SnapshotError> {
+        let table = self.table.to_string();
+        let refuse = |reason: String| SnapshotError::Refused {
+            table: table.clone(),
+            reason,
+        };
+        if self.plan.export_files.is_none() {
+            if std::time::Instant::now() < self.next_poll {
+                return Ok(());
+            }
+            self.next_poll = std::time::Instant::now() + poll;
+            let arn = self
+                .plan
+                .export_arn
+                .clone()
+                .ok_or_else(|| refuse("the journal's plan has no export".into()))?;
+            let state = api
+                .describe_export(&arn)
+                .await
+                .map_err(|source| SnapshotError::Api {
+                    table: table.clone(),
+                    source,
+                })?;
+            match state {
+                ExportState::InProgress => {
+                    tracing::info!(table = %self.table, export = %arn, "export still being written");
+                    return Ok(());
+                }
+                ExportState::Failed(why) => {
+                    return Err(refuse(format!("export {arn} failed: {why}")));
+                }
+                ExportState::Completed {
+                    bucket,
+                    manifest_key,
+                    item_count,
+                } => {
+                    let objects = open(&bucket).map_err(&refuse)?;
+                    let files = export::data_files(objects.as_ref(), &manifest_key)
+                        .map_err(|e| refuse(format!("export {arn}: {e}")))?;
+                    tracing::info!(table = %self.table, export = %arn, items = item_count, files = files.len(), "export written; reading it");
+                    self.plan.export_bucket = Some(bucket);
+                    self.plan.export_files = Some(files);
+                    self.journal.save(&self.plan)?;
+                }
+            }
+        }
+        let files = self.plan.export_files.clone().unwrap_or_default();
+        if self.export.is_none() {
+            let bucket = self.plan.export_bucket.clone().unwrap_or_default();
+            let key = ShardKey::new(self.table.clone(), self.plan.shard_of(0));
+            let (file, row) = export::after(resume.get(&key));
+            self.export = Some(ExportCursor {
+                objects: open(&bucket).map_err(&refuse)?,
+                file,
+                row,
+                rows: None,
+            });
+        }
+        let first_file = files.iter().position(|f| f.items > 0);
+        let last_file = files.iter().rposition(|f| f.items > 0);
+        let shard: Arc<str> = self.plan.shard_of(0).into();
+        let id: Arc<str> = self.plan.id.as_str().into();
+        let cursor = self.export.as_mut().expect("set above");
+        while batch.changes.len() + batch.dead_letters.len() < EXPORT_ROWS_PER_BATCH {
+            let Some(file) = files.get(cursor.file) else {
+                break;
+            };
+            let rows = match &cursor.rows {
+                Some(rows) => rows,
+                None => {
+                    let bytes = cursor
+                        .objects
+                        .get(&file.key)
+                        .map_err(|e| refuse(format!("export data file: {e}")))?;
+                    let rows = export::read_data_file(&bytes)
+                        .map_err(|e| refuse(format!("export data file {}: {e}", file.key)))?;
+                    self.plan.bytes += bytes.len() as u64;
+                    cursor.rows.insert(rows)
+                }
+            };
+            let Some(row) = usize::try_from(cursor.row).ok().and_then(|i| rows.get(i)) else {
+                cursor.file += 1;
+                cursor.row = 0;
+                cursor.rows = None;
+                continue;
+            };
+            let origin: Arc<str> = format!(
+                "snapshot {} of table {} (export data file {})",
+                self.plan.id, self.table, file.key
+            )
+            .into();
+            let index = usize::try_from(cursor.row).unwrap_or(usize::MAX);
+            match row {
+                Ok(item) => {
+                    let marker =
+                        if Some(cursor.file) == last_file && cursor.row + 1 == rows.len() as u64 {
+                            SnapshotMarker::Last
+                        } else if Some(cursor.file) == first_file && cursor.row == 0 {
+                            SnapshotMarker::First
+                        } else {
+                            SnapshotMarker::Row
+                        };
+                    let read_ms = self.plan.started_ms;
+                    batch.changes.push(Change {
+                        op: Op::Read,
+                        keys: key_of(item, &self.plan.key_names),
+                        old_image: None,
+                        new_image: Some(item.clone()),
+                        source: SourceInfo {
+                            table: self.table.clone(),
+                            stream_arn: None,
+                            shard_id: shard.clone(),
+                            sequence_number: export::sequence_of(cursor.file, cursor.row),
+                            event_id: format!("{}:{}:{}", self.plan.id, cursor.file, cursor.row),
+                            approx_creation_ms: Some(read_ms),
+                            ttl_delete: false,
+                            snapshot: Some(SnapshotRead {
+                                id: id.clone(),
+                                read_ms,
+                                marker,
+                            }),
+                        },
+                    });
+                    batch.origins.push(Origin {
+                        origin,
+                        line: Some(cursor.row + 1),
+                        record_index: None,
+                    });
+                }
+                Err((raw, error)) => batch.dead_letters.push(DeadLetter {
+                    origin: origin.to_string(),
+                    line: Some(cursor.row + 1),
+                    record_index: Some(index),
+                    table: Some(self.table.to_string()),
+                    shard: None,
+                    sequence_number: None,
+                    error: error.clone(),
+                    raw: raw.clone(),
+                }),
+            }
+            self.plan.items += 1;
+            cursor.row += 1;
+        }
+        if cursor.file >= files.len() {
+            for p in &mut self.plan.progress {
+                p.done = true;
+            }
+            self.plan.finished_ms = Some(now_ms());
+            self.journal.save(&self.plan)?;
+            self.announce = true;
+            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "export handed over; the stream follows from S0");
+        }
+        Ok(())
+    }
     /// Takes the pages the segment tasks read, as long as few are held.
     fn receive(&mut self) -> Result<(), SnapshotError> {
         let Some(rx) = self.scanned.as_mut() else {
@@ -748,6 +1047,18 @@ impl TableSnapshot {
         }
         Ok(())
     }
+}
+
+/// True when some sink lacks a row of a finished export's last data file.
+fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
+    let Some(files) = &plan.export_files else {
+        return false;
+    };
+    let Some((index, last)) = files.iter().enumerate().rev().find(|(_, f)| f.items > 0) else {
+        return false;
+    };
+    let key = ShardKey::new(plan.table.as_str(), plan.shard_of(0));
+    !resume.covers(&key, &export::sequence_of(index, last.items - 1))
 }
 
 /// The sequence number of row `row` of page `page`.

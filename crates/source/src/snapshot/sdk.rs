@@ -1,11 +1,16 @@
 //! [`TableApi`] over the AWS SDK for Rust. Scan answers are read from the
 //! body as the service sent it (numbers stay exact text), like GetRecords.
 
-use aws_sdk_dynamodb::types::{AttributeValue as SdkValue, KeyType, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{
+    AttributeValue as SdkValue, ExportFormat, ExportStatus, KeyType, PointInTimeRecoveryStatus,
+    ReturnConsumedCapacity,
+};
 use dynamo_cdc_core::AttributeValue;
 
 use crate::events::Request;
-use crate::snapshot::api::{ScanPage, ScanRequest, TableApi, TableInfo};
+use crate::snapshot::api::{
+    ExportRequest, ExportState, ScanPage, ScanRequest, TableApi, TableInfo,
+};
 use crate::streams::api::{ApiError, ApiErrorKind};
 use crate::streams::raw_records::{KeepBody, Stash};
 use crate::streams::sdk::{SdkStreams, classify, counted};
@@ -86,6 +91,75 @@ impl TableApi for SdkStreams {
                 message: "the Scan answer's body was not kept".into(),
             })?;
         ScanPage::parse(&body)
+    }
+
+    async fn point_in_time_recovery(&self, table: &str) -> Result<bool, ApiError> {
+        let out = self
+            .tables
+            .describe_continuous_backups()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| classify(Request::DescribeContinuousBackups, &e));
+        let out = counted(Request::DescribeContinuousBackups, out)?;
+        Ok(out
+            .continuous_backups_description()
+            .and_then(|d| d.point_in_time_recovery_description())
+            .and_then(|p| p.point_in_time_recovery_status())
+            == Some(&PointInTimeRecoveryStatus::Enabled))
+    }
+
+    async fn export_table(&self, request: &ExportRequest) -> Result<String, ApiError> {
+        let out = self
+            .tables
+            .export_table_to_point_in_time()
+            .table_arn(&request.table_arn)
+            .s3_bucket(&request.bucket)
+            .set_s3_prefix((!request.prefix.is_empty()).then(|| request.prefix.clone()))
+            .export_format(ExportFormat::DynamodbJson)
+            .send()
+            .await
+            .map_err(|e| classify(Request::ExportTableToPointInTime, &e));
+        let out = counted(Request::ExportTableToPointInTime, out)?;
+        out.export_description()
+            .and_then(|d| d.export_arn())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError {
+                kind: ApiErrorKind::Fatal,
+                operation: Request::ExportTableToPointInTime.name(),
+                message: "the answer has no ExportArn".into(),
+            })
+    }
+
+    async fn describe_export(&self, export_arn: &str) -> Result<ExportState, ApiError> {
+        let out = self
+            .tables
+            .describe_export()
+            .export_arn(export_arn)
+            .send()
+            .await
+            .map_err(|e| classify(Request::DescribeExport, &e));
+        let out = counted(Request::DescribeExport, out)?;
+        let Some(d) = out.export_description() else {
+            return Err(ApiError {
+                kind: ApiErrorKind::Fatal,
+                operation: Request::DescribeExport.name(),
+                message: "the answer has no ExportDescription".into(),
+            });
+        };
+        Ok(match d.export_status() {
+            Some(ExportStatus::Completed) => ExportState::Completed {
+                bucket: d.s3_bucket().unwrap_or_default().to_owned(),
+                manifest_key: d.export_manifest().unwrap_or_default().to_owned(),
+                item_count: d.item_count().unwrap_or(0).max(0).unsigned_abs(),
+            },
+            Some(ExportStatus::Failed) => ExportState::Failed(format!(
+                "{}: {}",
+                d.failure_code().unwrap_or("FAILED"),
+                d.failure_message().unwrap_or("no reason given")
+            )),
+            _ => ExportState::InProgress,
+        })
     }
 }
 
