@@ -331,3 +331,107 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         );
     }
 }
+
+/// Per key, the newest snapshot's rule: the newest change after that
+/// snapshot's S0, else its snapshot row.
+fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
+    let mut snapshots = announced(parquet);
+    snapshots.sort_by(|a, b| a.0.cmp(&b.0));
+    let (id, s0, _) = snapshots.last().expect("a snapshot").clone();
+    let rows = read_rows(parquet);
+    let mut latest: BTreeMap<String, (u128, String, Item)> = BTreeMap::new();
+    let mut snapshot_rows: BTreeMap<String, Item> = BTreeMap::new();
+    for row in &rows {
+        let key = key_of(&row.item);
+        if row.op == "r" {
+            if row.shard.starts_with(&format!("snapshot-{id}-")) {
+                assert!(
+                    snapshot_rows
+                        .insert(key.clone(), row.item.clone())
+                        .is_none(),
+                    "two rows of {key} in snapshot {id}"
+                );
+            }
+            continue;
+        }
+        let seq: u128 = row.seq.parse().unwrap();
+        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
+            continue;
+        }
+        if latest.get(&key).is_none_or(|(s, _, _)| *s < seq) {
+            latest.insert(key, (seq, row.op.clone(), row.item.clone()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    let keys: BTreeSet<String> = latest.keys().chain(snapshot_rows.keys()).cloned().collect();
+    for key in keys {
+        let state = match latest.get(&key) {
+            Some((_, op, _)) if op == "d" => None,
+            Some((_, _, item)) => Some(item.clone()),
+            None => snapshot_rows.get(&key).cloned(),
+        };
+        if let Some(item) = state {
+            out.insert(key, item);
+        }
+    }
+    out
+}
+
+#[test]
+fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_table() {
+    let sim = StreamSim::start();
+    let arn = sim.create_table(TABLE, "pk", None);
+    for i in 0..200 {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    let s = Scratch::new();
+    let config = s.path().join("when_needed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\nsnapshot = \"when_needed\"\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    let run = |label: &str| {
+        let out = run_command(s.path(), &config, Some("1.5"))
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{label}: {log}");
+        log
+    };
+    run("the initial snapshot");
+    assert_eq!(announced(&s.parquet()).len(), 1);
+
+    // While the bridge is down, items change and the stream trims records
+    // nobody delivered: a gap.
+    for i in 0..60 {
+        sim.put_item(TABLE, awkward(i, 1));
+    }
+    for i in 150..170 {
+        sim.delete_item(TABLE, json!({"pk": {"S": format!("k{i:05} ✓")}}));
+    }
+    let shard = sim.open_shards(&arn)[0].clone();
+    sim.trim(&arn, &shard, 230);
+    let log = run("the repair");
+    assert!(log.contains("snapshotting the table again"), "{log}");
+    assert_eq!(announced(&s.parquet()).len(), 2, "a second snapshot");
+
+    let want = table_now(&sim);
+    let rebuilt = rebuilt_from_parquet(&s.parquet());
+    assert_eq!(rebuilt.len(), want.len(), "keys after the repair");
+    for (key, item) in &want {
+        let mut item = item.clone();
+        item.remove("nothing");
+        assert_eq!(rebuilt.get(key), Some(&item), "state of {key}");
+    }
+}

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, Source, SourceBatch};
 use dynamo_cdc_object_store::{ObjectPath, Objects, StoreOptions, StoreUrl};
 use dynamo_cdc_sink_parquet::ParquetConfig;
+use dynamo_cdc_source::OnGap;
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
 use dynamo_cdc_source::streams::ShardBoard;
@@ -60,6 +61,10 @@ pub(crate) enum Feed {
         resume: Positions,
         /// Where the AWS SDK and S3 connect.
         endpoint: Endpoint,
+        /// The stream reader's runtime and clients, for snapshots that
+        /// start mid-run (`when_needed`).
+        handle: tokio::runtime::Handle,
+        api: Arc<SdkStreams>,
     },
 }
 
@@ -162,7 +167,6 @@ impl Feed {
             .build()
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
-        let snapshotting = s.snapshot != SnapshotMode::Never || snapshot_now.is_some();
         let (api, snapshots) = runtime.block_on(async {
             let api = SdkStreams::connect(&s.endpoint()).await;
             let mut pairs = Vec::new();
@@ -185,27 +189,35 @@ impl Feed {
             {
                 bail!("cannot snapshot table `{table}`: it is not one of the source's tables");
             }
-            let snapshots = if snapshotting {
-                let settings = s.snapshot_settings(snapshot_journal(config));
-                let snapshots =
-                    Snapshots::prepare(&api, settings, &pairs, resume, snapshot_now).await?;
-                (!snapshots.is_empty()).then(|| Box::new(snapshots))
-            } else {
-                None
-            };
+            // Always: an earlier snapshot's S0 still says where the stream
+            // starts, and one a crash interrupted resumes.
+            let settings = s.snapshot_settings(snapshot_journal(config));
+            let snapshots =
+                Snapshots::prepare(&api, settings, &pairs, resume, snapshot_now).await?;
+            // `when_needed` keeps watching for gaps even with nothing to
+            // snapshot now.
+            let snapshots = (!snapshots.is_empty() || s.snapshot == SnapshotMode::WhenNeeded)
+                .then(|| Box::new(snapshots));
             anyhow::Ok((std::sync::Arc::new(api), snapshots))
         })?;
         let mut snapshots = snapshots;
+        if s.snapshot == SnapshotMode::WhenNeeded {
+            // A gap is repaired by a snapshot, so the stream goes on past it
+            // (the gap is still recorded).
+            streams.on_gap = OnGap::Skip;
+        }
         let stream_resume = match &snapshots {
             Some(snapshots) => {
-                streams.report_read_through = true;
+                streams.report_read_through |=
+                    snapshots.busy() || s.snapshot == SnapshotMode::WhenNeeded;
                 snapshots.stream_resume(resume)
             }
             None => resume.clone(),
         };
+        let handle = runtime.handle().clone();
         let pending = PendingStream {
             runtime,
-            api,
+            api: api.clone(),
             streams,
             resume: stream_resume,
         };
@@ -229,6 +241,8 @@ impl Feed {
             parquet,
             resume: resume.clone(),
             endpoint: s.endpoint(),
+            handle,
+            api,
         })
     }
 
@@ -250,6 +264,8 @@ impl Feed {
                 parquet,
                 resume,
                 endpoint,
+                handle,
+                api,
             } => {
                 let Some(live) = source else {
                     // An export first: the stream waits for it.
@@ -280,6 +296,11 @@ impl Feed {
                     return Ok(None);
                 };
                 if let Some(snapshots) = snapshots {
+                    let mut lost: Vec<&str> = batch.gaps.iter().map(|g| g.table.as_str()).collect();
+                    lost.dedup();
+                    for table in lost {
+                        snapshots.repair(handle, api, table)?;
+                    }
                     snapshots.merge(&mut batch)?;
                     for plan in snapshots.announcements() {
                         announce(parquet.as_ref(), &plan)?;

@@ -27,7 +27,7 @@ mod sdk;
 mod start;
 pub mod window;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -232,6 +232,13 @@ pub struct Snapshots {
     stop: watch::Sender<bool>,
     board: Option<Arc<ShardBoard>>,
     replayed: bool,
+    /// With `when_needed`: per table and shard, the last sequence number
+    /// handed over (a repair's S0).
+    seen: HashMap<String, BTreeMap<String, SequenceNumber>>,
+    /// Per table, the S0 of its newest snapshot, finished or not: a shard
+    /// no sink has a position for is read after it, never from its start
+    /// (which would hand over changes the snapshot already holds).
+    s0s: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl Snapshots {
@@ -261,6 +268,8 @@ impl Snapshots {
             stop,
             board: None,
             replayed: false,
+            seen: HashMap::new(),
+            s0s: HashMap::new(),
         };
         for (table, stream_arn) in tables {
             let journal = Journal::of(&out.settings.journal_root, table);
@@ -270,6 +279,9 @@ impl Snapshots {
                 || (out.settings.mode != SnapshotMode::Never
                     && existing.is_none()
                     && !has_position);
+            if let Some(plan) = &existing {
+                out.s0s.insert(table.clone(), plan.s0.clone());
+            }
             let plan = match existing {
                 Some(plan) if plan.finished_ms.is_none() && !wanted => plan,
                 // Handed over before a crash, not yet held by every sink.
@@ -288,19 +300,13 @@ impl Snapshots {
                     source,
                 })?;
             out.estimates.insert(table.clone(), info);
-            out.tables.push(TableSnapshot {
+            out.s0s.insert(table.clone(), plan.s0.clone());
+            out.tables.push(TableSnapshot::new(
                 plan,
                 journal,
-                table: table.as_str().into(),
-                window: Window::new(out.settings.margin_ms),
-                held: VecDeque::new(),
-                scanned: None,
-                read_through: HashMap::new(),
-                unconfirmed: Vec::new(),
-                announce: true,
-                export: None,
-                next_poll: std::time::Instant::now(),
-            });
+                table,
+                out.settings.margin_ms,
+            ));
         }
         Ok(out)
     }
@@ -456,9 +462,9 @@ impl Snapshots {
         Ok(batch)
     }
 
-    /// True when no table is being snapshotted.
+    /// True when no table is being snapshotted and none ever was.
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
+        self.tables.is_empty() && self.s0s.is_empty()
     }
 
     /// True while some snapshot has rows still to release.
@@ -470,9 +476,9 @@ impl Snapshots {
     /// a snapshotted table that no sink has a position for.
     pub fn stream_resume(&self, resume: &Positions) -> Positions {
         let mut out = resume.clone();
-        for t in &self.tables {
-            for (shard, seq) in &t.plan.s0 {
-                let key = ShardKey::new(t.table.clone(), shard.as_str());
+        for (table, s0) in &self.s0s {
+            for (shard, seq) in s0 {
+                let key = ShardKey::new(table.as_str(), shard.as_str());
                 if out.get(&key).is_none()
                     && let Ok(seq) = SequenceNumber::parse(seq)
                 {
@@ -497,8 +503,8 @@ impl Snapshots {
         resume: &Positions,
     ) -> Result<(), SnapshotError> {
         self.board = Some(board);
-        let budget_per_table = self.settings.max_rcu;
-        for t in &mut self.tables {
+        for i in 0..self.tables.len() {
+            let t = &mut self.tables[i];
             // Pages released before and not committed by every sink.
             for page in t.journal.pages(&t.plan.id)? {
                 let key = ShardKey::new(t.table.clone(), t.plan.shard_of(page.segment));
@@ -515,49 +521,145 @@ impl Snapshots {
                     page: ScanPage::default(),
                 });
             }
-            if t.plan.all_done() || t.plan.method != SnapshotMethod::Scan.name() {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(2 * t.plan.segments as usize);
-            t.scanned = Some(rx);
-            let budget = Arc::new(Budget::new(budget_per_table));
-            let average = match self.estimates.get(&*t.table) {
-                _ if t.plan.items > 0 => t.plan.bytes / t.plan.items,
-                Some(info) if info.item_count > 0 => info.size_bytes / info.item_count,
-                _ => 0,
-            };
-            let limit = page_limit(average, budget_per_table, t.plan.segments);
-            for (segment, progress) in t.plan.progress.iter().enumerate() {
-                if progress.done {
-                    continue;
-                }
-                let exclusive_start = match &progress.next_key {
-                    Some(raw) => Some(dynamo_cdc_core::parse_item(raw.get(), "next_key").map_err(
-                        |e| SnapshotError::Refused {
-                            table: t.table.to_string(),
-                            reason: format!("the journal's resume key is unreadable: {e}"),
-                        },
-                    )?),
-                    None => None,
-                };
-                let task = Segment {
-                    api: api.clone(),
-                    request: ScanRequest {
-                        table: t.table.to_string(),
-                        segment: u32::try_from(segment).unwrap_or(u32::MAX),
-                        total_segments: t.plan.segments,
-                        exclusive_start,
-                        limit,
-                    },
-                    budget: budget.clone(),
-                    out: tx.clone(),
-                    stop: self.stop.subscribe(),
-                };
-                runtime.spawn(task.run());
-            }
-            tracing::info!(table = %t.table, id = %t.plan.id, segments_left = t.plan.progress.iter().filter(|p| !p.done).count(), limit, "snapshot scanning");
+            self.spawn_segments(i, runtime, api)?;
         }
         Ok(())
+    }
+
+    /// Starts the scan tasks of table `i`'s unfinished segments.
+    fn spawn_segments<A: TableApi>(
+        &mut self,
+        i: usize,
+        runtime: &tokio::runtime::Handle,
+        api: &Arc<A>,
+    ) -> Result<(), SnapshotError> {
+        let budget_per_table = self.settings.max_rcu;
+        let estimate = self.estimates.get(&*self.tables[i].table).cloned();
+        let stop = self.stop.subscribe();
+        let t = &mut self.tables[i];
+        if t.plan.all_done() || t.plan.method != SnapshotMethod::Scan.name() {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel(2 * t.plan.segments as usize);
+        t.scanned = Some(rx);
+        let budget = Arc::new(Budget::new(budget_per_table));
+        let average = match estimate {
+            _ if t.plan.items > 0 => t.plan.bytes / t.plan.items,
+            Some(info) if info.item_count > 0 => info.size_bytes / info.item_count,
+            _ => 0,
+        };
+        let limit = page_limit(average, budget_per_table, t.plan.segments);
+        for (segment, progress) in t.plan.progress.iter().enumerate() {
+            if progress.done {
+                continue;
+            }
+            let exclusive_start = match &progress.next_key {
+                Some(raw) => Some(dynamo_cdc_core::parse_item(raw.get(), "next_key").map_err(
+                    |e| SnapshotError::Refused {
+                        table: t.table.to_string(),
+                        reason: format!("the journal's resume key is unreadable: {e}"),
+                    },
+                )?),
+                None => None,
+            };
+            let task = Segment {
+                api: api.clone(),
+                request: ScanRequest {
+                    table: t.table.to_string(),
+                    segment: u32::try_from(segment).unwrap_or(u32::MAX),
+                    total_segments: t.plan.segments,
+                    exclusive_start,
+                    limit,
+                },
+                budget: budget.clone(),
+                out: tx.clone(),
+                stop: stop.clone(),
+            };
+            runtime.spawn(task.run());
+        }
+        tracing::info!(table = %t.table, id = %t.plan.id, segments_left = t.plan.progress.iter().filter(|p| !p.done).count(), limit, "snapshot scanning");
+        Ok(())
+    }
+
+    /// The stream lost records of `table` (it fell behind its retention):
+    /// with `when_needed`, a new snapshot by Scan repairs the table while
+    /// the stream goes on. Its S0 is where the stream stood when the gap
+    /// was found: every change handed over before is older than its reads.
+    /// A snapshot of the table still running is replaced.
+    ///
+    /// # Errors
+    /// When the table cannot be described or the journal written.
+    pub fn repair<A: TableApi>(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        api: &Arc<A>,
+        table: &str,
+    ) -> Result<bool, SnapshotError> {
+        if self.settings.mode != SnapshotMode::WhenNeeded {
+            return Ok(false);
+        }
+        let failed = |source| SnapshotError::Api {
+            table: table.to_owned(),
+            source,
+        };
+        let info = runtime
+            .block_on(api.describe_table(table))
+            .map_err(failed)?;
+        if !info.stream_has_new_images() {
+            return Err(SnapshotError::Refused {
+                table: table.to_owned(),
+                reason: "its stream lost records, and a snapshot to repair them needs \
+                         NEW_IMAGE or NEW_AND_OLD_IMAGES"
+                    .into(),
+            });
+        }
+        let started_ms = now_ms();
+        let segments = self.settings.segments.max(1);
+        let s0 = self
+            .seen
+            .get(table)
+            .map(|seen| {
+                seen.iter()
+                    .map(|(shard, seq)| (shard.clone(), seq.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let plan = Plan {
+            id: snapshot_id(started_ms),
+            table: table.to_owned(),
+            method: SnapshotMethod::Scan.name().to_owned(),
+            segments,
+            key_names: info.key_names.clone(),
+            s0,
+            started_ms,
+            finished_ms: None,
+            first_released: false,
+            progress: vec![SegmentProgress::default(); segments as usize],
+            items: 0,
+            bytes: 0,
+            consumed: 0.0,
+            export_arn: None,
+            export_bucket: None,
+            export_files: None,
+        };
+        let journal = Journal::of(&self.settings.journal_root, table);
+        journal.save(&plan)?;
+        self.s0s.insert(table.to_owned(), plan.s0.clone());
+        tracing::warn!(table, id = %plan.id, "the stream lost records: snapshotting the table again to repair them (snapshot = \"when_needed\")");
+        self.estimates.insert(table.to_owned(), info);
+        let fresh = TableSnapshot::new(plan, journal, table, self.settings.margin_ms);
+        let i = match self.tables.iter().position(|t| &*t.table == table) {
+            Some(i) => {
+                self.tables[i] = fresh;
+                i
+            }
+            None => {
+                self.tables.push(fresh);
+                self.tables.len() - 1
+            }
+        };
+        self.spawn_segments(i, runtime, api)?;
+        Ok(true)
     }
 
     /// Takes in a batch the stream handed over: notes the keys it touched
@@ -571,6 +673,22 @@ impl Snapshots {
             return Ok(());
         };
         self.replayed = true;
+        if self.settings.mode == SnapshotMode::WhenNeeded {
+            for change in batch.changes.iter().filter(|c| c.op != Op::Read) {
+                let seen = self
+                    .seen
+                    .entry(change.source.table.to_string())
+                    .or_default();
+                let seq = &change.source.sequence_number;
+                match seen.get_mut(&*change.source.shard_id) {
+                    Some(at) if *at >= *seq => {}
+                    Some(at) => *at = seq.clone(),
+                    None => {
+                        seen.insert(change.source.shard_id.to_string(), seq.clone());
+                    }
+                }
+            }
+        }
         for t in self
             .tables
             .iter_mut()
@@ -659,6 +777,22 @@ impl Drop for Snapshots {
 const EXPORT_ROWS_PER_BATCH: usize = 1_000;
 
 impl TableSnapshot {
+    fn new(plan: Plan, journal: Journal, table: &str, margin_ms: i64) -> Self {
+        TableSnapshot {
+            plan,
+            journal,
+            table: table.into(),
+            window: Window::new(margin_ms),
+            held: VecDeque::new(),
+            scanned: None,
+            read_through: HashMap::new(),
+            unconfirmed: Vec::new(),
+            announce: true,
+            export: None,
+            next_poll: std::time::Instant::now(),
+        }
+    }
+
     /// See [`Snapshots::export_step`].
     async fn export_step<A: TableApi>(
         &mut self,
