@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""The README's latest-state view of a snapshot, run by DuckDB on real output.
+
+Starts `moto_server`, fills a table with items, and runs the binary with
+`snapshot = "initial"` (a Parquet sink) while a writer keeps changing items;
+the binary is killed with SIGKILL twice during the scan, then run until
+idle. DuckDB then runs the SQL of the README's "The latest state from
+Parquet, exactly" block, taken from README.md itself, and its result must be
+the table as a boto3 Scan shows it: the same keys, each at the same version.
+
+    python scripts/snapshot_check.py --bin target/debug/dynamo-cdc
+
+The last line is `snapshot check: N passed, M failed`; exit code 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e_check as ec  # noqa: E402
+from moto_e2e import Moto, environment  # noqa: E402
+
+import duckdb  # noqa: E402
+
+TABLE = "snap_orders"
+ITEMS = 1500
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def create_table(ddb) -> None:
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+
+
+def item(i: int, version: int) -> dict:
+    return {"pk": {"S": f"k{i:05} ✓"}, "v": {"N": str(version)},
+            "price": {"N": f"{i}.0000000000000000000000000000001"},
+            "note": {"S": f'line "{i}"\nnext'}, "tags": {"SS": ["a", f"t{i % 5}"]},
+            "nested": {"M": {"l": {"L": [{"N": "-0.5"}, {"BOOL": True}]}}}}
+
+
+def fill(ddb) -> None:
+    for start in range(0, ITEMS, 25):
+        requests = [{"PutRequest": {"Item": item(i, 0)}} for i in range(start, min(start + 25, ITEMS))]
+        ddb.batch_write_item(RequestItems={TABLE: requests})
+
+
+def writer(ddb, stop: threading.Event) -> None:
+    n = 1
+    while not stop.is_set():
+        i = (n * 7919) % (ITEMS + 40)
+        if n % 7 == 0:
+            ddb.delete_item(TableName=TABLE, Key={"pk": {"S": f"k{i:05} ✓"}})
+        else:
+            ddb.put_item(TableName=TABLE, Item=item(i, n))
+        n += 1
+        time.sleep(0.01)
+
+
+def config(workdir: Path, moto: Moto) -> Path:
+    path = workdir / "snapshot.toml"
+    path.write_text(
+        "[source]\n"
+        'kind = "dynamodb"\n'
+        f'tables = ["{TABLE}"]\n'
+        'region = "us-east-1"\n'
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n"
+        'snapshot = "initial"\nsnapshot_segments = 3\nsnapshot_max_rcu = 4\n\n'
+        "[sinks.parquet]\n"
+        f"path = {ec.toml_string(str(workdir / 'out' / 'parquet'))}\n"
+        "max_file_age_ms = 300\n\n"
+        "[checkpoint]\n"
+        f"path = {ec.toml_string(str(workdir / 'out' / 'checkpoint.json'))}\n"
+    )
+    return path
+
+
+def readme_sql() -> str:
+    text = README.read_text()
+    at = text.index("**The latest state from Parquet, exactly.**")
+    match = re.search(r"```sql\n(.*?)```", text[at:], re.S)
+    assert match, "no SQL block after the latest-state paragraph"
+    return match.group(1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    args = parser.parse_args(argv)
+    binary = Path(args.bin).resolve()
+    checks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        moto = Moto(workdir)
+        try:
+            ddb = moto.client("dynamodb")
+            create_table(ddb)
+            fill(ddb)
+            cfg = config(workdir, moto)
+            stop = threading.Event()
+            thread = threading.Thread(target=writer, args=(ddb, stop), daemon=True)
+            thread.start()
+            for wait in (3.0, 4.0):
+                child = subprocess.Popen([str(binary), "run", "--config", str(cfg)], cwd=workdir,
+                                         env=environment(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+                time.sleep(wait)
+                child.kill()
+                child.wait()
+            plans = sorted((workdir / "out" / "parquet" / "_snapshots" / TABLE).glob("*.json"))
+            check = ec.Check("the kills came during the scan")
+            if len(plans) != 1 or json.loads(plans[0].read_text())["finished_ms"] is not None:
+                check.problem(f"plans: {[p.read_text() for p in plans]}")
+            checks.append(check)
+            stop.set()
+            thread.join()
+            result = subprocess.run([str(binary), "run", "--config", str(cfg), "--until-idle", "3"],
+                                    cwd=workdir, env=environment(), capture_output=True, text=True,
+                                    timeout=600)
+            check = ec.Check("the last run finishes the snapshot and exits 0")
+            if result.returncode != 0:
+                check.problem(result.stderr[-2000:])
+            checks.append(check)
+
+            plan = json.loads(plans[0].read_text())
+            sql = readme_sql().replace("<id>", plan["id"])
+            sql = sql.replace("out/parquet", str(workdir / "out" / "parquet"))
+            sql = sql.replace("orders", TABLE)
+            db = duckdb.connect()
+            for statement in [s for s in sql.split(";") if s.strip()]:
+                db.execute(statement)
+            got = dict(db.execute(f"SELECT pk, v FROM {TABLE}_now").fetchall())
+            scan = []
+            kwargs = {"TableName": TABLE}
+            while True:
+                page = ddb.scan(**kwargs)
+                scan.extend(page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            want = {i["pk"]["S"]: int(i["v"]["N"]) for i in scan}
+            check = ec.Check("the README's DuckDB view equals a Scan of the table")
+            if set(got) != set(want):
+                check.problem(f"keys: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing")
+            for key, version in want.items():
+                if key in got and int(got[key]) != version:
+                    check.problem(f"{key}: version {got[key]} in the view, {version} in the table")
+            checks.append(check)
+            check = ec.Check("most rows came from the snapshot")
+            snapshot_rows = db.execute(
+                f"SELECT count(*) FROM read_parquet('{workdir}/out/parquet/{TABLE}/*/*.parquet', "
+                f"union_by_name = true) WHERE __op = 'r'").fetchone()[0]
+            if snapshot_rows < ITEMS // 2:
+                check.problem(f"{snapshot_rows} snapshot rows")
+            checks.append(check)
+        finally:
+            moto.stop()
+    passed, failed = ec.print_report(checks, 40)
+    print(f"snapshot check: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
