@@ -83,6 +83,14 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
             )
         })?;
     }
+    if let Some(table) = &options.snapshot_table
+        && config.source.kind != SourceKind::Dynamodb
+    {
+        anyhow::bail!(
+            "cannot snapshot table `{table}`: snapshots read a DynamoDB table, and this \
+             configuration's source is `kind = \"replay\"`"
+        );
+    }
     let declared = load_declared(config.transform.schemas_dir.as_deref())?;
     let mut summary = RunSummary {
         dead_letter_path: dead_letter_location(config)?

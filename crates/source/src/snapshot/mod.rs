@@ -188,6 +188,10 @@ struct TableSnapshot {
     export: Option<ExportCursor>,
     /// No DescribeExport before this.
     next_poll: std::time::Instant,
+    /// When the next progress line is logged.
+    next_log: std::time::Instant,
+    /// A page waited long for the stream and this was logged.
+    stall_logged: bool,
 }
 
 /// Where an export's hand-over stands.
@@ -231,7 +235,6 @@ pub struct Snapshots {
     estimates: HashMap<String, TableInfo>,
     stop: watch::Sender<bool>,
     board: Option<Arc<ShardBoard>>,
-    replayed: bool,
     /// With `when_needed`: per table and shard, the last sequence number
     /// handed over (a repair's S0).
     seen: HashMap<String, BTreeMap<String, SequenceNumber>>,
@@ -267,7 +270,6 @@ impl Snapshots {
             estimates: HashMap::new(),
             stop,
             board: None,
-            replayed: false,
             seen: HashMap::new(),
             s0s: HashMap::new(),
         };
@@ -672,7 +674,6 @@ impl Snapshots {
         let Some(board) = self.board.clone() else {
             return Ok(());
         };
-        self.replayed = true;
         if self.settings.mode == SnapshotMode::WhenNeeded {
             for change in batch.changes.iter().filter(|c| c.op != Op::Read) {
                 let seen = self
@@ -773,6 +774,13 @@ impl Drop for Snapshots {
     }
 }
 
+/// How often a running snapshot logs where it stands.
+const PROGRESS_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A page held this long for the stream is logged (once), with the shards
+/// it waits for.
+const STALL_MS: i64 = 60_000;
+
 /// Rows of an export handed over per batch.
 const EXPORT_ROWS_PER_BATCH: usize = 1_000;
 
@@ -790,6 +798,8 @@ impl TableSnapshot {
             announce: true,
             export: None,
             next_poll: std::time::Instant::now(),
+            next_log: std::time::Instant::now() + PROGRESS_LOG_EVERY,
+            stall_logged: false,
         }
     }
 
@@ -1011,7 +1021,10 @@ impl TableSnapshot {
         if self.held.is_empty() {
             return Ok(());
         }
-        let Some(through) = self.stream_read_through(board) else {
+        self.log_progress();
+        let through = self.stream_read_through(board);
+        self.log_stall(board, through);
+        let Some(through) = through else {
             return Ok(());
         };
         let mut i = 0;
@@ -1045,6 +1058,70 @@ impl TableSnapshot {
             .min(now_ms() - 60_000);
         self.window.forget_before(oldest);
         Ok(())
+    }
+
+    /// Logs where the snapshot stands, every [`PROGRESS_LOG_EVERY`].
+    fn log_progress(&mut self) {
+        let now = std::time::Instant::now();
+        if now < self.next_log || self.plan.finished_ms.is_some() {
+            return;
+        }
+        self.next_log = now + PROGRESS_LOG_EVERY;
+        tracing::info!(
+            table = %self.table,
+            id = %self.plan.id,
+            items = self.plan.items,
+            bytes = self.plan.bytes,
+            segments_done = self.plan.segments_done(),
+            segments = self.plan.progress.len(),
+            pages_held = self.held.len(),
+            consumed_rcu = self.plan.consumed,
+            "snapshot progress"
+        );
+    }
+
+    /// A page held for a minute means the stream is not read past it: say
+    /// once which shards hold it back (a shard waiting for a reader slot
+    /// needs a larger `max_concurrent_shards`).
+    fn log_stall(&mut self, board: &ShardBoard, through: Option<i64>) {
+        let Some(oldest) = self.held.iter().map(|h| h.answered_ms).min() else {
+            self.stall_logged = false;
+            return;
+        };
+        if self.stall_logged || now_ms() - oldest < STALL_MS {
+            return;
+        }
+        self.stall_logged = true;
+        let behind: Vec<String> = board
+            .unfinished_shards(&self.table)
+            .map(|(_, shards)| {
+                shards
+                    .into_iter()
+                    .filter(|(key, waiting)| {
+                        *waiting
+                            || self
+                                .read_through
+                                .get(key)
+                                .is_none_or(|&ms| ms < oldest + self.window_margin())
+                    })
+                    .map(|(key, waiting)| {
+                        format!("{}{}", key.shard, if waiting { " (waiting)" } else { "" })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        tracing::warn!(
+            table = %self.table,
+            pages_held = self.held.len(),
+            read_through_ms = through,
+            shards_behind = %behind.join(", "),
+            "snapshot pages wait for the stream to be read past them; a shard waiting for a \
+             reader needs a larger max_concurrent_shards"
+        );
+    }
+
+    fn window_margin(&self) -> i64 {
+        self.window.margin()
     }
 
     /// Drops the keys the stream touched, numbers the rest, and records the

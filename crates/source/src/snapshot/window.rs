@@ -35,6 +35,11 @@ impl Window {
         }
     }
 
+    /// The margin.
+    pub fn margin(&self) -> i64 {
+        self.margin_ms
+    }
+
     /// The stream handed over a change of `key` created at `created_ms`
     /// (`None`: unknown, taken as newer than any read).
     pub fn touched(&mut self, key: String, created_ms: Option<i64>) {
