@@ -192,13 +192,44 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
             n
         })
     };
+    // The first run is killed as soon as it released a page (recorded in
+    // its journal before the sinks have the rows); the others after a while.
+    let journal = s.path().join("out/checkpoint.snapshots").join(TABLE);
+    let released = || {
+        std::fs::read_dir(&journal)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .any(|d| {
+                std::fs::read_dir(d.path())
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .is_some()
+            })
+    };
     for round in 0..4u64 {
+        let log = s.path().join(format!("round-{round}.log"));
         let mut child = run_command(s.path(), &config, None)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(1_200 + 500 * round));
+        if round == 0 {
+            let started = std::time::Instant::now();
+            while !released() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no page released within a minute: {}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(800 + 400 * round));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
     }
@@ -286,6 +317,8 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
     // Kafka: the last message per key; no snapshot row after a newer change.
     let messages = read_topic(&brokers, TOPIC, PARTITIONS);
     let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    // Every message of a key, for the failure messages.
+    let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut newest_change: BTreeMap<String, i64> = BTreeMap::new();
     let mut seen_snapshot: BTreeSet<String> = BTreeSet::new();
     let mut markers: BTreeMap<String, usize> = BTreeMap::new();
@@ -295,6 +328,13 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         let key = key["pk"].as_str().unwrap().to_owned();
         let ts = v["ts_ms"].as_i64().unwrap();
         let marker = v["source"]["snapshot"].as_str().unwrap().to_owned();
+        history.entry(key.clone()).or_default().push(format!(
+            "{} ts {ts} {} {} v={}",
+            v["op"],
+            m.headers["dynamodb.shard_id"],
+            m.headers["dynamodb.sequence_number"],
+            v["after"]["v"]
+        ));
         if marker == "false" {
             let at = newest_change.entry(key.clone()).or_insert(ts);
             *at = (*at).max(ts);
@@ -322,14 +362,26 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
     );
     let kafka_state: BTreeMap<&String, &Value> =
         last.iter().filter(|(_, v)| v["op"] != "d").collect();
-    assert_eq!(kafka_state.len(), want.len(), "keys rebuilt from Kafka");
     for (key, item) in &want {
         assert_eq!(
             kafka_state.get(key).map(|v| &v["after"]),
             Some(&plain_item(item)),
-            "Kafka state of {key}"
+            "Kafka state of {key}; its messages: {:#?}; its Parquet rows: {:#?}",
+            history.get(key),
+            rows.iter()
+                .filter(|r| &key_of(&r.item) == key)
+                .map(|r| format!(
+                    "{} {} {} ts {:?} v={:?}",
+                    r.op,
+                    r.shard,
+                    r.seq,
+                    r.ts_ms,
+                    r.item.get("v")
+                ))
+                .collect::<Vec<_>>()
         );
     }
+    assert_eq!(kafka_state.len(), want.len(), "keys rebuilt from Kafka");
 }
 
 /// Per key, the newest snapshot's rule: the newest change after that

@@ -121,6 +121,10 @@ pub struct SpooledPage {
 /// One row of a released page.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SpooledRow {
+    /// The row's place in its page, which its sequence number is made of
+    /// (rows dropped on a replay leave their places empty).
+    #[serde(default)]
+    pub index: Option<u64>,
     /// When the item was read.
     pub read_ms: i64,
     /// `first`, `true` or `last`.
@@ -324,6 +328,7 @@ mod tests {
             answered_ms: 2,
             last_key: last.map(|k| RawValue::from_string(k.to_owned()).unwrap()),
             rows: vec![SpooledRow {
+                index: Some(0),
                 read_ms: 5,
                 marker: "true".into(),
                 item: RawValue::from_string(r#"{"pk":{"S":"a"}}"#.into()).unwrap(),

@@ -1037,7 +1037,7 @@ impl TableSnapshot {
                 break;
             };
             let spooled = match held.spooled {
-                Some(page) => page,
+                Some(page) => self.recheck(page)?,
                 None => self.spool(held)?,
             };
             self.hand_over(&spooled, batch)?;
@@ -1124,6 +1124,39 @@ impl TableSnapshot {
         self.window.margin()
     }
 
+    /// A page of an earlier run, handed over again: the stream, read again
+    /// from the sinks' positions, may already have handed over changes newer
+    /// than its reads (made while the bridge was down), so their keys are
+    /// dropped as from a fresh page. The rows left keep their numbers, and
+    /// the page is recorded without the dropped ones first, so that no later
+    /// replay brings one back behind its newer change.
+    fn recheck(&mut self, mut page: SpooledPage) -> Result<SpooledPage, SnapshotError> {
+        let before = page.rows.len();
+        for (i, row) in page.rows.iter_mut().enumerate() {
+            row.index.get_or_insert(i as u64);
+        }
+        let mut unreadable = Vec::new();
+        page.rows.retain(|row| match row.item() {
+            Ok(item) => key_text(&item, &self.plan.key_names)
+                .is_none_or(|k| self.window.keeps(&k, page.asked_ms)),
+            Err(e) => {
+                unreadable.push(e.to_string());
+                true
+            }
+        });
+        if let Some(e) = unreadable.first() {
+            return Err(SnapshotError::Refused {
+                table: self.table.to_string(),
+                reason: format!("a journal page is unreadable: {e}"),
+            });
+        }
+        if page.rows.len() < before {
+            tracing::info!(table = %self.table, segment = page.segment, page = page.page, dropped = before - page.rows.len(), "a page handed over again lost rows the stream changed meanwhile");
+            self.journal.write_page(&self.plan.id, &page)?;
+        }
+        Ok(page)
+    }
+
     /// Drops the keys the stream touched, numbers the rest, and records the
     /// page and the plan before the rows go anywhere.
     fn spool(&mut self, held: Held) -> Result<SpooledPage, SnapshotError> {
@@ -1146,7 +1179,9 @@ impl TableSnapshot {
                 key_text(item, &self.plan.key_names)
                     .is_none_or(|k| self.window.keeps(&k, held.asked_ms))
             })
-            .map(|item| SpooledRow {
+            .enumerate()
+            .map(|(i, item)| SpooledRow {
+                index: Some(i as u64),
                 read_ms: held.answered_ms,
                 marker: SnapshotMarker::Row.code().to_owned(),
                 item: raw_item(item),
@@ -1208,7 +1243,8 @@ impl TableSnapshot {
                 table: self.table.to_string(),
                 reason: format!("a journal page is unreadable: {e}"),
             })?;
-            let seq = sequence_of(page.page, i);
+            let index = row_index(row, i);
+            let seq = sequence_of(page.page, index);
             batch.changes.push(Change {
                 op: Op::Read,
                 keys: key_of(&item, &self.plan.key_names),
@@ -1219,7 +1255,7 @@ impl TableSnapshot {
                     stream_arn: None,
                     shard_id: shard.clone(),
                     sequence_number: seq,
-                    event_id: format!("{}:{}:{}:{i}", self.plan.id, page.segment, page.page),
+                    event_id: format!("{}:{}:{}:{index}", self.plan.id, page.segment, page.page),
                     approx_creation_ms: Some(row.read_ms),
                     ttl_delete: false,
                     snapshot: Some(SnapshotRead {
@@ -1233,7 +1269,7 @@ impl TableSnapshot {
             batch.origins.push(Origin {
                 origin: origin.clone(),
                 line: None,
-                record_index: Some(i),
+                record_index: Some(index),
             });
         }
         for (i, (raw, error)) in page.unreadable.iter().enumerate() {
@@ -1280,7 +1316,22 @@ fn sequence_of(page: u64, row: usize) -> SequenceNumber {
 
 /// The sequence number of a page's last row (its first place when empty).
 fn last_sequence(page: &SpooledPage) -> SequenceNumber {
-    sequence_of(page.page, page.rows.len().saturating_sub(1))
+    let last = page
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| row_index(row, i))
+        .max()
+        .unwrap_or(0);
+    sequence_of(page.page, last)
+}
+
+/// A row's place in its page: recorded, or (journals written before rows
+/// recorded it) its position in the file.
+fn row_index(row: &SpooledRow, position: usize) -> usize {
+    row.index
+        .and_then(|i| usize::try_from(i).ok())
+        .unwrap_or(position)
 }
 
 /// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.

@@ -143,9 +143,12 @@ impl State {
         seq
     }
 
-    /// The open shard that takes writes for a partition-key hash: the open
-    /// shards split the hash space evenly, so a key keeps its shard until
-    /// the shards change.
+    /// The open shard that takes writes for a partition-key hash. As in
+    /// DynamoDB, shards own ranges of the hash space by lineage: the first
+    /// shards split it evenly, a rotation's child takes its parent's range
+    /// and a split's children share it. So a key's changes always follow
+    /// its shard's lineage, parent before child, which is what keeps them
+    /// in order for a reader.
     ///
     /// # Panics
     /// When the stream has no open shard.
@@ -157,8 +160,17 @@ impl State {
             .filter(|s| s.listed && s.ending.is_none())
             .collect();
         assert!(!open.is_empty(), "stream {arn} has no open shard");
-        let at = super::keys::segment_of(hash, open.len() as u64) as usize;
-        open[at].id.clone()
+        let hash = u128::from(hash);
+        open.iter()
+            .find(|s| range_of(stream, &s.id).is_some_and(|(lo, hi)| lo <= hash && hash < hi))
+            .map_or_else(
+                // A lineage the simulator cannot follow: spread evenly.
+                || {
+                    let at = super::keys::segment_of(hash as u64, open.len() as u64) as usize;
+                    open[at].id.clone()
+                },
+                |s| s.id.clone(),
+            )
     }
 
     /// A table by name or ARN (the DynamoDB API takes either).
@@ -351,4 +363,23 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// The part of the hash space `[0, 2^64)` a shard owns: the first shards
+/// (without a parent) share it evenly, and children share their parent's.
+fn range_of(stream: &StreamState, shard: &str) -> Option<(u128, u128)> {
+    let me = stream.shards.iter().find(|s| s.id == shard)?;
+    let siblings: Vec<&Shard> = stream
+        .shards
+        .iter()
+        .filter(|s| s.parent == me.parent)
+        .collect();
+    let at = siblings.iter().position(|s| s.id == shard)? as u128;
+    let (lo, hi) = match &me.parent {
+        None => (0, 1u128 << 64),
+        Some(parent) => range_of(stream, parent)?,
+    };
+    let n = siblings.len() as u128;
+    let width = hi - lo;
+    Some((lo + width * at / n, lo + width * (at + 1) / n))
 }
