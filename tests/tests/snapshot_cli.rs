@@ -112,6 +112,45 @@ fn announced(parquet: &Path) -> Vec<(String, BTreeMap<String, u128>, Value)> {
     out
 }
 
+/// The journal, the snapshot files and the logs, for a failure message.
+fn debug_dump(root: &Path) -> String {
+    let mut out = String::new();
+    let mut dirs = vec![root.join("out/checkpoint.snapshots")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n == "plan.json") {
+                out.push_str(&format!(
+                    "\n{}",
+                    std::fs::read_to_string(&p).unwrap_or_default()
+                ));
+            } else {
+                out.push_str(&format!("\n{}", p.display()));
+            }
+        }
+    }
+    for f in dynamo_cdc_tests::parquet_files(&root.join("out/parquet")) {
+        if f.to_string_lossy().contains("snapshot-") {
+            out.push_str(&format!("\n{}", f.display()));
+        }
+    }
+    for round in 0..4 {
+        let log =
+            std::fs::read_to_string(root.join(format!("round-{round}.log"))).unwrap_or_default();
+        out.push_str(&format!("\n--- round {round}\n"));
+        for line in log
+            .lines()
+            .filter(|l| l.contains("snapshot") || l.contains("segment"))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The child's exit status, or `None` (and the child killed) after `limit`.
 fn wait_at_most(
     child: &mut std::process::Child,
@@ -277,7 +316,19 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
             );
             assert!(
                 snapshot_rows.insert(key.clone(), &row.item).is_none(),
-                "two snapshot rows of {key}"
+                "two snapshot rows of {key}: {:?}",
+                rows.iter()
+                    .filter(|r| r.op == "r" && key_of(&r.item) == key)
+                    .map(|r| format!(
+                        "{} {} {:?} v={:?}",
+                        r.shard,
+                        r.seq,
+                        r.ts_ms,
+                        r.item.get("v")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + &debug_dump(s.path())
             );
             continue;
         }

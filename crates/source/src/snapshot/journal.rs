@@ -199,6 +199,7 @@ impl Journal {
             Err(e) => return Err(Self::failed(&path, e)),
         };
         let mut plan: Plan = serde_json::from_str(&text).map_err(|e| Self::failed(&path, e))?;
+        let mut adopted = false;
         for page in self.pages(&plan.id)? {
             let Some(progress) = plan.progress.get_mut(page.segment as usize) else {
                 continue;
@@ -207,7 +208,13 @@ impl Journal {
                 progress.pages = page.page;
                 progress.done = page.last_key.is_none();
                 progress.next_key = page.last_key;
+                adopted = true;
             }
+        }
+        if adopted {
+            // Recorded now: once every sink holds the page, its file goes,
+            // and the plan must not forget the page was released.
+            self.save(&plan)?;
         }
         Ok(Some(plan))
     }
@@ -362,5 +369,10 @@ mod tests {
         j.remove_page(&p.id, 0, 1).unwrap();
         j.remove_page(&p.id, 0, 1).unwrap();
         assert_eq!(j.pages(&p.id).unwrap().len(), 1);
+        // Loading recorded them: the pages may go, the progress stays.
+        std::fs::remove_dir_all(dir.path().join("orders").join(&p.id)).unwrap();
+        let reloaded = j.load().unwrap().unwrap();
+        assert_eq!(reloaded.progress[1].pages, 1);
+        assert!(reloaded.progress[0].done);
     }
 }

@@ -9,7 +9,10 @@
 //!   it and drops the keys the stream touched meanwhile;
 //! - [`journal`]: the plan and the released pages, on local disk, so a
 //!   crash neither loses nor repeats a row and a restart never scans a
-//!   finished segment again.
+//!   finished segment again;
+//! - [`export`]: an export's files in DynamoDB's layout;
+//! - `table`: one table's snapshot in progress (held pages, release,
+//!   journaling, hand-over).
 //!
 //! [`Snapshots`] runs it beside the stream source: its segment tasks run on
 //! the stream source's runtime, and [`Snapshots::merge`] is called with
@@ -25,16 +28,14 @@ pub mod journal;
 mod scan;
 mod sdk;
 mod start;
+mod table;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dynamo_cdc_core::{
-    Change, DeadLetter, Op, Origin, Positions, SequenceNumber, ShardKey, SnapshotMarker,
-    SnapshotRead, SourceBatch, SourceInfo,
-};
+use dynamo_cdc_core::{Op, Positions, SequenceNumber, ShardKey, SourceBatch};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
@@ -46,9 +47,9 @@ pub use journal::{Journal, JournalError, Plan};
 
 use crate::streams::api::{ApiError, StreamsApi};
 use crate::streams::{ShardBoard, now_ms};
-use journal::{SegmentProgress, SpooledPage, SpooledRow, raw_item};
-use scan::{Budget, Scanned, Segment};
-use window::Window;
+use journal::SegmentProgress;
+use scan::{Budget, Segment};
+use table::{TableSnapshot, last_sequence};
 
 /// `snapshot = ...`: when a table is snapshotted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -119,10 +120,10 @@ pub const MARGIN_MS: i64 = 3_000;
 
 /// Rows of a page are numbered `page * ROWS_PER_PAGE + row`: a Scan page
 /// holds at most 1 MB, far fewer items than this.
-const ROWS_PER_PAGE: u64 = 1_000_000;
+pub(super) const ROWS_PER_PAGE: u64 = 1_000_000;
 
 /// Pages held at once per table before the scan is made to wait.
-const MAX_HELD_PAGES: usize = 64;
+pub(super) const MAX_HELD_PAGES: usize = 64;
 
 /// Why a snapshot cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -155,54 +156,6 @@ impl SnapshotError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SnapshotError::Api { source, .. } if source.is_retryable())
     }
-}
-
-/// A page read and not yet released.
-#[derive(Debug)]
-struct Held {
-    segment: u32,
-    asked_ms: i64,
-    answered_ms: i64,
-    /// A page of an earlier run, released then: handed over again as it
-    /// was, nothing dropped.
-    spooled: Option<SpooledPage>,
-    page: ScanPage,
-}
-
-/// One table's snapshot in progress.
-struct TableSnapshot {
-    plan: Plan,
-    journal: Journal,
-    table: Arc<str>,
-    window: Window,
-    held: VecDeque<Held>,
-    scanned: Option<mpsc::Receiver<Scanned>>,
-    /// Per shard of the table's stream, the time it is read through.
-    read_through: HashMap<ShardKey, i64>,
-    /// Released pages not yet committed by every sink: (segment, page,
-    /// last sequence number).
-    unconfirmed: Vec<(u32, u64, SequenceNumber)>,
-    /// Set when a plan was started or finished and not yet announced.
-    announce: bool,
-    /// An export being handed over.
-    export: Option<ExportCursor>,
-    /// No DescribeExport before this.
-    next_poll: std::time::Instant,
-    /// When the next progress line is logged.
-    next_log: std::time::Instant,
-    /// A page waited long for the stream and this was logged.
-    stall_logged: bool,
-}
-
-/// Where an export's hand-over stands.
-struct ExportCursor {
-    /// Reads the export's bucket.
-    objects: Box<dyn ExportObjects>,
-    /// The data file (index into the plan's files) and its next row.
-    file: usize,
-    row: u64,
-    /// The rows of `file`, once read.
-    rows: Option<export::DataRows>,
 }
 
 /// What a snapshot has done, for progress lines and metrics.
@@ -515,13 +468,7 @@ impl Snapshots {
                     t.journal.remove_page(&t.plan.id, page.segment, page.page)?;
                     continue;
                 }
-                t.held.push_back(Held {
-                    segment: page.segment,
-                    asked_ms: page.asked_ms,
-                    answered_ms: page.answered_ms,
-                    spooled: Some(page),
-                    page: ScanPage::default(),
-                });
+                t.replay.push(page);
             }
             self.spawn_segments(i, runtime, api)?;
         }
@@ -674,6 +621,7 @@ impl Snapshots {
         let Some(board) = self.board.clone() else {
             return Ok(());
         };
+        self.replay_first(batch)?;
         if self.settings.mode == SnapshotMode::WhenNeeded {
             for change in batch.changes.iter().filter(|c| c.op != Op::Read) {
                 let seen = self
@@ -712,6 +660,30 @@ impl Snapshots {
             t.receive()?;
             t.release(&board, batch)?;
         }
+        Ok(())
+    }
+
+    /// Hands the pages an earlier run released, and some sink lacks, over
+    /// again ahead of `batch`: before the stream, resumed from the sinks'
+    /// positions, hands over any change made while the bridge was down.
+    /// Each row is the same row in the same place, so a sink that holds it
+    /// drops it and one that lacks it gets it; a change older than a row that
+    /// the stream hands over again after it only repeats what the row shows.
+    fn replay_first(&mut self, batch: &mut SourceBatch) -> Result<(), SnapshotError> {
+        let mut front = SourceBatch::default();
+        for t in &mut self.tables {
+            for page in std::mem::take(&mut t.replay) {
+                t.hand_over(&page, &mut front)?;
+            }
+        }
+        if front.changes.is_empty() && front.dead_letters.is_empty() {
+            return Ok(());
+        }
+        front.changes.append(&mut batch.changes);
+        front.origins.append(&mut batch.origins);
+        batch.changes = front.changes;
+        batch.origins = front.origins;
+        batch.dead_letters.extend(front.dead_letters);
         Ok(())
     }
 
@@ -774,528 +746,6 @@ impl Drop for Snapshots {
     }
 }
 
-/// How often a running snapshot logs where it stands.
-const PROGRESS_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// A page held this long for the stream is logged (once), with the shards
-/// it waits for.
-const STALL_MS: i64 = 60_000;
-
-/// Rows of an export handed over per batch.
-const EXPORT_ROWS_PER_BATCH: usize = 1_000;
-
-impl TableSnapshot {
-    fn new(plan: Plan, journal: Journal, table: &str, margin_ms: i64) -> Self {
-        TableSnapshot {
-            plan,
-            journal,
-            table: table.into(),
-            window: Window::new(margin_ms),
-            held: VecDeque::new(),
-            scanned: None,
-            read_through: HashMap::new(),
-            unconfirmed: Vec::new(),
-            announce: true,
-            export: None,
-            next_poll: std::time::Instant::now(),
-            next_log: std::time::Instant::now() + PROGRESS_LOG_EVERY,
-            stall_logged: false,
-        }
-    }
-
-    /// See [`Snapshots::export_step`].
-    async fn export_step<A: TableApi>(
-        &mut self,
-        api: &A,
-        open: &OpenBucket<'_>,
-        resume: &Positions,
-        poll: std::time::Duration,
-        batch: &mut SourceBatch,
-    ) -> Result<(), SnapshotError> {
-        let table = self.table.to_string();
-        let refuse = |reason: String| SnapshotError::Refused {
-            table: table.clone(),
-            reason,
-        };
-        if self.plan.export_files.is_none() {
-            if std::time::Instant::now() < self.next_poll {
-                return Ok(());
-            }
-            self.next_poll = std::time::Instant::now() + poll;
-            let arn = self
-                .plan
-                .export_arn
-                .clone()
-                .ok_or_else(|| refuse("the journal's plan has no export".into()))?;
-            let state = api
-                .describe_export(&arn)
-                .await
-                .map_err(|source| SnapshotError::Api {
-                    table: table.clone(),
-                    source,
-                })?;
-            match state {
-                ExportState::InProgress => {
-                    tracing::info!(table = %self.table, export = %arn, "export still being written");
-                    return Ok(());
-                }
-                ExportState::Failed(why) => {
-                    return Err(refuse(format!("export {arn} failed: {why}")));
-                }
-                ExportState::Completed {
-                    bucket,
-                    manifest_key,
-                    item_count,
-                } => {
-                    let objects = open(&bucket).map_err(&refuse)?;
-                    let files = export::data_files(objects.as_ref(), &manifest_key)
-                        .map_err(|e| refuse(format!("export {arn}: {e}")))?;
-                    tracing::info!(table = %self.table, export = %arn, items = item_count, files = files.len(), "export written; reading it");
-                    self.plan.export_bucket = Some(bucket);
-                    self.plan.export_files = Some(files);
-                    self.journal.save(&self.plan)?;
-                }
-            }
-        }
-        let files = self.plan.export_files.clone().unwrap_or_default();
-        if self.export.is_none() {
-            let bucket = self.plan.export_bucket.clone().unwrap_or_default();
-            let key = ShardKey::new(self.table.clone(), self.plan.shard_of(0));
-            let (file, row) = export::after(resume.get(&key));
-            self.export = Some(ExportCursor {
-                objects: open(&bucket).map_err(&refuse)?,
-                file,
-                row,
-                rows: None,
-            });
-        }
-        let first_file = files.iter().position(|f| f.items > 0);
-        let last_file = files.iter().rposition(|f| f.items > 0);
-        let shard: Arc<str> = self.plan.shard_of(0).into();
-        let id: Arc<str> = self.plan.id.as_str().into();
-        let cursor = self.export.as_mut().expect("set above");
-        while batch.changes.len() + batch.dead_letters.len() < EXPORT_ROWS_PER_BATCH {
-            let Some(file) = files.get(cursor.file) else {
-                break;
-            };
-            let rows = match &cursor.rows {
-                Some(rows) => rows,
-                None => {
-                    let bytes = cursor
-                        .objects
-                        .get(&file.key)
-                        .map_err(|e| refuse(format!("export data file: {e}")))?;
-                    let rows = export::read_data_file(&bytes)
-                        .map_err(|e| refuse(format!("export data file {}: {e}", file.key)))?;
-                    self.plan.bytes += bytes.len() as u64;
-                    cursor.rows.insert(rows)
-                }
-            };
-            let Some(row) = usize::try_from(cursor.row).ok().and_then(|i| rows.get(i)) else {
-                cursor.file += 1;
-                cursor.row = 0;
-                cursor.rows = None;
-                continue;
-            };
-            let origin: Arc<str> = format!(
-                "snapshot {} of table {} (export data file {})",
-                self.plan.id, self.table, file.key
-            )
-            .into();
-            let index = usize::try_from(cursor.row).unwrap_or(usize::MAX);
-            match row {
-                Ok(item) => {
-                    let marker =
-                        if Some(cursor.file) == last_file && cursor.row + 1 == rows.len() as u64 {
-                            SnapshotMarker::Last
-                        } else if Some(cursor.file) == first_file && cursor.row == 0 {
-                            SnapshotMarker::First
-                        } else {
-                            SnapshotMarker::Row
-                        };
-                    let read_ms = self.plan.started_ms;
-                    batch.changes.push(Change {
-                        op: Op::Read,
-                        keys: key_of(item, &self.plan.key_names),
-                        old_image: None,
-                        new_image: Some(item.clone()),
-                        source: SourceInfo {
-                            table: self.table.clone(),
-                            stream_arn: None,
-                            shard_id: shard.clone(),
-                            sequence_number: export::sequence_of(cursor.file, cursor.row),
-                            event_id: format!("{}:{}:{}", self.plan.id, cursor.file, cursor.row),
-                            approx_creation_ms: Some(read_ms),
-                            ttl_delete: false,
-                            snapshot: Some(SnapshotRead {
-                                id: id.clone(),
-                                read_ms,
-                                marker,
-                            }),
-                        },
-                    });
-                    batch.origins.push(Origin {
-                        origin,
-                        line: Some(cursor.row + 1),
-                        record_index: None,
-                    });
-                }
-                Err((raw, error)) => batch.dead_letters.push(DeadLetter {
-                    origin: origin.to_string(),
-                    line: Some(cursor.row + 1),
-                    record_index: Some(index),
-                    table: Some(self.table.to_string()),
-                    shard: None,
-                    sequence_number: None,
-                    error: error.clone(),
-                    raw: raw.clone(),
-                }),
-            }
-            self.plan.items += 1;
-            cursor.row += 1;
-        }
-        if cursor.file >= files.len() {
-            for p in &mut self.plan.progress {
-                p.done = true;
-            }
-            self.plan.finished_ms = Some(now_ms());
-            self.journal.save(&self.plan)?;
-            self.announce = true;
-            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "export handed over; the stream follows from S0");
-        }
-        Ok(())
-    }
-    /// Takes the pages the segment tasks read, as long as few are held.
-    fn receive(&mut self) -> Result<(), SnapshotError> {
-        let Some(rx) = self.scanned.as_mut() else {
-            return Ok(());
-        };
-        while self.held.len() < MAX_HELD_PAGES {
-            match rx.try_recv() {
-                Ok(Scanned::Page {
-                    segment,
-                    asked_ms,
-                    answered_ms,
-                    page,
-                }) => {
-                    self.held.push_back(Held {
-                        segment,
-                        asked_ms,
-                        answered_ms,
-                        spooled: None,
-                        page,
-                    });
-                }
-                Ok(Scanned::Failed(source)) => {
-                    return Err(SnapshotError::Api {
-                        table: self.table.to_string(),
-                        source,
-                    });
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(())
-    }
-
-    /// The time every shard of the table is read through; `None` while a
-    /// shard waits to be read or has not answered yet.
-    fn stream_read_through(&self, board: &ShardBoard) -> Option<i64> {
-        let (listed_ms, shards) = board.unfinished_shards(&self.table)?;
-        let mut through = listed_ms;
-        for (key, waiting) in shards {
-            if waiting {
-                return None;
-            }
-            through = through.min(*self.read_through.get(&key)?);
-        }
-        Some(through)
-    }
-
-    /// Releases every held page the stream has caught up with.
-    fn release(
-        &mut self,
-        board: &ShardBoard,
-        batch: &mut SourceBatch,
-    ) -> Result<(), SnapshotError> {
-        if self.held.is_empty() {
-            return Ok(());
-        }
-        self.log_progress();
-        let through = self.stream_read_through(board);
-        self.log_stall(board, through);
-        let Some(through) = through else {
-            return Ok(());
-        };
-        let mut i = 0;
-        while i < self.held.len() {
-            if !self.window.ready(self.held[i].answered_ms, through) {
-                i += 1;
-                continue;
-            }
-            let Some(held) = self.held.remove(i) else {
-                break;
-            };
-            let spooled = match held.spooled {
-                Some(page) => self.recheck(page)?,
-                None => self.spool(held)?,
-            };
-            self.hand_over(&spooled, batch)?;
-        }
-        if self.held.is_empty() && self.plan.all_done() && self.plan.finished_ms.is_none() {
-            self.plan.finished_ms = Some(now_ms());
-            self.journal.save(&self.plan)?;
-            self.announce = true;
-            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "snapshot delivered to its end");
-        }
-        let oldest = self
-            .held
-            .iter()
-            .map(|h| h.asked_ms)
-            .min()
-            .unwrap_or_else(now_ms)
-            // A call in flight was asked for after the newest answer.
-            .min(now_ms() - 60_000);
-        self.window.forget_before(oldest);
-        Ok(())
-    }
-
-    /// Logs where the snapshot stands, every [`PROGRESS_LOG_EVERY`].
-    fn log_progress(&mut self) {
-        let now = std::time::Instant::now();
-        if now < self.next_log || self.plan.finished_ms.is_some() {
-            return;
-        }
-        self.next_log = now + PROGRESS_LOG_EVERY;
-        tracing::info!(
-            table = %self.table,
-            id = %self.plan.id,
-            items = self.plan.items,
-            bytes = self.plan.bytes,
-            segments_done = self.plan.segments_done(),
-            segments = self.plan.progress.len(),
-            pages_held = self.held.len(),
-            consumed_rcu = self.plan.consumed,
-            "snapshot progress"
-        );
-    }
-
-    /// A page held for a minute means the stream is not read past it: say
-    /// once which shards hold it back (a shard waiting for a reader slot
-    /// needs a larger `max_concurrent_shards`).
-    fn log_stall(&mut self, board: &ShardBoard, through: Option<i64>) {
-        let Some(oldest) = self.held.iter().map(|h| h.answered_ms).min() else {
-            self.stall_logged = false;
-            return;
-        };
-        if self.stall_logged || now_ms() - oldest < STALL_MS {
-            return;
-        }
-        self.stall_logged = true;
-        let behind: Vec<String> = board
-            .unfinished_shards(&self.table)
-            .map(|(_, shards)| {
-                shards
-                    .into_iter()
-                    .filter(|(key, waiting)| {
-                        *waiting
-                            || self
-                                .read_through
-                                .get(key)
-                                .is_none_or(|&ms| ms < oldest + self.window_margin())
-                    })
-                    .map(|(key, waiting)| {
-                        format!("{}{}", key.shard, if waiting { " (waiting)" } else { "" })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        tracing::warn!(
-            table = %self.table,
-            pages_held = self.held.len(),
-            read_through_ms = through,
-            shards_behind = %behind.join(", "),
-            "snapshot pages wait for the stream to be read past them; a shard waiting for a \
-             reader needs a larger max_concurrent_shards"
-        );
-    }
-
-    fn window_margin(&self) -> i64 {
-        self.window.margin()
-    }
-
-    /// A page of an earlier run, handed over again: the stream, read again
-    /// from the sinks' positions, may already have handed over changes newer
-    /// than its reads (made while the bridge was down), so their keys are
-    /// dropped as from a fresh page. The rows left keep their numbers, and
-    /// the page is recorded without the dropped ones first, so that no later
-    /// replay brings one back behind its newer change.
-    fn recheck(&mut self, mut page: SpooledPage) -> Result<SpooledPage, SnapshotError> {
-        let before = page.rows.len();
-        for (i, row) in page.rows.iter_mut().enumerate() {
-            row.index.get_or_insert(i as u64);
-        }
-        let mut unreadable = Vec::new();
-        page.rows.retain(|row| match row.item() {
-            Ok(item) => key_text(&item, &self.plan.key_names)
-                .is_none_or(|k| self.window.keeps(&k, page.asked_ms)),
-            Err(e) => {
-                unreadable.push(e.to_string());
-                true
-            }
-        });
-        if let Some(e) = unreadable.first() {
-            return Err(SnapshotError::Refused {
-                table: self.table.to_string(),
-                reason: format!("a journal page is unreadable: {e}"),
-            });
-        }
-        if page.rows.len() < before {
-            tracing::info!(table = %self.table, segment = page.segment, page = page.page, dropped = before - page.rows.len(), "a page handed over again lost rows the stream changed meanwhile");
-            self.journal.write_page(&self.plan.id, &page)?;
-        }
-        Ok(page)
-    }
-
-    /// Drops the keys the stream touched, numbers the rest, and records the
-    /// page and the plan before the rows go anywhere.
-    fn spool(&mut self, held: Held) -> Result<SpooledPage, SnapshotError> {
-        let progress = &self.plan.progress[held.segment as usize];
-        let number = progress.pages + 1;
-        let others_done = self
-            .plan
-            .progress
-            .iter()
-            .enumerate()
-            .all(|(i, p)| i == held.segment as usize || p.done);
-        let last_of_all = held.page.last_key.is_none()
-            && others_done
-            && !self.held.iter().any(|h| h.segment != held.segment);
-        let mut rows: Vec<SpooledRow> = held
-            .page
-            .items
-            .iter()
-            .filter(|item| {
-                key_text(item, &self.plan.key_names)
-                    .is_none_or(|k| self.window.keeps(&k, held.asked_ms))
-            })
-            .enumerate()
-            .map(|(i, item)| SpooledRow {
-                index: Some(i as u64),
-                read_ms: held.answered_ms,
-                marker: SnapshotMarker::Row.code().to_owned(),
-                item: raw_item(item),
-            })
-            .collect();
-        if !self.plan.first_released
-            && let Some(first) = rows.first_mut()
-        {
-            first.marker = SnapshotMarker::First.code().to_owned();
-            self.plan.first_released = true;
-        }
-        if last_of_all && let Some(last) = rows.last_mut() {
-            last.marker = SnapshotMarker::Last.code().to_owned();
-        }
-        let page = SpooledPage {
-            segment: held.segment,
-            page: number,
-            asked_ms: held.asked_ms,
-            answered_ms: held.answered_ms,
-            last_key: held.page.last_key.as_ref().map(raw_item),
-            rows,
-            unreadable: held.page.unreadable,
-        };
-        self.journal.write_page(&self.plan.id, &page)?;
-        let progress = &mut self.plan.progress[held.segment as usize];
-        progress.pages = number;
-        progress.next_key = page.last_key.clone();
-        progress.done = page.last_key.is_none();
-        self.plan.items += held.page.items.len() as u64;
-        self.plan.consumed += held.page.consumed;
-        self.plan.bytes += held.page.bytes;
-        crate::events::SnapshotPageReleased {
-            table: &self.table,
-            items: held.page.items.len() as u64,
-            consumed_so_far: self.plan.consumed,
-            segments_done: self.plan.segments_done(),
-            segments: self.plan.progress.len(),
-        }
-        .emit();
-        self.journal.save(&self.plan)?;
-        Ok(page)
-    }
-
-    /// Appends a released page's rows to the batch.
-    fn hand_over(
-        &mut self,
-        page: &SpooledPage,
-        batch: &mut SourceBatch,
-    ) -> Result<(), SnapshotError> {
-        let shard: Arc<str> = self.plan.shard_of(page.segment).into();
-        let id: Arc<str> = self.plan.id.as_str().into();
-        let origin: Arc<str> = format!(
-            "snapshot {} of table {} (segment {}, page {})",
-            self.plan.id, self.table, page.segment, page.page
-        )
-        .into();
-        for (i, row) in page.rows.iter().enumerate() {
-            let item = row.item().map_err(|e| SnapshotError::Refused {
-                table: self.table.to_string(),
-                reason: format!("a journal page is unreadable: {e}"),
-            })?;
-            let index = row_index(row, i);
-            let seq = sequence_of(page.page, index);
-            batch.changes.push(Change {
-                op: Op::Read,
-                keys: key_of(&item, &self.plan.key_names),
-                old_image: None,
-                new_image: Some(item),
-                source: SourceInfo {
-                    table: self.table.clone(),
-                    stream_arn: None,
-                    shard_id: shard.clone(),
-                    sequence_number: seq,
-                    event_id: format!("{}:{}:{}:{index}", self.plan.id, page.segment, page.page),
-                    approx_creation_ms: Some(row.read_ms),
-                    ttl_delete: false,
-                    snapshot: Some(SnapshotRead {
-                        id: id.clone(),
-                        read_ms: row.read_ms,
-                        marker: SnapshotMarker::from_code(&row.marker)
-                            .unwrap_or(SnapshotMarker::Row),
-                    }),
-                },
-            });
-            batch.origins.push(Origin {
-                origin: origin.clone(),
-                line: None,
-                record_index: Some(index),
-            });
-        }
-        for (i, (raw, error)) in page.unreadable.iter().enumerate() {
-            batch.dead_letters.push(DeadLetter {
-                origin: origin.to_string(),
-                line: None,
-                record_index: Some(i),
-                table: Some(self.table.to_string()),
-                shard: None,
-                sequence_number: None,
-                error: error.clone(),
-                raw: raw.clone(),
-            });
-        }
-        if !page.rows.is_empty() {
-            self.unconfirmed
-                .push((page.segment, page.page, last_sequence(page)));
-        } else if page.unreadable.is_empty() {
-            // Nothing in it for a sink to hold.
-            self.journal
-                .remove_page(&self.plan.id, page.segment, page.page)?;
-        }
-        Ok(())
-    }
-}
-
 /// True when some sink lacks a row of a finished export's last data file.
 fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
     let Some(files) = &plan.export_files else {
@@ -1306,32 +756,6 @@ fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
     };
     let key = ShardKey::new(plan.table.as_str(), plan.shard_of(0));
     !resume.covers(&key, &export::sequence_of(index, last.items - 1))
-}
-
-/// The sequence number of row `row` of page `page`.
-fn sequence_of(page: u64, row: usize) -> SequenceNumber {
-    let n = page * ROWS_PER_PAGE + row as u64;
-    SequenceNumber::parse(&n.to_string()).expect("digits")
-}
-
-/// The sequence number of a page's last row (its first place when empty).
-fn last_sequence(page: &SpooledPage) -> SequenceNumber {
-    let last = page
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| row_index(row, i))
-        .max()
-        .unwrap_or(0);
-    sequence_of(page.page, last)
-}
-
-/// A row's place in its page: recorded, or (journals written before rows
-/// recorded it) its position in the file.
-fn row_index(row: &SpooledRow, position: usize) -> usize {
-    row.index
-        .and_then(|i| usize::try_from(i).ok())
-        .unwrap_or(position)
 }
 
 /// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.
@@ -1359,13 +783,6 @@ fn page_limit(average_item_bytes: u64, max_rcu: f64, segments: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn row_numbers_grow_within_and_across_pages() {
-        assert!(sequence_of(1, 999) < sequence_of(2, 0));
-        assert!(sequence_of(1, 0) < sequence_of(1, 1));
-        assert_eq!(sequence_of(3, 7).as_str(), "3000007");
-    }
 
     #[test]
     fn ids_sort_by_time_and_name_no_path() {
