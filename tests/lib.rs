@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod servers;
+pub mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -12,16 +12,17 @@
 //!   key has at most one snapshot row in either sink.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use dynamo_cdc_core::{AttributeValue, Item, parse_item};
+use dynamo_cdc_core::{Item, parse_item};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
 use dynamo_cdc_tests::kafka::read_topic;
+use dynamo_cdc_tests::snapshots::{announced, plain_item, string_key, wait_at_most};
 use dynamo_cdc_tests::{Scratch, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
@@ -50,38 +51,7 @@ fn awkward(i: usize, version: u32) -> Value {
 }
 
 fn key_of(item: &Item) -> String {
-    match item.get("pk") {
-        Some(AttributeValue::S(s)) => s.to_string(),
-        other => panic!("no pk: {other:?}"),
-    }
-}
-
-/// The item as the Kafka sink's plain JSON shows it.
-fn plain(v: &AttributeValue) -> Value {
-    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
-    match v {
-        AttributeValue::S(s) => Value::String(s.to_string()),
-        AttributeValue::N(n) => serde_json::from_str(n.as_str()).unwrap(),
-        AttributeValue::B(b) => b64(b),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null => Value::Null,
-        AttributeValue::Ss(v) => v.iter().map(|s| Value::String(s.clone())).collect(),
-        AttributeValue::Ns(v) => v
-            .iter()
-            .map(|n| serde_json::from_str::<Value>(n.as_str()).unwrap())
-            .collect(),
-        AttributeValue::Bs(v) => v.iter().map(|b| b64(b)).collect(),
-        AttributeValue::L(v) => v.iter().map(plain).collect(),
-        AttributeValue::M(m) => plain_item(m),
-    }
-}
-
-fn plain_item(item: &Item) -> Value {
-    Value::Object(
-        item.iter()
-            .map(|(k, v)| (k.to_string(), plain(v)))
-            .collect(),
-    )
+    string_key(item, "pk")
 }
 
 fn table_now(sim: &StreamSim) -> BTreeMap<String, Item> {
@@ -92,24 +62,6 @@ fn table_now(sim: &StreamSim) -> BTreeMap<String, Item> {
             (key_of(&item), item)
         })
         .collect()
-}
-
-/// The `_snapshots/<table>/<id>.json` files: id -> S0 (shard -> sequence).
-fn announced(parquet: &Path) -> Vec<(String, BTreeMap<String, u128>, Value)> {
-    let dir = parquet.join("_snapshots").join(TABLE);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path: PathBuf = entry.unwrap().path();
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let s0 = v["s0"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.as_str().unwrap().parse().unwrap()))
-            .collect();
-        out.push((v["id"].as_str().unwrap().to_owned(), s0, v));
-    }
-    out
 }
 
 /// The journal, the snapshot files and the logs, for a failure message.
@@ -149,23 +101,6 @@ fn debug_dump(root: &Path) -> String {
         }
     }
     out
-}
-
-/// The child's exit status, or `None` (and the child killed) after `limit`.
-fn wait_at_most(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 #[test]
@@ -272,7 +207,7 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let during = announced(&s.parquet());
+    let during = announced(&s.parquet(), TABLE);
     assert_eq!(during.len(), 1, "the snapshot was planned: {during:?}");
     assert!(
         during[0].2["finished_ms"].is_null(),
@@ -296,7 +231,7 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
     let want = table_now(&sim);
 
     // Parquet: the newest change after S0, else the snapshot row.
-    let snapshots = announced(&s.parquet());
+    let snapshots = announced(&s.parquet(), TABLE);
     assert_eq!(snapshots.len(), 1, "one snapshot: {snapshots:?}");
     let (id, s0, plan) = &snapshots[0];
     assert!(
@@ -438,7 +373,7 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
 /// Per key, the newest snapshot's rule: the newest change after that
 /// snapshot's S0, else its snapshot row.
 fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
-    let mut snapshots = announced(parquet);
+    let mut snapshots = announced(parquet, TABLE);
     snapshots.sort_by(|a, b| a.0.cmp(&b.0));
     let (id, s0, _) = snapshots.last().expect("a snapshot").clone();
     let rows = read_rows(parquet);
@@ -513,7 +448,7 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
         log
     };
     run("the initial snapshot");
-    assert_eq!(announced(&s.parquet()).len(), 1);
+    assert_eq!(announced(&s.parquet(), TABLE).len(), 1);
 
     // While the bridge is down, items change and the stream trims records
     // nobody delivered: a gap.
@@ -527,7 +462,7 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
     sim.trim(&arn, &shard, 230);
     let log = run("the repair");
     assert!(log.contains("snapshotting the table again"), "{log}");
-    assert_eq!(announced(&s.parquet()).len(), 2, "a second snapshot");
+    assert_eq!(announced(&s.parquet(), TABLE).len(), 2, "a second snapshot");
 
     let want = table_now(&sim);
     let rebuilt = rebuilt_from_parquet(&s.parquet());

@@ -22,7 +22,7 @@
 //! binaries when they are not on the usual paths.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +36,7 @@ use base64::Engine as _;
 use dynamo_cdc_core::{AttributeValue, Item, parse_item};
 use dynamo_cdc_tests::kafka::read_topic;
 use dynamo_cdc_tests::servers::{Storage, Tansu, create_table, dynamodb, start_moto};
+use dynamo_cdc_tests::snapshots::{announced, plain_item, string_key, wait_at_most};
 use dynamo_cdc_tests::{Scratch, parquet_files, read_file, read_rows, run_command};
 use serde_json::{Value, json};
 
@@ -181,38 +182,7 @@ fn from_sdk(v: &Av) -> Value {
 }
 
 fn key_of(item: &Item) -> String {
-    match item.get("pk") {
-        Some(AttributeValue::S(s)) => s.to_string(),
-        other => panic!("no pk: {other:?}"),
-    }
-}
-
-/// The item as the Kafka sink's plain JSON shows it.
-fn plain(v: &AttributeValue) -> Value {
-    let b64 = |b: &[u8]| Value::String(base64::engine::general_purpose::STANDARD.encode(b));
-    match v {
-        AttributeValue::S(s) => Value::String(s.to_string()),
-        AttributeValue::N(n) => serde_json::from_str(n.as_str()).unwrap(),
-        AttributeValue::B(b) => b64(b),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null => Value::Null,
-        AttributeValue::Ss(v) => v.iter().map(|s| Value::String(s.clone())).collect(),
-        AttributeValue::Ns(v) => v
-            .iter()
-            .map(|n| serde_json::from_str::<Value>(n.as_str()).unwrap())
-            .collect(),
-        AttributeValue::Bs(v) => v.iter().map(|b| b64(b)).collect(),
-        AttributeValue::L(v) => v.iter().map(plain).collect(),
-        AttributeValue::M(m) => plain_item(m),
-    }
-}
-
-fn plain_item(item: &Item) -> Value {
-    Value::Object(
-        item.iter()
-            .map(|(k, v)| (k.to_string(), plain(v)))
-            .collect(),
-    )
+    string_key(item, "pk")
 }
 
 /// Writes every pre-filled item, 25 to a BatchWriteItem call.
@@ -331,28 +301,6 @@ async fn table_now(db: &aws_sdk_dynamodb::Client) -> BTreeMap<String, Item> {
     }
 }
 
-/// The `_snapshots/<table>/<id>.json` files: id, S0 (shard -> sequence),
-/// and the whole announcement.
-fn announced(parquet: &Path) -> Vec<(String, BTreeMap<String, u128>, Value)> {
-    let dir = parquet.join("_snapshots").join(TABLE);
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return out;
-    };
-    for entry in entries {
-        let path: PathBuf = entry.unwrap().path();
-        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let s0 = v["s0"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, s)| (k.clone(), s.as_str().unwrap().parse().unwrap()))
-            .collect();
-        out.push((v["id"].as_str().unwrap().to_owned(), s0, v));
-    }
-    out
-}
-
 /// The killed runs' log lines about the snapshot and their last lines, to
 /// show where each run stood.
 fn snapshot_lines(dir: &Path) -> String {
@@ -405,23 +353,6 @@ fn journal_has_a_page(table_dir: &Path) -> bool {
             })
         })
     })
-}
-
-/// The child's exit status, or `None` (and the child killed) after `limit`.
-fn wait_at_most(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// Snapshot rows are in the snapshot's own files (`snapshot-<id>-...`),
@@ -544,7 +475,7 @@ fn a_snapshot_on_moto_during_writes_and_sigkills_rebuilds_the_table_in_parquet_a
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let during = announced(&s.parquet());
+    let during = announced(&s.parquet(), TABLE);
     assert_eq!(
         during.len(),
         1,
@@ -582,7 +513,7 @@ fn a_snapshot_on_moto_during_writes_and_sigkills_rebuilds_the_table_in_parquet_a
     assert!(want.len() > PREFILLED / 2, "{} items left", want.len());
 
     // Parquet: the newest change after S0, else the snapshot row.
-    let snapshots = announced(&s.parquet());
+    let snapshots = announced(&s.parquet(), TABLE);
     assert_eq!(snapshots.len(), 1, "one snapshot: {snapshots:?}");
     let (id, s0, plan) = &snapshots[0];
     assert!(

@@ -65,6 +65,36 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan nothing of which was read yet.
+    pub fn new(
+        id: String,
+        table: &str,
+        method: &str,
+        segments: u32,
+        key_names: Vec<String>,
+        s0: BTreeMap<String, String>,
+        started_ms: i64,
+    ) -> Plan {
+        Plan {
+            id,
+            table: table.to_owned(),
+            method: method.to_owned(),
+            segments,
+            key_names,
+            s0,
+            started_ms,
+            finished_ms: None,
+            first_released: false,
+            progress: vec![SegmentProgress::default(); segments as usize],
+            items: 0,
+            bytes: 0,
+            consumed: 0.0,
+            export_arn: None,
+            export_bucket: None,
+            export_files: None,
+        }
+    }
+
     /// True once every segment is done.
     pub fn all_done(&self) -> bool {
         self.progress.iter().all(|s| s.done)
@@ -307,24 +337,15 @@ mod tests {
     use super::*;
 
     fn plan() -> Plan {
-        Plan {
-            id: "20261202T010000000Z".into(),
-            table: "orders".into(),
-            method: "scan".into(),
-            segments: 2,
-            key_names: vec!["pk".into()],
-            s0: BTreeMap::from([("shardId-1".into(), "100".into())]),
-            started_ms: 1,
-            finished_ms: None,
-            first_released: false,
-            progress: vec![SegmentProgress::default(); 2],
-            items: 0,
-            bytes: 0,
-            consumed: 0.0,
-            export_arn: None,
-            export_bucket: None,
-            export_files: None,
-        }
+        Plan::new(
+            "20261202T010000000Z".into(),
+            "orders",
+            "scan",
+            2,
+            vec!["pk".into()],
+            BTreeMap::from([("shardId-1".into(), "100".into())]),
+            1,
+        )
     }
 
     fn page(segment: u32, page: u64, last: Option<&str>) -> SpooledPage {

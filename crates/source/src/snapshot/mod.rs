@@ -47,7 +47,6 @@ pub use journal::{Journal, JournalError, Plan};
 
 use crate::streams::api::{ApiError, StreamsApi};
 use crate::streams::{ShardBoard, now_ms};
-use journal::SegmentProgress;
 use scan::{Budget, Segment};
 use table::{TableSnapshot, last_sequence};
 
@@ -300,27 +299,19 @@ impl Snapshots {
             Some(_) => 1,
             None => self.settings.segments.max(1),
         };
-        let mut plan = Plan {
-            id: snapshot_id(started_ms),
-            table: table.to_owned(),
-            method: self.settings.method.name().to_owned(),
+        let s0 = s0
+            .into_iter()
+            .map(|(shard, seq)| (shard, seq.to_string()))
+            .collect();
+        let mut plan = Plan::new(
+            snapshot_id(started_ms),
+            table,
+            self.settings.method.name(),
             segments,
-            key_names: info.key_names,
-            s0: s0
-                .into_iter()
-                .map(|(shard, seq)| (shard, seq.to_string()))
-                .collect(),
+            info.key_names,
+            s0,
             started_ms,
-            finished_ms: None,
-            first_released: false,
-            progress: vec![SegmentProgress::default(); segments as usize],
-            items: 0,
-            bytes: 0,
-            consumed: 0.0,
-            export_arn: None,
-            export_bucket: None,
-            export_files: None,
-        };
+        );
         // S0 is durable before the first item is read.
         journal.save(&plan)?;
         if let Some(request) = export {
@@ -573,24 +564,15 @@ impl Snapshots {
                     .collect()
             })
             .unwrap_or_default();
-        let plan = Plan {
-            id: snapshot_id(started_ms),
-            table: table.to_owned(),
-            method: SnapshotMethod::Scan.name().to_owned(),
+        let plan = Plan::new(
+            snapshot_id(started_ms),
+            table,
+            SnapshotMethod::Scan.name(),
             segments,
-            key_names: info.key_names.clone(),
+            info.key_names.clone(),
             s0,
             started_ms,
-            finished_ms: None,
-            first_released: false,
-            progress: vec![SegmentProgress::default(); segments as usize],
-            items: 0,
-            bytes: 0,
-            consumed: 0.0,
-            export_arn: None,
-            export_bucket: None,
-            export_files: None,
-        };
+        );
         let journal = Journal::of(&self.settings.journal_root, table);
         journal.save(&plan)?;
         self.s0s.insert(table.to_owned(), plan.s0.clone());
