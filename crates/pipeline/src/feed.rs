@@ -208,7 +208,9 @@ impl Feed {
         }
         let stream_resume = match &snapshots {
             Some(snapshots) => {
-                streams.report_read_through |=
+                // Only while a snapshot may need it: every idle poll of
+                // every shard becomes a batch.
+                streams.report_read_through =
                     snapshots.busy() || s.snapshot == SnapshotMode::WhenNeeded;
                 snapshots.stream_resume(resume)
             }

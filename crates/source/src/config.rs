@@ -368,7 +368,8 @@ impl SourceConfig {
             shard_refresh_interval: Duration::from_millis(self.shard_refresh_interval_ms),
             max_concurrent_shards: self.max_concurrent_shards,
             records_per_call: self.records_per_call,
-            report_read_through: self.snapshot != SnapshotMode::Never,
+            // Set by the caller while a snapshot needs it.
+            report_read_through: false,
             until_idle,
             heartbeat,
         }
