@@ -11,8 +11,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dynamo_cdc_core::SequenceNumber;
+use futures_util::StreamExt as _;
 
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
+
+/// Shards read at once.
+const SHARDS_AT_ONCE: usize = 16;
 
 /// How often a call that may pass is tried before S0 gives up.
 const ATTEMPTS: u32 = 8;
@@ -36,10 +40,18 @@ pub(crate) async fn stream_end<A: StreamsApi>(
             _ => break,
         }
     }
+    // Shards are read side by side: each has its own GetRecords limit, and
+    // a busy stream's shards hold hours of records.
+    let mut reads = futures_util::stream::iter(shards.iter().map(|shard| async move {
+        shard_end(api, stream_arn, &shard.id)
+            .await
+            .map(|last| (shard.id.clone(), last))
+    }))
+    .buffer_unordered(SHARDS_AT_ONCE);
     let mut end = BTreeMap::new();
-    for shard in shards {
-        if let Some(last) = shard_end(api, stream_arn, &shard.id).await? {
-            end.insert(shard.id, last);
+    while let Some(read) = reads.next().await {
+        if let (shard, Some(last)) = read? {
+            end.insert(shard, last);
         }
     }
     Ok(end)
