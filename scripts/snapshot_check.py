@@ -4,7 +4,7 @@
 Starts `moto_server`, fills a table with items, and runs the binary with
 `snapshot = "initial"` (a Parquet sink) while a writer keeps changing items;
 the binary is killed with SIGKILL twice during the scan, then run until
-idle. DuckDB then runs the SQL of the README's "The latest state from
+idle while /metrics is scraped for the snapshot's metrics. DuckDB then runs the SQL of the README's "The latest state from
 Parquet, exactly" block, taken from README.md itself, and its result must be
 the table as a boto3 Scan shows it: the same keys, each at the same version.
 
@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +32,7 @@ import e2e_check as ec  # noqa: E402
 from moto_e2e import Moto, environment  # noqa: E402
 
 import duckdb  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 TABLE = "snap_orders"
 ITEMS = 1500
@@ -90,6 +93,28 @@ def config(workdir: Path, moto: Moto) -> Path:
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def snapshot_samples(port: int) -> dict:
+    """The snapshot metrics of a scrape, by (name, sorted labels); empty when
+    the endpoint does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("dynamo_cdc_snapshot_"):
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
 def readme_sql() -> str:
     text = README.read_text()
     at = text.index("**The latest state from Parquet, exactly.**")
@@ -129,12 +154,33 @@ def main(argv=None) -> int:
             checks.append(check)
             stop.set()
             thread.join()
-            result = subprocess.run([str(binary), "run", "--config", str(cfg), "--until-idle", "3"],
-                                    cwd=workdir, env=environment(), capture_output=True, text=True,
-                                    timeout=600)
+            port = free_port()
+            log = open(workdir / "last-run.log", "w")
+            child = subprocess.Popen([str(binary), "run", "--config", str(cfg), "--until-idle", "3",
+                                      "--metrics-listen", f"127.0.0.1:{port}"],
+                                     cwd=workdir, env=environment(), stdout=subprocess.DEVNULL,
+                                     stderr=log)
+            # The snapshot's metrics, scraped while the last run finishes it.
+            samples = {}
+            deadline = time.time() + 600
+            while child.poll() is None and time.time() < deadline:
+                samples = snapshot_samples(port) or samples
+                time.sleep(0.3)
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            log.close()
             check = ec.Check("the last run finishes the snapshot and exits 0")
-            if result.returncode != 0:
-                check.problem(result.stderr[-2000:])
+            if child.returncode != 0:
+                check.problem((workdir / "last-run.log").read_text()[-2000:])
+            checks.append(check)
+            check = ec.Check("/metrics shows the snapshot's items, segments and consumed capacity")
+            items = samples.get(("dynamo_cdc_snapshot_items_total", (("table", TABLE),)), 0)
+            done = samples.get(("dynamo_cdc_snapshot_segments", (("state", "done"), ("table", TABLE))))
+            pending = samples.get(("dynamo_cdc_snapshot_segments", (("state", "pending"), ("table", TABLE))))
+            rcu = samples.get(("dynamo_cdc_snapshot_consumed_rcu", (("table", TABLE),)))
+            if items <= 0 or done is None or pending is None or done + pending != 3 or not rcu:
+                check.problem(f"samples: {samples}")
             checks.append(check)
 
             plan = json.loads(plans[0].read_text())
