@@ -341,7 +341,22 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         }
         last.insert(key, v);
     }
-    assert_eq!(markers.get("first"), Some(&1), "{markers:?}");
+    let firsts: Vec<String> = messages
+        .iter()
+        .filter(|m| m.headers.get("dynamodb.snapshot").map(String::as_str) == Some("first"))
+        .map(|m| {
+            format!(
+                "{} {} p{}",
+                m.headers["dynamodb.shard_id"], m.headers["dynamodb.sequence_number"], m.partition
+            )
+        })
+        .collect();
+    assert_eq!(
+        markers.get("first"),
+        Some(&1),
+        "{markers:?}: {firsts:?}{}",
+        debug_dump(s.path())
+    );
     assert!(
         markers.get("last").copied().unwrap_or(0) <= 1,
         "{markers:?}"

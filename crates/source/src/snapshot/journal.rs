@@ -231,6 +231,11 @@ impl Journal {
         let mut plan: Plan = serde_json::from_str(&text).map_err(|e| Self::failed(&path, e))?;
         let mut adopted = false;
         for page in self.pages(&plan.id)? {
+            // The `first` row went out with a page the plan never recorded.
+            if !plan.first_released && page.rows.iter().any(|r| r.marker == "first") {
+                plan.first_released = true;
+                adopted = true;
+            }
             let Some(progress) = plan.progress.get_mut(page.segment as usize) else {
                 continue;
             };
@@ -390,6 +395,11 @@ mod tests {
         j.remove_page(&p.id, 0, 1).unwrap();
         j.remove_page(&p.id, 0, 1).unwrap();
         assert_eq!(j.pages(&p.id).unwrap().len(), 1);
+        // A `first` row in a page the plan did not record is remembered.
+        let mut first = page(0, 2, None);
+        first.rows[0].marker = "first".into();
+        j.write_page(&p.id, &first).unwrap();
+        assert!(j.load().unwrap().unwrap().first_released);
         // Loading recorded them: the pages may go, the progress stays.
         std::fs::remove_dir_all(dir.path().join("orders").join(&p.id)).unwrap();
         let reloaded = j.load().unwrap().unwrap();
