@@ -229,6 +229,19 @@ mod tests {
     }
 
     #[test]
+    fn only_streams_with_new_images_can_be_stitched_to_a_scan() {
+        let with = |view: Option<&str>| TableInfo {
+            stream_view: view.map(str::to_owned),
+            ..TableInfo::default()
+        };
+        assert!(with(Some("NEW_AND_OLD_IMAGES")).stream_has_new_images());
+        assert!(with(Some("NEW_IMAGE")).stream_has_new_images());
+        assert!(!with(Some("KEYS_ONLY")).stream_has_new_images());
+        assert!(!with(Some("OLD_IMAGE")).stream_has_new_images());
+        assert!(!with(None).stream_has_new_images());
+    }
+
+    #[test]
     fn key_texts_tell_types_and_sort_keys_apart() {
         let item = |json: &str| parse_item(json, "t").unwrap();
         let names = ["pk".to_owned(), "sk".to_owned()];
