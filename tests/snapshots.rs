@@ -108,3 +108,67 @@ pub fn wait_at_most(
     let _ = child.wait();
     None
 }
+
+/// A table's latest state rebuilt from the Parquet rows by the README's
+/// rule, for snapshot `id` with its `s0`: per key the newest change after
+/// S0, else the snapshot's row; a delete removes the key.
+pub struct Rebuilt {
+    /// Key to item.
+    pub state: BTreeMap<String, Item>,
+    /// Key to the snapshot's row of it.
+    pub snapshot_rows: BTreeMap<String, Item>,
+}
+
+/// Rebuilds with the rule above; rows of other snapshots are left out.
+///
+/// # Errors
+/// The key of a row the snapshot holds twice.
+///
+/// # Panics
+/// When a change's sequence number is not a number.
+pub fn rebuild(
+    rows: &[crate::Row],
+    id: &str,
+    s0: &BTreeMap<String, u128>,
+    key_of: impl Fn(&Item) -> String,
+) -> Result<Rebuilt, String> {
+    let ours = format!("snapshot-{id}-");
+    let mut latest: BTreeMap<String, (u128, &crate::Row)> = BTreeMap::new();
+    let mut snapshot_rows = BTreeMap::new();
+    for row in rows {
+        let key = key_of(&row.item);
+        if row.op == "r" {
+            if row.shard.starts_with(&ours)
+                && snapshot_rows
+                    .insert(key.clone(), row.item.clone())
+                    .is_some()
+            {
+                return Err(key);
+            }
+            continue;
+        }
+        let seq: u128 = row.seq.parse().expect("a sequence number");
+        // Changes up to S0 are in the table the snapshot read.
+        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
+            continue;
+        }
+        if latest.get(&key).is_none_or(|(s, _)| *s < seq) {
+            latest.insert(key, (seq, row));
+        }
+    }
+    let mut state = BTreeMap::new();
+    for key in latest.keys().chain(snapshot_rows.keys()) {
+        let item = match latest.get(key) {
+            Some((_, row)) if row.op == "d" => None,
+            Some((_, row)) => Some(row.item.clone()),
+            None => snapshot_rows.get(key).cloned(),
+        };
+        if let Some(item) = item {
+            state.insert(key.clone(), item);
+        }
+    }
+    Ok(Rebuilt {
+        state,
+        snapshot_rows,
+    })
+}

@@ -22,7 +22,9 @@ use base64::Engine as _;
 use dynamo_cdc_core::{Item, parse_item};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
 use dynamo_cdc_tests::kafka::read_topic;
-use dynamo_cdc_tests::snapshots::{announced, plain_item, string_key, wait_at_most};
+use dynamo_cdc_tests::snapshots::{
+    Rebuilt, announced, plain_item, rebuild, string_key, wait_at_most,
+};
 use dynamo_cdc_tests::{Scratch, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
@@ -239,54 +241,33 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         "the snapshot finished: {plan}"
     );
     let rows = read_rows(&s.parquet());
-    let mut latest: BTreeMap<String, (u128, &str, &Item)> = BTreeMap::new();
-    let mut snapshot_rows: BTreeMap<String, &Item> = BTreeMap::new();
-    for row in &rows {
-        let key = key_of(&row.item);
-        if row.op == "r" {
-            assert!(
-                row.shard.starts_with(&format!("snapshot-{id}-")),
-                "{}",
-                row.shard
-            );
-            assert!(
-                snapshot_rows.insert(key.clone(), &row.item).is_none(),
-                "two snapshot rows of {key}: {:?}",
-                rows.iter()
-                    .filter(|r| r.op == "r" && key_of(&r.item) == key)
-                    .map(|r| format!(
-                        "{} {} {:?} v={:?}",
-                        r.shard,
-                        r.seq,
-                        r.ts_ms,
-                        r.item.get("v")
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-                    + &debug_dump(s.path())
-            );
-            continue;
-        }
-        let seq: u128 = row.seq.parse().unwrap();
-        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
-            continue;
-        }
-        if latest.get(&key).is_none_or(|(s, _, _)| *s < seq) {
-            latest.insert(key, (seq, row.op.as_str(), &row.item));
-        }
+    for row in rows.iter().filter(|r| r.op == "r") {
+        assert!(
+            row.shard.starts_with(&format!("snapshot-{id}-")),
+            "{}",
+            row.shard
+        );
     }
-    let mut rebuilt: BTreeMap<String, Item> = BTreeMap::new();
-    let keys: BTreeSet<&String> = latest.keys().chain(snapshot_rows.keys()).collect();
-    for key in keys {
-        let state = match latest.get(key) {
-            Some((_, "d", _)) => None,
-            Some((_, _, item)) => Some((*item).clone()),
-            None => snapshot_rows.get(key).map(|i| (*i).clone()),
-        };
-        if let Some(item) = state {
-            rebuilt.insert(key.clone(), item);
-        }
-    }
+    let Rebuilt {
+        state: rebuilt,
+        snapshot_rows,
+    } = rebuild(&rows, id, s0, key_of).unwrap_or_else(|key| {
+        panic!(
+            "two snapshot rows of {key}: {:?}",
+            rows.iter()
+                .filter(|r| r.op == "r" && key_of(&r.item) == key)
+                .map(|r| format!(
+                    "{} {} {:?} v={:?}",
+                    r.shard,
+                    r.seq,
+                    r.ts_ms,
+                    r.item.get("v")
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + &debug_dump(s.path())
+        )
+    });
     assert_eq!(rebuilt.len(), want.len(), "keys rebuilt from Parquet");
     for (key, item) in &want {
         // A flat row cannot tell a top-level NULL from an absent attribute.
@@ -388,46 +369,11 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
 /// Per key, the newest snapshot's rule: the newest change after that
 /// snapshot's S0, else its snapshot row.
 fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
-    let mut snapshots = announced(parquet, TABLE);
-    snapshots.sort_by(|a, b| a.0.cmp(&b.0));
-    let (id, s0, _) = snapshots.last().expect("a snapshot").clone();
-    let rows = read_rows(parquet);
-    let mut latest: BTreeMap<String, (u128, String, Item)> = BTreeMap::new();
-    let mut snapshot_rows: BTreeMap<String, Item> = BTreeMap::new();
-    for row in &rows {
-        let key = key_of(&row.item);
-        if row.op == "r" {
-            if row.shard.starts_with(&format!("snapshot-{id}-")) {
-                assert!(
-                    snapshot_rows
-                        .insert(key.clone(), row.item.clone())
-                        .is_none(),
-                    "two rows of {key} in snapshot {id}"
-                );
-            }
-            continue;
-        }
-        let seq: u128 = row.seq.parse().unwrap();
-        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
-            continue;
-        }
-        if latest.get(&key).is_none_or(|(s, _, _)| *s < seq) {
-            latest.insert(key, (seq, row.op.clone(), row.item.clone()));
-        }
-    }
-    let mut out = BTreeMap::new();
-    let keys: BTreeSet<String> = latest.keys().chain(snapshot_rows.keys()).cloned().collect();
-    for key in keys {
-        let state = match latest.get(&key) {
-            Some((_, op, _)) if op == "d" => None,
-            Some((_, _, item)) => Some(item.clone()),
-            None => snapshot_rows.get(&key).cloned(),
-        };
-        if let Some(item) = state {
-            out.insert(key, item);
-        }
-    }
-    out
+    let snapshots = announced(parquet, TABLE);
+    let (id, s0, _) = snapshots.last().expect("a snapshot");
+    rebuild(&read_rows(parquet), id, s0, key_of)
+        .unwrap_or_else(|key| panic!("two rows of {key} in snapshot {id}"))
+        .state
 }
 
 #[test]

@@ -36,7 +36,9 @@ use base64::Engine as _;
 use dynamo_cdc_core::{AttributeValue, Item, parse_item};
 use dynamo_cdc_tests::kafka::read_topic;
 use dynamo_cdc_tests::servers::{Storage, Tansu, create_table, dynamodb, start_moto};
-use dynamo_cdc_tests::snapshots::{announced, plain_item, string_key, wait_at_most};
+use dynamo_cdc_tests::snapshots::{
+    Rebuilt, announced, plain_item, rebuild, string_key, wait_at_most,
+};
 use dynamo_cdc_tests::{Scratch, parquet_files, read_file, read_rows, run_command};
 use serde_json::{Value, json};
 
@@ -525,43 +527,18 @@ fn a_snapshot_on_moto_during_writes_and_sigkills_rebuilds_the_table_in_parquet_a
     assert!(!s0.is_empty(), "S0 names the stream's shards: {plan}");
     check_snapshot_files(&s.parquet(), id);
     let rows = read_rows(&s.parquet());
-    let mut latest: BTreeMap<String, (u128, &str, &Item)> = BTreeMap::new();
-    let mut snapshot_rows: BTreeMap<String, &Item> = BTreeMap::new();
-    for row in &rows {
-        let key = key_of(&row.item);
-        if row.op == "r" {
-            assert!(
-                row.shard.starts_with(&format!("snapshot-{id}-")),
-                "{}",
-                row.shard
-            );
-            assert!(
-                snapshot_rows.insert(key.clone(), &row.item).is_none(),
-                "two snapshot rows of {key} in Parquet"
-            );
-            continue;
-        }
-        let seq: u128 = row.seq.parse().unwrap();
-        // Changes up to S0 are in the table the scan reads.
-        if s0.get(&row.shard).is_some_and(|&s| seq <= s) {
-            continue;
-        }
-        if latest.get(&key).is_none_or(|(s, _, _)| *s < seq) {
-            latest.insert(key, (seq, row.op.as_str(), &row.item));
-        }
+    for row in rows.iter().filter(|r| r.op == "r") {
+        assert!(
+            row.shard.starts_with(&format!("snapshot-{id}-")),
+            "{}",
+            row.shard
+        );
     }
-    let mut rebuilt: BTreeMap<String, Item> = BTreeMap::new();
-    let keys: BTreeSet<&String> = latest.keys().chain(snapshot_rows.keys()).collect();
-    for key in keys {
-        let state = match latest.get(key) {
-            Some((_, "d", _)) => None,
-            Some((_, _, item)) => Some((*item).clone()),
-            None => snapshot_rows.get(key).map(|i| (*i).clone()),
-        };
-        if let Some(item) = state {
-            rebuilt.insert(key.clone(), item);
-        }
-    }
+    let Rebuilt {
+        state: rebuilt,
+        snapshot_rows,
+    } = rebuild(&rows, id, s0, key_of)
+        .unwrap_or_else(|key| panic!("two snapshot rows of {key} in Parquet"));
     let mut wrong = Vec::new();
     for (key, item) in &want {
         // A flat row cannot tell a top-level NULL from an absent attribute.
