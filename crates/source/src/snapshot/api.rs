@@ -20,6 +20,8 @@ pub struct TableInfo {
     pub size_bytes: u64,
     /// `StreamViewType` of the enabled stream; `None` without a stream.
     pub stream_view: Option<String>,
+    /// The enabled stream's ARN (`LatestStreamArn`); `None` without one.
+    pub stream_arn: Option<String>,
 }
 
 impl TableInfo {

@@ -236,14 +236,14 @@ impl Snapshots {
             if let Some(plan) = &existing {
                 out.s0s.insert(table.clone(), plan.s0.clone());
             }
-            let plan = match existing {
-                Some(plan) if plan.finished_ms.is_none() && !wanted => plan,
+            let resumed = match existing {
+                Some(plan) if plan.finished_ms.is_none() && !wanted => Some(plan),
                 // Handed over before a crash, not yet held by every sink.
                 Some(mut plan) if !wanted && export_undelivered(&plan, resume) => {
                     plan.finished_ms = None;
-                    plan
+                    Some(plan)
                 }
-                _ if wanted => out.plan(api, table, stream_arn, &journal).await?,
+                _ if wanted => None,
                 _ => continue,
             };
             let info = api
@@ -253,6 +253,10 @@ impl Snapshots {
                     table: table.clone(),
                     source,
                 })?;
+            let plan = match resumed {
+                Some(plan) => plan,
+                None => out.plan(api, table, stream_arn, &journal, &info).await?,
+            };
             out.estimates.insert(table.clone(), info);
             out.s0s.insert(table.clone(), plan.s0.clone());
             out.tables.push(TableSnapshot::new(
@@ -272,12 +276,12 @@ impl Snapshots {
         table: &str,
         stream_arn: &str,
         journal: &Journal,
+        info: &TableInfo,
     ) -> Result<Plan, SnapshotError> {
         let failed = |source| SnapshotError::Api {
             table: table.to_owned(),
             source,
         };
-        let info = api.describe_table(table).await.map_err(failed)?;
         if !info.stream_has_new_images() {
             return Err(SnapshotError::Refused {
                 table: table.to_owned(),
@@ -289,7 +293,7 @@ impl Snapshots {
             });
         }
         let export = if self.settings.method == SnapshotMethod::Export {
-            Some(self.export_request(api, table, &info).await?)
+            Some(self.export_request(api, table, info).await?)
         } else {
             None
         };
@@ -308,7 +312,7 @@ impl Snapshots {
             table,
             self.settings.method.name(),
             segments,
-            info.key_names,
+            info.key_names.clone(),
             s0,
             started_ms,
         );
@@ -606,16 +610,19 @@ impl Snapshots {
         self.replay_first(batch)?;
         if self.settings.mode == SnapshotMode::WhenNeeded {
             for change in batch.changes.iter().filter(|c| c.op != Op::Read) {
-                let seen = self
-                    .seen
-                    .entry(change.source.table.to_string())
-                    .or_default();
-                let seq = &change.source.sequence_number;
-                match seen.get_mut(&*change.source.shard_id) {
-                    Some(at) if *at >= *seq => {}
-                    Some(at) => *at = seq.clone(),
+                let s = &change.source;
+                // Names are copied only the first time a table or shard shows.
+                if !self.seen.contains_key(&*s.table) {
+                    self.seen.insert(s.table.to_string(), BTreeMap::new());
+                }
+                let Some(seen) = self.seen.get_mut(&*s.table) else {
+                    continue;
+                };
+                match seen.get_mut(&*s.shard_id) {
+                    Some(at) if *at >= s.sequence_number => {}
+                    Some(at) => *at = s.sequence_number.clone(),
                     None => {
-                        seen.insert(change.source.shard_id.to_string(), seq.clone());
+                        seen.insert(s.shard_id.to_string(), s.sequence_number.clone());
                     }
                 }
             }

@@ -43,17 +43,18 @@ impl TableApi for SdkStreams {
             })
             .collect();
         keys.sort();
-        let stream_view = t
-            .stream_specification()
-            .filter(|s| s.stream_enabled())
+        let enabled = t.stream_specification().filter(|s| s.stream_enabled());
+        let stream_view = enabled
             .and_then(|s| s.stream_view_type())
             .map(|v| v.as_str().to_owned());
+        let stream_arn = enabled.and(t.latest_stream_arn()).map(str::to_owned);
         Ok(TableInfo {
             arn: t.table_arn().unwrap_or_default().to_owned(),
             key_names: keys.into_iter().map(|(_, n)| n).collect(),
             item_count: t.item_count().unwrap_or(0).max(0).unsigned_abs(),
             size_bytes: t.table_size_bytes().unwrap_or(0).max(0).unsigned_abs(),
             stream_view,
+            stream_arn,
         })
     }
 

@@ -120,29 +120,15 @@ impl SdkStreams {
     /// # Errors
     /// When the table cannot be described or has no stream enabled.
     pub async fn stream_of_table(&self, table: &str) -> Result<String, ApiError> {
-        let out = self
-            .tables
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| classify(Request::DescribeTable, &e));
-        let out = counted(Request::DescribeTable, out)?;
-        let description = out.table();
-        let enabled = description
-            .and_then(|t| t.stream_specification())
-            .is_some_and(|s| s.stream_enabled());
-        match description.and_then(|t| t.latest_stream_arn()) {
-            Some(arn) if enabled => Ok(arn.to_owned()),
-            _ => Err(ApiError {
-                kind: ApiErrorKind::Fatal,
-                operation: Request::DescribeTable.name(),
-                message: format!(
-                    "table `{table}` has no stream enabled; enable one with StreamViewType \
-                     NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
-                ),
-            }),
-        }
+        let info = crate::snapshot::TableApi::describe_table(self, table).await?;
+        info.stream_arn.ok_or_else(|| ApiError {
+            kind: ApiErrorKind::Fatal,
+            operation: Request::DescribeTable.name(),
+            message: format!(
+                "table `{table}` has no stream enabled; enable one with StreamViewType \
+                 NEW_AND_OLD_IMAGES (or NEW_IMAGE)"
+            ),
+        })
     }
 }
 
