@@ -39,18 +39,10 @@ pub(crate) fn run(input: &Input, runs: usize) {
         },
         "replay -> iceberg",
     );
-    println!("| sink | records/s per core | CPU s per 1M changes | peak RSS MiB |");
-    println!("|---|---:|---:|---:|");
-    for (name, cost) in [("Parquet", parquet), ("Iceberg", iceberg)] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.0} |",
-            input.records as f64 / cost.cpu_s,
-            cost.cpu_s * 1e6 / input.records as f64,
-            cost.max_rss_kib as f64 / 1024.0
-        );
-    }
-    println!(
-        "\nIceberg costs {:.2}× the Parquet sink's CPU per change (target: at most 1.2×).",
-        iceberg.cpu_s / parquet.cpu_s
+    crate::report::print_sink_pair(
+        input.records,
+        [("Parquet sink", &parquet), ("Iceberg", &iceberg)],
+        "Iceberg",
+        1.2,
     );
 }

@@ -160,3 +160,29 @@ pub(crate) fn machine() -> String {
         "Machine: {model}, {cores} cores{memory}; {pinned}; CPU time is user + system of the contender's process."
     )
 }
+
+/// Two sinks side by side on one input (records/s per core, CPU per
+/// million changes, peak RSS), then the second's CPU per change as a ratio
+/// of the first's against `target`.
+pub(crate) fn print_sink_pair(
+    records: u64,
+    pair: [(&str, &Cost); 2],
+    costs_what: &str,
+    target: f64,
+) {
+    println!("| sink | records/s per core | CPU s per 1M changes | peak RSS MiB |");
+    println!("|---|---:|---:|---:|");
+    for (name, cost) in pair {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.0} |",
+            records as f64 / cost.cpu_s,
+            cost.cpu_s * 1e6 / records as f64,
+            cost.max_rss_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "\n{costs_what} costs {:.2}× the {}'s CPU per change (target: at most {target}×).",
+        pair[1].1.cpu_s / pair[0].1.cpu_s,
+        pair[0].0
+    );
+}

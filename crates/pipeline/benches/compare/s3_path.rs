@@ -111,18 +111,10 @@ pub(crate) fn run(input: &Input, runs: usize) {
         },
         "replay -> s3 parquet",
     );
-    println!("| sink | records/s per core | CPU s per 1M changes | peak RSS MiB |");
-    println!("|---|---:|---:|---:|");
-    for (name, cost) in [("local disk", local), ("s3:// (moto)", s3)] {
-        println!(
-            "| {name} | {:.0} | {:.2} | {:.0} |",
-            input.records as f64 / cost.cpu_s,
-            cost.cpu_s * 1e6 / input.records as f64,
-            cost.max_rss_kib as f64 / 1024.0
-        );
-    }
-    println!(
-        "\nWriting to s3:// costs {:.2}× the local disk's CPU per change (target: at most 1.25×).",
-        s3.cpu_s / local.cpu_s
+    crate::report::print_sink_pair(
+        input.records,
+        [("local disk", &local), ("s3:// (moto)", &s3)],
+        "Writing to s3://",
+        1.25,
     );
 }
