@@ -298,8 +298,21 @@ pub trait Sink: Send {
 
     /// Opaque state recorded beside the positions (Kafka: the offsets to
     /// read back from); `null` when the positions are enough.
+    ///
+    /// When the tables are shared between processes, states recorded by
+    /// different owners are merged by keeping what they agree on and the
+    /// lowest of differing numbers: a state must stay safe under that (a
+    /// lower offset only means reading back more).
     fn resume_state(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+
+    /// When the tables are shared between processes: the lease epoch (the
+    /// fencing token) of each table this sink writes, to be recorded with
+    /// what it writes (a header, file metadata) so any write can be traced
+    /// to the owner that made it. Ignored by default.
+    fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
+        let _ = epochs;
     }
 
     /// Counts so far.

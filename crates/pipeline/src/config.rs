@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 
 pub use dynamo_cdc_core::ConfigError;
+use dynamo_cdc_lease::CoordinationConfig;
 use dynamo_cdc_object_store::{Location, StoreOptions};
 use dynamo_cdc_sink_iceberg::IcebergConfig;
 use dynamo_cdc_sink_kafka::KafkaSinkConfig;
@@ -37,6 +38,9 @@ pub struct Config {
     /// The metrics and health endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Sharing the tables with other processes through a lease table;
+    /// without it the process runs alone.
+    pub coordination: Option<CoordinationConfig>,
 }
 
 /// `[metrics]`.
@@ -179,6 +183,16 @@ impl Config {
             .map_err(|e| e.within("dead_letter"))?;
         if self.checkpoint.path.as_os_str().is_empty() {
             return Err(bad("checkpoint.path", "must not be empty"));
+        }
+        if let Some(c) = &self.coordination {
+            c.validate().map_err(|e| e.within("coordination"))?;
+            if self.source.kind != SourceKind::Dynamodb {
+                return Err(bad(
+                    "coordination",
+                    "shares the tables of a `kind = \"dynamodb\"` source between processes; \
+                     a replay source has no tables to share: remove [coordination]",
+                ));
+            }
         }
         Ok(())
     }

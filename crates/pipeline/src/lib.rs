@@ -4,7 +4,9 @@
 
 mod announce;
 pub mod checkpoint;
+mod checkpoint_lock;
 pub mod config;
+mod coordinated;
 mod events;
 mod feed;
 mod interpolate;
@@ -26,5 +28,6 @@ pub mod summary;
 mod test_support;
 
 pub use config::{Config, ConfigError};
+pub use coordinated::leases_report;
 pub use run::{RunOptions, run};
 pub use summary::RunSummary;

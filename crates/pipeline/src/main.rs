@@ -64,6 +64,13 @@ enum Command {
         #[arg(long, value_name = "TABLE")]
         table: String,
     },
+    /// List the leases of a `[coordination]` configuration: each table's
+    /// owner, epoch, last renewal, and the positions recorded per sink.
+    Leases {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Check a configuration file and exit: 0 when valid, 2 when not.
     Validate {
         /// The TOML configuration file.
@@ -153,6 +160,28 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Leases { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match dynamo_cdc::leases_report(&config) {
+                Ok(report) => {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        print!("{report}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => run(args, stop, None),
         Command::Snapshot { run: args, table } => run(args, stop, Some(table)),
     }

@@ -26,6 +26,7 @@ use dynamo_cdc_source::streams::{ApiError, ShardBoard};
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::checkpoint::FileCheckpoints;
+use crate::checkpoint_lock::CheckpointLock;
 use crate::config::{Config, SourceKind};
 use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
 use crate::feed::Feed;
@@ -100,16 +101,38 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     };
     let watch = Watch::start(options.metrics_listen.or(config.metrics.listen))?;
     let mut pauses = Pauses::default();
+    if let Some(coordination) = &config.coordination {
+        crate::coordinated::run(
+            config,
+            coordination,
+            options,
+            &declared,
+            Carried {
+                summary: &mut summary,
+                pauses: &mut pauses,
+                watch: &watch,
+                snapshot_now: &mut options.snapshot_table.clone(),
+            },
+        )?;
+        summary.elapsed = started.elapsed();
+        return Ok(summary);
+    }
+    // Held until the run ends: a second process on this checkpoint stops
+    // here, naming this one.
+    let _lock = CheckpointLock::acquire(&config.checkpoint.path)?;
     // Asked for once: a retry after an outage resumes the snapshot the
     // first pass planned instead of starting another.
     let mut snapshot_now = options.snapshot_table.clone();
     loop {
         let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path);
         let outcome = run_once(
-            config,
+            Pass {
+                config,
+                checkpoint: &mut checkpoint,
+                guard: None,
+            },
             options,
             &declared,
-            &mut checkpoint,
             Carried {
                 summary: &mut summary,
                 pauses: &mut pauses,
@@ -121,6 +144,8 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
         match outcome {
             Ok(()) => break,
             Err(Stop::Fatal(e) | Stop::Source(e)) => return Err(e),
+            // Only a pass under leases is fenced.
+            Err(Stop::Fenced(why)) => anyhow::bail!("{why}"),
             Err(Stop::Transient { who, error }) => {
                 summary.sink_retries += 1;
                 if !pauses.wait(&who, &error, &options.stop, &watch) {
@@ -148,6 +173,10 @@ pub(crate) enum Stop {
     /// The source failed as a whole: what was delivered before is still
     /// committed, so a restart does not read it again.
     Source(anyhow::Error),
+    /// This process may no longer write a table (its lease was lost or
+    /// ran out): nothing more is committed; another owner goes on from the
+    /// committed positions.
+    Fenced(String),
 }
 
 impl Stop {
@@ -162,6 +191,26 @@ impl Stop {
     }
 }
 
+/// What a pass run under leases checks between batches.
+pub(crate) trait PassGuard {
+    /// The pass should end the graceful way (commit, record) now: the
+    /// tables it may write changed.
+    fn should_end(&self) -> bool;
+    /// `Err` (naming the table) once the pass may no longer write: checked
+    /// before every write and every commit.
+    fn check(&self) -> Result<(), String>;
+    /// The lease epoch of each table the pass writes.
+    fn epochs(&self) -> &BTreeMap<String, u64>;
+}
+
+/// How one pass is run: the configuration it reads (under leases, only
+/// the tables held), where it records positions, and what it checks.
+pub(crate) struct Pass<'a> {
+    pub config: &'a Config,
+    pub checkpoint: &'a mut dyn CheckpointStore,
+    pub guard: Option<&'a dyn PassGuard>,
+}
+
 impl From<SinkFailure> for Stop {
     fn from(f: SinkFailure) -> Stop {
         Stop::of(&f.sink, f.error)
@@ -170,7 +219,7 @@ impl From<SinkFailure> for Stop {
 
 /// The outages of the sinks and stores, and the growing wait between tries.
 #[derive(Default)]
-struct Pauses {
+pub(crate) struct Pauses {
     outages: BTreeMap<String, Outage>,
     failures: u32,
 }
@@ -178,7 +227,13 @@ struct Pauses {
 impl Pauses {
     /// Logs the failure as the outage rule says and waits; false when a stop
     /// was requested meanwhile.
-    fn wait(&mut self, who: &str, error: &SinkError, stop: &AtomicBool, watch: &Watch) -> bool {
+    pub(crate) fn wait(
+        &mut self,
+        who: &str,
+        error: &SinkError,
+        stop: &AtomicBool,
+        watch: &Watch,
+    ) -> bool {
         self.failures += 1;
         let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
         let line = self
@@ -256,7 +311,7 @@ fn open_dead_letters(config: &Config) -> Result<Box<dyn DeadLetterStore>, Stop> 
 
 /// The tables known before anything is read, so the sinks can get ready
 /// for them (create topics) and fail before the run starts.
-fn known_tables(config: &Config) -> Vec<String> {
+pub(crate) fn known_tables(config: &Config) -> Vec<String> {
     let s = &config.source;
     let mut tables: Vec<String> = s.tables.clone();
     tables.extend(
@@ -272,23 +327,27 @@ fn known_tables(config: &Config) -> Vec<String> {
 }
 
 /// What carries over from one pass to the next.
-struct Carried<'a> {
-    summary: &'a mut RunSummary,
-    pauses: &'a mut Pauses,
-    watch: &'a Watch,
+pub(crate) struct Carried<'a> {
+    pub summary: &'a mut RunSummary,
+    pub pauses: &'a mut Pauses,
+    pub watch: &'a Watch,
     /// A snapshot asked for on the command line and not started yet.
-    snapshot_now: &'a mut Option<String>,
+    pub snapshot_now: &'a mut Option<String>,
 }
 
 /// One pass: open the sinks at their committed positions, read, write,
 /// commit, until the input ends, the source stops, or something fails.
-fn run_once(
-    config: &Config,
+pub(crate) fn run_once(
+    pass: Pass<'_>,
     options: &RunOptions,
     declared: &HashMap<String, DeclaredSchema>,
-    checkpoint: &mut dyn CheckpointStore,
     carried: Carried<'_>,
 ) -> Result<(), Stop> {
+    let Pass {
+        config,
+        checkpoint,
+        guard,
+    } = pass;
     let Carried {
         summary,
         pauses,
@@ -300,6 +359,9 @@ fn run_once(
     let mut dead_letters = open_dead_letters(config)?;
     let recorded = checkpoint.load().map_err(|e| Stop::of("checkpoint", e))?;
     sinks.adopt(&recorded);
+    if let Some(g) = guard {
+        sinks.lease_epochs(g.epochs());
+    }
     watch.health.set_positions_loaded();
     sinks.prepare(&known_tables(config))?;
     watch.health.set_sinks_open();
@@ -338,14 +400,18 @@ fn run_once(
             recorded_moved: false,
             progress: progress.as_mut(),
             snapshot_items_before,
+            guard,
         },
     );
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
+    let fenced =
+        |guard: Option<&dyn PassGuard>| guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced));
     let stats = match outcome {
         Err(Stop::Source(e)) => {
             let _ = feed.finish();
+            fenced(guard)?;
             sinks.flush()?;
             checkpoint
                 .store(&sinks.recorded())
@@ -363,6 +429,7 @@ fn run_once(
         tracing::info!("stop requested: committing what was read");
         summary.stopped_on_request = true;
     }
+    fenced(guard)?;
     sinks.flush()?;
     checkpoint
         .store(&sinks.recorded())
@@ -458,19 +525,26 @@ struct Loop<'a> {
     progress: Option<&'a mut Progress>,
     /// Items the snapshots had read before this pass (for their rate).
     snapshot_items_before: u64,
+    /// Under leases: when to end, and whether writing is still allowed.
+    guard: Option<&'a dyn PassGuard>,
 }
 
 /// The batch loop: for each batch, gaps, write, dead letters (durable before
 /// any commit moves past them), commit, checkpoint.
 fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Result<(), Stop> {
     let store_failed = |e: DeadLetterError| Stop::of("dead letters", e.into());
+    let allowed = |l: &Loop<'_>| l.guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced));
     while !options.stop.load(Ordering::Relaxed) {
         l.watch.health.beat();
+        if l.guard.is_some_and(|g| g.should_end()) {
+            break;
+        }
         let mut batch = match feed.next() {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
             Err(e) => return Err(Stop::Source(e)),
         };
+        allowed(l)?;
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
             if l.dead_letters.record_gap(gap).map_err(store_failed)? {
@@ -503,6 +577,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
                 letters.iter().for_each(|d| DeadLettered(d).emit());
             }
         }
+        allowed(l)?;
         l.sinks.poll()?;
         // Most batches move no position: the checkpoint is written only
         // when one moved.
@@ -825,6 +900,7 @@ mod tests {
                 recorded_moved: false,
                 progress: None,
                 snapshot_items_before: 0,
+                guard: None,
             },
         );
         let log = log.lock().unwrap().clone();

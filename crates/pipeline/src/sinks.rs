@@ -89,6 +89,13 @@ impl Sinks {
         }
     }
 
+    /// Tells every sink the lease epoch of each table it writes.
+    pub(crate) fn lease_epochs(&mut self, epochs: &BTreeMap<String, u64>) {
+        for sink in &mut self.list {
+            sink.lease_epochs(epochs);
+        }
+    }
+
     /// Gets every sink ready for these tables.
     pub(crate) fn prepare(&mut self, tables: &[String]) -> Result<(), SinkFailure> {
         self.each(|s| s.prepare(tables))

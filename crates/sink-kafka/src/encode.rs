@@ -25,6 +25,9 @@ pub const HEADER_EVENT: &str = "dynamodb.event_id";
 pub const HEADER_SNAPSHOT_ID: &str = "dynamodb.snapshot_id";
 /// Header with a snapshot row's place (`first`, `true`, `last`).
 pub const HEADER_SNAPSHOT: &str = "dynamodb.snapshot";
+/// Header with the lease epoch (the fencing token) of the table's owner,
+/// when the tables are shared between processes.
+pub const HEADER_LEASE_EPOCH: &str = "dynamo-cdc.lease_epoch";
 /// Header on dead-letter messages: why the message was not delivered.
 pub const HEADER_ERROR: &str = "dynamo-cdc.error";
 
@@ -43,6 +46,8 @@ pub(crate) struct Encoder {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     tables: HashMap<Arc<str>, TableState>,
+    /// Table -> lease epoch, when the tables are shared.
+    pub(crate) lease_epochs: std::collections::BTreeMap<String, u64>,
 }
 
 struct TableState {
@@ -97,6 +102,7 @@ impl Encoder {
             mode,
             declared,
             tables: HashMap::new(),
+            lease_epochs: std::collections::BTreeMap::new(),
         }
     }
 
@@ -138,6 +144,9 @@ impl Encoder {
             ),
             (HEADER_EVENT, s.event_id.as_bytes().to_vec()),
         ];
+        if let Some(epoch) = self.lease_epochs.get(&*s.table) {
+            headers.push((HEADER_LEASE_EPOCH, epoch.to_string().into_bytes()));
+        }
         if let Some(snapshot) = &s.snapshot {
             headers.push((HEADER_SNAPSHOT_ID, snapshot.id.as_bytes().to_vec()));
             headers.push((HEADER_SNAPSHOT, snapshot.marker.code().as_bytes().to_vec()));

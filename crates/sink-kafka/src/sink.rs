@@ -469,6 +469,10 @@ impl Sink for KafkaSink {
         serde_json::json!({ "offsets": self.offsets() })
     }
 
+    fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
+        self.encoder.lease_epochs.clone_from(epochs);
+    }
+
     fn stats(&self) -> SinkStats {
         SinkStats {
             delivered: self.stats.messages,

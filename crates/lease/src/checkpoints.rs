@@ -1,0 +1,250 @@
+//! Positions in the lease table: a [`CheckpointStore`] over the tables one
+//! pass holds, one item per (table, sink, shard) and one resume state per
+//! (table, sink). Each is written under the lease's epoch and never over
+//! what a later owner wrote. They stay hints, as the local file is: each
+//! sink's own storage is the truth.
+
+use std::collections::BTreeMap;
+
+use dynamo_cdc_core::{
+    CheckpointStore, Recorded, SequenceNumber, ShardKey, SinkError, SinkRecord, StoreError,
+};
+
+use crate::coordinator::wall_ms;
+use crate::item::{Condition, Item, PositionItem, StateItem};
+use crate::store::{LeaseStore, StoreFailure};
+
+/// The lease table as the checkpoint of a pass; see the module docs.
+pub struct LeaseCheckpoints<S> {
+    store: S,
+    /// Table -> the epoch its lease is held at.
+    epochs: BTreeMap<String, u64>,
+    /// What was last written or read, by item key, to write only changes.
+    written: BTreeMap<String, String>,
+}
+
+impl<S: LeaseStore> LeaseCheckpoints<S> {
+    /// The checkpoint of a pass writing `epochs`' tables.
+    pub fn new(store: S, epochs: BTreeMap<String, u64>) -> Self {
+        LeaseCheckpoints {
+            store,
+            epochs,
+            written: BTreeMap::new(),
+        }
+    }
+
+    fn put(&mut self, item: Item, value: String, epoch: u64) -> Result<(), StoreError> {
+        let key = item.key();
+        if self.written.get(&key) == Some(&value) {
+            return Ok(());
+        }
+        match self.store.put(&item, Condition::EpochAtMost(epoch)) {
+            Ok(()) => {
+                self.written.insert(key, value);
+                Ok(())
+            }
+            Err(StoreFailure::Conflict) => Err(SinkError::transient(format!(
+                "table {}: a later owner of its lease recorded positions; this worker no longer \
+                 writes it",
+                item.table()
+            ))),
+            Err(e @ StoreFailure::Unavailable(_)) => Err(SinkError::transient(e)),
+            Err(e) => Err(SinkError::fatal(e)),
+        }
+    }
+}
+
+impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
+    fn load(&mut self) -> Result<Recorded, StoreError> {
+        let items = self.store.scan().map_err(|e| match e {
+            StoreFailure::Fatal(_) => SinkError::fatal(e),
+            _ => SinkError::transient(e),
+        })?;
+        let mut recorded = Recorded::default();
+        let mut states: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for item in items {
+            if !self.epochs.contains_key(item.table()) {
+                continue;
+            }
+            let key = item.key();
+            match item {
+                Item::Position(p) => {
+                    let Ok(seq) = SequenceNumber::parse(&p.seq) else {
+                        tracing::warn!(key = %key, seq = %p.seq, "ignoring a position that is not a sequence number");
+                        continue;
+                    };
+                    self.written.insert(key, p.seq.clone());
+                    recorded
+                        .sinks
+                        .entry(p.sink)
+                        .or_default()
+                        .positions
+                        .advance(ShardKey::new(p.table.as_str(), p.shard.as_str()), seq);
+                }
+                Item::State(s) => {
+                    self.written.insert(key.clone(), s.state.clone());
+                    match serde_json::from_str(&s.state) {
+                        Ok(v) => states.entry(s.sink).or_default().push(v),
+                        Err(e) => {
+                            tracing::warn!(key = %key, error = %e, "ignoring an unreadable resume state")
+                        }
+                    }
+                }
+                Item::Lease(_) => {}
+            }
+        }
+        for (sink, values) in states {
+            recorded.sinks.entry(sink).or_default().state = lowest_common(&values);
+        }
+        Ok(recorded)
+    }
+
+    fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        for (sink, SinkRecord { positions, state }) in &recorded.sinks {
+            for (key, seq) in positions.iter() {
+                let Some(&epoch) = self.epochs.get(&*key.table) else {
+                    continue;
+                };
+                let item = Item::Position(PositionItem {
+                    table: key.table.to_string(),
+                    sink: sink.clone(),
+                    shard: key.shard.to_string(),
+                    seq: seq.to_string(),
+                    epoch,
+                    updated_ms: wall_ms(),
+                });
+                self.put(item, seq.to_string(), epoch)?;
+            }
+            if state.is_null() {
+                continue;
+            }
+            let text = state.to_string();
+            let tables: Vec<(String, u64)> =
+                self.epochs.iter().map(|(t, e)| (t.clone(), *e)).collect();
+            for (table, epoch) in tables {
+                let item = Item::State(StateItem {
+                    table,
+                    sink: sink.clone(),
+                    state: text.clone(),
+                    epoch,
+                });
+                self.put(item, text.clone(), epoch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Resume states recorded by different owners, made one: where they agree,
+/// the value; where numbers differ, the lowest; anything present in only
+/// some of them, or of different shapes, is dropped. Resume states are
+/// hints whose numbers say where to start reading back (Kafka offsets), so
+/// the lowest is the safe one and a dropped entry means "from the start".
+pub fn lowest_common(values: &[serde_json::Value]) -> serde_json::Value {
+    use serde_json::Value;
+    let Some((first, rest)) = values.split_first() else {
+        return Value::Null;
+    };
+    rest.iter().fold(first.clone(), |acc, v| match (acc, v) {
+        (Value::Object(a), Value::Object(b)) => Value::Object(
+            a.into_iter()
+                .filter_map(|(k, av)| {
+                    let merged = lowest_common(&[av, b.get(&k)?.clone()]);
+                    (!merged.is_null()).then_some((k, merged))
+                })
+                .collect(),
+        ),
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
+            (Some(x), Some(y)) => Value::from(x.min(y)),
+            _ if a == *b => Value::Number(a),
+            _ => Value::Null,
+        },
+        (a, b) if a == *b => a,
+        _ => Value::Null,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryLeaseStore;
+    use serde_json::json;
+
+    fn recorded(seq: &str, state: serde_json::Value) -> Recorded {
+        let mut r = Recorded::default();
+        let e = r.sinks.entry("kafka".into()).or_default();
+        e.positions.advance(
+            ShardKey::new("orders", "s1"),
+            SequenceNumber::parse(seq).unwrap(),
+        );
+        e.positions.advance(
+            ShardKey::new("other", "s1"),
+            SequenceNumber::parse(seq).unwrap(),
+        );
+        e.state = state;
+        r
+    }
+
+    #[test]
+    fn positions_of_held_tables_round_trip_and_others_are_not_written() {
+        let store = MemoryLeaseStore::new();
+        let mut a = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        a.store(&recorded(
+            "10",
+            json!({"offsets": {"cdc.orders": {"0": 5}}}),
+        ))
+        .unwrap();
+        let calls = store.calls();
+        a.store(&recorded(
+            "10",
+            json!({"offsets": {"cdc.orders": {"0": 5}}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            store.calls(),
+            calls,
+            "unchanged positions are not written again"
+        );
+        let mut b = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        let loaded = b.load().unwrap();
+        let kafka = &loaded.sinks["kafka"];
+        assert_eq!(kafka.positions.len(), 1);
+        assert_eq!(
+            kafka
+                .positions
+                .get(&ShardKey::new("orders", "s1"))
+                .unwrap()
+                .as_str(),
+            "10"
+        );
+        assert_eq!(kafka.state, json!({"offsets": {"cdc.orders": {"0": 5}}}));
+    }
+
+    #[test]
+    fn a_stale_owner_cannot_overwrite_a_later_epoch() {
+        let store = MemoryLeaseStore::new();
+        let mut new = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 2)]));
+        new.store(&recorded("20", serde_json::Value::Null)).unwrap();
+        let mut old = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        let e = old
+            .store(&recorded("30", serde_json::Value::Null))
+            .unwrap_err();
+        assert!(e.to_string().contains("later owner"), "{e}");
+    }
+
+    #[test]
+    fn merged_states_keep_the_lowest_common_numbers() {
+        let a = json!({"offsets": {"t1": {"0": 5, "1": 9}, "t2": {"0": 1}}});
+        let b = json!({"offsets": {"t1": {"0": 7, "1": 3}, "t3": {"0": 1}}});
+        assert_eq!(
+            lowest_common(&[a.clone(), b]),
+            json!({"offsets": {"t1": {"0": 5, "1": 3}}})
+        );
+        assert_eq!(lowest_common(std::slice::from_ref(&a)), a);
+        assert_eq!(lowest_common(&[]), serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,546 @@
+//! The lease rules, run once per tick against a [`LeaseStore`].
+//!
+//! - **Expiry** is judged on this worker's monotonic clock: a lease whose
+//!   counter stayed the same for the lease duration, since this worker first
+//!   saw that counter, has expired. Wall clocks of different hosts are never
+//!   compared.
+//! - **Renewal**: every held lease is written again (counter + 1) on every
+//!   tick, a third of the duration apart. A renewal sent at `t` keeps the
+//!   lease valid *here* until `t + duration - margin`: nobody can have
+//!   judged it expired before `t + duration`, since the write applied after
+//!   `t`. Past that instant the worker stops writing the table
+//!   (self-fence), whether or not the table answered.
+//! - **Taking**: a free lease, or an expired one, is taken with a
+//!   compare-and-set on the counter; the epoch is bumped (the fencing
+//!   token). A lease taken from an expired owner may still see that owner's
+//!   last writes land: the grant says so (`settle`).
+//! - **Balance**: each worker aims at `ceil(leases / workers)`, the
+//!   workers being the owners of live leases plus itself. Free and expired
+//!   leases first; when still short and the busiest worker holds at least
+//!   two more, one of its leases is claimed: the owner sees the claim, hands
+//!   the lease over (flush, commit, record, release) and the claimant takes
+//!   it free.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom as _;
+
+use crate::item::{Condition, Item, Lease};
+use crate::store::{LeaseStore, StoreFailure};
+
+/// What a worker holds a table by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The lease's epoch when taken: positions are written under it.
+    pub epoch: u64,
+    /// Taken from an owner whose lease expired: that owner's in-flight
+    /// writes may still land for a while (see the Kafka sink's produce
+    /// timeout), so wait them out before reading back what the sinks hold.
+    pub settle: bool,
+    /// Stop writing the table at this instant unless renewed by then.
+    pub valid_until: Instant,
+    /// Another worker asked for the lease: hand it over.
+    pub claimed: bool,
+}
+
+/// Something the coordinator did, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// A lease was taken.
+    Took {
+        /// Table.
+        table: String,
+        /// New epoch.
+        epoch: u64,
+        /// Previous owner (expired), if any.
+        from: Option<String>,
+    },
+    /// Another worker took a lease this one held.
+    Lost {
+        /// Table.
+        table: String,
+    },
+    /// The lease could not be renewed in time: writing stopped.
+    SelfFenced {
+        /// Table.
+        table: String,
+    },
+    /// A lease of a busier worker was claimed.
+    Claimed {
+        /// Table.
+        table: String,
+        /// Its owner.
+        owner: String,
+    },
+    /// A lease was handed over (released).
+    Released {
+        /// Table.
+        table: String,
+    },
+}
+
+/// Where time comes from (a fake clock in tests).
+pub trait Clock {
+    /// Now, on a monotonic clock.
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+struct Seen {
+    counter: u64,
+    owner: Option<String>,
+    since: Instant,
+}
+
+struct Held {
+    epoch: u64,
+    counter: u64,
+    valid_until: Instant,
+    settle: bool,
+    claimed: bool,
+}
+
+/// One worker's view of the leases; see the module docs.
+pub struct Coordinator<S> {
+    store: S,
+    me: String,
+    duration: Duration,
+    margin: Duration,
+    tables: BTreeSet<String>,
+    seen: HashMap<String, Seen>,
+    held: BTreeMap<String, Held>,
+    /// The lease this worker claimed and has not got yet.
+    claim: Option<String>,
+    /// No new leases: the worker is stopping.
+    draining: bool,
+    /// Who claimed each held lease, as last seen.
+    last_claims: HashMap<String, String>,
+}
+
+impl<S: LeaseStore> Coordinator<S> {
+    /// A worker named `me` sharing `tables` with others through `store`.
+    pub fn new(store: S, me: &str, duration: Duration, tables: &[String]) -> Self {
+        Coordinator {
+            store,
+            me: me.to_owned(),
+            duration,
+            // Renewals are a third of the duration apart: one failed
+            // renewal still leaves the lease valid; two in a row do not
+            // reach the margin; three do.
+            margin: duration / 5,
+            tables: tables.iter().cloned().collect(),
+            seen: HashMap::new(),
+            held: BTreeMap::new(),
+            claim: None,
+            draining: false,
+            last_claims: HashMap::new(),
+        }
+    }
+
+    /// The time between ticks.
+    pub fn interval(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// What this worker holds now.
+    pub fn grants(&self) -> BTreeMap<String, Grant> {
+        self.held
+            .iter()
+            .map(|(t, h)| {
+                (
+                    t.clone(),
+                    Grant {
+                        epoch: h.epoch,
+                        settle: h.settle,
+                        valid_until: h.valid_until,
+                        claimed: h.claimed,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Takes no new lease from now on (before a graceful stop).
+    pub fn drain(&mut self) {
+        self.draining = true;
+        self.claim = None;
+    }
+
+    /// One round: read the table, renew, fence, take, balance.
+    ///
+    /// # Errors
+    /// A fatal store failure; an outage is not an error (the leases held
+    /// stay valid until their time runs out, then are fenced).
+    pub fn tick(&mut self, clock: &dyn Clock) -> Result<Vec<Happened>, StoreFailure> {
+        let mut happened = Vec::new();
+        let items = match self.store.scan() {
+            Ok(items) => items,
+            Err(StoreFailure::Fatal(e)) => return Err(StoreFailure::Fatal(e)),
+            Err(e) => {
+                self.fence_overdue(clock.now(), &mut happened);
+                return Err(e);
+            }
+        };
+        let now = clock.now();
+        let mut leases: BTreeMap<String, Lease> = items
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Lease(l) if self.tables.contains(&l.table) => Some((l.table.clone(), l)),
+                _ => None,
+            })
+            .collect();
+        self.create_missing(&mut leases)?;
+        self.observe(&leases, now);
+        self.check_held(&leases, &mut happened);
+        self.renew(&mut leases, clock)?;
+        self.fence_overdue(clock.now(), &mut happened);
+        if !self.draining {
+            self.balance(&leases, clock, &mut happened)?;
+        }
+        Ok(happened)
+    }
+
+    /// Hands `table` over: its writes are committed and recorded.
+    ///
+    /// # Errors
+    /// A fatal store failure. A conflict or outage leaves the lease to
+    /// expire, which peers judge the same way.
+    pub fn release(&mut self, table: &str) -> Result<Option<Happened>, StoreFailure> {
+        let Some(h) = self.held.remove(table) else {
+            return Ok(None);
+        };
+        // The claim stays on the free lease: the claimant gets a duration
+        // to take it before others (this worker included) may.
+        let claim = self.last_claims.remove(table);
+        let lease = Lease {
+            table: table.to_owned(),
+            owner: None,
+            counter: h.counter + 1,
+            epoch: h.epoch,
+            claim,
+            renewed_ms: wall_ms(),
+        };
+        match self
+            .store
+            .put(&Item::Lease(lease), Condition::Counter(h.counter))
+        {
+            Ok(()) | Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Some(Happened::Released {
+            table: table.to_owned(),
+        }))
+    }
+
+    fn create_missing(&self, leases: &mut BTreeMap<String, Lease>) -> Result<(), StoreFailure> {
+        for table in &self.tables {
+            if leases.contains_key(table) {
+                continue;
+            }
+            let lease = Lease::free(table);
+            match self
+                .store
+                .put(&Item::Lease(lease.clone()), Condition::Absent)
+            {
+                Ok(()) => {
+                    leases.insert(table.clone(), lease);
+                }
+                // Another worker created it, or the answer was lost: the
+                // next scan shows it.
+                Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, leases: &BTreeMap<String, Lease>, now: Instant) {
+        for (table, l) in leases {
+            let changed = self
+                .seen
+                .get(table)
+                .is_none_or(|s| s.counter != l.counter || s.owner != l.owner);
+            if changed {
+                self.seen.insert(
+                    table.clone(),
+                    Seen {
+                        counter: l.counter,
+                        owner: l.owner.clone(),
+                        since: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// An owned lease counts as expired once its counter stood still for
+    /// the duration, as this worker saw it.
+    fn expired(&self, l: &Lease, now: Instant) -> bool {
+        l.owner.is_some()
+            && self
+                .seen
+                .get(&l.table)
+                .is_some_and(|s| now.saturating_duration_since(s.since) >= self.duration)
+    }
+
+    /// A free lease released to the worker that claimed it is theirs to
+    /// take for one duration; after that (the claimant may be gone) anyone's.
+    fn reserved_for_another(&self, l: &Lease, now: Instant) -> bool {
+        l.owner.is_none()
+            && l.claim.as_ref().is_some_and(|c| *c != self.me)
+            && self
+                .seen
+                .get(&l.table)
+                .is_some_and(|s| now.saturating_duration_since(s.since) < self.duration)
+    }
+
+    fn check_held(&mut self, leases: &BTreeMap<String, Lease>, happened: &mut Vec<Happened>) {
+        let me = self.me.clone();
+        // Ours in the table but not held here: a take whose answer was lost,
+        // or an earlier run under the same worker id. Adopted, but valid only
+        // from its next renewal (this tick), and settled like a take from
+        // an unknown owner.
+        if !self.draining {
+            for (table, l) in leases {
+                if l.owner.as_deref() == Some(me.as_str()) && !self.held.contains_key(table) {
+                    self.held.insert(
+                        table.clone(),
+                        Held {
+                            epoch: l.epoch,
+                            counter: l.counter,
+                            valid_until: self
+                                .seen
+                                .get(table)
+                                .map_or_else(Instant::now, |s| s.since),
+                            settle: true,
+                            claimed: false,
+                        },
+                    );
+                    happened.push(Happened::Took {
+                        table: table.clone(),
+                        epoch: l.epoch,
+                        from: Some(me.clone()),
+                    });
+                }
+            }
+        }
+        let last_claims = &mut self.last_claims;
+        self.held.retain(|table, h| match leases.get(table) {
+            Some(l) if l.owner.as_deref() == Some(me.as_str()) && l.epoch == h.epoch => {
+                // A renewal whose answer was lost, or a claim: the item moved
+                // on while still ours.
+                h.counter = l.counter;
+                h.claimed = l.claim.as_ref().is_some_and(|c| *c != me);
+                match &l.claim {
+                    Some(c) if *c != me => {
+                        last_claims.insert(table.clone(), c.clone());
+                    }
+                    _ => {
+                        last_claims.remove(table);
+                    }
+                }
+                true
+            }
+            _ => {
+                happened.push(Happened::Lost {
+                    table: table.clone(),
+                });
+                false
+            }
+        });
+    }
+
+    fn renew(
+        &mut self,
+        leases: &mut BTreeMap<String, Lease>,
+        clock: &dyn Clock,
+    ) -> Result<(), StoreFailure> {
+        for (table, h) in &mut self.held {
+            let claim = leases.get(table).and_then(|l| l.claim.clone());
+            let lease = Lease {
+                table: table.clone(),
+                owner: Some(self.me.clone()),
+                counter: h.counter + 1,
+                epoch: h.epoch,
+                claim,
+                renewed_ms: wall_ms(),
+            };
+            let sent = clock.now();
+            match self
+                .store
+                .put(&Item::Lease(lease.clone()), Condition::Counter(h.counter))
+            {
+                Ok(()) => {
+                    h.counter += 1;
+                    h.valid_until = sent + self.duration - self.margin;
+                    leases.insert(table.clone(), lease);
+                }
+                // Lost to a taker or a claim, or no answer: the next scan
+                // tells which; meanwhile the time left runs down.
+                Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn fence_overdue(&mut self, now: Instant, happened: &mut Vec<Happened>) {
+        self.held.retain(|table, h| {
+            if now < h.valid_until {
+                return true;
+            }
+            happened.push(Happened::SelfFenced {
+                table: table.clone(),
+            });
+            false
+        });
+    }
+
+    fn balance(
+        &mut self,
+        leases: &BTreeMap<String, Lease>,
+        clock: &dyn Clock,
+        happened: &mut Vec<Happened>,
+    ) -> Result<(), StoreFailure> {
+        let now = clock.now();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in leases.values() {
+            if let Some(owner) = l.owner.as_deref()
+                && owner != self.me
+                && !self.expired(l, now)
+            {
+                *counts.entry(owner).or_default() += 1;
+            }
+        }
+        let workers = counts.len() + 1;
+        let target = leases.len().div_ceil(workers);
+        let mut mine = self.held.len();
+        // Claimed for this worker first, then free, then expired; random
+        // within each, so new workers do not all race for the same lease.
+        let mut candidates: Vec<&Lease> = leases
+            .values()
+            .filter(|l| !self.held.contains_key(&l.table))
+            .filter(|l| l.owner.is_none() || self.expired(l, now))
+            .filter(|l| !self.reserved_for_another(l, now))
+            .collect();
+        candidates.shuffle(&mut rand::rng());
+        candidates.sort_by_key(|l| {
+            (
+                l.claim.as_deref() != Some(self.me.as_str()),
+                l.owner.is_some(),
+            )
+        });
+        for l in candidates {
+            if mine >= target {
+                break;
+            }
+            if self.take(l, clock, happened)? {
+                mine += 1;
+            }
+        }
+        if self.claim.as_ref().is_some_and(|t| {
+            self.held.contains_key(t) || leases.get(t).is_none_or(|l| l.owner.is_none())
+        }) {
+            self.claim = None;
+        }
+        if mine >= target || self.claim.is_some() {
+            return Ok(());
+        }
+        let Some((&busiest, &most)) = counts
+            .iter()
+            .max_by_key(|(o, n)| (**n, std::cmp::Reverse(**o)))
+        else {
+            return Ok(());
+        };
+        if most < mine + 2 {
+            return Ok(());
+        }
+        let Some(victim) = leases
+            .values()
+            .find(|l| l.owner.as_deref() == Some(busiest) && l.claim.is_none())
+        else {
+            return Ok(());
+        };
+        let claimed = Lease {
+            counter: victim.counter + 1,
+            claim: Some(self.me.clone()),
+            ..victim.clone()
+        };
+        match self
+            .store
+            .put(&Item::Lease(claimed), Condition::Counter(victim.counter))
+        {
+            Ok(()) => {
+                self.claim = Some(victim.table.clone());
+                happened.push(Happened::Claimed {
+                    table: victim.table.clone(),
+                    owner: busiest.to_owned(),
+                });
+            }
+            Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn take(
+        &mut self,
+        l: &Lease,
+        clock: &dyn Clock,
+        happened: &mut Vec<Happened>,
+    ) -> Result<bool, StoreFailure> {
+        let taken = Lease {
+            table: l.table.clone(),
+            owner: Some(self.me.clone()),
+            counter: l.counter + 1,
+            epoch: l.epoch + 1,
+            claim: None,
+            renewed_ms: wall_ms(),
+        };
+        let sent = clock.now();
+        match self
+            .store
+            .put(&Item::Lease(taken), Condition::Counter(l.counter))
+        {
+            Ok(()) => {
+                self.held.insert(
+                    l.table.clone(),
+                    Held {
+                        epoch: l.epoch + 1,
+                        counter: l.counter + 1,
+                        valid_until: sent + self.duration - self.margin,
+                        settle: l.owner.is_some(),
+                        claimed: false,
+                    },
+                );
+                happened.push(Happened::Took {
+                    table: l.table.clone(),
+                    epoch: l.epoch + 1,
+                    from: l.owner.clone(),
+                });
+                Ok(true)
+            }
+            // Someone else was faster, or the answer was lost (then the
+            // next scan shows the lease as ours with an unknown epoch to
+            // this worker: it is left to expire rather than guessed at).
+            Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The wall clock in epoch milliseconds, for operators only.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,132 @@
+//! What the lease table holds: one item per lease (a source table's
+//! stream), one per position (table, sink, shard) and one per sink's resume
+//! state (table, sink). Every item has the string key `key`; its other
+//! attributes depend on its kind.
+
+use std::fmt;
+
+/// The key attribute of every item.
+pub const KEY: &str = "key";
+
+/// The lease on one source table: whoever owns it reads the table's stream
+/// and writes its changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The source table.
+    pub table: String,
+    /// The worker holding it; `None` when free.
+    pub owner: Option<String>,
+    /// Bumped on every write (renewal, take, claim, release): observers
+    /// judge expiry by how long it stays unchanged.
+    pub counter: u64,
+    /// Bumped on every change of owner: the fencing token.
+    pub epoch: u64,
+    /// The worker that asked the owner to hand the lease over (a steal),
+    /// if any.
+    pub claim: Option<String>,
+    /// Wall-clock time of the last write, for operators only: expiry never
+    /// compares wall clocks of different hosts.
+    pub renewed_ms: i64,
+}
+
+impl Lease {
+    /// A free lease, as first created.
+    pub fn free(table: &str) -> Self {
+        Lease {
+            table: table.to_owned(),
+            owner: None,
+            counter: 0,
+            epoch: 0,
+            claim: None,
+            renewed_ms: 0,
+        }
+    }
+}
+
+/// The last position a sink recorded for one shard (a hint: the sink's
+/// own storage stays the truth).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionItem {
+    /// Source table.
+    pub table: String,
+    /// Sink id.
+    pub sink: String,
+    /// Shard id.
+    pub shard: String,
+    /// Sequence number, as text.
+    pub seq: String,
+    /// The epoch of the lease it was written under.
+    pub epoch: u64,
+    /// Wall-clock time of the write, for operators only.
+    pub updated_ms: i64,
+}
+
+/// A sink's opaque resume state, as recorded by the owner of `table`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateItem {
+    /// Source table.
+    pub table: String,
+    /// Sink id.
+    pub sink: String,
+    /// The state as JSON text.
+    pub state: String,
+    /// The epoch of the lease it was written under.
+    pub epoch: u64,
+}
+
+/// Any item of the lease table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A lease.
+    Lease(Lease),
+    /// A position.
+    Position(PositionItem),
+    /// A resume state.
+    State(StateItem),
+}
+
+impl Item {
+    /// The item's key: `lease/<table>`, `position/<table>/<sink>/<shard>`,
+    /// `state/<table>/<sink>`. Table names and sink ids hold no `/`.
+    pub fn key(&self) -> String {
+        match self {
+            Item::Lease(l) => format!("lease/{}", l.table),
+            Item::Position(p) => format!("position/{}/{}/{}", p.table, p.sink, p.shard),
+            Item::State(s) => format!("state/{}/{}", s.table, s.sink),
+        }
+    }
+
+    /// The table the item is about.
+    pub fn table(&self) -> &str {
+        match self {
+            Item::Lease(l) => &l.table,
+            Item::Position(p) => &p.table,
+            Item::State(s) => &s.table,
+        }
+    }
+}
+
+/// What a conditional write requires of the item it replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Nothing.
+    Always,
+    /// No item with this key exists.
+    Absent,
+    /// The item exists and its `counter` is this (compare-and-set).
+    Counter(u64),
+    /// No item exists, or its `epoch` is at most this: a writer never
+    /// overwrites what a later owner recorded.
+    EpochAtMost(u64),
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Condition::Always => write!(f, "always"),
+            Condition::Absent => write!(f, "absent"),
+            Condition::Counter(c) => write!(f, "counter = {c}"),
+            Condition::EpochAtMost(e) => write!(f, "epoch <= {e}"),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Scale-out: N bridge processes share the source tables through leases in
+//! a DynamoDB table, the mechanism the Kinesis Client Library uses.
+//!
+//! - [`item`]: what the lease table holds (leases, positions, resume
+//!   states) and the conditions writes carry;
+//! - [`store`]: the [`LeaseStore`] seam and its linearizable in-memory
+//!   implementation with injected faults; [`dynamo`]: the real table;
+//! - [`coordinator`]: the rules (expiry on the observer's monotonic clock,
+//!   renewal, self-fence, taking, balancing, claims), pure but for the
+//!   store calls, run one tick at a time;
+//! - [`worker`]: the coordinator on its own thread, and the [`Fence`] a
+//!   pass checks before every write;
+//! - [`checkpoints`]: positions and resume states in the lease table, as a
+//!   `CheckpointStore`;
+//! - [`config`]: the `[coordination]` section.
+//!
+//! The lease unit is a source table (its stream): parents before children
+//! and a snapshot's window stay within one process.
+
+pub mod checkpoints;
+pub mod config;
+pub mod coordinator;
+pub mod dynamo;
+pub mod item;
+pub mod store;
+pub mod worker;
+
+pub use checkpoints::LeaseCheckpoints;
+pub use config::CoordinationConfig;
+pub use coordinator::{Clock, Coordinator, Grant, Happened, SystemClock};
+pub use dynamo::DynamoLeaseStore;
+pub use item::{Condition, Item, Lease, PositionItem, StateItem};
+pub use store::{Fault, LeaseStore, MemoryLeaseStore, StoreFailure};
+pub use worker::{Assignment, Fence, Worker};

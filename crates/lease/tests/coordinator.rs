@@ -1,0 +1,364 @@
+//! The lease rules, on a linearizable in-memory table and a clock the test
+//! moves: each test reads as one rule of `coordinator.rs`.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dynamo_cdc_lease::{Clock, Coordinator, Fault, Happened, Item, Lease, MemoryLeaseStore};
+use proptest::prelude::*;
+
+const D: Duration = Duration::from_secs(30);
+
+struct Manual(Cell<Instant>);
+
+impl Manual {
+    fn new() -> Self {
+        Manual(Cell::new(Instant::now()))
+    }
+    fn advance(&self, by: Duration) {
+        self.0.set(self.0.get() + by);
+    }
+}
+
+impl Clock for Manual {
+    fn now(&self) -> Instant {
+        self.0.get()
+    }
+}
+
+fn tables(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i}")).collect()
+}
+
+fn worker(store: &MemoryLeaseStore, name: &str, n: usize) -> Coordinator<MemoryLeaseStore> {
+    Coordinator::new(store.clone(), name, D, &tables(n))
+}
+
+fn held(c: &Coordinator<MemoryLeaseStore>) -> Vec<String> {
+    c.grants().into_keys().collect()
+}
+
+fn lease_claims(store: &MemoryLeaseStore) -> usize {
+    store
+        .items()
+        .into_iter()
+        .filter(|i| matches!(i, Item::Lease(l) if l.claim.is_some()))
+        .count()
+}
+
+fn lease(store: &MemoryLeaseStore, table: &str) -> Lease {
+    store
+        .items()
+        .into_iter()
+        .find_map(|i| match i {
+            Item::Lease(l) if l.table == table => Some(l),
+            _ => None,
+        })
+        .expect("lease item")
+}
+
+#[test]
+fn a_lone_worker_creates_and_takes_every_lease() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 3);
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a), tables(3));
+    let l = lease(&store, "t0");
+    assert_eq!((l.owner.as_deref(), l.epoch), (Some("a"), 1));
+    assert!(
+        a.grants().values().all(|g| !g.settle),
+        "free leases need no settling"
+    );
+}
+
+#[test]
+fn renewals_keep_a_lease_and_move_its_validity() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    a.tick(&clock).unwrap();
+    let first = a.grants()["t0"].valid_until;
+    assert_eq!(first, clock.now() + D - D / 5);
+    clock.advance(a.interval());
+    a.tick(&clock).unwrap();
+    assert_eq!(a.grants()["t0"].valid_until, first + a.interval());
+    assert_eq!(lease(&store, "t0").epoch, 1, "renewal keeps the epoch");
+}
+
+#[test]
+fn expiry_is_judged_from_when_the_observer_first_saw_the_counter() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    a.tick(&clock).unwrap();
+    // `a` dies. `b` starts later and must wait a whole duration from its
+    // own first look, however old the lease's wall-clock time is.
+    clock.advance(D * 10);
+    let mut b = worker(&store, "b", 1);
+    b.tick(&clock).unwrap();
+    assert!(held(&b).is_empty());
+    clock.advance(D - Duration::from_millis(1));
+    b.tick(&clock).unwrap();
+    assert!(held(&b).is_empty(), "not a whole duration yet");
+    clock.advance(Duration::from_millis(1));
+    let happened = b.tick(&clock).unwrap();
+    assert_eq!(held(&b), ["t0"]);
+    assert!(happened.contains(&Happened::Took {
+        table: "t0".into(),
+        epoch: 2,
+        from: Some("a".into())
+    }));
+    assert!(
+        b.grants()["t0"].settle,
+        "the dead owner's writes may still land"
+    );
+}
+
+#[test]
+fn a_worker_that_cannot_renew_fences_itself_before_anyone_can_take_over() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    let mut b = worker(&store, "b", 1);
+    a.tick(&clock).unwrap();
+    b.tick(&clock).unwrap();
+    let valid_until = a.grants()["t0"].valid_until;
+    // From now on every call of `a` fails; `b` keeps looking.
+    let mut a_fenced_at = None;
+    let mut b_took_at = None;
+    for _ in 0..40 {
+        clock.advance(Duration::from_secs(1));
+        store.inject(&[Fault::Unavailable]);
+        let happened = a.tick(&clock).unwrap_or_default();
+        if a_fenced_at.is_none()
+            && (held(&a).is_empty()
+                || happened
+                    .iter()
+                    .any(|h| matches!(h, Happened::SelfFenced { .. })))
+        {
+            a_fenced_at = Some(clock.now());
+        }
+        b.tick(&clock).unwrap();
+        if b_took_at.is_none() && !held(&b).is_empty() {
+            b_took_at = Some(clock.now());
+        }
+    }
+    let (fenced, took) = (a_fenced_at.unwrap(), b_took_at.unwrap());
+    assert!(
+        fenced >= valid_until && fenced < took,
+        "fenced {fenced:?} before taken {took:?}"
+    );
+}
+
+#[test]
+fn a_renewal_that_applied_but_whose_answer_was_lost_keeps_the_lease() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    a.tick(&clock).unwrap();
+    clock.advance(a.interval());
+    // The tick's scan passes; its renewal applies, but the answer is lost.
+    store.inject(&[Fault::Pass, Fault::LostReply]);
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a), ["t0"]);
+    clock.advance(a.interval());
+    let happened = a.tick(&clock).unwrap();
+    assert!(happened.is_empty(), "{happened:?}");
+    assert_eq!(held(&a), ["t0"]);
+    let l = lease(&store, "t0");
+    assert_eq!((l.owner.as_deref(), l.epoch, l.counter), (Some("a"), 1, 3));
+}
+
+#[test]
+fn a_take_whose_answer_was_lost_is_adopted_and_settled() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    // Scan, create, then the take applies with its answer lost.
+    store.inject(&[Fault::Pass, Fault::Pass, Fault::LostReply]);
+    a.tick(&clock).unwrap();
+    assert!(held(&a).is_empty());
+    clock.advance(a.interval());
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a), ["t0"]);
+    assert!(a.grants()["t0"].settle);
+    assert!(a.grants()["t0"].valid_until > clock.now());
+}
+
+#[test]
+fn throttled_ticks_keep_leases_while_time_is_left() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 2);
+    a.tick(&clock).unwrap();
+    clock.advance(a.interval());
+    store.inject(&[Fault::Unavailable]);
+    assert!(a.tick(&clock).is_err());
+    assert_eq!(held(&a).len(), 2);
+    clock.advance(a.interval());
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a).len(), 2);
+}
+
+#[test]
+fn a_released_lease_is_taken_at_once_without_settling() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    let mut b = worker(&store, "b", 1);
+    a.tick(&clock).unwrap();
+    b.tick(&clock).unwrap();
+    assert!(held(&b).is_empty());
+    a.drain();
+    assert_eq!(
+        a.release("t0").unwrap(),
+        Some(Happened::Released { table: "t0".into() })
+    );
+    b.tick(&clock).unwrap();
+    assert_eq!(held(&b), ["t0"]);
+    assert!(!b.grants()["t0"].settle);
+    assert_eq!(lease(&store, "t0").epoch, 2);
+}
+
+#[test]
+fn a_new_worker_claims_one_lease_of_the_busiest_and_gets_it_when_handed_over() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 4);
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a).len(), 4);
+    let mut b = worker(&store, "b", 4);
+    let happened = b.tick(&clock).unwrap();
+    let claims: Vec<_> = happened
+        .iter()
+        .filter(|h| matches!(h, Happened::Claimed { .. }))
+        .collect();
+    assert_eq!(claims.len(), 1, "one steal at a time: {happened:?}");
+    // A second tick of `b` claims nothing more while its claim is open.
+    clock.advance(b.interval());
+    assert!(
+        !b.tick(&clock)
+            .unwrap()
+            .iter()
+            .any(|h| matches!(h, Happened::Claimed { .. }))
+    );
+    a.tick(&clock).unwrap();
+    let claimed: Vec<String> = a
+        .grants()
+        .into_iter()
+        .filter(|(_, g)| g.claimed)
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(claimed.len(), 1);
+    // The pipeline finished the table; `a` hands it over.
+    a.release(&claimed[0]).unwrap();
+    // `a` does not take back what it handed over.
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a).len(), 3);
+    clock.advance(b.interval());
+    b.tick(&clock).unwrap();
+    assert_eq!(held(&b), claimed);
+    // 3 and 1: the spread still exceeds one, so `b` claims another.
+    assert!(lease_claims(&store) == 1, "one open claim");
+}
+
+#[test]
+fn balanced_workers_do_not_steal() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 3);
+    let mut b = worker(&store, "b", 3);
+    a.tick(&clock).unwrap();
+    // 3 and 0: b claims one; a hands it over.
+    b.tick(&clock).unwrap();
+    a.tick(&clock).unwrap();
+    let claimed: Vec<String> = a
+        .grants()
+        .into_iter()
+        .filter(|(_, g)| g.claimed)
+        .map(|(t, _)| t)
+        .collect();
+    a.release(&claimed[0]).unwrap();
+    for _ in 0..6 {
+        clock.advance(a.interval());
+        a.tick(&clock).unwrap();
+        let happened = b.tick(&clock).unwrap();
+        assert!(
+            !happened
+                .iter()
+                .any(|h| matches!(h, Happened::Claimed { .. })),
+            "2 and 1 is balanced: {happened:?}"
+        );
+    }
+    assert_eq!((held(&a).len(), held(&b).len()), (2, 1));
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Tick(usize),
+    Advance(u64),
+    Fail(Fault),
+    Crash(usize),
+    Release(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..3usize).prop_map(Step::Tick),
+        3 => (1..15_000u64).prop_map(Step::Advance),
+        1 => prop_oneof![Just(Fault::Unavailable), Just(Fault::LostReply)].prop_map(Step::Fail),
+        1 => (0..3usize).prop_map(Step::Crash),
+        1 => (0..3usize).prop_map(Step::Release),
+    ]
+}
+
+proptest! {
+    /// Whatever the schedule (ticks, time, lost answers, outages, crashes,
+    /// handovers), at no instant do two workers both hold a valid grant on
+    /// one table, and each new grant has a higher epoch.
+    #[test]
+    fn at_most_one_worker_may_write_a_table_at_any_instant(steps in proptest::collection::vec(step(), 1..200)) {
+        let store = MemoryLeaseStore::new();
+        let clock = Manual::new();
+        let mut workers: Vec<Option<Coordinator<MemoryLeaseStore>>> =
+            ["a", "b", "c"].iter().map(|w| Some(worker(&store, w, 4))).collect();
+        let mut last_epoch: BTreeMap<String, u64> = BTreeMap::new();
+        for s in steps {
+            match s {
+                Step::Tick(w) => {
+                    if let Some(c) = workers[w].as_mut() {
+                        let _ = c.tick(&clock);
+                    }
+                }
+                Step::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+                Step::Fail(f) => store.inject(&[f]),
+                Step::Crash(w) => workers[w] = None,
+                Step::Release(w) => {
+                    if let Some(c) = workers[w].as_mut()
+                        && let Some(t) = c.grants().into_keys().next()
+                    {
+                        let _ = c.release(&t);
+                    }
+                }
+            }
+            let now = clock.now();
+            let mut writers: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for c in workers.iter().flatten() {
+                for (t, g) in c.grants() {
+                    if g.valid_until > now {
+                        writers.entry(t).or_default().push(g.epoch);
+                    }
+                }
+            }
+            for (t, epochs) in writers {
+                prop_assert!(epochs.len() <= 1, "table {} writable by {} workers at once", t, epochs.len());
+                let e = epochs[0];
+                let last = last_epoch.entry(t.clone()).or_insert(e);
+                prop_assert!(e >= *last, "table {} went back from epoch {} to {}", t, last, e);
+                *last = e;
+            }
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Running under leases (`[coordination]`): this process shares the source
+//! tables with others through the lease table, and runs passes over the
+//! tables it holds.
+//!
+//! - A pass is the ordinary run loop over the held tables only, with the
+//!   positions in the lease table ([`LeaseCheckpoints`]) and a guard: it
+//!   ends the graceful way (flush, commit, record) when the held set
+//!   changes (a lease taken, or claimed by a peer), and stops at once,
+//!   committing nothing more, when a lease is lost or runs out.
+//! - Between passes, claimed tables are released: everything of them is
+//!   committed and nothing is in flight.
+//! - A table taken from an owner whose lease expired waits out the Kafka
+//!   produce timeout first, so the old owner's last messages have landed
+//!   (or failed) before the read-back looks for them.
+//! - A stop request ends the pass the graceful way, then hands every lease
+//!   over, so peers take them at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use dynamo_cdc_lease::{
+    CoordinationConfig, Coordinator, DynamoLeaseStore, Fence, LeaseCheckpoints, LeaseStore,
+    StoreFailure, Worker,
+};
+use dynamo_cdc_sink_kafka::PropertyValue;
+use dynamo_cdc_source::record::table_from_arn;
+use dynamo_cdc_source::streams::sdk::{Endpoint, sdk_config};
+use dynamo_cdc_transform::DeclaredSchema;
+
+use crate::config::Config;
+use crate::run::{Carried, Pass, PassGuard, RunOptions, Stop, known_tables, run_once};
+
+/// The Kafka properties that bound how long a message may stay in flight.
+const PRODUCE_TIMEOUTS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
+/// Runs passes over the held tables until stopped; see the module docs.
+pub(crate) fn run(
+    config: &Config,
+    coordination: &CoordinationConfig,
+    options: &RunOptions,
+    declared: &HashMap<String, DeclaredSchema>,
+    carried: Carried<'_>,
+) -> anyhow::Result<()> {
+    let Carried {
+        summary,
+        pauses,
+        watch,
+        snapshot_now,
+    } = carried;
+    let (config, produce_timeout) = with_produce_timeout(config, coordination)?;
+    let store = Arc::new(connect(&config, coordination)?);
+    if !ensure_table(store.as_ref(), options)? {
+        summary.stopped_on_request = true;
+        return Ok(());
+    }
+    let me = coordination.worker_id();
+    let tables = known_tables(&config);
+    tracing::info!(
+        worker = %me,
+        lease_table = %coordination.lease_table,
+        tables = tables.len(),
+        "sharing the tables with other workers through leases"
+    );
+    let worker = Worker::start(Coordinator::new(
+        store.clone(),
+        &me,
+        coordination.lease_duration(),
+        &tables,
+    ))
+    .context("cannot start the lease thread")?;
+    // Grants already waited out, by table and epoch.
+    let mut settled: BTreeMap<String, u64> = BTreeMap::new();
+    let mut idle_since = Instant::now();
+    loop {
+        watch.health.beat();
+        if options.stop.load(Ordering::Relaxed) {
+            summary.stopped_on_request = true;
+            break;
+        }
+        let assignment = worker.assignment();
+        if let Some(failure) = &assignment.failure {
+            worker.abandon();
+            anyhow::bail!("{}: {failure}", store.describe());
+        }
+        // No pass runs now: claimed tables are committed and recorded.
+        let claimed = assignment.claimed();
+        if !claimed.is_empty() {
+            worker.release(claimed.into_iter().collect());
+            worker.wait_change(assignment.version, Duration::from_secs(1));
+            continue;
+        }
+        if assignment.grants.is_empty() {
+            if options
+                .until_idle
+                .is_some_and(|limit| idle_since.elapsed() >= limit)
+            {
+                tracing::info!("no table to read; stopping");
+                break;
+            }
+            worker.wait_change(assignment.version, Duration::from_millis(500));
+            continue;
+        }
+        let unsettled: Vec<&String> = assignment
+            .grants
+            .iter()
+            .filter(|(t, g)| g.settle && settled.get(*t) != Some(&g.epoch))
+            .map(|(t, _)| t)
+            .collect();
+        if !unsettled.is_empty() && !produce_timeout.is_zero() {
+            tracing::info!(
+                tables = ?unsettled,
+                wait_s = produce_timeout.as_secs_f64(),
+                "taken from a worker whose lease expired: waiting out its last Kafka messages"
+            );
+            if !sleep_unless_stopped(produce_timeout, options) {
+                continue;
+            }
+        }
+        settled.extend(assignment.grants.iter().map(|(t, g)| (t.clone(), g.epoch)));
+        let epochs: BTreeMap<String, u64> = assignment
+            .grants
+            .iter()
+            .map(|(t, g)| (t.clone(), g.epoch))
+            .collect();
+        let pass_config = restricted(&config, &epochs);
+        let mut checkpoint = LeaseCheckpoints::new(store.clone(), epochs.clone());
+        let guard = LeaseGuard {
+            worker: &worker,
+            version: assignment.version,
+            fence: worker.fence(&epochs),
+            epochs: epochs.clone(),
+        };
+        // A snapshot asked for on the command line waits for its table.
+        let mut snapshot_for_pass = snapshot_now.clone().filter(|t| epochs.contains_key(t));
+        let asked = snapshot_for_pass.is_some();
+        let outcome = run_once(
+            Pass {
+                config: &pass_config,
+                checkpoint: &mut checkpoint,
+                guard: Some(&guard),
+            },
+            options,
+            declared,
+            Carried {
+                summary: &mut *summary,
+                pauses: &mut *pauses,
+                watch,
+                snapshot_now: &mut snapshot_for_pass,
+            },
+        );
+        if asked && snapshot_for_pass.is_none() {
+            *snapshot_now = None;
+        }
+        watch.set_board(None);
+        idle_since = Instant::now();
+        match outcome {
+            Ok(()) => {
+                if options.stop.load(Ordering::Relaxed) {
+                    summary.stopped_on_request = true;
+                    break;
+                }
+                if !guard.should_end() && options.until_idle.is_some() {
+                    // The feed ended by itself: idle.
+                    break;
+                }
+            }
+            Err(Stop::Fenced(why)) => {
+                tracing::warn!("{why}; nothing more of it was committed here");
+            }
+            Err(Stop::Transient { who, error }) => {
+                summary.sink_retries += 1;
+                if !pauses.wait(&who, &error, &options.stop, watch) {
+                    summary.stopped_on_request = true;
+                    // Nothing in flight is known to be done: let the leases
+                    // run out rather than hand them over.
+                    worker.abandon();
+                    return Ok(());
+                }
+            }
+            Err(Stop::Fatal(e) | Stop::Source(e)) => {
+                worker.abandon();
+                return Err(e);
+            }
+        }
+    }
+    // Everything is committed and recorded: hand every lease over.
+    worker.stop();
+    Ok(())
+}
+
+/// Ends a pass when the held set changes; refuses writes once a lease is
+/// gone or overdue.
+struct LeaseGuard<'a> {
+    worker: &'a Worker,
+    version: u64,
+    fence: Fence,
+    epochs: BTreeMap<String, u64>,
+}
+
+impl PassGuard for LeaseGuard<'_> {
+    fn should_end(&self) -> bool {
+        self.worker.version() != self.version
+    }
+
+    fn epochs(&self) -> &BTreeMap<String, u64> {
+        &self.epochs
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.fence.check().inspect_err(|_| {
+            metrics::counter!("dynamo_cdc_fenced_passes_total").increment(1);
+        })
+    }
+}
+
+/// The configuration of a pass: only the tables held.
+fn restricted(config: &Config, held: &BTreeMap<String, u64>) -> Config {
+    let mut c = config.clone();
+    c.source.tables.retain(|t| held.contains_key(t));
+    c.source
+        .stream_arns
+        .retain(|arn| table_from_arn(arn).is_some_and(|t| held.contains_key(t)));
+    c
+}
+
+/// The configuration with a finite Kafka produce timeout, and that
+/// timeout (zero without a Kafka sink). A message older than it is failed
+/// by the producer, never sent: this is what a new owner waits out.
+fn with_produce_timeout(
+    config: &Config,
+    coordination: &CoordinationConfig,
+) -> anyhow::Result<(Config, Duration)> {
+    let mut config = config.clone();
+    let Some(kafka) = config.sinks.kafka.as_mut() else {
+        return Ok((config, Duration::ZERO));
+    };
+    let set: Vec<(String, u64)> = PRODUCE_TIMEOUTS
+        .iter()
+        .filter_map(|k| {
+            let v = kafka.properties.get(*k)?;
+            let ms = match v {
+                PropertyValue::Integer(i) => u64::try_from(*i).ok(),
+                PropertyValue::Text(t) => t.trim().parse().ok(),
+                PropertyValue::Flag(_) => None,
+            };
+            Some(((*k).to_owned(), ms.unwrap_or(0)))
+        })
+        .collect();
+    if let Some((key, _)) = set.iter().find(|(_, ms)| *ms == 0) {
+        anyhow::bail!(
+            "config key `sinks.kafka.properties.{key}`: must be a positive number of \
+             milliseconds with [coordination]: a worker taking over a table waits it out, so \
+             the previous owner's last messages have landed or failed before it reads back"
+        );
+    }
+    let timeout = match set.iter().map(|(_, ms)| *ms).min() {
+        Some(ms) => Duration::from_millis(ms),
+        None => {
+            // A third of the lease: a crashed owner's table moves within
+            // about one and a half lease durations.
+            let ms = coordination.lease_duration_ms / 3;
+            kafka.properties.insert(
+                PRODUCE_TIMEOUTS[0].to_owned(),
+                PropertyValue::Integer(i64::try_from(ms).unwrap_or(i64::MAX)),
+            );
+            Duration::from_millis(ms)
+        }
+    };
+    // Plus a second for the producer's own timer granularity.
+    Ok((config, timeout + Duration::from_secs(1)))
+}
+
+/// What `dynamo-cdc leases` prints: per table, its lease and, per sink,
+/// how many shard positions are recorded and when the newest was written.
+///
+/// # Errors
+/// When the configuration has no `[coordination]` or the table cannot be
+/// read.
+pub fn leases_report(config: &Config) -> anyhow::Result<String> {
+    use dynamo_cdc_lease::Item;
+    let coordination = config.coordination.as_ref().context(
+        "this configuration has no [coordination] section: without it the process runs alone \
+         and keeps positions in its checkpoint file",
+    )?;
+    let store = connect(config, coordination)?;
+    let items = store
+        .scan()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", store.describe()))?;
+    let now = dynamo_cdc_lease::coordinator::wall_ms();
+    let ago = |ms: i64| {
+        if ms <= 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}s ago", (now - ms).max(0) as f64 / 1000.0)
+        }
+    };
+    // table -> sink -> (shards, newest write)
+    let mut positions: BTreeMap<String, BTreeMap<String, (usize, i64)>> = BTreeMap::new();
+    let mut leases = Vec::new();
+    for item in items {
+        match item {
+            Item::Lease(l) => leases.push(l),
+            Item::Position(p) => {
+                let e = positions
+                    .entry(p.table)
+                    .or_default()
+                    .entry(p.sink)
+                    .or_default();
+                e.0 += 1;
+                e.1 = e.1.max(p.updated_ms);
+            }
+            Item::State(_) => {}
+        }
+    }
+    leases.sort_by(|a, b| a.table.cmp(&b.table));
+    let mut rows = vec![[
+        "TABLE".to_owned(),
+        "OWNER".to_owned(),
+        "EPOCH".to_owned(),
+        "RENEWED".to_owned(),
+        "POSITIONS".to_owned(),
+    ]];
+    for l in &leases {
+        let owner = match (&l.owner, &l.claim) {
+            (Some(o), Some(c)) => format!("{o} (claimed by {c})"),
+            (Some(o), None) => o.clone(),
+            (None, _) => "(free)".to_owned(),
+        };
+        let recorded = positions.get(&l.table).map_or_else(
+            || "none yet".to_owned(),
+            |sinks| {
+                sinks
+                    .iter()
+                    .map(|(sink, (n, at))| format!("{sink}: {n} shards, newest {}", ago(*at)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        );
+        rows.push([
+            l.table.clone(),
+            owner,
+            l.epoch.to_string(),
+            ago(l.renewed_ms),
+            recorded,
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!("{}: {} leases\n", store.describe(), leases.len());
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// The lease table's client: the source's region and endpoint unless
+/// `[coordination]` names others; calls bounded well inside the lease.
+fn connect(config: &Config, c: &CoordinationConfig) -> anyhow::Result<DynamoLeaseStore> {
+    let endpoint = Endpoint {
+        region: c.region.clone().or_else(|| config.source.region.clone()),
+        endpoint_url: c
+            .endpoint_url
+            .clone()
+            .or_else(|| config.source.endpoint_url.clone()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dynamo-cdc-lease-io")
+        .enable_all()
+        .build()
+        .context("cannot start the lease table's runtime")?;
+    let sdk = runtime.block_on(sdk_config(&endpoint, None));
+    let call = c.lease_duration() / 6;
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(call)
+                .operation_attempt_timeout(call)
+                .operation_timeout(c.lease_duration() / 3)
+                .build(),
+        )
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(conf);
+    Ok(DynamoLeaseStore::with_runtime(
+        runtime,
+        client,
+        &c.lease_table,
+    ))
+}
+
+/// Makes sure the lease table exists, waiting out an outage; false when a
+/// stop was asked for meanwhile.
+fn ensure_table(store: &DynamoLeaseStore, options: &RunOptions) -> anyhow::Result<bool> {
+    let mut outage = dynamo_cdc_core::Outage::new();
+    loop {
+        match store.ensure_table() {
+            Ok(()) => return Ok(true),
+            Err(e @ StoreFailure::Fatal(_)) => {
+                return Err(anyhow::anyhow!("{}: {e}", store.describe()));
+            }
+            Err(e) => {
+                if let Some(line) = outage.failed(Instant::now()) {
+                    tracing::warn!(error = %e, ?line, "{} cannot be reached yet; retrying", store.describe());
+                }
+                if !sleep_unless_stopped(Duration::from_secs(2), options) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; false when a stop was asked for meanwhile.
+fn sleep_unless_stopped(d: Duration, options: &RunOptions) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if options.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        config_of("tables = [\"aaa\", \"bbb\"]", extra)
+    }
+
+    fn config_of(tables: &str, extra: &str) -> Config {
+        let text = format!(
+            r#"
+[source]
+kind = "dynamodb"
+{tables}
+[sinks.kafka]
+brokers = "localhost:9092"
+format = "json"
+{extra}
+[checkpoint]
+path = "x.json"
+[coordination]
+lease_duration_ms = 30000
+"#
+        );
+        let c = Config::parse(&text).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    #[test]
+    fn a_pass_reads_only_the_held_tables() {
+        let c = config("");
+        let held = BTreeMap::from([("bbb".to_owned(), 1), ("ccc".to_owned(), 4)]);
+        assert_eq!(restricted(&c, &held).source.tables, ["bbb"]);
+        assert_eq!(known_tables(&c), ["aaa", "bbb"]);
+        let c = config_of(
+            "stream_arns = [\"arn:aws:dynamodb:us-east-1:1:table/ccc/stream/2024-01-01T00:00:00.000\", \
+             \"arn:aws:dynamodb:us-east-1:1:table/ddd/stream/2024-01-01T00:00:00.000\"]",
+            "",
+        );
+        let r = restricted(&c, &held);
+        assert_eq!(known_tables(&r), ["ccc"]);
+    }
+
+    #[test]
+    fn the_kafka_produce_timeout_is_made_finite_and_waited_out() {
+        let c = config("");
+        let coordination = c.coordination.clone().unwrap();
+        let (with, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        assert_eq!(wait, Duration::from_millis(11_000));
+        let props = &with.sinks.kafka.unwrap().properties;
+        assert!(matches!(
+            props.get("message.timeout.ms"),
+            Some(PropertyValue::Integer(10_000))
+        ));
+        let c = config("properties = { \"delivery.timeout.ms\" = 5000 }");
+        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        assert_eq!(wait, Duration::from_millis(6_000));
+        let c = config("properties = { \"message.timeout.ms\" = 0 }");
+        let e = with_produce_timeout(&c, &coordination)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sinks.kafka.properties.message.timeout.ms"),
+            "{e}"
+        );
+    }
+}
