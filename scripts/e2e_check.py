@@ -703,7 +703,33 @@ def print_report(checks: list, max_lines: int, stream=sys.stdout) -> tuple:
 # ---------------------------------------------------------------------------
 
 FILE_PATH = re.compile(r"(?P<table>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/(?P<stem>[^/]+)\.parquet")
-FILE_STEM = re.compile(r"(?P<shard>.+)-(?P<first>[0-9]+)-(?P<last>[0-9]+)")
+#: `<shard>_<firstSeq>`: the last sequence number is in the footer.
+FILE_STEM = re.compile(r"(?P<shard>.+)_(?P<first>[0-9]{1,40})")
+#: `<shard>-<firstSeq>-<lastSeq>`, as earlier versions named files.
+OLD_FILE_STEM = re.compile(r"(?P<shard>.+)-(?P<first>[0-9]+)-(?P<last>[0-9]+)")
+#: Footer key-value metadata of `<shard>_<firstSeq>` files.
+FIRST_SEQ_KEY = b"dynamo_cdc.first_sequence_number"
+LAST_SEQ_KEY = b"dynamo_cdc.last_sequence_number"
+
+
+def parse_stem(stem: str) -> Optional[tuple]:
+    """(shard, first, last or None) of a file name's stem, None if it is neither form.
+
+    Shard ids hold `-` and may end in groups of digits, so a number after the
+    last `_` means the new form; anything else must be the old one.
+    """
+    new = FILE_STEM.fullmatch(stem)
+    if new:
+        return new["shard"], new["first"], None
+    old = OLD_FILE_STEM.fullmatch(stem)
+    return (old["shard"], old["first"], old["last"]) if old else None
+
+
+def footer_sequence_numbers(path: Path) -> tuple:
+    """(first, last) from a file's footer key-value metadata, None where absent."""
+    kv = pq.read_metadata(path).metadata or {}
+    first, last = kv.get(FIRST_SEQ_KEY), kv.get(LAST_SEQ_KEY)
+    return (first.decode() if first is not None else None, last.decode() if last is not None else None)
 
 
 def _unwrap(t: pa.DataType) -> pa.DataType:
@@ -761,11 +787,15 @@ class OutputFile:
     date: Optional[str]
     shard: Optional[str]
     first: Optional[str]
+    #: From the name (old form) or the footer (new form, `<shard>_<firstSeq>`).
     last: Optional[str]
     schema: Optional[pa.Schema]
     specs: dict  # column name -> ColumnSpec
     rows: list
     read_error: Optional[str] = None
+    #: The name has only the first sequence number; the footer both.
+    new_form: bool = False
+    footer_first: Optional[str] = None
 
 
 def column_specs(schema: pa.Schema, mode: str, where: str, check: Check) -> dict:
@@ -832,12 +862,14 @@ def read_output_files(root: Path, mode: str, schema_check: Check) -> list:
         if rel.startswith("_dead_letter/"):
             continue
         match = FILE_PATH.fullmatch(rel)
-        stem = FILE_STEM.fullmatch(match["stem"]) if match else None
+        stem = parse_stem(match["stem"]) if match else None
+        shard, first, last = stem if stem else (None, None, None)
         entry = OutputFile(path=path, rel=rel, table=match["table"] if match else None,
-                           date=match["date"] if match else None, shard=stem["shard"] if stem else None,
-                           first=stem["first"] if stem else None, last=stem["last"] if stem else None,
-                           schema=None, specs={}, rows=[])
+                           date=match["date"] if match else None, shard=shard, first=first, last=last,
+                           schema=None, specs={}, rows=[], new_form=stem is not None and last is None)
         try:
+            if entry.new_form:
+                entry.footer_first, entry.last = footer_sequence_numbers(path)
             # The file's own schema keeps the Arrow field metadata verbatim.
             entry.schema = pq.read_schema(path)
             entry.specs = column_specs(entry.schema, mode, rel, schema_check)
@@ -1053,9 +1085,10 @@ def check_layout(root: Path, files: list, date_partition: str, check: Check) -> 
         rel = path.relative_to(root).as_posix()
         if rel.startswith("_dead_letter/") and rel.count("/") == 1 and rel.endswith(".jsonl"):
             continue
-        if not FILE_PATH.fullmatch(rel) or not FILE_STEM.fullmatch(FILE_PATH.fullmatch(rel)["stem"]):
+        if not FILE_PATH.fullmatch(rel) or not parse_stem(FILE_PATH.fullmatch(rel)["stem"]):
             check.problem(f"stray or misnamed file: {rel} (expected <table>/date=YYYY-MM-DD/"
-                          "<shard>-<firstSeq>-<lastSeq>.parquet or _dead_letter/*.jsonl)")
+                          "<shard>_<firstSeq>.parquet, <shard>-<firstSeq>-<lastSeq>.parquet "
+                          "or _dead_letter/*.jsonl)")
     ranges = collections.defaultdict(list)
     for f in files:
         if f.read_error or f.shard is None:
@@ -1086,21 +1119,48 @@ def check_layout(root: Path, files: list, date_partition: str, check: Check) -> 
                 if day != f.date:
                     check.mismatch(label, "date partition", f"date={day} (UTC day of __source_ts_ms)",
                                    f"date={f.date} ({f.rel})")
-        first, last = int(f.first), int(f.last)
-        if first > last:
-            check.problem(f"{f.rel}: first sequence number is greater than the last")
-        if seqs and (min(seqs) < first or max(seqs) > last):
-            check.problem(f"{f.rel}: rows' sequence numbers {min(seqs)}..{max(seqs)} "
-                          f"fall outside the file name's {first}..{last}")
-        elif seqs and (min(seqs) != first or max(seqs) != last):
-            check.notes.append(f"{f.rel}: name range {first}..{last} is wider than its rows' "
-                               f"{min(seqs)}..{max(seqs)}")
-        ranges[(f.table, f.shard)].append((first, last, f.rel))
+        span = check_name_range(f, seqs, check)
+        if span:
+            ranges[(f.table, f.shard)].append((*span, f.rel))
     for (table, shard), spans in ranges.items():
         spans.sort()
         for (a_first, a_last, a_rel), (b_first, b_last, b_rel) in zip(spans, spans[1:]):
             if b_first <= a_last:
                 check.problem(f"{a_rel} and {b_rel} overlap in sequence numbers")
+
+
+def check_name_range(f: OutputFile, seqs: list, check: Check) -> Optional[tuple]:
+    """The (first, last) a file's name and footer claim, checked against its rows.
+
+    New form: the name's first is the lowest sequence number, the footer's
+    last the highest (the name, derived from the previous position only,
+    is what makes a late commit collide, so it must be exact). Old form:
+    the rows fall within the name's range.
+    """
+    first = int(f.first)
+    if f.new_form:
+        if f.last is None or not f.last.isdigit():
+            check.problem(f"{f.rel}: footer metadata {LAST_SEQ_KEY.decode()} is {f.last!r}, "
+                          "expected the last sequence number")
+            return None
+        last = int(f.last)
+        if f.footer_first is not None and f.footer_first != f.first:
+            check.problem(f"{f.rel}: footer metadata {FIRST_SEQ_KEY.decode()} is {f.footer_first!r}, "
+                          f"the name says {f.first}")
+        if seqs and (min(seqs) != first or max(seqs) != last):
+            check.problem(f"{f.rel}: rows' sequence numbers {min(seqs)}..{max(seqs)} are not "
+                          f"{first} (its name) .. {last} (its footer)")
+        return first, last
+    last = int(f.last)
+    if first > last:
+        check.problem(f"{f.rel}: first sequence number is greater than the last")
+    if seqs and (min(seqs) < first or max(seqs) > last):
+        check.problem(f"{f.rel}: rows' sequence numbers {min(seqs)}..{max(seqs)} "
+                      f"fall outside the file name's {first}..{last}")
+    elif seqs and (min(seqs) != first or max(seqs) != last):
+        check.notes.append(f"{f.rel}: name range {first}..{last} is wider than its rows' "
+                           f"{min(seqs)}..{max(seqs)}")
+    return first, last
 
 
 def check_values_pyarrow(files: list, expected: dict, check: Check) -> None:
@@ -1543,10 +1603,15 @@ def fake_binary_main(argv: list) -> int:
     for (table, day, shard), changes in groups.items():
         directory = root / table / f"date={day}"
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{shard}-{changes[0].seq}-{changes[-1].seq}.parquet"
+        name = f"{shard}_{changes[0].seq}.parquet"
         event = fault_event if fault != "op" else ttl_event
         codec = "snappy" if fault == "compression" else "zstd"
-        pq.write_table(reference_table(changes, mode, fault, event), directory / name, compression=codec)
+        last = changes[-2].seq if fault == "footer-last" and len(changes) > 1 else changes[-1].seq
+        table = reference_table(changes, mode, fault, event)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               FIRST_SEQ_KEY: changes[0].seq.encode(),
+                                               LAST_SEQ_KEY: last.encode()})
+        pq.write_table(table, directory / name, compression=codec)
         if fault == "stray":
             (directory / (name + ".tmp")).write_bytes(b"partial")
     dead_dir = root / "_dead_letter"
@@ -1582,6 +1647,7 @@ FAULTS = {
     "date": "date partitions",
     "compression": "zstd",
     "stray": "layout",
+    "footer-last": "file names",
     "dead-letter-missing": "dead letters",
     "dead-letter-extra": "dead letters",
     "rewrite": "writes no Parquet",
@@ -1602,6 +1668,13 @@ def unit_checks() -> Check:
     for text in ("1.50", "-0", "01", "1E+2", "1.", ".5", "+1"):
         if is_canonical_number(text):
             check.problem(f"is_canonical_number accepts {text!r}")
+    stems = {"shardId-00000001536019433815-12345678_99": ("shardId-00000001536019433815-12345678", "99", None),
+             "a_1_7": ("a_1", "7", None), "x_1-2_3": ("x_1-2", "3", None),
+             "shardId-00000001536019433815-12345678-5-9": ("shardId-00000001536019433815-12345678", "5", "9"),
+             "a_b-5-9": ("a_b", "5", "9"), "x-1": None, "s_": None, "s_abc": None}
+    for stem, want in stems.items():
+        if parse_stem(stem) != want:
+            check.problem(f"parse_stem({stem!r}) = {parse_stem(stem)!r}, want {want!r}")
     if duckdb_blob_text("\\x5CA\\xFF\\x00 ~\\x7F") != b"\\A\xff\x00 ~\x7f":
         check.problem("duckdb_blob_text does not undo DuckDB's escaping")
     if tag(True) == tag(Decimal(1)) or tag(None) == tag(""):

@@ -40,7 +40,8 @@ import pyarrow.parquet as pq  # noqa: E402
 
 BUCKET = "analytics-lake"
 PREFIX = "dynamodb"
-DATA_NAME = re.compile(r"[^/]+/date=\d{4}-\d{2}-\d{2}/[^/]+-\d+-\d+\.parquet")
+# `<shard>_<firstSeq>.parquet`, or `<shard>-<firstSeq>-<lastSeq>.parquet` of earlier versions.
+DATA_NAME = re.compile(r"[^/]+/date=\d{4}-\d{2}-\d{2}/(?:[^/]+_\d+|[^/]+-\d+-\d+)\.parquet")
 
 
 def write_config(workdir: Path, moto: me.Moto) -> Path:

@@ -438,17 +438,25 @@ fn keep_evidence(s: Scratch, v: &Verdict<'_>) {
     std::mem::forget(s);
 }
 
+/// The first sequence number a committed file's name holds:
+/// `<shard>_<first>`, or `<shard>-<first>-<last>` of earlier versions (a
+/// number after the last `_` means the first form; shard ids hold `-`).
+fn first_in_name(stem: &str) -> u128 {
+    if let Some((_, first)) = stem.rsplit_once('_')
+        && let Ok(first) = first.parse()
+    {
+        return first;
+    }
+    let mut parts = stem.rsplitn(3, '-');
+    let _last = parts.next();
+    parts.next().and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
 /// Parquet: rows of each shard's files in file order (files of a shard
 /// never overlap; their names sort by first sequence number).
 fn parquet_delivered(root: &Path, key: &str) -> Vec<(String, u128)> {
     let mut files = parquet_files(root);
-    files.sort_by_key(|p| {
-        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        let mut parts = stem.rsplitn(3, '-');
-        let _last = parts.next();
-        let first: u128 = parts.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        first
-    });
+    files.sort_by_key(|p| first_in_name(&p.file_stem().unwrap().to_string_lossy()));
     let mut out = Vec::new();
     for file in files {
         for batch in read_file(&file) {

@@ -348,7 +348,10 @@ fn crash_leftovers_are_swept_and_positions_come_from_file_names() {
     let partition = files[1].parent().unwrap().to_owned();
     std::fs::rename(
         &files[1],
-        partition.join(format!(".shard-1-{}.parquet.inprogress", BASE + 3)),
+        partition.join(format!(
+            ".shard-1_{}.4242-00000000deadbeef.parquet.inprogress",
+            BASE + 3
+        )),
     )
     .unwrap();
     std::fs::remove_file(s.path().join("out/checkpoint.json")).unwrap();
@@ -399,7 +402,7 @@ fn files_roll_by_rows_schema_and_date() {
         .collect();
     let expected: Vec<String> = [(0, 1), (2, 3), (4, 4), (5, 5)]
         .iter()
-        .map(|(a, b)| format!("shard-1-{}-{}.parquet", BASE + a, BASE + b))
+        .map(|(a, _)| format!("shard-1_{}.parquet", BASE + a))
         .collect();
     assert_eq!(names, expected);
     for f in &files {

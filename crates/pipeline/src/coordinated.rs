@@ -50,7 +50,12 @@ pub(crate) fn run(
         watch,
         snapshot_now,
     } = carried;
-    let (config, produce_timeout) = with_produce_timeout(config, coordination)?;
+    let (mut config, produce_timeout) = with_produce_timeout(config, coordination)?;
+    if let Some(parquet) = config.sinks.parquet.as_mut() {
+        // Other live workers write the same dataset: their temp files are
+        // not leftovers.
+        parquet.exclusive = false;
+    }
     let store = Arc::new(connect(&config, coordination)?);
     if !ensure_table(store.as_ref(), options)? {
         summary.stopped_on_request = true;

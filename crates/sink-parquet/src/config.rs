@@ -33,6 +33,15 @@ pub struct ParquetConfig {
     /// zstd level, 1 to 22.
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
+    /// Whether this process alone writes the dataset (the default). Not a
+    /// configuration key: whoever opens the sink knows, and sets it to
+    /// `false` when live processes share the dataset (tables shared through
+    /// leases). At open, an exclusive sink removes every temp file it finds
+    /// (a crash's leftovers); a shared one only those a committed file
+    /// already covers, which can never be committed: the others may be a
+    /// live writer's.
+    #[serde(skip_deserializing, default = "defaults::exclusive")]
+    pub exclusive: bool,
 }
 
 mod defaults {
@@ -51,6 +60,9 @@ mod defaults {
     pub(super) fn zstd_level() -> i32 {
         1
     }
+    pub(super) fn exclusive() -> bool {
+        true
+    }
 }
 
 impl ParquetConfig {
@@ -66,6 +78,7 @@ impl ParquetConfig {
             max_file_age_ms: defaults::max_file_age_ms(),
             row_group_rows: defaults::row_group_rows(),
             zstd_level: defaults::zstd_level(),
+            exclusive: defaults::exclusive(),
         }
     }
 
@@ -119,7 +132,14 @@ mod tests {
         assert_eq!(parsed.max_file_bytes, made.max_file_bytes);
         assert_eq!(parsed.max_file_age_ms, made.max_file_age_ms);
         assert_eq!(parsed.zstd_level, 1);
+        assert!(parsed.exclusive && made.exclusive);
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn exclusive_is_not_a_configuration_key() {
+        let e = toml::from_str::<ParquetConfig>("path = \"out\"\nexclusive = false").unwrap_err();
+        assert!(e.to_string().contains("unknown field `exclusive`"), "{e}");
     }
 
     #[test]

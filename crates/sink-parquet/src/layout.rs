@@ -1,9 +1,21 @@
 //! Where files go and what their names say.
 //!
-//! `<root>/<table>/date=YYYY-MM-DD/<shard>-<firstSeq>-<lastSeq>.parquet`: the
-//! committed files are the sink's position, so their names must parse back.
+//! `<root>/<table>/date=YYYY-MM-DD/<shard>_<firstSeq>.parquet`: a committed
+//! file is named after its first sequence number, the first one written
+//! after the shard's previous position; its last sequence number is in its
+//! footer (key-value metadata [`LAST_SEQUENCE_KEY`]). The committed files
+//! are the sink's position, so their names must parse back.
+//!
+//! A commit creates its name only if absent. Two writers continuing a shard
+//! from the same position (a process paused past its lease, waking up after
+//! the shard moved on to another) name their files alike, whatever they
+//! hold: the late commit collides instead of landing beside the other and
+//! duplicating a range. Files of earlier versions,
+//! `<shard>-<firstSeq>-<lastSeq>.parquet`, are still read.
+//!
 //! On a local disk, files being written are hidden
-//! (`.<shard>-<firstSeq>.parquet.inprogress`), which dataset readers
+//! (`.<shard>_<firstSeq>.<pid>-<random>.parquet.inprogress`, unique per
+//! writer so two processes never share one), which dataset readers
 //! (pyarrow, Spark, DuckDB globs on `*.parquet`) skip. On an object store
 //! nothing is written under a temporary name: a file is spooled to an
 //! unnamed local temp file and uploaded under its final name when sealed.
@@ -16,6 +28,11 @@ use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects};
 
 /// Suffix of files not yet committed.
 pub(crate) const IN_PROGRESS: &str = ".parquet.inprogress";
+/// Footer key-value metadata: the first sequence number a file holds.
+pub(crate) const FIRST_SEQUENCE_KEY: &str = "dynamo_cdc.first_sequence_number";
+/// Footer key-value metadata: the last sequence number a file holds (its
+/// name has only the first).
+pub(crate) const LAST_SEQUENCE_KEY: &str = "dynamo_cdc.last_sequence_number";
 pub(crate) use dynamo_cdc_dead_letter::create_dir_durably;
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
 
@@ -37,12 +54,84 @@ pub(crate) fn partition_key(table: &str, date: &str) -> String {
     format!("{table}/date={date}")
 }
 
-pub(crate) fn temp_name(shard: &str, first: &SequenceNumber) -> String {
-    format!(".{shard}-{first}{IN_PROGRESS}")
+/// `.<shard>_<first>.<writer>.parquet.inprogress`; `writer` holds no `.`.
+pub(crate) fn temp_name(shard: &str, first: &SequenceNumber, writer: &str) -> String {
+    format!(".{shard}_{first}.{writer}{IN_PROGRESS}")
 }
 
-pub(crate) fn final_name(shard: &str, first: &SequenceNumber, last: &SequenceNumber) -> String {
-    format!("{shard}-{first}-{last}.parquet")
+/// A tag no other writer's temp file carries: the process id (unique among
+/// the live processes of a host) and a random number (for hosts sharing a
+/// network file system). Creating the file exclusively catches the rest.
+pub(crate) fn writer_tag() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` is keyed from the OS's randomness, differently at
+    // every call, so hashing nothing yields a fresh random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{random:016x}", std::process::id())
+}
+
+/// The shard and first sequence number a temp file was started for, from
+/// its name: `.<shard>_<first>.<writer>` of this version, or
+/// `.<shard>-<first>` of earlier ones.
+pub(crate) fn parse_temp_name(name: &str) -> Option<(String, SequenceNumber)> {
+    let stem = name.strip_prefix('.')?.strip_suffix(IN_PROGRESS)?;
+    if let Some((named, writer)) = stem.rsplit_once('.')
+        && !writer.is_empty()
+        && let Some((shard, first)) = named.rsplit_once('_')
+        && !shard.is_empty()
+        && let Ok(first) = SequenceNumber::parse(first)
+    {
+        return Some((shard.to_owned(), first));
+    }
+    let (shard, first) = stem.rsplit_once('-')?;
+    let first = SequenceNumber::parse(first).ok()?;
+    (!shard.is_empty()).then(|| (shard.to_owned(), first))
+}
+
+/// `<shard>_<first>.parquet`: derived from the shard's previous position
+/// only, so every writer continuing from it picks this name.
+pub(crate) fn final_name(shard: &str, first: &SequenceNumber) -> String {
+    format!("{shard}_{first}.parquet")
+}
+
+/// What a committed file's name says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileName {
+    pub(crate) shard: String,
+    pub(crate) first: SequenceNumber,
+    /// In the names of earlier versions (`<shard>-<first>-<last>`); `None`
+    /// for `<shard>_<first>`, whose last is in the footer.
+    pub(crate) last: Option<SequenceNumber>,
+}
+
+/// Parses `<shard>_<first>.parquet`, else `<shard>-<first>-<last>.parquet`.
+///
+/// Shard ids hold `-` and may end in groups of digits, so the forms are told
+/// apart by what follows the last `_`: a sequence number there is the new
+/// form. An old name never qualifies: after its last `_` (inside the shard
+/// id) come `-<first>-<last>`, which is not a number.
+pub(crate) fn parse_final_name(name: &str) -> Option<FileName> {
+    let stem = name.strip_suffix(".parquet")?;
+    if let Some((shard, first)) = stem.rsplit_once('_')
+        && let Ok(first) = SequenceNumber::parse(first)
+    {
+        return (!shard.is_empty()).then(|| FileName {
+            shard: shard.to_owned(),
+            first,
+            last: None,
+        });
+    }
+    let mut parts = stem.rsplitn(3, '-');
+    let last = SequenceNumber::parse(parts.next()?).ok()?;
+    let first = SequenceNumber::parse(parts.next()?).ok()?;
+    let shard = parts.next().filter(|s| !s.is_empty())?;
+    Some(FileName {
+        shard: shard.to_owned(),
+        first,
+        last: Some(last),
+    })
 }
 
 /// Where a committed file is.
@@ -58,22 +147,21 @@ pub(crate) enum FileRef {
 #[derive(Debug, Clone)]
 pub(crate) struct Committed {
     pub(crate) key: ShardKey,
-    pub(crate) last: SequenceNumber,
+    pub(crate) name: FileName,
     pub(crate) file: FileRef,
 }
 
-/// Parses `<shard>-<first>-<last>.parquet`; shard ids may hold `-` themselves.
-pub(crate) fn parse_final_name(name: &str) -> Option<(String, SequenceNumber, SequenceNumber)> {
-    let stem = name.strip_suffix(".parquet")?;
-    let mut parts = stem.rsplitn(3, '-');
-    let last = SequenceNumber::parse(parts.next()?).ok()?;
-    let first = SequenceNumber::parse(parts.next()?).ok()?;
-    let shard = parts.next().filter(|s| !s.is_empty())?;
-    Some((shard.to_owned(), first, last))
+/// A temp file found on disk: a crash's leftover, or a live writer's file.
+#[derive(Debug, Clone)]
+pub(crate) struct Leftover {
+    pub(crate) path: PathBuf,
+    /// The shard and first sequence number it was started for, when its
+    /// name says.
+    pub(crate) start: Option<(ShardKey, SequenceNumber)>,
 }
 
-/// Every committed file and every leftover temp file under `root`.
-pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<PathBuf>)> {
+/// Every committed file and every temp file under `root`.
+pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<Leftover>)> {
     let mut committed = Vec::new();
     let mut leftovers = Vec::new();
     let Ok(tables) = std::fs::read_dir(root) else {
@@ -98,11 +186,16 @@ pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<PathBuf>
                 let file = file?;
                 let name = file.file_name().to_string_lossy().into_owned();
                 if name.ends_with(IN_PROGRESS) {
-                    leftovers.push(file.path());
-                } else if let Some((shard, _, last)) = parse_final_name(&name) {
+                    let start = parse_temp_name(&name)
+                        .map(|(shard, first)| (ShardKey::new(table_name.as_str(), shard), first));
+                    leftovers.push(Leftover {
+                        path: file.path(),
+                        start,
+                    });
+                } else if let Some(parsed) = parse_final_name(&name) {
                     committed.push(Committed {
-                        key: ShardKey::new(table_name.as_str(), shard),
-                        last,
+                        key: ShardKey::new(table_name.as_str(), parsed.shard.as_str()),
+                        name: parsed,
                         file: FileRef::Local(file.path()),
                     });
                 }
@@ -130,10 +223,10 @@ pub(crate) fn scan_objects(objects: &Objects) -> Result<Vec<Committed>, ObjectEr
         if [DEAD_LETTER_DIR, GAPS_DIR].contains(&table) || !part.starts_with("date=") {
             continue;
         }
-        if let Some((shard, _, last)) = parse_final_name(name) {
+        if let Some(parsed) = parse_final_name(name) {
             committed.push(Committed {
-                key: ShardKey::new(table, shard),
-                last,
+                key: ShardKey::new(table, parsed.shard.as_str()),
+                name: parsed,
                 file: FileRef::Remote {
                     key: meta.location.clone(),
                     size: meta.size,
@@ -148,18 +241,110 @@ pub(crate) fn scan_objects(objects: &Objects) -> Result<Vec<Committed>, ObjectEr
 mod tests {
     use super::*;
 
+    fn seq(text: &str) -> SequenceNumber {
+        SequenceNumber::parse(text).unwrap()
+    }
+
+    /// Shard ids with `-`, `_`, trailing groups of digits and both.
+    const SHARDS: &[&str] = &[
+        "s1",
+        "shardId-00000001536019433815-12345678",
+        "shardId-00000001-abc",
+        "snapshot-7f3a-12",
+        "my_shard",
+        "a_1",
+        "x_1-2",
+        "under_score-0001-22",
+        "1_2_3",
+    ];
+
     #[test]
-    fn names_round_trip_with_dashes_in_shard_ids() {
-        let first = SequenceNumber::parse("100000000000000000001").unwrap();
-        let last = SequenceNumber::parse("100000000000000000900").unwrap();
-        let name = final_name("shardId-00000001-abc", &first, &last);
-        let (shard, f, l) = parse_final_name(&name).unwrap();
+    fn new_names_round_trip_whatever_the_shard_id() {
+        let first = seq("100000000000000000001");
+        for shard in SHARDS {
+            let name = final_name(shard, &first);
+            assert_eq!(
+                parse_final_name(&name),
+                Some(FileName {
+                    shard: (*shard).to_owned(),
+                    first: first.clone(),
+                    last: None,
+                }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn old_names_still_parse_whatever_the_shard_id() {
+        let (first, last) = (seq("100000000000000000001"), seq("100000000000000000900"));
+        for shard in SHARDS {
+            let name = format!("{shard}-{first}-{last}.parquet");
+            assert_eq!(
+                parse_final_name(&name),
+                Some(FileName {
+                    shard: (*shard).to_owned(),
+                    first: first.clone(),
+                    last: Some(last.clone()),
+                }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_follows_the_last_underscore_decides_the_form() {
+        // A number after the last `_`: new form, even if the shard id looks
+        // like an old name.
+        let parsed = parse_final_name("shardId-0001-5-9_12.parquet").unwrap();
         assert_eq!(
-            (shard.as_str(), f, l),
-            ("shardId-00000001-abc", first, last)
+            (parsed.shard.as_str(), parsed.first, parsed.last),
+            ("shardId-0001-5-9", seq("12"), None)
         );
-        assert!(parse_final_name("x-1.parquet").is_none());
-        assert!(parse_final_name("notes.txt").is_none());
+        // Anything else: the old form, or nothing.
+        let parsed = parse_final_name("a_b-5-9.parquet").unwrap();
+        assert_eq!(
+            (parsed.shard.as_str(), parsed.first, parsed.last),
+            ("a_b", seq("5"), Some(seq("9")))
+        );
+        for name in [
+            "x-1.parquet",
+            "_5.parquet",
+            "s_.parquet",
+            "s_abc.parquet",
+            "-1-2.parquet",
+            "s_1.parquet.inprogress",
+            "notes.txt",
+        ] {
+            assert_eq!(parse_final_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn temp_names_say_their_shard_and_first_and_are_unique_per_writer() {
+        let first = seq("42");
+        for shard in SHARDS.iter().chain(&["dotted.shard"]) {
+            let tag = writer_tag();
+            assert!(!tag.contains('.'), "{tag}");
+            let name = temp_name(shard, &first, &tag);
+            assert!(
+                name.starts_with('.') && name.ends_with(IN_PROGRESS),
+                "{name}"
+            );
+            assert!(parse_final_name(&name).is_none(), "{name}");
+            assert_eq!(
+                parse_temp_name(&name),
+                Some(((*shard).to_owned(), first.clone())),
+                "{name}"
+            );
+        }
+        assert_ne!(writer_tag(), writer_tag());
+        // Temp files of earlier versions: `.<shard>-<first>`.
+        assert_eq!(
+            parse_temp_name(".shardId-00000001-abc-123.parquet.inprogress"),
+            Some(("shardId-00000001-abc".to_owned(), seq("123")))
+        );
+        assert_eq!(parse_temp_name(".junk.parquet.inprogress"), None);
     }
 
     #[test]

@@ -1,33 +1,47 @@
 //! The Parquet sink: partitioned, rolling files on a local disk or an object
 //! store (S3, GCS, Azure), each made visible whole, at once.
 //!
-//! Layout: `<root>/<table>/date=YYYY-MM-DD/<shard>-<firstSeq>-<lastSeq>.parquet`
-//! (zstd), the same on every store. The names of the committed files are
-//! this sink's position: at start it reads the names back (a directory scan,
-//! or a listing of the prefix), and drops every change it already holds. One
-//! file per shard is open at a time, so the committed files of a shard
-//! always cover a gap-free prefix of it.
+//! Layout: `<root>/<table>/date=YYYY-MM-DD/<shard>_<firstSeq>.parquet`
+//! (zstd), the same on every store. A file is named after the first
+//! sequence number written after the shard's previous position; its last
+//! sequence number is in its footer (key-value metadata
+//! `dynamo_cdc.first_sequence_number` and `dynamo_cdc.last_sequence_number`).
+//! Files named `<shard>-<firstSeq>-<lastSeq>.parquet` by earlier versions are
+//! still read. The committed files are this sink's position: at start it
+//! lists them (a directory scan, or a listing of the prefix), takes the last
+//! sequence number of each shard from the newest file (its footer, or an
+//! old name), and drops every change it already holds. One file per shard is
+//! open at a time, so the committed files of a shard always cover a gap-free
+//! prefix of it.
 //!
-//! - Local disk: a file is written under a hidden temp name, fsynced,
-//!   renamed into view and its directory fsynced. Temp files a crash left
-//!   are swept at start.
-//! - Object store: nothing is written under a temp name. The object's name
-//!   holds the file's last sequence number, known only when the file is
-//!   sealed, while an upload needs its name when it starts; so a file is
-//!   encoded into an unnamed local temp file (in `TMPDIR`; it disappears
-//!   with the process, so a crash leaves nothing to sweep) and uploaded
-//!   under its final name on commit: one conditional PUT up to 8 MiB
+//! A commit creates its name only if absent. Since the name depends on the
+//! previous position only, a process paused past its lease that wakes up and
+//! commits late collides with the file of the process that took the shard
+//! over, instead of landing beside it with an overlapping range. The commit
+//! then fails with [`ParquetSinkError::Collision`] (transient: the run starts
+//! over from the committed positions, which include the other file), the
+//! shard's open and sealed files are dropped, and
+//! `dynamo_cdc_fence_collisions_total{sink}` counts it.
+//!
+//! - Local disk: a file is written under a hidden temp name unique to its
+//!   writer (created exclusively), fsynced, hard-linked under its final
+//!   name (which fails if the name exists, where a rename would replace
+//!   it), its temp name removed and its directory fsynced. At start, temp
+//!   files are swept: all of them when the sink is alone on the dataset
+//!   ([`ParquetConfig::exclusive`], the default); when processes share it,
+//!   only those a committed file already covers. A sink dropped before
+//!   committing removes its own.
+//! - Object store: nothing is written under a temp name. A file is encoded
+//!   into an unnamed local temp file (in `TMPDIR`; it disappears with the
+//!   process, so a crash leaves nothing to sweep) and uploaded under its
+//!   final name on commit: one conditional PUT up to 8 MiB
 //!   (`PutMode::Create`, `If-None-Match: *`), else a multipart upload sent
 //!   a part at a time (memory: one part). An object is visible only once
 //!   its PUT or multipart completion returns; an upload left incomplete by
-//!   a crash is never listed. A name that already exists means another
-//!   writer committed that range: the commit fails with a transient error
-//!   naming the object, the run starts over and re-reads the positions;
-//!   nothing is overwritten. object_store 0.14 completes multipart uploads
+//!   a crash is never listed. object_store 0.14 completes multipart uploads
 //!   unconditionally, so for files over 8 MiB the name is looked up (HEAD)
 //!   just before completing: a writer completing the same name between that
-//!   look-up and the completion is not detected (one writer per shard rules
-//!   it out).
+//!   look-up and the completion is not detected.
 //! - At open on an object store the prefix is listed: a missing bucket or
 //!   denied access stops the run (fatal, naming the bucket and the
 //!   operation) before anything is read. Later failures (throttling, 5xx,
@@ -43,5 +57,5 @@ mod events;
 mod layout;
 mod sink;
 
-pub use events::{FILES_COMMITTED, describe};
+pub use events::{FENCE_COLLISIONS, FILES_COMMITTED, describe};
 pub use sink::{ParquetConfig, ParquetSink, ParquetSinkError, ParquetStats};

@@ -1,8 +1,8 @@
 //! The sink: per-shard open files, schema tracking, commits and positions.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind as IoErrorKind, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,21 +10,25 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
-use dynamo_cdc_object_store::{CopyError, Location, ObjectError, ObjectPath, Objects, Upload};
+use dynamo_cdc_object_store::{
+    CopyError, FailureClass, Location, ObjectError, ObjectPath, Objects, Upload,
+};
 use dynamo_cdc_transform::{
     ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch, snapshot_batch,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, parquet_to_arrow_schema};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 pub use crate::config::ParquetConfig;
-use crate::events::FileCommitted;
-use crate::layout::{self, FileRef, date_of, final_name, partition_dir, partition_key, temp_name};
+use crate::events::{CommitCollided, FileCommitted};
+use crate::layout::{
+    self, Committed, FIRST_SEQUENCE_KEY, FileRef, LAST_SEQUENCE_KEY, Leftover, date_of, final_name,
+    partition_dir, partition_key, temp_name,
+};
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,34 @@ pub enum ParquetSinkError {
         #[source]
         source: arrow_schema::ArrowError,
     },
+    /// The footer of a committed file cannot be read, or lacks the last
+    /// sequence number its name leaves out: the position cannot be known.
+    #[error("cannot read the footer of committed file {file}: {reason}")]
+    Footer {
+        /// the file or object
+        file: String,
+        /// what is wrong
+        reason: String,
+        /// the parquet error, when the footer does not parse
+        #[source]
+        source: Option<ParquetError>,
+    },
+    /// The file's name was taken when it was committed: another writer
+    /// continued the shard from the same position (a process paused past
+    /// its lease, or the one that took the shard over) and committed
+    /// first. It may pass: the run starts over from the committed
+    /// positions, which now include that writer's file. This sink's files
+    /// of the shard are dropped, never committed under another name.
+    #[error("cannot commit {file}: another writer committed this range of {shard} first")]
+    Collision {
+        /// the file or object that exists
+        file: String,
+        /// the table and shard
+        shard: ShardKey,
+        /// the disk's or the store's answer
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A committed file of an earlier run has a schema this version cannot read.
     #[error("cannot continue the schema of {at}: {reason}")]
     Schema {
@@ -78,19 +110,22 @@ pub enum ParquetSinkError {
         reason: String,
     },
     /// An object-store operation failed; its class says whether it may
-    /// pass (see `dynamo_cdc_object_store::FailureClass`). A name that
-    /// exists already means another writer committed that range.
+    /// pass (see `dynamo_cdc_object_store::FailureClass`). A commit whose
+    /// name exists is a [`ParquetSinkError::Collision`] instead.
     #[error(transparent)]
     Object(#[from] ObjectError),
 }
 
 impl From<ParquetSinkError> for SinkError {
     /// File system failures may pass (a full disk, a read-only or vanished
-    /// directory, an I/O error), as may object-store failures other than
-    /// denied access and a missing bucket; the rest does not.
+    /// directory, an I/O error), as may collisions and object-store
+    /// failures other than denied access and a missing bucket; the rest
+    /// does not.
     fn from(e: ParquetSinkError) -> Self {
         match e {
-            ParquetSinkError::Io { .. } | ParquetSinkError::Write { .. } => SinkError::transient(e),
+            ParquetSinkError::Io { .. }
+            | ParquetSinkError::Write { .. }
+            | ParquetSinkError::Collision { .. } => SinkError::transient(e),
             ParquetSinkError::Object(ref o) if o.is_transient() => SinkError::transient(e),
             _ => SinkError::fatal(e),
         }
@@ -125,10 +160,22 @@ pub struct ParquetStats {
 
 /// Where the dataset's files go.
 enum Dataset {
-    /// A local directory: temp file, fsync, rename, fsync directory.
+    /// A local directory: temp file, fsync, link under the final name,
+    /// fsync directory.
     Local(PathBuf),
     /// A bucket prefix: a spool file, uploaded under its final name.
     Remote(Objects),
+}
+
+impl Dataset {
+    /// A committed file, for messages.
+    fn describe(&self, file: &FileRef) -> String {
+        match (file, self) {
+            (FileRef::Local(path), _) => path.display().to_string(),
+            (FileRef::Remote { key, .. }, Dataset::Remote(objects)) => objects.describe(key),
+            (FileRef::Remote { key, .. }, Dataset::Local(_)) => key.to_string(),
+        }
+    }
 }
 
 /// Where an open file's bytes are.
@@ -168,6 +215,49 @@ impl OpenFile {
             }
         }
     }
+
+    /// Drops a file that will not be committed. Its temp file goes with it
+    /// (a spool file vanishes when closed).
+    fn discard(self) {
+        let OpenFile { writer, target, .. } = self;
+        drop(writer);
+        if let Target::Local { temp, .. } = target {
+            remove_temp(&temp);
+        }
+    }
+}
+
+/// Removes one of this sink's temp files, which nothing will commit. A
+/// failure only leaves it to a later start's sweep.
+fn remove_temp(temp: &Path) {
+    match std::fs::remove_file(temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == IoErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %temp.display(), error = %e, "cannot remove a temp file");
+        }
+    }
+}
+
+/// What a restart continues a table's schema from: the newest committed
+/// file of each shard.
+#[derive(Default)]
+struct Earlier {
+    /// Schemas already read, distinct: the footers of `<shard>_<first>`
+    /// files are read at open for their last sequence number.
+    read: Vec<arrow_schema::SchemaRef>,
+    /// Files of earlier versions, whose names held the position: their
+    /// footers are read only when the table is written.
+    unread: Vec<FileRef>,
+}
+
+impl Earlier {
+    fn add_schema(&mut self, schema: arrow_schema::SchemaRef) {
+        // Most shards of a table share their schema: keep one of each.
+        if !self.read.contains(&schema) {
+            self.read.push(schema);
+        }
+    }
 }
 
 /// Writes flat rows to committed Parquet files. See the crate docs.
@@ -177,9 +267,8 @@ pub struct ParquetSink {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     schemas: HashMap<Arc<str>, TableSchema>,
-    /// The last committed file of each shard, per table: a restart continues
-    /// from their schemas.
-    newest: HashMap<String, Vec<FileRef>>,
+    /// Per table, where a restart continues the schema from.
+    earlier: HashMap<String, Earlier>,
     open: HashMap<ShardKey, OpenFile>,
     /// Full files waiting for the next poll or flush to commit them, in order.
     /// Commits never happen inside `write`, so the pipeline can make the
@@ -190,15 +279,17 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
-    /// Opens the dataset at `config.path`: on a local disk, removes temp
-    /// files left by a crash; on an object store, connects and lists the
-    /// prefix (so a missing bucket or denied access stops the run before
-    /// anything is read). Then reads the position from the committed file
-    /// names.
+    /// Opens the dataset at `config.path`: on an object store, connects
+    /// and lists the prefix (so a missing bucket or denied access stops the
+    /// run before anything is read); on a local disk, scans it. Then reads
+    /// the position from the committed files (names, and the footer of the
+    /// newest `<shard>_<first>` file of each shard), and on a local disk
+    /// sweeps temp files: all of them when `config.exclusive`, else only
+    /// those a committed file covers.
     ///
     /// # Errors
-    /// When `path` is not valid, or the root cannot be created, scanned or
-    /// listed.
+    /// When `path` is not valid, the root cannot be created, scanned or
+    /// listed, or a footer the position needs cannot be read.
     pub fn open(
         config: ParquetConfig,
         mode: NumbersMode,
@@ -219,7 +310,8 @@ impl ParquetSink {
     /// object_store's in-memory store); `config.path` is not used.
     ///
     /// # Errors
-    /// When the prefix cannot be listed.
+    /// When the prefix cannot be listed, or a footer the position needs
+    /// cannot be read.
     pub fn open_on(
         objects: Objects,
         config: ParquetConfig,
@@ -236,43 +328,22 @@ impl ParquetSink {
         declared: HashMap<String, DeclaredSchema>,
     ) -> Result<Self, ParquetSinkError> {
         let mut stats = ParquetStats::default();
-        let committed = match &dataset {
+        let (committed, leftovers) = match &dataset {
             Dataset::Local(root) => {
                 layout::create_dir_durably(root).map_err(io("cannot create", root))?;
-                let (committed, leftovers) = layout::scan(root).map_err(io("cannot scan", root))?;
-                for path in leftovers {
-                    tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
-                    std::fs::remove_file(&path).map_err(io("cannot remove", &path))?;
-                    stats.swept += 1;
-                }
-                committed
+                layout::scan(root).map_err(io("cannot scan", root))?
             }
-            Dataset::Remote(objects) => layout::scan_objects(objects)?,
+            Dataset::Remote(objects) => (layout::scan_objects(objects)?, Vec::new()),
         };
-        let mut durable = Positions::new();
-        // The last file of each shard carries the widest schema that shard
-        // reached; a restart widens over all of them.
-        let mut last_of_shard: HashMap<ShardKey, (SequenceNumber, FileRef)> = HashMap::new();
-        for found in committed {
-            match last_of_shard.get(&found.key) {
-                Some((seq, _)) if *seq >= found.last => {}
-                _ => {
-                    last_of_shard.insert(found.key.clone(), (found.last.clone(), found.file));
-                }
-            }
-            durable.advance(found.key, found.last);
-        }
-        let mut newest: HashMap<String, Vec<FileRef>> = HashMap::new();
-        for (key, (_, file)) in last_of_shard {
-            newest.entry(key.table.to_string()).or_default().push(file);
-        }
+        let (durable, earlier) = positions(&dataset, committed)?;
+        stats.swept = sweep(leftovers, &durable, config.exclusive)?;
         Ok(ParquetSink {
             config,
             dataset,
             mode,
             declared,
             schemas: HashMap::new(),
-            newest,
+            earlier,
             open: HashMap::new(),
             sealed: Vec::new(),
             durable,
@@ -289,13 +360,12 @@ impl ParquetSink {
         if !self.schemas.contains_key(table) {
             let declared = self.declared.get(&**table);
             let mut earlier = Vec::new();
-            for file in self
-                .newest
-                .get(&**table)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                earlier.push(self.read_schema(file)?);
+            if let Some(found) = self.earlier.get(&**table) {
+                earlier.extend(found.read.iter().cloned());
+                for file in &found.unread {
+                    let footer = read_footer(&self.dataset, file)?;
+                    earlier.push(schema_of(&footer, || self.dataset.describe(file))?);
+                }
             }
             let refs: Vec<&arrow_schema::Schema> = earlier.iter().map(|s| s.as_ref()).collect();
             let schema =
@@ -306,53 +376,10 @@ impl ParquetSink {
                     }
                 })?;
             self.schemas.insert(table.clone(), schema);
+            // Only needed once per table.
+            self.earlier.remove(&**table);
         }
         Ok(self.schemas.get_mut(table).expect("inserted above"))
-    }
-
-    /// The Arrow schema of a committed file. Of an object only the footer
-    /// is read (a suffix range), not the whole file.
-    fn read_schema(&self, file: &FileRef) -> Result<arrow_schema::SchemaRef, ParquetSinkError> {
-        match (file, &self.dataset) {
-            (FileRef::Local(path), _) => {
-                let f = File::open(path).map_err(io("cannot open", path))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|source| {
-                    ParquetSinkError::Parquet {
-                        file: path.display().to_string(),
-                        source,
-                    }
-                })?;
-                Ok(reader.schema().clone())
-            }
-            (FileRef::Remote { key, size }, Dataset::Remote(objects)) => {
-                let parquet = |source| ParquetSinkError::Parquet {
-                    file: objects.describe(key),
-                    source,
-                };
-                let mut reader =
-                    ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
-                let mut want = (*size).min(FOOTER_GUESS_BYTES);
-                loop {
-                    let tail = objects.read_range(key, size - want..*size)?;
-                    match reader.try_parse_sized(&tail, *size) {
-                        Ok(()) => break,
-                        Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
-                            want = needed as u64;
-                        }
-                        Err(source) => return Err(parquet(source)),
-                    }
-                }
-                let metadata = reader.finish().map_err(parquet)?;
-                let meta = metadata.file_metadata();
-                let schema =
-                    parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
-                        .map_err(parquet)?;
-                Ok(Arc::new(schema))
-            }
-            (FileRef::Remote { key, .. }, Dataset::Local(_)) => {
-                unreachable!("object {key} listed for a local dataset")
-            }
-        }
     }
 
     /// A table's directory or prefix, for messages.
@@ -425,15 +452,14 @@ impl ParquetSink {
             Dataset::Local(root) => {
                 let dir = partition_dir(root, &key.table, date);
                 layout::create_dir_durably(&dir).map_err(io("cannot create", &dir))?;
-                let temp = dir.join(temp_name(&key.shard, first));
-                let file = File::create(&temp).map_err(io("cannot create", &temp))?;
+                let (temp, file) = create_temp(&dir, &key.shard, first)?;
                 (file, Target::Local { dir, temp })
             }
             Dataset::Remote(_) => {
-                // The object's name holds the last sequence number, known
-                // only when the file is sealed; an upload needs its name
-                // when it starts. So the file is spooled locally, unnamed
-                // (it vanishes with the process), and uploaded at commit.
+                // The file is spooled locally, unnamed (it vanishes with
+                // the process), and uploaded whole at commit: writing it
+                // makes no request, and a file that is never committed
+                // costs the store nothing.
                 let spool = std::env::temp_dir();
                 let file = tempfile::tempfile_in(&spool)
                     .map_err(io("cannot create a spool file in", &spool))?;
@@ -500,12 +526,34 @@ impl ParquetSink {
         }
     }
 
-    /// Finishes a file and makes it visible under its final name; only
-    /// then advances the position. Local: fsync, rename, fsync the
-    /// directory. Object store: upload, created only if absent.
+    /// Finishes a file and makes it visible under its final name, created
+    /// only if absent; only then advances the position. A file that is not
+    /// committed leaves no temp file behind.
     fn commit(&mut self, key: &ShardKey, f: OpenFile) -> Result<(), ParquetSinkError> {
+        let temp = match &f.target {
+            Target::Local { temp, .. } => Some(temp.clone()),
+            Target::Spooled { .. } => None,
+        };
+        let committed = self.publish(key, f);
+        if committed.is_err()
+            && let Some(temp) = temp
+        {
+            remove_temp(&temp);
+        }
+        committed
+    }
+
+    /// Local: fsync, link under the final name (refused when it exists,
+    /// where a rename would replace it), remove the temp name, fsync the
+    /// directory. Object store: upload, created only if absent.
+    fn publish(&mut self, key: &ShardKey, mut f: OpenFile) -> Result<(), ParquetSinkError> {
         let described = f.describe();
-        let name = final_name(&key.shard, &f.first, &f.last);
+        let name = final_name(&key.shard, &f.first);
+        // The name has only the first sequence number; the footer has both.
+        for (k, seq) in [(FIRST_SEQUENCE_KEY, &f.first), (LAST_SEQUENCE_KEY, &f.last)] {
+            f.writer
+                .append_key_value_metadata(KeyValue::new(k.to_owned(), seq.to_string()));
+        }
         let file = f
             .writer
             .into_inner()
@@ -519,7 +567,9 @@ impl ParquetSink {
                 let bytes = file.metadata().map_err(io("cannot stat", temp))?.len();
                 drop(file);
                 let target = dir.join(&name);
-                std::fs::rename(temp, &target).map_err(io("cannot rename into", &target))?;
+                link_new(temp, &target, key)?;
+                // Committed: a temp name left behind only waits for a sweep.
+                remove_temp(temp);
                 File::open(dir)
                     .and_then(|d| d.sync_all())
                     .map_err(io("cannot fsync directory", dir))?;
@@ -527,7 +577,7 @@ impl ParquetSink {
             }
             (Target::Spooled { partition }, Dataset::Remote(objects)) => {
                 let object = objects.path(&format!("{partition}/{name}"));
-                let bytes = upload_spooled(objects, file, object.clone())?;
+                let bytes = upload_spooled(objects, file, object.clone(), key)?;
                 (objects.describe(&object), bytes)
             }
             (Target::Spooled { .. }, Dataset::Local(_)) => {
@@ -560,11 +610,273 @@ impl ParquetSink {
         for key in keys {
             self.seal(&key);
         }
-        for (key, file) in std::mem::take(&mut self.sealed) {
-            self.commit(&key, file)?;
+        let mut sealed = std::mem::take(&mut self.sealed).into_iter();
+        while let Some((key, file)) = sealed.next() {
+            if let Err(e) = self.commit(&key, file) {
+                if let ParquetSinkError::Collision { file, .. } = &e {
+                    CommitCollided {
+                        file,
+                        table: &key.table,
+                        shard: &key.shard,
+                    }
+                    .emit();
+                }
+                self.abandon(&key, sealed.collect());
+                return Err(e);
+            }
         }
         Ok(())
     }
+
+    /// After a commit of `key` failed: its later files are dropped with
+    /// its open file. Committed after it, they would leave a gap below
+    /// them; after a collision their range is the other writer's, and under
+    /// another name they would duplicate it. The other shards' files wait
+    /// for the next commit.
+    fn abandon(&mut self, key: &ShardKey, rest: Vec<(ShardKey, OpenFile)>) {
+        for (k, f) in rest {
+            if k == *key {
+                f.discard();
+            } else {
+                self.sealed.push((k, f));
+            }
+        }
+        if let Some(f) = self.open.remove(key) {
+            f.discard();
+        }
+    }
+}
+
+impl Drop for ParquetSink {
+    /// A sink dropped with files not committed (the run starting over after
+    /// a failure) removes their temp files itself: in a dataset shared with
+    /// other processes, no sweep at start may.
+    fn drop(&mut self) {
+        for (_, f) in self.open.drain().chain(self.sealed.drain(..)) {
+            f.discard();
+        }
+    }
+}
+
+/// Creates `.<shard>_<first>.<pid>-<random>.parquet.inprogress` in `dir`,
+/// exclusively: two writers never share a temp file, even should their
+/// tags agree.
+fn create_temp(
+    dir: &Path,
+    shard: &str,
+    first: &SequenceNumber,
+) -> Result<(PathBuf, File), ParquetSinkError> {
+    let mut attempts = 0;
+    loop {
+        let temp = dir.join(temp_name(shard, first, &layout::writer_tag()));
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == IoErrorKind::AlreadyExists && attempts < 3 => attempts += 1,
+            Err(e) => return Err(io("cannot create", &temp)(e)),
+        }
+    }
+}
+
+/// Gives `temp` the name `target` if no file has it: a hard link fails
+/// when the name exists, where a rename would replace it.
+fn link_new(temp: &Path, target: &Path, key: &ShardKey) -> Result<(), ParquetSinkError> {
+    std::fs::hard_link(temp, target).map_err(|e| {
+        if e.kind() == IoErrorKind::AlreadyExists {
+            ParquetSinkError::Collision {
+                file: target.display().to_string(),
+                shard: key.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            io("cannot link into", target)(e)
+        }
+    })
+}
+
+/// The position per shard from the committed files, and where each table's
+/// schema continues from. Names of earlier versions hold the last sequence
+/// number; for the newest `<shard>_<first>` file of a shard (the highest
+/// first) it is read from the footer, whose schema is kept so that it is
+/// not read again.
+fn positions(
+    dataset: &Dataset,
+    committed: Vec<Committed>,
+) -> Result<(Positions, HashMap<String, Earlier>), ParquetSinkError> {
+    struct Shard {
+        newest: Committed,
+        /// The highest last sequence number in names of earlier versions.
+        named_last: Option<SequenceNumber>,
+    }
+    let mut shards: HashMap<ShardKey, Shard> = HashMap::new();
+    for found in committed {
+        let named_last = found.name.last.clone();
+        match shards.get_mut(&found.key) {
+            None => {
+                let key = found.key.clone();
+                shards.insert(
+                    key,
+                    Shard {
+                        newest: found,
+                        named_last,
+                    },
+                );
+            }
+            Some(shard) => {
+                shard.named_last = shard.named_last.take().max(named_last);
+                // On a tie, the file whose footer says its last.
+                if (&found.name.first, found.name.last.is_none())
+                    > (&shard.newest.name.first, shard.newest.name.last.is_none())
+                {
+                    shard.newest = found;
+                }
+            }
+        }
+    }
+    let mut durable = Positions::new();
+    let mut earlier: HashMap<String, Earlier> = HashMap::new();
+    for (key, shard) in shards {
+        let continued = earlier.entry(key.table.to_string()).or_default();
+        let mut last = shard.named_last;
+        let newest = shard.newest;
+        if newest.name.last.is_some() {
+            continued.unread.push(newest.file);
+        } else {
+            let footer = read_footer(dataset, &newest.file)?;
+            let describe = || dataset.describe(&newest.file);
+            last = last.max(Some(last_of(&footer, &newest.name.first, describe)?));
+            continued.add_schema(schema_of(&footer, describe)?);
+        }
+        if let Some(last) = last {
+            durable.advance(key, last);
+        }
+    }
+    Ok((durable, earlier))
+}
+
+/// Removes temp files at open; returns how many. Exclusive: all of them,
+/// left by a crash. Shared: only those whose shard's committed position is
+/// at or past their first sequence number; a committed file covers their
+/// start, so they can never be committed. The others may be a live
+/// writer's.
+fn sweep(
+    leftovers: Vec<Leftover>,
+    committed: &Positions,
+    exclusive: bool,
+) -> Result<u64, ParquetSinkError> {
+    let mut swept = 0;
+    for leftover in leftovers {
+        let covered = leftover
+            .start
+            .as_ref()
+            .is_some_and(|(key, first)| committed.get(key).is_some_and(|p| p >= first));
+        let path = &leftover.path;
+        if !exclusive && !covered {
+            tracing::debug!(path = %path.display(), "keeping a temp file another writer may be writing");
+            continue;
+        }
+        tracing::info!(path = %path.display(), "removing a temp file left by an earlier run");
+        match std::fs::remove_file(path) {
+            Ok(()) => swept += 1,
+            // Another process sweeping the same directory was first.
+            Err(e) if !exclusive && e.kind() == IoErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", path)(e)),
+        }
+    }
+    Ok(swept)
+}
+
+/// The footer of a committed file. Of an object only the footer is read (a
+/// suffix range), not the whole file.
+fn read_footer(dataset: &Dataset, file: &FileRef) -> Result<ParquetMetaData, ParquetSinkError> {
+    let unreadable = |source| ParquetSinkError::Footer {
+        file: dataset.describe(file),
+        reason: "it is not a readable Parquet file".to_owned(),
+        source: Some(source),
+    };
+    let reader = ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+    match (file, dataset) {
+        (FileRef::Local(path), _) => {
+            let f = File::open(path).map_err(io("cannot open", path))?;
+            reader.parse_and_finish(&f).map_err(unreadable)
+        }
+        (FileRef::Remote { key, size }, Dataset::Remote(objects)) => {
+            let mut reader = reader;
+            let mut want = (*size).min(FOOTER_GUESS_BYTES);
+            loop {
+                let tail = objects.read_range(key, size - want..*size)?;
+                match reader.try_parse_sized(&tail, *size) {
+                    Ok(()) => break,
+                    Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
+                        want = needed as u64;
+                    }
+                    Err(source) => return Err(unreadable(source)),
+                }
+            }
+            reader.finish().map_err(unreadable)
+        }
+        (FileRef::Remote { key, .. }, Dataset::Local(_)) => {
+            unreachable!("object {key} listed for a local dataset")
+        }
+    }
+}
+
+/// The Arrow schema a footer describes.
+fn schema_of(
+    footer: &ParquetMetaData,
+    describe: impl Fn() -> String,
+) -> Result<arrow_schema::SchemaRef, ParquetSinkError> {
+    let meta = footer.file_metadata();
+    parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
+        .map(Arc::new)
+        .map_err(|source| ParquetSinkError::Footer {
+            file: describe(),
+            reason: "its schema cannot be read as Arrow".to_owned(),
+            source: Some(source),
+        })
+}
+
+/// The last sequence number in the footer of a `<shard>_<first>` file.
+fn last_of(
+    footer: &ParquetMetaData,
+    first: &SequenceNumber,
+    describe: impl Fn() -> String,
+) -> Result<SequenceNumber, ParquetSinkError> {
+    let wrong = |reason: String| ParquetSinkError::Footer {
+        file: describe(),
+        reason,
+        source: None,
+    };
+    let value = |key: &str| {
+        footer
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == key))
+            .and_then(|kv| kv.value.as_deref())
+            .map(|text| {
+                SequenceNumber::parse(text)
+                    .map_err(|_| wrong(format!("its `{key}` is `{text}`, not a sequence number")))
+            })
+            .transpose()
+    };
+    let last = value(LAST_SEQUENCE_KEY)?.ok_or_else(|| {
+        wrong(format!(
+            "its key-value metadata has no `{LAST_SEQUENCE_KEY}`, which a file named \
+             `<shard>_<firstSeq>.parquet` carries"
+        ))
+    })?;
+    if let Some(named) = value(FIRST_SEQUENCE_KEY)?
+        && named != *first
+    {
+        return Err(wrong(format!(
+            "it says it starts at {named}, its name at {first}"
+        )));
+    }
+    if last < *first {
+        return Err(wrong(format!(
+            "its last sequence number {last} is below its first {first}"
+        )));
+    }
+    Ok(last)
 }
 
 /// Uploads a spooled file under `object`, created only if absent, a part
@@ -573,6 +885,7 @@ fn upload_spooled(
     objects: &Objects,
     mut spool: File,
     object: ObjectPath,
+    key: &ShardKey,
 ) -> Result<u64, ParquetSinkError> {
     let spool_dir = std::env::temp_dir();
     spool
@@ -583,7 +896,14 @@ fn upload_spooled(
         CopyError::Object(o) => ParquetSinkError::Object(o),
         CopyError::Read(e) => io("cannot read a spool file in", &spool_dir)(e),
     })?;
-    Ok(upload.finish()?)
+    upload.finish().map_err(|o| match o.class {
+        FailureClass::Collision => ParquetSinkError::Collision {
+            file: o.object.clone(),
+            shard: key.clone(),
+            source: Box::new(o),
+        },
+        _ => ParquetSinkError::Object(o),
+    })
 }
 
 /// Bytes read from the end of an object to find its footer; enough for

@@ -1,7 +1,8 @@
 //! The Parquet sink on an object store (object_store's in-memory store):
 //! the same layout and names as on a disk, a file visible only once
 //! complete, a name collision transient and naming the object, and a
-//! reopened sink learning its position from the listed names.
+//! reopened sink learning its position from the listed names and the
+//! newest file's footer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +72,29 @@ fn listed(objects: &Objects) -> Vec<String> {
     names
 }
 
+/// The sequence numbers of every committed row, sorted.
+fn sequence_numbers(objects: &Objects) -> Vec<u64> {
+    let mut out = Vec::new();
+    for name in listed(objects) {
+        let bytes = objects.read(&objects.path(&name)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("__sequence_number").unwrap();
+            let seqs = column
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap();
+            out.extend(seqs.iter().map(|s| s.unwrap().parse::<u64>().unwrap()));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 fn position(sink: &ParquetSink) -> Option<String> {
     sink.durable_positions()
         .get(&ShardKey::new("orders", "s1"))
@@ -90,13 +114,13 @@ fn files_are_visible_only_once_committed_under_the_local_layout() {
     assert_eq!(
         listed(&objects),
         [
-            format!("{DAY}/s1-101-103.parquet"),
-            format!("{DAY}/s1-104-106.parquet")
+            format!("{DAY}/s1_101.parquet"),
+            format!("{DAY}/s1_104.parquet")
         ]
     );
     assert_eq!(position(&sink).as_deref(), Some("106"));
     sink.flush().unwrap();
-    assert!(listed(&objects).contains(&format!("{DAY}/s1-107-107.parquet")));
+    assert!(listed(&objects).contains(&format!("{DAY}/s1_107.parquet")));
     assert_eq!(position(&sink).as_deref(), Some("107"));
     assert_eq!(sink.stats().files, 3);
     assert_eq!(sink.stats().temp_files_swept, 0);
@@ -120,10 +144,7 @@ fn a_reopened_sink_learns_its_position_from_listed_names_and_drops_what_it_holds
     assert_eq!(again.stats().delivered, 3);
     assert_eq!(
         listed(&objects),
-        [
-            format!("{DAY}/s1-1-5.parquet"),
-            format!("{DAY}/s1-6-8.parquet")
-        ]
+        [format!("{DAY}/s1_1.parquet"), format!("{DAY}/s1_6.parquet")]
     );
     // The second file continued the first one's schema (read from its
     // footer in the bucket): both have the `n` column.
@@ -146,35 +167,42 @@ fn a_crash_before_commit_leaves_nothing_listed_and_the_rerun_writes_it_once() {
     assert_eq!(position(&again), None);
     again.write(&[change(1, DAY_ONE_MS)]).unwrap();
     again.flush().unwrap();
-    assert_eq!(listed(&objects), [format!("{DAY}/s1-1-1.parquet")]);
+    assert_eq!(listed(&objects), [format!("{DAY}/s1_1.parquet")]);
 }
 
 #[test]
 fn a_name_another_writer_committed_is_a_transient_collision_naming_the_object() {
     let objects = bucket();
+    // Two writers continue the shard from the same (empty) position with
+    // different file sizes: their first files end apart but share a name.
     let mut ours = open(&objects, 1000);
-    let mut theirs = open(&objects, 1000);
+    let mut theirs = open(&objects, 3);
     let changes: Vec<Change> = (1..=4).map(|s| change(s, DAY_ONE_MS)).collect();
     theirs.write(&changes).unwrap();
     theirs.flush().unwrap();
-    let committed = objects.read(&objects.path(&format!("{DAY}/s1-1-4.parquet")));
+    assert_eq!(
+        listed(&objects),
+        [format!("{DAY}/s1_1.parquet"), format!("{DAY}/s1_4.parquet")]
+    );
+    let committed = objects.read(&objects.path(&format!("{DAY}/s1_1.parquet")));
     ours.write(&changes).unwrap();
     let e = ours.flush().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient);
     let text = e.to_string();
     assert!(
-        text.contains("s3://lake/cdc/orders/date=2024-05-01/s1-1-4.parquet")
-            && text.contains("another writer committed it"),
+        text.contains("s3://lake/cdc/orders/date=2024-05-01/s1_1.parquet")
+            && text.contains("another writer committed this range"),
         "{text}"
     );
     assert_eq!(position(&ours), None, "the position does not move");
-    // Never overwritten.
+    // Never overwritten, nothing added.
     assert_eq!(
         objects
-            .read(&objects.path(&format!("{DAY}/s1-1-4.parquet")))
+            .read(&objects.path(&format!("{DAY}/s1_1.parquet")))
             .unwrap(),
         committed.unwrap()
     );
+    assert_eq!(listed(&objects).len(), 2);
     // Starting over learns the other writer's position and writes nothing.
     drop(ours);
     let mut again = open(&objects, 1000);
@@ -182,6 +210,84 @@ fn a_name_another_writer_committed_is_a_transient_collision_naming_the_object() 
     again.write(&changes).unwrap();
     again.flush().unwrap();
     assert_eq!(again.stats().files, 0);
+    assert_eq!(sequence_numbers(&objects), (1..=4).collect::<Vec<u64>>());
+}
+
+#[test]
+fn the_position_of_a_new_name_is_read_from_its_footer() {
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    let changes: Vec<Change> = (7..=9).map(|s| change(s, DAY_ONE_MS)).collect();
+    sink.write(&changes).unwrap();
+    sink.flush().unwrap();
+    let bytes = objects
+        .read(&objects.path(&format!("{DAY}/s1_7.parquet")))
+        .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let kv: HashMap<String, Option<String>> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert_eq!(kv["dynamo_cdc.first_sequence_number"].as_deref(), Some("7"));
+    assert_eq!(kv["dynamo_cdc.last_sequence_number"].as_deref(), Some("9"));
+    assert_eq!(position(&open(&objects, 1000)).as_deref(), Some("9"));
+}
+
+#[test]
+fn names_of_earlier_versions_still_count_beside_new_ones() {
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    sink.write(&(1..=3).map(|s| change(s, DAY_ONE_MS)).collect::<Vec<_>>())
+        .unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    // As an earlier version named it.
+    let new = objects.path(&format!("{DAY}/s1_1.parquet"));
+    let old = objects.path(&format!("{DAY}/s1-1-3.parquet"));
+    objects.create(&old, objects.read(&new).unwrap()).unwrap();
+    objects.delete(&new).unwrap();
+    let mut again = open(&objects, 1000);
+    assert_eq!(position(&again).as_deref(), Some("3"));
+    again
+        .write(&(1..=6).map(|s| change(s, DAY_ONE_MS)).collect::<Vec<_>>())
+        .unwrap();
+    again.flush().unwrap();
+    assert_eq!(
+        listed(&objects),
+        [
+            format!("{DAY}/s1-1-3.parquet"),
+            format!("{DAY}/s1_4.parquet")
+        ]
+    );
+    assert_eq!(position(&open(&objects, 1000)).as_deref(), Some("6"));
+    assert_eq!(sequence_numbers(&objects), (1..=6).collect::<Vec<u64>>());
+}
+
+#[test]
+fn an_unreadable_footer_stops_the_open_naming_the_object() {
+    let objects = bucket();
+    objects
+        .create(
+            &objects.path(&format!("{DAY}/s1_5.parquet")),
+            "not parquet".into(),
+        )
+        .unwrap();
+    let mut config = ParquetConfig::new("s3://lake/cdc");
+    config.max_rows_per_file = 10;
+    let e = ParquetSink::open_on(objects.clone(), config, NumbersMode::Auto, HashMap::new())
+        .err()
+        .expect("the open fails");
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot read the footer")
+            && text.contains("s3://lake/cdc/orders/date=2024-05-01/s1_5.parquet"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -189,12 +295,12 @@ fn dead_letter_and_gap_prefixes_are_not_data() {
     let objects = bucket();
     objects
         .create(
-            &objects.path("_dead_letter/orders/00000001-s1-9-9.parquet"),
+            &objects.path("_dead_letter/orders/00000001-s1_9.parquet"),
             "x".into(),
         )
         .unwrap();
     objects
-        .create(&objects.path("_gaps/date=x/s1-1-9.parquet"), "x".into())
+        .create(&objects.path("_gaps/date=x/s1_1.parquet"), "x".into())
         .unwrap();
     let sink = open(&objects, 1000);
     assert_eq!(position(&sink), None);

@@ -1,16 +1,19 @@
 //! The Parquet sink's rules, on a real directory: files roll by rows and by
-//! day, commit only on poll or flush (never inside a write), and the names
-//! of committed files are the position, so a reopened sink drops what it
-//! holds.
+//! day, commit only on poll or flush (never inside a write), the committed
+//! files are the position (names, and the newest file's footer), so a
+//! reopened sink drops what it holds, and a commit never lands over a name
+//! another writer took.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use dynamo_cdc_core::{
-    AttributeValue, Change, Item, Op, Positions, SequenceNumber, ShardKey, Sink, SourceInfo,
+    AttributeValue, Change, ErrorKind, Item, Op, Positions, SequenceNumber, ShardKey, Sink,
+    SourceInfo,
 };
 use dynamo_cdc_sink_parquet::{ParquetConfig, ParquetSink};
 use dynamo_cdc_transform::NumbersMode;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// 2024-05-01T00:00:00Z
 const DAY_ONE_MS: i64 = 1_714_521_600_000;
@@ -35,10 +38,59 @@ fn change(seq: u64, at_ms: i64) -> Change {
     }
 }
 
-fn open(root: &Path, rows: usize) -> ParquetSink {
+fn config(root: &Path, rows: usize) -> ParquetConfig {
     let mut config = ParquetConfig::new(root.to_str().unwrap());
     config.max_rows_per_file = rows;
+    config
+}
+
+fn open(root: &Path, rows: usize) -> ParquetSink {
+    ParquetSink::open(config(root, rows), NumbersMode::Auto, HashMap::new()).unwrap()
+}
+
+/// A sink on a dataset other live processes write too.
+fn open_shared(root: &Path, rows: usize) -> ParquetSink {
+    let mut config = config(root, rows);
+    config.exclusive = false;
     ParquetSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap()
+}
+
+fn changes(seqs: std::ops::RangeInclusive<u64>) -> Vec<Change> {
+    seqs.map(|s| change(s, DAY_ONE_MS)).collect()
+}
+
+const DAY: &str = "orders/date=2024-05-01";
+
+/// The sequence numbers of every committed row, sorted.
+fn sequence_numbers(root: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for name in committed(root) {
+        if !name.ends_with(".parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(root.join(&name)).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("__sequence_number").unwrap();
+            let seqs = column
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap();
+            out.extend(seqs.iter().map(|s| s.unwrap().parse::<u64>().unwrap()));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Renames a committed file as an earlier version named it.
+fn rename_to_old_form(root: &Path, new: &str, old: &str) {
+    let dir = root.join(DAY);
+    std::fs::rename(dir.join(new), dir.join(old)).unwrap();
 }
 
 /// Committed file names, relative to the root, sorted.
@@ -90,14 +142,14 @@ fn files_roll_by_rows_and_commit_only_on_poll() {
     assert_eq!(
         names,
         [
-            format!("{day}/s1-101-103.parquet"),
-            format!("{day}/s1-104-106.parquet"),
+            format!("{day}/s1_101.parquet"),
+            format!("{day}/s1_104.parquet"),
         ]
     );
     assert_eq!(position(&sink).as_deref(), Some("106"));
     // The last, partly filled file waits for its age or a flush.
     sink.flush().unwrap();
-    assert!(committed(dir.path()).contains(&format!("{day}/s1-107-107.parquet")));
+    assert!(committed(dir.path()).contains(&format!("{day}/s1_107.parquet")));
     assert_eq!(position(&sink).as_deref(), Some("107"));
     assert!(
         !committed(dir.path())
@@ -120,8 +172,8 @@ fn a_new_day_starts_a_new_file() {
     assert_eq!(
         committed(dir.path()),
         [
-            "orders/date=2024-05-01/s1-1-2.parquet",
-            "orders/date=2024-05-02/s1-3-3.parquet"
+            "orders/date=2024-05-01/s1_1.parquet",
+            "orders/date=2024-05-02/s1_3.parquet"
         ]
     );
 }
@@ -139,7 +191,7 @@ fn what_is_held_is_dropped_in_a_run_and_after_a_reopen() {
     assert_eq!(sink.stats().delivered, 5);
     drop(sink);
 
-    // A reopened sink learns its position from the file names alone.
+    // A reopened sink learns its position from the committed files alone.
     let mut again = open(dir.path(), 1000);
     assert_eq!(position(&again).as_deref(), Some("5"));
     let more: Vec<Change> = (3..=8).map(|s| change(s, DAY_ONE_MS)).collect();
@@ -150,8 +202,8 @@ fn what_is_held_is_dropped_in_a_run_and_after_a_reopen() {
     assert_eq!(
         committed(dir.path()),
         [
-            "orders/date=2024-05-01/s1-1-5.parquet",
-            "orders/date=2024-05-01/s1-6-8.parquet"
+            "orders/date=2024-05-01/s1_1.parquet",
+            "orders/date=2024-05-01/s1_6.parquet"
         ]
     );
 }
@@ -172,7 +224,7 @@ fn positions_recorded_elsewhere_are_adopted_so_removed_files_are_not_rewritten()
     sink.flush().unwrap();
     assert_eq!(
         committed(dir.path()),
-        ["orders/date=2024-05-01/s1-5-6.parquet"]
+        ["orders/date=2024-05-01/s1_5.parquet"]
     );
 }
 
@@ -187,5 +239,242 @@ fn temp_files_of_a_crash_are_swept_at_open() {
     let reopened = open(dir.path(), 1000);
     assert_eq!(reopened.stats().temp_files_swept, 1);
     assert_eq!(position(&reopened), None);
+    assert!(committed(dir.path()).is_empty());
+}
+
+#[test]
+fn the_first_of_two_writers_from_one_position_wins_and_the_other_collides() {
+    let dir = tempfile::tempdir().unwrap();
+    // A process paused past its lease and the one that took the shard over
+    // continue from the same position, with different file sizes.
+    let mut zombie = open_shared(dir.path(), 5);
+    let mut owner = open_shared(dir.path(), 3);
+    let all = changes(1..=7);
+    owner.write(&all).unwrap();
+    zombie.write(&all).unwrap();
+    owner.flush().unwrap();
+    assert_eq!(
+        committed(dir.path())
+            .into_iter()
+            .filter(|n| n.ends_with(".parquet"))
+            .collect::<Vec<_>>(),
+        [
+            format!("{DAY}/s1_1.parquet"),
+            format!("{DAY}/s1_4.parquet"),
+            format!("{DAY}/s1_7.parquet"),
+        ]
+    );
+    let e = zombie.flush().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    let text = e.to_string();
+    let taken = dir.path().join(DAY).join("s1_1.parquet");
+    assert!(
+        text.contains(&taken.display().to_string())
+            && text.contains("another writer committed this range"),
+        "{text}"
+    );
+    assert_eq!(position(&zombie), None, "the position does not move");
+    // The loser's files are gone, not committed under other names, and
+    // its temp files with them.
+    assert_eq!(
+        committed(dir.path()),
+        [
+            format!("{DAY}/s1_1.parquet"),
+            format!("{DAY}/s1_4.parquet"),
+            format!("{DAY}/s1_7.parquet"),
+        ]
+    );
+    // Its sink stays usable and holds nothing of the shard.
+    zombie.flush().unwrap();
+    drop(zombie);
+    let mut again = open_shared(dir.path(), 5);
+    assert_eq!(position(&again).as_deref(), Some("7"));
+    again.write(&all).unwrap();
+    again.flush().unwrap();
+    assert_eq!(again.stats().files, 0);
+    assert_eq!(sequence_numbers(dir.path()), (1..=7).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_collision_drops_only_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ours = open_shared(dir.path(), 1000);
+    let mut theirs = open_shared(dir.path(), 1000);
+    theirs.write(&changes(1..=2)).unwrap();
+    theirs.flush().unwrap();
+    let mut other_shard = changes(1..=2);
+    for c in &mut other_shard {
+        c.source.shard_id = "s2".into();
+    }
+    ours.write(&changes(1..=3)).unwrap();
+    ours.write(&other_shard).unwrap();
+    let e = ours.flush().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    // The other shard's file was not lost with it.
+    ours.flush().unwrap();
+    let s2 = ours
+        .durable_positions()
+        .get(&ShardKey::new("orders", "s2"))
+        .map(ToString::to_string);
+    assert_eq!(s2.as_deref(), Some("2"));
+    assert!(committed(dir.path()).contains(&format!("{DAY}/s2_1.parquet")));
+}
+
+#[test]
+fn the_position_of_a_new_name_is_read_from_its_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), 1000);
+    sink.write(&changes(7..=9)).unwrap();
+    sink.flush().unwrap();
+    let file = std::fs::File::open(dir.path().join(DAY).join("s1_7.parquet")).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let kv: HashMap<String, Option<String>> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    assert_eq!(kv["dynamo_cdc.first_sequence_number"].as_deref(), Some("7"));
+    assert_eq!(kv["dynamo_cdc.last_sequence_number"].as_deref(), Some("9"));
+    drop(sink);
+    assert_eq!(position(&open(dir.path(), 1000)).as_deref(), Some("9"));
+}
+
+#[test]
+fn a_footer_without_the_last_sequence_number_stops_the_open_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), 1000);
+    sink.write(&changes(1..=2)).unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    // A Parquet file whose footer lacks the key, under a new-form name.
+    let partition = dir.path().join(DAY);
+    let batch = arrow_array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(arrow_array::Int64Array::from(vec![1])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let file = std::fs::File::create(partition.join("s1_3.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let e = ParquetSink::open(config(dir.path(), 10), NumbersMode::Auto, HashMap::new())
+        .err()
+        .expect("the open fails");
+    let text = e.to_string();
+    assert!(
+        text.contains(&partition.join("s1_3.parquet").display().to_string())
+            && text.contains("dynamo_cdc.last_sequence_number"),
+        "{text}"
+    );
+    // Not a Parquet file at all.
+    std::fs::write(partition.join("s1_3.parquet"), "garbage").unwrap();
+    let e = ParquetSink::open(config(dir.path(), 10), NumbersMode::Auto, HashMap::new())
+        .err()
+        .expect("the open fails");
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot read the footer of committed file") && text.contains("s1_3.parquet"),
+        "{text}"
+    );
+}
+
+#[test]
+fn names_of_earlier_versions_still_count_beside_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), 3);
+    sink.write(&changes(1..=6)).unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    // Written by an earlier version.
+    rename_to_old_form(dir.path(), "s1_1.parquet", "s1-1-3.parquet");
+    rename_to_old_form(dir.path(), "s1_4.parquet", "s1-4-6.parquet");
+    let mut again = open(dir.path(), 3);
+    assert_eq!(position(&again).as_deref(), Some("6"));
+    again.write(&changes(1..=8)).unwrap();
+    again.flush().unwrap();
+    assert_eq!(again.stats().already_held, 6);
+    drop(again);
+    // The newest file is new-form: its footer gives the position.
+    let again = open(dir.path(), 3);
+    assert_eq!(position(&again).as_deref(), Some("8"));
+    assert_eq!(
+        committed(dir.path()),
+        [
+            format!("{DAY}/s1-1-3.parquet"),
+            format!("{DAY}/s1-4-6.parquet"),
+            format!("{DAY}/s1_7.parquet"),
+        ]
+    );
+    assert_eq!(sequence_numbers(dir.path()), (1..=8).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_shared_sweep_keeps_a_live_writers_temp_and_removes_a_covered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open(dir.path(), 1000);
+    sink.write(&changes(1..=5)).unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    // A live writer, past the position.
+    let mut live = open_shared(dir.path(), 1000);
+    live.write(&changes(6..=7)).unwrap();
+    let live_temp: Vec<String> = committed(dir.path())
+        .into_iter()
+        .filter(|n| n.contains(".s1_6."))
+        .collect();
+    assert_eq!(live_temp.len(), 1, "{:?}", committed(dir.path()));
+    let partition = dir.path().join(DAY);
+    // Covered by s1_1 (1..5): a crash between linking and removing, or a
+    // writer that lost its lease. Both forms of temp names.
+    let covered = [
+        ".s1_3.4242-00000000deadbeef.parquet.inprogress",
+        ".s1-2.parquet.inprogress",
+    ];
+    for name in covered {
+        std::fs::write(partition.join(name), "partial").unwrap();
+    }
+    // Another shard with no position, and a name that says nothing.
+    let unknown = [
+        ".s2_1.4242-00000000deadbeef.parquet.inprogress",
+        ".junk.parquet.inprogress",
+    ];
+    for name in unknown {
+        std::fs::write(partition.join(name), "partial").unwrap();
+    }
+    let other = open_shared(dir.path(), 1000);
+    assert_eq!(other.stats().temp_files_swept, 2);
+    let left = committed(dir.path());
+    for name in covered {
+        assert!(!left.contains(&format!("{DAY}/{name}")), "{left:?}");
+    }
+    for name in unknown {
+        assert!(left.contains(&format!("{DAY}/{name}")), "{left:?}");
+    }
+    assert!(left.contains(&live_temp[0]), "{left:?}");
+    // The live writer commits as if nothing happened.
+    live.flush().unwrap();
+    assert_eq!(position(&live).as_deref(), Some("7"));
+    assert_eq!(sequence_numbers(dir.path()), (1..=7).collect::<Vec<u64>>());
+    drop((live, other));
+    // Alone again, every leftover goes.
+    let alone = open(dir.path(), 1000);
+    assert_eq!(alone.stats().temp_files_swept, 2);
+    assert!(
+        !committed(dir.path())
+            .iter()
+            .any(|n| n.ends_with(".inprogress"))
+    );
+}
+
+#[test]
+fn a_sink_dropped_before_committing_removes_its_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = open_shared(dir.path(), 2);
+    sink.write(&changes(1..=3)).unwrap();
+    assert_eq!(committed(dir.path()).len(), 2, "one sealed, one open");
+    drop(sink);
     assert!(committed(dir.path()).is_empty());
 }

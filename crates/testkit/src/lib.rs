@@ -13,7 +13,8 @@
 //! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
 //!   scripted shard rotation, splits, incomplete lineage, iterator expiry,
 //!   trimming, throttling and server errors; also tables whose writes feed
-//!   their streams, with Scan and exports in DynamoDB's S3 layout.
+//!   their streams, with Scan and exports in DynamoDB's S3 layout, and
+//!   plain tables with linearizable conditional writes (a lease table).
 //!
 //! The `dynamo-cdc-gen` binary wraps both presets for use from a shell.
 

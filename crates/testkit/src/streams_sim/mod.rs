@@ -1,6 +1,6 @@
 //! A DynamoDB Streams simulator: an HTTP server on a loopback port that
 //! speaks the service's JSON protocol (`X-Amz-Target:
-//! DynamoDBStreams_20120810.<Op>`, plus `DynamoDB_20120810.DescribeTable`),
+//! DynamoDBStreams_20120810.<Op>`, plus a few `DynamoDB_20120810` calls),
 //! so the real SDK client, its retries and its error parsing are exercised.
 //!
 //! What moto does not model is scripted here: shard rotation and splits,
@@ -15,6 +15,14 @@
 //! `DescribeExport`, the export writing DynamoDB's S3 layout into a local
 //! directory ([`export`]). Table writes and timestamps use the wall clock.
 //!
+//! Clients can also create *plain* tables through `CreateTable` (one string
+//! hash key, no stream) and use them with `GetItem`, conditional `PutItem`
+//! and `DeleteItem`, and `Scan`: a lease table several processes coordinate
+//! through. Every call is applied whole under one lock, so concurrent
+//! conditional writes are linearizable ([`StreamSim::plain_items`] reads
+//! one back). [`Fault::AnswerLost`] applies a write and then loses its
+//! answer, for testing what a client does when it cannot know.
+//!
 //! ```no_run
 //! use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
 //! let sim = StreamSim::start();
@@ -27,24 +35,32 @@
 //! sim.put_item("users", serde_json::json!({"pk": {"S": "u1"}, "sk": {"N": "1"}}));
 //! sim.set_pitr("users", true);
 //! sim.set_export_root(std::path::Path::new("/tmp/s3"));
+//!
+//! // A client created "leases" with CreateTable; its next PutItem is
+//! // applied but answered with a 500.
+//! sim.fail_next(Op::PutItem, 1, Fault::AnswerLost);
 //! ```
 
+mod attr;
 mod clock;
+mod condition;
 pub mod export;
 mod keys;
 mod pitr;
+mod plain;
+mod plain_items;
 mod scan;
+mod server;
 mod state;
 mod table;
 mod table_api;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use export::{ExportFiles, write_export};
 use serde_json::{Value, json};
+use server::{Answer, Server};
 use state::{Change, Shard, State, StreamState};
 
 /// The operations, for scripting faults and counting calls.
@@ -66,6 +82,14 @@ pub enum Op {
     DescribeExport,
     /// `DescribeContinuousBackups` (the DynamoDB API).
     DescribeContinuousBackups,
+    /// `CreateTable` (the DynamoDB API; plain tables).
+    CreateTable,
+    /// `GetItem` (the DynamoDB API; plain tables).
+    GetItem,
+    /// `PutItem` (the DynamoDB API; plain tables).
+    PutItem,
+    /// `DeleteItem` (the DynamoDB API; plain tables).
+    DeleteItem,
 }
 
 impl Op {
@@ -79,6 +103,10 @@ impl Op {
             "DynamoDB_20120810.ExportTableToPointInTime" => Op::ExportTableToPointInTime,
             "DynamoDB_20120810.DescribeExport" => Op::DescribeExport,
             "DynamoDB_20120810.DescribeContinuousBackups" => Op::DescribeContinuousBackups,
+            "DynamoDB_20120810.CreateTable" => Op::CreateTable,
+            "DynamoDB_20120810.GetItem" => Op::GetItem,
+            "DynamoDB_20120810.PutItem" => Op::PutItem,
+            "DynamoDB_20120810.DeleteItem" => Op::DeleteItem,
             _ => return None,
         })
     }
@@ -95,6 +123,10 @@ pub enum Fault {
     Unavailable,
     /// Answer correctly, but only after this long.
     Slow(Duration),
+    /// Apply the call, then answer HTTP 500 `InternalServerError` as if the
+    /// answer were lost on the way: the client cannot tell a write that
+    /// happened from one that did not (and the SDK retries it).
+    AnswerLost,
 }
 
 struct Scripted {
@@ -117,10 +149,7 @@ struct Shared {
 /// The running simulator; stops when dropped.
 pub struct StreamSim {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
-    port: u16,
-    stopping: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    server: Server,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,43 +162,34 @@ impl StreamSim {
     /// # Panics
     /// When no loopback port can be bound.
     pub fn start() -> StreamSim {
-        let server =
-            Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port"));
-        let port = server.server_addr().to_ip().expect("an IP listener").port();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new()),
             faults: Mutex::new(Faults::default()),
         });
-        let stopping = Arc::new(AtomicBool::new(false));
-        // Several workers, so a scripted slow answer does not hold up others.
-        let workers = (0..8)
-            .map(|_| {
-                let server = server.clone();
-                let shared = shared.clone();
-                let stopping = stopping.clone();
-                std::thread::spawn(move || {
-                    while !stopping.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(request)) => serve(&shared, request),
-                            Ok(None) => {}
-                            Err(_) => break,
-                        }
-                    }
-                })
-            })
-            .collect();
-        StreamSim {
-            shared,
-            server,
-            port,
-            stopping,
-            workers,
-        }
+        let serving = shared.clone();
+        // A thread per connection, so a scripted slow answer holds up no
+        // other call.
+        let server = Server::start(Arc::new(move |request: &server::Request| {
+            let target = request.header("X-Amz-Target").unwrap_or_default();
+            let text = String::from_utf8_lossy(&request.body);
+            let (status, body) = answer(&serving, target, &text);
+            let content_type = if status == 503 {
+                "text/html"
+            } else {
+                "application/x-amz-json-1.0"
+            };
+            Answer {
+                status,
+                content_type,
+                body,
+            }
+        }));
+        StreamSim { shared, server }
     }
 
     /// `http://127.0.0.1:PORT`, for `endpoint_url`.
     pub fn endpoint_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.server.port())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -383,16 +403,6 @@ impl StreamSim {
     }
 }
 
-impl Drop for StreamSim {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        self.server.unblock();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-    }
-}
-
 fn add_stream(st: &mut State, table: &str) -> String {
     let arn = format!(
         "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-01-01T00:00:00.000"
@@ -421,29 +431,6 @@ fn new_shard(id: String, parent: Option<String>, starting: u128) -> Shard {
         ending: None,
         listed: true,
     }
-}
-
-fn serve(shared: &Shared, mut request: tiny_http::Request) {
-    let target = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("X-Amz-Target"))
-        .map(|h| h.value.as_str().to_owned())
-        .unwrap_or_default();
-    let mut text = String::new();
-    let _ = request.as_reader().read_to_string(&mut text);
-    let (status, body) = answer(shared, &target, &text);
-    let content_type = if status == 503 {
-        "text/html"
-    } else {
-        "application/x-amz-json-1.0"
-    };
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
-        .expect("a valid header");
-    let response = tiny_http::Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header);
-    let _ = request.respond(response);
 }
 
 fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
@@ -482,20 +469,37 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
             return (503, "<html><body>Service Unavailable</body></html>".into());
         }
         Some(Fault::Slow(d)) => std::thread::sleep(d),
-        None => {}
+        Some(Fault::AnswerLost) | None => {}
     }
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    // The whole call runs under this one lock: what makes plain tables'
+    // conditional writes linearizable.
     let mut st = lock(&shared.state);
     let result = match op {
         Op::DescribeStream => st.describe_stream(&body),
         Op::GetShardIterator => st.get_shard_iterator(&body),
         Op::GetRecords => st.get_records(&body),
-        Op::DescribeTable => st.describe_table(&body),
-        Op::Scan => scan::scan(&st, &body),
+        // A plain table by that name answers, else the scripted ones.
+        Op::DescribeTable => match plain::find(&st, &body) {
+            Some(t) => Ok(json!({ "Table": t.describe() })),
+            None => st.describe_table(&body),
+        },
+        Op::Scan => match plain::find(&st, &body) {
+            Some(t) => plain_items::scan(t, &body),
+            None => scan::scan(&st, &body),
+        },
         Op::ExportTableToPointInTime => pitr::export_table(&mut st, &body),
         Op::DescribeExport => pitr::describe_export(&mut st, &body),
         Op::DescribeContinuousBackups => pitr::describe_continuous_backups(&st, &body),
+        Op::CreateTable => plain::create_table(&mut st, &body),
+        Op::GetItem => plain_items::get_item(&st, &body),
+        Op::PutItem => plain_items::put_item(&mut st, &body),
+        Op::DeleteItem => plain_items::delete_item(&mut st, &body),
     };
+    drop(st);
+    if fault == Some(Fault::AnswerLost) {
+        return error(500, "InternalServerError", "Internal server error");
+    }
     match result {
         Ok(v) => (200, v.to_string()),
         Err(f) => error(f.status, f.code, &f.message),

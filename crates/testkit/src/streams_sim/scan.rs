@@ -11,13 +11,13 @@ use super::state::{Fault, State};
 use super::table::{self, Table};
 
 /// The service stops a page once it has read this much.
-const PAGE_BYTES: u64 = 1024 * 1024;
+pub(crate) const PAGE_BYTES: u64 = 1024 * 1024;
 /// One read unit covers this much of a scan (rounded up over the page).
 const READ_UNIT_BYTES: u64 = 4096;
 
 /// Parameters that would change what a page holds; refused rather than
 /// ignored, so a test never passes on results the service would filter.
-const UNSUPPORTED: &[&str] = &[
+pub(crate) const UNSUPPORTED: &[&str] = &[
     "IndexName",
     "Select",
     "FilterExpression",
@@ -199,7 +199,7 @@ fn segments(body: &Value) -> Result<(u64, u64), Fault> {
 }
 
 /// The validation layer's wording for a field that breaks a constraint.
-fn constraint(field: &str, value: &str, rule: &str) -> String {
+pub(crate) fn constraint(field: &str, value: &str, rule: &str) -> String {
     format!(
         "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: Member must {rule}"
     )

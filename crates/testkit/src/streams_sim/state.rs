@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::pitr::ExportJob;
+use super::plain::PlainTable;
 use super::table::{self, Table};
 
 /// A service error: HTTP status, error code, message.
@@ -70,6 +71,8 @@ pub(crate) struct State {
     pub streams: BTreeMap<String, StreamState>,
     /// By table name.
     pub tables: BTreeMap<String, Table>,
+    /// Tables created through `CreateTable`, by name.
+    pub plain: BTreeMap<String, PlainTable>,
     /// By export ARN.
     pub exports: BTreeMap<String, ExportJob>,
     /// Where exports write their files (the directory standing for S3).
@@ -86,6 +89,7 @@ impl State {
         State {
             streams: BTreeMap::new(),
             tables: BTreeMap::new(),
+            plain: BTreeMap::new(),
             exports: BTreeMap::new(),
             export_root: None,
             // 21 digits, like the service's.

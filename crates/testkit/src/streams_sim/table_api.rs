@@ -20,10 +20,14 @@ impl StreamSim {
     /// item written (`S` until then).
     ///
     /// # Panics
-    /// When the table already exists.
+    /// When the table already exists (scripted, or plain: created through
+    /// the `CreateTable` call).
     pub fn create_table(&self, table: &str, hash_key: &str, range_key: Option<&str>) -> String {
         let mut st = self.state();
-        assert!(!st.tables.contains_key(table), "table {table} exists");
+        assert!(
+            !st.tables.contains_key(table) && !st.plain.contains_key(table),
+            "table {table} exists"
+        );
         let arn = add_stream(&mut st, table);
         let t = Table::new(table, hash_key, range_key, arn.clone(), now_secs());
         st.tables.insert(table.to_owned(), t);
