@@ -96,6 +96,7 @@ lease_duration_ms = {LEASE_MS}
 }
 
 fn start_worker(s: &Scratch, cfg: &Path, name: &str) -> Worker {
+    LOG_DIR.with(|d| *d.borrow_mut() = Some(s.path().to_owned()));
     let log = std::fs::File::create(s.path().join(format!("{name}.log"))).unwrap();
     let child = Command::new(dynamo_cdc_tests::binary())
         .args(["--log", "info", "run", "--quiet", "--config"])
@@ -137,10 +138,48 @@ fn leases(sim: &StreamSim) -> BTreeMap<String, (String, u64)> {
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            panic!("timed out waiting for {what}\n{}", logs_tail());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     start.elapsed()
+}
+
+thread_local! {
+    static LOG_DIR: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The last lines of every worker's log, for a failure's message.
+fn logs_tail() -> String {
+    let Some(dir) = LOG_DIR.with(|d| d.borrow().clone()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    logs.sort();
+    for path in logs
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+    {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !l.contains("IMDS")
+                    && !l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+                    && !l.trim_start().starts_with("at ")
+            })
+            .collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for l in &lines[lines.len().saturating_sub(25)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn held_by(sim: &StreamSim, worker: &str) -> BTreeSet<String> {
@@ -193,9 +232,9 @@ fn writer(
                     .push((shard, seq, id, *v));
             }
             // Now and then a rotation or a split; keys follow their shard.
-            if round % 15 == 0 {
+            if round.is_multiple_of(15) {
                 let victim = open[usize::try_from(round / 15).unwrap_or(0) % open.len()].clone();
-                let children: Vec<String> = if round % 30 == 0 {
+                let children: Vec<String> = if round.is_multiple_of(30) {
                     let (a, b) = sim.split(arn, &victim);
                     vec![a, b]
                 } else {
@@ -240,9 +279,13 @@ fn download(moto: &str, into: &Path) -> PathBuf {
     let _ = std::fs::remove_dir_all(&root);
     for meta in objects.list("").unwrap() {
         let rel = objects.relative(&meta.location).unwrap().to_owned();
+        // Journal pages come and go while a worker runs.
+        let Some(bytes) = objects.read_if_exists(&meta.location).unwrap() else {
+            continue;
+        };
         let path = root.join(&rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, objects.read(&meta.location).unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
     }
     root
 }
@@ -495,4 +538,144 @@ fn workers_share_tables_and_every_change_lands_exactly_once() {
         eprintln!("{:>4} × {needle}", logs.matches(needle).count());
     }
     eprintln!("{total} changes, each once in Parquet and in Kafka");
+}
+
+/// Whether a snapshot plan of `table` is in the bucket's shared journal.
+fn journaled(moto: &str, table: &str) -> bool {
+    let root = download(
+        moto,
+        &std::env::temp_dir().join(format!("journal-{}", std::process::id())),
+    );
+    root.join("_snapshot_journal")
+        .join(table)
+        .join("plan.json")
+        .is_file()
+}
+
+#[test]
+#[ignore = "needs moto_server; scripts/test.sh installs it and runs this"]
+fn a_snapshot_in_progress_survives_a_change_of_owner() {
+    const TABLE: &str = "sc_snap";
+    const ITEMS: usize = 400;
+    let s = Scratch::new();
+    let sim = Arc::new(StreamSim::start());
+    let (_moto, moto) = start_moto(s.path());
+    create_bucket(&moto, "lake");
+    sim.create_table(TABLE, "pk", None);
+    let filler = "x".repeat(2_000);
+    for i in 0..ITEMS {
+        sim.put_item(
+            TABLE,
+            json!({"pk": {"S": format!("p{i:04}")}, "n": {"N": i.to_string()}, "pad": {"S": filler}}),
+        );
+    }
+    let write = |name: &str, rcu: u32| {
+        let text = format!(
+            r#"[source]
+kind = "dynamodb"
+region = "us-east-1"
+endpoint_url = {sim:?}
+tables = [{TABLE:?}]
+poll_interval_ms = 20
+idle_poll_interval_ms = 50
+shard_refresh_interval_ms = 200
+snapshot = "initial"
+snapshot_segments = 2
+snapshot_max_rcu = {rcu}
+
+[sinks.parquet]
+path = "s3://lake/cdc"
+region = "us-east-1"
+endpoint_url = {moto:?}
+max_file_age_ms = 300
+
+[checkpoint]
+path = "state-{name}/checkpoint.json"
+
+[coordination]
+lease_table = "cdc-leases"
+worker_id = "${{WORKER_ID}}"
+lease_duration_ms = {LEASE_MS}
+"#,
+            sim = sim.endpoint_url(),
+        );
+        let path = s.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // The first owner scans slowly; the next one quickly. Each has its own
+    // checkpoint directory: only the shared journal can carry the snapshot.
+    let slow = write("slow", 1);
+    let fast = write("fast", 400);
+    let first = start_worker(&s, &slow, "first");
+    wait_until("the first owner's lease", Duration::from_secs(60), || {
+        !held_by(&sim, "first").is_empty()
+    });
+    let second = start_worker(&s, &fast, "second");
+    let snapshot_rows = || {
+        read_rows(&download(&moto, s.path()))
+            .iter()
+            .filter(|r| r.op == "r")
+            .count()
+    };
+    let log =
+        |n: &str| std::fs::read_to_string(s.path().join(format!("{n}.log"))).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        let n = snapshot_rows();
+        assert!(
+            n < ITEMS,
+            "the slow scan finished before it could be interrupted:\n{}",
+            log("first")
+        );
+        if n > 0 && journaled(&moto, TABLE) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no snapshot row after 2 minutes:\n{}",
+            log("first")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.signal("KILL");
+    wait_until("the table taken over", Duration::from_secs(60), || {
+        !held_by(&sim, "second").is_empty()
+    });
+    wait_until(
+        "every item as a snapshot row",
+        Duration::from_secs(120),
+        || snapshot_rows() >= ITEMS,
+    );
+    drop(first);
+    second.signal("TERM");
+    drop(second);
+    let rows: Vec<_> = read_rows(&download(&moto, s.path()))
+        .into_iter()
+        .filter(|r| r.op == "r")
+        .collect();
+    let ids: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r.shard.rsplit_once('-').map_or("", |(id, _)| id).to_owned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one snapshot, resumed, not a second one: {ids:?}"
+    );
+    let mut keys: Vec<String> = rows
+        .iter()
+        .map(|r| match r.item.get("pk") {
+            Some(dynamo_cdc_core::AttributeValue::S(k)) => k.to_string(),
+            other => panic!("a string key: {other:?}"),
+        })
+        .collect();
+    keys.sort();
+    let total = keys.len();
+    keys.dedup();
+    assert_eq!(
+        (total, keys.len()),
+        (ITEMS, ITEMS),
+        "every item exactly once"
+    );
 }

@@ -29,15 +29,18 @@ pub(crate) struct Chain {
 }
 
 /// Loads the SDK's default chain (no request is made until credentials are
-/// first asked for).
-pub(crate) async fn load() -> Chain {
+/// first asked for). A configured `region` is given to it, so the chain
+/// does not look for one (off EC2, asking the instance metadata service
+/// for it only fails, with a warning).
+pub(crate) async fn load(region: Option<&str>) -> Chain {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    let config = loader.load().await;
     Chain {
         credentials: Arc::new(SdkCredentials {
             provider: config.credentials_provider(),

@@ -55,7 +55,7 @@ impl Objects {
     pub fn connect(url: &StoreUrl, options: &StoreOptions) -> Result<Objects, ObjectError> {
         let runtime = Arc::new(new_runtime());
         let chain = (url.scheme == crate::url::Scheme::S3)
-            .then(|| runtime.block_on(crate::aws_chain::load()));
+            .then(|| runtime.block_on(crate::aws_chain::load(options.region.as_deref())));
         let store = build(url, options, chain).map_err(|source| ObjectError {
             class: FailureClass::Denied,
             operation: "configure a client for",
@@ -227,6 +227,18 @@ impl Objects {
     pub fn read(&self, key: &Path) -> Result<Bytes, ObjectError> {
         self.block_on(async { self.store.get(key).await?.bytes().await })
             .map_err(self.fail("read", key))
+    }
+
+    /// The whole object, or `None` when there is no such object.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    pub fn read_if_exists(&self, key: &Path) -> Result<Option<Bytes>, ObjectError> {
+        match self.block_on(async { self.store.get(key).await?.bytes().await }) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail("read", key)(e)),
+        }
     }
 
     /// The bytes `range` of the object.

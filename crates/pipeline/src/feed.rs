@@ -26,9 +26,18 @@ use crate::announce::announce;
 use crate::config::{Config, SourceKind};
 
 /// Where snapshots keep their journal: beside the checkpoint file
-/// (`checkpoint.json` -> `checkpoint.snapshots/`).
-pub(crate) fn snapshot_journal(config: &Config) -> std::path::PathBuf {
-    config.checkpoint.path.with_extension("snapshots")
+/// (`checkpoint.json` -> `checkpoint.snapshots/`) when this process runs
+/// alone; with `[coordination]`, where every process sees it (see
+/// `shared_journal`).
+fn snapshot_journal(
+    config: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn dynamo_cdc_source::snapshot::journal::JournalFiles>> {
+    if config.coordination.is_some() {
+        return crate::shared_journal::at(&crate::run::dead_letter_location(config)?);
+    }
+    Ok(dynamo_cdc_source::snapshot::journal::LocalJournalFiles::at(
+        &config.checkpoint.path.with_extension("snapshots"),
+    ))
 }
 
 /// How long the pipeline waits for a batch before it looks around.
@@ -167,6 +176,9 @@ impl Feed {
             .build()
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
+        // Outside the runtime: an object-store journal has a runtime of its
+        // own, which may not be started from within another.
+        let journal = snapshot_journal(config)?;
         let (api, snapshots) = runtime.block_on(async {
             let api = SdkStreams::connect(&s.endpoint()).await;
             let mut pairs = Vec::new();
@@ -191,7 +203,7 @@ impl Feed {
             }
             // Always: an earlier snapshot's S0 still says where the stream
             // starts, and one a crash interrupted resumes.
-            let settings = s.snapshot_settings(snapshot_journal(config));
+            let settings = s.snapshot_settings(journal);
             let snapshots =
                 Snapshots::prepare(&api, settings, &pairs, resume, snapshot_now).await?;
             // `when_needed` keeps watching for gaps even with nothing to

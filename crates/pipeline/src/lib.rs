@@ -22,6 +22,7 @@ mod observe;
 )]
 mod progress;
 mod run;
+mod shared_journal;
 mod sinks;
 pub mod summary;
 #[cfg(test)]

@@ -277,7 +277,7 @@ impl Pauses {
 /// Where dead letters and gap records go: `[dead_letter] path`, else beside
 /// the Parquet data (on its disk or in its bucket), else beside the
 /// checkpoint file.
-fn dead_letter_location(config: &Config) -> anyhow::Result<Location> {
+pub(crate) fn dead_letter_location(config: &Config) -> anyhow::Result<Location> {
     if let Some(location) = config.dead_letter.location()? {
         return Ok(location);
     }

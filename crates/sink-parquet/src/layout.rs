@@ -33,6 +33,9 @@ pub(crate) const FIRST_SEQUENCE_KEY: &str = "dynamo_cdc.first_sequence_number";
 /// Footer key-value metadata: the last sequence number a file holds (its
 /// name has only the first).
 pub(crate) const LAST_SEQUENCE_KEY: &str = "dynamo_cdc.last_sequence_number";
+/// Footer key: the lease epoch of the table's owner when the file was
+/// written, when the tables are shared between processes.
+pub const LEASE_EPOCH_KEY: &str = "dynamo_cdc.lease_epoch";
 pub(crate) use dynamo_cdc_dead_letter::create_dir_durably;
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
 

@@ -58,4 +58,5 @@ mod layout;
 mod sink;
 
 pub use events::{FENCE_COLLISIONS, FILES_COMMITTED, describe};
+pub use layout::LEASE_EPOCH_KEY;
 pub use sink::{ParquetConfig, ParquetSink, ParquetSinkError, ParquetStats};

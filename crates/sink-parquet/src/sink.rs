@@ -26,8 +26,8 @@ use parquet::schema::types::ColumnPath;
 pub use crate::config::ParquetConfig;
 use crate::events::{CommitCollided, FileCommitted};
 use crate::layout::{
-    self, Committed, FIRST_SEQUENCE_KEY, FileRef, LAST_SEQUENCE_KEY, Leftover, date_of, final_name,
-    partition_dir, partition_key, temp_name,
+    self, Committed, FIRST_SEQUENCE_KEY, FileRef, LAST_SEQUENCE_KEY, LEASE_EPOCH_KEY, Leftover,
+    date_of, final_name, partition_dir, partition_key, temp_name,
 };
 
 /// The sink could not write.
@@ -276,6 +276,9 @@ pub struct ParquetSink {
     sealed: Vec<(ShardKey, OpenFile)>,
     durable: Positions,
     stats: ParquetStats,
+    /// Table -> lease epoch, when the tables are shared (recorded in each
+    /// file's footer, so a file can be traced to the owner that wrote it).
+    lease_epochs: std::collections::BTreeMap<String, u64>,
 }
 
 impl ParquetSink {
@@ -348,6 +351,7 @@ impl ParquetSink {
             sealed: Vec::new(),
             durable,
             stats,
+            lease_epochs: std::collections::BTreeMap::new(),
         })
     }
 
@@ -553,6 +557,12 @@ impl ParquetSink {
         for (k, seq) in [(FIRST_SEQUENCE_KEY, &f.first), (LAST_SEQUENCE_KEY, &f.last)] {
             f.writer
                 .append_key_value_metadata(KeyValue::new(k.to_owned(), seq.to_string()));
+        }
+        if let Some(epoch) = self.lease_epochs.get(&*key.table) {
+            f.writer.append_key_value_metadata(KeyValue::new(
+                LEASE_EPOCH_KEY.to_owned(),
+                epoch.to_string(),
+            ));
         }
         let file = f
             .writer
@@ -1039,6 +1049,10 @@ impl Sink for ParquetSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(self.commit_where(|_| true)?)
+    }
+
+    fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
+        self.lease_epochs.clone_from(epochs);
     }
 
     fn stats(&self) -> SinkStats {

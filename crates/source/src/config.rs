@@ -316,14 +316,17 @@ impl SourceConfig {
         }
     }
 
-    /// The snapshot settings, with the journal below `journal_root`.
-    pub fn snapshot_settings(&self, journal_root: PathBuf) -> SnapshotSettings {
+    /// The snapshot settings, with the journal in `journal`.
+    pub fn snapshot_settings(
+        &self,
+        journal: std::sync::Arc<dyn crate::snapshot::journal::JournalFiles>,
+    ) -> SnapshotSettings {
         SnapshotSettings {
             mode: self.snapshot,
             method: self.snapshot_method,
             segments: self.snapshot_segments,
             max_rcu: self.snapshot_max_rcu,
-            journal_root,
+            journal,
             margin_ms: MARGIN_MS,
             export_bucket: self.snapshot_export_bucket.clone(),
             export_poll: Duration::from_secs(10),

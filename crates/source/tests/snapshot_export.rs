@@ -26,7 +26,7 @@ fn settings(journal: &Path) -> SnapshotSettings {
         method: SnapshotMethod::Export,
         segments: 8,
         max_rcu: 100.0,
-        journal_root: journal.to_owned(),
+        journal: dynamo_cdc_source::snapshot::journal::LocalJournalFiles::at(journal),
         margin_ms: 3_000,
         export_bucket: Some("s3://exports/cdc/orders".into()),
         export_poll: Duration::from_millis(10),

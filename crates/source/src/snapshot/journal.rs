@@ -1,6 +1,8 @@
-//! What a snapshot keeps on local disk between runs, beside the checkpoint:
-//! its plan (id, S0, each segment's progress) and the pages it released
-//! that not every sink has committed yet.
+//! What a snapshot keeps between runs: its plan (id, S0, each segment's
+//! progress) and the pages it released that not every sink has committed
+//! yet. The files are in a [`JournalFiles`]: a local directory beside the
+//! checkpoint by default ([`LocalJournalFiles`]), or a place every process
+//! sharing the tables sees, so a snapshot survives a change of owner.
 //!
 //! Layout, below the journal's root:
 //! - `<table>/plan.json`: the table's newest snapshot;
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dynamo_cdc_core::{Item, parse_item};
 use serde::{Deserialize, Serialize};
@@ -178,41 +181,142 @@ pub fn raw_item(item: &Item) -> Box<RawValue> {
     serde_json::value::to_raw_value(item).expect("an item always serializes")
 }
 
+/// Where a journal's files are kept. Paths are `/`-separated and relative
+/// to the journal's root.
+pub trait JournalFiles: Send + Sync + std::fmt::Debug {
+    /// A file's bytes; `None` when there is no such file.
+    ///
+    /// # Errors
+    /// When it cannot be read.
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Writes a file so that a crash leaves the old one or the new one,
+    /// never a part: durable when this returns.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn write(&self, path: &str, bytes: &[u8]) -> std::io::Result<()>;
+    /// The names of the files directly in `dir` (none when it is missing).
+    ///
+    /// # Errors
+    /// When it cannot be listed.
+    fn list(&self, dir: &str) -> std::io::Result<Vec<String>>;
+    /// Removes a file; one that is not there is fine.
+    ///
+    /// # Errors
+    /// When it cannot be removed.
+    fn remove(&self, path: &str) -> std::io::Result<()>;
+    /// Where `path` is, for messages.
+    fn describe(&self, path: &str) -> String;
+}
+
+/// Journal files in a local directory: written to a synced temp file,
+/// renamed over the old one, the directory synced.
+#[derive(Debug, Clone)]
+pub struct LocalJournalFiles {
+    root: PathBuf,
+}
+
+impl LocalJournalFiles {
+    /// Files below `root` (created on first write).
+    pub fn at(root: &Path) -> Arc<dyn JournalFiles> {
+        Arc::new(LocalJournalFiles {
+            root: root.to_owned(),
+        })
+    }
+
+    fn path(&self, path: &str) -> PathBuf {
+        path.split('/')
+            .fold(self.root.clone(), |p, part| p.join(part))
+    }
+}
+
+impl JournalFiles for LocalJournalFiles {
+    fn read(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(path)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.path(path);
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let temp = path.with_extension("json.tmp");
+        let mut f = File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, &path)?;
+        File::open(dir).and_then(|d| d.sync_all())
+    }
+
+    fn list(&self, dir: &str) -> std::io::Result<Vec<String>> {
+        let entries = match std::fs::read_dir(self.path(dir)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn describe(&self, path: &str) -> String {
+        self.path(path).display().to_string()
+    }
+}
+
 /// The journal of one table's snapshots.
 #[derive(Clone, Debug)]
 pub struct Journal {
-    dir: PathBuf,
+    files: Arc<dyn JournalFiles>,
+    table: String,
 }
 
 /// A journal file could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot journal {}: {what}", path.display())]
+#[error("snapshot journal {path}: {what}")]
 pub struct JournalError {
-    path: PathBuf,
+    path: String,
     what: String,
 }
 
 impl Journal {
-    /// The journal of `table` below `root`.
-    pub fn of(root: &Path, table: &str) -> Journal {
+    /// The journal of `table` in `files`.
+    pub fn of(files: &Arc<dyn JournalFiles>, table: &str) -> Journal {
         Journal {
-            dir: root.join(table),
+            files: files.clone(),
+            table: table.to_owned(),
         }
     }
 
-    fn failed(path: &Path, what: impl std::fmt::Display) -> JournalError {
+    fn failed(&self, path: &str, what: impl std::fmt::Display) -> JournalError {
         JournalError {
-            path: path.to_owned(),
+            path: self.files.describe(path),
             what: what.to_string(),
         }
     }
 
-    fn plan_path(&self) -> PathBuf {
-        self.dir.join("plan.json")
+    fn plan_path(&self) -> String {
+        format!("{}/plan.json", self.table)
     }
 
-    fn pages_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+    fn pages_dir(&self, id: &str) -> String {
+        format!("{}/{id}", self.table)
+    }
+
+    fn page_path(&self, id: &str, segment: u32, page: u64) -> String {
+        format!("{}/seg-{segment:04}-{page:012}.json", self.pages_dir(id))
     }
 
     /// The table's newest plan, with pages written after the plan's last
@@ -223,12 +327,10 @@ impl Journal {
     /// When the files cannot be read or are not a journal's.
     pub fn load(&self) -> Result<Option<Plan>, JournalError> {
         let path = self.plan_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::failed(&path, e)),
+        let Some(text) = self.files.read(&path).map_err(|e| self.failed(&path, e))? else {
+            return Ok(None);
         };
-        let mut plan: Plan = serde_json::from_str(&text).map_err(|e| Self::failed(&path, e))?;
+        let mut plan: Plan = serde_json::from_slice(&text).map_err(|e| self.failed(&path, e))?;
         let mut adopted = false;
         for page in self.pages(&plan.id)? {
             // The `first` row went out with a page the plan never recorded.
@@ -259,8 +361,11 @@ impl Journal {
     /// # Errors
     /// When it cannot be made durable.
     pub fn save(&self, plan: &Plan) -> Result<(), JournalError> {
-        let text = serde_json::to_vec_pretty(plan).map_err(|e| Self::failed(&self.dir, e))?;
-        write_durably(&self.plan_path(), &text)
+        let path = self.plan_path();
+        let text = serde_json::to_vec_pretty(plan).map_err(|e| self.failed(&path, e))?;
+        self.files
+            .write(&path, &text)
+            .map_err(|e| self.failed(&path, e))
     }
 
     /// Records a released page, before its rows go anywhere.
@@ -268,11 +373,11 @@ impl Journal {
     /// # Errors
     /// When it cannot be made durable.
     pub fn write_page(&self, id: &str, page: &SpooledPage) -> Result<(), JournalError> {
-        let path = self
-            .pages_dir(id)
-            .join(format!("seg-{:04}-{:012}.json", page.segment, page.page));
-        let text = serde_json::to_vec(page).map_err(|e| Self::failed(&path, e))?;
-        write_durably(&path, &text)
+        let path = self.page_path(id, page.segment, page.page);
+        let text = serde_json::to_vec(page).map_err(|e| self.failed(&path, e))?;
+        self.files
+            .write(&path, &text)
+            .map_err(|e| self.failed(&path, e))
     }
 
     /// The released pages still kept, by segment and page.
@@ -281,24 +386,19 @@ impl Journal {
     /// When a page file cannot be read.
     pub fn pages(&self, id: &str) -> Result<Vec<SpooledPage>, JournalError> {
         let dir = self.pages_dir(id);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::failed(&dir, e)),
-        };
+        let names = self.files.list(&dir).map_err(|e| self.failed(&dir, e))?;
         let mut pages = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(|e| Self::failed(&dir, e))?.path();
-            let is_page = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".json"));
-            if !is_page {
+        for name in names {
+            if !(name.starts_with("seg-") && name.ends_with(".json")) {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|e| Self::failed(&path, e))?;
+            let path = format!("{dir}/{name}");
+            // Removed since it was listed: committed by every sink.
+            let Some(bytes) = self.files.read(&path).map_err(|e| self.failed(&path, e))? else {
+                continue;
+            };
             let page: SpooledPage =
-                serde_json::from_slice(&bytes).map_err(|e| Self::failed(&path, e))?;
+                serde_json::from_slice(&bytes).map_err(|e| self.failed(&path, e))?;
             pages.push(page);
         }
         pages.sort_by_key(|p| (p.segment, p.page));
@@ -310,31 +410,9 @@ impl Journal {
     /// # Errors
     /// When it cannot be removed.
     pub fn remove_page(&self, id: &str, segment: u32, page: u64) -> Result<(), JournalError> {
-        let path = self
-            .pages_dir(id)
-            .join(format!("seg-{segment:04}-{page:012}.json"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Self::failed(&path, e)),
-        }
+        let path = self.page_path(id, segment, page);
+        self.files.remove(&path).map_err(|e| self.failed(&path, e))
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or
-/// the new one: a synced temp file renamed over it, then the directory
-/// synced.
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
-    let failed = |e: std::io::Error| Journal::failed(path, e);
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    let temp = path.with_extension("json.tmp");
-    let mut f = File::create(&temp).map_err(failed)?;
-    f.write_all(bytes).map_err(failed)?;
-    f.sync_all().map_err(failed)?;
-    std::fs::rename(&temp, path).map_err(failed)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -373,7 +451,7 @@ mod tests {
     #[test]
     fn a_page_written_after_the_last_plan_save_moves_the_segment_on() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::of(dir.path(), "orders");
+        let j = Journal::of(&LocalJournalFiles::at(dir.path()), "orders");
         assert!(j.load().unwrap().is_none());
         let p = plan();
         j.save(&p).unwrap();

@@ -32,7 +32,6 @@ mod table;
 pub mod window;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dynamo_cdc_core::{Op, Positions, SequenceNumber, ShardKey, SourceBatch};
@@ -95,8 +94,9 @@ pub struct SnapshotSettings {
     pub segments: u32,
     /// Read capacity units per second the scan may consume, per table.
     pub max_rcu: f64,
-    /// Where the journal lives (beside the checkpoint).
-    pub journal_root: PathBuf,
+    /// Where the journal lives (beside the checkpoint, or where every
+    /// process sharing the tables sees it).
+    pub journal: std::sync::Arc<dyn journal::JournalFiles>,
     /// See [`window`]: how far a change's creation time may be off.
     pub margin_ms: i64,
     /// `s3://bucket/prefix` for exports.
@@ -226,7 +226,7 @@ impl Snapshots {
             s0s: HashMap::new(),
         };
         for (table, stream_arn) in tables {
-            let journal = Journal::of(&out.settings.journal_root, table);
+            let journal = Journal::of(&out.settings.journal, table);
             let existing = journal.load()?;
             let has_position = resume.iter().any(|(k, _)| *k.table == **table);
             let wanted = forced == Some(table.as_str())
@@ -577,7 +577,7 @@ impl Snapshots {
             s0,
             started_ms,
         );
-        let journal = Journal::of(&self.settings.journal_root, table);
+        let journal = Journal::of(&self.settings.journal, table);
         journal.save(&plan)?;
         self.s0s.insert(table.to_owned(), plan.s0.clone());
         tracing::warn!(table, id = %plan.id, "the stream lost records: snapshotting the table again to repair them (snapshot = \"when_needed\")");
