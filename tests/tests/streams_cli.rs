@@ -337,3 +337,40 @@ fn trimmed_records_fail_by_default_and_leave_a_gap_record_with_skip() {
         1
     );
 }
+
+#[test]
+fn a_second_process_on_the_same_checkpoint_refuses_to_start_naming_the_first() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    put(&sim, &arn, &shard, "o1", 0);
+    let s = Scratch::new();
+    let cfg = config(
+        &s,
+        &sim,
+        &format!("stream_arns = [{arn:?}]"),
+        "max_file_age_ms = 100",
+    );
+    let mut first = command(&s, &cfg, None)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Running: its change is committed.
+    wait_for_rows(&s.parquet(), 1);
+    let second = run_until_idle(&s, &cfg);
+    let text = stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("checkpoint.json is in use by process")
+            && text.contains(&first.id().to_string()),
+        "names the first process: {text}"
+    );
+    // Nothing of the second got written: still one row.
+    assert_eq!(read_rows(&s.parquet()).len(), 1);
+    signal(&first, "TERM");
+    assert!(first.wait().unwrap().success());
+    // Once the first is gone, the checkpoint is free again.
+    let third = run_until_idle(&s, &cfg);
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+}

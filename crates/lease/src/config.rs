@@ -32,7 +32,8 @@ pub struct CoordinationConfig {
     #[serde(default = "defaults::lease_table")]
     pub lease_table: String,
     /// This process's name among the workers; must be unique per process.
-    /// Default: the host name plus a random suffix.
+    /// Default (also when empty, e.g. `"${HOSTNAME:-}"` with the variable
+    /// unset): the host name plus a random suffix.
     pub worker_id: Option<String>,
     /// How long a lease stays valid without renewal.
     #[serde(default = "defaults::lease_duration_ms")]
@@ -64,11 +65,12 @@ impl CoordinationConfig {
             ));
         }
         if let Some(w) = &self.worker_id
-            && (w.trim().is_empty() || w.len() > 256)
+            && w.trim().len() > 256
         {
             return Err(ConfigError::new(
                 "worker_id",
-                "must be 1 to 256 characters (or left out: the host name plus a random suffix)",
+                "must be at most 256 characters (or left out or empty: the host name plus a \
+                 random suffix)",
             ));
         }
         if !(defaults::MIN_LEASE_DURATION_MS..=3_600_000).contains(&self.lease_duration_ms) {
@@ -87,8 +89,13 @@ impl CoordinationConfig {
     /// The worker id: as configured, else the host name plus a random
     /// suffix (so two processes on one host never share one).
     pub fn worker_id(&self) -> String {
-        if let Some(w) = &self.worker_id {
-            return w.trim().to_owned();
+        if let Some(w) = self
+            .worker_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+        {
+            return w.to_owned();
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -125,6 +132,9 @@ mod tests {
         let e = parse("lease_table = \"a b\"").validate().unwrap_err();
         assert!(e.to_string().contains("lease_table"), "{e}");
         assert_eq!(parse("worker_id = \" w1 \"").worker_id(), "w1");
+        let unnamed = parse("worker_id = \"\"");
+        unnamed.validate().unwrap();
+        assert!(unnamed.worker_id().len() > 7, "the host name plus a suffix");
         assert!(toml::from_str::<CoordinationConfig>("lease_tabel = \"x\"").is_err());
     }
 }

@@ -31,4 +31,4 @@ pub use coordinator::{Clock, Coordinator, Grant, Happened, SystemClock};
 pub use dynamo::DynamoLeaseStore;
 pub use item::{Condition, Item, Lease, PositionItem, StateItem};
 pub use store::{Fault, LeaseStore, MemoryLeaseStore, StoreFailure};
-pub use worker::{Assignment, Fence, Worker};
+pub use worker::{Assignment, Fence, LEASE_EVENTS, LEASES_HELD, Worker, describe};

@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{Outage, OutageLine};
 
 use crate::coordinator::{Coordinator, Grant, Happened, SystemClock};
+
+/// Gauge: tables whose lease this process holds.
+pub const LEASES_HELD: &str = "dynamo_cdc_leases_held";
+/// Counter, by `event`: `took`, `lost`, `self_fenced`, `claimed`,
+/// `released`.
+pub const LEASE_EVENTS: &str = "dynamo_cdc_lease_events_total";
+
+/// Registers the help text of the lease metrics.
+pub fn describe() {
+    metrics::describe_gauge!(LEASES_HELD, "Tables whose lease this process holds.");
+    metrics::describe_counter!(
+        LEASE_EVENTS,
+        "Lease events: took, lost (another worker took it), self_fenced (not renewed in time), claimed, released."
+    );
+}
 use crate::store::{LeaseStore, StoreFailure};
 
 /// What the worker holds, as last published.
@@ -267,7 +282,7 @@ fn publish<S: LeaseStore>(shared: &Shared, c: &Coordinator<S>, failure: Option<S
         && a.grants.iter().zip(&grants).all(|((t1, g1), (t2, g2))| {
             t1 == t2 && g1.epoch == g2.epoch && g1.claimed == g2.claimed
         });
-    metrics::gauge!("dynamo_cdc_leases_held").set(grants.len() as f64);
+    metrics::gauge!(LEASES_HELD).set(grants.len() as f64);
     a.grants = grants;
     if !same {
         a.version += 1;
@@ -301,6 +316,6 @@ fn report(happened: &[Happened]) {
                 "released"
             }
         };
-        metrics::counter!("dynamo_cdc_lease_events_total", "event" => event).increment(1);
+        metrics::counter!(LEASE_EVENTS, "event" => event).increment(1);
     }
 }

@@ -216,7 +216,7 @@ impl PassGuard for LeaseGuard<'_> {
 
     fn check(&self) -> Result<(), String> {
         self.fence.check().inspect_err(|_| {
-            metrics::counter!("dynamo_cdc_fenced_passes_total").increment(1);
+            metrics::counter!(crate::events::FENCED_PASSES).increment(1);
         })
     }
 }

@@ -23,6 +23,9 @@ pub(crate) const SOURCE_LAG: &str = "dynamo_cdc_source_lag_seconds";
 /// 86400 - age of the oldest unread change, per table.
 pub(crate) const TIME_TO_DATA_LOSS: &str = "dynamo_cdc_time_to_data_loss_seconds";
 
+/// Times a pass stopped writing because a lease was gone or overdue.
+pub(crate) const FENCED_PASSES: &str = "dynamo_cdc_fenced_passes_total";
+
 /// Registers the help text of every metric the binary serves.
 pub(crate) fn describe() {
     metrics::describe_counter!(
@@ -54,6 +57,11 @@ pub(crate) fn describe() {
         TIME_TO_DATA_LOSS,
         "Seconds left before the oldest unread change falls out of the stream's 24-hour retention (min over shards)."
     );
+    metrics::describe_counter!(
+        FENCED_PASSES,
+        "Times writing stopped because a table's lease was gone or overdue ([coordination])."
+    );
+    dynamo_cdc_lease::describe();
     dynamo_cdc_sink_parquet::describe();
     dynamo_cdc_sink_kafka::describe();
     dynamo_cdc_sink_iceberg::describe();
