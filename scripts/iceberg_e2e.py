@@ -14,7 +14,7 @@ SIGTERM while a writer keeps changing items, then run until idle. Then:
   position per shard is the last change of that shard in the table;
 - two bridges run at once on the same tables (two writers on each table,
   with their own checkpoints): every change is still there exactly once;
-- the current-state view of the README, in DuckDB and in Spark SQL, equals
+- the current-state view of docs/iceberg.md, in DuckDB and in Spark SQL, equals
   a boto3 Scan of each table;
 - last, the warehouse on moto's S3 (`s3://`): the same rows, read back with
   pyiceberg from the bucket.
@@ -218,7 +218,7 @@ def check_summaries(table, rows: list, name: str) -> ec.Check:
 
 
 def current_state_sql(source: str, keys: list, exclude: str) -> str:
-    """The README's view: the latest row per key by position, deletes removed."""
+    """The view of docs/iceberg.md: the latest row per key by position, deletes removed."""
     key_list = ", ".join(keys)
     return (
         f"SELECT * {exclude} FROM ("

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The README's latest-state view of a snapshot, run by DuckDB on real output.
+"""The documented latest-state view of a snapshot, run by DuckDB on real output.
 
 Starts `moto_server`, fills a table with items, and runs the binary with
 `snapshot = "initial"` (a Parquet sink) while a writer keeps changing items;
 the binary is killed with SIGKILL twice during the scan, then run until
-idle while /metrics is scraped for the snapshot's metrics. DuckDB then runs the SQL of the README's "The latest state from
-Parquet, exactly" block, taken from README.md itself, and its result must be
+idle while /metrics is scraped for the snapshot's metrics. DuckDB then runs the SQL of the "The latest state from
+Parquet, exactly" block, taken from docs/snapshots.md itself, and its result must be
 the table as a boto3 Scan shows it: the same keys, each at the same version.
 
     python scripts/snapshot_check.py --bin target/debug/dynamo-cdc
@@ -36,7 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 TABLE = "snap_orders"
 ITEMS = 1500
-README = Path(__file__).resolve().parent.parent / "README.md"
+# The page holding the "The latest state from Parquet, exactly" SQL.
+README = Path(__file__).resolve().parent.parent / "docs" / "snapshots.md"
 
 
 def create_table(ddb) -> None:
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             want = {i["pk"]["S"]: int(i["v"]["N"]) for i in scan}
-            check = ec.Check("the README's DuckDB view equals a Scan of the table")
+            check = ec.Check("the documented DuckDB view (docs/snapshots.md) equals a Scan of the table")
             if set(got) != set(want):
                 check.problem(f"keys: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing")
             for key, version in want.items():

@@ -84,8 +84,12 @@ step "Spark, pyarrow and DuckDB read the same rows of a dataset, hive partitions
 step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, DuckDB, Spark, s3://"
 "$venv/bin/python" scripts/iceberg_e2e.py --bin target/debug/dynamo-cdc
 
-step "initial snapshot on moto: SIGKILLs during the scan, the README's DuckDB latest-state view against a Scan"
+step "initial snapshot on moto: SIGKILLs during the scan, the documented DuckDB latest-state view against a Scan"
 "$venv/bin/python" scripts/snapshot_check.py --bin target/debug/dynamo-cdc
+
+step "documentation: links resolve, every configuration key the binary accepts is documented"
+"$venv/bin/python" scripts/docs_check.py --bin target/debug/dynamo-cdc --self-test
+"$venv/bin/python" scripts/docs_check.py --bin target/debug/dynamo-cdc
 
 step "metrics, health and JSON logs of a live run on moto, scraped with prometheus_client"
 "$venv/bin/python" scripts/metrics_check.py --bin target/debug/dynamo-cdc

@@ -109,7 +109,7 @@ pub fn wait_at_most(
     None
 }
 
-/// A table's latest state rebuilt from the Parquet rows by the README's
+/// A table's latest state rebuilt from the Parquet rows by docs/snapshots.md's
 /// rule, for snapshot `id` with its `s0`: per key the newest change after
 /// S0, else the snapshot's row; a delete removes the key.
 pub struct Rebuilt {

@@ -61,7 +61,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from boto3.dynamodb.types import Binary, TypeDeserializer
 
-# dynamo-cdc's Parquet defaults (README, "Configuration").
+# dynamo-cdc's Parquet defaults (docs/configuration.md).
 ROW_GROUP_ROWS = 65_536
 MAX_ROWS_PER_FILE = 1_000_000
 MAX_FILE_BYTES = 128 * 1024 * 1024

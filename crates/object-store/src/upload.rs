@@ -7,7 +7,7 @@
 //! a multipart upload, one part at a time, so memory stays at one part
 //! whatever the file's size. Until the upload is completed nothing is
 //! visible under the name; an upload left by a crash stays invisible (and
-//! is cleaned up by the bucket's lifecycle rule, see the README).
+//! is cleaned up by the bucket's lifecycle rule, see docs/parquet.md).
 //!
 //! object_store 0.14 completes multipart uploads unconditionally (its
 //! `PutMultipartOptions` has no mode, and `If-None-Match` on completion is

@@ -1,5 +1,5 @@
-//! The tables the comparison prints, as Markdown so they paste into the
-//! README as they are.
+//! The tables the comparison prints, as Markdown so they paste into
+//! docs/performance.md as they are.
 
 use crate::measure::Cost;
 
