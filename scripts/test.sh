@@ -50,6 +50,10 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   step "preparing the Python environment in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  # docker-compose 1.29.2 validates the compose file; its declared pins
+  # (PyYAML<6, which no longer builds, and jsonschema<4) are too old, and it
+  # works with the newer versions above.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps docker-compose==1.29.2
   echo "$want" > "$stamp"
 fi
 
@@ -86,6 +90,9 @@ step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, Duc
 
 step "initial snapshot on moto: SIGKILLs during the scan, the documented DuckDB latest-state view against a Scan"
 "$venv/bin/python" scripts/snapshot_check.py --bin target/debug/dynamo-cdc
+
+step "the compose demo and the image, without a Docker engine: docker-compose config, healthchecks, dependencies, the bridge's config, hadolint"
+"$venv/bin/python" scripts/compose_check.py --bin target/debug/dynamo-cdc --self-test
 
 step "documentation: links resolve, every configuration key the binary accepts is documented"
 "$venv/bin/python" scripts/docs_check.py --bin target/debug/dynamo-cdc --self-test
