@@ -91,6 +91,9 @@ step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, Duc
 step "initial snapshot on moto: SIGKILLs during the scan, the documented DuckDB latest-state view against a Scan"
 "$venv/bin/python" scripts/snapshot_check.py --bin target/debug/dynamo-cdc
 
+step "the demo natively: moto, tansu, the registry double, dynamo-cdc-gen load and the bridge with deploy/dynamo-cdc.toml; both sinks checked"
+DYNAMO_CDC_VENV="$venv" scripts/demo.sh --duration 40 --check --bin-dir target/debug
+
 step "the compose demo and the image, without a Docker engine: docker-compose config, healthchecks, dependencies, the bridge's config, hadolint"
 "$venv/bin/python" scripts/compose_check.py --bin target/debug/dynamo-cdc --self-test
 

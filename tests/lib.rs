@@ -29,6 +29,20 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// The `dynamo-cdc-gen` binary (the testkit's) cargo built beside this
+/// test binary.
+pub fn gen_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("dynamo-cdc-gen{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p dynamo-cdc-testkit`",
+        bin.display()
+    );
+    bin
+}
+
 /// A scratch directory with `capture/` for input and `out/` for output.
 pub struct Scratch {
     dir: tempfile::TempDir,

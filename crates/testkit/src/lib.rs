@@ -10,15 +10,19 @@
 //!   items across DynamoDB's whole value space, and a renderer for single
 //!   stream records.
 //! - [`registry`]: a Schema Registry double (Confluent's REST subset).
+//! - [`load`]: realistic writes to a live DynamoDB table at a steady rate
+//!   (`dynamo-cdc-gen load`).
 //! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
 //!   scripted shard rotation, splits, incomplete lineage, iterator expiry,
 //!   trimming, throttling and server errors; also tables whose writes feed
 //!   their streams, with Scan and exports in DynamoDB's S3 layout, and
 //!   plain tables with linearizable conditional writes (a lease table).
 //!
-//! The `dynamo-cdc-gen` binary wraps both presets for use from a shell.
+//! The `dynamo-cdc-gen` binary wraps both presets, the load generator and
+//! the registry double for use from a shell.
 
 pub mod generator;
+pub mod load;
 mod record;
 pub mod registry;
 pub mod strategies;

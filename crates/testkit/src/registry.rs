@@ -33,7 +33,7 @@ struct State {
 pub struct RegistryDouble {
     state: Arc<Mutex<State>>,
     server: Arc<tiny_http::Server>,
-    port: u16,
+    addr: std::net::SocketAddr,
     stopping: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
 }
@@ -44,9 +44,21 @@ impl RegistryDouble {
     /// # Panics
     /// When no port can be bound.
     pub fn start() -> Self {
-        let server =
-            Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a loopback port"));
-        let port = server.server_addr().to_ip().expect("an IP listener").port();
+        Self::start_on("127.0.0.1:0".parse().expect("a socket address"))
+            .expect("bind a loopback port")
+    }
+
+    /// Starts on `addr` (port 0 picks a free one), for `dynamo-cdc-gen
+    /// registry`, which serves the double to other processes.
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound (in use, not a local address).
+    pub fn start_on(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let server = Arc::new(tiny_http::Server::http(addr).map_err(std::io::Error::other)?);
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("not an IP listener"))?;
         let state = Arc::new(Mutex::new(State::default()));
         let stopping = Arc::new(AtomicBool::new(false));
         let worker = {
@@ -61,18 +73,22 @@ impl RegistryDouble {
                 }
             })
         };
-        RegistryDouble {
+        Ok(RegistryDouble {
             state,
             server,
-            port,
+            addr,
             stopping,
             worker: Some(worker),
-        }
+        })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://HOST:PORT`; loopback when listening on every address.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

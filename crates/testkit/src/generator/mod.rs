@@ -29,6 +29,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 pub use bench::{BENCH_TABLE, BenchShape, write_bench_capture, write_bench_shape};
+/// The profiles' item builders, shared with `dynamo-cdc-gen load`, which
+/// writes the same items to a live table instead of a capture.
+pub(crate) use profiles::{modify as modify_item, new_item};
 
 use crate::record::EventName;
 use pages::{FileOut, Pager};

@@ -18,7 +18,7 @@ use super::values::{
 };
 
 /// Builds the non-key attributes of a new item.
-pub(super) fn new_item(profile: Profile, rng: &mut StdRng, now_ms: u64, ttl: Option<&str>) -> Item {
+pub(crate) fn new_item(profile: Profile, rng: &mut StdRng, now_ms: u64, ttl: Option<&str>) -> Item {
     let mut item = match profile {
         Profile::Orders => orders::new(rng, now_ms),
         Profile::Customers => customers::new(rng, now_ms),
@@ -36,7 +36,7 @@ pub(super) fn new_item(profile: Profile, rng: &mut StdRng, now_ms: u64, ttl: Opt
 }
 
 /// Applies one update to `item`; always changes at least `version`.
-pub(super) fn modify(
+pub(crate) fn modify(
     profile: Profile,
     rng: &mut StdRng,
     item: &mut Item,
