@@ -250,6 +250,8 @@ start bridge "$work/bridge.log" env \
   PARQUET_PATH="s3://lake/cdc" \
   S3_ENDPOINT_URL="$moto_url" \
   CHECKPOINT_PATH="$work/checkpoint.json" \
+  ICEBERG_CATALOG_URI="sqlite://$work/iceberg-catalog.db" \
+  ICEBERG_WAREHOUSE="s3://lake/warehouse" \
   METRICS_LISTEN="127.0.0.1:$metrics_port" \
   "$bridge" run --config "$config"
 tries=0
@@ -373,14 +375,18 @@ def parquet_rows():
 deadline = time.time() + 60
 while True:
     kafka_delivered, dead = delivered("kafka")
+    iceberg_delivered, _ = delivered("iceberg")
     files, rows, ops = parquet_rows()
-    if (kafka_delivered > 0 and rows > 0 and {"c", "u", "d"} <= ops) or time.time() > deadline:
+    if (kafka_delivered > 0 and iceberg_delivered > 0 and rows > 0 and {"c", "u", "d"} <= ops) \
+            or time.time() > deadline:
         break
     time.sleep(2)
 check(f"Parquet objects under s3://lake/cdc/{table}/ read by pyarrow", files > 0 and rows > 0,
       f"{files} files, {rows} rows")
 check("the Parquet rows hold inserts, updates and deletes", {"c", "u", "d"} <= ops, f"ops {sorted(ops)}")
 check('dynamo_cdc_changes_delivered_total{sink="kafka"} > 0', kafka_delivered > 0, f"{kafka_delivered}")
+check('dynamo_cdc_changes_delivered_total{sink="iceberg"} > 0 (committed to the changelog table)',
+      iceberg_delivered > 0, f"{iceberg_delivered}")
 try:
     names = topics()
     check(f"the Kafka topic {topic} exists", names.get(topic) == 0, f"topics {names}")
@@ -397,7 +403,8 @@ while second <= first and time.time() < deadline:
     second, _ = delivered()
 check("/metrics moves: the delivered counter grew between two scrapes", second > first,
       f"{first} then {second}")
-print(f"  Parquet: {files} files, {rows} rows; delivered to Kafka: {kafka_delivered:.0f}")
+print(f"  Parquet: {files} files, {rows} rows; delivered to Kafka: {kafka_delivered:.0f}, "
+      f"to Iceberg: {iceberg_delivered:.0f}")
 failed = results.count(False)
 print(f"demo check: {len(results) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
