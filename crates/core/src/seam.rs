@@ -345,11 +345,22 @@ pub trait CheckpointStore: Send {
     /// not a checkpoint (fatal).
     fn load(&mut self) -> Result<Recorded, StoreError>;
 
-    /// Records `recorded` durably, replacing what was there.
+    /// Records `recorded` durably, replacing what was there. A store may
+    /// hold a record back for a moment (to write less often) as long as
+    /// [`CheckpointStore::flush`] writes it.
     ///
     /// # Errors
     /// When it cannot be made durable.
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError>;
+
+    /// Writes whatever `store` held back; called when a run or a pass ends
+    /// the graceful way.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Where the store is, for messages.
     fn describe(&self) -> String;

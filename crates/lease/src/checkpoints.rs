@@ -3,8 +3,15 @@
 //! (table, sink). Each is written under the lease's epoch and never over
 //! what a later owner wrote. They stay hints, as the local file is: each
 //! sink's own storage is the truth.
+//!
+//! Positions move with nearly every batch, and each item written is a
+//! billed write: what changed is written at most once per
+//! [`WRITE_INTERVAL`], and whatever is held back when the pass ends (the
+//! pipeline's `flush`). A crash loses at most that interval of hints,
+//! which only means reading a little more back.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
     CheckpointStore, Recorded, SequenceNumber, ShardKey, SinkError, SinkRecord, StoreError,
@@ -14,6 +21,9 @@ use crate::coordinator::wall_ms;
 use crate::item::{Condition, Item, PositionItem, StateItem};
 use crate::store::{LeaseStore, StoreFailure};
 
+/// The shortest time between two writes of the positions.
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The lease table as the checkpoint of a pass; see the module docs.
 pub struct LeaseCheckpoints<S> {
     store: S,
@@ -21,6 +31,10 @@ pub struct LeaseCheckpoints<S> {
     epochs: BTreeMap<String, u64>,
     /// What was last written or read, by item key, to write only changes.
     written: BTreeMap<String, String>,
+    /// The newest record not written yet.
+    held: Option<Recorded>,
+    /// When positions were last written.
+    last_write: Option<Instant>,
 }
 
 impl<S: LeaseStore> LeaseCheckpoints<S> {
@@ -30,6 +44,8 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
             store,
             epochs,
             written: BTreeMap::new(),
+            held: None,
+            last_write: None,
         }
     }
 
@@ -100,6 +116,33 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
     }
 
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        if self
+            .last_write
+            .is_some_and(|t| t.elapsed() < WRITE_INTERVAL)
+        {
+            self.held = Some(recorded.clone());
+            return Ok(());
+        }
+        self.write(recorded)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        match self.held.take() {
+            Some(recorded) => self.write(&recorded),
+            None => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.store.describe()
+    }
+}
+
+impl<S: LeaseStore> LeaseCheckpoints<S> {
+    /// Writes what changed in `recorded`.
+    fn write(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        self.held = None;
+        self.last_write = Some(Instant::now());
         for (sink, SinkRecord { positions, state }) in &recorded.sinks {
             for (key, seq) in positions.iter() {
                 let Some(&epoch) = self.epochs.get(&*key.table) else {
@@ -132,10 +175,6 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
             }
         }
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.store.describe()
     }
 }
 
@@ -222,6 +261,33 @@ mod tests {
             "10"
         );
         assert_eq!(kafka.state, json!({"offsets": {"cdc.orders": {"0": 5}}}));
+    }
+
+    #[test]
+    fn positions_are_written_at_most_once_an_interval_and_flushed_at_the_end() {
+        let store = MemoryLeaseStore::new();
+        let mut c = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        c.store(&recorded("10", serde_json::Value::Null)).unwrap();
+        let after_first = store.calls();
+        c.store(&recorded("11", serde_json::Value::Null)).unwrap();
+        c.store(&recorded("12", serde_json::Value::Null)).unwrap();
+        assert_eq!(store.calls(), after_first, "held back within the interval");
+        c.flush().unwrap();
+        let mut fresh =
+            LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        let loaded = fresh.load().unwrap();
+        assert_eq!(
+            loaded.sinks["kafka"]
+                .positions
+                .get(&ShardKey::new("orders", "s1"))
+                .unwrap()
+                .as_str(),
+            "12",
+            "the newest record, not an intermediate one"
+        );
+        let calls = store.calls();
+        c.flush().unwrap();
+        assert_eq!(store.calls(), calls, "nothing held, nothing written");
     }
 
     #[test]

@@ -415,6 +415,7 @@ pub(crate) fn run_once(
             sinks.flush()?;
             checkpoint
                 .store(&sinks.recorded())
+                .and_then(|()| checkpoint.flush())
                 .map_err(|e| Stop::of("checkpoint", e))?;
             return Err(Stop::Fatal(e));
         }
@@ -433,6 +434,7 @@ pub(crate) fn run_once(
     sinks.flush()?;
     checkpoint
         .store(&sinks.recorded())
+        .and_then(|()| checkpoint.flush())
         .map_err(|e| Stop::of("checkpoint", e))?;
     watch.checkpoint_stored();
     pauses.recovered();
