@@ -97,12 +97,7 @@ impl CoordinationConfig {
         {
             return w.to_owned();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "worker".to_owned());
+        let host = host_name().unwrap_or_else(|| "worker".to_owned());
         format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
     }
 
@@ -110,6 +105,15 @@ impl CoordinationConfig {
     pub fn lease_duration(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.lease_duration_ms)
     }
+}
+
+/// This host's name (the kernel's, else `HOSTNAME`), when it has one.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

@@ -24,10 +24,7 @@ fn lock_path(checkpoint: &Path) -> PathBuf {
 
 /// Who this process is, as written into the lock file.
 fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map_or_else(|| "this host".to_owned(), |h| h.trim().to_owned());
+    let host = dynamo_cdc_lease::config::host_name().unwrap_or_else(|| "this host".to_owned());
     let since = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     format!(
         "process {} on {host}, running since {since}",

@@ -191,6 +191,11 @@ impl Stop {
     }
 }
 
+/// `Err(Stop::Fenced)` once a pass under leases may no longer write.
+fn allowed(guard: Option<&dyn PassGuard>) -> Result<(), Stop> {
+    guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced))
+}
+
 /// What a pass run under leases checks between batches.
 pub(crate) trait PassGuard {
     /// The pass should end the graceful way (commit, record) now: the
@@ -406,12 +411,10 @@ pub(crate) fn run_once(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
-    let fenced =
-        |guard: Option<&dyn PassGuard>| guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced));
     let stats = match outcome {
         Err(Stop::Source(e)) => {
             let _ = feed.finish();
-            fenced(guard)?;
+            allowed(guard)?;
             sinks.flush()?;
             checkpoint
                 .store(&sinks.recorded())
@@ -430,7 +433,7 @@ pub(crate) fn run_once(
         tracing::info!("stop requested: committing what was read");
         summary.stopped_on_request = true;
     }
-    fenced(guard)?;
+    allowed(guard)?;
     sinks.flush()?;
     checkpoint
         .store(&sinks.recorded())
@@ -535,7 +538,6 @@ struct Loop<'a> {
 /// any commit moves past them), commit, checkpoint.
 fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Result<(), Stop> {
     let store_failed = |e: DeadLetterError| Stop::of("dead letters", e.into());
-    let allowed = |l: &Loop<'_>| l.guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced));
     while !options.stop.load(Ordering::Relaxed) {
         l.watch.health.beat();
         if l.guard.is_some_and(|g| g.should_end()) {
@@ -546,7 +548,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             Ok(None) => break,
             Err(e) => return Err(Stop::Source(e)),
         };
-        allowed(l)?;
+        allowed(l.guard)?;
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
             if l.dead_letters.record_gap(gap).map_err(store_failed)? {
@@ -579,7 +581,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
                 letters.iter().for_each(|d| DeadLettered(d).emit());
             }
         }
-        allowed(l)?;
+        allowed(l.guard)?;
         l.sinks.poll()?;
         // Most batches move no position: the checkpoint is written only
         // when one moved.

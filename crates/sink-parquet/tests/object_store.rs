@@ -4,6 +4,8 @@
 //! reopened sink learning its position from the listed names and the
 //! newest file's footer.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,19 +79,7 @@ fn sequence_numbers(objects: &Objects) -> Vec<u64> {
     let mut out = Vec::new();
     for name in listed(objects) {
         let bytes = objects.read(&objects.path(&name)).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let column = batch.column_by_name("__sequence_number").unwrap();
-            let seqs = column
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .unwrap();
-            out.extend(seqs.iter().map(|s| s.unwrap().parse::<u64>().unwrap()));
-        }
+        out.extend(common::sequence_numbers_in(bytes));
     }
     out.sort_unstable();
     out

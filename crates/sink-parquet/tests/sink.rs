@@ -4,6 +4,8 @@
 //! reopened sink drops what it holds, and a commit never lands over a name
 //! another writer took.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -69,19 +71,7 @@ fn sequence_numbers(root: &Path) -> Vec<u64> {
             continue;
         }
         let file = std::fs::File::open(root.join(&name)).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let column = batch.column_by_name("__sequence_number").unwrap();
-            let seqs = column
-                .as_any()
-                .downcast_ref::<arrow_array::StringArray>()
-                .unwrap();
-            out.extend(seqs.iter().map(|s| s.unwrap().parse::<u64>().unwrap()));
-        }
+        out.extend(common::sequence_numbers_in(file));
     }
     out.sort_unstable();
     out

@@ -18,7 +18,7 @@ use super::attr;
 use super::condition::{self, Condition};
 use super::keys::item_size;
 use super::plain::{self, PlainTable, empty_key};
-use super::scan::{PAGE_BYTES, UNSUPPORTED, constraint};
+use super::scan::{PAGE_BYTES, UNSUPPORTED, constraint, limit};
 use super::state::{Fault, State};
 
 /// The service's cap on an item's size.
@@ -94,19 +94,7 @@ pub(crate) fn scan(table: &PlainTable, body: &Value) -> Result<Value, Fault> {
         ],
     )?;
     consistent_read(body)?;
-    let limit = match body.get("Limit") {
-        None => usize::MAX,
-        Some(v) => match v.as_i64() {
-            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => {
-                return Err(Fault::validation(constraint(
-                    "limit",
-                    &v.to_string(),
-                    "have value greater than or equal to 1",
-                )));
-            }
-        },
-    };
+    let limit = limit(body)?;
     let from = match body.get("ExclusiveStartKey") {
         None => Bound::Unbounded,
         Some(key) => Bound::Excluded(table.key_of(key).map_err(|f| {

@@ -95,19 +95,7 @@ fn parse<'a>(st: &'a State, body: &'a Value) -> Result<Request<'a>, Fault> {
     }
     let table = st.table(name).ok_or_else(|| table::not_found(name))?;
     let (segment, total) = segments(body)?;
-    let limit = match body.get("Limit") {
-        None => usize::MAX,
-        Some(v) => match v.as_i64() {
-            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-            _ => {
-                return Err(Fault::validation(constraint(
-                    "limit",
-                    &v.to_string(),
-                    "have value greater than or equal to 1",
-                )));
-            }
-        },
-    };
+    let limit = limit(body)?;
     let capacity = match body.get("ReturnConsumedCapacity") {
         None => "NONE",
         Some(v) => match v.as_str() {
@@ -199,6 +187,21 @@ fn segments(body: &Value) -> Result<(u64, u64), Fault> {
 }
 
 /// The validation layer's wording for a field that breaks a constraint.
+/// A Scan's `Limit`: at least 1; no limit when absent.
+pub(crate) fn limit(body: &Value) -> Result<usize, Fault> {
+    match body.get("Limit") {
+        None => Ok(usize::MAX),
+        Some(v) => match v.as_i64() {
+            Some(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err(Fault::validation(constraint(
+                "limit",
+                &v.to_string(),
+                "have value greater than or equal to 1",
+            ))),
+        },
+    }
+}
+
 pub(crate) fn constraint(field: &str, value: &str, rule: &str) -> String {
     format!(
         "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: Member must {rule}"
