@@ -14,7 +14,8 @@ use dynamo_cdc::{Config, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 // The pipeline allocates many small strings and maps per record; mimalloc
-// serves that pattern far faster than the system allocator.
+// serves that pattern far faster than the system allocator. It is built
+// without transparent huge pages (see the workspace manifest).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -23,6 +23,13 @@ fn config(work: &Path, source: &str) -> std::path::PathBuf {
     path
 }
 
+/// `rows_written` of a run's `--summary-json`.
+fn rows_written(summary: &Path) -> u64 {
+    let text = std::fs::read_to_string(summary).expect("summary");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("summary JSON");
+    value["rows_written"].as_u64().expect("rows_written")
+}
+
 pub(crate) fn run(input: &Input, runs: usize) {
     println!("\n## The live path: AWS SDK and GetRecords vs replay (F1 -> Parquet, dynamo-cdc)\n");
     let sim = StreamSim::start();
@@ -45,10 +52,20 @@ pub(crate) fn run(input: &Input, runs: usize) {
                     sim.endpoint_url()
                 );
                 let mut cmd = measure::pinned(bin);
+                let summary = work.path().join("summary.json");
                 local_credentials(&mut cmd)
                     .args(["run", "--quiet", "--until-idle", "1", "--config"])
-                    .arg(config(work.path(), &source));
-                measure::run(&mut cmd, "dynamodb source -> parquet").0
+                    .arg(config(work.path(), &source))
+                    .arg("--summary-json")
+                    .arg(&summary);
+                let cost = measure::run(&mut cmd, "dynamodb source -> parquet").0;
+                // A run that went idle early would be cheap and wrong.
+                assert_eq!(
+                    rows_written(&summary),
+                    records,
+                    "the live run did not deliver every change"
+                );
+                cost
             })
             .collect(),
     );

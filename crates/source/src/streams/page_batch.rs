@@ -23,6 +23,7 @@ use crate::page::{PageOrigin, read_page};
 use crate::record::RecordContext;
 use crate::streams::api::{ApiError, ApiErrorKind};
 use crate::streams::board::PageReport;
+use crate::streams::raw_records::give_back;
 
 /// A page, read.
 #[derive(Debug)]
@@ -97,6 +98,8 @@ impl Parser {
                                     message: "the page parser panicked".to_owned(),
                                 })
                             });
+                            // The page owns nothing of the body.
+                            give_back(body);
                             // The reader may have stopped meanwhile.
                             let _ = reply.send(parsed);
                         }
