@@ -202,6 +202,10 @@ class CaptureReader:
         self.files = capture_files(path)
         self.duplicates = 0
 
+    def change(self, record: dict, shard: str) -> Any:
+        """One stream record as a change (peer_lean.py decodes images lazily)."""
+        return to_change(record, shard)
+
     def pages(self) -> Iterator[list[Change]]:
         """Yields the changes of each page of each file."""
         for file_path in self.files:
@@ -216,7 +220,7 @@ class CaptureReader:
                     records = page["Records"] if "Records" in page else [page]
                     changes = []
                     for record in records:
-                        change = to_change(record, shard)
+                        change = self.change(record, shard)
                         seq = int(change.seq)
                         if seq <= last_seq.get(change.table, -1):
                             self.duplicates += 1
@@ -233,8 +237,17 @@ def _is_gzip(path: str) -> bool:
 
 def to_change(record: dict, shard: str) -> Change:
     """A stream record as a Change, its images run through TypeDeserializer."""
+    c = read_record(record, shard, Change())
+    c.keys = deserialize_image(c.keys_raw)
+    c.new = None if c.new_raw is None else deserialize_image(c.new_raw)
+    c.old = None if c.old_raw is None else deserialize_image(c.old_raw)
+    return c
+
+
+def read_record(record: dict, shard: str, c: Any) -> Any:
+    """Sets a change's position, kind and raw (DynamoDB-JSON) images from a
+    stream record, and returns it; the images are not decoded here."""
     body = record["dynamodb"]
-    c = Change()
     c.op = OPS[record["eventName"]]
     c.stream_arn = record.get("eventSourceARN")
     if c.stream_arn is None:
@@ -256,11 +269,8 @@ def to_change(record: dict, shard: str) -> Change:
     c.keys_raw = body.get("Keys") or {}
     if not c.keys_raw:
         raise PipelineError(f"record {c.seq} has no Keys")
-    c.keys = deserialize_image(c.keys_raw)
     c.new_raw = body.get("NewImage")
-    c.new = None if c.new_raw is None else deserialize_image(c.new_raw)
     c.old_raw = body.get("OldImage")
-    c.old = None if c.old_raw is None else deserialize_image(c.old_raw)
     return c
 
 
@@ -524,9 +534,13 @@ class PartitionWriter:
 class ParquetOutput:
     """Writes the rows of one table under `root/<table>/date=YYYY-MM-DD/`."""
 
+    # How rows are converted and buffered (peer_lean.py swaps both).
+    layout_class = TableLayout
+    partition_class = PartitionWriter
+
     def __init__(self, root: str, schema_file: str):
         self.root = root
-        self.layout = TableLayout(pq.read_schema(schema_file))
+        self.layout = self.layout_class(pq.read_schema(schema_file))
         self.partitions: dict[int, PartitionWriter] = {}
         self.rows = 0
 
@@ -539,7 +553,7 @@ class ParquetOutput:
         if partition is None:
             date = datetime.date(1970, 1, 1) + datetime.timedelta(days=day)
             directory = os.path.join(self.root, self.layout.table, f"date={date.isoformat()}")
-            partition = self.partitions[day] = PartitionWriter(directory, self.layout)
+            partition = self.partitions[day] = self.partition_class(directory, self.layout)
         partition.add(change)
         self.rows += 1
 
@@ -666,6 +680,9 @@ def register(registry: str, subject: str, schema_text: str) -> int:
 class KafkaOutput:
     """Encodes each change as dynamo-cdc does and produces it."""
 
+    # How an image becomes an Avro datum (peer_lean.py swaps it).
+    encoder_class = ImageEncoder
+
     def __init__(self, brokers: str, topic_template: str, registry: str,
                  value_schema_file: str, key_schema_file: str, tombstones: bool):
         import fastavro
@@ -692,10 +709,10 @@ class KafkaOutput:
             # record to pick it (Avro "tuple notation").
             namespace = value_record.get("namespace", value_json.get("namespace"))
             self.value_name = f"{namespace}.{value_record['name']}" if namespace else value_record["name"]
-            self.image = ImageEncoder(value_record)
+            self.image = self.encoder_class(value_record)
         else:
-            self.image = ImageEncoder(value_json, skip=META_COLUMNS)
-        self.key = ImageEncoder(key_json)
+            self.image = self.encoder_class(value_json, skip=META_COLUMNS)
+        self.key = self.encoder_class(key_json)
 
         self.producer = Producer({
             "bootstrap.servers": brokers,
@@ -834,14 +851,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, reader_class: type = CaptureReader,
+        parquet_class: type = ParquetOutput, kafka_class: type = KafkaOutput) -> int:
+    """One pass over the capture into the outputs of `args.mode`, with the
+    given reader and outputs (peer_lean.py passes its own)."""
     started = time.monotonic()
-    parquet = ParquetOutput(args.parquet, args.arrow_schema) if args.mode != "kafka" else None
+    parquet = parquet_class(args.parquet, args.arrow_schema) if args.mode != "kafka" else None
     kafka = None
     if args.mode != "parquet":
-        kafka = KafkaOutput(args.brokers, args.topic_template, args.registry,
+        kafka = kafka_class(args.brokers, args.topic_template, args.registry,
                             args.value_schema, args.key_schema, not args.no_tombstones)
-    reader = CaptureReader(args.input)
+    reader = reader_class(args.input)
     records = 0
     for changes in reader.pages():  # one page at a time
         for change in changes:
@@ -868,10 +888,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, **classes: type) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(args)
+        return run(args, **classes)
     except (PipelineError, OSError, ValueError, KeyError, TypeError, decimal.DecimalException) as e:
         print(f"peer: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

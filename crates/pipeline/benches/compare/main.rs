@@ -1,15 +1,19 @@
 //! Side by side, on the same input and the same single core: dynamo-cdc,
-//! the common Python pipeline (boto3's TypeDeserializer, pyarrow, fastavro,
-//! confluent-kafka; `scripts/bench/peer.py`) and the ceiling (serde_json
-//! parsing the pages into typed structs and nothing else).
+//! three peers written the way Lambda functions are (see [`PeerKind`]: the
+//! common Python pipeline of `scripts/bench/peer.py`, its lean variant
+//! `peer_lean.py`, and the Node.js one in `scripts/bench/node`) and the
+//! ceiling (serde_json parsing the pages into typed structs and nothing else).
 //!
 //! ```text
-//! scripts/bench.sh                 # sets up the Python environment, then:
+//! scripts/bench.sh                 # sets up the peers' environments, then:
 //! cargo bench -p dynamo-cdc --bench compare
 //! ```
 //!
-//! Environment: `BENCH_PYTHON` (the peer's interpreter, required for the
-//! comparison), `BENCH_INPUTS` (`f1,f2,f3,f4`), `BENCH_BYTES` (input size,
+//! Environment: `BENCH_PYTHON` (the Python peers' interpreter, which also
+//! runs the output checker: required for any peer), `BENCH_NODE` (the Node.js
+//! peer's `node`, default `node` from `PATH`; the peer is left out when it
+//! cannot run or `scripts/bench/node/node_modules` is missing),
+//! `BENCH_INPUTS` (`f1,f2,f3,f4`), `BENCH_BYTES` (input size,
 //! `64M`), `BENCH_RUNS` (runs per dynamo-cdc contender, median reported, 3),
 //! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20).
 //!
@@ -17,10 +21,10 @@
 //! `target/bench-data/compare`), starts librdkafka's mock cluster and a
 //! schema registry in this process (their work is not charged to anyone),
 //! and runs every contender as a child pinned to CPU 0, charging it its own
-//! user + system time and reporting its peak RSS. Both outputs are then read
-//! back and compared row for row and message for message
-//! (`scripts/bench/check.py`), so no side wins by doing less. Figures are
-//! printed, never asserted: machines are shared and noisy.
+//! user + system time and reporting its peak RSS. Each peer's outputs are
+//! then read back and compared with dynamo-cdc's row for row and message for
+//! message (`scripts/bench/check.py`), so no side wins by doing less.
+//! Figures are printed, never asserted: machines are shared and noisy.
 #![allow(clippy::print_stdout)]
 
 mod ceiling;
@@ -210,33 +214,76 @@ fn newest_parquet(root: &Path) -> PathBuf {
         .unwrap_or_else(|| panic!("no Parquet file under {}", root.display()))
 }
 
-/// The Python peer, or why it cannot run.
-struct Peer {
-    python: PathBuf,
-    scripts: PathBuf,
+/// The peers: the same pipeline written the way Lambda functions are, each
+/// run on the same capture and given dynamo-cdc's newest schemas, its output
+/// then checked equal to dynamo-cdc's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerKind {
+    /// `scripts/bench/peer.py`: boto3's TypeDeserializer, pyarrow, fastavro
+    /// and confluent-kafka, checking every value against the schema.
+    Python,
+    /// `scripts/bench/peer_lean.py`: the same libraries doing only what most
+    /// Lambda functions do (dict rows, `Table.from_pylist`, no checks).
+    PythonLean,
+    /// `scripts/bench/node/peer.mjs`: `unmarshall`, apache-arrow with
+    /// parquet-wasm, avsc and kafkajs.
+    Node,
 }
 
-impl Peer {
-    fn find() -> Result<Peer, String> {
-        let python = std::env::var("BENCH_PYTHON")
-            .map_err(|_| "BENCH_PYTHON is not set (scripts/bench.sh sets it up)".to_owned())?;
-        let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench");
-        Ok(Peer {
-            python: PathBuf::from(python),
-            scripts,
-        })
+impl PeerKind {
+    pub(crate) const ALL: [PeerKind; 3] = [PeerKind::Python, PeerKind::PythonLean, PeerKind::Node];
+
+    /// Its name in the tables.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            PeerKind::Python => "python peer",
+            PeerKind::PythonLean => "python peer (lean)",
+            PeerKind::Node => "node peer",
+        }
     }
 
-    fn script(&self, name: &str) -> Command {
-        let mut cmd = measure::pinned(self.python.to_str().expect("python path"));
-        cmd.arg(self.scripts.join(name));
-        cmd
+    /// The heading of the column of dynamo-cdc's ratio against it.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            PeerKind::Python => "vs peer",
+            PeerKind::PythonLean => "vs lean",
+            PeerKind::Node => "vs node",
+        }
+    }
+
+    /// The prefix of its output directories and topics.
+    fn slug(self) -> &'static str {
+        match self {
+            PeerKind::Python => "peer",
+            PeerKind::PythonLean => "lean",
+            PeerKind::Node => "node",
+        }
+    }
+}
+
+fn bench_scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench")
+}
+
+/// `scripts/bench/check.py`, run with `BENCH_PYTHON`; without it no peer's
+/// output could be checked, so no peer runs.
+struct Checker {
+    python: PathBuf,
+}
+
+impl Checker {
+    fn find() -> Result<Checker, String> {
+        let python = std::env::var("BENCH_PYTHON")
+            .map_err(|_| "BENCH_PYTHON is not set (scripts/bench.sh sets it up)".to_owned())?;
+        Ok(Checker {
+            python: PathBuf::from(python),
+        })
     }
 
     /// Checks two outputs equal; panics with the checker's report if not.
     fn check(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(&self.python);
-        cmd.arg(self.scripts.join("check.py")).args(args);
+        cmd.arg(bench_scripts().join("check.py")).args(args);
         let out = cmd.output().expect("run check.py");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
@@ -248,8 +295,163 @@ impl Peer {
     }
 }
 
+/// A peer that can run here: the program and the script it is given.
+struct Peer {
+    kind: PeerKind,
+    program: PathBuf,
+    script: PathBuf,
+}
+
+impl Peer {
+    /// The peer of `kind`, or why it cannot run here.
+    fn find(kind: PeerKind, checker: &Checker) -> Result<Peer, String> {
+        let python = |script: &str| Peer {
+            kind,
+            program: checker.python.clone(),
+            script: bench_scripts().join(script),
+        };
+        match kind {
+            PeerKind::Python => Ok(python("peer.py")),
+            PeerKind::PythonLean => Ok(python("peer_lean.py")),
+            PeerKind::Node => {
+                let node = env_or("BENCH_NODE", "node");
+                let runs = Command::new(&node)
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !runs {
+                    return Err(format!(
+                        "`{node}` cannot be run (install Node.js 20 or set BENCH_NODE)"
+                    ));
+                }
+                let dir = bench_scripts().join("node");
+                if !dir.join("node_modules").is_dir() {
+                    return Err(format!(
+                        "its packages are not installed in {} (scripts/bench.sh runs npm ci there)",
+                        dir.display()
+                    ));
+                }
+                Ok(Peer {
+                    kind,
+                    program: PathBuf::from(node),
+                    script: dir.join("peer.mjs"),
+                })
+            }
+        }
+    }
+
+    /// Its output directory or topic prefix for one mode.
+    fn name(&self, mode: &str) -> String {
+        format!("{}-{mode}", self.kind.slug())
+    }
+}
+
+/// The peers that can run, saying why each of the others cannot.
+fn find_peers() -> (Option<Checker>, Vec<Peer>) {
+    let checker = match Checker::find() {
+        Ok(checker) => checker,
+        Err(why) => {
+            println!("(no peers: {why})");
+            return (None, Vec::new());
+        }
+    };
+    let mut peers = Vec::new();
+    for kind in PeerKind::ALL {
+        match Peer::find(kind, &checker) {
+            Ok(peer) => peers.push(peer),
+            Err(why) => println!("(no {}: {why})", kind.label()),
+        }
+    }
+    (Some(checker), peers)
+}
+
+/// What every peer is given on one input: the capture, the schemas
+/// dynamo-cdc ended with (its newest Parquet file and registered Avro
+/// schemas, as a production pipeline has a fixed target schema), and the
+/// services dynamo-cdc wrote to.
+struct PeerSetup<'a> {
+    input: &'a Input,
+    work: &'a Path,
+    services: &'a Services,
+    arrow_schema: PathBuf,
+    value_schema: PathBuf,
+    key_schema: PathBuf,
+}
+
+impl<'a> PeerSetup<'a> {
+    fn new(input: &'a Input, work: &'a Path, services: &'a Services) -> Self {
+        let table = input.table();
+        PeerSetup {
+            input,
+            work,
+            services,
+            arrow_schema: newest_parquet(&work.join("ours-parquet-0")),
+            value_schema: services.schema_file(&format!("ours-kafka-0.{table}-value"), work),
+            key_schema: services.schema_file(&format!("ours-kafka-0.{table}-key"), work),
+        }
+    }
+
+    /// Runs `peer` in `mode` (`parquet`, `kafka` or `both`), pinned and
+    /// charged like dynamo-cdc.
+    fn run(&self, peer: &Peer, mode: &str) -> Cost {
+        let name = peer.name(mode);
+        let mut cmd = measure::pinned(peer.program.to_str().expect("peer program path"));
+        cmd.arg(&peer.script)
+            .arg("--input")
+            .arg(&self.input.dir)
+            .args(["--mode", mode]);
+        if mode != "kafka" {
+            cmd.arg("--parquet")
+                .arg(self.work.join(&name))
+                .arg("--arrow-schema")
+                .arg(&self.arrow_schema);
+        }
+        if mode != "parquet" {
+            self.services.create_topic(&self.topic(&name));
+            cmd.args(["--brokers", &self.services.brokers()])
+                .args(["--topic-template", &format!("{name}.{{table}}")])
+                .args(["--registry", &self.services.registry.url()])
+                .arg("--value-schema")
+                .arg(&self.value_schema)
+                .arg("--key-schema")
+                .arg(&self.key_schema);
+        }
+        measure::run(&mut cmd, &name).0
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("{name}.{}", self.input.table())
+    }
+
+    /// Checks `peer`'s outputs equal to dynamo-cdc's (the same mode's first
+    /// run), each sink of each mode; returns the checker's summaries.
+    fn check(&self, checker: &Checker, peer: &Peer) -> Vec<String> {
+        let dir = |name: &str| self.work.join(name).to_string_lossy().into_owned();
+        let (brokers, registry) = (self.services.brokers(), self.services.registry.url());
+        let mut lines = Vec::new();
+        for mode in ["parquet", "both"] {
+            let ours = dir(&format!("ours-{mode}-0"));
+            let summary = checker.check(&["parquet", &ours, &dir(&peer.name(mode))]);
+            lines.push(format!("{} {mode}: {summary}", peer.kind.label()));
+        }
+        for mode in ["kafka", "both"] {
+            let summary = checker.check(&[
+                "kafka",
+                "--brokers",
+                &brokers,
+                "--registry",
+                &registry,
+                &self.topic(&format!("ours-{mode}-0")),
+                &self.topic(&peer.name(mode)),
+            ]);
+            lines.push(format!("{} {mode}: {summary}", peer.kind.label()));
+        }
+        lines
+    }
+}
+
 /// Every contender on one input; returns the table.
-fn compare(input: &Input, peer: Option<&Peer>, runs: usize) -> Table {
+fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize) -> Table {
     let work = tempfile::tempdir().expect("work dir");
     let work = work.path();
     let services = Services::start();
@@ -276,7 +478,7 @@ fn compare(input: &Input, peer: Option<&Peer>, runs: usize) -> Table {
             })
             .collect(),
     );
-    rows.push(Row::new("ceiling: serde_json typed parse", "", ceiling));
+    rows.push(Row::new(report::CEILING, "", ceiling));
 
     // dynamo-cdc: each run writes somewhere new, so reruns never resume.
     let ours = |mode: &str, parquet: bool, kafka: bool| {
@@ -306,52 +508,13 @@ fn compare(input: &Input, peer: Option<&Peer>, runs: usize) -> Table {
     rows.push(Row::new("dynamo-cdc", "both", ours("both", true, true)));
 
     let mut checks = Vec::new();
-    if let Some(peer) = peer {
-        let arrow_schema = newest_parquet(&work.join("ours-parquet-0"));
-        let value_schema = services.schema_file(&format!("ours-kafka-0.{table}-value"), work);
-        let key_schema = services.schema_file(&format!("ours-kafka-0.{table}-key"), work);
-        for mode in ["parquet", "kafka", "both"] {
-            let name = format!("peer-{mode}");
-            let mut cmd = peer.script("peer.py");
-            cmd.arg("--input").arg(&input.dir).args(["--mode", mode]);
-            if mode != "kafka" {
-                cmd.arg("--parquet")
-                    .arg(work.join(&name))
-                    .arg("--arrow-schema")
-                    .arg(&arrow_schema);
+    if let Some(checker) = checker {
+        let setup = PeerSetup::new(input, work, &services);
+        for peer in peers {
+            for mode in ["parquet", "kafka", "both"] {
+                rows.push(Row::new(peer.kind.label(), mode, setup.run(peer, mode)));
             }
-            if mode != "parquet" {
-                services.create_topic(&format!("{name}.{table}"));
-                cmd.args(["--brokers", &services.brokers()])
-                    .args(["--topic-template", &format!("{name}.{{table}}")])
-                    .args(["--registry", &services.registry.url()])
-                    .arg("--value-schema")
-                    .arg(&value_schema)
-                    .arg("--key-schema")
-                    .arg(&key_schema);
-            }
-            let (cost, _) = measure::run(&mut cmd, &name);
-            rows.push(Row::new("python peer", mode, cost));
-        }
-        let dir = |name: &str| work.join(name).to_string_lossy().into_owned();
-        let topic = |name: &str| format!("{name}.{table}");
-        let (brokers, registry) = (services.brokers(), services.registry.url());
-        for (a, b) in [
-            ("ours-parquet-0", "peer-parquet"),
-            ("ours-both-0", "peer-both"),
-        ] {
-            checks.push(peer.check(&["parquet", &dir(a), &dir(b)]));
-        }
-        for (a, b) in [("ours-kafka-0", "peer-kafka"), ("ours-both-0", "peer-both")] {
-            checks.push(peer.check(&[
-                "kafka",
-                "--brokers",
-                &brokers,
-                "--registry",
-                &registry,
-                &topic(a),
-                &topic(b),
-            ]));
+            checks.extend(setup.check(checker, peer));
         }
     }
     Table {
@@ -429,13 +592,7 @@ fn main() {
     let parts = env_or("BENCH_PARTS", "compare,growth,sdk,s3,iceberg,latency");
     let bytes = measure::parse_size(&env_or("BENCH_BYTES", "64M"));
     let runs: usize = env_or("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
-    let peer = match Peer::find() {
-        Ok(p) => Some(p),
-        Err(why) => {
-            println!("(no Python peer: {why})");
-            None
-        }
-    };
+    let (checker, peers) = find_peers();
     println!("# dynamo-cdc benchmark\n");
     println!("{}", report::machine());
     if parts.contains("compare") {
@@ -443,7 +600,7 @@ fn main() {
         for shape in env_or("BENCH_INPUTS", "f1,f2,f3,f4").split(',') {
             let shape = BenchShape::parse(shape).unwrap_or_else(|| panic!("unknown input {shape}"));
             let input = fixture(shape, bytes);
-            let table = compare(&input, peer.as_ref(), runs.max(1));
+            let table = compare(&input, checker.as_ref(), &peers, runs.max(1));
             table.print();
             tables.push(table);
         }

@@ -1,7 +1,10 @@
 //! The tables the comparison prints, as Markdown so they paste into
 //! docs/performance.md as they are.
 
+use crate::PeerKind;
 use crate::measure::Cost;
+
+pub(crate) const CEILING: &str = "ceiling: serde_json typed parse";
 
 /// One contender on one input.
 pub(crate) struct Row {
@@ -44,29 +47,49 @@ impl Table {
         Some(theirs.cost.cpu_s / ours.cost.cpu_s)
     }
 
+    /// The peers measured on this input, in [`PeerKind::ALL`]'s order: one
+    /// ratio column each.
+    fn peers(&self) -> Vec<PeerKind> {
+        PeerKind::ALL
+            .into_iter()
+            .filter(|k| self.rows.iter().any(|r| r.who == k.label()))
+            .collect()
+    }
+
+    /// The peer that spent the least CPU writing `output`.
+    fn fastest_peer(&self, output: &str) -> Option<PeerKind> {
+        self.peers()
+            .into_iter()
+            .filter_map(|k| Some((k, self.find(k.label(), output)?.cost.cpu_s)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, _)| k)
+    }
+
     pub(crate) fn print(&self) {
+        let peers = self.peers();
         println!("\n## {}\n", self.input);
+        let headings: String = peers.iter().map(|k| format!(" {} |", k.column())).collect();
         println!(
-            "| contender | output | records/s per core | MB/s | CPU s per 1M changes | peak RSS MiB | vs peer | vs ceiling |"
+            "| contender | output | records/s per core | MB/s | CPU s per 1M changes | peak RSS MiB |{headings} vs ceiling |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "|---|---|---:|---:|---:|---:|{}---:|",
+            "---:|".repeat(peers.len())
+        );
         for row in &self.rows {
-            let fmt = |r: Option<f64>, unit: &str| {
+            // The ratios are dynamo-cdc's; other rows leave them empty.
+            let ratio = |who: &str, their_output: &str, unit: &str| {
+                let r = (row.who == "dynamo-cdc")
+                    .then(|| self.ratio(row.output, who, their_output))
+                    .flatten();
                 r.map_or(String::from("—"), |r| format!("{r:.2}{unit}"))
             };
-            let (vs_peer, vs_ceiling) = if row.who == "dynamo-cdc" {
-                (
-                    fmt(self.ratio(row.output, "python peer", row.output), "×"),
-                    fmt(
-                        self.ratio(row.output, "ceiling: serde_json typed parse", ""),
-                        "",
-                    ),
-                )
-            } else {
-                ("—".into(), "—".into())
-            };
+            let vs_peers: String = peers
+                .iter()
+                .map(|k| format!(" {} |", ratio(k.label(), row.output, "×")))
+                .collect();
             println!(
-                "| {} | {} | {:.0} | {:.1} | {:.2} | {:.0} | {vs_peer} | {vs_ceiling} |",
+                "| {} | {} | {:.0} | {:.1} | {:.2} | {:.0} |{vs_peers} {} |",
                 row.who,
                 if row.output.is_empty() {
                     "—"
@@ -77,6 +100,7 @@ impl Table {
                 self.bytes as f64 / 1e6 / row.cost.cpu_s,
                 row.cost.cpu_s * 1e6 / self.records as f64,
                 row.cost.max_rss_kib as f64 / 1024.0,
+                ratio(CEILING, "", ""),
             );
         }
         for check in &self.checks {
@@ -87,7 +111,7 @@ impl Table {
     /// The release targets, measured on this input (F1).
     pub(crate) fn print_targets(&self) {
         println!("\n## Targets on F1\n");
-        let peer = "python peer";
+        let peer = PeerKind::Python.label();
         let line = |what: &str, got: Option<f64>, want: f64, more_is_better: bool| {
             let Some(got) = got else {
                 println!("- {what}: not measured");
@@ -111,8 +135,26 @@ impl Table {
             true,
         );
         line(
+            "replay -> Parquet vs lean Python peer",
+            self.ratio("parquet", PeerKind::PythonLean.label(), "parquet"),
+            12.0,
+            true,
+        );
+        // Against whichever peer is quickest here, so that no one peer's
+        // slowness flatters the ratio.
+        let fastest = self.fastest_peer("parquet");
+        line(
+            &format!(
+                "replay -> Parquet vs the fastest peer ({})",
+                fastest.map_or("none measured", PeerKind::label)
+            ),
+            fastest.and_then(|k| self.ratio("parquet", k.label(), "parquet")),
+            10.0,
+            true,
+        );
+        line(
             "replay -> Parquet vs serde_json ceiling",
-            self.ratio("parquet", "ceiling: serde_json typed parse", ""),
+            self.ratio("parquet", CEILING, ""),
             0.6,
             true,
         );
