@@ -126,6 +126,10 @@ impl std::fmt::Debug for KafkaConfig {
 /// The default of [`KafkaConfig::send_batch_messages`].
 pub const SEND_BATCH_MESSAGES: usize = 1024;
 
+/// Bytes of encoded messages held before they are sent together, whatever
+/// their count ([`KafkaConfig::send_batch_messages`]).
+pub const SEND_BATCH_BYTES: usize = 4 << 20;
+
 /// How long an encoded message may wait for others before it is sent.
 pub const SEND_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 

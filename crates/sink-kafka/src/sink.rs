@@ -7,7 +7,7 @@
 //! position past the rejected one on a restart), the reject is on disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
@@ -51,6 +51,8 @@ pub struct KafkaSink {
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
     /// Encoded, not yet sent.
     outgoing: Vec<Outgoing>,
+    /// Bytes of `outgoing` (keys, values, headers).
+    outgoing_bytes: usize,
     /// Dead-letter messages not yet sent.
     dead_outgoing: Vec<Outgoing>,
     /// A producer for the dead-letter topic that takes messages up to
@@ -106,6 +108,7 @@ impl KafkaSink {
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
+            outgoing_bytes: 0,
             dead_outgoing: Vec::new(),
             dead_producer: None,
             pending_changes: Vec::new(),
@@ -198,6 +201,7 @@ impl KafkaSink {
             return Ok(());
         }
         self.held_since = None;
+        self.outgoing_bytes = 0;
         let mut dead = std::mem::take(&mut self.dead_outgoing);
         let outgoing = std::mem::take(&mut self.outgoing);
         let results = self.producer.send_all(&outgoing)?;
@@ -341,10 +345,12 @@ impl KafkaSink {
                             );
                             let dead = self.dead_letter(message, &reason).inspect_err(|_| {
                                 self.outgoing.clear();
+                                self.outgoing_bytes = 0;
                                 self.pending_changes.clear();
                             })?;
                             self.dead_outgoing.push(dead);
                         } else {
+                            self.outgoing_bytes += size;
                             self.outgoing.push(message);
                         }
                     }
@@ -394,19 +400,41 @@ impl KafkaSink {
     }
 
     fn send_due(&mut self) -> Result<(), KafkaSinkError> {
-        let few = self.outgoing.len() < self.config.send_batch_messages;
-        let young = self
-            .held_since
-            .is_some_and(|since| since.elapsed() < crate::SEND_AFTER);
-        if few && young {
-            return Ok(());
+        let held = Held {
+            messages: self.outgoing.len(),
+            bytes: self.outgoing_bytes,
+            age: self.held_since.map(|since| since.elapsed()),
+        };
+        if held.due(self.config.send_batch_messages) {
+            self.send_pending()
+        } else {
+            Ok(())
         }
-        self.send_pending()
     }
 
     fn send_all_pending(&mut self) -> Result<(), KafkaSinkError> {
         self.send_pending()?;
         self.producer.flush()
+    }
+}
+
+/// What the sink holds encoded and not yet sent.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    messages: usize,
+    bytes: usize,
+    /// How long the oldest has waited (`None`: nothing is held).
+    age: Option<Duration>,
+}
+
+impl Held {
+    /// Whether it goes out now: enough messages, enough bytes (a thousand
+    /// items near 400 KB would be hundreds of megabytes), or the oldest has
+    /// waited long enough. Sending nothing held is harmless.
+    fn due(self, batch_messages: usize) -> bool {
+        let few = self.messages < batch_messages && self.bytes < crate::SEND_BATCH_BYTES;
+        let young = self.age.is_some_and(|age| age < crate::SEND_AFTER);
+        !(few && young)
     }
 }
 
@@ -481,5 +509,46 @@ impl Sink for KafkaSink {
             already_held: self.stats.already_held,
             ..SinkStats::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YOUNG: Option<Duration> = Some(Duration::from_millis(1));
+
+    fn held(messages: usize, bytes: usize, age: Option<Duration>) -> Held {
+        Held {
+            messages,
+            bytes,
+            age,
+        }
+    }
+
+    #[test]
+    fn a_few_small_young_messages_wait_for_more() {
+        assert!(!held(10, 10_000, YOUNG).due(1024));
+    }
+
+    #[test]
+    fn enough_messages_go_out() {
+        assert!(held(1024, 10_000, YOUNG).due(1024));
+    }
+
+    #[test]
+    fn enough_bytes_go_out_whatever_their_count() {
+        assert!(held(3, crate::SEND_BATCH_BYTES, YOUNG).due(1024));
+        assert!(!held(3, crate::SEND_BATCH_BYTES - 1, YOUNG).due(1024));
+    }
+
+    #[test]
+    fn the_oldest_waits_no_longer_than_send_after() {
+        assert!(held(1, 100, Some(crate::SEND_AFTER)).due(1024));
+    }
+
+    #[test]
+    fn nothing_held_is_never_kept_waiting() {
+        assert!(held(0, 0, None).due(1024));
     }
 }

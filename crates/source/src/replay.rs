@@ -37,6 +37,9 @@ pub struct ReplayConfig {
     /// Changes per batch handed to the pipeline (whole pages, so a batch
     /// may be a page larger).
     pub batch_size: usize,
+    /// Bytes of capture text per batch, whichever limit comes first (again
+    /// whole pages: a batch holds at least one).
+    pub batch_bytes: u64,
 }
 
 /// Reading the capture failed as a whole.
@@ -115,6 +118,7 @@ pub struct ReplaySource {
     current: Option<FileReader>,
     default_table: Option<Arc<str>>,
     batch_size: usize,
+    batch_bytes: u64,
     resume: Positions,
     seen: foldhash::HashMap<ShardKey, SeenWindow>,
     stats: ReplayStats,
@@ -144,6 +148,7 @@ impl ReplaySource {
             current: None,
             default_table: config.table.as_deref().map(Arc::from),
             batch_size: config.batch_size.max(1),
+            batch_bytes: config.batch_bytes.max(1),
             resume,
             seen: foldhash::HashMap::default(),
             stats: ReplayStats::default(),
@@ -291,7 +296,10 @@ impl Source for ReplaySource {
             gaps: Vec::new(),
             read_through: Vec::new(),
         };
-        while batch.changes.len() + batch.dead_letters.len() < self.batch_size {
+        let mut bytes = 0u64;
+        while batch.changes.len() + batch.dead_letters.len() < self.batch_size
+            && bytes < self.batch_bytes
+        {
             if self.current.is_none() {
                 let Some(path) = self.files.pop_front() else {
                     break;
@@ -306,18 +314,19 @@ impl Source for ReplaySource {
             };
             match reader.next_document()? {
                 Some(Piece::Document { text, line }) => {
+                    bytes += text.len() as u64;
                     self.take_document(&text, line, &mut batch);
                 }
                 Some(Piece::Buffered { line }) => {
-                    let buf = std::mem::take(&mut reader.buf);
-                    // The line was checked to be UTF-8 when it was read.
-                    let text = std::str::from_utf8(&buf).unwrap_or_default().trim();
-                    self.take_document(text, line, &mut batch);
+                    let text = std::mem::take(&mut reader.line_text);
+                    bytes += text.len() as u64;
+                    self.take_document(text.trim(), line, &mut batch);
                     if let Some(reader) = self.current.as_mut() {
-                        reader.buf = buf;
+                        reader.line_text = text;
                     }
                 }
                 Some(Piece::Bad { raw, line, error }) => {
+                    bytes += raw.len() as u64;
                     batch.dead_letters.push(DeadLetter {
                         origin: reader.display.clone(),
                         line: Some(line),
@@ -377,7 +386,8 @@ struct FileReader {
     mode: Mode,
     line: u64,
     path: PathBuf,
-    buf: Vec<u8>,
+    /// The line just read (a [`Piece::Buffered`] document).
+    line_text: String,
 }
 
 impl FileReader {
@@ -421,7 +431,7 @@ impl FileReader {
             },
             line: 0,
             path,
-            buf: Vec::with_capacity(1 << 16),
+            line_text: String::with_capacity(1 << 16),
         })
     }
 
@@ -430,10 +440,12 @@ impl FileReader {
             if let Mode::Whole(pieces) = &mut self.mode {
                 return Ok(pieces.pop_front());
             }
-            self.buf.clear();
+            // The last line's allocation, read into again.
+            let mut buf = std::mem::take(&mut self.line_text).into_bytes();
+            buf.clear();
             let n = self
                 .input
-                .read_until(b'\n', &mut self.buf)
+                .read_until(b'\n', &mut buf)
                 .map_err(|source| ReplayError::Io {
                     path: self.path.clone(),
                     source,
@@ -443,16 +455,18 @@ impl FileReader {
             }
             self.line += 1;
             let line = self.line;
-            let text = match std::str::from_utf8(&self.buf) {
-                Ok(t) => t.trim(),
+            // Checked once, here: a line of items near 400 KB is megabytes.
+            self.line_text = match String::from_utf8(buf) {
+                Ok(text) => text,
                 Err(e) => {
                     return Ok(Some(Piece::Bad {
-                        raw: String::from_utf8_lossy(&self.buf).trim().to_owned(),
+                        raw: String::from_utf8_lossy(e.as_bytes()).trim().to_owned(),
                         line,
-                        error: format!("line is not UTF-8: {e}"),
+                        error: format!("line is not UTF-8: {}", e.utf8_error()),
                     }));
                 }
             };
+            let text = self.line_text.trim();
             if text.is_empty() {
                 continue;
             }
@@ -636,6 +650,7 @@ mod tests {
             path: dir.path().to_owned(),
             table: Some("orders".into()),
             batch_size: 64,
+            batch_bytes: 1 << 20,
         };
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
         let progress = source.progress();
@@ -652,5 +667,41 @@ mod tests {
             progress.bytes_total(),
             "compressed bytes for the gzip file"
         );
+    }
+
+    #[test]
+    fn a_batch_closes_at_its_byte_budget_with_whole_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = |seq: u64| {
+            format!(
+                r#"{{"Records":[{{"eventID":"{seq}","eventName":"INSERT","dynamodb":{{"Keys":{{"id":{{"N":"{seq}"}}}},"SequenceNumber":"{seq}"}}}}]}}"#
+            )
+        };
+        let text: String = (1..=10).map(|s| page(s) + "\n").collect();
+        std::fs::write(dir.path().join("s.jsonl"), text).unwrap();
+        let one = page(1).len() as u64;
+        let config = ReplayConfig {
+            path: dir.path().to_owned(),
+            table: Some("orders".into()),
+            batch_size: 1000,
+            // Two and a half pages: the third page is taken whole.
+            batch_bytes: one * 5 / 2,
+        };
+        let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
+        let mut sizes = Vec::new();
+        while let Some(batch) = source.next_batch().unwrap() {
+            sizes.push(batch.changes.len());
+        }
+        assert_eq!(sizes, [3, 3, 3, 1]);
+
+        // The change count still closes a batch first when it is smaller.
+        let config = ReplayConfig {
+            batch_size: 2,
+            batch_bytes: 1 << 20,
+            ..config
+        };
+        let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
+        let first = source.next_batch().unwrap().unwrap();
+        assert_eq!(first.changes.len(), 2);
     }
 }

@@ -104,7 +104,12 @@ proptest! {
         let file = dir.path().join("shard-1.jsonl");
         std::fs::write(&file, &bytes).unwrap();
         let mut source = ReplaySource::open(
-            &ReplayConfig { path: file, table: Some("fuzz".into()), batch_size: 7 },
+            &ReplayConfig {
+                path: file,
+                table: Some("fuzz".into()),
+                batch_size: 7,
+                batch_bytes: 4096,
+            },
             Positions::new(),
         )
         .unwrap();

@@ -196,8 +196,19 @@ impl Datum {
 
     /// The attribute fields of a table's value record, from `item`.
     pub(crate) fn record(&mut self, table: &TableSchema, item: &Item) -> Result<(), Mismatch> {
-        for c in table.columns() {
-            self.field(&c.ty, item.get(c.attribute.as_str()))?;
+        // Fields go out in column order, but both the item and the sorted
+        // column index are in name order: one merge finds every column's
+        // value, where a lookup per column compared names a few times each.
+        let columns = table.columns();
+        let mut values: Vec<Option<&AttributeValue>> = vec![None; columns.len()];
+        let mut attrs = item.iter().peekable();
+        for &ci in table.sorted_columns() {
+            let name = columns[ci].attribute.as_str();
+            while attrs.next_if(|(k, _)| k.as_str() < name).is_some() {}
+            values[ci] = attrs.next_if(|(k, _)| k.as_str() == name).map(|(_, v)| v);
+        }
+        for (c, value) in columns.iter().zip(values) {
+            self.field(&c.ty, value)?;
         }
         Ok(())
     }
