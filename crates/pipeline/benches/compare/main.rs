@@ -1,8 +1,9 @@
 //! Side by side, on the same input and the same single core: dynamo-cdc,
 //! three peers written the way Lambda functions are (see [`PeerKind`]: the
 //! common Python pipeline of `scripts/bench/peer.py`, its lean variant
-//! `peer_lean.py`, and the Node.js one in `scripts/bench/node`) and the
-//! ceiling (serde_json parsing the pages into typed structs and nothing else).
+//! `peer_lean.py`, and the Node.js one in `scripts/bench/node`) and two
+//! ceilings (serde_json and simd-json parsing the pages into typed structs
+//! and nothing else; see [`ceiling`]).
 //!
 //! ```text
 //! scripts/bench.sh                 # sets up the peers' environments, then:
@@ -458,27 +459,30 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
     let table = input.table();
     let mut rows = Vec::new();
 
-    let ceiling = measure::median(
-        (0..runs)
-            .map(|_| {
-                let mut cmd = measure::pinned(
-                    std::env::current_exe()
-                        .expect("exe")
-                        .to_str()
-                        .expect("path"),
-                );
-                cmd.arg("--ceiling").arg(&input.dir);
-                let (cost, out) = measure::run(&mut cmd, "ceiling");
-                assert_eq!(
-                    out.trim(),
-                    input.records.to_string(),
-                    "ceiling read another count"
-                );
-                cost
-            })
-            .collect(),
-    );
-    rows.push(Row::new(report::CEILING, "", ceiling));
+    for parser in ceiling::Parser::ALL {
+        let ceiling = measure::median(
+            (0..runs)
+                .map(|_| {
+                    let mut cmd = measure::pinned(
+                        std::env::current_exe()
+                            .expect("exe")
+                            .to_str()
+                            .expect("path"),
+                    );
+                    cmd.arg(parser.flag()).arg(&input.dir);
+                    let (cost, out) = measure::run(&mut cmd, parser.label());
+                    assert_eq!(
+                        out.trim(),
+                        input.records.to_string(),
+                        "{} read another count",
+                        parser.label()
+                    );
+                    cost
+                })
+                .collect(),
+        );
+        rows.push(Row::new(parser.label(), "", ceiling));
+    }
 
     // dynamo-cdc: each run writes somewhere new, so reruns never resume.
     let ours = |mode: &str, parquet: bool, kafka: bool| {
@@ -578,9 +582,9 @@ fn growth(bytes: u64, runs: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // The ceiling runs as a child of this binary, measured like the others.
-    if args.get(1).is_some_and(|a| a == "--ceiling") {
-        let records = ceiling::parse_capture(Path::new(&args[2]));
+    // The ceilings run as children of this binary, measured like the others.
+    if let Some(parser) = args.get(1).and_then(|a| ceiling::Parser::from_flag(a)) {
+        let records = ceiling::parse_capture(Path::new(&args[2]), parser);
         println!("{records}");
         return;
     }
