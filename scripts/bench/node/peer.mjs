@@ -1,13 +1,17 @@
 #!/usr/bin/env node
 // A Node.js DynamoDB Streams -> Parquet / Kafka pipeline (benchmark baseline).
 //
-// What a Node.js Lambda function typically does with a stream batch, with the
-// usual libraries: `JSON.parse` for each GetRecords page, `unmarshall` from
-// @aws-sdk/util-dynamodb for the images (numbers kept exact as NumberValue),
-// apache-arrow to build record batches and parquet-wasm to write them as
-// Parquet (zstd), avsc for Avro in the Confluent wire format (schemas
-// registered with the registry over HTTP) and kafkajs to produce, awaiting
-// each page's send as a Lambda awaits its batch.
+// What a Node.js Lambda function does with a stream batch, with the usual
+// libraries, written for throughput: `JSON.parse` for each GetRecords page,
+// `unmarshall` from @aws-sdk/util-dynamodb for the images (numbers kept exact
+// as NumberValue), the rows built column by column (typed arrays for numbers
+// and offsets, one byte buffer per string or binary column) into Arrow data
+// with apache-arrow's `makeData`, handed to parquet-wasm (arrow-rs in
+// WebAssembly) in batches of up to a row group (zstd); avsc for Avro in the
+// Confluent wire format (schemas registered with the registry over HTTP), a
+// page's messages encoded into one buffer, and kafkajs to produce, one send
+// per topic per page, awaited as a Lambda awaits its batch. Only the
+// libraries of the outputs asked for are loaded.
 //
 // It writes what scripts/bench/peer.py writes, so `check.py` compares its
 // output with dynamo-cdc's row for row and message for message:
@@ -39,24 +43,28 @@
 
 import { createReadStream, openSync, readSync, closeSync, readdirSync, statSync, readFileSync } from "node:fs";
 import { open, mkdir, rename } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
-import readline from "node:readline";
 import { parseArgs } from "node:util";
 import zlib from "node:zlib";
 
 import { unmarshall } from "@aws-sdk/util-dynamodb";
-import zstd from "@mongodb-js/zstd";
-import * as arrow from "apache-arrow";
-import avro from "avsc";
-import kafkajs from "kafkajs";
-import * as parquet from "parquet-wasm";
+
+// Loaded by `run` for the outputs asked for (a function writing only
+// Parquet does not bundle a Kafka client, and the other way round).
+let arrow; // apache-arrow
+let parquet; // parquet-wasm
+let avro; // avsc
+let kafkajs;
+let zstd; // @mongodb-js/zstd
 
 // dynamo-cdc's Parquet defaults (docs/configuration.md), as in peer.py.
 const ROW_GROUP_ROWS = 65_536;
 const MAX_ROWS_PER_FILE = 1_000_000;
 const MAX_FILE_BYTES = 128 * 1024 * 1024;
-// Rows built into one Arrow record batch at a time.
-const BATCH_ROWS = 10_000;
+// Rows are handed to the Parquet writer a row group at a time, or sooner
+// when the columns built hold this many bytes (items near 400 KB).
+const BATCH_BYTES = 16 * 1024 * 1024;
 // librdkafka's default zstd level, as the other contenders compress.
 const ZSTD_LEVEL = 3;
 
@@ -110,15 +118,39 @@ function isGzip(file) {
   }
 }
 
-/** The lines of a capture file, one GetRecords page each, streamed. */
-function lines(file) {
+/** The lines of a capture file, one GetRecords page each, streamed, as
+ * bytes (a line is decoded once, whole, when it is parsed). */
+async function* lines(file) {
   let input = createReadStream(file, { highWaterMark: 1 << 20 });
-  if (isGzip(file)) input = input.pipe(zlib.createGunzip());
-  return readline.createInterface({ input, crlfDelay: Infinity });
+  if (isGzip(file)) input = input.pipe(zlib.createGunzip({ chunkSize: 1 << 20 }));
+  let partial = []; // the pieces of a line that began in earlier chunks
+  for await (const chunk of input) {
+    let start = 0;
+    for (let end = chunk.indexOf(10); end !== -1; end = chunk.indexOf(10, start)) {
+      if (partial.length === 0) {
+        yield chunk.subarray(start, end);
+      } else {
+        partial.push(chunk.subarray(start, end));
+        yield Buffer.concat(partial);
+        partial = [];
+      }
+      start = end + 1;
+    }
+    if (start < chunk.length) partial.push(chunk.subarray(start));
+  }
+  if (partial.length > 0) yield Buffer.concat(partial);
 }
+
+const tables = new Map(); // stream ARN -> table name
 
 /** `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` -> `NAME`. */
 function tableFromArn(arn) {
+  let table = tables.get(arn);
+  if (table === undefined) tables.set(arn, (table = parseArn(arn)));
+  return table;
+}
+
+function parseArn(arn) {
   const parts = arn.split(":");
   const resource = parts.length >= 6 ? parts.slice(5).join(":") : "";
   if (!resource.startsWith("table/")) {
@@ -213,8 +245,9 @@ async function* pages(files, stats) {
     const shard = shardName(file);
     const lastSeq = new Map(); // table -> last sequence number read
     for await (const line of lines(file)) {
-      if (line.trim() === "") continue;
-      const page = JSON.parse(line);
+      const text = line.toString("utf8");
+      if (text.trim() === "") continue;
+      const page = JSON.parse(text);
       const records = page.Records ?? [page];
       const changes = [];
       for (const record of records) {
@@ -347,61 +380,400 @@ function flatten(columns, image, raw, into = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// Parquet
+// Parquet: rows built column by column into Arrow data
 // ---------------------------------------------------------------------------
+
+/** A typed array that grows as values are pushed; `clear` keeps the memory
+ * for the next batch. */
+class Growable {
+  constructor(Type, capacity = 1024) {
+    this.Type = Type;
+    this.array = new Type(capacity);
+    this.length = 0;
+  }
+
+  reserve(more) {
+    const need = this.length + more;
+    if (need <= this.array.length) return;
+    let capacity = this.array.length * 2;
+    while (capacity < need) capacity *= 2;
+    const array = new this.Type(capacity);
+    array.set(this.array.subarray(0, this.length));
+    this.array = array;
+  }
+
+  push(value) {
+    if (this.length === this.array.length) this.reserve(1);
+    this.array[this.length++] = value;
+  }
+
+  view() {
+    return this.array.subarray(0, this.length);
+  }
+
+  clear() {
+    this.length = 0;
+  }
+}
+
+/** The validity bitmap of a column and its null count. */
+class Validity {
+  constructor() {
+    this.bits = new Growable(Uint8Array, 128);
+    this.nulls = 0;
+  }
+
+  /** Records slot `i` (the next one) as valid or null. */
+  set(i, valid) {
+    if ((i & 7) === 0) this.bits.push(0);
+    if (valid) this.bits.array[i >> 3] |= 1 << (i & 7);
+    else this.nulls += 1;
+  }
+
+  clear() {
+    this.bits.clear();
+    this.nulls = 0;
+  }
+}
+
+/** The common part of the column builders: length and validity. Each
+ * subclass appends its value with `add*`, its empty slot with `nullValue`,
+ * and makes its Arrow data in `data`. */
+class Column {
+  constructor(type) {
+    this.type = type;
+    this.length = 0;
+    this.validity = new Validity();
+  }
+
+  valid() {
+    this.validity.set(this.length++, true);
+  }
+
+  addNull() {
+    this.nullValue();
+    this.validity.set(this.length++, false);
+  }
+
+  /** The column's values since the last call, as Arrow data; the builder
+   * starts over, keeping its memory (the data is copied into IPC before
+   * anything is added again). */
+  finish() {
+    const nullCount = this.validity.nulls;
+    const data = this.data({
+      type: this.type,
+      length: this.length,
+      nullCount,
+      nullBitmap: nullCount === 0 ? undefined : this.validity.bits.view(),
+    });
+    this.length = 0;
+    this.validity.clear();
+    this.clear();
+    return data;
+  }
+}
+
+/** Utf8 and Binary: offsets and one byte buffer. */
+class VarBinaryColumn extends Column {
+  constructor(type) {
+    super(type);
+    this.offsets = new Growable(Int32Array);
+    this.offsets.push(0);
+    this.bytes = Buffer.allocUnsafe(1 << 16);
+    this.size = 0;
+  }
+
+  room(more) {
+    if (this.size + more <= this.bytes.length) return;
+    let capacity = this.bytes.length * 2;
+    while (capacity < this.size + more) capacity *= 2;
+    const bytes = Buffer.allocUnsafe(capacity);
+    this.bytes.copy(bytes, 0, 0, this.size);
+    this.bytes = bytes;
+  }
+
+  addString(text) {
+    if (typeof text !== "string") throw new PipelineError(`not a string: ${typeof text}`);
+    this.room(text.length * 3);
+    this.size += this.bytes.write(text, this.size);
+    this.offsets.push(this.size);
+    this.valid();
+  }
+
+  /** Binary given as base64 text (as stream JSON carries it). */
+  addBase64(text) {
+    this.room(((text.length * 3) >> 2) + 3);
+    this.size += this.bytes.write(text, this.size, "base64");
+    this.offsets.push(this.size);
+    this.valid();
+  }
+
+  addBytes(bytes) {
+    this.room(bytes.length);
+    this.bytes.set(bytes, this.size);
+    this.size += bytes.length;
+    this.offsets.push(this.size);
+    this.valid();
+  }
+
+  nullValue() {
+    this.offsets.push(this.size);
+  }
+
+  byteSize() {
+    return this.size + 4 * this.length;
+  }
+
+  data(props) {
+    props.valueOffsets = this.offsets.view();
+    props.data = this.bytes.subarray(0, this.size);
+    return arrow.makeData(props);
+  }
+
+  clear() {
+    this.offsets.clear();
+    this.offsets.push(0);
+    this.size = 0;
+  }
+}
+
+/** Int64, Float64 and Decimal: fixed-width values in a typed array. */
+class FixedColumn extends Column {
+  constructor(type) {
+    super(type);
+    this.stride = arrow.DataType.isDecimal(type) ? type.bitWidth / 32 : 1;
+    this.values = new Growable(type.ArrayType);
+    this.zero = type.ArrayType === BigInt64Array ? 0n : 0;
+  }
+
+  add(value) {
+    this.values.push(value);
+    this.valid();
+  }
+
+  /** A decimal's unscaled value, as little-endian 32-bit words. */
+  addDecimal(unscaledValue) {
+    let n = BigInt.asUintN(this.type.bitWidth, unscaledValue);
+    for (let i = 0; i < this.stride; i++, n >>= 32n) this.values.push(Number(n & 0xffffffffn));
+    this.valid();
+  }
+
+  nullValue() {
+    for (let i = 0; i < this.stride; i++) this.values.push(this.zero);
+  }
+
+  byteSize() {
+    return this.values.length * this.values.array.BYTES_PER_ELEMENT;
+  }
+
+  data(props) {
+    props.data = this.values.view();
+    return arrow.makeData(props);
+  }
+
+  clear() {
+    this.values.clear();
+  }
+}
+
+class BoolColumn extends Column {
+  constructor(type) {
+    super(type);
+    this.values = new Validity(); // a bitmap of the values
+  }
+
+  add(value) {
+    if (typeof value !== "boolean") throw new PipelineError(`not a boolean: ${typeof value}`);
+    this.values.set(this.length, value);
+    this.valid();
+  }
+
+  nullValue() {
+    this.values.set(this.length, false);
+  }
+
+  byteSize() {
+    return this.length >> 3;
+  }
+
+  data(props) {
+    props.data = this.values.bits.view();
+    return arrow.makeData(props);
+  }
+
+  clear() {
+    this.values.clear();
+  }
+}
+
+/** A list: offsets into its item column. A row is its items added to
+ * `items`, then `endList`. */
+class ListColumn extends Column {
+  constructor(type) {
+    super(type);
+    this.offsets = new Growable(Int32Array);
+    this.offsets.push(0);
+    this.items = makeColumn(type.children[0].type);
+  }
+
+  endList() {
+    this.offsets.push(this.items.length);
+    this.valid();
+  }
+
+  nullValue() {
+    this.offsets.push(this.items.length);
+  }
+
+  byteSize() {
+    return 4 * this.length + this.items.byteSize();
+  }
+
+  data(props) {
+    props.valueOffsets = this.offsets.view();
+    props.child = this.items.finish();
+    return arrow.makeData(props);
+  }
+
+  clear() {
+    this.offsets.clear();
+    this.offsets.push(0);
+  }
+}
+
+/** A struct: one column per field. A row is a value (or null) added to each
+ * field's column, then `endStruct`. */
+class StructColumn extends Column {
+  constructor(type) {
+    super(type);
+    this.fields = type.children.map((f) => makeColumn(f.type));
+  }
+
+  endStruct() {
+    this.valid();
+  }
+
+  nullValue() {
+    for (const field of this.fields) field.addNull();
+  }
+
+  byteSize() {
+    let size = 0;
+    for (const field of this.fields) size += field.byteSize();
+    return size;
+  }
+
+  data(props) {
+    props.children = this.fields.map((f) => f.finish());
+    return arrow.makeData(props);
+  }
+
+  clear() {}
+}
+
+/** The builder of a column of Arrow type `t`. */
+function makeColumn(t) {
+  if (arrow.DataType.isUtf8(t) || arrow.DataType.isBinary(t)) return new VarBinaryColumn(t);
+  if ((arrow.DataType.isInt(t) && t.bitWidth === 64) ||
+      (arrow.DataType.isFloat(t) && t.ArrayType === Float64Array) ||
+      arrow.DataType.isDecimal(t)) {
+    return new FixedColumn(t);
+  }
+  if (arrow.DataType.isBool(t)) return new BoolColumn(t);
+  if (arrow.DataType.isList(t)) return new ListColumn(t);
+  if (arrow.DataType.isStruct(t)) return new StructColumn(t);
+  throw new PipelineError(`unsupported column type ${t}`);
+}
 
 function attributeName(field) {
   return field.metadata.get("dynamodb.name") ?? field.name;
 }
 
-/** Number text -> the value of an Arrow number column of type `t`. */
-function arrowNumber(t) {
-  if (arrow.DataType.isInt(t) && t.bitWidth === 64) return toBigInt;
-  if (arrow.DataType.isUtf8(t)) return canonicalNumber;
-  if (arrow.DataType.isFloat(t)) return Number;
+/** Adds a number's text to a number column of type `t`. */
+function numberAdder(t) {
+  if (arrow.DataType.isInt(t)) return (column, text) => column.add(toBigInt(text));
+  if (arrow.DataType.isUtf8(t)) return (column, text) => column.addString(canonicalNumber(text));
+  if (arrow.DataType.isFloat(t)) return (column, text) => column.add(Number(text));
   if (arrow.DataType.isDecimal(t)) {
-    const words = t.bitWidth / 32;
-    return (text) => {
-      let n = BigInt.asUintN(t.bitWidth, unscaled(text, t.scale));
-      const out = new Uint32Array(words); // little-endian 32-bit words
-      for (let i = 0; i < words; i++, n >>= 32n) out[i] = Number(n & 0xffffffffn);
-      return out;
-    };
+    return (column, text) => column.addDecimal(unscaled(text, t.scale));
   }
   throw new PipelineError(`unsupported number column type ${t}`);
 }
 
-/** The conversion into an Arrow column dynamo-cdc wrote, from its type and
- * `dynamodb.type` metadata: (unmarshalled value, raw value) -> column value. */
-function arrowValue(field) {
+/** How an attribute goes into the column dynamo-cdc made of it, from the
+ * column's type and `dynamodb.type` metadata: `add(column, value, raw)`
+ * appends a non-null unmarshalled value (`raw`: as it came over the wire). */
+function columnAdder(field) {
   const t = field.type;
   switch (field.metadata.get("dynamodb.type")) {
     case "json":
-      return dumps;
+      return (column, value, raw) => column.addString(JSON.stringify(raw));
     case "N": {
-      const number = arrowNumber(t);
-      return (value) => number(value.value);
+      const add = numberAdder(t);
+      return (column, value) => add(column, value.value);
     }
     case "B":
-      return bytes;
+      return (column, value) => column.addBase64(value);
     case "SS":
-      return (value) => [...value].sort(compareCodePoints);
+      return (column, value) => {
+        const items = column.items;
+        for (const s of [...value].sort(compareCodePoints)) items.addString(s);
+        column.endList();
+      };
     case "NS": {
-      const number = arrowNumber(t.children[0].type);
-      return (value) => sortedNumbers(value).map(number);
+      const add = numberAdder(t.children[0].type);
+      return (column, value) => {
+        const items = column.items;
+        for (const text of sortedNumbers(value)) add(items, text);
+        column.endList();
+      };
     }
     case "BS":
-      return (value) => [...value].map(bytes).sort(Buffer.compare);
+      return (column, value) => {
+        const items = column.items;
+        for (const b of [...value].map(bytes).sort(Buffer.compare)) items.addBytes(b);
+        column.endList();
+      };
     case "L": {
-      const item = arrowValue(t.children[0]);
-      return (value, raw) => value.map((v, i) => (v === null ? null : item(v, raw.L[i])));
+      const add = columnAdder(t.children[0]);
+      return (column, value, raw) => {
+        const items = column.items;
+        const rawItems = raw.L;
+        for (let i = 0; i < value.length; i++) {
+          if (value[i] === null) items.addNull();
+          else add(items, value[i], rawItems[i]);
+        }
+        column.endList();
+      };
     }
     case "M": {
-      const members = new Map(t.children.map((f) => [attributeName(f), [f.name, arrowValue(f)]]));
-      return (value, raw) => flatten(members, value, raw.M);
+      const members = new Map(t.children.map((f, i) => [attributeName(f), [i, columnAdder(f)]]));
+      return (column, value, raw) => {
+        const row = column.length;
+        addImage(members, column.fields, value, raw.M);
+        for (const field of column.fields) if (field.length === row) field.addNull();
+        column.endStruct();
+      };
     }
-    default:
-      return same; // S, BOOL
+    default: // S, BOOL
+      if (arrow.DataType.isUtf8(t)) return (column, value) => column.addString(value);
+      if (arrow.DataType.isBool(t)) return (column, value) => column.add(value);
+      throw new PipelineError(`unsupported column type ${t} for ${field.name}`);
+  }
+}
+
+/** Adds each attribute of an image to its column (`members`: attribute ->
+ * [column index, adder]); an attribute without a column is an error. */
+function addImage(members, columns, image, raw) {
+  for (const attribute in image) {
+    const member = members.get(attribute);
+    if (member === undefined) {
+      throw new PipelineError(`attribute ${attribute} is not in the target schema ` +
+        "(pass the newest schema dynamo-cdc wrote)");
+    }
+    const value = image[attribute];
+    if (value === null) columns[member[0]].addNull();
+    else member[1](columns[member[0]], value, raw[attribute]);
   }
 }
 
@@ -492,13 +864,17 @@ class ParquetFile {
   }
 }
 
-/** Rows of one table and day: built into Arrow batches, written in row
- * groups, committed file by file. */
+/** Rows of one table and day: built column by column, handed to the writer
+ * a batch at a time, committed file by file. */
 class PartitionWriter {
   constructor(directory, layout) {
     this.directory = directory;
     this.layout = layout;
-    this.builder = arrow.makeBuilder({ type: layout.rowType, nullValues: [null, undefined] });
+    this.columns = layout.schema.fields.map((f) => makeColumn(f.type));
+    this.attributes = this.columns.slice(0, -META_COLUMNS.length);
+    const meta = this.columns.slice(-META_COLUMNS.length);
+    [this.op, this.table, this.shard, this.seq, this.eventId, this.ts, this.deleted, this.ttlDelete] = meta;
+    this.pending = 0; // rows built since the last batch
     this.file = null;
     this.part = 0;
     this.files = 0;
@@ -506,26 +882,40 @@ class PartitionWriter {
 
   add(c) {
     const [image, raw] = c.rowImage();
-    const row = flatten(this.layout.columns, image, raw);
-    row.__op = c.op;
-    row.__table = c.table;
-    row.__shard_id = c.shard;
-    row.__sequence_number = c.seq;
-    row.__event_id = c.eventId;
-    row.__source_ts_ms = c.tsMs === null ? null : BigInt(c.tsMs);
-    row.__deleted = c.op === "d";
-    row.__ttl_delete = c.ttlDelete;
-    this.builder.append(row);
+    addImage(this.layout.members, this.attributes, image, raw);
+    const row = this.pending;
+    for (const column of this.attributes) if (column.length === row) column.addNull();
+    this.op.addString(c.op);
+    this.table.addString(c.table);
+    this.shard.addString(c.shard);
+    this.seq.addString(c.seq);
+    this.eventId.addString(c.eventId);
+    if (c.tsMs === null) this.ts.addNull();
+    else this.ts.add(BigInt(c.tsMs));
+    this.deleted.add(c.op === "d");
+    this.ttlDelete.add(c.ttlDelete);
+    this.pending += 1;
   }
 
-  get pending() {
-    return this.builder.length;
+  /** Whether a batch's worth of rows is built. */
+  get full() {
+    if (this.pending >= ROW_GROUP_ROWS) return true;
+    let size = 0;
+    for (const column of this.columns) size += column.byteSize();
+    return size >= BATCH_BYTES;
   }
 
   /** Writes the built rows out, rolling files at their row and byte limits. */
   async flush() {
-    if (this.builder.length === 0) return;
-    let batch = new arrow.RecordBatch(this.layout.schema, this.builder.flush());
+    if (this.pending === 0) return;
+    const data = arrow.makeData({
+      type: this.layout.rowType,
+      length: this.pending,
+      nullCount: 0,
+      children: this.columns.map((column) => column.finish()),
+    });
+    this.pending = 0;
+    let batch = new arrow.RecordBatch(this.layout.schema, data);
     while (batch.numRows > 0) {
       if (this.file === null) {
         this.part += 1;
@@ -558,12 +948,12 @@ class ParquetOutput {
   constructor(root, schemaFile) {
     this.root = root;
     const schema = readArrowSchema(schemaFile);
-    const fields = schema.fields.filter((f) => !META_COLUMNS.includes(f.name));
+    const fields = schema.fields.slice(0, -META_COLUMNS.length);
     this.layout = {
       table: schema.metadata.get("dynamodb.table"),
       schema,
       rowType: new arrow.Struct(schema.fields),
-      columns: new Map(fields.map((f) => [attributeName(f), [f.name, arrowValue(f)]])),
+      members: new Map(fields.map((f, i) => [attributeName(f), [i, columnAdder(f)]])),
       properties: new parquet.WriterPropertiesBuilder()
         .setCompression(parquet.Compression.ZSTD)
         .setMaxRowGroupSize(ROW_GROUP_ROWS)
@@ -593,7 +983,7 @@ class ParquetOutput {
   /** Writes out every partition holding a batch's worth of rows. */
   async flushFull() {
     for (const partition of this.partitions.values()) {
-      if (partition.pending >= BATCH_ROWS) await partition.flush();
+      if (partition.full) await partition.flush();
     }
   }
 
@@ -611,21 +1001,27 @@ class ParquetOutput {
 // Kafka (Avro, Confluent wire format)
 // ---------------------------------------------------------------------------
 
-// Avro longs as BigInt: an int64 attribute may exceed 2^53.
-const LONG = avro.types.LongType.__with({
-  fromBuffer: (buf) => buf.readBigInt64LE(),
-  toBuffer: (n) => {
-    const buf = Buffer.alloc(8);
-    buf.writeBigInt64LE(BigInt(n));
-    return buf;
-  },
-  fromJSON: (x) => BigInt(x),
-  toJSON: (n) => Number(n),
-  isValid: (n) => typeof n === "bigint" || Number.isSafeInteger(n),
-  compare: (a, b) => (a < b ? -1 : a > b ? 1 : 0),
-});
+/** avsc's long as BigInt (an int64 attribute may exceed 2^53); its writer
+ * reads the eight bytes `toBuffer` returns at once, so one buffer serves. */
+function longType() {
+  const scratch = Buffer.alloc(8);
+  return avro.types.LongType.__with({
+    fromBuffer: (buf) => buf.readBigInt64LE(),
+    toBuffer: (n) => {
+      scratch.writeBigInt64LE(BigInt(n));
+      return scratch;
+    },
+    fromJSON: (x) => BigInt(x),
+    toJSON: (n) => Number(n),
+    isValid: (n) => typeof n === "bigint" || Number.isSafeInteger(n),
+    compare: (a, b) => (a < b ? -1 : a > b ? 1 : 0),
+  });
+}
+
+let LONG = null;
 
 function avroType(schema) {
+  LONG ??= longType();
   return avro.Type.forSchema(schema, { registry: { long: LONG }, wrapUnions: "auto" });
 }
 
@@ -721,6 +1117,41 @@ function framing(schemaId) {
   return prefix;
 }
 
+/** A page's keys and values in the Confluent wire format, encoded one after
+ * another into one buffer; each message is a view of it. When the buffer is
+ * full a new one is begun (the messages before still view the old one); once
+ * the page's sends are done, the buffer is written over again. */
+class WireEncoder {
+  constructor() {
+    this.buf = Buffer.allocUnsafe(1 << 20);
+    this.pos = 0;
+  }
+
+  encode(prefix, type, datum) {
+    for (;;) {
+      const start = this.pos;
+      const body = start + prefix.length;
+      let size = 2 * prefix.length;
+      if (body <= this.buf.length) {
+        const end = type.encode(datum, this.buf, body);
+        if (end >= 0) {
+          prefix.copy(this.buf, start);
+          this.pos = end;
+          return this.buf.subarray(start, end);
+        }
+        size = this.buf.length - end - start; // `encode` gave minus the bytes missing
+      }
+      this.buf = Buffer.allocUnsafe(Math.max(this.buf.length, 2 * size));
+      this.pos = 0;
+    }
+  }
+
+  /** After the page's sends: nothing views the buffer any more. */
+  reuse() {
+    this.pos = 0;
+  }
+}
+
 /** Encodes each change as dynamo-cdc does and produces it, a page at a time. */
 class KafkaOutput {
   constructor(args) {
@@ -739,6 +1170,7 @@ class KafkaOutput {
       ? new ImageEncoder(fields.get("before").type.find((b) => b !== "null"))
       : new ImageEncoder(valueJson, META_COLUMNS);
     this.key = new ImageEncoder(keyJson);
+    this.wire = new WireEncoder();
 
     const { Kafka, CompressionCodecs, CompressionTypes, logLevel } = kafkajs;
     CompressionCodecs[CompressionTypes.ZSTD] = () => ({
@@ -752,7 +1184,8 @@ class KafkaOutput {
       logLevel: logLevel.ERROR,
     });
     this.producer = kafka.producer({ maxInFlightRequests: 1, allowAutoTopicCreation: false });
-    this.prefixes = new Map(); // topic -> [key prefix, value prefix]
+    this.targets = new Map(); // table -> its topic, wire prefixes and pending messages
+    this.headerBytes = new Map(); // table or shard name -> its bytes, for the headers
     this.delivered = 0;
     this.tombstonesSent = 0;
   }
@@ -761,17 +1194,25 @@ class KafkaOutput {
     await this.producer.connect();
   }
 
-  /** The wire-format prefixes of a topic's keys and values, registering
-   * both schemas the first time. */
-  async topicPrefixes(topic) {
-    let prefixes = this.prefixes.get(topic);
-    if (prefixes === undefined) {
+  /** A table's topic and the wire-format prefixes of its keys and values,
+   * both schemas registered the first time. */
+  async target(table) {
+    let target = this.targets.get(table);
+    if (target === undefined) {
+      const topic = this.topicTemplate.replaceAll("{table}", table);
       const keyId = await register(this.registry, `${topic}-key`, this.keyText);
       const valueId = await register(this.registry, `${topic}-value`, this.valueText);
-      prefixes = [framing(keyId), framing(valueId)];
-      this.prefixes.set(topic, prefixes);
+      target = { topic, keyPrefix: framing(keyId), valuePrefix: framing(valueId), messages: [] };
+      this.targets.set(table, target);
     }
-    return prefixes;
+    return target;
+  }
+
+  /** A header value that is the same for many messages, encoded once. */
+  header(text) {
+    let bytes = this.headerBytes.get(text);
+    if (bytes === undefined) this.headerBytes.set(text, (bytes = Buffer.from(text)));
+    return bytes;
   }
 
   value(c) {
@@ -816,33 +1257,36 @@ class KafkaOutput {
     };
   }
 
-  /** Produces a page's changes (and tombstones) and waits for the acks. */
+  /** Produces a page's changes (and tombstones), one send per topic, and
+   * waits for the acks. */
   async addPage(changes) {
-    const byTopic = new Map();
+    const wire = this.wire;
+    const pending = [];
     for (const c of changes) {
-      const topic = this.topicTemplate.replaceAll("{table}", c.table);
-      const [keyPrefix, valuePrefix] = await this.topicPrefixes(topic);
-      const key = Buffer.concat([keyPrefix, this.keyType.toBuffer(this.key.datum(c.keys, c.keysRaw))]);
-      const value = Buffer.concat([valuePrefix, this.valueType.toBuffer(this.value(c))]);
+      const target = this.targets.get(c.table) ?? await this.target(c.table);
+      const key = wire.encode(target.keyPrefix, this.keyType, this.key.datum(c.keys, c.keysRaw));
+      const value = wire.encode(target.valuePrefix, this.valueType, this.value(c));
       const headers = {
-        "dynamodb.table": c.table,
-        "dynamodb.shard_id": c.shard,
+        "dynamodb.table": this.header(c.table),
+        "dynamodb.shard_id": this.header(c.shard),
         "dynamodb.sequence_number": c.seq,
         "dynamodb.event_id": c.eventId,
       };
-      let messages = byTopic.get(topic);
-      if (messages === undefined) byTopic.set(topic, (messages = []));
-      messages.push({ key, value, headers });
+      if (target.messages.length === 0) pending.push(target);
+      target.messages.push({ key, value, headers });
       if (this.tombstones && c.op === "d") {
         // A compacted topic forgets the item after this null value.
-        messages.push({ key, value: null, headers });
+        target.messages.push({ key, value: null, headers });
         this.tombstonesSent += 1;
       }
     }
-    for (const [topic, messages] of byTopic) {
-      await this.producer.send({ topic, messages, acks: -1, compression: this.compression });
+    for (const target of pending) {
+      const messages = target.messages;
+      target.messages = [];
+      await this.producer.send({ topic: target.topic, messages, acks: -1, compression: this.compression });
       this.delivered += messages.length;
     }
+    wire.reuse();
   }
 
   async close() {
@@ -885,8 +1329,28 @@ function parseCommandLine(argv) {
   return values;
 }
 
+/** Loads the libraries of the outputs asked for. apache-arrow comes as the
+ * single-file build it ships (what a bundled function loads) rather than its
+ * hundreds of modules, which take longer to load than a small batch takes
+ * to write. */
+async function load(mode) {
+  if (mode !== "kafka") {
+    arrow = createRequire(import.meta.url)("apache-arrow/Arrow.esnext.min");
+    parquet = await import("parquet-wasm");
+  }
+  if (mode !== "parquet") {
+    let avsc;
+    [avsc, kafkajs, zstd] = await Promise.all([
+      import("avsc"), import("kafkajs"), import("@mongodb-js/zstd")]);
+    avro = avsc.default;
+    kafkajs = kafkajs.default;
+    zstd = zstd.default;
+  }
+}
+
 async function run(args) {
   const started = performance.now();
+  await load(args.mode);
   const out = args.mode !== "kafka" ? new ParquetOutput(args.parquet, args["arrow-schema"]) : null;
   const kafka = args.mode !== "parquet" ? new KafkaOutput(args) : null;
   if (kafka !== null) await kafka.connect();
