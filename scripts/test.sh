@@ -13,7 +13,8 @@
 #   bash scripts/test.sh
 #
 # Environment: DYNAMO_CDC_VENV (default .venv) is the Python virtual
-# environment the check uses; it is created and filled when missing.
+# environment the check uses; it is created and filled when missing. The
+# Rust tests get its interpreter as DYNAMO_CDC_PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +66,9 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
 fi
 DYNAMO_CDC_TANSU="$(command -v tansu || echo "$HOME/.cargo/bin/tansu")"
 DYNAMO_CDC_MOTO_SERVER="$(cd "$venv/bin" && pwd)/moto_server"
-export DYNAMO_CDC_TANSU DYNAMO_CDC_MOTO_SERVER
+# botocore checks the Iceberg sink's SigV4 signatures.
+DYNAMO_CDC_PYTHON="$(cd "$venv/bin" && pwd)/python"
+export DYNAMO_CDC_TANSU DYNAMO_CDC_MOTO_SERVER DYNAMO_CDC_PYTHON
 
 step "building"
 cargo build --workspace --all-targets --locked

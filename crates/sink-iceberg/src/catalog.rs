@@ -20,12 +20,13 @@ use iceberg::{
     TableCreation, TableIdent,
 };
 use iceberg_catalog_rest::{
-    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
+    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalog, RestCatalogBuilder,
 };
 use iceberg_catalog_sql::{SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlCatalogBuilder};
 
 use crate::columns::meta_fields;
 use crate::config::{CatalogKind, IcebergConfig};
+use crate::sigv4::{Signer, SigningConfig, SigningProxy};
 
 /// Milliseconds in a day: the width that truncates `__source_ts_ms` to the
 /// start of its UTC day.
@@ -36,22 +37,20 @@ pub(crate) const DAY_MS: u32 = 86_400_000;
 /// timestamps only; `truncate` on a long gives the same days).
 pub(crate) const PARTITION_FIELD: &str = "__source_day_ms";
 
-/// Connects to the configured catalog.
+/// Connects to the configured catalog; a REST catalog with
+/// `rest.sigv4-enabled` through a signing proxy.
 ///
 /// # Errors
-/// When the catalog cannot be reached or the URI is refused.
+/// When the catalog cannot be reached or the URI is refused; with signing,
+/// when no AWS region or credentials can be found.
 pub(crate) async fn connect(
     config: &IcebergConfig,
     storage: Arc<dyn iceberg::io::StorageFactory>,
     warehouse_url: &str,
 ) -> Result<Arc<dyn Catalog>> {
-    let mut props: HashMap<String, String> = config
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     match config.catalog {
         CatalogKind::Sql => {
+            let mut props = properties(config);
             props.insert(
                 SQL_CATALOG_PROP_URI.to_owned(),
                 sql_uri(&config.catalog_uri)?,
@@ -67,17 +66,74 @@ pub(crate) async fn connect(
             Ok(Arc::new(catalog))
         }
         CatalogKind::Rest => {
-            props.insert(REST_CATALOG_PROP_URI.to_owned(), config.catalog_uri.clone());
-            props
-                .entry(REST_CATALOG_PROP_WAREHOUSE.to_owned())
-                .or_insert_with(|| config.warehouse.clone());
-            let catalog = RestCatalogBuilder::default()
-                .with_storage_factory(storage)
-                .load(&config.catalog_name, props)
-                .await?;
-            Ok(Arc::new(catalog))
+            let signing =
+                SigningConfig::from_properties(&config.properties).map_err(|(key, reason)| {
+                    Error::new(
+                        ErrorKind::DataInvalid,
+                        format!("sinks.iceberg.properties.{key}: {reason}"),
+                    )
+                })?;
+            let signer = match signing {
+                Some(signing) => Some(Signer::from_default_chain(&signing).await?),
+                None => None,
+            };
+            rest(config, storage, signer).await
         }
     }
+}
+
+/// The configured catalog properties.
+fn properties(config: &IcebergConfig) -> HashMap<String, String> {
+    config
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A REST catalog at the configured endpoint; with a signer, reached
+/// through a signing proxy that lives as long as the catalog (see
+/// [`sigv4`](crate::sigv4)).
+pub(crate) async fn rest(
+    config: &IcebergConfig,
+    storage: Arc<dyn iceberg::io::StorageFactory>,
+    signer: Option<Signer>,
+) -> Result<Arc<dyn Catalog>> {
+    let mut props = properties(config);
+    props
+        .entry(REST_CATALOG_PROP_WAREHOUSE.to_owned())
+        .or_insert_with(|| config.warehouse.clone());
+    let builder = RestCatalogBuilder::default().with_storage_factory(storage);
+    let Some(signer) = signer else {
+        props.insert(REST_CATALOG_PROP_URI.to_owned(), config.catalog_uri.clone());
+        let catalog = builder.load(&config.catalog_name, props).await?;
+        return Ok(Arc::new(catalog));
+    };
+    let proxy = SigningProxy::start(&config.catalog_uri, signer).await?;
+    props.insert(
+        REST_CATALOG_PROP_URI.to_owned(),
+        proxy.catalog_uri().to_owned(),
+    );
+    // Its own client, which goes straight to the proxy on loopback: the
+    // default one would send it to an HTTP_PROXY from the environment.
+    let client = reqwest_catalog::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                "cannot build the catalog's HTTP client",
+            )
+            .with_source(e)
+        })?;
+    let catalog = builder
+        .with_client(client)
+        .load(&config.catalog_name, props)
+        .await?;
+    Ok(Arc::new(Signed {
+        inner: catalog,
+        _proxy: proxy,
+    }))
 }
 
 /// A sqlite URL opened read-write and created when missing (sqlx opens
@@ -220,6 +276,78 @@ impl Catalog for Pinned {
             return Err(Error::new(ErrorKind::CatalogCommitConflicts, MOVED).with_retryable(false));
         }
         Ok(loaded)
+    }
+    async fn drop_table(&self, table: &TableIdent) -> Result<()> {
+        self.inner.drop_table(table).await
+    }
+    async fn purge_table(&self, table: &TableIdent) -> Result<()> {
+        self.inner.purge_table(table).await
+    }
+    async fn table_exists(&self, table: &TableIdent) -> Result<bool> {
+        self.inner.table_exists(table).await
+    }
+    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> Result<()> {
+        self.inner.rename_table(src, dest).await
+    }
+    async fn register_table(&self, table: &TableIdent, metadata_location: String) -> Result<Table> {
+        self.inner.register_table(table, metadata_location).await
+    }
+    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
+        self.inner.update_table(commit).await
+    }
+}
+
+/// A REST catalog reached through its signing proxy, which it keeps
+/// running: the proxy stops when the catalog is dropped.
+#[derive(Debug)]
+struct Signed {
+    inner: RestCatalog,
+    _proxy: SigningProxy,
+}
+
+#[async_trait]
+impl Catalog for Signed {
+    async fn list_namespaces(
+        &self,
+        parent: Option<&NamespaceIdent>,
+    ) -> Result<Vec<NamespaceIdent>> {
+        self.inner.list_namespaces(parent).await
+    }
+    async fn create_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<Namespace> {
+        self.inner.create_namespace(namespace, properties).await
+    }
+    async fn get_namespace(&self, namespace: &NamespaceIdent) -> Result<Namespace> {
+        self.inner.get_namespace(namespace).await
+    }
+    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> Result<bool> {
+        self.inner.namespace_exists(namespace).await
+    }
+    async fn update_namespace(
+        &self,
+        namespace: &NamespaceIdent,
+        properties: HashMap<String, String>,
+    ) -> Result<()> {
+        self.inner.update_namespace(namespace, properties).await
+    }
+    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> Result<()> {
+        self.inner.drop_namespace(namespace).await
+    }
+    async fn list_tables(&self, namespace: &NamespaceIdent) -> Result<Vec<TableIdent>> {
+        self.inner.list_tables(namespace).await
+    }
+    async fn create_table(
+        &self,
+        namespace: &NamespaceIdent,
+        creation: TableCreation,
+    ) -> Result<Table> {
+        self.inner.create_table(namespace, creation).await
+    }
+    async fn load_table(&self, table: &TableIdent) -> Result<Table> {
+        self.inner.load_table(table).await
     }
     async fn drop_table(&self, table: &TableIdent) -> Result<()> {
         self.inner.drop_table(table).await

@@ -7,6 +7,8 @@ use dynamo_cdc_core::ConfigError;
 use dynamo_cdc_object_store::{Location, StoreOptions};
 use serde::Deserialize;
 
+use crate::sigv4::{SIGV4_ENABLED, SigningConfig};
+
 /// Which kind of catalog holds the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,7 +64,10 @@ pub struct IcebergConfig {
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
     /// Catalog properties passed as they are (REST: `credential`, `token`,
-    /// `oauth2-server-uri`, `scope`, `header.<name>`, ...).
+    /// `oauth2-server-uri`, `scope`, `header.<name>`, ...). For AWS catalogs
+    /// (Glue, S3 Tables), `rest.sigv4-enabled = "true"` signs every request
+    /// with SigV4, for `rest.signing-name` (default `glue`) and
+    /// `rest.signing-region` (default: the AWS SDK's region).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -99,8 +104,9 @@ mod defaults {
 /// Properties whose values are secrets: never logged.
 const SECRET_PROPERTIES: [&str; 3] = ["credential", "token", "s3.secret-access-key"];
 
-/// Properties that turn on request signing, which this version cannot do.
-const SIGNING_PROPERTIES: [&str; 2] = ["rest.sigv4-enabled", "rest.signing-name"];
+/// Properties that authenticate with a bearer token, which a signed
+/// request cannot carry (its `Authorization` header is the signature).
+const TOKEN_PROPERTIES: [&str; 2] = ["token", "credential"];
 
 impl IcebergConfig {
     /// A SQL catalog at `catalog_uri` with the warehouse at `warehouse`, and
@@ -193,13 +199,35 @@ impl IcebergConfig {
                 format!("{} is not a zstd level (1 to 22)", self.zstd_level),
             ));
         }
-        for key in SIGNING_PROPERTIES {
-            if self.properties.contains_key(key) {
-                return Err(ConfigError::new(
-                    format!("properties.{key}"),
-                    "SigV4 request signing (Glue, S3 Tables) is not supported yet: use a catalog reached with `credential` or `token`",
-                ));
-            }
+        self.validate_signing()?;
+        Ok(())
+    }
+
+    /// Checks the SigV4 properties: valid values, and signing only for a
+    /// REST catalog and without a bearer token.
+    fn validate_signing(&self) -> Result<(), ConfigError> {
+        let signing = SigningConfig::from_properties(&self.properties)
+            .map_err(|(key, reason)| ConfigError::new(format!("properties.{key}"), reason))?;
+        if signing.is_none() {
+            return Ok(());
+        }
+        if self.catalog != CatalogKind::Rest {
+            return Err(ConfigError::new(
+                format!("properties.{SIGV4_ENABLED}"),
+                "applies only to catalog = \"rest\"",
+            ));
+        }
+        if let Some(key) = TOKEN_PROPERTIES
+            .into_iter()
+            .find(|key| self.properties.contains_key(*key))
+        {
+            return Err(ConfigError::new(
+                format!("properties.{key}"),
+                format!(
+                    "cannot be combined with {SIGV4_ENABLED} = \"true\": signed requests \
+                     authenticate with AWS credentials"
+                ),
+            ));
         }
         Ok(())
     }
@@ -306,18 +334,69 @@ scope = "PRINCIPAL_ROLE:ALL"
         let shown = c.describe_properties();
         assert_eq!(shown["credential"], "***");
         assert_eq!(shown["scope"], "PRINCIPAL_ROLE:ALL");
-        let signed = parse(
-            r#"
+    }
+
+    /// The Glue example of docs/iceberg.md.
+    const GLUE: &str = r#"
 catalog = "rest"
 catalog_uri = "https://glue.us-east-1.amazonaws.com/iceberg"
-warehouse = "123456789012"
+warehouse = "s3://analytics-lake/cdc"
+region = "us-east-1"
 [properties]
+warehouse = "123456789012"
 "rest.sigv4-enabled" = "true"
+"rest.signing-name" = "glue"
+"rest.signing-region" = "us-east-1"
+"#;
+
+    #[test]
+    fn sigv4_properties_are_accepted_for_glue_and_s3_tables() {
+        parse(GLUE).validate().unwrap();
+        let s3_tables = parse(
+            r#"
+catalog = "rest"
+catalog_uri = "https://s3tables.eu-west-1.amazonaws.com/iceberg"
+warehouse = "s3://lake"
+[properties]
+warehouse = "arn:aws:s3tables:eu-west-1:123456789012:bucket/lake"
+"rest.sigv4-enabled" = "true"
+"rest.signing-name" = "s3tables"
 "#,
         );
-        assert_eq!(
-            signed.validate().unwrap_err().key,
-            "properties.rest.sigv4-enabled"
+        s3_tables.validate().unwrap();
+        let off = parse(
+            r#"
+catalog = "rest"
+catalog_uri = "https://catalog.example/api/catalog"
+warehouse = "analytics"
+[properties]
+"rest.sigv4-enabled" = "false"
+token = "t"
+"#,
         );
+        off.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_sigv4_properties_name_their_key() {
+        let bad = |from: &str, to: &str| parse(&GLUE.replace(from, to)).validate().unwrap_err();
+        let e = bad("\"true\"", "\"yes\"");
+        assert_eq!(e.key, "properties.rest.sigv4-enabled");
+        assert!(e.reason.contains("`yes`"), "{}", e.reason);
+        let e = bad("region\" = \"us-east-1\"", "region\" = \"US East\"");
+        assert_eq!(e.key, "properties.rest.signing-region");
+        assert_eq!(bad("\"glue\"", "\"\"").key, "properties.rest.signing-name");
+        // A name or region without signing would do nothing.
+        let e = bad("\"true\"", "\"false\"");
+        assert_eq!(e.key, "properties.rest.signing-name");
+        // Signing goes with REST catalogs, and replaces bearer tokens.
+        let sql = GLUE.replace("\"rest\"", "\"sql\"").replace(
+            "https://glue.us-east-1.amazonaws.com/iceberg",
+            "sqlite://c.db",
+        );
+        let e = parse(&sql).validate().unwrap_err();
+        assert_eq!(e.key, "properties.rest.sigv4-enabled");
+        let e = bad("[properties]", "[properties]\ntoken = \"t\"");
+        assert_eq!(e.key, "properties.token");
     }
 }

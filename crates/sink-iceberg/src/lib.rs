@@ -26,6 +26,9 @@
 //! - **Failures**: an unreachable catalog or bucket is transient (the run
 //!   pauses and resumes from the last commit); a table this sink cannot
 //!   continue, denied access or a missing bucket stops it.
+//! - **AWS catalogs**: REST catalogs that want SigV4 (Glue, S3 Tables) are
+//!   reached through a signing proxy on loopback (see
+//!   [`sigv4`](crate::sigv4)).
 
 mod catalog;
 mod columns;
@@ -33,6 +36,7 @@ mod config;
 mod error;
 mod events;
 mod file;
+mod sigv4;
 mod sink;
 mod storage;
 mod summary;
