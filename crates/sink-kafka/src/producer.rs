@@ -1,13 +1,22 @@
-//! The idempotent producer and its acknowledgements.
+//! The idempotent producer, its acknowledgements, and the groups of
+//! messages in flight.
 //!
-//! Every message carries its index in the batch as the delivery opaque; a
-//! batch counts as sent only when every index has an acknowledgement. The
-//! producer never gives up on a message by itself (`message.timeout.ms = 0`):
-//! while the broker is down or slow, `send_all` waits, so the pipeline
-//! pauses and the source stops reading instead of anything being dropped or
-//! re-sent out of order.
+//! Messages are handed over in groups ([`KafkaProducer::submit`]), each
+//! with a tag the caller gets back when every message of the group has an
+//! answer ([`KafkaProducer::landed`]). Several groups may be in flight, so
+//! the sink encodes the next while the brokers acknowledge the last, but
+//! groups land strictly in the order they were submitted: a group counts
+//! as delivered, and its offsets as read-back starting points, only once
+//! it and every group before it are acknowledged. Each message carries a
+//! serial number as its delivery opaque to find its group.
+//!
+//! The producer never gives up on a message by itself
+//! (`message.timeout.ms = 0`): while the brokers are down or slow, a wait
+//! for room or for everything to land lasts, so the pipeline pauses and the
+//! source stops reading instead of anything being dropped or re-sent out of
+//! order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +38,19 @@ pub(crate) struct Outgoing {
     pub headers: Vec<(&'static str, Vec<u8>)>,
 }
 
+impl Outgoing {
+    /// Its bytes: key, value and headers.
+    pub(crate) fn size(&self) -> usize {
+        self.key.len()
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// How one message ended.
 #[derive(Debug)]
 pub(crate) enum Sent {
@@ -40,6 +62,7 @@ pub(crate) enum Sent {
     Failed(KafkaError),
 }
 
+/// The answers of messages, by serial, as librdkafka reports them.
 #[derive(Default)]
 pub(crate) struct Acks {
     results: Mutex<Vec<(usize, Sent)>>,
@@ -58,7 +81,7 @@ impl ClientContext for Acks {
 impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, serial: usize) {
         let sent = match result {
             Ok(m) => Sent::Stored {
                 partition: m.partition(),
@@ -70,7 +93,7 @@ impl ProducerContext for Acks {
             Err((e, _)) => Sent::Failed(e.clone()),
         };
         if let Ok(mut r) = self.results.lock() {
-            r.push((index, sent));
+            r.push((serial, sent));
         }
     }
 }
@@ -78,11 +101,55 @@ impl ProducerContext for Acks {
 /// How long acknowledgements may take before the brokers count as down.
 const SLOW_ACKS: Duration = Duration::from_secs(10);
 
+/// A group of messages handed over together.
+struct Flight<T> {
+    /// Serial of its first message; the others follow.
+    first: usize,
+    messages: Vec<Outgoing>,
+    results: Vec<Option<Sent>>,
+    answered: usize,
+    /// Bytes of its messages (keys, values, headers).
+    bytes: usize,
+    tag: T,
+}
+
+impl<T> Flight<T> {
+    fn complete(&self) -> bool {
+        self.answered == self.messages.len()
+    }
+}
+
+/// A group whose every message has an answer.
+pub(crate) struct Landed<T> {
+    pub messages: Vec<Outgoing>,
+    /// One per message, in message order.
+    pub results: Vec<Sent>,
+    pub tag: T,
+}
+
+/// How long [`KafkaProducer::landed`] waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Not at all: whatever has landed already.
+    Now,
+    /// Until a group of this many bytes may be submitted without going
+    /// over the limits of what is in flight.
+    Room { bytes: usize },
+    /// Until nothing is in flight.
+    Empty,
+}
+
 /// The producer.
-pub(crate) struct KafkaProducer {
+pub(crate) struct KafkaProducer<T = ()> {
     producer: BaseProducer<Acks>,
-    /// Next offset per topic and partition after everything acknowledged.
+    /// Next offset per topic and partition after every landed group.
     pub(crate) next_offsets: BTreeMap<(String, i32), i64>,
+    /// Serial of the next message handed over.
+    next_serial: usize,
+    /// Groups in flight, oldest first.
+    flights: VecDeque<Flight<T>>,
+    /// Bytes of `flights`.
+    in_flight_bytes: usize,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -94,7 +161,7 @@ pub const PROTECTED_PROPERTIES: [&str; 5] = [
     "transactional.id",
 ];
 
-impl KafkaProducer {
+impl<T> KafkaProducer<T> {
     /// A producer for `brokers`, with `properties` passed through.
     pub(crate) fn new(
         brokers: &str,
@@ -125,95 +192,106 @@ impl KafkaProducer {
         Ok(KafkaProducer {
             producer,
             next_offsets: BTreeMap::new(),
+            next_serial: 0,
+            flights: VecDeque::new(),
+            in_flight_bytes: 0,
         })
     }
 
-    /// Sends every message and waits until each is acknowledged or has
-    /// failed for good; results are in message order.
-    pub(crate) fn send_all(&mut self, messages: &[Outgoing]) -> Result<Vec<Sent>, KafkaSinkError> {
-        let mut early: Vec<Option<Sent>> = (0..messages.len()).map(|_| None).collect();
-        let mut pending = 0;
+    /// Hands a group of messages over without waiting for their answers;
+    /// `tag` comes back with them from [`KafkaProducer::landed`]. A group
+    /// may be empty (it lands at once, after the groups before it).
+    pub(crate) fn submit(&mut self, messages: Vec<Outgoing>, tag: T) -> Result<(), KafkaSinkError> {
+        let first = self.next_serial;
+        self.next_serial += messages.len();
+        let mut flight = Flight {
+            first,
+            results: (0..messages.len()).map(|_| None).collect(),
+            answered: 0,
+            bytes: messages.iter().map(Outgoing::size).sum(),
+            messages: Vec::new(),
+            tag,
+        };
         for (index, m) in messages.iter().enumerate() {
-            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_slice()),
-                });
+            if let Some(early) = self.hand_over(m, first + index)? {
+                flight.results[index] = Some(early);
+                flight.answered += 1;
             }
-            let mut record: BaseRecord<'_, [u8], [u8], usize> =
-                BaseRecord::with_opaque_to(&m.topic, index)
-                    .key(m.key.as_slice())
-                    .headers(headers);
-            if let Some(value) = &m.value {
-                record = record.payload(value.as_slice());
-            }
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => {
-                        pending += 1;
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // The local queue is full: let acknowledgements drain it.
-                        self.producer.poll(Duration::from_millis(20));
-                        record = back;
-                    }
-                    Err((
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-                        _,
-                    )) => {
-                        early[index] = Some(Sent::TooLarge(format!(
-                            "{} bytes exceed the producer's message.max.bytes",
-                            m.key.len() + m.value.as_ref().map_or(0, Vec::len)
-                        )));
-                        break;
-                    }
-                    Err((e, _)) => {
-                        return Err(KafkaSinkError::Client {
-                            what: "cannot hand a message to the producer",
-                            source: e,
-                        });
-                    }
+        }
+        flight.messages = messages;
+        self.in_flight_bytes += flight.bytes;
+        self.flights.push_back(flight);
+        Ok(())
+    }
+
+    /// Hands one message to librdkafka; `Some` when it is refused at once.
+    fn hand_over(&self, m: &Outgoing, serial: usize) -> Result<Option<Sent>, KafkaSinkError> {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&m.topic, serial)
+                .key(m.key.as_slice())
+                .headers(headers);
+        if let Some(value) = &m.value {
+            record = record.payload(value.as_slice());
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(None),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The local queue is full: let acknowledgements drain it.
+                    self.producer.poll(Duration::from_millis(20));
+                    record = back;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Ok(Some(Sent::TooLarge(format!(
+                        "{} bytes exceed the producer's message.max.bytes",
+                        m.key.len() + m.value.as_ref().map_or(0, Vec::len)
+                    ))));
+                }
+                Err((e, _)) => {
+                    return Err(KafkaSinkError::Client {
+                        what: "cannot hand a message to the producer",
+                        source: e,
+                    });
                 }
             }
         }
-        self.wait_for(pending);
-        let acks = self.take_acks();
-        let mut out = early;
-        for (index, sent) in acks {
-            if let (Sent::Stored { partition, offset }, Some(m)) = (&sent, messages.get(index)) {
-                let next = self
-                    .next_offsets
-                    .entry((m.topic.clone(), *partition))
-                    .or_insert(0);
-                *next = (*next).max(offset + 1);
-            }
-            if let Some(slot) = out.get_mut(index) {
-                *slot = Some(sent);
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|s| s.unwrap_or(Sent::Failed(KafkaError::Canceled)))
-            .collect())
     }
 
-    /// Waits until `pending` messages have an answer. The producer never
-    /// gives up on a message, so while the brokers are down this waits: the
-    /// pipeline pauses. Said once after [`SLOW_ACKS`], every 30 s while it
-    /// lasts, and once when the acknowledgements come.
-    fn wait_for(&self, pending: usize) {
+    /// Sends one group and waits until it (and every group before it) has
+    /// landed; returns them all, oldest first.
+    pub(crate) fn send_all(
+        &mut self,
+        messages: Vec<Outgoing>,
+        tag: T,
+    ) -> Result<Vec<Landed<T>>, KafkaSinkError> {
+        self.submit(messages, tag)?;
+        Ok(self.landed(Until::Empty))
+    }
+
+    /// The groups that have landed, oldest first, after waiting as `until`
+    /// says. A group lands only after every group submitted before it.
+    ///
+    /// The producer never gives up on a message, so while the brokers are
+    /// down a wait lasts: the pipeline pauses. Said once after
+    /// [`SLOW_ACKS`], every 30 s while it lasts, and once when the
+    /// acknowledgements come.
+    pub(crate) fn landed(&mut self, until: Until) -> Vec<Landed<T>> {
+        let mut out = Vec::new();
         let started = Instant::now();
         let mut outage = dynamo_cdc_core::Outage::new();
+        // Answers already delivered to the context, then a look for more.
+        self.producer.poll(Duration::ZERO);
         loop {
-            let done = self
-                .producer
-                .context()
-                .results
-                .lock()
-                .map_or(0, |r| r.len());
-            if done >= pending {
+            self.collect_answers();
+            self.pop_landed(&mut out);
+            if self.satisfied(until) {
                 if let Some(dynamo_cdc_core::OutageLine::Back(after)) =
                     outage.succeeded(Instant::now())
                 {
@@ -222,21 +300,22 @@ impl KafkaProducer {
                         "Kafka acknowledges messages again; reading goes on"
                     );
                 }
-                return;
+                return out;
             }
             self.producer.poll(Duration::from_millis(10));
             dynamo_cdc_core::alive::still_waiting();
             if started.elapsed() >= SLOW_ACKS {
+                let waiting = self.waiting();
                 match outage.failed(Instant::now()) {
                     Some(dynamo_cdc_core::OutageLine::Down) => tracing::error!(
-                        waiting = pending - done,
+                        waiting,
                         for_s = started.elapsed().as_secs(),
                         "Kafka does not acknowledge messages (brokers down or unreachable?); \
                          reading is paused and nothing is lost: the messages are sent when \
                          the brokers answer"
                     ),
                     Some(dynamo_cdc_core::OutageLine::StillDown(_)) => tracing::warn!(
-                        waiting = pending - done,
+                        waiting,
                         for_s = started.elapsed().as_secs(),
                         "still waiting for Kafka to acknowledge messages; reading is paused"
                     ),
@@ -246,13 +325,97 @@ impl KafkaProducer {
         }
     }
 
-    fn take_acks(&self) -> Vec<(usize, Sent)> {
-        self.producer
+    /// Whether a wait for `until` is over.
+    fn satisfied(&self, until: Until) -> bool {
+        match until {
+            Until::Now => true,
+            Until::Empty => self.flights.is_empty(),
+            Until::Room { bytes } => {
+                self.flights.is_empty()
+                    || (self.flights.len() < crate::IN_FLIGHT_GROUPS
+                        && self.in_flight_bytes + bytes <= crate::IN_FLIGHT_BYTES)
+            }
+        }
+    }
+
+    /// Messages in flight without an answer.
+    fn waiting(&self) -> usize {
+        self.flights
+            .iter()
+            .map(|f| f.messages.len() - f.answered)
+            .sum()
+    }
+
+    /// Moves the answers librdkafka reported into their groups.
+    fn collect_answers(&mut self) {
+        let answers = self
+            .producer
             .context()
             .results
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for (serial, sent) in answers {
+            // Groups are in serial order; an empty group holds no serial.
+            let at = self
+                .flights
+                .partition_point(|f| f.first + f.messages.len() <= serial);
+            let Some(flight) = self.flights.get_mut(at) else {
+                continue;
+            };
+            let Some(slot) = serial
+                .checked_sub(flight.first)
+                .and_then(|i| flight.results.get_mut(i))
+            else {
+                continue;
+            };
+            if slot.is_none() {
+                flight.answered += 1;
+            }
+            *slot = Some(sent);
+        }
+    }
+
+    /// Takes the complete groups at the front, in order, and moves the
+    /// next offsets past what they stored.
+    fn pop_landed(&mut self, out: &mut Vec<Landed<T>>) {
+        while self.flights.front().is_some_and(Flight::complete) {
+            let Some(flight) = self.flights.pop_front() else {
+                break;
+            };
+            self.in_flight_bytes -= flight.bytes;
+            let results: Vec<Sent> = flight
+                .results
+                .into_iter()
+                .map(|s| s.unwrap_or(Sent::Failed(KafkaError::Canceled)))
+                .collect();
+            // The highest offset per topic and partition first (a group
+            // touches a few), then the map: no key made per message.
+            let mut highest: Vec<(&str, i32, i64)> = Vec::new();
+            for (m, sent) in flight.messages.iter().zip(&results) {
+                if let Sent::Stored { partition, offset } = *sent {
+                    match highest
+                        .iter_mut()
+                        .find(|(t, p, _)| *p == partition && *t == m.topic)
+                    {
+                        Some(h) => h.2 = h.2.max(offset),
+                        None => highest.push((&m.topic, partition, offset)),
+                    }
+                }
+            }
+            for (topic, partition, offset) in highest {
+                let next = self
+                    .next_offsets
+                    .entry((topic.to_owned(), partition))
+                    .or_insert(0);
+                *next = (*next).max(offset + 1);
+            }
+            out.push(Landed {
+                messages: flight.messages,
+                results,
+                tag: flight.tag,
+            });
+        }
     }
 
     /// Waits for everything in flight.

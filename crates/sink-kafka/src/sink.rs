@@ -16,7 +16,7 @@ use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 
 use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 use crate::events::MessagesAcked;
-use crate::producer::{KafkaProducer, Outgoing, Sent};
+use crate::producer::{KafkaProducer, Landed, Outgoing, Sent, Until};
 use crate::resume::scan;
 use crate::{KafkaConfig, KafkaSinkError};
 
@@ -39,7 +39,7 @@ struct KafkaStats {
 pub struct KafkaSink {
     config: KafkaConfig,
     encoder: Encoder,
-    producer: KafkaProducer,
+    producer: KafkaProducer<Group>,
     durable: Positions,
     /// What the topics hold for sure: the checkpoint's positions.
     held: Positions,
@@ -196,44 +196,91 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Sends what is held as one group, without waiting for its answers
+    /// unless too much is in flight already.
     fn send_pending(&mut self) -> Result<(), KafkaSinkError> {
         if self.outgoing.is_empty() && self.pending_changes.is_empty() {
             return Ok(());
         }
         self.held_since = None;
-        self.outgoing_bytes = 0;
-        let mut dead = std::mem::take(&mut self.dead_outgoing);
-        let outgoing = std::mem::take(&mut self.outgoing);
-        let results = self.producer.send_all(&outgoing)?;
-        let mut acked = MessagesAcked::default();
-        for (message, sent) in outgoing.into_iter().zip(results) {
-            match sent {
-                Sent::Stored { .. } => {
-                    self.stats.messages += 1;
-                    acked.messages += 1;
-                    if message.value.is_none() {
-                        self.stats.tombstones += 1;
+        let bytes = std::mem::take(&mut self.outgoing_bytes);
+        let landed = self.producer.landed(Until::Room { bytes });
+        self.land(landed)?;
+        let group = Group {
+            changes: std::mem::take(&mut self.pending_changes),
+            dead: std::mem::take(&mut self.dead_outgoing),
+            gap: false,
+        };
+        self.producer
+            .submit(std::mem::take(&mut self.outgoing), group)
+    }
+
+    /// Takes in the groups that landed, in order: their dead letters are
+    /// sent (and acknowledged), then their changes count as durable.
+    fn land(&mut self, landed: Vec<Landed<Group>>) -> Result<(), KafkaSinkError> {
+        for group in landed {
+            let mut acked = MessagesAcked::default();
+            let Group {
+                changes,
+                mut dead,
+                gap,
+            } = group.tag;
+            for (message, sent) in group.messages.into_iter().zip(group.results) {
+                match sent {
+                    Sent::Stored { .. } if gap => self.stats.gaps += 1,
+                    Sent::Stored { .. } => {
+                        self.stats.messages += 1;
+                        acked.messages += 1;
+                        if message.value.is_none() {
+                            self.stats.tombstones += 1;
+                        }
+                    }
+                    Sent::TooLarge(reason) if !gap => {
+                        dead.push(self.dead_letter(message, &reason)?);
+                    }
+                    Sent::TooLarge(reason) => {
+                        return Err(KafkaSinkError::Topic {
+                            topic: message.topic,
+                            message: format!("a gap record was refused: {reason}"),
+                        });
+                    }
+                    Sent::Failed(source) => {
+                        return Err(KafkaSinkError::Client {
+                            what: if gap {
+                                "a gap record was not delivered"
+                            } else {
+                                "a message was not delivered"
+                            },
+                            source,
+                        });
                     }
                 }
-                Sent::TooLarge(reason) => dead.push(self.dead_letter(message, &reason)?),
-                Sent::Failed(source) => {
-                    return Err(KafkaSinkError::Client {
-                        what: "a message was not delivered",
-                        source,
-                    });
-                }
             }
+            self.send_dead_letters(dead)?;
+            for (key, seq) in changes {
+                acked.count_change(&key.table);
+                self.durable.advance(key, seq);
+            }
+            acked.emit();
         }
-        if !dead.is_empty() {
-            if self.dead_producer.is_none() {
-                let mut properties = self.config.properties.clone();
-                properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
-                self.dead_producer = Some(KafkaProducer::new(&self.config.brokers, &properties)?);
-            }
-            let Some(producer) = self.dead_producer.as_mut() else {
-                unreachable!("made above")
-            };
-            for sent in producer.send_all(&dead)? {
+        Ok(())
+    }
+
+    /// Sends dead-letter messages and waits for them.
+    fn send_dead_letters(&mut self, dead: Vec<Outgoing>) -> Result<(), KafkaSinkError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        if self.dead_producer.is_none() {
+            let mut properties = self.config.properties.clone();
+            properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
+            self.dead_producer = Some(KafkaProducer::new(&self.config.brokers, &properties)?);
+        }
+        let Some(producer) = self.dead_producer.as_mut() else {
+            unreachable!("made above")
+        };
+        for landed in producer.send_all(dead, ())? {
+            for sent in landed.results {
                 match sent {
                     Sent::Stored { .. } => self.stats.dead_lettered += 1,
                     Sent::TooLarge(reason) => {
@@ -253,11 +300,6 @@ impl KafkaSink {
                 }
             }
         }
-        for (key, seq) in std::mem::take(&mut self.pending_changes) {
-            acked.count_change(&key.table);
-            self.durable.advance(key, seq);
-        }
-        acked.emit();
         Ok(())
     }
 
@@ -331,13 +373,7 @@ impl KafkaSink {
                         // Refused here, before anything of the batch is sent:
                         // a later change of the shard never becomes visible
                         // ahead of one that could not be delivered.
-                        let size = message.key.len()
-                            + message.value.as_ref().map_or(0, Vec::len)
-                            + message
-                                .headers
-                                .iter()
-                                .map(|(k, v)| k.len() + v.len())
-                                .sum::<usize>();
+                        let size = message.size();
                         if size > self.max_message_bytes {
                             let reason = format!(
                                 "{size} bytes exceed message.max.bytes ({})",
@@ -387,16 +423,15 @@ impl KafkaSink {
                 (HEADER_SHARD, gap.shard.as_bytes().to_vec()),
             ],
         };
-        for sent in self.producer.send_all(&[message])? {
-            if let Sent::Failed(source) = sent {
-                return Err(KafkaSinkError::Client {
-                    what: "a gap record was not delivered",
-                    source,
-                });
-            }
-        }
-        self.stats.gaps += 1;
-        Ok(())
+        // Recorded before any change after it is written: this waits for
+        // it, and for the groups sent before it.
+        let group = Group {
+            changes: Vec::new(),
+            dead: Vec::new(),
+            gap: true,
+        };
+        let landed = self.producer.send_all(vec![message], group)?;
+        self.land(landed)
     }
 
     fn send_due(&mut self) -> Result<(), KafkaSinkError> {
@@ -406,16 +441,29 @@ impl KafkaSink {
             age: self.held_since.map(|since| since.elapsed()),
         };
         if held.due(self.config.send_batch_messages) {
-            self.send_pending()
-        } else {
-            Ok(())
+            self.send_pending()?;
         }
+        let landed = self.producer.landed(Until::Now);
+        self.land(landed)
     }
 
     fn send_all_pending(&mut self) -> Result<(), KafkaSinkError> {
         self.send_pending()?;
+        let landed = self.producer.landed(Until::Empty);
+        self.land(landed)?;
         self.producer.flush()
     }
+}
+
+/// What the sink gets back when a group of messages lands.
+struct Group {
+    /// The changes the group holds, in order: durable once it lands.
+    changes: Vec<(ShardKey, SequenceNumber)>,
+    /// Messages refused before sending (too large), for the dead-letter
+    /// topic, sent before the changes count as durable.
+    dead: Vec<Outgoing>,
+    /// The group is a gap record for the dead-letter topic.
+    gap: bool,
 }
 
 /// What the sink holds encoded and not yet sent.

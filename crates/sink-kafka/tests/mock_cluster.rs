@@ -144,10 +144,19 @@ fn open(config: KafkaConfig) -> KafkaSink {
     KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap()
 }
 
-fn deliver(sink: &mut KafkaSink, changes: &[Change]) {
+/// Writes and sends `changes` without waiting for their acknowledgements,
+/// as the pipeline does after each batch.
+fn send(sink: &mut KafkaSink, changes: &[Change]) {
     let rejected = sink.write(changes).unwrap();
     assert!(rejected.is_empty(), "{rejected:?}");
     sink.poll().unwrap();
+}
+
+/// Writes `changes` and waits until they are acknowledged: the point at
+/// which the tests take checkpoints or crash sinks.
+fn deliver(sink: &mut KafkaSink, changes: &[Change]) {
+    send(sink, changes);
+    sink.flush().unwrap();
 }
 
 fn seqs(got: &[Got]) -> Vec<String> {
@@ -434,31 +443,35 @@ fn broker_trouble_pauses_and_loses_nothing() {
             rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         ],
     );
-    deliver(&mut sink, &changes[5..10]);
+    send(&mut sink, &changes[5..10]);
     // Slow round trips.
     cluster
         .broker_round_trip_time(1, Duration::from_millis(300))
         .unwrap();
-    deliver(&mut sink, &changes[10..12]);
+    send(&mut sink, &changes[10..12]);
     cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
-    // The broker goes down while a batch is in flight: `poll` waits.
+    // The broker goes down with a group in flight: `poll` goes on (the
+    // next group is encoded meanwhile), the group's changes are not
+    // delivered yet, and `flush` waits for the broker.
     cluster.broker_down(-1).unwrap();
+    send(&mut sink, &changes[12..]);
+    let key = dynamo_cdc_core::ShardKey::new("orders", "shard-1");
+    let last = SequenceNumber::parse("1020").unwrap();
+    assert!(!sink.durable_positions().covers(&key, &last));
     let started = std::time::Instant::now();
     std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            deliver(&mut sink, &changes[12..]);
+        let flusher = scope.spawn(|| {
+            sink.flush().unwrap();
             started.elapsed()
         });
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(!writer.is_finished(), "the sink waited for the broker");
+        assert!(!flusher.is_finished(), "the sink waited for the broker");
         cluster.broker_up(-1).unwrap();
-        let waited = writer.join().unwrap();
+        let waited = flusher.join().unwrap();
         assert!(waited >= Duration::from_millis(1500), "{waited:?}");
     });
-    sink.flush().unwrap();
     let want: Vec<String> = (1001..=1020).map(|s| s.to_string()).collect();
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
-    let key = dynamo_cdc_core::ShardKey::new("orders", "shard-1");
     assert_eq!(
         sink.durable_positions().get(&key).map(ToString::to_string),
         Some("1020".to_owned())
@@ -555,4 +568,60 @@ fn a_checkpoint_taken_before_read_back_changes_come_again_keeps_them_findable() 
         want,
         "every change exactly once"
     );
+}
+
+#[test]
+fn a_group_acknowledged_early_waits_for_the_groups_sent_before_it() {
+    // Two tables whose topics live on different brokers: the first
+    // table's group is held up by its broker, the second's is acknowledged
+    // at once. The second must not count as delivered before the first,
+    // neither in the positions nor in the offsets recorded for the
+    // read-back (a restart would skip a change that was never stored, or
+    // read back from past one the positions do not cover).
+    let cluster = MockCluster::new(2).unwrap();
+    for (topic, broker) in [("cdc.slow", 1), ("cdc.fast", 2)] {
+        cluster.create_topic(topic, 1, 1).unwrap();
+        cluster.partition_leader(topic, 0, Some(broker)).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let on = |table: &str, seq: u64| {
+        let mut c = change(seq, &format!("k{seq}"), Op::Insert, "1");
+        c.source.table = table.into();
+        c
+    };
+    let mut sink = open(config(&brokers, Format::Json));
+    deliver(&mut sink, &[on("slow", 1), on("fast", 2)]);
+    let offsets = |sink: &KafkaSink| sink.resume_state()["offsets"].clone();
+    let before = offsets(&sink);
+    assert_eq!(before["cdc.fast"]["0"], 1, "{before}");
+
+    cluster.broker_down(1).unwrap();
+    send(&mut sink, &[on("slow", 3)]);
+    send(&mut sink, &[on("fast", 4)]);
+    // The second group is stored while the first waits ...
+    let mut stored = consume(&brokers, "cdc.fast", 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "never stored");
+        sink.poll().unwrap();
+        stored = consume(&brokers, "cdc.fast", 1);
+    }
+    // ... and for a while after its acknowledgement came, nothing moves.
+    let fast = dynamo_cdc_core::ShardKey::new("fast", "shard-1");
+    let fourth = SequenceNumber::parse("1004").unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        sink.poll().unwrap();
+        assert!(!sink.durable_positions().covers(&fast, &fourth));
+        assert_eq!(offsets(&sink), before);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    cluster.broker_up(1).unwrap();
+    sink.flush().unwrap();
+    assert!(sink.durable_positions().covers(&fast, &fourth));
+    let after = offsets(&sink);
+    assert_eq!(after["cdc.fast"]["0"], 2, "{after}");
+    assert_eq!(after["cdc.slow"]["0"], 2, "{after}");
+    assert_eq!(seqs(&consume(&brokers, "cdc.slow", 1)), ["1001", "1003"]);
 }
