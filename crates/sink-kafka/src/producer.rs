@@ -110,6 +110,8 @@ struct Flight<T> {
     answered: usize,
     /// Bytes of its messages (keys, values, headers).
     bytes: usize,
+    /// When it was handed over.
+    sent_at: Instant,
     tag: T,
 }
 
@@ -150,6 +152,9 @@ pub(crate) struct KafkaProducer<T = ()> {
     flights: VecDeque<Flight<T>>,
     /// Bytes of `flights`.
     in_flight_bytes: usize,
+    /// Whether the brokers count as down: the oldest group has waited
+    /// [`SLOW_ACKS`] for its answers.
+    outage: dynamo_cdc_core::Outage,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -195,6 +200,7 @@ impl<T> KafkaProducer<T> {
             next_serial: 0,
             flights: VecDeque::new(),
             in_flight_bytes: 0,
+            outage: dynamo_cdc_core::Outage::new(),
         })
     }
 
@@ -209,6 +215,7 @@ impl<T> KafkaProducer<T> {
             results: (0..messages.len()).map(|_| None).collect(),
             answered: 0,
             bytes: messages.iter().map(Outgoing::size).sum(),
+            sent_at: Instant::now(),
             messages: Vec::new(),
             tag,
         };
@@ -279,49 +286,58 @@ impl<T> KafkaProducer<T> {
     /// says. A group lands only after every group submitted before it.
     ///
     /// The producer never gives up on a message, so while the brokers are
-    /// down a wait lasts: the pipeline pauses. Said once after
-    /// [`SLOW_ACKS`], every 30 s while it lasts, and once when the
-    /// acknowledgements come.
+    /// down a wait lasts: the pipeline pauses.
     pub(crate) fn landed(&mut self, until: Until) -> Vec<Landed<T>> {
         let mut out = Vec::new();
-        let started = Instant::now();
-        let mut outage = dynamo_cdc_core::Outage::new();
         // Answers already delivered to the context, then a look for more.
         self.producer.poll(Duration::ZERO);
         loop {
             self.collect_answers();
             self.pop_landed(&mut out);
+            self.report_slowness();
             if self.satisfied(until) {
-                if let Some(dynamo_cdc_core::OutageLine::Back(after)) =
-                    outage.succeeded(Instant::now())
-                {
-                    tracing::warn!(
-                        after_s = after.as_secs() + SLOW_ACKS.as_secs(),
-                        "Kafka acknowledges messages again; reading goes on"
-                    );
-                }
                 return out;
             }
             self.producer.poll(Duration::from_millis(10));
             dynamo_cdc_core::alive::still_waiting();
-            if started.elapsed() >= SLOW_ACKS {
-                let waiting = self.waiting();
-                match outage.failed(Instant::now()) {
-                    Some(dynamo_cdc_core::OutageLine::Down) => tracing::error!(
-                        waiting,
-                        for_s = started.elapsed().as_secs(),
-                        "Kafka does not acknowledge messages (brokers down or unreachable?); \
-                         reading is paused and nothing is lost: the messages are sent when \
-                         the brokers answer"
-                    ),
-                    Some(dynamo_cdc_core::OutageLine::StillDown(_)) => tracing::warn!(
-                        waiting,
-                        for_s = started.elapsed().as_secs(),
-                        "still waiting for Kafka to acknowledge messages; reading is paused"
-                    ),
-                    _ => {}
-                }
+        }
+    }
+
+    /// Says when the brokers stop answering, whether or not the sink is
+    /// waiting for them (with groups in flight, it may go on encoding for a
+    /// while): once the oldest group has waited [`SLOW_ACKS`], every 30 s
+    /// while that lasts, and once when answers come again.
+    fn report_slowness(&mut self) {
+        let now = Instant::now();
+        let overdue = self
+            .flights
+            .front()
+            .map(|f| now.duration_since(f.sent_at))
+            .filter(|waited| *waited >= SLOW_ACKS);
+        let Some(waited) = overdue else {
+            if let Some(dynamo_cdc_core::OutageLine::Back(after)) = self.outage.succeeded(now) {
+                tracing::warn!(
+                    after_s = after.as_secs() + SLOW_ACKS.as_secs(),
+                    "Kafka acknowledges messages again; reading goes on"
+                );
             }
+            return;
+        };
+        let waiting = self.waiting();
+        match self.outage.failed(now) {
+            Some(dynamo_cdc_core::OutageLine::Down) => tracing::error!(
+                waiting,
+                for_s = waited.as_secs(),
+                "Kafka does not acknowledge messages (brokers down or unreachable?); \
+                 reading pauses once the messages in flight reach their limit, and nothing \
+                 is lost: the messages are sent when the brokers answer"
+            ),
+            Some(dynamo_cdc_core::OutageLine::StillDown(_)) => tracing::warn!(
+                waiting,
+                for_s = waited.as_secs(),
+                "still waiting for Kafka to acknowledge messages"
+            ),
+            _ => {}
         }
     }
 
