@@ -46,6 +46,8 @@ pub(crate) struct Encoder {
     mode: NumbersMode,
     declared: HashMap<String, DeclaredSchema>,
     tables: HashMap<Arc<str>, TableState>,
+    /// Table -> its topic, made once (not per message).
+    topics: HashMap<Arc<str>, Arc<str>>,
     /// Table -> lease epoch, when the tables are shared.
     pub(crate) lease_epochs: std::collections::BTreeMap<String, u64>,
 }
@@ -102,6 +104,7 @@ impl Encoder {
             mode,
             declared,
             tables: HashMap::new(),
+            topics: HashMap::new(),
             lease_epochs: std::collections::BTreeMap::new(),
         }
     }
@@ -109,6 +112,16 @@ impl Encoder {
     /// The topic of a table.
     pub(crate) fn topic(&self, table: &str) -> String {
         self.topic_template.replace("{table}", table)
+    }
+
+    /// The topic of a table, shared by its messages.
+    fn message_topic(&mut self, table: &str) -> Arc<str> {
+        if let Some(topic) = self.topics.get(table) {
+            return topic.clone();
+        }
+        let topic: Arc<str> = self.topic(table).into();
+        self.topics.insert(table.into(), topic.clone());
+        topic
     }
 
     /// The messages of one change (the change, then its tombstone).
@@ -120,7 +133,7 @@ impl Encoder {
         &mut self,
         change: &Change,
     ) -> Result<Result<Vec<Outgoing>, Unencodable>, KafkaSinkError> {
-        let topic = self.topic(&change.source.table);
+        let topic = self.message_topic(&change.source.table);
         let (key, value) = match self.format {
             Format::Json => (
                 crate::json::key(change),
@@ -151,20 +164,19 @@ impl Encoder {
             headers.push((HEADER_SNAPSHOT_ID, snapshot.id.as_bytes().to_vec()));
             headers.push((HEADER_SNAPSHOT, snapshot.marker.code().as_bytes().to_vec()));
         }
-        let mut out = vec![Outgoing {
+        let tombstone = (self.tombstones && change.op == Op::Remove).then(|| Outgoing {
             topic: topic.clone(),
             key: key.clone(),
-            value: Some(value),
+            value: None,
             headers: headers.clone(),
+        });
+        let mut out = vec![Outgoing {
+            topic,
+            key,
+            value: Some(value),
+            headers,
         }];
-        if self.tombstones && change.op == Op::Remove {
-            out.push(Outgoing {
-                topic,
-                key,
-                value: None,
-                headers,
-            });
-        }
+        out.extend(tombstone);
         Ok(Ok(out))
     }
 

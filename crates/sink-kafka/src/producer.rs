@@ -17,7 +17,7 @@
 //! order.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -31,7 +31,8 @@ use crate::KafkaSinkError;
 /// One message to send.
 #[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
-    pub topic: String,
+    /// Shared by every message of the topic.
+    pub topic: Arc<str>,
     pub key: Vec<u8>,
     /// `None` is a tombstone.
     pub value: Option<Vec<u8>>,
@@ -412,10 +413,10 @@ impl<T> KafkaProducer<T> {
                 if let Sent::Stored { partition, offset } = *sent {
                     match highest
                         .iter_mut()
-                        .find(|(t, p, _)| *p == partition && *t == m.topic)
+                        .find(|(t, p, _)| *p == partition && *t == &*m.topic)
                     {
                         Some(h) => h.2 = h.2.max(offset),
-                        None => highest.push((&m.topic, partition, offset)),
+                        None => highest.push((&*m.topic, partition, offset)),
                     }
                 }
             }

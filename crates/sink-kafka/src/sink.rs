@@ -240,7 +240,7 @@ impl KafkaSink {
                     }
                     Sent::TooLarge(reason) => {
                         return Err(KafkaSinkError::Topic {
-                            topic: message.topic,
+                            topic: message.topic.to_string(),
                             message: format!("a gap record was refused: {reason}"),
                         });
                     }
@@ -319,7 +319,7 @@ impl KafkaSink {
                 table: header(HEADER_TABLE),
                 shard: header(HEADER_SHARD),
                 sequence_number: header(HEADER_SEQUENCE),
-                topic: message.topic,
+                topic: message.topic.to_string(),
                 reason: reason.to_owned(),
             });
         };
@@ -332,9 +332,9 @@ impl KafkaSink {
         );
         let mut headers = message.headers;
         headers.push((HEADER_ERROR, reason.as_bytes().to_vec()));
-        headers.push(("dynamo-cdc.topic", message.topic.into_bytes()));
+        headers.push(("dynamo-cdc.topic", message.topic.as_bytes().to_vec()));
         Ok(Outgoing {
-            topic: topic.clone(),
+            topic: topic.as_str().into(),
             key: message.key,
             value: message.value,
             headers,
@@ -344,13 +344,15 @@ impl KafkaSink {
 
 impl KafkaSink {
     fn write_changes(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, KafkaSinkError> {
-        let mut topics: Vec<String> = changes
-            .iter()
-            .map(|c| self.encoder.topic(&c.source.table))
-            .collect();
-        topics.sort_unstable();
-        topics.dedup();
-        for topic in topics {
+        // A batch holds a table or a few: their topics, each once.
+        let mut tables: Vec<&str> = Vec::new();
+        for change in changes {
+            if !tables.contains(&&*change.source.table) {
+                tables.push(&change.source.table);
+            }
+        }
+        for table in tables {
+            let topic = self.encoder.topic(table);
             self.read_back(&topic)?;
         }
         let mut rejected = Vec::new();
@@ -360,9 +362,10 @@ impl KafkaSink {
                 shard: change.source.shard_id.clone(),
             };
             if self.held.covers(&key, &change.source.sequence_number)
-                || self
-                    .found
-                    .contains(&(key.clone(), change.source.sequence_number.clone()))
+                || (!self.found.is_empty()
+                    && self
+                        .found
+                        .contains(&(key.clone(), change.source.sequence_number.clone())))
             {
                 self.stats.already_held += 1;
                 continue;
@@ -414,7 +417,7 @@ impl KafkaSink {
         };
         let value = serde_json::to_vec(gap).unwrap_or_default();
         let message = Outgoing {
-            topic,
+            topic: topic.into(),
             key: gap.identity().into_bytes(),
             value: Some(value),
             headers: vec![
