@@ -132,12 +132,12 @@ pub const SEND_BATCH_BYTES: usize = 4 << 20;
 
 /// Groups of messages sent and not yet acknowledged, at most: the sink
 /// encodes the next group while the brokers acknowledge the last ones.
-pub(crate) const IN_FLIGHT_GROUPS: usize = 4;
+pub(crate) const IN_FLIGHT_GROUPS: usize = 2;
 
 /// Bytes of messages sent and not yet acknowledged, at most (a group larger
 /// than this goes out alone). Bounds memory: the sink keeps each message
 /// until its answer, for the dead-letter topic, and librdkafka a copy.
-pub(crate) const IN_FLIGHT_BYTES: usize = 8 << 20;
+pub(crate) const IN_FLIGHT_BYTES: usize = 4 << 20;
 
 /// How long an encoded message may wait for others before it is sent.
 pub const SEND_AFTER: std::time::Duration = std::time::Duration::from_millis(50);

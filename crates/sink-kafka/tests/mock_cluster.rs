@@ -450,6 +450,9 @@ fn broker_trouble_pauses_and_loses_nothing() {
         .unwrap();
     send(&mut sink, &changes[10..12]);
     cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    // Nothing in flight from here: with the window full, `poll` would wait
+    // for the broker (the pause the pipeline relies on).
+    sink.flush().unwrap();
     // The broker goes down with a group in flight: `poll` goes on (the
     // next group is encoded meanwhile), the group's changes are not
     // delivered yet, and `flush` waits for the broker.
@@ -624,4 +627,35 @@ fn a_group_acknowledged_early_waits_for_the_groups_sent_before_it() {
     assert_eq!(after["cdc.fast"]["0"], 2, "{after}");
     assert_eq!(after["cdc.slow"]["0"], 2, "{after}");
     assert_eq!(seqs(&consume(&brokers, "cdc.slow", 1)), ["1001", "1003"]);
+}
+
+#[test]
+fn a_full_window_of_groups_in_flight_pauses_the_writer_until_the_broker_answers() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let changes: Vec<Change> = (1..=6)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut sink = open(config(&brokers, Format::Json));
+    deliver(&mut sink, &changes[..1]);
+    cluster.broker_down(-1).unwrap();
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            // One group per change: the window fills, then `poll` waits.
+            for c in &changes[1..] {
+                send(&mut sink, std::slice::from_ref(c));
+            }
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!writer.is_finished(), "the writer waited for the broker");
+        cluster.broker_up(-1).unwrap();
+        let waited = writer.join().unwrap();
+        assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    });
+    sink.flush().unwrap();
+    let want: Vec<String> = (1001..=1006).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
 }
