@@ -19,27 +19,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long mimalloc keeps freed memory before returning it to the system,
-/// in milliseconds. Its default (1 s) let librdkafka's per-message
-/// allocations, which mimalloc serves too, hold a fifth more peak memory on
-/// the Kafka path (F1: 56 MiB against 46 at 100 ms); returning it at once
-/// (0) cost a quarter more CPU, 100 ms costs nothing measurable.
-const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 100;
-
-/// Sets [`ALLOCATOR_PURGE_DELAY_MS`]. (`MIMALLOC_PURGE_DELAY` in the
-/// environment is read before `main` and is overridden here.)
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // `mi_option_purge_delay` in mimalloc.h's `mi_option_e`.
-    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-    unsafe extern "C" {
-        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    }
-    // SAFETY: mimalloc's documented option setter, linked in with the
-    // allocator; it takes any option index and value and only stores them.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
-}
-
 /// Exit code of a run that finished but dead-lettered records.
 const EXIT_DEAD_LETTERS: u8 = 3;
 /// Exit code of a configuration error (nothing was done).
@@ -161,7 +140,6 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     // First, so that a stop request during start-up is a graceful stop too.
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
