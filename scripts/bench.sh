@@ -3,7 +3,8 @@
 # common Python pipeline, scripts/bench/peer.py: boto3's TypeDeserializer,
 # pyarrow, fastavro, confluent-kafka; its lean variant, peer_lean.py; and
 # the Node.js one, scripts/bench/node: unmarshall, apache-arrow with
-# parquet-wasm, avsc, kafkajs) and the serde_json parse ceiling, on the
+# parquet-wasm, avsc, kafkajs) and two parse ceilings (serde_json and
+# simd-json), on the
 # same seeded inputs (F1 mixed ~1.3 KB records, F2 small items, F3 items
 # near 400 KB, F4 wide and deep) and the same single core; then memory as
 # the input grows tenfold, the live AWS SDK path against replay, and
