@@ -20,7 +20,7 @@ use iceberg::{
     TableCreation, TableIdent,
 };
 use iceberg_catalog_rest::{
-    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalog, RestCatalogBuilder,
+    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
 };
 use iceberg_catalog_sql::{SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlCatalogBuilder};
 
@@ -47,7 +47,7 @@ pub(crate) async fn connect(
     config: &IcebergConfig,
     storage: Arc<dyn iceberg::io::StorageFactory>,
     warehouse_url: &str,
-) -> Result<Arc<dyn Catalog>> {
+) -> Result<Connected> {
     match config.catalog {
         CatalogKind::Sql => {
             let mut props = properties(config);
@@ -63,7 +63,10 @@ pub(crate) async fn connect(
                 .with_storage_factory(storage)
                 .load(&config.catalog_name, props)
                 .await?;
-            Ok(Arc::new(catalog))
+            Ok(Connected {
+                catalog: Arc::new(catalog),
+                signing: None,
+            })
         }
         CatalogKind::Rest => {
             let signing =
@@ -82,6 +85,13 @@ pub(crate) async fn connect(
     }
 }
 
+/// A catalog, and the signing proxy it reaches its endpoint through, if
+/// any: the proxy runs as long as this is kept.
+pub(crate) struct Connected {
+    pub catalog: Arc<dyn Catalog>,
+    pub signing: Option<SigningProxy>,
+}
+
 /// The configured catalog properties.
 fn properties(config: &IcebergConfig) -> HashMap<String, String> {
     config
@@ -92,13 +102,12 @@ fn properties(config: &IcebergConfig) -> HashMap<String, String> {
 }
 
 /// A REST catalog at the configured endpoint; with a signer, reached
-/// through a signing proxy that lives as long as the catalog (see
-/// [`sigv4`](crate::sigv4)).
+/// through a signing proxy (see [`sigv4`](crate::sigv4)).
 pub(crate) async fn rest(
     config: &IcebergConfig,
     storage: Arc<dyn iceberg::io::StorageFactory>,
     signer: Option<Signer>,
-) -> Result<Arc<dyn Catalog>> {
+) -> Result<Connected> {
     let mut props = properties(config);
     props
         .entry(REST_CATALOG_PROP_WAREHOUSE.to_owned())
@@ -107,7 +116,10 @@ pub(crate) async fn rest(
     let Some(signer) = signer else {
         props.insert(REST_CATALOG_PROP_URI.to_owned(), config.catalog_uri.clone());
         let catalog = builder.load(&config.catalog_name, props).await?;
-        return Ok(Arc::new(catalog));
+        return Ok(Connected {
+            catalog: Arc::new(catalog),
+            signing: None,
+        });
     };
     let proxy = SigningProxy::start(&config.catalog_uri, signer).await?;
     props.insert(
@@ -130,10 +142,10 @@ pub(crate) async fn rest(
         .with_client(client)
         .load(&config.catalog_name, props)
         .await?;
-    Ok(Arc::new(Signed {
-        inner: catalog,
-        _proxy: proxy,
-    }))
+    Ok(Connected {
+        catalog: Arc::new(catalog),
+        signing: Some(proxy),
+    })
 }
 
 /// A sqlite URL opened read-write and created when missing (sqlx opens
@@ -276,78 +288,6 @@ impl Catalog for Pinned {
             return Err(Error::new(ErrorKind::CatalogCommitConflicts, MOVED).with_retryable(false));
         }
         Ok(loaded)
-    }
-    async fn drop_table(&self, table: &TableIdent) -> Result<()> {
-        self.inner.drop_table(table).await
-    }
-    async fn purge_table(&self, table: &TableIdent) -> Result<()> {
-        self.inner.purge_table(table).await
-    }
-    async fn table_exists(&self, table: &TableIdent) -> Result<bool> {
-        self.inner.table_exists(table).await
-    }
-    async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> Result<()> {
-        self.inner.rename_table(src, dest).await
-    }
-    async fn register_table(&self, table: &TableIdent, metadata_location: String) -> Result<Table> {
-        self.inner.register_table(table, metadata_location).await
-    }
-    async fn update_table(&self, commit: TableCommit) -> Result<Table> {
-        self.inner.update_table(commit).await
-    }
-}
-
-/// A REST catalog reached through its signing proxy, which it keeps
-/// running: the proxy stops when the catalog is dropped.
-#[derive(Debug)]
-struct Signed {
-    inner: RestCatalog,
-    _proxy: SigningProxy,
-}
-
-#[async_trait]
-impl Catalog for Signed {
-    async fn list_namespaces(
-        &self,
-        parent: Option<&NamespaceIdent>,
-    ) -> Result<Vec<NamespaceIdent>> {
-        self.inner.list_namespaces(parent).await
-    }
-    async fn create_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> Result<Namespace> {
-        self.inner.create_namespace(namespace, properties).await
-    }
-    async fn get_namespace(&self, namespace: &NamespaceIdent) -> Result<Namespace> {
-        self.inner.get_namespace(namespace).await
-    }
-    async fn namespace_exists(&self, namespace: &NamespaceIdent) -> Result<bool> {
-        self.inner.namespace_exists(namespace).await
-    }
-    async fn update_namespace(
-        &self,
-        namespace: &NamespaceIdent,
-        properties: HashMap<String, String>,
-    ) -> Result<()> {
-        self.inner.update_namespace(namespace, properties).await
-    }
-    async fn drop_namespace(&self, namespace: &NamespaceIdent) -> Result<()> {
-        self.inner.drop_namespace(namespace).await
-    }
-    async fn list_tables(&self, namespace: &NamespaceIdent) -> Result<Vec<TableIdent>> {
-        self.inner.list_tables(namespace).await
-    }
-    async fn create_table(
-        &self,
-        namespace: &NamespaceIdent,
-        creation: TableCreation,
-    ) -> Result<Table> {
-        self.inner.create_table(namespace, creation).await
-    }
-    async fn load_table(&self, table: &TableIdent) -> Result<Table> {
-        self.inner.load_table(table).await
     }
     async fn drop_table(&self, table: &TableIdent) -> Result<()> {
         self.inner.drop_table(table).await

@@ -21,6 +21,7 @@ use crate::config::{CatalogKind, IcebergConfig};
 use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
 use crate::file::{ClosedFile, Encoding, OpenFile, Target};
+use crate::sigv4::SigningProxy;
 use crate::storage::{BucketStorage, BucketStorageFactory};
 use crate::summary::{self, SnapshotView};
 
@@ -123,6 +124,8 @@ pub struct IcebergSink {
     config: IcebergConfig,
     runtime: tokio::runtime::Runtime,
     catalog: Arc<dyn Catalog>,
+    /// Keeps the REST catalog's signing proxy running (`rest.sigv4-enabled`).
+    _signing: Option<SigningProxy>,
     namespace: NamespaceIdent,
     warehouse: Warehouse,
     declared: HashMap<String, DeclaredSchema>,
@@ -173,7 +176,7 @@ impl IcebergSink {
                 )
             }
         };
-        let catalog = runtime
+        let catalog::Connected { catalog, signing } = runtime
             .block_on(catalog::connect(&config, storage, &warehouse.url()))
             .map_err(IcebergSinkError::catalog(format!(
                 "connect to the {} catalog `{}` at {}",
@@ -201,6 +204,7 @@ impl IcebergSink {
             config,
             runtime,
             catalog,
+            _signing: signing,
             namespace,
             warehouse,
             declared,

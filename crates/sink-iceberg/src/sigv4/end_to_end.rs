@@ -329,9 +329,10 @@ async fn a_signed_rest_catalog_reaches_its_endpoint() {
     ]);
     config.validate().unwrap();
     let storage = Arc::new(iceberg::io::LocalFsStorageFactory);
-    let catalog = crate::catalog::rest(&config, storage, Some(signer(None)))
+    let connected = crate::catalog::rest(&config, storage, Some(signer(None)))
         .await
         .unwrap();
+    let catalog = connected.catalog.clone();
     let cdc = NamespaceIdent::new("cdc".to_owned());
     crate::catalog::ensure_namespace(catalog.as_ref(), &cdc)
         .await
