@@ -455,6 +455,26 @@ fn until_idle_waits_out_a_throttling_storm_longer_than_itself() {
 }
 
 #[test]
+fn until_idle_waits_for_a_first_answer_slower_than_itself() {
+    // Found by the chaos harness on a loaded machine: the endpoint took
+    // longer than `until_idle` to answer the first GetRecords, and the run
+    // stopped as idle before it had read anything. Waiting for an answer
+    // is not quiet; nor is a slow answer later on.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let expected: Vec<u128> = (0..5)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.fail_next(Op::GetRecords, 1, Fault::Slow(Duration::from_millis(1200)));
+    let mut cfg = config(&[&arn]);
+    cfg.until_idle = Some(Duration::from_millis(400));
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+}
+
+#[test]
 fn until_idle_walks_a_long_lineage_of_read_shards_before_stopping() {
     // Found by the chaos harness's long profile: after many rotations, a
     // restart walks every closed shard after its position (an iterator and

@@ -149,6 +149,7 @@ impl<A: StreamsApi> Stream<A> {
                     stop: self.stop.clone(),
                     board: self.board.clone(),
                     troubled: false,
+                    watch: None,
                 };
                 let permits = self.settings.readers.clone();
                 tracing::debug!(table = %table, shard = %id, "reading shard");
@@ -221,6 +222,7 @@ impl<A: StreamsApi> Stream<A> {
         loop {
             let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
             if answer.is_ok() {
+                self.settings.activity.listed();
                 self.settings.activity.trouble(&mut troubled, false);
                 if !std::mem::replace(&mut self.answered, true) {
                     self.board.stream_answered();

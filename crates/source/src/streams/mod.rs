@@ -22,6 +22,7 @@ mod reader;
 pub mod sdk;
 mod tracker;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,26 +126,73 @@ pub(crate) struct Settings {
     pub parser: page_batch::Parser,
 }
 
-/// When a shard last returned records, and how many readers are in trouble
+/// When a shard last returned records, when each reader (and the shard
+/// listing) last got an answer, and how many readers are in trouble
 /// (retrying a failed call): the source is idle only when no reader is in
-/// trouble and no shard has returned records for a while. A throttled or
-/// failing shard has not "returned no records"; it has not answered.
+/// trouble and every reader has kept getting answers without records for a
+/// while. A throttled, failing or slow shard has not "returned no records";
+/// it has not answered. (On a loaded endpoint, a first GetRecords slower
+/// than `until_idle` once ended a run before it had read anything.)
 pub(crate) struct Activity {
     last_records: Mutex<Instant>,
+    /// The listing's last answer: what counts when no reader is running.
+    last_listing: Mutex<Instant>,
+    /// Per running reader, its last answer (`None` before the first).
+    readers: Mutex<HashMap<u64, Option<Instant>>>,
+    next_reader: std::sync::atomic::AtomicU64,
     troubled: std::sync::atomic::AtomicUsize,
 }
 
 impl Activity {
     fn new() -> Self {
+        let now = Instant::now();
         Activity {
-            last_records: Mutex::new(Instant::now()),
+            last_records: Mutex::new(now),
+            last_listing: Mutex::new(now),
+            readers: Mutex::new(HashMap::new()),
+            next_reader: std::sync::atomic::AtomicU64::new(0),
             troubled: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
+    /// Records arrived (or other progress was made): quiet starts again.
     pub(crate) fn touch(&self) {
         if let Ok(mut t) = self.last_records.lock() {
             *t = Instant::now();
+        }
+    }
+
+    /// The shard listing answered.
+    pub(crate) fn listed(&self) {
+        if let Ok(mut t) = self.last_listing.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// A reader starts: it is not quiet until it has been answered.
+    pub(crate) fn reader_started(&self) -> u64 {
+        let id = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.insert(id, None);
+        }
+        id
+    }
+
+    /// Reader `id`'s call was answered, with or without records.
+    pub(crate) fn reader_answered(&self, id: u64) {
+        if let Ok(mut readers) = self.readers.lock()
+            && let Some(at) = readers.get_mut(&id)
+        {
+            *at = Some(Instant::now());
+        }
+    }
+
+    /// Reader `id` ended.
+    pub(crate) fn reader_ended(&self, id: u64) {
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.remove(&id);
         }
     }
 
@@ -162,13 +210,29 @@ impl Activity {
         *state = now;
     }
 
+    /// How long every reader has been answered without records: from the
+    /// last records to the reader's last answer, not to now, so that time
+    /// spent waiting for an answer is never quiet. With no reader running
+    /// (every shard read, or none listed yet), the listing's answers count.
     fn quiet_for(&self) -> Duration {
         if self.troubled.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        self.last_records
-            .lock()
-            .map_or(Duration::ZERO, |t| t.elapsed())
+        let (Ok(records), Ok(listing), Ok(readers)) = (
+            self.last_records.lock(),
+            self.last_listing.lock(),
+            self.readers.lock(),
+        ) else {
+            return Duration::ZERO;
+        };
+        if readers.is_empty() {
+            return listing.saturating_duration_since(*records);
+        }
+        readers
+            .values()
+            .map(|answer| answer.map_or(Duration::ZERO, |a| a.saturating_duration_since(*records)))
+            .min()
+            .unwrap_or(Duration::ZERO)
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct ShardJob<A> {
     pub board: Arc<ShardBoard>,
     /// True while retrying a failed call (see `Activity::trouble`).
     pub troubled: bool,
+    /// This reader's entry in `Activity` while it runs.
+    pub watch: Option<u64>,
 }
 
 /// Backoff with full jitter: up to 100 ms doubled per attempt, capped at
@@ -52,7 +54,11 @@ impl<A: StreamsApi> ShardJob<A> {
     /// Reads the shard until it ends, the pipeline stops, or a failure that
     /// must stop the pipeline (sent as an event before returning).
     pub(crate) async fn run(mut self) -> Outcome {
+        self.watch = Some(self.settings.activity.reader_started());
         let outcome = self.read().await;
+        if let Some(id) = self.watch.take() {
+            self.settings.activity.reader_ended(id);
+        }
         // A reader that ends is in trouble no more.
         self.settings.activity.trouble(&mut self.troubled, false);
         match outcome {
@@ -97,7 +103,7 @@ impl<A: StreamsApi> ShardJob<A> {
             let page = match read {
                 Ok(page) => {
                     attempt = 0;
-                    self.settings.activity.trouble(&mut self.troubled, false);
+                    self.answered();
                     page
                 }
                 Err(e) if e.is_retryable() => {
@@ -186,6 +192,14 @@ impl<A: StreamsApi> ShardJob<A> {
         }
     }
 
+    /// The shard answered a call: out of trouble, and not waiting.
+    fn answered(&mut self) {
+        if let Some(id) = self.watch {
+            self.settings.activity.reader_answered(id);
+        }
+        self.settings.activity.trouble(&mut self.troubled, false);
+    }
+
     /// A call failed in a way that may pass: say so, and count as in
     /// trouble (not quiet: `until_idle` waits it out).
     fn retry_later(&mut self, error: &ApiError) {
@@ -216,7 +230,7 @@ impl<A: StreamsApi> ShardJob<A> {
                 .await
             {
                 Ok(it) => {
-                    self.settings.activity.trouble(&mut self.troubled, false);
+                    self.answered();
                     return Ok(Some(it));
                 }
                 Err(e) if e.is_retryable() => {
