@@ -16,8 +16,14 @@ SIGTERM while a writer keeps changing items, then run until idle. Then:
   with their own checkpoints): every change is still there exactly once;
 - the current-state view of docs/iceberg.md, in DuckDB and in Spark SQL, equals
   a boto3 Scan of each table;
-- last, the warehouse on moto's S3 (`s3://`): the same rows, read back with
-  pyiceberg from the bucket.
+- the warehouse on moto's S3 (`s3://`): the same rows, read back with
+  pyiceberg from the bucket;
+- last, S3 Tables' layout: a REST catalog (scripts/rest_catalog.py) that
+  checks every request's SigV4 signature with botocore and gives each table
+  a bucket of its own; the sink, configured with the table bucket's ARN,
+  writes each table's files into that table's bucket, and a second run from
+  an empty checkpoint resumes from the positions in the tables' snapshots
+  and adds nothing.
 
     python scripts/iceberg_e2e.py --bin target/debug/dynamo-cdc
 
@@ -40,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_check as ec  # noqa: E402
 import moto_e2e as me  # noqa: E402
+from rest_catalog import RestCatalog  # noqa: E402
 
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
@@ -76,6 +83,86 @@ def write_config(workdir: Path, moto: me.Moto, name: str, warehouse: str, checkp
         f"path = {ec.toml_string(checkpoint)}\n"
     )
     return config
+
+
+TABLE_BUCKET_ARN = f"arn:aws:s3tables:{me.REGION}:123456789012:bucket/analytics"
+
+
+def write_rest_config(workdir: Path, moto: me.Moto, catalog: RestCatalog, name: str, checkpoint: str) -> Path:
+    """An S3 Tables configuration: the table bucket's ARN as the warehouse, signed requests."""
+    config = workdir / f"{name}.toml"
+    config.write_text(
+        "[source]\n"
+        'kind = "dynamodb"\n'
+        f"tables = {json.dumps(list(me.TABLES))}\n"
+        f'region = "{me.REGION}"\n'
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n\n"
+        "[sinks.iceberg]\n"
+        'catalog = "rest"\n'
+        f"catalog_uri = {ec.toml_string(catalog.url)}\n"
+        f"warehouse = {ec.toml_string(TABLE_BUCKET_ARN)}\n"
+        f"endpoint_url = {ec.toml_string(moto.url)}\n"
+        f'namespace = "{NAMESPACE}"\n'
+        "commit_interval_ms = 300\n\n"
+        "[sinks.iceberg.properties]\n"
+        '"rest.sigv4-enabled" = "true"\n'
+        '"rest.signing-name" = "s3tables"\n'
+        f'"rest.signing-region" = "{me.REGION}"\n\n'
+        "[checkpoint]\n"
+        f"path = {ec.toml_string(checkpoint)}\n"
+    )
+    return config
+
+
+def check_table_buckets(catalog: RestCatalog, moto: me.Moto) -> list:
+    """Each table lives in a bucket of its own, which holds its data files."""
+    check = ec.Check("S3 Tables: each table's data files are in its own --table-s3 bucket")
+    s3 = moto.client("s3")
+    buckets = set()
+    for dynamodb_table in me.TABLES:
+        table = catalog.catalog.load_table(f"{NAMESPACE}.{dynamodb_table}")
+        location = table.metadata.location.rstrip("/")
+        bucket = location.removeprefix("s3://")
+        if not location.startswith("s3://") or "/" in bucket or not bucket.endswith("--table-s3"):
+            check.problem(f"{dynamodb_table}: location {location} is not a bucket of its own")
+            continue
+        buckets.add(bucket)
+        files = [task.file.file_path for task in table.scan().plan_files()]
+        outside = [f for f in files if not f.startswith(location + "/data/")]
+        if not files or outside:
+            check.problem(f"{dynamodb_table}: {len(files)} data files, outside {location}/data/: {outside[:3]}")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="data/").get("Contents", [])]
+        if len([k for k in keys if k.endswith(".parquet")]) < len(files):
+            check.problem(f"{dynamodb_table}: the bucket {bucket} holds fewer data files than the table names")
+    if len(buckets) != len(me.TABLES):
+        check.problem(f"{len(me.TABLES)} tables share {len(buckets)} buckets")
+    signed = ec.Check("S3 Tables: every catalog request carried a valid SigV4 signature for s3tables")
+    if catalog.requests == 0 or catalog.verified != catalog.requests or catalog.rejected:
+        signed.problem(f"{catalog.requests} requests, {catalog.verified} verified, {catalog.rejected} rejected")
+    return [check, signed]
+
+
+def s3_tables(binary: Path, workdir: Path, moto: me.Moto) -> list:
+    catalog = RestCatalog(workdir, moto, TABLE_BUCKET_ARN, me.REGION)
+    try:
+        out = workdir / "out-s3tables"
+        config = write_rest_config(workdir, moto, catalog, "s3tables", str(out / "checkpoint.json"))
+        checks = [exits(me.run_until_idle(binary, config, workdir, "s3tables-run"), 3,
+                        "the run into S3 Tables' layout")]
+        checks += check_tables(catalog.catalog, moto, "S3 Tables", duck=False)
+        checks += check_table_buckets(catalog, moto)
+        # From an empty checkpoint: the positions come from the tables'
+        # snapshots (through the signed catalog), so reading resumes after
+        # them: nothing is added twice, and the bad record, which lies
+        # before them, is not read (nor dead-lettered) again.
+        again = write_rest_config(workdir, moto, catalog, "s3tables-again", str(out / "again" / "checkpoint.json"))
+        checks.append(exits(me.run_until_idle(binary, again, workdir, "s3tables-again"), 0,
+                            "the run into S3 Tables' layout from an empty checkpoint"))
+        checks += check_tables(catalog.catalog, moto, "S3 Tables, after a run from an empty checkpoint", duck=False)
+        return checks
+    finally:
+        catalog.stop()
 
 
 def open_catalog(catalog: Path, warehouse: str, moto: me.Moto | None = None) -> SqlCatalog:
@@ -405,6 +492,8 @@ def main(argv=None) -> int:
                                  s3_catalog, s3=True)
         checks.append(exits(me.run_until_idle(binary, s3_config, workdir, "s3-run"), 3, "the run into s3://"))
         checks += check_tables(open_catalog(s3_catalog, s3_warehouse, moto), moto, "on S3", duck=False)
+
+        checks += s3_tables(binary, workdir, moto)
     finally:
         moto.stop()
         passed, failed = ec.print_report(checks, 20)

@@ -88,7 +88,8 @@ step "Parquet on s3:// (moto): SIGKILL restarts, a lister watching the bucket, a
 step "Spark, pyarrow and DuckDB read the same rows of a dataset, hive partitions included"
 "$venv/bin/python" scripts/spark_check.py --bin target/debug/dynamo-cdc
 
-step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, DuckDB, Spark, s3://"
+step "Iceberg on a sqlite catalog: SIGKILL restarts, two writers, pyiceberg, DuckDB, Spark, s3://; S3 Tables' layout through a signed REST catalog"
+"$venv/bin/python" scripts/rest_catalog.py --self-test
 "$venv/bin/python" scripts/iceberg_e2e.py --bin target/debug/dynamo-cdc
 
 step "initial snapshot on moto: SIGKILLs during the scan, the documented DuckDB latest-state view against a Scan"

@@ -21,7 +21,8 @@ use object_store::aws::AwsCredential;
 /// Refresh this long before credentials expire.
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
 
-/// What the chain found.
+/// What the chain found. Clones share the credential cache.
+#[derive(Clone)]
 pub(crate) struct Chain {
     pub(crate) credentials: Arc<SdkCredentials>,
     /// The region of the chain (environment, profile, instance metadata).

@@ -19,6 +19,6 @@ pub use failure::{FailureClass, ObjectError, classify};
 pub use location::Location;
 pub use object_store::path::Path as ObjectPath;
 pub use object_store::{ObjectMeta, ObjectStore, memory::InMemory};
-pub use objects::Objects;
+pub use objects::{Buckets, Objects};
 pub use upload::{CopyError, PART_BYTES, Upload};
 pub use url::{Scheme, StoreUrl, looks_like_url};

@@ -1,4 +1,5 @@
-//! [`Objects`]: a synchronous handle on one bucket and prefix.
+//! [`Objects`]: a synchronous handle on one bucket and prefix, and
+//! [`Buckets`], which opens handles on any bucket of one store.
 //!
 //! The sinks and the dead-letter store are synchronous (they run on the
 //! pipeline's thread), so each handle owns a small current-thread tokio
@@ -13,9 +14,10 @@ use futures_util::TryStreamExt as _;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions};
 
+use crate::aws_chain::Chain;
 use crate::connect::{StoreOptions, build};
 use crate::failure::{FailureClass, ObjectError, classify};
-use crate::url::StoreUrl;
+use crate::url::{Scheme, StoreUrl};
 
 /// One bucket and prefix, with blocking calls. Clones share the client and
 /// the runtime.
@@ -44,6 +46,82 @@ fn new_runtime() -> tokio::runtime::Runtime {
         .expect("a current-thread tokio runtime")
 }
 
+/// Any bucket of one kind of store, reached with one set of options and one
+/// credential chain: for data whose place a catalog chooses (an Iceberg
+/// REST catalog may put each table in a bucket of its own, as S3 Tables
+/// does). Clones share the chain and the runtime.
+#[derive(Clone)]
+pub struct Buckets {
+    scheme: Scheme,
+    options: StoreOptions,
+    chain: Option<Chain>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buckets({:?}, {:?})", self.scheme, self.options)
+    }
+}
+
+impl Buckets {
+    /// Prepares clients for `scheme` with `options`; for S3 it loads the
+    /// AWS SDK's credential chain (which sends nothing until credentials are
+    /// first needed).
+    ///
+    /// # Panics
+    /// When called on an async runtime's thread (it blocks), or when the
+    /// runtime cannot be created.
+    pub fn new(scheme: Scheme, options: &StoreOptions) -> Buckets {
+        let runtime = Arc::new(new_runtime());
+        let chain = (scheme == Scheme::S3)
+            .then(|| runtime.block_on(crate::aws_chain::load(options.region.as_deref())));
+        Buckets {
+            scheme,
+            options: options.clone(),
+            chain,
+            runtime,
+        }
+    }
+
+    /// The kind of store these buckets are in.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// A handle on the bucket and prefix `url` names. Nothing is sent: a
+    /// missing bucket or denied access shows at the first request. Safe to
+    /// call from async code.
+    ///
+    /// # Errors
+    /// A fatal [`ObjectError`] when `url` is in another kind of store, or
+    /// when object_store refuses the settings.
+    pub fn open(&self, url: &StoreUrl) -> Result<Objects, ObjectError> {
+        let refused = |source| ObjectError {
+            class: FailureClass::Denied,
+            operation: "configure a client for",
+            object: url.to_string(),
+            bucket: url.bucket_url(),
+            source: Box::new(source),
+        };
+        if url.scheme != self.scheme {
+            return Err(refused(object_store::Error::NotSupported {
+                source: format!(
+                    "the client is configured for {:?} buckets, not {:?}",
+                    self.scheme, url.scheme
+                )
+                .into(),
+            }));
+        }
+        let store = build(url, &self.options, self.chain.clone()).map_err(refused)?;
+        Ok(Objects {
+            store,
+            runtime: self.runtime.clone(),
+            url: url.clone(),
+        })
+    }
+}
+
 impl Objects {
     /// Connects to the store `url` names and checks, by listing the prefix,
     /// that the bucket exists and may be read, so that a missing bucket or
@@ -53,21 +131,7 @@ impl Objects {
     /// A fatal [`ObjectError`] for a missing bucket or denied access (naming
     /// both), a transient one when the store cannot be reached.
     pub fn connect(url: &StoreUrl, options: &StoreOptions) -> Result<Objects, ObjectError> {
-        let runtime = Arc::new(new_runtime());
-        let chain = (url.scheme == crate::url::Scheme::S3)
-            .then(|| runtime.block_on(crate::aws_chain::load(options.region.as_deref())));
-        let store = build(url, options, chain).map_err(|source| ObjectError {
-            class: FailureClass::Denied,
-            operation: "configure a client for",
-            object: url.to_string(),
-            bucket: url.bucket_url(),
-            source: Box::new(source),
-        })?;
-        let objects = Objects {
-            store,
-            runtime,
-            url: url.clone(),
-        };
+        let objects = Buckets::new(url.scheme, options).open(url)?;
         objects.check_access()?;
         Ok(objects)
     }
@@ -151,8 +215,13 @@ impl Objects {
         &self.store
     }
 
-    /// Lists the prefix once (one page is enough to prove access).
-    fn check_access(&self) -> Result<(), ObjectError> {
+    /// Lists the prefix once (one page is enough to prove access), so that
+    /// a missing bucket or denied access shows before anything is written.
+    ///
+    /// # Errors
+    /// A fatal [`ObjectError`] for a missing bucket or denied access, a
+    /// transient one when the store cannot be reached.
+    pub fn check_access(&self) -> Result<(), ObjectError> {
         let prefix = self.path("");
         let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
         let key = prefix.clone().unwrap_or_default();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use dynamo_cdc_core::ConfigError;
-use dynamo_cdc_object_store::{Location, StoreOptions};
+use dynamo_cdc_object_store::{Location, Scheme, StoreOptions, StoreUrl};
 use serde::Deserialize;
 
 use crate::sigv4::{SIGV4_ENABLED, SigningConfig};
@@ -18,6 +18,51 @@ pub enum CatalogKind {
     Sql,
     /// An Iceberg REST catalog (Polaris, Nessie, Gravitino, Unity, ...).
     Rest,
+}
+
+/// Where the sink writes table files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warehouse {
+    /// A local directory or a bucket prefix. A SQL catalog's new tables go
+    /// below it; a REST catalog places tables itself, in any bucket of the
+    /// same store, reached with the same options.
+    Path(Location),
+    /// An S3 table bucket (`arn:aws:s3tables:...`): its catalog gives every
+    /// table a bucket of its own, reached with `options`.
+    TableBucket {
+        /// The table bucket's ARN, the REST catalog's `warehouse`.
+        arn: String,
+        /// Region (the ARN's unless set) and endpoint of the table buckets.
+        options: StoreOptions,
+    },
+}
+
+/// The region of an S3 table bucket ARN,
+/// `arn:<partition>:s3tables:<region>:<account>:bucket/<name>`, or `None`
+/// when `arn` is not one.
+fn table_bucket_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("s3tables"), Some(region), Some(account), Some(res)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let name = res.strip_prefix("bucket/")?;
+    let valid = partition.starts_with("aws")
+        && !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && !name.is_empty()
+        && !name.contains('/');
+    valid.then_some(region)
 }
 
 /// How the sink reaches its catalog and lays out its tables.
@@ -35,8 +80,8 @@ pub struct IcebergConfig {
     #[serde(default = "defaults::catalog_name")]
     pub catalog_name: String,
     /// Where table files go: a local directory or an `s3://`, `gs://` or
-    /// `az://` URL. A REST catalog may choose the location itself; then
-    /// this is the warehouse identifier it is given.
+    /// `az://` URL; for S3 Tables, the table bucket's ARN. It is also the
+    /// REST catalog's `warehouse` unless `properties.warehouse` is set.
     pub warehouse: String,
     /// S3 region of the warehouse (else the AWS environment).
     #[serde(default)]
@@ -134,7 +179,7 @@ impl IcebergConfig {
     /// # Errors
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.location()?;
+        self.warehouse()?;
         match self.catalog {
             CatalogKind::Sql => {
                 let uri = self.catalog_uri.as_str();
@@ -232,18 +277,69 @@ impl IcebergConfig {
         Ok(())
     }
 
-    /// The warehouse as a local directory or a bucket prefix.
+    /// Where table files go, as `warehouse`, `region` and `endpoint_url`
+    /// say; pure.
     ///
     /// # Errors
-    /// When `warehouse`, `region` or `endpoint_url` is not valid.
-    pub fn location(&self) -> Result<Location, ConfigError> {
+    /// When one of them is not valid, or a table bucket is given to a SQL
+    /// catalog.
+    pub fn warehouse(&self) -> Result<Warehouse, ConfigError> {
         let options = StoreOptions {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone(),
         };
-        Location::parse(&self.warehouse, options).map_err(|(key, reason)| {
-            let key = if key == "path" { "warehouse" } else { key };
-            ConfigError::new(key, reason)
+        if self.warehouse.starts_with("arn:") {
+            return self.table_bucket(options);
+        }
+        Location::parse(&self.warehouse, options)
+            .map(Warehouse::Path)
+            .map_err(|(key, reason)| {
+                let key = if key == "path" { "warehouse" } else { key };
+                ConfigError::new(key, reason)
+            })
+    }
+
+    /// `warehouse` as an S3 table bucket ARN, the bucket's region being the
+    /// default `region`.
+    fn table_bucket(&self, mut options: StoreOptions) -> Result<Warehouse, ConfigError> {
+        let arn = &self.warehouse;
+        let region = table_bucket_region(arn).ok_or_else(|| {
+            ConfigError::new(
+                "warehouse",
+                format!(
+                    "`{arn}` is not an S3 table bucket ARN \
+                     (arn:aws:s3tables:<region>:<account>:bucket/<name>)"
+                ),
+            )
+        })?;
+        if self.catalog != CatalogKind::Rest {
+            return Err(ConfigError::new(
+                "warehouse",
+                "an S3 table bucket is reached through its Iceberg REST endpoint: set \
+                 catalog = \"rest\" and catalog_uri = \"https://s3tables.<region>.amazonaws.com/iceberg\"",
+            ));
+        }
+        match &options.region {
+            Some(given) if given != region => {
+                return Err(ConfigError::new(
+                    "region",
+                    format!("`{given}` is not the table bucket's region `{region}`"),
+                ));
+            }
+            Some(_) => {}
+            None => options.region = Some(region.to_owned()),
+        }
+        let any = StoreUrl {
+            scheme: Scheme::S3,
+            bucket: "table-bucket".to_owned(),
+            prefix: String::new(),
+        };
+        options
+            .validate(&any)
+            .map_err(|(key, reason)| ConfigError::new(key, reason))?;
+        Ok(Warehouse::TableBucket {
+            arn: arn.clone(),
+            options,
         })
     }
 
@@ -375,6 +471,82 @@ token = "t"
 "#,
         );
         off.validate().unwrap();
+    }
+
+    /// The S3 Tables example of docs/iceberg.md.
+    const S3_TABLES: &str = r#"
+catalog = "rest"
+catalog_uri = "https://s3tables.eu-west-1.amazonaws.com/iceberg"
+warehouse = "arn:aws:s3tables:eu-west-1:123456789012:bucket/analytics"
+[properties]
+"rest.sigv4-enabled" = "true"
+"rest.signing-name" = "s3tables"
+"#;
+
+    #[test]
+    fn an_s3_table_bucket_is_a_warehouse_whose_region_it_names() {
+        let c = parse(S3_TABLES);
+        c.validate().unwrap();
+        let Warehouse::TableBucket { arn, options } = c.warehouse().unwrap() else {
+            panic!("not a table bucket");
+        };
+        assert_eq!(
+            arn,
+            "arn:aws:s3tables:eu-west-1:123456789012:bucket/analytics"
+        );
+        assert_eq!(options.region.as_deref(), Some("eu-west-1"));
+        // The same region may be given; an endpoint too (tests, proxies).
+        let same = parse(&S3_TABLES.replace(
+            "[properties]",
+            "region = \"eu-west-1\"\nendpoint_url = \"http://127.0.0.1:5000\"\n[properties]",
+        ));
+        same.validate().unwrap();
+        // A bucket prefix stays a path.
+        assert!(matches!(
+            parse(GLUE).warehouse().unwrap(),
+            Warehouse::Path(Location::Remote { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_table_bucket_names_its_key() {
+        let bad =
+            |from: &str, to: &str| parse(&S3_TABLES.replace(from, to)).validate().unwrap_err();
+        for arn in [
+            "arn:aws:s3:::analytics",
+            "arn:aws:s3tables:eu-west-1:1234:bucket/analytics",
+            "arn:aws:s3tables::123456789012:bucket/analytics",
+            "arn:aws:s3tables:eu-west-1:123456789012:bucket/",
+            "arn:aws:s3tables:eu-west-1:123456789012:table/analytics",
+        ] {
+            let e = bad(
+                "arn:aws:s3tables:eu-west-1:123456789012:bucket/analytics",
+                arn,
+            );
+            assert_eq!(e.key, "warehouse", "{arn}");
+            assert!(
+                e.reason.contains("not an S3 table bucket ARN"),
+                "{}",
+                e.reason
+            );
+        }
+        let e = bad("[properties]", "region = \"us-east-1\"\n[properties]");
+        assert_eq!(e.key, "region");
+        assert!(e.reason.contains("`eu-west-1`"), "{}", e.reason);
+        let e = bad("[properties]", "endpoint_url = \"ftp://x\"\n[properties]");
+        assert_eq!(e.key, "endpoint_url");
+        // A SQL catalog has no way to reach a table bucket.
+        let sql = S3_TABLES
+            .replace("\"rest\"", "\"sql\"")
+            .replace(
+                "https://s3tables.eu-west-1.amazonaws.com/iceberg",
+                "sqlite://c.db",
+            )
+            .replace("\"rest.sigv4-enabled\" = \"true\"\n", "")
+            .replace("\"rest.signing-name\" = \"s3tables\"\n", "");
+        let e = parse(&sql).validate().unwrap_err();
+        assert_eq!(e.key, "warehouse");
+        assert!(e.reason.contains("catalog = \"rest\""), "{}", e.reason);
     }
 
     #[test]

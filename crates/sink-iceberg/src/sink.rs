@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::ArrayRef;
 use dynamo_cdc_core::{Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats};
-use dynamo_cdc_object_store::{Location, ObjectPath, Objects};
+use dynamo_cdc_object_store::{Buckets, Location, Scheme, looks_like_url};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
 use iceberg::table::Table;
@@ -17,62 +17,71 @@ use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 
 use crate::catalog::{self, DAY_MS, PARTITION_FIELD, Pinned};
 use crate::columns::{FIELD_PROPERTY, FieldMap};
-use crate::config::{CatalogKind, IcebergConfig};
+use crate::config::{self, CatalogKind, IcebergConfig};
 use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
 use crate::file::{ClosedFile, Encoding, OpenFile, Target};
 use crate::sigv4::SigningProxy;
-use crate::storage::{BucketStorage, BucketStorageFactory};
+use crate::storage::{BucketStorage, BucketStorageFactory, TableBuckets};
 use crate::summary::{self, SnapshotView};
 
 /// How many times a commit is tried again after losing a race to a writer
 /// of other shards.
 const COMMIT_ATTEMPTS: usize = 5;
 
-/// Where the warehouse is.
+/// Where table files go.
 enum Warehouse {
     /// An absolute local directory.
     Local(PathBuf),
-    /// A bucket prefix.
-    Remote(Objects),
+    /// Buckets: tables below `url` (a bucket prefix or, for S3 Tables, the
+    /// table bucket's ARN) unless the catalog places them elsewhere.
+    Remote {
+        url: String,
+        buckets: Arc<TableBuckets>,
+    },
 }
 
 impl Warehouse {
-    /// The warehouse as table locations start: an absolute path or a URL.
+    /// The warehouse as table locations start: an absolute path, a URL or
+    /// an ARN.
     fn url(&self) -> String {
         match self {
             Warehouse::Local(dir) => dir.display().to_string(),
-            Warehouse::Remote(objects) => {
-                objects.url().to_string().trim_end_matches('/').to_owned()
-            }
+            Warehouse::Remote { url, .. } => url.trim_end_matches('/').to_owned(),
         }
     }
 
     /// Where to write the data file at `location`.
     fn target(&self, location: &str) -> Result<Target, IcebergSinkError> {
+        let refused = |reason: String| IcebergSinkError::Table {
+            table: location.to_owned(),
+            reason,
+        };
         match self {
+            Warehouse::Local(_) if looks_like_url(location) && !location.starts_with("file:") => {
+                Err(refused(
+                    "the catalog placed the table in an object store, but `warehouse` is a \
+                     local directory: set `warehouse` to a URL of that store"
+                        .to_owned(),
+                ))
+            }
             Warehouse::Local(_) => {
                 let path = location.strip_prefix("file://").unwrap_or(location);
                 Ok(Target::Local(PathBuf::from(path)))
             }
-            Warehouse::Remote(objects) => {
-                let bucket = objects.url().bucket_url();
-                let key = location
-                    .strip_prefix(&bucket)
-                    .and_then(|k| k.strip_prefix('/'))
-                    .ok_or_else(|| IcebergSinkError::Table {
-                        table: location.to_owned(),
-                        reason: format!(
-                            "the table's location is outside the warehouse's bucket {bucket}"
-                        ),
-                    })?;
-                Ok(Target::Spooled {
-                    objects: objects.clone(),
-                    key: ObjectPath::from(key),
-                })
+            Warehouse::Remote { buckets, .. } => {
+                let (objects, key) = buckets.resolve(location).map_err(refused)?;
+                Ok(Target::Spooled { objects, key })
             }
         }
     }
+}
+
+/// A warehouse in buckets, and the catalog's file I/O on them.
+fn remote(url: String, buckets: Buckets) -> (Warehouse, Arc<dyn StorageFactory>) {
+    let buckets = Arc::new(TableBuckets::new(buckets));
+    let storage = BucketStorageFactory(BucketStorage::new(buckets.clone()));
+    (Warehouse::Remote { url, buckets }, Arc::new(storage))
 }
 
 /// One Iceberg table and what is being written to it.
@@ -156,24 +165,26 @@ impl IcebergSink {
                 "start a runtime for",
                 std::path::Path::new("the catalog"),
             ))?;
-        let location = config.location().map_err(|e| IcebergSinkError::Table {
+        let warehouse = config.warehouse().map_err(|e| IcebergSinkError::Table {
             table: config.namespace.clone(),
             reason: format!("config key `{}`: {}", e.key, e.reason),
         })?;
-        let (warehouse, storage): (Warehouse, Arc<dyn StorageFactory>) = match location {
-            Location::Local(dir) => {
+        let (warehouse, storage): (Warehouse, Arc<dyn StorageFactory>) = match warehouse {
+            config::Warehouse::Path(Location::Local(dir)) => {
                 std::fs::create_dir_all(&dir).map_err(IcebergSinkError::io("create", &dir))?;
                 let dir =
                     std::path::absolute(&dir).map_err(IcebergSinkError::io("resolve", &dir))?;
                 (Warehouse::Local(dir), Arc::new(LocalFsStorageFactory))
             }
-            Location::Remote { url, options } => {
-                let objects = Objects::connect(&url, &options)?;
-                let storage = BucketStorage::new(objects.store().clone(), url.bucket_url());
-                (
-                    Warehouse::Remote(objects),
-                    Arc::new(BucketStorageFactory(storage)),
-                )
+            config::Warehouse::Path(Location::Remote { url, options }) => {
+                let buckets = Buckets::new(url.scheme, &options);
+                // A missing bucket or denied access stops the start.
+                buckets.open(&url)?.check_access()?;
+                remote(url.to_string(), buckets)
+            }
+            config::Warehouse::TableBucket { arn, options } => {
+                // Each table's bucket is checked by its first write.
+                remote(arn, Buckets::new(Scheme::S3, &options))
             }
         };
         let catalog::Connected { catalog, signing } = runtime

@@ -1,16 +1,20 @@
-//! The Iceberg crate's file I/O on a bucket, through the same object-store
+//! The Iceberg crate's file I/O on buckets, through the same object-store
 //! client as the Parquet sink (credentials, endpoint, failure classes), so
 //! the warehouse needs no second storage stack. A local warehouse uses the
 //! Iceberg crate's own local file system storage.
 //!
-//! Paths come as URLs (`s3://bucket/prefix/...`); the bucket is the one the
-//! client was built for.
+//! Paths come as URLs (`s3://bucket/prefix/...`). A table may live in any
+//! bucket of the warehouse's store: a REST catalog places tables itself (S3
+//! Tables gives each table a bucket of its own), so [`TableBuckets`] opens
+//! a client per bucket on first use, all with the warehouse's options.
 
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use dynamo_cdc_object_store::{Buckets, Objects, StoreUrl};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use iceberg::io::{
@@ -22,39 +26,75 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Iceberg file I/O on one bucket.
-#[derive(Clone)]
-pub(crate) struct BucketStorage {
-    store: Arc<dyn ObjectStore>,
-    /// `s3://bucket`, without a trailing slash.
-    bucket_url: String,
+/// The buckets tables live in, each opened on first use and kept.
+pub(crate) struct TableBuckets {
+    buckets: Buckets,
+    open: Mutex<HashMap<String, Objects>>,
 }
 
-impl std::fmt::Debug for BucketStorage {
+impl std::fmt::Debug for TableBuckets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BucketStorage({})", self.bucket_url)
+        write!(f, "TableBuckets({:?})", self.buckets.scheme())
     }
+}
+
+impl TableBuckets {
+    pub(crate) fn new(buckets: Buckets) -> Self {
+        TableBuckets {
+            buckets,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bucket `location` (a URL) is in, and its key there. Sends
+    /// nothing, so async code may call it.
+    ///
+    /// # Errors
+    /// A reason, when `location` is not a URL of the warehouse's store.
+    pub(crate) fn resolve(&self, location: &str) -> std::result::Result<(Objects, Path), String> {
+        let url = StoreUrl::parse(location)?;
+        if url.scheme != self.buckets.scheme() {
+            return Err(format!(
+                "`{location}` is not in the warehouse's kind of store ({:?})",
+                self.buckets.scheme()
+            ));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = url.bucket_url();
+        let objects = match open.get(&bucket) {
+            Some(objects) => objects.clone(),
+            None => {
+                let whole = StoreUrl {
+                    prefix: String::new(),
+                    ..url.clone()
+                };
+                let objects = self.buckets.open(&whole).map_err(|e| e.to_string())?;
+                open.insert(bucket, objects.clone());
+                objects
+            }
+        };
+        Ok((objects, Path::from(url.prefix)))
+    }
+}
+
+/// Iceberg file I/O on the tables' buckets.
+#[derive(Clone, Debug)]
+pub(crate) struct BucketStorage {
+    buckets: Arc<TableBuckets>,
 }
 
 impl BucketStorage {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, bucket_url: String) -> Self {
-        BucketStorage { store, bucket_url }
+    pub(crate) fn new(buckets: Arc<TableBuckets>) -> Self {
+        BucketStorage { buckets }
     }
 
-    fn key(&self, path: &str) -> Result<Path> {
-        let rest = path
-            .strip_prefix(&self.bucket_url)
-            .and_then(|r| r.strip_prefix('/'))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::DataInvalid,
-                    format!(
-                        "{path} is not in the warehouse's bucket {}",
-                        self.bucket_url
-                    ),
-                )
-            })?;
-        Ok(Path::from(rest))
+    /// The client of `path`'s bucket and the key of `path` in it.
+    fn locate(&self, path: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let (objects, key) = self
+            .buckets
+            .resolve(path)
+            .map_err(|reason| Error::new(ErrorKind::DataInvalid, reason))?;
+        Ok((objects.store().clone(), key))
     }
 }
 
@@ -72,7 +112,7 @@ fn failed(operation: &str, path: &str, e: object_store::Error) -> Error {
 // elsewhere; the Iceberg crate only needs the traits to be serializable.
 impl Serialize for BucketStorage {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.bucket_url)
+        s.serialize_str(&format!("{:?}", self.buckets))
     }
 }
 
@@ -88,7 +128,8 @@ impl<'de> Deserialize<'de> for BucketStorage {
 #[typetag::serde]
 impl Storage for BucketStorage {
     async fn exists(&self, path: &str) -> Result<bool> {
-        match self.store.head(&self.key(path)?).await {
+        let (store, key) = self.locate(path)?;
+        match store.head(&key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(failed("look up", path, e)),
@@ -96,34 +137,33 @@ impl Storage for BucketStorage {
     }
 
     async fn metadata(&self, path: &str) -> Result<FileMetadata> {
-        let meta = self
-            .store
-            .head(&self.key(path)?)
+        let (store, key) = self.locate(path)?;
+        let meta = store
+            .head(&key)
             .await
             .map_err(|e| failed("look up", path, e))?;
         Ok(FileMetadata { size: meta.size })
     }
 
     async fn read(&self, path: &str) -> Result<Bytes> {
-        let got = self
-            .store
-            .get(&self.key(path)?)
-            .await
-            .map_err(|e| failed("read", path, e))?;
+        let (store, key) = self.locate(path)?;
+        let got = store.get(&key).await.map_err(|e| failed("read", path, e))?;
         got.bytes().await.map_err(|e| failed("read", path, e))
     }
 
     async fn reader(&self, path: &str) -> Result<Box<dyn FileRead>> {
+        let (store, key) = self.locate(path)?;
         Ok(Box::new(RangeReader {
-            storage: self.clone(),
+            store,
             path: path.to_owned(),
-            key: self.key(path)?,
+            key,
         }))
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> Result<()> {
-        self.store
-            .put(&self.key(path)?, PutPayload::from(bs))
+        let (store, key) = self.locate(path)?;
+        store
+            .put(&key, PutPayload::from(bs))
             .await
             .map(drop)
             .map_err(|e| failed("write", path, e))
@@ -139,18 +179,19 @@ impl Storage for BucketStorage {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        match self.store.delete(&self.key(path)?).await {
+        let (store, key) = self.locate(path)?;
+        match store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(failed("delete", path, e)),
         }
     }
 
     async fn delete_prefix(&self, path: &str) -> Result<()> {
-        let prefix = self.key(path)?;
-        let mut listed = self.store.list(Some(&prefix));
+        let (store, prefix) = self.locate(path)?;
+        let mut listed = store.list(Some(&prefix));
         while let Some(meta) = listed.next().await {
             let meta = meta.map_err(|e| failed("list", path, e))?;
-            match self.store.delete(&meta.location).await {
+            match store.delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(failed("delete", path, e)),
             }
@@ -176,7 +217,7 @@ impl Storage for BucketStorage {
 
 /// Reads ranges of one object.
 struct RangeReader {
-    storage: BucketStorage,
+    store: Arc<dyn ObjectStore>,
     path: String,
     key: Path,
 }
@@ -184,8 +225,7 @@ struct RangeReader {
 #[async_trait]
 impl FileRead for RangeReader {
     async fn read(&self, range: Range<u64>) -> Result<Bytes> {
-        self.storage
-            .store
+        self.store
             .get_range(&self.key, range)
             .await
             .map_err(|e| failed("read", &self.path, e))
@@ -238,5 +278,49 @@ impl<'de> Deserialize<'de> for BucketStorageFactory {
 impl StorageFactory for BucketStorageFactory {
     fn build(&self, _config: &StorageConfig) -> Result<Arc<dyn Storage>> {
         Ok(Arc::new(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_object_store::{Scheme, StoreOptions};
+
+    use super::*;
+
+    fn buckets() -> TableBuckets {
+        let options = StoreOptions {
+            region: Some("eu-west-1".to_owned()),
+            endpoint_url: Some("http://127.0.0.1:1".to_owned()),
+        };
+        TableBuckets::new(Buckets::new(Scheme::S3, &options))
+    }
+
+    #[test]
+    fn a_location_is_resolved_to_its_own_bucket_and_key() {
+        let buckets = buckets();
+        let (objects, key) = buckets
+            .resolve("s3://abc--table-s3/data/__source_day_ms=0/f.parquet")
+            .unwrap();
+        assert_eq!(objects.url().bucket, "abc--table-s3");
+        assert_eq!(objects.url().prefix, "");
+        assert_eq!(key.as_ref(), "data/__source_day_ms=0/f.parquet");
+        // One client per bucket, made once.
+        let (again, _) = buckets
+            .resolve("s3://abc--table-s3/metadata/m.avro")
+            .unwrap();
+        assert!(Arc::ptr_eq(objects.store(), again.store()));
+        let (other, key) = buckets.resolve("s3://lake/warehouse/cdc/t/x").unwrap();
+        assert_eq!(other.url().bucket, "lake");
+        assert_eq!(key.as_ref(), "warehouse/cdc/t/x");
+        assert!(!Arc::ptr_eq(objects.store(), other.store()));
+    }
+
+    #[test]
+    fn a_location_elsewhere_is_refused_with_a_reason() {
+        let buckets = buckets();
+        let e = buckets.resolve("gs://lake/t/x.parquet").unwrap_err();
+        assert!(e.contains("gs://lake/t/x.parquet"), "{e}");
+        let e = buckets.resolve("/tmp/warehouse/t/x.parquet").unwrap_err();
+        assert!(e.contains("s3://"), "{e}");
     }
 }
