@@ -473,7 +473,8 @@ token = "t"
         off.validate().unwrap();
     }
 
-    /// The S3 Tables example of docs/iceberg.md.
+    /// An S3 Tables configuration like the one in docs/iceberg.md (another
+    /// region, which the ARN makes the default).
     const S3_TABLES: &str = r#"
 catalog = "rest"
 catalog_uri = "https://s3tables.eu-west-1.amazonaws.com/iceberg"
