@@ -59,18 +59,25 @@ FIELD_PROPERTY = "dynamo-cdc.field."
 KEYS = {me.TABLES[0]: ["pk", "sk"], me.TABLES[1]: ["id"]}
 
 
-def write_config(workdir: Path, moto: me.Moto, name: str, warehouse: str, checkpoint: str,
-                 catalog: Path, s3: bool = False) -> Path:
-    config = workdir / f"{name}.toml"
-    store = (f'region = "{me.REGION}"\nendpoint_url = {ec.toml_string(moto.url)}\n' if s3 else "")
-    config.write_text(
+def source_section(moto: me.Moto) -> str:
+    """The `[source]` of every run here: both tables on the moto server, polled quickly."""
+    return (
         "[source]\n"
         'kind = "dynamodb"\n'
         f"tables = {json.dumps(list(me.TABLES))}\n"
         f'region = "{me.REGION}"\n'
         f"endpoint_url = {ec.toml_string(moto.url)}\n"
         "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n\n"
-        "[sinks.iceberg]\n"
+    )
+
+
+def write_config(workdir: Path, moto: me.Moto, name: str, warehouse: str, checkpoint: str,
+                 catalog: Path, s3: bool = False) -> Path:
+    config = workdir / f"{name}.toml"
+    store = (f'region = "{me.REGION}"\nendpoint_url = {ec.toml_string(moto.url)}\n' if s3 else "")
+    config.write_text(
+        source_section(moto)
+        + "[sinks.iceberg]\n"
         'catalog = "sql"\n'
         f"catalog_uri = {ec.toml_string('sqlite://' + str(catalog))}\n"
         f'catalog_name = "{CATALOG_NAME}"\n'
@@ -92,13 +99,8 @@ def write_rest_config(workdir: Path, moto: me.Moto, catalog: RestCatalog, name: 
     """An S3 Tables configuration: the table bucket's ARN as the warehouse, signed requests."""
     config = workdir / f"{name}.toml"
     config.write_text(
-        "[source]\n"
-        'kind = "dynamodb"\n'
-        f"tables = {json.dumps(list(me.TABLES))}\n"
-        f'region = "{me.REGION}"\n'
-        f"endpoint_url = {ec.toml_string(moto.url)}\n"
-        "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n\n"
-        "[sinks.iceberg]\n"
+        source_section(moto)
+        + "[sinks.iceberg]\n"
         'catalog = "rest"\n'
         f"catalog_uri = {ec.toml_string(catalog.url)}\n"
         f"warehouse = {ec.toml_string(TABLE_BUCKET_ARN)}\n"
