@@ -566,6 +566,19 @@ fn statistics_are_kept_where_they_prune() {
     for column in ["id", "name", "n", "__sequence_number", "__source_ts_ms"] {
         assert!(with.contains(&column.to_owned()), "{column}: {with:?}");
     }
+    // Pages carry min/max (the column index) for ordered values; text keeps
+    // its row-group statistics only.
+    let paged = |name: &str| {
+        let column = group.columns().iter();
+        let mut column = column.filter(|c| c.column_path().string() == name);
+        column.next().unwrap().column_index_offset().is_some()
+    };
+    for column in ["n", "__sequence_number", "__source_ts_ms"] {
+        assert!(paged(column), "{column} has a column index");
+    }
+    for column in ["id", "name", "blob", "doc"] {
+        assert!(!paged(column), "{column} has no column index");
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use dynamo_cdc_transform::avro::{self, Shape};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema};
 
 use crate::producer::Outgoing;
-use crate::registry::{Registry, RegistryConfig, frame};
+use crate::registry::{Registry, RegistryConfig, header};
 use crate::{Envelope, Format, KafkaSinkError};
 
 /// Header naming the change's table.
@@ -237,15 +237,17 @@ impl Encoder {
                 id
             }
         };
-        let key = match avro::encode_key(change) {
+        // Each datum is written after its header, in one buffer.
+        let key = match avro::encode_key_after(header(key_id, 64), change) {
             Ok(k) => k,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
-        let value = match avro::encode_value(&state.schema, self.shape, change) {
+        let value = header(value_id, 512);
+        let value = match avro::encode_value_after(value, &state.schema, self.shape, change) {
             Ok(v) => v,
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
-        Ok(Ok((frame(key_id, &key), frame(value_id, &value))))
+        Ok(Ok((key, value)))
     }
 }
 

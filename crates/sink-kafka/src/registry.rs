@@ -122,13 +122,13 @@ fn encode_path(text: &str) -> String {
     out
 }
 
-/// A datum in the Confluent wire format: magic byte 0, the schema id
-/// (big-endian), then the Avro binary.
-pub(crate) fn frame(id: u32, datum: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + datum.len());
+/// The Confluent wire format's header: magic byte 0 and the schema id
+/// (big-endian); the Avro binary follows it in the same buffer, which has
+/// room for `capacity` bytes in all.
+pub(crate) fn header(id: u32, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity.max(5));
     out.push(0);
     out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(datum);
     out
 }
 
@@ -138,7 +138,9 @@ mod tests {
 
     #[test]
     fn frames_and_paths() {
-        assert_eq!(frame(258, &[7]), [0, 0, 0, 1, 2, 7]);
+        let mut framed = header(258, 0);
+        framed.push(7);
+        assert_eq!(framed, [0, 0, 0, 1, 2, 7]);
         assert_eq!(encode_path("cdc.orders-value"), "cdc.orders-value");
         assert_eq!(encode_path("a/b c"), "a%2Fb%20c");
     }

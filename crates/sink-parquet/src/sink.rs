@@ -495,8 +495,8 @@ impl ParquetSink {
         let table = &self.schemas[&key.table];
         // Computing min/max compares every value (it was a tenth of the
         // run time); it is kept where a query engine can prune with it.
-        for path in unprunable_leaf_paths(table) {
-            props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+        for (path, level) in statistics_levels(table) {
+            props = props.set_column_statistics_enabled(path, level);
         }
         let props = props.build();
         let schema = if snapshot {
@@ -1070,12 +1070,24 @@ impl Sink for ParquetSink {
 /// Uncompressed bytes of a data page (see where it is set).
 const DATA_PAGE_BYTES: usize = 128 * 1024;
 
-/// The Parquet paths of the columns whose min/max statistics would prune
-/// nothing: DynamoDB-JSON text, binary values, and list or set elements
-/// (query engines do not prune on element statistics). Scalar columns, the
-/// keys and the `__` columns keep theirs.
-fn unprunable_leaf_paths(schema: &TableSchema) -> Vec<ColumnPath> {
-    fn walk(ty: &ColumnType, in_list: bool, path: &mut Vec<String>, out: &mut Vec<ColumnPath>) {
+/// The statistics of the columns that do not keep the default (min/max per
+/// row group and per page):
+/// - none for the columns whose min/max would prune nothing: DynamoDB-JSON
+///   text, binary values, and list or set elements (query engines do not
+///   prune on element statistics);
+/// - per row group only for text. The writer checks a page's whole min and
+///   max values as UTF-8 before truncating them for the page index, which
+///   for text bodies of hundreds of KB (a page or more each) was a sixth of
+///   the run; unordered text prunes nothing page by page.
+///
+/// Numbers, booleans and the `__` columns keep both.
+fn statistics_levels(schema: &TableSchema) -> Vec<(ColumnPath, EnabledStatistics)> {
+    fn walk(
+        ty: &ColumnType,
+        in_list: bool,
+        path: &mut Vec<String>,
+        out: &mut Vec<(ColumnPath, EnabledStatistics)>,
+    ) {
         match ty {
             ColumnType::Struct(fields) => {
                 for (name, fty) in fields {
@@ -1090,8 +1102,13 @@ fn unprunable_leaf_paths(schema: &TableSchema) -> Vec<ColumnPath> {
                 walk(inner, true, path, out);
                 path.truncate(path.len() - 2);
             }
-            ColumnType::Json | ColumnType::Binary => out.push(ColumnPath::new(path.clone())),
-            _ if in_list => out.push(ColumnPath::new(path.clone())),
+            ColumnType::Json | ColumnType::Binary => {
+                out.push((ColumnPath::new(path.clone()), EnabledStatistics::None));
+            }
+            _ if in_list => out.push((ColumnPath::new(path.clone()), EnabledStatistics::None)),
+            ColumnType::Utf8 => {
+                out.push((ColumnPath::new(path.clone()), EnabledStatistics::Chunk));
+            }
             _ => {}
         }
     }

@@ -288,7 +288,15 @@ pub fn key_schema(table: &str, keys: &Item) -> Result<AvroSchema, AvroError> {
 /// Not for keys parsed from a stream (their layout follows their types);
 /// the result is kept for symmetry with [`encode_value`].
 pub fn encode_key(change: &Change) -> Result<Vec<u8>, AvroError> {
-    avro_datum::key(change, key_layout).map_err(|m| mismatch(change, m))
+    encode_key_after(Vec::with_capacity(64), change)
+}
+
+/// [`encode_key`], appended to `prefix` (a wire format's header).
+///
+/// # Errors
+/// As [`encode_key`].
+pub fn encode_key_after(prefix: Vec<u8>, change: &Change) -> Result<Vec<u8>, AvroError> {
+    avro_datum::key(change, key_layout, prefix).map_err(|m| mismatch(change, m))
 }
 
 /// Encodes a change's value in `shape`, in the layout [`value_schema`]
@@ -301,9 +309,22 @@ pub fn encode_value(
     shape: Shape,
     change: &Change,
 ) -> Result<Vec<u8>, AvroError> {
+    encode_value_after(Vec::with_capacity(512), table, shape, change)
+}
+
+/// [`encode_value`], appended to `prefix` (a wire format's header).
+///
+/// # Errors
+/// As [`encode_value`].
+pub fn encode_value_after(
+    prefix: Vec<u8>,
+    table: &TableSchema,
+    shape: Shape,
+    change: &Change,
+) -> Result<Vec<u8>, AvroError> {
     match shape {
-        Shape::Flat => avro_datum::flat(table, change),
-        Shape::Envelope => avro_datum::envelope(table, change),
+        Shape::Flat => avro_datum::flat(table, change, prefix),
+        Shape::Envelope => avro_datum::envelope(table, change, prefix),
     }
     .map_err(|m| mismatch(change, m))
 }

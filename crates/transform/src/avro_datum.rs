@@ -31,9 +31,11 @@ pub(crate) struct Datum {
 }
 
 impl Datum {
-    pub(crate) fn new() -> Self {
+    /// A datum written after what `out` already holds (a wire header, so
+    /// that the message is not copied to put one in front).
+    pub(crate) fn after(out: Vec<u8>) -> Self {
         Datum {
-            out: Vec::with_capacity(512),
+            out,
             scratch: String::new(),
         }
     }
@@ -215,8 +217,12 @@ impl Datum {
 }
 
 /// The flat value: the row image's fields, then the `__` position fields.
-pub(crate) fn flat(table: &TableSchema, change: &Change) -> Result<Vec<u8>, Mismatch> {
-    let mut d = Datum::new();
+pub(crate) fn flat(
+    table: &TableSchema,
+    change: &Change,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, Mismatch> {
+    let mut d = Datum::after(out);
     let s = &change.source;
     d.record(table, change.row_image())?;
     d.string(change.op.code());
@@ -231,8 +237,12 @@ pub(crate) fn flat(table: &TableSchema, change: &Change) -> Result<Vec<u8>, Mism
 }
 
 /// The Debezium envelope: `before`, `after`, `op`, `ts_ms`, `source`.
-pub(crate) fn envelope(table: &TableSchema, change: &Change) -> Result<Vec<u8>, Mismatch> {
-    let mut d = Datum::new();
+pub(crate) fn envelope(
+    table: &TableSchema,
+    change: &Change,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, Mismatch> {
+    let mut d = Datum::after(out);
     let s = &change.source;
     // A stream without images still shows the keys of what changed.
     let (before, after) = match change.op {
@@ -279,8 +289,9 @@ pub(crate) fn snapshot_marker(change: &Change) -> &'static str {
 pub(crate) fn key(
     change: &Change,
     layout: impl Fn(&AttributeValue) -> ColumnType,
+    out: Vec<u8>,
 ) -> Result<Vec<u8>, Mismatch> {
-    let mut d = Datum::new();
+    let mut d = Datum::after(out);
     for v in change.keys.values() {
         d.plain(&layout(v), v)?;
     }

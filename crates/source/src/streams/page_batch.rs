@@ -162,7 +162,7 @@ fn read_now(
         operation: Request::GetRecords.name(),
         message: format!("GetRecords answered with a body that is not a page: {why}"),
     };
-    let text = std::str::from_utf8(body).map_err(|e| not_a_page(e.to_string()))?;
+    let text = simdutf8::compat::from_utf8(body).map_err(|e| not_a_page(e.to_string()))?;
     let mut ctx = RecordContext::new(key.shard.clone(), Some(key.table.clone()));
     let at = PageOrigin { origin, line: None };
     let page = read_page(text, &mut ctx, at).map_err(not_a_page)?;
