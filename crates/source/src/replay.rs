@@ -657,6 +657,23 @@ mod tests {
 
     use super::*;
 
+    /// A page of one insert whose key is `k<seq>`, on one line.
+    fn page(seq: u64) -> String {
+        format!(
+            r#"{{"Records":[{{"eventID":"{seq}","eventName":"INSERT","dynamodb":{{"Keys":{{"id":{{"S":"k{seq}"}}}},"SequenceNumber":"{seq}"}}}}]}}"#
+        )
+    }
+
+    /// Replays the files under `dir` as table `orders`.
+    fn config(dir: &Path, batch_size: usize, batch_bytes: u64) -> ReplayConfig {
+        ReplayConfig {
+            path: dir.to_owned(),
+            table: Some("orders".into()),
+            batch_size,
+            batch_bytes,
+        }
+    }
+
     const PAGE: &str = r#"{"Records":[{"eventID":"1","eventName":"INSERT","dynamodb":{"Keys":{"id":{"N":"1"}},"SequenceNumber":"1"}}]}"#;
 
     #[test]
@@ -673,12 +690,7 @@ mod tests {
         encoder.finish().unwrap();
         let sizes = [&plain, &gz].map(|p| std::fs::metadata(p).unwrap().len());
 
-        let config = ReplayConfig {
-            path: dir.path().to_owned(),
-            table: Some("orders".into()),
-            batch_size: 64,
-            batch_bytes: 1 << 20,
-        };
+        let config = config(dir.path(), 64, 1 << 20);
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
         let progress = source.progress();
         assert_eq!(progress.bytes_total(), sizes[0] + sizes[1]);
@@ -699,21 +711,11 @@ mod tests {
     #[test]
     fn a_batch_closes_at_its_byte_budget_with_whole_pages() {
         let dir = tempfile::tempdir().unwrap();
-        let page = |seq: u64| {
-            format!(
-                r#"{{"Records":[{{"eventID":"{seq}","eventName":"INSERT","dynamodb":{{"Keys":{{"id":{{"N":"{seq}"}}}},"SequenceNumber":"{seq}"}}}}]}}"#
-            )
-        };
         let text: String = (1..=10).map(|s| page(s) + "\n").collect();
         std::fs::write(dir.path().join("s.jsonl"), text).unwrap();
         let one = page(1).len() as u64;
-        let config = ReplayConfig {
-            path: dir.path().to_owned(),
-            table: Some("orders".into()),
-            batch_size: 1000,
-            // Two and a half pages: the third page is taken whole.
-            batch_bytes: one * 5 / 2,
-        };
+        // Two and a half pages: the third page is taken whole.
+        let config = config(dir.path(), 1000, one * 5 / 2);
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
         let mut sizes = Vec::new();
         while let Some(batch) = source.next_batch().unwrap() {
@@ -735,11 +737,6 @@ mod tests {
     #[test]
     fn a_line_that_is_not_utf8_is_one_dead_letter_and_the_rest_flows() {
         let dir = tempfile::tempdir().unwrap();
-        let page = |seq: u64| {
-            format!(
-                r#"{{"Records":[{{"eventID":"{seq}","eventName":"INSERT","dynamodb":{{"Keys":{{"id":{{"S":"k{seq}"}}}},"SequenceNumber":"{seq}"}}}}]}}"#
-            )
-        };
         // Bad bytes inside a string, on the first line (before the reader
         // knows the file is JSON Lines) and on a later one.
         let bad = |seq: u64| {
@@ -757,12 +754,7 @@ mod tests {
         text.extend(bad(4));
         text.extend(format!("\n{}\n", page(5)).bytes());
         std::fs::write(dir.path().join("s.jsonl"), text).unwrap();
-        let config = ReplayConfig {
-            path: dir.path().to_owned(),
-            table: Some("orders".into()),
-            batch_size: 1000,
-            batch_bytes: 1 << 20,
-        };
+        let config = config(dir.path(), 1000, 1 << 20);
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
         let (mut changes, mut letters) = (Vec::new(), Vec::new());
         while let Some(batch) = source.next_batch().unwrap() {
