@@ -105,6 +105,11 @@ pub struct IcebergConfig {
     /// Rows per row group.
     #[serde(default = "defaults::row_group_rows")]
     pub row_group_rows: usize,
+    /// Encoded bytes per row group: a row group closes at this size or at
+    /// `row_group_rows`, whichever comes first. An open row group is held
+    /// in memory, so this bounds a data file's memory by bytes.
+    #[serde(default = "defaults::row_group_bytes")]
+    pub row_group_bytes: u64,
     /// zstd level, 1 to 22.
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
@@ -141,6 +146,9 @@ mod defaults {
     pub(super) fn row_group_rows() -> usize {
         131_072
     }
+    pub(super) fn row_group_bytes() -> u64 {
+        8 << 20
+    }
     pub(super) fn zstd_level() -> i32 {
         1
     }
@@ -169,6 +177,7 @@ impl IcebergConfig {
             commit_interval_ms: defaults::commit_interval_ms(),
             max_file_bytes: defaults::max_file_bytes(),
             row_group_rows: defaults::row_group_rows(),
+            row_group_bytes: defaults::row_group_bytes(),
             zstd_level: defaults::zstd_level(),
             properties: BTreeMap::new(),
         }
@@ -235,8 +244,13 @@ impl IcebergConfig {
         if self.row_group_rows == 0 {
             return Err(ConfigError::new("row_group_rows", "must be at least 1"));
         }
-        if self.max_file_bytes < 1024 {
-            return Err(ConfigError::new("max_file_bytes", "must be at least 1024"));
+        for (key, value) in [
+            ("max_file_bytes", self.max_file_bytes),
+            ("row_group_bytes", self.row_group_bytes),
+        ] {
+            if value < 1024 {
+                return Err(ConfigError::new(key, "must be at least 1024"));
+            }
         }
         if !(1..=22).contains(&self.zstd_level) {
             return Err(ConfigError::new(
@@ -397,6 +411,7 @@ commit_interval_ms = 60000
         assert_eq!(minimal.catalog_name, "dynamo_cdc");
         assert_eq!(minimal.namespace, "cdc");
         assert_eq!(minimal.commit_interval_ms, 60_000);
+        assert_eq!(minimal.row_group_bytes, 8 << 20);
     }
 
     #[test]
@@ -407,6 +422,8 @@ commit_interval_ms = 60000
         assert_eq!(bad("= 60000", "= 0").key, "commit_interval_ms");
         assert_eq!(bad("\"cdc\"", "\"a..b\"").key, "namespace");
         assert_eq!(bad("out/warehouse", "s3://").key, "warehouse");
+        let tiny = parse(&format!("{GOOD}row_group_bytes = 100\n"));
+        assert_eq!(tiny.validate().unwrap_err().key, "row_group_bytes");
         let rest = parse(&GOOD.replace("\"sql\"", "\"rest\""));
         assert_eq!(rest.validate().unwrap_err().key, "catalog_uri");
         let e =

@@ -210,6 +210,7 @@ impl IcebergSink {
         let encoding = Encoding {
             zstd_level: config.zstd_level,
             row_group_rows: config.row_group_rows,
+            row_group_bytes: config.row_group_bytes,
         };
         Ok(IcebergSink {
             config,

@@ -30,6 +30,13 @@ pub struct ParquetConfig {
     /// Rows per row group.
     #[serde(default = "defaults::row_group_rows")]
     pub row_group_rows: usize,
+    /// Encoded bytes per row group: a row group closes at this size or at
+    /// `row_group_rows`, whichever comes first. An open row group is held in
+    /// memory, so this bounds a file's memory by bytes whatever the items'
+    /// size (with `row_group_rows` alone, items near 400 KB held a whole
+    /// file).
+    #[serde(default = "defaults::row_group_bytes")]
+    pub row_group_bytes: u64,
     /// zstd level, 1 to 22.
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
@@ -57,6 +64,9 @@ mod defaults {
     pub(super) fn row_group_rows() -> usize {
         65_536
     }
+    pub(super) fn row_group_bytes() -> u64 {
+        8 << 20
+    }
     pub(super) fn zstd_level() -> i32 {
         1
     }
@@ -77,6 +87,7 @@ impl ParquetConfig {
             max_file_bytes: defaults::max_file_bytes(),
             max_file_age_ms: defaults::max_file_age_ms(),
             row_group_rows: defaults::row_group_rows(),
+            row_group_bytes: defaults::row_group_bytes(),
             zstd_level: defaults::zstd_level(),
             exclusive: defaults::exclusive(),
         }
@@ -97,8 +108,13 @@ impl ParquetConfig {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
         }
-        if self.max_file_bytes < 1024 {
-            return Err(ConfigError::new("max_file_bytes", "must be at least 1024"));
+        for (key, value) in [
+            ("max_file_bytes", self.max_file_bytes),
+            ("row_group_bytes", self.row_group_bytes),
+        ] {
+            if value < 1024 {
+                return Err(ConfigError::new(key, "must be at least 1024"));
+            }
         }
         if !(1..=22).contains(&self.zstd_level) {
             return Err(ConfigError::new("zstd_level", "must be between 1 and 22"));
@@ -131,6 +147,8 @@ mod tests {
         assert_eq!(parsed.max_rows_per_file, made.max_rows_per_file);
         assert_eq!(parsed.max_file_bytes, made.max_file_bytes);
         assert_eq!(parsed.max_file_age_ms, made.max_file_age_ms);
+        assert_eq!(parsed.row_group_bytes, made.row_group_bytes);
+        assert_eq!(parsed.row_group_bytes, 8 << 20);
         assert_eq!(parsed.zstd_level, 1);
         assert!(parsed.exclusive && made.exclusive);
         parsed.validate().unwrap();
@@ -149,6 +167,7 @@ mod tests {
             ("max_file_bytes = 10", "max_file_bytes"),
             ("max_rows_per_file = 0", "max_rows_per_file"),
             ("row_group_rows = 0", "row_group_rows"),
+            ("row_group_bytes = 100", "row_group_bytes"),
             ("max_file_age_ms = 0", "max_file_age_ms"),
         ];
         for (line, key) in cases {

@@ -468,3 +468,73 @@ fn a_sink_dropped_before_committing_removes_its_temp_files() {
     drop(sink);
     assert!(committed(dir.path()).is_empty());
 }
+
+#[test]
+fn row_groups_close_at_their_byte_size_so_large_items_do_not_fill_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 1_000);
+    config.row_group_bytes = 64 * 1024;
+    let mut sink = ParquetSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap();
+    // Items of about 20 KB of text that zstd cannot shrink much: 40 of them
+    // are far more than one row group of 64 KiB, and far fewer rows than
+    // `row_group_rows`.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let changes: Vec<Change> = (1..=40)
+        .map(|seq| {
+            let body: String = (0..20_000)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'a' + (state % 26) as u8)
+                })
+                .collect();
+            let mut c = change(seq, DAY_ONE_MS);
+            let mut image = c.keys.clone();
+            image.insert("body".into(), AttributeValue::S(body.into()));
+            c.new_image = Some(image);
+            c
+        })
+        .collect();
+    // One change per write, as batches of large items come (a batch closes
+    // at `batch_bytes`): a row group closes after the write that takes it
+    // to the limit.
+    for c in changes.chunks(1) {
+        assert!(sink.write(c).unwrap().is_empty());
+    }
+    sink.flush().unwrap();
+
+    let name = format!("{DAY}/s1_1.parquet");
+    let files: Vec<String> = committed(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    assert_eq!(
+        files,
+        std::slice::from_ref(&name),
+        "one file holds every row"
+    );
+    let file = std::fs::File::open(dir.path().join(&name)).unwrap();
+    let metadata = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .metadata()
+        .clone();
+    let groups = metadata.row_groups();
+    assert!(groups.len() >= 4, "{} row groups", groups.len());
+    let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
+    assert_eq!(rows, 40);
+    for g in groups {
+        // A group closes once it reaches the limit: it passes it by less
+        // than a write.
+        assert!(
+            g.compressed_size() < 64 * 1024 + 20_000,
+            "a row group of {} bytes",
+            g.compressed_size()
+        );
+    }
+    let file = std::fs::File::open(dir.path().join(&name)).unwrap();
+    assert_eq!(
+        common::sequence_numbers_in(file),
+        (1..=40).collect::<Vec<u64>>()
+    );
+}
