@@ -109,7 +109,7 @@ pub struct IcebergConfig {
     /// `row_group_rows`, whichever comes first. An open row group is held
     /// in memory, so this bounds a data file's memory by bytes.
     #[serde(default = "defaults::row_group_bytes")]
-    pub row_group_bytes: u64,
+    pub row_group_bytes: usize,
     /// zstd level, 1 to 22.
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
@@ -146,7 +146,7 @@ mod defaults {
     pub(super) fn row_group_rows() -> usize {
         131_072
     }
-    pub(super) fn row_group_bytes() -> u64 {
+    pub(super) fn row_group_bytes() -> usize {
         8 << 20
     }
     pub(super) fn zstd_level() -> i32 {
@@ -246,7 +246,7 @@ impl IcebergConfig {
         }
         for (key, value) in [
             ("max_file_bytes", self.max_file_bytes),
-            ("row_group_bytes", self.row_group_bytes),
+            ("row_group_bytes", self.row_group_bytes as u64),
         ] {
             if value < 1024 {
                 return Err(ConfigError::new(key, "must be at least 1024"));

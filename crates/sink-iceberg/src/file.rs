@@ -36,7 +36,7 @@ pub(crate) enum Target {
 pub(crate) struct Encoding {
     pub zstd_level: i32,
     pub row_group_rows: usize,
-    pub row_group_bytes: u64,
+    pub row_group_bytes: usize,
 }
 
 /// A data file being written.
@@ -102,9 +102,7 @@ impl OpenFile {
             .set_column_dictionary_enabled(ColumnPath::from("__table"), true)
             .set_column_dictionary_enabled(ColumnPath::from("__shard_id"), true)
             .set_max_row_group_row_count(Some(encoding.row_group_rows))
-            .set_max_row_group_bytes(Some(
-                usize::try_from(encoding.row_group_bytes).unwrap_or(usize::MAX),
-            ))
+            .set_max_row_group_bytes(Some(encoding.row_group_bytes))
             .set_data_page_size_limit(128 * 1024)
             .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")));
         for (path, level) in statistics_levels(&schema) {

@@ -36,7 +36,7 @@ pub struct ParquetConfig {
     /// size (with `row_group_rows` alone, items near 400 KB held a whole
     /// file).
     #[serde(default = "defaults::row_group_bytes")]
-    pub row_group_bytes: u64,
+    pub row_group_bytes: usize,
     /// zstd level, 1 to 22.
     #[serde(default = "defaults::zstd_level")]
     pub zstd_level: i32,
@@ -64,7 +64,7 @@ mod defaults {
     pub(super) fn row_group_rows() -> usize {
         65_536
     }
-    pub(super) fn row_group_bytes() -> u64 {
+    pub(super) fn row_group_bytes() -> usize {
         8 << 20
     }
     pub(super) fn zstd_level() -> i32 {
@@ -110,7 +110,7 @@ impl ParquetConfig {
         }
         for (key, value) in [
             ("max_file_bytes", self.max_file_bytes),
-            ("row_group_bytes", self.row_group_bytes),
+            ("row_group_bytes", self.row_group_bytes as u64),
         ] {
             if value < 1024 {
                 return Err(ConfigError::new(key, "must be at least 1024"));

@@ -488,9 +488,7 @@ impl ParquetSink {
             .set_column_dictionary_enabled(ColumnPath::from("__table"), true)
             .set_column_dictionary_enabled(ColumnPath::from("__shard_id"), true)
             .set_max_row_group_row_count(Some(self.config.row_group_rows))
-            .set_max_row_group_bytes(Some(
-                usize::try_from(self.config.row_group_bytes).unwrap_or(usize::MAX),
-            ))
+            .set_max_row_group_bytes(Some(self.config.row_group_bytes))
             // Each column buffers a page before compressing it; at the 1 MiB
             // default a table of 40 columns holds 40 MiB in flight.
             .set_data_page_size_limit(DATA_PAGE_BYTES)

@@ -66,10 +66,7 @@ const DAY: &str = "orders/date=2024-05-01";
 /// The sequence numbers of every committed row, sorted.
 fn sequence_numbers(root: &Path) -> Vec<u64> {
     let mut out = Vec::new();
-    for name in committed(root) {
-        if !name.ends_with(".parquet") {
-            continue;
-        }
+    for name in parquet_files(root) {
         let file = std::fs::File::open(root.join(&name)).unwrap();
         out.extend(common::sequence_numbers_in(file));
     }
@@ -101,6 +98,14 @@ fn committed(root: &Path) -> Vec<String> {
     out
 }
 
+/// Committed Parquet files, relative to the root, sorted.
+fn parquet_files(root: &Path) -> Vec<String> {
+    committed(root)
+        .into_iter()
+        .filter(|n| n.ends_with(".parquet"))
+        .collect()
+}
+
 fn position(sink: &ParquetSink) -> Option<String> {
     sink.durable_positions()
         .get(&ShardKey::new("orders", "s1"))
@@ -125,12 +130,8 @@ fn files_roll_by_rows_and_commit_only_on_poll() {
     assert_eq!(position(&sink), None);
     sink.poll().unwrap();
     let day = "orders/date=2024-05-01";
-    let names: Vec<String> = committed(dir.path())
-        .into_iter()
-        .filter(|n| n.ends_with(".parquet"))
-        .collect();
     assert_eq!(
-        names,
+        parquet_files(dir.path()),
         [
             format!("{day}/s1_101.parquet"),
             format!("{day}/s1_104.parquet"),
@@ -505,12 +506,8 @@ fn row_groups_close_at_their_byte_size_so_large_items_do_not_fill_memory() {
     sink.flush().unwrap();
 
     let name = format!("{DAY}/s1_1.parquet");
-    let files: Vec<String> = committed(dir.path())
-        .into_iter()
-        .filter(|n| n.ends_with(".parquet"))
-        .collect();
     assert_eq!(
-        files,
+        parquet_files(dir.path()),
         std::slice::from_ref(&name),
         "one file holds every row"
     );
