@@ -127,10 +127,10 @@ impl std::fmt::Debug for KafkaConfig {
 pub const SEND_BATCH_MESSAGES: usize = 1024;
 
 /// Bytes of encoded messages held before they are sent together, whatever
-/// their count ([`KafkaConfig::send_batch_messages`]). Half of
-/// [`IN_FLIGHT_BYTES`], so that large messages too are encoded while the
-/// group before them is acknowledged.
-pub const SEND_BATCH_BYTES: usize = 2 << 20;
+/// their count ([`KafkaConfig::send_batch_messages`]). Half the bytes that
+/// may be in flight, so that large messages too are encoded while the group
+/// before them is acknowledged.
+pub const SEND_BATCH_BYTES: usize = IN_FLIGHT_BYTES / 2;
 
 /// Groups of messages sent and not yet acknowledged, at most: the sink
 /// encodes the next group while the brokers acknowledge the last ones.
