@@ -253,12 +253,13 @@ impl ReplaySource {
 /// The sequence numbers recently read from one shard, to tell a repeated
 /// record (skipped) from one out of order (dead-lettered). Bounded: a repeat
 /// further back than this many records counts as out of order.
+///
+/// Only a number above the last one is pushed, so the window is sorted and
+/// a lookup is a binary search: no hash set to keep up for every record,
+/// when lookups happen only for the rare record that is not in order.
 #[derive(Default)]
 struct SeenWindow {
     order: VecDeque<SequenceNumber>,
-    // Checked for every record: foldhash, not the DoS-resistant default
-    // (the input is the operator's own capture).
-    members: foldhash::HashSet<SequenceNumber>,
 }
 
 impl SeenWindow {
@@ -271,16 +272,15 @@ impl SeenWindow {
     }
 
     fn contains(&self, seq: &SequenceNumber) -> bool {
-        self.members.contains(seq)
+        self.order.binary_search(seq).is_ok()
     }
 
+    /// Adds `seq`, which must come after [`SeenWindow::last`].
     fn push(&mut self, seq: SequenceNumber) {
-        if self.order.len() == Self::CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.members.remove(&old);
+        debug_assert!(self.last().is_none_or(|last| *last < seq));
+        if self.order.len() == Self::CAPACITY {
+            self.order.pop_front();
         }
-        self.members.insert(seq.clone());
         self.order.push_back(seq);
     }
 }
@@ -780,5 +780,68 @@ mod tests {
             assert!(letter.raw.contains("k\u{fffd}"), "{}", letter.raw);
             assert_eq!(letter.table.as_deref(), Some("orders"));
         }
+    }
+
+    #[test]
+    fn a_repeated_record_is_skipped_and_one_out_of_order_is_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        // A capture tool restarted and wrote 2 and 3 again; 4 then came late.
+        let lines: Vec<String> = [1, 2, 3, 2, 3, 5, 4, 6].map(page).into();
+        std::fs::write(dir.path().join("s.jsonl"), lines.join("\n")).unwrap();
+        let config = config(dir.path(), 1000, 1 << 20);
+        let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
+        let (mut changes, mut letters) = (Vec::new(), Vec::new());
+        while let Some(batch) = source.next_batch().unwrap() {
+            changes.extend(
+                batch
+                    .changes
+                    .iter()
+                    .map(|c| c.source.sequence_number.to_string()),
+            );
+            letters.extend(batch.dead_letters);
+        }
+        assert_eq!(changes, ["1", "2", "3", "5", "6"]);
+        assert_eq!(source.stats().duplicates, 2);
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].line, Some(7));
+        assert_eq!(letters[0].sequence_number.as_deref(), Some("4"));
+        assert!(
+            letters[0].error.contains("sequence number 4 comes after 5"),
+            "{}",
+            letters[0].error
+        );
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_window_knows_what_it_has_seen_and_nothing_else() {
+        let mut window = SeenWindow::default();
+        assert_eq!(window.last(), None);
+        for n in [3, 7, 10, 25] {
+            window.push(seq(n));
+        }
+        assert_eq!(window.last(), Some(&seq(25)));
+        for n in [3, 7, 10, 25] {
+            assert!(window.contains(&seq(n)), "{n}");
+        }
+        for n in [1, 4, 9, 11, 26] {
+            assert!(!window.contains(&seq(n)), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_window_forgets_the_oldest_beyond_its_capacity() {
+        let mut window = SeenWindow::default();
+        let total = SeenWindow::CAPACITY as u64 + 10;
+        for n in 1..=total {
+            window.push(seq(n));
+        }
+        assert_eq!(window.order.len(), SeenWindow::CAPACITY);
+        assert!(!window.contains(&seq(10)), "pushed out");
+        assert!(window.contains(&seq(11)), "the oldest kept");
+        assert!(window.contains(&seq(total)));
     }
 }

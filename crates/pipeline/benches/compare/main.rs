@@ -608,9 +608,7 @@ fn main() {
             table.print();
             tables.push(table);
         }
-        if let Some(f1) = tables.iter().find(|t| t.input.starts_with("F1")) {
-            f1.print_targets();
-        }
+        report::print_targets(&tables);
     }
     if parts.contains("growth") {
         growth(bytes, runs.max(1));

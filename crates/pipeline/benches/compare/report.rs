@@ -129,13 +129,14 @@ impl Table {
         }
     }
 
-    /// The release targets, measured on this input (F1).
-    pub(crate) fn print_targets(&self) {
-        println!("\n## Targets on F1\n");
+    /// This input's targets (see [`print_targets`]), each printed as a
+    /// line with the figure measured and whether it is met.
+    fn print_own_targets(&self) {
         let peer = PeerKind::Python.label();
+        let label = self.input.split_whitespace().next().unwrap_or("");
         let line = |what: &str, got: Option<f64>, want: f64, more_is_better: bool| {
             let Some(got) = got else {
-                println!("- {what}: not measured");
+                println!("- {label} {what}: not measured");
                 return;
             };
             let met = if more_is_better {
@@ -144,66 +145,93 @@ impl Table {
                 got <= want
             };
             println!(
-                "- {what}: {got:.2} (target {} {want}) {}",
+                "- {label} {what}: {got:.2} (target {} {want}) {}",
                 if more_is_better { "≥" } else { "≤" },
                 if met { "met" } else { "MISSED" }
             );
         };
-        line(
-            "replay -> Parquet vs peer",
-            self.ratio("parquet", peer, "parquet"),
-            12.0,
-            true,
-        );
-        line(
-            "replay -> Parquet vs lean Python peer",
-            self.ratio("parquet", PeerKind::PythonLean.label(), "parquet"),
-            12.0,
-            true,
-        );
-        // Against whichever peer is quickest here, so that no one peer's
-        // slowness flatters the ratio.
-        let fastest = self.fastest_peer("parquet");
-        line(
-            &format!(
-                "replay -> Parquet vs the fastest peer ({})",
-                fastest.map_or("none measured", PeerKind::label)
-            ),
-            fastest.and_then(|k| self.ratio("parquet", k.label(), "parquet")),
-            10.0,
-            true,
-        );
-        line(
-            "replay -> Parquet vs serde_json ceiling",
-            self.ratio("parquet", CEILING.label(), ""),
-            0.6,
-            true,
-        );
-        let fastest = self.fastest_ceiling();
-        line(
-            &format!(
-                "replay -> Parquet vs the faster ceiling ({})",
-                fastest.map_or("none measured", Parser::label)
-            ),
-            fastest.and_then(|p| self.ratio("parquet", p.label(), "")),
-            0.6,
-            true,
-        );
-        line(
-            "replay -> Kafka Avro vs peer",
-            self.ratio("kafka", peer, "kafka"),
-            10.0,
-            true,
-        );
-        for output in ["parquet", "kafka", "both"] {
-            let rss = self.find("dynamo-cdc", output).zip(self.find(peer, output));
-            line(
-                &format!("peak RSS {output}, dynamo-cdc / peer"),
-                rss.map(|(o, p)| o.cost.max_rss_kib as f64 / p.cost.max_rss_kib as f64),
-                0.5,
-                false,
-            );
+        let vs_peer = |output: &str| self.ratio(output, peer, output);
+        match label {
+            "F1" => {
+                line("replay -> Parquet vs peer", vs_peer("parquet"), 12.0, true);
+                line(
+                    "replay -> Parquet vs lean Python peer",
+                    self.ratio("parquet", PeerKind::PythonLean.label(), "parquet"),
+                    12.0,
+                    true,
+                );
+                // Against whichever peer is quickest here, so that no one
+                // peer's slowness flatters the ratio.
+                let fastest = self.fastest_peer("parquet");
+                line(
+                    &format!(
+                        "replay -> Parquet vs the fastest peer ({})",
+                        fastest.map_or("none measured", PeerKind::label)
+                    ),
+                    fastest.and_then(|k| self.ratio("parquet", k.label(), "parquet")),
+                    10.0,
+                    true,
+                );
+                line(
+                    "replay -> Parquet vs serde_json ceiling",
+                    self.ratio("parquet", CEILING.label(), ""),
+                    0.6,
+                    true,
+                );
+                let fastest = self.fastest_ceiling();
+                line(
+                    &format!(
+                        "replay -> Parquet vs the faster ceiling ({})",
+                        fastest.map_or("none measured", Parser::label)
+                    ),
+                    fastest.and_then(|p| self.ratio("parquet", p.label(), "")),
+                    0.6,
+                    true,
+                );
+                line("replay -> Kafka Avro vs peer", vs_peer("kafka"), 12.0, true);
+                line("replay -> both vs peer", vs_peer("both"), 10.0, true);
+                for output in ["parquet", "kafka", "both"] {
+                    let rss = self.find("dynamo-cdc", output).zip(self.find(peer, output));
+                    line(
+                        &format!("peak RSS {output}, dynamo-cdc / peer"),
+                        rss.map(|(o, p)| o.cost.max_rss_kib as f64 / p.cost.max_rss_kib as f64),
+                        0.5,
+                        false,
+                    );
+                }
+            }
+            "F2" | "F4" => line("replay -> Kafka Avro vs peer", vs_peer("kafka"), 10.0, true),
+            "F3" => {
+                for output in ["parquet", "kafka", "both"] {
+                    line(
+                        &format!("replay -> {output} vs peer"),
+                        vs_peer(output),
+                        4.0,
+                        true,
+                    );
+                }
+                for output in ["parquet", "kafka", "both"] {
+                    line(
+                        &format!("peak RSS {output}, MiB"),
+                        self.find("dynamo-cdc", output)
+                            .map(|r| r.cost.max_rss_kib as f64 / 1024.0),
+                        100.0,
+                        false,
+                    );
+                }
+            }
+            _ => {}
         }
+    }
+}
+
+/// The release targets, on whichever inputs were measured: F1 against
+/// every peer and both ceilings, the Kafka path on F2 and F4, speed and
+/// memory on F3.
+pub(crate) fn print_targets(tables: &[Table]) {
+    println!("\n## Targets\n");
+    for table in tables {
+        table.print_own_targets();
     }
 }
 
