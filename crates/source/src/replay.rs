@@ -674,6 +674,22 @@ mod tests {
         }
     }
 
+    /// Every batch read: the sequence numbers of the changes, and the dead
+    /// letters.
+    fn read_all(source: &mut ReplaySource) -> (Vec<String>, Vec<DeadLetter>) {
+        let (mut changes, mut letters) = (Vec::new(), Vec::new());
+        while let Some(batch) = source.next_batch().unwrap() {
+            changes.extend(
+                batch
+                    .changes
+                    .iter()
+                    .map(|c| c.source.sequence_number.to_string()),
+            );
+            letters.extend(batch.dead_letters);
+        }
+        (changes, letters)
+    }
+
     const PAGE: &str = r#"{"Records":[{"eventID":"1","eventName":"INSERT","dynamodb":{"Keys":{"id":{"N":"1"}},"SequenceNumber":"1"}}]}"#;
 
     #[test]
@@ -756,16 +772,7 @@ mod tests {
         std::fs::write(dir.path().join("s.jsonl"), text).unwrap();
         let config = config(dir.path(), 1000, 1 << 20);
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
-        let (mut changes, mut letters) = (Vec::new(), Vec::new());
-        while let Some(batch) = source.next_batch().unwrap() {
-            changes.extend(
-                batch
-                    .changes
-                    .iter()
-                    .map(|c| c.source.sequence_number.to_string()),
-            );
-            letters.extend(batch.dead_letters);
-        }
+        let (changes, letters) = read_all(&mut source);
         assert_eq!(changes, ["2", "3", "5"]);
         let lines: Vec<_> = letters.iter().map(|l| l.line).collect();
         assert_eq!(lines, [Some(1), Some(4)]);
@@ -790,16 +797,7 @@ mod tests {
         std::fs::write(dir.path().join("s.jsonl"), lines.join("\n")).unwrap();
         let config = config(dir.path(), 1000, 1 << 20);
         let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
-        let (mut changes, mut letters) = (Vec::new(), Vec::new());
-        while let Some(batch) = source.next_batch().unwrap() {
-            changes.extend(
-                batch
-                    .changes
-                    .iter()
-                    .map(|c| c.source.sequence_number.to_string()),
-            );
-            letters.extend(batch.dead_letters);
-        }
+        let (changes, letters) = read_all(&mut source);
         assert_eq!(changes, ["1", "2", "3", "5", "6"]);
         assert_eq!(source.stats().duplicates, 2);
         assert_eq!(letters.len(), 1);
