@@ -17,6 +17,7 @@
 //! order.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ pub(crate) enum Sent {
 #[derive(Default)]
 pub(crate) struct Acks {
     results: Mutex<Vec<(usize, Sent)>>,
+    /// Answers reported so far, to tell whether a poll served any.
+    reported: AtomicUsize,
 }
 
 impl ClientContext for Acks {
@@ -96,11 +99,27 @@ impl ProducerContext for Acks {
         if let Ok(mut r) = self.results.lock() {
             r.push((serial, sent));
         }
+        self.reported.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// How long acknowledgements may take before the brokers count as down.
 const SLOW_ACKS: Duration = Duration::from_secs(10);
+
+/// How long a wait for answers sleeps before it looks for them again.
+///
+/// librdkafka hands answers over only when polled, and rust-rdkafka's
+/// `poll(timeout)` always runs until its timeout, turning whatever is left
+/// below a millisecond into non-blocking polls in a loop: every 10 ms wait
+/// spun for up to a millisecond (about 2% of the CPU into Kafka on small
+/// records, and a tenth of a core for as long as the brokers are down).
+/// Sleeping, then serving what came, costs nothing while waiting and sees
+/// answers no later: a timed poll returns only at its timeout anyway.
+const ANSWER_WAIT: Duration = Duration::from_millis(10);
+
+/// At most this many reports are served in one go, so a flood of them
+/// cannot hold the sink in [`KafkaProducer::serve_reports`].
+const MAX_REPORTS_SERVED: usize = 1024;
 
 /// A group of messages handed over together.
 struct Flight<T> {
@@ -253,7 +272,7 @@ impl<T> KafkaProducer<T> {
                 Ok(()) => return Ok(None),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The local queue is full: let acknowledgements drain it.
-                    self.producer.poll(Duration::from_millis(20));
+                    self.wait_for_reports();
                     record = back;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
@@ -291,7 +310,7 @@ impl<T> KafkaProducer<T> {
     pub(crate) fn landed(&mut self, until: Until) -> Vec<Landed<T>> {
         let mut out = Vec::new();
         // Answers already delivered to the context, then a look for more.
-        self.producer.poll(Duration::ZERO);
+        self.serve_reports();
         loop {
             self.collect_answers();
             self.pop_landed(&mut out);
@@ -299,9 +318,29 @@ impl<T> KafkaProducer<T> {
             if self.satisfied(until) {
                 return out;
             }
-            self.producer.poll(Duration::from_millis(10));
+            self.wait_for_reports();
             dynamo_cdc_core::alive::still_waiting();
         }
+    }
+
+    /// Serves the reports librdkafka has queued (answers go to
+    /// [`Acks::delivery`]) without blocking.
+    fn serve_reports(&self) {
+        // A poll without a timeout serves one report (which may answer many
+        // messages): go on while reports keep coming.
+        for _ in 0..MAX_REPORTS_SERVED {
+            let before = self.producer.context().reported.load(Ordering::Relaxed);
+            self.producer.poll(Duration::ZERO);
+            if self.producer.context().reported.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
+    }
+
+    /// Waits [`ANSWER_WAIT`], then serves the reports that came meanwhile.
+    fn wait_for_reports(&self) {
+        std::thread::sleep(ANSWER_WAIT);
+        self.serve_reports();
     }
 
     /// Says when the brokers stop answering, whether or not the sink is
