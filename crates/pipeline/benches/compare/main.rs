@@ -15,7 +15,7 @@
 //! peer's `node`, default `node` from `PATH`; the peer is left out when it
 //! cannot run or `scripts/bench/node/node_modules` is missing),
 //! `BENCH_INPUTS` (`f1,f2,f3,f4`), `BENCH_BYTES` (input size,
-//! `64M`), `BENCH_RUNS` (runs per dynamo-cdc contender, median reported, 3),
+//! `64M`), `BENCH_RUNS` (runs per contender, in rounds, median reported, 3),
 //! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20).
 //!
 //! For each input it generates a seeded capture (cached under
@@ -341,9 +341,9 @@ impl Peer {
         }
     }
 
-    /// Its output directory or topic prefix for one mode.
-    fn name(&self, mode: &str) -> String {
-        format!("{}-{mode}", self.kind.slug())
+    /// Its output directory or topic prefix for one mode and round.
+    fn name(&self, mode: &str, round: usize) -> String {
+        format!("{}-{mode}-{round}", self.kind.slug())
     }
 }
 
@@ -393,9 +393,9 @@ impl<'a> PeerSetup<'a> {
     }
 
     /// Runs `peer` in `mode` (`parquet`, `kafka` or `both`), pinned and
-    /// charged like dynamo-cdc.
-    fn run(&self, peer: &Peer, mode: &str) -> Cost {
-        let name = peer.name(mode);
+    /// charged like dynamo-cdc, writing the outputs of `round`.
+    fn run(&self, peer: &Peer, mode: &str, round: usize) -> Cost {
+        let name = peer.name(mode, round);
         let mut cmd = measure::pinned(peer.program.to_str().expect("peer program path"));
         cmd.arg(&peer.script)
             .arg("--input")
@@ -425,14 +425,14 @@ impl<'a> PeerSetup<'a> {
     }
 
     /// Checks `peer`'s outputs equal to dynamo-cdc's (the same mode's first
-    /// run), each sink of each mode; returns the checker's summaries.
+    /// round, both), each sink of each mode; returns the checker's summaries.
     fn check(&self, checker: &Checker, peer: &Peer) -> Vec<String> {
         let dir = |name: &str| self.work.join(name).to_string_lossy().into_owned();
         let (brokers, registry) = (self.services.brokers(), self.services.registry.url());
         let mut lines = Vec::new();
         for mode in ["parquet", "both"] {
             let ours = dir(&format!("ours-{mode}-0"));
-            let summary = checker.check(&["parquet", &ours, &dir(&peer.name(mode))]);
+            let summary = checker.check(&["parquet", &ours, &dir(&peer.name(mode, 0))]);
             lines.push(format!("{} {mode}: {summary}", peer.kind.label()));
         }
         for mode in ["kafka", "both"] {
@@ -443,7 +443,7 @@ impl<'a> PeerSetup<'a> {
                 "--registry",
                 &registry,
                 &self.topic(&format!("ours-{mode}-0")),
-                &self.topic(&peer.name(mode)),
+                &self.topic(&peer.name(mode, 0)),
             ]);
             lines.push(format!("{} {mode}: {summary}", peer.kind.label()));
         }
@@ -484,40 +484,54 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
         rows.push(Row::new(parser.label(), "", ceiling));
     }
 
-    // dynamo-cdc: each run writes somewhere new, so reruns never resume.
-    let ours = |mode: &str, parquet: bool, kafka: bool| {
-        let costs = (0..runs)
-            .map(|i| {
-                let name = format!("ours-{mode}-{i}");
-                let topic = format!("{name}.{{table}}");
-                if kafka {
-                    services.create_topic(&format!("{name}.{table}"));
-                }
-                let out = Outputs {
-                    parquet: parquet.then(|| work.join(&name)),
-                    kafka: kafka.then_some((topic, &services)),
-                };
-                let config = dynamo_cdc_config(input, work, &name, &out);
-                run_dynamo_cdc(&config, &name)
-            })
-            .collect();
-        measure::median(costs)
+    // Every contender runs `runs` times, in rounds: a round runs dynamo-cdc
+    // and then each peer once in every mode, so that a slow phase of the
+    // shared machine falls on all of them alike. Each contender's median is
+    // reported. The peers need round 0 of dynamo-cdc first: they take their
+    // schemas from its outputs. Each run writes somewhere new, so reruns
+    // never resume or append; the checks read round 0.
+    const MODES: [(&str, bool, bool); 3] = [
+        ("parquet", true, false),
+        ("kafka", false, true),
+        ("both", true, true),
+    ];
+    let ours = |mode: &str, parquet: bool, kafka: bool, round: usize| {
+        let name = format!("ours-{mode}-{round}");
+        let topic = format!("{name}.{{table}}");
+        if kafka {
+            services.create_topic(&format!("{name}.{table}"));
+        }
+        let out = Outputs {
+            parquet: parquet.then(|| work.join(&name)),
+            kafka: kafka.then_some((topic, &services)),
+        };
+        let config = dynamo_cdc_config(input, work, &name, &out);
+        run_dynamo_cdc(&config, &name)
     };
-    rows.push(Row::new(
-        "dynamo-cdc",
-        "parquet",
-        ours("parquet", true, false),
-    ));
-    rows.push(Row::new("dynamo-cdc", "kafka", ours("kafka", false, true)));
-    rows.push(Row::new("dynamo-cdc", "both", ours("both", true, true)));
-
-    let mut checks = Vec::new();
-    if let Some(checker) = checker {
-        let setup = PeerSetup::new(input, work, &services);
-        for peer in peers {
-            for mode in ["parquet", "kafka", "both"] {
-                rows.push(Row::new(peer.kind.label(), mode, setup.run(peer, mode)));
+    let peers = if checker.is_some() { peers } else { &[] };
+    let mut our_costs: Vec<Vec<Cost>> = vec![Vec::new(); MODES.len()];
+    let mut peer_costs: Vec<Vec<Vec<Cost>>> = vec![vec![Vec::new(); MODES.len()]; peers.len()];
+    let mut setup = None;
+    for round in 0..runs {
+        for (costs, (mode, parquet, kafka)) in our_costs.iter_mut().zip(MODES) {
+            costs.push(ours(mode, parquet, kafka, round));
+        }
+        let setup = setup.get_or_insert_with(|| PeerSetup::new(input, work, &services));
+        for (peer, costs) in peers.iter().zip(&mut peer_costs) {
+            for (costs, (mode, ..)) in costs.iter_mut().zip(MODES) {
+                costs.push(setup.run(peer, mode, round));
             }
+        }
+    }
+    for (costs, (mode, ..)) in our_costs.into_iter().zip(MODES) {
+        rows.push(Row::new("dynamo-cdc", mode, measure::median(costs)));
+    }
+    let mut checks = Vec::new();
+    for (peer, costs) in peers.iter().zip(peer_costs) {
+        for (costs, (mode, ..)) in costs.into_iter().zip(MODES) {
+            rows.push(Row::new(peer.kind.label(), mode, measure::median(costs)));
+        }
+        if let (Some(checker), Some(setup)) = (checker, &setup) {
             checks.extend(setup.check(checker, peer));
         }
     }
