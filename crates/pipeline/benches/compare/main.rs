@@ -516,6 +516,9 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
         for (costs, (mode, parquet, kafka)) in our_costs.iter_mut().zip(MODES) {
             costs.push(ours(mode, parquet, kafka, round));
         }
+        if peers.is_empty() {
+            continue;
+        }
         let setup = setup.get_or_insert_with(|| PeerSetup::new(input, work, &services));
         for (peer, costs) in peers.iter().zip(&mut peer_costs) {
             for (costs, (mode, ..)) in costs.iter_mut().zip(MODES) {
