@@ -266,54 +266,61 @@ pub(crate) fn is_ttl_identity(kind: Option<&str>, principal: Option<&str>) -> bo
 pub(crate) fn convert(
     record: Parts<'_>,
     ctx: &mut RecordContext,
-    mut hints: RecordHints,
+    hints: RecordHints,
 ) -> Result<Change, (RecordError, RecordHints)> {
-    let fail = |msg: String, hints: &RecordHints| (RecordError(msg), hints.clone());
     let table = match record.event_source_arn.as_deref() {
-        Some(arn) => {
-            let name = table_from_arn(arn)
-                .ok_or_else(|| {
-                    fail(
-                        format!(
-                            "eventSourceARN `{arn}` names no valid table (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
-                        ),
-                        &hints,
-                    )
-                })?;
-            Some(ctx.intern(name))
-        }
+        Some(arn) => match table_from_arn(arn) {
+            Some(name) => Some(ctx.intern(name)),
+            None => {
+                let msg = format!(
+                    "eventSourceARN `{arn}` names no valid table (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
+                );
+                return Err((RecordError(msg), hints));
+            }
+        },
         None => ctx.default_table.clone(),
     };
-    hints.table = table.as_deref().map(str::to_owned);
+    // What a dead letter tells of the record: the table, and the sequence
+    // number once read. Built only on failure, since this runs per change.
+    let known_table = table.clone();
+    let fail = |msg: String, seq: Option<&str>| {
+        let hints = RecordHints {
+            table: known_table.as_deref().map(str::to_owned),
+            sequence_number: seq
+                .map(str::to_owned)
+                .or_else(|| hints.sequence_number.clone()),
+        };
+        (RecordError(msg), hints)
+    };
     let body = record
         .body
-        .ok_or_else(|| fail("record has no `dynamodb` object".into(), &hints))?;
+        .ok_or_else(|| fail("record has no `dynamodb` object".into(), None))?;
     let seq_text = body
         .sequence_number
-        .ok_or_else(|| fail("record has no dynamodb.SequenceNumber".into(), &hints))?;
-    hints.sequence_number = Some(seq_text.to_string());
+        .ok_or_else(|| fail("record has no dynamodb.SequenceNumber".into(), None))?;
+    let seq = Some(&*seq_text);
     let sequence_number = SequenceNumber::parse(&seq_text)
-        .map_err(|e| fail(format!("dynamodb.SequenceNumber: {e}"), &hints))?;
+        .map_err(|e| fail(format!("dynamodb.SequenceNumber: {e}"), seq))?;
     let table = table.ok_or_else(|| {
         fail(
             "record has no eventSourceARN and no table is configured ([source] table)".into(),
-            &hints,
+            seq,
         )
     })?;
     let op = match record.event_name.as_deref() {
         Some(name) => Op::from_event_name(name).ok_or_else(|| {
             fail(
                 format!("eventName `{name}` is not INSERT, MODIFY or REMOVE"),
-                &hints,
+                seq,
             )
         })?,
-        None => return Err(fail("record has no eventName".into(), &hints)),
+        None => return Err(fail("record has no eventName".into(), seq)),
     };
     let keys = body.keys.unwrap_or_default();
     if keys.is_empty() {
         return Err(fail(
             "record without keys (dynamodb.Keys is missing or empty)".into(),
-            &hints,
+            seq,
         ));
     }
     let new_image = body.new_image;
@@ -322,7 +329,7 @@ pub(crate) fn convert(
         .approx_creation
         .map(creation_ms)
         .transpose()
-        .map_err(|e| fail(e, &hints))?;
+        .map_err(|e| fail(e, seq))?;
     let ttl_delete = record.ttl_delete;
     let stream_arn = record.event_source_arn.as_deref().map(|a| ctx.intern(a));
     Ok(Change {
@@ -483,6 +490,21 @@ mod tests {
             hints.sequence_number.as_deref(),
             Some("000000000000000000001")
         );
+        assert_eq!(hints.table.as_deref(), Some("orders"));
+        // A record refused after its table and sequence number were read
+        // names both; one refused before names what was known.
+        for bad in [&no_keys, &bad_op] {
+            let (_, hints) = parse_record(bad, &mut ctx()).unwrap_err();
+            assert_eq!(
+                hints.sequence_number.as_deref(),
+                Some("000000000000000000001")
+            );
+            assert_eq!(hints.table.as_deref(), Some("orders"));
+        }
+        let no_seq = INSERT.replace(r#""SequenceNumber":"000000000000000000001","#, "");
+        let (e, hints) = parse_record(&no_seq, &mut ctx()).unwrap_err();
+        assert!(e.to_string().contains("no dynamodb.SequenceNumber"), "{e}");
+        assert_eq!(hints.sequence_number, None);
         assert_eq!(hints.table.as_deref(), Some("orders"));
     }
 
