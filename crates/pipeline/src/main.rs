@@ -13,11 +13,7 @@ use dynamo_cdc::logging::LogFormat;
 use dynamo_cdc::{Config, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-// The pipeline allocates many small strings and maps per record; mimalloc
-// serves that pattern far faster than the system allocator. It is built
-// without transparent huge pages (see the workspace manifest).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 /// Exit code of a run that finished but dead-lettered records.
 const EXIT_DEAD_LETTERS: u8 = 3;
@@ -140,6 +136,7 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     // First, so that a stop request during start-up is a graceful stop too.
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
