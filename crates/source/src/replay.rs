@@ -352,6 +352,30 @@ impl Source for ReplaySource {
     }
 }
 
+/// `BufRead::read_until(b'\n', buf)`, finding the newline with a vectorized
+/// search: a page is one line of up to a few megabytes, and the standard
+/// library's byte-wise search cost about 2% of a replay into Parquet.
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match input.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (used, done) = match memchr::memchr(b'\n', available) {
+            Some(at) => (at + 1, true),
+            None => (available.len(), available.is_empty()),
+        };
+        buf.extend_from_slice(&available[..used]);
+        input.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
+    }
+}
+
 /// One unit read from a file.
 enum Piece {
     Document {
@@ -476,13 +500,10 @@ impl FileReader {
             // The last line's allocation, read into again.
             let buf = &mut self.line_bytes;
             buf.clear();
-            let n = self
-                .input
-                .read_until(b'\n', buf)
-                .map_err(|source| ReplayError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
+            let n = read_line(&mut self.input, buf).map_err(|source| ReplayError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
             if n == 0 {
                 return Ok(None);
             }
@@ -656,6 +677,25 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
+
+    #[test]
+    fn lines_are_read_across_buffer_refills_as_read_until_reads_them() {
+        let text = b"ab\ncdefgh\n\nij";
+        let mut ours = BufReader::with_capacity(3, &text[..]);
+        let mut std_lines = BufReader::with_capacity(3, &text[..]);
+        let mut lines = Vec::new();
+        loop {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let n = read_line(&mut ours, &mut a).unwrap();
+            assert_eq!(n, std_lines.read_until(b'\n', &mut b).unwrap());
+            assert_eq!(a, b);
+            if n == 0 {
+                break;
+            }
+            lines.push(a);
+        }
+        assert_eq!(lines, [&b"ab\n"[..], b"cdefgh\n", b"\n", b"ij"]);
+    }
 
     /// A page of one insert whose key is `k<seq>`, on one line.
     fn page(seq: u64) -> String {

@@ -33,8 +33,22 @@ pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBat
         let mut attrs = change.row_image().iter().peekable();
         for &ci in schema.sorted_columns() {
             let name = schema.columns()[ci].attribute.as_str();
-            while attrs.next_if(|(k, _)| k.as_str() < name).is_some() {}
-            values[ci].push(attrs.next_if(|(k, _)| k.as_str() == name).map(|(_, v)| v));
+            // Most rows hold most columns: test for the match first, which
+            // a length alone often settles, and order names only on a miss.
+            let value = loop {
+                match attrs.peek() {
+                    Some((k, v)) if k.as_str() == name => {
+                        let v = *v;
+                        attrs.next();
+                        break Some(v);
+                    }
+                    Some((k, _)) if k.as_str() < name => {
+                        attrs.next();
+                    }
+                    _ => break None,
+                }
+            };
+            values[ci].push(value);
         }
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len() + 8);
