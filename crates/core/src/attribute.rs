@@ -95,12 +95,12 @@ impl AttributeValue {
         out.push_str("\":");
         match self {
             AttributeValue::S(v) => write_json_string(out, v),
-            AttributeValue::N(v) => write_json_string(out, v.as_str()),
+            AttributeValue::N(v) => number_string(out, v),
             AttributeValue::B(v) => base64_string(out, v),
             AttributeValue::Bool(v) => out.push_str(if *v { "true" } else { "false" }),
             AttributeValue::Null => out.push_str("true"),
             AttributeValue::Ss(v) => list(out, v, |o, s| write_json_string(o, s)),
-            AttributeValue::Ns(v) => list(out, v, |o, n| write_json_string(o, n.as_str())),
+            AttributeValue::Ns(v) => list(out, v, number_string),
             AttributeValue::Bs(v) => list(out, v, |o, b| base64_string(o, b)),
             AttributeValue::L(v) => list(out, v, |o, x| x.write_ddb_json(o)),
             AttributeValue::M(m) => {
@@ -199,6 +199,14 @@ pub fn json_special_position(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
         .map(|n| at + n)
+}
+
+/// Appends a number as a JSON string: its canonical text (digits, `-`, `.`,
+/// `E`, `+`) needs no escaping, so it is not scanned for any.
+fn number_string(out: &mut String, n: &Number) {
+    out.push('"');
+    out.push_str(n.as_str());
+    out.push('"');
 }
 
 /// Appends bytes as a base64 JSON string (base64 needs no escaping).
