@@ -112,6 +112,10 @@ pub struct RecordContext {
     pub shard: Arc<str>,
     /// Interned table names and stream ARNs, so that a page allocates them once.
     interned: Vec<Arc<str>>,
+    /// The last `eventSourceARN` read, with its table: a shard's records
+    /// all name the same stream, and reading the table out of an ARN costs
+    /// more than comparing it with the last one.
+    last_arn: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl RecordContext {
@@ -121,7 +125,22 @@ impl RecordContext {
             default_table,
             shard,
             interned: Vec::new(),
+            last_arn: None,
         }
+    }
+
+    /// The stream ARN and table of a record's `eventSourceARN`, or `None`
+    /// when it names no valid table.
+    fn source(&mut self, arn: &str) -> Option<(Arc<str>, Arc<str>)> {
+        if let Some((last, table)) = &self.last_arn
+            && **last == *arn
+        {
+            return Some((last.clone(), table.clone()));
+        }
+        let table = self.intern(table_from_arn(arn)?);
+        let stream = self.intern(arn);
+        self.last_arn = Some((stream.clone(), table.clone()));
+        Some((stream, table))
     }
 
     fn intern(&mut self, text: &str) -> Arc<str> {
@@ -268,9 +287,9 @@ pub(crate) fn convert(
     ctx: &mut RecordContext,
     hints: RecordHints,
 ) -> Result<Change, (RecordError, RecordHints)> {
-    let table = match record.event_source_arn.as_deref() {
-        Some(arn) => match table_from_arn(arn) {
-            Some(name) => Some(ctx.intern(name)),
+    let (stream_arn, table) = match record.event_source_arn.as_deref() {
+        Some(arn) => match ctx.source(arn) {
+            Some((stream, table)) => (Some(stream), Some(table)),
             None => {
                 let msg = format!(
                     "eventSourceARN `{arn}` names no valid table (3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`)"
@@ -278,7 +297,7 @@ pub(crate) fn convert(
                 return Err((RecordError(msg), hints));
             }
         },
-        None => ctx.default_table.clone(),
+        None => (None, ctx.default_table.clone()),
     };
     // What a dead letter tells of the record: the table, and the sequence
     // number once read. Built only on failure, since this runs per change.
@@ -331,7 +350,6 @@ pub(crate) fn convert(
         .transpose()
         .map_err(|e| fail(e, seq))?;
     let ttl_delete = record.ttl_delete;
-    let stream_arn = record.event_source_arn.as_deref().map(|a| ctx.intern(a));
     Ok(Change {
         op,
         keys,
@@ -506,6 +524,25 @@ mod tests {
         assert!(e.to_string().contains("no dynamodb.SequenceNumber"), "{e}");
         assert_eq!(hints.sequence_number, None);
         assert_eq!(hints.table.as_deref(), Some("orders"));
+    }
+
+    #[test]
+    fn each_record_gets_the_table_of_its_own_arn() {
+        let mut ctx = ctx();
+        let other = INSERT.replace("table/orders/", "table/users/");
+        let bad = INSERT.replace("table/orders/", "table/a/");
+        for (raw, table) in [(INSERT, "orders"), (&other, "users"), (INSERT, "orders")] {
+            let c = parse_record(raw, &mut ctx).unwrap();
+            assert_eq!(&*c.source.table, table);
+            let arn = c.source.stream_arn.unwrap();
+            assert!(arn.contains(&format!("table/{table}/")), "{arn}");
+        }
+        let e = parse_record(&bad, &mut ctx).unwrap_err().0.to_string();
+        assert!(e.contains("names no valid table"), "{e}");
+        assert_eq!(
+            &*parse_record(INSERT, &mut ctx).unwrap().source.table,
+            "orders"
+        );
     }
 
     #[test]
