@@ -204,11 +204,31 @@ impl Number {
     }
 
     /// The value as `i64`, when it is an integer that fits.
+    ///
+    /// Read in one pass over the canonical text (an optional `-`, digits and
+    /// at most one `.`): this runs for every number of every row, once to
+    /// infer the column and once to fill it.
     pub fn to_i64(&self) -> Option<i64> {
-        if self.is_integer() && self.canonical.len() <= 20 {
-            self.canonical.parse().ok()
+        let text = self.canonical.as_bytes();
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, text),
+        };
+        // 19 digits hold every i64 and cannot overflow a u64.
+        if digits.len() > 19 {
+            return None;
+        }
+        let mut magnitude: u64 = 0;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None; // a fraction
+            }
+            magnitude = magnitude * 10 + u64::from(d - b'0');
+        }
+        if negative {
+            0i64.checked_sub_unsigned(magnitude)
         } else {
-            None
+            i64::try_from(magnitude).ok()
         }
     }
 
@@ -494,6 +514,19 @@ mod tests {
                 (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
                 (Err(_), Err(_)) => {}
                 (a, b) => proptest::prop_assert!(false, "{text}: {a:?} vs {b:?}"),
+            }
+        }
+
+        #[test]
+        fn to_i64_agrees_with_the_standard_parser(
+            int in "-?[0-9]{1,22}",
+            frac in "[0-9]{0,3}",
+            exp in -3i64..25,
+        ) {
+            let text = format!("{int}.{frac}e{exp}");
+            if let Ok(n) = Number::parse(&text) {
+                let expected = if n.is_integer() { n.as_str().parse::<i64>().ok() } else { None };
+                proptest::prop_assert_eq!(n.to_i64(), expected, "{}", n.as_str());
             }
         }
 

@@ -43,12 +43,13 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
             if records.is_some() {
                 return None; // a duplicate key: let serde decide
             }
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(ctx.last_page_records);
             c.array(|c| {
                 let parts = c.record()?;
                 out.push(convert(parts, ctx, RecordHints::default()).ok()?);
                 Some(())
             })?;
+            ctx.last_page_records = out.len();
             records = Some(out);
             Some(())
         }

@@ -116,6 +116,10 @@ pub struct RecordContext {
     /// all name the same stream, and reading the table out of an ARN costs
     /// more than comparing it with the last one.
     last_arn: Option<(Arc<str>, Arc<str>)>,
+    /// Records in the last page read: the next page's vector is made this
+    /// big, since a capture's pages are alike and growing it from empty
+    /// copies every change a few times.
+    pub(crate) last_page_records: usize,
 }
 
 impl RecordContext {
@@ -126,6 +130,7 @@ impl RecordContext {
             shard,
             interned: Vec::new(),
             last_arn: None,
+            last_page_records: 0,
         }
     }
 

@@ -194,6 +194,9 @@ impl ReplaySource {
         };
         let origin = reader.origin.clone();
         out.dead_letters.extend(page.dead_letters);
+        // A page is taken whole, often more changes than `batch_size`.
+        out.changes.reserve(page.changes.len());
+        out.origins.reserve(page.changes.len());
         for parsed in page.changes {
             let at = Origin {
                 origin: origin.clone(),
