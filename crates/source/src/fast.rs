@@ -35,7 +35,15 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
         i: 0,
         entries: Vec::with_capacity(64),
         elements: Vec::with_capacity(16),
+        unescaped: std::mem::take(&mut ctx.unescaped),
     };
+    let page = page(&mut c, ctx);
+    ctx.unescaped = c.unescaped;
+    page
+}
+
+/// [`parse_page`] on its cursor, which holds the buffer borrowed from `ctx`.
+fn page(c: &mut Cursor<'_>, ctx: &mut RecordContext) -> Option<FastPage> {
     let mut records = None;
     let mut next_iterator = None;
     c.object(|c, key| match key.as_ref() {
@@ -82,6 +90,11 @@ struct Cursor<'a> {
     entries: Vec<(Text, AttributeValue)>,
     /// The same for list elements.
     elements: Vec<AttributeValue>,
+    /// Where an escaped string value is unescaped before it becomes a
+    /// [`Text`]: kept across pages, so that a long text (a document body
+    /// near 400 KB, escaped every few dozen bytes) is not built in a new
+    /// string that grows, copying itself, a dozen times.
+    unescaped: String,
 }
 
 impl<'a> Cursor<'a> {
@@ -142,6 +155,32 @@ impl<'a> Cursor<'a> {
         }
         let mut out = String::with_capacity(first.len() + 16);
         out.push_str(first);
+        self.escaped_rest(&mut out)?;
+        Some(Cow::Owned(out))
+    }
+
+    /// A JSON string as a [`Text`], unescaped (when it must be) in
+    /// [`Cursor::unescaped`].
+    fn text(&mut self) -> Option<Text> {
+        self.eat(b'"')?;
+        let first = self.plain_run()?;
+        if self.b[self.i] == b'"' {
+            self.i += 1;
+            return Some(Text::from(first));
+        }
+        let mut out = std::mem::take(&mut self.unescaped);
+        out.clear();
+        out.push_str(first);
+        let text = self
+            .escaped_rest(&mut out)
+            .map(|()| Text::from(out.as_str()));
+        self.unescaped = out;
+        text
+    }
+
+    /// From a backslash in a string to the end of the string, appended to
+    /// `out` unescaped.
+    fn escaped_rest(&mut self, out: &mut String) -> Option<()> {
         loop {
             // At a backslash.
             self.i += 1;
@@ -162,7 +201,7 @@ impl<'a> Cursor<'a> {
             out.push_str(self.plain_run()?);
             if self.b[self.i] == b'"' {
                 self.i += 1;
-                return Some(Cow::Owned(out));
+                return Some(());
             }
         }
     }
@@ -455,7 +494,7 @@ impl<'a> Cursor<'a> {
         self.eat(b'{')?;
         let tag = self.tag()?;
         let value = match tag {
-            "S" => AttributeValue::S(Text::from(&*self.string()?)),
+            "S" => AttributeValue::S(self.text()?),
             "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
             "B" => AttributeValue::B(BASE64.decode(self.string()?.as_bytes()).ok()?),
             "BOOL" => AttributeValue::Bool(self.boolean()?),

@@ -120,6 +120,8 @@ pub struct RecordContext {
     /// big, since a capture's pages are alike and growing it from empty
     /// copies every change a few times.
     pub(crate) last_page_records: usize,
+    /// The page parser's buffer for unescaping strings, kept between pages.
+    pub(crate) unescaped: String,
 }
 
 impl RecordContext {
@@ -131,6 +133,7 @@ impl RecordContext {
             interned: Vec::new(),
             last_arn: None,
             last_page_records: 0,
+            unescaped: String::new(),
         }
     }
 
