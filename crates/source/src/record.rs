@@ -309,10 +309,9 @@ pub(crate) fn convert(
     };
     // What a dead letter tells of the record: the table, and the sequence
     // number once read. Built only on failure, since this runs per change.
-    let known_table = table.clone();
     let fail = |msg: String, seq: Option<&str>| {
         let hints = RecordHints {
-            table: known_table.as_deref().map(str::to_owned),
+            table: table.as_deref().map(str::to_owned),
             sequence_number: seq
                 .map(str::to_owned)
                 .or_else(|| hints.sequence_number.clone()),
@@ -328,12 +327,12 @@ pub(crate) fn convert(
     let seq = Some(&*seq_text);
     let sequence_number = SequenceNumber::parse(&seq_text)
         .map_err(|e| fail(format!("dynamodb.SequenceNumber: {e}"), seq))?;
-    let table = table.ok_or_else(|| {
-        fail(
+    let Some(table) = table.as_ref() else {
+        return Err(fail(
             "record has no eventSourceARN and no table is configured ([source] table)".into(),
             seq,
-        )
-    })?;
+        ));
+    };
     let op = match record.event_name.as_deref() {
         Some(name) => Op::from_event_name(name).ok_or_else(|| {
             fail(
@@ -364,7 +363,7 @@ pub(crate) fn convert(
         old_image,
         new_image,
         source: SourceInfo {
-            table,
+            table: table.clone(),
             stream_arn,
             shard_id: ctx.shard.clone(),
             sequence_number,

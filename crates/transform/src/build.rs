@@ -36,16 +36,11 @@ pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBat
             // Most rows hold most columns: test for the match first, which
             // a length alone often settles, and order names only on a miss.
             let value = loop {
-                match attrs.peek() {
-                    Some((k, v)) if k.as_str() == name => {
-                        let v = *v;
-                        attrs.next();
-                        break Some(v);
-                    }
-                    Some((k, _)) if k.as_str() < name => {
-                        attrs.next();
-                    }
-                    _ => break None,
+                if let Some((_, v)) = attrs.next_if(|(k, _)| k.as_str() == name) {
+                    break Some(v);
+                }
+                if attrs.next_if(|(k, _)| k.as_str() < name).is_none() {
+                    break None;
                 }
             };
             values[ci].push(value);
