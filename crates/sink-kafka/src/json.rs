@@ -70,10 +70,10 @@ fn field(out: &mut String, name: &str) {
     out.push(':');
 }
 
-/// The value in the flat shape: the row image's attributes plus the `__`
-/// position fields (which win over attributes of the same name).
-pub(crate) fn flat(change: &Change) -> Vec<u8> {
-    let mut out = String::with_capacity(256);
+/// The value in the flat shape, appended to `out`: the row image's
+/// attributes plus the `__` position fields (which win over attributes of
+/// the same name).
+pub(crate) fn flat(out: &mut String, change: &Change) {
     out.push('{');
     let mut first = true;
     for (k, v) in change.row_image() {
@@ -84,20 +84,19 @@ pub(crate) fn flat(change: &Change) -> Vec<u8> {
             out.push(',');
         }
         first = false;
-        string(&mut out, k);
+        string(out, k);
         out.push(':');
-        value(&mut out, v);
+        value(out, v);
     }
     if first {
         // No attributes: start the object with the first position field.
         out.push_str("\"__op\":");
     } else {
-        field(&mut out, "__op");
+        field(out, "__op");
     }
-    string(&mut out, change.op.code());
-    meta(&mut out, change);
+    string(out, change.op.code());
+    meta(out, change);
     out.push('}');
-    out.into_bytes()
 }
 
 fn meta(out: &mut String, change: &Change) {
@@ -125,10 +124,9 @@ fn meta(out: &mut String, change: &Change) {
     out.push_str(if s.ttl_delete { "true" } else { "false" });
 }
 
-/// The value as a Debezium envelope: `before`, `after`, `op`, `ts_ms`,
-/// `source`.
-pub(crate) fn envelope(change: &Change) -> Vec<u8> {
-    let mut out = String::with_capacity(512);
+/// The value as a Debezium envelope, appended to `out`: `before`, `after`,
+/// `op`, `ts_ms`, `source`.
+pub(crate) fn envelope(out: &mut String, change: &Change) {
     let image = |out: &mut String, i: Option<&Item>| match i {
         Some(i) => item(out, i),
         None => out.push_str("null"),
@@ -142,41 +140,40 @@ pub(crate) fn envelope(change: &Change) -> Vec<u8> {
         ),
     };
     out.push_str("{\"before\":");
-    image(&mut out, before);
+    image(out, before);
     out.push_str(",\"after\":");
-    image(&mut out, after);
-    field(&mut out, "op");
-    string(&mut out, change.op.code());
+    image(out, after);
+    field(out, "op");
+    string(out, change.op.code());
     let s = &change.source;
-    field(&mut out, "ts_ms");
+    field(out, "ts_ms");
     match s.approx_creation_ms {
         Some(ms) => out.push_str(&ms.to_string()),
         None => out.push_str("null"),
     }
     out.push_str(",\"source\":{\"connector\":\"dynamodb\"");
-    field(&mut out, "table");
-    string(&mut out, &s.table);
-    field(&mut out, "stream_arn");
+    field(out, "table");
+    string(out, &s.table);
+    field(out, "stream_arn");
     match &s.stream_arn {
-        Some(arn) => string(&mut out, arn),
+        Some(arn) => string(out, arn),
         None => out.push_str("null"),
     }
-    field(&mut out, "shard_id");
-    string(&mut out, &s.shard_id);
-    field(&mut out, "sequence_number");
-    string(&mut out, s.sequence_number.as_str());
-    field(&mut out, "event_id");
-    string(&mut out, &s.event_id);
-    field(&mut out, "ttl_delete");
+    field(out, "shard_id");
+    string(out, &s.shard_id);
+    field(out, "sequence_number");
+    string(out, s.sequence_number.as_str());
+    field(out, "event_id");
+    string(out, &s.event_id);
+    field(out, "ttl_delete");
     out.push_str(if s.ttl_delete { "true" } else { "false" });
     // Debezium's marker: `first`, `true`, `last` for snapshot rows.
-    field(&mut out, "snapshot");
+    field(out, "snapshot");
     string(
-        &mut out,
+        out,
         s.snapshot.as_ref().map_or("false", |s| s.marker.code()),
     );
     out.push_str("}}");
-    out.into_bytes()
 }
 
 #[cfg(test)]
@@ -220,14 +217,17 @@ mod tests {
         let c = change(Op::Modify);
         let key: serde_json::Value = serde_json::from_slice(&key(&c)).unwrap();
         assert_eq!(key, serde_json::json!({"id": "a\"1"}));
-        let flat = String::from_utf8(flat(&c)).unwrap();
+        let mut flat_text = String::new();
+        flat(&mut flat_text, &c);
+        let flat = flat_text;
         assert!(flat.contains("\"n\":12345678901234567890.5"), "{flat}");
         let v: serde_json::Value = serde_json::from_str(&flat).unwrap();
         assert_eq!(v["b"], "AAH/");
         assert_eq!(v["__op"], "u");
         assert_eq!(v["__sequence_number"], "100");
-        let env: serde_json::Value =
-            serde_json::from_slice(&envelope(&change(Op::Remove))).unwrap();
+        let mut env_text = String::new();
+        envelope(&mut env_text, &change(Op::Remove));
+        let env: serde_json::Value = serde_json::from_str(&env_text).unwrap();
         assert_eq!(env["op"], "d");
         assert!(env["after"].is_null());
         assert_eq!(env["before"]["m"], serde_json::json!({"x": null}));

@@ -127,9 +127,14 @@ fn encode_path(text: &str) -> String {
 /// room for `capacity` bytes in all.
 pub(crate) fn header(id: u32, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity.max(5));
+    write_header(&mut out, id);
+    out
+}
+
+/// The wire format's header, appended to `out`.
+pub(crate) fn write_header(out: &mut Vec<u8>, id: u32) {
     out.push(0);
     out.extend_from_slice(&id.to_be_bytes());
-    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod events;
 mod fast;
+mod lines;
 mod page;
 pub mod record;
 pub mod replay;

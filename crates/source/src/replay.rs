@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use dynamo_cdc_core::{
 use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 
+use crate::lines::LineReader;
 use crate::page::{PageOrigin, read_page};
 use crate::record::{RecordContext, render_record};
 
@@ -320,21 +322,22 @@ impl Source for ReplaySource {
                     bytes += text.len() as u64;
                     self.take_document(&text, line, &mut batch);
                 }
-                Some(Piece::Buffered { line }) => {
-                    let line_bytes = std::mem::take(&mut reader.line_bytes);
+                Some(Piece::Buffered { line, range }) => {
+                    let lent = reader.read.lend();
+                    let line_bytes = &lent[range];
                     bytes += line_bytes.len() as u64;
                     // Checked once, here: a line of items near 400 KB is
                     // megabytes, and std's check runs at a tenth of the
                     // SIMD one's speed on text that is not ASCII.
-                    match simdutf8::basic::from_utf8(&line_bytes) {
+                    match simdutf8::basic::from_utf8(line_bytes) {
                         Ok(text) => self.take_document(text.trim(), line, &mut batch),
                         Err(_) => {
-                            let bad = BadLine::not_utf8(&line_bytes, line);
+                            let bad = BadLine::not_utf8(line_bytes, line);
                             batch.dead_letters.push(reader.dead_letter(bad));
                         }
                     }
                     if let Some(reader) = self.current.as_mut() {
-                        reader.line_bytes = line_bytes;
+                        reader.read.restore(lent);
                     }
                 }
                 Some(Piece::Bad(bad)) => {
@@ -355,39 +358,17 @@ impl Source for ReplaySource {
     }
 }
 
-/// `BufRead::read_until(b'\n', buf)`, finding the newline with a vectorized
-/// search: a page is one line of up to a few megabytes, and the standard
-/// library's byte-wise search cost about 2% of a replay into Parquet.
-fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut read = 0;
-    loop {
-        let available = match input.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let (used, done) = match memchr::memchr(b'\n', available) {
-            Some(at) => (at + 1, true),
-            None => (available.len(), available.is_empty()),
-        };
-        buf.extend_from_slice(&available[..used]);
-        input.consume(used);
-        read += used;
-        if done {
-            return Ok(read);
-        }
-    }
-}
-
 /// One unit read from a file.
 enum Piece {
     Document {
         text: String,
         line: u64,
     },
-    /// A document that is the reader's current line buffer (not copied).
+    /// A document that is the reader's current line, in its buffer (not
+    /// copied).
     Buffered {
         line: u64,
+        range: Range<usize>,
     },
     Bad(BadLine),
 }
@@ -427,13 +408,12 @@ struct FileReader {
     display: String,
     origin: Arc<str>,
     ctx: RecordContext,
-    input: BufReader<Box<dyn Read + Send>>,
+    /// The file's lines, read in place: a [`Piece::Buffered`] document is
+    /// a range of its buffer, not yet checked to be UTF-8.
+    read: LineReader<Box<dyn Read + Send>>,
     mode: Mode,
     line: u64,
     path: PathBuf,
-    /// The line just read (a [`Piece::Buffered`] document), not yet
-    /// checked to be UTF-8.
-    line_bytes: Vec<u8>,
 }
 
 impl FileReader {
@@ -464,10 +444,12 @@ impl FileReader {
             inner: File::open(&path).map_err(io)?,
             progress,
         };
-        let mut peek = BufReader::with_capacity(1 << 20, file);
+        // Two bytes tell gzip; past them, the line reader's reads are
+        // large enough to bypass this buffer (no copy through it).
+        let mut peek = BufReader::with_capacity(2, file);
         let gzip = peek.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn Read + Send> = if gzip {
-            Box::new(MultiGzDecoder::new(peek))
+            Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, peek)))
         } else {
             Box::new(peek)
         };
@@ -483,7 +465,7 @@ impl FileReader {
             display: path.display().to_string(),
             origin: path.display().to_string().into(),
             ctx,
-            input: BufReader::with_capacity(1 << 20, input),
+            read: LineReader::new(input),
             mode: if lines_by_name {
                 Mode::Lines
             } else {
@@ -491,7 +473,6 @@ impl FileReader {
             },
             line: 0,
             path,
-            line_bytes: Vec::with_capacity(1 << 16),
         })
     }
 
@@ -500,20 +481,17 @@ impl FileReader {
             if let Mode::Whole(pieces) = &mut self.mode {
                 return Ok(pieces.pop_front());
             }
-            // The last line's allocation, read into again.
-            let buf = &mut self.line_bytes;
-            buf.clear();
-            let n = read_line(&mut self.input, buf).map_err(|source| ReplayError::Io {
+            let range = self.read.next_line().map_err(|source| ReplayError::Io {
                 path: self.path.clone(),
                 source,
             })?;
-            if n == 0 {
+            let Some(range) = range else {
                 return Ok(None);
-            }
+            };
             self.line += 1;
             let line = self.line;
             // JSON's whitespace is ASCII.
-            let text = buf.trim_ascii();
+            let text = self.read.bytes()[range.clone()].trim_ascii();
             if text.is_empty() {
                 continue;
             }
@@ -533,7 +511,7 @@ impl FileReader {
                     _ => self.mode = Mode::Lines,
                 }
             }
-            return Ok(Some(Piece::Buffered { line }));
+            return Ok(Some(Piece::Buffered { line, range }));
         }
     }
 
@@ -545,8 +523,8 @@ impl FileReader {
     ) -> Result<VecDeque<Piece>, ReplayError> {
         let mut bytes = first.into_bytes();
         bytes.push(b'\n');
-        self.input
-            .read_to_end(&mut bytes)
+        self.read
+            .read_rest(&mut bytes)
             .map_err(|source| ReplayError::Io {
                 path: self.path.clone(),
                 source,
@@ -680,25 +658,6 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
-
-    #[test]
-    fn lines_are_read_across_buffer_refills_as_read_until_reads_them() {
-        let text = b"ab\ncdefgh\n\nij";
-        let mut ours = BufReader::with_capacity(3, &text[..]);
-        let mut std_lines = BufReader::with_capacity(3, &text[..]);
-        let mut lines = Vec::new();
-        loop {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            let n = read_line(&mut ours, &mut a).unwrap();
-            assert_eq!(n, std_lines.read_until(b'\n', &mut b).unwrap());
-            assert_eq!(a, b);
-            if n == 0 {
-                break;
-            }
-            lines.push(a);
-        }
-        assert_eq!(lines, [&b"ab\n"[..], b"cdefgh\n", b"\n", b"ij"]);
-    }
 
     /// A page of one insert whose key is `k<seq>`, on one line.
     fn page(seq: u64) -> String {
