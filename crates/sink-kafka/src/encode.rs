@@ -8,7 +8,7 @@ use dynamo_cdc_core::{AttributeValue, Change, Item, Op};
 use dynamo_cdc_transform::avro::{self, Shape};
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema};
 
-use crate::producer::Outgoing;
+use crate::producer::{HeaderValue, Outgoing};
 use crate::registry::{Registry, RegistryConfig, header, write_header};
 use crate::{Envelope, Format, KafkaSinkError};
 
@@ -167,20 +167,23 @@ impl Encoder {
         };
         let s = &change.source;
         let mut headers = vec![
-            (HEADER_TABLE, s.table.as_bytes().to_vec()),
-            (HEADER_SHARD, s.shard_id.as_bytes().to_vec()),
+            (HEADER_TABLE, HeaderValue::Shared(s.table.clone())),
+            (HEADER_SHARD, HeaderValue::Shared(s.shard_id.clone())),
             (
                 HEADER_SEQUENCE,
-                s.sequence_number.as_str().as_bytes().to_vec(),
+                HeaderValue::Sequence(s.sequence_number.clone()),
             ),
-            (HEADER_EVENT, s.event_id.as_bytes().to_vec()),
+            (HEADER_EVENT, s.event_id.as_bytes().to_vec().into()),
         ];
         if let Some(epoch) = self.lease_epochs.get(&*s.table) {
-            headers.push((HEADER_LEASE_EPOCH, epoch.to_string().into_bytes()));
+            headers.push((HEADER_LEASE_EPOCH, epoch.to_string().into_bytes().into()));
         }
         if let Some(snapshot) = &s.snapshot {
-            headers.push((HEADER_SNAPSHOT_ID, snapshot.id.as_bytes().to_vec()));
-            headers.push((HEADER_SNAPSHOT, snapshot.marker.code().as_bytes().to_vec()));
+            headers.push((HEADER_SNAPSHOT_ID, HeaderValue::Shared(snapshot.id.clone())));
+            headers.push((
+                HEADER_SNAPSHOT,
+                snapshot.marker.code().as_bytes().to_vec().into(),
+            ));
         }
         let tombstone = (self.tombstones && change.op == Op::Remove).then(|| Outgoing {
             topic: topic.clone(),

@@ -37,7 +37,33 @@ pub(crate) struct Outgoing {
     pub key: Vec<u8>,
     /// `None` is a tombstone.
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(&'static str, Vec<u8>)>,
+    pub headers: Vec<(&'static str, HeaderValue)>,
+}
+
+/// A header's value, shared with the change it comes from where it can be:
+/// the table, shard and sequence number headers of every message were an
+/// allocation each, and again for a tombstone.
+#[derive(Clone, Debug)]
+pub(crate) enum HeaderValue {
+    Shared(Arc<str>),
+    Sequence(dynamo_cdc_core::SequenceNumber),
+    Owned(Vec<u8>),
+}
+
+impl HeaderValue {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            HeaderValue::Shared(text) => text.as_bytes(),
+            HeaderValue::Sequence(n) => n.as_str().as_bytes(),
+            HeaderValue::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl From<Vec<u8>> for HeaderValue {
+    fn from(bytes: Vec<u8>) -> Self {
+        HeaderValue::Owned(bytes)
+    }
 }
 
 impl Outgoing {
@@ -48,7 +74,7 @@ impl Outgoing {
             + self
                 .headers
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| k.len() + v.as_bytes().len())
                 .sum::<usize>()
     }
 }
@@ -257,7 +283,7 @@ impl<T> KafkaProducer<T> {
         for (k, v) in &m.headers {
             headers = headers.insert(Header {
                 key: k,
-                value: Some(v.as_slice()),
+                value: Some(v.as_bytes()),
             });
         }
         let mut record: BaseRecord<'_, [u8], [u8], usize> =

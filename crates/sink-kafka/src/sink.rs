@@ -16,7 +16,7 @@ use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 
 use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 use crate::events::MessagesAcked;
-use crate::producer::{KafkaProducer, Landed, Outgoing, Sent, Until};
+use crate::producer::{HeaderValue, KafkaProducer, Landed, Outgoing, Sent, Until};
 use crate::resume::scan;
 use crate::{KafkaConfig, KafkaSinkError};
 
@@ -311,7 +311,7 @@ impl KafkaSink {
                 .headers
                 .iter()
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default()
         };
         let Some(topic) = &self.config.dead_letter_topic else {
@@ -331,8 +331,11 @@ impl KafkaSink {
             "message sent to the dead-letter topic"
         );
         let mut headers = message.headers;
-        headers.push((HEADER_ERROR, reason.as_bytes().to_vec()));
-        headers.push(("dynamo-cdc.topic", message.topic.as_bytes().to_vec()));
+        headers.push((HEADER_ERROR, reason.as_bytes().to_vec().into()));
+        headers.push((
+            "dynamo-cdc.topic",
+            HeaderValue::Shared(message.topic.clone()),
+        ));
         Ok(Outgoing {
             topic: topic.as_str().into(),
             key: message.key,
@@ -421,9 +424,9 @@ impl KafkaSink {
             key: gap.identity().into_bytes(),
             value: Some(value),
             headers: vec![
-                ("dynamo-cdc.kind", b"gap".to_vec()),
-                (HEADER_TABLE, gap.table.as_bytes().to_vec()),
-                (HEADER_SHARD, gap.shard.as_bytes().to_vec()),
+                ("dynamo-cdc.kind", b"gap".to_vec().into()),
+                (HEADER_TABLE, gap.table.as_bytes().to_vec().into()),
+                (HEADER_SHARD, gap.shard.as_bytes().to_vec().into()),
             ],
         };
         // Recorded before any change after it is written: this waits for
