@@ -60,10 +60,10 @@ const C_TRIM_THRESHOLD: std::ffi::c_int = 64 << 20;
 /// that. A Kafka message near 400 KB was therefore written to pages the
 /// kernel had to fault in and zero, three times over (the copy, the
 /// compressed set, the next message). With the thresholds raised, that
-/// memory is reused: on F3 into Kafka, 34,000 page faults became 19,000 and
-/// system time fell by a third; on F1, 28,000 became 13,000. Peak RSS does
-/// not change, since what is kept is what was in use at the peak; the
-/// producer's in-flight bound keeps that bounded.
+/// memory is reused: on F3 into Kafka (tansu), 34,000 page faults became 19,000 and
+/// system time fell by a third; on F1, 28,000 became 13,000. Peak RSS
+/// rose by 2-4 MiB at most: what glibc keeps is what was in use at the
+/// peak, which the producer's in-flight bound keeps bounded.
 fn tune_c_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
