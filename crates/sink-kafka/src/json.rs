@@ -212,22 +212,26 @@ mod tests {
         }
     }
 
+    /// What a value writer appends to an empty string.
+    fn written(write: fn(&mut String, &Change), c: &Change) -> String {
+        let mut out = String::new();
+        write(&mut out, c);
+        out
+    }
+
     #[test]
     fn shapes_are_valid_json_with_exact_numbers() {
         let c = change(Op::Modify);
         let key: serde_json::Value = serde_json::from_slice(&key(&c)).unwrap();
         assert_eq!(key, serde_json::json!({"id": "a\"1"}));
-        let mut flat_text = String::new();
-        flat(&mut flat_text, &c);
-        let flat = flat_text;
+        let flat = written(flat, &c);
         assert!(flat.contains("\"n\":12345678901234567890.5"), "{flat}");
         let v: serde_json::Value = serde_json::from_str(&flat).unwrap();
         assert_eq!(v["b"], "AAH/");
         assert_eq!(v["__op"], "u");
         assert_eq!(v["__sequence_number"], "100");
-        let mut env_text = String::new();
-        envelope(&mut env_text, &change(Op::Remove));
-        let env: serde_json::Value = serde_json::from_str(&env_text).unwrap();
+        let env: serde_json::Value =
+            serde_json::from_str(&written(envelope, &change(Op::Remove))).unwrap();
         assert_eq!(env["op"], "d");
         assert!(env["after"].is_null());
         assert_eq!(env["before"]["m"], serde_json::json!({"x": null}));
