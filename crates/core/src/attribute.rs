@@ -15,6 +15,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserializer, Serialize, Serializer};
 
 use crate::item::Item;
+use crate::json_scan::json_special_position;
 use crate::number::Number;
 
 /// Attribute names and string values: short texts (up to 23 bytes) are kept
@@ -164,41 +165,6 @@ impl AttributeValue {
         check_set(&values, "BS")?;
         Ok(AttributeValue::Bs(values))
     }
-}
-
-/// Where the first byte that is special inside a JSON string sits: `"`, `\\`
-/// or a control character (which must be escaped). Writers escape these;
-/// scanners stop at them.
-///
-/// Eight bytes are tested at a time with word arithmetic: this runs over
-/// every string of every record, and most strings are plain.
-pub fn json_special_position(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTE: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASH: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACE: u64 = u64::from_ne_bytes([0x20; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        // A byte's high bit is set when it is below 0x20, or when it is zero
-        // after XOR with `"` or `\\`. Borrows can flag bytes above a true
-        // hit, never below one, so the lowest flag is exact.
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        let hits =
-            (zero(word ^ QUOTE) | zero(word ^ BACKSLASH) | (word.wrapping_sub(SPACE) & !word))
-                & HIGH;
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .map(|n| at + n)
 }
 
 /// Appends a number as a JSON string: its canonical text (digits, `-`, `.`,
@@ -583,26 +549,7 @@ impl<'de> DeserializeSeed<'de> for MapSeed<'_> {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    proptest! {
-        /// The word-at-a-time scan finds exactly what a byte loop finds, at
-        /// every alignment and with hits in any lane.
-        #[test]
-        fn special_position_matches_a_byte_loop(
-            bytes in proptest::collection::vec(
-                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, Just(0x21u8), Just(0x5du8)],
-                0..40,
-            ),
-            skip in 0usize..8,
-        ) {
-            let bytes = &bytes[skip.min(bytes.len())..];
-            let naive = bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            prop_assert_eq!(json_special_position(bytes), naive);
-        }
-    }
 
     #[test]
     fn round_trips_every_type() {

@@ -11,21 +11,24 @@
 
 pub mod alive;
 mod attribute;
+mod base64_decode;
 mod change;
 mod config;
 mod item;
+mod json_scan;
 mod number;
 mod outage;
 mod position;
 mod seam;
 
 pub use attribute::{
-    AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, json_special_position, parse_item,
-    write_json_string,
+    AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, parse_item, write_json_string,
 };
+pub use base64_decode::decode_base64;
 pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};
 pub use config::{ConfigError, Secret};
 pub use item::{Item, Iter as ItemIter};
+pub use json_scan::{copy_plain, json_special_position};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};

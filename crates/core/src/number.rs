@@ -364,13 +364,23 @@ fn numeric_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Compares two canonical non-negative decimals.
 fn abs_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (ai, af) = a.split_once('.').unwrap_or((a, ""));
-    let (bi, bf) = b.split_once('.').unwrap_or((b, ""));
+    // A byte search: `split_once` would set up a general pattern searcher
+    // for every comparison of every number-set sort.
+    let (ai, af) = split_at_point(a.as_bytes());
+    let (bi, bf) = split_at_point(b.as_bytes());
     // Canonical integer parts have no leading zeros (except a lone "0").
     ai.len()
         .cmp(&bi.len())
         .then_with(|| ai.cmp(bi))
         .then_with(|| af.cmp(bf))
+}
+
+/// The integer and fraction digits of a canonical decimal.
+fn split_at_point(digits: &[u8]) -> (&[u8], &[u8]) {
+    match digits.iter().position(|&c| c == b'.') {
+        Some(at) => (&digits[..at], &digits[at + 1..]),
+        None => (digits, &[]),
+    }
 }
 
 #[cfg(test)]
@@ -448,13 +458,20 @@ mod tests {
 
     #[test]
     fn numeric_order() {
-        let mut v: Vec<Number> = ["10", "-1.5", "2", "0.001", "-20", "0"]
-            .iter()
-            .map(|t| Number::parse(t).unwrap())
-            .collect();
+        let mut v: Vec<Number> = [
+            "10", "-1.5", "2", "0.001", "-20", "0", "2.25", "2.5", "-1.25", "0.01", "100.5",
+        ]
+        .iter()
+        .map(|t| Number::parse(t).unwrap())
+        .collect();
         v.sort();
         let s: Vec<&str> = v.iter().map(Number::as_str).collect();
-        assert_eq!(s, ["-20", "-1.5", "0", "0.001", "2", "10"]);
+        assert_eq!(
+            s,
+            [
+                "-20", "-1.5", "-1.25", "0", "0.001", "0.01", "2", "2.25", "2.5", "10", "100.5"
+            ]
+        );
     }
 
     #[test]

@@ -11,10 +11,9 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use dynamo_cdc_core::{
-    AttributeValue, Change, Item, MAX_NESTING, Number, Text, json_special_position,
+    AttributeValue, Change, Item, MAX_NESTING, Number, Text, copy_plain, decode_base64,
+    json_special_position,
 };
 
 use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert, is_ttl_identity};
@@ -94,12 +93,19 @@ struct Cursor<'a> {
     /// [`Text`]: kept across pages, so that a long text (a document body
     /// near 400 KB, escaped every few dozen bytes) is not built in a new
     /// string that grows, copying itself, a dozen times.
-    unescaped: String,
+    unescaped: Vec<u8>,
 }
 
 impl<'a> Cursor<'a> {
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+        // Pages are usually compact: one test for the common case, where
+        // the next byte is already a token (every token byte is above ' ').
+        while let Some(&b) = self.b.get(self.i)
+            && b <= b' '
+        {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return;
+            }
             self.i += 1;
         }
     }
@@ -153,10 +159,10 @@ impl<'a> Cursor<'a> {
             self.i += 1;
             return Some(Cow::Borrowed(first));
         }
-        let mut out = String::with_capacity(first.len() + 16);
-        out.push_str(first);
+        let mut out = Vec::with_capacity(first.len() + 16);
+        out.extend_from_slice(first.as_bytes());
         self.escaped_rest(&mut out)?;
-        Some(Cow::Owned(out))
+        String::from_utf8(out).ok().map(Cow::Owned)
     }
 
     /// A JSON string as a [`Text`], unescaped (when it must be) in
@@ -170,38 +176,45 @@ impl<'a> Cursor<'a> {
         }
         let mut out = std::mem::take(&mut self.unescaped);
         out.clear();
-        out.push_str(first);
+        out.extend_from_slice(first.as_bytes());
         let text = self
             .escaped_rest(&mut out)
-            .map(|()| Text::from(out.as_str()));
+            .and_then(|()| simdutf8::basic::from_utf8(&out).ok().map(Text::from));
         self.unescaped = out;
         text
     }
 
     /// From a backslash in a string to the end of the string, appended to
-    /// `out` unescaped.
-    fn escaped_rest(&mut self, out: &mut String) -> Option<()> {
+    /// `out` unescaped. What it appends is UTF-8 (the source is, it is cut
+    /// only before ASCII bytes, and escapes append whole characters); the
+    /// callers check that again rather than trust it.
+    fn escaped_rest(&mut self, out: &mut Vec<u8>) -> Option<()> {
         loop {
             // At a backslash.
             self.i += 1;
             let esc = *self.b.get(self.i)?;
             self.i += 1;
             match esc {
-                b'"' => out.push('"'),
-                b'\\' => out.push('\\'),
-                b'/' => out.push('/'),
-                b'b' => out.push('\u{8}'),
-                b'f' => out.push('\u{c}'),
-                b'n' => out.push('\n'),
-                b'r' => out.push('\r'),
-                b't' => out.push('\t'),
-                b'u' => out.push(self.unicode_escape()?),
+                b'"' | b'\\' | b'/' => out.push(esc),
+                b'b' => out.push(0x08),
+                b'f' => out.push(0x0c),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'u' => {
+                    let c = self.unicode_escape()?;
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
                 _ => return None,
             }
-            out.push_str(self.plain_run()?);
-            if self.b[self.i] == b'"' {
-                self.i += 1;
-                return Some(());
+            self.i += copy_plain(&self.b[self.i..], out);
+            match *self.b.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {}
+                _ => return None, // a raw control character
             }
         }
     }
@@ -496,7 +509,7 @@ impl<'a> Cursor<'a> {
         let value = match tag {
             "S" => AttributeValue::S(self.text()?),
             "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
-            "B" => AttributeValue::B(BASE64.decode(self.string()?.as_bytes()).ok()?),
+            "B" => AttributeValue::B(decode_base64(self.string()?.as_bytes())?),
             "BOOL" => AttributeValue::Bool(self.boolean()?),
             "NULL" => {
                 self.literal(b"true")?;
@@ -516,7 +529,7 @@ impl<'a> Cursor<'a> {
             "BS" => AttributeValue::binary_set(
                 self.strings()?
                     .iter()
-                    .map(|t| BASE64.decode(t.as_bytes()).ok())
+                    .map(|t| decode_base64(t.as_bytes()))
                     .collect::<Option<_>>()?,
             )
             .ok()?,

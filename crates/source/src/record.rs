@@ -121,7 +121,7 @@ pub struct RecordContext {
     /// copies every change a few times.
     pub(crate) last_page_records: usize,
     /// The page parser's buffer for unescaping strings, kept between pages.
-    pub(crate) unescaped: String,
+    pub(crate) unescaped: Vec<u8>,
 }
 
 impl RecordContext {
@@ -133,7 +133,7 @@ impl RecordContext {
             interned: Vec::new(),
             last_arn: None,
             last_page_records: 0,
-            unescaped: String::new(),
+            unescaped: Vec::new(),
         }
     }
 

@@ -157,12 +157,15 @@ pub fn arb_attribute_name() -> impl Strategy<Value = Text> + Clone {
 }
 
 /// Strings for `S` values and set members: mostly short, any unicode
-/// (control characters included), sometimes empty.
+/// (control characters included), sometimes empty, sometimes long runs
+/// with characters JSON escapes among them (parsers work through long
+/// strings in blocks).
 fn arb_text() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         3 => "[a-zA-Z0-9 ]{0,12}",
         2 => "\\PC{0,12}",
         1 => ".{0,8}",
+        1 => "([a-z0-9 é日]{0,24}[\"\\\\\n\t\u{1}/]){1,4}[a-z]{0,20}",
         1 => Just(String::new()),
     ]
 }
