@@ -12,19 +12,10 @@
 /// escape these; scanners stop at them.
 #[inline]
 pub fn json_special_position(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    {
-        let mut blocks = bytes.chunks_exact(16);
-        for block in &mut blocks {
-            let hits = sse2::special_lanes(block);
-            if hits != 0 {
-                return Some(at + hits.trailing_zeros() as usize);
-            }
-            at += 16;
-        }
+    match blocks::scan(bytes) {
+        Err(found) => Some(found),
+        Ok(plain) => by_words(&bytes[plain..]).map(|n| plain + n),
     }
-    by_words(&bytes[at..]).map(|n| at + n)
 }
 
 /// Appends the bytes of `src` before its first special byte (as
@@ -37,22 +28,14 @@ pub fn json_special_position(bytes: &[u8]) -> Option<usize> {
 /// is cut back to the special byte when the block holds one.
 #[inline]
 pub fn copy_plain(src: &[u8], out: &mut Vec<u8>) -> usize {
-    let mut at = 0;
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    while let Some(block) = src[at..].first_chunk::<16>() {
-        let start = out.len();
-        out.extend_from_slice(block);
-        let hits = sse2::special_lanes(block);
-        if hits != 0 {
-            let n = hits.trailing_zeros() as usize;
-            out.truncate(start + n);
-            return at + n;
+    match blocks::copy(src, out) {
+        Err(found) => found,
+        Ok(plain) => {
+            let n = by_words(&src[plain..]).unwrap_or(src.len() - plain);
+            out.extend_from_slice(&src[plain..plain + n]);
+            plain + n
         }
-        at += 16;
     }
-    let n = by_words(&src[at..]).unwrap_or(src.len() - at);
-    out.extend_from_slice(&src[at..at + n]);
-    at + n
 }
 
 /// The same scan, eight bytes at a time in a `u64`.
@@ -85,20 +68,54 @@ fn by_words(bytes: &[u8]) -> Option<usize> {
         .map(|n| at + n)
 }
 
+/// Whole 16-byte blocks: `Ok(n)` when the first `n` bytes (a multiple of
+/// sixteen) hold no special byte and fewer than sixteen are left, `Err(at)`
+/// when a block holds one at `at`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod sse2 {
+mod blocks {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
 
-    /// One bit per special byte of a 16-byte block, lowest bit first.
     #[inline]
-    pub(super) fn special_lanes(block: &[u8]) -> u32 {
-        assert!(block.len() >= 16);
+    pub(super) fn scan(bytes: &[u8]) -> Result<usize, usize> {
+        let mut at = 0;
+        while let Some(block) = bytes[at..].first_chunk::<16>() {
+            let hits = special_lanes(block);
+            if hits != 0 {
+                return Err(at + hits.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        Ok(at)
+    }
+
+    /// [`scan`], appending each plain block (and the plain part of the
+    /// block that ends the run) to `out`.
+    #[inline]
+    pub(super) fn copy(src: &[u8], out: &mut Vec<u8>) -> Result<usize, usize> {
+        let mut at = 0;
+        while let Some(block) = src[at..].first_chunk::<16>() {
+            let start = out.len();
+            out.extend_from_slice(block);
+            let hits = special_lanes(block);
+            if hits != 0 {
+                let n = hits.trailing_zeros() as usize;
+                out.truncate(start + n);
+                return Err(at + n);
+            }
+            at += 16;
+        }
+        Ok(at)
+    }
+
+    /// One bit per special byte of the block, lowest bit first.
+    #[inline]
+    fn special_lanes(block: &[u8; 16]) -> u32 {
         // SAFETY: the module is built only where SSE2 is enabled for the
-        // target (every x86-64 CPU has it); the load reads 16 bytes of `block`, which
-        // is at least that long, and `loadu` needs no alignment.
+        // target (every x86-64 CPU has it); the load reads the block's 16
+        // bytes, and `loadu` needs no alignment.
         #[allow(unsafe_code)]
         let mask = unsafe {
             let v = _mm_loadu_si128(block.as_ptr().cast());
@@ -110,6 +127,18 @@ mod sse2 {
         };
         // Only the low 16 bits can be set.
         mask as u32
+    }
+}
+
+/// Elsewhere the word scan does all the work.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+mod blocks {
+    pub(super) fn scan(_: &[u8]) -> Result<usize, usize> {
+        Ok(0)
+    }
+
+    pub(super) fn copy(_: &[u8], _: &mut Vec<u8>) -> Result<usize, usize> {
+        Ok(0)
     }
 }
 

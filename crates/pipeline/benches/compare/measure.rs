@@ -102,6 +102,23 @@ pub(crate) fn median(mut runs: Vec<Cost>) -> Cost {
     m
 }
 
+/// Two contenders measured in turns (`a`, `b`, `a`, `b`, ...), `runs` times
+/// each, with each one's median: a slow phase of the machine then falls on
+/// both sides of the ratio instead of on whichever side ran through it.
+/// Each call gets the run's index.
+pub(crate) fn paired(
+    runs: usize,
+    mut a: impl FnMut(usize) -> Cost,
+    mut b: impl FnMut(usize) -> Cost,
+) -> (Cost, Cost) {
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for i in 0..runs.max(1) {
+        first.push(a(i));
+        second.push(b(i));
+    }
+    (median(first), median(second))
+}
+
 /// The high-water mark of a running process's resident memory, in KiB.
 fn vm_hwm_kib(pid: u32) -> Option<i64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

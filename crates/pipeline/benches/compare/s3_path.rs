@@ -79,37 +79,38 @@ pub(crate) fn run(input: &Input, runs: usize) {
     };
     let moto = start_moto(&server);
     let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
-    let measure_one = |sink: &dyn Fn(&Path, usize) -> String, what: &str| {
-        measure::median(
-            (0..runs)
-                .map(|i| {
-                    let work = tempfile::tempdir().expect("work");
-                    let mut cmd = measure::pinned(bin);
-                    cmd.env("AWS_ACCESS_KEY_ID", "bench")
-                        .env("AWS_SECRET_ACCESS_KEY", "bench")
-                        .args(["run", "--quiet", "--config"])
-                        .arg(replay_config(
-                            work.path(),
-                            input,
-                            &format!("[sinks.parquet]\n{}", sink(work.path(), i)),
-                        ));
-                    measure::run(&mut cmd, what).0
-                })
-                .collect(),
-        )
+    let measure_one = |sink: &dyn Fn(&Path) -> String, what: &str| {
+        let work = tempfile::tempdir().expect("work");
+        let mut cmd = measure::pinned(bin);
+        cmd.env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .args(["run", "--quiet", "--config"])
+            .arg(replay_config(
+                work.path(),
+                input,
+                &format!("[sinks.parquet]\n{}", sink(work.path())),
+            ));
+        measure::run(&mut cmd, what).0
     };
-    let local = measure_one(
-        &|work, _| format!("path = {:?}", work.join("parquet")),
-        "replay -> local parquet",
-    );
     let port = moto.port;
-    let s3 = measure_one(
-        &|_, i| {
-            format!(
-                "path = \"s3://bench/run-{i}\"\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\""
+    let (local, s3) = measure::paired(
+        runs,
+        |_| {
+            measure_one(
+                &|work| format!("path = {:?}", work.join("parquet")),
+                "replay -> local parquet",
             )
         },
-        "replay -> s3 parquet",
+        |i| {
+            measure_one(
+                &|_| {
+                    format!(
+                        "path = \"s3://bench/run-{i}\"\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\""
+                    )
+                },
+                "replay -> s3 parquet",
+            )
+        },
     );
     crate::report::print_sink_pair(
         input.records,

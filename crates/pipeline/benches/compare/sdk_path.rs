@@ -43,43 +43,39 @@ pub(crate) fn run(input: &Input, runs: usize) {
     }
     let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
 
-    let live = measure::median(
-        (0..runs)
-            .map(|_| {
-                let work = tempfile::tempdir().expect("work");
-                let source = format!(
-                    "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
-                    sim.endpoint_url()
-                );
-                let mut cmd = measure::pinned(bin);
-                let summary = work.path().join("summary.json");
-                local_credentials(&mut cmd)
-                    .args(["run", "--quiet", "--until-idle", "1", "--config"])
-                    .arg(config(work.path(), &source))
-                    .arg("--summary-json")
-                    .arg(&summary);
-                let cost = measure::run(&mut cmd, "dynamodb source -> parquet").0;
-                // A run that went idle early would be cheap and wrong.
-                assert_eq!(
-                    rows_written(&summary),
-                    records,
-                    "the live run did not deliver every change"
-                );
-                cost
-            })
-            .collect(),
-    );
-    let replay = measure::median(
-        (0..runs)
-            .map(|_| {
-                let work = tempfile::tempdir().expect("work");
-                let source = format!("[source]\nkind = \"replay\"\npath = {:?}\n", input.dir);
-                let mut cmd = measure::pinned(bin);
-                cmd.args(["run", "--quiet", "--config"])
-                    .arg(config(work.path(), &source));
-                measure::run(&mut cmd, "replay -> parquet").0
-            })
-            .collect(),
+    // In turns, so that the machine's drift falls on both sides.
+    let (live, replay) = measure::paired(
+        runs,
+        |_| {
+            let work = tempfile::tempdir().expect("work");
+            let source = format!(
+                "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
+                sim.endpoint_url()
+            );
+            let mut cmd = measure::pinned(bin);
+            let summary = work.path().join("summary.json");
+            local_credentials(&mut cmd)
+                .args(["run", "--quiet", "--until-idle", "1", "--config"])
+                .arg(config(work.path(), &source))
+                .arg("--summary-json")
+                .arg(&summary);
+            let cost = measure::run(&mut cmd, "dynamodb source -> parquet").0;
+            // A run that went idle early would be cheap and wrong.
+            assert_eq!(
+                rows_written(&summary),
+                records,
+                "the live run did not deliver every change"
+            );
+            cost
+        },
+        |_| {
+            let work = tempfile::tempdir().expect("work");
+            let source = format!("[source]\nkind = \"replay\"\npath = {:?}\n", input.dir);
+            let mut cmd = measure::pinned(bin);
+            cmd.args(["run", "--quiet", "--config"])
+                .arg(config(work.path(), &source));
+            measure::run(&mut cmd, "replay -> parquet").0
+        },
     );
     println!("| source | records | records/s per core | CPU s per 1M changes | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
