@@ -364,8 +364,8 @@ fn numeric_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// Compares two canonical non-negative decimals.
 fn abs_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    // A byte search: `split_once` would set up a general pattern searcher
-    // for every comparison of every number-set sort.
+    // A plain byte search: `split_once` goes through the `char` pattern
+    // machinery for every comparison of every number-set sort.
     let (ai, af) = split_at_point(a.as_bytes());
     let (bi, bf) = split_at_point(b.as_bytes());
     // Canonical integer parts have no leading zeros (except a lone "0").

@@ -68,12 +68,15 @@ mod tests {
     }
 
     /// The C libraries' `malloc` is mimalloc's: a block from it lies in
-    /// mimalloc's heap. Without the `override` feature it would be glibc's.
+    /// mimalloc's heap, both when this binary calls `malloc` and when a
+    /// shared library does (glibc's `strdup`, whose copy librdkafka frees
+    /// with `free`). Without the `override` feature both would be glibc's.
     #[test]
     #[allow(unsafe_code)]
     fn c_malloc_is_mimalloc() {
-        // SAFETY: a block is taken from `malloc`, asked about, and freed
-        // once by `free`, the matching call.
+        // SAFETY: each block is taken from the C library, asked about, and
+        // freed once by `free`, the matching call; `strdup` copies a
+        // NUL-terminated literal.
         unsafe {
             let block = libc::malloc(4096);
             assert!(!block.is_null());
@@ -83,6 +86,12 @@ mod tests {
                 ours,
                 "malloc is not mimalloc's: is the `override` feature on?"
             );
+
+            let copy = libc::strdup(c"librdkafka".as_ptr());
+            assert!(!copy.is_null());
+            let ours = libmimalloc_sys::mi_is_in_heap_region(copy.cast());
+            libc::free(copy.cast());
+            assert!(ours, "glibc's own allocations are not mimalloc's");
         }
     }
 }

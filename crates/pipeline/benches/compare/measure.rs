@@ -102,9 +102,11 @@ pub(crate) fn median(mut runs: Vec<Cost>) -> Cost {
     m
 }
 
-/// Two contenders measured in turns (`a`, `b`, `a`, `b`, ...), `runs` times
-/// each, with each one's median: a slow phase of the machine then falls on
-/// both sides of the ratio instead of on whichever side ran through it.
+/// Two contenders measured in turns, `runs` times each, with each one's
+/// median: a slow phase of the machine then falls on both sides of the
+/// ratio instead of on whichever side ran through it. The order flips every
+/// round (`a b`, `b a`, `a b`, ...), so that what one run leaves behind
+/// (warm caches, a server's state) does not always favour the same side.
 /// Each call gets the run's index.
 pub(crate) fn paired(
     runs: usize,
@@ -112,9 +114,14 @@ pub(crate) fn paired(
     mut b: impl FnMut(usize) -> Cost,
 ) -> (Cost, Cost) {
     let (mut first, mut second) = (Vec::new(), Vec::new());
-    for i in 0..runs.max(1) {
-        first.push(a(i));
-        second.push(b(i));
+    for i in 0..runs {
+        if i % 2 == 0 {
+            first.push(a(i));
+            second.push(b(i));
+        } else {
+            second.push(b(i));
+            first.push(a(i));
+        }
     }
     (median(first), median(second))
 }
