@@ -178,6 +178,23 @@ pub(crate) fn replay_config(work: &Path, input: &Input, sinks: &str) -> PathBuf 
     path
 }
 
+/// One replay of `input` measured, into the sinks that `sinks` writes for
+/// the run's work directory, with `env` added to the bridge's environment.
+pub(crate) fn replay_cost(
+    input: &Input,
+    sinks: &dyn Fn(&Path) -> String,
+    env: &[(&str, &str)],
+    what: &str,
+) -> Cost {
+    let work = tempfile::tempdir().expect("work");
+    let config = replay_config(work.path(), input, &sinks(work.path()));
+    let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
+    cmd.envs(env.iter().copied())
+        .args(["run", "--quiet", "--config"])
+        .arg(config);
+    measure::run(&mut cmd, what).0
+}
+
 fn run_dynamo_cdc(config: &Path, what: &str) -> Cost {
     let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
     cmd.args(["run", "--quiet", "--config"]).arg(config);

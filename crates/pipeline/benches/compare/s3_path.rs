@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Input, measure, replay_config};
+use crate::{Input, measure, replay_cost};
 
 fn moto_server() -> Option<PathBuf> {
     let path = std::env::var_os("DYNAMO_CDC_MOTO_SERVER")
@@ -78,38 +78,25 @@ pub(crate) fn run(input: &Input, runs: usize) {
         return;
     };
     let moto = start_moto(&server);
-    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
-    let measure_one = |sink: &dyn Fn(&Path) -> String, what: &str| {
-        let work = tempfile::tempdir().expect("work");
-        let mut cmd = measure::pinned(bin);
-        cmd.env("AWS_ACCESS_KEY_ID", "bench")
-            .env("AWS_SECRET_ACCESS_KEY", "bench")
-            .args(["run", "--quiet", "--config"])
-            .arg(replay_config(
-                work.path(),
-                input,
-                &format!("[sinks.parquet]\n{}", sink(work.path())),
-            ));
-        measure::run(&mut cmd, what).0
-    };
+    // moto takes any credentials; the AWS chain needs some to sign with.
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+    ];
     let port = moto.port;
     let (local, s3) = measure::paired(
         runs,
         |_| {
-            measure_one(
-                &|work| format!("path = {:?}", work.join("parquet")),
-                "replay -> local parquet",
-            )
+            let sinks = |work: &Path| format!("[sinks.parquet]\npath = {:?}", work.join("parquet"));
+            replay_cost(input, &sinks, &credentials, "replay -> local parquet")
         },
         |i| {
-            measure_one(
-                &|_| {
-                    format!(
-                        "path = \"s3://bench/run-{i}\"\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\""
-                    )
-                },
-                "replay -> s3 parquet",
-            )
+            let sinks = |_: &Path| {
+                format!(
+                    "[sinks.parquet]\npath = \"s3://bench/run-{i}\"\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\""
+                )
+            };
+            replay_cost(input, &sinks, &credentials, "replay -> s3 parquet")
         },
     );
     crate::report::print_sink_pair(
