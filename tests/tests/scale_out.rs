@@ -678,3 +678,64 @@ lease_duration_ms = {LEASE_MS}
         "every item exactly once"
     );
 }
+
+#[test]
+fn a_second_process_under_a_worker_id_in_use_stops_with_an_error() {
+    const TABLE: &str = "sc_twin";
+    let s = Scratch::new();
+    let sim = StreamSim::start();
+    sim.create_stream(TABLE);
+    // The same `worker_id` in both; each process its own checkpoint (a
+    // shared one would stop the second at its lock, before any lease).
+    let write = |run: &str| {
+        let text = format!(
+            r#"[source]
+kind = "dynamodb"
+region = "us-east-1"
+endpoint_url = {sim:?}
+tables = [{TABLE:?}]
+idle_poll_interval_ms = 50
+
+[sinks.parquet]
+path = "out"
+
+[checkpoint]
+path = "state-{run}/checkpoint.json"
+
+[coordination]
+lease_table = "cdc-leases"
+worker_id = "twin"
+lease_duration_ms = {LEASE_MS}
+"#,
+            sim = sim.endpoint_url(),
+        );
+        let path = s.path().join(format!("{run}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let first = start_worker(&s, &write("first"), "first");
+    wait_until("the first process's lease", Duration::from_secs(60), || {
+        !held_by(&sim, "twin").is_empty()
+    });
+    let mut second = start_worker(&s, &write("second"), "second");
+    let mut status = None;
+    wait_until(
+        "the second process to stop",
+        Duration::from_secs(60),
+        || {
+            status = second.child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    let log = std::fs::read_to_string(s.path().join("second.log")).unwrap();
+    assert!(!status.unwrap().success(), "{log}");
+    assert!(
+        log.contains(r#"another process is running as worker "twin""#)
+            && log.contains("give every process its own `worker_id`"),
+        "{log}"
+    );
+    // The first process never lost its lease: still epoch 1, still running.
+    assert_eq!(leases(&sim)[TABLE], ("twin".to_owned(), 1));
+    let mut first = first;
+    assert!(first.child.try_wait().unwrap().is_none(), "{}", logs_tail());
+}

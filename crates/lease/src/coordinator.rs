@@ -20,6 +20,12 @@
 //!   two more, one of its leases is claimed: the owner sees the claim, hands
 //!   the lease over (flush, commit, record, release) and the claimant takes
 //!   it free.
+//! - **One process per name**: each process marks what it writes with a
+//!   token of its own (`incarnation`). A lease under this worker's name
+//!   but another token is an earlier run's: it is taken like any expired
+//!   lease, once its counter stood still for the duration. If instead the
+//!   counter moves, a second live process was given the same `worker_id`:
+//!   that is an error, since balance and hand-overs go by name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -98,6 +104,8 @@ impl Clock for SystemClock {
 struct Seen {
     counter: u64,
     owner: Option<String>,
+    incarnation: Option<String>,
+    claim: Option<String>,
     since: Instant,
 }
 
@@ -113,6 +121,8 @@ struct Held {
 pub struct Coordinator<S> {
     store: S,
     me: String,
+    /// This process's token on the leases it writes.
+    incarnation: String,
     duration: Duration,
     margin: Duration,
     tables: BTreeSet<String>,
@@ -132,6 +142,7 @@ impl<S: LeaseStore> Coordinator<S> {
         Coordinator {
             store,
             me: me.to_owned(),
+            incarnation: format!("{:016x}", rand::random::<u64>()),
             duration,
             // Renewals are a third of the duration apart: one failed
             // renewal still leaves the lease valid; two in a row do not
@@ -178,8 +189,9 @@ impl<S: LeaseStore> Coordinator<S> {
     /// One round: read the table, renew, fence, take, balance.
     ///
     /// # Errors
-    /// A fatal store failure; an outage is not an error (the leases held
-    /// stay valid until their time runs out, then are fenced).
+    /// A fatal store failure, or another live process under this worker's
+    /// name; an outage is not an error (the leases held stay valid until
+    /// their time runs out, then are fenced).
     pub fn tick(&mut self, clock: &dyn Clock) -> Result<Vec<Happened>, StoreFailure> {
         let mut happened = Vec::new();
         let items = match self.store.scan() {
@@ -199,7 +211,7 @@ impl<S: LeaseStore> Coordinator<S> {
             })
             .collect();
         self.create_missing(&mut leases)?;
-        self.observe(&leases, now);
+        self.observe(&leases, now)?;
         self.check_held(&leases, &mut happened);
         self.renew(&mut leases, clock)?;
         self.fence_overdue(clock.now(), &mut happened);
@@ -224,6 +236,7 @@ impl<S: LeaseStore> Coordinator<S> {
         let lease = Lease {
             table: table.to_owned(),
             owner: None,
+            incarnation: None,
             counter: h.counter + 1,
             epoch: h.epoch,
             claim,
@@ -263,23 +276,59 @@ impl<S: LeaseStore> Coordinator<S> {
         Ok(())
     }
 
-    fn observe(&mut self, leases: &BTreeMap<String, Lease>, now: Instant) {
+    /// Notes when each lease last changed (expiry counts from there).
+    ///
+    /// # Errors
+    /// When another live process runs under this worker's name.
+    fn observe(
+        &mut self,
+        leases: &BTreeMap<String, Lease>,
+        now: Instant,
+    ) -> Result<(), StoreFailure> {
         for (table, l) in leases {
-            let changed = self
-                .seen
-                .get(table)
-                .is_none_or(|s| s.counter != l.counter || s.owner != l.owner);
-            if changed {
-                self.seen.insert(
-                    table.clone(),
-                    Seen {
-                        counter: l.counter,
-                        owner: l.owner.clone(),
-                        since: now,
-                    },
-                );
+            if let Some(before) = self.seen.get(table) {
+                if before.counter == l.counter && before.owner == l.owner {
+                    continue;
+                }
+                if self.renewed_by_namesake(before, l) {
+                    return Err(StoreFailure::Fatal(format!(
+                        "another process is running as worker {:?}: it renewed the lease on table {table:?} \
+                         (its token {}, this process's {}); give every process its own `worker_id` \
+                         (if the other is this worker's previous run, still stopping, start this one after it exits)",
+                        self.me,
+                        l.incarnation
+                            .as_deref()
+                            .unwrap_or("none, an earlier version"),
+                        self.incarnation,
+                    )));
+                }
             }
+            self.seen.insert(
+                table.clone(),
+                Seen {
+                    counter: l.counter,
+                    owner: l.owner.clone(),
+                    incarnation: l.incarnation.clone(),
+                    claim: l.claim.clone(),
+                    since: now,
+                },
+            );
         }
+        Ok(())
+    }
+
+    /// A lease under this worker's name that the same other process (a
+    /// token not ours) wrote again, leaving owner and claim as they were:
+    /// a renewal, so that process is alive. Other writers change a field:
+    /// a claim sets `claim`, a release or take `owner` or the token, and an
+    /// earlier run that is gone writes nothing.
+    fn renewed_by_namesake(&self, before: &Seen, now: &Lease) -> bool {
+        now.owner.as_deref() == Some(self.me.as_str())
+            && now.incarnation.as_deref() != Some(self.incarnation.as_str())
+            && before.owner == now.owner
+            && before.incarnation == now.incarnation
+            && before.claim == now.claim
+            && now.counter > before.counter
     }
 
     /// An owned lease counts as expired once its counter stood still for
@@ -305,13 +354,17 @@ impl<S: LeaseStore> Coordinator<S> {
 
     fn check_held(&mut self, leases: &BTreeMap<String, Lease>, happened: &mut Vec<Happened>) {
         let me = self.me.clone();
-        // Ours in the table but not held here: a take whose answer was lost,
-        // or an earlier run under the same worker id. Adopted, but valid only
-        // from its next renewal (this tick), and settled like a take from
-        // an unknown owner.
+        // Ours in the table, with our token, but not held here: a take
+        // whose answer was lost. Adopted, but valid only from its next
+        // renewal (this tick), and settled like a take from an unknown
+        // owner. Under our name with another token, it is an earlier run's
+        // (or a namesake's, see `observe`): left to expire.
         if !self.draining {
             for (table, l) in leases {
-                if l.owner.as_deref() == Some(me.as_str()) && !self.held.contains_key(table) {
+                if l.owner.as_deref() == Some(me.as_str())
+                    && l.incarnation.as_deref() == Some(self.incarnation.as_str())
+                    && !self.held.contains_key(table)
+                {
                     self.held.insert(
                         table.clone(),
                         Held {
@@ -334,8 +387,13 @@ impl<S: LeaseStore> Coordinator<S> {
             }
         }
         let last_claims = &mut self.last_claims;
+        let incarnation = self.incarnation.as_str();
         self.held.retain(|table, h| match leases.get(table) {
-            Some(l) if l.owner.as_deref() == Some(me.as_str()) && l.epoch == h.epoch => {
+            Some(l)
+                if l.owner.as_deref() == Some(me.as_str())
+                    && l.epoch == h.epoch
+                    && l.incarnation.as_deref() == Some(incarnation) =>
+            {
                 // A renewal whose answer was lost, or a claim: the item moved
                 // on while still ours.
                 h.counter = l.counter;
@@ -369,6 +427,7 @@ impl<S: LeaseStore> Coordinator<S> {
             let lease = Lease {
                 table: table.clone(),
                 owner: Some(self.me.clone()),
+                incarnation: Some(self.incarnation.clone()),
                 counter: h.counter + 1,
                 epoch: h.epoch,
                 claim,
@@ -501,6 +560,7 @@ impl<S: LeaseStore> Coordinator<S> {
         let taken = Lease {
             table: l.table.clone(),
             owner: Some(self.me.clone()),
+            incarnation: Some(self.incarnation.clone()),
             counter: l.counter + 1,
             epoch: l.epoch + 1,
             claim: None,
@@ -530,8 +590,8 @@ impl<S: LeaseStore> Coordinator<S> {
                 Ok(true)
             }
             // Someone else was faster, or the answer was lost (then the
-            // next scan shows the lease as ours with an unknown epoch to
-            // this worker: it is left to expire rather than guessed at).
+            // next scan shows the lease under our name and token, and
+            // `check_held` adopts it).
             Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => Ok(false),
             Err(e) => Err(e),
         }

@@ -233,6 +233,10 @@ fn encode(item: &Item) -> HashMap<String, AttributeValue> {
         Item::Lease(l) => {
             m.insert("kind".into(), s("lease"));
             m.insert("owner".into(), s(l.owner.as_deref().unwrap_or("")));
+            m.insert(
+                "incarnation".into(),
+                s(l.incarnation.as_deref().unwrap_or("")),
+            );
             m.insert("counter".into(), n(l.counter));
             m.insert("epoch".into(), n(l.epoch));
             m.insert("claim".into(), s(l.claim.as_deref().unwrap_or("")));
@@ -270,6 +274,7 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
         "lease" => Item::Lease(Lease {
             table,
             owner: optional("owner"),
+            incarnation: optional("incarnation"),
             counter: unsigned("counter")?,
             epoch: unsigned("epoch")?,
             claim: optional("claim"),
@@ -302,6 +307,7 @@ mod tests {
         let items = [
             Item::Lease(Lease {
                 owner: Some("w1".into()),
+                incarnation: Some("5f3a9c2e81d04b67".into()),
                 counter: 7,
                 epoch: 2,
                 claim: Some("w2".into()),

@@ -16,6 +16,12 @@ pub struct Lease {
     pub table: String,
     /// The worker holding it; `None` when free.
     pub owner: Option<String>,
+    /// Which run of the owner wrote it: a random token each process draws
+    /// at start. It tells a restarted worker's old leases (token not its
+    /// own, counter standing still) from a second live process configured
+    /// with the same `worker_id` (token not its own, counter moving).
+    /// `None` when free, and on items written by earlier versions.
+    pub incarnation: Option<String>,
     /// Bumped on every write (renewal, take, claim, release): observers
     /// judge expiry by how long it stays unchanged.
     pub counter: u64,
@@ -35,6 +41,7 @@ impl Lease {
         Lease {
             table: table.to_owned(),
             owner: None,
+            incarnation: None,
             counter: 0,
             epoch: 0,
             claim: None,

@@ -19,7 +19,8 @@ pub enum StoreFailure {
     /// write may or may not have applied): try again later.
     #[error("the lease table is unavailable: {0}")]
     Unavailable(String),
-    /// Waiting does not fix it (no permission, a table of another shape).
+    /// Waiting does not fix it (no permission, a table of another shape,
+    /// a second live process under this worker's name).
     #[error("the lease table cannot be used: {0}")]
     Fatal(String),
 }

@@ -5,7 +5,9 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_lease::{Clock, Coordinator, Fault, Happened, Item, Lease, MemoryLeaseStore};
+use dynamo_cdc_lease::{
+    Clock, Coordinator, Fault, Happened, Item, Lease, MemoryLeaseStore, StoreFailure,
+};
 use proptest::prelude::*;
 
 const D: Duration = Duration::from_secs(30);
@@ -223,6 +225,81 @@ fn a_released_lease_is_taken_at_once_without_settling() {
 }
 
 #[test]
+fn a_restarted_worker_takes_its_earlier_runs_leases_once_they_expire() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut first = worker(&store, "a", 2);
+    first.tick(&clock).unwrap();
+    drop(first); // killed: its leases stay under "a"
+    let mut again = worker(&store, "a", 2);
+    again.tick(&clock).unwrap();
+    assert!(
+        held(&again).is_empty(),
+        "the earlier run may still be writing: not adopted"
+    );
+    clock.advance(D);
+    let happened = again.tick(&clock).unwrap();
+    assert_eq!(held(&again), tables(2));
+    assert!(happened.contains(&Happened::Took {
+        table: "t0".into(),
+        epoch: 2,
+        from: Some("a".into()),
+    }));
+    assert!(again.grants().values().all(|g| g.settle));
+}
+
+#[test]
+fn a_second_live_process_under_the_same_name_is_an_error() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 2);
+    a.tick(&clock).unwrap();
+    let mut namesake = worker(&store, "a", 2);
+    namesake.tick(&clock).unwrap();
+    assert!(held(&namesake).is_empty());
+    clock.advance(a.interval());
+    a.tick(&clock).unwrap();
+    let err = namesake.tick(&clock).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, StoreFailure::Fatal(_))
+            && text.contains("another process is running as worker \"a\""),
+        "{text}"
+    );
+    assert!(held(&namesake).is_empty(), "it never wrote a lease of `a`");
+    clock.advance(a.interval());
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a), tables(2), "the first process keeps its leases");
+}
+
+#[test]
+fn a_claim_on_an_earlier_runs_lease_is_not_taken_for_a_namesake() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut first = worker(&store, "a", 4);
+    first.tick(&clock).unwrap();
+    drop(first);
+    let mut again = worker(&store, "a", 4);
+    let mut b = worker(&store, "b", 4);
+    again.tick(&clock).unwrap();
+    // `b` sees four live leases of `a` and claims one: the counter moves
+    // under "a" and the earlier run's token, but the claim changed.
+    let happened = b.tick(&clock).unwrap();
+    assert!(
+        happened
+            .iter()
+            .any(|h| matches!(h, Happened::Claimed { .. })),
+        "{happened:?}"
+    );
+    clock.advance(again.interval());
+    again.tick(&clock).unwrap();
+    clock.advance(D);
+    again.tick(&clock).unwrap();
+    b.tick(&clock).unwrap();
+    assert_eq!(held(&again).len() + held(&b).len(), 4);
+}
+
+#[test]
 fn a_new_worker_claims_one_lease_of_the_busiest_and_gets_it_when_handed_over() {
     let store = MemoryLeaseStore::new();
     let clock = Manual::new();
@@ -301,40 +378,49 @@ enum Step {
     Advance(u64),
     Fail(Fault),
     Crash(usize),
+    Restart(usize),
     Release(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3usize).prop_map(Step::Tick),
+        4 => (0..4usize).prop_map(Step::Tick),
         3 => (1..15_000u64).prop_map(Step::Advance),
         1 => prop_oneof![Just(Fault::Unavailable), Just(Fault::LostReply)].prop_map(Step::Fail),
-        1 => (0..3usize).prop_map(Step::Crash),
-        1 => (0..3usize).prop_map(Step::Release),
+        1 => (0..4usize).prop_map(Step::Crash),
+        1 => (0..4usize).prop_map(Step::Restart),
+        1 => (0..4usize).prop_map(Step::Release),
     ]
 }
 
 proptest! {
     /// Whatever the schedule (ticks, time, lost answers, outages, crashes,
-    /// handovers), at no instant do two workers both hold a valid grant on
-    /// one table, and each new grant has a higher epoch.
+    /// restarts under the same name, handovers), at no instant do two
+    /// workers both hold a valid grant on one table, and each new grant has
+    /// a higher epoch. The fourth process is misconfigured with the first
+    /// one's name; a process whose tick fails fatally stops, as the bridge
+    /// does.
     #[test]
     fn at_most_one_worker_may_write_a_table_at_any_instant(steps in proptest::collection::vec(step(), 1..200)) {
         let store = MemoryLeaseStore::new();
         let clock = Manual::new();
+        let names = ["a", "b", "c", "a"];
         let mut workers: Vec<Option<Coordinator<MemoryLeaseStore>>> =
-            ["a", "b", "c"].iter().map(|w| Some(worker(&store, w, 4))).collect();
+            names.iter().map(|w| Some(worker(&store, w, 4))).collect();
         let mut last_epoch: BTreeMap<String, u64> = BTreeMap::new();
         for s in steps {
             match s {
                 Step::Tick(w) => {
-                    if let Some(c) = workers[w].as_mut() {
-                        let _ = c.tick(&clock);
+                    if let Some(c) = workers[w].as_mut()
+                        && let Err(StoreFailure::Fatal(_)) = c.tick(&clock)
+                    {
+                        workers[w] = None;
                     }
                 }
                 Step::Advance(ms) => clock.advance(Duration::from_millis(ms)),
                 Step::Fail(f) => store.inject(&[f]),
                 Step::Crash(w) => workers[w] = None,
+                Step::Restart(w) => workers[w] = Some(worker(&store, names[w], 4)),
                 Step::Release(w) => {
                     if let Some(c) = workers[w].as_mut()
                         && let Some(t) = c.grants().into_keys().next()
