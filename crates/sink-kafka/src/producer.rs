@@ -25,7 +25,9 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 
 use crate::KafkaSinkError;
 
@@ -142,6 +144,11 @@ const SLOW_ACKS: Duration = Duration::from_secs(10);
 /// Sleeping, then serving what came, costs nothing while waiting and sees
 /// answers no later: a timed poll returns only at its timeout anyway.
 const ANSWER_WAIT: Duration = Duration::from_millis(10);
+
+/// How long a producer being dropped waits for the answers to requests a
+/// broker already has: librdkafka's request timeout, after which it gives
+/// up on them itself.
+const DROP_DRAIN: Duration = Duration::from_secs(30);
 
 /// At most this many reports are served in one go, so a flood of them
 /// cannot hold the sink in [`KafkaProducer::serve_reports`].
@@ -508,5 +515,95 @@ impl<T> KafkaProducer<T> {
                 what: "cannot flush the producer",
                 source,
             })
+    }
+}
+
+impl<T> Drop for KafkaProducer<T> {
+    /// Messages still queued here are purged: no broker has them. Requests
+    /// already sent are answered first. librdkafka's own teardown abandons
+    /// them, and a broker may still append one after the next sink has read
+    /// the topic back to find where to resume (a pass restarted after
+    /// another sink's outage, say), which would then send it again.
+    fn drop(&mut self) {
+        if self.producer.in_flight_count() == 0 {
+            return;
+        }
+        let deadline = Instant::now() + DROP_DRAIN;
+        loop {
+            // Again each round: a request that failed goes back to the
+            // queue for a retry, and no retry is sent now.
+            self.producer.purge(PurgeConfig::default().queue());
+            self.serve_reports();
+            if self.producer.in_flight_count() == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    waiting = self.producer.in_flight_count(),
+                    wait_s = DROP_DRAIN.as_secs(),
+                    "Kafka did not answer requests in flight as the producer closed; \
+                     if the broker stored them late, the next read-back may not see them"
+                );
+                return;
+            }
+            std::thread::sleep(ANSWER_WAIT);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::mocking::MockCluster;
+
+    use super::*;
+
+    fn message(topic: &Arc<str>, i: usize) -> Outgoing {
+        Outgoing {
+            topic: topic.clone(),
+            key: i.to_string().into_bytes(),
+            value: Some(vec![b'x'; 100]),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_dropped_producer_waits_for_the_answers_to_what_a_broker_already_has() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let topic: Arc<str> = "t".into();
+        let mut producer = KafkaProducer::<()>::new(&cluster.bootstrap_servers(), &[]).unwrap();
+        // Connected, the topic known.
+        let first = producer.send_all(vec![message(&topic, 0)], ()).unwrap();
+        assert!(matches!(first[0].results[0], Sent::Stored { .. }));
+        // From now on the broker stores at once and answers 5 s later.
+        cluster
+            .broker_round_trip_time(1, Duration::from_secs(5))
+            .unwrap();
+        producer
+            .submit((1..=20).map(|i| message(&topic, i)).collect(), ())
+            .unwrap();
+        // A flush sends at once, past the linger; its answers cannot have
+        // come back when it gives up.
+        assert!(producer.producer.flush(Duration::from_secs(1)).is_err());
+        let acks = producer.producer.context().clone();
+        drop(producer);
+        cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks("t", 0, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(high, 21, "the broker stored every message");
+        let results = acks.results.lock().unwrap();
+        assert_eq!(results.len(), 20);
+        for (serial, sent) in results.iter() {
+            assert!(
+                matches!(sent, Sent::Stored { .. }),
+                "message {serial}, stored, was reported as {sent:?}"
+            );
+        }
     }
 }
