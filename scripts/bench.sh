@@ -20,7 +20,7 @@
 # installed (npm ci) when missing or when its lockfile changed, and the peer
 # is left out, with a note, when node is missing or they cannot be
 # installed; BENCH_NODE (default: node from PATH); BENCH_INPUTS,
-# BENCH_BYTES, BENCH_RUNS,
+# BENCH_BYTES, BENCH_RUNS, BENCH_PAIRED_RUNS,
 # BENCH_PARTS, BENCH_LATENCY_SECS as described in
 # crates/pipeline/benches/compare/main.rs.
 set -euo pipefail

@@ -19,29 +19,54 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Milliseconds that freed memory stays with the allocator before it goes
-/// back to the system.
-const PURGE_DELAY_MS: c_long = 50;
+/// back to the system, when reading capture files.
+const FILES_PURGE_DELAY_MS: c_long = 50;
 
-/// Sets the purge delay, unless `MIMALLOC_PURGE_DELAY` already does.
+/// ... when reading live streams: mimalloc's own default.
+const LIVE_PURGE_DELAY_MS: c_long = 1000;
+
+/// What the process reads, which decides how long freed memory is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Capture files (the `replay` source), as fast as they can be read.
+    Files,
+    /// DynamoDB Streams (the `dynamodb` source), a page per GetRecords call.
+    Live,
+}
+
+/// Sets the purge delay for what the process reads, unless
+/// `MIMALLOC_PURGE_DELAY` already does. Before any reading starts; later
+/// calls take effect from then on.
 ///
 /// mimalloc 3 keeps freed pages a second (1000 ms) before it returns them
 /// (mimalloc 2 kept them 10 ms). A replay of items near 400 KB frees one
 /// batch while it allocates the next ones, so with the long delay the peak
-/// held several: with both sinks on F3, 88 to 106 MiB peak RSS, against 76
+/// held several: with both sinks on F3, 82 to 106 MiB peak RSS, against 71
 /// to 77 MiB at 50 ms. Shorter delays return memory that is about to be
 /// used again: at 10 ms, 71 MiB but two thirds more page faults (memory
 /// taken back, zeroed and handed out again); at 50 ms a sixth more, below
-/// what CPU time can show. The live source, which waits on HTTP between
-/// pages, has twice the page faults at 50 ms (an estimated 2-4% of its
-/// CPU): the price of the bound on memory.
-pub(crate) fn tune() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option, which mimalloc reads atomically;
-        // `PURGE_DELAY` is a valid option index (see the test below).
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
-        }
+/// what CPU time can show.
+///
+/// The live source waits on HTTP between pages, long enough for freed
+/// memory to go back to the system and be faulted in again for the next
+/// page: at 50 ms an F1 stream took 33,000-38,000 page faults against
+/// 17,000-19,000 at 1000 ms and 11,000-12,000 never purging, and about 10%
+/// more CPU (a median 747 ms against 673 and 669 ms, four runs each). Its
+/// pages are at most a megabyte each, so a second of freed memory is a
+/// bounded amount: it keeps the default.
+pub(crate) fn tune(reading: Reading) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    let ms = match reading {
+        Reading::Files => FILES_PURGE_DELAY_MS,
+        Reading::Live => LIVE_PURGE_DELAY_MS,
+    };
+    // SAFETY: sets one integer option, which mimalloc reads atomically;
+    // `PURGE_DELAY` is a valid option index (see the test below).
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, ms);
     }
 }
 
@@ -63,8 +88,10 @@ mod tests {
         // Only `purge_delay` defaults to 1000 in mimalloc 3; a version that
         // moved it fails here instead of changing another option.
         assert_eq!(get(PURGE_DELAY), 1000);
-        tune();
-        assert_eq!(get(PURGE_DELAY), PURGE_DELAY_MS);
+        tune(Reading::Files);
+        assert_eq!(get(PURGE_DELAY), FILES_PURGE_DELAY_MS);
+        tune(Reading::Live);
+        assert_eq!(get(PURGE_DELAY), LIVE_PURGE_DELAY_MS);
     }
 
     /// The C libraries' `malloc` is mimalloc's: a block from it lies in

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use dynamo_cdc::config::SourceKind;
 use dynamo_cdc::logging::LogFormat;
 use dynamo_cdc::{Config, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -136,7 +137,9 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    allocator::tune();
+    // Until a configuration says what is read: every command but `run`
+    // reads files, if anything.
+    allocator::tune(allocator::Reading::Files);
     // First, so that a stop request during start-up is a graceful stop too.
     let stop = match stop_on_signals() {
         Ok(stop) => stop,
@@ -201,6 +204,10 @@ fn run(args: RunArgs, stop: Arc<AtomicBool>, snapshot_table: Option<String>) -> 
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    allocator::tune(match config.source.kind {
+        SourceKind::Replay => allocator::Reading::Files,
+        SourceKind::Dynamodb => allocator::Reading::Live,
+    });
     let options = RunOptions {
         until_idle,
         stop,

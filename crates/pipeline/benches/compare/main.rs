@@ -16,6 +16,9 @@
 //! cannot run or `scripts/bench/node/node_modules` is missing),
 //! `BENCH_INPUTS` (`f1,f2,f3,f4`), `BENCH_BYTES` (input size,
 //! `64M`), `BENCH_RUNS` (runs per contender, in rounds, median reported, 3),
+//! `BENCH_PAIRED_RUNS` (rounds of the live/replay, s3/local and
+//! Iceberg/Parquet pairs, whose ratios are the medians of the rounds' own:
+//! 9, or `BENCH_RUNS` when higher; each round takes a second or two),
 //! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20).
 //!
 //! For each input it generates a seeded capture (cached under
@@ -630,6 +633,9 @@ fn main() {
     let parts = env_or("BENCH_PARTS", "compare,growth,sdk,s3,iceberg,latency");
     let bytes = measure::parse_size(&env_or("BENCH_BYTES", "64M"));
     let runs: usize = env_or("BENCH_RUNS", "3").parse().expect("BENCH_RUNS");
+    let paired_runs: usize = env_or("BENCH_PAIRED_RUNS", &runs.max(9).to_string())
+        .parse()
+        .expect("BENCH_PAIRED_RUNS");
     let (checker, peers) = find_peers();
     println!("# dynamo-cdc benchmark\n");
     println!("{}", report::machine());
@@ -648,13 +654,13 @@ fn main() {
         growth(bytes, runs.max(1));
     }
     if parts.contains("sdk") {
-        sdk_path::run(&fixture(BenchShape::Mixed, bytes), runs.max(1));
+        sdk_path::run(&fixture(BenchShape::Mixed, bytes), paired_runs.max(1));
     }
     if parts.contains("s3") {
-        s3_path::run(&fixture(BenchShape::Mixed, bytes), runs.max(1));
+        s3_path::run(&fixture(BenchShape::Mixed, bytes), paired_runs.max(1));
     }
     if parts.contains("iceberg") {
-        iceberg_path::run(&fixture(BenchShape::Mixed, bytes), runs.max(1));
+        iceberg_path::run(&fixture(BenchShape::Mixed, bytes), paired_runs.max(1));
     }
     if parts.contains("latency") {
         let secs: u64 = env_or("BENCH_LATENCY_SECS", "20")

@@ -102,17 +102,27 @@ pub(crate) fn median(mut runs: Vec<Cost>) -> Cost {
     m
 }
 
-/// Two contenders measured in turns, `runs` times each, with each one's
-/// median: a slow phase of the machine then falls on both sides of the
-/// ratio instead of on whichever side ran through it. The order flips every
-/// round (`a b`, `b a`, `a b`, ...), so that what one run leaves behind
-/// (warm caches, a server's state) does not always favour the same side.
-/// Each call gets the run's index.
+/// Two contenders measured in turns: each one's median run, and the
+/// median over the rounds of the second's CPU over the first's.
+pub(crate) struct Paired {
+    pub(crate) first: Cost,
+    pub(crate) second: Cost,
+    /// A slow phase of the machine moves both runs of a round, so the
+    /// rounds' own ratios scatter less than the runs do, and their median
+    /// less than a ratio of two medians.
+    pub(crate) ratio: f64,
+}
+
+/// Two contenders measured in turns, `runs` times each: a slow phase of the
+/// machine then falls on both sides of the ratio instead of on whichever
+/// side ran through it. The order flips every round (`a b`, `b a`, `a b`,
+/// ...), so that what one run leaves behind (warm caches, a server's state)
+/// does not always favour the same side. Each call gets the run's index.
 pub(crate) fn paired(
     runs: usize,
     mut a: impl FnMut(usize) -> Cost,
     mut b: impl FnMut(usize) -> Cost,
-) -> (Cost, Cost) {
+) -> Paired {
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for i in 0..runs {
         if i % 2 == 0 {
@@ -123,7 +133,23 @@ pub(crate) fn paired(
             first.push(a(i));
         }
     }
-    (median(first), median(second))
+    let mut ratios: Vec<f64> = first
+        .iter()
+        .zip(&second)
+        .map(|(a, b)| b.cpu_s / a.cpu_s)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    let ratio = if ratios.len().is_multiple_of(2) {
+        (ratios[mid - 1] + ratios[mid]) / 2.0
+    } else {
+        ratios[mid]
+    };
+    Paired {
+        first: median(first),
+        second: median(second),
+        ratio,
+    }
 }
 
 /// The high-water mark of a running process's resident memory, in KiB.
