@@ -389,10 +389,12 @@ impl<S: LeaseStore> Coordinator<S> {
         let last_claims = &mut self.last_claims;
         let incarnation = self.incarnation.as_str();
         self.held.retain(|table, h| match leases.get(table) {
+            // No token: an earlier version's claim rewrote the item (it
+            // does not know the attribute); the next renewal puts it back.
             Some(l)
                 if l.owner.as_deref() == Some(me.as_str())
                     && l.epoch == h.epoch
-                    && l.incarnation.as_deref() == Some(incarnation) =>
+                    && l.incarnation.as_deref().is_none_or(|t| t == incarnation) =>
             {
                 // A renewal whose answer was lost, or a claim: the item moved
                 // on while still ours.

@@ -137,8 +137,8 @@ fn load(path: &PathBuf) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    // Until a configuration says what is read: every command but `run`
-    // reads files, if anything.
+    // Until a configuration says what is read (`run` and `snapshot` set
+    // it again once they have one).
     allocator::tune(allocator::Reading::Files);
     // First, so that a stop request during start-up is a graceful stop too.
     let stop = match stop_on_signals() {

@@ -146,8 +146,9 @@ const SLOW_ACKS: Duration = Duration::from_secs(10);
 const ANSWER_WAIT: Duration = Duration::from_millis(10);
 
 /// How long a producer being dropped waits for the answers to requests a
-/// broker already has: librdkafka's request timeout, after which it gives
-/// up on them itself.
+/// broker already has: librdkafka's default request timeout, after which it
+/// gives up on them itself (`request.timeout.ms` in `properties` sets
+/// another).
 const DROP_DRAIN: Duration = Duration::from_secs(30);
 
 /// At most this many reports are served in one go, so a flood of them
@@ -208,6 +209,8 @@ pub(crate) struct KafkaProducer<T = ()> {
     /// Whether the brokers count as down: the oldest group has waited
     /// [`SLOW_ACKS`] for its answers.
     outage: dynamo_cdc_core::Outage,
+    /// How long [`Drop`] waits for answers: the request timeout.
+    drain: Duration,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -238,8 +241,14 @@ impl<T> KafkaProducer<T> {
             .set("linger.ms", "5")
             // Never expire a message: wait out broker trouble instead.
             .set("message.timeout.ms", "0");
+        let mut drain = DROP_DRAIN;
         for (k, v) in properties {
             config.set(k, v);
+            if k == "request.timeout.ms"
+                && let Ok(ms) = v.trim().parse::<u64>()
+            {
+                drain = Duration::from_millis(ms);
+            }
         }
         let producer = config
             .create_with_context(Acks::default())
@@ -254,6 +263,7 @@ impl<T> KafkaProducer<T> {
             flights: VecDeque::new(),
             in_flight_bytes: 0,
             outage: dynamo_cdc_core::Outage::new(),
+            drain,
         })
     }
 
@@ -519,8 +529,10 @@ impl<T> KafkaProducer<T> {
 }
 
 impl<T> Drop for KafkaProducer<T> {
-    /// Messages still queued here are purged: no broker has them. Requests
-    /// already sent are answered first. librdkafka's own teardown abandons
+    /// Messages still queued here are purged: no broker has them, except
+    /// a retry of a request that failed without an answer (a dropped
+    /// connection), which a broker may have appended all the same. Requests
+    /// in flight are answered first. librdkafka's own teardown abandons
     /// them, and a broker may still append one after the next sink has read
     /// the topic back to find where to resume (a pass restarted after
     /// another sink's outage, say), which would then send it again.
@@ -528,7 +540,7 @@ impl<T> Drop for KafkaProducer<T> {
         if self.producer.in_flight_count() == 0 {
             return;
         }
-        let deadline = Instant::now() + DROP_DRAIN;
+        let deadline = Instant::now() + self.drain;
         loop {
             // Again each round: a request that failed goes back to the
             // queue for a retry, and no retry is sent now.
@@ -540,13 +552,16 @@ impl<T> Drop for KafkaProducer<T> {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     waiting = self.producer.in_flight_count(),
-                    wait_s = DROP_DRAIN.as_secs(),
+                    wait_s = self.drain.as_secs_f64(),
                     "Kafka did not answer requests in flight as the producer closed; \
                      if the broker stored them late, the next read-back may not see them"
                 );
                 return;
             }
             std::thread::sleep(ANSWER_WAIT);
+            // Waiting on the brokers, as `landed` does: the liveness probe
+            // must not count this as a stall.
+            dynamo_cdc_core::alive::still_waiting();
         }
     }
 }
