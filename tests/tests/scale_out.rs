@@ -95,6 +95,26 @@ lease_duration_ms = {LEASE_MS}
     path
 }
 
+/// Writes `<name>.toml`: `sections` (source and sinks), then a checkpoint of
+/// this process's own (`state-<name>`) and the shared lease table, as
+/// `worker_id`.
+fn own_checkpoint_config(s: &Scratch, name: &str, sections: &str, worker_id: &str) -> PathBuf {
+    let text = format!(
+        r#"{sections}
+[checkpoint]
+path = "state-{name}/checkpoint.json"
+
+[coordination]
+lease_table = "cdc-leases"
+worker_id = "{worker_id}"
+lease_duration_ms = {LEASE_MS}
+"#
+    );
+    let path = s.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn start_worker(s: &Scratch, cfg: &Path, name: &str) -> Worker {
     LOG_DIR.with(|d| *d.borrow_mut() = Some(s.path().to_owned()));
     let log = std::fs::File::create(s.path().join(format!("{name}.log"))).unwrap();
@@ -569,7 +589,7 @@ fn a_snapshot_in_progress_survives_a_change_of_owner() {
         );
     }
     let write = |name: &str, rcu: u32| {
-        let text = format!(
+        let sections = format!(
             r#"[source]
 kind = "dynamodb"
 region = "us-east-1"
@@ -587,20 +607,10 @@ path = "s3://lake/cdc"
 region = "us-east-1"
 endpoint_url = {moto:?}
 max_file_age_ms = 300
-
-[checkpoint]
-path = "state-{name}/checkpoint.json"
-
-[coordination]
-lease_table = "cdc-leases"
-worker_id = "${{WORKER_ID}}"
-lease_duration_ms = {LEASE_MS}
 "#,
             sim = sim.endpoint_url(),
         );
-        let path = s.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        own_checkpoint_config(&s, name, &sections, "${WORKER_ID}")
     };
     // The first owner scans slowly; the next one quickly. Each has its own
     // checkpoint directory: only the shared journal can carry the snapshot.
@@ -688,7 +698,7 @@ fn a_second_process_under_a_worker_id_in_use_stops_with_an_error() {
     // The same `worker_id` in both; each process its own checkpoint (a
     // shared one would stop the second at its lock, before any lease).
     let write = |run: &str| {
-        let text = format!(
+        let sections = format!(
             r#"[source]
 kind = "dynamodb"
 region = "us-east-1"
@@ -698,20 +708,10 @@ idle_poll_interval_ms = 50
 
 [sinks.parquet]
 path = "out"
-
-[checkpoint]
-path = "state-{run}/checkpoint.json"
-
-[coordination]
-lease_table = "cdc-leases"
-worker_id = "twin"
-lease_duration_ms = {LEASE_MS}
 "#,
             sim = sim.endpoint_url(),
         );
-        let path = s.path().join(format!("{run}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        own_checkpoint_config(&s, run, &sections, "twin")
     };
     let first = start_worker(&s, &write("first"), "first");
     wait_until("the first process's lease", Duration::from_secs(60), || {
