@@ -537,10 +537,13 @@ fn statistics_are_kept_where_they_prune() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     let s = Scratch::new();
-    let extra = r#","name":{"S":"x"},"n":{"N":"7"},"blob":{"B":"AQI="},"tags":{"SS":["a","b"]},"doc":{"M":{"k":{"S":"v"}}}"#;
+    let body = "long text ".repeat(200);
+    let extra = format!(
+        r#","name":{{"S":"x"}},"n":{{"N":"7"}},"blob":{{"B":"AQI="}},"tags":{{"SS":["a","b"]}},"doc":{{"M":{{"k":{{"S":"v"}}}}}},"body":{{"S":"{body}"}}"#
+    );
     s.write_capture(
         "stats.jsonl",
-        &get_records_json(&[insert(BASE, "s1", extra)], None),
+        &get_records_json(&[insert(BASE, "s1", &extra)], None),
     );
     let out = s.run(&s.config("", ""));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -561,8 +564,9 @@ fn statistics_are_kept_where_they_prune() {
     }
     with.sort();
     without.sort();
-    // JSON text, binary values and set elements prune nothing.
-    assert_eq!(without, ["blob", "doc", "tags.list.item"]);
+    // JSON text, binary values, set elements and long text (2,000 bytes
+    // a value here) prune nothing.
+    assert_eq!(without, ["blob", "body", "doc", "tags.list.item"]);
     for column in ["id", "name", "n", "__sequence_number", "__source_ts_ms"] {
         assert!(with.contains(&column.to_owned()), "{column}: {with:?}");
     }
@@ -576,7 +580,7 @@ fn statistics_are_kept_where_they_prune() {
     for column in ["n", "__sequence_number", "__source_ts_ms"] {
         assert!(paged(column), "{column} has a column index");
     }
-    for column in ["id", "name", "blob", "doc"] {
+    for column in ["id", "name", "blob", "doc", "body"] {
         assert!(!paged(column), "{column} has no column index");
     }
 }

@@ -56,6 +56,7 @@ mod config;
 mod events;
 mod layout;
 mod sink;
+mod statistics;
 
 pub use events::{FENCE_COLLISIONS, FILES_COMMITTED, describe};
 pub use layout::LEASE_EPOCH_KEY;

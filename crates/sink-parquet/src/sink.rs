@@ -7,20 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
 use dynamo_cdc_object_store::{
     CopyError, FailureClass, Location, ObjectError, ObjectPath, Objects, Upload,
 };
-use dynamo_cdc_transform::{
-    ColumnType, DeclaredSchema, NumbersMode, TableSchema, flat_batch, snapshot_batch,
-};
+use dynamo_cdc_transform::{DeclaredSchema, NumbersMode, TableSchema, flat_batch, snapshot_batch};
 use parquet::arrow::{ArrowWriter, parquet_to_arrow_schema};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 pub use crate::config::ParquetConfig;
@@ -29,6 +28,7 @@ use crate::layout::{
     self, Committed, FIRST_SEQUENCE_KEY, FileRef, LAST_SEQUENCE_KEY, LEASE_EPOCH_KEY, Leftover,
     date_of, final_name, partition_dir, partition_key, temp_name,
 };
+use crate::statistics::statistics_levels;
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -409,23 +409,29 @@ impl ParquetSink {
         }
         let mut rows = rows;
         while !rows.is_empty() {
+            let (snapshot, room) = match self.open.get(key) {
+                Some(f) => (f.snapshot, self.config.max_rows_per_file - f.rows),
+                None => (
+                    rows[0].source.snapshot.is_some(),
+                    self.config.max_rows_per_file,
+                ),
+            };
+            let take = rows.len().min(room);
+            let build = if snapshot { snapshot_batch } else { flat_batch };
+            let batch = build(&self.schemas[&key.table], &rows[..take]).map_err(|source| {
+                ParquetSinkError::Arrow {
+                    table: key.table.to_string(),
+                    source,
+                }
+            })?;
             if !self.open.contains_key(key) {
-                let snapshot = rows[0].source.snapshot.is_some();
-                let file = self.create(key, date, &rows[0].source.sequence_number, snapshot)?;
+                // The first batch is built before the file: it decides which
+                // text columns are long (see `statistics`).
+                let first = &rows[0].source.sequence_number;
+                let file = self.create(key, date, first, snapshot, &batch)?;
                 self.open.insert(key.clone(), file);
             }
-            let schema = &self.schemas[&key.table];
             let file = self.open.get_mut(key).expect("opened above");
-            let take = rows.len().min(self.config.max_rows_per_file - file.rows);
-            let build = if file.snapshot {
-                snapshot_batch
-            } else {
-                flat_batch
-            };
-            let batch = build(schema, &rows[..take]).map_err(|source| ParquetSinkError::Arrow {
-                table: key.table.to_string(),
-                source,
-            })?;
             file.writer
                 .write(&batch)
                 .map_err(|source| ParquetSinkError::Write {
@@ -451,6 +457,7 @@ impl ParquetSink {
         date: &str,
         first: &SequenceNumber,
         snapshot: bool,
+        first_batch: &RecordBatch,
     ) -> Result<OpenFile, ParquetSinkError> {
         let (file, target) = match &self.dataset {
             Dataset::Local(root) => {
@@ -496,7 +503,8 @@ impl ParquetSink {
         let table = &self.schemas[&key.table];
         // Computing min/max compares every value (it was a tenth of the
         // run time); it is kept where a query engine can prune with it.
-        for (path, level) in statistics_levels(table) {
+        let columns = table.columns().iter().map(|c| (c.name.as_str(), &c.ty));
+        for (path, level) in statistics_levels(columns, first_batch) {
             props = props.set_column_statistics_enabled(path, level);
         }
         let props = props.build();
@@ -1070,52 +1078,3 @@ impl Sink for ParquetSink {
 
 /// Uncompressed bytes of a data page (see where it is set).
 const DATA_PAGE_BYTES: usize = 128 * 1024;
-
-/// The statistics of the columns that do not keep the default (min/max per
-/// row group and per page):
-/// - none for the columns whose min/max would prune nothing: DynamoDB-JSON
-///   text, binary values, and list or set elements (query engines do not
-///   prune on element statistics);
-/// - per row group only for text. The writer checks a page's whole min and
-///   max values as UTF-8 before truncating them for the page index, which
-///   for text bodies of hundreds of KB (a page or more each) was a sixth of
-///   the run; unordered text prunes nothing page by page.
-///
-/// Numbers, booleans and the `__` columns keep both.
-fn statistics_levels(schema: &TableSchema) -> Vec<(ColumnPath, EnabledStatistics)> {
-    fn walk(
-        ty: &ColumnType,
-        in_list: bool,
-        path: &mut Vec<String>,
-        out: &mut Vec<(ColumnPath, EnabledStatistics)>,
-    ) {
-        match ty {
-            ColumnType::Struct(fields) => {
-                for (name, fty) in fields {
-                    path.push(name.clone());
-                    walk(fty, in_list, path, out);
-                    path.pop();
-                }
-            }
-            // Arrow lists are written as `<column>.list.<element field>`.
-            ColumnType::List(inner) | ColumnType::Set(inner) => {
-                path.extend(["list".to_owned(), "item".to_owned()]);
-                walk(inner, true, path, out);
-                path.truncate(path.len() - 2);
-            }
-            ColumnType::Json | ColumnType::Binary => {
-                out.push((ColumnPath::new(path.clone()), EnabledStatistics::None));
-            }
-            _ if in_list => out.push((ColumnPath::new(path.clone()), EnabledStatistics::None)),
-            ColumnType::Utf8 => {
-                out.push((ColumnPath::new(path.clone()), EnabledStatistics::Chunk));
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for column in schema.columns() {
-        walk(&column.ty, false, &mut vec![column.name.clone()], &mut out);
-    }
-    out
-}
