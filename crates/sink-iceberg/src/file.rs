@@ -12,9 +12,10 @@ use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, make_array};
+use arrow_array::{Array, ArrayRef, RecordBatch, StructArray, make_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use dynamo_cdc_object_store::{CopyError, ObjectPath, Objects, Upload};
+use dynamo_cdc_transform::is_long_text;
 use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, Struct};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -63,11 +64,13 @@ pub(crate) struct ClosedFile {
 }
 
 impl OpenFile {
-    /// Starts a file at `location` with columns `fields` (with field ids).
+    /// Starts a file at `location` with columns `fields` (with field ids),
+    /// for `first`, the values of its first batch, one array per field.
     pub(crate) fn create(
         target: Target,
         location: String,
         fields: Vec<Field>,
+        first: &[ArrayRef],
         day_ms: Option<i64>,
         schema_version: u64,
         encoding: Encoding,
@@ -105,7 +108,7 @@ impl OpenFile {
             .set_max_row_group_bytes(Some(encoding.row_group_bytes))
             .set_data_page_size_limit(128 * 1024)
             .set_created_by(format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")));
-        for (path, level) in statistics_levels(&schema) {
+        for (path, level) in statistics_levels(&schema, first) {
             props = props.set_column_statistics_enabled(path, level);
         }
         let writer =
@@ -256,12 +259,15 @@ fn retype_data(data: arrow_data::ArrayData, data_type: &DataType) -> arrow_data:
 
 /// The statistics of the columns that do not keep the default, as in the
 /// Parquet sink: none where min/max prunes nothing (DynamoDB JSON, binary,
-/// list elements), per row group only for text (the page index's check of
-/// each page's whole min and max values costs a sixth of a run on text of
-/// hundreds of KB; Iceberg's manifests carry the row groups' bounds).
-fn statistics_levels(schema: &Schema) -> Vec<(ColumnPath, EnabledStatistics)> {
+/// list elements, and text whose values in `first`, the file's first batch,
+/// are long: see [`is_long_text`]), per row group only for other text (the
+/// page index's check of each page's whole min and max values costs a sixth
+/// of a run on text of hundreds of KB; readers skip row groups, and the
+/// manifests record no column bounds).
+fn statistics_levels(schema: &Schema, first: &[ArrayRef]) -> Vec<(ColumnPath, EnabledStatistics)> {
     fn walk(
         field: &Field,
+        values: Option<&dyn Array>,
         in_list: bool,
         path: &mut Vec<String>,
         out: &mut Vec<(ColumnPath, EnabledStatistics)>,
@@ -270,13 +276,15 @@ fn statistics_levels(schema: &Schema) -> Vec<(ColumnPath, EnabledStatistics)> {
         let none = EnabledStatistics::None;
         match field.data_type() {
             DataType::Struct(children) => {
-                for c in children {
-                    walk(c, in_list, path, out);
+                let fields = values.and_then(|v| v.as_any().downcast_ref::<StructArray>());
+                for (i, c) in children.iter().enumerate() {
+                    let child = fields.map(|f| f.column(i).as_ref());
+                    walk(c, child, in_list, path, out);
                 }
             }
             DataType::List(item) => {
                 path.push("list".to_owned());
-                walk(item, true, path, out);
+                walk(item, None, true, path, out);
                 path.pop();
             }
             DataType::Binary => out.push((ColumnPath::new(path.clone()), none)),
@@ -285,15 +293,81 @@ fn statistics_levels(schema: &Schema) -> Vec<(ColumnPath, EnabledStatistics)> {
                 out.push((ColumnPath::new(path.clone()), none));
             }
             DataType::Utf8 if !field.name().starts_with("__") => {
-                out.push((ColumnPath::new(path.clone()), EnabledStatistics::Chunk));
+                let level = if values.is_some_and(is_long_text) {
+                    none
+                } else {
+                    EnabledStatistics::Chunk
+                };
+                out.push((ColumnPath::new(path.clone()), level));
             }
             _ => {}
         }
         path.pop();
     }
     let mut out = Vec::new();
-    for f in schema.fields() {
-        walk(f, false, &mut Vec::new(), &mut out);
+    for (i, f) in schema.fields().iter().enumerate() {
+        let values = first.get(i).map(|a| a.as_ref());
+        walk(f, values, false, &mut Vec::new(), &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::Fields;
+    use dynamo_cdc_transform::LONG_TEXT_BYTES;
+
+    use super::*;
+
+    fn text(values: &[&str]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    #[test]
+    fn long_text_json_binary_and_list_elements_have_no_statistics() {
+        let long = "x".repeat(LONG_TEXT_BYTES);
+        let json = HashMap::from([("dynamodb.type".to_owned(), "json".to_owned())]);
+        let doc_fields = Fields::from(vec![
+            Field::new("title", DataType::Utf8, true),
+            Field::new("abstract", DataType::Utf8, true),
+        ]);
+        let doc = StructArray::new(
+            doc_fields.clone(),
+            vec![text(&["t"]), text(&[long.as_str()])],
+            None,
+        );
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("body", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("meta", DataType::Utf8, true).with_metadata(json),
+            Field::new("doc", DataType::Struct(doc_fields), true),
+            Field::new("__op", DataType::Utf8, false),
+        ]);
+        let first: Vec<ArrayRef> = vec![
+            text(&["a"]),
+            text(&[long.as_str()]),
+            Arc::new(Int64Array::from(vec![1])),
+            text(&["{}"]),
+            Arc::new(doc),
+            text(&["c"]),
+        ];
+        let levels: Vec<String> = statistics_levels(&schema, &first)
+            .into_iter()
+            .map(|(path, level)| format!("{}={level:?}", path.string()))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                "id=Chunk",
+                "body=None",
+                "meta=None",
+                "doc.title=Chunk",
+                "doc.abstract=None"
+            ]
+        );
+    }
 }

@@ -462,18 +462,6 @@ impl IcebergSink {
                 let stale = state.open.remove(&day).expect("checked above");
                 state.closed.push(stale.close()?);
             }
-            if !state.open.contains_key(&day) {
-                let location = format!(
-                    "{}/data/{PARTITION_FIELD}={}/{}.parquet",
-                    state.table.metadata().location().trim_end_matches('/'),
-                    day.map_or_else(|| "null".to_owned(), |d| d.to_string()),
-                    uuid::Uuid::now_v7()
-                );
-                let target = self.warehouse.target(&location)?;
-                let fields = columns.iter().flatten().chain(&meta).cloned().collect();
-                let file = OpenFile::create(target, location, fields, day, version, encoding)?;
-                state.open.insert(day, file);
-            }
             let batch =
                 flat_batch(&state.schema, rows).map_err(|source| IcebergSinkError::Arrow {
                     file: state.ident.to_string(),
@@ -487,6 +475,21 @@ impl IcebergSink {
                 .map(|(i, _)| batch.column(i).clone())
                 .chain(batch.columns()[n - META_COLUMNS.len()..].iter().cloned())
                 .collect();
+            if !state.open.contains_key(&day) {
+                let location = format!(
+                    "{}/data/{PARTITION_FIELD}={}/{}.parquet",
+                    state.table.metadata().location().trim_end_matches('/'),
+                    day.map_or_else(|| "null".to_owned(), |d| d.to_string()),
+                    uuid::Uuid::now_v7()
+                );
+                let target = self.warehouse.target(&location)?;
+                let fields = columns.iter().flatten().chain(&meta).cloned().collect();
+                // The first batch is built before the file: it decides which
+                // text columns are long (see `file::statistics_levels`).
+                let file =
+                    OpenFile::create(target, location, fields, &arrays, day, version, encoding)?;
+                state.open.insert(day, file);
+            }
             let file = state.open.get_mut(&day).expect("opened above");
             file.write(arrays)?;
             if file.size() >= max_bytes {

@@ -6,30 +6,18 @@
 //! the rest is decided here, once per file, from the table's schema and the
 //! first batch written to the file.
 
-use arrow_array::{Array, RecordBatch, StringArray, StructArray};
+use arrow_array::{Array, RecordBatch, StructArray};
 use parquet::file::properties::EnabledStatistics;
 use parquet::schema::types::ColumnPath;
 
-use dynamo_cdc_transform::ColumnType;
-
-/// Mean bytes per value from which a text column counts as long text.
-///
-/// The writer keeps each page's min and max as whole copies of the values
-/// (truncated to 64 bytes only when the footer is written): a page's first
-/// value is copied twice, and each later value that is smaller or larger
-/// than all before it once more. For text of a few dozen bytes that is
-/// noise; for document bodies (a page or more per value) it is two copies of
-/// every value, about a twentieth of a replay of 400 KB items. What those
-/// statistics buy is nothing: 64-byte prefixes of prose or markup do not
-/// separate row groups.
-pub(crate) const LONG_TEXT_BYTES: usize = 1024;
+use dynamo_cdc_transform::{ColumnType, is_long_text};
 
 /// The statistics of the table's attribute `columns` (name and layout) that
 /// do not keep the default:
 /// - none for the columns whose min/max would prune nothing: DynamoDB-JSON
 ///   text, binary values, list or set elements (query engines do not prune
-///   on element statistics), and long text (see [`LONG_TEXT_BYTES`]), as
-///   measured in `first`, the file's first batch;
+///   on element statistics), and long text (values averaging a kilobyte or
+///   more in `first`, the file's first batch; see [`is_long_text`] for why);
 /// - per row group only for other text. The writer checks a page's whole min
 ///   and max values as UTF-8 before truncating them for the page index, and
 ///   unordered text prunes nothing page by page.
@@ -88,25 +76,13 @@ fn walk(
     }
 }
 
-/// Whether the non-null values average [`LONG_TEXT_BYTES`] or more.
-fn is_long_text(values: &dyn Array) -> bool {
-    let Some(text) = values.as_any().downcast_ref::<StringArray>() else {
-        return false;
-    };
-    let present = text.len() - text.null_count();
-    // The bytes of the slice this array covers (a batch's columns may be
-    // slices of larger buffers).
-    let offsets = text.value_offsets();
-    let bytes = (offsets[offsets.len() - 1] - offsets[0]) as usize;
-    present > 0 && bytes >= LONG_TEXT_BYTES * present
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{ArrayRef, Int64Array};
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
     use arrow_schema::{DataType, Field, Fields};
+    use dynamo_cdc_transform::LONG_TEXT_BYTES;
 
     use super::*;
 
@@ -138,19 +114,6 @@ mod tests {
             ],
         );
         assert_eq!(levels, ["id=Chunk", "body=None"]);
-    }
-
-    #[test]
-    fn the_mean_decides_not_the_longest_value() {
-        let long = "x".repeat(LONG_TEXT_BYTES * 2);
-        let levels = levels_of(
-            &[("note", ColumnType::Utf8)],
-            vec![(
-                "note",
-                text(&[Some(&long), Some("a"), Some("b"), Some("c")]),
-            )],
-        );
-        assert_eq!(levels, ["note=Chunk"]);
     }
 
     #[test]

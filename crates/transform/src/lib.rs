@@ -8,6 +8,8 @@
 //! - [`flat_batch`]: changes to an Arrow [`RecordBatch`](arrow_array::RecordBatch)
 //!   of flat rows; [`decode_items`] reads such rows back.
 //! - [`avro`]: Avro schemas and datums, flat or in the Debezium envelope.
+//! - [`is_long_text`]: which text columns of a batch hold long values (the
+//!   Parquet writers keep no statistics for them).
 //!
 //! The type mapping, and the `dynamodb.type` field metadata that makes every
 //! column decodable, are described in [`column`].
@@ -20,6 +22,7 @@ mod config;
 mod declared;
 mod decode;
 mod infer;
+mod long_text;
 mod schema;
 
 pub use build::{flat_batch, snapshot_batch};
@@ -27,4 +30,5 @@ pub use column::{ColumnType, NumbersMode};
 pub use config::TransformConfig;
 pub use declared::DeclaredSchema;
 pub use decode::decode_items;
+pub use long_text::{LONG_TEXT_BYTES, is_long_text};
 pub use schema::{Column, META_COLUMNS, SNAPSHOT_COLUMNS, TableSchema};
