@@ -304,6 +304,7 @@ fn statistics_levels(schema: &Schema, first: &[ArrayRef]) -> Vec<(ColumnPath, En
         }
         path.pop();
     }
+    debug_assert_eq!(first.len(), schema.fields().len(), "one array per field");
     let mut out = Vec::new();
     for (i, f) in schema.fields().iter().enumerate() {
         let values = first.get(i).map(|a| a.as_ref());

@@ -4,7 +4,9 @@
 //! skip row groups or pages with them. The writer's default (min/max per row
 //! group and per page) is kept for numbers, booleans and the `__` columns;
 //! the rest is decided here, once per file, from the table's schema and the
-//! first batch written to the file.
+//! first batch written to the file. One batch is enough: a column either
+//! holds bodies or it does not, and a wrong guess costs only the copies (or
+//! the statistics) of one file.
 
 use arrow_array::{Array, RecordBatch, StructArray};
 use parquet::file::properties::EnabledStatistics;

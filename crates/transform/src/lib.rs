@@ -8,8 +8,8 @@
 //! - [`flat_batch`]: changes to an Arrow [`RecordBatch`](arrow_array::RecordBatch)
 //!   of flat rows; [`decode_items`] reads such rows back.
 //! - [`avro`]: Avro schemas and datums, flat or in the Debezium envelope.
-//! - [`is_long_text`]: which text columns of a batch hold long values (the
-//!   Parquet writers keep no statistics for them).
+//! - [`is_long_text`]: whether a text column's values in a batch are long
+//!   (the Parquet writers keep no statistics for such columns).
 //!
 //! The type mapping, and the `dynamodb.type` field metadata that makes every
 //! column decodable, are described in [`column`].
