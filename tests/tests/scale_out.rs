@@ -285,6 +285,7 @@ fn bucket(moto: &str) -> Objects {
     .unwrap() else {
         panic!("an s3 location")
     };
+    dynamo_cdc_object_store::install_tls_provider();
     let s3 = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name("lake")
         .with_region("us-east-1")

@@ -86,6 +86,7 @@ pub(crate) fn build(
     options: &StoreOptions,
     chain: Option<crate::aws_chain::Chain>,
 ) -> object_store::Result<Arc<dyn ObjectStore>> {
+    crate::tls::install_tls_provider();
     Ok(match url.scheme {
         Scheme::S3 => {
             let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);

@@ -366,6 +366,7 @@ impl SigningProxy {
             .await
             .map_err(listen_error)?;
         let port = listener.local_addr().map_err(listen_error)?.port();
+        dynamo_cdc_object_store::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()

@@ -146,6 +146,7 @@ fn signer(token: Option<&str>) -> Signer {
 /// A client that goes to the proxy directly, whatever the environment's
 /// HTTP_PROXY.
 fn client() -> reqwest::Client {
+    dynamo_cdc_object_store::install_tls_provider();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
