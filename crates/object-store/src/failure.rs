@@ -6,6 +6,8 @@
 //! - Access denied, bad credentials, or a bucket that does not exist: fatal.
 //!   Stores are checked at open (a list of the prefix), so these stop the
 //!   run before any change is read.
+//! - A client that cannot be built from the settings or on this machine (a
+//!   malformed endpoint, no CA certificates to trust): fatal, at open.
 //! - Everything else (throttling such as S3's `SlowDown`, 5xx, a dropped
 //!   connection, expired temporary credentials): transient, after
 //!   object_store's own retries.
@@ -28,6 +30,10 @@ pub enum FailureClass {
     Denied,
     /// The bucket (or container) does not exist.
     NoBucket,
+    /// No client can be built: the settings (a malformed endpoint, a
+    /// missing Azure account) or the machine (no CA certificates to trust)
+    /// do not allow one. The source says which.
+    Settings,
     /// May pass: throttling, 5xx, network, expiring credentials.
     Passing,
 }
@@ -60,7 +66,7 @@ fn describe(class: FailureClass, operation: &str, object: &str, bucket: &str) ->
         FailureClass::NoBucket => {
             format!("cannot {operation} {object}: bucket {bucket} does not exist")
         }
-        FailureClass::Passing => format!("cannot {operation} {object}"),
+        FailureClass::Settings | FailureClass::Passing => format!("cannot {operation} {object}"),
     }
 }
 
@@ -181,5 +187,14 @@ mod tests {
         };
         assert!(e.to_string().contains("another writer committed it"), "{e}");
         assert!(e.is_transient());
+        let e = ObjectError {
+            class: FailureClass::Settings,
+            operation: "configure a client for",
+            object: "s3://lake/cdc".into(),
+            bucket: "s3://lake".into(),
+            source: Box::new(generic("No CA certificates were loaded from the system")),
+        };
+        assert_eq!(e.to_string(), "cannot configure a client for s3://lake/cdc");
+        assert!(!e.is_transient());
     }
 }

@@ -98,7 +98,7 @@ impl Buckets {
     /// when object_store refuses the settings.
     pub fn open(&self, url: &StoreUrl) -> Result<Objects, ObjectError> {
         let refused = |source| ObjectError {
-            class: FailureClass::Denied,
+            class: FailureClass::Settings,
             operation: "configure a client for",
             object: url.to_string(),
             bucket: url.bucket_url(),
@@ -321,5 +321,29 @@ impl Objects {
     ) -> Result<Bytes, ObjectError> {
         self.block_on(self.store.get_range(key, range))
             .map_err(self.fail("read", key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that cannot be built is a settings problem, fatal, and not
+    /// put down to credentials.
+    #[test]
+    fn a_client_that_cannot_be_built_is_a_settings_failure() {
+        let buckets = Buckets::new(Scheme::Gcs, &StoreOptions::default());
+        let url = StoreUrl::parse("s3://lake/cdc").unwrap();
+        let e = buckets
+            .open(&url)
+            .expect_err("a GCS client for an s3:// URL");
+        assert_eq!(e.class, FailureClass::Settings);
+        assert!(!e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot configure a client for s3://lake/cdc"),
+            "{text}"
+        );
+        assert!(!text.contains("credentials"), "{text}");
     }
 }
