@@ -164,36 +164,49 @@ mod tests {
         assert_eq!(classify(&exists), FailureClass::Collision);
     }
 
+    /// An error on `object` in the bucket `s3://lake`.
+    fn error(
+        class: FailureClass,
+        operation: &'static str,
+        object: &str,
+        body: &str,
+    ) -> ObjectError {
+        ObjectError {
+            class,
+            operation,
+            object: object.into(),
+            bucket: "s3://lake".into(),
+            source: Box::new(generic(body)),
+        }
+    }
+
     #[test]
     fn messages_name_the_object_and_the_bucket() {
-        let e = ObjectError {
-            class: FailureClass::Denied,
-            operation: "list",
-            object: "s3://lake/cdc/".into(),
-            bucket: "s3://lake".into(),
-            source: Box::new(generic("AccessDenied")),
-        };
+        let e = error(
+            FailureClass::Denied,
+            "list",
+            "s3://lake/cdc/",
+            "AccessDenied",
+        );
         assert_eq!(
             e.to_string(),
             "cannot list s3://lake/cdc/: access to bucket s3://lake denied (check the credentials and their permissions)"
         );
         assert!(!e.is_transient());
-        let e = ObjectError {
-            class: FailureClass::Collision,
-            operation: "commit",
-            object: "s3://lake/cdc/t/x.parquet".into(),
-            bucket: "s3://lake".into(),
-            source: Box::new(generic("exists")),
-        };
+        let e = error(
+            FailureClass::Collision,
+            "commit",
+            "s3://lake/cdc/t/x.parquet",
+            "exists",
+        );
         assert!(e.to_string().contains("another writer committed it"), "{e}");
         assert!(e.is_transient());
-        let e = ObjectError {
-            class: FailureClass::Settings,
-            operation: "configure a client for",
-            object: "s3://lake/cdc".into(),
-            bucket: "s3://lake".into(),
-            source: Box::new(generic("No CA certificates were loaded from the system")),
-        };
+        let e = error(
+            FailureClass::Settings,
+            "configure a client for",
+            "s3://lake/cdc",
+            "No CA certificates were loaded from the system",
+        );
         assert_eq!(e.to_string(), "cannot configure a client for s3://lake/cdc");
         assert!(!e.is_transient());
     }

@@ -80,18 +80,11 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        // reqwest's `Debug` shows the whole source chain, down to rustls'
+        // verdict on the certificate.
         runtime.block_on(async {
-            let answer = client.get(url).send().await.map_err(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(": ");
-                    text.push_str(&s.to_string());
-                    source = s.source();
-                }
-                text
-            })?;
-            answer.text().await.map_err(|e| e.to_string())
+            let answer = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+            answer.text().await.map_err(|e| format!("{e:?}"))
         })
     }
 
