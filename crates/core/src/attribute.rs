@@ -17,10 +17,7 @@ use serde::{Deserializer, Serialize, Serializer};
 use crate::item::Item;
 use crate::json_scan::json_special_position;
 use crate::number::Number;
-
-/// Attribute names and string values: short texts (up to 23 bytes) are kept
-/// inline, so the common item allocates little per attribute.
-pub type Text = smol_str::SmolStr;
+use crate::text::Text;
 
 /// Deepest nesting of lists and maps DynamoDB stores: a top-level map or list
 /// is level 1.

@@ -8,7 +8,8 @@
 use std::fmt;
 use std::ops::Index;
 
-use crate::attribute::{AttributeValue, Text};
+use crate::attribute::AttributeValue;
+use crate::text::Text;
 
 /// Attribute name to value, in name order, each name once.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -20,9 +20,10 @@ mod number;
 mod outage;
 mod position;
 mod seam;
+mod text;
 
 pub use attribute::{
-    AttributeValue, ItemSeed, MAX_NESTING, PathStack, Text, parse_item, write_json_string,
+    AttributeValue, ItemSeed, MAX_NESTING, PathStack, parse_item, write_json_string,
 };
 pub use base64_decode::decode_base64;
 pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};
@@ -36,3 +37,4 @@ pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
     Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
 };
+pub use text::Text;

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use smol_str::SmolStr;
+use crate::text::Text;
 
 /// Most significant digits a DynamoDB number may have.
 pub const MAX_SIGNIFICANT_DIGITS: usize = 38;
@@ -21,7 +21,7 @@ pub(crate) const MAX_EXPONENT: i64 = 125;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Number {
     // Inline up to 23 bytes, which nearly every number fits: no allocation.
-    canonical: SmolStr,
+    canonical: Text,
 }
 
 /// Why a text is not a DynamoDB number.
