@@ -20,7 +20,7 @@ pub(crate) const MAX_EXPONENT: i64 = 125;
 /// An exact DynamoDB number in canonical decimal form.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Number {
-    // Inline up to 23 bytes, which nearly every number fits: no allocation.
+    // Inline up to 22 bytes, which nearly every number fits: no allocation.
     canonical: Text,
 }
 

@@ -70,11 +70,6 @@ impl Text {
             Repr::Heap(text) => text,
         }
     }
-
-    /// Whether the text is kept on the heap (it is longer than 22 bytes).
-    pub fn is_heap_allocated(&self) -> bool {
-        matches!(self.0, Repr::Heap(_))
-    }
 }
 
 /// `b` (at most [`INLINE`] bytes) zero-padded to [`INLINE`] bytes, read with
@@ -114,12 +109,6 @@ fn inline_bytes(b: &[u8]) -> [u8; INLINE] {
     bytes
 }
 
-impl Default for Text {
-    fn default() -> Text {
-        Text::new("")
-    }
-}
-
 impl Deref for Text {
     type Target = str;
 
@@ -132,12 +121,6 @@ impl Deref for Text {
 impl AsRef<str> for Text {
     fn as_ref(&self) -> &str {
         self.as_str()
-    }
-}
-
-impl AsRef<[u8]> for Text {
-    fn as_ref(&self) -> &[u8] {
-        self.as_str().as_bytes()
     }
 }
 
@@ -187,18 +170,6 @@ impl PartialEq<&str> for Text {
     }
 }
 
-impl PartialEq<String> for Text {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<Text> for str {
-    fn eq(&self, other: &Text) -> bool {
-        self == other.as_str()
-    }
-}
-
 impl PartialEq<Text> for &str {
     fn eq(&self, other: &Text) -> bool {
         *self == other.as_str()
@@ -230,13 +201,6 @@ impl From<&str> for Text {
     }
 }
 
-impl From<&mut str> for Text {
-    #[inline]
-    fn from(text: &mut str) -> Text {
-        Text::new(text)
-    }
-}
-
 impl From<&String> for Text {
     #[inline]
     fn from(text: &String) -> Text {
@@ -248,27 +212,6 @@ impl From<String> for Text {
     #[inline]
     fn from(text: String) -> Text {
         Text::new(text)
-    }
-}
-
-impl From<Box<str>> for Text {
-    #[inline]
-    fn from(text: Box<str>) -> Text {
-        Text::new(text)
-    }
-}
-
-impl From<Text> for String {
-    fn from(text: Text) -> String {
-        text.as_str().to_owned()
-    }
-}
-
-impl std::str::FromStr for Text {
-    type Err = std::convert::Infallible;
-
-    fn from_str(text: &str) -> Result<Text, Self::Err> {
-        Ok(Text::new(text))
     }
 }
 
@@ -318,7 +261,7 @@ mod tests {
         for n in 0..=INLINE + 2 {
             let text = Text::new(&source[..n]);
             assert_eq!(text.as_str(), &source[..n], "length {n}");
-            assert_eq!(text.is_heap_allocated(), n > INLINE, "length {n}");
+            assert_eq!(matches!(text.0, Repr::Heap(_)), n > INLINE, "length {n}");
             if let Repr::Inline { bytes, .. } = &text.0 {
                 assert!(bytes[n..].iter().all(|&b| b == 0), "length {n}: padding");
             }
