@@ -22,6 +22,7 @@ mod config;
 mod encode;
 mod events;
 mod json;
+mod native;
 mod producer;
 mod registry;
 mod resume;

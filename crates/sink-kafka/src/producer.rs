@@ -24,12 +24,10 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 
-use crate::KafkaSinkError;
+use crate::{KafkaSinkError, native};
 
 /// One message to send.
 #[derive(Clone, Debug)]
@@ -196,7 +194,12 @@ pub(crate) enum Until {
 }
 
 /// The producer.
+///
+/// Field order matters when it is dropped: topic handles go back before
+/// the client is destroyed, and the messages librdkafka reads in place
+/// (`flights`, `abandoned`) are freed after.
 pub(crate) struct KafkaProducer<T = ()> {
+    topics: native::Topics,
     producer: BaseProducer<Acks>,
     /// Next offset per topic and partition after every landed group.
     pub(crate) next_offsets: BTreeMap<(String, i32), i64>,
@@ -211,6 +214,9 @@ pub(crate) struct KafkaProducer<T = ()> {
     outage: dynamo_cdc_core::Outage,
     /// How long [`Drop`] waits for answers: the request timeout.
     drain: Duration,
+    /// Groups whose hand-over failed part way: librdkafka may still read
+    /// the messages handed over, so they are kept until the client is gone.
+    abandoned: Vec<Vec<Outgoing>>,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -257,6 +263,7 @@ impl<T> KafkaProducer<T> {
                 source,
             })?;
         Ok(KafkaProducer {
+            topics: native::Topics::default(),
             producer,
             next_offsets: BTreeMap::new(),
             next_serial: 0,
@@ -264,6 +271,7 @@ impl<T> KafkaProducer<T> {
             in_flight_bytes: 0,
             outage: dynamo_cdc_core::Outage::new(),
             drain,
+            abandoned: Vec::new(),
         })
     }
 
@@ -283,9 +291,17 @@ impl<T> KafkaProducer<T> {
             tag,
         };
         for (index, m) in messages.iter().enumerate() {
-            if let Some(early) = self.hand_over(m, first + index)? {
-                flight.results[index] = Some(early);
-                flight.answered += 1;
+            match self.hand_over(m, first + index) {
+                Ok(Some(early)) => {
+                    flight.results[index] = Some(early);
+                    flight.answered += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // librdkafka may hold the messages handed over so far.
+                    self.abandoned.push(messages);
+                    return Err(e);
+                }
             }
         }
         flight.messages = messages;
@@ -295,39 +311,43 @@ impl<T> KafkaProducer<T> {
     }
 
     /// Hands one message to librdkafka; `Some` when it is refused at once.
-    fn hand_over(&self, m: &Outgoing, serial: usize) -> Result<Option<Sent>, KafkaSinkError> {
-        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_bytes()),
-            });
-        }
-        let mut record: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(&m.topic, serial)
-                .key(m.key.as_slice())
-                .headers(headers);
-        if let Some(value) = &m.value {
-            record = record.payload(value.as_slice());
-        }
+    ///
+    /// librdkafka reads the key and value where they are, without a copy:
+    /// the message must stay in its group (in `flights`, or `abandoned`)
+    /// until its answer is served or the client is gone.
+    fn hand_over(&mut self, m: &Outgoing, serial: usize) -> Result<Option<Sent>, KafkaSinkError> {
+        let message = native::Message {
+            topic: &m.topic,
+            key: &m.key,
+            value: m.value.as_deref(),
+            headers: &m.headers,
+            serial,
+        };
         loop {
-            match self.producer.send(record) {
+            let client = self.producer.client().native_ptr();
+            // SAFETY: `client` lives as long as `self.producer`; the caller
+            // keeps `m` in a group of `self.flights` (or `self.abandoned`)
+            // until its answer is served, and both are dropped only after
+            // `self.producer` (field order), which serves every answer or
+            // destroys the client first.
+            #[allow(unsafe_code)]
+            let handed = unsafe { native::produce(client, &mut self.topics, &message) };
+            match handed {
                 Ok(()) => return Ok(None),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err(RDKafkaErrorCode::QueueFull) => {
                     // The local queue is full: let acknowledgements drain it.
                     self.wait_for_reports();
-                    record = back;
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                Err(RDKafkaErrorCode::MessageSizeTooLarge) => {
                     return Ok(Some(Sent::TooLarge(format!(
                         "{} bytes exceed the producer's message.max.bytes",
                         m.key.len() + m.value.as_ref().map_or(0, Vec::len)
                     ))));
                 }
-                Err((e, _)) => {
+                Err(code) => {
                     return Err(KafkaSinkError::Client {
                         what: "cannot hand a message to the producer",
-                        source: e,
+                        source: KafkaError::MessageProduction(code),
                     });
                 }
             }
@@ -579,6 +599,103 @@ mod tests {
             key: i.to_string().into_bytes(),
             value: Some(vec![b'x'; 100]),
             headers: Vec::new(),
+        }
+    }
+
+    /// What a topic's single partition holds: key, value, headers.
+    type Stored = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+    fn read_back(brokers: &str, topic: &str) -> Vec<Stored> {
+        use rdkafka::message::Headers as _;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "read-back")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        loop {
+            assert!(Instant::now() < deadline, "{topic} never ended");
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push((
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().map(<[u8]>::to_vec),
+                    m.headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                )),
+                Some(Err(KafkaError::PartitionEOF(_))) => return out,
+                _ => {}
+            }
+        }
+    }
+
+    /// Keys, values and headers are read where they are, not copied: what
+    /// the brokers store is what the groups held, to the byte, an empty
+    /// value stays empty and a tombstone stays null, on every topic.
+    #[test]
+    fn messages_arrive_byte_for_byte_on_each_topic() {
+        let cluster = MockCluster::new(1).unwrap();
+        let topics: Vec<Arc<str>> = vec!["a".into(), "b".into()];
+        for t in &topics {
+            cluster.create_topic(t, 1, 1).unwrap();
+        }
+        let mut producer = KafkaProducer::<usize>::new(&cluster.bootstrap_servers(), &[]).unwrap();
+        let mut sent: Vec<Vec<Outgoing>> = vec![Vec::new(), Vec::new()];
+        for group in 0..3 {
+            let messages: Vec<Outgoing> = (0..40)
+                .map(|i| {
+                    let topic = &topics[i % 2];
+                    let value = match i % 5 {
+                        0 => None,
+                        1 => Some(Vec::new()),
+                        // Past librdkafka's `message.copy.max.bytes` too.
+                        2 => Some((0..70_000).map(|b| (b * 7 + i) as u8).collect()),
+                        _ => Some(format!("value {group}-{i}").into_bytes()),
+                    };
+                    Outgoing {
+                        topic: topic.clone(),
+                        key: format!("key {group}-{i}").into_bytes(),
+                        value,
+                        headers: vec![
+                            ("table", HeaderValue::Shared("orders".into())),
+                            ("event", HeaderValue::Owned(vec![0, 1, 2, 255])),
+                        ],
+                    }
+                })
+                .collect();
+            for m in &messages {
+                sent[topics.iter().position(|t| *t == m.topic).unwrap()].push(m.clone());
+            }
+            producer.submit(messages, group).unwrap();
+        }
+        let landed = producer.landed(Until::Empty);
+        assert_eq!(landed.iter().map(|l| l.tag).collect::<Vec<_>>(), [0, 1, 2]);
+        for l in &landed {
+            assert!(l.results.iter().all(|r| matches!(r, Sent::Stored { .. })));
+        }
+        for (topic, sent) in topics.iter().zip(&sent) {
+            let want: Vec<Stored> = sent
+                .iter()
+                .map(|m| {
+                    let headers = m
+                        .headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                        .collect();
+                    (m.key.clone(), m.value.clone(), headers)
+                })
+                .collect();
+            assert_eq!(read_back(&cluster.bootstrap_servers(), topic), want);
         }
     }
 
