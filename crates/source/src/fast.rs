@@ -487,13 +487,30 @@ impl<'a> Cursor<'a> {
     /// An item or map whose values sit at `depth`.
     fn item(&mut self, depth: usize) -> Option<Item> {
         let start = self.entries.len();
+        // Names usually come sorted: each is compared with the one before
+        // it while both are at hand, and the item needs no other check.
+        let mut ascending = true;
         self.object(|c, key| {
             let value = c.value(depth)?;
-            c.entries.push((Text::from(&*key), value));
+            let name = Text::from(&*key);
+            // A nested map has taken its own entries out again by now.
+            if c.entries.len() > start
+                && let Some((last, _)) = c.entries.last()
+            {
+                ascending &= *last < name;
+            }
+            c.entries.push((name, value));
             Some(())
         })?;
-        // A duplicate name is for the serde path to report.
-        Item::from_entries(self.entries.drain(start..).collect()).ok()
+        // `split_off` moves the entries with one copy into an exactly
+        // sized vector (collecting a `drain` moved them one by one).
+        let entries = self.entries.split_off(start);
+        if ascending {
+            Some(Item::from_ascending_entries(entries))
+        } else {
+            // Sorted there; a duplicate name is for the serde path to report.
+            Item::from_entries(entries).ok()
+        }
     }
 
     fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
@@ -554,7 +571,7 @@ impl<'a> Cursor<'a> {
                     c.elements.push(value);
                     Some(())
                 })?;
-                AttributeValue::L(self.elements.drain(start..).collect())
+                AttributeValue::L(self.elements.split_off(start))
             }
             "M" => AttributeValue::M(self.item(depth + 1)?),
             _ => return None,
@@ -574,6 +591,21 @@ mod tests {
 
     fn ctx() -> RecordContext {
         RecordContext::new("shard-1".into(), Some("fallback".into()))
+    }
+
+    /// What `Cursor::item` relies on: a map's entries leave the cursor's
+    /// growth-sized buffer in a vector of their own size, even from the
+    /// start of the buffer, and the buffer stays for the next map.
+    #[test]
+    fn split_off_hands_over_an_exactly_sized_vector() {
+        for start in [0, 2] {
+            let mut buffer: Vec<u32> = Vec::with_capacity(64);
+            buffer.extend([1, 2, 3, 4, 5]);
+            let own = buffer.split_off(start);
+            assert_eq!(own.capacity(), 5 - start);
+            assert_eq!(buffer.capacity(), 64);
+            assert_eq!(buffer.len(), start);
+        }
     }
 
     fn page(items: &[Item]) -> String {
@@ -627,6 +659,49 @@ mod tests {
             if let Some(fast) = super::parse_page(&text, &mut ctx()) {
                 prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx()));
             }
+        }
+    }
+
+    /// Streams send an item's names in any order: the fast parser reads
+    /// them as serde does (an item is sorted either way), in order or not,
+    /// at the top and nested; a name twice is for serde to report.
+    #[test]
+    fn names_in_any_order_and_a_name_twice() {
+        let page = |image: &str| {
+            format!(
+                r#"{{"Records":[{{"eventName":"INSERT","dynamodb":{{"Keys":{{"k":{{"S":"a"}}}},"NewImage":{image},"SequenceNumber":"1"}}}}]}}"#
+            )
+        };
+        let nested = r#"{"y":{"S":"2"},"b":{"BOOL":true},"x":{"NULL":true}}"#;
+        for image in [
+            format!(r#"{{"z":{{"N":"1"}},"k":{{"S":"a"}},"m":{{"M":{nested}}},"a":{{"S":"3"}}}}"#),
+            format!(r#"{{"a":{{"S":"3"}},"k":{{"S":"a"}},"m":{{"M":{nested}}},"z":{{"N":"1"}}}}"#),
+            format!(r#"{{"a":{{"S":"3"}},"k":{{"S":"a"}},"z":{{"N":"1"}},"m":{{"M":{nested}}}}}"#),
+            r#"{"a a long name past the inline limit":{"S":"3"},"a":{"S":"1"}}"#.to_owned(),
+        ] {
+            let text = page(&image);
+            let fast = super::parse_page(&text, &mut ctx());
+            assert!(fast.is_some(), "{image}");
+            assert_eq!(fast, parse_page_serde(&text, &mut ctx()), "{image}");
+        }
+        let image = page(&format!(r#"{{"a":{{"S":"3"}},"m":{{"M":{nested}}}}}"#));
+        let new_image = super::parse_page(&image, &mut ctx()).unwrap().changes[0]
+            .new_image
+            .clone()
+            .unwrap();
+        let Some(AttributeValue::M(m)) = new_image.get("m") else {
+            panic!("no map");
+        };
+        let names: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["b", "x", "y"]);
+        for twice in [
+            r#"{"k":{"S":"a"},"k":{"S":"b"}}"#.to_owned(),
+            r#"{"z":{"S":"a"},"k":{"S":"b"},"z":{"S":"c"}}"#.to_owned(),
+            r#"{"m":{"M":{"y":{"S":"2"},"b":{"S":"1"},"y":{"S":"3"}}}}"#.to_owned(),
+        ] {
+            let text = page(&twice);
+            assert_eq!(super::parse_page(&text, &mut ctx()), None, "{twice}");
+            assert_eq!(parse_page_serde(&text, &mut ctx()), None, "{twice}");
         }
     }
 

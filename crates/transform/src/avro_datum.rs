@@ -204,10 +204,9 @@ impl Datum {
         let columns = table.columns();
         let mut values: Vec<Option<&AttributeValue>> = vec![None; columns.len()];
         let mut attrs = item.iter().peekable();
-        for &ci in table.sorted_columns() {
-            let name = columns[ci].attribute.as_str();
-            while attrs.next_if(|(k, _)| k.as_str() < name).is_some() {}
-            values[ci] = attrs.next_if(|(k, _)| k.as_str() == name).map(|(_, v)| v);
+        for (name, ci) in table.sorted_columns() {
+            while attrs.next_if(|(k, _)| *k < name).is_some() {}
+            values[*ci] = attrs.next_if(|(k, _)| *k == name).map(|(_, v)| v);
         }
         for (c, value) in columns.iter().zip(values) {
             self.field(&c.ty, value)?;

@@ -31,19 +31,18 @@ pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBat
     // one merge per row finds every column's value without lookups.
     for change in changes {
         let mut attrs = change.row_image().iter().peekable();
-        for &ci in schema.sorted_columns() {
-            let name = schema.columns()[ci].attribute.as_str();
+        for (name, ci) in schema.sorted_columns() {
             // Most rows hold most columns: test for the match first, which
             // a length alone often settles, and order names only on a miss.
             let value = loop {
-                if let Some((_, v)) = attrs.next_if(|(k, _)| k.as_str() == name) {
+                if let Some((_, v)) = attrs.next_if(|(k, _)| **k == *name) {
                     break Some(v);
                 }
-                if attrs.next_if(|(k, _)| k.as_str() < name).is_none() {
+                if attrs.next_if(|(k, _)| **k < *name).is_none() {
                     break None;
                 }
             };
-            values[ci].push(value);
+            values[*ci].push(value);
         }
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len() + 8);

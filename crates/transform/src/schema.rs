@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use dynamo_cdc_core::Item;
+use dynamo_cdc_core::{Item, Text};
 
 use crate::column::{ColumnType, NumbersMode, attribute_name};
 use crate::declared::{DeclaredSchema, fits};
@@ -46,9 +46,10 @@ pub struct TableSchema {
     table: String,
     columns: Vec<Column>,
     by_attribute: foldhash::HashMap<String, usize>,
-    /// Column indices in attribute-name order, for merging with row images
-    /// (which are sorted by name).
-    sorted: Vec<usize>,
+    /// Attribute names and their column indices in name order, for merging
+    /// with row images (which are sorted by name). `Text`s, like the row
+    /// images' names, compare without a `memcmp` call.
+    sorted: Vec<(Text, usize)>,
     mode: NumbersMode,
     version: u64,
     arrow: SchemaRef,
@@ -137,8 +138,9 @@ impl TableSchema {
     /// A message naming the attribute that does not fit its declaration.
     pub fn admit(&mut self, item: &Item) -> Result<(), String> {
         if self.any_declared {
+            let mut next = 0;
             for (attribute, value) in item {
-                if let Some(&i) = self.by_attribute.get(attribute.as_str()) {
+                if let Some(i) = self.seek(&mut next, attribute) {
                     let column = &self.columns[i];
                     if column.declared {
                         fits(value, &column.ty, attribute)?;
@@ -147,9 +149,10 @@ impl TableSchema {
             }
         }
         let mut changed = false;
+        let mut next = 0;
         for (attribute, value) in item {
-            match self.by_attribute.get(attribute.as_str()) {
-                Some(&i) => {
+            match self.seek(&mut next, attribute) {
+                Some(i) => {
                     let column = &mut self.columns[i];
                     if column.declared || holds(&column.ty, value, self.mode) {
                         continue;
@@ -161,6 +164,8 @@ impl TableSchema {
                     }
                 }
                 None => {
+                    // Added after the sorted columns: the merge goes on
+                    // over those, and they are sorted again below.
                     let ty = infer(value, self.mode);
                     self.push(attribute, ty, false);
                     changed = true;
@@ -174,10 +179,30 @@ impl TableSchema {
         Ok(())
     }
 
+    /// The column of `name`, the next of a row image's names in order:
+    /// `next` (0 for a row's first name) moves along the sorted columns,
+    /// so a row is matched in one merge instead of a lookup per name.
+    fn seek(&self, next: &mut usize, name: &Text) -> Option<usize> {
+        // Most rows hold most columns: the match is tested first, which a
+        // length alone often settles, and names are ordered only on a miss.
+        loop {
+            let (column, i) = self.sorted.get(*next)?;
+            if column == name {
+                *next += 1;
+                return Some(*i);
+            }
+            if column > name {
+                return None;
+            }
+            *next += 1;
+        }
+    }
+
     fn rebuild(&mut self) {
-        self.sorted = (0..self.columns.len()).collect();
-        self.sorted
-            .sort_by(|&a, &b| self.columns[a].attribute.cmp(&self.columns[b].attribute));
+        self.sorted = (self.columns.iter().enumerate())
+            .map(|(i, c)| (Text::new(&c.attribute), i))
+            .collect();
+        self.sorted.sort_unstable();
         let mut fields: Vec<Field> = self
             .columns
             .iter()
@@ -193,8 +218,8 @@ impl TableSchema {
         self.arrow_snapshot = Arc::new(Schema::new_with_metadata(fields, meta));
     }
 
-    /// Column indices in attribute-name order.
-    pub(crate) fn sorted_columns(&self) -> &[usize] {
+    /// Attribute names and their column indices, in name order.
+    pub(crate) fn sorted_columns(&self) -> &[(Text, usize)] {
         &self.sorted
     }
 
