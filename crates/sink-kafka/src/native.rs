@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use rdkafka::IntoOpaque as _;
 use rdkafka::bindings as rd;
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::producer::HeaderValue;
@@ -63,11 +62,12 @@ impl Topics {
         &mut self,
         client: *mut rd::rd_kafka_t,
         topic: &Arc<str>,
-    ) -> Result<*mut rd::rd_kafka_topic_t, KafkaError> {
+    ) -> Result<*mut rd::rd_kafka_topic_t, RDKafkaErrorCode> {
         if let Some(handle) = self.handles.get(topic) {
             return Ok(handle.0.as_ptr());
         }
-        let name = CString::new(topic.as_bytes()).map_err(KafkaError::Nul)?;
+        // Topic names are checked where they are made; a NUL is no name.
+        let name = CString::new(topic.as_bytes()).map_err(|_| RDKafkaErrorCode::InvalidArgument)?;
         // SAFETY: `client` is a live client (the caller's contract) and
         // `name` a NUL-terminated string; a null configuration means the
         // client's default topic configuration.
@@ -75,7 +75,7 @@ impl Topics {
         let Some(handle) = NonNull::new(raw) else {
             // SAFETY: reads the calling thread's last librdkafka error.
             let code = unsafe { rd::rd_kafka_last_error() };
-            return Err(KafkaError::MessageProduction(code.into()));
+            return Err(code.into());
         };
         self.handles.insert(topic.clone(), TopicHandle(handle));
         Ok(handle.as_ptr())
@@ -108,10 +108,7 @@ pub(crate) unsafe fn produce(
     topics: &mut Topics,
     message: &Message<'_>,
 ) -> Result<(), RDKafkaErrorCode> {
-    let topic = topics.handle(client, message.topic).map_err(|e| match e {
-        KafkaError::MessageProduction(code) => code,
-        _ => RDKafkaErrorCode::InvalidArgument,
-    })?;
+    let topic = topics.handle(client, message.topic)?;
     // SAFETY: a new list; librdkafka copies each header added to it.
     let headers = unsafe { rd::rd_kafka_headers_new(message.headers.len()) };
     for (name, value) in message.headers {

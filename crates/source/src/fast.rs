@@ -494,9 +494,7 @@ impl<'a> Cursor<'a> {
             let value = c.value(depth)?;
             let name = Text::from(&*key);
             // A nested map has taken its own entries out again by now.
-            if c.entries.len() > start
-                && let Some((last, _)) = c.entries.last()
-            {
+            if let Some((last, _)) = c.entries[start..].last() {
                 ascending &= *last < name;
             }
             c.entries.push((name, value));

@@ -198,16 +198,11 @@ impl Datum {
 
     /// The attribute fields of a table's value record, from `item`.
     pub(crate) fn record(&mut self, table: &TableSchema, item: &Item) -> Result<(), Mismatch> {
-        // Fields go out in column order, but both the item and the sorted
-        // column index are in name order: one merge finds every column's
-        // value, where a lookup per column compared names a few times each.
+        // Fields go out in column order; the item's values are found in
+        // name order.
         let columns = table.columns();
         let mut values: Vec<Option<&AttributeValue>> = vec![None; columns.len()];
-        let mut attrs = item.iter().peekable();
-        for (name, ci) in table.sorted_columns() {
-            while attrs.next_if(|(k, _)| *k < name).is_some() {}
-            values[*ci] = attrs.next_if(|(k, _)| *k == name).map(|(_, v)| v);
-        }
+        table.each_value(item, |ci, value| values[ci] = value);
         for (c, value) in columns.iter().zip(values) {
             self.field(&c.ty, value)?;
         }

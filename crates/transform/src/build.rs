@@ -27,23 +27,8 @@ use crate::schema::TableSchema;
 pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBatch, ArrowError> {
     let mut values: Vec<Vec<Option<&AttributeValue>>> =
         vec![Vec::with_capacity(changes.len()); schema.columns().len()];
-    // Row images and the column list are both sorted by attribute name, so
-    // one merge per row finds every column's value without lookups.
     for change in changes {
-        let mut attrs = change.row_image().iter().peekable();
-        for (name, ci) in schema.sorted_columns() {
-            // Most rows hold most columns: test for the match first, which
-            // a length alone often settles, and order names only on a miss.
-            let value = loop {
-                if let Some((_, v)) = attrs.next_if(|(k, _)| **k == *name) {
-                    break Some(v);
-                }
-                if attrs.next_if(|(k, _)| **k < *name).is_none() {
-                    break None;
-                }
-            };
-            values[*ci].push(value);
-        }
+        schema.each_value(change.row_image(), |ci, value| values[ci].push(value));
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.columns().len() + 8);
     for (column, values) in schema.columns().iter().zip(&values) {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use dynamo_cdc_core::{Item, Text};
+use dynamo_cdc_core::{AttributeValue, Item, Text};
 
 use crate::column::{ColumnType, NumbersMode, attribute_name};
 use crate::declared::{DeclaredSchema, fits};
@@ -45,7 +45,6 @@ pub struct Column {
 pub struct TableSchema {
     table: String,
     columns: Vec<Column>,
-    by_attribute: foldhash::HashMap<String, usize>,
     /// Attribute names and their column indices in name order, for merging
     /// with row images (which are sorted by name). `Text`s, like the row
     /// images' names, compare without a `memcmp` call.
@@ -65,7 +64,6 @@ impl TableSchema {
         let mut s = TableSchema {
             table: table.to_owned(),
             columns: Vec::new(),
-            by_attribute: foldhash::HashMap::default(),
             sorted: Vec::new(),
             mode,
             version: 0,
@@ -101,9 +99,10 @@ impl TableSchema {
                 }
                 let attribute = attribute_name(field);
                 let ty = ColumnType::from_field(field)?;
-                match s.by_attribute.get(attribute) {
-                    Some(&i) if s.columns[i].declared => {}
-                    Some(&i) => s.columns[i].ty = widen(&s.columns[i].ty, &ty),
+                // Once per field at start: a scan of the columns will do.
+                match s.columns.iter().position(|c| c.attribute == attribute) {
+                    Some(i) if s.columns[i].declared => {}
+                    Some(i) => s.columns[i].ty = widen(&s.columns[i].ty, &ty),
                     None => s.push(attribute, ty, false),
                 }
             }
@@ -120,8 +119,6 @@ impl TableSchema {
         {
             name.insert(0, '_');
         }
-        self.by_attribute
-            .insert(attribute.to_owned(), self.columns.len());
         self.any_declared |= declared;
         self.columns.push(Column {
             attribute: attribute.to_owned(),
@@ -218,9 +215,29 @@ impl TableSchema {
         self.arrow_snapshot = Arc::new(Schema::new_with_metadata(fields, meta));
     }
 
-    /// Attribute names and their column indices, in name order.
-    pub(crate) fn sorted_columns(&self) -> &[(Text, usize)] {
-        &self.sorted
+    /// Calls `found` with each column's index and `item`'s value for it
+    /// (`None` where the item lacks the attribute), in name order. The
+    /// item and the columns are both sorted by name: one merge, no lookup.
+    #[inline]
+    pub(crate) fn each_value<'i>(
+        &self,
+        item: &'i Item,
+        mut found: impl FnMut(usize, Option<&'i AttributeValue>),
+    ) {
+        let mut attrs = item.iter().peekable();
+        for (name, ci) in &self.sorted {
+            // Most rows hold most columns: test for the match first, which
+            // a length alone often settles, and order names only on a miss.
+            let value = loop {
+                if let Some((_, v)) = attrs.next_if(|(k, _)| *k == name) {
+                    break Some(v);
+                }
+                if attrs.next_if(|(k, _)| *k < name).is_none() {
+                    break None;
+                }
+            };
+            found(*ci, value);
+        }
     }
 
     /// The table name.
