@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 
@@ -88,45 +88,7 @@ pub(crate) fn build(
 ) -> object_store::Result<Arc<dyn ObjectStore>> {
     crate::tls::install_tls_provider();
     Ok(match url.scheme {
-        Scheme::S3 => {
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
-            // The SDK's chain (profiles included) supplies the credentials,
-            // and the region when neither the config nor the environment
-            // gives one.
-            if let Some(chain) = chain {
-                b = b.with_credentials(chain.credentials);
-                if options.region.is_none()
-                    && std::env::var_os("AWS_REGION").is_none()
-                    && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-                    && let Some(region) = chain.region
-                {
-                    b = b.with_region(region);
-                }
-            }
-            if let Some(region) = &options.region {
-                b = b.with_region(region);
-            }
-            b = match options.endpoint_url.as_deref() {
-                Some(endpoint) if endpoint.starts_with("http://") => b
-                    .with_endpoint(endpoint.trim_end_matches('/'))
-                    .with_allow_http(true)
-                    .with_virtual_hosted_style_request(false),
-                Some(endpoint) => {
-                    // object_store takes a virtual-hosted endpoint with the
-                    // bucket already in it.
-                    let host = endpoint
-                        .trim_start_matches("https://")
-                        .trim_end_matches('/');
-                    b.with_endpoint(format!("https://{}.{host}", url.bucket))
-                        .with_allow_http(false)
-                        .with_virtual_hosted_style_request(true)
-                }
-                None => b
-                    .with_allow_http(false)
-                    .with_virtual_hosted_style_request(true),
-            };
-            Arc::new(b.build()?)
-        }
+        Scheme::S3 => Arc::new(s3_builder(url, options, chain).build()?),
         Scheme::Gcs => Arc::new(
             GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&url.bucket)
@@ -138,6 +100,60 @@ pub(crate) fn build(
                 .build()?,
         ),
     })
+}
+
+/// The S3 client's settings: credentials and region from the chain, the
+/// endpoint's addressing, and create-if-absent copies done as a one-part
+/// upload copy completed with `If-None-Match: *` (what a fenced upload
+/// commits with; S3 has honoured it since 2024) unless
+/// `AWS_COPY_IF_NOT_EXISTS` names another way (an S3-compatible store's
+/// own header).
+fn s3_builder(
+    url: &StoreUrl,
+    options: &StoreOptions,
+    chain: Option<crate::aws_chain::Chain>,
+) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(&url.bucket);
+    // The SDK's chain (profiles included) supplies the credentials,
+    // and the region when neither the config nor the environment
+    // gives one.
+    if let Some(chain) = chain {
+        b = b.with_credentials(chain.credentials);
+        if options.region.is_none()
+            && std::env::var_os("AWS_REGION").is_none()
+            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            && let Some(region) = chain.region
+        {
+            b = b.with_region(region);
+        }
+    }
+    if let Some(region) = &options.region {
+        b = b.with_region(region);
+    }
+    b = match options.endpoint_url.as_deref() {
+        Some(endpoint) if endpoint.starts_with("http://") => b
+            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false),
+        Some(endpoint) => {
+            // object_store takes a virtual-hosted endpoint with the
+            // bucket already in it.
+            let host = endpoint
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            b.with_endpoint(format!("https://{}.{host}", url.bucket))
+                .with_allow_http(false)
+                .with_virtual_hosted_style_request(true)
+        }
+        None => b
+            .with_allow_http(false)
+            .with_virtual_hosted_style_request(true),
+    };
+    if std::env::var_os("AWS_COPY_IF_NOT_EXISTS").is_some() {
+        b
+    } else {
+        b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +193,19 @@ mod tests {
         assert_eq!(
             check("s3://b", None, Some("http://h/path")),
             Err("endpoint_url")
+        );
+    }
+
+    /// Fenced uploads commit with a create-if-absent copy; on S3 that is a
+    /// one-part upload copy completed with `If-None-Match: *`.
+    #[test]
+    fn s3_copies_create_if_absent_by_a_conditional_multipart_completion() {
+        let url = StoreUrl::parse("s3://lake/cdc").unwrap();
+        let b = s3_builder(&url, &StoreOptions::default(), None);
+        assert_eq!(
+            b.get_config_value(&object_store::aws::AmazonS3ConfigKey::CopyIfNotExists)
+                .as_deref(),
+            Some("multipart")
         );
     }
 

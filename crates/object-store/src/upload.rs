@@ -10,23 +10,48 @@
 //! is cleaned up by the bucket's lifecycle rule, see docs/parquet.md).
 //!
 //! object_store 0.14 completes multipart uploads unconditionally (its
-//! `PutMultipartOptions` has no mode, and `If-None-Match` on completion is
-//! used only inside its copy-if-not-exists). So before completing, the name
-//! is looked up: if it exists the upload is aborted and the commit fails as
-//! a collision. A writer that completes the same name between that look-up
-//! and the completion is not detected; one writer per shard (the lease)
-//! rules that out, and both would hold the same changes of the same shard.
+//! `PutMultipartOptions` has no mode). A multipart file is therefore
+//! committed in one of two ways:
+//!
+//! - **Checked** ([`Upload::new`]): the name is looked up before the upload
+//!   is completed; if it exists the upload is aborted and the commit fails
+//!   as a collision. A writer that completes the same name between the
+//!   look-up and the completion is not detected: enough where one process
+//!   alone writes the dataset.
+//! - **Fenced** ([`Upload::fenced`]), for datasets several processes write:
+//!   the parts go to a staging object of this upload's own (under
+//!   [`STAGING_DIR`] at the root of the prefix), which is then copied to
+//!   its name by the store, create-if-absent, and deleted. The copy is the
+//!   commit, and it is atomic and conditional on every store: S3 completes
+//!   a one-part upload copy with `If-None-Match: *` (object_store's
+//!   `S3CopyIfNotExists::Multipart`, set where the client is built), GCS
+//!   and Azure copy with their own preconditions. It costs a server-side
+//!   copy of the file; S3 copies at most [`MAX_FENCED_BYTES`] that way.
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use object_store::MultipartUpload;
 use object_store::path::Path;
+use object_store::{CopyMode, CopyOptions, MultipartUpload};
 
 use crate::failure::{FailureClass, ObjectError};
 use crate::objects::Objects;
+use crate::url::Scheme;
 
 /// Bytes of a multipart part (S3 takes 5 MiB to 5 GiB per part, except the
 /// last).
 pub const PART_BYTES: usize = 8 << 20;
+
+/// Where fenced uploads stage their parts, below the prefix's root. The
+/// leading `_` hides it from Spark, pyarrow and Athena, and no committed
+/// file's name has four levels below the root as a staging object's does.
+/// Objects left here by a crash between completion and copy are complete
+/// objects, not uploads: a lifecycle rule on this prefix removes them (see
+/// docs/parquet.md).
+pub const STAGING_DIR: &str = "_staging";
+
+/// The largest file a fenced upload commits on S3: `UploadPartCopy` copies
+/// at most 5 GiB in one part.
+pub const MAX_FENCED_BYTES: u64 = 5 << 30;
 
 /// Why [`Upload::copy_from`] failed.
 #[derive(Debug)]
@@ -46,6 +71,8 @@ pub struct Upload {
     buffer: Vec<u8>,
     multipart: Option<Box<dyn MultipartUpload>>,
     written: u64,
+    /// Where the parts go when fenced: the staging object.
+    staging: Option<Path>,
 }
 
 impl Upload {
@@ -64,7 +91,25 @@ impl Upload {
             buffer: Vec::new(),
             multipart: None,
             written: 0,
+            staging: None,
         }
+    }
+
+    /// Makes this a fenced upload (see the module docs): a multipart file is
+    /// staged under [`STAGING_DIR`] and committed by a create-if-absent copy,
+    /// so that no other writer can complete the same name in between.
+    #[must_use]
+    pub fn fenced(mut self) -> Upload {
+        let relative = self
+            .objects
+            .relative(&self.key)
+            .unwrap_or(self.key.as_ref())
+            .to_owned();
+        self.staging = Some(
+            self.objects
+                .path(&format!("{STAGING_DIR}/{relative}.{}", unique_token())),
+        );
+        self
     }
 
     /// The object's name, as a URL.
@@ -83,19 +128,21 @@ impl Upload {
         let part = Bytes::from(std::mem::take(&mut self.buffer));
         let objects = self.objects.clone();
         if self.multipart.is_none() {
+            let target = self.staging.as_ref().unwrap_or(&self.key);
             let started = objects
                 .block_on(
                     objects
                         .store()
-                        .put_multipart_opts(&self.key, Default::default()),
+                        .put_multipart_opts(target, Default::default()),
                 )
-                .map_err(objects.fail("start an upload of", &self.key))?;
+                .map_err(objects.fail("start an upload of", target))?;
             self.multipart = Some(started);
         }
+        let target = self.staging.as_ref().unwrap_or(&self.key);
         let upload = self.multipart.as_mut().expect("started above");
         objects
             .block_on(upload.put_part(part.into()))
-            .map_err(objects.fail("upload a part of", &self.key))
+            .map_err(objects.fail("upload a part of", target))
     }
 
     /// Writes everything `reader` holds (a spooled file), part by part.
@@ -132,30 +179,102 @@ impl Upload {
         };
         if !self.buffer.is_empty() {
             let part = Bytes::from(std::mem::take(&mut self.buffer));
+            let target = self.staging.as_ref().unwrap_or(&self.key);
             objects
                 .block_on(upload.put_part(part.into()))
-                .map_err(objects.fail("upload a part of", &self.key))?;
+                .map_err(objects.fail("upload a part of", target))?;
+        }
+        if let Some(staging) = self.staging.take() {
+            return self.commit_staged(upload, &staging);
         }
         if objects.exists(&self.key)? {
             // Best effort: an upload left behind is invisible and the
             // lifecycle rule removes it.
             let _ = objects.block_on(upload.abort());
-            return Err(ObjectError {
-                class: FailureClass::Collision,
-                operation: "commit",
-                object: objects.describe(&self.key),
-                bucket: objects.url().bucket_url(),
-                source: Box::new(object_store::Error::AlreadyExists {
-                    path: self.key.to_string(),
-                    source: "found before completing the multipart upload".into(),
-                }),
-            });
+            return Err(self.collision(object_store::Error::AlreadyExists {
+                path: self.key.to_string(),
+                source: "found before completing the multipart upload".into(),
+            }));
         }
         objects
             .block_on(upload.complete())
             .map_err(objects.fail("complete the upload of", &self.key))?;
         Ok(self.written)
     }
+
+    /// Completes the staging object, copies it to the name if absent, and
+    /// removes it whatever the outcome.
+    fn commit_staged(
+        &self,
+        mut upload: Box<dyn MultipartUpload>,
+        staging: &Path,
+    ) -> Result<u64, ObjectError> {
+        let objects = &self.objects;
+        if objects.url().scheme == Scheme::S3 && self.written > MAX_FENCED_BYTES {
+            let _ = objects.block_on(upload.abort());
+            return Err(ObjectError {
+                class: FailureClass::Settings,
+                operation: "commit",
+                object: objects.describe(&self.key),
+                bucket: objects.url().bucket_url(),
+                source: Box::new(object_store::Error::NotSupported {
+                    source: format!(
+                        "the file has {} bytes, and S3 copies at most {MAX_FENCED_BYTES} \
+                         create-if-absent; lower max_file_bytes",
+                        self.written
+                    )
+                    .into(),
+                }),
+            });
+        }
+        if let Err(e) = objects.block_on(upload.complete()) {
+            // Best effort, both: the completion may have landed unanswered.
+            let _ = objects.block_on(upload.abort());
+            let _ = objects.delete(staging);
+            return Err(objects.fail("complete the upload of", staging)(e));
+        }
+        let copied = objects.block_on(objects.store().copy_opts(
+            staging,
+            &self.key,
+            CopyOptions::new().with_mode(CopyMode::Create),
+        ));
+        if let Err(e) = objects.delete(staging) {
+            tracing::warn!(
+                error = %e,
+                "a staging object was left behind; the lifecycle rule on {STAGING_DIR}/ removes it"
+            );
+        }
+        match copied {
+            Ok(()) => Ok(self.written),
+            Err(e @ object_store::Error::AlreadyExists { .. }) => Err(self.collision(e)),
+            Err(e) => Err(objects.fail("commit", &self.key)(e)),
+        }
+    }
+
+    /// The name exists: another writer committed it.
+    fn collision(&self, source: object_store::Error) -> ObjectError {
+        ObjectError {
+            class: FailureClass::Collision,
+            operation: "commit",
+            object: self.objects.describe(&self.key),
+            bucket: self.objects.url().bucket_url(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// A token no other upload of this or any other process uses: the time in
+/// nanoseconds, the process id and a counter.
+fn unique_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{nanos:x}-{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl std::io::Write for Upload {

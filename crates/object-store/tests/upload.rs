@@ -14,6 +14,7 @@ fn objects() -> Objects {
     )
 }
 
+/// Every object below the prefix, the staging area included.
 fn names(objects: &Objects) -> Vec<String> {
     let mut names: Vec<String> = objects
         .list("")
@@ -97,4 +98,158 @@ fn keys_are_relative_to_the_prefix() {
     let other = dynamo_cdc_object_store::ObjectPath::from("cdcx/t");
     assert_eq!(objects.relative(&other), None);
     assert_eq!(objects.join("_gaps").path("t").as_ref(), "cdc/_gaps/t");
+}
+
+#[test]
+fn a_fenced_large_file_is_staged_then_copied_to_its_name_and_the_staging_object_removed() {
+    let objects = objects();
+    let key = objects.path("t/date=2024-05-01/big.parquet");
+    let mut upload = Upload::with_part_bytes(&objects, key.clone(), 4).fenced();
+    upload.write_all(b"0123456789").unwrap();
+    assert!(names(&objects).is_empty(), "parts sent, nothing visible");
+    assert_eq!(upload.finish().unwrap(), 10);
+    assert_eq!(&objects.read(&key).unwrap()[..], b"0123456789");
+    assert_eq!(names(&objects), ["cdc/t/date=2024-05-01/big.parquet"]);
+}
+
+#[test]
+fn a_fenced_small_file_is_one_conditional_put() {
+    let objects = objects();
+    let key = objects.path("t/a.parquet");
+    let mut upload = Upload::new(&objects, key.clone()).fenced();
+    upload.write_all(b"hello").unwrap();
+    assert_eq!(upload.finish().unwrap(), 5);
+    assert_eq!(names(&objects), ["cdc/t/a.parquet"]);
+}
+
+#[test]
+fn a_fenced_upload_over_an_existing_name_collides_and_leaves_no_staging_object() {
+    let objects = objects();
+    let key = objects.path("t/big.parquet");
+    objects.create(&key, "first".into()).unwrap();
+    let mut upload = Upload::with_part_bytes(&objects, key.clone(), 4).fenced();
+    upload.write_all(b"second writer").unwrap();
+    let e = upload.finish().unwrap_err();
+    assert_eq!(e.class, FailureClass::Collision);
+    assert!(
+        e.to_string()
+            .contains("s3://lake/cdc/t/big.parquet: it already exists"),
+        "{e}"
+    );
+    assert_eq!(&objects.read(&key).unwrap()[..], b"first");
+    assert_eq!(names(&objects), ["cdc/t/big.parquet"]);
+}
+
+/// Another writer commits the name at the last moment: while this upload's
+/// parts are being completed, after any look-up could have been made.
+/// The fenced commit still refuses to replace it.
+#[test]
+fn a_fenced_commit_refuses_a_name_committed_while_its_upload_completes() {
+    let inner = Arc::new(InMemory::new());
+    let rival = object_store::path::Path::from("cdc/t/big.parquet");
+    let store = Arc::new(rival_store::RivalAtCompletion {
+        inner: inner.clone(),
+        rival: rival.clone(),
+    });
+    let objects = Objects::with_store(store, StoreUrl::parse("s3://lake/cdc").unwrap());
+    let mut upload = Upload::with_part_bytes(&objects, rival.clone(), 4).fenced();
+    upload.write_all(b"zombie's late file").unwrap();
+    let e = upload.finish().unwrap_err();
+    assert_eq!(e.class, FailureClass::Collision, "{e}");
+    assert_eq!(&objects.read(&rival).unwrap()[..], b"the new owner's file");
+    assert_eq!(names(&objects), ["cdc/t/big.parquet"]);
+}
+
+/// A store whose multipart uploads, when completed, first let a rival
+/// writer create `rival`.
+mod rival_store {
+    use std::sync::Arc;
+
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    };
+
+    #[derive(Debug)]
+    pub(super) struct RivalAtCompletion {
+        pub(super) inner: Arc<InMemory>,
+        pub(super) rival: Path,
+    }
+
+    impl std::fmt::Display for RivalAtCompletion {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "RivalAtCompletion({})", self.inner)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Completing {
+        upload: Box<dyn MultipartUpload>,
+        inner: Arc<InMemory>,
+        rival: Path,
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartUpload for Completing {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            self.upload.put_part(data)
+        }
+        async fn complete(&mut self) -> Result<PutResult> {
+            self.inner
+                .put_opts(
+                    &self.rival,
+                    "the new owner's file".into(),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await?;
+            self.upload.complete().await
+        }
+        async fn abort(&mut self) -> Result<()> {
+            self.upload.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for RivalAtCompletion {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            Ok(Box::new(Completing {
+                upload: self.inner.put_multipart_opts(location, opts).await?,
+                inner: self.inner.clone(),
+                rival: self.rival.clone(),
+            }))
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
 }

@@ -193,6 +193,9 @@ impl Config {
                      a replay source has no tables to share: remove [coordination]",
                 ));
             }
+            if let Some(p) = &self.sinks.parquet {
+                p.validate_shared().map_err(|e| e.within("sinks.parquet"))?;
+            }
         }
         Ok(())
     }
@@ -347,6 +350,22 @@ path = "out/checkpoint.json"
         let e = Config::parse(&STREAMS.replace("on_gap = \"skip\"", "on_gap = \"ignore\""))
             .unwrap_err();
         assert_eq!(e.key, "source.on_gap");
+    }
+
+    /// Shared S3 datasets commit each file by a conditional copy of at most
+    /// 5 GiB; alone, any size goes.
+    #[test]
+    fn a_shared_s3_dataset_bounds_the_file_size() {
+        let big = STREAMS.replace("out/parquet", "s3://lake/cdc").replace(
+            "[checkpoint]",
+            "max_file_bytes = 6_000_000_000\n[checkpoint]",
+        );
+        Config::parse(&big).unwrap().validate().unwrap();
+        let e = Config::parse(&format!("{big}[coordination]\n"))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "sinks.parquet.max_file_bytes", "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `[sinks.parquet]`: where the dataset is and how files roll.
 
 use dynamo_cdc_core::ConfigError;
-use dynamo_cdc_object_store::{Location, StoreOptions};
+use dynamo_cdc_object_store::{Location, MAX_FENCED_BYTES, Scheme, StoreOptions};
 use serde::Deserialize;
 
 /// How the sink writes and rolls files. Every default is defined here.
@@ -134,6 +134,32 @@ impl ParquetConfig {
         };
         Location::parse(&self.path, options).map_err(|(key, reason)| ConfigError::new(key, reason))
     }
+
+    /// The further limits of a dataset several processes write: on S3 a
+    /// file is then committed by a create-if-absent copy of at most 5 GiB,
+    /// so the largest file (`max_file_bytes` plus the row group that
+    /// crosses it) must fit.
+    ///
+    /// # Errors
+    /// The key to lower, and why.
+    pub fn validate_shared(&self) -> Result<(), ConfigError> {
+        let on_s3 =
+            matches!(self.location()?, Location::Remote { url, .. } if url.scheme == Scheme::S3);
+        let largest = self
+            .max_file_bytes
+            .saturating_add(self.row_group_bytes as u64);
+        if on_s3 && largest > MAX_FENCED_BYTES {
+            return Err(ConfigError::new(
+                "max_file_bytes",
+                format!(
+                    "with row_group_bytes, allows files of {largest} bytes; when processes share \
+                     an S3 dataset each file is committed by a conditional copy of at most \
+                     {MAX_FENCED_BYTES} bytes"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +178,22 @@ mod tests {
         assert_eq!(parsed.zstd_level, 1);
         assert!(parsed.exclusive && made.exclusive);
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn a_shared_s3_dataset_keeps_files_within_one_conditional_copy() {
+        let config = |path: &str, max: u64| ParquetConfig {
+            max_file_bytes: max,
+            ..ParquetConfig::new(path)
+        };
+        config("s3://lake/cdc", 1 << 30).validate_shared().unwrap();
+        config("/data/out", 8 << 30).validate_shared().unwrap();
+        config("gs://lake/cdc", 8 << 30).validate_shared().unwrap();
+        let e = config("s3://lake/cdc", 5 << 30)
+            .validate_shared()
+            .unwrap_err();
+        assert_eq!(e.key, "max_file_bytes");
+        assert!(e.reason.contains("conditional copy"), "{}", e.reason);
     }
 
     #[test]

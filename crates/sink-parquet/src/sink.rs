@@ -596,7 +596,8 @@ impl ParquetSink {
             }
             (Target::Spooled { partition }, Dataset::Remote(objects)) => {
                 let object = objects.path(&format!("{partition}/{name}"));
-                let bytes = upload_spooled(objects, file, object.clone(), key)?;
+                let fenced = !self.config.exclusive;
+                let bytes = upload_spooled(objects, file, object.clone(), key, fenced)?;
                 (objects.describe(&object), bytes)
             }
             (Target::Spooled { .. }, Dataset::Local(_)) => {
@@ -899,18 +900,24 @@ fn last_of(
 }
 
 /// Uploads a spooled file under `object`, created only if absent, a part
-/// at a time; returns its size.
+/// at a time; returns its size. `fenced` when other processes write the
+/// dataset: a large file is then committed by a create-if-absent copy,
+/// which no other writer can slip in front of (see `Upload::fenced`).
 fn upload_spooled(
     objects: &Objects,
     mut spool: File,
     object: ObjectPath,
     key: &ShardKey,
+    fenced: bool,
 ) -> Result<u64, ParquetSinkError> {
     let spool_dir = std::env::temp_dir();
     spool
         .seek(SeekFrom::Start(0))
         .map_err(io("cannot read a spool file in", &spool_dir))?;
     let mut upload = Upload::new(objects, object);
+    if fenced {
+        upload = upload.fenced();
+    }
     upload.copy_from(&mut spool).map_err(|e| match e {
         CopyError::Object(o) => ParquetSinkError::Object(o),
         CopyError::Read(e) => io("cannot read a spool file in", &spool_dir)(e),

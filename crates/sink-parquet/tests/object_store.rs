@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dynamo_cdc_core::{
     AttributeValue, Change, ErrorKind, Item, Op, SequenceNumber, ShardKey, Sink, SourceInfo,
 };
-use dynamo_cdc_object_store::{InMemory, ObjectStore, Objects, StoreUrl};
+use dynamo_cdc_object_store::{InMemory, ObjectStore, Objects, STAGING_DIR, StoreUrl};
 use dynamo_cdc_sink_parquet::{ParquetConfig, ParquetSink};
 use dynamo_cdc_transform::NumbersMode;
 
@@ -294,4 +294,57 @@ fn dead_letter_and_gap_prefixes_are_not_data() {
         .unwrap();
     let sink = open(&objects, 1000);
     assert_eq!(position(&sink), None);
+}
+
+/// A staging object a crash left behind (completed, never copied to its
+/// name) is not a committed file.
+#[test]
+fn staging_objects_are_not_data() {
+    let objects = bucket();
+    objects
+        .create(
+            &objects.path(&format!("{STAGING_DIR}/{DAY}/s1_1.parquet.18f2c-4d2-0")),
+            "x".into(),
+        )
+        .unwrap();
+    let sink = open(&objects, 1000);
+    assert_eq!(position(&sink), None);
+}
+
+/// Where processes share the dataset, a file of several parts is staged
+/// and copied to its name; the staging object goes, and the file reads
+/// back whole.
+#[test]
+fn a_shared_dataset_commits_a_large_file_through_staging() {
+    let objects = bucket();
+    let mut config = ParquetConfig::new("s3://lake/cdc");
+    config.exclusive = false;
+    let mut sink =
+        ParquetSink::open_on(objects.clone(), config, NumbersMode::Auto, HashMap::new()).unwrap();
+    // Incompressible (xorshift): 12 MiB of file, more than one part.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let changes: Vec<Change> = (1..=12)
+        .map(|seq| {
+            let mut c = change(seq, DAY_ONE_MS);
+            let blob: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            c.new_image
+                .as_mut()
+                .unwrap()
+                .insert("blob".into(), AttributeValue::B(blob));
+            c
+        })
+        .collect();
+    sink.write(&changes).unwrap();
+    sink.flush().unwrap();
+    assert_eq!(listed(&objects), [format!("{DAY}/s1_1.parquet")]);
+    let size = objects.list("").unwrap()[0].size;
+    assert!(size > dynamo_cdc_object_store::PART_BYTES as u64, "{size}");
+    assert_eq!(sequence_numbers(&objects), (1..=12).collect::<Vec<u64>>());
 }
