@@ -12,6 +12,9 @@ SIGTERM while a writer keeps changing items, then run until idle. Then:
   every change exactly once, value for value;
 - every snapshot summary carries `dynamo-cdc.positions`, and the highest
   position per shard is the last change of that shard in the table;
+- every data file's manifest entry states its columns' value and null
+  counts and bounds truly (against the file read with pyarrow), and a
+  filter on `__source_ts_ms` lets pyiceberg skip files by those bounds;
 - two bridges run at once on the same tables (two writers on each table,
   with their own checkpoints): every change is still there exactly once;
 - the current-state view of docs/iceberg.md, in DuckDB and in Spark SQL, equals
@@ -50,6 +53,7 @@ from rest_catalog import RestCatalog  # noqa: E402
 
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from pyiceberg.catalog.sql import SqlCatalog  # noqa: E402
 
 CATALOG_NAME = "dynamo_cdc"
@@ -274,6 +278,105 @@ def check_tables(catalog: SqlCatalog, moto: me.Moto, name: str, duck: bool = Tru
     return checks
 
 
+def decode_bound(raw: bytes, type_name: str):
+    """Iceberg's single-value serialization of the types bounds are kept for."""
+    if type_name == "long":
+        return int.from_bytes(raw, "little", signed=True)
+    if type_name == "boolean":
+        return raw[0] != 0
+    if type_name == "string":
+        return raw.decode("utf-8")
+    return None
+
+
+def local_path(location: str) -> str:
+    return location[len("file://"):] if location.startswith("file://") else location
+
+
+def check_file_metrics(catalog: SqlCatalog, name: str) -> list:
+    """Manifest counts and bounds against the files; bounds used to skip files."""
+    checks = []
+    pruned = ec.Check(f"{name}: a filter on __source_ts_ms skips files by their bounds")
+    skipped_somewhere = False
+    for dynamodb_table in me.TABLES:
+        table = catalog.load_table(f"{NAMESPACE}.{dynamodb_table}")
+        schema = table.schema()
+        top = {f.field_id: f for f in schema.fields}
+        check = ec.Check(f"{name}: {dynamodb_table} manifest counts and bounds match its files")
+        files = table.inspect.files().to_pylist()
+        if not files:
+            check.problem("no data files")
+        ts_id = schema.find_field("__source_ts_ms").field_id
+        ts_upper = {}
+        for entry in files:
+            path = entry["file_path"]
+            data = pq.read_table(local_path(path))
+            by_id = {}
+            for field in data.schema:
+                meta = field.metadata or {}
+                if b"PARQUET:field_id" in meta:
+                    by_id[int(meta[b"PARQUET:field_id"])] = data.column(field.name)
+            if entry["record_count"] != data.num_rows:
+                check.mismatch(path, "record_count", str(data.num_rows), str(entry["record_count"]))
+            values = dict(entry["value_counts"] or [])
+            nulls = dict(entry["null_value_counts"] or [])
+            lower = dict(entry["lower_bounds"] or [])
+            upper = dict(entry["upper_bounds"] or [])
+            for fid, column in by_id.items():
+                if fid not in top or not top[fid].field_type.is_primitive:
+                    continue
+                if values.get(fid) != data.num_rows:
+                    check.mismatch(path, f"value_counts[{top[fid].name}]", str(data.num_rows), str(values.get(fid)))
+                if fid in nulls and nulls[fid] != column.null_count:
+                    check.mismatch(path, f"null_value_counts[{top[fid].name}]", str(column.null_count), str(nulls[fid]))
+                type_name = str(top[fid].field_type)
+                present = [v for v in column.to_pylist() if v is not None]
+                for bounds, pick, label in ((lower, min, "lower"), (upper, max, "upper")):
+                    if fid not in bounds:
+                        continue
+                    bound = decode_bound(bounds[fid], type_name)
+                    if bound is None:
+                        check.problem(f"{path}: a {label} bound on {top[fid].name}, of type {type_name}")
+                        continue
+                    if not present:
+                        check.problem(f"{path}: a {label} bound on {top[fid].name}, which has no values")
+                        continue
+                    actual = pick(present)
+                    # Long strings' bounds are truncated: a shorter prefix
+                    # below, a prefix incremented above. Others are exact.
+                    holds = (bound <= actual if label == "lower" else bound >= actual) \
+                        if type_name == "string" else bound == actual
+                    if not holds:
+                        check.mismatch(path, f"{label} bound of {top[fid].name}", repr(actual), repr(bound))
+            if ts_id not in lower or ts_id not in upper:
+                check.problem(f"{path}: no bounds on __source_ts_ms")
+            else:
+                ts_upper[path] = decode_bound(upper[ts_id], "long")
+        checks.append(check)
+        if len(set(ts_upper.values())) < 2:
+            continue
+        # The file that ends first cannot hold a later change.
+        cut = min(ts_upper.values())
+        earliest = [p for p, u in ts_upper.items() if u == cut]
+        planned = [t.file.file_path for t in table.scan(row_filter=f"__source_ts_ms > {cut}").plan_files()]
+        wrongly = [p for p in earliest if p in planned]
+        if wrongly:
+            pruned.problem(f"{dynamodb_table}: planned {wrongly[0]}, whose changes all end at {cut}")
+        else:
+            skipped_somewhere = True
+        every = table.scan().to_arrow()
+        want = sorted(r for r in every.column("__sequence_number").to_pylist()
+                      if r is not None and every.num_rows)
+        later = [row["__sequence_number"] for row in every.to_pylist() if row["__source_ts_ms"] > cut]
+        got = table.scan(row_filter=f"__source_ts_ms > {cut}").to_arrow()
+        if sorted(got.column("__sequence_number").to_pylist()) != sorted(later) or not want:
+            pruned.problem(f"{dynamodb_table}: the filtered scan returned other rows than the filter selects")
+    if not skipped_somewhere:
+        pruned.problem("no table had files with different __source_ts_ms bounds to skip")
+    checks.append(pruned)
+    return checks
+
+
 def check_summaries(table, rows: list, name: str) -> ec.Check:
     """Each snapshot names its positions; the highest per shard is the table's last row."""
     check = ec.Check(f"{name}: snapshot summaries carry the positions of their rows")
@@ -477,6 +580,7 @@ def main(argv=None) -> int:
         checks.append(exits(me.run_until_idle(binary, config, workdir, "run-last"), 0,
                             "the run after the crashes"))
         checks += check_tables(open_catalog(catalog_file, warehouse), moto, "after SIGKILL restarts")
+        checks += check_file_metrics(open_catalog(catalog_file, warehouse), "after SIGKILL restarts")
 
         checks += two_writers(binary, workdir, moto, catalog_file, warehouse)
         checks += check_tables(open_catalog(catalog_file, warehouse), moto, "after two writers")

@@ -23,6 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::IcebergSinkError;
+use crate::metrics::FileMetrics;
 
 /// Where a file's bytes go.
 pub(crate) enum Target {
@@ -43,6 +44,8 @@ pub(crate) struct Encoding {
 /// A data file being written.
 pub(crate) struct OpenFile {
     writer: ArrowWriter<File>,
+    /// The same file, to sync or upload once the writer has closed it.
+    file: File,
     target: Target,
     /// The file's location as the table records it.
     location: String,
@@ -60,6 +63,8 @@ pub(crate) struct ClosedFile {
     pub day_ms: Option<i64>,
     pub rows: u64,
     pub bytes: u64,
+    /// Counts and bounds per field, for the manifest.
+    pub metrics: FileMetrics,
     pub target: Target,
 }
 
@@ -88,6 +93,10 @@ impl OpenFile {
                     .map_err(IcebergSinkError::io("create a spool file in", &spool))?
             }
         };
+        let handle = file.try_clone().map_err(|e| IcebergSinkError::Write {
+            file: location.clone(),
+            source: e.into(),
+        })?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
         let level = ZstdLevel::try_new(encoding.zstd_level).map_err(|source| {
             IcebergSinkError::Parquet {
@@ -120,6 +129,7 @@ impl OpenFile {
             })?;
         Ok(OpenFile {
             writer,
+            file: handle,
             target,
             location,
             schema,
@@ -161,13 +171,15 @@ impl OpenFile {
     /// bucket.
     pub(crate) fn close(self) -> Result<ClosedFile, IcebergSinkError> {
         let location = self.location;
-        let mut file = self
+        let footer = self
             .writer
-            .into_inner()
+            .close()
             .map_err(|source| IcebergSinkError::Write {
                 file: location.clone(),
                 source,
             })?;
+        let metrics = FileMetrics::read(&footer);
+        let mut file = self.file;
         let bytes = match &self.target {
             Target::Local(path) => {
                 file.sync_all()
@@ -193,14 +205,21 @@ impl OpenFile {
             day_ms: self.day_ms,
             rows: self.rows,
             bytes,
+            metrics,
             target: self.target,
         })
     }
 }
 
 impl ClosedFile {
-    /// What the Iceberg crate needs to add the file to a snapshot.
-    pub(crate) fn data_file(&self, spec_id: i32) -> Result<DataFile, IcebergSinkError> {
+    /// What the Iceberg crate needs to add the file to a snapshot, with
+    /// the bounds of the fields `schema` gives types to.
+    pub(crate) fn data_file(
+        &self,
+        spec_id: i32,
+        schema: &iceberg::spec::Schema,
+    ) -> Result<DataFile, IcebergSinkError> {
+        let (lower_bounds, upper_bounds) = self.metrics.bounds(schema);
         DataFileBuilder::default()
             .content(DataContentType::Data)
             .file_path(self.location.clone())
@@ -209,6 +228,11 @@ impl ClosedFile {
             .partition_spec_id(spec_id)
             .record_count(self.rows)
             .file_size_in_bytes(self.bytes)
+            .column_sizes(self.metrics.column_sizes.clone())
+            .value_counts(self.metrics.value_counts.clone())
+            .null_value_counts(self.metrics.null_value_counts.clone())
+            .lower_bounds(lower_bounds)
+            .upper_bounds(upper_bounds)
             .build()
             .map_err(|e| IcebergSinkError::Internal(format!("data file {}: {e}", self.location)))
     }

@@ -11,6 +11,9 @@
 //!   field ids; the `iceberg` crate receives only their metadata (its Arrow
 //!   version is not ours, and no Arrow value crosses over). All shards of a
 //!   table share its open file per day, so a commit adds a few large files.
+//!   Each file's manifest entry carries its column sizes, value and null
+//!   counts, and bounds from the footer's statistics
+//!   ([`metrics`](crate::metrics)), so engines skip files a filter excludes.
 //! - **Exactly once**: a commit's snapshot summary holds the last sequence
 //!   number of each shard it covers ([`summary`](crate::summary)); the
 //!   table's position is the highest per shard over the current snapshot's
@@ -36,6 +39,7 @@ mod config;
 mod error;
 mod events;
 mod file;
+mod metrics;
 mod sigv4;
 mod sink;
 mod storage;
