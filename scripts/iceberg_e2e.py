@@ -414,7 +414,7 @@ def current_state_sql(source: str, keys: list, exclude: str) -> str:
     key_list = ", ".join(keys)
     return (
         f"SELECT * {exclude} FROM ("
-        f" SELECT *, row_number() OVER (PARTITION BY {key_list} ORDER BY __sequence_number DESC) AS __rank"
+        f" SELECT *, row_number() OVER (PARTITION BY {key_list} ORDER BY lpad(__sequence_number, 40, '0') DESC) AS __rank"
         f" FROM {source}) AS latest"
         " WHERE __rank = 1 AND __op <> 'd'"
     )

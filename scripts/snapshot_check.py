@@ -2,10 +2,12 @@
 """The documented latest-state view of a snapshot, run by DuckDB on real output.
 
 Starts `moto_server`, fills a table with items, and runs the binary with
-`snapshot = "initial"` (a Parquet sink) while a writer keeps changing items;
-the binary is killed with SIGKILL twice during the scan, then run until
-idle while /metrics is scraped for the snapshot's metrics. DuckDB then runs the SQL of the "The latest state from
-Parquet, exactly" block, taken from docs/snapshots.md itself, and its result must be
+`snapshot = "initial"` (a Parquet and an Iceberg sink) while a writer keeps
+changing items; the binary is killed with SIGKILL twice during the scan,
+then run until idle while /metrics is scraped for the snapshot's metrics.
+DuckDB then runs the SQL of the "The latest state from Parquet, exactly"
+block, taken from docs/snapshots.md itself, and the DuckDB view of "The table
+as it is now" in docs/iceberg.md over the Iceberg table; each result must be
 the table as a boto3 Scan shows it: the same keys, each at the same version.
 
     python scripts/snapshot_check.py --bin target/debug/dynamo-cdc
@@ -38,6 +40,8 @@ TABLE = "snap_orders"
 ITEMS = 1500
 # The page holding the "The latest state from Parquet, exactly" SQL.
 README = Path(__file__).resolve().parent.parent / "docs" / "snapshots.md"
+# The page holding the Iceberg current-state views.
+ICEBERG_DOC = Path(__file__).resolve().parent.parent / "docs" / "iceberg.md"
 
 
 def create_table(ddb) -> None:
@@ -54,7 +58,11 @@ def item(i: int, version: int) -> dict:
     return {"pk": {"S": f"k{i:05} ✓"}, "v": {"N": str(version)},
             "price": {"N": f"{i}.0000000000000000000000000000001"},
             "note": {"S": f'line "{i}"\nnext'}, "tags": {"SS": ["a", f"t{i % 5}"]},
-            "nested": {"M": {"l": {"L": [{"N": "-0.5"}, {"BOOL": True}]}}}}
+            "nested": {"M": {"l": {"L": [{"N": "-0.5"}, {"BOOL": True}]}}},
+            # Items of about 2 KB: a segment's scan takes more than one
+            # 1 MB page, so snapshot rows are numbered from 1,000,000 and
+            # 2,000,000 (numbers of other lengths than the stream's).
+            "pad": {"S": "p" * 2000}}
 
 
 def fill(ddb) -> None:
@@ -84,10 +92,18 @@ def config(workdir: Path, moto: Moto) -> Path:
         'region = "us-east-1"\n'
         f"endpoint_url = {ec.toml_string(moto.url)}\n"
         "poll_interval_ms = 50\nidle_poll_interval_ms = 200\nshard_refresh_interval_ms = 1000\n"
-        'snapshot = "initial"\nsnapshot_segments = 3\nsnapshot_max_rcu = 4\n\n'
+        'snapshot = "initial"\nsnapshot_segments = 3\nsnapshot_max_rcu = 100\n\n'
         "[sinks.parquet]\n"
         f"path = {ec.toml_string(str(workdir / 'out' / 'parquet'))}\n"
         "max_file_age_ms = 300\n\n"
+        "[sinks.iceberg]\n"
+        'catalog = "sql"\n'
+        f"catalog_uri = {ec.toml_string('sqlite://' + str(workdir / 'out' / 'catalog.db'))}\n"
+        'catalog_name = "dynamo_cdc"\n'
+        f"warehouse = {ec.toml_string(str(workdir / 'out' / 'warehouse'))}\n"
+        'namespace = "cdc"\n'
+        'table = "{table}"\n'
+        "commit_interval_ms = 300\n\n"
         "[checkpoint]\n"
         f"path = {ec.toml_string(str(workdir / 'out' / 'checkpoint.json'))}\n"
     )
@@ -124,6 +140,53 @@ def readme_sql() -> str:
     return match.group(1)
 
 
+def scan_versions(ddb) -> dict:
+    """The table as a boto3 Scan shows it: key to version."""
+    scan = []
+    kwargs = {"TableName": TABLE}
+    while True:
+        page = ddb.scan(**kwargs)
+        scan.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return {i["pk"]["S"]: int(i["v"]["N"]) for i in scan}
+
+
+def compare_view(got: dict, want: dict, name: str) -> ec.Check:
+    check = ec.Check(name)
+    if set(got) != set(want):
+        check.problem(f"keys: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing")
+    wrong = [k for k, v in want.items() if k in got and int(got[k]) != v]
+    for key in wrong[:10]:
+        check.problem(f"{key}: version {got[key]} in the view, {want[key]} in the table")
+    if len(wrong) > 10:
+        check.problem(f"... {len(wrong)} keys at another version")
+    return check
+
+
+def iceberg_view_check(workdir: Path, ddb) -> ec.Check:
+    """The DuckDB view of docs/iceberg.md over the Iceberg table of the same run."""
+    import iceberg_e2e as ie
+    from pyiceberg.catalog.sql import SqlCatalog
+    name = "the documented DuckDB view (docs/iceberg.md) over the Iceberg table equals a Scan"
+    warehouse = workdir / "out" / "warehouse"
+    catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{workdir / 'out' / 'catalog.db'}",
+                         warehouse=f"file://{warehouse}")
+    table = catalog.load_table(f"cdc.{TABLE}")
+    text = ICEBERG_DOC.read_text()
+    at = text.index("## The table as it is now")
+    block = re.search(r"```sql\n(.*?)```", text[at:], re.S).group(1)
+    duck = next(s for s in block.split(";") if "iceberg_scan" in s)
+    duck = re.sub(r"iceberg_scan\('[^']*'\)", f"iceberg_scan('{table.metadata_location}')", duck)
+    duck = duck.replace("PARTITION BY pk, sk", "PARTITION BY pk").replace("orders_now", f"{TABLE}_now")
+    db = duckdb.connect()
+    ie.load_extension(db)
+    db.execute(duck)
+    got = dict(db.execute(f"SELECT pk, v FROM {TABLE}_now").fetchall())
+    return compare_view(got, scan_versions(ddb), name)
+
+
 def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     """The documented latest-state view against a Scan, and where the rows came from."""
     checks = []
@@ -135,22 +198,9 @@ def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     for statement in [s for s in sql.split(";") if s.strip()]:
         db.execute(statement)
     got = dict(db.execute(f"SELECT pk, v FROM {TABLE}_now").fetchall())
-    scan = []
-    kwargs = {"TableName": TABLE}
-    while True:
-        page = ddb.scan(**kwargs)
-        scan.extend(page["Items"])
-        if "LastEvaluatedKey" not in page:
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    want = {i["pk"]["S"]: int(i["v"]["N"]) for i in scan}
-    check = ec.Check("the documented DuckDB view (docs/snapshots.md) equals a Scan of the table")
-    if set(got) != set(want):
-        check.problem(f"keys: {len(set(got) - set(want))} extra, {len(set(want) - set(got))} missing")
-    for key, version in want.items():
-        if key in got and int(got[key]) != version:
-            check.problem(f"{key}: version {got[key]} in the view, {version} in the table")
-    checks.append(check)
+    checks.append(compare_view(got, scan_versions(ddb),
+                               "the documented DuckDB view (docs/snapshots.md) equals a Scan of the table"))
+    checks.append(iceberg_view_check(workdir, ddb))
     check = ec.Check("most rows came from the snapshot")
     snapshot_rows = db.execute(
         f"SELECT count(*) FROM read_parquet('{workdir}/out/parquet/{TABLE}/*/*.parquet', "
@@ -225,6 +275,18 @@ def main(argv=None) -> int:
             rcu = samples.get(("dynamo_cdc_snapshot_consumed_rcu", (("table", TABLE),)))
             if items <= 0 or done is None or pending is None or done + pending != 3 or not rcu:
                 check.problem(f"samples: {samples}")
+            checks.append(check)
+
+            # Changes after the snapshot, to keys it delivered: each of these
+            # keys now has a snapshot row and a newer change in both sinks.
+            for i in range(0, ITEMS, 5):
+                ddb.put_item(TableName=TABLE, Item=item(i, 1_000_000 + i))
+            after = subprocess.run([str(binary), "run", "--config", str(cfg), "--until-idle", "3"],
+                                   cwd=workdir, env=environment(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, timeout=600)
+            check = ec.Check("a run after the snapshot delivers the changes made since and exits 0")
+            if after.returncode != 0:
+                check.problem(after.stderr[-2000:])
             checks.append(check)
 
             if plans:

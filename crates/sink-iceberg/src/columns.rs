@@ -299,7 +299,8 @@ pub(crate) fn meta_fields() -> Vec<Arc<NestedField>> {
         NestedField::required(2, "__table", string()),
         NestedField::required(3, "__shard_id", string()),
         NestedField::required(4, "__sequence_number", string()).with_doc(
-            "orders the changes of one shard; zero-padded, so text order is stream order",
+            "orders the changes of one shard: decimal digits without leading zeros, so compare \
+             as numbers (padded to 40 digits), not as text",
         ),
         NestedField::required(5, "__event_id", string()),
         NestedField::optional(6, "__source_ts_ms", Type::Primitive(PrimitiveType::Long)),
