@@ -374,3 +374,55 @@ fn a_second_process_on_the_same_checkpoint_refuses_to_start_naming_the_first() {
     let third = run_until_idle(&s, &cfg);
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
 }
+
+/// Several shards failing at once (a regional outage) are one outage in
+/// the log: a line when it starts and one when it ends, not one per shard
+/// per retry; nothing is lost or repeated.
+#[test]
+fn failing_stream_calls_are_logged_once_per_outage() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("customers");
+    let first = sim.open_shards(&arn)[0].clone();
+    let mut expected = BTreeMap::new();
+    expected.insert(first.clone(), vec![put(&sim, &arn, &first, "c0", 0)]);
+    let (left, right) = sim.split(&arn, &first);
+    for (i, shard) in [&left, &right].into_iter().enumerate() {
+        let seq = put(&sim, &arn, shard, &format!("c{}", i + 1), 0);
+        expected.insert(shard.clone(), vec![seq]);
+    }
+    // Enough failures for several retries of the reader (each of them
+    // after the SDK's own three attempts).
+    sim.fail_next(
+        dynamo_cdc_testkit::streams_sim::Op::GetRecords,
+        15,
+        dynamo_cdc_testkit::streams_sim::Fault::ServerError,
+    );
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, "tables = [\"customers\"]", "");
+    // The source's retries at debug, to count them.
+    let out = command(&s, &cfg, Some("1.5"))
+        .args(["--log", "warn,dynamo_cdc_source=debug"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let retries = err
+        .matches("DEBUG dynamo_cdc_source::events: retrying")
+        .count();
+    assert!(retries >= 3, "{retries} retries: {err}");
+    assert_eq!(
+        err.matches("DynamoDB Streams calls are failing").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("DynamoDB Streams calls answered again").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.contains("retrying\n") && !err.contains("WARN retrying"),
+        "{err}"
+    );
+    assert_exactly_once(&s.parquet(), &expected);
+}

@@ -5,6 +5,10 @@
 //! exporter. Labels are bounded (the call, how it ended): never shard ids or
 //! sequence numbers. [`describe`] registers the help texts.
 
+use std::time::Duration;
+
+use dynamo_cdc_core::OutageLine;
+
 use crate::streams::api::{ApiError, ApiErrorKind};
 
 /// Calls made to DynamoDB Streams and DynamoDB, by `api` (`DescribeStream`,
@@ -156,8 +160,10 @@ pub(crate) struct ShardCallRetried<'a> {
 }
 
 impl ShardCallRetried<'_> {
+    /// Counts the retry; the line is for debugging (what operators see is
+    /// [`StreamsOutage`], once per outage).
     pub(crate) fn emit(&self) {
-        tracing::warn!(table = %self.table, shard = %self.shard, error = %self.error, "retrying");
+        tracing::debug!(table = %self.table, shard = %self.shard, error = %self.error, "retrying");
         metrics::counter!(RETRIES_TOTAL, "api" => self.error.operation).increment(1);
     }
 }
@@ -171,9 +177,51 @@ pub(crate) struct ListingRetried<'a> {
 
 impl ListingRetried<'_> {
     pub(crate) fn emit(&self) {
-        tracing::warn!(stream = %self.stream, error = %self.error, "retrying DescribeStream");
+        tracing::debug!(stream = %self.stream, error = %self.error, "retrying DescribeStream");
         metrics::counter!(RETRIES_TOTAL, "api" => self.error.operation).increment(1);
     }
+}
+
+/// DynamoDB Streams failing the source's calls (any shard, any stream),
+/// logged as one outage: when the first call fails, at most every 30 s
+/// while any caller is still retrying, and when the last one is answered.
+/// A line per retry would be one per shard every few seconds.
+pub(crate) struct StreamsOutage<'a> {
+    pub(crate) line: OutageLine,
+    /// Where the call that brought the line failed (none for the end).
+    pub(crate) at: &'a str,
+    pub(crate) error: Option<&'a ApiError>,
+    /// Callers retrying now.
+    pub(crate) retrying: usize,
+}
+
+impl StreamsOutage<'_> {
+    pub(crate) fn emit(&self) {
+        let error = self.error.map(ToString::to_string).unwrap_or_default();
+        match self.line {
+            OutageLine::Down => tracing::warn!(
+                at = self.at,
+                error = %error,
+                "DynamoDB Streams calls are failing; retrying with backoff (logged again every 30 s while it lasts)"
+            ),
+            OutageLine::StillDown(d) => tracing::warn!(
+                failing_for_s = d.as_secs(),
+                retrying = self.retrying,
+                at = self.at,
+                error = %error,
+                "DynamoDB Streams calls still failing; retrying"
+            ),
+            // At the level of the line that said it started.
+            OutageLine::Back(d) => tracing::warn!(
+                failed_for_s = secs(d),
+                "DynamoDB Streams calls answered again"
+            ),
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

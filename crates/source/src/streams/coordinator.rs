@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::events::ListingRetried;
+use crate::events::{ListingRetried, StreamsOutage};
 use crate::record::table_from_arn;
 use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
@@ -223,7 +223,16 @@ impl<A: StreamsApi> Stream<A> {
             let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
             if answer.is_ok() {
                 self.settings.activity.listed();
-                self.settings.activity.trouble(&mut troubled, false);
+                let activity = &self.settings.activity;
+                if let Some(line) = activity.answered(&mut troubled, Instant::now()) {
+                    StreamsOutage {
+                        line,
+                        at: &self.arn,
+                        error: None,
+                        retrying: activity.retrying(),
+                    }
+                    .emit();
+                }
                 if !std::mem::replace(&mut self.answered, true) {
                     self.board.stream_answered();
                 }
@@ -248,7 +257,16 @@ impl<A: StreamsApi> Stream<A> {
                         error: &e,
                     }
                     .emit();
-                    self.settings.activity.trouble(&mut troubled, true);
+                    let activity = &self.settings.activity;
+                    if let Some(line) = activity.failed(&mut troubled, Instant::now()) {
+                        StreamsOutage {
+                            line,
+                            at: &format!("DescribeStream of {}", self.arn),
+                            error: Some(&e),
+                            retrying: activity.retrying(),
+                        }
+                        .emit();
+                    }
                     let wait = Duration::from_millis(200u64 << attempt.min(5));
                     if !self.pause(wait).await {
                         return Ok(None);

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Positions, SequenceNumber, Source, SourceBatch};
+use dynamo_cdc_core::{Outage, OutageLine, Positions, SequenceNumber, Source, SourceBatch};
 use tokio::sync::{mpsc, watch};
 
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
@@ -141,6 +141,9 @@ pub(crate) struct Activity {
     readers: Mutex<HashMap<u64, Option<Instant>>>,
     next_reader: std::sync::atomic::AtomicU64,
     troubled: std::sync::atomic::AtomicUsize,
+    /// The stream API's outage, as logged: from the first caller in
+    /// trouble to the last one answered.
+    outage: Mutex<Outage>,
 }
 
 impl Activity {
@@ -152,6 +155,7 @@ impl Activity {
             readers: Mutex::new(HashMap::new()),
             next_reader: std::sync::atomic::AtomicU64::new(0),
             troubled: std::sync::atomic::AtomicUsize::new(0),
+            outage: Mutex::new(Outage::new()),
         }
     }
 
@@ -196,8 +200,30 @@ impl Activity {
         }
     }
 
-    /// A reader or listing started retrying (`true`) or got an answer
-    /// again (`false`); `state` is the caller's own flag.
+    /// A call failed and will be retried: the caller (whose own flag is
+    /// `state`) is in trouble; returns the outage line due at `at`, if any.
+    pub(crate) fn failed(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
+        self.trouble(state, true);
+        self.outage.lock().ok()?.failed(at)
+    }
+
+    /// A caller got an answer: out of trouble. When no caller is left in
+    /// trouble, an outage going on ended; returns the line to log.
+    pub(crate) fn answered(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
+        self.trouble(state, false);
+        if self.troubled.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return self.outage.lock().ok()?.succeeded(at);
+        }
+        None
+    }
+
+    /// How many callers are retrying.
+    pub(crate) fn retrying(&self) -> usize {
+        self.troubled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A reader or listing started retrying (`true`) or stopped, answered
+    /// or ended (`false`); `state` is the caller's own flag.
     pub(crate) fn trouble(&self, state: &mut bool, now: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         if now && !*state {
@@ -423,5 +449,51 @@ impl Source for StreamsSource {
 impl Drop for StreamsSource {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many shards failing together are one outage: one line when the
+    /// first fails, none per retry, one when the last is answered.
+    #[test]
+    fn failing_callers_make_one_outage_that_ends_with_the_last_answer() {
+        let activity = Activity::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (mut a, mut b, mut listing) = (false, false, false);
+        assert_eq!(activity.answered(&mut a, at(0)), None, "nothing to end");
+        assert_eq!(activity.failed(&mut a, at(1)), Some(OutageLine::Down));
+        for s in 1..20 {
+            assert_eq!(activity.failed(&mut b, at(s)), None);
+            assert_eq!(activity.failed(&mut a, at(s)), None);
+            assert_eq!(activity.failed(&mut listing, at(s)), None);
+        }
+        assert_eq!(activity.retrying(), 3);
+        assert_eq!(
+            activity.failed(&mut b, at(31)),
+            Some(OutageLine::StillDown(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            activity.answered(&mut a, at(40)),
+            None,
+            "b and the listing still fail"
+        );
+        assert_eq!(activity.answered(&mut listing, at(41)), None);
+        assert_eq!(
+            activity.answered(&mut b, at(42)),
+            Some(OutageLine::Back(Duration::from_secs(41)))
+        );
+        assert_eq!(activity.retrying(), 0);
+        assert_eq!(activity.answered(&mut b, at(43)), None);
+        // A reader that ended in trouble leaves; the next answer ends it.
+        assert_eq!(activity.failed(&mut a, at(50)), Some(OutageLine::Down));
+        activity.trouble(&mut a, false);
+        assert_eq!(
+            activity.answered(&mut b, at(52)),
+            Some(OutageLine::Back(Duration::from_secs(2)))
+        );
     }
 }

@@ -2,13 +2,13 @@
 //! expiry, throttling and trimmed data.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{Gap, SequenceNumber, ShardKey, SourceBatch};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::events::ShardCallRetried;
+use crate::events::{ShardCallRetried, StreamsOutage};
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
 use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
@@ -197,11 +197,20 @@ impl<A: StreamsApi> ShardJob<A> {
         if let Some(id) = self.watch {
             self.settings.activity.reader_answered(id);
         }
-        self.settings.activity.trouble(&mut self.troubled, false);
+        let activity = &self.settings.activity;
+        if let Some(line) = activity.answered(&mut self.troubled, Instant::now()) {
+            StreamsOutage {
+                line,
+                at: &self.key.shard,
+                error: None,
+                retrying: activity.retrying(),
+            }
+            .emit();
+        }
     }
 
-    /// A call failed in a way that may pass: say so, and count as in
-    /// trouble (not quiet: `until_idle` waits it out).
+    /// A call failed in a way that may pass: count it, count as in trouble
+    /// (not quiet: `until_idle` waits it out), and log the outage when due.
     fn retry_later(&mut self, error: &ApiError) {
         ShardCallRetried {
             table: &self.key.table,
@@ -209,7 +218,17 @@ impl<A: StreamsApi> ShardJob<A> {
             error,
         }
         .emit();
-        self.settings.activity.trouble(&mut self.troubled, true);
+        let activity = &self.settings.activity;
+        if let Some(line) = activity.failed(&mut self.troubled, Instant::now()) {
+            let at = format!("table {}, shard {}", self.key.table, self.key.shard);
+            StreamsOutage {
+                line,
+                at: &at,
+                error: Some(error),
+                retrying: activity.retrying(),
+            }
+            .emit();
+        }
     }
 
     /// An iterator at `self.start`, retrying what may pass. `None` when the
