@@ -18,9 +18,10 @@ pub struct KafkaSinkConfig {
     /// Topic template; `{table}` becomes the table name.
     #[serde(default = "defaults::topic")]
     pub topic: String,
-    /// `avro` or `json`.
-    #[serde(default)]
-    pub format: Format,
+    /// `avro` or `json`; when not set, `avro` with a schema registry and
+    /// `json` without (see [`KafkaSinkConfig::format`]).
+    #[serde(default, rename = "format")]
+    pub format_set: Option<Format>,
     /// `debezium` or `flat`.
     #[serde(default)]
     pub envelope: Envelope,
@@ -121,12 +122,23 @@ impl KafkaSinkConfig {
             .collect()
     }
 
+    /// The encoding: as set, else Avro when a schema registry is
+    /// configured and JSON when none is.
+    pub fn format(&self) -> Format {
+        self.format_set
+            .unwrap_or(if self.schema_registry_url.is_some() {
+                Format::Avro
+            } else {
+                Format::Json
+            })
+    }
+
     /// What the sink runs with.
     pub fn runtime(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: self.brokers.clone(),
             topic: self.topic.clone(),
-            format: self.format,
+            format: self.format(),
             envelope: self.envelope,
             tombstones: self.tombstones,
             registry: self.schema_registry_url.as_ref().map(|url| RegistryConfig {
@@ -170,7 +182,7 @@ impl KafkaSinkConfig {
                 ),
             ));
         }
-        if self.format == Format::Avro && self.schema_registry_url.is_none() {
+        if self.format_set == Some(Format::Avro) && self.schema_registry_url.is_none() {
             return Err(ConfigError::new(
                 "schema_registry_url",
                 "format = \"avro\" needs a schema registry (or set format = \"json\")",
@@ -248,6 +260,25 @@ dead_letter_topic = "cdc.dead"
             k.property_pairs()
                 .contains(&("linger.ms".to_owned(), "20".to_owned()))
         );
+    }
+
+    /// Unset, the format follows the registry: Avro with one, JSON without.
+    #[test]
+    fn the_format_follows_the_registry_unless_set() {
+        let unset = KAFKA.replace("format = \"json\"\n", "");
+        let k = parse(&unset);
+        k.validate().unwrap();
+        assert_eq!(k.format(), Format::Json);
+        let k = parse(&format!(
+            "schema_registry_url = \"http://registry:8081\"\n{unset}"
+        ));
+        k.validate().unwrap();
+        assert_eq!(k.format(), Format::Avro);
+        assert_eq!(k.runtime().format, Format::Avro);
+        let k = parse(&format!(
+            "schema_registry_url = \"http://registry:8081\"\n{KAFKA}"
+        ));
+        assert_eq!(k.format(), Format::Json, "as set");
     }
 
     #[test]
