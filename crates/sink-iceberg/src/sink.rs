@@ -143,6 +143,9 @@ pub struct IcebergSink {
     last_commit: Instant,
     encoding: Encoding,
     stats: IcebergStats,
+    /// Table -> lease epoch, when the tables are shared (recorded in each
+    /// commit's summary).
+    lease_epochs: std::collections::BTreeMap<String, u64>,
 }
 
 impl IcebergSink {
@@ -225,6 +228,7 @@ impl IcebergSink {
             last_commit: Instant::now(),
             encoding,
             stats: IcebergStats::default(),
+            lease_epochs: std::collections::BTreeMap::new(),
         })
     }
 
@@ -575,7 +579,11 @@ impl IcebergSink {
                 // File names are fresh UUIDs; checking reads every manifest.
                 .with_check_duplicate(false)
                 .add_data_files(files)
-                .set_snapshot_properties(summary::encode(&state.last).into_iter().collect());
+                .set_snapshot_properties(
+                    summary::encode(&state.last, self.lease_epochs.get(&**table).copied())
+                        .into_iter()
+                        .collect(),
+                );
             let tx = append.apply(tx).map_err(IcebergSinkError::catalog(format!(
                 "prepare a commit to {}",
                 state.ident
@@ -720,6 +728,10 @@ impl Sink for IcebergSink {
         &self.durable
     }
 
+    fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
+        self.lease_epochs.clone_from(epochs);
+    }
+
     fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
         Ok(self.write_changes(changes)?)
     }
@@ -826,6 +838,31 @@ mod commit_tests {
                 .unwrap_or(0)
         });
         (rows, meta.snapshots().len())
+    }
+
+    /// Shared tables: each commit's summary names the lease epoch it was
+    /// made under; alone, there is none.
+    #[test]
+    fn commits_under_a_lease_carry_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        let epoch_of_current = |sink: &mut IcebergSink| {
+            let state = sink.load(&Arc::from("orders")).unwrap();
+            let meta = state.table.metadata();
+            meta.current_snapshot().and_then(|s| {
+                s.summary()
+                    .additional_properties
+                    .get(summary::LEASE_EPOCH)
+                    .cloned()
+            })
+        };
+        sink.write(&changes("s1", 1..3)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(epoch_of_current(&mut sink), None);
+        sink.lease_epochs(&[("orders".to_owned(), 4)].into());
+        sink.write(&changes("s1", 3..5)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(epoch_of_current(&mut sink).as_deref(), Some("4"));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub(crate) const POSITIONS: &str = "dynamo-cdc.positions";
 /// The summary property naming the sink version that committed.
 pub(crate) const WRITER: &str = "dynamo-cdc.writer";
 
+/// The summary property holding the lease epoch of the table when the
+/// commit was made by a process sharing the tables (`[coordination]`).
+pub(crate) const LEASE_EPOCH: &str = "dynamo-cdc.lease_epoch";
+
 /// A snapshot, as much of it as positions need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SnapshotView {
@@ -30,12 +34,12 @@ pub(crate) struct SnapshotView {
 }
 
 /// The summary properties of a commit adding `positions` (of one table).
-pub(crate) fn encode(positions: &Positions) -> BTreeMap<String, String> {
+pub(crate) fn encode(positions: &Positions, epoch: Option<u64>) -> BTreeMap<String, String> {
     let map: BTreeMap<&str, &str> = positions
         .iter()
         .map(|(k, s)| (&*k.shard, s.as_str()))
         .collect();
-    BTreeMap::from([
+    let mut properties = BTreeMap::from([
         (
             POSITIONS.to_owned(),
             serde_json::to_string(&map).expect("a map of strings serializes"),
@@ -44,7 +48,11 @@ pub(crate) fn encode(positions: &Positions) -> BTreeMap<String, String> {
             WRITER.to_owned(),
             format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")),
         ),
-    ])
+    ]);
+    if let Some(epoch) = epoch {
+        properties.insert(LEASE_EPOCH.to_owned(), epoch.to_string());
+    }
+    properties
 }
 
 /// The positions one summary property holds, as shards of `table`.
@@ -127,14 +135,20 @@ mod tests {
         SnapshotView {
             id,
             parent,
-            positions: (!p.is_empty()).then(|| encode(&p)[POSITIONS].clone()),
+            positions: (!p.is_empty()).then(|| encode(&p, None)[POSITIONS].clone()),
         }
     }
 
     #[test]
     fn a_summary_round_trips() {
         let p = positions(&[("s1", 10), ("s2", 7)]);
-        assert_eq!(decode(&table(), &encode(&p)[POSITIONS]).unwrap(), p);
+        assert_eq!(decode(&table(), &encode(&p, None)[POSITIONS]).unwrap(), p);
+        assert!(!encode(&p, None).contains_key(LEASE_EPOCH));
+        assert_eq!(
+            encode(&p, Some(7))[LEASE_EPOCH],
+            "7",
+            "the lease epoch, when shared"
+        );
     }
 
     #[test]
