@@ -18,9 +18,6 @@ use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
 use crate::streams::{Event, Settings, StartAt, StreamsError, now_ms};
 
-/// DescribeStream is limited to about 10 calls per second per account:
-/// stay well under it across pages and streams.
-const LISTING_PAGE_GAP: Duration = Duration::from_millis(200);
 /// Shortest time between two listings of a stream, even when many shards
 /// end at once (a rotation of every shard lists once, not once per shard).
 const LISTING_GAP: Duration = Duration::from_secs(1);
@@ -220,6 +217,13 @@ impl<A: StreamsApi> Stream<A> {
         let mut attempt = 0u32;
         let mut troubled = false;
         loop {
+            // DescribeStream is limited per account: every page of every
+            // stream takes a turn of the process's pace.
+            let turn = self.settings.describe_pace.reserve(Instant::now());
+            let wait = turn.saturating_duration_since(Instant::now());
+            if !wait.is_zero() && !self.pause(wait).await {
+                return Ok(None);
+            }
             let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
             if answer.is_ok() {
                 self.settings.activity.listed();
@@ -246,9 +250,6 @@ impl<A: StreamsApi> Stream<A> {
                         // A page that repeats its start would loop forever.
                         Some(next) if Some(&next) != start.as_ref() => start = Some(next),
                         _ => return Ok(Some((shards, table))),
-                    }
-                    if !self.pause(LISTING_PAGE_GAP).await {
-                        return Ok(None);
                     }
                 }
                 Err(e) if e.is_retryable() => {

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod board;
 mod coordinator;
+mod pace;
 mod page_batch;
 pub(crate) mod raw_records;
 mod reader;
@@ -121,6 +122,8 @@ pub(crate) struct Settings {
     pub start: StartAt,
     pub max_concurrent_shards: usize,
     pub activity: Activity,
+    /// Every stream's DescribeStream calls, paced together.
+    pub describe_pace: pace::Pace,
     pub readers: Arc<tokio::sync::Semaphore>,
     /// The parse thread every reader hands its pages to.
     pub parser: page_batch::Parser,
@@ -350,6 +353,7 @@ impl StreamsSource {
             start: config.start,
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             activity: Activity::new(),
+            describe_pace: pace::Pace::per_second(pace::DESCRIBE_STREAM_PER_SECOND),
             readers: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_shards.max(1),
             )),
