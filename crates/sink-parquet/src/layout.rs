@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::DateTime;
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
-use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects};
+use dynamo_cdc_object_store::{ObjectError, ObjectPath, Objects, STAGING_DIR};
 
 /// Suffix of files not yet committed.
 pub(crate) const IN_PROGRESS: &str = ".parquet.inprogress";
@@ -208,15 +208,33 @@ pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<Leftover
     Ok((committed, leftovers))
 }
 
-/// Every committed object below the root: listing the prefix replaces
-/// `read_dir`. There are no temp objects to sweep: an object exists only
-/// once complete, and an upload a crash left incomplete is not listed.
-pub(crate) fn scan_objects(objects: &Objects) -> Result<Vec<Committed>, ObjectError> {
+/// A staging object found in the bucket (see `Upload::fenced`): a crash's
+/// leftover, or a live writer's commit under way.
+#[derive(Debug, Clone)]
+pub(crate) struct Staged {
+    pub(crate) key: ObjectPath,
+    pub(crate) modified: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every committed object below the root, and the staging objects: listing
+/// the prefix replaces `read_dir`. An upload a crash left incomplete is not
+/// listed (the bucket's lifecycle rule aborts it).
+pub(crate) fn scan_objects(
+    objects: &Objects,
+) -> Result<(Vec<Committed>, Vec<Staged>), ObjectError> {
     let mut committed = Vec::new();
+    let mut staged = Vec::new();
     for meta in objects.list("")? {
         let Some(relative) = objects.relative(&meta.location) else {
             continue;
         };
+        if relative.starts_with(&format!("{STAGING_DIR}/")) {
+            staged.push(Staged {
+                key: meta.location.clone(),
+                modified: meta.last_modified,
+            });
+            continue;
+        }
         let mut parts = relative.split('/');
         let (Some(table), Some(part), Some(name), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -237,7 +255,7 @@ pub(crate) fn scan_objects(objects: &Objects) -> Result<Vec<Committed>, ObjectEr
             });
         }
     }
-    Ok(committed)
+    Ok((committed, staged))
 }
 
 #[cfg(test)]

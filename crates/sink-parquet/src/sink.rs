@@ -336,10 +336,14 @@ impl ParquetSink {
                 layout::create_dir_durably(root).map_err(io("cannot create", root))?;
                 layout::scan(root).map_err(io("cannot scan", root))?
             }
-            Dataset::Remote(objects) => (layout::scan_objects(objects)?, Vec::new()),
+            Dataset::Remote(objects) => {
+                let (committed, staged) = layout::scan_objects(objects)?;
+                stats.swept = sweep_staged(objects, staged, config.exclusive, chrono::Utc::now());
+                (committed, Vec::new())
+            }
         };
         let (durable, earlier) = positions(&dataset, committed)?;
-        stats.swept = sweep(leftovers, &durable, config.exclusive)?;
+        stats.swept += sweep(leftovers, &durable, config.exclusive)?;
         Ok(ParquetSink {
             config,
             dataset,
@@ -899,6 +903,34 @@ fn last_of(
     Ok(last)
 }
 
+/// How old a staging object must be before a sink that shares the dataset
+/// takes it for a crash's leftover: a live commit copies and deletes its
+/// own within seconds.
+const STAGING_LEFTOVER_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Deletes staging objects a crash left between an upload and its copy:
+/// all of them when the sink is alone on the dataset, else those older than
+/// [`STAGING_LEFTOVER_AGE`]. Best effort (the lifecycle rule is the
+/// backstop); returns how many went.
+fn sweep_staged(
+    objects: &Objects,
+    staged: Vec<layout::Staged>,
+    exclusive: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> u64 {
+    let mut swept = 0;
+    for s in staged {
+        if !exclusive && now - s.modified < STAGING_LEFTOVER_AGE {
+            continue;
+        }
+        match objects.delete(&s.key) {
+            Ok(()) => swept += 1,
+            Err(e) => tracing::warn!(error = %e, "cannot remove a staging object a crash left"),
+        }
+    }
+    swept
+}
+
 /// Uploads a spooled file under `object`, created only if absent, a part
 /// at a time; returns its size. `fenced` when other processes write the
 /// dataset: a large file is then committed by a create-if-absent copy,
@@ -1085,3 +1117,44 @@ impl Sink for ParquetSink {
 
 /// Uncompressed bytes of a data page (see where it is set).
 const DATA_PAGE_BYTES: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dynamo_cdc_object_store::{InMemory, StoreUrl};
+
+    use super::*;
+
+    /// Sharing the dataset, a staging object is a leftover once it is an
+    /// hour old; alone, at once.
+    #[test]
+    fn staging_leftovers_are_swept_by_age_when_shared() {
+        let objects = Objects::with_store(
+            Arc::new(InMemory::new()),
+            StoreUrl::parse("s3://lake/cdc").unwrap(),
+        );
+        let key = objects.path("_staging/t/date=2024-05-01/s1_1.parquet.x");
+        objects.create(&key, "x".into()).unwrap();
+        let staged = || {
+            let (_, staged) = layout::scan_objects(&objects).unwrap();
+            staged
+        };
+        let created = staged()[0].modified;
+        let shared_at = |minutes| {
+            sweep_staged(
+                &objects,
+                staged(),
+                false,
+                created + chrono::TimeDelta::minutes(minutes),
+            )
+        };
+        assert_eq!(shared_at(59), 0);
+        assert_eq!(staged().len(), 1);
+        assert_eq!(shared_at(61), 1);
+        assert!(staged().is_empty());
+        objects.create(&key, "x".into()).unwrap();
+        assert_eq!(sweep_staged(&objects, staged(), true, created), 1);
+        assert!(staged().is_empty());
+    }
+}

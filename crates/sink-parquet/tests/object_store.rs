@@ -297,18 +297,27 @@ fn dead_letter_and_gap_prefixes_are_not_data() {
 }
 
 /// A staging object a crash left behind (completed, never copied to its
-/// name) is not a committed file.
+/// name) is not a committed file. A sink alone on the dataset removes it
+/// at open; one that shares it leaves a fresh one (another writer's commit
+/// may be under way) to a later open or the lifecycle rule.
 #[test]
-fn staging_objects_are_not_data() {
+fn staging_objects_are_not_data_and_leftovers_are_swept() {
     let objects = bucket();
-    objects
-        .create(
-            &objects.path(&format!("{STAGING_DIR}/{DAY}/s1_1.parquet.18f2c-4d2-0")),
-            "x".into(),
-        )
-        .unwrap();
-    let sink = open(&objects, 1000);
-    assert_eq!(position(&sink), None);
+    let staged = objects.path(&format!("{STAGING_DIR}/{DAY}/s1_1.parquet.18f2c-4d2-0"));
+    objects.create(&staged, "x".into()).unwrap();
+    let mut config = ParquetConfig::new("s3://lake/cdc");
+    config.exclusive = false;
+    let shared =
+        ParquetSink::open_on(objects.clone(), config, NumbersMode::Auto, HashMap::new()).unwrap();
+    assert_eq!(position(&shared), None);
+    assert!(
+        objects.exists(&staged).unwrap(),
+        "young, and maybe another writer's"
+    );
+    let alone = open(&objects, 1000);
+    assert_eq!(position(&alone), None);
+    assert!(!objects.exists(&staged).unwrap(), "swept");
+    assert_eq!(alone.parquet_stats().swept, 1);
 }
 
 /// Where processes share the dataset, a file of several parts is staged
