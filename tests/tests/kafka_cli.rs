@@ -118,13 +118,15 @@ fn both_sinks_together_hold_the_same_changes_and_a_rerun_sends_nothing() {
     );
 }
 
+/// Avro asked for without a registry is refused, naming the key (left
+/// unset, the format is JSON without a registry).
 #[test]
 fn avro_without_a_registry_is_a_config_error() {
     let s = Scratch::new();
     let config = write_config(
         &s,
         &format!("kind = \"replay\"\npath = {:?}", s.capture()),
-        "[sinks.kafka]\nbrokers = \"127.0.0.1:9\"",
+        "[sinks.kafka]\nbrokers = \"127.0.0.1:9\"\nformat = \"avro\"",
     );
     let out = run_command(s.path(), &config, None).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -426,3 +426,25 @@ fn failing_stream_calls_are_logged_once_per_outage() {
     );
     assert_exactly_once(&s.parquet(), &expected);
 }
+
+/// A throttled call that passes on its retry is routine back-pressure, not
+/// an outage: counted, and logged at debug only.
+#[test]
+fn a_passing_throttle_is_not_logged_as_an_outage() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("customers");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seq = put(&sim, &arn, &shard, "c1", 0);
+    sim.fail_next(
+        dynamo_cdc_testkit::streams_sim::Op::GetRecords,
+        2,
+        dynamo_cdc_testkit::streams_sim::Fault::Throttle,
+    );
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, "tables = [\"customers\"]", "");
+    let out = run_until_idle(&s, &cfg);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("DynamoDB Streams calls"), "{err}");
+    assert_exactly_once(&s.parquet(), &BTreeMap::from([(shard, vec![seq])]));
+}

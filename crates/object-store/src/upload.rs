@@ -26,7 +26,9 @@
 //!   a one-part upload copy with `If-None-Match: *` (object_store's
 //!   `S3CopyIfNotExists::Multipart`, set where the client is built), GCS
 //!   and Azure copy with their own preconditions. It costs a server-side
-//!   copy of the file; S3 copies at most [`MAX_FENCED_BYTES`] that way.
+//!   copy of the file; on S3 files up to [`MAX_FENCED_BYTES`] are committed
+//!   that way (see [`Upload::fits_fenced`]). The name is also looked up
+//!   before the copy, for S3-compatible stores that ignore `If-None-Match`.
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -49,9 +51,11 @@ pub const PART_BYTES: usize = 8 << 20;
 /// docs/parquet.md).
 pub const STAGING_DIR: &str = "_staging";
 
-/// The largest file a fenced upload commits on S3: `UploadPartCopy` copies
-/// at most 5 GiB in one part.
-pub const MAX_FENCED_BYTES: u64 = 5 << 30;
+/// The largest file a fenced upload commits on S3. `UploadPartCopy` copies
+/// at most 5 GiB in one part, but the copy is one request, answered when
+/// it is done, and must finish within the client's 30 s request timeout:
+/// a gibibyte leaves room on a slow day.
+pub const MAX_FENCED_BYTES: u64 = 1 << 30;
 
 /// Why [`Upload::copy_from`] failed.
 #[derive(Debug)]
@@ -93,6 +97,12 @@ impl Upload {
             written: 0,
             staging: None,
         }
+    }
+
+    /// Whether a file of `bytes` can be committed fenced in `objects`' store
+    /// (S3 copies at most [`MAX_FENCED_BYTES`] in one request).
+    pub fn fits_fenced(objects: &Objects, bytes: u64) -> bool {
+        objects.url().scheme != Scheme::S3 || bytes <= MAX_FENCED_BYTES
     }
 
     /// Makes this a fenced upload (see the module docs): a multipart file is
@@ -219,8 +229,8 @@ impl Upload {
                 bucket: objects.url().bucket_url(),
                 source: Box::new(object_store::Error::NotSupported {
                     source: format!(
-                        "the file has {} bytes, and S3 copies at most {MAX_FENCED_BYTES} \
-                         create-if-absent; lower max_file_bytes",
+                        "the file has {} bytes, and S3 commits at most {MAX_FENCED_BYTES} \
+                         by a conditional copy (see Upload::fits_fenced)",
                         self.written
                     )
                     .into(),
@@ -232,6 +242,19 @@ impl Upload {
             let _ = objects.block_on(upload.abort());
             let _ = objects.delete(staging);
             return Err(objects.fail("complete the upload of", staging)(e));
+        }
+        // The copy is conditional; this look-up also catches a store that
+        // ignores the condition, but for a writer in between.
+        match objects.exists(&self.key) {
+            Ok(false) => {}
+            found => {
+                let _ = objects.delete(staging);
+                found?;
+                return Err(self.collision(object_store::Error::AlreadyExists {
+                    path: self.key.to_string(),
+                    source: "found before copying the staged upload".into(),
+                }));
+            }
         }
         let copied = objects.block_on(objects.store().copy_opts(
             staging,

@@ -353,12 +353,12 @@ path = "out/checkpoint.json"
     }
 
     /// Shared S3 datasets commit each file by a conditional copy of at most
-    /// 5 GiB; alone, any size goes.
+    /// 1 GiB; alone, any size goes.
     #[test]
     fn a_shared_s3_dataset_bounds_the_file_size() {
         let big = STREAMS.replace("out/parquet", "s3://lake/cdc").replace(
             "[checkpoint]",
-            "max_file_bytes = 6_000_000_000\n[checkpoint]",
+            "max_file_bytes = 2_000_000_000\n[checkpoint]",
         );
         Config::parse(&big).unwrap().validate().unwrap();
         let e = Config::parse(&format!("{big}[coordination]\n"))

@@ -286,8 +286,8 @@ fn retype_data(data: arrow_data::ArrayData, data_type: &DataType) -> arrow_data:
 /// list elements, and text whose values in `first`, the file's first batch,
 /// are long: see [`is_long_text`]), per row group only for other text (the
 /// page index's check of each page's whole min and max values costs a sixth
-/// of a run on text of hundreds of KB; readers skip row groups, and the
-/// manifests record no column bounds).
+/// of a run on text of hundreds of KB; readers skip row groups by them, and
+/// the manifests' bounds are taken from them: see [`crate::metrics`]).
 fn statistics_levels(schema: &Schema, first: &[ArrayRef]) -> Vec<(ColumnPath, EnabledStatistics)> {
     fn walk(
         field: &Field,

@@ -136,9 +136,10 @@ impl ParquetConfig {
     }
 
     /// The further limits of a dataset several processes write: on S3 a
-    /// file is then committed by a create-if-absent copy of at most 5 GiB,
-    /// so the largest file (`max_file_bytes` plus the row group that
-    /// crosses it) must fit.
+    /// file is then committed by a create-if-absent copy of at most
+    /// [`MAX_FENCED_BYTES`], so files (`max_file_bytes` plus the row group
+    /// that crosses it) should fit. One that does not, grown past the limit
+    /// by a large last batch, is committed after a look-up instead.
     ///
     /// # Errors
     /// The key to lower, and why.
@@ -186,7 +187,9 @@ mod tests {
             max_file_bytes: max,
             ..ParquetConfig::new(path)
         };
-        config("s3://lake/cdc", 1 << 30).validate_shared().unwrap();
+        config("s3://lake/cdc", 512 << 20)
+            .validate_shared()
+            .unwrap();
         config("/data/out", 8 << 30).validate_shared().unwrap();
         config("gs://lake/cdc", 8 << 30).validate_shared().unwrap();
         let e = config("s3://lake/cdc", 5 << 30)

@@ -228,7 +228,9 @@ pub(crate) fn scan_objects(
         let Some(relative) = objects.relative(&meta.location) else {
             continue;
         };
-        if relative.starts_with(&format!("{STAGING_DIR}/")) {
+        // `_staging/<table>/date=<day>/<name>.<token>`: four levels, where a
+        // table named `_staging` has three (and no table name holds `=`).
+        if relative.starts_with(&format!("{STAGING_DIR}/")) && relative.split('/').count() == 4 {
             staged.push(Staged {
                 key: meta.location.clone(),
                 modified: meta.last_modified,

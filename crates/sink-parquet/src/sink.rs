@@ -903,6 +903,12 @@ fn last_of(
     Ok(last)
 }
 
+/// Whether a file of `size` bytes is committed fenced: where processes
+/// share the dataset (`shared`), when the store can copy it in one request.
+fn fence_upload(shared: bool, objects: &Objects, size: u64) -> bool {
+    shared && Upload::fits_fenced(objects, size)
+}
+
 /// How old a staging object must be before a sink that shares the dataset
 /// takes it for a crash's leftover: a live commit copies and deletes its
 /// own within seconds.
@@ -946,9 +952,21 @@ fn upload_spooled(
     spool
         .seek(SeekFrom::Start(0))
         .map_err(io("cannot read a spool file in", &spool_dir))?;
+    let size = spool
+        .metadata()
+        .map_err(io("cannot read a spool file in", &spool_dir))?
+        .len();
     let mut upload = Upload::new(objects, object);
-    if fenced {
+    if fence_upload(fenced, objects, size) {
         upload = upload.fenced();
+    } else if fenced {
+        // Past the limit by a large last batch: committed with a look-up
+        // before completion rather than not at all.
+        tracing::warn!(
+            file = %upload.describe(),
+            bytes = size,
+            "a file too large for a conditional copy is committed after a look-up instead; lower max_file_bytes"
+        );
     }
     upload.copy_from(&mut spool).map_err(|e| match e {
         CopyError::Object(o) => ParquetSinkError::Object(o),
@@ -1125,6 +1143,28 @@ mod tests {
     use dynamo_cdc_object_store::{InMemory, StoreUrl};
 
     use super::*;
+
+    /// Large files are staged and copied where processes share the
+    /// dataset, unless S3 cannot copy them in one request.
+    #[test]
+    fn uploads_are_fenced_when_shared_and_the_copy_fits() {
+        let on = |url: &str| {
+            Objects::with_store(Arc::new(InMemory::new()), StoreUrl::parse(url).unwrap())
+        };
+        let (s3, gcs) = (on("s3://lake/cdc"), on("gs://lake/cdc"));
+        let gib = 1u64 << 30;
+        assert!(fence_upload(true, &s3, 128 << 20));
+        assert!(fence_upload(true, &s3, gib));
+        assert!(
+            !fence_upload(true, &s3, gib + 1),
+            "looked up and completed instead"
+        );
+        assert!(fence_upload(true, &gcs, 4 * gib));
+        assert!(
+            !fence_upload(false, &s3, 128 << 20),
+            "alone: the look-up suffices"
+        );
+    }
 
     /// Sharing the dataset, a staging object is a leftover once it is an
     /// hour old; alone, at once.

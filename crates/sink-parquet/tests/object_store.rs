@@ -320,11 +320,12 @@ fn staging_objects_are_not_data_and_leftovers_are_swept() {
     assert_eq!(alone.parquet_stats().swept, 1);
 }
 
-/// Where processes share the dataset, a file of several parts is staged
-/// and copied to its name; the staging object goes, and the file reads
-/// back whole.
+/// Where processes share the dataset, a file of several parts is committed
+/// whole under its name and no staging object is left (that it goes
+/// through staging is `uploads_are_fenced_when_shared_and_the_copy_fits`,
+/// and the staging itself the object-store crate's tests).
 #[test]
-fn a_shared_dataset_commits_a_large_file_through_staging() {
+fn a_shared_dataset_commits_a_large_file_whole_and_leaves_no_staging_object() {
     let objects = bucket();
     let mut config = ParquetConfig::new("s3://lake/cdc");
     config.exclusive = false;

@@ -43,6 +43,10 @@ pub(crate) struct ShardJob<A> {
     pub watch: Option<u64>,
 }
 
+/// Throttled calls in a row (a second or so of backoff) before throttling
+/// is logged as an outage.
+const THROTTLES_BEFORE_OUTAGE: u32 = 2;
+
 /// Backoff with full jitter: up to 100 ms doubled per attempt, capped at
 /// 5 s, so many readers throttled together do not retry together.
 fn backoff(attempt: u32) -> Duration {
@@ -107,7 +111,7 @@ impl<A: StreamsApi> ShardJob<A> {
                     page
                 }
                 Err(e) if e.is_retryable() => {
-                    self.retry_later(&e);
+                    self.retry_later(&e, attempt);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(Outcome::Stopped);
                     }
@@ -209,9 +213,11 @@ impl<A: StreamsApi> ShardJob<A> {
         }
     }
 
-    /// A call failed in a way that may pass: count it, count as in trouble
-    /// (not quiet: `until_idle` waits it out), and log the outage when due.
-    fn retry_later(&mut self, error: &ApiError) {
+    /// A call failed in a way that may pass (`attempt` failures in a row
+    /// before it): count it, count as in trouble (not quiet: `until_idle`
+    /// waits it out), and log the outage when due. Throttling is routine
+    /// back-pressure: it makes an outage only from the third in a row.
+    fn retry_later(&mut self, error: &ApiError, attempt: u32) {
         ShardCallRetried {
             table: &self.key.table,
             shard: &self.key.shard,
@@ -219,6 +225,10 @@ impl<A: StreamsApi> ShardJob<A> {
         }
         .emit();
         let activity = &self.settings.activity;
+        if error.kind == ApiErrorKind::Throttled && attempt < THROTTLES_BEFORE_OUTAGE {
+            activity.trouble(&mut self.troubled, true);
+            return;
+        }
         if let Some(line) = activity.failed(&mut self.troubled, Instant::now()) {
             let at = format!("table {}, shard {}", self.key.table, self.key.shard);
             StreamsOutage {
@@ -253,7 +263,7 @@ impl<A: StreamsApi> ShardJob<A> {
                     return Ok(Some(it));
                 }
                 Err(e) if e.is_retryable() => {
-                    self.retry_later(&e);
+                    self.retry_later(&e, attempt);
                     if !self.pause(backoff(attempt)).await {
                         return Ok(None);
                     }
