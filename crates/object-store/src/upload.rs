@@ -245,11 +245,10 @@ impl Upload {
         }
         // The copy is conditional; this look-up also catches a store that
         // ignores the condition, but for a writer in between.
-        match objects.exists(&self.key) {
-            Ok(false) => {}
-            found => {
-                let _ = objects.delete(staging);
-                found?;
+        let exists = objects.exists(&self.key);
+        if !matches!(exists, Ok(false)) {
+            let _ = objects.delete(staging);
+            if exists? {
                 return Err(self.collision(object_store::Error::AlreadyExists {
                     path: self.key.to_string(),
                     source: "found before copying the staged upload".into(),
