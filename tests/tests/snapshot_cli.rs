@@ -434,3 +434,69 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
         assert_eq!(rebuilt.get(key), Some(&item), "state of {key}");
     }
 }
+
+/// A Scan failing for every segment at once is one outage in the log: a
+/// line when it starts and one when it ends, not one per segment; the
+/// snapshot still delivers every item once.
+#[test]
+fn a_failing_scan_is_logged_once_for_all_its_segments() {
+    let sim = StreamSim::start();
+    sim.create_table(TABLE, "pk", None);
+    for i in 0..200 {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    sim.fail_next(
+        dynamo_cdc_testkit::streams_sim::Op::Scan,
+        30,
+        dynamo_cdc_testkit::streams_sim::Fault::ServerError,
+    );
+    let s = Scratch::new();
+    let config = s.path().join("snapshot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\nsnapshot_segments = 4\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    let out = run_command(s.path(), &config, Some("2"))
+        .args(["--log", "warn,dynamo_cdc_source=debug"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let retried: BTreeSet<&str> = err
+        .lines()
+        .filter(|l| l.contains("Scan failed; retrying"))
+        .filter_map(|l| l.split("segment=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert!(
+        retried.len() >= 2,
+        "segments that retried: {retried:?}\n{err}"
+    );
+    assert_eq!(
+        err.matches("the snapshot's Scan is failing").count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("the snapshot's Scan answered again").count(),
+        1,
+        "{err}"
+    );
+    let rows = read_rows(&s.parquet());
+    let keys: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.op == "r")
+        .map(|r| format!("{:?}", r.item.get("pk")))
+        .collect();
+    assert_eq!(keys.len(), 200, "every item once");
+    assert_eq!(rows.iter().filter(|r| r.op == "r").count(), 200);
+}

@@ -31,7 +31,7 @@ pub use config::{ConfigError, Secret};
 pub use item::{Item, Iter as ItemIter};
 pub use json_scan::{copy_plain, json_special_position};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
-pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY};
+pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY, SharedOutage};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,

@@ -4,6 +4,8 @@
 //! Pure bookkeeping: the caller says what happened and when, and writes the
 //! line this returns, so the rule is tested without clocks or logs.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The shortest time between two "still down" lines.
@@ -61,6 +63,65 @@ impl Outage {
     }
 }
 
+/// One outage shared by many callers (the shard readers of a source, the
+/// segments of a scan): it starts with the first caller that fails and
+/// ends when none is left failing, so that a service down for all of them
+/// is a handful of lines, not one per caller per retry. Each caller keeps
+/// its own flag (`caller`) of whether it is failing.
+#[derive(Debug, Default)]
+pub struct SharedOutage {
+    outage: Mutex<Outage>,
+    failing: AtomicUsize,
+}
+
+impl SharedOutage {
+    /// Nothing is down.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The caller failed at `at`; returns the line to log, if one is due.
+    pub fn failed(&self, caller: &mut bool, at: Instant) -> Option<OutageLine> {
+        self.mark(caller, true);
+        self.outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failed(at)
+    }
+
+    /// The caller got an answer at `at`. When no caller is left failing,
+    /// an outage going on ended; returns the line to log.
+    pub fn answered(&self, caller: &mut bool, at: Instant) -> Option<OutageLine> {
+        self.mark(caller, false);
+        if self.failing() > 0 {
+            return None;
+        }
+        self.outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .succeeded(at)
+    }
+
+    /// Sets the caller's flag without a line: failing on something that is
+    /// not (yet) an outage, or leaving. Returns whether the caller stopped
+    /// failing.
+    pub fn mark(&self, caller: &mut bool, failing: bool) -> bool {
+        let stopped = *caller && !failing;
+        if failing && !*caller {
+            self.failing.fetch_add(1, Ordering::Relaxed);
+        } else if stopped {
+            self.failing.fetch_sub(1, Ordering::Relaxed);
+        }
+        *caller = failing;
+        stopped
+    }
+
+    /// Callers failing now.
+    pub fn failing(&self) -> usize {
+        self.failing.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +152,46 @@ mod tests {
         );
         assert_eq!(o.succeeded(at(71)), None, "logged once");
         assert_eq!(o.failed(at(80)), Some(OutageLine::Down), "a new outage");
+    }
+
+    /// Many callers failing together are one outage: a line when the first
+    /// fails, none per retry, one when the last is answered.
+    #[test]
+    fn callers_failing_together_make_one_outage_that_ends_with_the_last_answer() {
+        let shared = SharedOutage::new();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let (mut a, mut b, mut c) = (false, false, false);
+        assert_eq!(shared.answered(&mut a, at(0)), None, "nothing to end");
+        assert_eq!(shared.failed(&mut a, at(1)), Some(OutageLine::Down));
+        for s in 1..20 {
+            assert_eq!(shared.failed(&mut b, at(s)), None);
+            assert_eq!(shared.failed(&mut a, at(s)), None);
+            assert_eq!(shared.failed(&mut c, at(s)), None);
+        }
+        assert_eq!(shared.failing(), 3);
+        assert_eq!(
+            shared.failed(&mut b, at(31)),
+            Some(OutageLine::StillDown(Duration::from_secs(30)))
+        );
+        assert_eq!(shared.answered(&mut a, at(40)), None, "b and c still fail");
+        assert_eq!(shared.answered(&mut c, at(41)), None);
+        assert_eq!(
+            shared.answered(&mut b, at(42)),
+            Some(OutageLine::Back(Duration::from_secs(41)))
+        );
+        assert_eq!(shared.failing(), 0);
+        assert_eq!(shared.answered(&mut b, at(43)), None);
+        // A caller that leaves while failing: the next answer ends it.
+        assert_eq!(shared.failed(&mut a, at(50)), Some(OutageLine::Down));
+        assert!(shared.mark(&mut a, false));
+        assert_eq!(
+            shared.answered(&mut b, at(52)),
+            Some(OutageLine::Back(Duration::from_secs(2)))
+        );
+        // Marked failing without a line (back-pressure), then answered.
+        assert!(!shared.mark(&mut c, true));
+        assert_eq!(shared.failing(), 1);
+        assert_eq!(shared.answered(&mut c, at(60)), None, "no outage began");
     }
 }

@@ -220,6 +220,38 @@ impl StreamsOutage<'_> {
     }
 }
 
+/// A snapshot's Scan failing, logged as one outage for all the table's
+/// segments (the same rule as [`StreamsOutage`]).
+pub(crate) struct ScanOutage<'a> {
+    pub(crate) line: OutageLine,
+    pub(crate) table: &'a str,
+    pub(crate) error: Option<&'a ApiError>,
+}
+
+impl ScanOutage<'_> {
+    pub(crate) fn emit(&self) {
+        let error = self.error.map(ToString::to_string).unwrap_or_default();
+        match self.line {
+            OutageLine::Down => tracing::warn!(
+                table = self.table,
+                error = %error,
+                "the snapshot's Scan is failing; retrying with backoff (logged again every 30 s while it lasts)"
+            ),
+            OutageLine::StillDown(d) => tracing::warn!(
+                table = self.table,
+                failing_for_s = d.as_secs(),
+                error = %error,
+                "the snapshot's Scan still failing; retrying"
+            ),
+            OutageLine::Back(d) => tracing::warn!(
+                table = self.table,
+                failed_for_s = secs(d),
+                "the snapshot's Scan answered again"
+            ),
+        }
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
 }

@@ -493,6 +493,7 @@ impl Snapshots {
             _ => 0,
         };
         let limit = page_limit(average, budget_per_table, t.plan.segments);
+        let trouble = Arc::new(dynamo_cdc_core::SharedOutage::new());
         for (segment, progress) in t.plan.progress.iter().enumerate() {
             if progress.done {
                 continue;
@@ -516,6 +517,7 @@ impl Snapshots {
                     limit,
                 },
                 budget: budget.clone(),
+                trouble: trouble.clone(),
                 out: tx.clone(),
                 stop: stop.clone(),
             };

@@ -9,10 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dynamo_cdc_core::Item;
+use dynamo_cdc_core::{Item, SharedOutage};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::events::ScanOutage;
 use crate::snapshot::api::{ScanPage, ScanRequest, TableApi};
 use crate::streams::api::ApiError;
 use crate::streams::now_ms;
@@ -81,6 +82,8 @@ pub(crate) struct Segment<A> {
     pub(crate) api: Arc<A>,
     pub(crate) request: ScanRequest,
     pub(crate) budget: Arc<Budget>,
+    /// The Scan's outage, shared by the table's segments (logged once).
+    pub(crate) trouble: Arc<SharedOutage>,
     pub(crate) out: mpsc::Sender<Scanned>,
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -106,8 +109,16 @@ impl<A: TableApi> Segment<A> {
             match answer {
                 Ok(page) => {
                     attempt = 0;
-                    if std::mem::take(&mut troubled) {
-                        tracing::info!(table = %self.request.table, segment = self.request.segment, "Scan answers again");
+                    if let Some(line) = self
+                        .trouble
+                        .answered(&mut troubled, std::time::Instant::now())
+                    {
+                        ScanOutage {
+                            line,
+                            table: &self.request.table,
+                            error: None,
+                        }
+                        .emit();
                     }
                     self.budget.spend(page.consumed);
                     let next: Option<Item> = page.last_key.clone();
@@ -126,8 +137,17 @@ impl<A: TableApi> Segment<A> {
                     }
                 }
                 Err(e) if e.is_retryable() => {
-                    if !std::mem::replace(&mut troubled, true) {
-                        tracing::warn!(table = %self.request.table, segment = self.request.segment, error = %e, "Scan failed; retrying with backoff");
+                    tracing::debug!(table = %self.request.table, segment = self.request.segment, error = %e, "Scan failed; retrying");
+                    if let Some(line) = self
+                        .trouble
+                        .failed(&mut troubled, std::time::Instant::now())
+                    {
+                        ScanOutage {
+                            line,
+                            table: &self.request.table,
+                            error: Some(&e),
+                        }
+                        .emit();
                     }
                     let wait = Duration::from_millis(100u64 << attempt.min(6));
                     attempt += 1;

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Outage, OutageLine, Positions, SequenceNumber, Source, SourceBatch};
+use dynamo_cdc_core::{OutageLine, Positions, SequenceNumber, SharedOutage, Source, SourceBatch};
 use tokio::sync::{mpsc, watch};
 
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
@@ -143,10 +143,10 @@ pub(crate) struct Activity {
     /// Per running reader, its last answer (`None` before the first).
     readers: Mutex<HashMap<u64, Option<Instant>>>,
     next_reader: std::sync::atomic::AtomicU64,
-    troubled: std::sync::atomic::AtomicUsize,
     /// The stream API's outage, as logged: from the first caller in
-    /// trouble to the last one answered.
-    outage: Mutex<Outage>,
+    /// trouble to the last one answered; its count of failing callers is
+    /// the readers (and listings) in trouble.
+    outage: SharedOutage,
 }
 
 impl Activity {
@@ -157,8 +157,7 @@ impl Activity {
             last_listing: Mutex::new(now),
             readers: Mutex::new(HashMap::new()),
             next_reader: std::sync::atomic::AtomicU64::new(0),
-            troubled: std::sync::atomic::AtomicUsize::new(0),
-            outage: Mutex::new(Outage::new()),
+            outage: SharedOutage::new(),
         }
     }
 
@@ -206,37 +205,32 @@ impl Activity {
     /// A call failed and will be retried: the caller (whose own flag is
     /// `state`) is in trouble; returns the outage line due at `at`, if any.
     pub(crate) fn failed(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
-        self.trouble(state, true);
-        self.outage.lock().ok()?.failed(at)
+        self.outage.failed(state, at)
     }
 
     /// A caller got an answer: out of trouble. When no caller is left in
     /// trouble, an outage going on ended; returns the line to log.
     pub(crate) fn answered(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
-        self.trouble(state, false);
-        if self.troubled.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return self.outage.lock().ok()?.succeeded(at);
+        if *state {
+            // Quiet is counted from the first answer after the trouble.
+            self.touch();
         }
-        None
+        self.outage.answered(state, at)
     }
 
     /// How many callers are retrying.
     pub(crate) fn retrying(&self) -> usize {
-        self.troubled.load(std::sync::atomic::Ordering::Relaxed)
+        self.outage.failing()
     }
 
     /// A reader or listing started retrying (`true`) or stopped, answered
-    /// or ended (`false`); `state` is the caller's own flag.
+    /// or ended (`false`), without an outage line; `state` is the caller's
+    /// own flag.
     pub(crate) fn trouble(&self, state: &mut bool, now: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if now && !*state {
-            self.troubled.fetch_add(1, Relaxed);
-        } else if !now && *state {
-            self.troubled.fetch_sub(1, Relaxed);
+        if self.outage.mark(state, now) {
             // Quiet is counted from the first answer after the trouble.
             self.touch();
         }
-        *state = now;
     }
 
     /// How long every reader has been answered without records: from the
@@ -244,7 +238,7 @@ impl Activity {
     /// spent waiting for an answer is never quiet. With no reader running
     /// (every shard read, or none listed yet), the listing's answers count.
     fn quiet_for(&self) -> Duration {
-        if self.troubled.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        if self.outage.failing() > 0 {
             return Duration::ZERO;
         }
         let (Ok(records), Ok(listing), Ok(readers)) = (
@@ -460,44 +454,23 @@ impl Drop for StreamsSource {
 mod tests {
     use super::*;
 
-    /// Many shards failing together are one outage: one line when the
-    /// first fails, none per retry, one when the last is answered.
+    /// The readers share one outage (its rule is tested in core): a reader
+    /// that leaves in trouble lets the next answer end it, and nobody in
+    /// trouble is quiet.
     #[test]
-    fn failing_callers_make_one_outage_that_ends_with_the_last_answer() {
+    fn readers_share_one_outage_and_trouble_is_never_quiet() {
         let activity = Activity::new();
         let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let (mut a, mut b, mut listing) = (false, false, false);
-        assert_eq!(activity.answered(&mut a, at(0)), None, "nothing to end");
-        assert_eq!(activity.failed(&mut a, at(1)), Some(OutageLine::Down));
-        for s in 1..20 {
-            assert_eq!(activity.failed(&mut b, at(s)), None);
-            assert_eq!(activity.failed(&mut a, at(s)), None);
-            assert_eq!(activity.failed(&mut listing, at(s)), None);
-        }
-        assert_eq!(activity.retrying(), 3);
+        let (mut a, mut b) = (false, false);
+        assert_eq!(activity.failed(&mut a, t0), Some(OutageLine::Down));
+        assert_eq!(activity.failed(&mut b, t0), None);
+        assert_eq!(activity.quiet_for(), Duration::ZERO);
+        activity.trouble(&mut a, false);
+        assert_eq!(activity.retrying(), 1);
         assert_eq!(
-            activity.failed(&mut b, at(31)),
-            Some(OutageLine::StillDown(Duration::from_secs(30)))
-        );
-        assert_eq!(
-            activity.answered(&mut a, at(40)),
-            None,
-            "b and the listing still fail"
-        );
-        assert_eq!(activity.answered(&mut listing, at(41)), None);
-        assert_eq!(
-            activity.answered(&mut b, at(42)),
-            Some(OutageLine::Back(Duration::from_secs(41)))
+            activity.answered(&mut b, t0 + Duration::from_secs(3)),
+            Some(OutageLine::Back(Duration::from_secs(3)))
         );
         assert_eq!(activity.retrying(), 0);
-        assert_eq!(activity.answered(&mut b, at(43)), None);
-        // A reader that ended in trouble leaves; the next answer ends it.
-        assert_eq!(activity.failed(&mut a, at(50)), Some(OutageLine::Down));
-        activity.trouble(&mut a, false);
-        assert_eq!(
-            activity.answered(&mut b, at(52)),
-            Some(OutageLine::Back(Duration::from_secs(2)))
-        );
     }
 }
