@@ -102,6 +102,27 @@ pub fn create_bucket(moto_url: &str, bucket: &str) {
     );
 }
 
+/// The prefix `s3://lake/cdc` of moto's S3 (the bucket must exist), with
+/// create-if-absent copies made as the product's client makes them (a
+/// one-part upload copy completed with `If-None-Match: *`).
+pub fn moto_lake(moto_url: &str) -> dynamo_cdc_object_store::Objects {
+    dynamo_cdc_object_store::install_tls_provider();
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("lake")
+        .with_region("us-east-1")
+        .with_endpoint(moto_url)
+        .with_allow_http(true)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
+        .build()
+        .expect("an S3 client for moto");
+    dynamo_cdc_object_store::Objects::with_store(
+        Arc::new(s3),
+        dynamo_cdc_object_store::StoreUrl::parse("s3://lake/cdc").expect("a bucket URL"),
+    )
+}
+
 /// Where tansu keeps its data.
 pub enum Storage {
     /// In memory: gone when the broker stops.

@@ -16,10 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_object_store::{Location, Objects, StoreOptions};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
 use dynamo_cdc_tests::kafka::read_topic;
-use dynamo_cdc_tests::servers::{Storage, Tansu, create_bucket, start_moto};
+use dynamo_cdc_tests::servers::{Storage, Tansu, create_bucket, moto_lake, start_moto};
 use dynamo_cdc_tests::{Scratch, read_rows};
 use serde_json::{Value, json};
 
@@ -273,34 +272,9 @@ fn writer(
     }
 }
 
-/// The bucket prefix `s3://lake/cdc` on moto.
-fn bucket(moto: &str) -> Objects {
-    let Location::Remote { url, .. } = Location::parse(
-        "s3://lake/cdc",
-        StoreOptions {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(moto.to_owned()),
-        },
-    )
-    .unwrap() else {
-        panic!("an s3 location")
-    };
-    dynamo_cdc_object_store::install_tls_provider();
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name("lake")
-        .with_region("us-east-1")
-        .with_endpoint(moto)
-        .with_allow_http(true)
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap();
-    Objects::with_store(Arc::new(s3), url)
-}
-
 /// Every object under `s3://lake/cdc`, copied to a local directory.
 fn download(moto: &str, into: &Path) -> PathBuf {
-    let objects = bucket(moto);
+    let objects = moto_lake(moto);
     let root = into.join("downloaded");
     let _ = std::fs::remove_dir_all(&root);
     for meta in objects.list("").unwrap() {
@@ -566,7 +540,7 @@ fn workers_share_tables_and_every_change_lands_exactly_once() {
 
 /// Whether a snapshot plan of `table` is in the bucket's shared journal.
 fn journaled(moto: &str, table: &str) -> bool {
-    let objects = bucket(moto);
+    let objects = moto_lake(moto);
     objects
         .exists(&objects.path(&format!("_snapshot_journal/{table}/plan.json")))
         .unwrap()

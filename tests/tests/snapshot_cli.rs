@@ -12,7 +12,7 @@
 //!   key has at most one snapshot row in either sink.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -368,6 +368,27 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
 
 /// Per key, the newest snapshot's rule: the newest change after that
 /// snapshot's S0, else its snapshot row.
+/// A configuration reading [`TABLE`] from the simulator into Parquet, with
+/// `snapshot` (the source's snapshot keys); written to `name`.
+fn parquet_config(s: &Scratch, sim: &StreamSim, name: &str, snapshot: &str) -> PathBuf {
+    let config = s.path().join(name);
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\n{snapshot}\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
     let snapshots = announced(parquet, TABLE);
     let (id, s0, _) = snapshots.last().expect("a snapshot");
@@ -384,21 +405,7 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
         sim.put_item(TABLE, awkward(i, 0));
     }
     let s = Scratch::new();
-    let config = s.path().join("when_needed.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
-             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\nsnapshot = \"when_needed\"\n\n\
-             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
-             [checkpoint]\npath = {:?}\n",
-            sim.endpoint_url(),
-            s.parquet(),
-            s.path().join("out/checkpoint.json"),
-        ),
-    )
-    .unwrap();
+    let config = parquet_config(&s, &sim, "when_needed.toml", "snapshot = \"when_needed\"");
     let run = |label: &str| {
         let out = run_command(s.path(), &config, Some("1.5"))
             .env("RUST_LOG", "info")
@@ -451,21 +458,12 @@ fn a_failing_scan_is_logged_once_for_all_its_segments() {
         dynamo_cdc_testkit::streams_sim::Fault::ServerError,
     );
     let s = Scratch::new();
-    let config = s.path().join("snapshot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
-             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\nsnapshot_segments = 4\n\n\
-             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
-             [checkpoint]\npath = {:?}\n",
-            sim.endpoint_url(),
-            s.parquet(),
-            s.path().join("out/checkpoint.json"),
-        ),
-    )
-    .unwrap();
+    let config = parquet_config(
+        &s,
+        &sim,
+        "snapshot.toml",
+        "snapshot = \"initial\"\nsnapshot_segments = 4",
+    );
     let out = run_command(s.path(), &config, Some("2"))
         .args(["--log", "warn,dynamo_cdc_source=debug"])
         .output()

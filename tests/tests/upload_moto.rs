@@ -5,32 +5,13 @@
 //! replaces nothing.
 
 use std::io::Write as _;
-use std::sync::Arc;
 
-use dynamo_cdc_object_store::{FailureClass, Objects, STAGING_DIR, StoreUrl, Upload};
+use dynamo_cdc_object_store::{FailureClass, Objects, STAGING_DIR, Upload};
 use dynamo_cdc_tests::Scratch;
-use dynamo_cdc_tests::servers::{create_bucket, start_moto};
-use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+use dynamo_cdc_tests::servers::{create_bucket, moto_lake, start_moto};
 
 /// S3 takes parts of at least 5 MiB, except the last.
 const PART: usize = 5 << 20;
-
-/// `s3://lake/cdc` on moto, with create-if-absent copies as the product
-/// makes them (`connect.rs` sets the same mode; its unit test checks it).
-fn bucket(moto: &str) -> Objects {
-    dynamo_cdc_object_store::install_tls_provider();
-    let s3 = AmazonS3Builder::new()
-        .with_bucket_name("lake")
-        .with_region("us-east-1")
-        .with_endpoint(moto)
-        .with_allow_http(true)
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
-        .build()
-        .unwrap();
-    Objects::with_store(Arc::new(s3), StoreUrl::parse("s3://lake/cdc").unwrap())
-}
 
 fn names(objects: &Objects) -> Vec<String> {
     let mut names: Vec<String> = objects
@@ -56,7 +37,7 @@ fn fenced_multipart_commits_on_moto_are_create_if_absent() {
     let s = Scratch::new();
     let (_moto, url) = start_moto(s.path());
     create_bucket(&url, "lake");
-    let objects = bucket(&url);
+    let objects = moto_lake(&url);
     let key = objects.path("orders/date=2024-05-01/s1_100.parquet");
 
     let first = file(2 * PART + 12_345, 1);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 
@@ -149,7 +149,10 @@ fn s3_builder(
             .with_allow_http(false)
             .with_virtual_hosted_style_request(true),
     };
-    if std::env::var_os("AWS_COPY_IF_NOT_EXISTS").is_some() {
+    // `from_env` has read `AWS_COPY_IF_NOT_EXISTS` when it is set.
+    if b.get_config_value(&AmazonS3ConfigKey::CopyIfNotExists)
+        .is_some()
+    {
         b
     } else {
         b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
@@ -203,7 +206,7 @@ mod tests {
         let url = StoreUrl::parse("s3://lake/cdc").unwrap();
         let b = s3_builder(&url, &StoreOptions::default(), None);
         assert_eq!(
-            b.get_config_value(&object_store::aws::AmazonS3ConfigKey::CopyIfNotExists)
+            b.get_config_value(&AmazonS3ConfigKey::CopyIfNotExists)
                 .as_deref(),
             Some("multipart")
         );

@@ -81,7 +81,8 @@ impl FileMetrics {
         let mut metrics = FileMetrics::default();
         let schema = metadata.file_metadata().schema_descr();
         let mut ranges: HashMap<i32, Range> = HashMap::new();
-        let mut nulls_known: HashMap<i32, bool> = HashMap::new();
+        // `None` once a row group has no null count.
+        let mut nulls_so_far: HashMap<i32, Option<u64>> = HashMap::new();
         for group in metadata.row_groups() {
             for (index, chunk) in group.columns().iter().enumerate() {
                 let column = schema.column(index);
@@ -95,11 +96,8 @@ impl FileMetrics {
                 *metrics.value_counts.entry(id).or_default() += values;
                 let stats = chunk.statistics();
                 let nulls = stats.and_then(Statistics::null_count_opt);
-                let known = nulls_known.entry(id).or_insert(true);
-                match nulls {
-                    Some(n) if *known => *metrics.null_value_counts.entry(id).or_default() += n,
-                    _ => *known = false,
-                }
+                let so_far = nulls_so_far.entry(id).or_insert(Some(0));
+                *so_far = so_far.zip(nulls).map(|(a, n)| a + n);
                 let kind = BoundKind::of(column.physical_type(), info.logical_type_ref());
                 let range = ranges.entry(id).or_insert(Range::Empty);
                 let non_null = nulls.map(|n| values.saturating_sub(n));
@@ -120,9 +118,10 @@ impl FileMetrics {
                 };
             }
         }
-        metrics
-            .null_value_counts
-            .retain(|id, _| nulls_known.get(id) == Some(&true));
+        metrics.null_value_counts = nulls_so_far
+            .into_iter()
+            .filter_map(|(id, n)| Some((id, n?)))
+            .collect();
         for (id, range) in ranges {
             if let Range::Known(lo, hi) = range {
                 metrics.lower_bounds.insert(id, lo);

@@ -228,20 +228,19 @@ pub(crate) fn scan_objects(
         let Some(relative) = objects.relative(&meta.location) else {
             continue;
         };
-        // `_staging/<table>/date=<day>/<name>.<token>`: four levels, where a
-        // table named `_staging` has three (and no table name holds `=`).
-        if relative.starts_with(&format!("{STAGING_DIR}/")) && relative.split('/').count() == 4 {
-            staged.push(Staged {
-                key: meta.location.clone(),
-                modified: meta.last_modified,
-            });
-            continue;
-        }
-        let mut parts = relative.split('/');
-        let (Some(table), Some(part), Some(name), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+        let parts: Vec<&str> = relative.split('/').collect();
+        let (table, part, name) = match parts[..] {
+            // `_staging/<table>/date=<day>/<name>.<token>`: four levels,
+            // where a table named `_staging` has three.
+            [STAGING_DIR, _, _, _] => {
+                staged.push(Staged {
+                    key: meta.location.clone(),
+                    modified: meta.last_modified,
+                });
+                continue;
+            }
+            [table, part, name] => (table, part, name),
+            _ => continue,
         };
         if [DEAD_LETTER_DIR, GAPS_DIR].contains(&table) || !part.starts_with("date=") {
             continue;

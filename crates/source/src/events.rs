@@ -5,9 +5,9 @@
 //! exporter. Labels are bounded (the call, how it ended): never shard ids or
 //! sequence numbers. [`describe`] registers the help texts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::OutageLine;
+use dynamo_cdc_core::{OutageLine, SharedOutage};
 
 use crate::streams::api::{ApiError, ApiErrorKind};
 
@@ -161,7 +161,7 @@ pub(crate) struct ShardCallRetried<'a> {
 
 impl ShardCallRetried<'_> {
     /// Counts the retry; the line is for debugging (what operators see is
-    /// [`StreamsOutage`], once per outage).
+    /// the outage, once: see [`Service`]).
     pub(crate) fn emit(&self) {
         tracing::debug!(table = %self.table, shard = %self.shard, error = %self.error, "retrying");
         metrics::counter!(RETRIES_TOTAL, "api" => self.error.operation).increment(1);
@@ -182,72 +182,71 @@ impl ListingRetried<'_> {
     }
 }
 
-/// DynamoDB Streams failing the source's calls (any shard, any stream),
-/// logged as one outage: when the first call fails, at most every 30 s
-/// while any caller is still retrying, and when the last one is answered.
-/// A line per retry would be one per shard every few seconds.
-pub(crate) struct StreamsOutage<'a> {
-    pub(crate) line: OutageLine,
-    /// Where the call that brought the line failed (none for the end).
-    pub(crate) at: &'a str,
-    pub(crate) error: Option<&'a ApiError>,
-    /// Callers retrying now.
-    pub(crate) retrying: usize,
+/// A service whose failing calls are logged as one outage for all its
+/// callers (`core::SharedOutage`): when the first call fails, at most every
+/// 30 s while any caller is still retrying, and when the last one is
+/// answered. A line per retry would be one per shard (or Scan segment)
+/// every few seconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Service {
+    /// DynamoDB Streams, for the stream source's readers and listings.
+    Streams,
+    /// DynamoDB's Scan, for a snapshot's segments.
+    Scan,
 }
 
-impl StreamsOutage<'_> {
-    pub(crate) fn emit(&self) {
-        let error = self.error.map(ToString::to_string).unwrap_or_default();
-        match self.line {
+impl Service {
+    /// A caller's call failed at `now` and will be retried; logs the
+    /// outage's line when one is due (`at` says where) and returns it.
+    pub(crate) fn failed(
+        self,
+        outage: &SharedOutage,
+        caller: &mut bool,
+        now: Instant,
+        error: &ApiError,
+        at: impl FnOnce() -> String,
+    ) -> Option<OutageLine> {
+        let line = outage.failed(caller, now)?;
+        self.log(line, &at(), Some(error), outage.failing());
+        Some(line)
+    }
+
+    /// A caller got an answer at `now`; logs the outage's end when it was
+    /// the last caller failing, and returns that line.
+    pub(crate) fn answered(
+        self,
+        outage: &SharedOutage,
+        caller: &mut bool,
+        now: Instant,
+    ) -> Option<OutageLine> {
+        let line = outage.answered(caller, now)?;
+        self.log(line, "", None, 0);
+        Some(line)
+    }
+
+    fn log(self, line: OutageLine, at: &str, error: Option<&ApiError>, retrying: usize) {
+        let (what, verb) = match self {
+            Service::Streams => ("DynamoDB Streams calls", "are"),
+            Service::Scan => ("the snapshot's Scan", "is"),
+        };
+        let error = error.map(ToString::to_string).unwrap_or_default();
+        match line {
             OutageLine::Down => tracing::warn!(
-                at = self.at,
+                at,
                 error = %error,
-                "DynamoDB Streams calls are failing; retrying with backoff (logged again every 30 s while it lasts)"
+                "{what} {verb} failing; retrying with backoff (logged again every 30 s while it lasts)"
             ),
             OutageLine::StillDown(d) => tracing::warn!(
                 failing_for_s = d.as_secs(),
-                retrying = self.retrying,
-                at = self.at,
+                retrying,
+                at,
                 error = %error,
-                "DynamoDB Streams calls still failing; retrying"
+                "{what} still failing; retrying"
             ),
             // At the level of the line that said it started.
-            OutageLine::Back(d) => tracing::warn!(
-                failed_for_s = secs(d),
-                "DynamoDB Streams calls answered again"
-            ),
-        }
-    }
-}
-
-/// A snapshot's Scan failing, logged as one outage for all the table's
-/// segments (the same rule as [`StreamsOutage`]).
-pub(crate) struct ScanOutage<'a> {
-    pub(crate) line: OutageLine,
-    pub(crate) table: &'a str,
-    pub(crate) error: Option<&'a ApiError>,
-}
-
-impl ScanOutage<'_> {
-    pub(crate) fn emit(&self) {
-        let error = self.error.map(ToString::to_string).unwrap_or_default();
-        match self.line {
-            OutageLine::Down => tracing::warn!(
-                table = self.table,
-                error = %error,
-                "the snapshot's Scan is failing; retrying with backoff (logged again every 30 s while it lasts)"
-            ),
-            OutageLine::StillDown(d) => tracing::warn!(
-                table = self.table,
-                failing_for_s = d.as_secs(),
-                error = %error,
-                "the snapshot's Scan still failing; retrying"
-            ),
-            OutageLine::Back(d) => tracing::warn!(
-                table = self.table,
-                failed_for_s = secs(d),
-                "the snapshot's Scan answered again"
-            ),
+            OutageLine::Back(d) => {
+                tracing::warn!(failed_for_s = secs(d), "{what} answered again");
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use dynamo_cdc_core::{Item, SharedOutage};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::events::ScanOutage;
+use crate::events::Service;
 use crate::snapshot::api::{ScanPage, ScanRequest, TableApi};
 use crate::streams::api::ApiError;
 use crate::streams::now_ms;
@@ -109,17 +109,7 @@ impl<A: TableApi> Segment<A> {
             match answer {
                 Ok(page) => {
                     attempt = 0;
-                    if let Some(line) = self
-                        .trouble
-                        .answered(&mut troubled, std::time::Instant::now())
-                    {
-                        ScanOutage {
-                            line,
-                            table: &self.request.table,
-                            error: None,
-                        }
-                        .emit();
-                    }
+                    Service::Scan.answered(&self.trouble, &mut troubled, std::time::Instant::now());
                     self.budget.spend(page.consumed);
                     let next: Option<Item> = page.last_key.clone();
                     let sent = self.out.send(Scanned::Page {
@@ -138,17 +128,14 @@ impl<A: TableApi> Segment<A> {
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(table = %self.request.table, segment = self.request.segment, error = %e, "Scan failed; retrying");
-                    if let Some(line) = self
-                        .trouble
-                        .failed(&mut troubled, std::time::Instant::now())
-                    {
-                        ScanOutage {
-                            line,
-                            table: &self.request.table,
-                            error: Some(&e),
-                        }
-                        .emit();
-                    }
+                    let table = &self.request.table;
+                    Service::Scan.failed(
+                        &self.trouble,
+                        &mut troubled,
+                        std::time::Instant::now(),
+                        &e,
+                        || format!("table {table}"),
+                    );
                     let wait = Duration::from_millis(100u64 << attempt.min(6));
                     attempt += 1;
                     tokio::select! {

@@ -10,7 +10,7 @@ use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::events::{ListingRetried, StreamsOutage};
+use crate::events::ListingRetried;
 use crate::record::table_from_arn;
 use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
@@ -227,16 +227,9 @@ impl<A: StreamsApi> Stream<A> {
             let answer = self.api.describe_stream(&self.arn, start.as_deref()).await;
             if answer.is_ok() {
                 self.settings.activity.listed();
-                let activity = &self.settings.activity;
-                if let Some(line) = activity.answered(&mut troubled, Instant::now()) {
-                    StreamsOutage {
-                        line,
-                        at: &self.arn,
-                        error: None,
-                        retrying: activity.retrying(),
-                    }
-                    .emit();
-                }
+                self.settings
+                    .activity
+                    .answered(&mut troubled, Instant::now());
                 if !std::mem::replace(&mut self.answered, true) {
                     self.board.stream_answered();
                 }
@@ -258,16 +251,12 @@ impl<A: StreamsApi> Stream<A> {
                         error: &e,
                     }
                     .emit();
-                    let activity = &self.settings.activity;
-                    if let Some(line) = activity.failed(&mut troubled, Instant::now()) {
-                        StreamsOutage {
-                            line,
-                            at: &format!("DescribeStream of {}", self.arn),
-                            error: Some(&e),
-                            retrying: activity.retrying(),
-                        }
-                        .emit();
-                    }
+                    let arn = &self.arn;
+                    self.settings
+                        .activity
+                        .failed(&mut troubled, Instant::now(), &e, || {
+                            format!("DescribeStream of {arn}")
+                        });
                     let wait = Duration::from_millis(200u64 << attempt.min(5));
                     if !self.pause(wait).await {
                         return Ok(None);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use dynamo_cdc_core::{OutageLine, Positions, SequenceNumber, SharedOutage, Source, SourceBatch};
 use tokio::sync::{mpsc, watch};
 
+use crate::events::Service;
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
 pub use board::{ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
@@ -203,24 +204,26 @@ impl Activity {
     }
 
     /// A call failed and will be retried: the caller (whose own flag is
-    /// `state`) is in trouble; returns the outage line due at `at`, if any.
-    pub(crate) fn failed(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
-        self.outage.failed(state, at)
+    /// `state`) is in trouble; logs the outage's line due at `now`, if any
+    /// (`at` says where), and returns it.
+    pub(crate) fn failed(
+        &self,
+        state: &mut bool,
+        now: Instant,
+        error: &ApiError,
+        at: impl FnOnce() -> String,
+    ) -> Option<OutageLine> {
+        Service::Streams.failed(&self.outage, state, now, error, at)
     }
 
     /// A caller got an answer: out of trouble. When no caller is left in
-    /// trouble, an outage going on ended; returns the line to log.
-    pub(crate) fn answered(&self, state: &mut bool, at: Instant) -> Option<OutageLine> {
+    /// trouble, an outage going on ended; logs that and returns it.
+    pub(crate) fn answered(&self, state: &mut bool, now: Instant) -> Option<OutageLine> {
         if *state {
             // Quiet is counted from the first answer after the trouble.
             self.touch();
         }
-        self.outage.answered(state, at)
-    }
-
-    /// How many callers are retrying.
-    pub(crate) fn retrying(&self) -> usize {
-        self.outage.failing()
+        Service::Streams.answered(&self.outage, state, now)
     }
 
     /// A reader or listing started retrying (`true`) or stopped, answered
@@ -461,16 +464,25 @@ mod tests {
     fn readers_share_one_outage_and_trouble_is_never_quiet() {
         let activity = Activity::new();
         let t0 = Instant::now();
+        let error = ApiError {
+            operation: "GetRecords",
+            kind: ApiErrorKind::Transient,
+            message: "HTTP 500".into(),
+        };
         let (mut a, mut b) = (false, false);
-        assert_eq!(activity.failed(&mut a, t0), Some(OutageLine::Down));
-        assert_eq!(activity.failed(&mut b, t0), None);
+        let at = || "shard a".to_owned();
+        assert_eq!(
+            activity.failed(&mut a, t0, &error, at),
+            Some(OutageLine::Down)
+        );
+        assert_eq!(activity.failed(&mut b, t0, &error, at), None);
         assert_eq!(activity.quiet_for(), Duration::ZERO);
         activity.trouble(&mut a, false);
-        assert_eq!(activity.retrying(), 1);
+        assert_eq!(activity.outage.failing(), 1);
         assert_eq!(
             activity.answered(&mut b, t0 + Duration::from_secs(3)),
             Some(OutageLine::Back(Duration::from_secs(3)))
         );
-        assert_eq!(activity.retrying(), 0);
+        assert_eq!(activity.outage.failing(), 0);
     }
 }

@@ -8,7 +8,7 @@ use dynamo_cdc_core::{Gap, SequenceNumber, ShardKey, SourceBatch};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::events::{ShardCallRetried, StreamsOutage};
+use crate::events::ShardCallRetried;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
 use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
@@ -201,16 +201,9 @@ impl<A: StreamsApi> ShardJob<A> {
         if let Some(id) = self.watch {
             self.settings.activity.reader_answered(id);
         }
-        let activity = &self.settings.activity;
-        if let Some(line) = activity.answered(&mut self.troubled, Instant::now()) {
-            StreamsOutage {
-                line,
-                at: &self.key.shard,
-                error: None,
-                retrying: activity.retrying(),
-            }
-            .emit();
-        }
+        self.settings
+            .activity
+            .answered(&mut self.troubled, Instant::now());
     }
 
     /// A call failed in a way that may pass (`attempt` failures in a row
@@ -229,16 +222,10 @@ impl<A: StreamsApi> ShardJob<A> {
             activity.trouble(&mut self.troubled, true);
             return;
         }
-        if let Some(line) = activity.failed(&mut self.troubled, Instant::now()) {
-            let at = format!("table {}, shard {}", self.key.table, self.key.shard);
-            StreamsOutage {
-                line,
-                at: &at,
-                error: Some(error),
-                retrying: activity.retrying(),
-            }
-            .emit();
-        }
+        let key = &self.key;
+        activity.failed(&mut self.troubled, Instant::now(), error, || {
+            format!("table {}, shard {}", key.table, key.shard)
+        });
     }
 
     /// An iterator at `self.start`, retrying what may pass. `None` when the
