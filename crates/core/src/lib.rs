@@ -20,6 +20,7 @@ mod number;
 mod outage;
 mod position;
 mod seam;
+mod tag;
 mod text;
 
 pub use attribute::{
@@ -37,4 +38,5 @@ pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
     Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
 };
+pub use tag::writer_tag;
 pub use text::Text;

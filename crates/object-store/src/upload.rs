@@ -29,9 +29,8 @@
 //!   copy of the file; on S3 files up to [`MAX_FENCED_BYTES`] are committed
 //!   that way (see [`Upload::fits_fenced`]). The name is also looked up
 //!   before the copy, for S3-compatible stores that ignore `If-None-Match`.
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
+use dynamo_cdc_core::writer_tag;
 use object_store::path::Path;
 use object_store::{CopyMode, CopyOptions, MultipartUpload};
 
@@ -117,7 +116,7 @@ impl Upload {
             .to_owned();
         self.staging = Some(
             self.objects
-                .path(&format!("{STAGING_DIR}/{relative}.{}", unique_token())),
+                .path(&format!("{STAGING_DIR}/{relative}.{}", writer_tag())),
         );
         self
     }
@@ -283,20 +282,6 @@ impl Upload {
             source: Box::new(source),
         }
     }
-}
-
-/// A token no other upload of this or any other process uses: the time in
-/// nanoseconds, the process id and a counter.
-fn unique_token() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{nanos:x}-{:x}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl std::io::Write for Upload {

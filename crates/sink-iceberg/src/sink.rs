@@ -567,11 +567,11 @@ impl IcebergSink {
             }
             state.table = loaded;
             let spec = state.table.metadata().default_partition_spec_id();
-            let schema = state.table.metadata().current_schema().clone();
+            let schema = state.table.metadata().current_schema();
             let files = state
                 .closed
                 .iter()
-                .map(|f| f.data_file(spec, &schema))
+                .map(|f| f.data_file(spec, schema))
                 .collect::<Result<Vec<_>, _>>()?;
             let tx = Transaction::new(&state.table);
             let append = tx

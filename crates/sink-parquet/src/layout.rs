@@ -62,19 +62,6 @@ pub(crate) fn temp_name(shard: &str, first: &SequenceNumber, writer: &str) -> St
     format!(".{shard}_{first}.{writer}{IN_PROGRESS}")
 }
 
-/// A tag no other writer's temp file carries: the process id (unique among
-/// the live processes of a host) and a random number (for hosts sharing a
-/// network file system). Creating the file exclusively catches the rest.
-pub(crate) fn writer_tag() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    // Each `RandomState` is keyed from the OS's randomness, differently at
-    // every call, so hashing nothing yields a fresh random number.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    format!("{}-{random:016x}", std::process::id())
-}
-
 /// The shard and first sequence number a temp file was started for, from
 /// its name: `.<shard>_<first>.<writer>` of this version, or
 /// `.<shard>-<first>` of earlier ones.
@@ -261,6 +248,8 @@ pub(crate) fn scan_objects(
 
 #[cfg(test)]
 mod tests {
+    use dynamo_cdc_core::writer_tag;
+
     use super::*;
 
     fn seq(text: &str) -> SequenceNumber {

@@ -692,7 +692,7 @@ fn create_temp(
 ) -> Result<(PathBuf, File), ParquetSinkError> {
     let mut attempts = 0;
     loop {
-        let temp = dir.join(temp_name(shard, first, &layout::writer_tag()));
+        let temp = dir.join(temp_name(shard, first, &dynamo_cdc_core::writer_tag()));
         match OpenOptions::new().write(true).create_new(true).open(&temp) {
             Ok(file) => return Ok((temp, file)),
             Err(e) if e.kind() == IoErrorKind::AlreadyExists && attempts < 3 => attempts += 1,
