@@ -448,3 +448,82 @@ fn a_passing_throttle_is_not_logged_as_an_outage() {
     assert!(!err.contains("DynamoDB Streams calls"), "{err}");
     assert_exactly_once(&s.parquet(), &BTreeMap::from([(shard, vec![seq])]));
 }
+
+/// Reads the checkpoint file, or `null` before it exists.
+fn checkpoint(s: &Scratch) -> serde_json::Value {
+    std::fs::read_to_string(s.path().join("out/checkpoint.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn start_latest_loses_nothing_to_a_kill_before_the_first_commit() {
+    use dynamo_cdc_testkit::streams_sim::Op;
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 3600.0;
+    let old = |shard: &str, id: &str| {
+        sim.put_json_created(
+            &arn,
+            shard,
+            "INSERT",
+            json!({"id": {"S": id}}),
+            None,
+            an_hour_ago,
+        )
+    };
+    old(&root, "old-in-closed");
+    let open = sim.rotate(&arn, &root);
+    old(&open, "old-in-open");
+    let s = Scratch::new();
+    // Nothing is committed by age or size in the first run.
+    let cfg = config(
+        &s,
+        &sim,
+        &format!("stream_arns = [{arn:?}]\nstart = \"latest\""),
+        "max_file_age_ms = 600000",
+    );
+    let mut child = command(&s, &cfg, None)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The start is recorded before the shard is read at its end.
+    while checkpoint(&s)["latest_starts"]["orders"].is_null() || sim.calls(Op::GetRecords) == 0 {
+        assert!(Instant::now() < deadline, "the stream was never read");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let recorded = &checkpoint(&s)["latest_starts"]["orders"];
+    assert_eq!(recorded["closed"], json!([root]), "{recorded}");
+    let after: Vec<u128> = (0..5)
+        .map(|i| put(&sim, &arn, &open, &format!("new{i}"), 0))
+        .collect();
+    // Read, not committed, and then the process dies.
+    let calls = sim.calls(Op::GetRecords);
+    while sim.calls(Op::GetRecords) < calls + 2 {
+        assert!(Instant::now() < deadline, "the shard was not polled again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(read_rows(&s.parquet()).is_empty(), "nothing was committed");
+
+    let out = command(&s, &cfg, Some("1.5"))
+        .args(["--log", "info"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("leaving out changes created before the start"),
+        "{}",
+        stderr(&out)
+    );
+    assert_exactly_once(&s.parquet(), &BTreeMap::from([(open, after)]));
+}

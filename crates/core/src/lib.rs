@@ -35,8 +35,8 @@ pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY, SharedOutage};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
 pub use seam::{
-    CheckpointStore, DeadLetter, ErrorKind, Gap, MemoryCheckpoints, Origin, Recorded, Rejected,
-    Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
+    CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
+    Rejected, Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
 };
 pub use tag::writer_tag;
 pub use text::Text;

@@ -328,11 +328,30 @@ pub struct SinkRecord {
     pub state: serde_json::Value,
 }
 
-/// What a checkpoint holds: per sink id, its record.
+/// What a checkpoint holds: per sink id, its record, and where
+/// `start = "latest"` first started each table.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recorded {
     /// Sink id -> record.
     pub sinks: std::collections::BTreeMap<String, SinkRecord>,
+    /// Table -> its latest start, recorded before any of its shards was
+    /// read at its end.
+    pub latest_starts: std::collections::BTreeMap<String, LatestStart>,
+}
+
+/// When a first start with `start = "latest"` took a table's stream at its
+/// end, and which shards were closed then. A `LATEST` iterator carries no
+/// position, so until a shard's first change is committed, this is all a
+/// later run has to go on: it reads such a shard from its first record and
+/// leaves out what was created before `at_ms`, and it leaves the shards
+/// in `closed` unread, as the first start did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatestStart {
+    /// The local clock when the stream's end was taken, in epoch
+    /// milliseconds.
+    pub at_ms: i64,
+    /// The shards listed as closed then: they hold only older changes.
+    pub closed: std::collections::BTreeSet<String>,
 }
 
 /// Where positions are recorded between runs: a local file by default,

@@ -1,6 +1,6 @@
 //! Positions in the lease table: a [`CheckpointStore`] over the tables one
-//! pass holds, one item per (table, sink, shard) and one resume state per
-//! (table, sink). Each is written under the lease's epoch and never over
+//! pass holds, one item per (table, sink, shard), one resume state per
+//! (table, sink) and one latest start per table. Each is written under the lease's epoch and never over
 //! what a later owner wrote. They stay hints, as the local file is: each
 //! sink's own storage is the truth.
 //!
@@ -18,7 +18,7 @@ use dynamo_cdc_core::{
 };
 
 use crate::coordinator::wall_ms;
-use crate::item::{Condition, Item, PositionItem, StateItem};
+use crate::item::{Condition, Item, PositionItem, StartItem, StateItem};
 use crate::store::{LeaseStore, StoreFailure};
 
 /// The shortest time between two writes of the positions.
@@ -106,6 +106,14 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
                         }
                     }
                 }
+                Item::Start(s) => {
+                    self.written.insert(key, start_value(s.at_ms, &s.closed));
+                    let start = dynamo_cdc_core::LatestStart {
+                        at_ms: s.at_ms,
+                        closed: s.closed.into_iter().collect(),
+                    };
+                    recorded.latest_starts.insert(s.table, start);
+                }
                 Item::Lease(_) => {}
             }
         }
@@ -143,6 +151,20 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
     fn write(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
         self.held = None;
         self.last_write = Some(Instant::now());
+        for (table, start) in &recorded.latest_starts {
+            let Some(&epoch) = self.epochs.get(table) else {
+                continue;
+            };
+            let closed: Vec<String> = start.closed.iter().cloned().collect();
+            let value = start_value(start.at_ms, &closed);
+            let item = Item::Start(StartItem {
+                table: table.clone(),
+                at_ms: start.at_ms,
+                closed,
+                epoch,
+            });
+            self.put(item, value, epoch)?;
+        }
         for (sink, SinkRecord { positions, state }) in &recorded.sinks {
             for (key, seq) in positions.iter() {
                 let Some(&epoch) = self.epochs.get(&*key.table) else {
@@ -176,6 +198,11 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
         }
         Ok(())
     }
+}
+
+/// What a start item holds, to tell whether it changed.
+fn start_value(at_ms: i64, closed: &[String]) -> String {
+    format!("{at_ms} {}", closed.join(" "))
 }
 
 /// Resume states recorded by different owners, made one: where they agree,
@@ -288,6 +315,38 @@ mod tests {
         let calls = store.calls();
         c.flush().unwrap();
         assert_eq!(store.calls(), calls, "nothing held, nothing written");
+    }
+
+    #[test]
+    fn latest_starts_of_held_tables_round_trip() {
+        let store = MemoryLeaseStore::new();
+        let mut a = LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]));
+        let mut r = recorded("10", serde_json::Value::Null);
+        let start = dynamo_cdc_core::LatestStart {
+            at_ms: 1_764_000_000_123,
+            closed: ["s0".to_owned()].into(),
+        };
+        r.latest_starts.insert("orders".into(), start.clone());
+        r.latest_starts.insert("other".into(), start.clone());
+        a.store(&r).unwrap();
+        let calls = store.calls();
+        a.store(&r).unwrap();
+        a.flush().unwrap();
+        assert_eq!(
+            store.calls(),
+            calls,
+            "an unchanged start is not written again"
+        );
+        let mut everything = LeaseCheckpoints::new(
+            store.clone(),
+            BTreeMap::from([("orders".into(), 1), ("other".into(), 1)]),
+        );
+        let loaded = everything.load().unwrap();
+        assert_eq!(
+            loaded.latest_starts,
+            BTreeMap::from([("orders".to_owned(), start)]),
+            "only the held table's start is written"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 
-use crate::item::{Condition, Item, KEY, Lease, PositionItem, StateItem};
+use crate::item::{Condition, Item, KEY, Lease, PositionItem, StartItem, StateItem};
 use crate::store::{LeaseStore, StoreFailure};
 
 /// The lease table in DynamoDB; see the module docs.
@@ -256,6 +256,14 @@ fn encode(item: &Item) -> HashMap<String, AttributeValue> {
             m.insert("state".into(), s(&st.state));
             m.insert("epoch".into(), n(st.epoch));
         }
+        Item::Start(st) => {
+            m.insert("kind".into(), s("start"));
+            m.insert("at_ms".into(), n(st.at_ms));
+            // A JSON array: a string set cannot be empty.
+            let closed = serde_json::to_string(&st.closed).unwrap_or_else(|_| "[]".into());
+            m.insert("closed".into(), s(&closed));
+            m.insert("epoch".into(), n(st.epoch));
+        }
     }
     m
 }
@@ -294,6 +302,12 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
             state: text("state")?,
             epoch: unsigned("epoch")?,
         }),
+        "start" => Item::Start(StartItem {
+            table,
+            at_ms: num("at_ms")?,
+            closed: serde_json::from_str(&text("closed")?).ok()?,
+            epoch: unsigned("epoch")?,
+        }),
         _ => return None,
     })
 }
@@ -328,6 +342,18 @@ mod tests {
                 sink: "kafka".into(),
                 state: "{\"offsets\":{}}".into(),
                 epoch: 3,
+            }),
+            Item::Start(StartItem {
+                table: "orders".into(),
+                at_ms: 1_764_000_000_123,
+                closed: vec!["shardId-0".into(), "shardId-1".into()],
+                epoch: 3,
+            }),
+            Item::Start(StartItem {
+                table: "orders".into(),
+                at_ms: 1,
+                closed: Vec::new(),
+                epoch: 0,
             }),
         ];
         for item in items {

@@ -1,6 +1,7 @@
 //! What the lease table holds: one item per lease (a source table's
-//! stream), one per position (table, sink, shard) and one per sink's resume
-//! state (table, sink). Every item has the string key `key`; its other
+//! stream), one per position (table, sink, shard), one per sink's resume
+//! state (table, sink) and, with `start = "latest"`, one per table's first
+//! start. Every item has the string key `key`; its other
 //! attributes depend on its kind.
 
 use std::fmt;
@@ -81,6 +82,20 @@ pub struct StateItem {
     pub epoch: u64,
 }
 
+/// Where `start = "latest"` first took a table's stream at its end (see
+/// `dynamo_cdc_core::LatestStart`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartItem {
+    /// Source table.
+    pub table: String,
+    /// When, in epoch milliseconds.
+    pub at_ms: i64,
+    /// The shards closed then.
+    pub closed: Vec<String>,
+    /// The epoch of the lease it was written under.
+    pub epoch: u64,
+}
+
 /// Any item of the lease table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
@@ -90,16 +105,20 @@ pub enum Item {
     Position(PositionItem),
     /// A resume state.
     State(StateItem),
+    /// A table's latest start.
+    Start(StartItem),
 }
 
 impl Item {
     /// The item's key: `lease/<table>`, `position/<table>/<sink>/<shard>`,
-    /// `state/<table>/<sink>`. Table names and sink ids hold no `/`.
+    /// `state/<table>/<sink>`, `start/<table>`. Table names and sink ids
+    /// hold no `/`.
     pub fn key(&self) -> String {
         match self {
             Item::Lease(l) => format!("lease/{}", l.table),
             Item::Position(p) => format!("position/{}/{}/{}", p.table, p.sink, p.shard),
             Item::State(s) => format!("state/{}/{}", s.table, s.sink),
+            Item::Start(s) => format!("start/{}", s.table),
         }
     }
 
@@ -109,6 +128,7 @@ impl Item {
             Item::Lease(l) => &l.table,
             Item::Position(p) => &p.table,
             Item::State(s) => &s.table,
+            Item::Start(s) => &s.table,
         }
     }
 }

@@ -29,6 +29,6 @@ pub use checkpoints::LeaseCheckpoints;
 pub use config::CoordinationConfig;
 pub use coordinator::{Clock, Coordinator, Grant, Happened, SystemClock};
 pub use dynamo::DynamoLeaseStore;
-pub use item::{Condition, Item, Lease, PositionItem, StateItem};
+pub use item::{Condition, Item, Lease, PositionItem, StartItem, StateItem};
 pub use store::{Fault, LeaseStore, MemoryLeaseStore, StoreFailure};
 pub use worker::{Assignment, Fence, LEASE_EVENTS, LEASES_HELD, Worker, describe};

@@ -7,20 +7,25 @@
 //!  "sinks": {
 //!    "parquet": {"positions": {"orders": {"shard-1": "1000042"}}},
 //!    "kafka": {"positions": {"orders": {"shard-1": "1000040"}},
-//!              "state": {"offsets": {"cdc.orders": {"0": 1234}}}}}}
+//!              "state": {"offsets": {"cdc.orders": {"0": 1234}}}}},
+//!  "latest_starts": {"orders": {"at_ms": 1764000000000, "closed": ["shard-0"]}}}
 //! ```
+//!
+//! `latest_starts` is there only with `start = "latest"`: see
+//! [`LatestStart`].
 //!
 //! Version 1 files (positions directly under each sink, and the Kafka sink's
 //! offsets in a top-level `kafka_offsets`) still load: their offsets become
 //! the `kafka` sink's state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dynamo_cdc_core::{
-    CheckpointStore, Positions, Recorded, SequenceNumber, ShardKey, SinkRecord, StoreError,
+    CheckpointStore, LatestStart, Positions, Recorded, SequenceNumber, ShardKey, SinkRecord,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +43,15 @@ struct SinkEntry {
 struct FileV2 {
     version: u32,
     sinks: BTreeMap<String, SinkEntry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    latest_starts: BTreeMap<String, LatestEntry>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq)]
+struct LatestEntry {
+    at_ms: i64,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    closed: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +167,17 @@ impl CheckpointStore for FileCheckpoints {
                         },
                     );
                 }
+                recorded.latest_starts = file
+                    .latest_starts
+                    .into_iter()
+                    .map(|(table, e)| {
+                        let start = LatestStart {
+                            at_ms: e.at_ms,
+                            closed: e.closed,
+                        };
+                        (table, start)
+                    })
+                    .collect();
             }
             v => {
                 return Err(self.invalid(format!(
@@ -175,6 +200,17 @@ impl CheckpointStore for FileCheckpoints {
                         state: r.state.clone(),
                     };
                     (id.clone(), entry)
+                })
+                .collect(),
+            latest_starts: recorded
+                .latest_starts
+                .iter()
+                .map(|(table, start)| {
+                    let entry = LatestEntry {
+                        at_ms: start.at_ms,
+                        closed: start.closed.clone(),
+                    };
+                    (table.clone(), entry)
                 })
                 .collect(),
         };
@@ -242,6 +278,16 @@ mod tests {
                 state: serde_json::json!({"offsets": {"cdc.orders": {"2": 17}}}),
             },
         );
+        recorded.latest_starts.insert(
+            "orders".into(),
+            LatestStart {
+                at_ms: 1_764_000_000_123,
+                closed: ["shard-0".to_owned()].into(),
+            },
+        );
+        recorded
+            .latest_starts
+            .insert("customers".into(), LatestStart::default());
         store.store(&recorded).unwrap();
         assert_eq!(FileCheckpoints::new(&path).load().unwrap(), recorded);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());

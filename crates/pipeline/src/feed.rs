@@ -3,6 +3,7 @@
 //! one at a time over a bounded channel, and gets an empty batch at least
 //! every heartbeat so it can commit files by age and notice a stop request.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -16,6 +17,7 @@ use dynamo_cdc_source::OnGap;
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
 use dynamo_cdc_source::streams::ShardBoard;
+use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::Endpoint;
 use dynamo_cdc_source::streams::sdk::SdkStreams;
 use dynamo_cdc_source::{
@@ -133,12 +135,15 @@ impl Feed {
     pub(crate) fn start(
         config: &Config,
         resume: Positions,
+        latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
     ) -> anyhow::Result<Feed> {
         match config.source.kind {
             SourceKind::Replay => Self::replay(config, resume),
-            SourceKind::Dynamodb => Self::streams(config, &resume, until_idle, snapshot_now),
+            SourceKind::Dynamodb => {
+                Self::streams(config, &resume, latest, until_idle, snapshot_now)
+            }
         }
     }
 
@@ -171,6 +176,7 @@ impl Feed {
     fn streams(
         config: &Config,
         resume: &Positions,
+        latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
     ) -> anyhow::Result<Feed> {
@@ -182,6 +188,7 @@ impl Feed {
             .build()
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
+        streams.latest = latest;
         // Outside the runtime: an object-store journal has a runtime of its
         // own, which may not be started from within another.
         let journal = snapshot_journal(config)?;

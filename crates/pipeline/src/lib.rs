@@ -10,6 +10,7 @@ mod coordinated;
 mod events;
 mod feed;
 mod interpolate;
+mod latest;
 pub mod logging;
 #[cfg_attr(
     not(test),

@@ -30,6 +30,7 @@ use crate::checkpoint_lock::CheckpointLock;
 use crate::config::{Config, SourceKind};
 use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
 use crate::feed::Feed;
+use crate::latest;
 use crate::observe::watch::Watch;
 use crate::progress::{Progress, snapshot_line};
 use crate::sinks::{self, SinkFailure, Sinks};
@@ -373,9 +374,22 @@ pub(crate) fn run_once(
     let resume = sinks.resume_point();
     tracing::info!(shards = resume.len(), "resuming");
 
+    // Recorded before any stream is read at its end: see `latest`.
+    let fresh =
+        latest::take_missing(config, sinks.latest_starts(), &resume).map_err(source_unavailable)?;
+    if !fresh.is_empty() {
+        sinks.add_latest_starts(&fresh);
+        allowed(guard)?;
+        checkpoint
+            .store(&sinks.recorded())
+            .and_then(|()| checkpoint.flush())
+            .map_err(|e| Stop::of("checkpoint", e))?;
+    }
+    let latest = latest::for_source(config, sinks.latest_starts(), &fresh);
     let mut feed = Feed::start(
         config,
         resume.clone(),
+        latest,
         options.until_idle,
         snapshot_now.as_deref(),
     )

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use dynamo_cdc_core::{
-    Change, Gap, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord, SinkStats,
+    Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord, SinkStats,
 };
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
@@ -51,19 +51,27 @@ pub(crate) fn open(
             .map_err(|e| failed("kafka")(e.into()))?;
         list.push(Box::new(sink));
     }
-    Ok(Sinks { list })
+    Ok(Sinks {
+        list,
+        latest_starts: BTreeMap::new(),
+    })
 }
 
-/// The open sinks.
+/// The open sinks, and the latest starts recorded beside their positions.
 pub(crate) struct Sinks {
     list: Vec<Box<dyn Sink>>,
+    /// Kept as recorded, and recorded again with every checkpoint.
+    latest_starts: BTreeMap<String, LatestStart>,
 }
 
 impl Sinks {
     /// Drives these sinks (the configured ones come from [`open`]).
     #[cfg(test)]
     pub(crate) fn new(list: Vec<Box<dyn Sink>>) -> Sinks {
-        Sinks { list }
+        Sinks {
+            list,
+            latest_starts: BTreeMap::new(),
+        }
     }
 
     /// Calls `f` on every sink, stopping at the first failure.
@@ -87,6 +95,18 @@ impl Sinks {
             let record = recorded.sinks.get(sink.id()).unwrap_or(&empty);
             sink.adopt(&record.positions, &record.state);
         }
+        self.latest_starts.clone_from(&recorded.latest_starts);
+    }
+
+    /// The latest starts recorded.
+    pub(crate) fn latest_starts(&self) -> &BTreeMap<String, LatestStart> {
+        &self.latest_starts
+    }
+
+    /// Adds latest starts to what is recorded.
+    pub(crate) fn add_latest_starts(&mut self, starts: &BTreeMap<String, LatestStart>) {
+        self.latest_starts
+            .extend(starts.iter().map(|(t, s)| (t.clone(), s.clone())));
     }
 
     /// Tells every sink the lease epoch of each table it writes.
@@ -165,6 +185,7 @@ impl Sinks {
                     (s.id().to_owned(), record)
                 })
                 .collect(),
+            latest_starts: self.latest_starts.clone(),
         }
     }
 

@@ -382,6 +382,8 @@ impl SourceConfig {
         StreamsConfig {
             stream_arns: self.stream_arns.clone(),
             start: self.start,
+            // Recorded in the checkpoint: added by the caller.
+            latest: std::collections::HashMap::new(),
             on_gap: self.on_gap,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             idle_poll_interval: Duration::from_millis(self.idle_poll_interval_ms),

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Change, DeadLetter, Gap, Positions, SequenceNumber, ShardKey, Source};
+use dynamo_cdc_core::{
+    Change, DeadLetter, Gap, LatestStart, Positions, SequenceNumber, ShardKey, Source,
+};
+use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
 use dynamo_cdc_source::{
     OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,
@@ -318,6 +321,102 @@ fn start_latest_reads_only_new_records_and_later_shards_from_their_start() {
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.seqs(&root), [after]);
     assert_eq!(run.seqs(&child), [in_child]);
+}
+
+fn put_created(sim: &StreamSim, arn: &str, shard: &str, id: &str, created_s: f64) -> u128 {
+    sim.put_json_created(
+        arn,
+        shard,
+        "INSERT",
+        json!({"pk": {"S": id}}),
+        None,
+        created_s,
+    )
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `start = Latest` with a start recorded at `at_s` (epoch seconds).
+fn latest_config(arn: &str, at_s: f64, closed: &[&str], fresh: bool) -> StreamsConfig {
+    let mut cfg = config(&[arn]);
+    cfg.start = StartAt::Latest;
+    let start = LatestStart {
+        at_ms: (at_s * 1000.0) as i64,
+        closed: closed.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    cfg.latest
+        .insert("orders".into(), LatestFrom { start, fresh });
+    cfg
+}
+
+#[test]
+fn after_a_recorded_latest_start_shards_without_a_position_are_read_from_it_on() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let closed = sim.open_shards(&arn)[0].clone();
+    let an_hour_ago = now_s() - 3600.0;
+    put_created(&sim, &arn, &closed, "long-closed", an_hour_ago);
+    let open = sim.rotate(&arn, &closed);
+    put_created(&sim, &arn, &open, "before", an_hour_ago);
+    // The start was recorded; a process read these at the end and stopped
+    // before it committed them.
+    let at = now_s();
+    let after: Vec<u128> = (0..3)
+        .map(|i| put(&sim, &arn, &open, &format!("after{i}")))
+        .collect();
+    let cfg = latest_config(&arn, at, &[&closed], false);
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&open), after, "from the start on, nothing older");
+    assert_eq!(run.seqs(&closed), [], "closed at the start: not read");
+    assert_eq!(
+        sim.calls(Op::GetShardIterator),
+        1,
+        "the shard closed at the start is not even opened"
+    );
+}
+
+#[test]
+fn a_shard_closed_after_a_recorded_latest_start_is_read_from_it_on() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    put_created(&sim, &arn, &root, "before", now_s() - 3600.0);
+    let at = now_s();
+    let in_root = put(&sim, &arn, &root, "after");
+    let child = sim.rotate(&arn, &root);
+    let in_child = put(&sim, &arn, &child, "later");
+    // The root closed after the start, so it is not in the recorded set.
+    let cfg = latest_config(&arn, at, &[], false);
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&root), [in_root]);
+    assert_eq!(run.seqs(&child), [in_child]);
+}
+
+#[test]
+fn a_fresh_latest_start_reads_open_shards_at_their_end_and_skips_those_recorded_closed() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let closed = sim.open_shards(&arn)[0].clone();
+    put(&sim, &arn, &closed, "closed");
+    let open = sim.rotate(&arn, &closed);
+    put(&sim, &arn, &open, "before");
+    let cfg = latest_config(&arn, now_s(), &[&closed], true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        wait_for_calls(&sim, Op::GetRecords, 1);
+        tx.send(put(&sim, &arn, &open, "after")).unwrap();
+    });
+    let after = rx.recv().unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&open), [after]);
+    assert_eq!(run.seqs(&closed), []);
 }
 
 #[test]

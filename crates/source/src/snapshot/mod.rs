@@ -27,7 +27,7 @@ pub mod export;
 pub mod journal;
 mod scan;
 mod sdk;
-mod start;
+pub(crate) mod start;
 mod table;
 pub mod window;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use dynamo_cdc_core::SequenceNumber;
 use futures_util::StreamExt as _;
 
+use crate::streams::ShardInfo;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 
 /// Shards read at once.
@@ -30,16 +31,7 @@ pub(crate) async fn stream_end<A: StreamsApi>(
     api: &A,
     stream_arn: &str,
 ) -> Result<BTreeMap<String, SequenceNumber>, ApiError> {
-    let mut shards = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = retried(|| api.describe_stream(stream_arn, start.as_deref())).await?;
-        shards.extend(page.shards);
-        match page.last_evaluated {
-            Some(next) if Some(&next) != start.as_ref() => start = Some(next),
-            _ => break,
-        }
-    }
+    let shards = list_shards(api, stream_arn).await?;
     // Shards are read side by side: each has its own GetRecords limit, and
     // a busy stream's shards hold hours of records.
     let mut reads = futures_util::stream::iter(shards.iter().map(|shard| async move {
@@ -55,6 +47,27 @@ pub(crate) async fn stream_end<A: StreamsApi>(
         }
     }
     Ok(end)
+}
+
+/// Every shard of `stream_arn` (all DescribeStream pages), retrying what
+/// may pass.
+///
+/// # Errors
+/// When the stream cannot be listed, after retries.
+pub(crate) async fn list_shards<A: StreamsApi>(
+    api: &A,
+    stream_arn: &str,
+) -> Result<Vec<ShardInfo>, ApiError> {
+    let mut shards = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let page = retried(|| api.describe_stream(stream_arn, start.as_deref())).await?;
+        shards.extend(page.shards);
+        match page.last_evaluated {
+            Some(next) if Some(&next) != start.as_ref() => start = Some(next),
+            _ => return Ok(shards),
+        }
+    }
 }
 
 /// The last sequence number of one shard: read until a page comes back

@@ -14,6 +14,7 @@ use crate::events::ListingRetried;
 use crate::record::table_from_arn;
 use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
+use crate::streams::latest::LatestFrom;
 use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
 use crate::streams::{Event, Settings, StartAt, StreamsError, now_ms};
@@ -30,6 +31,8 @@ pub(crate) struct Stream<A> {
     resume: HashMap<String, SequenceNumber>,
     /// True when no shard of this table has a position: `start` applies.
     first_start: bool,
+    /// The table's recorded latest start (`start = "latest"` only).
+    latest: Option<LatestFrom>,
     events: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
     board: Arc<ShardBoard>,
@@ -53,10 +56,12 @@ impl<A: StreamsApi> Stream<A> {
             .filter(|(k, _)| *k.table == *table)
             .map(|(k, seq)| (k.shard.to_string(), seq.clone()))
             .collect();
+        let latest = settings.latest.get(&table).cloned();
         Stream {
             api,
             settings,
             first_start: resume.is_empty(),
+            latest,
             resume,
             arn: arn.into(),
             events,
@@ -121,17 +126,25 @@ impl<A: StreamsApi> Stream<A> {
                 tracing::warn!(table = %table, shard = %id, "shard no longer listed before it was read");
                 self.board.finished(&key(id));
             }
-            if first_listing && self.first_start && self.settings.start == StartAt::Latest {
-                // Closed shards hold only changes from before the start.
-                for id in &change.added {
-                    if tracker.info(id).is_some_and(|s| s.closed) {
-                        tracker.skip(id);
-                        self.board.finished(&key(id));
-                    }
+            for id in &change.added {
+                if self.closed_before_start(id, first_listing, &tracker) {
+                    tracker.skip(id);
+                    self.board.finished(&key(id));
                 }
             }
             for id in tracker.ready() {
-                let start = self.start_of(&id, first_listing, &tracker);
+                let (start, created_since) = self.start_of(&id, first_listing, &tracker);
+                if let (Some(since), Some(latest)) = (created_since, &self.latest)
+                    && !latest.fresh
+                {
+                    tracing::info!(
+                        table = %table,
+                        shard = %id,
+                        created_since_ms = since,
+                        "no position since the latest start: reading the shard from its first \
+                         record, leaving out changes created before the start"
+                    );
+                }
                 tracker.started(&id);
                 // An empty first page means the tip when reading starts
                 // after a record already read, or at the newest one.
@@ -142,6 +155,7 @@ impl<A: StreamsApi> Stream<A> {
                     stream_arn: self.arn.clone(),
                     key: key(&id),
                     start,
+                    created_since,
                     events: self.events.clone(),
                     stop: self.stop.clone(),
                     board: self.board.clone(),
@@ -191,20 +205,48 @@ impl<A: StreamsApi> Stream<A> {
         }
     }
 
-    /// Where a shard starts: after its resume position; else per `start`
-    /// for shards of the first listing of a first start; else its beginning.
-    fn start_of(&self, id: &str, first_listing: bool, tracker: &Tracker) -> IteratorStart {
-        if let Some(seq) = self.resume.get(id) {
-            return IteratorStart::After(seq.clone());
+    /// Whether a shard without a position holds only changes from before
+    /// a latest start, and is left unread: one recorded closed at the
+    /// start; without a recorded start, a closed one in the first listing
+    /// of a first start.
+    fn closed_before_start(&self, id: &str, first_listing: bool, tracker: &Tracker) -> bool {
+        if self.resume.contains_key(id) {
+            return false;
         }
-        let latest = self.settings.start == StartAt::Latest
-            && self.first_start
-            && first_listing
-            && tracker.info(id).is_some_and(|s: &ShardInfo| !s.closed);
-        if latest {
-            IteratorStart::Latest
-        } else {
-            IteratorStart::TrimHorizon
+        match &self.latest {
+            Some(latest) => latest.closed_at_start(id),
+            None => {
+                self.settings.start == StartAt::Latest
+                    && self.first_start
+                    && first_listing
+                    && tracker.info(id).is_some_and(|s| s.closed)
+            }
+        }
+    }
+
+    /// Where a shard starts, and the oldest creation time kept from it:
+    /// after its resume position; at the end (`LATEST`) for open shards of
+    /// the first listing of a first start with `start = "latest"`; else
+    /// from its first record, leaving out what precedes a recorded latest
+    /// start.
+    fn start_of(
+        &self,
+        id: &str,
+        first_listing: bool,
+        tracker: &Tracker,
+    ) -> (IteratorStart, Option<i64>) {
+        if let Some(seq) = self.resume.get(id) {
+            return (IteratorStart::After(seq.clone()), None);
+        }
+        let open_at_first =
+            first_listing && tracker.info(id).is_some_and(|s: &ShardInfo| !s.closed);
+        match &self.latest {
+            Some(latest) if latest.fresh && open_at_first => (IteratorStart::Latest, None),
+            Some(latest) => (IteratorStart::TrimHorizon, Some(latest.created_since())),
+            None if self.settings.start == StartAt::Latest && self.first_start && open_at_first => {
+                (IteratorStart::Latest, None)
+            }
+            None => (IteratorStart::TrimHorizon, None),
         }
     }
 

@@ -6,6 +6,7 @@
 //! - `reader`: one shard, from its start position to its end;
 //! - `page_batch`: a GetRecords answer to a batch, parsed off the runtime;
 //! - `coordinator`: one stream: listings, readers, the reader limit;
+//! - [`latest`]: `start = "latest"` recorded, so a restart loses nothing;
 //! - [`board`]: where each shard stands, for lag and time to data loss.
 //!
 //! [`StreamsSource`] runs all of it on its own tokio runtime and hands
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod board;
 mod coordinator;
+pub mod latest;
 mod pace;
 mod page_batch;
 pub(crate) mod raw_records;
@@ -69,6 +71,10 @@ pub struct StreamsConfig {
     pub stream_arns: Vec<String>,
     /// Where a stream with no recorded position is first read.
     pub start: StartAt,
+    /// With `start = Latest`: each table's recorded latest start, by table
+    /// name. A table without one starts as if none were ever needed (open
+    /// shards at their end when no shard has a position).
+    pub latest: HashMap<String, latest::LatestFrom>,
     /// Trimmed records: fail or skip.
     pub on_gap: OnGap,
     /// Wait after a page with records.
@@ -99,6 +105,7 @@ impl Default for StreamsConfig {
         StreamsConfig {
             stream_arns: Vec::new(),
             start: StartAt::default(),
+            latest: HashMap::new(),
             on_gap: OnGap::default(),
             poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
             idle_poll_interval: Duration::from_millis(defaults::IDLE_POLL_INTERVAL_MS),
@@ -121,6 +128,8 @@ pub(crate) struct Settings {
     pub records_per_call: u32,
     pub report_read_through: bool,
     pub start: StartAt,
+    /// Recorded latest starts, by table (only with `start = Latest`).
+    pub latest: HashMap<String, latest::LatestFrom>,
     pub max_concurrent_shards: usize,
     pub activity: Activity,
     /// Every stream's DescribeStream calls, paced together.
@@ -348,6 +357,11 @@ impl StreamsSource {
             records_per_call: config.records_per_call.clamp(1, 1000),
             report_read_through: config.report_read_through,
             start: config.start,
+            latest: if config.start == StartAt::Latest {
+                config.latest.clone()
+            } else {
+                HashMap::new()
+            },
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             activity: Activity::new(),
             describe_pace: pace::Pace::per_second(pace::DESCRIBE_STREAM_PER_SECOND),

@@ -45,10 +45,21 @@ enum Job {
         body: Vec<u8>,
         key: ShardKey,
         origin: Arc<str>,
-        last_read: Option<SequenceNumber>,
+        keep: Keep,
         reply: tokio::sync::oneshot::Sender<Result<PageBatch, ApiError>>,
     },
     Free(SourceBatch),
+}
+
+/// Which records of a page are new to the reader.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Keep {
+    /// Records at or before this were read already: an iterator acquired
+    /// again after the last record read may repeat some.
+    pub after: Option<SequenceNumber>,
+    /// Changes created before this (epoch milliseconds) are left out: they
+    /// precede a latest start (see `crate::streams::latest`).
+    pub created_since: Option<i64>,
 }
 
 /// The source's parse thread. It ends when the source and its readers are
@@ -83,21 +94,20 @@ impl Parser {
                             body,
                             key,
                             origin,
-                            last_read,
+                            keep,
                             reply,
                         } => {
-                            let parsed = std::panic::catch_unwind(|| {
-                                read_now(&body, &key, &origin, last_read)
-                            })
-                            .unwrap_or_else(|_| {
-                                // A panic is a bug: stop with it rather
-                                // than lose the shard.
-                                Err(ApiError {
-                                    kind: ApiErrorKind::Fatal,
-                                    operation: Request::GetRecords.name(),
-                                    message: "the page parser panicked".to_owned(),
-                                })
-                            });
+                            let parsed =
+                                std::panic::catch_unwind(|| read_now(&body, &key, &origin, &keep))
+                                    .unwrap_or_else(|_| {
+                                        // A panic is a bug: stop with it rather
+                                        // than lose the shard.
+                                        Err(ApiError {
+                                            kind: ApiErrorKind::Fatal,
+                                            operation: Request::GetRecords.name(),
+                                            message: "the page parser panicked".to_owned(),
+                                        })
+                                    });
                             // The page owns nothing of the body.
                             give_back(body);
                             // The reader may have stopped meanwhile.
@@ -111,8 +121,7 @@ impl Parser {
     }
 
     /// Reads a GetRecords body of `key`'s shard from the stream `origin` on
-    /// the parse thread. Records at or before `last_read` are dropped: an
-    /// iterator acquired again after the last record read may repeat some.
+    /// the parse thread, keeping what `keep` says is new.
     ///
     /// # Errors
     /// A transient [`ApiError`] when the body is not a GetRecords page (the
@@ -123,7 +132,7 @@ impl Parser {
         body: Vec<u8>,
         key: &ShardKey,
         origin: &Arc<str>,
-        last_read: Option<SequenceNumber>,
+        keep: Keep,
     ) -> Result<PageBatch, ApiError> {
         let gone = || ApiError {
             kind: ApiErrorKind::Fatal,
@@ -136,7 +145,7 @@ impl Parser {
                 body,
                 key: key.clone(),
                 origin: origin.clone(),
-                last_read,
+                keep,
                 reply,
             })
             .map_err(|_| gone())?;
@@ -155,8 +164,9 @@ fn read_now(
     body: &[u8],
     key: &ShardKey,
     origin: &Arc<str>,
-    last_read: Option<SequenceNumber>,
+    keep: &Keep,
 ) -> Result<PageBatch, ApiError> {
+    let last_read = keep.after.clone();
     let not_a_page = |why: String| ApiError {
         kind: ApiErrorKind::Transient,
         operation: Request::GetRecords.name(),
@@ -199,6 +209,14 @@ fn read_now(
             newest = Some(seq.clone());
         }
         newest_ms = newest_ms.max(parsed.change.source.approx_creation_ms);
+        // A change without a creation time is kept: nothing is dropped on
+        // a guess.
+        let created = parsed.change.source.approx_creation_ms;
+        if let (Some(since), Some(created)) = (keep.created_since, created)
+            && created < since
+        {
+            continue;
+        }
         batch.origins.push(Origin {
             origin: origin.clone(),
             line: None,
@@ -246,7 +264,10 @@ mod tests {
             &page.body,
             &key(),
             &Arc::from("arn:stream"),
-            last_read.map(seq),
+            &Keep {
+                after: last_read.map(seq),
+                created_since: None,
+            },
         )
     }
 
@@ -304,6 +325,28 @@ mod tests {
     }
 
     #[test]
+    fn changes_created_before_a_latest_start_are_left_out_but_read() {
+        let untimed = r#"{"eventID":"e9","eventName":"INSERT","dynamodb":{"Keys":{"id":{"N":"9"}},"SequenceNumber":"9"}}"#;
+        let page = RecordsPage::from_records(
+            &[
+                record(6, "1", 1_700_000_000),
+                record(7, "1", 1_700_000_001),
+                record(8, "1", 1_700_000_002),
+                untimed.to_owned(),
+            ],
+            Some("next"),
+        );
+        let keep = Keep {
+            after: None,
+            created_since: Some(1_700_000_001_000),
+        };
+        let b = read_now(&page.body, &key(), &Arc::from("arn:stream"), &keep).unwrap();
+        assert_eq!(seqs(&b), ["7", "8", "9"], "from the start on; untimed kept");
+        assert_eq!(b.last_read, Some(seq(9)), "what was left out was read");
+        assert_eq!(b.report.records, 4);
+    }
+
+    #[test]
     fn an_empty_page_keeps_the_last_read() {
         let b = read(&RecordsPage::from_records(&[], Some("it")), Some(9)).unwrap();
         assert!(b.batch.is_empty());
@@ -319,12 +362,12 @@ mod tests {
             .unwrap();
         let page = RecordsPage::from_records(&[record(5, "1", 1)], None);
         let b = runtime
-            .block_on(parser.read(page.body, &key(), &Arc::from("arn:stream"), None))
+            .block_on(parser.read(page.body, &key(), &Arc::from("arn:stream"), Keep::default()))
             .unwrap();
         assert_eq!(seqs(&b), ["5"]);
         parser.free(b.batch);
         let bad = runtime
-            .block_on(parser.read(b"nope".to_vec(), &key(), &Arc::from("a"), None))
+            .block_on(parser.read(b"nope".to_vec(), &key(), &Arc::from("a"), Keep::default()))
             .unwrap_err();
         assert_eq!(bad.kind, ApiErrorKind::Transient);
     }

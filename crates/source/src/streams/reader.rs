@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::events::ShardCallRetried;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
+use crate::streams::page_batch::Keep;
 use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
 
 /// How a shard reader ended.
@@ -34,6 +35,9 @@ pub(crate) struct ShardJob<A> {
     pub key: ShardKey,
     /// Where to start: after the resume position, or per `start`.
     pub start: IteratorStart,
+    /// Changes created before this (epoch milliseconds) are left out: the
+    /// shard is read from its first record after a latest start.
+    pub created_since: Option<i64>,
     pub events: mpsc::Sender<Event>,
     pub stop: watch::Receiver<bool>,
     pub board: Arc<ShardBoard>,
@@ -99,7 +103,12 @@ impl<A: StreamsApi> ShardJob<A> {
                 Ok(page) => {
                     self.settings
                         .parser
-                        .read(page.body, &self.key, &self.stream_arn, last_read.clone())
+                        .read(
+                            page.body,
+                            &self.key,
+                            &self.stream_arn,
+                            self.keep(&last_read),
+                        )
                         .await
                 }
                 Err(e) => Err(e),
@@ -354,10 +363,17 @@ impl<A: StreamsApi> ShardJob<A> {
         let page = self
             .settings
             .parser
-            .read(page.body, &self.key, &self.stream_arn, None)
+            .read(page.body, &self.key, &self.stream_arn, Keep::default())
             .await
             .ok()?;
         page.last_read
+    }
+
+    fn keep(&self, last_read: &Option<SequenceNumber>) -> Keep {
+        Keep {
+            after: last_read.clone(),
+            created_since: self.created_since,
+        }
     }
 
     fn stopping(&self) -> bool {

@@ -246,8 +246,25 @@ impl StreamSim {
         keys: Value,
         images: Option<(Option<Value>, Option<Value>)>,
     ) -> u128 {
+        // The wall clock, as the service's: a latest start compares it.
+        self.put_json_created(arn, shard, op, keys, images, clock::now_secs())
+    }
+
+    /// As [`Self::put_json`], created at `created` (epoch seconds) instead
+    /// of now: a change made before something the test starts.
+    ///
+    /// # Panics
+    /// When the stream or shard does not exist or the shard is closed.
+    pub fn put_json_created(
+        &self,
+        arn: &str,
+        shard: &str,
+        op: &str,
+        keys: Value,
+        images: Option<(Option<Value>, Option<Value>)>,
+        created: f64,
+    ) -> u128 {
         let mut st = self.state();
-        let created = st.epoch.elapsed().as_secs_f64() + 1_764_000_000.0;
         let (old, new) = images.unwrap_or((None, None));
         let new = new
             .or_else(|| (op != "REMOVE").then(|| keys.clone()))
