@@ -358,9 +358,12 @@ fn journal_has_a_page(table_dir: &Path) -> bool {
 }
 
 /// Snapshot rows are in the snapshot's own files (`snapshot-<id>-...`),
-/// with its id in `__snapshot_id`; other files hold no snapshot row.
+/// with its id in `__snapshot_id` and a marker in `__snapshot`: one
+/// `first`, at most one `last`, `true` for the rest; other files hold no
+/// snapshot row.
 fn check_snapshot_files(parquet: &Path, id: &str) {
     let mut snapshot_files = 0;
+    let mut markers: BTreeMap<String, usize> = BTreeMap::new();
     for path in parquet_files(parquet) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let in_snapshot_file = name.starts_with("snapshot-");
@@ -396,9 +399,28 @@ fn check_snapshot_files(parquet: &Path, id: &str) {
                     batch.column_by_name("__snapshot_read_ms").is_some(),
                     "{name} has no __snapshot_read_ms"
                 );
+                let marks = batch
+                    .column_by_name("__snapshot")
+                    .unwrap_or_else(|| panic!("{name} has no __snapshot"))
+                    .as_string::<i32>()
+                    .clone();
+                for i in 0..marks.len() {
+                    *markers.entry(marks.value(i).to_owned()).or_default() += 1;
+                }
             }
         }
     }
+    assert_eq!(markers.get("first"), Some(&1), "{markers:?}");
+    assert!(
+        markers.get("last").copied().unwrap_or(0) <= 1,
+        "{markers:?}"
+    );
+    assert!(
+        markers
+            .keys()
+            .all(|m| ["first", "true", "last"].contains(&m.as_str())),
+        "{markers:?}"
+    );
     assert!(
         snapshot_files > 0,
         "no snapshot file under {}",

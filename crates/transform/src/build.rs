@@ -39,7 +39,7 @@ pub fn flat_batch(schema: &TableSchema, changes: &[&Change]) -> Result<RecordBat
 }
 
 /// Builds the rows of snapshot rows: [`flat_batch`]'s columns, then the
-/// snapshot's id and each item's read time.
+/// snapshot's id, each item's read time and its marker.
 ///
 /// # Errors
 /// Only on an internal inconsistency between schema and arrays, or a change
@@ -51,6 +51,7 @@ pub fn snapshot_batch(
     let flat = flat_batch(schema, changes)?;
     let mut ids = StringBuilder::with_capacity(changes.len(), changes.len() * 20);
     let mut read = Int64Builder::with_capacity(changes.len());
+    let mut markers = StringBuilder::with_capacity(changes.len(), changes.len() * 4);
     for c in changes {
         let s = c.source.snapshot.as_ref().ok_or_else(|| {
             ArrowError::InvalidArgumentError(format!(
@@ -60,10 +61,12 @@ pub fn snapshot_batch(
         })?;
         ids.append_value(&s.id);
         read.append_value(s.read_ms);
+        markers.append_value(s.marker.code());
     }
     let mut columns = flat.columns().to_vec();
     columns.push(Arc::new(ids.finish()));
     columns.push(Arc::new(read.finish()));
+    columns.push(Arc::new(markers.finish()));
     RecordBatch::try_new(schema.snapshot_arrow_schema(), columns)
 }
 

@@ -24,8 +24,9 @@ pub const META_COLUMNS: [&str; 8] = [
 ];
 
 /// The columns a snapshot row adds after [`META_COLUMNS`] (snapshot files
-/// only): the snapshot's id and when the item was read.
-pub const SNAPSHOT_COLUMNS: [&str; 2] = ["__snapshot_id", "__snapshot_read_ms"];
+/// only): the snapshot's id, when the item was read, and its marker
+/// (`first`, `true` or `last`, as Debezium's `source.snapshot`).
+pub const SNAPSHOT_COLUMNS: [&str; 3] = ["__snapshot_id", "__snapshot_read_ms", "__snapshot"];
 
 /// One attribute column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,6 +212,7 @@ impl TableSchema {
         fields.extend([
             Field::new(SNAPSHOT_COLUMNS[0], DataType::Utf8, false),
             Field::new(SNAPSHOT_COLUMNS[1], DataType::Int64, false),
+            Field::new(SNAPSHOT_COLUMNS[2], DataType::Utf8, false),
         ]);
         self.arrow_snapshot = Arc::new(Schema::new_with_metadata(fields, meta));
     }

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use apache_avro::types::Value;
-use dynamo_cdc_core::{Change, Item, Op, SequenceNumber, SourceInfo, parse_item};
+use dynamo_cdc_core::{
+    Change, Item, Op, SequenceNumber, SnapshotMarker, SnapshotRead, SourceInfo, parse_item,
+};
 use dynamo_cdc_transform::avro::{Shape, encode_key, encode_value, key_schema, value_schema};
-use dynamo_cdc_transform::{NumbersMode, TableSchema, decode_items, flat_batch};
+use dynamo_cdc_transform::{NumbersMode, TableSchema, decode_items, flat_batch, snapshot_batch};
 
 fn change(op: Op, seq: &str, keys: &str, old: Option<&str>, new: Option<&str>) -> Change {
     Change {
@@ -69,6 +71,55 @@ fn arrow_rows_decode_to_the_row_images() {
             .collect();
         assert_eq!(items, expected, "{mode:?}");
     }
+}
+
+#[test]
+fn snapshot_rows_carry_their_id_read_time_and_marker_and_decode_to_their_items() {
+    use arrow_array::{cast::AsArray as _, types::Int64Type};
+    let markers = [
+        SnapshotMarker::First,
+        SnapshotMarker::Row,
+        SnapshotMarker::Last,
+    ];
+    let rows: Vec<Change> = markers
+        .iter()
+        .enumerate()
+        .map(|(i, marker)| {
+            let item = format!(r#"{{"id":{{"S":"k{i}"}},"n":{{"N":"{i}"}}}}"#);
+            let mut c = change(
+                Op::Read,
+                &(i + 1).to_string(),
+                r#"{"id":{"S":"k"}}"#,
+                None,
+                Some(&item),
+            );
+            c.source.snapshot = Some(SnapshotRead {
+                id: Arc::from("s1"),
+                read_ms: 1_700_000_000_000 + i as i64,
+                marker: *marker,
+            });
+            c
+        })
+        .collect();
+    let schema = schema_for(&rows, NumbersMode::Auto);
+    let refs: Vec<&Change> = rows.iter().collect();
+    let batch = snapshot_batch(&schema, &refs).unwrap();
+    let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+    let ids = column("__snapshot_id");
+    let read = column("__snapshot_read_ms");
+    let marks = column("__snapshot");
+    for i in 0..3 {
+        assert_eq!(ids.as_string::<i32>().value(i), "s1");
+        assert_eq!(
+            read.as_primitive::<Int64Type>().value(i),
+            1_700_000_000_000 + i as i64
+        );
+    }
+    let marks: Vec<&str> = (0..3).map(|i| marks.as_string::<i32>().value(i)).collect();
+    assert_eq!(marks, ["first", "true", "last"]);
+    let items = decode_items(&batch).unwrap();
+    let expected: Vec<Item> = rows.iter().map(|c| c.row_image().clone()).collect();
+    assert_eq!(items, expected, "the snapshot columns are not attributes");
 }
 
 fn decode(
