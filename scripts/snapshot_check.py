@@ -187,6 +187,44 @@ def iceberg_view_check(workdir: Path, ddb) -> ec.Check:
     return compare_view(got, scan_versions(ddb), name)
 
 
+MARKER_SQL = """SELECT __op, __snapshot_id, __snapshot, count(*) FROM {rows}
+                GROUP BY ALL ORDER BY ALL"""
+
+
+def marker_check(workdir: Path, snapshot_id: str) -> ec.Check:
+    """Snapshot rows carry the snapshot's id and one `first`, at most one
+    `last` and `true` for the rest, in Parquet and in Iceberg (read by DuckDB);
+    changes of the stream have no snapshot columns (Iceberg: nulls)."""
+    import iceberg_e2e as ie
+    from pyiceberg.catalog.sql import SqlCatalog
+    check = ec.Check("snapshot rows carry the id and one first, at most one last, in Parquet and Iceberg")
+    warehouse = workdir / "out" / "warehouse"
+    catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{workdir / 'out' / 'catalog.db'}",
+                         warehouse=f"file://{warehouse}")
+    table = catalog.load_table(f"cdc.{TABLE}")
+    db = duckdb.connect()
+    ie.load_extension(db)
+    sources = {
+        "parquet": f"read_parquet('{workdir}/out/parquet/{TABLE}/*/snapshot-*.parquet', union_by_name = true)",
+        "iceberg": f"iceberg_scan('{table.metadata_location}')",
+    }
+    for sink, rows in sources.items():
+        counts = {}
+        for op, sid, marker, n in db.execute(MARKER_SQL.format(rows=rows)).fetchall():
+            counts[(op, sid, marker)] = n
+        snapshot = {k: n for k, n in counts.items() if k[0] == "r"}
+        stream = {k: n for k, n in counts.items() if k[0] != "r"}
+        if any(sid != snapshot_id or marker not in ("first", "true", "last") for _, sid, marker in snapshot):
+            check.problem(f"{sink}: snapshot rows {snapshot}")
+        if snapshot.get(("r", snapshot_id, "first")) != 1 or snapshot.get(("r", snapshot_id, "last"), 0) > 1:
+            check.problem(f"{sink}: markers {snapshot}")
+        if any(sid is not None or marker is not None for _, sid, marker in stream):
+            check.problem(f"{sink}: stream changes with snapshot columns {stream}")
+        if sink == "iceberg" and not stream:
+            check.problem("iceberg: no stream changes to compare with")
+    return check
+
+
 def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     """The documented latest-state view against a Scan, and where the rows came from."""
     checks = []
@@ -201,6 +239,7 @@ def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     checks.append(compare_view(got, scan_versions(ddb),
                                "the documented DuckDB view (docs/snapshots.md) equals a Scan of the table"))
     checks.append(iceberg_view_check(workdir, ddb))
+    checks.append(marker_check(workdir, plan["id"]))
     check = ec.Check("most rows came from the snapshot")
     snapshot_rows = db.execute(
         f"SELECT count(*) FROM read_parquet('{workdir}/out/parquet/{TABLE}/*/*.parquet', "

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
+use iceberg::spec::{NestedField, Schema, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::{
     Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, Result, TableCommit,
@@ -24,7 +24,7 @@ use iceberg_catalog_rest::{
 };
 use iceberg_catalog_sql::{SQL_CATALOG_PROP_URI, SQL_CATALOG_PROP_WAREHOUSE, SqlCatalogBuilder};
 
-use crate::columns::meta_fields;
+use crate::columns::{meta_fields, snapshot_fields};
 use crate::config::{CatalogKind, IcebergConfig};
 use crate::sigv4::{Signer, SigningConfig, SigningProxy};
 
@@ -201,7 +201,9 @@ pub(crate) async fn ensure_table(
     if catalog.table_exists(ident).await? {
         return catalog.load_table(ident).await;
     }
-    let schema = Schema::builder().with_fields(meta_fields()).build()?;
+    let mut fields = meta_fields();
+    fields.extend(snapshot_fields(field_after(&fields)));
+    let schema = Schema::builder().with_fields(fields).build()?;
     let source_id = schema
         .field_by_name("__source_ts_ms")
         .map(|f| f.id)
@@ -227,6 +229,11 @@ pub(crate) async fn ensure_table(
         Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog.load_table(ident).await,
         Err(e) => Err(e),
     }
+}
+
+/// The id after the highest of `fields`.
+fn field_after(fields: &[Arc<NestedField>]) -> i32 {
+    fields.iter().map(|f| f.id).max().unwrap_or(0) + 1
 }
 
 /// A catalog that commits only on top of one snapshot (see the module docs).

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field};
-use dynamo_cdc_transform::{ColumnType, META_COLUMNS, TableSchema};
+use dynamo_cdc_transform::{ColumnType, META_COLUMNS, SNAPSHOT_COLUMNS, TableSchema};
 use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema, StructType, Type};
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +147,8 @@ impl FieldMap {
     pub(crate) fn read(schema: &Schema, properties: &HashMap<String, String>) -> FieldMap {
         let mut map = FieldMap::default();
         for field in schema.as_struct().fields() {
-            if META_COLUMNS.contains(&field.name.as_str()) {
+            let name = field.name.as_str();
+            if META_COLUMNS.contains(&name) || SNAPSHOT_COLUMNS.contains(&name) {
                 map.meta.insert(field.name.clone(), field.clone());
                 continue;
             }
@@ -217,9 +218,19 @@ impl FieldMap {
         out
     }
 
+    /// The snapshot columns the table lacks (one written before they
+    /// existed): added with the next schema change.
+    pub(crate) fn missing_snapshot_fields(&self) -> Vec<Arc<NestedField>> {
+        snapshot_fields(0)
+            .into_iter()
+            .filter(|f| !self.meta.contains_key(&f.name))
+            .collect()
+    }
+
     /// The Arrow fields, with field ids, to write `schema`'s rows under:
     /// per column of `schema` the Iceberg field (`None` for an all-null
-    /// column, which is left out of the file), then the meta columns.
+    /// column, which is left out of the file), then the meta columns and
+    /// the snapshot columns.
     ///
     /// # Errors
     /// When a column has no field yet ([`FieldMap::missing`] first).
@@ -257,6 +268,13 @@ impl FieldMap {
                 .field_with_name(name)
                 .map_err(|e| e.to_string())?;
             meta.push(with_ids(arrow, field)?);
+        }
+        for (name, ty) in SNAPSHOT_COLUMNS.into_iter().zip(snapshot_arrow_types()) {
+            let field = self
+                .meta
+                .get(name)
+                .ok_or_else(|| format!("the Iceberg table has no `{name}` column"))?;
+            meta.push(with_ids(&Field::new(name, ty, true), field)?);
         }
         Ok((columns, meta))
     }
@@ -310,6 +328,31 @@ pub(crate) fn meta_fields() -> Vec<Arc<NestedField>> {
     fields.into_iter().map(Arc::new).collect()
 }
 
+/// The snapshot columns, after the meta columns, numbered from
+/// `first_id`: a snapshot row's id, read time and marker (as in the
+/// Parquet sink's snapshot files), null on changes of the stream.
+pub(crate) fn snapshot_fields(first_id: i32) -> Vec<Arc<NestedField>> {
+    let string = || Type::Primitive(PrimitiveType::String);
+    let fields = [
+        NestedField::optional(first_id, SNAPSHOT_COLUMNS[0], string())
+            .with_doc("the snapshot of a snapshot row (`__op` = r); null on changes"),
+        NestedField::optional(
+            first_id + 1,
+            SNAPSHOT_COLUMNS[1],
+            Type::Primitive(PrimitiveType::Long),
+        )
+        .with_doc("when the snapshot read the item, in epoch milliseconds"),
+        NestedField::optional(first_id + 2, SNAPSHOT_COLUMNS[2], string())
+            .with_doc("first, true or last, as Debezium's source.snapshot"),
+    ];
+    fields.into_iter().map(Arc::new).collect()
+}
+
+/// The Arrow types of [`snapshot_fields`], in order.
+pub(crate) fn snapshot_arrow_types() -> [DataType; 3] {
+    [DataType::Utf8, DataType::Int64, DataType::Utf8]
+}
+
 #[cfg(test)]
 mod tests {
     use dynamo_cdc_core::{AttributeValue, Item};
@@ -333,9 +376,11 @@ mod tests {
         item
     }
 
-    /// A table whose schema holds the meta columns and `fields`, with forms.
+    /// A table whose schema holds the meta and snapshot columns and
+    /// `fields`, with forms.
     fn iceberg(fields: &[(i32, &str, Type, &str, &str)]) -> FieldMap {
         let mut all: Vec<Arc<NestedField>> = meta_fields();
+        all.extend(snapshot_fields(100));
         let mut props = HashMap::new();
         for (id, name, ty, attribute, tag) in fields {
             all.push(Arc::new(NestedField::optional(*id, *name, ty.clone())));
@@ -371,6 +416,52 @@ mod tests {
         assert_eq!(add[0].0, "name");
         assert_eq!(add[0].1, Type::Primitive(PrimitiveType::String));
         assert_eq!(add[0].2.tag, "S");
+    }
+
+    #[test]
+    fn snapshot_columns_are_meta_columns_that_older_tables_lack() {
+        let schema = table_schema(&[item(&[("__snapshot", s("a"))])]);
+        let older = FieldMap::read(
+            &Schema::builder()
+                .with_fields(meta_fields())
+                .build()
+                .unwrap(),
+            &HashMap::new(),
+        );
+        let names: Vec<String> = older
+            .missing_snapshot_fields()
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(names, SNAPSHOT_COLUMNS);
+        let e = older.file_fields(&table_schema(&[])).unwrap_err();
+        assert!(e.contains("no `__snapshot_id` column"), "{e}");
+
+        let mut fields = meta_fields();
+        fields.extend(snapshot_fields(9));
+        let current = FieldMap::read(
+            &Schema::builder().with_fields(fields).build().unwrap(),
+            &HashMap::new(),
+        );
+        assert!(current.missing_snapshot_fields().is_empty());
+        let add = current.missing(&schema);
+        assert_eq!(add[0].0, "___snapshot", "an attribute cannot take the name");
+        let (_, meta) = current.file_fields(&table_schema(&[])).unwrap();
+        let tail: Vec<(&str, bool, &str)> = meta[META_COLUMNS.len()..]
+            .iter()
+            .map(|f| {
+                let id = f.metadata()[FIELD_ID_KEY].as_str();
+                (f.name().as_str(), f.is_nullable(), id)
+            })
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("__snapshot_id", true, "9"),
+                ("__snapshot_read_ms", true, "10"),
+                ("__snapshot", true, "11")
+            ]
+        );
     }
 
     #[test]
@@ -428,7 +519,7 @@ mod tests {
         let v = fields[0].as_ref().unwrap();
         assert_eq!(v.name(), "v__json");
         assert_eq!(v.metadata()[FIELD_ID_KEY], "10");
-        assert_eq!(meta.len(), META_COLUMNS.len());
+        assert_eq!(meta.len(), META_COLUMNS.len() + SNAPSHOT_COLUMNS.len());
     }
 
     #[test]

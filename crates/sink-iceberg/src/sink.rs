@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::ArrayRef;
+use arrow_array::builder::{Int64Builder, StringBuilder};
 use dynamo_cdc_core::{Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats};
 use dynamo_cdc_object_store::{Buckets, Location, Scheme, looks_like_url};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
@@ -321,7 +322,10 @@ impl IcebergSink {
         }
         for attempt in 1.. {
             let missing = state.fields.missing(&state.schema);
-            if missing.is_empty() {
+            // A table from before the snapshot columns gets them with its
+            // first schema change.
+            let snapshot = state.fields.missing_snapshot_fields();
+            if missing.is_empty() && snapshot.is_empty() {
                 break;
             }
             // Files open under the old fields are finished as they are.
@@ -337,6 +341,15 @@ impl IcebergSink {
                             "DynamoDB attribute `{}` ({})",
                             form.attribute, form.tag
                         ))
+                        .build(),
+                );
+            }
+            for field in &snapshot {
+                update = update.add_column(
+                    AddColumn::builder()
+                        .name(field.name.clone())
+                        .field_type((*field.field_type).clone())
+                        .doc(field.doc.clone().unwrap_or_default())
                         .build(),
                 );
             }
@@ -478,6 +491,7 @@ impl IcebergSink {
                 .filter(|(_, f)| f.is_some())
                 .map(|(i, _)| batch.column(i).clone())
                 .chain(batch.columns()[n - META_COLUMNS.len()..].iter().cloned())
+                .chain(snapshot_arrays(rows))
                 .collect();
             if !state.open.contains_key(&day) {
                 let location = format!(
@@ -641,6 +655,33 @@ impl IcebergSink {
     }
 }
 
+/// The snapshot columns of `rows` (see `columns::snapshot_fields`): null
+/// for changes of the stream.
+fn snapshot_arrays(rows: &[&Change]) -> [ArrayRef; 3] {
+    let mut ids = StringBuilder::with_capacity(rows.len(), 0);
+    let mut read = Int64Builder::with_capacity(rows.len());
+    let mut markers = StringBuilder::with_capacity(rows.len(), 0);
+    for c in rows {
+        match &c.source.snapshot {
+            Some(s) => {
+                ids.append_value(&s.id);
+                read.append_value(s.read_ms);
+                markers.append_value(s.marker.code());
+            }
+            None => {
+                ids.append_null();
+                read.append_null();
+                markers.append_null();
+            }
+        }
+    }
+    [
+        Arc::new(ids.finish()),
+        Arc::new(read.finish()),
+        Arc::new(markers.finish()),
+    ]
+}
+
 /// The snapshots of a table, as positions need them.
 fn snapshot_views(table: &Table) -> Vec<SnapshotView> {
     table
@@ -788,7 +829,10 @@ mod tests {
 /// writer that was overtaken drops its files instead of committing twice.
 #[cfg(test)]
 mod commit_tests {
-    use dynamo_cdc_core::{AttributeValue, ErrorKind, Item, Op, SequenceNumber, SourceInfo};
+    use dynamo_cdc_core::{
+        AttributeValue, ErrorKind, Item, Op, SequenceNumber, SnapshotMarker, SnapshotRead,
+        SourceInfo,
+    };
 
     use super::*;
 
@@ -838,6 +882,120 @@ mod commit_tests {
                 .unwrap_or(0)
         });
         (rows, meta.snapshots().len())
+    }
+
+    /// Every row of the table: the data files the Iceberg crate plans for a
+    /// scan of the current snapshot, read with parquet-rs.
+    fn read_table(sink: &mut IcebergSink) -> Vec<arrow_array::RecordBatch> {
+        use futures_util::TryStreamExt as _;
+        let state = sink.load(&Arc::from("orders")).unwrap();
+        let scan = state.table.scan().select_all().build().unwrap();
+        let tasks: Vec<_> = sink.runtime.block_on(async {
+            scan.plan_files()
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap()
+        });
+        let mut batches = Vec::new();
+        for task in tasks {
+            let path = task.data_file_path.trim_start_matches("file://");
+            let file = std::fs::File::open(path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            batches.extend(reader.map(Result::unwrap));
+        }
+        batches
+    }
+
+    fn snapshot_row(seq: u64, marker: SnapshotMarker) -> Change {
+        let mut c = change("snapshot-s1-0", seq);
+        c.op = Op::Read;
+        c.source.snapshot = Some(SnapshotRead {
+            id: "s1".into(),
+            read_ms: 1_732_000_000_000,
+            marker,
+        });
+        c
+    }
+
+    /// Snapshot rows carry their id, read time and marker; stream changes
+    /// nulls. A table made before these columns existed gets them with the
+    /// sink's first schema change.
+    #[test]
+    fn snapshot_rows_carry_their_snapshot_columns_even_in_older_tables() {
+        use arrow_array::cast::AsArray as _;
+        use arrow_array::types::Int64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        // An older table: the meta columns only.
+        let namespace = sink.namespace.clone();
+        let schema = iceberg::spec::Schema::builder()
+            .with_fields(crate::columns::meta_fields())
+            .build()
+            .unwrap();
+        let ts = schema.field_by_name("__source_ts_ms").unwrap().id;
+        let spec = iceberg::spec::UnboundPartitionSpec::builder()
+            .add_partition_field(
+                ts,
+                PARTITION_FIELD,
+                iceberg::spec::Transform::Truncate(DAY_MS),
+            )
+            .unwrap()
+            .build();
+        let creation = iceberg::TableCreation::builder()
+            .name("orders".to_owned())
+            .location(format!("{}/cdc/orders", sink.warehouse.url()))
+            .schema(schema)
+            .partition_spec(spec)
+            .build();
+        let catalog = sink.catalog.clone();
+        sink.runtime
+            .block_on(catalog.create_table(&namespace, creation))
+            .unwrap();
+        let mut rows = vec![
+            snapshot_row(1, SnapshotMarker::First),
+            snapshot_row(2, SnapshotMarker::Last),
+        ];
+        rows.extend(changes("s1", 1..3));
+        sink.write(&rows).unwrap();
+        sink.flush().unwrap();
+        let mut seen = Vec::new();
+        for batch in read_table(&mut sink) {
+            let col = |name: &str| batch.column_by_name(name).unwrap().clone();
+            let (shards, ids, read, marks) = (
+                col("__shard_id"),
+                col("__snapshot_id"),
+                col("__snapshot_read_ms"),
+                col("__snapshot"),
+            );
+            for i in 0..batch.num_rows() {
+                let text = |a: &ArrayRef| {
+                    (!a.is_null(i)).then(|| a.as_string::<i32>().value(i).to_owned())
+                };
+                let read = (!read.is_null(i)).then(|| read.as_primitive::<Int64Type>().value(i));
+                seen.push((text(&shards).unwrap(), text(&ids), read, text(&marks)));
+            }
+        }
+        seen.sort();
+        let snap = |m: &str| {
+            (
+                "snapshot-s1-0".to_owned(),
+                Some("s1".to_owned()),
+                Some(1_732_000_000_000),
+                Some(m.to_owned()),
+            )
+        };
+        let stream = ("s1".to_owned(), None, None, None);
+        assert_eq!(
+            seen,
+            [stream.clone(), stream, snap("first"), snap("last")],
+            "{seen:?}"
+        );
     }
 
     /// Shared tables: each commit's summary names the lease epoch it was
