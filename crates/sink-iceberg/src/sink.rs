@@ -17,7 +17,7 @@ use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 
 use crate::catalog::{self, DAY_MS, PARTITION_FIELD, Pinned};
-use crate::columns::{FIELD_PROPERTY, FieldMap};
+use crate::columns::{FIELD_PROPERTY, FieldMap, snapshot_arrow_types};
 use crate::config::{self, CatalogKind, IcebergConfig};
 use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
@@ -658,6 +658,10 @@ impl IcebergSink {
 /// The snapshot columns of `rows` (see `columns::snapshot_fields`): null
 /// for changes of the stream.
 fn snapshot_arrays(rows: &[&Change]) -> [ArrayRef; 3] {
+    if rows.iter().all(|c| c.source.snapshot.is_none()) {
+        // The stream's batches: three null arrays, no per-row work.
+        return snapshot_arrow_types().map(|ty| arrow_array::new_null_array(&ty, rows.len()));
+    }
     let mut ids = StringBuilder::with_capacity(rows.len(), 0);
     let mut read = Int64Builder::with_capacity(rows.len());
     let mut markers = StringBuilder::with_capacity(rows.len(), 0);
