@@ -3,8 +3,8 @@
 //! DescribeStream is limited per account (about ten calls a second), not
 //! per stream: a process reading many tables lists them all through one
 //! pace, so that their refreshes, however they line up, stay under it.
-//! (A snapshot's S0 lists its stream once more, before it starts, outside
-//! the pace.)
+//! (A snapshot's S0 and a latest start each list their stream once more,
+//! before the source starts, outside the pace.)
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
