@@ -714,3 +714,87 @@ path = "out"
     let mut first = first;
     assert!(first.child.try_wait().unwrap().is_none(), "{}", logs_tail());
 }
+
+/// `start = "latest"` under `[coordination]`: the first start is recorded in
+/// the lease table before the stream is read at its end, so the worker that
+/// takes over a table from one killed before its first commit reads from
+/// that start, not from the stream's end again.
+#[test]
+fn a_latest_start_survives_a_change_of_owner_before_the_first_commit() {
+    use dynamo_cdc_testkit::streams_sim::Op;
+    const TABLE: &str = "sc_latest";
+    let s = Scratch::new();
+    let sim = StreamSim::start();
+    let arn = sim.create_stream(TABLE);
+    let shard = sim.open_shards(&arn)[0].clone();
+    let write = |run: &str, max_file_age_ms: u64| {
+        let sections = format!(
+            r#"[source]
+kind = "dynamodb"
+region = "us-east-1"
+endpoint_url = {sim:?}
+tables = [{TABLE:?}]
+start = "latest"
+poll_interval_ms = 20
+idle_poll_interval_ms = 50
+
+[sinks.parquet]
+path = "out"
+max_file_age_ms = {max_file_age_ms}
+"#,
+            sim = sim.endpoint_url(),
+        );
+        own_checkpoint_config(&s, run, &sections, run)
+    };
+    let recorded = || {
+        sim.plain_tables().iter().any(|t| t == "cdc-leases")
+            && sim
+                .plain_items("cdc-leases")
+                .iter()
+                .any(|i| i["kind"]["S"] == "start" && i["table"]["S"] == TABLE)
+    };
+    // Nothing is committed by age in the first worker's run.
+    let first = start_worker(&s, &write("first", 600_000), "first");
+    wait_until(
+        "the latest start in the lease table and the first GetRecords",
+        Duration::from_secs(60),
+        || recorded() && sim.calls(Op::GetRecords) > 0,
+    );
+    let written: Vec<u128> = (0..5)
+        .map(|i| {
+            sim.put_json(
+                &arn,
+                &shard,
+                "INSERT",
+                json!({"id": {"S": format!("k{i}")}}),
+                None,
+            )
+        })
+        .collect();
+    let calls = sim.calls(Op::GetRecords);
+    wait_until("the shard read again", Duration::from_secs(30), || {
+        sim.calls(Op::GetRecords) >= calls + 2
+    });
+    drop(first); // SIGKILL
+    let out = s.path().join("out");
+    assert!(read_rows(&out).is_empty(), "nothing was committed");
+
+    let second = start_worker(&s, &write("second", 200), "second");
+    wait_until("the second worker's rows", Duration::from_secs(60), || {
+        read_rows(&out).len() >= written.len()
+    });
+    second.signal("TERM");
+    let mut second = second;
+    second.child.wait().unwrap();
+    let mut got: Vec<u128> = read_rows(&out)
+        .iter()
+        .map(|r| r.seq.parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, written, "{}", logs_tail());
+    let log = std::fs::read_to_string(s.path().join("second.log")).unwrap();
+    assert!(
+        log.contains("no position since the latest start"),
+        "the second worker read from the recorded start: {log}"
+    );
+}
