@@ -345,12 +345,13 @@ pub struct Recorded {
 /// later run has to go on: it reads such a shard from its first record and
 /// leaves out what was created before `at_ms`, and it leaves the shards
 /// in `closed` unread, as the first start did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LatestStart {
     /// The local clock when the stream's end was taken, in epoch
     /// milliseconds.
     pub at_ms: i64,
     /// The shards listed as closed then: they hold only older changes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub closed: std::collections::BTreeSet<String>,
 }
 

@@ -1,8 +1,8 @@
 //! Positions in the lease table: a [`CheckpointStore`] over the tables one
 //! pass holds, one item per (table, sink, shard), one resume state per
-//! (table, sink) and one latest start per table. Each is written under the lease's epoch and never over
-//! what a later owner wrote. They stay hints, as the local file is: each
-//! sink's own storage is the truth.
+//! (table, sink) and one latest start per table. Each is written under the
+//! lease's epoch and never over what a later owner wrote. They stay hints,
+//! as the local file is: each sink's own storage is the truth.
 //!
 //! Positions move with nearly every batch, and each item written is a
 //! billed write: what changed is written at most once per
@@ -110,7 +110,7 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
                     self.written.insert(key, start_value(s.at_ms, &s.closed));
                     let start = dynamo_cdc_core::LatestStart {
                         at_ms: s.at_ms,
-                        closed: s.closed.into_iter().collect(),
+                        closed: s.closed,
                     };
                     recorded.latest_starts.insert(s.table, start);
                 }
@@ -155,12 +155,11 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
             let Some(&epoch) = self.epochs.get(table) else {
                 continue;
             };
-            let closed: Vec<String> = start.closed.iter().cloned().collect();
-            let value = start_value(start.at_ms, &closed);
+            let value = start_value(start.at_ms, &start.closed);
             let item = Item::Start(StartItem {
                 table: table.clone(),
                 at_ms: start.at_ms,
-                closed,
+                closed: start.closed.clone(),
                 epoch,
             });
             self.put(item, value, epoch)?;
@@ -201,7 +200,8 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
 }
 
 /// What a start item holds, to tell whether it changed.
-fn start_value(at_ms: i64, closed: &[String]) -> String {
+fn start_value(at_ms: i64, closed: &std::collections::BTreeSet<String>) -> String {
+    let closed: Vec<&str> = closed.iter().map(String::as_str).collect();
     format!("{at_ms} {}", closed.join(" "))
 }
 

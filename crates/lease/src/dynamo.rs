@@ -346,13 +346,13 @@ mod tests {
             Item::Start(StartItem {
                 table: "orders".into(),
                 at_ms: 1_764_000_000_123,
-                closed: vec!["shardId-0".into(), "shardId-1".into()],
+                closed: ["shardId-0".to_owned(), "shardId-1".to_owned()].into(),
                 epoch: 3,
             }),
             Item::Start(StartItem {
                 table: "orders".into(),
                 at_ms: 1,
-                closed: Vec::new(),
+                closed: Default::default(),
                 epoch: 0,
             }),
         ];

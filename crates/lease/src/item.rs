@@ -91,7 +91,7 @@ pub struct StartItem {
     /// When, in epoch milliseconds.
     pub at_ms: i64,
     /// The shards closed then.
-    pub closed: Vec<String>,
+    pub closed: std::collections::BTreeSet<String>,
     /// The epoch of the lease it was written under.
     pub epoch: u64,
 }

@@ -18,7 +18,7 @@
 //! offsets in a top-level `kafka_offsets`) still load: their offsets become
 //! the `kafka` sink's state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,14 +44,7 @@ struct FileV2 {
     version: u32,
     sinks: BTreeMap<String, SinkEntry>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    latest_starts: BTreeMap<String, LatestEntry>,
-}
-
-#[derive(Serialize, Deserialize, PartialEq)]
-struct LatestEntry {
-    at_ms: i64,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    closed: BTreeSet<String>,
+    latest_starts: BTreeMap<String, LatestStart>,
 }
 
 #[derive(Deserialize)]
@@ -167,17 +160,7 @@ impl CheckpointStore for FileCheckpoints {
                         },
                     );
                 }
-                recorded.latest_starts = file
-                    .latest_starts
-                    .into_iter()
-                    .map(|(table, e)| {
-                        let start = LatestStart {
-                            at_ms: e.at_ms,
-                            closed: e.closed,
-                        };
-                        (table, start)
-                    })
-                    .collect();
+                recorded.latest_starts = file.latest_starts;
             }
             v => {
                 return Err(self.invalid(format!(
@@ -202,17 +185,7 @@ impl CheckpointStore for FileCheckpoints {
                     (id.clone(), entry)
                 })
                 .collect(),
-            latest_starts: recorded
-                .latest_starts
-                .iter()
-                .map(|(table, start)| {
-                    let entry = LatestEntry {
-                        at_ms: start.at_ms,
-                        closed: start.closed.clone(),
-                    };
-                    (table.clone(), entry)
-                })
-                .collect(),
+            latest_starts: recorded.latest_starts.clone(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
         write_atomically(&self.path, text.as_bytes()).map_err(self.io("write"))

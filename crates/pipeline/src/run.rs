@@ -380,10 +380,7 @@ pub(crate) fn run_once(
     if !fresh.is_empty() {
         sinks.add_latest_starts(&fresh);
         allowed(guard)?;
-        checkpoint
-            .store(&sinks.recorded())
-            .and_then(|()| checkpoint.flush())
-            .map_err(|e| Stop::of("checkpoint", e))?;
+        record_now(checkpoint, &sinks)?;
     }
     let latest = latest::for_source(config, sinks.latest_starts(), &fresh);
     let mut feed = Feed::start(
@@ -430,10 +427,7 @@ pub(crate) fn run_once(
             let _ = feed.finish();
             allowed(guard)?;
             sinks.flush()?;
-            checkpoint
-                .store(&sinks.recorded())
-                .and_then(|()| checkpoint.flush())
-                .map_err(|e| Stop::of("checkpoint", e))?;
+            record_now(checkpoint, &sinks)?;
             return Err(Stop::Fatal(e));
         }
         // A sink failure commits nothing more; the feed just stops.
@@ -449,10 +443,7 @@ pub(crate) fn run_once(
     }
     allowed(guard)?;
     sinks.flush()?;
-    checkpoint
-        .store(&sinks.recorded())
-        .and_then(|()| checkpoint.flush())
-        .map_err(|e| Stop::of("checkpoint", e))?;
+    record_now(checkpoint, &sinks)?;
     watch.checkpoint_stored();
     pauses.recovered();
     summary.add_sinks(&sinks.stats());
@@ -460,6 +451,14 @@ pub(crate) fn run_once(
     summary.duplicates_in_capture += stats.duplicates;
     summary.dead_letters_total = dead_letters.known();
     Ok(())
+}
+
+/// Records what the sinks hold now, writing anything the store held back.
+fn record_now(checkpoint: &mut dyn CheckpointStore, sinks: &Sinks) -> Result<(), Stop> {
+    checkpoint
+        .store(&sinks.recorded())
+        .and_then(|()| checkpoint.flush())
+        .map_err(|e| Stop::of("checkpoint", e))
 }
 
 /// A source that cannot start because AWS cannot be reached (throttled,

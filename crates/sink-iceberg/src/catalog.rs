@@ -190,8 +190,8 @@ pub(crate) async fn ensure_namespace(catalog: &dyn Catalog, ns: &NamespaceIdent)
     }
 }
 
-/// Loads the table, creating it (meta columns only, partitioned by day)
-/// when it is missing.
+/// Loads the table, creating it (meta and snapshot columns only,
+/// partitioned by day) when it is missing.
 pub(crate) async fn ensure_table(
     catalog: &dyn Catalog,
     ident: &TableIdent,
@@ -203,6 +203,24 @@ pub(crate) async fn ensure_table(
     }
     let mut fields = meta_fields();
     fields.extend(snapshot_fields(field_after(&fields)));
+    let creation = table_creation(ident, location, dynamodb_table, fields)?;
+    match catalog.create_table(ident.namespace(), creation).await {
+        Ok(table) => Ok(table),
+        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog.load_table(ident).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// A new table of `fields`, partitioned by the day of `__source_ts_ms`.
+///
+/// # Errors
+/// When `fields` lack `__source_ts_ms` or do not make a schema.
+pub(crate) fn table_creation(
+    ident: &TableIdent,
+    location: Option<String>,
+    dynamodb_table: &str,
+    fields: Vec<Arc<NestedField>>,
+) -> Result<TableCreation> {
     let schema = Schema::builder().with_fields(fields).build()?;
     let source_id = schema
         .field_by_name("__source_ts_ms")
@@ -217,18 +235,13 @@ pub(crate) async fn ensure_table(
         ("dynamo-cdc.table", dynamodb_table),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let creation = TableCreation::builder()
+    Ok(TableCreation::builder()
         .name(ident.name().to_owned())
         .location_opt(location)
         .schema(schema)
         .partition_spec(spec)
         .properties(properties)
-        .build();
-    match catalog.create_table(ident.namespace(), creation).await {
-        Ok(table) => Ok(table),
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog.load_table(ident).await,
-        Err(e) => Err(e),
-    }
+        .build())
 }
 
 /// The id after the highest of `fields`.

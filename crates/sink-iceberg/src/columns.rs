@@ -257,9 +257,11 @@ impl FieldMap {
             let arrow = column.ty.field(&held.field.name, Some(&column.attribute));
             columns.push(Some(with_ids(&arrow, &held.field)?));
         }
-        let arrow_meta = schema.arrow_schema();
-        let mut meta = Vec::with_capacity(META_COLUMNS.len());
-        for name in META_COLUMNS {
+        // The snapshot schema holds the meta columns too; its snapshot
+        // columns are null on the stream's changes here.
+        let arrow_meta = schema.snapshot_arrow_schema();
+        let mut meta = Vec::with_capacity(META_COLUMNS.len() + SNAPSHOT_COLUMNS.len());
+        for name in META_COLUMNS.into_iter().chain(SNAPSHOT_COLUMNS) {
             let field = self
                 .meta
                 .get(name)
@@ -267,14 +269,8 @@ impl FieldMap {
             let arrow = arrow_meta
                 .field_with_name(name)
                 .map_err(|e| e.to_string())?;
-            meta.push(with_ids(arrow, field)?);
-        }
-        for (name, ty) in SNAPSHOT_COLUMNS.into_iter().zip(snapshot_arrow_types()) {
-            let field = self
-                .meta
-                .get(name)
-                .ok_or_else(|| format!("the Iceberg table has no `{name}` column"))?;
-            meta.push(with_ids(&Field::new(name, ty, true), field)?);
+            let nullable = arrow.is_nullable() || SNAPSHOT_COLUMNS.contains(&name);
+            meta.push(with_ids(&arrow.clone().with_nullable(nullable), field)?);
         }
         Ok((columns, meta))
     }
@@ -346,11 +342,6 @@ pub(crate) fn snapshot_fields(first_id: i32) -> Vec<Arc<NestedField>> {
             .with_doc("first, true or last, as Debezium's source.snapshot"),
     ];
     fields.into_iter().map(Arc::new).collect()
-}
-
-/// The Arrow types of [`snapshot_fields`], in order.
-pub(crate) fn snapshot_arrow_types() -> [DataType; 3] {
-    [DataType::Utf8, DataType::Int64, DataType::Utf8]
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
 
 use crate::catalog::{self, DAY_MS, PARTITION_FIELD, Pinned};
-use crate::columns::{FIELD_PROPERTY, FieldMap, snapshot_arrow_types};
+use crate::columns::{FIELD_PROPERTY, FieldMap};
 use crate::config::{self, CatalogKind, IcebergConfig};
 use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
@@ -491,7 +491,7 @@ impl IcebergSink {
                 .filter(|(_, f)| f.is_some())
                 .map(|(i, _)| batch.column(i).clone())
                 .chain(batch.columns()[n - META_COLUMNS.len()..].iter().cloned())
-                .chain(snapshot_arrays(rows))
+                .chain(snapshot_arrays(rows, &meta[META_COLUMNS.len()..]))
                 .collect();
             if !state.open.contains_key(&day) {
                 let location = format!(
@@ -655,12 +655,15 @@ impl IcebergSink {
     }
 }
 
-/// The snapshot columns of `rows` (see `columns::snapshot_fields`): null
-/// for changes of the stream.
-fn snapshot_arrays(rows: &[&Change]) -> [ArrayRef; 3] {
+/// The snapshot columns of `rows`, as the file's `fields` for them say
+/// (see `columns::snapshot_fields`): null for changes of the stream.
+fn snapshot_arrays(rows: &[&Change], fields: &[arrow_schema::Field]) -> Vec<ArrayRef> {
     if rows.iter().all(|c| c.source.snapshot.is_none()) {
-        // The stream's batches: three null arrays, no per-row work.
-        return snapshot_arrow_types().map(|ty| arrow_array::new_null_array(&ty, rows.len()));
+        // The stream's batches: null arrays, no per-row work.
+        return fields
+            .iter()
+            .map(|f| arrow_array::new_null_array(f.data_type(), rows.len()))
+            .collect();
     }
     let mut ids = StringBuilder::with_capacity(rows.len(), 0);
     let mut read = Int64Builder::with_capacity(rows.len());
@@ -679,7 +682,7 @@ fn snapshot_arrays(rows: &[&Change]) -> [ArrayRef; 3] {
             }
         }
     }
-    [
+    vec![
         Arc::new(ids.finish()),
         Arc::new(read.finish()),
         Arc::new(markers.finish()),
@@ -937,29 +940,18 @@ mod commit_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = open(dir.path());
         // An older table: the meta columns only.
-        let namespace = sink.namespace.clone();
-        let schema = iceberg::spec::Schema::builder()
-            .with_fields(crate::columns::meta_fields())
-            .build()
-            .unwrap();
-        let ts = schema.field_by_name("__source_ts_ms").unwrap().id;
-        let spec = iceberg::spec::UnboundPartitionSpec::builder()
-            .add_partition_field(
-                ts,
-                PARTITION_FIELD,
-                iceberg::spec::Transform::Truncate(DAY_MS),
-            )
-            .unwrap()
-            .build();
-        let creation = iceberg::TableCreation::builder()
-            .name("orders".to_owned())
-            .location(format!("{}/cdc/orders", sink.warehouse.url()))
-            .schema(schema)
-            .partition_spec(spec)
-            .build();
+        let ident = TableIdent::new(sink.namespace.clone(), "orders".to_owned());
+        let location = format!("{}/cdc/orders", sink.warehouse.url());
+        let creation = catalog::table_creation(
+            &ident,
+            Some(location),
+            "orders",
+            crate::columns::meta_fields(),
+        )
+        .unwrap();
         let catalog = sink.catalog.clone();
         sink.runtime
-            .block_on(catalog.create_table(&namespace, creation))
+            .block_on(catalog.create_table(ident.namespace(), creation))
             .unwrap();
         let mut rows = vec![
             snapshot_row(1, SnapshotMarker::First),
