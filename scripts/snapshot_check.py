@@ -6,13 +6,19 @@ Starts `moto_server`, fills a table with items, and runs the binary with
 changing items; the binary is killed with SIGKILL twice during the scan,
 then run until idle while /metrics is scraped for the snapshot's metrics.
 DuckDB then runs the SQL of the "The latest state from Parquet, exactly"
-block, taken from docs/snapshots.md itself, and the DuckDB view of "The table
-as it is now" in docs/iceberg.md over the Iceberg table; each result must be
+block, taken from docs/snapshots.md itself, and both DuckDB views of "The table
+as it is now" in docs/iceberg.md over the Iceberg table (the latest row per key,
+and the exact one reading S0 from the table's properties); each result must be
 the table as a boto3 Scan shows it: the same keys, each at the same version.
 
     python scripts/snapshot_check.py --bin target/debug/dynamo-cdc
 
 The last line is `snapshot check: N passed, M failed`; exit code 1 on failure.
+
+With `--iceberg-now OUT --table T --want FILE` it only runs the exact view of
+docs/iceberg.md (S0 from the table's properties) over an Iceberg table another
+test wrote, against the key-to-version map in FILE (tests/tests/snapshot_cli.rs
+uses it after a repair snapshot).
 """
 
 from __future__ import annotations
@@ -187,6 +193,39 @@ def iceberg_view_check(workdir: Path, ddb) -> ec.Check:
     return compare_view(got, scan_versions(ddb), name)
 
 
+def iceberg_exact_sql() -> str:
+    """The DuckDB block of docs/iceberg.md that reads S0 from the table's properties."""
+    text = ICEBERG_DOC.read_text()
+    match = re.search(r"```sql\n(-- DuckDB \(LOAD iceberg\): the latest state after any snapshot.*?)```",
+                      text, re.S)
+    assert match, "no exact DuckDB view in docs/iceberg.md"
+    return match.group(1)
+
+
+def iceberg_exact_view(catalog_db: Path, warehouse: Path, table: str) -> dict:
+    """The exact view of docs/iceberg.md (S0 from the table's properties) over
+    an Iceberg table in namespace `cdc` of a sqlite catalog: key to version."""
+    import iceberg_e2e as ie
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{catalog_db}", warehouse=f"file://{warehouse}")
+    metadata = catalog.load_table(f"cdc.{table}").metadata_location.removeprefix("file://")
+    sql = re.sub(r"'out/warehouse/[^']*\.metadata\.json'", f"'{metadata}'", iceberg_exact_sql())
+    sql = sql.replace("PARTITION BY r.pk, r.sk", "PARTITION BY r.pk")
+    sql = sql.replace("c.pk = r.pk AND c.sk = r.sk", "c.pk = r.pk").replace("orders_now", f"{table}_now")
+    db = duckdb.connect()
+    ie.load_extension(db)
+    for statement in [s for s in sql.split(";") if s.strip()]:
+        db.execute(statement)
+    return dict(db.execute(f"SELECT pk, v FROM {table}_now").fetchall())
+
+
+def iceberg_exact_check(workdir: Path, ddb) -> ec.Check:
+    """The exact DuckDB view of docs/iceberg.md over the Iceberg table of the same run."""
+    got = iceberg_exact_view(workdir / "out" / "catalog.db", workdir / "out" / "warehouse", TABLE)
+    return compare_view(got, scan_versions(ddb),
+                        "the exact DuckDB view (docs/iceberg.md, S0 from the table's properties) equals a Scan")
+
+
 MARKER_SQL = """SELECT __op, __snapshot_id, __snapshot, count(*) FROM {rows}
                 GROUP BY ALL ORDER BY ALL"""
 
@@ -239,6 +278,7 @@ def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     checks.append(compare_view(got, scan_versions(ddb),
                                "the documented DuckDB view (docs/snapshots.md) equals a Scan of the table"))
     checks.append(iceberg_view_check(workdir, ddb))
+    checks.append(iceberg_exact_check(workdir, ddb))
     checks.append(marker_check(workdir, plan["id"]))
     check = ec.Check("most rows came from the snapshot")
     snapshot_rows = db.execute(
@@ -250,10 +290,31 @@ def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
     return checks
 
 
+def iceberg_now(out: Path, table: str, want_file: Path) -> int:
+    """`--iceberg-now`: the exact view over a table another test wrote (in
+    `out`: catalog.db and warehouse/), against the versions in `want_file`."""
+    got = iceberg_exact_view(out / "catalog.db", out / "warehouse", table)
+    want = json.loads(want_file.read_text())
+    checks = [compare_view(got, want, "the exact DuckDB view (docs/iceberg.md) equals the table")]
+    passed, failed = ec.print_report(checks, 40)
+    print(f"iceberg view check: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bin", required=True)
+    parser.add_argument("--bin")
+    parser.add_argument("--iceberg-now", type=Path, metavar="OUT",
+                        help="only run the exact Iceberg view over OUT/catalog.db, OUT/warehouse")
+    parser.add_argument("--table", help="with --iceberg-now: the table")
+    parser.add_argument("--want", type=Path, help="with --iceberg-now: JSON of key to version")
     args = parser.parse_args(argv)
+    if args.iceberg_now:
+        if not (args.table and args.want):
+            parser.error("--iceberg-now needs --table and --want")
+        return iceberg_now(args.iceberg_now, args.table, args.want)
+    if not args.bin:
+        parser.error("--bin is required")
     binary = Path(args.bin).resolve()
     checks = []
     with tempfile.TemporaryDirectory() as tmp:

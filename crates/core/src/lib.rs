@@ -36,7 +36,8 @@ pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY, SharedOutage};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
-    Rejected, Sink, SinkError, SinkRecord, SinkStats, Source, SourceBatch, StoreError,
+    Rejected, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source, SourceBatch,
+    StoreError,
 };
 pub use tag::writer_tag;
 pub use text::Text;

@@ -81,6 +81,34 @@ impl Gap {
     }
 }
 
+/// A snapshot of a table, as its readers need it to rebuild the table's
+/// latest state exactly: per key, the newest change after S0, else the
+/// snapshot's row. Handed to the sinks when the snapshot starts (before any
+/// of its rows) and again when its last row was handed over
+/// (`finished_ms`); each sink records it where its readers look, if it has
+/// such a place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SnapshotRecord {
+    /// The snapshot's id (the snapshot rows' `snapshot_id`).
+    pub id: String,
+    /// The table.
+    pub table: String,
+    /// `scan` or `export`.
+    pub method: String,
+    /// S0: shard id -> the last sequence number before the snapshot. A
+    /// change is newer than the snapshot when its sequence number is above
+    /// its shard's S0, or its shard is not named here.
+    pub s0: std::collections::BTreeMap<String, String>,
+    /// When the snapshot started, in epoch milliseconds.
+    pub started_ms: i64,
+    /// When its last row was handed over; `None` until then.
+    pub finished_ms: Option<i64>,
+    /// Scan segments (1 for an export).
+    pub segments: u32,
+    /// Items read so far.
+    pub items: u64,
+}
+
 /// Where a change was read, kept beside it so that a sink's rejection can
 /// still name the file and line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,12 +146,18 @@ pub struct SourceBatch {
     /// milliseconds. A stream source reports it when asked to, so that a
     /// snapshot can tell when the stream has caught up with a scan page.
     pub read_through: Vec<(ShardKey, i64)>,
+    /// Snapshots that started or finished, to be recorded before any of
+    /// the batch's changes (see [`SnapshotRecord`]).
+    pub snapshots: Vec<SnapshotRecord>,
 }
 
 impl SourceBatch {
     /// True when the batch carries nothing at all (a heartbeat).
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.dead_letters.is_empty() && self.gaps.is_empty()
+        self.changes.is_empty()
+            && self.dead_letters.is_empty()
+            && self.gaps.is_empty()
+            && self.snapshots.is_empty()
     }
 }
 
@@ -242,7 +276,7 @@ pub struct SinkStats {
 /// Delivers changes somewhere durable and says how far it got.
 ///
 /// The driver calls, per batch: [`Sink::record_gap`] for the batch's gaps,
-/// [`Sink::write`], then (once the batch's dead letters are durable)
+/// [`Sink::record_snapshot`] for its snapshot records, [`Sink::write`], then (once the batch's dead letters are durable)
 /// [`Sink::poll`], and records [`Sink::durable_positions`] and
 /// [`Sink::resume_state`] in the checkpoint. A [`ErrorKind::Transient`]
 /// error makes it drop the sink and open a new one from the checkpoint.
@@ -283,6 +317,18 @@ pub trait Sink: Send {
     /// # Errors
     /// When the record cannot be made durable.
     fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkError>;
+
+    /// Records a snapshot's start or end where this sink's readers look for
+    /// it (a file beside Parquet data, an Iceberg table property), before
+    /// any row of the snapshot is written. The same record may come again
+    /// after a restart: recording must be idempotent. Ignored by default.
+    ///
+    /// # Errors
+    /// When the record cannot be made durable.
+    fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        let _ = snapshot;
+        Ok(())
+    }
 
     /// Commits what is due; called after every batch and heartbeat.
     ///

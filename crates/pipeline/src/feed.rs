@@ -10,9 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use dynamo_cdc_core::{Positions, Source, SourceBatch};
+use dynamo_cdc_core::{Positions, SnapshotRecord, Source, SourceBatch};
 use dynamo_cdc_object_store::{ObjectPath, Objects, StoreOptions, StoreUrl};
-use dynamo_cdc_sink_parquet::ParquetConfig;
 use dynamo_cdc_source::OnGap;
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
@@ -24,7 +23,6 @@ use dynamo_cdc_source::{
     ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsConfig, StreamsSource,
 };
 
-use crate::announce::announce;
 use crate::config::{Config, SourceKind};
 
 /// Where snapshots keep their journal: beside the checkpoint file
@@ -66,8 +64,9 @@ pub(crate) enum Feed {
         pending: Option<Box<PendingStream>>,
         /// The tables being snapshotted, when any.
         snapshots: Option<Box<Snapshots>>,
-        /// Where snapshots are announced to readers.
-        parquet: Option<ParquetConfig>,
+        /// Snapshot records made before the first batch, handed over with
+        /// it (the sinks record them before any snapshot row).
+        announced: Vec<SnapshotRecord>,
         /// The lowest position over the sinks at the start.
         resume: Positions,
         /// Where the AWS SDK and S3 connect.
@@ -248,12 +247,10 @@ impl Feed {
             streams,
             resume: stream_resume,
         };
-        let parquet = config.sinks.parquet.clone();
-        if let Some(snapshots) = snapshots.as_mut() {
-            for plan in snapshots.announcements() {
-                announce(parquet.as_ref(), &plan)?;
-            }
-        }
+        let announced = snapshots
+            .as_mut()
+            .map(|s| s.announcements())
+            .unwrap_or_default();
         let exporting = snapshots.as_ref().is_some_and(|s| s.exporting());
         let (source, pending) = if exporting {
             (None, Some(Box::new(pending)))
@@ -265,7 +262,7 @@ impl Feed {
             source,
             pending,
             snapshots,
-            parquet,
+            announced,
             resume: resume.clone(),
             endpoint: s.endpoint(),
             handle,
@@ -288,7 +285,7 @@ impl Feed {
                 source,
                 pending,
                 snapshots,
-                parquet,
+                announced,
                 resume,
                 endpoint,
                 handle,
@@ -301,14 +298,13 @@ impl Feed {
                         bail!("internal error: a stream source neither started nor pending");
                     };
                     let open = |bucket: &str| open_bucket(endpoint, bucket);
-                    let batch = waiting.runtime.block_on(snapshots.export_step(
+                    let mut batch = waiting.runtime.block_on(snapshots.export_step(
                         &*waiting.api,
                         &open,
                         resume,
                     ))?;
-                    for plan in snapshots.announcements() {
-                        announce(parquet.as_ref(), &plan)?;
-                    }
+                    batch.snapshots = std::mem::take(announced);
+                    batch.snapshots.extend(snapshots.announcements());
                     if !snapshots.exporting()
                         && let Some(waiting) = pending.take()
                     {
@@ -322,6 +318,7 @@ impl Feed {
                 let Some(mut batch) = live.next_batch()? else {
                     return Ok(None);
                 };
+                batch.snapshots = std::mem::take(announced);
                 if let Some(snapshots) = snapshots {
                     let mut lost: Vec<&str> = batch.gaps.iter().map(|g| g.table.as_str()).collect();
                     lost.dedup();
@@ -329,9 +326,7 @@ impl Feed {
                         snapshots.repair(handle, api, table)?;
                     }
                     snapshots.merge(&mut batch)?;
-                    for plan in snapshots.announcements() {
-                        announce(parquet.as_ref(), &plan)?;
-                    }
+                    batch.snapshots.extend(snapshots.announcements());
                     if snapshots.busy() {
                         // Not idle while a snapshot still has rows to hand over.
                         live.busy();

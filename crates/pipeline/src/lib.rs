@@ -2,7 +2,6 @@
 //! and the run summary. Formats and protocols live in the other crates; this
 //! one only orchestrates them.
 
-mod announce;
 pub mod checkpoint;
 mod checkpoint_lock;
 pub mod config;

@@ -547,7 +547,7 @@ struct Loop<'a> {
     guard: Option<&'a dyn PassGuard>,
 }
 
-/// The batch loop: for each batch, gaps, write, dead letters (durable before
+/// The batch loop: for each batch, gaps, snapshot records, write, dead letters (durable before
 /// any commit moves past them), commit, checkpoint.
 fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Result<(), Stop> {
     let store_failed = |e: DeadLetterError| Stop::of("dead letters", e.into());
@@ -570,6 +570,10 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             l.sinks.record_gap(gap)?;
         }
         l.summary.gaps += batch.gaps.len() as u64;
+        // Then snapshot records: before any row of their snapshots.
+        for snapshot in &batch.snapshots {
+            l.sinks.record_snapshot(snapshot)?;
+        }
         count_read(&batch, l.summary);
         let rejected = l.sinks.write(&batch.changes)?;
         let mut letters = std::mem::take(&mut batch.dead_letters);
@@ -711,7 +715,7 @@ mod tests {
 
     use dynamo_cdc_core::{
         Change, Gap, Item, MemoryCheckpoints, Op, Positions, Recorded, Rejected, SequenceNumber,
-        ShardKey, Sink, SinkStats, SourceInfo,
+        ShardKey, Sink, SinkStats, SnapshotRecord, SourceInfo,
     };
 
     use super::*;
@@ -758,6 +762,10 @@ mod tests {
         }
         fn record_gap(&mut self, _: &Gap) -> Result<(), SinkError> {
             note(&self.log, "sink gap");
+            Ok(())
+        }
+        fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+            note(&self.log, &format!("sink snapshot {}", snapshot.id));
             Ok(())
         }
         fn poll(&mut self) -> Result<(), SinkError> {
@@ -879,6 +887,16 @@ mod tests {
             dead_letters: Vec::new(),
             gaps: vec![gap],
             read_through: Vec::new(),
+            snapshots: vec![SnapshotRecord {
+                id: "snap-1".into(),
+                table: "orders".into(),
+                method: "scan".into(),
+                s0: [("s1".to_owned(), "99".to_owned())].into(),
+                started_ms: 0,
+                finished_ms: None,
+                segments: 1,
+                items: 0,
+            }],
         }
     }
 
@@ -925,7 +943,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_letters_are_durable_before_any_commit_and_the_checkpoint_comes_last() {
+    fn gaps_and_snapshots_come_before_changes_and_dead_letters_before_any_commit() {
         let (outcome, log, memory) = pump_one(false);
         assert!(outcome.is_ok());
         assert_eq!(
@@ -933,6 +951,7 @@ mod tests {
             [
                 "gap durable",
                 "sink gap",
+                "sink snapshot snap-1",
                 "sink write",
                 "dead letters durable (2)",
                 "sink commit",

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use dynamo_cdc_core::{
-    Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord, SinkStats,
+    Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord,
+    SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
@@ -131,6 +132,11 @@ impl Sinks {
     /// Records a gap in every sink that keeps them.
     pub(crate) fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkFailure> {
         self.each(|s| s.record_gap(gap))
+    }
+
+    /// Records a snapshot's start or end in every sink that keeps them.
+    pub(crate) fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkFailure> {
+        self.each(|s| s.record_snapshot(snapshot))
     }
 
     /// Writes to every sink; a change any sink rejects is returned once,

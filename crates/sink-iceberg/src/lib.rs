@@ -26,6 +26,10 @@
 //!   `long` to `string`). A field's form never changes: a column that turns
 //!   into DynamoDB JSON gets a second field `<name>__json` (see
 //!   [`columns`](crate::columns)).
+//! - **Snapshots**: snapshot rows carry their id, read time and marker in
+//!   three optional columns (null on the stream's changes); each snapshot's
+//!   S0 is a table property ([`snapshots`](crate::snapshots)), set before
+//!   its first row, so a reader can rebuild the table's latest state exactly.
 //! - **Failures**: an unreachable catalog or bucket is transient (the run
 //!   pauses and resumes from the last commit); a table this sink cannot
 //!   continue, denied access or a missing bucket stops it.
@@ -42,6 +46,7 @@ mod file;
 mod metrics;
 mod sigv4;
 mod sink;
+mod snapshots;
 mod storage;
 mod summary;
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use arrow_array::ArrayRef;
 use arrow_array::builder::{Int64Builder, StringBuilder};
-use dynamo_cdc_core::{Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats};
+use dynamo_cdc_core::{
+    Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats, SnapshotRecord,
+};
 use dynamo_cdc_object_store::{Buckets, Location, Scheme, looks_like_url};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
 use iceberg::io::{LocalFsStorageFactory, StorageFactory};
@@ -23,6 +25,7 @@ use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
 use crate::file::{ClosedFile, Encoding, OpenFile, Target};
 use crate::sigv4::SigningProxy;
+use crate::snapshots;
 use crate::storage::{BucketStorage, BucketStorageFactory, TableBuckets};
 use crate::summary::{self, SnapshotView};
 
@@ -393,6 +396,48 @@ impl IcebergSink {
             );
         }
         state.fields_version = state.schema.version();
+        Ok(())
+    }
+
+    /// Records a snapshot's start or end in the table's properties (see
+    /// [`snapshots`]), in a commit of its own. Another writer's commit in
+    /// between is no conflict: the properties are set on top of it.
+    fn record_snapshot(&mut self, record: &SnapshotRecord) -> Result<(), IcebergSinkError> {
+        let table: Arc<str> = record.table.as_str().into();
+        let catalog = self.catalog.clone();
+        self.state(&table)?;
+        let state = self.tables.get_mut(&table).expect("loaded above");
+        for attempt in 1.. {
+            let tx = Transaction::new(&state.table);
+            let mut update = tx.update_table_properties();
+            for (key, value) in snapshots::properties(record, state.table.metadata().properties()) {
+                update = update.set(key, value);
+            }
+            let tx = update.apply(tx).map_err(IcebergSinkError::catalog(format!(
+                "record snapshot {} in {}",
+                record.id, state.ident
+            )))?;
+            match self.runtime.block_on(tx.commit(catalog.as_ref())) {
+                Ok(updated) => {
+                    state.table = updated;
+                    break;
+                }
+                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::info!(table = %state.ident, error = %e, "snapshot record refused; reloading the table");
+                    state.table = self
+                        .runtime
+                        .block_on(catalog.load_table(&state.ident))
+                        .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
+                }
+                Err(e) => {
+                    return Err(IcebergSinkError::catalog(format!(
+                        "record snapshot {} in {}",
+                        record.id, state.ident
+                    ))(e));
+                }
+            }
+        }
+        tracing::info!(table = %state.ident, id = %record.id, "snapshot recorded in the table's properties");
         Ok(())
     }
 
@@ -789,6 +834,10 @@ impl Sink for IcebergSink {
         Ok(())
     }
 
+    fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        Ok(IcebergSink::record_snapshot(self, snapshot)?)
+    }
+
     fn poll(&mut self) -> Result<(), SinkError> {
         if self.last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms) {
             self.commit_all()?;
@@ -928,6 +977,55 @@ mod commit_tests {
             marker,
         });
         c
+    }
+
+    /// A snapshot's record is a table property before its first row is
+    /// committed, its end replaces it, and a reopened sink (another process)
+    /// reads both back from the catalog.
+    #[test]
+    fn snapshots_are_recorded_in_the_table_properties_before_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        let mut record = SnapshotRecord {
+            id: "s1".into(),
+            table: "orders".into(),
+            method: "scan".into(),
+            s0: [("shardId-1".to_owned(), "000000000000000000042".to_owned())].into(),
+            started_ms: 1_732_000_000_000,
+            finished_ms: None,
+            segments: 1,
+            items: 0,
+        };
+        let properties = |sink: &mut IcebergSink| {
+            let state = sink.load(&Arc::from("orders")).unwrap();
+            state.table.metadata().properties().clone()
+        };
+        Sink::record_snapshot(&mut sink, &record).unwrap();
+        let before_rows = properties(&mut sink);
+        assert_eq!(rows_and_snapshots(&mut sink), (0, 0), "no rows yet");
+        let stored: SnapshotRecord =
+            serde_json::from_str(&before_rows["dynamo-cdc.snapshot.s1"]).unwrap();
+        assert_eq!(stored, record);
+        assert_eq!(before_rows["dynamo-cdc.snapshot-newest"], "s1");
+
+        let rows = [
+            snapshot_row(1, SnapshotMarker::First),
+            snapshot_row(2, SnapshotMarker::Last),
+        ];
+        assert!(Sink::write(&mut sink, &rows).unwrap().is_empty());
+        Sink::flush(&mut sink).unwrap();
+        record.finished_ms = Some(1_732_000_005_000);
+        record.items = 2;
+        Sink::record_snapshot(&mut sink, &record).unwrap();
+        // Recorded again after a restart: the same properties.
+        Sink::record_snapshot(&mut sink, &record).unwrap();
+
+        let mut again = open(dir.path());
+        let after = properties(&mut again);
+        let stored: SnapshotRecord =
+            serde_json::from_str(&after["dynamo-cdc.snapshot.s1"]).unwrap();
+        assert_eq!(stored, record);
+        assert_eq!(rows_and_snapshots(&mut again), (2, 1), "one data commit");
     }
 
     /// Snapshot rows carry their id, read time and marker; stream changes

@@ -48,6 +48,10 @@
 //!   network, expiring credentials) are transient: the run pauses and
 //!   resumes from the last commit.
 //!
+//! Each snapshot's S0, which readers need to rebuild a table's latest state
+//! exactly, is written beside the data as `<root>/_snapshots/<table>/<id>.json`
+//! before any of its rows (see [`Sink::record_snapshot`](dynamo_cdc_core::Sink::record_snapshot)).
+//!
 //! A file is committed when it reaches `max_rows_per_file` or
 //! `max_file_bytes`, when it is older than `max_file_age_ms`, when the row's
 //! date or the table's schema changes, and on flush.
@@ -56,6 +60,7 @@ mod config;
 mod events;
 mod layout;
 mod sink;
+mod snapshots;
 mod statistics;
 
 pub use events::{FENCE_COLLISIONS, FILES_COMMITTED, describe};

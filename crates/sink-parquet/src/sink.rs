@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use dynamo_cdc_core::{
     Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
+    SnapshotRecord,
 };
 use dynamo_cdc_object_store::{
     CopyError, FailureClass, Location, ObjectError, ObjectPath, Objects, Upload,
@@ -28,6 +29,7 @@ use crate::layout::{
     self, Committed, FIRST_SEQUENCE_KEY, FileRef, LAST_SEQUENCE_KEY, LEASE_EPOCH_KEY, Leftover,
     date_of, final_name, partition_dir, partition_key, temp_name,
 };
+use crate::snapshots;
 use crate::statistics::statistics_levels;
 
 /// The sink could not write.
@@ -132,7 +134,7 @@ impl From<ParquetSinkError> for SinkError {
     }
 }
 
-fn io<'a>(
+pub(crate) fn io<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> ParquetSinkError + 'a {
@@ -1108,6 +1110,14 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        match &self.dataset {
+            Dataset::Local(root) => snapshots::record_local(root, snapshot)?,
+            Dataset::Remote(objects) => snapshots::record_remote(objects, snapshot)?,
+        }
+        Ok(())
+    }
+
     fn poll(&mut self) -> Result<(), SinkError> {
         let max_age = Duration::from_millis(self.config.max_file_age_ms);
         Ok(self.commit_where(|f| f.opened.elapsed() >= max_age)?)
@@ -1143,6 +1153,65 @@ mod tests {
     use dynamo_cdc_object_store::{InMemory, StoreUrl};
 
     use super::*;
+
+    fn snapshot_record(finished_ms: Option<i64>) -> SnapshotRecord {
+        SnapshotRecord {
+            id: "20240501T000000000Z".into(),
+            table: "orders".into(),
+            method: "scan".into(),
+            s0: [("shardId-1".to_owned(), "42".to_owned())].into(),
+            started_ms: 1_714_521_600_000,
+            finished_ms,
+            segments: 4,
+            items: 10,
+        }
+    }
+
+    /// A snapshot's record lands in `_snapshots/<table>/<id>.json`, its end
+    /// replaces its start, and the dataset's own scan passes the folder by.
+    #[test]
+    fn snapshot_records_go_beside_the_data_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ParquetConfig::new(dir.path().display().to_string());
+        let mut sink =
+            ParquetSink::open(config.clone(), NumbersMode::String, HashMap::new()).unwrap();
+        sink.record_snapshot(&snapshot_record(None)).unwrap();
+        sink.record_snapshot(&snapshot_record(Some(1_714_521_700_000)))
+            .unwrap();
+        let file = dir
+            .path()
+            .join("_snapshots/orders/20240501T000000000Z.json");
+        let stored: SnapshotRecord =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(stored, snapshot_record(Some(1_714_521_700_000)));
+        let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+        let again = ParquetSink::open(config, NumbersMode::String, HashMap::new()).unwrap();
+        assert!(again.durable_positions().is_empty());
+        assert_eq!(again.stats.swept, 0);
+    }
+
+    #[test]
+    fn snapshot_records_go_beside_the_data_in_a_bucket() {
+        let objects = Objects::with_store(
+            Arc::new(InMemory::new()),
+            StoreUrl::parse("s3://lake/cdc").unwrap(),
+        );
+        let mut sink = ParquetSink::open_on(
+            objects.clone(),
+            ParquetConfig::new("s3://lake/cdc"),
+            NumbersMode::String,
+            HashMap::new(),
+        )
+        .unwrap();
+        sink.record_snapshot(&snapshot_record(None)).unwrap();
+        let key = objects.path("_snapshots/orders/20240501T000000000Z.json");
+        let stored: SnapshotRecord = serde_json::from_slice(&objects.read(&key).unwrap()).unwrap();
+        assert_eq!(stored, snapshot_record(None));
+    }
 
     /// Large files are staged and copied where processes share the
     /// dataset, unless S3 cannot copy them in one request.

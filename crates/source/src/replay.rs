@@ -297,9 +297,7 @@ impl Source for ReplaySource {
         let mut batch = SourceBatch {
             changes: Vec::with_capacity(self.batch_size),
             origins: Vec::with_capacity(self.batch_size),
-            dead_letters: Vec::new(),
-            gaps: Vec::new(),
-            read_through: Vec::new(),
+            ..SourceBatch::default()
         };
         let mut bytes = 0u64;
         while batch.changes.len() + batch.dead_letters.len() < self.batch_size

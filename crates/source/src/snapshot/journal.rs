@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dynamo_cdc_core::{Item, parse_item};
+use dynamo_cdc_core::{Item, SnapshotRecord, parse_item};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -68,6 +68,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What readers of the sinks need to know of the plan.
+    pub fn record(&self) -> SnapshotRecord {
+        SnapshotRecord {
+            id: self.id.clone(),
+            table: self.table.clone(),
+            method: self.method.clone(),
+            s0: self.s0.clone(),
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            segments: self.segments,
+            items: self.items,
+        }
+    }
+
     /// A plan nothing of which was read yet.
     pub fn new(
         id: String,
@@ -113,6 +127,12 @@ impl Plan {
     pub fn shard_of(&self, segment: u32) -> String {
         shard_of(&self.id, segment)
     }
+}
+
+/// Whether `shard` names a snapshot's segment (see [`shard_of`]) rather
+/// than a shard of a stream.
+pub fn is_snapshot_shard(shard: &str) -> bool {
+    shard.starts_with("snapshot-")
 }
 
 /// `snapshot-<id>-<segment>`: the shard id of a segment's rows.

@@ -34,7 +34,7 @@ pub mod window;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use dynamo_cdc_core::{Op, Positions, SequenceNumber, ShardKey, SourceBatch};
+use dynamo_cdc_core::{Op, Positions, SequenceNumber, ShardKey, SnapshotRecord, SourceBatch};
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
@@ -453,6 +453,24 @@ impl Snapshots {
         resume: &Positions,
     ) -> Result<(), SnapshotError> {
         self.board = Some(board);
+        if self.settings.mode == SnapshotMode::WhenNeeded {
+            // A repair's S0 starts where the stream resumes: what earlier
+            // runs handed over is before it. (Left empty, S0 would count
+            // every change they delivered as newer than the repair's rows.)
+            for (key, seq) in self.stream_resume(resume).iter() {
+                if journal::is_snapshot_shard(&key.shard) {
+                    continue;
+                }
+                let seen = self.seen.entry(key.table.to_string()).or_default();
+                match seen.get_mut(&*key.shard) {
+                    Some(at) if *at >= *seq => {}
+                    Some(at) => *at = seq.clone(),
+                    None => {
+                        seen.insert(key.shard.to_string(), seq.clone());
+                    }
+                }
+            }
+        }
         for i in 0..self.tables.len() {
             let t = &mut self.tables[i];
             // Pages released before and not committed by every sink.
@@ -699,14 +717,13 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Plans started or finished since the last call, to be announced where
-    /// readers look (`_snapshots/<table>/<id>.json` beside the Parquet
-    /// data).
-    pub fn announcements(&mut self) -> Vec<Plan> {
+    /// Plans started or finished since the last call, to be recorded by the
+    /// sinks where their readers look (see [`SnapshotRecord`]).
+    pub fn announcements(&mut self) -> Vec<SnapshotRecord> {
         let mut out = Vec::new();
         for t in &mut self.tables {
             if std::mem::take(&mut t.announce) {
-                out.push(t.plan.clone());
+                out.push(t.plan.record());
             }
         }
         out
