@@ -402,12 +402,13 @@ fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
 /// stream trims 30 changes nobody delivered: a gap, which the next run
 /// repairs with a second snapshot. For the 30 keys whose newest change was
 /// lost, a change the second run delivered is older than the repair's row.
-fn lose_records_and_repair(sim: &StreamSim, s: &Scratch, config: &Path) {
+/// The second run uses `between`, which may leave a sink out.
+fn lose_records_and_repair(sim: &StreamSim, s: &Scratch, config: &Path, between: &Path) {
     let arn = sim.create_table(TABLE, "pk", None);
     for i in 0..200 {
         sim.put_item(TABLE, awkward(i, 0));
     }
-    let run = |label: &str| {
+    let run_with = |config: &Path, label: &str| {
         let out = run_command(s.path(), config, Some("1.5"))
             .env("RUST_LOG", "info")
             .output()
@@ -416,12 +417,13 @@ fn lose_records_and_repair(sim: &StreamSim, s: &Scratch, config: &Path) {
         assert_eq!(out.status.code(), Some(0), "{label}: {log}");
         log
     };
+    let run = |label: &str| run_with(config, label);
     run("the initial snapshot");
     assert_eq!(announced(&s.parquet(), TABLE).len(), 1);
     for i in 0..40 {
         sim.put_item(TABLE, awkward(i, 1));
     }
-    run("changes after the snapshot");
+    run_with(between, "changes after the snapshot");
 
     for i in 0..60 {
         sim.put_item(TABLE, awkward(i, 2));
@@ -442,9 +444,14 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
     let sim = StreamSim::start();
     let s = Scratch::new();
     let config = parquet_config(&s, &sim, "when_needed.toml", "snapshot = \"when_needed\"");
-    lose_records_and_repair(&sim, &s, &config);
+    lose_records_and_repair(&sim, &s, &config, &config);
+    assert_rebuilt_from_parquet(&s, &sim);
+}
 
-    let want = table_now(&sim);
+/// The latest state rebuilt from Parquet with the newest snapshot's S0 is the
+/// table.
+fn assert_rebuilt_from_parquet(s: &Scratch, sim: &StreamSim) {
+    let want = table_now(sim);
     let rebuilt = rebuilt_from_parquet(&s.parquet());
     assert_eq!(rebuilt.len(), want.len(), "keys after the repair");
     for (key, item) in &want {
@@ -454,10 +461,13 @@ fn when_needed_snapshots_again_when_the_stream_lost_records_and_repairs_the_tabl
     }
 }
 
-/// The same repair into an Iceberg table (a sqlite catalog): DuckDB's exact
-/// view of docs/iceberg.md, with S0 from the table's properties, equals the
-/// table. (The plain latest-row view does not: the changes the first run
-/// delivered outrank the repair's rows.)
+/// The same repair into Parquet and an Iceberg table (a sqlite catalog),
+/// with the Iceberg sink left out of the run that delivers the 40 changes,
+/// so that at the gap Parquet is ahead of it: DuckDB's exact view of
+/// docs/iceberg.md, with S0 from the table's properties, equals the table,
+/// and so does the state rebuilt from Parquet. (The plain latest-row view
+/// does not: changes delivered before the gap outrank the repair's rows.
+/// Nor would Parquet's, with an S0 where the Iceberg table was.)
 #[test]
 #[ignore = "needs Python with duckdb and pyiceberg: DYNAMO_CDC_PYTHON, else .venv/bin/python (scripts/test.sh runs it)"]
 fn after_a_repair_the_documented_iceberg_view_is_the_table() {
@@ -472,7 +482,9 @@ fn after_a_repair_the_documented_iceberg_view_is_the_table() {
         out.join("warehouse"),
     );
     let config = parquet_config(&s, &sim, "iceberg.toml", &iceberg);
-    lose_records_and_repair(&sim, &s, &config);
+    let parquet_only = parquet_config(&s, &sim, "parquet.toml", "snapshot = \"when_needed\"");
+    lose_records_and_repair(&sim, &s, &config, &parquet_only);
+    assert_rebuilt_from_parquet(&s, &sim);
 
     let want: BTreeMap<String, u64> = table_now(&sim)
         .into_iter()

@@ -84,6 +84,9 @@ pub(crate) struct PendingStream {
     api: Arc<SdkStreams>,
     streams: StreamsConfig,
     resume: Positions,
+    /// Per shard, the highest position over the sinks (a repair's S0
+    /// starts there).
+    delivered: Positions,
 }
 
 impl PendingStream {
@@ -96,7 +99,7 @@ impl PendingStream {
         let source =
             StreamsSource::start_on(self.runtime, self.api.clone(), &self.streams, &self.resume)?;
         if let Some(snapshots) = snapshots {
-            snapshots.start(&handle, &self.api, source.board(), resume)?;
+            snapshots.start(&handle, &self.api, source.board(), resume, &self.delivered)?;
         }
         Ok(source)
     }
@@ -126,7 +129,8 @@ fn open_bucket(endpoint: &Endpoint, bucket: &str) -> Result<Box<dyn ExportObject
 }
 
 impl Feed {
-    /// Starts the configured source at `resume`.
+    /// Starts the configured source at `resume` (per shard, the lowest
+    /// position over the sinks; `delivered` is the highest).
     ///
     /// # Errors
     /// When the capture cannot be opened, or a table's stream cannot be
@@ -134,6 +138,7 @@ impl Feed {
     pub(crate) fn start(
         config: &Config,
         resume: Positions,
+        delivered: Positions,
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
@@ -141,7 +146,7 @@ impl Feed {
         match config.source.kind {
             SourceKind::Replay => Self::replay(config, resume),
             SourceKind::Dynamodb => {
-                Self::streams(config, &resume, latest, until_idle, snapshot_now)
+                Self::streams(config, &resume, delivered, latest, until_idle, snapshot_now)
             }
         }
     }
@@ -175,6 +180,7 @@ impl Feed {
     fn streams(
         config: &Config,
         resume: &Positions,
+        delivered: Positions,
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
@@ -246,6 +252,7 @@ impl Feed {
             api: api.clone(),
             streams,
             resume: stream_resume,
+            delivered,
         };
         let announced = snapshots
             .as_mut()

@@ -386,6 +386,7 @@ pub(crate) fn run_once(
     let mut feed = Feed::start(
         config,
         resume.clone(),
+        sinks.furthest(),
         latest,
         options.until_idle,
         snapshot_now.as_deref(),

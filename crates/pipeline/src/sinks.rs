@@ -129,6 +129,16 @@ impl Sinks {
         Positions::resume_point(&all)
     }
 
+    /// Per shard, the highest position over the sinks: how far some sink
+    /// already got.
+    pub(crate) fn furthest(&self) -> Positions {
+        let mut out = Positions::new();
+        for sink in &self.list {
+            out.merge_max(sink.durable_positions());
+        }
+        out
+    }
+
     /// Records a gap in every sink that keeps them.
     pub(crate) fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkFailure> {
         self.each(|s| s.record_gap(gap))

@@ -441,7 +441,8 @@ impl Snapshots {
 
     /// Starts the segment tasks on `runtime`; `board` is the stream
     /// source's, `resume` the lowest position over the sinks (pages of an
-    /// earlier run past it are handed over again first).
+    /// earlier run past it are handed over again first), `delivered` the
+    /// highest.
     ///
     /// # Errors
     /// When the journal's pages cannot be read.
@@ -451,13 +452,20 @@ impl Snapshots {
         api: &Arc<A>,
         board: Arc<ShardBoard>,
         resume: &Positions,
+        delivered: &Positions,
     ) -> Result<(), SnapshotError> {
         self.board = Some(board);
         if self.settings.mode == SnapshotMode::WhenNeeded {
-            // A repair's S0 starts where the stream resumes: what earlier
-            // runs handed over is before it. (Left empty, S0 would count
-            // every change they delivered as newer than the repair's rows.)
-            for (key, seq) in self.stream_resume(resume).iter() {
+            // A repair's S0 starts at what earlier runs delivered: left
+            // empty, it would count every change they delivered as newer
+            // than the repair's rows. Per shard the furthest any sink got:
+            // a sink that is behind gets the changes in between again, if
+            // the stream still has them, and they are older than the
+            // snapshot; one that is ahead must not see them as newer (the
+            // changes lost after them would be the newer ones).
+            let mut from = self.stream_resume(resume);
+            from.merge_max(delivered);
+            for (key, seq) in from.iter() {
                 if journal::is_snapshot_shard(&key.shard) {
                     continue;
                 }
