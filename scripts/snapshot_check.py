@@ -15,8 +15,9 @@ the table as a boto3 Scan shows it: the same keys, each at the same version.
 
 The last line is `snapshot check: N passed, M failed`; exit code 1 on failure.
 
-With `--iceberg-now OUT --table T --want FILE` it only runs the exact view of
-docs/iceberg.md (S0 from the table's properties) over an Iceberg table another
+With `--iceberg-now OUT --table T --want FILE` it only runs the exact views of
+docs/iceberg.md (S0 from the table's properties; DuckDB, and Spark SQL over the
+table's data files) over an Iceberg table another
 test wrote, against the key-to-version map in FILE (tests/tests/snapshot_cli.rs
 uses it after a repair snapshot).
 """
@@ -219,6 +220,40 @@ def iceberg_exact_view(catalog_db: Path, warehouse: Path, table: str) -> dict:
     return dict(db.execute(f"SELECT pk, v FROM {table}_now").fetchall())
 
 
+def spark_exact_sql() -> str:
+    """The Spark SQL block of docs/iceberg.md's exact view."""
+    text = ICEBERG_DOC.read_text()
+    match = re.search(r"```sql\n(-- Spark SQL: the latest state after any snapshot.*?)```", text, re.S)
+    assert match, "no exact Spark SQL view in docs/iceberg.md"
+    return match.group(1)
+
+
+def spark_exact_view(catalog_db: Path, warehouse: Path, table: str) -> dict:
+    """The exact Spark SQL view of docs/iceberg.md over the table's current
+    data files (Spark has no Iceberg runtime here), with S0 from pyiceberg's
+    `table.properties` as the page's PySpark snippet makes it: key to version."""
+    import iceberg_e2e as ie
+    from pyiceberg.catalog.sql import SqlCatalog
+    catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{catalog_db}", warehouse=f"file://{warehouse}")
+    iceberg = catalog.load_table(f"cdc.{table}")
+    props = iceberg.properties
+    newest = props.get("dynamo-cdc.snapshot-newest")
+    record = json.loads(props[f"dynamo-cdc.snapshot.{newest}"]) if newest else {"id": "", "s0": {}}
+    spark = ie.start_spark()
+    try:
+        files = [task.file.file_path for task in iceberg.scan().plan_files()]
+        spark.read.option("mergeSchema", "true").parquet(*files).createOrReplaceTempView("changelog")
+        spark.createDataFrame(list(record["s0"].items()), "shard string, seq string") \
+            .createOrReplaceTempView("s0")
+        sql = spark_exact_sql().replace("lake.cdc.orders", "changelog").replace("<id>", record["id"])
+        sql = sql.replace("PARTITION BY r.pk, r.sk", "PARTITION BY r.pk")
+        sql = sql.replace("c.pk = r.pk AND c.sk = r.sk", "c.pk = r.pk").replace("orders_now", f"{table}_now")
+        spark.sql(sql.strip().rstrip(";"))
+        return {r["pk"]: r["v"] for r in spark.sql(f"SELECT pk, v FROM {table}_now").collect()}
+    finally:
+        spark.stop()
+
+
 def iceberg_exact_check(workdir: Path, ddb) -> ec.Check:
     """The exact DuckDB view of docs/iceberg.md over the Iceberg table of the same run."""
     got = iceberg_exact_view(workdir / "out" / "catalog.db", workdir / "out" / "warehouse", TABLE)
@@ -293,9 +328,13 @@ def view_checks(plan_file: Path, workdir: Path, ddb) -> list:
 def iceberg_now(out: Path, table: str, want_file: Path) -> int:
     """`--iceberg-now`: the exact view over a table another test wrote (in
     `out`: catalog.db and warehouse/), against the versions in `want_file`."""
-    got = iceberg_exact_view(out / "catalog.db", out / "warehouse", table)
     want = json.loads(want_file.read_text())
-    checks = [compare_view(got, want, "the exact DuckDB view (docs/iceberg.md) equals the table")]
+    checks = [
+        compare_view(iceberg_exact_view(out / "catalog.db", out / "warehouse", table), want,
+                     "the exact DuckDB view (docs/iceberg.md) equals the table"),
+        compare_view(spark_exact_view(out / "catalog.db", out / "warehouse", table), want,
+                     "the exact Spark SQL view (docs/iceberg.md) over the data files equals the table"),
+    ]
     passed, failed = ec.print_report(checks, 40)
     print(f"iceberg view check: {passed} passed, {failed} failed")
     return 1 if failed else 0
