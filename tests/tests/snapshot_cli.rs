@@ -520,6 +520,75 @@ fn after_a_repair_the_documented_iceberg_view_is_the_table() {
     assert!(report.contains("2 passed, 0 failed"), "{report}");
 }
 
+/// A run killed once it handed over a snapshot's last rows, before any sink
+/// committed them (the plan already says finished): the next run hands them
+/// over again, so every item arrives once.
+#[test]
+fn the_last_rows_of_a_snapshot_survive_a_kill_before_their_commit() {
+    let sim = StreamSim::start();
+    sim.create_table(TABLE, "pk", None);
+    for i in 0..200 {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    let s = Scratch::new();
+    let config = parquet_config(&s, &sim, "snapshot.toml", "snapshot = \"initial\"");
+    // The first run commits nothing until it is killed.
+    let slow = s.path().join("slow.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("max_file_age_ms = 300"));
+    std::fs::write(
+        &slow,
+        text.replace("max_file_age_ms = 300", "max_file_age_ms = 600000"),
+    )
+    .unwrap();
+    let log = s.path().join("first.log");
+    let mut child = run_command(s.path(), &slow, None)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let finished = || {
+        announced(&s.parquet(), TABLE)
+            .first()
+            .is_some_and(|(_, _, record)| !record["finished_ms"].is_null())
+    };
+    while !finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the snapshot did not finish within a minute: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        read_rows(&s.parquet()).is_empty(),
+        "nothing was committed before the kill"
+    );
+
+    let out = run_command(s.path(), &config, Some("1.5"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rows = read_rows(&s.parquet());
+    let keys: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.op == "r")
+        .map(|r| format!("{:?}", r.item.get("pk")))
+        .collect();
+    assert_eq!(keys.len(), 200, "every item: {err}");
+    assert_eq!(
+        rows.iter().filter(|r| r.op == "r").count(),
+        200,
+        "once each"
+    );
+}
+
 /// A Scan failing for every segment at once is one outage in the log: a
 /// line when it starts and one when it ends, not one per segment; the
 /// snapshot still delivers every item once.

@@ -223,7 +223,8 @@ impl Feed {
             // starts, and one a crash interrupted resumes.
             let settings = s.snapshot_settings(journal);
             let snapshots =
-                Snapshots::prepare(&api, settings, &pairs, resume, snapshot_now).await?;
+                Snapshots::prepare(&api, settings, &pairs, resume, &delivered, snapshot_now)
+                    .await?;
             // `when_needed` keeps watching for gaps even with nothing to
             // snapshot now.
             let snapshots = (!snapshots.is_empty() || s.snapshot == SnapshotMode::WhenNeeded)
@@ -328,6 +329,7 @@ impl Feed {
                 batch.snapshots = std::mem::take(announced);
                 if let Some(snapshots) = snapshots {
                     let mut lost: Vec<&str> = batch.gaps.iter().map(|g| g.table.as_str()).collect();
+                    lost.sort_unstable();
                     lost.dedup();
                     for table in lost {
                         snapshots.repair(handle, api, table)?;

@@ -408,9 +408,13 @@ impl IcebergSink {
         self.state(&table)?;
         let state = self.tables.get_mut(&table).expect("loaded above");
         for attempt in 1.. {
+            let changes = snapshots::properties(record, state.table.metadata().properties());
+            if changes.is_empty() {
+                return Ok(());
+            }
             let tx = Transaction::new(&state.table);
             let mut update = tx.update_table_properties();
-            for (key, value) in snapshots::properties(record, state.table.metadata().properties()) {
+            for (key, value) in changes {
                 update = update.set(key, value);
             }
             let tx = update.apply(tx).map_err(IcebergSinkError::catalog(format!(
@@ -422,7 +426,11 @@ impl IcebergSink {
                     state.table = updated;
                     break;
                 }
-                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                // Another writer's commit came first: set them on top of it.
+                Err(e)
+                    if e.kind() == ErrorKind::CatalogCommitConflicts
+                        && attempt < COMMIT_ATTEMPTS =>
+                {
                     tracing::info!(table = %state.ident, error = %e, "snapshot record refused; reloading the table");
                     state.table = self
                         .runtime
@@ -1006,7 +1014,10 @@ mod commit_tests {
         let stored: SnapshotRecord =
             serde_json::from_str(&before_rows["dynamo-cdc.snapshot.s1"]).unwrap();
         assert_eq!(stored, record);
-        assert_eq!(before_rows["dynamo-cdc.snapshot-newest"], "s1");
+        assert!(
+            !before_rows.contains_key("dynamo-cdc.snapshot-newest"),
+            "a running snapshot is not the newest"
+        );
 
         let rows = [
             snapshot_row(1, SnapshotMarker::First),
@@ -1017,14 +1028,21 @@ mod commit_tests {
         record.finished_ms = Some(1_732_000_005_000);
         record.items = 2;
         Sink::record_snapshot(&mut sink, &record).unwrap();
-        // Recorded again after a restart: the same properties.
+        let metadata = |sink: &mut IcebergSink| {
+            let state = sink.load(&Arc::from("orders")).unwrap();
+            state.table.metadata_location().map(str::to_owned)
+        };
+        let before = metadata(&mut sink);
+        // Recorded again after a restart: nothing to commit.
         Sink::record_snapshot(&mut sink, &record).unwrap();
+        assert_eq!(metadata(&mut sink), before, "no commit for the same record");
 
         let mut again = open(dir.path());
         let after = properties(&mut again);
         let stored: SnapshotRecord =
             serde_json::from_str(&after["dynamo-cdc.snapshot.s1"]).unwrap();
         assert_eq!(stored, record);
+        assert_eq!(after["dynamo-cdc.snapshot-newest"], "s1");
         assert_eq!(rows_and_snapshots(&mut again), (2, 1), "one data commit");
     }
 

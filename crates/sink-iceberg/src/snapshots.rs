@@ -4,12 +4,15 @@
 //!   method, `s0` as shard id -> sequence number, `started_ms`,
 //!   `finished_ms`, `segments`, `items`), the same document the Parquet sink
 //!   writes to `_snapshots/<table>/<id>.json`;
-//! - `dynamo-cdc.snapshot-newest`: the id of the snapshot that started
-//!   last, the one a reader of the table's latest state needs.
+//! - `dynamo-cdc.snapshot-newest`: the id of the newest finished snapshot
+//!   (by start), the one a reader of the table's latest state needs. A
+//!   snapshot still running does not move it: its rows are not all there.
 //!
 //! Set in a commit of their own when the snapshot starts, before any of its
-//! rows, and again when its last row was handed over. Table properties,
-//! unlike snapshot summaries, survive the expiry of old snapshots.
+//! rows, and again when its last row was handed over (before that row is
+//! committed). A commit that would change nothing is not made. Table
+//! properties, unlike snapshot summaries, survive the expiry of old
+//! snapshots.
 //!
 //! Pure: the sink commits what [`properties`] returns.
 
@@ -23,9 +26,10 @@ pub(crate) const SNAPSHOT_PROPERTY: &str = "dynamo-cdc.snapshot.";
 /// The property naming the snapshot that started last.
 pub(crate) const NEWEST_SNAPSHOT: &str = "dynamo-cdc.snapshot-newest";
 
-/// The properties to set for `record`, given the table's current ones: its
-/// own, and the newest pointer unless a snapshot that started later holds
-/// it (a late record of an older snapshot leaves the pointer alone).
+/// The properties to set for `record`, given the table's current ones, that
+/// differ from them: its own, and, once it finished, the newest pointer
+/// unless a snapshot that started later holds it (a late record of an older
+/// snapshot leaves the pointer alone).
 pub(crate) fn properties(
     record: &SnapshotRecord,
     current: &HashMap<String, String>,
@@ -40,9 +44,10 @@ pub(crate) fn properties(
         .and_then(|id| current.get(&format!("{SNAPSHOT_PROPERTY}{id}")))
         .and_then(|json| serde_json::from_str::<SnapshotRecord>(json).ok())
         .is_some_and(|other| other.started_ms > record.started_ms);
-    if !newer {
+    if record.finished_ms.is_some() && !newer {
         out.push((NEWEST_SNAPSHOT.to_owned(), record.id.clone()));
     }
+    out.retain(|(key, value)| current.get(key) != Some(value));
     out
 }
 
@@ -68,20 +73,15 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_is_recorded_under_its_id_and_becomes_the_newest() {
+    fn a_snapshot_is_recorded_under_its_id_and_becomes_the_newest_once_finished() {
         let mut props = HashMap::new();
         let first = record("s1", 1_000, None);
         apply(&mut props, &first);
-        assert_eq!(props[NEWEST_SNAPSHOT], "s1");
+        assert!(!props.contains_key(NEWEST_SNAPSHOT), "still running");
         let stored: SnapshotRecord =
             serde_json::from_str(&props["dynamo-cdc.snapshot.s1"]).unwrap();
         assert_eq!(stored, first);
-    }
-
-    #[test]
-    fn its_end_replaces_its_start() {
-        let mut props = HashMap::new();
-        apply(&mut props, &record("s1", 1_000, None));
+        // Its end replaces its start.
         apply(&mut props, &record("s1", 1_000, Some(5_000)));
         let stored: SnapshotRecord =
             serde_json::from_str(&props["dynamo-cdc.snapshot.s1"]).unwrap();
@@ -90,15 +90,34 @@ mod tests {
     }
 
     #[test]
-    fn a_later_snapshot_takes_the_pointer_and_a_late_end_of_an_older_one_does_not() {
+    fn a_running_snapshot_leaves_the_pointer_on_the_last_finished_one() {
         let mut props = HashMap::new();
-        apply(&mut props, &record("s1", 1_000, None));
+        apply(&mut props, &record("s1", 1_000, Some(2_000)));
         apply(&mut props, &record("s2", 9_000, None));
+        assert_eq!(props[NEWEST_SNAPSHOT], "s1");
+        apply(&mut props, &record("s2", 9_000, Some(12_000)));
         assert_eq!(props[NEWEST_SNAPSHOT], "s2");
         // Recorded again after a restart: the older one's end.
-        apply(&mut props, &record("s1", 1_000, Some(5_000)));
+        apply(&mut props, &record("s1", 1_000, Some(2_000)));
         assert_eq!(props[NEWEST_SNAPSHOT], "s2");
         assert!(props.contains_key("dynamo-cdc.snapshot.s1"));
+    }
+
+    #[test]
+    fn recording_the_same_again_changes_nothing() {
+        let mut props = HashMap::new();
+        let done = record("s1", 1_000, Some(2_000));
+        apply(&mut props, &done);
+        assert!(properties(&done, &props).is_empty());
+        let restarted = record("s1", 1_000, None);
+        assert_eq!(
+            properties(&restarted, &props),
+            [(
+                "dynamo-cdc.snapshot.s1".to_owned(),
+                serde_json::to_string(&restarted).unwrap()
+            )],
+            "resumed after a crash: the record again, the pointer stays"
+        );
     }
 
     #[test]
@@ -107,7 +126,7 @@ mod tests {
             (NEWEST_SNAPSHOT.to_owned(), "gone".to_owned()),
             ("dynamo-cdc.snapshot.gone".to_owned(), "not json".to_owned()),
         ]);
-        apply(&mut props, &record("s3", 1, None));
+        apply(&mut props, &record("s3", 1, Some(2)));
         assert_eq!(props[NEWEST_SNAPSHOT], "s3");
     }
 }

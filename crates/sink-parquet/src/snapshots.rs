@@ -30,7 +30,8 @@ fn body(record: &SnapshotRecord) -> Vec<u8> {
 }
 
 /// Writes the record under a local root: a temp file, fsynced, renamed over
-/// the record's name (a later record of the same snapshot replaces it).
+/// the record's name (a later record of the same snapshot replaces it), and
+/// the folder fsynced, so the record is durable before any row after it.
 pub(crate) fn record_local(root: &Path, record: &SnapshotRecord) -> Result<(), ParquetSinkError> {
     let path = root.join(relative(record));
     let dir = path.parent().expect("the record has a folder");
@@ -41,6 +42,9 @@ pub(crate) fn record_local(root: &Path, record: &SnapshotRecord) -> Result<(), P
         .and_then(|f| f.sync_all())
         .map_err(io("cannot sync", &temp))?;
     std::fs::rename(&temp, &path).map_err(io("cannot rename into place", &path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot fsync directory", dir))?;
     log(record);
     Ok(())
 }

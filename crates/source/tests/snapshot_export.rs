@@ -101,6 +101,7 @@ fn an_export_is_read_in_its_real_layout_once_and_resumes_after_what_sinks_hold()
             settings(&journal),
             &tables,
             &Positions::new(),
+            &Positions::new(),
             None,
         ))
         .unwrap();
@@ -127,6 +128,7 @@ fn an_export_is_read_in_its_real_layout_once_and_resumes_after_what_sinks_hold()
             &api,
             settings(&journal),
             &tables,
+            &positions,
             &positions,
             None,
         ))
@@ -188,6 +190,7 @@ fn an_export_without_point_in_time_recovery_is_refused_with_the_fix() {
         &api,
         settings(dir.path()),
         &[(TABLE.to_owned(), arn)],
+        &Positions::new(),
         &Positions::new(),
         None,
     ));

@@ -188,12 +188,15 @@ pub struct Snapshots {
     stop: watch::Sender<bool>,
     board: Option<Arc<ShardBoard>>,
     /// With `when_needed`: per table and shard, the last sequence number
-    /// handed over (a repair's S0).
+    /// handed over in this run, or held by some sink (a repair's S0).
     seen: HashMap<String, BTreeMap<String, SequenceNumber>>,
     /// Per table, the S0 of its newest snapshot, finished or not: a shard
     /// no sink has a position for is read after it, never from its start
     /// (which would hand over changes the snapshot already holds).
     s0s: HashMap<String, BTreeMap<String, String>>,
+    /// Records of finished plans to be recorded again by the sinks (see
+    /// [`Snapshots::announcements`]).
+    finished: Vec<SnapshotRecord>,
 }
 
 impl Snapshots {
@@ -203,7 +206,7 @@ impl Snapshots {
     /// S0 is read and the plan recorded before anything else happens.
     ///
     /// `tables` pairs each table with its stream's ARN; `resume` is the
-    /// lowest position over the sinks.
+    /// lowest position over the sinks, `delivered` the highest.
     ///
     /// # Errors
     /// When a table cannot be snapshotted (no new images in its stream),
@@ -213,6 +216,7 @@ impl Snapshots {
         settings: SnapshotSettings,
         tables: &[(String, String)],
         resume: &Positions,
+        delivered: &Positions,
         forced: Option<&str>,
     ) -> Result<Snapshots, SnapshotError> {
         let (stop, _) = watch::channel(false);
@@ -224,6 +228,7 @@ impl Snapshots {
             board: None,
             seen: HashMap::new(),
             s0s: HashMap::new(),
+            finished: Vec::new(),
         };
         for (table, stream_arn) in tables {
             let journal = Journal::of(&out.settings.journal, table);
@@ -236,15 +241,29 @@ impl Snapshots {
             if let Some(plan) = &existing {
                 out.s0s.insert(table.clone(), plan.s0.clone());
             }
+            // Handed over to its end before a crash, not yet held by every
+            // sink: its last rows are handed over again.
+            let undelivered = match &existing {
+                Some(plan) if plan.finished_ms.is_some() => {
+                    export_undelivered(plan, resume) || pages_undelivered(&journal, plan, resume)?
+                }
+                _ => false,
+            };
             let resumed = match existing {
                 Some(plan) if plan.finished_ms.is_none() && !wanted => Some(plan),
-                // Handed over before a crash, not yet held by every sink.
-                Some(mut plan) if !wanted && export_undelivered(&plan, resume) => {
+                Some(mut plan) if !wanted && undelivered => {
                     plan.finished_ms = None;
                     Some(plan)
                 }
                 _ if wanted => None,
-                _ => continue,
+                Some(plan) => {
+                    // Finished and delivered: its record is recorded again
+                    // (a crash may have come between the last commit and
+                    // the record; recording is idempotent).
+                    out.finished.push(plan.record());
+                    continue;
+                }
+                None => continue,
             };
             let info = api
                 .describe_table(table)
@@ -255,7 +274,10 @@ impl Snapshots {
                 })?;
             let plan = match resumed {
                 Some(plan) => plan,
-                None => out.plan(api, table, stream_arn, &journal, &info).await?,
+                None => {
+                    out.plan(api, table, stream_arn, &journal, &info, delivered)
+                        .await?
+                }
             };
             out.estimates.insert(table.clone(), info);
             out.s0s.insert(table.clone(), plan.s0.clone());
@@ -277,6 +299,7 @@ impl Snapshots {
         stream_arn: &str,
         journal: &Journal,
         info: &TableInfo,
+        delivered: &Positions,
     ) -> Result<Plan, SnapshotError> {
         let failed = |source| SnapshotError::Api {
             table: table.to_owned(),
@@ -298,7 +321,20 @@ impl Snapshots {
             None
         };
         let started_ms = now_ms();
-        let s0 = start::stream_end(api, stream_arn).await.map_err(failed)?;
+        let mut s0 = start::stream_end(api, stream_arn).await.map_err(failed)?;
+        // Shards the stream no longer lists, whose changes the sinks hold
+        // (a snapshot forced on a table with a history): S0 names them, or
+        // readers would count those changes as newer than the snapshot.
+        for (key, seq) in delivered.iter() {
+            if *key.table == *table && !journal::is_snapshot_shard(&key.shard) {
+                let at = s0
+                    .entry(key.shard.to_string())
+                    .or_insert_with(|| seq.clone());
+                if *at < *seq {
+                    *at = seq.clone();
+                }
+            }
+        }
         let segments = match export {
             Some(_) => 1,
             None => self.settings.segments.max(1),
@@ -555,8 +591,9 @@ impl Snapshots {
 
     /// The stream lost records of `table` (it fell behind its retention):
     /// with `when_needed`, a new snapshot by Scan repairs the table while
-    /// the stream goes on. Its S0 is where the stream stood when the gap
-    /// was found: every change handed over before is older than its reads.
+    /// the stream goes on. Its S0 is, per shard, the furthest of what this
+    /// run handed over and what some sink holds: every such change is older
+    /// than its reads.
     /// A snapshot of the table still running is replaced.
     ///
     /// # Errors
@@ -669,6 +706,7 @@ impl Snapshots {
             for change in &batch.changes {
                 if change.source.table == t.table
                     && change.op != Op::Read
+                    && !t.before_s0(change)
                     && let Some(key) = key_text(&change.keys, &t.plan.key_names)
                 {
                     t.window.touched(key, change.source.approx_creation_ms);
@@ -728,7 +766,7 @@ impl Snapshots {
     /// Plans started or finished since the last call, to be recorded by the
     /// sinks where their readers look (see [`SnapshotRecord`]).
     pub fn announcements(&mut self) -> Vec<SnapshotRecord> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.finished);
         for t in &mut self.tables {
             if std::mem::take(&mut t.announce) {
                 out.push(t.plan.record());
@@ -763,6 +801,20 @@ impl Drop for Snapshots {
 }
 
 /// True when some sink lacks a row of a finished export's last data file.
+/// Whether a scan's journal still holds a page with rows some sink lacks.
+/// (A page of only unreadable records is left alone: it is never covered by
+/// a position, and its dead letters were made durable with its batch.)
+fn pages_undelivered(
+    journal: &Journal,
+    plan: &Plan,
+    resume: &Positions,
+) -> Result<bool, SnapshotError> {
+    Ok(journal.pages(&plan.id)?.iter().any(|page| {
+        let key = ShardKey::new(plan.table.as_str(), plan.shard_of(page.segment));
+        !page.rows.is_empty() && !resume.covers(&key, &last_sequence(page))
+    }))
+}
+
 fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
     let Some(files) = &plan.export_files else {
         return false;

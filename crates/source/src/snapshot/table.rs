@@ -55,6 +55,8 @@ pub(super) struct TableSnapshot {
     pub(super) next_log: std::time::Instant,
     /// A page waited long for the stream and this was logged.
     pub(super) stall_logged: bool,
+    /// The plan's S0, parsed.
+    s0: HashMap<String, SequenceNumber>,
 }
 
 /// Where an export's hand-over stands.
@@ -80,6 +82,11 @@ const EXPORT_ROWS_PER_BATCH: usize = 1_000;
 
 impl TableSnapshot {
     pub(super) fn new(plan: Plan, journal: Journal, table: &str, margin_ms: i64) -> Self {
+        let s0 = plan
+            .s0
+            .iter()
+            .filter_map(|(shard, seq)| Some((shard.clone(), SequenceNumber::parse(seq).ok()?)))
+            .collect();
         TableSnapshot {
             plan,
             journal,
@@ -95,7 +102,17 @@ impl TableSnapshot {
             next_poll: std::time::Instant::now(),
             next_log: std::time::Instant::now() + PROGRESS_LOG_EVERY,
             stall_logged: false,
+            s0,
         }
+    }
+
+    /// Whether `change` is at or before S0: older than the snapshot, so it
+    /// says nothing of what a page read after S0 shows (such a change is
+    /// handed over again for a sink that was behind).
+    pub(super) fn before_s0(&self, change: &Change) -> bool {
+        self.s0
+            .get(&*change.source.shard_id)
+            .is_some_and(|s0| change.source.sequence_number <= *s0)
     }
 
     /// See [`Snapshots::export_step`].
@@ -260,6 +277,22 @@ impl TableSnapshot {
         }
         Ok(())
     }
+    /// Records the plan as finished once every segment is done and every
+    /// page released and handed over.
+    fn finish_if_done(&mut self) -> Result<(), SnapshotError> {
+        if self.held.is_empty()
+            && self.replay.is_empty()
+            && self.plan.all_done()
+            && self.plan.finished_ms.is_none()
+        {
+            self.plan.finished_ms = Some(now_ms());
+            self.journal.save(&self.plan)?;
+            self.announce = true;
+            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "snapshot delivered to its end");
+        }
+        Ok(())
+    }
+
     /// Takes the pages the segment tasks read, as long as few are held.
     pub(super) fn receive(&mut self) -> Result<(), SnapshotError> {
         let Some(rx) = self.scanned.as_mut() else {
@@ -313,7 +346,9 @@ impl TableSnapshot {
         batch: &mut SourceBatch,
     ) -> Result<(), SnapshotError> {
         if self.held.is_empty() {
-            return Ok(());
+            // A plan whose pages were all released by an earlier run that
+            // did not live to finish it (or handed over again) ends here.
+            return self.finish_if_done();
         }
         self.log_progress();
         let through = self.stream_read_through(board);
@@ -333,16 +368,7 @@ impl TableSnapshot {
             let spooled = self.spool(held)?;
             self.hand_over(&spooled, batch)?;
         }
-        if self.held.is_empty()
-            && self.replay.is_empty()
-            && self.plan.all_done()
-            && self.plan.finished_ms.is_none()
-        {
-            self.plan.finished_ms = Some(now_ms());
-            self.journal.save(&self.plan)?;
-            self.announce = true;
-            tracing::info!(table = %self.table, id = %self.plan.id, items = self.plan.items, "snapshot delivered to its end");
-        }
+        self.finish_if_done()?;
         let oldest = self
             .held
             .iter()
