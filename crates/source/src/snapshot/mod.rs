@@ -200,9 +200,10 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Decides which tables need a snapshot: one whose plan is unfinished
-    /// is resumed; with `initial` or `when_needed` a table no sink has a
-    /// position for gets a new one, and so does `forced`. For a new one,
+    /// Decides which tables need a snapshot: one whose plan is unfinished,
+    /// or finished but not yet held by every sink, is resumed; with
+    /// `initial` or `when_needed` a table no sink has a position for gets a
+    /// new one, and so does `forced`. For a new one,
     /// S0 is read and the plan recorded before anything else happens.
     ///
     /// `tables` pairs each table with its stream's ARN; `resume` is the
@@ -242,19 +243,27 @@ impl Snapshots {
                 out.s0s.insert(table.clone(), plan.s0.clone());
             }
             // Handed over to its end before a crash, not yet held by every
-            // sink: its last rows are handed over again.
-            let undelivered = match &existing {
-                Some(plan) if plan.finished_ms.is_some() => {
-                    export_undelivered(plan, resume) || pages_undelivered(&journal, plan, resume)?
+            // sink: its last rows are handed over again. An export goes on
+            // from the first row some sink lacks, so it is unfinished again;
+            // a scan's journal pages are handed over again as they are, and
+            // the plan stays finished (readers may use it, and its pages
+            // are the same rows).
+            let export_again = existing
+                .as_ref()
+                .is_some_and(|p| p.finished_ms.is_some() && export_undelivered(p, resume));
+            let pages_again = match &existing {
+                Some(p) if p.finished_ms.is_some() && !export_again => {
+                    pages_undelivered(&journal, p, resume)?
                 }
                 _ => false,
             };
             let resumed = match existing {
                 Some(plan) if plan.finished_ms.is_none() && !wanted => Some(plan),
-                Some(mut plan) if !wanted && undelivered => {
+                Some(mut plan) if !wanted && export_again => {
                     plan.finished_ms = None;
                     Some(plan)
                 }
+                Some(plan) if !wanted && pages_again => Some(plan),
                 _ if wanted => None,
                 Some(plan) => {
                     // Finished and delivered: its record is recorded again
@@ -800,10 +809,12 @@ impl Drop for Snapshots {
     }
 }
 
-/// True when some sink lacks a row of a finished export's last data file.
 /// Whether a scan's journal still holds a page with rows some sink lacks.
 /// (A page of only unreadable records is left alone: it is never covered by
-/// a position, and its dead letters were made durable with its batch.)
+/// a position, and its dead letters were made durable with its batch. A
+/// page whose last row a sink rejected is never covered either: it is
+/// handed over again at every start, where the sinks drop what they hold
+/// and the dead letter is known.)
 fn pages_undelivered(
     journal: &Journal,
     plan: &Plan,
@@ -815,6 +826,7 @@ fn pages_undelivered(
     }))
 }
 
+/// True when some sink lacks a row of a finished export's last data file.
 fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
     let Some(files) = &plan.export_files else {
         return false;
