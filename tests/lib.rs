@@ -111,8 +111,14 @@ impl Scratch {
 /// `dynamo-cdc run --config <config> [--until-idle S]` in `dir`, with test
 /// credentials for local endpoints (never the machine's own).
 pub fn run_command(dir: &Path, config: &Path, until_idle: Option<&str>) -> Command {
+    command(dir, "run", config, until_idle)
+}
+
+/// `dynamo-cdc <subcommand> --config <config> [--until-idle S]` in `dir`,
+/// as [`run_command`] does for `run`.
+pub fn command(dir: &Path, subcommand: &str, config: &Path, until_idle: Option<&str>) -> Command {
     let mut c = Command::new(binary());
-    c.args(["run", "--config"])
+    c.args([subcommand, "--config"])
         .arg(config)
         .current_dir(dir)
         .env("AWS_ACCESS_KEY_ID", "test")

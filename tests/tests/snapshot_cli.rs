@@ -25,7 +25,7 @@ use dynamo_cdc_tests::kafka::read_topic;
 use dynamo_cdc_tests::snapshots::{
     Rebuilt, announced, plain_item, rebuild, string_key, wait_at_most,
 };
-use dynamo_cdc_tests::{Scratch, read_rows, run_command};
+use dynamo_cdc_tests::{Scratch, command, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
 
@@ -194,15 +194,7 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
             .spawn()
             .unwrap();
         if round == 0 {
-            let started = std::time::Instant::now();
-            while !released() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "no page released within a minute: {}",
-                    std::fs::read_to_string(&log).unwrap()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for("no page released", &log, released);
         } else {
             std::thread::sleep(Duration::from_millis(800 + 400 * round));
         }
@@ -397,6 +389,39 @@ fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
         .state
 }
 
+/// Runs `cmd` to its end with info logs; it must exit 0. Returns its log.
+fn succeed(mut cmd: std::process::Command, label: &str) -> String {
+    let out = cmd.env("RUST_LOG", "info").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{label}: {log}");
+    log
+}
+
+/// Waits for `done`, at most a minute, then fails with `what` and the log.
+fn wait_for(what: &str, log: &Path, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} within a minute: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each of `n` items has exactly one snapshot row in the Parquet data.
+fn assert_every_item_once(parquet: &Path, n: usize, log: &str) {
+    let rows = read_rows(parquet);
+    let keys: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.op == "r")
+        .map(|r| format!("{:?}", r.item.get("pk")))
+        .collect();
+    assert_eq!(keys.len(), n, "every item: {log}");
+    assert_eq!(rows.iter().filter(|r| r.op == "r").count(), n, "once each");
+}
+
 /// The initial snapshot of 200 items; a run delivering 40 changes; then,
 /// while the bridge is down, 60 more changes and 20 deletes, of which the
 /// stream trims 30 changes nobody delivered: a gap, which the next run
@@ -408,15 +433,8 @@ fn lose_records_and_repair(sim: &StreamSim, s: &Scratch, config: &Path, between:
     for i in 0..200 {
         sim.put_item(TABLE, awkward(i, 0));
     }
-    let run_with = |config: &Path, label: &str| {
-        let out = run_command(s.path(), config, Some("1.5"))
-            .env("RUST_LOG", "info")
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{label}: {log}");
-        log
-    };
+    let run_with =
+        |config: &Path, label: &str| succeed(run_command(s.path(), config, Some("1.5")), label);
     let run = |label: &str| run_with(config, label);
     run("the initial snapshot");
     assert_eq!(announced(&s.parquet(), TABLE).len(), 1);
@@ -533,13 +551,7 @@ fn a_forced_snapshot_names_the_expired_shards_the_sinks_hold() {
     }
     let s = Scratch::new();
     let config = parquet_config(&s, &sim, "stream.toml", "snapshot = \"never\"");
-    let run = |label: &str| {
-        let out = run_command(s.path(), &config, Some("1.5"))
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(0), "{label}: {log}");
-    };
+    let run = |label: &str| succeed(run_command(s.path(), &config, Some("1.5")), label);
     run("the inserts");
     let first = sim.open_shards(&arn)[0].clone();
     sim.rotate(&arn, &first);
@@ -549,24 +561,9 @@ fn a_forced_snapshot_names_the_expired_shards_the_sinks_hold() {
     run("the deletes");
     sim.remove_shard(&arn, &first);
 
-    let out = std::process::Command::new(dynamo_cdc_tests::binary())
-        .args([
-            "snapshot",
-            "--table",
-            TABLE,
-            "--until-idle",
-            "1.5",
-            "--config",
-        ])
-        .arg(&config)
-        .current_dir(s.path())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    let mut snapshot = command(s.path(), "snapshot", &config, Some("1.5"));
+    snapshot.args(["--table", TABLE]);
+    succeed(snapshot, "the snapshot");
     let snapshots = announced(&s.parquet(), TABLE);
     let (_, s0, _) = snapshots.last().expect("a snapshot");
     assert!(s0.contains_key(&first), "S0 names {first}: {s0:?}");
@@ -601,20 +598,11 @@ fn the_last_rows_of_a_snapshot_survive_a_kill_before_their_commit() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let finished = || {
+    wait_for("the snapshot did not finish", &log, || {
         announced(&s.parquet(), TABLE)
             .first()
             .is_some_and(|(_, _, record)| !record["finished_ms"].is_null())
-    };
-    while !finished() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the snapshot did not finish within a minute: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -622,24 +610,8 @@ fn the_last_rows_of_a_snapshot_survive_a_kill_before_their_commit() {
         "nothing was committed before the kill"
     );
 
-    let out = run_command(s.path(), &config, Some("1.5"))
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let rows = read_rows(&s.parquet());
-    let keys: BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.op == "r")
-        .map(|r| format!("{:?}", r.item.get("pk")))
-        .collect();
-    assert_eq!(keys.len(), 200, "every item: {err}");
-    assert_eq!(
-        rows.iter().filter(|r| r.op == "r").count(),
-        200,
-        "once each"
-    );
+    let log = succeed(run_command(s.path(), &config, Some("1.5")), "the next run");
+    assert_every_item_once(&s.parquet(), 200, &log);
 }
 
 /// A Scan failing for every segment at once is one outage in the log: a
@@ -689,12 +661,5 @@ fn a_failing_scan_is_logged_once_for_all_its_segments() {
         1,
         "{err}"
     );
-    let rows = read_rows(&s.parquet());
-    let keys: BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.op == "r")
-        .map(|r| format!("{:?}", r.item.get("pk")))
-        .collect();
-    assert_eq!(keys.len(), 200, "every item once");
-    assert_eq!(rows.iter().filter(|r| r.op == "r").count(), 200);
+    assert_every_item_once(&s.parquet(), 200, &err);
 }

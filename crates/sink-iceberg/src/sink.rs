@@ -401,50 +401,30 @@ impl IcebergSink {
 
     /// Records a snapshot's start or end in the table's properties (see
     /// [`snapshots`]), in a commit of its own. Another writer's commit in
-    /// between is no conflict: the properties are set on top of it.
+    /// between is no conflict: the `iceberg` crate's commit reloads the
+    /// table and sets the properties on top of it.
     fn record_snapshot(&mut self, record: &SnapshotRecord) -> Result<(), IcebergSinkError> {
         let table: Arc<str> = record.table.as_str().into();
         let catalog = self.catalog.clone();
         self.state(&table)?;
         let state = self.tables.get_mut(&table).expect("loaded above");
-        for attempt in 1.. {
-            let changes = snapshots::properties(record, state.table.metadata().properties());
-            if changes.is_empty() {
-                return Ok(());
-            }
-            let tx = Transaction::new(&state.table);
-            let mut update = tx.update_table_properties();
-            for (key, value) in changes {
-                update = update.set(key, value);
-            }
-            let tx = update.apply(tx).map_err(IcebergSinkError::catalog(format!(
-                "record snapshot {} in {}",
-                record.id, state.ident
-            )))?;
-            match self.runtime.block_on(tx.commit(catalog.as_ref())) {
-                Ok(updated) => {
-                    state.table = updated;
-                    break;
-                }
-                // Another writer's commit came first: set them on top of it.
-                Err(e)
-                    if e.kind() == ErrorKind::CatalogCommitConflicts
-                        && attempt < COMMIT_ATTEMPTS =>
-                {
-                    tracing::info!(table = %state.ident, error = %e, "snapshot record refused; reloading the table");
-                    state.table = self
-                        .runtime
-                        .block_on(catalog.load_table(&state.ident))
-                        .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
-                }
-                Err(e) => {
-                    return Err(IcebergSinkError::catalog(format!(
-                        "record snapshot {} in {}",
-                        record.id, state.ident
-                    ))(e));
-                }
-            }
+        let changes = snapshots::properties(record, state.table.metadata().properties());
+        if changes.is_empty() {
+            return Ok(());
         }
+        let failed = || {
+            IcebergSinkError::catalog(format!("record snapshot {} in {}", record.id, state.ident))
+        };
+        let tx = Transaction::new(&state.table);
+        let mut update = tx.update_table_properties();
+        for (key, value) in changes {
+            update = update.set(key, value);
+        }
+        let tx = update.apply(tx).map_err(failed())?;
+        state.table = self
+            .runtime
+            .block_on(tx.commit(catalog.as_ref()))
+            .map_err(failed())?;
         tracing::info!(table = %state.ident, id = %record.id, "snapshot recorded in the table's properties");
         Ok(())
     }

@@ -336,12 +336,7 @@ impl Snapshots {
         // readers would count those changes as newer than the snapshot.
         for (key, seq) in delivered.iter() {
             if *key.table == *table && !journal::is_snapshot_shard(&key.shard) {
-                let at = s0
-                    .entry(key.shard.to_string())
-                    .or_insert_with(|| seq.clone());
-                if *at < *seq {
-                    *at = seq.clone();
-                }
+                raise(&mut s0, &key.shard, seq);
             }
         }
         let segments = match export {
@@ -515,13 +510,7 @@ impl Snapshots {
                     continue;
                 }
                 let seen = self.seen.entry(key.table.to_string()).or_default();
-                match seen.get_mut(&*key.shard) {
-                    Some(at) if *at >= *seq => {}
-                    Some(at) => *at = seq.clone(),
-                    None => {
-                        seen.insert(key.shard.to_string(), seq.clone());
-                    }
-                }
+                raise(seen, &key.shard, seq);
             }
         }
         for i in 0..self.tables.len() {
@@ -692,13 +681,7 @@ impl Snapshots {
                 let Some(seen) = self.seen.get_mut(&*s.table) else {
                     continue;
                 };
-                match seen.get_mut(&*s.shard_id) {
-                    Some(at) if *at >= s.sequence_number => {}
-                    Some(at) => *at = s.sequence_number.clone(),
-                    None => {
-                        seen.insert(s.shard_id.to_string(), s.sequence_number.clone());
-                    }
-                }
+                raise(seen, &s.shard_id, &s.sequence_number);
             }
         }
         for t in self
@@ -806,6 +789,18 @@ impl Snapshots {
 impl Drop for Snapshots {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+/// Raises `shard`'s sequence number in `map` to `seq`, if that is higher;
+/// the name is copied only for a shard the map does not hold yet.
+fn raise(map: &mut BTreeMap<String, SequenceNumber>, shard: &str, seq: &SequenceNumber) {
+    match map.get_mut(shard) {
+        Some(at) if *at >= *seq => {}
+        Some(at) => *at = seq.clone(),
+        None => {
+            map.insert(shard.to_owned(), seq.clone());
+        }
     }
 }
 
