@@ -284,6 +284,67 @@ fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
     );
 }
 
+/// Parquet never reads a MODIFY's old image, so the source leaves it
+/// unread; a modify the sink refuses still goes to the dead letters with
+/// that image, and a delete's old image is still its row.
+#[test]
+fn a_refused_modify_keeps_its_unread_old_image_in_the_dead_letter() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path().join("schemas")).unwrap();
+    std::fs::write(
+        s.path().join("schemas/orders.avsc"),
+        r#"{"type":"record","name":"orders","fields":[{"name":"id","type":"string"},
+           {"name":"total","type":["null",{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}]}]}"#,
+    )
+    .unwrap();
+    let old = item(r#"{"id":{"S":"a"},"total":{"N":"12.5"}}"#);
+    let gone = item(r#"{"id":{"S":"a"},"total":{"N":"7.25"}}"#);
+    let new = item(r#"{"id":{"S":"a"},"total":{"N":"1.005"}}"#);
+    let lines = get_records_json(
+        &[
+            insert(BASE, "a", r#","total":{"N":"12.5"}"#),
+            stream_record_json(
+                "orders",
+                BASE + 1,
+                "MODIFY",
+                &keys("a"),
+                Some(&old),
+                Some(&new),
+                false,
+            ),
+            stream_record_json(
+                "orders",
+                BASE + 2,
+                "REMOVE",
+                &keys("a"),
+                Some(&gone),
+                None,
+                false,
+            ),
+        ],
+        None,
+    );
+    s.write_capture("s.jsonl", &lines);
+    let config = s.config(&format!("schemas_dir = {:?}", s.path().join("schemas")), "");
+    let out = s.run(&config);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 1);
+    let raw: serde_json::Value = serde_json::from_str(letters[0]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["eventName"], "MODIFY");
+    assert_eq!(
+        raw["dynamodb"]["OldImage"],
+        serde_json::json!({"id": {"S": "a"}, "total": {"N": "12.5"}})
+    );
+    let rows = read_rows(&s.parquet());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].op, "d");
+    assert_eq!(
+        rows[1].item["total"],
+        AttributeValue::N(dynamo_cdc_core::Number::parse("7.25").unwrap())
+    );
+}
+
 #[test]
 fn rerun_writes_nothing_and_resumes_after_new_records() {
     let s = Scratch::new();

@@ -304,6 +304,13 @@ pub trait Sink: Send {
     /// Positions that are durable in this sink. Grows only after a commit.
     fn durable_positions(&self) -> &Positions;
 
+    /// Whether this sink reads [`Change::old_image`] of a MODIFY (a `before`
+    /// in a message). When no sink does, the source leaves those images
+    /// unread ([`Change::unread_old_image`]). True unless a sink says not.
+    fn reads_modify_old_images(&self) -> bool {
+        true
+    }
+
     /// Takes a batch. Changes this sink already holds are dropped; changes it
     /// cannot encode are returned as rejects and the rest is accepted.
     ///

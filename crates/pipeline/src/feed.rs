@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, SnapshotRecord, Source, SourceBatch};
 use dynamo_cdc_object_store::{ObjectPath, Objects, StoreOptions, StoreUrl};
-use dynamo_cdc_source::OnGap;
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
 use dynamo_cdc_source::streams::ShardBoard;
 use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::Endpoint;
 use dynamo_cdc_source::streams::sdk::SdkStreams;
+use dynamo_cdc_source::{ModifyOldImages, OnGap};
 use dynamo_cdc_source::{
     ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsConfig, StreamsSource,
 };
@@ -130,7 +130,9 @@ fn open_bucket(endpoint: &Endpoint, bucket: &str) -> Result<Box<dyn ExportObject
 
 impl Feed {
     /// Starts the configured source at `resume` (per shard, the lowest
-    /// position over the sinks; `delivered` is the highest).
+    /// position over the sinks; `delivered` is the highest), reading
+    /// MODIFY old images as `modify_old_images` says (the sinks decide:
+    /// [`Sinks::modify_old_images`](crate::sinks::Sinks::modify_old_images)).
     ///
     /// # Errors
     /// When the capture cannot be opened, or a table's stream cannot be
@@ -142,20 +144,32 @@ impl Feed {
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
+        modify_old_images: ModifyOldImages,
     ) -> anyhow::Result<Feed> {
         match config.source.kind {
-            SourceKind::Replay => Self::replay(config, resume),
-            SourceKind::Dynamodb => {
-                Self::streams(config, &resume, delivered, latest, until_idle, snapshot_now)
-            }
+            SourceKind::Replay => Self::replay(config, resume, modify_old_images),
+            SourceKind::Dynamodb => Self::streams(
+                config,
+                &resume,
+                delivered,
+                latest,
+                until_idle,
+                snapshot_now,
+                modify_old_images,
+            ),
         }
     }
 
-    fn replay(config: &Config, resume: Positions) -> anyhow::Result<Feed> {
-        let replay = config
+    fn replay(
+        config: &Config,
+        resume: Positions,
+        modify_old_images: ModifyOldImages,
+    ) -> anyhow::Result<Feed> {
+        let mut replay = config
             .source
             .replay_config()
             .map_err(|e| e.within("source"))?;
+        replay.modify_old_images = modify_old_images;
         let source = ReplaySource::open(&replay, resume)?;
         let progress = source.progress();
         // A rendezvous: the reader parses the next batch while the pipeline
@@ -184,6 +198,7 @@ impl Feed {
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
+        modify_old_images: ModifyOldImages,
     ) -> anyhow::Result<Feed> {
         let s = &config.source;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -194,6 +209,7 @@ impl Feed {
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
         streams.latest = latest;
+        streams.modify_old_images = modify_old_images;
         // Outside the runtime: an object-store journal has a runtime of its
         // own, which may not be started from within another.
         let journal = snapshot_journal(config)?;

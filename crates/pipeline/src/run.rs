@@ -390,6 +390,7 @@ pub(crate) fn run_once(
         latest,
         options.until_idle,
         snapshot_now.as_deref(),
+        sinks.modify_old_images(),
     )
     .map_err(source_unavailable)?;
     *snapshot_now = None;
@@ -859,6 +860,7 @@ mod tests {
             op: Op::Insert,
             keys: keys.clone(),
             old_image: None,
+            unread_old_image: None,
             new_image: Some(keys),
             source: SourceInfo {
                 table: "orders".into(),

@@ -13,6 +13,7 @@ use dynamo_cdc_core::{
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
 use dynamo_cdc_sink_parquet::ParquetSink;
+use dynamo_cdc_source::ModifyOldImages;
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::config::Config;
@@ -139,6 +140,16 @@ impl Sinks {
         out
     }
 
+    /// Whether the source reads MODIFY old images: only when some sink
+    /// does ([`Sink::reads_modify_old_images`]).
+    pub(crate) fn modify_old_images(&self) -> ModifyOldImages {
+        if self.list.iter().any(|s| s.reads_modify_old_images()) {
+            ModifyOldImages::Read
+        } else {
+            ModifyOldImages::KeepUnread
+        }
+    }
+
     /// Records a gap in every sink that keeps them.
     pub(crate) fn record_gap(&mut self, gap: &Gap) -> Result<(), SinkFailure> {
         self.each(|s| s.record_gap(gap))
@@ -211,5 +222,35 @@ impl Sinks {
             .iter()
             .map(|s| (s.id().to_owned(), s.stats()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(sinks: &str, dir: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "[source]\nkind = \"replay\"\npath = \"in\"\n{sinks}\n[checkpoint]\npath = {:?}\n",
+            dir.join("checkpoint.json")
+        ))
+        .unwrap()
+    }
+
+    /// Parquet (like Iceberg) writes rows of the new image: with it alone
+    /// a MODIFY's old image is left unread; a Kafka message's `before`
+    /// needs it read.
+    #[test]
+    fn old_images_of_modifies_are_read_only_when_a_sink_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let parquet = format!("[sinks.parquet]\npath = {:?}\n", dir.path().join("pq"));
+        let kafka = "[sinks.kafka]\nbrokers = \"127.0.0.1:9\"\n";
+        let declared = HashMap::new();
+        let alone = open(&config(&parquet, dir.path()), &declared).ok().unwrap();
+        assert_eq!(alone.modify_old_images(), ModifyOldImages::KeepUnread);
+        let with_kafka = open(&config(&format!("{parquet}{kafka}"), dir.path()), &declared)
+            .ok()
+            .unwrap();
+        assert_eq!(with_kafka.modify_old_images(), ModifyOldImages::Read);
     }
 }

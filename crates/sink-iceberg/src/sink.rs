@@ -809,6 +809,12 @@ impl Sink for IcebergSink {
         &self.durable
     }
 
+    fn reads_modify_old_images(&self) -> bool {
+        // A row shows the new image (a delete's, the old one), never the
+        // image a modify replaced.
+        false
+    }
+
     fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
         self.lease_epochs.clone_from(epochs);
     }
@@ -888,6 +894,7 @@ mod commit_tests {
             op: Op::Insert,
             keys,
             old_image: None,
+            unread_old_image: None,
             new_image: Some(image),
             source: SourceInfo {
                 table: "orders".into(),

@@ -198,6 +198,7 @@ mod tests {
             op,
             keys,
             old_image: (op != Op::Insert).then(|| image.clone()),
+            unread_old_image: None,
             new_image: (op != Op::Remove).then_some(image),
             source: SourceInfo {
                 table: "orders".into(),

@@ -107,6 +107,7 @@ fn change(seq: u64, id: &str, op: Op, price: &str) -> Change {
         op,
         keys,
         old_image: (op != Op::Insert).then(|| image.clone()),
+        unread_old_image: None,
         new_image: (op != Op::Remove).then_some(image),
         source: SourceInfo {
             table: "orders".into(),

@@ -1100,6 +1100,12 @@ impl Sink for ParquetSink {
         &self.durable
     }
 
+    fn reads_modify_old_images(&self) -> bool {
+        // A row shows the new image (a delete's, the old one), never the
+        // image a modify replaced.
+        false
+    }
+
     fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
         Ok(self.write_changes(changes)?)
     }

@@ -37,6 +37,7 @@ fn change(seq: u64, at_ms: i64) -> Change {
         op: Op::Insert,
         keys,
         old_image: None,
+        unread_old_image: None,
         new_image: Some(image),
         source: SourceInfo {
             table: "orders".into(),

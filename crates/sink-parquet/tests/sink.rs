@@ -26,6 +26,7 @@ fn change(seq: u64, at_ms: i64) -> Change {
         op: Op::Insert,
         keys: keys.clone(),
         old_image: None,
+        unread_old_image: None,
         new_image: Some(keys),
         source: SourceInfo {
             table: "orders".into(),

@@ -16,7 +16,10 @@ use dynamo_cdc_core::{
     json_special_position,
 };
 
-use crate::record::{BodyParts, Parts, RecordContext, RecordHints, convert, is_ttl_identity};
+use crate::record::{
+    BodyParts, ModifyOldImages, OldImage, Parts, RecordContext, RecordHints, convert,
+    is_ttl_identity,
+};
 
 /// A page the fast parser read whole.
 #[derive(Debug, PartialEq)]
@@ -35,10 +38,29 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
         entries: Vec::with_capacity(64),
         elements: Vec::with_capacity(16),
         unescaped: std::mem::take(&mut ctx.unescaped),
+        modify_old_images: ctx.modify_old_images,
     };
     let page = page(&mut c, ctx);
     ctx.unescaped = c.unescaped;
     page
+}
+
+/// An item's DynamoDB JSON on its own (an old image left as text by the
+/// page); `None` when anything is unexpected, as for a page.
+pub(crate) fn parse_item(text: &str, unescaped: &mut Vec<u8>) -> Option<Item> {
+    let mut c = Cursor {
+        src: text,
+        b: text.as_bytes(),
+        i: 0,
+        entries: Vec::new(),
+        elements: Vec::new(),
+        unescaped: std::mem::take(unescaped),
+        modify_old_images: ModifyOldImages::Read,
+    };
+    let item = c.item(1);
+    c.ws();
+    *unescaped = c.unescaped;
+    item.filter(|_| c.i == c.b.len())
 }
 
 /// [`parse_page`] on its cursor, which holds the buffer borrowed from `ctx`.
@@ -109,6 +131,8 @@ struct Cursor<'a> {
     /// near 400 KB, escaped every few dozen bytes) is not built in a new
     /// string that grows, copying itself, a dozen times.
     unescaped: Vec<u8>,
+    /// Whether old images are read (see [`Cursor::body`]).
+    modify_old_images: ModifyOldImages,
 }
 
 impl<'a> Cursor<'a> {
@@ -416,7 +440,17 @@ impl<'a> Cursor<'a> {
                 1 => parts.event_name = c.optional_string()?,
                 2 => parts.event_source_arn = c.optional_string()?,
                 3 => parts.ttl_delete = c.user_identity()?,
-                _ => parts.body = if c.null() { None } else { Some(c.body()?) },
+                _ => {
+                    // Records name the event before the body, as AWS writes
+                    // them: an old image no sink reads is then only skipped.
+                    let read_old = c.modify_old_images == ModifyOldImages::Read
+                        || parts.event_name.as_deref() == Some("REMOVE");
+                    parts.body = if c.null() {
+                        None
+                    } else {
+                        Some(c.body(read_old)?)
+                    };
+                }
             }
             Some(())
         })?;
@@ -448,7 +482,10 @@ impl<'a> Cursor<'a> {
         ))
     }
 
-    fn body(&mut self) -> Option<BodyParts<'a>> {
+    /// The `dynamodb` object. Its old image is read when `read_old`, or
+    /// else checked as JSON and left as text for [`convert`] to read if the
+    /// record turns out to be a REMOVE (or no sink leaves it unread).
+    fn body(&mut self, read_old: bool) -> Option<BodyParts<'a>> {
         let mut body = BodyParts {
             approx_creation: None,
             keys: None,
@@ -476,7 +513,13 @@ impl<'a> Cursor<'a> {
                 0 => body.approx_creation = Some(c.raw_scalar()?),
                 1 => body.keys = Some(c.item(1)?),
                 2 => body.new_image = Some(c.item(1)?),
-                3 => body.old_image = Some(c.item(1)?),
+                3 if read_old => body.old_image = Some(OldImage::Read(c.item(1)?)),
+                3 => {
+                    c.ws();
+                    let start = c.i;
+                    c.skip_value()?;
+                    body.old_image = Some(OldImage::Text(&c.src[start..c.i]));
+                }
                 _ => body.sequence_number = Some(c.string()?),
             }
             Some(())
@@ -585,11 +628,20 @@ mod tests {
     use dynamo_cdc_testkit::strategies::{arb_item, get_records_json, stream_record_json};
     use proptest::prelude::*;
 
-    use crate::record::{RecordContext, parse_page_serde};
+    use crate::record::{ModifyOldImages, RecordContext, parse_page_serde};
 
     fn ctx() -> RecordContext {
         RecordContext::new("shard-1".into(), Some("fallback".into()))
     }
+
+    /// A context that leaves MODIFY old images unread, or reads them.
+    fn ctx_reading(modify_old_images: ModifyOldImages) -> RecordContext {
+        let mut ctx = ctx();
+        ctx.modify_old_images = modify_old_images;
+        ctx
+    }
+
+    const BOTH: [ModifyOldImages; 2] = [ModifyOldImages::Read, ModifyOldImages::KeepUnread];
 
     /// What `Cursor::item` relies on: a map's entries leave the cursor's
     /// growth-sized buffer in a vector of their own size, even from the
@@ -627,14 +679,17 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-        /// On valid pages both parsers read the same changes.
+        /// On valid pages both parsers read the same changes, whether
+        /// MODIFY old images are read or left as text.
         #[test]
         fn agrees_with_serde_on_valid_pages(items in proptest::collection::vec(arb_item(), 0..6)) {
             let text = page(&items);
-            let fast = super::parse_page(&text, &mut ctx());
-            let reference = parse_page_serde(&text, &mut ctx());
-            prop_assert!(fast.is_some(), "the fast parser gave up on a valid page");
-            prop_assert_eq!(fast, reference);
+            for mode in BOTH {
+                let fast = super::parse_page(&text, &mut ctx_reading(mode));
+                let reference = parse_page_serde(&text, &mut ctx_reading(mode));
+                prop_assert!(fast.is_some(), "the fast parser gave up on a valid page");
+                prop_assert_eq!(fast, reference);
+            }
         }
 
         /// On damaged pages the fast parser either gives up or agrees: it never
@@ -654,8 +709,10 @@ mod tests {
                 _ => bytes.insert(at, byte),
             }
             let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
-            if let Some(fast) = super::parse_page(&text, &mut ctx()) {
-                prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx()));
+            for mode in BOTH {
+                if let Some(fast) = super::parse_page(&text, &mut ctx_reading(mode)) {
+                    prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx_reading(mode)));
+                }
             }
         }
     }
@@ -701,6 +758,53 @@ mod tests {
             assert_eq!(super::parse_page(&text, &mut ctx()), None, "{twice}");
             assert_eq!(parse_page_serde(&text, &mut ctx()), None, "{twice}");
         }
+    }
+
+    /// Unread, a MODIFY's old image is its text as sent, checked only as
+    /// JSON; a REMOVE's is read either way (it is the row a delete shows),
+    /// also when the record names its event after the body.
+    #[test]
+    fn a_modify_old_image_no_sink_reads_stays_text() {
+        let old = r#"{ "k":{"S":"a"}, "n":{"N":"not a number"} }"#;
+        let record = |event: &str, old: &str| {
+            format!(
+                r#"{{"eventName":"{event}","dynamodb":{{"Keys":{{"k":{{"S":"a"}}}},"OldImage":{old},"SequenceNumber":"1"}}}}"#
+            )
+        };
+        let text = format!(r#"{{"Records":[{}]}}"#, record("MODIFY", old));
+        let unread = ctx_reading(ModifyOldImages::KeepUnread);
+        let change = &super::parse_page(&text, &mut unread.clone())
+            .unwrap()
+            .changes[0];
+        assert_eq!(change.old_image, None);
+        assert_eq!(change.unread_old_image.as_deref(), Some(old));
+        assert_eq!(
+            parse_page_serde(&text, &mut unread.clone())
+                .unwrap()
+                .changes[0],
+            *change
+        );
+        // Read, the same image is a bad record, for serde to word.
+        assert_eq!(super::parse_page(&text, &mut ctx()), None);
+        assert_eq!(parse_page_serde(&text, &mut ctx()), None);
+
+        let good = r#"{"k":{"S":"a"},"m":{"M":{"s":{"S":"q\n"}}}}"#;
+        let after_body = format!(
+            r#"{{"Records":[{{"dynamodb":{{"Keys":{{"k":{{"S":"a"}}}},"OldImage":{good},"SequenceNumber":"1"}},"eventName":"REMOVE"}}]}}"#
+        );
+        for text in [
+            format!(r#"{{"Records":[{}]}}"#, record("REMOVE", good)),
+            after_body,
+        ] {
+            let read = super::parse_page(&text, &mut ctx()).unwrap();
+            let left = super::parse_page(&text, &mut unread.clone()).unwrap();
+            assert!(read.changes[0].old_image.is_some(), "{text}");
+            assert_eq!(left, read, "{text}");
+            assert_eq!(Some(left), parse_page_serde(&text, &mut unread.clone()));
+        }
+        let bad_remove = format!(r#"{{"Records":[{}]}}"#, record("REMOVE", old));
+        assert_eq!(super::parse_page(&bad_remove, &mut unread.clone()), None);
+        assert_eq!(parse_page_serde(&bad_remove, &mut unread.clone()), None);
     }
 
     #[test]

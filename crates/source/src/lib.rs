@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod streams;
 
 pub use config::{SourceConfig, SourceKind};
+pub use record::ModifyOldImages;
 pub use replay::{ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats};
 pub use streams::{
     OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,

@@ -44,8 +44,9 @@ struct RawBody<'a> {
     keys: Option<Item>,
     #[serde(rename = "NewImage", default, deserialize_with = "new_image")]
     new_image: Option<Item>,
-    #[serde(rename = "OldImage", default, deserialize_with = "old_image")]
-    old_image: Option<Item>,
+    /// Checked only as JSON here: [`convert`] reads it when it is wanted.
+    #[serde(rename = "OldImage", borrow)]
+    old_image: Option<&'a RawValue>,
     #[serde(rename = "SequenceNumber", borrow)]
     sequence_number: Option<Cow<'a, str>>,
 }
@@ -94,14 +95,43 @@ fn new_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> 
     image(d, "NewImage")
 }
 
-fn old_image<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> {
-    image(d, "OldImage")
+/// Reads an old image's text, as the fast parser does when it can, with
+/// serde's words for what is wrong when it cannot.
+fn read_old_image(text: &str, ctx: &mut RecordContext) -> Result<Item, String> {
+    if let Some(item) = crate::fast::parse_item(text, &mut ctx.unescaped) {
+        return Ok(item);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    match image(&mut de, "OldImage").and_then(|item| de.end().map(|()| item)) {
+        Ok(Some(item)) => Ok(item),
+        Ok(None) => Err("dynamodb.OldImage is not a map of DynamoDB-JSON attributes".into()),
+        Err(e) => {
+            // serde places the error within the image's own text, which
+            // would mislead; the message names the attribute's path.
+            let message = e.to_string();
+            let at = format!(" at line {} column {}", e.line(), e.column());
+            Err(message.strip_suffix(&at).unwrap_or(&message).to_owned())
+        }
+    }
 }
 
 /// Why a record could not be turned into a change. The text names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct RecordError(pub String);
+
+/// Whether the old image of a MODIFY is read into an item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModifyOldImages {
+    /// Read like every other image: some sink writes it (a message's
+    /// `before`).
+    #[default]
+    Read,
+    /// Checked as JSON and kept as its text ([`Change::unread_old_image`]):
+    /// no sink reads it. A REMOVE's old image is read either way, since it
+    /// is the row a delete shows.
+    KeepUnread,
+}
 
 /// What the parser needs to know beyond the record itself.
 #[derive(Debug, Clone)]
@@ -110,6 +140,9 @@ pub struct RecordContext {
     pub default_table: Option<Arc<str>>,
     /// The shard the record belongs to.
     pub shard: Arc<str>,
+    /// Whether a MODIFY's old image is read ([`ModifyOldImages::Read`]
+    /// unless set).
+    pub modify_old_images: ModifyOldImages,
     /// Interned table names and stream ARNs, so that a page allocates them once.
     interned: Vec<Arc<str>>,
     /// The last `eventSourceARN` read, with its table: a shard's records
@@ -130,6 +163,7 @@ impl RecordContext {
         RecordContext {
             default_table,
             shard,
+            modify_old_images: ModifyOldImages::Read,
             interned: Vec::new(),
             last_arn: None,
             last_page_records: 0,
@@ -255,8 +289,14 @@ pub(crate) struct BodyParts<'a> {
     pub(crate) approx_creation: Option<&'a str>,
     pub(crate) keys: Option<Item>,
     pub(crate) new_image: Option<Item>,
-    pub(crate) old_image: Option<Item>,
+    pub(crate) old_image: Option<OldImage<'a>>,
     pub(crate) sequence_number: Option<Cow<'a, str>>,
+}
+
+/// An old image as a parser left it: read, or only checked as JSON.
+pub(crate) enum OldImage<'a> {
+    Read(Item),
+    Text(&'a str),
 }
 
 impl<'a> From<RawRecord<'a>> for Parts<'a> {
@@ -272,7 +312,7 @@ impl<'a> From<RawRecord<'a>> for Parts<'a> {
                 approx_creation: b.approx_creation.map(RawValue::get),
                 keys: b.keys,
                 new_image: b.new_image,
-                old_image: b.old_image,
+                old_image: b.old_image.map(|raw| OldImage::Text(raw.get())),
                 sequence_number: b.sequence_number,
             }),
         }
@@ -350,7 +390,19 @@ pub(crate) fn convert(
         ));
     }
     let new_image = body.new_image;
-    let old_image = body.old_image;
+    let (old_image, unread_old_image) = match body.old_image {
+        None => (None, None),
+        Some(OldImage::Read(item)) => (Some(item), None),
+        Some(OldImage::Text(text))
+            if op != Op::Remove && ctx.modify_old_images == ModifyOldImages::KeepUnread =>
+        {
+            (None, Some(text.into()))
+        }
+        Some(OldImage::Text(text)) => (
+            Some(read_old_image(text, ctx).map_err(|e| fail(e, seq))?),
+            None,
+        ),
+    };
     let approx_creation_ms = body
         .approx_creation
         .map(creation_ms)
@@ -361,6 +413,7 @@ pub(crate) fn convert(
         op,
         keys,
         old_image,
+        unread_old_image,
         new_image,
         source: SourceInfo {
             table: table.clone(),
@@ -418,6 +471,35 @@ mod tests {
 
     fn ctx() -> RecordContext {
         RecordContext::new("shard-1".into(), None)
+    }
+
+    /// An old image is read after the record's fields, by itself; what is
+    /// wrong in it is still named by its path, without a place in the
+    /// image's text that would read as one in the record.
+    #[test]
+    fn a_bad_old_image_is_named_by_its_path() {
+        let record = |event: &str| {
+            format!(
+                r#"{{"eventName":"{event}","eventSourceARN":"arn:aws:dynamodb:r:1:table/tbl/stream/x","dynamodb":{{"Keys":{{"id":{{"S":"a"}}}},"OldImage":{{"id":{{"S":"a"}},"m":{{"M":{{"n":{{"N":"1.5.0"}}}}}}}},"SequenceNumber":"7"}}}}"#
+            )
+        };
+        let mut unread = ctx();
+        unread.modify_old_images = ModifyOldImages::KeepUnread;
+        for (event, ctx) in [
+            ("MODIFY", ctx()),
+            ("REMOVE", ctx()),
+            ("REMOVE", unread.clone()),
+        ] {
+            let (e, hints) = parse_record(&record(event), &mut ctx.clone()).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("at `OldImage.m.n`:"), "{msg}");
+            assert!(!msg.contains(" at line "), "{msg}");
+            assert_eq!(hints.sequence_number.as_deref(), Some("7"));
+            assert_eq!(hints.table.as_deref(), Some("tbl"));
+        }
+        let change = parse_record(&record("MODIFY"), &mut unread).unwrap();
+        assert_eq!(change.old_image, None);
+        assert!(change.unread_old_image.unwrap().contains(r#""1.5.0""#));
     }
 
     const INSERT: &str = r#"{"eventID":"e1","eventName":"INSERT","eventVersion":"1.1","eventSource":"aws:dynamodb","awsRegion":"us-east-1","dynamodb":{"ApproximateCreationDateTime":1700000000.5,"Keys":{"id":{"S":"a"}},"NewImage":{"id":{"S":"a"},"n":{"N":"1.50"}},"SequenceNumber":"000000000000000000001","SizeBytes":20,"StreamViewType":"NEW_AND_OLD_IMAGES"},"eventSourceARN":"arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"}"#;
@@ -587,6 +669,10 @@ pub fn render_record(change: &Change) -> String {
     }
     if let Some(i) = &change.old_image {
         body["OldImage"] = serde_json::json!(i);
+    } else if let Some(text) = &change.unread_old_image {
+        // Valid JSON (the parser checked it); DynamoDB JSON holds numbers
+        // as strings, so nothing is rounded on the way through a value.
+        body["OldImage"] = serde_json::from_str(text).unwrap_or_else(|_| text.as_ref().into());
     }
     if let Some(ms) = s.approx_creation_ms {
         body["ApproximateCreationDateTime"] = serde_json::json!(ms as f64 / 1000.0);
@@ -622,5 +708,22 @@ mod render_tests {
         let change = parse_record(raw, &mut ctx).unwrap();
         let again = parse_record(&render_record(&change), &mut ctx).unwrap();
         assert_eq!(again, change);
+    }
+
+    /// A dead letter of a change whose old image was left unread still
+    /// carries that image, as it came.
+    #[test]
+    fn an_unread_old_image_is_rendered_as_it_came() {
+        let raw = r#"{"eventID":"e1","eventName":"MODIFY","eventSourceARN":"arn:aws:dynamodb:us-east-1:1:table/tbl/stream/x","dynamodb":{"Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"},"n":{"N":"not a number"}},"NewImage":{"id":{"N":"1"}},"SequenceNumber":"42"}}"#;
+        let mut unread = RecordContext::new("s".into(), None);
+        unread.modify_old_images = ModifyOldImages::KeepUnread;
+        let change = parse_record(raw, &mut unread).unwrap();
+        let rendered = render_record(&change);
+        let value: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(
+            value["dynamodb"]["OldImage"],
+            serde_json::json!({"id": {"N": "1"}, "n": {"N": "not a number"}})
+        );
+        assert_eq!(parse_record(&rendered, &mut unread).unwrap(), change);
     }
 }

@@ -15,6 +15,7 @@ fn change(op: Op, seq: &str, keys: &str, old: Option<&str>, new: Option<&str>) -
         op,
         keys: parse_item(keys, "Keys").unwrap(),
         old_image: old.map(|t| parse_item(t, "OldImage").unwrap()),
+        unread_old_image: None,
         new_image: new.map(|t| parse_item(t, "NewImage").unwrap()),
         source: SourceInfo {
             table: Arc::from("orders"),

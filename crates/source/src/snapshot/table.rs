@@ -230,6 +230,7 @@ impl TableSnapshot {
                         op: Op::Read,
                         keys: key_of(item, &self.plan.key_names),
                         old_image: None,
+                        unread_old_image: None,
                         new_image: Some(item.clone()),
                         source: SourceInfo {
                             table: self.table.clone(),
@@ -537,6 +538,7 @@ impl TableSnapshot {
                 op: Op::Read,
                 keys: key_of(&item, &self.plan.key_names),
                 old_image: None,
+                unread_old_image: None,
                 new_image: Some(item),
                 source: SourceInfo {
                     table: self.table.clone(),

@@ -33,6 +33,7 @@ use dynamo_cdc_core::{OutageLine, Positions, SequenceNumber, SharedOutage, Sourc
 use tokio::sync::{mpsc, watch};
 
 use crate::events::Service;
+use crate::record::ModifyOldImages;
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
 pub use board::{ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
@@ -96,6 +97,9 @@ pub struct StreamsConfig {
     /// Longest wait in [`Source::next_batch`] before it returns an empty
     /// batch, so the pipeline can commit files by age and notice signals.
     pub heartbeat: Duration,
+    /// Whether a MODIFY's old image is read; set by the pipeline from
+    /// what its sinks read.
+    pub modify_old_images: ModifyOldImages,
 }
 
 impl Default for StreamsConfig {
@@ -115,6 +119,7 @@ impl Default for StreamsConfig {
             report_read_through: false,
             until_idle: None,
             heartbeat: Duration::from_millis(200),
+            modify_old_images: ModifyOldImages::Read,
         }
     }
 }
@@ -345,7 +350,8 @@ impl StreamsSource {
         config: &StreamsConfig,
         resume: &Positions,
     ) -> Result<Self, StreamsError> {
-        let parser = page_batch::Parser::start().map_err(StreamsError::Thread)?;
+        let parser =
+            page_batch::Parser::start(config.modify_old_images).map_err(StreamsError::Thread)?;
         // A page per shard in flight, a few queued: memory stays bounded.
         let (tx, rx) = mpsc::channel(8);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -20,7 +20,7 @@ use dynamo_cdc_core::{Origin, SequenceNumber, ShardKey, SourceBatch};
 
 use crate::events::Request;
 use crate::page::{PageOrigin, read_page};
-use crate::record::RecordContext;
+use crate::record::{ModifyOldImages, RecordContext};
 use crate::streams::api::{ApiError, ApiErrorKind};
 use crate::streams::board::PageReport;
 use crate::streams::raw_records::give_back;
@@ -79,11 +79,12 @@ impl std::fmt::Debug for Job {
 }
 
 impl Parser {
-    /// Starts the thread.
+    /// Starts the thread, which reads MODIFY old images as
+    /// `modify_old_images` says.
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub(crate) fn start() -> std::io::Result<Parser> {
+    pub(crate) fn start(modify_old_images: ModifyOldImages) -> std::io::Result<Parser> {
         let (jobs, todo) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("page-parser".into())
@@ -97,17 +98,18 @@ impl Parser {
                             keep,
                             reply,
                         } => {
-                            let parsed =
-                                std::panic::catch_unwind(|| read_now(&body, &key, &origin, &keep))
-                                    .unwrap_or_else(|_| {
-                                        // A panic is a bug: stop with it rather
-                                        // than lose the shard.
-                                        Err(ApiError {
-                                            kind: ApiErrorKind::Fatal,
-                                            operation: Request::GetRecords.name(),
-                                            message: "the page parser panicked".to_owned(),
-                                        })
-                                    });
+                            let parsed = std::panic::catch_unwind(|| {
+                                read_now(&body, &key, &origin, &keep, modify_old_images)
+                            })
+                            .unwrap_or_else(|_| {
+                                // A panic is a bug: stop with it rather
+                                // than lose the shard.
+                                Err(ApiError {
+                                    kind: ApiErrorKind::Fatal,
+                                    operation: Request::GetRecords.name(),
+                                    message: "the page parser panicked".to_owned(),
+                                })
+                            });
                             // The page owns nothing of the body.
                             give_back(body);
                             // The reader may have stopped meanwhile.
@@ -165,6 +167,7 @@ fn read_now(
     key: &ShardKey,
     origin: &Arc<str>,
     keep: &Keep,
+    modify_old_images: ModifyOldImages,
 ) -> Result<PageBatch, ApiError> {
     let last_read = keep.after.clone();
     let not_a_page = |why: String| ApiError {
@@ -174,6 +177,7 @@ fn read_now(
     };
     let text = simdutf8::compat::from_utf8(body).map_err(|e| not_a_page(e.to_string()))?;
     let mut ctx = RecordContext::new(key.shard.clone(), Some(key.table.clone()));
+    ctx.modify_old_images = modify_old_images;
     let at = PageOrigin { origin, line: None };
     let page = read_page(text, &mut ctx, at).map_err(not_a_page)?;
 
@@ -268,6 +272,7 @@ mod tests {
                 after: last_read.map(seq),
                 created_since: None,
             },
+            ModifyOldImages::Read,
         )
     }
 
@@ -340,7 +345,14 @@ mod tests {
             after: None,
             created_since: Some(1_700_000_001_000),
         };
-        let b = read_now(&page.body, &key(), &Arc::from("arn:stream"), &keep).unwrap();
+        let b = read_now(
+            &page.body,
+            &key(),
+            &Arc::from("arn:stream"),
+            &keep,
+            ModifyOldImages::Read,
+        )
+        .unwrap();
         assert_eq!(seqs(&b), ["7", "8", "9"], "from the start on; untimed kept");
         assert_eq!(b.last_read, Some(seq(9)), "what was left out was read");
         assert_eq!(b.report.records, 4);
@@ -356,7 +368,7 @@ mod tests {
 
     #[test]
     fn the_parse_thread_reads_pages_and_frees_batches() {
-        let parser = Parser::start().unwrap();
+        let parser = Parser::start(ModifyOldImages::Read).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
