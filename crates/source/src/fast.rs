@@ -391,6 +391,53 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A JSON string, unread; escapes are checked as [`Cursor::text`]
+    /// checks them.
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            self.plain_run()?;
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Some(());
+            }
+            // At a backslash.
+            let esc = *self.b.get(self.i + 1)?;
+            self.i += 2;
+            if SHORT_ESCAPES[usize::from(esc)] == 0 {
+                if esc != b'u' {
+                    return None;
+                }
+                self.unicode_escape()?;
+            }
+        }
+    }
+
+    /// An item in DynamoDB JSON, as [`Cursor::item`] reads one, checked
+    /// and passed over without building anything. `None` on anything
+    /// else, valid JSON or not: the caller then skips it as plain JSON.
+    fn skip_item(&mut self, depth: usize) -> Option<()> {
+        self.object(|c, _| c.skip_typed(depth))
+    }
+
+    /// One typed value, `{"T": ...}`, as [`Cursor::skip_item`] passes it.
+    fn skip_typed(&mut self, depth: usize) -> Option<()> {
+        self.eat(b'{')?;
+        match self.tag()? {
+            "S" | "N" | "B" => self.skip_string()?,
+            "BOOL" => {
+                self.boolean()?;
+            }
+            "NULL" => self.literal(b"true")?,
+            "SS" | "NS" | "BS" => self.array(Self::skip_string)?,
+            "L" | "M" if depth > MAX_NESTING => return None,
+            "L" => self.array(|c| c.skip_typed(depth + 1))?,
+            "M" => self.skip_item(depth + 1)?,
+            _ => return None,
+        }
+        self.eat(b'}')
+    }
+
     /// The text of the next value (a number or a string), unread.
     fn raw_scalar(&mut self) -> Option<&'a str> {
         self.ws();
@@ -517,7 +564,11 @@ impl<'a> Cursor<'a> {
                 3 => {
                     c.ws();
                     let start = c.i;
-                    c.skip_value()?;
+                    if c.skip_item(1).is_none() {
+                        // Not the usual shape: whatever JSON it is, as JSON.
+                        c.i = start;
+                        c.skip_value()?;
+                    }
                     body.old_image = Some(OldImage::Text(&c.src[start..c.i]));
                 }
                 _ => body.sequence_number = Some(c.string()?),
@@ -771,19 +822,25 @@ mod tests {
                 r#"{{"eventName":"{event}","dynamodb":{{"Keys":{{"k":{{"S":"a"}}}},"OldImage":{old},"SequenceNumber":"1"}}}}"#
             )
         };
-        let text = format!(r#"{{"Records":[{}]}}"#, record("MODIFY", old));
         let unread = ctx_reading(ModifyOldImages::KeepUnread);
-        let change = &super::parse_page(&text, &mut unread.clone())
-            .unwrap()
-            .changes[0];
-        assert_eq!(change.old_image, None);
-        assert_eq!(change.unread_old_image.as_deref(), Some(old));
-        assert_eq!(
-            parse_page_serde(&text, &mut unread.clone())
+        // DynamoDB JSON with a value no item holds, and JSON of another
+        // shape, which is passed over as plain JSON.
+        let other = r#"{"k":{"S":"a"},"n":{"N":5},"x":[1,{"\u0041":null}]}"#;
+        for old in [old, other] {
+            let text = format!(r#"{{"Records":[{}]}}"#, record("MODIFY", old));
+            let change = &super::parse_page(&text, &mut unread.clone())
                 .unwrap()
-                .changes[0],
-            *change
-        );
+                .changes[0];
+            assert_eq!(change.old_image, None);
+            assert_eq!(change.unread_old_image.as_deref(), Some(old));
+            assert_eq!(
+                parse_page_serde(&text, &mut unread.clone())
+                    .unwrap()
+                    .changes[0],
+                *change
+            );
+        }
+        let text = format!(r#"{{"Records":[{}]}}"#, record("MODIFY", old));
         // Read, the same image is a bad record, for serde to word.
         assert_eq!(super::parse_page(&text, &mut ctx()), None);
         assert_eq!(parse_page_serde(&text, &mut ctx()), None);
