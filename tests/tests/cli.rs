@@ -345,6 +345,99 @@ fn a_refused_modify_keeps_its_unread_old_image_in_the_dead_letter() {
     );
 }
 
+/// On one CPU the capture is read in the pipeline's thread instead of a
+/// reader thread of its own; what is written, dead-lettered and reported
+/// is the same.
+#[test]
+fn a_replay_on_one_cpu_writes_what_a_replay_on_several_writes() {
+    let captures = |s: &Scratch| {
+        for shard in 0..3u128 {
+            let pages: Vec<String> = (0..4u128)
+                .map(|page| {
+                    let records: Vec<String> = (0..100u128)
+                        .map(|i| {
+                            let seq = BASE + shard * 1_000 + page * 100 + i;
+                            let id = format!("s{shard}-{}", page * 100 + i);
+                            if i == 50 {
+                                // One record no stream sends: a dead letter.
+                                r#"{"eventName":"UPSERT","dynamodb":{}}"#.to_owned()
+                            } else if i % 3 == 1 {
+                                let old =
+                                    item(&format!(r#"{{"id":{{"S":"{id}"}},"n":{{"N":"1"}}}}"#));
+                                let new = item(&format!(
+                                    r#"{{"id":{{"S":"{id}"}},"n":{{"N":"{seq}"}}}}"#
+                                ));
+                                stream_record_json(
+                                    "orders",
+                                    seq,
+                                    "MODIFY",
+                                    &keys(&id),
+                                    Some(&old),
+                                    Some(&new),
+                                    false,
+                                )
+                            } else {
+                                insert(seq, &id, r#","tags":{"SS":["a","b"]}"#)
+                            }
+                        })
+                        .collect();
+                    get_records_json(&records, Some("next"))
+                })
+                .collect();
+            s.write_capture(&format!("shard-{shard}.jsonl"), &pages.join("\n"));
+        }
+    };
+    let several = Scratch::new();
+    captures(&several);
+    let config = several.config("", "");
+    let out = several.run(&config);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let one = Scratch::new();
+    captures(&one);
+    let config = one.config("", "");
+    let out_one = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(one.path())
+        .env("RUST_LOG", "dynamo_cdc=debug")
+        .output()
+        .expect("taskset (util-linux) runs dynamo-cdc");
+    assert_eq!(out_one.status.code(), Some(3), "{}", stderr(&out_one));
+    let inline = "the capture is read in the pipeline's thread";
+    assert!(stderr(&out_one).contains(inline), "{}", stderr(&out_one));
+
+    // The summary, but for times, rates and the scratch paths.
+    let summary = |o: &std::process::Output| -> Vec<String> {
+        stdout(o)
+            .lines()
+            .filter(|l| !l.contains(" finished in ") && !l.contains("rate:"))
+            .map(|l| l.split(" under ").next().unwrap_or(l).to_owned())
+            .collect()
+    };
+    assert_eq!(summary(&out_one), summary(&out));
+    assert!(
+        summary(&out).iter().any(|l| l.contains("1188 rows")),
+        "{}",
+        stdout(&out)
+    );
+    let rows = |s: &Scratch| {
+        let mut rows: Vec<(String, String, String)> = read_rows(&s.parquet())
+            .into_iter()
+            .map(|r| (r.shard, r.seq, format!("{:?}", r.item)))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let written = rows(&several);
+    assert_eq!(written.len(), 3 * 4 * 99);
+    assert_eq!(rows(&one), written);
+    assert_eq!(dead_letters(&one.parquet()).len(), 12);
+    assert_eq!(dead_letters(&several.parquet()).len(), 12);
+}
+
 #[test]
 fn rerun_writes_nothing_and_resumes_after_new_records() {
     let s = Scratch::new();

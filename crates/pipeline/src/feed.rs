@@ -46,14 +46,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 /// A running source.
 pub(crate) enum Feed {
     Replay {
-        batches: Receiver<Result<SourceBatch, ReplayError>>,
-        /// Spent batches go back to the reader to be freed on the thread
-        /// that allocated them: cross-thread frees are the allocator's slow
-        /// path. The channel needs no bound: the reader empties it before
-        /// every batch it reads, so it never holds more than the few
-        /// batches in flight.
-        spent: Sender<SourceBatch>,
-        reader: Option<JoinHandle<ReplayStats>>,
+        reader: ReplayReader,
         progress: ReplayProgress,
     },
     Streams {
@@ -172,6 +165,13 @@ impl Feed {
         replay.modify_old_images = modify_old_images;
         let source = ReplaySource::open(&replay, resume)?;
         let progress = source.progress();
+        if one_cpu() {
+            tracing::debug!("one CPU: the capture is read in the pipeline's thread");
+            return Ok(Feed::Replay {
+                reader: ReplayReader::Inline(Box::new(source)),
+                progress,
+            });
+        }
         // A rendezvous: the reader parses the next batch while the pipeline
         // delivers this one, and then waits for it to be taken. Batches
         // queued beyond that bought no overlap, only memory that is cold
@@ -184,9 +184,11 @@ impl Feed {
             .name("replay-reader".into())
             .spawn(move || read_all(source, &tx, &spent_rx))?;
         Ok(Feed::Replay {
-            batches: rx,
-            spent: spent_tx,
-            reader: Some(reader),
+            reader: ReplayReader::Thread {
+                batches: rx,
+                spent: spent_tx,
+                reader: Some(reader),
+            },
             progress,
         })
     }
@@ -300,11 +302,18 @@ impl Feed {
     /// When the source failed as a whole.
     pub(crate) fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
         match self {
-            Feed::Replay { batches, .. } => match batches.recv_timeout(HEARTBEAT) {
+            Feed::Replay {
+                reader: ReplayReader::Thread { batches, .. },
+                ..
+            } => match batches.recv_timeout(HEARTBEAT) {
                 Ok(batch) => Ok(Some(batch?)),
                 Err(RecvTimeoutError::Timeout) => Ok(Some(SourceBatch::default())),
                 Err(RecvTimeoutError::Disconnected) => Ok(None),
             },
+            Feed::Replay {
+                reader: ReplayReader::Inline(source),
+                ..
+            } => Ok(source.next_batch()?),
             Feed::Streams {
                 source,
                 pending,
@@ -409,9 +418,16 @@ impl Feed {
     pub(crate) fn recycle(&mut self, batch: SourceBatch) {
         match self {
             // At the end the reader is gone and the batch is dropped here.
-            Feed::Replay { spent, .. } => {
+            Feed::Replay {
+                reader: ReplayReader::Thread { spent, .. },
+                ..
+            } => {
                 let _ = spent.send(batch);
             }
+            Feed::Replay {
+                reader: ReplayReader::Inline(_),
+                ..
+            } => drop(batch),
             Feed::Streams {
                 source: Some(source),
                 ..
@@ -427,8 +443,12 @@ impl Feed {
     pub(crate) fn finish(self) -> anyhow::Result<ReplayStats> {
         match self {
             Feed::Replay {
-                batches,
-                mut reader,
+                reader:
+                    ReplayReader::Thread {
+                        batches,
+                        mut reader,
+                        ..
+                    },
                 ..
             } => {
                 // Dropping the receiver ends a reader blocked on a full channel.
@@ -439,6 +459,10 @@ impl Feed {
                     None => Ok(ReplayStats::default()),
                 }
             }
+            Feed::Replay {
+                reader: ReplayReader::Inline(source),
+                ..
+            } => Ok(source.stats().clone()),
             Feed::Streams { source, .. } => {
                 if let Some(source) = source {
                     source.stop();
@@ -447,6 +471,33 @@ impl Feed {
             }
         }
     }
+}
+
+/// Where the replay source is read.
+pub(crate) enum ReplayReader {
+    /// On a thread of its own, which parses the next batch while the
+    /// pipeline delivers this one.
+    Thread {
+        batches: Receiver<Result<SourceBatch, ReplayError>>,
+        /// Spent batches go back to the reader to be freed on the thread
+        /// that allocated them: cross-thread frees are the allocator's slow
+        /// path. The channel needs no bound: the reader empties it before
+        /// every batch it reads, so it never holds more than the few
+        /// batches in flight.
+        spent: Sender<SourceBatch>,
+        reader: Option<JoinHandle<ReplayStats>>,
+    },
+    /// In the pipeline's thread, when the process may run on one CPU only:
+    /// there the two threads cannot overlap, and handing each batch from
+    /// one to the other only switches between them, each evicting the
+    /// other's working set from the caches.
+    Inline(Box<ReplaySource>),
+}
+
+/// Whether this process may run on one CPU only (its affinity or its
+/// cgroup's quota), as `taskset -c 0` or a container of one CPU allows.
+fn one_cpu() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() == 1)
 }
 
 fn read_all(
