@@ -605,10 +605,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
+    /// A set's strings, each made into an element by `element` as it is
+    /// read (no vector of the strings on the way).
+    fn set<T>(&mut self, mut element: impl FnMut(Cow<'a, str>) -> Option<T>) -> Option<Vec<T>> {
         let mut out = Vec::with_capacity(4);
         self.array(|c| {
-            out.push(c.string()?);
+            out.push(element(c.string()?)?);
             Some(())
         })?;
         Some(out)
@@ -637,24 +639,9 @@ impl<'a> Cursor<'a> {
                 self.literal(b"true")?;
                 AttributeValue::Null
             }
-            "SS" => AttributeValue::string_set(
-                self.strings()?.into_iter().map(Cow::into_owned).collect(),
-            )
-            .ok()?,
-            "NS" => AttributeValue::number_set(
-                self.strings()?
-                    .iter()
-                    .map(|t| Number::parse(t).ok())
-                    .collect::<Option<_>>()?,
-            )
-            .ok()?,
-            "BS" => AttributeValue::binary_set(
-                self.strings()?
-                    .iter()
-                    .map(|t| decode_base64(t.as_bytes()))
-                    .collect::<Option<_>>()?,
-            )
-            .ok()?,
+            "SS" => AttributeValue::string_set(self.set(|t| Some(t.into_owned()))?).ok()?,
+            "NS" => AttributeValue::number_set(self.set(|t| Number::parse(&t).ok())?).ok()?,
+            "BS" => AttributeValue::binary_set(self.set(|t| decode_base64(t.as_bytes()))?).ok()?,
             "L" | "M" if depth > MAX_NESTING => return None,
             "L" => {
                 let start = self.elements.len();
