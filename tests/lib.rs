@@ -108,6 +108,27 @@ impl Scratch {
     }
 }
 
+/// `command` run by `taskset -c 0`, so that the process may use one CPU
+/// only (its arguments, environment and directory kept), with debug logs.
+pub fn on_one_cpu(command: &Command) -> Command {
+    let mut pinned = Command::new("taskset");
+    pinned
+        .args(["-c", "0"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .env("RUST_LOG", "dynamo_cdc=debug,dynamo_cdc_source=debug");
+    if let Some(dir) = command.get_current_dir() {
+        pinned.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => pinned.env(key, value),
+            None => pinned.env_remove(key),
+        };
+    }
+    pinned
+}
+
 /// `dynamo-cdc run --config <config> [--until-idle S]` in `dir`, with test
 /// credentials for local endpoints (never the machine's own).
 pub fn run_command(dir: &Path, config: &Path, until_idle: Option<&str>) -> Command {

@@ -6,7 +6,9 @@ use std::process::Command;
 
 use dynamo_cdc_core::{AttributeValue, Item, parse_item};
 use dynamo_cdc_testkit::strategies::{get_records_json, stream_record_json};
-use dynamo_cdc_tests::{Scratch, binary, dead_letters, parquet_files, read_file, read_rows};
+use dynamo_cdc_tests::{
+    Scratch, binary, dead_letters, on_one_cpu, parquet_files, read_file, read_rows,
+};
 
 fn item(json: &str) -> Item {
     parse_item(json, "test").unwrap()
@@ -396,13 +398,11 @@ fn a_replay_on_one_cpu_writes_what_a_replay_on_several_writes() {
     let one = Scratch::new();
     captures(&one);
     let config = one.config("", "");
-    let out_one = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(binary())
-        .args(["run", "--config"])
+    let mut run = Command::new(binary());
+    run.args(["run", "--config"])
         .arg(&config)
-        .current_dir(one.path())
-        .env("RUST_LOG", "dynamo_cdc=debug")
+        .current_dir(one.path());
+    let out_one = on_one_cpu(&run)
         .output()
         .expect("taskset (util-linux) runs dynamo-cdc");
     assert_eq!(out_one.status.code(), Some(3), "{}", stderr(&out_one));

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_testkit::streams_sim::StreamSim;
-use dynamo_cdc_tests::{Scratch, read_rows, run_command};
+use dynamo_cdc_tests::{Scratch, on_one_cpu, read_rows, run_command};
 use serde_json::json;
 
 /// A config for the simulator's streams with `extra` lines in `[source]`.
@@ -128,6 +128,51 @@ fn a_stream_lands_in_parquet_exactly_once_across_reruns() {
     let out = run_until_idle(&s, &cfg);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_exactly_once(&s.parquet(), &expected);
+}
+
+/// On one CPU the stream is read by one runtime thread, which parses each
+/// page itself: the changes land exactly once all the same, and a modify's
+/// old image, which Parquet does not read, costs nothing and loses nothing.
+#[test]
+fn a_stream_read_on_one_cpu_lands_exactly_once() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let root = sim.open_shards(&arn)[0].clone();
+    let mut expected: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+    for i in 0..20 {
+        let seq = put(&sim, &arn, &root, &format!("o{i}"), 0);
+        expected.entry(root.clone()).or_default().push(seq);
+    }
+    let child = sim.rotate(&arn, &root);
+    for i in 0..20 {
+        let id = format!("o{i}");
+        let seq = sim.put_json(
+            &arn,
+            &child,
+            "MODIFY",
+            json!({"id": {"S": id}}),
+            Some((
+                Some(json!({"id": {"S": id}, "version": {"N": "0"}})),
+                Some(json!({"id": {"S": id}, "version": {"N": "1"}, "price": {"N": "0.10"}})),
+            )),
+        );
+        expected.entry(child.clone()).or_default().push(seq);
+    }
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, &format!("stream_arns = [{arn:?}]"), "");
+    let out = on_one_cpu(&command(&s, &cfg, Some("1.5")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("each page is parsed by the task that read it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_exactly_once(&s.parquet(), &expected);
+    let rows = read_rows(&s.parquet());
+    let modified = rows.iter().filter(|r| r.op == "u").count();
+    assert_eq!(modified, 20);
 }
 
 #[test]

@@ -165,7 +165,7 @@ impl Feed {
         replay.modify_old_images = modify_old_images;
         let source = ReplaySource::open(&replay, resume)?;
         let progress = source.progress();
-        if one_cpu() {
+        if dynamo_cdc_source::one_cpu() {
             tracing::debug!("one CPU: the capture is read in the pipeline's thread");
             return Ok(Feed::Replay {
                 reader: ReplayReader::Inline(Box::new(source)),
@@ -204,7 +204,8 @@ impl Feed {
     ) -> anyhow::Result<Feed> {
         let s = &config.source;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            // On one CPU a second worker could only take turns with the first.
+            .worker_threads(if dynamo_cdc_source::one_cpu() { 1 } else { 2 })
             .thread_name("stream-reader")
             .enable_all()
             .build()
@@ -492,12 +493,6 @@ pub(crate) enum ReplayReader {
     /// one to the other only switches between them, each evicting the
     /// other's working set from the caches.
     Inline(Box<ReplaySource>),
-}
-
-/// Whether this process may run on one CPU only (its affinity or its
-/// cgroup's quota), as `taskset -c 0` or a container of one CPU allows.
-fn one_cpu() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() == 1)
 }
 
 fn read_all(

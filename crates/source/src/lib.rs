@@ -25,3 +25,11 @@ pub use replay::{ReplayConfig, ReplayError, ReplayProgress, ReplaySource, Replay
 pub use streams::{
     OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,
 };
+
+/// Whether this process may run on one CPU only (its affinity or its
+/// cgroup's quota), as `taskset -c 0` or a container of one CPU allows.
+/// Threads that would hand work to each other then only take turns, so
+/// readers do their work where they are instead.
+pub fn one_cpu() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() == 1)
+}

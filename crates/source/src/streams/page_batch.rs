@@ -66,7 +66,10 @@ pub(crate) struct Keep {
 /// gone (every handle dropped).
 #[derive(Debug)]
 pub(crate) struct Parser {
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// The thread's queue; `None` when pages are parsed where they are
+    /// read (on one CPU, see [`Parser::start`]).
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    modify_old_images: ModifyOldImages,
 }
 
 impl std::fmt::Debug for Job {
@@ -80,11 +83,18 @@ impl std::fmt::Debug for Job {
 
 impl Parser {
     /// Starts the thread, which reads MODIFY old images as
-    /// `modify_old_images` says.
+    /// `modify_old_images` says. Where the process may use one CPU only
+    /// there is no thread: a page is parsed by the task that read it, since
+    /// a thread of its own could not run beside it, and each hand-over
+    /// would only switch threads.
     ///
     /// # Errors
     /// When the thread cannot be started.
     pub(crate) fn start(modify_old_images: ModifyOldImages) -> std::io::Result<Parser> {
+        if crate::one_cpu() {
+            tracing::debug!("one CPU: each page is parsed by the task that read it");
+            return Ok(Parser::in_place(modify_old_images));
+        }
         let (jobs, todo) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("page-parser".into())
@@ -101,15 +111,7 @@ impl Parser {
                             let parsed = std::panic::catch_unwind(|| {
                                 read_now(&body, &key, &origin, &keep, modify_old_images)
                             })
-                            .unwrap_or_else(|_| {
-                                // A panic is a bug: stop with it rather
-                                // than lose the shard.
-                                Err(ApiError {
-                                    kind: ApiErrorKind::Fatal,
-                                    operation: Request::GetRecords.name(),
-                                    message: "the page parser panicked".to_owned(),
-                                })
-                            });
+                            .unwrap_or_else(|_| Err(parser_panicked()));
                             // The page owns nothing of the body.
                             give_back(body);
                             // The reader may have stopped meanwhile.
@@ -119,7 +121,19 @@ impl Parser {
                     }
                 }
             })?;
-        Ok(Parser { jobs })
+        Ok(Parser {
+            jobs: Some(jobs),
+            modify_old_images,
+        })
+    }
+
+    /// A parser without a thread: pages are parsed by the task that reads
+    /// them, and spent batches are dropped where they are handed back.
+    fn in_place(modify_old_images: ModifyOldImages) -> Parser {
+        Parser {
+            jobs: None,
+            modify_old_images,
+        }
     }
 
     /// Reads a GetRecords body of `key`'s shard from the stream `origin` on
@@ -136,28 +150,47 @@ impl Parser {
         origin: &Arc<str>,
         keep: Keep,
     ) -> Result<PageBatch, ApiError> {
+        let Some(jobs) = &self.jobs else {
+            let parsed = std::panic::catch_unwind(|| {
+                read_now(&body, key, origin, &keep, self.modify_old_images)
+            })
+            .unwrap_or_else(|_| Err(parser_panicked()));
+            give_back(body);
+            return parsed;
+        };
         let gone = || ApiError {
             kind: ApiErrorKind::Fatal,
             operation: Request::GetRecords.name(),
             message: "the page parser stopped".to_owned(),
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Job::Parse {
-                body,
-                key: key.clone(),
-                origin: origin.clone(),
-                keep,
-                reply,
-            })
-            .map_err(|_| gone())?;
+        jobs.send(Job::Parse {
+            body,
+            key: key.clone(),
+            origin: origin.clone(),
+            keep,
+            reply,
+        })
+        .map_err(|_| gone())?;
         answer.await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// Frees a spent batch on the thread that made it.
     pub(crate) fn free(&self, batch: SourceBatch) {
-        // When the thread is gone the batch is dropped here instead.
-        let _ = self.jobs.send(Job::Free(batch));
+        // Without a thread, or when it is gone, the batch is dropped here.
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Free(batch));
+        }
+    }
+}
+
+/// A panic in the parser is a bug: the source stops with it rather than
+/// lose the shard.
+fn parser_panicked() -> ApiError {
+    ApiError {
+        kind: ApiErrorKind::Fatal,
+        operation: Request::GetRecords.name(),
+        message: "the page parser panicked".to_owned(),
     }
 }
 
@@ -366,22 +399,27 @@ mod tests {
         assert_eq!((b.report.records, b.report.last), (0, None));
     }
 
+    /// With a thread of its own (several CPUs) or in place (one), the
+    /// parser reads pages alike and takes spent batches back.
     #[test]
-    fn the_parse_thread_reads_pages_and_frees_batches() {
-        let parser = Parser::start(ModifyOldImages::Read).unwrap();
+    fn the_parser_reads_pages_and_frees_batches_with_or_without_a_thread() {
+        let threaded = Parser::start(ModifyOldImages::Read).unwrap();
+        let in_place = Parser::in_place(ModifyOldImages::Read);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let page = RecordsPage::from_records(&[record(5, "1", 1)], None);
-        let b = runtime
-            .block_on(parser.read(page.body, &key(), &Arc::from("arn:stream"), Keep::default()))
-            .unwrap();
-        assert_eq!(seqs(&b), ["5"]);
-        parser.free(b.batch);
-        let bad = runtime
-            .block_on(parser.read(b"nope".to_vec(), &key(), &Arc::from("a"), Keep::default()))
-            .unwrap_err();
-        assert_eq!(bad.kind, ApiErrorKind::Transient);
+        for parser in [threaded, in_place] {
+            let page = RecordsPage::from_records(&[record(5, "1", 1)], None);
+            let b = runtime
+                .block_on(parser.read(page.body, &key(), &Arc::from("arn:stream"), Keep::default()))
+                .unwrap();
+            assert_eq!(seqs(&b), ["5"]);
+            parser.free(b.batch);
+            let bad = runtime
+                .block_on(parser.read(b"nope".to_vec(), &key(), &Arc::from("a"), Keep::default()))
+                .unwrap_err();
+            assert_eq!(bad.kind, ApiErrorKind::Transient);
+        }
     }
 
     #[test]
