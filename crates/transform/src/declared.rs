@@ -138,11 +138,38 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
     })
 }
 
+/// Where a value sits in an item (`tags[2]`, `addr.city`), spelled out only
+/// when a message needs it: every value of a declared column is checked, and
+/// nearly all of them fit.
+#[derive(Clone, Copy)]
+pub(crate) enum AttrPath<'a> {
+    /// A top-level attribute.
+    Attribute(&'a str),
+    /// An element of a list or set.
+    Index(&'a AttrPath<'a>, usize),
+    /// A field of a map.
+    Field(&'a AttrPath<'a>, &'a str),
+}
+
+impl std::fmt::Display for AttrPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttrPath::Attribute(name) => f.write_str(name),
+            AttrPath::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            AttrPath::Field(parent, name) => write!(f, "{parent}.{name}"),
+        }
+    }
+}
+
 /// Checks that `value` fits `ty` without loss.
 ///
 /// # Errors
 /// A message naming the attribute path, the declared layout and the value.
-pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Result<(), String> {
+pub(crate) fn fits(
+    value: &AttributeValue,
+    ty: &ColumnType,
+    path: AttrPath<'_>,
+) -> Result<(), String> {
     let mismatch = || {
         let mut shown = value.to_ddb_json();
         if shown.len() > 80 {
@@ -174,16 +201,23 @@ pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Resul
         (ColumnType::List(inner), AttributeValue::L(items)) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
+            .try_for_each(|(i, v)| fits(v, inner, AttrPath::Index(&path, i))),
         // A declared array holds lists only: a set stored there would read
-        // back as a list.
+        // back as a list. The usual element layouts fit every element.
+        (ColumnType::Set(inner), AttributeValue::Ss(_)) if **inner == ColumnType::Utf8 => Ok(()),
+        (ColumnType::Set(inner), AttributeValue::Bs(_)) if **inner == ColumnType::Binary => Ok(()),
+        (ColumnType::Set(inner), AttributeValue::Ns(_))
+            if matches!(**inner, ColumnType::DecimalString | ColumnType::Float64) =>
+        {
+            Ok(())
+        }
         (
             ColumnType::Set(inner),
             AttributeValue::Ss(_) | AttributeValue::Ns(_) | AttributeValue::Bs(_),
         ) => set_elements(value)
             .iter()
             .enumerate()
-            .try_for_each(|(i, v)| fits(v, inner, &format!("{path}[{i}]"))),
+            .try_for_each(|(i, v)| fits(v, inner, AttrPath::Index(&path, i))),
         (ColumnType::Struct(fields), AttributeValue::M(map)) => {
             for (name, v) in map {
                 let Some((_, fty)) = fields.iter().find(|(f, _)| f == name) else {
@@ -191,7 +225,7 @@ pub(crate) fn fits(value: &AttributeValue, ty: &ColumnType, path: &str) -> Resul
                         "`{path}.{name}` is not declared in the table schema; the declared map has no such field"
                     ));
                 };
-                fits(v, fty, &format!("{path}.{name}"))?;
+                fits(v, fty, AttrPath::Field(&path, name))?;
             }
             Ok(())
         }
@@ -276,22 +310,60 @@ mod tests {
             "NewImage",
         )
         .unwrap();
-        let e = fits(&item["total"], ty("total"), "total").unwrap_err();
+        let e = fits(&item["total"], ty("total"), AttrPath::Attribute("total")).unwrap_err();
         assert!(
             e.contains("declared decimal(12, 2)") && e.contains("12.345"),
             "{e}"
         );
         assert!(
-            fits(&item["qty"], ty("qty"), "qty")
+            fits(&item["qty"], ty("qty"), AttrPath::Attribute("qty"))
                 .unwrap_err()
                 .contains("declared long")
         );
-        let e = fits(&item["tags"], ty("tags"), "tags").unwrap_err();
+        let e = fits(&item["tags"], ty("tags"), AttrPath::Attribute("tags")).unwrap_err();
         assert!(
             e.contains("declared array of string") && e.contains("SS"),
             "{e}"
         );
-        let e = fits(&item["addr"], ty("addr"), "addr").unwrap_err();
+        let e = fits(&item["addr"], ty("addr"), AttrPath::Attribute("addr")).unwrap_err();
         assert!(e.contains("`addr.city` is not declared"), "{e}");
+    }
+
+    /// A misfit deep in a value is named by its whole path; sets of the
+    /// usual element layouts fit whole, and the others element by element.
+    #[test]
+    fn a_nested_misfit_names_its_path() {
+        let list_of_records = ColumnType::List(Box::new(ColumnType::Struct(vec![(
+            "qty".into(),
+            ColumnType::Int64,
+        )])));
+        let item = parse_item(
+            r#"{"lines":{"L":[{"M":{"qty":{"N":"1"}}},{"M":{"qty":{"N":"2.5"}}}]},"ns":{"NS":["1","2.5"]}}"#,
+            "NewImage",
+        )
+        .unwrap();
+        let e = fits(
+            &item["lines"],
+            &list_of_records,
+            AttrPath::Attribute("lines"),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("`lines[1].qty` is declared long"), "{e}");
+        let set = |inner: ColumnType| ColumnType::Set(Box::new(inner));
+        assert!(
+            fits(
+                &item["ns"],
+                &set(ColumnType::Float64),
+                AttrPath::Attribute("ns")
+            )
+            .is_ok()
+        );
+        let e = fits(
+            &item["ns"],
+            &set(ColumnType::Int64),
+            AttrPath::Attribute("ns"),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("`ns[1]` is declared long"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use dynamo_cdc_core::{AttributeValue, Item, Text};
 
 use crate::column::{ColumnType, NumbersMode, attribute_name};
-use crate::declared::{DeclaredSchema, fits};
+use crate::declared::{AttrPath, DeclaredSchema, fits};
 use crate::infer::{holds, infer, widen};
 
 /// The position and provenance columns of a flat row, after the attributes.
@@ -141,7 +141,7 @@ impl TableSchema {
                 if let Some(i) = self.seek(&mut next, attribute) {
                     let column = &self.columns[i];
                     if column.declared {
-                        fits(value, &column.ty, attribute)?;
+                        fits(value, &column.ty, AttrPath::Attribute(attribute))?;
                     }
                 }
             }
