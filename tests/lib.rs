@@ -108,12 +108,21 @@ impl Scratch {
     }
 }
 
-/// `command` run by `taskset -c 0`, so that the process may use one CPU
-/// only (its arguments, environment and directory kept), with debug logs.
+/// `command` run by `taskset`, pinned to the first CPU this process may
+/// use, so that it may use one CPU only (its arguments, environment and
+/// directory kept), with debug logs.
 pub fn on_one_cpu(command: &Command) -> Command {
+    // `Cpus_allowed_list: 2-3,6`: a container need not own CPU 0.
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let first = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| list.trim().split([',', '-']).next())
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .to_owned();
     let mut pinned = Command::new("taskset");
     pinned
-        .args(["-c", "0"])
+        .args(["-c", &first])
         .arg(command.get_program())
         .args(command.get_args())
         .env("RUST_LOG", "dynamo_cdc=debug,dynamo_cdc_source=debug");
