@@ -246,9 +246,9 @@ fn bad_input_is_dead_lettered_and_the_rest_flows() {
     assert_eq!(dead_letters(&s.parquet()).len(), 7);
 }
 
-#[test]
-fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
-    let s = Scratch::new();
+/// Declares `orders` with `total` as decimal(10, 2) and returns a config
+/// that reads the declaration.
+fn declare_total(s: &Scratch) -> std::path::PathBuf {
     std::fs::create_dir_all(s.path().join("schemas")).unwrap();
     std::fs::write(
         s.path().join("schemas/orders.avsc"),
@@ -256,6 +256,12 @@ fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
            {"name":"total","type":["null",{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}]}]}"#,
     )
     .unwrap();
+    s.config(&format!("schemas_dir = {:?}", s.path().join("schemas")), "")
+}
+
+#[test]
+fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
+    let s = Scratch::new();
     let lines = get_records_json(
         &[
             insert(BASE, "a", r#","total":{"N":"12.5"}"#),
@@ -264,7 +270,7 @@ fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
         None,
     );
     s.write_capture("s.jsonl", &lines);
-    let config = s.config(&format!("schemas_dir = {:?}", s.path().join("schemas")), "");
+    let config = declare_total(&s);
     let out = s.run(&config);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let letters = dead_letters(&s.parquet());
@@ -292,13 +298,6 @@ fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
 #[test]
 fn a_refused_modify_keeps_its_unread_old_image_in_the_dead_letter() {
     let s = Scratch::new();
-    std::fs::create_dir_all(s.path().join("schemas")).unwrap();
-    std::fs::write(
-        s.path().join("schemas/orders.avsc"),
-        r#"{"type":"record","name":"orders","fields":[{"name":"id","type":"string"},
-           {"name":"total","type":["null",{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}]}]}"#,
-    )
-    .unwrap();
     let old = item(r#"{"id":{"S":"a"},"total":{"N":"12.5"}}"#);
     let gone = item(r#"{"id":{"S":"a"},"total":{"N":"7.25"}}"#);
     let new = item(r#"{"id":{"S":"a"},"total":{"N":"1.005"}}"#);
@@ -327,7 +326,7 @@ fn a_refused_modify_keeps_its_unread_old_image_in_the_dead_letter() {
         None,
     );
     s.write_capture("s.jsonl", &lines);
-    let config = s.config(&format!("schemas_dir = {:?}", s.path().join("schemas")), "");
+    let config = declare_total(&s);
     let out = s.run(&config);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let letters = dead_letters(&s.parquet());

@@ -303,18 +303,7 @@ impl Feed {
     /// When the source failed as a whole.
     pub(crate) fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
         match self {
-            Feed::Replay {
-                reader: ReplayReader::Thread { batches, .. },
-                ..
-            } => match batches.recv_timeout(HEARTBEAT) {
-                Ok(batch) => Ok(Some(batch?)),
-                Err(RecvTimeoutError::Timeout) => Ok(Some(SourceBatch::default())),
-                Err(RecvTimeoutError::Disconnected) => Ok(None),
-            },
-            Feed::Replay {
-                reader: ReplayReader::Inline(source),
-                ..
-            } => Ok(source.next_batch()?),
+            Feed::Replay { reader, .. } => reader.next(),
             Feed::Streams {
                 source,
                 pending,
@@ -418,17 +407,7 @@ impl Feed {
     /// Hands a processed batch back, to be freed where it was made.
     pub(crate) fn recycle(&mut self, batch: SourceBatch) {
         match self {
-            // At the end the reader is gone and the batch is dropped here.
-            Feed::Replay {
-                reader: ReplayReader::Thread { spent, .. },
-                ..
-            } => {
-                let _ = spent.send(batch);
-            }
-            Feed::Replay {
-                reader: ReplayReader::Inline(_),
-                ..
-            } => drop(batch),
+            Feed::Replay { reader, .. } => reader.recycle(batch),
             Feed::Streams {
                 source: Some(source),
                 ..
@@ -443,27 +422,7 @@ impl Feed {
     /// When the replay reader thread panicked.
     pub(crate) fn finish(self) -> anyhow::Result<ReplayStats> {
         match self {
-            Feed::Replay {
-                reader:
-                    ReplayReader::Thread {
-                        batches,
-                        mut reader,
-                        ..
-                    },
-                ..
-            } => {
-                // Dropping the receiver ends a reader blocked on a full channel.
-                drop(batches);
-                match reader.take().map(JoinHandle::join) {
-                    Some(Ok(stats)) => Ok(stats),
-                    Some(Err(_)) => bail!("the replay reader thread panicked"),
-                    None => Ok(ReplayStats::default()),
-                }
-            }
-            Feed::Replay {
-                reader: ReplayReader::Inline(source),
-                ..
-            } => Ok(source.stats().clone()),
+            Feed::Replay { reader, .. } => reader.finish(),
             Feed::Streams { source, .. } => {
                 if let Some(source) = source {
                     source.stop();
@@ -493,6 +452,52 @@ pub(crate) enum ReplayReader {
     /// one to the other only switches between them, each evicting the
     /// other's working set from the caches.
     Inline(Box<ReplaySource>),
+}
+
+impl ReplayReader {
+    /// [`Feed::next`] for a replay: an empty batch when the reader thread
+    /// has none ready within a heartbeat.
+    fn next(&mut self) -> anyhow::Result<Option<SourceBatch>> {
+        match self {
+            ReplayReader::Thread { batches, .. } => match batches.recv_timeout(HEARTBEAT) {
+                Ok(batch) => Ok(Some(batch?)),
+                Err(RecvTimeoutError::Timeout) => Ok(Some(SourceBatch::default())),
+                Err(RecvTimeoutError::Disconnected) => Ok(None),
+            },
+            ReplayReader::Inline(source) => Ok(source.next_batch()?),
+        }
+    }
+
+    /// Frees a spent batch where it was made.
+    fn recycle(&mut self, batch: SourceBatch) {
+        match self {
+            // At the end the reader is gone and the batch is dropped here.
+            ReplayReader::Thread { spent, .. } => {
+                let _ = spent.send(batch);
+            }
+            ReplayReader::Inline(_) => drop(batch),
+        }
+    }
+
+    /// Stops reading and returns the reader's statistics.
+    fn finish(self) -> anyhow::Result<ReplayStats> {
+        match self {
+            ReplayReader::Thread {
+                batches,
+                mut reader,
+                ..
+            } => {
+                // Dropping the receiver ends a reader blocked on a full channel.
+                drop(batches);
+                match reader.take().map(JoinHandle::join) {
+                    Some(Ok(stats)) => Ok(stats),
+                    Some(Err(_)) => bail!("the replay reader thread panicked"),
+                    None => Ok(ReplayStats::default()),
+                }
+            }
+            ReplayReader::Inline(source) => Ok(source.stats().clone()),
+        }
+    }
 }
 
 fn read_all(

@@ -108,12 +108,8 @@ impl Parser {
                             keep,
                             reply,
                         } => {
-                            let parsed = std::panic::catch_unwind(|| {
-                                read_now(&body, &key, &origin, &keep, modify_old_images)
-                            })
-                            .unwrap_or_else(|_| Err(parser_panicked()));
-                            // The page owns nothing of the body.
-                            give_back(body);
+                            let parsed =
+                                read_guarded(body, &key, &origin, &keep, modify_old_images);
                             // The reader may have stopped meanwhile.
                             let _ = reply.send(parsed);
                         }
@@ -151,12 +147,7 @@ impl Parser {
         keep: Keep,
     ) -> Result<PageBatch, ApiError> {
         let Some(jobs) = &self.jobs else {
-            let parsed = std::panic::catch_unwind(|| {
-                read_now(&body, key, origin, &keep, self.modify_old_images)
-            })
-            .unwrap_or_else(|_| Err(parser_panicked()));
-            give_back(body);
-            return parsed;
+            return read_guarded(body, key, origin, &keep, self.modify_old_images);
         };
         let gone = || ApiError {
             kind: ApiErrorKind::Fatal,
@@ -184,14 +175,26 @@ impl Parser {
     }
 }
 
-/// A panic in the parser is a bug: the source stops with it rather than
-/// lose the shard.
-fn parser_panicked() -> ApiError {
-    ApiError {
-        kind: ApiErrorKind::Fatal,
-        operation: Request::GetRecords.name(),
-        message: "the page parser panicked".to_owned(),
-    }
+/// [`read_now`], with a panic in the parser made a fatal error (a bug: the
+/// source stops with it rather than lose the shard), and the body given
+/// back for the next call, since the page owns nothing of it.
+fn read_guarded(
+    body: Vec<u8>,
+    key: &ShardKey,
+    origin: &Arc<str>,
+    keep: &Keep,
+    modify_old_images: ModifyOldImages,
+) -> Result<PageBatch, ApiError> {
+    let parsed = std::panic::catch_unwind(|| read_now(&body, key, origin, keep, modify_old_images))
+        .unwrap_or_else(|_| {
+            Err(ApiError {
+                kind: ApiErrorKind::Fatal,
+                operation: Request::GetRecords.name(),
+                message: "the page parser panicked".to_owned(),
+            })
+        });
+    give_back(body);
+    parsed
 }
 
 /// [`read`], on the calling thread.
