@@ -21,7 +21,7 @@
 # is left out, with a note, when node is missing or they cannot be
 # installed; BENCH_NODE (default: node from PATH); BENCH_INPUTS,
 # BENCH_BYTES, BENCH_RUNS, BENCH_PAIRED_RUNS,
-# BENCH_PARTS, BENCH_LATENCY_SECS as described in
+# BENCH_PARTS, BENCH_LATENCY_SECS, BENCH_BRIDGE, BENCH_BASELINE as described in
 # crates/pipeline/benches/compare/main.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -168,13 +168,11 @@ pub(crate) fn run(input: &Input, secs: u64) {
         ),
     )
     .expect("config");
-    let mut bridge = local_credentials(&mut crate::measure::pinned(env!(
-        "CARGO_BIN_EXE_dynamo-cdc"
-    )))
-    .args(["run", "--quiet", "--config"])
-    .arg(&config)
-    .spawn()
-    .expect("start dynamo-cdc");
+    let mut bridge = local_credentials(&mut crate::measure::pinned(&crate::bridge()))
+        .args(["run", "--quiet", "--config"])
+        .arg(&config)
+        .spawn()
+        .expect("start dynamo-cdc");
 
     let stop = Arc::new(AtomicBool::new(false));
     let kafka_seen: Seen = Arc::default();

@@ -19,7 +19,13 @@
 //! `BENCH_PAIRED_RUNS` (rounds of the live/replay, s3/local and
 //! Iceberg/Parquet pairs, whose ratios are the medians of the rounds' own:
 //! 9, or `BENCH_RUNS` when higher; each round takes a second or two),
-//! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20).
+//! `BENCH_PARTS` (`compare,growth,sdk,s3,iceberg,latency`), `BENCH_LATENCY_SECS` (20),
+//! `BENCH_BRIDGE` (the dynamo-cdc binary to measure, default the one this
+//! bench was built with: set it to an older build, or to a wrapper that
+//! profiles the run, and compare), `BENCH_BASELINE` (another dynamo-cdc
+//! binary, run in turns with the measured one in every round of the
+//! comparison: its rows and the median of the rounds' own ratios are
+//! reported, which is how two builds are told apart on a noisy machine).
 //!
 //! For each input it generates a seeded capture (cached under
 //! `target/bench-data/compare`), starts librdkafka's mock cluster and a
@@ -191,15 +197,20 @@ pub(crate) fn replay_cost(
 ) -> Cost {
     let work = tempfile::tempdir().expect("work");
     let config = replay_config(work.path(), input, &sinks(work.path()));
-    let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
+    let mut cmd = measure::pinned(&bridge());
     cmd.envs(env.iter().copied())
         .args(["run", "--quiet", "--config"])
         .arg(config);
     measure::run(&mut cmd, what).0
 }
 
-fn run_dynamo_cdc(config: &Path, what: &str) -> Cost {
-    let mut cmd = measure::pinned(env!("CARGO_BIN_EXE_dynamo-cdc"));
+/// The dynamo-cdc binary measured: `BENCH_BRIDGE`, else this build's.
+pub(crate) fn bridge() -> String {
+    std::env::var("BENCH_BRIDGE").unwrap_or_else(|_| env!("CARGO_BIN_EXE_dynamo-cdc").to_owned())
+}
+
+fn run_dynamo_cdc(binary: &str, config: &Path, what: &str) -> Cost {
+    let mut cmd = measure::pinned(binary);
     cmd.args(["run", "--quiet", "--config"]).arg(config);
     measure::run(&mut cmd, what).0
 }
@@ -515,8 +526,10 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
         ("kafka", false, true),
         ("both", true, true),
     ];
-    let ours = |mode: &str, parquet: bool, kafka: bool, round: usize| {
-        let name = format!("ours-{mode}-{round}");
+    let bridge = bridge();
+    let baseline = std::env::var("BENCH_BASELINE").ok();
+    let run = |binary: &str, who: &str, mode: &str, parquet: bool, kafka: bool, round: usize| {
+        let name = format!("{who}-{mode}-{round}");
         let topic = format!("{name}.{{table}}");
         if kafka {
             services.create_topic(&format!("{name}.{table}"));
@@ -526,15 +539,29 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
             kafka: kafka.then_some((topic, &services)),
         };
         let config = dynamo_cdc_config(input, work, &name, &out);
-        run_dynamo_cdc(&config, &name)
+        run_dynamo_cdc(binary, &config, &name)
     };
     let peers = if checker.is_some() { peers } else { &[] };
     let mut our_costs: Vec<Vec<Cost>> = vec![Vec::new(); MODES.len()];
     let mut peer_costs: Vec<Vec<Vec<Cost>>> = vec![vec![Vec::new(); MODES.len()]; peers.len()];
+    let mut base_costs: Vec<Vec<Cost>> = vec![Vec::new(); MODES.len()];
     let mut setup = None;
     for round in 0..runs {
-        for (costs, (mode, parquet, kafka)) in our_costs.iter_mut().zip(MODES) {
-            costs.push(ours(mode, parquet, kafka, round));
+        for (i, (mode, parquet, kafka)) in MODES.into_iter().enumerate() {
+            let ours = || run(&bridge, "ours", mode, parquet, kafka, round);
+            let Some(baseline) = &baseline else {
+                our_costs[i].push(ours());
+                continue;
+            };
+            // Which of the two goes first alternates by round.
+            let base = || run(baseline, "base", mode, parquet, kafka, round);
+            if round % 2 == 0 {
+                our_costs[i].push(ours());
+                base_costs[i].push(base());
+            } else {
+                base_costs[i].push(base());
+                our_costs[i].push(ours());
+            }
         }
         if peers.is_empty() {
             continue;
@@ -546,10 +573,30 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
             }
         }
     }
-    for (costs, (mode, ..)) in our_costs.into_iter().zip(MODES) {
-        rows.push(Row::new("dynamo-cdc", mode, measure::median(costs)));
-    }
     let mut checks = Vec::new();
+    for ((ours, base), (mode, ..)) in our_costs.into_iter().zip(base_costs).zip(MODES) {
+        if !base.is_empty() {
+            let mut ratios: Vec<f64> = ours
+                .iter()
+                .zip(&base)
+                .map(|(o, b)| o.cpu_s / b.cpu_s)
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+            checks.push(format!(
+                "{mode}: dynamo-cdc's CPU over the baseline's, median of {} rounds: {:.3} ({})",
+                ratios.len(),
+                ratios[ratios.len() / 2],
+                each.join(", ")
+            ));
+            rows.push(Row::new(
+                "dynamo-cdc (baseline)",
+                mode,
+                measure::median(base),
+            ));
+        }
+        rows.push(Row::new("dynamo-cdc", mode, measure::median(ours)));
+    }
     for (peer, costs) in peers.iter().zip(peer_costs) {
         for (costs, (mode, ..)) in costs.into_iter().zip(MODES) {
             rows.push(Row::new(peer.kind.label(), mode, measure::median(costs)));
@@ -603,7 +650,11 @@ fn growth(bytes: u64, runs: usize) {
                         parquet: parquet.then(|| work.path().join(&name)),
                         kafka: kafka.then(|| (format!("{name}.{{table}}"), &services)),
                     };
-                    run_dynamo_cdc(&dynamo_cdc_config(input, work.path(), &name, &out), &name)
+                    run_dynamo_cdc(
+                        &bridge(),
+                        &dynamo_cdc_config(input, work.path(), &name, &out),
+                        &name,
+                    )
                 })
                 .collect();
             rss.push(measure::median(costs).max_rss_kib as f64 / 1024.0);

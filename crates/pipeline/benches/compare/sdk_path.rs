@@ -41,7 +41,7 @@ pub(crate) fn run(input: &Input, runs: usize) {
         change.put(&sim, &arn, &shards);
         records += 1;
     }
-    let bin = env!("CARGO_BIN_EXE_dynamo-cdc");
+    let bin = crate::bridge();
 
     // In turns, so that the machine's drift falls on both sides.
     let pair = measure::paired(
@@ -49,7 +49,7 @@ pub(crate) fn run(input: &Input, runs: usize) {
         |_| {
             let work = tempfile::tempdir().expect("work");
             let source = format!("[source]\nkind = \"replay\"\npath = {:?}\n", input.dir);
-            let mut cmd = measure::pinned(bin);
+            let mut cmd = measure::pinned(&bin);
             cmd.args(["run", "--quiet", "--config"])
                 .arg(config(work.path(), &source));
             measure::run(&mut cmd, "replay -> parquet").0
@@ -60,7 +60,7 @@ pub(crate) fn run(input: &Input, runs: usize) {
                 "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
                 sim.endpoint_url()
             );
-            let mut cmd = measure::pinned(bin);
+            let mut cmd = measure::pinned(&bin);
             let summary = work.path().join("summary.json");
             local_credentials(&mut cmd)
                 .args(["run", "--quiet", "--until-idle", "1", "--config"])
