@@ -84,9 +84,9 @@ impl Gap {
 /// A snapshot of a table, as its readers need it to rebuild the table's
 /// latest state exactly: per key, the newest change after S0, else the
 /// snapshot's row. Handed to the sinks when the snapshot starts (before any
-/// of its rows) and again when its last row was handed over
-/// (`finished_ms`); each sink records it where its readers look, if it has
-/// such a place.
+/// of its rows) and again, with `finished_ms`, once every sink committed
+/// its last row (the run loop commits every sink first); each sink records
+/// it where its readers look, if it has such a place.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotRecord {
     /// The snapshot's id (the snapshot rows' `snapshot_id`).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use dynamo_cdc_core::{
     CheckpointStore, DeadLetter, ErrorKind, Outage, OutageLine, Positions, Recorded, SinkError,
-    SourceBatch,
+    SnapshotRecord, SourceBatch,
 };
 use dynamo_cdc_dead_letter::{
     DEAD_LETTER_DIR, DeadLetterError, DeadLetterStore, LocalDeadLetters, ObjectDeadLetters,
@@ -572,10 +572,10 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             l.sinks.record_gap(gap)?;
         }
         l.summary.gaps += batch.gaps.len() as u64;
-        // Then snapshot records: before any row of their snapshots.
-        for snapshot in &batch.snapshots {
-            l.sinks.record_snapshot(snapshot)?;
-        }
+        // Then snapshot records: before any row of their snapshots. A
+        // finished snapshot's record waits for the commit of its last rows
+        // (below); when rows of it are in this batch, its S0 goes first.
+        let finished = record_snapshots(&batch, l.sinks)?;
         count_read(&batch, l.summary);
         let rejected = l.sinks.write(&batch.changes)?;
         let mut letters = std::mem::take(&mut batch.dead_letters);
@@ -601,6 +601,14 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             }
         }
         allowed(l.guard)?;
+        if !finished.is_empty() {
+            // Readers take a finished snapshot as whole: every sink
+            // commits what it was given before the record says so.
+            l.sinks.flush()?;
+            for snapshot in &finished {
+                l.sinks.record_snapshot(snapshot)?;
+            }
+        }
         l.sinks.poll()?;
         // Most batches move no position: the checkpoint is written only
         // when one moved.
@@ -643,6 +651,35 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         feed.recycle(batch);
     }
     Ok(())
+}
+
+/// Has every sink record the batch's snapshot records that can go before
+/// its changes, and returns the ones that must wait for the commit of
+/// those changes: the finished ones. A finished snapshot whose rows the
+/// batch holds (a small table read at once, or pages handed over again
+/// after a crash) is first recorded as running, for its S0.
+fn record_snapshots(batch: &SourceBatch, sinks: &mut Sinks) -> Result<Vec<SnapshotRecord>, Stop> {
+    let mut finished = Vec::new();
+    for snapshot in &batch.snapshots {
+        if snapshot.finished_ms.is_none() {
+            sinks.record_snapshot(snapshot)?;
+            continue;
+        }
+        let has_rows = batch.changes.iter().any(|c| {
+            c.source
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| *s.id == *snapshot.id)
+        });
+        if has_rows {
+            sinks.record_snapshot(&SnapshotRecord {
+                finished_ms: None,
+                ..snapshot.clone()
+            })?;
+        }
+        finished.push(snapshot.clone());
+    }
+    Ok(finished)
 }
 
 /// Tells the stream source's board how far every sink has delivered, for
@@ -767,7 +804,15 @@ mod tests {
             Ok(())
         }
         fn record_snapshot(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
-            note(&self.log, &format!("sink snapshot {}", snapshot.id));
+            let finished = if snapshot.finished_ms.is_some() {
+                " finished"
+            } else {
+                ""
+            };
+            note(
+                &self.log,
+                &format!("sink snapshot {}{finished}", snapshot.id),
+            );
             Ok(())
         }
         fn poll(&mut self) -> Result<(), SinkError> {
@@ -903,7 +948,31 @@ mod tests {
         }
     }
 
+    /// The batch of [`batch`] whose snapshot record says the snapshot
+    /// finished; with `rows`, its changes are that snapshot's rows.
+    fn finishing_batch(rows: bool) -> SourceBatch {
+        let mut batch = batch();
+        batch.snapshots[0].finished_ms = Some(1);
+        if rows {
+            for c in &mut batch.changes {
+                c.source.snapshot = Some(dynamo_cdc_core::SnapshotRead {
+                    id: "snap-1".into(),
+                    read_ms: 0,
+                    marker: dynamo_cdc_core::SnapshotMarker::Row,
+                });
+            }
+        }
+        batch
+    }
+
     fn pump_one(fail_letters: bool) -> (Result<(), Stop>, Vec<String>, MemoryCheckpoints) {
+        pump_batch(fail_letters, batch())
+    }
+
+    fn pump_batch(
+        fail_letters: bool,
+        batch: SourceBatch,
+    ) -> (Result<(), Stop>, Vec<String>, MemoryCheckpoints) {
         let log: Log = Arc::default();
         let mut sinks = Sinks::new(vec![Box::new(Recording {
             log: log.clone(),
@@ -925,7 +994,7 @@ mod tests {
         let watch = Watch::start(None).unwrap();
         let outcome = pump(
             &RunOptions::default(),
-            &mut Batches1(vec![batch()]),
+            &mut Batches1(vec![batch]),
             &mut Loop {
                 sinks: &mut sinks,
                 dead_letters: &mut letters,
@@ -966,6 +1035,50 @@ mod tests {
             memory.recorded().sinks["recording"].positions.get(&key),
             Some(&SequenceNumber::parse("103").unwrap())
         );
+    }
+
+    #[test]
+    fn a_finished_snapshot_is_recorded_only_after_every_sink_committed_what_came_before() {
+        // Stream changes in the batch: the record waits for their commit.
+        let (outcome, log, _) = pump_batch(false, finishing_batch(false));
+        assert!(outcome.is_ok());
+        assert_eq!(
+            log,
+            [
+                "gap durable",
+                "sink gap",
+                "sink write",
+                "dead letters durable (2)",
+                "sink commit",
+                "sink snapshot snap-1 finished",
+                "sink commit",
+                "checkpoint"
+            ]
+        );
+        // Its own last rows in the batch: S0 first, as for a running one.
+        let (outcome, log, _) = pump_batch(false, finishing_batch(true));
+        assert!(outcome.is_ok());
+        assert_eq!(
+            log,
+            [
+                "gap durable",
+                "sink gap",
+                "sink snapshot snap-1",
+                "sink write",
+                "dead letters durable (2)",
+                "sink commit",
+                "sink snapshot snap-1 finished",
+                "sink commit",
+                "checkpoint"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_finished_snapshot_whose_last_rows_cannot_be_dead_lettered_is_not_recorded() {
+        let (outcome, log, _) = pump_batch(true, finishing_batch(true));
+        assert!(outcome.is_err());
+        assert!(!log.iter().any(|l| l.ends_with("finished")), "{log:?}");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   snapshot still running does not move it: its rows are not all there.
 //!
 //! Set in a commit of their own when the snapshot starts, before any of its
-//! rows, and again when its last row was handed over (before that row is
-//! committed). A commit that would change nothing is not made. Table
+//! rows, and again once every sink committed its last row (so the newest
+//! pointer never names a snapshot whose rows are not all in the table). A
+//! commit that would change nothing is not made. Table
 //! properties, unlike snapshot summaries, survive the expiry of old
 //! snapshots.
 //!

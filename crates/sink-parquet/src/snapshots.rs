@@ -1,6 +1,7 @@
 //! Where readers of the dataset find a snapshot's S0:
 //! `<root>/_snapshots/<table>/<id>.json`, written when the snapshot starts
-//! (before any of its rows) and again when its last row was handed over.
+//! (before any of its rows) and again once every sink committed its last
+//! row.
 //!
 //! With S0 a reader rebuilds a key's latest state exactly: the newest
 //! change after S0 (a shard's change whose sequence number is above the
