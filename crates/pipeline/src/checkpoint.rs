@@ -2,6 +2,15 @@
 //! durable position per shard and its opaque resume state, written
 //! atomically (temp file, fsync, rename, fsync of the directory).
 //!
+//! With a Kafka sink positions move with nearly every batch, and each write
+//! is two `fsync`s: a record is written at most once per
+//! [`WRITE_INTERVAL`] (the first at once), and what is held back when the
+//! run ends. The file holds hints, as the lease table does under
+//! `[coordination]`: each sink's own storage is the truth (Parquet's
+//! committed files, what a Kafka topic holds past the recorded offsets), so
+//! a crash that loses the newest second of hints only means reading a
+//! little more back.
+//!
 //! ```json
 //! {"version": 2,
 //!  "sinks": {
@@ -22,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
     CheckpointStore, LatestStart, Positions, Recorded, SequenceNumber, ShardKey, SinkRecord,
@@ -73,9 +83,16 @@ enum CheckpointError {
     Invalid { path: PathBuf, reason: String },
 }
 
+/// The shortest time between two writes of the file.
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The checkpoint file.
 pub struct FileCheckpoints {
     path: PathBuf,
+    /// The newest record not written yet.
+    held: Option<Recorded>,
+    /// When the file was last written.
+    last_write: Option<Instant>,
 }
 
 impl FileCheckpoints {
@@ -83,6 +100,8 @@ impl FileCheckpoints {
     pub fn new(path: &Path) -> Self {
         FileCheckpoints {
             path: path.to_owned(),
+            held: None,
+            last_write: None,
         }
     }
 
@@ -172,6 +191,32 @@ impl CheckpointStore for FileCheckpoints {
     }
 
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        if self
+            .last_write
+            .is_some_and(|t| t.elapsed() < WRITE_INTERVAL)
+        {
+            self.held = Some(recorded.clone());
+            return Ok(());
+        }
+        self.write(recorded)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        match self.held.take() {
+            Some(recorded) => self.write(&recorded),
+            None => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileCheckpoints {
+    /// Writes `recorded` now; on failure it stays held, for the next
+    /// store or the flush.
+    fn write(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
         let file = FileV2 {
             version: 2,
             sinks: recorded
@@ -188,11 +233,13 @@ impl CheckpointStore for FileCheckpoints {
             latest_starts: recorded.latest_starts.clone(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
-        write_atomically(&self.path, text.as_bytes()).map_err(self.io("write"))
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
+        self.held = None;
+        if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
+            self.held = Some(recorded.clone());
+            return Err(self.io("write")(e));
+        }
+        self.last_write = Some(Instant::now());
+        Ok(())
     }
 }
 
@@ -264,6 +311,39 @@ mod tests {
         store.store(&recorded).unwrap();
         assert_eq!(FileCheckpoints::new(&path).load().unwrap(), recorded);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());
+    }
+
+    fn parquet_at(seq: &str) -> Recorded {
+        let mut recorded = Recorded::default();
+        recorded.sinks.insert(
+            "parquet".into(),
+            SinkRecord {
+                positions: positions(seq),
+                state: serde_json::Value::Null,
+            },
+        );
+        recorded
+    }
+
+    #[test]
+    fn the_first_record_is_written_at_once_the_next_within_a_second_at_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        let on_disk = || FileCheckpoints::new(&path).load().unwrap();
+        let mut store = FileCheckpoints::new(&path);
+        store.store(&parquet_at("1")).unwrap();
+        assert_eq!(on_disk(), parquet_at("1"), "the first record at once");
+        store.store(&parquet_at("2")).unwrap();
+        store.store(&parquet_at("3")).unwrap();
+        assert_eq!(on_disk(), parquet_at("1"), "held back");
+        store.flush().unwrap();
+        assert_eq!(on_disk(), parquet_at("3"), "the newest, at the flush");
+        store.flush().unwrap();
+        assert_eq!(on_disk(), parquet_at("3"), "nothing held, nothing written");
+        // A second on, the next record is written as it comes.
+        store.last_write = Instant::now().checked_sub(WRITE_INTERVAL);
+        store.store(&parquet_at("4")).unwrap();
+        assert_eq!(on_disk(), parquet_at("4"));
     }
 
     /// A file exactly as the first format wrote it.
