@@ -615,6 +615,106 @@ fn a_snapshot_is_recorded_finished_only_after_its_last_rows_are_committed() {
     assert_every_item_once(&s.parquet(), 200, &log);
 }
 
+/// A run killed after it handed over a snapshot's last rows and before every
+/// sink committed them: the broker answers late, so the commit before the
+/// finished record waits while the journal already says finished. The
+/// record is not written, and the next run hands those pages over again:
+/// every item once in Parquet and once in Kafka.
+#[test]
+fn a_kill_between_the_last_rows_and_their_commit_loses_and_repeats_nothing() {
+    const ITEMS: usize = 200;
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let sim = StreamSim::start();
+    sim.create_table(TABLE, "pk", None);
+    for i in 0..ITEMS {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    let s = Scratch::new();
+    let config = s.path().join("snapshot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 600000\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    let plan = s
+        .path()
+        .join("out/checkpoint.snapshots")
+        .join(TABLE)
+        .join("plan.json");
+    let plan_finished = || {
+        std::fs::read_to_string(&plan)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|p| !p["finished_ms"].is_null())
+    };
+    let log = s.path().join("first.log");
+    let mut child = run_command(s.path(), &config, None)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The sinks are open once the plan exists; from then on every answer
+    // of the broker comes 20 s late.
+    wait_for("no snapshot plan", &log, || plan.exists());
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(20))
+        .unwrap();
+    wait_for("the snapshot was not handed over", &log, plan_finished);
+    let record = announced(&s.parquet(), TABLE);
+    assert!(
+        record
+            .first()
+            .is_some_and(|(_, _, r)| r["finished_ms"].is_null()),
+        "finished recorded before Kafka had the rows: {record:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(0))
+        .unwrap();
+
+    let log = succeed(run_command(s.path(), &config, Some("2")), "the next run");
+    assert_every_item_once(&s.parquet(), ITEMS, &log);
+    let record = announced(&s.parquet(), TABLE);
+    assert!(
+        record
+            .first()
+            .is_some_and(|(_, _, r)| r["finished_ms"].is_i64()),
+        "{record:?}"
+    );
+    let mut snapshot_rows: BTreeMap<String, usize> = BTreeMap::new();
+    for m in read_topic(&brokers, TOPIC, PARTITIONS) {
+        let Some(value) = m.value.as_ref() else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(value).unwrap();
+        if v["source"]["snapshot"].as_str() != Some("false") {
+            let key: Value = serde_json::from_slice(&m.key).unwrap();
+            *snapshot_rows
+                .entry(key["pk"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(snapshot_rows.len(), ITEMS, "every item in Kafka: {log}");
+    assert!(
+        snapshot_rows.values().all(|n| *n == 1),
+        "once each: {snapshot_rows:?}"
+    );
+}
+
 /// A Scan failing for every segment at once is one outage in the log: a
 /// line when it starts and one when it ends, not one per segment; the
 /// snapshot still delivers every item once.
