@@ -15,6 +15,24 @@ use arrow_array::{Array, RecordBatch};
 use dynamo_cdc_core::Item;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+/// A child process killed when dropped, so a test that fails while its
+/// bridge runs does not leave the bridge running.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Kills the child (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The `dynamo-cdc` binary cargo built beside this test binary.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");

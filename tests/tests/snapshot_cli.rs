@@ -25,7 +25,7 @@ use dynamo_cdc_tests::kafka::read_topic;
 use dynamo_cdc_tests::snapshots::{
     Rebuilt, announced, plain_item, rebuild, string_key, wait_at_most,
 };
-use dynamo_cdc_tests::{Scratch, command, read_rows, run_command};
+use dynamo_cdc_tests::{Running, Scratch, command, read_rows, run_command};
 use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
 
@@ -187,19 +187,20 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
     };
     for round in 0..4u64 {
         let log = s.path().join(format!("round-{round}.log"));
-        let mut child = run_command(s.path(), &config, None)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            run_command(s.path(), &config, None)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         if round == 0 {
             wait_for("no page released", &log, released);
         } else {
             std::thread::sleep(Duration::from_millis(800 + 400 * round));
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
     }
     let during = announced(&s.parquet(), TABLE);
     assert_eq!(during.len(), 1, "the snapshot was planned: {during:?}");
@@ -594,12 +595,14 @@ fn a_snapshot_is_recorded_finished_only_after_its_last_rows_are_committed() {
     )
     .unwrap();
     let log = s.path().join("first.log");
-    let mut child = run_command(s.path(), &slow, None)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        run_command(s.path(), &slow, None)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("the snapshot did not finish", &log, || {
         announced(&s.parquet(), TABLE)
             .first()
@@ -608,8 +611,7 @@ fn a_snapshot_is_recorded_finished_only_after_its_last_rows_are_committed() {
     // Read before the kill: what the record promised was already there.
     let first = std::fs::read_to_string(&log).unwrap();
     assert_every_item_once(&s.parquet(), 200, &first);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     let log = succeed(run_command(s.path(), &config, Some("1.5")), "the next run");
     assert_every_item_once(&s.parquet(), 200, &log);
@@ -660,12 +662,14 @@ fn a_kill_between_the_last_rows_and_their_commit_loses_and_repeats_nothing() {
             .is_some_and(|p| !p["finished_ms"].is_null())
     };
     let log = s.path().join("first.log");
-    let mut child = run_command(s.path(), &config, None)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        run_command(s.path(), &config, None)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     // The sinks are open once the plan exists; from then on every answer
     // of the broker comes 20 s late.
     wait_for("no snapshot plan", &log, || plan.exists());
@@ -680,8 +684,7 @@ fn a_kill_between_the_last_rows_and_their_commit_loses_and_repeats_nothing() {
             .is_some_and(|(_, _, r)| r["finished_ms"].is_null()),
         "finished recorded before Kafka had the rows: {record:?}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     cluster
         .broker_round_trip_time(1, Duration::from_millis(0))
         .unwrap();
