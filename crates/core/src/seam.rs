@@ -337,6 +337,19 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// Makes sure a snapshot's S0 is where readers look before rows of it
+    /// are written, when its record (`snapshot`, running) may not have been
+    /// recorded yet: records it unless this sink already holds a record of
+    /// that snapshot, which says the same S0 and must not go back from
+    /// finished to running. By default, [`Sink::record_snapshot`].
+    ///
+    /// # Errors
+    /// When the record cannot be made durable, or the sink cannot tell
+    /// whether it holds one.
+    fn record_snapshot_start(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        self.record_snapshot(snapshot)
+    }
+
     /// Commits what is due; called after every batch and heartbeat.
     ///
     /// # Errors

@@ -657,7 +657,8 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
 /// its changes, and returns the ones that must wait for the commit of
 /// those changes: the finished ones. A finished snapshot whose rows the
 /// batch holds (a small table read at once, or pages handed over again
-/// after a crash) is first recorded as running, for its S0.
+/// after a crash) is first recorded as running, for its S0, by the sinks
+/// that hold no record of it yet.
 fn record_snapshots(batch: &SourceBatch, sinks: &mut Sinks) -> Result<Vec<SnapshotRecord>, Stop> {
     let mut finished = Vec::new();
     for snapshot in &batch.snapshots {
@@ -672,7 +673,8 @@ fn record_snapshots(batch: &SourceBatch, sinks: &mut Sinks) -> Result<Vec<Snapsh
                 .is_some_and(|s| *s.id == *snapshot.id)
         });
         if has_rows {
-            sinks.record_snapshot(&SnapshotRecord {
+            // Not over a record a sink already holds: it says the same S0.
+            sinks.record_snapshot_start(&SnapshotRecord {
                 finished_ms: None,
                 ..snapshot.clone()
             })?;

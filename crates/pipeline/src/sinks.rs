@@ -160,6 +160,15 @@ impl Sinks {
         self.each(|s| s.record_snapshot(snapshot))
     }
 
+    /// Has every sink that keeps snapshot records hold one of `snapshot`,
+    /// recording it (running) where there is none yet.
+    pub(crate) fn record_snapshot_start(
+        &mut self,
+        snapshot: &SnapshotRecord,
+    ) -> Result<(), SinkFailure> {
+        self.each(|s| s.record_snapshot_start(snapshot))
+    }
+
     /// Writes to every sink; a change any sink rejects is returned once,
     /// with each sink's reason.
     pub(crate) fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkFailure> {

@@ -832,6 +832,16 @@ impl Sink for IcebergSink {
         Ok(IcebergSink::record_snapshot(self, snapshot)?)
     }
 
+    fn record_snapshot_start(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        let table: Arc<str> = snapshot.table.as_str().into();
+        self.state(&table)?;
+        let properties = self.tables[&table].table.metadata().properties();
+        if !snapshots::holds(snapshot, properties) {
+            IcebergSink::record_snapshot(self, snapshot)?;
+        }
+        Ok(())
+    }
+
     fn poll(&mut self) -> Result<(), SinkError> {
         if self.last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms) {
             self.commit_all()?;

@@ -52,6 +52,11 @@ pub(crate) fn properties(
     out
 }
 
+/// Whether the table's properties hold a record of `record`'s snapshot.
+pub(crate) fn holds(record: &SnapshotRecord, current: &HashMap<String, String>) -> bool {
+    current.contains_key(&format!("{SNAPSHOT_PROPERTY}{}", record.id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +76,15 @@ mod tests {
 
     fn apply(current: &mut HashMap<String, String>, record: &SnapshotRecord) {
         current.extend(properties(record, current));
+    }
+
+    #[test]
+    fn a_table_holds_a_snapshot_once_either_of_its_records_was_set() {
+        let mut props = HashMap::new();
+        assert!(!holds(&record("s1", 1_000, None), &props));
+        apply(&mut props, &record("s1", 1_000, Some(2_000)));
+        assert!(holds(&record("s1", 1_000, None), &props));
+        assert!(!holds(&record("s2", 3_000, None), &props));
     }
 
     #[test]

@@ -1124,6 +1124,17 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    fn record_snapshot_start(&mut self, snapshot: &SnapshotRecord) -> Result<(), SinkError> {
+        let held = match &self.dataset {
+            Dataset::Local(root) => snapshots::held_local(root, snapshot),
+            Dataset::Remote(objects) => snapshots::held_remote(objects, snapshot)?,
+        };
+        if !held {
+            self.record_snapshot(snapshot)?;
+        }
+        Ok(())
+    }
+
     fn poll(&mut self) -> Result<(), SinkError> {
         let max_age = Duration::from_millis(self.config.max_file_age_ms);
         Ok(self.commit_where(|f| f.opened.elapsed() >= max_age)?)
@@ -1217,6 +1228,36 @@ mod tests {
         let key = objects.path("_snapshots/orders/20240501T000000000Z.json");
         let stored: SnapshotRecord = serde_json::from_slice(&objects.read(&key).unwrap()).unwrap();
         assert_eq!(stored, snapshot_record(None));
+        // A start for S0's sake leaves a record that is there alone.
+        sink.record_snapshot(&snapshot_record(Some(1))).unwrap();
+        sink.record_snapshot_start(&snapshot_record(None)).unwrap();
+        let stored: SnapshotRecord = serde_json::from_slice(&objects.read(&key).unwrap()).unwrap();
+        assert_eq!(stored, snapshot_record(Some(1)));
+    }
+
+    /// A start recorded for S0's sake is written where there is no record
+    /// of the snapshot, and never takes a finished one back to running.
+    #[test]
+    fn a_snapshot_start_for_its_s0_never_replaces_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ParquetConfig::new(dir.path().display().to_string());
+        let mut sink = ParquetSink::open(config, NumbersMode::String, HashMap::new()).unwrap();
+        let file = dir
+            .path()
+            .join("_snapshots/orders/20240501T000000000Z.json");
+        let stored = || -> SnapshotRecord {
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+        };
+        sink.record_snapshot_start(&snapshot_record(None)).unwrap();
+        assert_eq!(stored(), snapshot_record(None), "none there: written");
+        sink.record_snapshot(&snapshot_record(Some(1_714_521_700_000)))
+            .unwrap();
+        sink.record_snapshot_start(&snapshot_record(None)).unwrap();
+        assert_eq!(
+            stored(),
+            snapshot_record(Some(1_714_521_700_000)),
+            "still finished"
+        );
     }
 
     /// Large files are staged and copied where processes share the

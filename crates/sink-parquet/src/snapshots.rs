@@ -61,6 +61,19 @@ pub(crate) fn record_remote(
     Ok(())
 }
 
+/// Whether a record of `record`'s snapshot is under a local root.
+pub(crate) fn held_local(root: &Path, record: &SnapshotRecord) -> bool {
+    root.join(relative(record)).exists()
+}
+
+/// Whether a record of `record`'s snapshot is under a bucket prefix.
+pub(crate) fn held_remote(
+    objects: &Objects,
+    record: &SnapshotRecord,
+) -> Result<bool, ParquetSinkError> {
+    Ok(objects.exists(&objects.path(&relative(record)))?)
+}
+
 fn log(record: &SnapshotRecord) {
     tracing::info!(table = %record.table, id = %record.id, file = %relative(record), "snapshot recorded beside the Parquet data");
 }
