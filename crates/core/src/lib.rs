@@ -22,6 +22,7 @@ mod position;
 mod seam;
 mod tag;
 mod text;
+mod write_pace;
 
 pub use attribute::{
     AttributeValue, ItemSeed, MAX_NESTING, PathStack, parse_item, write_json_string,
@@ -41,3 +42,4 @@ pub use seam::{
 };
 pub use tag::writer_tag;
 pub use text::Text;
+pub use write_pace::{CHECKPOINT_WRITE_INTERVAL, WritePace};

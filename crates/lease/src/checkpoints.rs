@@ -6,23 +6,22 @@
 //!
 //! Positions move with nearly every batch, and each item written is a
 //! billed write: what changed is written at most once per
-//! [`WRITE_INTERVAL`], and whatever is held back when the pass ends (the
-//! pipeline's `flush`). A crash loses at most that interval of hints,
+//! [`CHECKPOINT_WRITE_INTERVAL`] (a [`WritePace`]), and whatever is held
+//! back when the pass ends (the pipeline's `flush`). A crash loses at most that interval of hints,
 //! which only means reading a little more back.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
+#[cfg(doc)]
+use dynamo_cdc_core::CHECKPOINT_WRITE_INTERVAL;
 use dynamo_cdc_core::{
     CheckpointStore, Recorded, SequenceNumber, ShardKey, SinkError, SinkRecord, StoreError,
+    WritePace,
 };
 
 use crate::coordinator::wall_ms;
 use crate::item::{Condition, Item, PositionItem, StartItem, StateItem};
 use crate::store::{LeaseStore, StoreFailure};
-
-/// The shortest time between two writes of the positions.
-pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The lease table as the checkpoint of a pass; see the module docs.
 pub struct LeaseCheckpoints<S> {
@@ -31,10 +30,8 @@ pub struct LeaseCheckpoints<S> {
     epochs: BTreeMap<String, u64>,
     /// What was last written or read, by item key, to write only changes.
     written: BTreeMap<String, String>,
-    /// The newest record not written yet.
-    held: Option<Recorded>,
-    /// When positions were last written.
-    last_write: Option<Instant>,
+    /// When to write and what is held back.
+    pace: WritePace,
 }
 
 impl<S: LeaseStore> LeaseCheckpoints<S> {
@@ -44,8 +41,7 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
             store,
             epochs,
             written: BTreeMap::new(),
-            held: None,
-            last_write: None,
+            pace: WritePace::default(),
         }
     }
 
@@ -124,18 +120,14 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
     }
 
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
-        if self
-            .last_write
-            .is_some_and(|t| t.elapsed() < WRITE_INTERVAL)
-        {
-            self.held = Some(recorded.clone());
+        if self.pace.hold(recorded) {
             return Ok(());
         }
         self.write(recorded)
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        match self.held.take() {
+        match self.pace.take_held() {
             Some(recorded) => self.write(&recorded),
             None => Ok(()),
         }
@@ -149,8 +141,7 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
 impl<S: LeaseStore> LeaseCheckpoints<S> {
     /// Writes what changed in `recorded`.
     fn write(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
-        self.held = None;
-        self.last_write = Some(Instant::now());
+        self.pace.written();
         for (table, start) in &recorded.latest_starts {
             let Some(&epoch) = self.epochs.get(table) else {
                 continue;

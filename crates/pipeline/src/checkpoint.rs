@@ -4,8 +4,8 @@
 //!
 //! With a Kafka sink positions move with nearly every batch, and each write
 //! is two `fsync`s: a record is written at most once per
-//! [`WRITE_INTERVAL`] (the first at once), and what is held back when the
-//! run ends. The file holds hints, as the lease table does under
+//! [`CHECKPOINT_WRITE_INTERVAL`] (a [`WritePace`]; the first at once), and
+//! what is held back when the run ends. The file holds hints, as the lease table does under
 //! `[coordination]`: each sink's own storage is the truth (Parquet's
 //! committed files, what a Kafka topic holds past the recorded offsets), so
 //! a crash that loses the newest second of hints only means reading a
@@ -31,11 +31,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+#[cfg(doc)]
+use dynamo_cdc_core::CHECKPOINT_WRITE_INTERVAL;
 use dynamo_cdc_core::{
     CheckpointStore, LatestStart, Positions, Recorded, SequenceNumber, ShardKey, SinkRecord,
-    StoreError,
+    StoreError, WritePace,
 };
 use serde::{Deserialize, Serialize};
 
@@ -83,16 +84,11 @@ enum CheckpointError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// The shortest time between two writes of the file.
-pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The checkpoint file.
 pub struct FileCheckpoints {
     path: PathBuf,
-    /// The newest record not written yet.
-    held: Option<Recorded>,
-    /// When the file was last written.
-    last_write: Option<Instant>,
+    /// When to write and what is held back.
+    pace: WritePace,
 }
 
 impl FileCheckpoints {
@@ -100,8 +96,7 @@ impl FileCheckpoints {
     pub fn new(path: &Path) -> Self {
         FileCheckpoints {
             path: path.to_owned(),
-            held: None,
-            last_write: None,
+            pace: WritePace::default(),
         }
     }
 
@@ -191,18 +186,14 @@ impl CheckpointStore for FileCheckpoints {
     }
 
     fn store(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
-        if self
-            .last_write
-            .is_some_and(|t| t.elapsed() < WRITE_INTERVAL)
-        {
-            self.held = Some(recorded.clone());
+        if self.pace.hold(recorded) {
             return Ok(());
         }
         self.write(recorded)
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        match self.held.take() {
+        match self.pace.take_held() {
             Some(recorded) => self.write(&recorded),
             None => Ok(()),
         }
@@ -233,12 +224,11 @@ impl FileCheckpoints {
             latest_starts: recorded.latest_starts.clone(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
-        self.held = None;
         if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
-            self.held = Some(recorded.clone());
+            self.pace.keep(recorded.clone());
             return Err(self.io("write")(e));
         }
-        self.last_write = Some(Instant::now());
+        self.pace.written();
         Ok(())
     }
 }
@@ -340,8 +330,9 @@ mod tests {
         assert_eq!(on_disk(), parquet_at("3"), "the newest, at the flush");
         store.flush().unwrap();
         assert_eq!(on_disk(), parquet_at("3"), "nothing held, nothing written");
-        // A second on, the next record is written as it comes.
-        store.last_write = Instant::now().checked_sub(WRITE_INTERVAL);
+        // Once the interval has passed, the next record is written as it comes.
+        store.pace = WritePace::new(std::time::Duration::ZERO);
+        store.pace.written();
         store.store(&parquet_at("4")).unwrap();
         assert_eq!(on_disk(), parquet_at("4"));
     }
