@@ -553,15 +553,10 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
                 our_costs[i].push(ours());
                 continue;
             };
-            // Which of the two goes first alternates by round.
             let base = || run(baseline, "base", mode, parquet, kafka, round);
-            if round % 2 == 0 {
-                our_costs[i].push(ours());
-                base_costs[i].push(base());
-            } else {
-                base_costs[i].push(base());
-                our_costs[i].push(ours());
-            }
+            let (ours, base) = measure::in_turns(round, ours, base);
+            base_costs[i].push(base);
+            our_costs[i].push(ours);
         }
         if peers.is_empty() {
             continue;
@@ -575,27 +570,20 @@ fn compare(input: &Input, checker: Option<&Checker>, peers: &[Peer], runs: usize
     }
     let mut checks = Vec::new();
     for ((ours, base), (mode, ..)) in our_costs.into_iter().zip(base_costs).zip(MODES) {
-        if !base.is_empty() {
-            let mut ratios: Vec<f64> = ours
-                .iter()
-                .zip(&base)
-                .map(|(o, b)| o.cpu_s / b.cpu_s)
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-            checks.push(format!(
-                "{mode}: dynamo-cdc's CPU over the baseline's, median of {} rounds: {:.3} ({})",
-                ratios.len(),
-                ratios[ratios.len() / 2],
-                each.join(", ")
-            ));
-            rows.push(Row::new(
-                "dynamo-cdc (baseline)",
-                mode,
-                measure::median(base),
-            ));
+        if base.is_empty() {
+            rows.push(Row::new("dynamo-cdc", mode, measure::median(ours)));
+            continue;
         }
-        rows.push(Row::new("dynamo-cdc", mode, measure::median(ours)));
+        let pair = measure::pair(base, ours);
+        let each: Vec<String> = pair.ratios.iter().map(|r| format!("{r:.3}")).collect();
+        checks.push(format!(
+            "{mode}: dynamo-cdc's CPU over the baseline's, median of {} rounds: {:.3} ({})",
+            pair.ratios.len(),
+            pair.ratio,
+            each.join(", ")
+        ));
+        rows.push(Row::new("dynamo-cdc (baseline)", mode, pair.first));
+        rows.push(Row::new("dynamo-cdc", mode, pair.second));
     }
     for (peer, costs) in peers.iter().zip(peer_costs) {
         for (costs, (mode, ..)) in costs.into_iter().zip(MODES) {

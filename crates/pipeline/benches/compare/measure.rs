@@ -111,6 +111,8 @@ pub(crate) struct Paired {
     /// rounds' own ratios scatter less than the runs do, and their median
     /// less than a ratio of two medians.
     pub(crate) ratio: f64,
+    /// Every round's ratio, in order of size.
+    pub(crate) ratios: Vec<f64>,
 }
 
 /// Two contenders measured in turns, `runs` times each: a slow phase of the
@@ -125,14 +127,33 @@ pub(crate) fn paired(
 ) -> Paired {
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        if i % 2 == 0 {
-            first.push(a(i));
-            second.push(b(i));
-        } else {
-            second.push(b(i));
-            first.push(a(i));
-        }
+        let (x, y) = in_turns(i, || a(i), || b(i));
+        first.push(x);
+        second.push(y);
     }
+    pair(first, second)
+}
+
+/// Round `round` of two contenders measured in turns: `a` then `b` in even
+/// rounds, `b` then `a` in odd ones (see [`paired`]). Returns `a`'s cost,
+/// then `b`'s.
+pub(crate) fn in_turns(
+    round: usize,
+    a: impl FnOnce() -> Cost,
+    b: impl FnOnce() -> Cost,
+) -> (Cost, Cost) {
+    if round.is_multiple_of(2) {
+        let x = a();
+        (x, b())
+    } else {
+        let y = b();
+        (a(), y)
+    }
+}
+
+/// The runs of two contenders made in turns, round by round: each one's
+/// median run and the median of the rounds' own ratios (second over first).
+pub(crate) fn pair(first: Vec<Cost>, second: Vec<Cost>) -> Paired {
     let mut ratios: Vec<f64> = first
         .iter()
         .zip(&second)
@@ -149,6 +170,7 @@ pub(crate) fn paired(
         first: median(first),
         second: median(second),
         ratio,
+        ratios,
     }
 }
 
