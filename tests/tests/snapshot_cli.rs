@@ -116,23 +116,13 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         sim.put_item(TABLE, awkward(i, 0));
     }
     let s = Scratch::new();
-    let config = s.path().join("snapshot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
-             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\nsnapshot_segments = 4\n\
-             snapshot_max_rcu = 8\n\n\
-             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
-             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
-             [checkpoint]\npath = {:?}\n",
-            sim.endpoint_url(),
-            s.parquet(),
-            s.path().join("out/checkpoint.json"),
-        ),
-    )
-    .unwrap();
+    let config = both_sinks_config(
+        &s,
+        &sim,
+        &brokers,
+        "snapshot_segments = 4\nsnapshot_max_rcu = 8",
+        300,
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -357,6 +347,35 @@ fn a_snapshot_during_writes_rotations_and_sigkills_rebuilds_the_table_in_both_si
         );
     }
     assert_eq!(kafka_state.len(), want.len(), "keys rebuilt from Kafka");
+}
+
+/// A configuration snapshotting [`TABLE`] from the simulator into Parquet
+/// (files committed at `file_age_ms`) and Kafka (JSON, at `brokers`), with
+/// `source_extra` added to `[source]`; written to `snapshot.toml`.
+fn both_sinks_config(
+    s: &Scratch,
+    sim: &StreamSim,
+    brokers: &str,
+    source_extra: &str,
+    file_age_ms: u64,
+) -> PathBuf {
+    let config = s.path().join("snapshot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
+             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
+             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\n{source_extra}\n\n\
+             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = {file_age_ms}\n\n\
+             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             [checkpoint]\npath = {:?}\n",
+            sim.endpoint_url(),
+            s.parquet(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// Per key, the newest snapshot's rule: the newest change after that
@@ -634,22 +653,8 @@ fn a_kill_between_the_last_rows_and_their_commit_loses_and_repeats_nothing() {
         sim.put_item(TABLE, awkward(i, 0));
     }
     let s = Scratch::new();
-    let config = s.path().join("snapshot.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
-             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\n\n\
-             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 600000\n\n\
-             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
-             [checkpoint]\npath = {:?}\n",
-            sim.endpoint_url(),
-            s.parquet(),
-            s.path().join("out/checkpoint.json"),
-        ),
-    )
-    .unwrap();
+    // Files are committed only when the run must.
+    let config = both_sinks_config(&s, &sim, &brokers, "", 600_000);
     let plan = s
         .path()
         .join("out/checkpoint.snapshots")
