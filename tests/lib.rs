@@ -16,7 +16,7 @@ use dynamo_cdc_core::Item;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// A child process killed when dropped, so a test that fails while its
-/// bridge runs does not leave the bridge running.
+/// bridge (or a server it started) runs does not leave it running.
 pub struct Running(pub std::process::Child);
 
 impl Running {

@@ -20,6 +20,8 @@ use aws_sdk_dynamodb::types::{
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams, sdk_config};
 use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
 
+use crate::Running;
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -27,16 +29,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("its address")
         .port()
-}
-
-/// A child process killed on drop.
-pub struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -63,7 +55,7 @@ fn find(var: &str, fallback: PathBuf, what: &str) -> PathBuf {
 }
 
 /// A moto server: DynamoDB, DynamoDB Streams and S3 on one port.
-pub fn start_moto(dir: &Path) -> (Server, String) {
+pub fn start_moto(dir: &Path) -> (Running, String) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let moto = find(
         "DYNAMO_CDC_MOTO_SERVER",
@@ -79,7 +71,7 @@ pub fn start_moto(dir: &Path) -> (Server, String) {
         .spawn()
         .expect("start moto_server");
     wait_for_port(port, "moto_server", &mut child);
-    (Server(child), format!("http://127.0.0.1:{port}"))
+    (Running(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// Creates an S3 bucket in moto (any signature will do; moto routes by the

@@ -359,15 +359,42 @@ fn both_sinks_config(
     source_extra: &str,
     file_age_ms: u64,
 ) -> PathBuf {
-    let config = s.path().join("snapshot.toml");
+    write_config(
+        s,
+        sim,
+        "snapshot.toml",
+        &format!("snapshot = \"initial\"\n{source_extra}"),
+        file_age_ms,
+        &format!("[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n"),
+    )
+}
+
+/// A configuration reading [`TABLE`] from the simulator into Parquet, with
+/// `snapshot` (the source's snapshot keys); written to `name`.
+fn parquet_config(s: &Scratch, sim: &StreamSim, name: &str, snapshot: &str) -> PathBuf {
+    write_config(s, sim, name, snapshot, 300, "")
+}
+
+/// A configuration reading [`TABLE`] from the simulator, with `source`
+/// added to `[source]`, into Parquet (files committed at `file_age_ms`) and
+/// the sinks in `more_sinks`; written to `name`.
+fn write_config(
+    s: &Scratch,
+    sim: &StreamSim,
+    name: &str,
+    source: &str,
+    file_age_ms: u64,
+    more_sinks: &str,
+) -> PathBuf {
+    let config = s.path().join(name);
     std::fs::write(
         &config,
         format!(
             "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
              endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\nsnapshot = \"initial\"\n{source_extra}\n\n\
+             shard_refresh_interval_ms = 200\n{source}\n\n\
              [sinks.parquet]\npath = {:?}\nmax_file_age_ms = {file_age_ms}\n\n\
-             [sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\n\
+             {more_sinks}\n\
              [checkpoint]\npath = {:?}\n",
             sim.endpoint_url(),
             s.parquet(),
@@ -380,27 +407,6 @@ fn both_sinks_config(
 
 /// Per key, the newest snapshot's rule: the newest change after that
 /// snapshot's S0, else its snapshot row.
-/// A configuration reading [`TABLE`] from the simulator into Parquet, with
-/// `snapshot` (the source's snapshot keys); written to `name`.
-fn parquet_config(s: &Scratch, sim: &StreamSim, name: &str, snapshot: &str) -> PathBuf {
-    let config = s.path().join(name);
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"dynamodb\"\ntables = [{TABLE:?}]\nregion = \"us-east-1\"\n\
-             endpoint_url = {:?}\npoll_interval_ms = 20\nidle_poll_interval_ms = 50\n\
-             shard_refresh_interval_ms = 200\n{snapshot}\n\n\
-             [sinks.parquet]\npath = {:?}\nmax_file_age_ms = 300\n\n\
-             [checkpoint]\npath = {:?}\n",
-            sim.endpoint_url(),
-            s.parquet(),
-            s.path().join("out/checkpoint.json"),
-        ),
-    )
-    .unwrap();
-    config
-}
-
 fn rebuilt_from_parquet(parquet: &Path) -> BTreeMap<String, Item> {
     let snapshots = announced(parquet, TABLE);
     let (id, s0, _) = snapshots.last().expect("a snapshot");
@@ -514,13 +520,20 @@ fn after_a_repair_the_documented_iceberg_view_is_the_table() {
     let s = Scratch::new();
     let out = s.path().join("out");
     let iceberg = format!(
-        "snapshot = \"when_needed\"\n\n[sinks.iceberg]\ncatalog = \"sql\"\n\
+        "[sinks.iceberg]\ncatalog = \"sql\"\n\
          catalog_uri = {:?}\nwarehouse = {:?}\nnamespace = \"cdc\"\ntable = \"{{table}}\"\n\
-         commit_interval_ms = 300",
+         commit_interval_ms = 300\n",
         format!("sqlite://{}", out.join("catalog.db").display()),
         out.join("warehouse"),
     );
-    let config = parquet_config(&s, &sim, "iceberg.toml", &iceberg);
+    let config = write_config(
+        &s,
+        &sim,
+        "iceberg.toml",
+        "snapshot = \"when_needed\"",
+        300,
+        &iceberg,
+    );
     let parquet_only = parquet_config(&s, &sim, "parquet.toml", "snapshot = \"when_needed\"");
     lose_records_and_repair(&sim, &s, &config, &parquet_only);
     assert_rebuilt_from_parquet(&s, &sim);
