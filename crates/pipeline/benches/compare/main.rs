@@ -24,8 +24,9 @@
 //! bench was built with: set it to an older build, or to a wrapper that
 //! profiles the run, and compare), `BENCH_BASELINE` (another dynamo-cdc
 //! binary, run in turns with the measured one in every round of the
-//! comparison: its rows and the median of the rounds' own ratios are
-//! reported, which is how two builds are told apart on a noisy machine).
+//! comparison, and of the live path: its rows and the median of the
+//! rounds' own ratios are reported, which is how two builds are told apart
+//! on a noisy machine).
 //!
 //! For each input it generates a seeded capture (cached under
 //! `target/bench-data/compare`), starts librdkafka's mock cluster and a

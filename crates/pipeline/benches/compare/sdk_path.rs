@@ -42,6 +42,28 @@ pub(crate) fn run(input: &Input, runs: usize) {
         records += 1;
     }
     let bin = crate::bridge();
+    let live = |binary: &str| {
+        let work = tempfile::tempdir().expect("work");
+        let source = format!(
+            "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
+            sim.endpoint_url()
+        );
+        let mut cmd = measure::pinned(binary);
+        let summary = work.path().join("summary.json");
+        local_credentials(&mut cmd)
+            .args(["run", "--quiet", "--until-idle", "1", "--config"])
+            .arg(config(work.path(), &source))
+            .arg("--summary-json")
+            .arg(&summary);
+        let cost = measure::run(&mut cmd, "dynamodb source -> parquet").0;
+        // A run that went idle early would be cheap and wrong.
+        assert_eq!(
+            rows_written(&summary),
+            records,
+            "the live run did not deliver every change"
+        );
+        cost
+    };
 
     // In turns, so that the machine's drift falls on both sides.
     let pair = measure::paired(
@@ -54,28 +76,7 @@ pub(crate) fn run(input: &Input, runs: usize) {
                 .arg(config(work.path(), &source));
             measure::run(&mut cmd, "replay -> parquet").0
         },
-        |_| {
-            let work = tempfile::tempdir().expect("work");
-            let source = format!(
-                "[source]\nkind = \"dynamodb\"\nregion = \"us-east-1\"\nendpoint_url = {:?}\nstream_arns = [{arn:?}]\n",
-                sim.endpoint_url()
-            );
-            let mut cmd = measure::pinned(&bin);
-            let summary = work.path().join("summary.json");
-            local_credentials(&mut cmd)
-                .args(["run", "--quiet", "--until-idle", "1", "--config"])
-                .arg(config(work.path(), &source))
-                .arg("--summary-json")
-                .arg(&summary);
-            let cost = measure::run(&mut cmd, "dynamodb source -> parquet").0;
-            // A run that went idle early would be cheap and wrong.
-            assert_eq!(
-                rows_written(&summary),
-                records,
-                "the live run did not deliver every change"
-            );
-            cost
-        },
+        |_| live(&bin),
     );
     println!("| source | records | records/s per core | CPU s per 1M changes | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|");
@@ -95,8 +96,19 @@ pub(crate) fn run(input: &Input, runs: usize) {
     // (the same changes on both sides) scale it.
     let ratio = pair.ratio * input.records as f64 / records as f64;
     println!(
-        "\nThe live path costs {ratio:.2}× the replay path per change, the median of the rounds' ratios ({:.2}× between the medians above; target: at most 1.2×); the difference ({:.1} CPU µs a change) is GetRecords over HTTP (signing, the SDK's call machinery, the body read as it came, the runtime's wakeups) and the batches being built on one thread and freed on another; the page parse itself is the replay source's.",
+        "\nThe live path costs {ratio:.2}× the replay path per change, the median of the rounds' ratios ({:.2}× between the medians above; target: at most 1.2×); the difference ({:.1} CPU µs a change) is GetRecords over HTTP (signing, the SDK's call machinery, the body read as it came, the runtime's wakeups); the page parse itself is the replay source's.",
         per_change(pair.second, records) / per_change(pair.first, input.records),
         (per_change(pair.second, records) - per_change(pair.first, input.records)) * 1e6
     );
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE") {
+        // The live path of two builds, in turns, as the comparison does
+        // for replays.
+        let builds = measure::paired(runs, |_| live(&baseline), |_| live(&bin));
+        println!(
+            "\nAgainst the baseline (`BENCH_BASELINE`), in {runs} rounds of the live path: {:.3} of its CPU (the median of the rounds' ratios; {:.2} against {:.2} CPU s per 1M changes between the medians).",
+            builds.ratio,
+            builds.second.cpu_s * 1e6 / records as f64,
+            builds.first.cpu_s * 1e6 / records as f64,
+        );
+    }
 }
