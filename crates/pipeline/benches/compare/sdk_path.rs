@@ -107,8 +107,8 @@ pub(crate) fn run(input: &Input, runs: usize) {
         println!(
             "\nAgainst the baseline (`BENCH_BASELINE`), in {runs} rounds of the live path: {:.3} of its CPU (the median of the rounds' ratios; {:.2} against {:.2} CPU s per 1M changes between the medians).",
             builds.ratio,
-            builds.second.cpu_s * 1e6 / records as f64,
-            builds.first.cpu_s * 1e6 / records as f64,
+            per_change(builds.second, records) * 1e6,
+            per_change(builds.first, records) * 1e6,
         );
     }
 }

@@ -68,13 +68,19 @@ pub(crate) struct Keep {
 /// gone (every handle dropped).
 #[derive(Debug)]
 pub(crate) struct Parser {
-    /// The thread's queue; `None` when pages are parsed where they are
-    /// read (on one CPU, see [`Parser::start`]).
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-    /// Without a thread: batches handed back, freed before the next page is
-    /// parsed (see [`Parser::free`]).
-    spent: Mutex<Vec<SourceBatch>>,
+    parsing: Parsing,
     modify_old_images: ModifyOldImages,
+}
+
+/// Where pages are parsed and spent batches freed.
+#[derive(Debug)]
+enum Parsing {
+    /// On the parse thread, through its queue.
+    Thread(std::sync::mpsc::Sender<Job>),
+    /// By the task that reads each page (on one CPU, see [`Parser::start`]),
+    /// which first frees the batches handed back since its last page (see
+    /// [`Parser::free`]).
+    InPlace(Mutex<Vec<SourceBatch>>),
 }
 
 /// Spent batches kept for the reader to free, at most. Between two pages
@@ -128,8 +134,7 @@ impl Parser {
                 }
             })?;
         Ok(Parser {
-            jobs: Some(jobs),
-            spent: Mutex::default(),
+            parsing: Parsing::Thread(jobs),
             modify_old_images,
         })
     }
@@ -138,8 +143,7 @@ impl Parser {
     /// them, and spent batches are freed by the task that reads the next.
     fn in_place(modify_old_images: ModifyOldImages) -> Parser {
         Parser {
-            jobs: None,
-            spent: Mutex::default(),
+            parsing: Parsing::InPlace(Mutex::default()),
             modify_old_images,
         }
     }
@@ -158,12 +162,15 @@ impl Parser {
         origin: &Arc<str>,
         keep: Keep,
     ) -> Result<PageBatch, ApiError> {
-        let Some(jobs) = &self.jobs else {
-            // Freed here, on the thread that parsed them, once the lock is
-            // released (at the end of the `let`).
-            let spent = std::mem::take(&mut *lock(&self.spent));
-            drop(spent);
-            return read_guarded(body, key, origin, &keep, self.modify_old_images);
+        let jobs = match &self.parsing {
+            Parsing::Thread(jobs) => jobs,
+            Parsing::InPlace(spent) => {
+                // Freed here, on the thread that parsed them, once the lock
+                // is released (at the end of the `let`).
+                let spent = std::mem::take(&mut *lock(spent));
+                drop(spent);
+                return read_guarded(body, key, origin, &keep, self.modify_old_images);
+            }
         };
         let gone = || ApiError {
             kind: ApiErrorKind::Fatal,
@@ -191,11 +198,11 @@ impl Parser {
     /// Freed by the reader instead, F1 on the live path took 0.92 of the
     /// CPU (two sets of fifteen alternating rounds).
     pub(crate) fn free(&self, batch: SourceBatch) {
-        match &self.jobs {
+        match &self.parsing {
             // When the thread is gone the batch is dropped here.
-            Some(jobs) => drop(jobs.send(Job::Free(batch))),
-            None => {
-                let mut spent = lock(&self.spent);
+            Parsing::Thread(jobs) => drop(jobs.send(Job::Free(batch))),
+            Parsing::InPlace(spent) => {
+                let mut spent = lock(spent);
                 if spent.len() < SPENT_KEPT {
                     spent.push(batch);
                 }
@@ -469,20 +476,24 @@ mod tests {
             .build()
             .unwrap();
         let page = || RecordsPage::from_records(&[record(5, "1", 1)], None).body;
+        let spent = |parser: &Parser| match &parser.parsing {
+            Parsing::InPlace(spent) => lock(spent).len(),
+            Parsing::Thread(_) => unreachable!("made in place"),
+        };
         let b = runtime
             .block_on(parser.read(page(), &key(), &Arc::from("s"), Keep::default()))
             .unwrap();
         parser.free(b.batch);
-        assert_eq!(lock(&parser.spent).len(), 1);
+        assert_eq!(spent(&parser), 1);
         let b = runtime
             .block_on(parser.read(page(), &key(), &Arc::from("s"), Keep::default()))
             .unwrap();
-        assert!(lock(&parser.spent).is_empty(), "freed before the page");
+        assert_eq!(spent(&parser), 0, "freed before the page");
         parser.free(b.batch);
         for _ in 0..SPENT_KEPT + 2 {
             parser.free(SourceBatch::default());
         }
-        assert_eq!(lock(&parser.spent).len(), SPENT_KEPT);
+        assert_eq!(spent(&parser), SPENT_KEPT);
     }
 
     #[test]
