@@ -77,6 +77,7 @@ pub fn plain(v: &AttributeValue) -> Value {
         AttributeValue::Bs(v) => v.iter().map(|b| b64(b)).collect(),
         AttributeValue::L(v) => v.iter().map(plain).collect(),
         AttributeValue::M(m) => plain_item(m),
+        AttributeValue::Nested(text) => plain(&text.tree()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! names the attribute path of the first problem, e.g.
 //! `NewImage.address.lines[2]: unknown type tag "X"`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 
@@ -16,6 +17,7 @@ use serde::{Deserializer, Serialize, Serializer};
 
 use crate::item::Item;
 use crate::json_scan::json_special_position;
+use crate::nested::NestedText;
 use crate::number::Number;
 use crate::text::Text;
 
@@ -25,7 +27,11 @@ pub const MAX_NESTING: usize = 32;
 
 /// One DynamoDB attribute value. Sets are kept sorted (strings and binaries
 /// bytewise, numbers numerically) and free of duplicates.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A map or list is either a tree ([`AttributeValue::M`], [`AttributeValue::L`])
+/// or its text ([`AttributeValue::Nested`]); the two forms of one value are
+/// equal.
+#[derive(Clone, Debug)]
 pub enum AttributeValue {
     /// `S`: a UTF-8 string.
     S(Text),
@@ -47,7 +53,35 @@ pub enum AttributeValue {
     L(Vec<AttributeValue>),
     /// `M`: a map of any values.
     M(Item),
+    /// `M` or `L` as its canonical DynamoDB JSON, read where no sink looks
+    /// inside it (see [`NestedText`]).
+    Nested(NestedText),
 }
+
+impl PartialEq for AttributeValue {
+    fn eq(&self, other: &AttributeValue) -> bool {
+        use AttributeValue as V;
+        match (self, other) {
+            (V::S(a), V::S(b)) => a == b,
+            (V::N(a), V::N(b)) => a == b,
+            (V::B(a), V::B(b)) => a == b,
+            (V::Bool(a), V::Bool(b)) => a == b,
+            (V::Null, V::Null) => true,
+            (V::Ss(a), V::Ss(b)) => a == b,
+            (V::Ns(a), V::Ns(b)) => a == b,
+            (V::Bs(a), V::Bs(b)) => a == b,
+            (V::L(a), V::L(b)) => a == b,
+            (V::M(a), V::M(b)) => a == b,
+            (V::Nested(a), V::Nested(b)) => a == b,
+            // Canonical texts are equal exactly when the values are.
+            (V::Nested(text), tree @ (V::M(_) | V::L(_)))
+            | (tree @ (V::M(_) | V::L(_)), V::Nested(text)) => text.as_str() == tree.to_ddb_json(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for AttributeValue {}
 
 impl AttributeValue {
     /// The DynamoDB type tag (`S`, `N`, `M`, …).
@@ -63,6 +97,17 @@ impl AttributeValue {
             AttributeValue::Bs(_) => "BS",
             AttributeValue::L(_) => "L",
             AttributeValue::M(_) => "M",
+            AttributeValue::Nested(text) => text.tag(),
+        }
+    }
+
+    /// This value with a map or list as a tree: a [`AttributeValue::Nested`]
+    /// text is read into one, every other value is borrowed as it is. For
+    /// whoever looks inside maps and lists (a declared struct or list).
+    pub fn as_tree(&self) -> Cow<'_, AttributeValue> {
+        match self {
+            AttributeValue::Nested(text) => Cow::Owned(text.tree()),
+            other => Cow::Borrowed(other),
         }
     }
 
@@ -78,6 +123,10 @@ impl AttributeValue {
     /// Appends [`AttributeValue::to_ddb_json`]'s text to `out`, so callers
     /// that write many values can reuse one buffer.
     pub fn write_ddb_json(&self, out: &mut String) {
+        if let AttributeValue::Nested(text) = self {
+            out.push_str(text.as_str());
+            return;
+        }
         fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -113,6 +162,7 @@ impl AttributeValue {
                 }
                 out.push('}');
             }
+            AttributeValue::Nested(_) => unreachable!("written whole above"),
         }
         out.push('}');
     }
@@ -239,6 +289,11 @@ impl Serialize for Number {
 
 impl Serialize for AttributeValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let AttributeValue::Nested(text) = self {
+            // Rare (a record rendered for a dead letter): the tree renders
+            // the same text.
+            return text.tree().serialize(s);
+        }
         let mut map = s.serialize_map(Some(1))?;
         match self {
             AttributeValue::S(v) => map.serialize_entry("S", v)?,
@@ -251,6 +306,7 @@ impl Serialize for AttributeValue {
             AttributeValue::Bs(v) => map.serialize_entry("BS", &BinarySet(v))?,
             AttributeValue::L(v) => map.serialize_entry("L", v)?,
             AttributeValue::M(v) => map.serialize_entry("M", v)?,
+            AttributeValue::Nested(_) => unreachable!("serialized as its tree above"),
         }
         map.end()
     }

@@ -152,6 +152,14 @@ impl Number {
     /// in one pass without building anything. `None` leaves the text to the
     /// full parser, which also words any error.
     fn already_canonical(text: &str) -> Option<Self> {
+        Self::is_canonical(text).then(|| Number {
+            canonical: text.into(),
+        })
+    }
+
+    /// Whether `text` is a number's canonical text, in range: what
+    /// [`Number::parse`] would make of it is `text` itself.
+    pub fn is_canonical(text: &str) -> bool {
         let bytes = text.as_bytes();
         let (negative, body) = match bytes.split_first() {
             Some((b'-', rest)) => (true, rest),
@@ -163,10 +171,10 @@ impl Number {
         };
         let all_digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
         if int.is_empty() || !all_digits(int) || (int.len() > 1 && int[0] == b'0') {
-            return None;
+            return false;
         }
         let frac = match frac {
-            Some(f) if f.is_empty() || !all_digits(f) || f.ends_with(b"0") => return None,
+            Some(f) if f.is_empty() || !all_digits(f) || f.ends_with(b"0") => return false,
             Some(f) => f,
             None => &[],
         };
@@ -179,18 +187,12 @@ impl Number {
             (int.len() + frac.len() - trailing, int.len() as i64 - 1)
         } else if frac.is_empty() {
             // "0" is canonical; "-0" is not.
-            return (!negative).then(|| Number {
-                canonical: "0".into(),
-            });
+            return !negative;
         } else {
             let zeros = frac.iter().take_while(|&&b| b == b'0').count();
             (frac.len() - zeros, -(zeros as i64) - 1)
         };
-        let in_range = significant <= MAX_SIGNIFICANT_DIGITS
-            && (MIN_EXPONENT..=MAX_EXPONENT).contains(&adjusted);
-        in_range.then(|| Number {
-            canonical: text.into(),
-        })
+        significant <= MAX_SIGNIFICANT_DIGITS && (MIN_EXPONENT..=MAX_EXPONENT).contains(&adjusted)
     }
 
     /// The canonical decimal text.

@@ -311,6 +311,15 @@ pub trait Sink: Send {
         true
     }
 
+    /// Whether this sink looks inside map and list values (a declared
+    /// struct or list column, a JSON message). When no sink does, the
+    /// source keeps each as its DynamoDB-JSON text
+    /// ([`AttributeValue::Nested`](crate::AttributeValue::Nested)), which is
+    /// all a column of DynamoDB JSON needs. True unless a sink says not.
+    fn reads_nested_trees(&self) -> bool {
+        true
+    }
+
     /// Takes a batch. Changes this sink already holds are dropped; changes it
     /// cannot encode are returned as rejects and the rest is accepted.
     ///

@@ -18,7 +18,7 @@ use dynamo_cdc_source::streams::ShardBoard;
 use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::Endpoint;
 use dynamo_cdc_source::streams::sdk::SdkStreams;
-use dynamo_cdc_source::{ModifyOldImages, OnGap};
+use dynamo_cdc_source::{ImageReading, OnGap};
 use dynamo_cdc_source::{
     ReplayError, ReplayProgress, ReplaySource, ReplayStats, StreamsConfig, StreamsSource,
 };
@@ -124,8 +124,8 @@ fn open_bucket(endpoint: &Endpoint, bucket: &str) -> Result<Box<dyn ExportObject
 impl Feed {
     /// Starts the configured source at `resume` (per shard, the lowest
     /// position over the sinks; `delivered` is the highest), reading
-    /// MODIFY old images as `modify_old_images` says (the sinks decide:
-    /// [`Sinks::modify_old_images`](crate::sinks::Sinks::modify_old_images)).
+    /// images as `reading` says (the sinks decide:
+    /// [`Sinks::image_reading`](crate::sinks::Sinks::image_reading)).
     ///
     /// # Errors
     /// When the capture cannot be opened, or a table's stream cannot be
@@ -137,10 +137,10 @@ impl Feed {
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
-        modify_old_images: ModifyOldImages,
+        reading: ImageReading,
     ) -> anyhow::Result<Feed> {
         match config.source.kind {
-            SourceKind::Replay => Self::replay(config, resume, modify_old_images),
+            SourceKind::Replay => Self::replay(config, resume, reading),
             SourceKind::Dynamodb => Self::streams(
                 config,
                 &resume,
@@ -148,21 +148,17 @@ impl Feed {
                 latest,
                 until_idle,
                 snapshot_now,
-                modify_old_images,
+                reading,
             ),
         }
     }
 
-    fn replay(
-        config: &Config,
-        resume: Positions,
-        modify_old_images: ModifyOldImages,
-    ) -> anyhow::Result<Feed> {
+    fn replay(config: &Config, resume: Positions, reading: ImageReading) -> anyhow::Result<Feed> {
         let mut replay = config
             .source
             .replay_config()
             .map_err(|e| e.within("source"))?;
-        replay.modify_old_images = modify_old_images;
+        replay.reading = reading;
         let source = ReplaySource::open(&replay, resume)?;
         let progress = source.progress();
         if dynamo_cdc_source::one_cpu() {
@@ -200,7 +196,7 @@ impl Feed {
         latest: HashMap<String, LatestFrom>,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
-        modify_old_images: ModifyOldImages,
+        reading: ImageReading,
     ) -> anyhow::Result<Feed> {
         let s = &config.source;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -212,7 +208,7 @@ impl Feed {
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
         streams.latest = latest;
-        streams.modify_old_images = modify_old_images;
+        streams.reading = reading;
         // Outside the runtime: an object-store journal has a runtime of its
         // own, which may not be started from within another.
         let journal = snapshot_journal(config)?;

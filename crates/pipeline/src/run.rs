@@ -390,7 +390,7 @@ pub(crate) fn run_once(
         latest,
         options.until_idle,
         snapshot_now.as_deref(),
-        sinks.modify_old_images(),
+        sinks.image_reading(),
     )
     .map_err(source_unavailable)?;
     *snapshot_now = None;

@@ -13,7 +13,7 @@ use dynamo_cdc_core::{
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
 use dynamo_cdc_sink_parquet::ParquetSink;
-use dynamo_cdc_source::ModifyOldImages;
+use dynamo_cdc_source::{ImageReading, ModifyOldImages, NestedValues};
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::config::Config;
@@ -140,13 +140,22 @@ impl Sinks {
         out
     }
 
-    /// Whether the source reads MODIFY old images: only when some sink
-    /// does ([`Sink::reads_modify_old_images`]).
-    pub(crate) fn modify_old_images(&self) -> ModifyOldImages {
-        if self.list.iter().any(|s| s.reads_modify_old_images()) {
-            ModifyOldImages::Read
-        } else {
-            ModifyOldImages::KeepUnread
+    /// What the source reads of each image: MODIFY old images only when
+    /// some sink does ([`Sink::reads_modify_old_images`]), maps and lists
+    /// as trees only when some sink looks inside them
+    /// ([`Sink::reads_nested_trees`]).
+    pub(crate) fn image_reading(&self) -> ImageReading {
+        ImageReading {
+            modify_old_images: if self.list.iter().any(|s| s.reads_modify_old_images()) {
+                ModifyOldImages::Read
+            } else {
+                ModifyOldImages::KeepUnread
+            },
+            nested_values: if self.list.iter().any(|s| s.reads_nested_trees()) {
+                NestedValues::Trees
+            } else {
+                NestedValues::Text
+            },
         }
     }
 
@@ -246,20 +255,59 @@ mod tests {
         .unwrap()
     }
 
-    /// Parquet (like Iceberg) writes rows of the new image: with it alone
-    /// a MODIFY's old image is left unread; a Kafka message's `before`
-    /// needs it read.
+    /// Parquet (like Iceberg) writes rows of the new image, maps and lists
+    /// as DynamoDB JSON: with it alone a MODIFY's old image is left unread
+    /// and maps and lists are kept as text; a Kafka message's `before` needs
+    /// the old image read, and its encoder the trees.
     #[test]
-    fn old_images_of_modifies_are_read_only_when_a_sink_reads_them() {
+    fn images_are_read_as_far_as_a_sink_reads_them() {
         let dir = tempfile::tempdir().unwrap();
         let parquet = format!("[sinks.parquet]\npath = {:?}\n", dir.path().join("pq"));
         let kafka = "[sinks.kafka]\nbrokers = \"127.0.0.1:9\"\n";
         let declared = HashMap::new();
         let alone = open(&config(&parquet, dir.path()), &declared).ok().unwrap();
-        assert_eq!(alone.modify_old_images(), ModifyOldImages::KeepUnread);
+        assert_eq!(
+            alone.image_reading(),
+            ImageReading {
+                modify_old_images: ModifyOldImages::KeepUnread,
+                nested_values: NestedValues::Text,
+            }
+        );
         let with_kafka = open(&config(&format!("{parquet}{kafka}"), dir.path()), &declared)
             .ok()
             .unwrap();
-        assert_eq!(with_kafka.modify_old_images(), ModifyOldImages::Read);
+        assert_eq!(with_kafka.image_reading(), ImageReading::default());
+        // Avro (with a registry) holds maps and lists as DynamoDB JSON, as
+        // Parquet does; plain JSON messages show them as JSON.
+        let avro = format!("{kafka}schema_registry_url = \"http://127.0.0.1:9\"\n");
+        let with_avro = open(&config(&format!("{parquet}{avro}"), dir.path()), &declared)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            with_avro.image_reading(),
+            ImageReading {
+                modify_old_images: ModifyOldImages::Read,
+                nested_values: NestedValues::Text,
+            }
+        );
+        assert_eq!(
+            ImageReading::default(),
+            ImageReading {
+                modify_old_images: ModifyOldImages::Read,
+                nested_values: NestedValues::Trees,
+            }
+        );
+        // A declared record reads inside its map.
+        let record = r#"{"type":"record","name":"t","fields":[
+            {"name":"addr","type":{"type":"record","name":"addr","fields":[{"name":"zip","type":"string"}]}}]}"#;
+        let declared = HashMap::from([(
+            "orders".to_owned(),
+            DeclaredSchema::parse_avsc(record).unwrap(),
+        )]);
+        let with_record = open(&config(&parquet, dir.path()), &declared).ok().unwrap();
+        assert_eq!(
+            with_record.image_reading().nested_values,
+            NestedValues::Trees
+        );
     }
 }

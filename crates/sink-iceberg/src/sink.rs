@@ -815,6 +815,14 @@ impl Sink for IcebergSink {
         false
     }
 
+    fn reads_nested_trees(&self) -> bool {
+        // Maps and lists are columns of DynamoDB JSON unless a declared
+        // schema makes them records or arrays.
+        self.declared
+            .values()
+            .any(DeclaredSchema::reads_nested_trees)
+    }
+
     fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
         self.lease_epochs.clone_from(epochs);
     }

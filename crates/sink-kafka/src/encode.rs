@@ -125,6 +125,17 @@ impl Encoder {
         }
     }
 
+    /// Whether encoding looks inside maps and lists: a JSON message shows
+    /// them as plain JSON, and a declared record or array encodes their
+    /// parts; an inferred Avro field holds their DynamoDB JSON.
+    pub(crate) fn reads_nested_trees(&self) -> bool {
+        self.format == Format::Json
+            || self
+                .declared
+                .values()
+                .any(DeclaredSchema::reads_nested_trees)
+    }
+
     /// The topic of a table.
     pub(crate) fn topic(&self, table: &str) -> String {
         self.topic_template.replace("{table}", table)

@@ -40,6 +40,7 @@ pub(crate) fn value(out: &mut String, v: &AttributeValue) {
         AttributeValue::Bs(v) => list(out, v, |out, b| string(out, &BASE64.encode(b))),
         AttributeValue::L(v) => list(out, v, value),
         AttributeValue::M(m) => item(out, m),
+        AttributeValue::Nested(text) => value(out, &text.tree()),
     }
 }
 

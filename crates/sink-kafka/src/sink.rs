@@ -497,6 +497,10 @@ impl Sink for KafkaSink {
         "kafka"
     }
 
+    fn reads_nested_trees(&self) -> bool {
+        self.encoder.reads_nested_trees()
+    }
+
     /// The state is `{"offsets": {topic: {partition: next offset}}}`; a
     /// state that does not read as such is ignored, which only makes the
     /// read-back start earlier (from the beginning of each partition).

@@ -1106,6 +1106,14 @@ impl Sink for ParquetSink {
         false
     }
 
+    fn reads_nested_trees(&self) -> bool {
+        // Maps and lists are columns of DynamoDB JSON unless a declared
+        // schema makes them records or arrays.
+        self.declared
+            .values()
+            .any(DeclaredSchema::reads_nested_trees)
+    }
+
     fn write(&mut self, changes: &[Change]) -> Result<Vec<Rejected>, SinkError> {
         Ok(self.write_changes(changes)?)
     }

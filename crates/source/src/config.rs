@@ -13,7 +13,7 @@ use std::time::Duration;
 use dynamo_cdc_core::ConfigError;
 use serde::Deserialize;
 
-use crate::record::{ModifyOldImages, is_valid_table_name, table_from_arn};
+use crate::record::{ImageReading, is_valid_table_name, table_from_arn};
 use crate::replay::ReplayConfig;
 use crate::snapshot::{MARGIN_MS, SnapshotMethod, SnapshotMode, SnapshotSettings};
 use crate::streams::sdk::Endpoint;
@@ -367,7 +367,7 @@ impl SourceConfig {
             batch_size: self.batch_size,
             batch_bytes: self.batch_bytes,
             // Set by the pipeline from what its sinks read.
-            modify_old_images: ModifyOldImages::Read,
+            reading: ImageReading::default(),
         })
     }
 
@@ -397,7 +397,7 @@ impl SourceConfig {
             until_idle,
             heartbeat,
             // Set by the pipeline from what its sinks read.
-            modify_old_images: ModifyOldImages::Read,
+            reading: ImageReading::default(),
         }
     }
 

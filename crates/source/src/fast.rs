@@ -8,16 +8,21 @@
 //! the caller takes the serde path, which either succeeds or says exactly
 //! what is wrong. So it must never accept what that path rejects, nor read a
 //! page differently; a differential test holds it to that.
+//!
+//! Where no sink looks inside maps and lists ([`NestedValues::Text`]), it
+//! writes each map or list attribute straight into the DynamoDB-JSON text
+//! its tree would render ([`Cursor::write_tagged`]), without building the
+//! tree; a second differential test holds that text to the tree's.
 
 use std::borrow::Cow;
 
 use dynamo_cdc_core::{
-    AttributeValue, Change, Item, MAX_NESTING, Number, Text, copy_plain, decode_base64,
-    json_special_position,
+    AttributeValue, Change, Item, MAX_NESTING, NestedText, Number, Text, copy_plain, decode_base64,
+    json_special_position, write_json_string,
 };
 
 use crate::record::{
-    BodyParts, ModifyOldImages, OldImage, Parts, RecordContext, RecordHints, convert,
+    BodyParts, ModifyOldImages, NestedValues, OldImage, Parts, RecordContext, RecordHints, convert,
     is_ttl_identity,
 };
 
@@ -38,7 +43,10 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
         entries: Vec::with_capacity(64),
         elements: Vec::with_capacity(16),
         unescaped: std::mem::take(&mut ctx.unescaped),
-        modify_old_images: ctx.modify_old_images,
+        modify_old_images: ctx.reading.modify_old_images,
+        nested_values: ctx.reading.nested_values,
+        names: Vec::new(),
+        nested: String::new(),
     };
     let page = page(&mut c, ctx);
     ctx.unescaped = c.unescaped;
@@ -56,6 +64,9 @@ pub(crate) fn parse_item(text: &str, unescaped: &mut Vec<u8>) -> Option<Item> {
         elements: Vec::new(),
         unescaped: std::mem::take(unescaped),
         modify_old_images: ModifyOldImages::Read,
+        nested_values: NestedValues::Trees,
+        names: Vec::new(),
+        nested: String::new(),
     };
     let item = c.item(1);
     c.ws();
@@ -133,6 +144,14 @@ struct Cursor<'a> {
     unescaped: Vec<u8>,
     /// Whether old images are read (see [`Cursor::body`]).
     modify_old_images: ModifyOldImages,
+    /// Whether maps and lists are read as trees or written as text.
+    nested_values: NestedValues,
+    /// The entries of the maps being written as text, innermost last: each
+    /// entry's name and where its text lies in the output (see
+    /// [`Cursor::write_map`]).
+    names: Vec<(Text, usize, usize)>,
+    /// Where a map or list is written as text before it becomes a [`Text`].
+    nested: String,
 }
 
 impl<'a> Cursor<'a> {
@@ -628,9 +647,37 @@ impl<'a> Cursor<'a> {
 
     /// One typed value, `{"T": ...}`.
     fn value(&mut self, depth: usize) -> Option<AttributeValue> {
+        if self.nested_values == NestedValues::Text
+            && let Some(nested) = self.canonical_nested(depth)
+        {
+            return Some(nested);
+        }
         self.eat(b'{')?;
         let tag = self.tag()?;
-        let value = match tag {
+        let value = self.typed(tag, depth)?;
+        self.eat(b'}')?;
+        Some(value)
+    }
+
+    /// A map or list whose text is canonical already, taken as it is (see
+    /// [`crate::canonical`]); `None` for any other value, which is then
+    /// read from the same place.
+    fn canonical_nested(&mut self, depth: usize) -> Option<AttributeValue> {
+        self.ws();
+        let start = self.i;
+        let rest = self.b.get(start..)?;
+        if !(rest.starts_with(b"{\"M\":") || rest.starts_with(b"{\"L\":")) {
+            return None;
+        }
+        let end = crate::canonical::typed_end(self.src, start, depth)?;
+        self.i = end;
+        let text = Text::from(&self.src[start..end]);
+        Some(AttributeValue::Nested(NestedText::from_canonical(text)))
+    }
+
+    /// The value after its tag, `...` of `{"T": ...}`.
+    fn typed(&mut self, tag: &str, depth: usize) -> Option<AttributeValue> {
+        Some(match tag {
             "S" => AttributeValue::S(self.text()?),
             "N" => AttributeValue::N(Number::parse(&self.string()?).ok()?),
             "B" => AttributeValue::B(decode_base64(self.string()?.as_bytes())?),
@@ -643,6 +690,15 @@ impl<'a> Cursor<'a> {
             "NS" => AttributeValue::number_set(self.set(|t| Number::parse(&t).ok())?).ok()?,
             "BS" => AttributeValue::binary_set(self.set(|t| decode_base64(t.as_bytes()))?).ok()?,
             "L" | "M" if depth > MAX_NESTING => return None,
+            "L" | "M" if self.nested_values == NestedValues::Text => {
+                let mut out = std::mem::take(&mut self.nested);
+                out.clear();
+                let written = self.write_tagged(tag, depth, &mut out);
+                let text = Text::from(out.as_str());
+                self.nested = out;
+                written?;
+                AttributeValue::Nested(NestedText::from_canonical(text))
+            }
             "L" => {
                 let start = self.elements.len();
                 self.array(|c| {
@@ -654,9 +710,131 @@ impl<'a> Cursor<'a> {
             }
             "M" => AttributeValue::M(self.item(depth + 1)?),
             _ => return None,
-        };
-        self.eat(b'}')?;
-        Some(value)
+        })
+    }
+
+    /// One typed value, `{"T": ...}`, appended to `out` as
+    /// [`AttributeValue::write_ddb_json`] writes the value
+    /// [`Cursor::value`] reads: what it accepts and rejects is the same.
+    fn write_value(&mut self, depth: usize, out: &mut String) -> Option<()> {
+        self.eat(b'{')?;
+        let tag = self.tag()?;
+        self.write_tagged(tag, depth, out)?;
+        self.eat(b'}')
+    }
+
+    /// The value after its tag, appended to `out` whole (`{"T":...}`).
+    /// Strings, numbers, booleans, nulls, maps and lists are written as
+    /// they are read; binaries and sets, rarer inside maps, are read as
+    /// values (which checks and sorts them) and then written.
+    fn write_tagged(&mut self, tag: &str, depth: usize, out: &mut String) -> Option<()> {
+        match tag {
+            "S" => {
+                out.push_str("{\"S\":");
+                self.write_string(out)?;
+            }
+            "N" => {
+                let n = Number::parse(&self.string()?).ok()?;
+                out.push_str("{\"N\":\"");
+                out.push_str(n.as_str());
+                out.push('"');
+            }
+            "BOOL" => out.push_str(if self.boolean()? {
+                "{\"BOOL\":true"
+            } else {
+                "{\"BOOL\":false"
+            }),
+            "NULL" => {
+                self.literal(b"true")?;
+                out.push_str("{\"NULL\":true");
+            }
+            "L" | "M" if depth > MAX_NESTING => return None,
+            "L" => {
+                out.push_str("{\"L\":[");
+                let mut first = true;
+                self.array(|c| {
+                    if !std::mem::take(&mut first) {
+                        out.push(',');
+                    }
+                    c.write_value(depth + 1, out)
+                })?;
+                out.push(']');
+            }
+            "M" => {
+                out.push_str("{\"M\":");
+                self.write_map(depth + 1, out)?;
+            }
+            "B" | "SS" | "NS" | "BS" => {
+                self.typed(tag, depth)?.write_ddb_json(out);
+                return Some(());
+            }
+            _ => return None,
+        }
+        out.push('}');
+        Some(())
+    }
+
+    /// A JSON string, appended to `out` escaped as `serde_json` escapes it.
+    fn write_string(&mut self, out: &mut String) -> Option<()> {
+        match self.string()? {
+            // No escapes, so nothing that needs one.
+            Cow::Borrowed(plain) => {
+                out.push('"');
+                out.push_str(plain);
+                out.push('"');
+            }
+            Cow::Owned(unescaped) => write_json_string(out, &unescaped),
+        }
+        Some(())
+    }
+
+    /// A map whose values sit at `depth`, appended to `out` as `{...}` with
+    /// its entries in name order, as an [`Item`] keeps them. Names usually
+    /// come sorted, and each is written where it is read; when one does
+    /// not, the entries are put in order at the end. A name twice is for
+    /// the serde path to report, as in [`Cursor::item`].
+    fn write_map(&mut self, depth: usize, out: &mut String) -> Option<()> {
+        out.push('{');
+        let open = out.len();
+        let first = self.names.len();
+        let mut ascending = true;
+        self.object(|c, key| {
+            let name = Text::from(&*key);
+            // A nested map has taken its own entries out again by now.
+            if let Some((last, ..)) = c.names[first..].last() {
+                ascending &= *last < name;
+                out.push(',');
+            }
+            let start = out.len();
+            match key {
+                Cow::Borrowed(plain) => {
+                    out.push('"');
+                    out.push_str(plain);
+                    out.push('"');
+                }
+                Cow::Owned(unescaped) => write_json_string(out, &unescaped),
+            }
+            out.push(':');
+            c.write_value(depth, out)?;
+            c.names.push((name, start, out.len()));
+            Some(())
+        })?;
+        let mut entries = self.names.split_off(first);
+        if !ascending {
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+                return None;
+            }
+            let written = out.split_off(open);
+            for (i, (_, start, end)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&written[start - open..end - open]);
+            }
+        }
+        out.push('}');
+        Some(())
     }
 }
 
@@ -666,20 +844,72 @@ mod tests {
     use dynamo_cdc_testkit::strategies::{arb_item, get_records_json, stream_record_json};
     use proptest::prelude::*;
 
-    use crate::record::{ModifyOldImages, RecordContext, parse_page_serde};
+    use super::FastPage;
+    use crate::record::{
+        ImageReading, ModifyOldImages, NestedValues, RecordContext, parse_page_serde,
+    };
 
     fn ctx() -> RecordContext {
         RecordContext::new("shard-1".into(), Some("fallback".into()))
     }
 
-    /// A context that leaves MODIFY old images unread, or reads them.
-    fn ctx_reading(modify_old_images: ModifyOldImages) -> RecordContext {
+    /// A context that reads images as `reading` says.
+    fn ctx_reading(reading: ImageReading) -> RecordContext {
         let mut ctx = ctx();
-        ctx.modify_old_images = modify_old_images;
+        ctx.reading = reading;
         ctx
     }
 
-    const BOTH: [ModifyOldImages; 2] = [ModifyOldImages::Read, ModifyOldImages::KeepUnread];
+    /// Every way of reading images.
+    const EVERY: [ImageReading; 4] = {
+        use ModifyOldImages::{KeepUnread, Read};
+        use NestedValues::{Text, Trees};
+        const fn r(
+            modify_old_images: ModifyOldImages,
+            nested_values: NestedValues,
+        ) -> ImageReading {
+            ImageReading {
+                modify_old_images,
+                nested_values,
+            }
+        }
+        [
+            r(Read, Trees),
+            r(KeepUnread, Trees),
+            r(Read, Text),
+            r(KeepUnread, Text),
+        ]
+    };
+
+    /// Read as text, every map and list of an image is a [`NestedText`]
+    /// whose text is its tree's (which the serde path read); read as
+    /// trees, none is. The pages must otherwise agree (values compare
+    /// equal in either form).
+    fn nested_as_read(fast: &FastPage, reference: &FastPage, reading: ImageReading) {
+        let images = |page: &FastPage| -> Vec<Item> {
+            page.changes
+                .iter()
+                .flat_map(|c| [c.old_image.clone(), c.new_image.clone()])
+                .flatten()
+                .collect()
+        };
+        for (fast, tree) in images(fast).iter().zip(&images(reference)) {
+            for ((name, value), (_, expected)) in fast.iter().zip(tree.iter()) {
+                match (reading.nested_values, value) {
+                    (NestedValues::Text, AttributeValue::Nested(text)) => {
+                        assert_eq!(text.as_str(), expected.to_ddb_json(), "{name}");
+                    }
+                    (NestedValues::Text, AttributeValue::M(_) | AttributeValue::L(_)) => {
+                        panic!("{name}: a tree where text was asked for")
+                    }
+                    (NestedValues::Trees, AttributeValue::Nested(_)) => {
+                        panic!("{name}: text where a tree was asked for")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 
     /// What `Cursor::item` relies on: a map's entries leave the cursor's
     /// growth-sized buffer in a vector of their own size, even from the
@@ -722,10 +952,11 @@ mod tests {
         #[test]
         fn agrees_with_serde_on_valid_pages(items in proptest::collection::vec(arb_item(), 0..6)) {
             let text = page(&items);
-            for mode in BOTH {
-                let fast = super::parse_page(&text, &mut ctx_reading(mode));
-                let reference = parse_page_serde(&text, &mut ctx_reading(mode));
+            for reading in EVERY {
+                let fast = super::parse_page(&text, &mut ctx_reading(reading));
+                let reference = parse_page_serde(&text, &mut ctx_reading(reading));
                 prop_assert!(fast.is_some(), "the fast parser gave up on a valid page");
+                nested_as_read(fast.as_ref().unwrap(), reference.as_ref().unwrap(), reading);
                 prop_assert_eq!(fast, reference);
             }
         }
@@ -747,9 +978,9 @@ mod tests {
                 _ => bytes.insert(at, byte),
             }
             let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
-            for mode in BOTH {
-                if let Some(fast) = super::parse_page(&text, &mut ctx_reading(mode)) {
-                    prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx_reading(mode)));
+            for reading in EVERY {
+                if let Some(fast) = super::parse_page(&text, &mut ctx_reading(reading)) {
+                    prop_assert_eq!(Some(fast), parse_page_serde(&text, &mut ctx_reading(reading)));
                 }
             }
         }
@@ -771,11 +1002,19 @@ mod tests {
             format!(r#"{{"a":{{"S":"3"}},"k":{{"S":"a"}},"m":{{"M":{nested}}},"z":{{"N":"1"}}}}"#),
             format!(r#"{{"a":{{"S":"3"}},"k":{{"S":"a"}},"z":{{"N":"1"}},"m":{{"M":{nested}}}}}"#),
             r#"{"a a long name past the inline limit":{"S":"3"},"a":{"S":"1"}}"#.to_owned(),
+            // Nested deeper, and in a list.
+            format!(
+                r#"{{"k":{{"S":"a"}},"l":{{"L":[{{"M":{{"q":{{"M":{nested}}},"p":{{"L":[]}}}}}},{{"M":{{}}}}]}}}}"#
+            ),
         ] {
             let text = page(&image);
-            let fast = super::parse_page(&text, &mut ctx());
-            assert!(fast.is_some(), "{image}");
-            assert_eq!(fast, parse_page_serde(&text, &mut ctx()), "{image}");
+            for reading in EVERY {
+                let fast = super::parse_page(&text, &mut ctx_reading(reading));
+                let reference = parse_page_serde(&text, &mut ctx_reading(reading));
+                assert!(fast.is_some(), "{image}");
+                nested_as_read(fast.as_ref().unwrap(), reference.as_ref().unwrap(), reading);
+                assert_eq!(fast, reference, "{image}");
+            }
         }
         let image = page(&format!(r#"{{"a":{{"S":"3"}},"m":{{"M":{nested}}}}}"#));
         let new_image = super::parse_page(&image, &mut ctx()).unwrap().changes[0]
@@ -793,8 +1032,18 @@ mod tests {
             r#"{"m":{"M":{"y":{"S":"2"},"b":{"S":"1"},"y":{"S":"3"}}}}"#.to_owned(),
         ] {
             let text = page(&twice);
-            assert_eq!(super::parse_page(&text, &mut ctx()), None, "{twice}");
-            assert_eq!(parse_page_serde(&text, &mut ctx()), None, "{twice}");
+            for reading in EVERY {
+                assert_eq!(
+                    super::parse_page(&text, &mut ctx_reading(reading)),
+                    None,
+                    "{twice}"
+                );
+                assert_eq!(
+                    parse_page_serde(&text, &mut ctx_reading(reading)),
+                    None,
+                    "{twice}"
+                );
+            }
         }
     }
 
@@ -809,7 +1058,7 @@ mod tests {
                 r#"{{"eventName":"{event}","dynamodb":{{"Keys":{{"k":{{"S":"a"}}}},"OldImage":{old},"SequenceNumber":"1"}}}}"#
             )
         };
-        let unread = ctx_reading(ModifyOldImages::KeepUnread);
+        let unread = ctx_reading(EVERY[1]);
         // DynamoDB JSON with a value no item holds, and JSON of another
         // shape, which is passed over as plain JSON.
         let other = r#"{"k":{"S":"a"},"n":{"N":5},"x":[1,{"\u0041":null}]}"#;
@@ -857,6 +1106,23 @@ mod tests {
         let fast = super::parse_page(text, &mut ctx()).unwrap();
         assert_eq!(fast.changes[0].source.event_id, "eé");
         assert_eq!(Some(fast), parse_page_serde(text, &mut ctx()));
+        // Inside a map written as text, every escape is written back as
+        // serde_json writes it (`\/` as `/`, `\u0000` as `\u0000`, the
+        // emoji as itself), names included.
+        let in_map = text
+            .replace(r#""s":{"S":"#, r#""m":{"M":{"n\u00e9\n":{"S":"#)
+            .replace(r#"\u0000"}}"#, r#"\u0000"}}}}"#);
+        let mut reading = ctx_reading(EVERY[3]);
+        let fast = super::parse_page(&in_map, &mut reading).unwrap();
+        let image = fast.changes[0].new_image.as_ref().unwrap();
+        let Some(AttributeValue::Nested(m)) = image.get("m") else {
+            panic!("no map as text in {in_map}");
+        };
+        assert_eq!(
+            m.as_str(),
+            r#"{"M":{"né\n":{"S":"q\"\\/\b\f\n\r\t😀 \u0000"}}}"#
+        );
+        assert_eq!(Some(fast), parse_page_serde(&in_map, &mut ctx()));
         for bad in [r#"\ud83d""#, r#"\ude00""#, r#"\x""#] {
             let t = text.replace(r#"\u0000""#, bad);
             assert!(super::parse_page(&t, &mut ctx()).is_none(), "{bad}");

@@ -9,6 +9,7 @@
 //! - [`events`]: the source's log lines and metrics.
 //! - [`config`]: the `[source]` configuration, its checks and defaults.
 
+mod canonical;
 pub mod config;
 pub mod events;
 mod fast;
@@ -20,7 +21,7 @@ pub mod snapshot;
 pub mod streams;
 
 pub use config::{SourceConfig, SourceKind};
-pub use record::ModifyOldImages;
+pub use record::{ImageReading, ModifyOldImages, NestedValues};
 pub use replay::{ReplayConfig, ReplayError, ReplayProgress, ReplaySource, ReplayStats};
 pub use streams::{
     OnGap, ShardBoard, StartAt, StreamsConfig, StreamsError, StreamsSource, TableHealth,

@@ -133,6 +133,30 @@ pub enum ModifyOldImages {
     KeepUnread,
 }
 
+/// How a map or list attribute is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NestedValues {
+    /// Into a tree ([`AttributeValue::M`](dynamo_cdc_core::AttributeValue::M),
+    /// [`AttributeValue::L`](dynamo_cdc_core::AttributeValue::L)): some
+    /// sink looks inside maps and lists.
+    #[default]
+    Trees,
+    /// Written straight into its DynamoDB-JSON text, as
+    /// [`AttributeValue::Nested`](dynamo_cdc_core::AttributeValue::Nested):
+    /// every sink writes maps and lists as that text, so a tree would only
+    /// be built to be rendered and freed.
+    Text,
+}
+
+/// What the source reads of each image: what the sinks need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImageReading {
+    /// Whether a MODIFY's old image is read.
+    pub modify_old_images: ModifyOldImages,
+    /// How maps and lists are read.
+    pub nested_values: NestedValues,
+}
+
 /// What the parser needs to know beyond the record itself.
 #[derive(Debug, Clone)]
 pub struct RecordContext {
@@ -140,9 +164,8 @@ pub struct RecordContext {
     pub default_table: Option<Arc<str>>,
     /// The shard the record belongs to.
     pub shard: Arc<str>,
-    /// Whether a MODIFY's old image is read ([`ModifyOldImages::Read`]
-    /// unless set).
-    pub modify_old_images: ModifyOldImages,
+    /// What is read of each image (everything, as trees, unless set).
+    pub reading: ImageReading,
     /// Interned table names and stream ARNs, so that a page allocates them once.
     interned: Vec<Arc<str>>,
     /// The last `eventSourceARN` read, with its table: a shard's records
@@ -163,7 +186,7 @@ impl RecordContext {
         RecordContext {
             default_table,
             shard,
-            modify_old_images: ModifyOldImages::Read,
+            reading: ImageReading::default(),
             interned: Vec::new(),
             last_arn: None,
             last_page_records: 0,
@@ -394,7 +417,7 @@ pub(crate) fn convert(
         None => (None, None),
         Some(OldImage::Read(item)) => (Some(item), None),
         Some(OldImage::Text(text))
-            if op != Op::Remove && ctx.modify_old_images == ModifyOldImages::KeepUnread =>
+            if op != Op::Remove && ctx.reading.modify_old_images == ModifyOldImages::KeepUnread =>
         {
             (None, Some(text.into()))
         }
@@ -484,7 +507,7 @@ mod tests {
             )
         };
         let mut unread = ctx();
-        unread.modify_old_images = ModifyOldImages::KeepUnread;
+        unread.reading.modify_old_images = ModifyOldImages::KeepUnread;
         for (event, ctx) in [
             ("MODIFY", ctx()),
             ("REMOVE", ctx()),
@@ -716,7 +739,7 @@ mod render_tests {
     fn an_unread_old_image_is_rendered_as_it_came() {
         let raw = r#"{"eventID":"e1","eventName":"MODIFY","eventSourceARN":"arn:aws:dynamodb:us-east-1:1:table/tbl/stream/x","dynamodb":{"Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"},"n":{"N":"not a number"}},"NewImage":{"id":{"N":"1"}},"SequenceNumber":"42"}}"#;
         let mut unread = RecordContext::new("s".into(), None);
-        unread.modify_old_images = ModifyOldImages::KeepUnread;
+        unread.reading.modify_old_images = ModifyOldImages::KeepUnread;
         let change = parse_record(raw, &mut unread).unwrap();
         let rendered = render_record(&change);
         let value: serde_json::Value = serde_json::from_str(&rendered).unwrap();

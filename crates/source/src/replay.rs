@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 
 use crate::lines::LineReader;
 use crate::page::{PageOrigin, read_page};
-use crate::record::{ModifyOldImages, RecordContext, render_record};
+use crate::record::{ImageReading, RecordContext, render_record};
 
 /// What the replay source reads.
 #[derive(Debug, Clone)]
@@ -42,9 +42,9 @@ pub struct ReplayConfig {
     /// Bytes of capture text per batch, whichever limit comes first (again
     /// whole pages: a batch holds at least one).
     pub batch_bytes: u64,
-    /// Whether a MODIFY's old image is read; set by the pipeline from
-    /// what its sinks read, never configured.
-    pub modify_old_images: ModifyOldImages,
+    /// What is read of each image; set by the pipeline from what its
+    /// sinks read, never configured.
+    pub reading: ImageReading,
 }
 
 /// Reading the capture failed as a whole.
@@ -122,7 +122,7 @@ pub struct ReplaySource {
     files: VecDeque<PathBuf>,
     current: Option<FileReader>,
     default_table: Option<Arc<str>>,
-    modify_old_images: ModifyOldImages,
+    reading: ImageReading,
     batch_size: usize,
     batch_bytes: u64,
     resume: Positions,
@@ -153,7 +153,7 @@ impl ReplaySource {
             files: files.into(),
             current: None,
             default_table: config.table.as_deref().map(Arc::from),
-            modify_old_images: config.modify_old_images,
+            reading: config.reading,
             batch_size: config.batch_size.max(1),
             batch_bytes: config.batch_bytes.max(1),
             resume,
@@ -315,7 +315,7 @@ impl Source for ReplaySource {
                 self.stats.files += 1;
                 let shard = shard_name(&path);
                 let mut ctx = RecordContext::new(shard.into(), self.default_table.clone());
-                ctx.modify_old_images = self.modify_old_images;
+                ctx.reading = self.reading;
                 self.current = Some(FileReader::open(path, ctx, self.progress.clone())?);
             }
             let Some(reader) = self.current.as_mut() else {
@@ -677,7 +677,7 @@ mod tests {
             table: Some("orders".into()),
             batch_size,
             batch_bytes,
-            modify_old_images: ModifyOldImages::Read,
+            reading: ImageReading::default(),
         }
     }
 

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{AttributeValue, Item, Positions, Source};
-use dynamo_cdc_source::{ModifyOldImages, ReplayConfig, ReplaySource};
+use dynamo_cdc_source::{ImageReading, ReplayConfig, ReplaySource};
 use dynamo_cdc_testkit::strategies::{arb_item, get_records_json, stream_record_json};
 use proptest::prelude::*;
 
@@ -109,7 +109,7 @@ proptest! {
                 table: Some("fuzz".into()),
                 batch_size: 7,
                 batch_bytes: 4096,
-                modify_old_images: ModifyOldImages::Read,
+                reading: ImageReading::default(),
             },
             Positions::new(),
         )

@@ -167,6 +167,7 @@ fn value_size(value: &AttributeValue) -> u64 {
                 .map(|(k, x)| 1 + k.len() as u64 + value_size(x))
                 .sum::<u64>()
         }
+        AttributeValue::Nested(text) => value_size(&text.tree()),
     }
 }
 

@@ -191,6 +191,10 @@ impl Datum {
                     self.field(fty, m.get(attr.as_str()))?;
                 }
             }
+            // A declared list or struct reads inside the value.
+            (ColumnType::List(_) | ColumnType::Struct(_), AttributeValue::Nested(text)) => {
+                self.plain(ty, &text.tree())?;
+            }
             _ => return Err(mismatch()),
         }
         Ok(())

@@ -148,6 +148,21 @@ pub(crate) fn build_array<'a>(
     values: &[Option<&'a AttributeValue>],
 ) -> Result<ArrayRef, ArrowError> {
     let n = values.len();
+    if matches!(
+        ty,
+        ColumnType::List(_) | ColumnType::Set(_) | ColumnType::Struct(_)
+    ) && values
+        .iter()
+        .any(|v| matches!(v, Some(AttributeValue::Nested(_))))
+    {
+        // A declared list or struct reads inside maps and lists: their trees.
+        let trees: Vec<Option<Cow<'_, AttributeValue>>> = values
+            .iter()
+            .map(|v| v.map(AttributeValue::as_tree))
+            .collect();
+        let refs: Vec<Option<&AttributeValue>> = trees.iter().map(Option::as_deref).collect();
+        return build_array(ty, &refs);
+    }
     Ok(match ty {
         ColumnType::Null => {
             if let Some(v) = values

@@ -23,6 +23,15 @@ pub struct DeclaredSchema {
 }
 
 impl DeclaredSchema {
+    /// Whether a column looks inside maps or lists (a declared record or
+    /// array): rows of such a table need their trees, not their text (see
+    /// [`dynamo_cdc_core::NestedText`]).
+    pub fn reads_nested_trees(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|(_, ty)| matches!(ty, ColumnType::List(_) | ColumnType::Struct(_)))
+    }
+
     /// Parses the text of an `.avsc` file.
     ///
     /// # Errors
@@ -228,6 +237,9 @@ pub(crate) fn fits(
                 fits(v, fty, AttrPath::Field(&path, name))?;
             }
             Ok(())
+        }
+        (ColumnType::List(_) | ColumnType::Struct(_), AttributeValue::Nested(text)) => {
+            fits(&text.tree(), ty, path)
         }
         _ => mismatch(),
     }

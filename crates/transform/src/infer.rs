@@ -24,7 +24,7 @@ pub(crate) fn infer(value: &AttributeValue, mode: NumbersMode) -> ColumnType {
             ColumnType::Set(Box::new(inner))
         }
         AttributeValue::Bs(_) => ColumnType::Set(Box::new(ColumnType::Binary)),
-        AttributeValue::L(_) | AttributeValue::M(_) => ColumnType::Json,
+        AttributeValue::L(_) | AttributeValue::M(_) | AttributeValue::Nested(_) => ColumnType::Json,
     }
 }
 

@@ -33,7 +33,7 @@ use dynamo_cdc_core::{OutageLine, Positions, SequenceNumber, SharedOutage, Sourc
 use tokio::sync::{mpsc, watch};
 
 use crate::events::Service;
-use crate::record::ModifyOldImages;
+use crate::record::ImageReading;
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
 pub use board::{ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
@@ -97,9 +97,9 @@ pub struct StreamsConfig {
     /// Longest wait in [`Source::next_batch`] before it returns an empty
     /// batch, so the pipeline can commit files by age and notice signals.
     pub heartbeat: Duration,
-    /// Whether a MODIFY's old image is read; set by the pipeline from
-    /// what its sinks read.
-    pub modify_old_images: ModifyOldImages,
+    /// What is read of each image; set by the pipeline from what its
+    /// sinks read.
+    pub reading: ImageReading,
 }
 
 impl Default for StreamsConfig {
@@ -119,7 +119,7 @@ impl Default for StreamsConfig {
             report_read_through: false,
             until_idle: None,
             heartbeat: Duration::from_millis(200),
-            modify_old_images: ModifyOldImages::Read,
+            reading: ImageReading::default(),
         }
     }
 }
@@ -350,8 +350,7 @@ impl StreamsSource {
         config: &StreamsConfig,
         resume: &Positions,
     ) -> Result<Self, StreamsError> {
-        let parser =
-            page_batch::Parser::start(config.modify_old_images).map_err(StreamsError::Thread)?;
+        let parser = page_batch::Parser::start(config.reading).map_err(StreamsError::Thread)?;
         // A page per shard in flight, a few queued: memory stays bounded.
         let (tx, rx) = mpsc::channel(8);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -22,7 +22,7 @@ use dynamo_cdc_core::{Origin, SequenceNumber, ShardKey, SourceBatch};
 
 use crate::events::Request;
 use crate::page::{PageOrigin, read_page};
-use crate::record::{ModifyOldImages, RecordContext};
+use crate::record::{ImageReading, RecordContext};
 use crate::streams::api::{ApiError, ApiErrorKind};
 use crate::streams::board::PageReport;
 use crate::streams::raw_records::give_back;
@@ -69,7 +69,7 @@ pub(crate) struct Keep {
 #[derive(Debug)]
 pub(crate) struct Parser {
     parsing: Parsing,
-    modify_old_images: ModifyOldImages,
+    reading: ImageReading,
 }
 
 /// Where pages are parsed and spent batches freed.
@@ -98,18 +98,17 @@ impl std::fmt::Debug for Job {
 }
 
 impl Parser {
-    /// Starts the thread, which reads MODIFY old images as
-    /// `modify_old_images` says. Where the process may use one CPU only
+    /// Starts the thread, which reads images as `reading` says. Where the process may use one CPU only
     /// there is no thread: a page is parsed by the task that read it, since
     /// a thread of its own could not run beside it, and each hand-over
     /// would only switch threads.
     ///
     /// # Errors
     /// When the thread cannot be started.
-    pub(crate) fn start(modify_old_images: ModifyOldImages) -> std::io::Result<Parser> {
+    pub(crate) fn start(reading: ImageReading) -> std::io::Result<Parser> {
         if crate::one_cpu() {
             tracing::debug!("one CPU: each page is parsed by the task that read it");
-            return Ok(Parser::in_place(modify_old_images));
+            return Ok(Parser::in_place(reading));
         }
         let (jobs, todo) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -124,8 +123,7 @@ impl Parser {
                             keep,
                             reply,
                         } => {
-                            let parsed =
-                                read_guarded(body, &key, &origin, &keep, modify_old_images);
+                            let parsed = read_guarded(body, &key, &origin, &keep, reading);
                             // The reader may have stopped meanwhile.
                             let _ = reply.send(parsed);
                         }
@@ -135,16 +133,16 @@ impl Parser {
             })?;
         Ok(Parser {
             parsing: Parsing::Thread(jobs),
-            modify_old_images,
+            reading,
         })
     }
 
     /// A parser without a thread: pages are parsed by the task that reads
     /// them, and spent batches are freed by the task that reads the next.
-    fn in_place(modify_old_images: ModifyOldImages) -> Parser {
+    fn in_place(reading: ImageReading) -> Parser {
         Parser {
             parsing: Parsing::InPlace(Mutex::default()),
-            modify_old_images,
+            reading,
         }
     }
 
@@ -169,7 +167,7 @@ impl Parser {
                 // is released (at the end of the `let`).
                 let spent = std::mem::take(&mut *lock(spent));
                 drop(spent);
-                return read_guarded(body, key, origin, &keep, self.modify_old_images);
+                return read_guarded(body, key, origin, &keep, self.reading);
             }
         };
         let gone = || ApiError {
@@ -225,9 +223,9 @@ fn read_guarded(
     key: &ShardKey,
     origin: &Arc<str>,
     keep: &Keep,
-    modify_old_images: ModifyOldImages,
+    reading: ImageReading,
 ) -> Result<PageBatch, ApiError> {
-    let parsed = std::panic::catch_unwind(|| read_now(&body, key, origin, keep, modify_old_images))
+    let parsed = std::panic::catch_unwind(|| read_now(&body, key, origin, keep, reading))
         .unwrap_or_else(|_| {
             Err(ApiError {
                 kind: ApiErrorKind::Fatal,
@@ -245,7 +243,7 @@ fn read_now(
     key: &ShardKey,
     origin: &Arc<str>,
     keep: &Keep,
-    modify_old_images: ModifyOldImages,
+    reading: ImageReading,
 ) -> Result<PageBatch, ApiError> {
     let last_read = keep.after.clone();
     let not_a_page = |why: String| ApiError {
@@ -255,7 +253,7 @@ fn read_now(
     };
     let text = simdutf8::compat::from_utf8(body).map_err(|e| not_a_page(e.to_string()))?;
     let mut ctx = RecordContext::new(key.shard.clone(), Some(key.table.clone()));
-    ctx.modify_old_images = modify_old_images;
+    ctx.reading = reading;
     let at = PageOrigin { origin, line: None };
     let page = read_page(text, &mut ctx, at).map_err(not_a_page)?;
 
@@ -350,7 +348,7 @@ mod tests {
                 after: last_read.map(seq),
                 created_since: None,
             },
-            ModifyOldImages::Read,
+            ImageReading::default(),
         )
     }
 
@@ -428,7 +426,7 @@ mod tests {
             &key(),
             &Arc::from("arn:stream"),
             &keep,
-            ModifyOldImages::Read,
+            ImageReading::default(),
         )
         .unwrap();
         assert_eq!(seqs(&b), ["7", "8", "9"], "from the start on; untimed kept");
@@ -448,8 +446,8 @@ mod tests {
     /// parser reads pages alike and takes spent batches back.
     #[test]
     fn the_parser_reads_pages_and_frees_batches_with_or_without_a_thread() {
-        let threaded = Parser::start(ModifyOldImages::Read).unwrap();
-        let in_place = Parser::in_place(ModifyOldImages::Read);
+        let threaded = Parser::start(ImageReading::default()).unwrap();
+        let in_place = Parser::in_place(ImageReading::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -471,7 +469,7 @@ mod tests {
     /// reader that parses it; the queue is bounded.
     #[test]
     fn in_place_spent_batches_are_freed_by_the_next_read() {
-        let parser = Parser::in_place(ModifyOldImages::Read);
+        let parser = Parser::in_place(ImageReading::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -361,6 +361,7 @@ fn value_size(value: &AttributeValue, depth: usize) -> Result<usize, String> {
             }
             size
         }
+        AttributeValue::Nested(text) => value_size(&text.tree(), depth)?,
     })
 }
 

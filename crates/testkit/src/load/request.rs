@@ -22,6 +22,7 @@ pub(crate) fn to_sdk(value: &AttributeValue) -> Av {
         AttributeValue::Bs(v) => Av::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
         AttributeValue::L(v) => Av::L(v.iter().map(to_sdk).collect()),
         AttributeValue::M(m) => Av::M(item_to_sdk(m)),
+        AttributeValue::Nested(text) => to_sdk(&text.tree()),
     }
 }
 
