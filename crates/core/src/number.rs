@@ -159,6 +159,7 @@ impl Number {
 
     /// Whether `text` is a number's canonical text, in range: what
     /// [`Number::parse`] would make of it is `text` itself.
+    #[inline]
     pub fn is_canonical(text: &str) -> bool {
         let bytes = text.as_bytes();
         let (negative, body) = match bytes.split_first() {

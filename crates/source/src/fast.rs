@@ -647,35 +647,55 @@ impl<'a> Cursor<'a> {
 
     /// One typed value, `{"T": ...}`.
     fn value(&mut self, depth: usize) -> Option<AttributeValue> {
-        if self.nested_values == NestedValues::Text
-            && let Some(nested) = self.canonical_nested(depth)
-        {
-            return Some(nested);
+        self.ws();
+        let start = self.i;
+        if self.b.get(start) != Some(&b'{') {
+            return None;
         }
-        self.eat(b'{')?;
+        self.i += 1;
         let tag = self.tag()?;
+        if matches!(tag, "M" | "L")
+            && self.nested_values == NestedValues::Text
+            && depth <= MAX_NESTING
+        {
+            return self.nested(tag, depth, start);
+        }
         let value = self.typed(tag, depth)?;
         self.eat(b'}')?;
         Some(value)
     }
 
-    /// A map or list whose text is canonical already, taken as it is (see
-    /// [`crate::canonical`]); `None` for any other value, which is then
-    /// read from the same place.
-    fn canonical_nested(&mut self, depth: usize) -> Option<AttributeValue> {
-        self.ws();
-        let start = self.i;
-        let rest = self.b.get(start..)?;
-        if !(rest.starts_with(b"{\"M\":") || rest.starts_with(b"{\"L\":")) {
-            return None;
-        }
-        let end = crate::canonical::typed_end(self.src, start, depth)?;
-        self.i = end;
-        let text = Text::from(&self.src[start..end]);
+    /// A map or list (its tag read; its `{` at `start`) as its canonical
+    /// text: taken as it is when it is canonical already (see
+    /// [`crate::canonical`]), written out as it is read otherwise.
+    // Not inlined: `value` runs for every value of a page, and this one's
+    // body made it slower for scalars.
+    #[inline(never)]
+    fn nested(&mut self, tag: &str, depth: usize, start: usize) -> Option<AttributeValue> {
+        let text = match crate::canonical::typed_end(self.src, start, depth) {
+            Some(end) => {
+                self.i = end;
+                Text::from(&self.src[start..end])
+            }
+            None => {
+                let mut out = std::mem::take(&mut self.nested);
+                out.clear();
+                let written = self
+                    .write_tagged(tag, depth, &mut out)
+                    .and_then(|()| self.eat(b'}'));
+                let text = Text::from(out.as_str());
+                self.nested = out;
+                written?;
+                text
+            }
+        };
         Some(AttributeValue::Nested(NestedText::from_canonical(text)))
     }
 
     /// The value after its tag, `...` of `{"T": ...}`.
+    // Inlined: on its own it cost every value of a page of scalars a call
+    // and a copy of its result (2% of a replay of small records).
+    #[inline(always)]
     fn typed(&mut self, tag: &str, depth: usize) -> Option<AttributeValue> {
         Some(match tag {
             "S" => AttributeValue::S(self.text()?),
@@ -690,15 +710,6 @@ impl<'a> Cursor<'a> {
             "NS" => AttributeValue::number_set(self.set(|t| Number::parse(&t).ok())?).ok()?,
             "BS" => AttributeValue::binary_set(self.set(|t| decode_base64(t.as_bytes()))?).ok()?,
             "L" | "M" if depth > MAX_NESTING => return None,
-            "L" | "M" if self.nested_values == NestedValues::Text => {
-                let mut out = std::mem::take(&mut self.nested);
-                out.clear();
-                let written = self.write_tagged(tag, depth, &mut out);
-                let text = Text::from(out.as_str());
-                self.nested = out;
-                written?;
-                AttributeValue::Nested(NestedText::from_canonical(text))
-            }
             "L" => {
                 let start = self.elements.len();
                 self.array(|c| {
