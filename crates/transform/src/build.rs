@@ -308,7 +308,17 @@ pub(crate) fn build_array<'a>(
 
 /// Values as DynamoDB-JSON text, written straight into one value buffer.
 fn json_array(values: &[Option<&AttributeValue>]) -> Result<ArrayRef, ArrowError> {
-    let mut text = String::with_capacity(values.len() * 64);
+    // Sized up front where the texts are at hand (maps and lists kept as
+    // text, the usual case), a guess for trees: growing it copies it.
+    let bytes = values
+        .iter()
+        .map(|v| match v {
+            Some(AttributeValue::Nested(text)) => text.as_str().len(),
+            Some(AttributeValue::Null) | None => 0,
+            Some(_) => 64,
+        })
+        .sum();
+    let mut text = String::with_capacity(bytes);
     let mut offsets = Vec::with_capacity(values.len() + 1);
     offsets.push(0i32);
     let mut valid = Vec::with_capacity(values.len());
