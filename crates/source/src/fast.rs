@@ -47,6 +47,7 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
         nested_values: ctx.reading.nested_values,
         names: Vec::new(),
         nested: String::new(),
+        reordered: String::new(),
     };
     let page = page(&mut c, ctx);
     ctx.unescaped = c.unescaped;
@@ -67,6 +68,7 @@ pub(crate) fn parse_item(text: &str, unescaped: &mut Vec<u8>) -> Option<Item> {
         nested_values: NestedValues::Trees,
         names: Vec::new(),
         nested: String::new(),
+        reordered: String::new(),
     };
     let item = c.item(1);
     c.ws();
@@ -152,6 +154,9 @@ struct Cursor<'a> {
     names: Vec<(Text, usize, usize)>,
     /// Where a map or list is written as text before it becomes a [`Text`].
     nested: String,
+    /// Where a map's entries wait while [`Cursor::write_map`] puts them in
+    /// name order.
+    reordered: String,
 }
 
 impl<'a> Cursor<'a> {
@@ -830,20 +835,26 @@ impl<'a> Cursor<'a> {
             c.names.push((name, start, out.len()));
             Some(())
         })?;
-        let mut entries = self.names.split_off(first);
         if !ascending {
+            let entries = &mut self.names[first..];
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             if entries.windows(2).any(|w| w[0].0 == w[1].0) {
                 return None;
             }
-            let written = out.split_off(open);
+            // The entries as written, then back in name order.
+            let mut written = std::mem::take(&mut self.reordered);
+            written.clear();
+            written.push_str(&out[open..]);
+            out.truncate(open);
             for (i, (_, start, end)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
                 out.push_str(&written[start - open..end - open]);
             }
+            self.reordered = written;
         }
+        self.names.truncate(first);
         out.push('}');
         Some(())
     }
