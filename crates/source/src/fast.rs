@@ -22,8 +22,8 @@ use dynamo_cdc_core::{
 };
 
 use crate::record::{
-    BodyParts, ModifyOldImages, NestedValues, OldImage, Parts, RecordContext, RecordHints, convert,
-    is_ttl_identity,
+    BodyParts, ImageReading, ModifyOldImages, NestedValues, OldImage, Parts, RecordContext,
+    RecordHints, convert, is_ttl_identity,
 };
 
 /// A page the fast parser read whole.
@@ -43,8 +43,7 @@ pub(crate) fn parse_page(text: &str, ctx: &mut RecordContext) -> Option<FastPage
         entries: Vec::with_capacity(64),
         elements: Vec::with_capacity(16),
         unescaped: std::mem::take(&mut ctx.unescaped),
-        modify_old_images: ctx.reading.modify_old_images,
-        nested_values: ctx.reading.nested_values,
+        reading: ctx.reading,
         names: Vec::new(),
         nested: String::new(),
         reordered: String::new(),
@@ -64,8 +63,7 @@ pub(crate) fn parse_item(text: &str, unescaped: &mut Vec<u8>) -> Option<Item> {
         entries: Vec::new(),
         elements: Vec::new(),
         unescaped: std::mem::take(unescaped),
-        modify_old_images: ModifyOldImages::Read,
-        nested_values: NestedValues::Trees,
+        reading: ImageReading::default(),
         names: Vec::new(),
         nested: String::new(),
         reordered: String::new(),
@@ -114,6 +112,20 @@ fn page(c: &mut Cursor<'_>, ctx: &mut RecordContext) -> Option<FastPage> {
     })
 }
 
+/// A string as [`Cursor::string`] read it, appended to `out` escaped as
+/// `serde_json` escapes it.
+fn push_string(out: &mut String, s: Cow<'_, str>) {
+    match s {
+        // Borrowed only when it held no escape, so nothing that needs one.
+        Cow::Borrowed(plain) => {
+            out.push('"');
+            out.push_str(plain);
+            out.push('"');
+        }
+        Cow::Owned(unescaped) => write_json_string(out, &unescaped),
+    }
+}
+
 /// What each two-byte escape (`\n`, `\"`, ...) stands for, by the byte
 /// after the backslash; 0 for every other byte (`u` starts a longer escape).
 const SHORT_ESCAPES: [u8; 256] = {
@@ -144,10 +156,9 @@ struct Cursor<'a> {
     /// near 400 KB, escaped every few dozen bytes) is not built in a new
     /// string that grows, copying itself, a dozen times.
     unescaped: Vec<u8>,
-    /// Whether old images are read (see [`Cursor::body`]).
-    modify_old_images: ModifyOldImages,
-    /// Whether maps and lists are read as trees or written as text.
-    nested_values: NestedValues,
+    /// Whether old images are read (see [`Cursor::body`]), and whether
+    /// maps and lists are read as trees or written as text.
+    reading: ImageReading,
     /// The entries of the maps being written as text, innermost last: each
     /// entry's name and where its text lies in the output (see
     /// [`Cursor::write_map`]).
@@ -514,7 +525,7 @@ impl<'a> Cursor<'a> {
                 _ => {
                     // Records name the event before the body, as AWS writes
                     // them: an old image no sink reads is then only skipped.
-                    let read_old = c.modify_old_images == ModifyOldImages::Read
+                    let read_old = c.reading.modify_old_images == ModifyOldImages::Read
                         || parts.event_name.as_deref() == Some("REMOVE");
                     parts.body = if c.null() {
                         None
@@ -660,7 +671,7 @@ impl<'a> Cursor<'a> {
         self.i += 1;
         let tag = self.tag()?;
         if matches!(tag, "M" | "L")
-            && self.nested_values == NestedValues::Text
+            && self.reading.nested_values == NestedValues::Text
             && depth <= MAX_NESTING
         {
             return self.nested(tag, depth, start);
@@ -792,15 +803,7 @@ impl<'a> Cursor<'a> {
 
     /// A JSON string, appended to `out` escaped as `serde_json` escapes it.
     fn write_string(&mut self, out: &mut String) -> Option<()> {
-        match self.string()? {
-            // No escapes, so nothing that needs one.
-            Cow::Borrowed(plain) => {
-                out.push('"');
-                out.push_str(plain);
-                out.push('"');
-            }
-            Cow::Owned(unescaped) => write_json_string(out, &unescaped),
-        }
+        push_string(out, self.string()?);
         Some(())
     }
 
@@ -822,14 +825,7 @@ impl<'a> Cursor<'a> {
                 out.push(',');
             }
             let start = out.len();
-            match key {
-                Cow::Borrowed(plain) => {
-                    out.push('"');
-                    out.push_str(plain);
-                    out.push('"');
-                }
-                Cow::Owned(unescaped) => write_json_string(out, &unescaped),
-            }
+            push_string(out, key);
             out.push(':');
             c.write_value(depth, out)?;
             c.names.push((name, start, out.len()));
