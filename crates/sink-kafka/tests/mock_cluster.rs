@@ -13,6 +13,7 @@ use dynamo_cdc_sink_kafka::{
     Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, KafkaConfig, KafkaSink, KafkaSinkError,
     RegistryConfig,
 };
+use dynamo_cdc_testkit::refused_port;
 use dynamo_cdc_testkit::registry::RegistryDouble;
 use dynamo_cdc_transform::NumbersMode;
 use rdkafka::ClientConfig;
@@ -375,14 +376,10 @@ fn oversized_messages_go_to_the_dead_letter_topic_or_stop_the_run() {
 
 #[test]
 fn a_broker_that_cannot_be_reached_at_start_is_transient() {
-    // Nothing listens on a port just released. (The binary's tests bring
-    // the broker up afterwards; see tests/tests/kafka_cli.rs.)
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut sink = open(config(&format!("127.0.0.1:{port}"), Format::Json));
+    // Nothing listens there. (The binary's tests bring the broker up
+    // afterwards; see tests/tests/kafka_cli.rs.)
+    let nowhere = refused_port();
+    let mut sink = open(config(&nowhere.address(), Format::Json));
     let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     assert!(e.to_string().contains("cannot reach"), "{e}");
@@ -393,15 +390,10 @@ fn a_registry_that_cannot_be_reached_is_waited_out_not_fatal() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    // Nothing listens on a port just released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let nowhere = refused_port();
     let mut c = config(&brokers, Format::Avro);
     c.registry = Some(RegistryConfig {
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("http://{}", nowhere.address()),
         username: None,
         password: None,
     });

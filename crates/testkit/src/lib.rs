@@ -9,6 +9,8 @@
 //! - [`strategies`]: proptest strategies for numbers, attribute values and
 //!   items across DynamoDB's whole value space, and a renderer for single
 //!   stream records.
+//! - [`refused_port`]: a loopback port that refuses connections for as long
+//!   as it is held, for tests of unreachable servers.
 //! - [`registry`]: a Schema Registry double (Confluent's REST subset).
 //! - [`load`]: realistic writes to a live DynamoDB table at a steady rate
 //!   (`dynamo-cdc-gen load`).
@@ -24,6 +26,9 @@
 pub mod generator;
 pub mod load;
 mod record;
+mod refused;
 pub mod registry;
 pub mod strategies;
 pub mod streams_sim;
+
+pub use refused::{RefusedPort, refused_port};
