@@ -22,14 +22,7 @@ use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
 
 use crate::Running;
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
+use dynamo_cdc_testkit::free_port;
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);

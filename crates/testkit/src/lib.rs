@@ -9,8 +9,9 @@
 //! - [`strategies`]: proptest strategies for numbers, attribute values and
 //!   items across DynamoDB's whole value space, and a renderer for single
 //!   stream records.
-//! - [`refused_port`]: a loopback port that refuses connections for as long
-//!   as it is held, for tests of unreachable servers.
+//! - [`free_port`] and [`refused_port`]: loopback ports to start a server
+//!   on, and one that refuses connections, which no test running alongside
+//!   can take meanwhile.
 //! - [`registry`]: a Schema Registry double (Confluent's REST subset).
 //! - [`load`]: realistic writes to a live DynamoDB table at a steady rate
 //!   (`dynamo-cdc-gen load`).
@@ -25,10 +26,10 @@
 
 pub mod generator;
 pub mod load;
+mod ports;
 mod record;
-mod refused;
 pub mod registry;
 pub mod strategies;
 pub mod streams_sim;
 
-pub use refused::{RefusedPort, refused_port};
+pub use ports::{RefusedPort, free_port, refused_port};

@@ -52,10 +52,7 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
 }
 
 fn start_moto(server: &Path) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = dynamo_cdc_testkit::free_port();
     let child = Command::new(server)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
