@@ -528,10 +528,10 @@ async fn answers_stream_back_on_one_connection() {
 /// An endpoint that cannot be reached is answered with 502, saying which.
 #[tokio::test]
 async fn an_unreachable_endpoint_is_answered_with_502() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Held for the whole test: a port merely released could be handed to
+    // the proxy itself, which binds any free port.
+    let nowhere = dynamo_cdc_testkit::refused_port();
+    let closed = nowhere.port();
     let endpoint = format!("http://127.0.0.1:{closed}/iceberg");
     let proxy = SigningProxy::start(&endpoint, signer(None)).await.unwrap();
     for _ in 0..2 {
