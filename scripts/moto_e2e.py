@@ -44,10 +44,38 @@ TABLES = ("e2e_orders", "e2e_people")
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
+_PICKED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, below the kernel's ephemeral range: the
+    kernel never hands those out for port 0 or for the source ports of
+    outgoing connections, so no client running meanwhile takes it before
+    its server binds it. Never the same port twice in a process."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ceiling = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ceiling = 32768
+    floor = 12000
+    if ceiling <= floor + 100:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    span = ceiling - floor
+    start = (os.getpid() * 7919 + len(_PICKED)) % span
+    for step in range(span):
+        port = floor + (start + step) % span
+        if port in _PICKED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port between {floor} and {ceiling}")
 
 
 class Moto:

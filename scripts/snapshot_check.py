@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_check as ec  # noqa: E402
-from moto_e2e import Moto, environment  # noqa: E402
+from moto_e2e import Moto, environment, free_port  # noqa: E402
 
 import duckdb  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -115,12 +114,6 @@ def config(workdir: Path, moto: Moto) -> Path:
         f"path = {ec.toml_string(str(workdir / 'out' / 'checkpoint.json'))}\n"
     )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def snapshot_samples(port: int) -> dict:
