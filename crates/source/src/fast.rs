@@ -758,7 +758,7 @@ impl<'a> Cursor<'a> {
         match tag {
             "S" => {
                 out.push_str("{\"S\":");
-                self.write_string(out)?;
+                push_string(out, self.string()?);
             }
             "N" => {
                 let n = Number::parse(&self.string()?).ok()?;
@@ -798,12 +798,6 @@ impl<'a> Cursor<'a> {
             _ => return None,
         }
         out.push('}');
-        Some(())
-    }
-
-    /// A JSON string, appended to `out` escaped as `serde_json` escapes it.
-    fn write_string(&mut self, out: &mut String) -> Option<()> {
-        push_string(out, self.string()?);
         Some(())
     }
 
