@@ -8,12 +8,26 @@
 //! longer than the buffer doubles it, so the buffer ends up as large as the
 //! longest line (a page of items near 400 KB is megabytes), as the line
 //! buffer it replaces did.
+//!
+//! How much is moved depends on how many lines the buffer holds. Holding
+//! one, nearly every line is cut off at the end and moved: on captures of
+//! pages near 700 KB in a 1 MiB buffer that was half the file copied again,
+//! 1-2% of a replay. So the buffer grows to hold a few of the longest lines
+//! seen ([`LINES_HELD`]), and then about one line in eight is moved. The
+//! growth is bounded ([`MAX_HEADROOM`]): for lines of hundreds of megabytes,
+//! memory matters more than one more copy.
 
 use std::io::{ErrorKind, Read};
 use std::ops::Range;
 
 /// Bytes read per call when the buffer has room.
 const INITIAL_CAPACITY: usize = 1 << 20;
+
+/// How many of the longest lines seen the buffer grows to hold.
+const LINES_HELD: usize = 4;
+
+/// At most this much room beyond the longest line is kept for the others.
+const MAX_HEADROOM: usize = 8 << 20;
 
 pub(crate) struct LineReader<R> {
     input: R,
@@ -25,6 +39,11 @@ pub(crate) struct LineReader<R> {
     scan: usize,
     end: usize,
     eof: bool,
+    /// The longest line handed out so far.
+    longest: usize,
+    /// Bytes moved to the front so far.
+    #[cfg(test)]
+    moved: usize,
 }
 
 impl<R: Read> LineReader<R> {
@@ -40,6 +59,9 @@ impl<R: Read> LineReader<R> {
             scan: 0,
             end: 0,
             eof: false,
+            longest: 0,
+            #[cfg(test)]
+            moved: 0,
         }
     }
 
@@ -51,6 +73,7 @@ impl<R: Read> LineReader<R> {
                 let line = self.start..self.scan + at + 1;
                 self.start = line.end;
                 self.scan = line.end;
+                self.longest = self.longest.max(line.len());
                 return Ok(Some(line));
             }
             self.scan = self.end;
@@ -95,11 +118,20 @@ impl<R: Read> LineReader<R> {
         Ok(())
     }
 
-    /// Reads more after `end`, making room first: the unread part moves to
-    /// the front, and the buffer doubles when that part fills it.
+    /// Reads more after `end`, making room first: the buffer grows while it
+    /// holds fewer than [`LINES_HELD`] of the longest lines, the unread part
+    /// moves to the front otherwise, and the buffer doubles when that part
+    /// fills it.
     fn fill(&mut self) -> std::io::Result<()> {
         if self.end == self.buf.len() {
-            if self.start > 0 {
+            let wanted = buffer_for(self.longest);
+            if self.buf.len() < wanted {
+                self.buf.resize(wanted, 0);
+            } else if self.start > 0 {
+                #[cfg(test)]
+                {
+                    self.moved += self.end - self.start;
+                }
                 self.buf.copy_within(self.start..self.end, 0);
                 self.scan -= self.start;
                 self.end -= self.start;
@@ -123,6 +155,13 @@ impl<R: Read> LineReader<R> {
             }
         }
     }
+}
+
+/// The size a buffer grows to when its longest line so far is `longest`.
+fn buffer_for(longest: usize) -> usize {
+    longest
+        .saturating_mul(LINES_HELD)
+        .min(longest.saturating_add(MAX_HEADROOM))
 }
 
 #[cfg(test)]
@@ -185,6 +224,37 @@ mod tests {
         reader.read_rest(&mut rest).unwrap();
         assert_eq!(rest, b"1}\n{}");
         assert_eq!(reader.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn the_buffer_grows_to_hold_several_lines_so_few_are_moved() {
+        // Lines of 700 bytes in a buffer of 1,024, as pages near 700 KB
+        // were in 1 MiB: at that size nearly every line was cut off at the
+        // buffer's end and moved.
+        let line = [b"x".repeat(699), b"\n".to_vec()].concat();
+        let text = line.repeat(200);
+        let mut reader = LineReader::with_capacity(1024, Trickle(&text, usize::MAX));
+        let mut count = 0;
+        while let Some(read) = reader.next_line().unwrap() {
+            assert_eq!(&reader.bytes()[read], &line[..]);
+            count += 1;
+        }
+        assert_eq!(count, 200);
+        assert_eq!(reader.bytes().len(), LINES_HELD * line.len());
+        assert!(
+            reader.moved <= text.len() / 6,
+            "{} of {} bytes moved",
+            reader.moved,
+            text.len()
+        );
+    }
+
+    #[test]
+    fn room_for_several_lines_is_bounded_for_long_ones() {
+        assert_eq!(buffer_for(0), 0);
+        assert_eq!(buffer_for(700 << 10), 4 * (700 << 10));
+        assert_eq!(buffer_for(100 << 20), (100 << 20) + MAX_HEADROOM);
+        assert_eq!(buffer_for(usize::MAX), usize::MAX);
     }
 
     proptest! {
