@@ -853,10 +853,11 @@ impl<'a> Cursor<'a> {
 /// An unescaped string's bytes as the `str` they are.
 ///
 /// Checking them again was about 2% of a replay of items near 400 KB with
-/// escaped bodies, whose page had been checked as a whole already. The bytes are what [`Cursor::escaped_rest`] appended
-/// after a run of the source cut before an ASCII byte: whole runs of valid
-/// UTF-8 and whole characters. Debug builds, which the differential tests
-/// run, check it anyway.
+/// escaped bodies, whose page had been checked as a whole already. The
+/// bytes are what [`Cursor::escaped_rest`] appended after a run of the
+/// source cut before an ASCII byte: whole runs of valid UTF-8 and whole
+/// characters. Debug builds, which the differential tests run, check it
+/// anyway.
 fn unescaped_str(bytes: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(bytes).is_ok());
     // SAFETY: valid UTF-8, as argued above.
