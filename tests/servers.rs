@@ -19,10 +19,9 @@ use aws_sdk_dynamodb::types::{
 };
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams, sdk_config};
 use dynamo_cdc_source::streams::{IteratorStart, StreamsApi};
+use dynamo_cdc_testkit::free_port;
 
 use crate::Running;
-
-use dynamo_cdc_testkit::free_port;
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
