@@ -32,7 +32,7 @@ pub use base64_decode::decode_base64;
 pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};
 pub use config::{ConfigError, Secret};
 pub use item::{Item, Iter as ItemIter};
-pub use json_scan::{copy_plain, json_special_position};
+pub use json_scan::{copy_plain, json_special_position, special_mask};
 pub use nested::NestedText;
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY, SharedOutage};
