@@ -266,12 +266,15 @@ impl<'a> Cursor<'a> {
     /// the run as a whole is what ends before an ASCII byte.)
     /// [`unescaped_str`] relies on it.
     fn escaped_rest(&mut self, out: &mut Vec<u8>) -> Option<()> {
-        if self.unescape_windows(out)? {
-            return Some(());
-        }
-        // Near the end of the page: from special byte to special byte.
+        // Most escaped strings are short, with an escape or two: they go
+        // from special byte to special byte. A string still going after a
+        // few escapes is likely text escaped throughout (a document body),
+        // which goes a window at a time, up to the last two windows of the
+        // page.
+        const BEFORE_WINDOWS: u32 = 4;
+        let mut escapes = 0;
         loop {
-            self.i += copy_plain(&self.b[self.i..], out);
+            // At a special byte.
             match *self.b.get(self.i)? {
                 b'"' => {
                     self.i += 1;
@@ -280,13 +283,18 @@ impl<'a> Cursor<'a> {
                 b'\\' => self.escape(out)?,
                 _ => return None, // a raw control character
             }
+            escapes += 1;
+            if escapes == BEFORE_WINDOWS && self.unescape_windows(out)? {
+                return Some(());
+            }
+            self.i += copy_plain(&self.b[self.i..], out);
         }
     }
 
     /// Unescapes the string from `self.i` on, a 64-byte window at a time
     /// while the page holds two more windows: `Some(true)` at the string's
     /// end (its quote read), `Some(false)` where too little of the page is
-    /// left to go on this way.
+    /// left to go on this way (`self.i` then anywhere in the string).
     ///
     /// Text escaped every few dozen bytes (a document body, a JSON string
     /// inside a string) made a scan that stops at each special byte
@@ -1323,7 +1331,8 @@ mod tests {
 
     /// An escape or a character of several bytes at every offset around
     /// the unescaper's 64-byte windows, in strings that end there or run
-    /// on, near the end of the page or far from it.
+    /// on, near the end of the page or far from it (where the windows are
+    /// not used).
     #[test]
     fn unescapes_across_window_edges() {
         let pieces = [
@@ -1339,8 +1348,11 @@ mod tests {
             for (written, read) in pieces {
                 for tail in [0, 1, 62, 63, 64, 65, 130] {
                     let (x, y) = ("x".repeat(lead), "y".repeat(tail));
-                    let escaped = format!(r"\t{x}{written}{y}");
-                    let text = format!("\t{x}{read}{y}");
+                    // Four escapes first: the unescaper goes by windows
+                    // from the fourth on, so `lead` is the piece's offset
+                    // in the first window.
+                    let escaped = format!(r#"\n\t\"\\{x}{written}{y}"#);
+                    let text = format!("\n\t\"\\{x}{read}{y}");
                     for pad in [0, 200] {
                         // The page's end follows the string, or a long
                         // attribute does.
