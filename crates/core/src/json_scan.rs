@@ -146,7 +146,8 @@ mod blocks {
     }
 }
 
-/// Elsewhere the word scan does all the work.
+/// Elsewhere the word scan does the scanning, and [`special_mask`] tests a
+/// byte at a time.
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 mod blocks {
     pub(super) fn scan(_: &[u8]) -> Result<usize, usize> {

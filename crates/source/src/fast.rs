@@ -312,6 +312,7 @@ impl<'a> Cursor<'a> {
         // worth from anywhere in it.
         while self.i + 2 * WINDOW <= b.len() {
             let base = self.i;
+            // Never `None` (the loop's condition), nor is the chunk below.
             let window = b[base..].first_chunk::<WINDOW>()?;
             let specials = special_mask(window);
             // A window writes at most 64 bytes from anywhere in its first
@@ -1308,7 +1309,7 @@ mod tests {
         }
     }
 
-    /// Text of a few hundred characters, a quarter of them ones JSON
+    /// Text of a few hundred characters, about a third of them ones JSON
     /// escapes, others of two to four bytes: strings that span several of
     /// the unescaper's windows, with escapes and characters across their
     /// edges.
@@ -1331,8 +1332,8 @@ mod tests {
 
     /// An escape or a character of several bytes at every offset around
     /// the unescaper's 64-byte windows, in strings that end there or run
-    /// on, near the end of the page or far from it (where the windows are
-    /// not used).
+    /// on, near the end of the page (where the windows are not used) or far
+    /// from it.
     #[test]
     fn unescapes_across_window_edges() {
         let pieces = [
@@ -1375,6 +1376,37 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// What is not a JSON string is refused inside a window as it is
+    /// before one: bad escapes, bad or broken surrogates and raw control
+    /// bytes, at every offset around the first window's edge.
+    #[test]
+    fn refuses_bad_escapes_across_window_edges() {
+        let bad = [
+            r"\x",
+            r"\u12G4",
+            r"\ud83d",
+            r"\ud83dx",
+            r"\ud83d\u0041",
+            r"\ude00",
+            "\u{1}",
+            "\n",
+        ];
+        for lead in 56..72 {
+            for piece in bad {
+                let x = "x".repeat(lead);
+                let item = format!(
+                    r#"{{"s":{{"S":"\n\t\"\\{x}{piece}yy"}},"z":{{"S":"{}"}}}}"#,
+                    "z".repeat(200)
+                );
+                assert_eq!(super::parse_item(&item, &mut Vec::new()), None, "{item}");
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(&item).is_err(),
+                    "{item}"
+                );
             }
         }
     }
