@@ -312,7 +312,8 @@ impl<'a> Cursor<'a> {
         // worth from anywhere in it.
         while self.i + 2 * WINDOW <= b.len() {
             let base = self.i;
-            // Never `None` (the loop's condition), nor is the chunk below.
+            // Never `None` (the loop's condition), nor are the chunks below
+            // (within the page, and within the room made for the window).
             let window = b[base..].first_chunk::<WINDOW>()?;
             let specials = special_mask(window);
             // A window writes at most 64 bytes from anywhere in its first
@@ -343,21 +344,9 @@ impl<'a> Cursor<'a> {
                     b'\\' => {}
                     _ => return None, // a raw control character
                 }
-                let esc = b[base + special + 1];
-                match SHORT_ESCAPES[usize::from(esc)] {
-                    0 if esc == b'u' => {
-                        self.i = base + special + 2;
-                        let c = self.unicode_escape()?;
-                        d += c.encode_utf8(&mut out[d..d + 4]).len();
-                        at = self.i - base;
-                    }
-                    0 => return None,
-                    byte => {
-                        out[d] = byte;
-                        d += 1;
-                        at = special + 2;
-                    }
-                }
+                self.i = base + special;
+                d += self.unescape_one(out[d..].first_chunk_mut()?)?;
+                at = self.i - base;
                 if at >= WINDOW {
                     self.i = base + at; // the escape ran past the window
                     break;
@@ -370,22 +359,34 @@ impl<'a> Cursor<'a> {
     }
 
     /// The escape at a backslash, appended to `out` unescaped.
-    #[inline]
     fn escape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let mut slot = [0; 4];
+        let n = self.unescape_one(&mut slot)?;
+        // All four bytes, then cut back: a copy of fixed length, where one
+        // of `n` bytes branches on `n`.
+        let len = out.len();
+        out.extend_from_slice(&slot);
+        out.truncate(len + n);
+        Some(())
+    }
+
+    /// The escape at a backslash, written unescaped to the front of `slot`:
+    /// how many bytes it takes there.
+    #[inline]
+    fn unescape_one(&mut self, slot: &mut [u8; 4]) -> Option<usize> {
         let esc = *self.b.get(self.i + 1)?;
         self.i += 2;
         // A table rather than a `match`: escapes in text alternate
         // (`\n`, `\"`, ...), and a jump on the escape byte mispredicts
         // where a test for "one of the two-byte escapes" does not.
         match SHORT_ESCAPES[usize::from(esc)] {
-            0 if esc == b'u' => {
-                let c = self.unicode_escape()?;
-                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            0 if esc == b'u' => Some(self.unicode_escape()?.encode_utf8(slot).len()),
+            0 => None,
+            byte => {
+                slot[0] = byte;
+                Some(1)
             }
-            0 => return None,
-            byte => out.push(byte),
         }
-        Some(())
     }
 
     /// The rest of `\uXXXX` (and its low surrogate, for a pair).
