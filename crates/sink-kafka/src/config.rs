@@ -221,10 +221,14 @@ impl KafkaSinkConfig {
         }
         for key in self.properties.keys() {
             if PROTECTED_PROPERTIES.contains(&key.as_str()) {
-                return Err(ConfigError::new(
-                    format!("properties.{key}"),
-                    "is set by dynamo-cdc (brokers come from `brokers`; the producer is always idempotent with acks=all)",
-                ));
+                let why = if key == "allow.auto.create.topics" {
+                    "is set by dynamo-cdc (the producer never asks brokers to create a topic; \
+                     the bridge creates missing ones itself: see `create_topics`)"
+                } else {
+                    "is set by dynamo-cdc (brokers come from `brokers`; the producer is always \
+                     idempotent with acks=all)"
+                };
+                return Err(ConfigError::new(format!("properties.{key}"), why));
             }
         }
         Ok(())
@@ -306,6 +310,11 @@ dead_letter_topic = "cdc.dead"
                 "properties.enable.idempotence",
             ),
             ("\"linger.ms\" = 20", "acks = 1", "properties.acks"),
+            (
+                "\"linger.ms\" = 20",
+                "\"allow.auto.create.topics\" = true",
+                "properties.allow.auto.create.topics",
+            ),
             (
                 "format = \"json\"",
                 "format = \"json\"\ntopic_partitions = 0",

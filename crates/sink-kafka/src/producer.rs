@@ -220,15 +220,23 @@ pub(crate) struct KafkaProducer<T = ()> {
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
-pub const PROTECTED_PROPERTIES: [&str; 5] = [
+pub const PROTECTED_PROPERTIES: [&str; 6] = [
     "bootstrap.servers",
     "enable.idempotence",
     "acks",
     "request.required.acks",
     "transactional.id",
+    "allow.auto.create.topics",
 ];
 
 impl<T> KafkaProducer<T> {
+    /// The producer's client, for metadata and watermark requests: it is
+    /// connected already, where a client made for one request would connect
+    /// (and start its threads) first.
+    pub(crate) fn client(&self) -> &rdkafka::client::Client<Acks> {
+        self.producer.client()
+    }
+
     /// A producer for `brokers`, with `properties` passed through.
     pub(crate) fn new(
         brokers: &str,
@@ -245,6 +253,11 @@ impl<T> KafkaProducer<T> {
             // of size. `properties` may set another.
             .set("compression.level", "1")
             .set("linger.ms", "5")
+            // The sink asks this client whether a topic exists (and how far
+            // its partitions go) before it writes there: asking must never
+            // create the topic with the brokers' defaults. Missing topics
+            // are created by the sink (`create_topics`).
+            .set("allow.auto.create.topics", "false")
             // Never expire a message: wait out broker trouble instead.
             .set("message.timeout.ms", "0");
         let mut drain = DROP_DRAIN;

@@ -9,6 +9,12 @@
 //!
 //! A crash between a send and the next checkpoint leaves messages the
 //! checkpoint does not know; this finds them, so they are not written again.
+//!
+//! Most starts find nothing to read: a new topic, or one the last run left
+//! where its checkpoint says. The producer's client, connected already,
+//! asks each partition's watermarks first; a consumer (a client of its own,
+//! with its threads and connections) is made only for partitions that hold
+//! messages past the recorded offsets.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -17,6 +23,7 @@ use dynamo_cdc_core::{SequenceNumber, ShardKey};
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
@@ -33,14 +40,77 @@ pub(crate) struct Scanned {
     pub next_offsets: BTreeMap<i32, i64>,
 }
 
+/// How long a metadata or watermark request may take before the brokers
+/// count as unreachable (a transient error: the run pauses and retries).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a partition holds past the offset recorded for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unread {
+    /// Nothing: it ends where the recorded offset points (or is empty).
+    Nothing,
+    /// Messages: read it back.
+    Some,
+    /// It ends before the recorded offset: it lost acknowledged messages
+    /// (or the topic was made anew). What it holds is read from its
+    /// beginning, so that none of it is written again.
+    PastTheEnd,
+}
+
+/// What a partition whose watermarks are `low` (its first offset still
+/// held) and `high` (the next offset it will give) holds past `recorded`
+/// (the next offset recorded with the checkpoint; none: read it from its
+/// beginning).
+fn unread(recorded: Option<i64>, low: i64, high: i64) -> Unread {
+    match recorded {
+        Some(next) if next > high => Unread::PastTheEnd,
+        // Offsets below `low` were deleted by retention: reading starts at
+        // `low` (`auto.offset.reset`).
+        _ if high > recorded.unwrap_or(low).max(low) => Unread::Some,
+        _ => Unread::Nothing,
+    }
+}
+
 /// Reads `topic` from `from` (next offset per partition; partitions not in
-/// it from their beginning) to the end.
-pub(crate) fn scan(
+/// it from their beginning) to the end. `client` (the producer's) tells
+/// which partitions hold anything past `from`.
+pub(crate) fn scan<C: ClientContext>(
+    client: &Client<C>,
     brokers: &str,
     properties: &[(String, String)],
     topic: &str,
     from: &BTreeMap<i32, i64>,
 ) -> Result<Scanned, KafkaSinkError> {
+    let mut scanned = Scanned {
+        found: HashSet::new(),
+        next_offsets: BTreeMap::new(),
+    };
+    // Each partition to read, and where to start.
+    let mut partitions = Vec::new();
+    for p in partitions_of(client, topic)? {
+        let (low, high) = client
+            .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+            .map_err(|source| KafkaSinkError::Client {
+                what: "cannot read the topic's offsets",
+                source,
+            })?;
+        let recorded = from.get(&p).copied();
+        match unread(recorded, low, high) {
+            Unread::Nothing => {}
+            Unread::Some => {
+                partitions.push((p, recorded.map_or(Offset::Beginning, Offset::Offset)))
+            }
+            Unread::PastTheEnd => {
+                past_the_end(topic, p, recorded, high);
+                if high > low {
+                    partitions.push((p, Offset::Beginning));
+                }
+            }
+        }
+    }
+    if partitions.is_empty() {
+        return Ok(scanned);
+    }
     let client = |source| KafkaSinkError::Client {
         what: "cannot read the topic back",
         source,
@@ -61,24 +131,13 @@ pub(crate) fn scan(
     }
     let consumer: BaseConsumer<QuietClient> =
         config.create_with_context(QuietClient).map_err(client)?;
-    let partitions = partitions_of(&consumer, topic)?;
-    let mut scanned = Scanned {
-        found: HashSet::new(),
-        next_offsets: BTreeMap::new(),
-    };
-    if partitions.is_empty() {
-        return Ok(scanned);
-    }
     let mut list = TopicPartitionList::new();
-    for p in &partitions {
-        let offset = from
-            .get(p)
-            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-        list.add_partition_offset(topic, *p, offset)
+    for (p, offset) in &partitions {
+        list.add_partition_offset(topic, *p, *offset)
             .map_err(client)?;
     }
     consumer.assign(&list).map_err(client)?;
-    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
     let started = Instant::now();
     let mut quiet_since = started;
     while !open.is_empty() {
@@ -133,27 +192,32 @@ fn close_past_the_end(
             && next >= high
         {
             if next > high {
-                tracing::error!(
-                    topic,
-                    partition = p,
-                    recorded = next,
-                    end = high,
-                    "the partition ends before the offset recorded with the checkpoint: the \
-                     topic lost acknowledged messages (broker data loss, or the topic was recreated)"
-                );
+                past_the_end(topic, p, Some(next), high);
             }
             open.remove(&p);
         }
     }
 }
 
+/// Says loudly that a partition ends before the offset recorded for it.
+fn past_the_end(topic: &str, partition: i32, recorded: Option<i64>, end: i64) {
+    tracing::error!(
+        topic,
+        partition,
+        recorded,
+        end,
+        "the partition ends before the offset recorded with the checkpoint: the topic lost \
+         acknowledged messages (broker data loss, or the topic was recreated)"
+    );
+}
+
 /// The partitions of `topic`; none when it does not exist yet.
-fn partitions_of(
-    consumer: &BaseConsumer<QuietClient>,
+fn partitions_of<C: ClientContext>(
+    client: &Client<C>,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaSinkError> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(15))
+    let metadata = client
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(|source| KafkaSinkError::Client {
             what: "cannot read the topic's metadata",
             source,
@@ -210,4 +274,39 @@ fn is_producer_property(key: &str) -> bool {
         || key == "message.send.max.retries"
         || key == "max.in.flight.requests.per.connection"
         || key == "max.in.flight"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_or_empty_partition_has_nothing_to_read() {
+        assert_eq!(unread(None, 0, 0), Unread::Nothing);
+        // Every message deleted by retention.
+        assert_eq!(unread(None, 40, 40), Unread::Nothing);
+    }
+
+    #[test]
+    fn a_partition_that_ends_at_the_recorded_offset_has_nothing_to_read() {
+        assert_eq!(unread(Some(17), 0, 17), Unread::Nothing);
+        assert_eq!(unread(Some(17), 17, 17), Unread::Nothing);
+    }
+
+    #[test]
+    fn messages_past_the_recorded_offset_are_read() {
+        assert_eq!(unread(Some(17), 0, 18), Unread::Some);
+        // Nothing recorded: from the beginning.
+        assert_eq!(unread(None, 0, 1), Unread::Some);
+        assert_eq!(unread(None, 5, 9), Unread::Some);
+        // Recorded below what retention kept: read from the first kept.
+        assert_eq!(unread(Some(3), 10, 12), Unread::Some);
+        assert_eq!(unread(Some(3), 10, 10), Unread::Nothing);
+    }
+
+    #[test]
+    fn a_partition_shorter_than_the_recorded_offset_lost_messages() {
+        assert_eq!(unread(Some(18), 0, 17), Unread::PastTheEnd);
+        assert_eq!(unread(Some(1), 0, 0), Unread::PastTheEnd);
+    }
 }

@@ -168,17 +168,22 @@ impl KafkaSink {
         if !self.scanned.insert(topic.to_owned()) {
             return Ok(());
         }
-        if let Err(e) = crate::topics::ensure(&self.config, topic) {
+        if let Err(e) = crate::topics::ensure(&self.config, self.producer.client(), topic) {
             // Asked again on the next write (after the pause it causes).
             self.scanned.remove(topic);
             return Err(e);
         }
         let from = self.recorded.get(topic).cloned().unwrap_or_default();
-        let found = scan(&self.config.brokers, &self.config.properties, topic, &from).inspect_err(
-            |_| {
-                self.scanned.remove(topic);
-            },
-        )?;
+        let found = scan(
+            self.producer.client(),
+            &self.config.brokers,
+            &self.config.properties,
+            topic,
+            &from,
+        )
+        .inspect_err(|_| {
+            self.scanned.remove(topic);
+        })?;
         tracing::info!(
             topic,
             changes = found.found.len(),
@@ -522,7 +527,7 @@ impl Sink for KafkaSink {
     /// reads them back, before anything is read from the source.
     fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
         if let Some(dead) = self.config.dead_letter_topic.clone() {
-            crate::topics::ensure(&self.config, &dead)?;
+            crate::topics::ensure(&self.config, self.producer.client(), &dead)?;
         }
         for table in tables {
             let topic = self.encoder.topic(table);
