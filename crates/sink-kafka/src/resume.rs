@@ -38,6 +38,10 @@ pub(crate) struct Scanned {
     pub found: HashSet<(ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
+    /// Partitions that end before the offset recorded for them, with their
+    /// first offset and their end: the recorded offset means nothing there
+    /// any more, and is replaced.
+    pub past_the_end: BTreeMap<i32, (i64, i64)>,
 }
 
 /// How long a metadata or watermark request may take before the brokers
@@ -84,10 +88,14 @@ pub(crate) fn scan<C: ClientContext>(
     let mut scanned = Scanned {
         found: HashSet::new(),
         next_offsets: BTreeMap::new(),
+        past_the_end: BTreeMap::new(),
     };
-    // Each partition to read, and where to start.
-    let mut partitions = Vec::new();
+    // Each partition to read, and the offset to start at: given, not left
+    // to `auto.offset.reset` (which `properties` may change).
+    let mut starts = BTreeMap::new();
     for p in partitions_of(client, topic)? {
+        // Two requests per partition, each up to the timeout.
+        dynamo_cdc_core::alive::still_waiting();
         let (low, high) = client
             .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
             .map_err(|source| KafkaSinkError::Client {
@@ -98,16 +106,21 @@ pub(crate) fn scan<C: ClientContext>(
         match unread(recorded, low, high) {
             Unread::Nothing => {}
             Unread::Some => {
-                partitions.push((p, recorded.map_or(Offset::Beginning, Offset::Offset)))
+                starts.insert(p, recorded.unwrap_or(low).max(low));
             }
             Unread::PastTheEnd => {
                 past_the_end(topic, p, recorded, high);
+                scanned.past_the_end.insert(p, (low, high));
                 if high > low {
-                    partitions.push((p, Offset::Beginning));
+                    starts.insert(p, low);
                 }
             }
         }
     }
+    let partitions: Vec<(i32, Offset)> = starts
+        .iter()
+        .map(|(p, start)| (*p, Offset::Offset(*start)))
+        .collect();
     if partitions.is_empty() {
         return Ok(scanned);
     }
@@ -151,7 +164,7 @@ pub(crate) fn scan<C: ClientContext>(
                         for_s = started.elapsed().as_secs(),
                         "still reading the topic back (broker down or slow?)"
                     );
-                    close_past_the_end(&consumer, topic, from, &scanned, &mut open);
+                    close_past_the_end(&consumer, topic, &starts, &scanned, &mut open);
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -170,14 +183,14 @@ pub(crate) fn scan<C: ClientContext>(
     Ok(scanned)
 }
 
-/// A partition whose recorded offset lies past its end never reports an end
-/// of its own on some brokers: there is nothing to read back there. It means
-/// the topic lost messages it had acknowledged (broker data loss, or the
-/// topic was recreated): say so loudly.
+/// A partition read up to its end (the end may have moved back since it
+/// was asked: a broker lost messages) that never reports an end of its own,
+/// as some brokers do not when the start lies past the end: there is
+/// nothing more to read there.
 fn close_past_the_end(
     consumer: &BaseConsumer<QuietClient>,
     topic: &str,
-    from: &BTreeMap<i32, i64>,
+    starts: &BTreeMap<i32, i64>,
     scanned: &Scanned,
     open: &mut BTreeSet<i32>,
 ) {
@@ -185,7 +198,7 @@ fn close_past_the_end(
         let next = scanned
             .next_offsets
             .get(&p)
-            .or_else(|| from.get(&p))
+            .or_else(|| starts.get(&p))
             .copied()
             .unwrap_or(0);
         if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5))
@@ -230,11 +243,28 @@ fn partitions_of<C: ClientContext>(
         Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
             Ok(Vec::new())
         }
+        Some(e) if passes(RDKafkaErrorCode::from(e)) => Err(KafkaSinkError::Client {
+            what: "the topic's partitions are not ready (no leader yet)",
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
+        }),
         Some(e) => Err(KafkaSinkError::Topic {
             topic: topic.to_owned(),
             message: RDKafkaErrorCode::from(e).to_string(),
         }),
     }
+}
+
+/// Whether a topic's error in a metadata answer passes by itself: a topic
+/// just created, or whose leader is moving, answers so for a while.
+pub(crate) fn passes(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::ReplicaNotAvailable
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::RequestTimedOut
+    )
 }
 
 fn position_of<M: Message>(m: &M) -> Option<(ShardKey, SequenceNumber)> {

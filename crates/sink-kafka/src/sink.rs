@@ -190,6 +190,21 @@ impl KafkaSink {
             "read the topic back from the checkpoint's offsets"
         );
         self.found.extend(found.found);
+        // A partition that ended before its recorded offset was read from
+        // its first offset: that is where the next start reads from until
+        // the positions cover what was found, and the producer's next offset
+        // starts again from its end (the old, larger one would be recorded
+        // forever, and once the partition grew past it a start would read
+        // back too little).
+        for (p, (low, high)) in found.past_the_end {
+            self.recorded
+                .entry(topic.to_owned())
+                .or_default()
+                .insert(p, low);
+            self.producer
+                .next_offsets
+                .insert((topic.to_owned(), p), high);
+        }
         for (p, o) in found.next_offsets {
             let next = self
                 .producer

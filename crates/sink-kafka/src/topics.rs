@@ -48,11 +48,17 @@ pub(crate) fn ensure<C: ClientContext>(
             what: "cannot reach the Kafka brokers (metadata request)",
             source,
         })?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if exists {
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    if let Some(code) = found.and_then(|t| t.error()).map(RDKafkaErrorCode::from)
+        && crate::resume::passes(code)
+    {
+        // It exists, and is not ready yet: asked again after the pause.
+        return Err(KafkaSinkError::Client {
+            what: "the topic's partitions are not ready (no leader yet)",
+            source: rdkafka::error::KafkaError::MetadataFetch(code),
+        });
+    }
+    if found.is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()) {
         return Ok(());
     }
     if !config.create_topics {

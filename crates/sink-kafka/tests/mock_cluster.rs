@@ -503,6 +503,11 @@ fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
     );
     let want: Vec<String> = (1001..=1004).map(|s| s.to_string()).collect();
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
+    // The offset recorded from now on is the partition's own end, not the
+    // lost one: kept, it would be recorded forever, and once the partition
+    // grew past it a start would read back from there and miss what came
+    // before.
+    assert_eq!(second.offsets()["cdc.orders"][&0], 4);
 }
 
 #[test]
