@@ -404,6 +404,42 @@ fn a_registry_that_cannot_be_reached_is_waited_out_not_fatal() {
 }
 
 #[test]
+fn a_topic_without_a_leader_yet_is_waited_out_not_taken_for_missing() {
+    // Right after its creation, or while its leader moves, a topic answers
+    // metadata requests with an error that passes by itself: the run
+    // pauses and asks again, whether or not it may create topics.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    cluster
+        .topic_error(
+            "cdc.orders",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        )
+        .unwrap();
+    let brokers = cluster.bootstrap_servers();
+    for create_topics in [false, true] {
+        let mut c = config(&brokers, Format::Json);
+        c.create_topics = create_topics;
+        let mut sink = open(c);
+        let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+        assert!(e.to_string().contains("not ready"), "{e}");
+    }
+    cluster
+        .topic_error(
+            "cdc.orders",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .unwrap();
+    let mut c = config(&brokers, Format::Json);
+    c.create_topics = false;
+    let mut sink = open(c);
+    sink.prepare(&["orders".to_owned()]).unwrap();
+    deliver(&mut sink, &[change(1, "a", Op::Insert, "1")]);
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001"]);
+}
+
+#[test]
 fn a_missing_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
