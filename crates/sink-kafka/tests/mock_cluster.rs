@@ -440,6 +440,27 @@ fn a_topic_without_a_leader_yet_is_waited_out_not_taken_for_missing() {
 }
 
 #[test]
+fn a_topic_whose_offsets_cannot_be_asked_is_waited_out() {
+    // The read-back asks each partition's offsets first: a broker that
+    // fails that request pauses the run, and the next attempt reads back.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::ListOffsets,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN; 8],
+    );
+    let mut sink = open(config(&brokers, Format::Json));
+    let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("offsets"), "{e}");
+    cluster.clear_request_errors(rdkafka::types::RDKafkaApiKey::ListOffsets);
+    sink.prepare(&["orders".to_owned()]).unwrap();
+    deliver(&mut sink, &[change(1, "a", Op::Insert, "1")]);
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001"]);
+}
+
+#[test]
 fn a_missing_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
