@@ -25,7 +25,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 
 use crate::KafkaSinkError;
@@ -75,11 +75,12 @@ fn unread(recorded: Option<i64>, low: i64, high: i64) -> Unread {
     }
 }
 
-/// Reads `topic` from `from` (next offset per partition; partitions not in
-/// it from their beginning) to the end. `client` (the producer's) tells
-/// which partitions hold anything past `from`.
+/// Reads `partitions` of `topic` from `from` (next offset per partition;
+/// partitions not in it from their beginning) to the end. `client` (the
+/// producer's) tells which partitions hold anything past `from`.
 pub(crate) fn scan<C: ClientContext>(
     client: &Client<C>,
+    partitions: &[i32],
     brokers: &str,
     properties: &[(String, String)],
     topic: &str,
@@ -93,7 +94,7 @@ pub(crate) fn scan<C: ClientContext>(
     // Each partition to read, and the offset to start at: given, not left
     // to `auto.offset.reset` (which `properties` may change).
     let mut starts = BTreeMap::new();
-    for p in partitions_of(client, topic)? {
+    for &p in partitions {
         // Two requests per partition, each up to the timeout.
         dynamo_cdc_core::alive::still_waiting();
         let (low, high) = client
@@ -222,49 +223,6 @@ fn past_the_end(topic: &str, partition: i32, recorded: Option<i64>, end: i64) {
         "the partition ends before the offset recorded with the checkpoint: the topic lost \
          acknowledged messages (broker data loss, or the topic was recreated)"
     );
-}
-
-/// The partitions of `topic`; none when it does not exist yet.
-fn partitions_of<C: ClientContext>(
-    client: &Client<C>,
-    topic: &str,
-) -> Result<Vec<i32>, KafkaSinkError> {
-    let metadata = client
-        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(|source| KafkaSinkError::Client {
-            what: "cannot read the topic's metadata",
-            source,
-        })?;
-    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(Vec::new());
-    };
-    match t.error() {
-        None => Ok(t.partitions().iter().map(|p| p.id()).collect()),
-        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
-            Ok(Vec::new())
-        }
-        Some(e) if passes(RDKafkaErrorCode::from(e)) => Err(KafkaSinkError::Client {
-            what: "the topic's partitions are not ready (no leader yet)",
-            source: KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
-        }),
-        Some(e) => Err(KafkaSinkError::Topic {
-            topic: topic.to_owned(),
-            message: RDKafkaErrorCode::from(e).to_string(),
-        }),
-    }
-}
-
-/// Whether a topic's error in a metadata answer passes by itself: a topic
-/// just created, or whose leader is moving, answers so for a while.
-pub(crate) fn passes(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::LeaderNotAvailable
-            | RDKafkaErrorCode::NotLeaderForPartition
-            | RDKafkaErrorCode::ReplicaNotAvailable
-            | RDKafkaErrorCode::BrokerNotAvailable
-            | RDKafkaErrorCode::RequestTimedOut
-    )
 }
 
 fn position_of<M: Message>(m: &M) -> Option<(ShardKey, SequenceNumber)> {

@@ -168,14 +168,18 @@ impl KafkaSink {
         if !self.scanned.insert(topic.to_owned()) {
             return Ok(());
         }
-        if let Err(e) = crate::topics::ensure(&self.config, self.producer.client(), topic) {
-            // Asked again on the next write (after the pause it causes).
-            self.scanned.remove(topic);
-            return Err(e);
-        }
+        let partitions = match crate::topics::ensure(&self.config, self.producer.client(), topic) {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                // Asked again on the next write (after the pause it causes).
+                self.scanned.remove(topic);
+                return Err(e);
+            }
+        };
         let from = self.recorded.get(topic).cloned().unwrap_or_default();
         let found = scan(
             self.producer.client(),
+            &partitions,
             &self.config.brokers,
             &self.config.properties,
             topic,

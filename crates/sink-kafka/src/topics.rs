@@ -20,7 +20,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::util::Timeout;
 
 use crate::client_log::QuietClient;
@@ -30,36 +30,71 @@ use crate::{KafkaConfig, KafkaSinkError};
 /// counts as unreachable (a transient error: the run pauses and retries).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Makes sure `topic` exists, asking `client` (the producer's: it must
-/// not create topics when asked about them).
-///
-/// # Errors
-/// [`KafkaSinkError::Client`] when the brokers cannot be reached (may pass);
-/// [`KafkaSinkError::Topic`] when the topic is missing and may not or
-/// cannot be created (will not pass).
-pub(crate) fn ensure<C: ClientContext>(
-    config: &KafkaConfig,
-    client: &Client<C>,
-    topic: &str,
-) -> Result<(), KafkaSinkError> {
+/// What a metadata answer says of a topic.
+enum Lookup {
+    /// It exists, with these partitions.
+    Found(Vec<i32>),
+    /// It does not exist (or has no partitions).
+    Missing,
+    /// The brokers answered an error for it that does not pass by itself.
+    Refused(RDKafkaErrorCode),
+}
+
+/// Asks `client` about `topic`. An error that passes by itself (no leader
+/// yet, as right after its creation) is a transient error.
+fn look_up<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Lookup, KafkaSinkError> {
     let metadata = client
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(|source| KafkaSinkError::Client {
             what: "cannot reach the Kafka brokers (metadata request)",
             source,
         })?;
-    let found = metadata.topics().iter().find(|t| t.name() == topic);
-    if let Some(code) = found.and_then(|t| t.error()).map(RDKafkaErrorCode::from)
-        && crate::resume::passes(code)
-    {
-        // It exists, and is not ready yet: asked again after the pause.
-        return Err(KafkaSinkError::Client {
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(Lookup::Missing);
+    };
+    match t.error().map(RDKafkaErrorCode::from) {
+        None if t.partitions().is_empty() => Ok(Lookup::Missing),
+        None => Ok(Lookup::Found(
+            t.partitions().iter().map(|p| p.id()).collect(),
+        )),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(Lookup::Missing),
+        Some(code) if passes(code) => Err(KafkaSinkError::Client {
             what: "the topic's partitions are not ready (no leader yet)",
-            source: rdkafka::error::KafkaError::MetadataFetch(code),
-        });
+            source: KafkaError::MetadataFetch(code),
+        }),
+        Some(code) => Ok(Lookup::Refused(code)),
     }
-    if found.is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()) {
-        return Ok(());
+}
+
+/// Whether a topic's error in a metadata answer passes by itself: a topic
+/// just created, or whose leader is moving, answers so for a while.
+fn passes(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::ReplicaNotAvailable
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::RequestTimedOut
+    )
+}
+
+/// Makes sure `topic` exists, asking `client` (the producer's: it must
+/// not create topics when asked about them), and returns its partitions.
+///
+/// # Errors
+/// [`KafkaSinkError::Client`] when the brokers cannot be reached or the
+/// topic is not ready yet (may pass); [`KafkaSinkError::Topic`] when the
+/// topic is missing and may not or cannot be created (will not pass).
+pub(crate) fn ensure<C: ClientContext>(
+    config: &KafkaConfig,
+    client: &Client<C>,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaSinkError> {
+    // A topic the brokers refuse to describe is treated as missing here:
+    // creating it names the brokers' reason.
+    if let Lookup::Found(partitions) = look_up(client, topic)? {
+        return Ok(partitions);
     }
     if !config.create_topics {
         return Err(KafkaSinkError::Topic {
@@ -69,17 +104,17 @@ pub(crate) fn ensure<C: ClientContext>(
                 .into(),
         });
     }
-    let mut client = ClientConfig::new();
-    client
+    let mut admin_config = ClientConfig::new();
+    admin_config
         .set("bootstrap.servers", &config.brokers)
         .set("allow.auto.create.topics", "false");
     for (k, v) in &config.properties {
         if crate::resume::is_common_property(k) {
-            client.set(k, v);
+            admin_config.set(k, v);
         }
     }
     let admin: AdminClient<QuietClient> =
-        client
+        admin_config
             .create_with_context(QuietClient)
             .map_err(|source| KafkaSinkError::Client {
                 what: "cannot create the Kafka admin client",
@@ -120,7 +155,15 @@ pub(crate) fn ensure<C: ClientContext>(
             }
         }
     }
-    Ok(())
+    match look_up(client, topic)? {
+        Lookup::Found(partitions) => Ok(partitions),
+        // Not visible yet: a topic just created holds nothing.
+        Lookup::Missing => Ok(Vec::new()),
+        Lookup::Refused(code) => Err(KafkaSinkError::Topic {
+            topic: topic.to_owned(),
+            message: code.to_string(),
+        }),
+    }
 }
 
 /// Runs a future to completion on this thread. The admin client's futures
