@@ -290,6 +290,17 @@ fn values_that_do_not_fit_a_declared_schema_are_dead_lettered() {
         rows[0].item["total"],
         AttributeValue::N(dynamo_cdc_core::Number::parse("12.5").unwrap())
     );
+    // The refused change was the shard's last: the recorded position
+    // passes it, as it would a written one, so it is not read again.
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path().join("out/checkpoint.json")).unwrap())
+            .unwrap();
+    let positions = &checkpoint["sinks"]["parquet"]["positions"]["orders"];
+    assert_eq!(
+        positions.as_object().unwrap().values().collect::<Vec<_>>(),
+        [&serde_json::json!((BASE + 1).to_string())],
+        "{checkpoint}"
+    );
 }
 
 /// Parquet never reads a MODIFY's old image, so the source leaves it

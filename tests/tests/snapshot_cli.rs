@@ -785,3 +785,96 @@ fn a_failing_scan_is_logged_once_for_all_its_segments() {
     );
     assert_every_item_once(&s.parquet(), 200, &err);
 }
+
+/// A snapshot whose rows the sink refuses (they do not fit the declared
+/// schema): each goes to the dead letters, the sink's position passes it as
+/// it would a written row, so the journal releases every page (each ends
+/// with a refused row) and the snapshot finishes.
+#[test]
+fn refused_snapshot_rows_are_dead_lettered_and_release_their_journal_pages() {
+    const ITEMS: usize = 60;
+    let sim = StreamSim::start();
+    sim.create_table(TABLE, "pk", None);
+    for i in 0..ITEMS {
+        sim.put_item(TABLE, awkward(i, 0));
+    }
+    let s = Scratch::new();
+    let schemas = s.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    // `note` holds text in every item.
+    std::fs::write(
+        schemas.join(format!("{TABLE}.avsc")),
+        r#"{"type":"record","name":"orders","fields":[{"name":"pk","type":"string"},
+           {"name":"note","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    let config = parquet_config(&s, &sim, "snapshot.toml", "snapshot = \"initial\"");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[transform]\nschemas_dir = {schemas:?}\n\n{text}"),
+    )
+    .unwrap();
+    let out = run_command(s.path(), &config, Some("1.5"))
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "dead letters were written: {log}"
+    );
+
+    let refused: BTreeSet<String> = dynamo_cdc_tests::dead_letters(&s.parquet())
+        .iter()
+        .filter(|d| {
+            d["shard"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("snapshot-"))
+        })
+        .inspect(|d| assert!(d["error"].as_str().unwrap().contains("`note` is declared")))
+        .map(|d| format!("{} {}", d["shard"], d["sequence_number"]))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        ITEMS,
+        "every snapshot row is a dead letter\n{}",
+        debug_dump(s.path())
+    );
+    assert!(read_rows(&s.parquet()).is_empty(), "no row was written");
+    let (_, _, record) = announced(&s.parquet(), TABLE)
+        .pop()
+        .unwrap_or_else(|| panic!("the snapshot is recorded\n{}", debug_dump(s.path())));
+    assert!(
+        !record["finished_ms"].is_null(),
+        "the snapshot finished: {record}\n{log}"
+    );
+    let pages = journal_pages(&s.path().join("out/checkpoint.snapshots"));
+    assert!(
+        pages.is_empty(),
+        "pages kept in the journal: {pages:?}\n{}",
+        debug_dump(s.path())
+    );
+}
+
+/// Every journal page (`seg-<segment>-<page>.json`) below `dir`.
+fn journal_pages(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(journal_pages(&path));
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("seg-") && n.ends_with(".json"))
+        {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -20,6 +20,7 @@ mod nested;
 mod number;
 mod outage;
 mod position;
+mod refused;
 mod seam;
 mod tag;
 mod text;
@@ -37,6 +38,7 @@ pub use nested::NestedText;
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use outage::{Outage, OutageLine, STILL_DOWN_EVERY, SharedOutage};
 pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
+pub use refused::Refused;
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
     Rejected, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source, SourceBatch,

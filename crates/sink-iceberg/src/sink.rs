@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arrow_array::ArrayRef;
 use arrow_array::builder::{Int64Builder, StringBuilder};
 use dynamo_cdc_core::{
-    Change, Gap, Positions, Rejected, ShardKey, Sink, SinkError, SinkStats, SnapshotRecord,
+    Change, Gap, Positions, Refused, Rejected, ShardKey, Sink, SinkError, SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_object_store::{Buckets, Location, Scheme, looks_like_url};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
@@ -144,6 +144,9 @@ pub struct IcebergSink {
     declared: HashMap<String, DeclaredSchema>,
     tables: HashMap<Arc<str>, TableState>,
     durable: Positions,
+    /// Changes refused since the last commit, which the position passes
+    /// once the rows before them are committed.
+    refused: Refused,
     last_commit: Instant,
     encoding: Encoding,
     stats: IcebergStats,
@@ -229,6 +232,7 @@ impl IcebergSink {
             declared,
             tables: HashMap::new(),
             durable: Positions::new(),
+            refused: Refused::new(),
             last_commit: Instant::now(),
             encoding,
             stats: IcebergStats::default(),
@@ -455,7 +459,10 @@ impl IcebergSink {
                     }
                     match state.schema.admit(change.row_image()) {
                         Ok(()) => admitted.push(change),
-                        Err(error) => rejected.push(Rejected { index, error }),
+                        Err(error) => {
+                            self.refused.note(&key, &change.source.sequence_number);
+                            rejected.push(Rejected { index, error });
+                        }
                     }
                 }
                 if let (Some(first), Some(last)) = (admitted.get(before), admitted.last()) {
@@ -559,7 +566,17 @@ impl IcebergSink {
             self.commit_table(&table)?;
         }
         self.last_commit = Instant::now();
+        self.settle_refused();
         Ok(())
+    }
+
+    /// Moves positions over refused changes that no uncommitted row of
+    /// their shard precedes.
+    fn settle_refused(&mut self) {
+        let tables = &self.tables;
+        self.refused.settle(&mut self.durable, |key| {
+            tables.get(&key.table)?.first.get(key).cloned()
+        });
     }
 
     /// Commits one table's data files with their positions, on top of the
@@ -853,6 +870,8 @@ impl Sink for IcebergSink {
     fn poll(&mut self) -> Result<(), SinkError> {
         if self.last_commit.elapsed() >= Duration::from_millis(self.config.commit_interval_ms) {
             self.commit_all()?;
+        } else {
+            self.settle_refused();
         }
         Ok(())
     }
@@ -1204,6 +1223,61 @@ mod commit_tests {
         b.flush().unwrap();
         a.flush().unwrap();
         assert_eq!(rows_and_snapshots(&mut a), (8, 2));
+    }
+
+    /// A change refused (it does not fit the declared schema) goes to the
+    /// dead letters; the position passes it once the rows before it are
+    /// committed, so a shard ending with it is not read again.
+    #[test]
+    fn the_position_passes_a_refused_change_once_the_rows_before_it_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = IcebergConfig::new(
+            format!("sqlite://{}", dir.path().join("catalog.db").display()),
+            dir.path().join("warehouse").display().to_string(),
+        );
+        let declared = DeclaredSchema::parse_avsc(
+            r#"{"type":"record","name":"orders","fields":[
+                {"name":"id","type":"string"},{"name":"n","type":["null","long"]}]}"#,
+        )
+        .unwrap();
+        let mut sink = IcebergSink::open(config, [("orders".to_owned(), declared)].into()).unwrap();
+        let fits = |seq: u64| {
+            let mut c = change("s1", seq);
+            let image = c.new_image.as_mut().unwrap();
+            image.insert(
+                "n".into(),
+                AttributeValue::N(dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap()),
+            );
+            c
+        };
+        let key = ShardKey::new("orders", "s1");
+        let position = |sink: &IcebergSink| sink.durable_positions().get(&key).cloned();
+        let seq = |n: u64| Some(SequenceNumber::parse(&format!("{n:021}")).unwrap());
+
+        // Rows 1 and 2 are written, 3 is refused: the position waits for
+        // the commit of 1 and 2, then passes 3.
+        let rejected = sink.write(&[fits(1), fits(2), change("s1", 3)]).unwrap();
+        assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [2]);
+        sink.poll().unwrap();
+        assert_eq!(position(&sink), None, "rows 1 and 2 are not committed yet");
+        sink.flush().unwrap();
+        assert_eq!(position(&sink), seq(3));
+        assert_eq!(rows_and_snapshots(&mut sink), (2, 1));
+
+        // Refused with nothing pending: passed at the next poll, with no
+        // commit to the table.
+        assert_eq!(sink.write(&[change("s1", 4)]).unwrap().len(), 1);
+        assert_eq!(position(&sink), seq(3), "not inside the write");
+        sink.poll().unwrap();
+        assert_eq!(position(&sink), seq(4));
+        assert_eq!(rows_and_snapshots(&mut sink), (2, 1));
+
+        // Rows after a refused one do not hold it back.
+        assert_eq!(sink.write(&[change("s1", 5), fits(6)]).unwrap().len(), 1);
+        sink.poll().unwrap();
+        assert_eq!(position(&sink), seq(5));
+        sink.flush().unwrap();
+        assert_eq!(position(&sink), seq(6));
     }
 
     fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use dynamo_cdc_core::{
-    Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
-    SnapshotRecord,
+    Change, Gap, Positions, Refused, Rejected, SequenceNumber, ShardKey, Sink, SinkError,
+    SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_object_store::{
     CopyError, FailureClass, Location, ObjectError, ObjectPath, Objects, Upload,
@@ -277,6 +277,9 @@ pub struct ParquetSink {
     /// batch's rejects durable before the position moves past them.
     sealed: Vec<(ShardKey, OpenFile)>,
     durable: Positions,
+    /// Changes refused since the last commit, which the position passes
+    /// once the rows before them are committed.
+    refused: Refused,
     stats: ParquetStats,
     /// Table -> lease epoch, when the tables are shared (recorded in each
     /// file's footer, so a file can be traced to the owner that wrote it).
@@ -356,6 +359,7 @@ impl ParquetSink {
             open: HashMap::new(),
             sealed: Vec::new(),
             durable,
+            refused: Refused::new(),
             stats,
             lease_epochs: std::collections::BTreeMap::new(),
         })
@@ -651,6 +655,19 @@ impl ParquetSink {
                 return Err(e);
             }
         }
+        let (open, sealed) = (&self.open, &self.sealed);
+        self.refused.settle(&mut self.durable, |key| {
+            let sealed = sealed
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, f)| &f.first);
+            open.get(key)
+                .map(|f| &f.first)
+                .into_iter()
+                .chain(sealed)
+                .min()
+                .cloned()
+        });
         Ok(())
     }
 
@@ -1078,6 +1095,11 @@ impl ParquetSink {
                 self.append(&key, &date, &admitted[start..end])?;
                 start = end;
             }
+        }
+        for r in &rejected {
+            let source = &changes[r.index].source;
+            let key = ShardKey::new(source.table.clone(), source.shard_id.clone());
+            self.refused.note(&key, &source.sequence_number);
         }
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)

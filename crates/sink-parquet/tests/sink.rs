@@ -220,6 +220,74 @@ fn positions_recorded_elsewhere_are_adopted_so_removed_files_are_not_rewritten()
     );
 }
 
+/// A change that does not fit the declared schema is refused (the
+/// pipeline dead-letters it); the position passes it once the rows before
+/// it are committed, so a shard ending with it is not read again, and a
+/// reopened sink that adopts the recorded position does not refuse it twice.
+#[test]
+fn the_position_passes_a_refused_change_once_the_rows_before_it_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[
+            {"name":"id","type":"string"},{"name":"n","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    let open = || {
+        let declared = [("orders".to_owned(), declared.clone())].into();
+        ParquetSink::open(config(dir.path(), 1000), NumbersMode::Auto, declared).unwrap()
+    };
+    let with_n = |seq: u64, n: AttributeValue| {
+        let mut c = change(seq, DAY_ONE_MS);
+        c.new_image.as_mut().unwrap().insert("n".into(), n);
+        c
+    };
+    let fits = |seq: u64| {
+        let n = dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap();
+        with_n(seq, AttributeValue::N(n))
+    };
+    let refused = |seq: u64| with_n(seq, AttributeValue::S("many".into()));
+    let mut sink = open();
+
+    // Rows 1 and 2 are written, 3 is refused: the position waits for the
+    // commit of 1 and 2 (a flush; a poll finds the file not due), then
+    // passes 3.
+    let rejected = sink.write(&[fits(1), fits(2), refused(3)]).unwrap();
+    assert_eq!(rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [2]);
+    sink.poll().unwrap();
+    assert_eq!(position(&sink), None, "rows 1 and 2 are not committed yet");
+    sink.flush().unwrap();
+    assert_eq!(position(&sink).as_deref(), Some("3"));
+    assert_eq!(sequence_numbers(dir.path()), [1, 2]);
+
+    // Refused with nothing pending: passed at the next poll, with no file.
+    assert_eq!(sink.write(&[refused(4)]).unwrap().len(), 1);
+    assert_eq!(
+        position(&sink).as_deref(),
+        Some("3"),
+        "not inside the write"
+    );
+    sink.poll().unwrap();
+    assert_eq!(position(&sink).as_deref(), Some("4"));
+
+    // Rows after a refused one do not hold it back.
+    assert_eq!(sink.write(&[refused(5), fits(6)]).unwrap().len(), 1);
+    sink.poll().unwrap();
+    assert_eq!(position(&sink).as_deref(), Some("5"));
+    sink.flush().unwrap();
+    assert_eq!(position(&sink).as_deref(), Some("6"));
+    assert_eq!(sequence_numbers(dir.path()), [1, 2, 6]);
+
+    // A refused last change is held by whoever adopts the recorded
+    // position: given again, it is dropped, not refused a second time.
+    assert_eq!(sink.write(&[refused(7)]).unwrap().len(), 1);
+    sink.flush().unwrap();
+    let recorded = sink.durable_positions().clone();
+    let mut again = open();
+    again.adopt(&recorded, &serde_json::Value::Null);
+    assert!(again.write(&[refused(7)]).unwrap().is_empty());
+    assert_eq!(again.parquet_stats().already_held, 1);
+}
+
 #[test]
 fn temp_files_of_a_crash_are_swept_at_open() {
     let dir = tempfile::tempdir().unwrap();
