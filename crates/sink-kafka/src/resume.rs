@@ -69,7 +69,7 @@ fn unread(recorded: Option<i64>, low: i64, high: i64) -> Unread {
     match recorded {
         Some(next) if next > high => Unread::PastTheEnd,
         // Offsets below `low` were deleted by retention: reading starts at
-        // `low` (`auto.offset.reset`).
+        // `low` (see `scan`).
         _ if high > recorded.unwrap_or(low).max(low) => Unread::Some,
         _ => Unread::Nothing,
     }

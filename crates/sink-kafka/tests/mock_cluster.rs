@@ -461,6 +461,22 @@ fn a_topic_whose_offsets_cannot_be_asked_is_waited_out() {
 }
 
 #[test]
+fn a_missing_dead_letter_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut c = config(&brokers, Format::Json);
+    c.create_topics = false;
+    c.dead_letter_topic = Some("cdc.dead".into());
+    let mut sink = open(c);
+    let e = sink.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("cdc.dead"), "{text}");
+    assert!(text.contains("create_topics = true"), "{text}");
+}
+
+#[test]
 fn a_missing_topic_stops_the_run_before_reading_when_it_may_not_be_created() {
     let cluster = MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
@@ -565,6 +581,75 @@ fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
     // grew past it a start would read back from there and miss what came
     // before.
     assert_eq!(second.offsets()["cdc.orders"][&0], 4);
+}
+
+#[test]
+fn a_checkpoint_offset_below_what_retention_kept_reads_back_from_the_first_message_held() {
+    // The topic's retention deleted the offset the checkpoint recorded
+    // (the bridge was stopped longer than the topic keeps messages), but
+    // not the messages the sink wrote after it. Reading back starts at the
+    // first offset still held, not at the recorded one, which the broker no
+    // longer has (left to `auto.offset.reset`, set to `latest` here, it
+    // would read from the end and find nothing): the changes it finds are
+    // not written twice.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let all: Vec<Change> = (1..=6)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut first = open(config(&brokers, Format::Json));
+    deliver(&mut first, &all[..2]);
+    let (positions, state) = (first.durable_positions().clone(), first.resume_state());
+    assert_eq!(state["offsets"]["cdc.orders"]["0"], 2, "{state}");
+
+    // Another writer's messages, then the sink's next two, then the crash.
+    // The mock cluster keeps 5 MiB a partition: the first messages go.
+    let filler: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 512 * 1024];
+    for _ in 0..12 {
+        filler
+            .send(
+                rdkafka::producer::BaseRecord::to("cdc.orders")
+                    .partition(0)
+                    .key("filler")
+                    .payload(&payload),
+            )
+            .unwrap();
+        rdkafka::producer::Producer::flush(&filler, Duration::from_secs(30)).unwrap();
+    }
+    deliver(&mut first, &all[2..4]);
+    drop(first);
+    let watcher: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let (low, high) = watcher
+        .fetch_watermarks("cdc.orders", 0, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        low > 2 && high - low > 2,
+        "watermarks {low}..{high}: the test needs the recorded offset gone and changes 3 and 4 kept"
+    );
+
+    let mut c = config(&brokers, Format::Json);
+    c.properties
+        .push(("auto.offset.reset".into(), "latest".into()));
+    let mut second = open(c);
+    second.adopt(&positions, &state);
+    // The source resumes at the checkpoint: changes 3 to 6 come again.
+    deliver(&mut second, &all[2..]);
+    second.flush().unwrap();
+    assert_eq!(second.stats().already_held, 2, "changes 3 and 4, found");
+    let got = consume(&brokers, "cdc.orders", 1);
+    let ours: Vec<Got> = got.into_iter().filter(|g| g.key != b"filler").collect();
+    let want: Vec<String> = (1003..=1006).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&ours), want, "each change once");
+    assert_eq!(second.offsets()["cdc.orders"][&0], high + 2);
 }
 
 #[test]
