@@ -1,6 +1,6 @@
 //! The lease table's request shapes on moto's DynamoDB: table creation,
 //! conditional writes (create, compare-and-set, never over a later epoch),
-//! strongly consistent scans, a claim handed over, positions recorded and
+//! strongly consistent scans and lease reads, a claim handed over, positions recorded and
 //! loaded, and `dynamo-cdc leases` reading it all back.
 //!
 //! moto is not linearizable under concurrent conditional writes, so the
@@ -118,6 +118,19 @@ fn leases_positions_and_the_leases_command_on_moto() {
         stale.store(&recorded).is_err(),
         "epoch 1 must not overwrite epoch 2"
     );
+
+    // A round reads the leases it asks for, each with its own GetItem: not
+    // the positions beside them, not a table without a lease yet.
+    let mut asked = tables();
+    asked.push("no-lease-yet".to_owned());
+    let leases = store.leases(&asked).unwrap();
+    assert_eq!(
+        leases.iter().map(|l| l.table.as_str()).collect::<Vec<_>>(),
+        tables(),
+        "{leases:?}"
+    );
+    assert!(leases.iter().all(|l| l.owner.is_some()), "{leases:?}");
+    assert!(store.leases(&[]).unwrap().is_empty());
 
     // The operators' view.
     let config = s.path().join("leases.toml");

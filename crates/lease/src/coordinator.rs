@@ -186,7 +186,7 @@ impl<S: LeaseStore> Coordinator<S> {
         self.claim = None;
     }
 
-    /// One round: read the table, renew, fence, take, balance.
+    /// One round: read the leases, renew, fence, take, balance.
     ///
     /// # Errors
     /// A fatal store failure, or another live process under this worker's
@@ -194,7 +194,8 @@ impl<S: LeaseStore> Coordinator<S> {
     /// their time runs out, then are fenced).
     pub fn tick(&mut self, clock: &dyn Clock) -> Result<Vec<Happened>, StoreFailure> {
         let mut happened = Vec::new();
-        let items = match self.store.scan() {
+        let tables: Vec<String> = self.tables.iter().cloned().collect();
+        let items = match self.store.leases(&tables) {
             Ok(items) => items,
             Err(StoreFailure::Fatal(e)) => return Err(StoreFailure::Fatal(e)),
             Err(e) => {
@@ -203,13 +204,8 @@ impl<S: LeaseStore> Coordinator<S> {
             }
         };
         let now = clock.now();
-        let mut leases: BTreeMap<String, Lease> = items
-            .into_iter()
-            .filter_map(|i| match i {
-                Item::Lease(l) if self.tables.contains(&l.table) => Some((l.table.clone(), l)),
-                _ => None,
-            })
-            .collect();
+        let mut leases: BTreeMap<String, Lease> =
+            items.into_iter().map(|l| (l.table.clone(), l)).collect();
         self.create_missing(&mut leases)?;
         self.observe(&leases, now)?;
         self.check_held(&leases, &mut happened);

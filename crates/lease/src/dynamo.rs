@@ -1,8 +1,10 @@
 //! [`LeaseStore`] on a DynamoDB table, through the AWS SDK.
 //!
 //! The table has one string key, `key`; it is created on demand billing
-//! when missing. Reads are strongly consistent scans; writes are `PutItem`
-//! with a condition expression:
+//! when missing. Reads are strongly consistent: `GetItem`s of the leases a
+//! coordinator watches (at once, one per table), a `Scan` of everything
+//! when a pass loads its positions. Writes are `PutItem` with a condition
+//! expression:
 //!
 //! | condition | expression |
 //! |---|---|
@@ -21,7 +23,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 
-use crate::item::{Condition, Item, KEY, Lease, PositionItem, StartItem, StateItem};
+use crate::item::{Condition, Item, KEY, Lease, PositionItem, StartItem, StateItem, lease_key};
 use crate::store::{LeaseStore, StoreFailure};
 
 /// The lease table in DynamoDB; see the module docs.
@@ -113,6 +115,38 @@ impl DynamoLeaseStore {
         )))
     }
 
+    /// One `GetItem` per table, all in flight at once: a round of the
+    /// coordinator takes one round trip whatever the number of tables.
+    async fn get_leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure> {
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, table) in tables.iter().enumerate() {
+            let request = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key(KEY, s(&lease_key(table)))
+                .consistent_read(true);
+            reads.spawn(async move { (i, request.send().await) });
+        }
+        let mut found = Vec::new();
+        while let Some(joined) = reads.join_next().await {
+            let (i, answer) =
+                joined.map_err(|e| StoreFailure::Unavailable(format!("a lease read: {e}")))?;
+            let out = answer.map_err(|e| classify(&e))?;
+            match out.item().map(decode) {
+                Some(Some(Item::Lease(lease))) => found.push((i, lease)),
+                Some(_) => tracing::warn!(
+                    table = %tables[i],
+                    "skipping a lease item that cannot be read"
+                ),
+                None => {}
+            }
+        }
+        // In the order asked, as a scan would give them for one table each.
+        found.sort_by_key(|(i, _)| *i);
+        Ok(found.into_iter().map(|(_, lease)| lease).collect())
+    }
+
     async fn scan_all(&self) -> Result<Vec<Item>, StoreFailure> {
         let mut items = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -175,6 +209,10 @@ impl DynamoLeaseStore {
 impl LeaseStore for DynamoLeaseStore {
     fn ensure_table(&self) -> Result<(), StoreFailure> {
         self.runtime.block_on(self.ensure())
+    }
+
+    fn leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure> {
+        self.runtime.block_on(self.get_leases(tables))
     }
 
     fn scan(&self) -> Result<Vec<Item>, StoreFailure> {

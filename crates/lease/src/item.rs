@@ -109,13 +109,18 @@ pub enum Item {
     Start(StartItem),
 }
 
+/// The key of `table`'s lease item.
+pub(crate) fn lease_key(table: &str) -> String {
+    format!("lease/{table}")
+}
+
 impl Item {
     /// The item's key: `lease/<table>`, `position/<table>/<sink>/<shard>`,
     /// `state/<table>/<sink>`, `start/<table>`. Table names and sink ids
     /// hold no `/`.
     pub fn key(&self) -> String {
         match self {
-            Item::Lease(l) => format!("lease/{}", l.table),
+            Item::Lease(l) => lease_key(&l.table),
             Item::Position(p) => format!("position/{}/{}/{}", p.table, p.sink, p.shard),
             Item::State(s) => format!("state/{}/{}", s.table, s.sink),
             Item::Start(s) => format!("start/{}", s.table),

@@ -1,12 +1,12 @@
-//! The seam to the lease table: read everything, write one item under a
-//! condition. Two implementations: [`crate::DynamoLeaseStore`] (the real
+//! The seam to the lease table: read the leases of some tables, read
+//! everything, write one item under a condition. Two implementations: [`crate::DynamoLeaseStore`] (the real
 //! table) and [`MemoryLeaseStore`] (linearizable, with injected faults, for
 //! the coordinator's tests).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::item::{Condition, Item};
+use crate::item::{Condition, Item, Lease, lease_key};
 
 /// Why a call to the lease table failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +35,15 @@ pub trait LeaseStore: Send + Sync {
     /// When it cannot be created or described.
     fn ensure_table(&self) -> Result<(), StoreFailure>;
 
+    /// The leases of `tables` that exist, each a strongly consistent read
+    /// of its own item. This is what a coordinator reads every round: its
+    /// cost follows the tables, not the positions recorded beside their
+    /// leases (one item per shard and sink, which only grow).
+    ///
+    /// # Errors
+    /// When the table cannot be read.
+    fn leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure>;
+
     /// Every item (a strongly consistent read).
     ///
     /// # Errors
@@ -54,6 +63,9 @@ pub trait LeaseStore: Send + Sync {
 impl<S: LeaseStore + ?Sized> LeaseStore for Arc<S> {
     fn ensure_table(&self) -> Result<(), StoreFailure> {
         (**self).ensure_table()
+    }
+    fn leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure> {
+        (**self).leases(tables)
     }
     fn scan(&self) -> Result<Vec<Item>, StoreFailure> {
         (**self).scan()
@@ -106,6 +118,7 @@ struct Memory {
     items: BTreeMap<String, Item>,
     faults: VecDeque<Fault>,
     calls: u64,
+    items_read: u64,
 }
 
 impl MemoryLeaseStore {
@@ -124,6 +137,11 @@ impl MemoryLeaseStore {
         self.lock().calls
     }
 
+    /// Items read so far, by every kind of read.
+    pub fn items_read(&self) -> u64 {
+        self.lock().items_read
+    }
+
     /// The items, without faults or counting (for assertions).
     pub fn items(&self) -> Vec<Item> {
         self.lock().items.values().cloned().collect()
@@ -137,18 +155,43 @@ impl MemoryLeaseStore {
     }
 }
 
+impl Memory {
+    /// Counts a read call and fails it if a fault is due.
+    fn read(&mut self) -> Result<(), StoreFailure> {
+        self.calls += 1;
+        match self.faults.pop_front().filter(|f| *f != Fault::Pass) {
+            // A read has no effect to lose: both faults just fail it.
+            Some(fault) => Err(StoreFailure::Unavailable(format!("injected {fault:?}"))),
+            None => Ok(()),
+        }
+    }
+}
+
 impl LeaseStore for MemoryLeaseStore {
     fn ensure_table(&self) -> Result<(), StoreFailure> {
         Ok(())
     }
 
+    /// One call, under the lock like the others (the real store's reads
+    /// of several leases are each consistent, but not one snapshot).
+    fn leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure> {
+        let mut m = self.lock();
+        m.read()?;
+        let leases: Vec<Lease> = tables
+            .iter()
+            .filter_map(|t| match m.items.get(&lease_key(t)) {
+                Some(Item::Lease(l)) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        m.items_read += leases.len() as u64;
+        Ok(leases)
+    }
+
     fn scan(&self) -> Result<Vec<Item>, StoreFailure> {
         let mut m = self.lock();
-        m.calls += 1;
-        if let Some(fault) = m.faults.pop_front().filter(|f| *f != Fault::Pass) {
-            // A read has no effect to lose: both faults just fail it.
-            return Err(StoreFailure::Unavailable(format!("injected {fault:?}")));
-        }
+        m.read()?;
+        m.items_read += m.items.len() as u64;
         Ok(m.items.values().cloned().collect())
     }
 

@@ -76,6 +76,37 @@ fn a_lone_worker_creates_and_takes_every_lease() {
     );
 }
 
+/// Positions are recorded beside the leases, one item per shard and sink,
+/// and only grow; a round reads the leases of the worker's tables alone, so
+/// its cost does not grow with them (nor with other workers' tables).
+#[test]
+fn a_round_reads_the_leases_not_the_positions_beside_them() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut w = worker(&store, "w1", 3);
+    w.tick(&clock).unwrap();
+    assert_eq!(held(&w), tables(3));
+    for shard in 0..1_000 {
+        let position = Item::Position(dynamo_cdc_lease::PositionItem {
+            table: "t0".into(),
+            sink: "parquet".into(),
+            shard: format!("shardId-{shard:05}"),
+            seq: "100".into(),
+            epoch: 1,
+            updated_ms: 0,
+        });
+        store.put(&position, Condition::Always).unwrap();
+    }
+    store
+        .put(&Item::Lease(Lease::free("elsewhere")), Condition::Absent)
+        .unwrap();
+    let before = store.items_read();
+    clock.advance(D / 3);
+    w.tick(&clock).unwrap();
+    assert_eq!(held(&w), tables(3), "renewed");
+    assert_eq!(store.items_read() - before, 3);
+}
+
 #[test]
 fn renewals_keep_a_lease_and_move_its_validity() {
     let store = MemoryLeaseStore::new();
