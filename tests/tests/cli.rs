@@ -802,3 +802,116 @@ fn a_sink_that_cannot_write_pauses_and_resumes_from_its_last_commit() {
     );
     assert_eq!(read_rows(&blocked.join("parquet")).len(), 2);
 }
+
+/// A declared Avro `map` (free names, values of one layout) is a Parquet
+/// MAP in the Parquet sink and an Iceberg map in the Iceberg sink, and the
+/// readers users query them with read it: pyarrow, DuckDB and pyiceberg.
+/// A map value that does not fit is dead-lettered, naming the entry.
+#[test]
+#[ignore = "needs Python with pyarrow, duckdb and pyiceberg: DYNAMO_CDC_PYTHON, else .venv/bin/python (scripts/test.sh runs it)"]
+fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_and_pyiceberg() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path().join("schemas")).unwrap();
+    std::fs::write(
+        s.path().join("schemas/orders.avsc"),
+        r#"{"type":"record","name":"orders","fields":[{"name":"id","type":"string"},
+           {"name":"prices","type":["null",{"type":"map","values":["null","long"]}]}]}"#,
+    )
+    .unwrap();
+    let lines = get_records_json(
+        &[
+            insert(
+                BASE,
+                "a",
+                r#","prices":{"M":{"usd":{"NULL":true},"eur":{"N":"12"},"a b é":{"N":"-3"}}}"#,
+            ),
+            insert(BASE + 1, "b", r#","prices":{"M":{}}"#),
+            insert(BASE + 2, "c", ""),
+            insert(BASE + 3, "d", r#","prices":{"M":{"eur":{"N":"1.5"}}}"#),
+        ],
+        None,
+    );
+    s.write_capture("s.jsonl", &lines);
+    let out_dir = s.path().join("out");
+    let iceberg = format!(
+        "\n[sinks.iceberg]\ncatalog = \"sql\"\ncatalog_uri = {:?}\nwarehouse = {:?}\n\
+         namespace = \"cdc\"\ntable = \"{{table}}\"\n",
+        format!("sqlite://{}", out_dir.join("catalog.db").display()),
+        out_dir.join("warehouse"),
+    );
+    let config = s.config(
+        &format!("schemas_dir = {:?}", s.path().join("schemas")),
+        &iceberg,
+    );
+    let out = s.run(&config);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "one dead letter: {}",
+        stderr(&out)
+    );
+    let letters = dead_letters(&s.parquet());
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("`prices.eur` is declared long"), "{error}");
+
+    let python = std::env::var_os("DYNAMO_CDC_PYTHON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        std::path::PathBuf::from,
+    );
+    let check = Command::new(&python)
+        .arg("-c")
+        .arg(MAP_READERS)
+        .arg(s.parquet())
+        .arg(out_dir.join("catalog.db"))
+        .arg(out_dir.join("warehouse"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e})", python.display()));
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        report.trim(),
+        "pyarrow ok\nduckdb ok\npyiceberg ok",
+        "{report}"
+    );
+}
+
+/// Reads the `prices` map of `orders` with pyarrow, DuckDB and pyiceberg;
+/// arguments: the Parquet path, the sqlite catalog and the warehouse.
+const MAP_READERS: &str = r#"
+import glob, sys
+import duckdb, pyarrow as pa, pyarrow.parquet as pq
+from pyiceberg.catalog.sql import SqlCatalog
+
+parquet, catalog_db, warehouse = sys.argv[1:4]
+want = {"a": [("a b é", -3), ("eur", 12), ("usd", None)], "b": [], "c": None}
+
+def check(name, prices_type, rows):
+    assert pa.types.is_map(prices_type), (name, prices_type)
+    key = prices_type.key_type
+    assert pa.types.is_string(key) or pa.types.is_large_string(key), (name, prices_type)
+    assert prices_type.item_type == pa.int64(), (name, prices_type)
+    got = {r["id"]: r["prices"] for r in rows}
+    assert got == want, (name, got)
+    print(name, "ok")
+
+files = glob.glob(f"{parquet}/orders/**/*.parquet", recursive=True)
+table = pa.concat_tables(pq.read_table(f) for f in files)
+check("pyarrow", table.schema.field("prices").type, table.select(["id", "prices"]).to_pylist())
+
+con = duckdb.connect()
+rel = con.sql(f"SELECT id, map_keys(prices) AS k, map_values(prices) AS v, typeof(prices) AS t "
+              f"FROM read_parquet({files!r}) ORDER BY id").fetchall()
+got = {i: (None if k is None else list(zip(k, v))) for i, k, v, _ in rel}
+assert got == want, ("duckdb", got)
+assert all(t == "MAP(VARCHAR, BIGINT)" for *_, t in rel), rel
+print("duckdb ok")
+
+catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{catalog_db}", warehouse=f"file://{warehouse}")
+scanned = catalog.load_table("cdc.orders").scan().to_arrow()
+check("pyiceberg", scanned.schema.field("prices").type, scanned.select(["id", "prices"]).to_pylist())
+"#;

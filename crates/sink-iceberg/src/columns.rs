@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field};
 use dynamo_cdc_transform::{ColumnType, META_COLUMNS, SNAPSHOT_COLUMNS, TableSchema};
-use iceberg::spec::{ListType, NestedField, PrimitiveType, Schema, StructType, Type};
+use iceberg::spec::{ListType, MapType, NestedField, PrimitiveType, Schema, StructType, Type};
 use serde::{Deserialize, Serialize};
 
 /// The prefix of the table properties that record each field's form.
@@ -63,6 +63,16 @@ pub(crate) fn iceberg_type(ty: &ColumnType) -> Option<Type> {
                 NestedField::list_element(0, element, false),
             ))))
         }
+        ColumnType::Map(value) => {
+            let value = iceberg_type(value).unwrap_or(Type::Primitive(PrimitiveType::String));
+            Some(Type::Map(MapType::new(
+                Arc::new(NestedField::map_key_element(
+                    0,
+                    Type::Primitive(PrimitiveType::String),
+                )),
+                Arc::new(NestedField::map_value_element(0, value, false)),
+            )))
+        }
         ColumnType::Struct(fields) => Some(Type::Struct(StructType::new(
             fields
                 .iter()
@@ -81,6 +91,10 @@ fn same_shape(a: &Type, b: &Type) -> bool {
         (Type::Primitive(x), Type::Primitive(y)) => x == y,
         (Type::List(x), Type::List(y)) => {
             same_shape(&x.element_field.field_type, &y.element_field.field_type)
+        }
+        (Type::Map(x), Type::Map(y)) => {
+            same_shape(&x.key_field.field_type, &y.key_field.field_type)
+                && same_shape(&x.value_field.field_type, &y.value_field.field_type)
         }
         (Type::Struct(x), Type::Struct(y)) => {
             x.fields().len() == y.fields().len()
@@ -281,6 +295,27 @@ fn with_ids(arrow: &Field, field: &NestedField) -> Result<Field, String> {
     let data_type = match (arrow.data_type(), &*field.field_type) {
         (DataType::List(item), Type::List(list)) => {
             DataType::List(Arc::new(with_ids(item, &list.element_field)?))
+        }
+        (DataType::Map(entries, sorted), Type::Map(map)) => {
+            let DataType::Struct(kv) = entries.data_type() else {
+                return Err(format!(
+                    "`{}`: a map's entries are not a struct",
+                    arrow.name()
+                ));
+            };
+            let [key, value] = kv.iter().collect::<Vec<_>>()[..] else {
+                return Err(format!(
+                    "`{}`: a map's entries are not a key and a value",
+                    arrow.name()
+                ));
+            };
+            let kv = vec![
+                with_ids(key, &map.key_field)?,
+                with_ids(value, &map.value_field)?,
+            ];
+            // The entries group itself has no Iceberg field, so no id.
+            let entries = Field::new(entries.name(), DataType::Struct(kv.into()), false);
+            DataType::Map(Arc::new(entries), *sorted)
         }
         (DataType::Struct(children), Type::Struct(st)) => DataType::Struct(
             children

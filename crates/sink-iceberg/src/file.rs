@@ -261,7 +261,7 @@ fn retype(array: ArrayRef, data_type: &DataType) -> ArrayRef {
 
 fn retype_data(data: arrow_data::ArrayData, data_type: &DataType) -> arrow_data::ArrayData {
     let children: Vec<DataType> = match data_type {
-        DataType::List(item) => vec![item.data_type().clone()],
+        DataType::List(item) | DataType::Map(item, _) => vec![item.data_type().clone()],
         DataType::Struct(fields) => fields.iter().map(|f| f.data_type().clone()).collect(),
         _ => Vec::new(),
     };
@@ -311,6 +311,8 @@ fn statistics_levels(schema: &Schema, first: &[ArrayRef]) -> Vec<(ColumnPath, En
                 walk(item, None, true, path, out);
                 path.pop();
             }
+            // `<column>.key_value.key` and `.value`, repeated.
+            DataType::Map(entries, _) => walk(entries, None, true, path, out),
             DataType::Binary => out.push((ColumnPath::new(path.clone()), none)),
             _ if in_list => out.push((ColumnPath::new(path.clone()), none)),
             _ if field.metadata().get("dynamodb.type").map(String::as_str) == Some("json") => {

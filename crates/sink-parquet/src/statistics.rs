@@ -62,6 +62,16 @@ fn walk(
             walk(inner, None, true, path, out);
             path.truncate(path.len() - 2);
         }
+        // Maps as `<column>.key_value.key` and `.value`, repeated like a
+        // list's elements.
+        ColumnType::Map(value) => {
+            path.extend(["key_value".to_owned(), "key".to_owned()]);
+            out.push((ColumnPath::new(path.clone()), EnabledStatistics::None));
+            path.pop();
+            path.push("value".to_owned());
+            walk(value, None, true, path, out);
+            path.truncate(path.len() - 2);
+        }
         ColumnType::Json | ColumnType::Binary => {
             out.push((ColumnPath::new(path.clone()), EnabledStatistics::None));
         }
@@ -128,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn struct_fields_are_measured_and_list_elements_have_none() {
+    fn struct_fields_are_measured_and_list_and_map_entries_have_none() {
         let long = "y".repeat(LONG_TEXT_BYTES + 1);
         let fields = Fields::from(vec![
             Field::new("title", DataType::Utf8, true),
@@ -145,6 +155,7 @@ mod tests {
                     ]),
                 ),
                 ("tags", ColumnType::List(Box::new(ColumnType::Utf8))),
+                ("prices", ColumnType::Map(Box::new(ColumnType::Int64))),
             ],
             vec![("doc", Arc::new(doc) as ArrayRef)],
         );
@@ -153,7 +164,9 @@ mod tests {
             [
                 "doc.title=Chunk",
                 "doc.abstract=None",
-                "tags.list.item=None"
+                "tags.list.item=None",
+                "prices.key_value.key=None",
+                "prices.key_value.value=None"
             ]
         );
     }

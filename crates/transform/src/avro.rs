@@ -133,6 +133,9 @@ fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> 
         ColumnType::List(inner) => {
             json!({"type": "array", "items": nullable(avro_type(inner, record_name, used))})
         }
+        ColumnType::Map(value) => {
+            json!({"type": "map", "values": nullable(avro_type(value, record_name, used))})
+        }
         ColumnType::Struct(fields) => {
             let record_name = claim_name(record_name, used);
             let names = unique_names(fields.iter().map(|(n, _)| n.as_str()), &[]);

@@ -191,8 +191,18 @@ impl Datum {
                     self.field(fty, m.get(attr.as_str()))?;
                 }
             }
-            // A declared list or struct reads inside the value.
-            (ColumnType::List(_) | ColumnType::Struct(_), AttributeValue::Nested(text)) => {
+            // Blocks as an array's, each entry its name then its value.
+            (ColumnType::Map(value), AttributeValue::M(m)) => {
+                self.array(m.iter(), |d, (name, v)| {
+                    d.string(name);
+                    d.field(value, Some(v))
+                })?;
+            }
+            // A declared list, struct or map reads inside the value.
+            (
+                ColumnType::List(_) | ColumnType::Struct(_) | ColumnType::Map(_),
+                AttributeValue::Nested(text),
+            ) => {
                 self.plain(ty, &text.tree())?;
             }
             _ => return Err(mismatch()),

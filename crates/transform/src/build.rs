@@ -11,7 +11,9 @@ use std::sync::Arc;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
 };
-use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StringArray, StructArray};
+use arrow_array::{
+    ArrayRef, ListArray, MapArray, NullArray, RecordBatch, StringArray, StructArray,
+};
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer};
 use arrow_schema::{ArrowError, Field};
 use dynamo_cdc_core::{AttributeValue, Change, Op};
@@ -150,12 +152,13 @@ pub(crate) fn build_array<'a>(
     let n = values.len();
     if matches!(
         ty,
-        ColumnType::List(_) | ColumnType::Set(_) | ColumnType::Struct(_)
+        ColumnType::List(_) | ColumnType::Set(_) | ColumnType::Struct(_) | ColumnType::Map(_)
     ) && values
         .iter()
         .any(|v| matches!(v, Some(AttributeValue::Nested(_))))
     {
-        // A declared list or struct reads inside maps and lists: their trees.
+        // A declared list, struct or map reads inside maps and lists: their
+        // trees.
         let trees: Vec<Option<Cow<'_, AttributeValue>>> = values
             .iter()
             .map(|v| v.map(AttributeValue::as_tree))
@@ -274,6 +277,7 @@ pub(crate) fn build_array<'a>(
             None => list_array(inner, values)?,
         },
         ColumnType::List(inner) => list_array(inner, values)?,
+        ColumnType::Map(value) => map_array(ty, value, values)?,
         ColumnType::Struct(fields) => {
             if let Some(v) = values
                 .iter()
@@ -404,6 +408,50 @@ fn set_array(
         )
         .map(|a| Arc::new(a) as ArrayRef),
     )
+}
+
+/// Maps with free names: the names in a key column, the values in the
+/// declared layout, both in each map's (name) order.
+fn map_array(
+    ty: &ColumnType,
+    value: &ColumnType,
+    values: &[Option<&AttributeValue>],
+) -> Result<ArrayRef, ArrowError> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut entries: Vec<Option<&AttributeValue>> = Vec::new();
+    let mut lengths = Vec::with_capacity(values.len());
+    let mut valid = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Some(AttributeValue::M(map)) => {
+                for (name, v) in map {
+                    names.push(name);
+                    entries.push(Some(v));
+                }
+                lengths.push(map.len());
+                valid.push(true);
+            }
+            None | Some(AttributeValue::Null) => {
+                lengths.push(0);
+                valid.push(false);
+            }
+            Some(other) => return Err(unfit(ty, other)),
+        }
+    }
+    let field = crate::column::map_entries(value);
+    let arrow_schema::DataType::Struct(kv) = field.data_type() else {
+        unreachable!("a map's entries are a struct")
+    };
+    let keys: ArrayRef = Arc::new(StringArray::from(names));
+    let entries =
+        StructArray::try_new(kv.clone(), vec![keys, build_array(value, &entries)?], None)?;
+    Ok(Arc::new(MapArray::try_new(
+        Arc::new(field),
+        OffsetBuffer::from_lengths(lengths),
+        entries,
+        Some(NullBuffer::from(valid)),
+        false,
+    )?))
 }
 
 fn list_array(

@@ -59,6 +59,8 @@ pub enum ColumnType {
     List(Box<ColumnType>),
     /// `M` with declared fields.
     Struct(Vec<(String, ColumnType)>),
+    /// `M` whose names are free and whose values share a declared layout.
+    Map(Box<ColumnType>),
     /// Any value as its typed DynamoDB JSON, e.g. `{"M":{"a":{"S":"x"}}}`.
     Json,
 }
@@ -80,6 +82,7 @@ impl ColumnType {
                 DataType::List(Arc::new(inner.field("item", None)))
             }
             ColumnType::Struct(fields) => DataType::Struct(struct_fields(fields)),
+            ColumnType::Map(value) => DataType::Map(Arc::new(map_entries(value)), false),
         }
     }
 
@@ -100,7 +103,7 @@ impl ColumnType {
                 _ => "NS",
             },
             ColumnType::List(_) => "L",
-            ColumnType::Struct(_) => "M",
+            ColumnType::Struct(_) | ColumnType::Map(_) => "M",
             ColumnType::Json => "json",
         }
     }
@@ -148,6 +151,12 @@ impl ColumnType {
             (Some("L"), DataType::List(item)) => {
                 ColumnType::List(Box::new(ColumnType::from_field(item)?))
             }
+            (Some("M"), DataType::Map(entries, _)) => match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => {
+                    ColumnType::Map(Box::new(ColumnType::from_field(&kv[1])?))
+                }
+                _ => return Err(mismatch()),
+            },
             (Some("M"), DataType::Struct(fields)) => ColumnType::Struct(
                 fields
                     .iter()
@@ -165,6 +174,16 @@ pub fn attribute_name(field: &Field) -> &str {
         .metadata()
         .get(NAME_KEY)
         .map_or(field.name().as_str(), String::as_str)
+}
+
+/// A map's entries as Parquet names them (`key_value`, with `key` and
+/// `value`), which every reader takes: the names are free in Arrow.
+pub(crate) fn map_entries(value: &ColumnType) -> Field {
+    let fields = Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        value.field("value", None),
+    ]);
+    Field::new("key_value", DataType::Struct(fields), false)
 }
 
 fn struct_fields(fields: &[(String, ColumnType)]) -> Fields {

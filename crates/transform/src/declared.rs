@@ -4,8 +4,9 @@
 //! An `.avsc` is an Avro record whose fields are the table's attributes.
 //! Supported field types: `string`, `boolean`, `int`/`long` (and their
 //! time logical types) as Int64, `float`/`double`, `bytes`, `decimal`
-//! (precision at most 38), `array`, nested `record` (for maps), and unions of
-//! `null` with one of these. A field may carry `"dynamodb_name"` when the
+//! (precision at most 38), `array`, nested `record` (a map with known
+//! names), `map` (a map with free names whose values share a layout), and
+//! unions of `null` with one of these. A field may carry `"dynamodb_name"` when the
 //! attribute name is not a valid Avro name, and `"dynamodb_type": "number"`
 //! (exact decimal string) or `"json"` (typed DynamoDB JSON) on a `string`.
 
@@ -27,9 +28,12 @@ impl DeclaredSchema {
     /// array): rows of such a table need their trees, not their text (see
     /// [`dynamo_cdc_core::NestedText`]).
     pub fn reads_nested_trees(&self) -> bool {
-        self.columns
-            .iter()
-            .any(|(_, ty)| matches!(ty, ColumnType::List(_) | ColumnType::Struct(_)))
+        self.columns.iter().any(|(_, ty)| {
+            matches!(
+                ty,
+                ColumnType::List(_) | ColumnType::Struct(_) | ColumnType::Map(_)
+            )
+        })
     }
 
     /// Parses the text of an `.avsc` file.
@@ -117,6 +121,7 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
             }
         }
         Schema::Array(a) => ColumnType::List(Box::new(layout(&a.items, &format!("{path}[]"))?)),
+        Schema::Map(m) => ColumnType::Map(Box::new(layout(&m.types, &format!("{path}{{}}"))?)),
         Schema::Record(r) => ColumnType::Struct(
             r.fields
                 .iter()
@@ -141,7 +146,7 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
         }
         other => {
             return Err(format!(
-                "field `{path}`: Avro type {other:?} is not supported; declare a record for a map, or leave the attribute undeclared to store it as DynamoDB JSON"
+                "field `{path}`: Avro type {other:?} is not supported; declare a record or a map for a DynamoDB map, or leave the attribute undeclared to store it as DynamoDB JSON"
             ));
         }
     })
@@ -227,6 +232,9 @@ pub(crate) fn fits(
             .iter()
             .enumerate()
             .try_for_each(|(i, v)| fits(v, inner, AttrPath::Index(&path, i))),
+        (ColumnType::Map(value_ty), AttributeValue::M(map)) => map
+            .iter()
+            .try_for_each(|(name, v)| fits(v, value_ty, AttrPath::Field(&path, name))),
         (ColumnType::Struct(fields), AttributeValue::M(map)) => {
             for (name, v) in map {
                 let Some((_, fty)) = fields.iter().find(|(f, _)| f == name) else {
@@ -273,6 +281,7 @@ fn describe(ty: &ColumnType) -> String {
         ColumnType::Set(inner) => format!("set of {}", describe(inner)),
         ColumnType::List(inner) => format!("array of {}", describe(inner)),
         ColumnType::Struct(_) => "record".into(),
+        ColumnType::Map(inner) => format!("map of {}", describe(inner)),
         ColumnType::Json => "json".into(),
     }
 }
@@ -305,12 +314,44 @@ mod tests {
         assert_eq!(d.columns[3].1, ColumnType::List(Box::new(ColumnType::Utf8)));
         assert_eq!(d.columns[5].0, "order-date");
         assert_eq!(d.columns[6].1, ColumnType::Json);
-        let bad = r#"{"type":"record","name":"t","fields":[{"name":"m","type":{"type":"map","values":"string"}}]}"#;
+        let bad = r#"{"type":"record","name":"t","fields":[{"name":"m","type":{"type":"enum","name":"e","symbols":["a"]}}]}"#;
         assert!(
             DeclaredSchema::parse_avsc(bad)
                 .unwrap_err()
                 .contains("field `m`")
         );
+    }
+
+    /// A `map` takes any names; each value must fit the declared layout,
+    /// and a message names the entry that does not.
+    #[test]
+    fn maps_have_free_names_and_values_of_one_layout() {
+        let d = DeclaredSchema::parse_avsc(
+            r#"{"type":"record","name":"t","fields":[
+                {"name":"prices","type":["null",{"type":"map","values":["null","long"]}]},
+                {"name":"nested","type":{"type":"map","values":{"type":"map","values":"string"}}}]}"#,
+        )
+        .unwrap();
+        let long_map = ColumnType::Map(Box::new(ColumnType::Int64));
+        assert_eq!(d.columns[0].1, long_map);
+        assert_eq!(
+            d.columns[1].1,
+            ColumnType::Map(Box::new(ColumnType::Map(Box::new(ColumnType::Utf8))))
+        );
+        assert!(d.reads_nested_trees());
+        let item = parse_item(
+            r#"{"ok":{"M":{"a b":{"N":"1"},"é":{"NULL":true}}},"bad":{"M":{"x":{"N":"2"},"y":{"N":"2.5"}}},
+                "empty":{"M":{}},"list":{"L":[]}}"#,
+            "NewImage",
+        )
+        .unwrap();
+        let at = AttrPath::Attribute;
+        assert!(fits(&item["ok"], &long_map, at("prices")).is_ok());
+        assert!(fits(&item["empty"], &long_map, at("prices")).is_ok());
+        let e = fits(&item["bad"], &long_map, at("prices")).unwrap_err();
+        assert!(e.contains("`prices.y` is declared long"), "{e}");
+        let e = fits(&item["list"], &long_map, at("prices")).unwrap_err();
+        assert!(e.contains("`prices` is declared map of long"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,16 @@ fn decode_value(
                 to_set(elements, inner)?
             }
         }
+        ColumnType::Map(value) => {
+            let entries = array.as_map().value(row);
+            let names = entries.column(0).as_string::<i32>();
+            let mut map = Item::new();
+            for i in 0..entries.len() {
+                let v = decode_value(entries.column(1).as_ref(), value, i)?;
+                map.insert(names.value(i).into(), v.unwrap_or(AttributeValue::Null));
+            }
+            AttributeValue::M(map)
+        }
         ColumnType::Struct(fields) => {
             let s = array.as_struct();
             let mut map = Item::new();

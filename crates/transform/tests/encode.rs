@@ -234,3 +234,57 @@ fn avro_names_never_collide() {
         }
     }
 }
+
+/// A declared `map` is an Arrow map (names in a key column, values in the
+/// declared layout) that reads back to the row images, empty and nested
+/// maps and `NULL` values included.
+#[test]
+fn declared_maps_are_arrow_maps_that_decode_to_the_row_images() {
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[
+            {"name":"prices","type":["null",{"type":"map","values":["null","long"]}]},
+            {"name":"labels","type":["null",{"type":"map","values":{"type":"map","values":"string"}}]}]}"#,
+    )
+    .unwrap();
+    let images = [
+        r#"{"id":{"S":"a"},"prices":{"M":{"b":{"N":"2"},"a":{"N":"-1"},"é 😀":{"NULL":true}}},
+            "labels":{"M":{"x":{"M":{"k":{"S":"v"},"j":{"S":""}}},"y":{"M":{}}}}}"#,
+        r#"{"id":{"S":"b"},"prices":{"M":{}}}"#,
+        r#"{"id":{"S":"c"},"labels":{"NULL":true}}"#,
+    ];
+    let changes: Vec<Change> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            change(
+                Op::Insert,
+                &(20 + i).to_string(),
+                r#"{"id":{"S":"a"}}"#,
+                None,
+                Some(image),
+            )
+        })
+        .collect();
+    let mut schema = TableSchema::new("orders", Some(&declared), NumbersMode::Auto);
+    for c in &changes {
+        schema.admit(c.row_image()).unwrap();
+    }
+    let refs: Vec<&Change> = changes.iter().collect();
+    let batch = flat_batch(&schema, &refs).unwrap();
+    let prices = batch.schema().field_with_name("prices").unwrap().clone();
+    assert!(
+        matches!(prices.data_type(), arrow_schema::DataType::Map(..)),
+        "{prices:?}"
+    );
+    let expected: Vec<Item> = changes
+        .iter()
+        .map(|c| {
+            c.row_image()
+                .iter()
+                .filter(|(_, v)| !matches!(v, dynamo_cdc_core::AttributeValue::Null))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(decode_items(&batch).unwrap(), expected);
+}

@@ -15,7 +15,8 @@ const DECLARED: &str = r#"{"type":"record","name":"orders","fields":[
   {"name":"shipping","type":["null",{"type":"record","name":"shipping","fields":[
      {"name":"city","type":["null","string"]},
      {"name":"zip","type":["null","string"]}]}]},
-  {"name":"line_items","type":["null",{"type":"array","items":"string"}]}
+  {"name":"line_items","type":["null",{"type":"array","items":"string"}]},
+  {"name":"prices","type":["null",{"type":"map","values":["null","long"]}]}
 ]}"#;
 
 /// Every DynamoDB type, an integer that widens to a decimal, a type conflict,
@@ -23,6 +24,7 @@ const DECLARED: &str = r#"{"type":"record","name":"orders","fields":[
 /// column.
 const ROWS: [&str; 2] = [
     r#"{"order_id":{"S":"o-1"},"total":{"N":"12.5"},"shipping":{"M":{"city":{"S":"Lyon"}}},"line_items":{"L":[{"S":"a"}]},
+        "prices":{"M":{"eur":{"N":"12"},"usd":{"NULL":true}}},
         "qty":{"N":"3"},"price":{"N":"7"},"blob":{"B":"AAE="},"paid":{"BOOL":true},"note":{"NULL":true},
         "tags":{"SS":["x","y"]},"scores":{"NS":["1","2"]},"thumbs":{"BS":["AQ=="]},"history":{"L":[{"N":"1"}]},
         "meta":{"M":{"k":{"S":"v"}}},"flex":{"N":"1"},"order-date":{"S":"2024-01-01"},"__op":{"S":"clash"}}"#,
