@@ -42,6 +42,14 @@ impl Refused {
         }
     }
 
+    /// Forgets every refused change, for a sink whose commit failed: the
+    /// rows it dropped may have come before them, and the pass ends anyway.
+    /// (The changes are read and refused again after the restart; their
+    /// dead letters are kept once.)
+    pub fn clear(&mut self) {
+        self.by_shard.clear();
+    }
+
     /// Whether no refused change waits for the position.
     pub fn is_empty(&self) -> bool {
         self.by_shard.is_empty()

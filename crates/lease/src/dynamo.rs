@@ -2,7 +2,7 @@
 //!
 //! The table has one string key, `key`; it is created on demand billing
 //! when missing. Reads are strongly consistent: `GetItem`s of the leases a
-//! coordinator watches (at once, one per table), a `Scan` of everything
+//! coordinator watches (one per table, several at once), a `Scan` of everything
 //! when a pass loads its positions. Writes are `PutItem` with a condition
 //! expression:
 //!
@@ -25,6 +25,11 @@ use aws_sdk_dynamodb::types::{
 
 use crate::item::{Condition, Item, KEY, Lease, PositionItem, StartItem, StateItem, lease_key};
 use crate::store::{LeaseStore, StoreFailure};
+
+/// Lease reads a round keeps in flight: enough for one round trip with a
+/// few dozen tables, few enough not to crowd the connection pool or the
+/// table's read capacity with hundreds.
+const READS_IN_FLIGHT: usize = 16;
 
 /// The lease table in DynamoDB; see the module docs.
 pub struct DynamoLeaseStore {
@@ -115,23 +120,34 @@ impl DynamoLeaseStore {
         )))
     }
 
-    /// One `GetItem` per table, all in flight at once: a round of the
-    /// coordinator takes one round trip whatever the number of tables.
+    /// One `GetItem` per table, up to [`READS_IN_FLIGHT`] at once: a round
+    /// of the coordinator takes a round trip or a few whatever the number
+    /// of tables.
     async fn get_leases(&self, tables: &[String]) -> Result<Vec<Lease>, StoreFailure> {
         let mut reads = tokio::task::JoinSet::new();
-        for (i, table) in tables.iter().enumerate() {
-            let request = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key(KEY, s(&lease_key(table)))
-                .consistent_read(true);
-            reads.spawn(async move { (i, request.send().await) });
-        }
         let mut found = Vec::new();
-        while let Some(joined) = reads.join_next().await {
-            let (i, answer) =
-                joined.map_err(|e| StoreFailure::Unavailable(format!("a lease read: {e}")))?;
+        let mut next = tables.iter().enumerate();
+        loop {
+            while reads.len() < READS_IN_FLIGHT {
+                let Some((i, table)) = next.next() else { break };
+                let request = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(KEY, s(&lease_key(table)))
+                    .consistent_read(true);
+                reads.spawn(async move { (i, request.send().await) });
+            }
+            let Some(joined) = reads.join_next().await else {
+                break;
+            };
+            let (i, answer) = joined.map_err(|e| {
+                if e.is_panic() {
+                    StoreFailure::Fatal(format!("a lease read panicked: {e}"))
+                } else {
+                    StoreFailure::Unavailable(format!("a lease read: {e}"))
+                }
+            })?;
             let out = answer.map_err(|e| classify(&e))?;
             match out.item().map(decode) {
                 Some(Some(Item::Lease(lease))) => found.push((i, lease)),

@@ -652,6 +652,7 @@ impl ParquetSink {
                     .emit();
                 }
                 self.abandon(&key, sealed.collect());
+                self.refused.clear();
                 return Err(e);
             }
         }

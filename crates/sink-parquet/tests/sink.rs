@@ -220,6 +220,33 @@ fn positions_recorded_elsewhere_are_adopted_so_removed_files_are_not_rewritten()
     );
 }
 
+/// `orders` declared with `n` a long: a change whose `n` is text is refused.
+fn declared_orders() -> HashMap<String, dynamo_cdc_transform::DeclaredSchema> {
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[
+            {"name":"id","type":"string"},{"name":"n","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    [("orders".to_owned(), declared)].into()
+}
+
+fn with_n(seq: u64, n: AttributeValue) -> Change {
+    let mut c = change(seq, DAY_ONE_MS);
+    c.new_image.as_mut().unwrap().insert("n".into(), n);
+    c
+}
+
+/// A change that fits [`declared_orders`].
+fn fits(seq: u64) -> Change {
+    let n = dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap();
+    with_n(seq, AttributeValue::N(n))
+}
+
+/// A change [`declared_orders`] refuses.
+fn refused(seq: u64) -> Change {
+    with_n(seq, AttributeValue::S("many".into()))
+}
+
 /// A change that does not fit the declared schema is refused (the
 /// pipeline dead-letters it); the position passes it once the rows before
 /// it are committed, so a shard ending with it is not read again, and a
@@ -227,25 +254,12 @@ fn positions_recorded_elsewhere_are_adopted_so_removed_files_are_not_rewritten()
 #[test]
 fn the_position_passes_a_refused_change_once_the_rows_before_it_are_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
-        r#"{"type":"record","name":"orders","fields":[
-            {"name":"id","type":"string"},{"name":"n","type":["null","long"]}]}"#,
-    )
-    .unwrap();
     let open = || {
-        let declared = [("orders".to_owned(), declared.clone())].into();
-        ParquetSink::open(config(dir.path(), 1000), NumbersMode::Auto, declared).unwrap()
+        let mut config = config(dir.path(), 1000);
+        // A poll commits nothing here: files are not due for ten minutes.
+        config.max_file_age_ms = 600_000;
+        ParquetSink::open(config, NumbersMode::Auto, declared_orders()).unwrap()
     };
-    let with_n = |seq: u64, n: AttributeValue| {
-        let mut c = change(seq, DAY_ONE_MS);
-        c.new_image.as_mut().unwrap().insert("n".into(), n);
-        c
-    };
-    let fits = |seq: u64| {
-        let n = dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap();
-        with_n(seq, AttributeValue::N(n))
-    };
-    let refused = |seq: u64| with_n(seq, AttributeValue::S("many".into()));
     let mut sink = open();
 
     // Rows 1 and 2 are written, 3 is refused: the position waits for the
@@ -353,6 +367,36 @@ fn the_first_of_two_writers_from_one_position_wins_and_the_other_collides() {
     again.flush().unwrap();
     assert_eq!(again.stats().files, 0);
     assert_eq!(sequence_numbers(dir.path()), (1..=7).collect::<Vec<u64>>());
+}
+
+/// A sink whose commit failed stays usable (the collision below): the
+/// rows it dropped came before a change it refused, so its position must
+/// not pass that change at a later commit.
+#[test]
+fn after_a_failed_commit_the_position_does_not_pass_a_refused_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = || {
+        let mut config = config(dir.path(), 1000);
+        config.exclusive = false;
+        ParquetSink::open(config, NumbersMode::Auto, declared_orders()).unwrap()
+    };
+    let mut theirs = shared();
+    let mut ours = shared();
+    theirs.write(&[fits(1), fits(2)]).unwrap();
+    theirs.flush().unwrap();
+    assert_eq!(
+        ours.write(&[fits(1), fits(2), refused(3)]).unwrap().len(),
+        1
+    );
+    let e = ours.flush().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    ours.flush().unwrap();
+    ours.poll().unwrap();
+    assert_eq!(
+        position(&ours),
+        None,
+        "rows 1 and 2 were dropped, not committed"
+    );
 }
 
 #[test]

@@ -246,9 +246,10 @@ pub(crate) fn fits(
             }
             Ok(())
         }
-        (ColumnType::List(_) | ColumnType::Struct(_), AttributeValue::Nested(text)) => {
-            fits(&text.tree(), ty, path)
-        }
+        (
+            ColumnType::List(_) | ColumnType::Struct(_) | ColumnType::Map(_),
+            AttributeValue::Nested(text),
+        ) => fits(&text.tree(), ty, path),
         _ => mismatch(),
     }
 }
