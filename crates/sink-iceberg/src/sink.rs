@@ -1231,36 +1231,48 @@ mod commit_tests {
         assert_eq!(rows_and_snapshots(&mut a), (8, 2));
     }
 
-    /// A change refused (it does not fit the declared schema) goes to the
-    /// dead letters; the position passes it once the rows before it are
-    /// committed, so a shard ending with it is not read again.
-    #[test]
-    fn the_position_passes_a_refused_change_once_the_rows_before_it_are_committed() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A sink on `dir`'s catalog with `orders` declared, `n` a long: a
+    /// change from [`change`] (its `n` is text) is refused; one from
+    /// [`fitting`] is not. Commits are not due for ten minutes, so a poll
+    /// commits nothing.
+    fn open_declared(dir: &std::path::Path) -> IcebergSink {
         let mut config = IcebergConfig::new(
-            format!("sqlite://{}", dir.path().join("catalog.db").display()),
-            dir.path().join("warehouse").display().to_string(),
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+            dir.join("warehouse").display().to_string(),
         );
-        // A poll commits nothing here: commits are not due for ten minutes.
         config.commit_interval_ms = 600_000;
         let declared = DeclaredSchema::parse_avsc(
             r#"{"type":"record","name":"orders","fields":[
                 {"name":"id","type":"string"},{"name":"n","type":["null","long"]}]}"#,
         )
         .unwrap();
-        let mut sink = IcebergSink::open(config, [("orders".to_owned(), declared)].into()).unwrap();
-        let fits = |seq: u64| {
-            let mut c = change("s1", seq);
-            let image = c.new_image.as_mut().unwrap();
-            image.insert(
-                "n".into(),
-                AttributeValue::N(dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap()),
-            );
-            c
-        };
+        IcebergSink::open(config, [("orders".to_owned(), declared)].into()).unwrap()
+    }
+
+    fn fitting(shard: &str, seq: u64) -> Change {
+        let mut c = change(shard, seq);
+        let n = dynamo_cdc_core::Number::parse(&seq.to_string()).unwrap();
+        c.new_image
+            .as_mut()
+            .unwrap()
+            .insert("n".into(), AttributeValue::N(n));
+        c
+    }
+
+    fn seq(n: u64) -> Option<SequenceNumber> {
+        Some(SequenceNumber::parse(&format!("{n:021}")).unwrap())
+    }
+
+    /// A change refused (it does not fit the declared schema) goes to the
+    /// dead letters; the position passes it once the rows before it are
+    /// committed, so a shard ending with it is not read again.
+    #[test]
+    fn the_position_passes_a_refused_change_once_the_rows_before_it_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open_declared(dir.path());
+        let fits = |seq: u64| fitting("s1", seq);
         let key = ShardKey::new("orders", "s1");
         let position = |sink: &IcebergSink| sink.durable_positions().get(&key).cloned();
-        let seq = |n: u64| Some(SequenceNumber::parse(&format!("{n:021}")).unwrap());
 
         // Rows 1 and 2 are written, 3 is refused: the position waits for
         // the commit of 1 and 2, then passes 3.
@@ -1286,6 +1298,33 @@ mod commit_tests {
         assert_eq!(position(&sink), seq(5));
         sink.flush().unwrap();
         assert_eq!(position(&sink), seq(6));
+    }
+
+    /// A writer overtaken on a table drops its files; rows it dropped come
+    /// before a change it refused, so a later poll must not move its
+    /// position over that change (it holds the other writer's position).
+    #[test]
+    fn an_overtaken_writer_does_not_pass_a_change_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open_declared(dir.path());
+        let mut b = open_declared(dir.path());
+        a.prepare(&["orders".to_owned()]).unwrap();
+        b.prepare(&["orders".to_owned()]).unwrap();
+        let mut ours: Vec<Change> = (1..=14).map(|s| fitting("s1", s)).collect();
+        ours.push(change("s1", 15));
+        assert_eq!(a.write(&ours).unwrap().len(), 1);
+        let theirs: Vec<Change> = (1..=10).map(|s| fitting("s1", s)).collect();
+        assert!(b.write(&theirs).unwrap().is_empty());
+        b.flush().unwrap();
+        let err = a.flush().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        a.poll().unwrap();
+        let key = ShardKey::new("orders", "s1");
+        assert_eq!(
+            a.durable_positions().get(&key).cloned(),
+            seq(10),
+            "rows 11 to 14 were dropped, not committed"
+        );
     }
 
     fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
