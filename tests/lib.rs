@@ -34,6 +34,16 @@ impl Drop for Running {
 }
 
 /// The `dynamo-cdc` binary cargo built beside this test binary.
+/// The Python interpreter of the checks that read our output with other
+/// readers: `DYNAMO_CDC_PYTHON`, else the repository's `.venv` (where
+/// `scripts/test.sh` puts pyarrow, DuckDB, pyiceberg and pyspark).
+pub fn python() -> PathBuf {
+    std::env::var_os("DYNAMO_CDC_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+        PathBuf::from,
+    )
+}
+
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/dynamo-cdc

@@ -855,10 +855,7 @@ fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_and_pyiceberg() {
     let error = letters[0]["error"].as_str().unwrap();
     assert!(error.contains("`prices.eur` is declared long"), "{error}");
 
-    let python = std::env::var_os("DYNAMO_CDC_PYTHON").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        std::path::PathBuf::from,
-    );
+    let python = dynamo_cdc_tests::python();
     let check = Command::new(&python)
         .arg("-c")
         .arg(MAP_READERS)

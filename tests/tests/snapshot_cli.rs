@@ -549,10 +549,7 @@ fn after_a_repair_the_documented_iceberg_view_is_the_table() {
         .collect();
     let want_file = s.path().join("want.json");
     std::fs::write(&want_file, serde_json::to_vec(&want).unwrap()).unwrap();
-    let python = std::env::var_os("DYNAMO_CDC_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-        PathBuf::from,
-    );
+    let python = dynamo_cdc_tests::python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/snapshot_check.py");
     let check = std::process::Command::new(&python)
         .arg(&script)

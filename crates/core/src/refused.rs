@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Positions, SequenceNumber, ShardKey};
+use crate::{Change, Positions, Rejected, SequenceNumber, ShardKey};
 
 /// The newest refused change per shard, not yet passed by the sink's
 /// position.
@@ -39,6 +39,16 @@ impl Refused {
             None => {
                 self.by_shard.insert(key.clone(), seq.clone());
             }
+        }
+    }
+
+    /// Notes every change of `changes` that a write refused (`rejected`
+    /// indexes into them).
+    pub fn note_rejected(&mut self, changes: &[Change], rejected: &[Rejected]) {
+        for r in rejected {
+            let source = &changes[r.index].source;
+            let key = ShardKey::new(source.table.clone(), source.shard_id.clone());
+            self.note(&key, &source.sequence_number);
         }
     }
 

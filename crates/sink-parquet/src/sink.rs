@@ -1097,11 +1097,7 @@ impl ParquetSink {
                 start = end;
             }
         }
-        for r in &rejected {
-            let source = &changes[r.index].source;
-            let key = ShardKey::new(source.table.clone(), source.shard_id.clone());
-            self.refused.note(&key, &source.sequence_number);
-        }
+        self.refused.note_rejected(changes, &rejected);
         rejected.sort_by_key(|r| r.index);
         Ok(rejected)
     }

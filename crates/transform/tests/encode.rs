@@ -52,6 +52,21 @@ fn schema_for(changes: &[Change], mode: NumbersMode) -> TableSchema {
     schema
 }
 
+/// What Arrow rows decode to: each change's row image, without its `NULL`
+/// attributes (a null column reads as absent).
+fn row_images(changes: &[Change]) -> Vec<Item> {
+    changes
+        .iter()
+        .map(|c| {
+            c.row_image()
+                .iter()
+                .filter(|(_, v)| !matches!(v, dynamo_cdc_core::AttributeValue::Null))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn arrow_rows_decode_to_the_row_images() {
     let changes = changes();
@@ -60,16 +75,7 @@ fn arrow_rows_decode_to_the_row_images() {
         let refs: Vec<&Change> = changes.iter().collect();
         let batch = flat_batch(&schema, &refs).unwrap();
         let items = decode_items(&batch).unwrap();
-        let expected: Vec<Item> = changes
-            .iter()
-            .map(|c| {
-                c.row_image()
-                    .iter()
-                    .filter(|(_, v)| !matches!(v, dynamo_cdc_core::AttributeValue::Null))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .collect();
+        let expected = row_images(&changes);
         assert_eq!(items, expected, "{mode:?}");
     }
 }
@@ -276,15 +282,6 @@ fn declared_maps_are_arrow_maps_that_decode_to_the_row_images() {
         matches!(prices.data_type(), arrow_schema::DataType::Map(..)),
         "{prices:?}"
     );
-    let expected: Vec<Item> = changes
-        .iter()
-        .map(|c| {
-            c.row_image()
-                .iter()
-                .filter(|(_, v)| !matches!(v, dynamo_cdc_core::AttributeValue::Null))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .collect();
+    let expected = row_images(&changes);
     assert_eq!(decode_items(&batch).unwrap(), expected);
 }
