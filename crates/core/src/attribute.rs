@@ -327,6 +327,30 @@ impl Serialize for BinarySet<'_> {
 // ---------------------------------------------------------------------------
 // Deserialization with attribute paths and DynamoDB's own limits.
 
+/// An attribute or map entry name as an error's path shows it: bare when it
+/// is made only of ASCII letters, digits, `_` and `-`, else quoted as a
+/// JSON string (`prices."eu.de"`, `"two words"`, `""`), so that a name
+/// holding a dot, a bracket or a space cannot read as more steps of the
+/// path than it is.
+pub struct PathName<'a>(pub &'a str);
+
+impl fmt::Display for PathName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.0;
+        let bare = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if bare {
+            f.write_str(name)
+        } else {
+            let mut quoted = String::with_capacity(name.len() + 2);
+            write_json_string(&mut quoted, name);
+            f.write_str(&quoted)
+        }
+    }
+}
+
 /// One step of an attribute path.
 #[derive(Debug)]
 enum Segment {
@@ -364,10 +388,11 @@ impl PathStack {
         let mut path = String::new();
         for (i, segment) in segments.iter().enumerate() {
             match segment {
-                Segment::Name(n) if i == 0 => path.push_str(n),
+                Segment::Name(n) if i == 0 => {
+                    let _ = write!(path, "{}", PathName(n));
+                }
                 Segment::Name(n) => {
-                    path.push('.');
-                    path.push_str(n);
+                    let _ = write!(path, ".{}", PathName(n));
                 }
                 Segment::Index(ix) => {
                     let _ = write!(path, "[{ix}]");
@@ -662,6 +687,21 @@ mod tests {
         assert!(e.contains("empty value object"), "{e}");
         let e = err(r#"{"p":{"S":"a"},"p":{"S":"b"}}"#);
         assert!(e.contains("duplicate attribute `p`"), "{e}");
+    }
+
+    #[test]
+    fn names_that_could_read_as_more_steps_are_quoted() {
+        let e = err(r#"{"a.b":{"M":{"c d":{"L":[{"M":{"":{"X":"y"}}}]}}}}"#);
+        assert!(
+            e.contains(r#"at `NewImage."a.b"."c d"[0].""`: unknown type tag"#),
+            "{e}"
+        );
+        let e = err(r#"{"x[1]":{"M":{"say \"hi\"":{"X":"y"}}}}"#);
+        assert!(e.contains(r#"at `NewImage."x[1]"."say \"hi\""`"#), "{e}");
+        for bare in ["plain", "snake_case", "kebab-case", "Ünï"] {
+            let shown = PathName(bare).to_string();
+            assert_eq!(shown == bare, bare.is_ascii(), "{bare} -> {shown}");
+        }
     }
 
     fn nested(levels: usize) -> String {

@@ -27,7 +27,7 @@ mod text;
 mod write_pace;
 
 pub use attribute::{
-    AttributeValue, ItemSeed, MAX_NESTING, PathStack, parse_item, write_json_string,
+    AttributeValue, ItemSeed, MAX_NESTING, PathName, PathStack, parse_item, write_json_string,
 };
 pub use base64_decode::decode_base64;
 pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{self, AtomicU64};
 
 /// A DynamoDB Streams sequence number: 1 to 40 decimal digits, compared
 /// numerically (a 40-digit one does not fit `u128`).
@@ -96,15 +97,50 @@ impl fmt::Display for ShardKey {
 }
 
 /// The last durable sequence number per shard.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Positions {
-    by_shard: BTreeMap<ShardKey, SequenceNumber>,
+    /// Shared by copies until one of them changes: the pipeline copies
+    /// every sink's positions for the checkpoint whenever one moved, and
+    /// they hold every shard the streams ever had, while a batch moves a
+    /// few.
+    by_shard: Arc<BTreeMap<ShardKey, SequenceNumber>>,
+    /// Which contents these are: see [`Positions::stamp`].
+    stamp: u64,
 }
+
+/// The next stamp to give out; 0 is kept for positions never changed, which
+/// are all empty.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+impl PartialEq for Positions {
+    fn eq(&self, other: &Self) -> bool {
+        self.stamp == other.stamp || self.by_shard == other.by_shard
+    }
+}
+
+impl Eq for Positions {}
 
 impl Positions {
     /// No positions.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A number naming these contents. A copy keeps it, and every change
+    /// gives a number no positions had before, so two positions with the
+    /// same stamp hold the same shards at the same sequence numbers.
+    /// (Different stamps may still hold the same.)
+    ///
+    /// Positions hold every shard a stream ever had, and the pipeline looks
+    /// at every sink's after each batch: comparing stamps tells it whether
+    /// anything moved without comparing, or copying, every shard.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    /// Marks the contents as changed.
+    fn restamp(&mut self) {
+        self.stamp = NEXT_STAMP.fetch_add(1, atomic::Ordering::Relaxed);
     }
 
     /// The durable position of a shard.
@@ -115,13 +151,11 @@ impl Positions {
     /// Raises a shard's position to `seq`; a lower `seq` is ignored, because a
     /// position never moves back.
     pub fn advance(&mut self, key: ShardKey, seq: SequenceNumber) {
-        match self.by_shard.get_mut(&key) {
-            Some(current) if *current >= seq => {}
-            Some(current) => *current = seq,
-            None => {
-                self.by_shard.insert(key, seq);
-            }
+        if self.covers(&key, &seq) {
+            return;
         }
+        Arc::make_mut(&mut self.by_shard).insert(key, seq);
+        self.restamp();
     }
 
     /// True when `seq` of `key` is already durable here.
@@ -158,7 +192,7 @@ impl Positions {
         let Some((first, rest)) = per_sink.split_first() else {
             return Positions::new();
         };
-        let mut out = Positions::new();
+        let mut out = BTreeMap::new();
         'shards: for (key, seq) in first.iter() {
             let mut low = seq;
             for other in rest {
@@ -168,9 +202,14 @@ impl Positions {
                     None => continue 'shards,
                 }
             }
-            out.by_shard.insert(key.clone(), low.clone());
+            out.insert(key.clone(), low.clone());
         }
-        out
+        let mut positions = Positions::new();
+        if !out.is_empty() {
+            positions.by_shard = Arc::new(out);
+            positions.restamp();
+        }
+        positions
     }
 }
 
@@ -229,5 +268,26 @@ mod tests {
         assert_eq!(p.get(&k), Some(&seq("20")));
         assert!(p.covers(&k, &seq("19")));
         assert!(!p.covers(&k, &seq("21")));
+    }
+
+    #[test]
+    fn a_stamp_names_contents_and_moves_only_when_they_do() {
+        let k = ShardKey::new("t", "s");
+        let mut p = Positions::new();
+        assert_eq!(p.stamp(), Positions::new().stamp(), "empty is empty");
+        p.advance(k.clone(), seq("20"));
+        let kept = p.clone();
+        assert_eq!(kept.stamp(), p.stamp(), "a copy keeps the stamp");
+        p.advance(k.clone(), seq("3"));
+        p.advance(k.clone(), seq("20"));
+        assert_eq!(p.stamp(), kept.stamp(), "nothing moved");
+        p.advance(k.clone(), seq("21"));
+        assert_ne!(p.stamp(), kept.stamp(), "a position moved");
+        let other: Positions = [(k.clone(), seq("20"))].into_iter().collect();
+        assert_ne!(other.stamp(), kept.stamp(), "stamps are never reused");
+        assert_eq!(other, kept, "equality is by contents, not stamps");
+        let resumed = Positions::resume_point(&[&p, &kept]);
+        assert_ne!(resumed.stamp(), kept.stamp(), "a new resume point is new");
+        assert_eq!(resumed, kept);
     }
 }

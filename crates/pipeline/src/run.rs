@@ -414,6 +414,7 @@ pub(crate) fn run_once(
             pauses,
             watch,
             delivered: resume,
+            delivered_stamps: Vec::new(),
             recorded: None,
             recorded_moved: false,
             progress: progress.as_mut(),
@@ -538,6 +539,8 @@ struct Loop<'a> {
     watch: &'a Watch,
     /// The resume point last reported to the stream source's board.
     delivered: Positions,
+    /// The sinks' position stamps when `delivered` was worked out.
+    delivered_stamps: Vec<u64>,
     /// What the checkpoint last recorded (`None` before the first batch).
     recorded: Option<Recorded>,
     /// The checkpoint moved since the source was last told.
@@ -612,8 +615,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         l.sinks.poll()?;
         // Most batches move no position: the checkpoint is written only
         // when one moved.
-        let recorded = l.sinks.recorded();
-        if l.recorded.as_ref() != Some(&recorded) {
+        if let Some(recorded) = l.sinks.recorded_if_moved(l.recorded.as_ref()) {
             l.checkpoint
                 .store(&recorded)
                 .map_err(|e| Stop::of("checkpoint", e))?;
@@ -693,6 +695,11 @@ fn report_delivered(l: &mut Loop<'_>) {
     if board.all_streams_answered() {
         l.watch.health.set_streams_answered();
     }
+    if l.sinks.stamps().eq(l.delivered_stamps.iter().copied()) {
+        return; // no position moved
+    }
+    l.delivered_stamps.clear();
+    l.delivered_stamps.extend(l.sinks.stamps());
     let now = l.sinks.resume_point();
     for (key, seq) in now.iter() {
         if l.delivered.get(key) != Some(seq) {
@@ -1005,6 +1012,7 @@ mod tests {
                 pauses: &mut pauses,
                 watch: &watch,
                 delivered: Positions::new(),
+                delivered_stamps: Vec::new(),
                 recorded: None,
                 recorded_moved: false,
                 progress: None,

@@ -234,6 +234,40 @@ impl Sinks {
         }
     }
 
+    /// What the checkpoint should record, when it differs from `last`.
+    ///
+    /// Called after every batch, while most batches move no position, and
+    /// positions hold every shard the streams ever had: unchanged stamps
+    /// (and resume states) answer without copying or comparing them.
+    pub(crate) fn recorded_if_moved(&self, last: Option<&Recorded>) -> Option<Recorded> {
+        if let Some(last) = last
+            && self.unmoved_since(last)
+        {
+            return None;
+        }
+        let recorded = self.recorded();
+        (last != Some(&recorded)).then_some(recorded)
+    }
+
+    /// True when every sink's positions are those `last` copied and its
+    /// resume state is the same.
+    fn unmoved_since(&self, last: &Recorded) -> bool {
+        last.latest_starts == self.latest_starts
+            && last.sinks.len() == self.list.len()
+            && self.list.iter().all(|s| {
+                last.sinks.get(s.id()).is_some_and(|r| {
+                    r.positions.stamp() == s.durable_positions().stamp()
+                        && r.state == s.resume_state()
+                })
+            })
+    }
+
+    /// The stamps of the sinks' positions ([`Positions::stamp`]), in sink
+    /// order: while they stay the same, no position moved.
+    pub(crate) fn stamps(&self) -> impl Iterator<Item = u64> + '_ {
+        self.list.iter().map(|s| s.durable_positions().stamp())
+    }
+
     /// Each sink's counts, by id.
     pub(crate) fn stats(&self) -> Vec<(String, SinkStats)> {
         self.list
@@ -246,6 +280,75 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dynamo_cdc_core::{SequenceNumber, ShardKey};
+
+    /// A sink whose `poll` moves its one position and whose `flush`
+    /// changes its resume state.
+    #[derive(Default)]
+    struct Moving {
+        durable: Positions,
+        seq: u64,
+        flushes: u64,
+    }
+
+    impl Sink for Moving {
+        fn id(&self) -> &str {
+            "moving"
+        }
+        fn adopt(&mut self, _: &Positions, _: &serde_json::Value) {}
+        fn durable_positions(&self) -> &Positions {
+            &self.durable
+        }
+        fn write(&mut self, _: &[dynamo_cdc_core::Change]) -> Result<Vec<Rejected>, SinkError> {
+            Ok(Vec::new())
+        }
+        fn record_gap(&mut self, _: &Gap) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn poll(&mut self) -> Result<(), SinkError> {
+            self.seq += 1;
+            let seq = SequenceNumber::parse(&self.seq.to_string()).unwrap();
+            self.durable.advance(ShardKey::new("t", "s"), seq);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), SinkError> {
+            self.flushes += 1;
+            Ok(())
+        }
+        fn resume_state(&self) -> serde_json::Value {
+            serde_json::json!({ "flushes": self.flushes })
+        }
+        fn stats(&self) -> SinkStats {
+            SinkStats::default()
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_record_is_made_only_when_a_position_or_a_resume_state_moved() {
+        let mut sinks = Sinks::new(vec![Box::new(Moving::default())]);
+        let first = sinks.recorded_if_moved(None).expect("nothing recorded yet");
+        assert!(sinks.recorded_if_moved(Some(&first)).is_none());
+        assert!(sinks.poll().is_ok());
+        let moved = sinks.recorded_if_moved(Some(&first)).expect("moved");
+        let key = ShardKey::new("t", "s");
+        let at = |r: &Recorded| r.sinks["moving"].positions.get(&key).cloned();
+        assert_eq!(at(&moved), SequenceNumber::parse("1").ok());
+        assert!(sinks.recorded_if_moved(Some(&moved)).is_none());
+        assert!(sinks.flush().is_ok());
+        let state = sinks.recorded_if_moved(Some(&moved)).expect("state moved");
+        assert_eq!(state.sinks["moving"].state["flushes"], 1);
+        // The same contents recorded elsewhere (a checkpoint loaded from its
+        // file: other stamps) are no move either.
+        let mut loaded = state.clone();
+        let copied: Positions = state.sinks["moving"]
+            .positions
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        assert_ne!(copied.stamp(), state.sinks["moving"].positions.stamp());
+        loaded.sinks.get_mut("moving").unwrap().positions = copied;
+        assert!(sinks.recorded_if_moved(Some(&loaded)).is_none());
+    }
 
     fn config(sinks: &str, dir: &std::path::Path) -> Config {
         Config::parse(&format!(

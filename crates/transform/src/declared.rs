@@ -12,7 +12,7 @@
 
 use apache_avro::Schema;
 use apache_avro::schema::RecordField;
-use dynamo_cdc_core::{AttributeValue, Number};
+use dynamo_cdc_core::{AttributeValue, Number, PathName};
 
 use crate::column::ColumnType;
 
@@ -168,9 +168,9 @@ pub(crate) enum AttrPath<'a> {
 impl std::fmt::Display for AttrPath<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AttrPath::Attribute(name) => f.write_str(name),
+            AttrPath::Attribute(name) => write!(f, "{}", PathName(name)),
             AttrPath::Index(parent, i) => write!(f, "{parent}[{i}]"),
-            AttrPath::Field(parent, name) => write!(f, "{parent}.{name}"),
+            AttrPath::Field(parent, name) => write!(f, "{parent}.{}", PathName(name)),
         }
     }
 }
@@ -239,7 +239,8 @@ pub(crate) fn fits(
             for (name, v) in map {
                 let Some((_, fty)) = fields.iter().find(|(f, _)| f == name) else {
                     return Err(format!(
-                        "`{path}.{name}` is not declared in the table schema; the declared map has no such field"
+                        "`{}` is not declared in the table schema; the declared map has no such field",
+                        AttrPath::Field(&path, name)
                     ));
                 };
                 fits(v, fty, AttrPath::Field(&path, name))?;
@@ -342,7 +343,7 @@ mod tests {
         assert!(d.reads_nested_trees());
         let item = parse_item(
             r#"{"ok":{"M":{"a b":{"N":"1"},"é":{"NULL":true}}},"bad":{"M":{"x":{"N":"2"},"y":{"N":"2.5"}}},
-                "empty":{"M":{}},"list":{"L":[]}}"#,
+                "empty":{"M":{}},"list":{"L":[]},"dotted":{"M":{"eu.de":{"S":"x"}}}}"#,
             "NewImage",
         )
         .unwrap();
@@ -353,6 +354,11 @@ mod tests {
         assert!(e.contains("`prices.y` is declared long"), "{e}");
         let e = fits(&item["list"], &long_map, at("prices")).unwrap_err();
         assert!(e.contains("`prices` is declared map of long"), "{e}");
+        // A name holding a dot is quoted, so it does not read as two steps.
+        let e = fits(&item["dotted"], &long_map, at("prices")).unwrap_err();
+        assert!(e.contains(r#"`prices."eu.de"` is declared long"#), "{e}");
+        let e = fits(&item["bad"], &long_map, at("price list")).unwrap_err();
+        assert!(e.contains(r#"`"price list".y` is declared long"#), "{e}");
     }
 
     #[test]
