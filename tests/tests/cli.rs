@@ -805,11 +805,11 @@ fn a_sink_that_cannot_write_pauses_and_resumes_from_its_last_commit() {
 
 /// A declared Avro `map` (free names, values of one layout) is a Parquet
 /// MAP in the Parquet sink and an Iceberg map in the Iceberg sink, and the
-/// readers users query them with read it: pyarrow, DuckDB and pyiceberg.
-/// A map value that does not fit is dead-lettered, naming the entry.
+/// readers users query them with read it: pyarrow, DuckDB, pyiceberg and
+/// Spark (the Parquet files). A map value that does not fit is dead-lettered, naming the entry.
 #[test]
-#[ignore = "needs Python with pyarrow, duckdb and pyiceberg: DYNAMO_CDC_PYTHON, else .venv/bin/python (scripts/test.sh runs it)"]
-fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_and_pyiceberg() {
+#[ignore = "needs Python with pyarrow, duckdb, pyiceberg and pyspark: DYNAMO_CDC_PYTHON, else .venv/bin/python (scripts/test.sh runs it)"]
+fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_pyiceberg_and_spark() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path().join("schemas")).unwrap();
     std::fs::write(
@@ -872,13 +872,13 @@ fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_and_pyiceberg() {
     );
     assert_eq!(
         report.trim(),
-        "pyarrow ok\nduckdb ok\npyiceberg ok",
+        "pyarrow ok\nduckdb ok\npyiceberg ok\nspark ok",
         "{report}"
     );
 }
 
-/// Reads the `prices` map of `orders` with pyarrow, DuckDB and pyiceberg;
-/// arguments: the Parquet path, the sqlite catalog and the warehouse.
+/// Reads the `prices` map of `orders` with pyarrow, DuckDB, pyiceberg and
+/// Spark; arguments: the Parquet path, the sqlite catalog and the warehouse.
 const MAP_READERS: &str = r#"
 import glob, sys
 import duckdb, pyarrow as pa, pyarrow.parquet as pq
@@ -911,4 +911,19 @@ print("duckdb ok")
 catalog = SqlCatalog("dynamo_cdc", uri=f"sqlite:///{catalog_db}", warehouse=f"file://{warehouse}")
 scanned = catalog.load_table("cdc.orders").scan().to_arrow()
 check("pyiceberg", scanned.schema.field("prices").type, scanned.select(["id", "prices"]).to_pylist())
+
+from pyspark.sql import SparkSession
+from pyspark.sql.types import LongType, MapType, StringType
+spark = (SparkSession.builder.master("local[1]").appName("declared-maps")
+         .config("spark.ui.enabled", "false").getOrCreate())
+try:
+    frame = spark.read.parquet(*files)
+    spark_type = frame.schema["prices"].dataType
+    assert spark_type == MapType(StringType(), LongType(), True), ("spark", spark_type)
+    got = {r["id"]: None if r["prices"] is None else sorted(r["prices"].items())
+           for r in frame.select("id", "prices").collect()}
+    assert got == want, ("spark", got)
+    print("spark ok")
+finally:
+    spark.stop()
 "#;
