@@ -388,9 +388,8 @@ impl PathStack {
         let mut path = String::new();
         for (i, segment) in segments.iter().enumerate() {
             match segment {
-                Segment::Name(n) if i == 0 => {
-                    let _ = write!(path, "{}", PathName(n));
-                }
+                // The root is ours (`NewImage`, `Items[3]`), never quoted.
+                Segment::Name(n) if i == 0 => path.push_str(n),
                 Segment::Name(n) => {
                     let _ = write!(path, ".{}", PathName(n));
                 }
@@ -698,6 +697,13 @@ mod tests {
         );
         let e = err(r#"{"x[1]":{"M":{"say \"hi\"":{"X":"y"}}}}"#);
         assert!(e.contains(r#"at `NewImage."x[1]"."say \"hi\""`"#), "{e}");
+        let e = parse_item(r#"{"a.b":{"X":"y"}}"#, "Items[3]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"at `Items[3]."a.b"`"#),
+            "the root is never quoted: {e}"
+        );
         for bare in ["plain", "snake_case", "kebab-case", "Ünï"] {
             let shown = PathName(bare).to_string();
             assert_eq!(shown == bare, bare.is_ascii(), "{bare} -> {shown}");

@@ -283,6 +283,7 @@ mod tests {
         assert_eq!(p.stamp(), kept.stamp(), "nothing moved");
         p.advance(k.clone(), seq("21"));
         assert_ne!(p.stamp(), kept.stamp(), "a position moved");
+        assert_eq!(kept.get(&k), Some(&seq("20")), "the copy did not");
         let other: Positions = [(k.clone(), seq("20"))].into_iter().collect();
         assert_ne!(other.stamp(), kept.stamp(), "stamps are never reused");
         assert_eq!(other, kept, "equality is by contents, not stamps");
