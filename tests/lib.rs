@@ -33,7 +33,6 @@ impl Drop for Running {
     }
 }
 
-/// The `dynamo-cdc` binary cargo built beside this test binary.
 /// The Python interpreter of the checks that read our output with other
 /// readers: `DYNAMO_CDC_PYTHON`, else the repository's `.venv` (where
 /// `scripts/test.sh` puts pyarrow, DuckDB, pyiceberg and pyspark).
@@ -44,6 +43,29 @@ pub fn python() -> PathBuf {
     )
 }
 
+/// Runs [`python`] with `args` (a script, or `-c` and its code, then its
+/// arguments) and returns what it printed; a check that fails fails the
+/// test with everything it printed.
+pub fn run_python<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let python = python();
+    let out = std::process::Command::new(&python)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e})", python.display()));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// The `dynamo-cdc` binary cargo built beside this test binary.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test> -> target/<profile>/dynamo-cdc

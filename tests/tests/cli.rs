@@ -855,21 +855,13 @@ fn declared_maps_are_read_as_maps_by_pyarrow_duckdb_pyiceberg_and_spark() {
     let error = letters[0]["error"].as_str().unwrap();
     assert!(error.contains("`prices.eur` is declared long"), "{error}");
 
-    let python = dynamo_cdc_tests::python();
-    let check = Command::new(&python)
-        .arg("-c")
-        .arg(MAP_READERS)
-        .arg(s.parquet())
-        .arg(out_dir.join("catalog.db"))
-        .arg(out_dir.join("warehouse"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e})", python.display()));
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let report = dynamo_cdc_tests::run_python([
+        "-c".as_ref(),
+        MAP_READERS.as_ref(),
+        s.parquet().as_os_str(),
+        out_dir.join("catalog.db").as_os_str(),
+        out_dir.join("warehouse").as_os_str(),
+    ]);
     assert_eq!(
         report.trim(),
         "pyarrow ok\nduckdb ok\npyiceberg ok\nspark ok",

@@ -549,22 +549,16 @@ fn after_a_repair_the_documented_iceberg_view_is_the_table() {
         .collect();
     let want_file = s.path().join("want.json");
     std::fs::write(&want_file, serde_json::to_vec(&want).unwrap()).unwrap();
-    let python = dynamo_cdc_tests::python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/snapshot_check.py");
-    let check = std::process::Command::new(&python)
-        .arg(&script)
-        .arg("--iceberg-now")
-        .arg(&out)
-        .args(["--table", TABLE, "--want"])
-        .arg(&want_file)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e})", python.display()));
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let report = dynamo_cdc_tests::run_python([
+        script.as_os_str(),
+        "--iceberg-now".as_ref(),
+        out.as_os_str(),
+        "--table".as_ref(),
+        TABLE.as_ref(),
+        "--want".as_ref(),
+        want_file.as_os_str(),
+    ]);
     assert!(report.contains("2 passed, 0 failed"), "{report}");
 }
 
