@@ -226,8 +226,15 @@ impl Encoder {
                 value: None,
                 keys: Vec::new(),
             });
-        // Both images must fit the value record (the envelope carries both).
-        for image in [change.old_image.as_ref(), change.new_image.as_ref()]
+        // What the value carries must fit its record: both images in the
+        // envelope; in the flat shape the row's image only, as in Parquet
+        // (a modify's old image, never written there, must neither widen
+        // the schema nor have the change dead-lettered).
+        let images = match self.shape {
+            Shape::Envelope => [change.old_image.as_ref(), change.new_image.as_ref()],
+            Shape::Flat => [Some(change.row_image()), None],
+        };
+        for image in images
             .into_iter()
             .flatten()
             .chain(std::iter::once(&change.keys))

@@ -72,20 +72,23 @@ fn field(out: &mut String, name: &str) {
 }
 
 /// The value in the flat shape, appended to `out`: the row image's
-/// attributes plus the `__` position fields (which win over attributes of
-/// the same name).
+/// attributes plus the `__` position fields. An attribute named like one
+/// of those is written under [`free_name`], as its Parquet and Avro
+/// columns are named.
 pub(crate) fn flat(out: &mut String, change: &Change) {
     out.push('{');
     let mut first = true;
-    for (k, v) in change.row_image() {
-        if k.starts_with("__") && META_COLUMNS.contains(&k.as_str()) {
-            continue;
-        }
+    let image = change.row_image();
+    for (k, v) in image {
         if !first {
             out.push(',');
         }
         first = false;
-        string(out, k);
+        if k.starts_with("__") && META_COLUMNS.contains(&k.as_str()) {
+            string(out, &free_name(k, image));
+        } else {
+            string(out, k);
+        }
         out.push(':');
         value(out, v);
     }
@@ -98,6 +101,17 @@ pub(crate) fn flat(out: &mut String, change: &Change) {
     string(out, change.op.code());
     meta(out, change);
     out.push('}');
+}
+
+/// The name an attribute called like a position field is written under:
+/// `_` put in front until it names neither a position field nor another
+/// attribute of `image` (`__op` becomes `___op`).
+fn free_name(attribute: &str, image: &Item) -> String {
+    let mut name = attribute.to_owned();
+    while META_COLUMNS.contains(&name.as_str()) || image.get(&name).is_some() {
+        name.insert(0, '_');
+    }
+    name
 }
 
 fn meta(out: &mut String, change: &Change) {
@@ -238,5 +252,20 @@ mod tests {
         assert!(env["after"].is_null());
         assert_eq!(env["before"]["m"], serde_json::json!({"x": null}));
         assert_eq!(env["source"]["shard_id"], "s1");
+    }
+
+    #[test]
+    fn attributes_named_like_position_fields_are_kept_under_another_name() {
+        let mut c = change(Op::Insert);
+        let image = c.new_image.as_mut().unwrap();
+        image.insert("__deleted".into(), AttributeValue::S("soft".into()));
+        image.insert("___op".into(), AttributeValue::S("taken".into()));
+        image.insert("__op".into(), AttributeValue::S("mine".into()));
+        let v: serde_json::Value = serde_json::from_str(&written(flat, &c)).unwrap();
+        assert_eq!(v["__deleted"], false, "the position field");
+        assert_eq!(v["___deleted"], "soft", "the attribute, renamed");
+        assert_eq!(v["__op"], "c");
+        assert_eq!(v["___op"], "taken", "an attribute's own name is kept");
+        assert_eq!(v["____op"], "mine", "renamed past a name in use");
     }
 }

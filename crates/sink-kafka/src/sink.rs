@@ -61,6 +61,9 @@ pub struct KafkaSink {
     dead_producer: Option<KafkaProducer>,
     /// Changes of the encoded batch, in order, for the position.
     pending_changes: Vec<(ShardKey, SequenceNumber)>,
+    /// Changes of the batch the read-back found in the topic: nothing to
+    /// send, but they move the position with the group they arrived in.
+    pending_found: Vec<(ShardKey, SequenceNumber)>,
     /// When the oldest message not yet sent was encoded.
     held_since: Option<Instant>,
     /// The producer's `message.max.bytes`: larger messages are refused
@@ -112,6 +115,7 @@ impl KafkaSink {
             dead_outgoing: Vec::new(),
             dead_producer: None,
             pending_changes: Vec::new(),
+            pending_found: Vec::new(),
             held_since: None,
             stats: KafkaStats::default(),
         })
@@ -223,7 +227,10 @@ impl KafkaSink {
     /// Sends what is held as one group, without waiting for its answers
     /// unless too much is in flight already.
     fn send_pending(&mut self) -> Result<(), KafkaSinkError> {
-        if self.outgoing.is_empty() && self.pending_changes.is_empty() {
+        if self.outgoing.is_empty()
+            && self.pending_changes.is_empty()
+            && self.pending_found.is_empty()
+        {
             return Ok(());
         }
         self.held_since = None;
@@ -232,6 +239,7 @@ impl KafkaSink {
         self.land(landed)?;
         let group = Group {
             changes: std::mem::take(&mut self.pending_changes),
+            found: std::mem::take(&mut self.pending_found),
             dead: std::mem::take(&mut self.dead_outgoing),
             gap: false,
         };
@@ -246,6 +254,7 @@ impl KafkaSink {
             let mut acked = MessagesAcked::default();
             let Group {
                 changes,
+                found,
                 mut dead,
                 gap,
             } = group.tag;
@@ -283,6 +292,10 @@ impl KafkaSink {
             self.send_dead_letters(dead)?;
             for (key, seq) in changes {
                 acked.count_change(&key.table);
+                self.durable.advance(key, seq);
+            }
+            // Delivered by an earlier run: durable, not delivered again.
+            for (key, seq) in found {
                 self.durable.advance(key, seq);
             }
             acked.emit();
@@ -388,13 +401,23 @@ impl KafkaSink {
                 table: change.source.table.clone(),
                 shard: change.source.shard_id.clone(),
             };
-            if self.held.covers(&key, &change.source.sequence_number)
-                || (!self.found.is_empty()
-                    && self
-                        .found
-                        .contains(&(key.clone(), change.source.sequence_number.clone())))
-            {
+            if self.held.covers(&key, &change.source.sequence_number) {
                 self.stats.already_held += 1;
+                continue;
+            }
+            if !self.found.is_empty()
+                && self
+                    .found
+                    .contains(&(key.clone(), change.source.sequence_number.clone()))
+            {
+                // In the topic already. Its position still moves, with the
+                // changes before it: otherwise a shard whose last changes
+                // were found (it closed, or went quiet) would keep its old
+                // position for good, and its topic's offsets would stay
+                // pinned for the read-back.
+                self.stats.already_held += 1;
+                self.pending_found
+                    .push((key, change.source.sequence_number.clone()));
                 continue;
             }
             match self.encoder.encode(change)? {
@@ -413,6 +436,7 @@ impl KafkaSink {
                                 self.outgoing.clear();
                                 self.outgoing_bytes = 0;
                                 self.pending_changes.clear();
+                                self.pending_found.clear();
                             })?;
                             self.dead_outgoing.push(dead);
                         } else {
@@ -426,7 +450,9 @@ impl KafkaSink {
             self.pending_changes
                 .push((key, change.source.sequence_number.clone()));
         }
-        if self.held_since.is_none() && !self.pending_changes.is_empty() {
+        if self.held_since.is_none()
+            && !(self.pending_changes.is_empty() && self.pending_found.is_empty())
+        {
             self.held_since = Some(Instant::now());
         }
         Ok(rejected)
@@ -457,6 +483,7 @@ impl KafkaSink {
         // it, and for the groups sent before it.
         let group = Group {
             changes: Vec::new(),
+            found: Vec::new(),
             dead: Vec::new(),
             gap: true,
         };
@@ -489,6 +516,9 @@ impl KafkaSink {
 struct Group {
     /// The changes the group holds, in order: durable once it lands.
     changes: Vec<(ShardKey, SequenceNumber)>,
+    /// Changes of the same batches found in the topic already: durable
+    /// once the group lands too (it holds the changes before them).
+    found: Vec<(ShardKey, SequenceNumber)>,
     /// Messages refused before sending (too large), for the dead-letter
     /// topic, sent before the changes count as durable.
     dead: Vec<Outgoing>,

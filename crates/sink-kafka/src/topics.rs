@@ -134,6 +134,7 @@ pub(crate) fn ensure<C: ClientContext>(
             source,
         }
     })?;
+    let mut existed = false;
     for result in results {
         match result {
             Ok(_) => tracing::info!(
@@ -142,7 +143,7 @@ pub(crate) fn ensure<C: ClientContext>(
                 replication_factor = config.topic_replication_factor,
                 "created the topic"
             ),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
             Err((_, code)) => {
                 return Err(KafkaSinkError::Topic {
                     topic: topic.to_owned(),
@@ -155,10 +156,24 @@ pub(crate) fn ensure<C: ClientContext>(
             }
         }
     }
-    match look_up(client, topic)? {
+    after_create(topic, look_up(client, topic)?, existed)
+}
+
+/// A topic's partitions as the lookup after creating it found them;
+/// `existed`: the brokers answered that the topic was there already.
+fn after_create(topic: &str, lookup: Lookup, existed: bool) -> Result<Vec<i32>, KafkaSinkError> {
+    match lookup {
         Lookup::Found(partitions) => Ok(partitions),
-        // Not visible yet: a topic just created holds nothing.
-        Lookup::Missing => Ok(Vec::new()),
+        // Not visible yet: a topic this call created holds nothing.
+        Lookup::Missing if !existed => Ok(Vec::new()),
+        // The brokers say it exists, but their metadata does not show it
+        // yet (it was made a moment ago elsewhere, or the answer was
+        // stale). It may hold what an earlier run sent, so its read-back
+        // must wait: taking it for empty would send those changes again.
+        Lookup::Missing => Err(KafkaSinkError::Client {
+            what: "the topic exists but the brokers' metadata does not show it yet",
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        }),
         Lookup::Refused(code) => Err(KafkaSinkError::Topic {
             topic: topic.to_owned(),
             message: code.to_string(),
@@ -183,5 +198,38 @@ fn block_on<F: Future>(future: F) -> F::Output {
             Poll::Ready(out) => return out,
             Poll::Pending => std::thread::park(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynamo_cdc_core::{ErrorKind, SinkError};
+
+    #[test]
+    fn a_topic_that_existed_but_is_not_visible_yet_is_waited_for_not_taken_for_empty() {
+        // Created by this call: nothing of ours can be in it yet.
+        assert_eq!(
+            after_create("t", Lookup::Missing, false).unwrap(),
+            Vec::<i32>::new()
+        );
+        // There already: it may hold an earlier run's changes, so reading
+        // it back waits (a transient error) until the brokers show it.
+        let e = after_create("t", Lookup::Missing, true).unwrap_err();
+        assert!(e.to_string().contains("does not show it yet"), "{e}");
+        assert_eq!(SinkError::from(e).kind(), ErrorKind::Transient);
+        assert_eq!(
+            after_create("t", Lookup::Found(vec![0, 1]), true).unwrap(),
+            vec![0, 1]
+        );
+        let refused = after_create(
+            "t",
+            Lookup::Refused(RDKafkaErrorCode::TopicAuthorizationFailed),
+            false,
+        );
+        assert_eq!(
+            SinkError::from(refused.unwrap_err()).kind(),
+            ErrorKind::Fatal
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use dynamo_cdc_core::{
-    AttributeValue, Change, ErrorKind, Item, Number, Op, SequenceNumber, Sink, SourceInfo,
+    AttributeValue, Change, ErrorKind, Item, Number, Op, SequenceNumber, ShardKey, Sink, SourceInfo,
 };
 use dynamo_cdc_sink_kafka::{
     Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, KafkaConfig, KafkaSink, KafkaSinkError,
@@ -284,6 +284,52 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
     assert_eq!(error.kind(), dynamo_cdc_core::ErrorKind::Fatal, "{text}");
     assert!(text.contains("cdc.orders-value"), "{text}");
     assert!(text.contains("incompatible"), "{text}");
+}
+
+#[test]
+fn the_flat_shape_fits_its_schema_to_the_row_it_writes_not_the_old_image() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let mut c = config(&brokers, Format::Avro);
+    c.envelope = Envelope::Flat;
+    c.registry = Some(RegistryConfig {
+        url: registry.url(),
+        username: None,
+        password: None,
+    });
+    let mut sink = open(c);
+    deliver(&mut sink, &[change(1, "a", Op::Insert, "7")]);
+    // The old image held a fraction; the row written holds an integer.
+    let mut modify = change(2, "a", Op::Modify, "8");
+    modify
+        .old_image
+        .as_mut()
+        .unwrap()
+        .insert("price".into(), n("0.5"));
+    deliver(&mut sink, &[modify]);
+    assert_eq!(
+        registry.versions("cdc.orders-value").len(),
+        1,
+        "an image the flat message does not carry widens nothing"
+    );
+    let got = consume(&brokers, "cdc.orders", 1);
+    let prices: Vec<String> = got
+        .iter()
+        .map(|g| {
+            let value = g.value.as_ref().unwrap();
+            let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
+            let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
+            let text = format!("{:?}", decode(&schema, &value[5..]));
+            ["Long(7)", "Long(8)"]
+                .into_iter()
+                .find(|p| text.contains(p))
+                .unwrap_or_else(|| panic!("no integer price in {text}"))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(prices, ["Long(7)", "Long(8)"]);
 }
 
 #[test]
@@ -709,6 +755,54 @@ fn a_checkpoint_taken_before_read_back_changes_come_again_keeps_them_findable() 
     assert_eq!(
         seqs(&consume(&brokers, "cdc.orders", 2)),
         want,
+        "every change exactly once"
+    );
+}
+
+#[test]
+fn changes_found_by_the_read_back_move_the_position() {
+    // A crash after the shard's last changes reached the topic, before the
+    // checkpoint. The restart finds them; the source brings them again and
+    // nothing comes after them (the shard closed). The position must still
+    // reach them, and the topic's offsets must move past them: a position
+    // left behind for good would be read from again at every start, and
+    // once those records were trimmed it would look like a gap.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let all: Vec<Change> = (1..=6)
+        .map(|i| change(i, &format!("k{}", i % 3), Op::Insert, "1"))
+        .collect();
+
+    let mut crashed = open(config(&brokers, Format::Json));
+    deliver(&mut crashed, &all[..3]);
+    let (positions, offsets) = (crashed.durable_positions().clone(), crashed.offsets());
+    deliver(&mut crashed, &all[3..]);
+    let end = crashed.offsets();
+    drop(crashed);
+
+    let mut restarted = open(config(&brokers, Format::Json));
+    restarted.adopt_checkpoint(&positions, offsets.clone());
+    deliver(&mut restarted, &all[3..]);
+    assert_eq!(restarted.stats().already_held, 3, "all found");
+    let shard = ShardKey::new("orders", "shard-1");
+    assert_eq!(
+        restarted.durable_positions().get(&shard),
+        Some(&SequenceNumber::parse("1006").unwrap()),
+        "the found changes are durable"
+    );
+    assert_ne!(
+        offsets, end,
+        "the crashed run had moved past the checkpoint"
+    );
+    assert_eq!(
+        restarted.offsets(),
+        end,
+        "the next start reads back from past what was found"
+    );
+    assert_eq!(
+        seqs(&consume(&brokers, "cdc.orders", 2)),
+        (1001..=1006).map(|s| s.to_string()).collect::<Vec<_>>(),
         "every change exactly once"
     );
 }
