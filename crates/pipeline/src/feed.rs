@@ -208,6 +208,7 @@ impl Feed {
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
         streams.latest = latest;
+        streams.tables_read = delivered.iter().map(|(k, _)| k.table.to_string()).collect();
         streams.reading = reading;
         // Outside the runtime: an object-store journal has a runtime of its
         // own, which may not be started from within another.

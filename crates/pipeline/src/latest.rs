@@ -30,22 +30,23 @@ fn applies(config: &Config) -> bool {
 }
 
 /// Takes a latest start for every table of `config` that has neither a
-/// position in `resume` nor a recorded start, by listing its stream.
-/// Empty unless `start = "latest"`.
+/// position in `delivered` (the highest over the sinks: a table any sink
+/// has read is not new, even to a sink added since) nor a recorded start,
+/// by listing its stream. Empty unless `start = "latest"`.
 ///
 /// # Errors
 /// When a table's stream cannot be found or listed.
 pub(crate) fn take_missing(
     config: &Config,
     recorded: &BTreeMap<String, LatestStart>,
-    resume: &Positions,
+    delivered: &Positions,
 ) -> anyhow::Result<BTreeMap<String, LatestStart>> {
     if !applies(config) {
         return Ok(BTreeMap::new());
     }
     let s = &config.source;
     let needs = |table: &str| {
-        !recorded.contains_key(table) && !resume.iter().any(|(k, _)| &*k.table == table)
+        !recorded.contains_key(table) && !delivered.iter().any(|(k, _)| &*k.table == table)
     };
     let by_name: Vec<&String> = s.tables.iter().filter(|t| needs(t)).collect();
     let by_arn: Vec<(&str, &String)> = s
@@ -111,4 +112,40 @@ pub(crate) fn for_source(
             (table.clone(), from)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use dynamo_cdc_core::{SequenceNumber, ShardKey};
+
+    use super::*;
+
+    #[test]
+    fn a_table_some_sink_has_read_is_not_started_at_its_end_again() {
+        // A sink added to a running pipeline has no position: the lowest
+        // over the sinks is none, but the table is not new. Nothing is
+        // taken, so nothing is listed (the endpoint here answers nothing).
+        let config = Config::parse(
+            r#"
+[source]
+kind = "dynamodb"
+tables = ["orders"]
+start = "latest"
+endpoint_url = "http://127.0.0.1:9"
+[sinks.parquet]
+path = "out/parquet"
+[checkpoint]
+path = "out/checkpoint.json"
+"#,
+        )
+        .unwrap();
+        let delivered: Positions = [(
+            ShardKey::new("orders", "shard-1"),
+            SequenceNumber::parse("100").unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        let taken = take_missing(&config, &BTreeMap::new(), &delivered).unwrap();
+        assert!(taken.is_empty(), "{taken:?}");
+    }
 }

@@ -375,8 +375,9 @@ pub(crate) fn run_once(
     tracing::info!(shards = resume.len(), "resuming");
 
     // Recorded before any stream is read at its end: see `latest`.
-    let fresh =
-        latest::take_missing(config, sinks.latest_starts(), &resume).map_err(source_unavailable)?;
+    let delivered = sinks.furthest();
+    let fresh = latest::take_missing(config, sinks.latest_starts(), &delivered)
+        .map_err(source_unavailable)?;
     if !fresh.is_empty() {
         sinks.add_latest_starts(&fresh);
         allowed(guard)?;
@@ -386,7 +387,7 @@ pub(crate) fn run_once(
     let mut feed = Feed::start(
         config,
         resume.clone(),
-        sinks.furthest(),
+        delivered,
         latest,
         options.until_idle,
         snapshot_now.as_deref(),
@@ -850,12 +851,15 @@ mod tests {
         fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError> {
             if self.fail {
                 note(&self.log, "dead letters failed");
-                // A real store whose root is a file: every write fails.
+                // A real store's error: its root is a file, which cannot
+                // be opened as a store, let alone written.
                 let dir = tempfile::tempdir().unwrap();
                 let root = dir.path().join("a-file");
                 std::fs::write(&root, b"").unwrap();
-                let mut blocked = LocalDeadLetters::open(&root).unwrap();
-                return Err(blocked.write(letters).unwrap_err());
+                let Err(e) = LocalDeadLetters::open(&root) else {
+                    unreachable!("a file opened as a dead-letter store")
+                };
+                return Err(e);
             }
             note(
                 &self.log,

@@ -323,6 +323,54 @@ fn start_latest_reads_only_new_records_and_later_shards_from_their_start() {
     assert_eq!(run.seqs(&child), [in_child]);
 }
 
+#[test]
+fn start_latest_does_not_apply_to_a_table_a_sink_has_read() {
+    // A sink added to a running pipeline: the resume point (the lowest
+    // over the sinks) holds no shard, but another sink has read the table.
+    // Read at its end, that sink would miss what came since its position.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let before = put(&sim, &arn, &shard, "before");
+    let mut cfg = config(&[&arn]);
+    cfg.start = StartAt::Latest;
+    cfg.tables_read = ["orders".to_owned()].into();
+    let run = read(&sim, &cfg, &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), [before], "read from its first record");
+}
+
+#[test]
+fn an_iterator_at_the_tip_that_expires_before_a_record_is_read_loses_nothing() {
+    // `start = "latest"`: the reader holds a `LATEST` iterator and reads
+    // nothing yet. A write comes in, then the iterator expires (here the
+    // idle poll outlasts it; in production, an outage of GetRecords does).
+    // A new `LATEST` would start past that write.
+    let sim = StreamSim::start();
+    sim.set_iterator_ttl(Duration::from_millis(60));
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    put_created(&sim, &arn, &shard, "an hour old", now_s() - 3600.0);
+    let mut cfg = config(&[&arn]);
+    cfg.start = StartAt::Latest;
+    cfg.idle_poll_interval = Duration::from_millis(150); // longer than the TTL
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        wait_for_calls(&sim, Op::GetRecords, 1);
+        let held = put(&sim, &arn, &shard, "while the iterator was held");
+        wait_for_calls(&sim, Op::GetShardIterator, 2);
+        let later = put(&sim, &arn, &shard, "after it was renewed");
+        tx.send([held, later]).unwrap();
+    });
+    let want = rx.recv().unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.seqs(&shard),
+        want,
+        "both writes after the start, and nothing from before it"
+    );
+}
+
 fn put_created(sim: &StreamSim, arn: &str, shard: &str, id: &str, created_s: f64) -> u128 {
     sim.put_json_created(
         arn,

@@ -22,6 +22,14 @@ const SHARDS_AT_ONCE: usize = 16;
 /// How often a call that may pass is tried before S0 gives up.
 const ATTEMPTS: u32 = 8;
 
+/// Empty pages in a row taken for the tip of an open shard. GetRecords may
+/// answer an empty page short of the tip ("it might take multiple calls to
+/// get to a portion of the shard that contains stream records"), most
+/// often over the part of a shard whose records were trimmed: stopping at
+/// the first would record S0 too low there, and a change before the
+/// snapshot would count as after it.
+const EMPTY_PAGES_AT_TIP: u32 = 3;
+
 /// Per shard of `stream_arn`, the last sequence number it holds now;
 /// shards without records are left out (everything in them is new).
 ///
@@ -35,7 +43,7 @@ pub(crate) async fn stream_end<A: StreamsApi>(
     // Shards are read side by side: each has its own GetRecords limit, and
     // a busy stream's shards hold hours of records.
     let mut reads = futures_util::stream::iter(shards.iter().map(|shard| async move {
-        shard_end(api, stream_arn, &shard.id)
+        shard_end(api, stream_arn, &shard.id, shard.closed)
             .await
             .map(|last| (shard.id.clone(), last))
     }))
@@ -71,15 +79,18 @@ pub(crate) async fn list_shards<A: StreamsApi>(
 }
 
 /// The last sequence number of one shard: read until a page comes back
-/// empty (the tip of an open shard) or without a next iterator (the end of
-/// a closed one).
+/// without a next iterator (the end of a closed shard) or, on an open
+/// shard, until [`EMPTY_PAGES_AT_TIP`] pages in a row come back empty (its
+/// tip).
 async fn shard_end<A: StreamsApi>(
     api: &A,
     stream_arn: &str,
     shard: &str,
+    closed: bool,
 ) -> Result<Option<SequenceNumber>, ApiError> {
     let mut last: Option<SequenceNumber> = None;
     let mut from = IteratorStart::TrimHorizon;
+    let mut empty_pages = 0;
     'iterator: loop {
         let mut iterator = match retried(|| api.get_shard_iterator(stream_arn, shard, &from)).await
         {
@@ -117,8 +128,14 @@ async fn shard_end<A: StreamsApi>(
                     last = Some(seq);
                 }
             }
+            empty_pages = if records.is_empty() {
+                empty_pages + 1
+            } else {
+                0
+            };
             match next {
-                Some(next) if !records.is_empty() => iterator = next,
+                // A closed shard ends where its iterators do.
+                Some(next) if closed || empty_pages < EMPTY_PAGES_AT_TIP => iterator = next,
                 _ => return Ok(last),
             }
         }
@@ -154,5 +171,100 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streams::api::{RecordsPage, ShardPage};
+
+    /// One shard's pages, in order: each a list of sequence numbers. Past
+    /// the last page a closed shard has no next iterator and an open one
+    /// answers empty pages.
+    struct Pages {
+        pages: Vec<Vec<u64>>,
+        closed: bool,
+    }
+
+    impl StreamsApi for Pages {
+        async fn describe_stream(&self, _: &str, _: Option<&str>) -> Result<ShardPage, ApiError> {
+            Ok(ShardPage {
+                shards: vec![ShardInfo {
+                    id: "s".into(),
+                    parent: None,
+                    closed: self.closed,
+                }],
+                ..ShardPage::default()
+            })
+        }
+
+        async fn get_shard_iterator(
+            &self,
+            _: &str,
+            _: &str,
+            start: &IteratorStart,
+        ) -> Result<String, ApiError> {
+            assert_eq!(*start, IteratorStart::TrimHorizon);
+            Ok("0".into())
+        }
+
+        async fn get_records(&self, iterator: &str, _: u32) -> Result<RecordsPage, ApiError> {
+            let at: usize = iterator.parse().expect("an iterator of ours");
+            let records: Vec<String> = self
+                .pages
+                .get(at)
+                .into_iter()
+                .flatten()
+                .map(|seq| format!(r#"{{"dynamodb":{{"SequenceNumber":"{seq}"}}}}"#))
+                .collect();
+            let next = (at + 1).to_string();
+            let ended = self.closed && at + 1 >= self.pages.len();
+            Ok(RecordsPage::from_records(
+                &records,
+                (!ended).then_some(&*next),
+            ))
+        }
+    }
+
+    fn end_of(pages: Vec<Vec<u64>>, closed: bool) -> BTreeMap<String, SequenceNumber> {
+        let api = Pages { pages, closed };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(stream_end(&api, "arn"))
+            .unwrap()
+    }
+
+    fn seq(n: u64) -> SequenceNumber {
+        SequenceNumber::parse(&n.to_string()).unwrap()
+    }
+
+    #[test]
+    fn a_closed_shard_is_read_to_its_last_iterator_past_empty_pages() {
+        let pages = vec![
+            vec![],
+            vec![],
+            vec![10, 11],
+            vec![],
+            vec![],
+            vec![],
+            vec![12],
+            vec![],
+        ];
+        assert_eq!(end_of(pages, true)["s"], seq(12));
+    }
+
+    #[test]
+    fn an_open_shard_ends_at_a_run_of_empty_pages_not_at_the_first() {
+        let pages = vec![vec![], vec![], vec![10], vec![], vec![11, 12]];
+        assert_eq!(end_of(pages, false)["s"], seq(12));
+        // Empty pages only, as many as taken for the tip, then records:
+        // those are after the tip as far as S0 can tell.
+        let tip = usize::try_from(EMPTY_PAGES_AT_TIP).unwrap();
+        let mut pages = vec![vec![]; tip];
+        pages.push(vec![20]);
+        assert!(end_of(pages, false).is_empty(), "nothing before the tip");
     }
 }

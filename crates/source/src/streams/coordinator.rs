@@ -29,7 +29,7 @@ pub(crate) struct Stream<A> {
     arn: Arc<str>,
     /// Resume positions of this stream's table, by shard.
     resume: HashMap<String, SequenceNumber>,
-    /// True when no shard of this table has a position: `start` applies.
+    /// True when no sink holds a position of this table: `start` applies.
     first_start: bool,
     /// The table's recorded latest start (`start = "latest"` only).
     latest: Option<LatestFrom>,
@@ -58,9 +58,9 @@ impl<A: StreamsApi> Stream<A> {
             .collect();
         let latest = settings.latest.get(&table).cloned();
         Stream {
+            first_start: resume.is_empty() && !settings.tables_read.contains(&table),
             api,
             settings,
-            first_start: resume.is_empty(),
             latest,
             resume,
             arn: arn.into(),

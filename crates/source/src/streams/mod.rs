@@ -25,7 +25,7 @@ mod reader;
 pub mod sdk;
 mod tracker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,11 @@ pub struct StreamsConfig {
     /// name. A table without one starts as if none were ever needed (open
     /// shards at their end when no shard has a position).
     pub latest: HashMap<String, latest::LatestFrom>,
+    /// Tables some sink holds a position for. `start` never applies to
+    /// them, even when the resume point (the lowest position over the
+    /// sinks) holds none of their shards, as after a sink is added: read
+    /// at their end, the sinks that were there would miss what came since.
+    pub tables_read: HashSet<String>,
     /// Trimmed records: fail or skip.
     pub on_gap: OnGap,
     /// Wait after a page with records.
@@ -110,6 +115,7 @@ impl Default for StreamsConfig {
             stream_arns: Vec::new(),
             start: StartAt::default(),
             latest: HashMap::new(),
+            tables_read: HashSet::new(),
             on_gap: OnGap::default(),
             poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
             idle_poll_interval: Duration::from_millis(defaults::IDLE_POLL_INTERVAL_MS),
@@ -135,6 +141,8 @@ pub(crate) struct Settings {
     pub start: StartAt,
     /// Recorded latest starts, by table (only with `start = Latest`).
     pub latest: HashMap<String, latest::LatestFrom>,
+    /// See [`StreamsConfig::tables_read`].
+    pub tables_read: HashSet<String>,
     pub max_concurrent_shards: usize,
     pub activity: Activity,
     /// Every stream's DescribeStream calls, paced together.
@@ -367,6 +375,7 @@ impl StreamsSource {
             } else {
                 HashMap::new()
             },
+            tables_read: config.tables_read.clone(),
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             activity: Activity::new(),
             describe_pace: pace::Pace::per_second(pace::DESCRIBE_STREAM_PER_SECOND),

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::events::ShardCallRetried;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
+use crate::streams::latest::CLOCK_SLACK_MS;
 use crate::streams::page_batch::Keep;
 use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
 
@@ -85,6 +86,8 @@ impl<A: StreamsApi> ShardJob<A> {
             _ => None,
         };
         let mut pending_gap: Option<Gap> = None;
+        // When reading starts at the tip: no record before this is owed.
+        let latest_asked_ms = (self.start == IteratorStart::Latest).then(now_ms);
         let mut iterator = match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
             Some(it) => it,
             None => return Ok(self.ended_early()),
@@ -131,6 +134,16 @@ impl<A: StreamsApi> ShardJob<A> {
                     tracing::info!(table = %self.key.table, shard = %self.key.shard, "iterator expired; getting a new one");
                     if let Some(seq) = &last_read {
                         self.start = IteratorStart::After(seq.clone());
+                    } else if let Some(asked) = latest_asked_ms
+                        && self.start == IteratorStart::Latest
+                    {
+                        // Nothing read yet from the tip: a new `LATEST`
+                        // would pass over what was written while this
+                        // iterator was held (an outage can outlast it).
+                        // Read from the first record instead, leaving out
+                        // what was made before the tip was first asked for.
+                        self.start = IteratorStart::TrimHorizon;
+                        self.created_since = Some(asked.saturating_sub(CLOCK_SLACK_MS));
                     }
                     match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
                         Some(it) => iterator = it,
