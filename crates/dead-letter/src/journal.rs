@@ -22,7 +22,14 @@ impl Journal {
     pub(crate) fn open(root: &Path, dir: &str) -> std::io::Result<Self> {
         let dir = root.join(dir);
         let mut seen = HashSet::new();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        // Missing: none kept yet. Unreadable is not the same as empty: the
+        // ids it holds would be written again.
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(entries) = entries {
             for entry in entries {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "jsonl") {
@@ -120,4 +127,24 @@ pub(crate) fn file_stem(table: Option<&str>) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_directory_holds_nothing_but_an_unreadable_one_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(
+            Journal::open(root.path(), "dead_letters")
+                .unwrap()
+                .seen
+                .is_empty()
+        );
+        // Listed, it would hold ids not to write again: unreadable (here a
+        // file where the directory should be), it must not read as empty.
+        std::fs::write(root.path().join("gaps"), b"x").unwrap();
+        assert!(Journal::open(root.path(), "gaps").is_err());
+    }
 }

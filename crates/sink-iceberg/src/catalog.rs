@@ -336,6 +336,9 @@ pub(crate) fn is_transient(e: &Error) -> bool {
     if e.retryable() {
         return true;
     }
+    if store_refuses(e) {
+        return false;
+    }
     !matches!(
         e.kind(),
         ErrorKind::DataInvalid
@@ -344,6 +347,26 @@ pub(crate) fn is_transient(e: &Error) -> bool {
             | ErrorKind::NamespaceNotFound
             | ErrorKind::TableNotFound
     )
+}
+
+/// Whether `e` comes from an object store that will keep refusing: access
+/// denied, no such bucket, or settings no client can be built from. Such
+/// failures reach the Iceberg crate from our storage as its generic kind,
+/// which on its own would read as "may pass", and the run would wait on
+/// them for ever instead of stopping with the reason.
+fn store_refuses(e: &Error) -> bool {
+    use dynamo_cdc_object_store::FailureClass;
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(store) = c.downcast_ref::<object_store::Error>() {
+            return matches!(
+                dynamo_cdc_object_store::classify(store),
+                FailureClass::Denied | FailureClass::NoBucket | FailureClass::Settings
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -360,5 +383,33 @@ mod tests {
         assert_eq!(sql_uri(given).unwrap(), given);
         let pg = "postgres://u@h/db";
         assert_eq!(sql_uri(pg).unwrap(), pg);
+    }
+
+    #[test]
+    fn a_store_that_refuses_access_or_has_no_bucket_stops_the_run() {
+        let store = |body: &str| object_store::Error::Generic {
+            store: "S3",
+            source: body.to_owned().into(),
+        };
+        let wrapped = |e: object_store::Error| {
+            // As storage.rs hands it over, then as the Iceberg crate may
+            // wrap it again with its own context.
+            let inner = Error::new(ErrorKind::Unexpected, "cannot write s3://b/m.json")
+                .with_source(e)
+                .with_retryable(false);
+            Error::new(ErrorKind::Unexpected, "failed to write metadata").with_source(inner)
+        };
+        assert!(!is_transient(&wrapped(store(
+            "403 <Code>AccessDenied</Code>"
+        ))));
+        assert!(!is_transient(&wrapped(store(
+            "404 <Code>NoSuchBucket</Code>"
+        ))));
+        assert!(is_transient(&wrapped(store("503 <Code>SlowDown</Code>"))));
+        assert!(is_transient(&Error::new(
+            ErrorKind::Unexpected,
+            "connection reset"
+        )));
+        assert!(!is_transient(&Error::new(ErrorKind::TableNotFound, "t")));
     }
 }

@@ -154,8 +154,13 @@ pub(crate) struct Leftover {
 pub(crate) fn scan(root: &Path) -> std::io::Result<(Vec<Committed>, Vec<Leftover>)> {
     let mut committed = Vec::new();
     let mut leftovers = Vec::new();
-    let Ok(tables) = std::fs::read_dir(root) else {
-        return Ok((committed, leftovers));
+    // Missing: nothing written yet. Unreadable (permissions, a failing
+    // disk or mount) is not the same as empty: positions read from it would
+    // be too low, and files would be written again.
+    let tables = match std::fs::read_dir(root) {
+        Ok(tables) => tables,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((committed, leftovers)),
+        Err(e) => return Err(e),
     };
     for table in tables {
         let table = table?;
@@ -362,5 +367,17 @@ mod tests {
     fn dates_are_utc() {
         assert_eq!(date_of(Some(1_700_000_000_000)), "2023-11-14");
         assert_eq!(date_of(None), "1970-01-01");
+    }
+
+    #[test]
+    fn a_missing_root_is_empty_but_an_unreadable_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committed, leftovers) = scan(&dir.path().join("not yet")).unwrap();
+        assert!(committed.is_empty() && leftovers.is_empty());
+        // A root that cannot be listed (here a file where the directory
+        // should be) must not read as a dataset with nothing committed.
+        let file = dir.path().join("a file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(scan(&file).is_err());
     }
 }
