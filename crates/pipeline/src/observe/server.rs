@@ -48,6 +48,9 @@ pub(crate) struct Health {
     /// Milliseconds from `started` to the last beat.
     last_beat_ms: AtomicU64,
     stall_after: Duration,
+    /// Milliseconds since the last sign of life from code waiting on
+    /// purpose: [`dynamo_cdc_core::alive`], process-wide.
+    signs: fn() -> Option<u64>,
     positions_loaded: AtomicBool,
     sinks_open: AtomicBool,
     streams_answered: AtomicBool,
@@ -66,17 +69,21 @@ impl Health {
             started: Instant::now(),
             last_beat_ms: AtomicU64::new(0),
             stall_after: STALL_AFTER,
+            signs: dynamo_cdc_core::alive::since_last_sign_ms,
             positions_loaded: AtomicBool::new(false),
             sinks_open: AtomicBool::new(false),
             streams_answered: AtomicBool::new(false),
         }
     }
 
-    /// A `Health` that counts as stalled after `stall_after` instead of 30 s.
+    /// A `Health` that counts as stalled after `stall_after` instead of 30 s,
+    /// deaf to the process-wide signs of life: tests running beside it
+    /// (a Kafka sink waiting for a broker that is not there) give them.
     #[cfg(test)]
     fn with_stall_after(stall_after: Duration) -> Health {
         Health {
             stall_after,
+            signs: || None,
             ..Health::new()
         }
     }
@@ -109,7 +116,7 @@ impl Health {
     fn liveness(&self) -> Result<(), Duration> {
         let last = Duration::from_millis(self.last_beat_ms.load(Ordering::Relaxed));
         let mut silent = self.started.elapsed().saturating_sub(last);
-        if let Some(ms) = dynamo_cdc_core::alive::since_last_sign_ms() {
+        if let Some(ms) = (self.signs)() {
             silent = silent.min(Duration::from_millis(ms));
         }
         if silent > self.stall_after {
