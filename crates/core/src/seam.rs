@@ -457,6 +457,17 @@ pub trait CheckpointStore: Send {
         Ok(())
     }
 
+    /// Writes what `store` held back once it may write again. The run loop
+    /// calls it after batches that moved no position, so that a record held
+    /// back just before the stream went quiet is written within moments,
+    /// not at the next change, hours later.
+    ///
+    /// # Errors
+    /// When it cannot be made durable.
+    fn write_due(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Where the store is, for messages.
     fn describe(&self) -> String;
 }

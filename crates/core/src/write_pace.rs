@@ -63,6 +63,13 @@ impl WritePace {
         self.held.take()
     }
 
+    /// The record held back once the interval since the last write has
+    /// passed, for the store's `write_due` to write; `None` before then.
+    pub fn take_due(&mut self) -> Option<Recorded> {
+        let due = self.last_write.is_none_or(|t| t.elapsed() >= self.interval);
+        if due { self.held.take() } else { None }
+    }
+
     /// The store wrote (or is writing) a record: nothing older is held,
     /// and the interval starts again.
     pub fn written(&mut self) {
@@ -95,5 +102,21 @@ mod tests {
         let mut at_once = WritePace::new(Duration::ZERO);
         at_once.written();
         assert!(!at_once.hold(&record(5)), "the interval has passed");
+    }
+
+    #[test]
+    fn a_held_record_is_due_once_the_interval_has_passed() {
+        let mut r = Recorded::default();
+        r.sinks.insert("s".into(), Default::default());
+        let mut slow = WritePace::new(Duration::from_secs(3600));
+        slow.written();
+        assert!(slow.hold(&r));
+        assert_eq!(slow.take_due(), None, "not yet");
+        assert_eq!(slow.take_held(), Some(r.clone()), "still held");
+        let mut quick = WritePace::new(Duration::ZERO);
+        quick.written();
+        quick.keep(r.clone());
+        assert_eq!(quick.take_due(), Some(r), "due");
+        assert_eq!(quick.take_due(), None, "taken");
     }
 }

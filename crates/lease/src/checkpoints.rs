@@ -133,6 +133,13 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
         }
     }
 
+    fn write_due(&mut self) -> Result<(), StoreError> {
+        match self.pace.take_due() {
+            Some(recorded) => self.write(&recorded),
+            None => Ok(()),
+        }
+    }
+
     fn describe(&self) -> String {
         self.store.describe()
     }

@@ -199,6 +199,13 @@ impl CheckpointStore for FileCheckpoints {
         }
     }
 
+    fn write_due(&mut self) -> Result<(), StoreError> {
+        match self.pace.take_due() {
+            Some(recorded) => self.write(&recorded),
+            None => Ok(()),
+        }
+    }
+
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
@@ -335,6 +342,19 @@ mod tests {
         store.pace.written();
         store.store(&parquet_at("4")).unwrap();
         assert_eq!(on_disk(), parquet_at("4"));
+        // A record held back is written once due, with no store after it
+        // (the stream went quiet): not only at the flush.
+        let mut quiet = FileCheckpoints::new(&path);
+        quiet.pace = WritePace::new(std::time::Duration::from_secs(3600));
+        quiet.store(&parquet_at("5")).unwrap();
+        quiet.store(&parquet_at("6")).unwrap();
+        quiet.write_due().unwrap();
+        assert_eq!(on_disk(), parquet_at("5"), "not due yet");
+        quiet.pace = WritePace::new(std::time::Duration::ZERO);
+        quiet.pace.written();
+        quiet.pace.keep(parquet_at("6"));
+        quiet.write_due().unwrap();
+        assert_eq!(on_disk(), parquet_at("6"), "due");
     }
 
     /// A file exactly as the first format wrote it.

@@ -628,6 +628,11 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             }
             l.recorded = Some(recorded);
             l.recorded_moved = true;
+        } else {
+            // A record held back by the store's pace, once it may write.
+            l.checkpoint
+                .write_due()
+                .map_err(|e| Stop::of("checkpoint", e))?;
         }
         // What the checkpoint holds is current as of now.
         l.watch.checkpoint_stored();

@@ -324,6 +324,39 @@ fn start_latest_reads_only_new_records_and_later_shards_from_their_start() {
 }
 
 #[test]
+fn until_idle_hands_over_the_pages_already_read_before_stopping() {
+    // Quiet counts from when a reader last got records: reading on at the
+    // tip, it gets empty answers while its pages wait in the channel. A
+    // pipeline away for longer than `until_idle` (a busy sink) must still
+    // get those pages, not a stop with them waiting.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let want: Vec<u128> = (0..3)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    let mut cfg = config(&[&arn]);
+    cfg.records_per_call = 1; // a page each, all fitting in the channel
+    cfg.until_idle = Some(Duration::from_millis(300));
+    let mut source = start(&sim, &cfg, &Positions::new());
+    // Three pages with records, then empty answers at the tip.
+    wait_for_calls(&sim, Op::GetRecords, 5);
+    // Away for longer than `until_idle` (the scenario, not a wait for an
+    // event): the reader keeps getting empty answers meanwhile.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut got = Vec::new();
+    while let Some(batch) = source.next_batch().unwrap() {
+        got.extend(
+            batch
+                .changes
+                .iter()
+                .map(|c| c.source.sequence_number.as_str().parse::<u128>().unwrap()),
+        );
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
 fn start_latest_does_not_apply_to_a_table_a_sink_has_read() {
     // A sink added to a running pipeline: the resume point (the lowest
     // over the sinks) holds no shard, but another sink has read the table.

@@ -434,6 +434,21 @@ impl StreamsSource {
     }
 }
 
+impl StreamsSource {
+    /// What an event from the readers means for `next_batch` (`None`:
+    /// every reader is gone).
+    fn take(&mut self, event: Option<Event>) -> Result<Option<SourceBatch>, StreamsError> {
+        match event {
+            Some(Event::Batch(batch)) => Ok(Some(batch)),
+            Some(Event::Failed(e)) => {
+                self.stop();
+                Err(e)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 impl Source for StreamsSource {
     type Error = StreamsError;
 
@@ -454,6 +469,14 @@ impl Source for StreamsSource {
         if let Some(limit) = self.until_idle
             && self.settings.activity.quiet_for() >= limit
         {
+            // Quiet counts from when a reader last got records, not from
+            // when the pipeline took them: pages still waiting in the
+            // channel are handed over before stopping.
+            match self.events.try_recv() {
+                Ok(event) => return self.take(Some(event)),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
             tracing::info!(idle_s = limit.as_secs_f64(), "no new records; stopping");
             self.stop();
             return Ok(None);
@@ -464,12 +487,7 @@ impl Source for StreamsSource {
             .runtime
             .block_on(async { tokio::time::timeout(wait, events.recv()).await })
         {
-            Ok(Some(Event::Batch(batch))) => Ok(Some(batch)),
-            Ok(Some(Event::Failed(e))) => {
-                self.stop();
-                Err(e)
-            }
-            Ok(None) => Ok(None),
+            Ok(event) => self.take(event),
             Err(_) => Ok(Some(SourceBatch::default())),
         }
     }
