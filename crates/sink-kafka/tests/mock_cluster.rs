@@ -10,8 +10,8 @@ use dynamo_cdc_core::{
     AttributeValue, Change, ErrorKind, Item, Number, Op, SequenceNumber, ShardKey, Sink, SourceInfo,
 };
 use dynamo_cdc_sink_kafka::{
-    Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, KafkaConfig, KafkaSink, KafkaSinkError,
-    RegistryConfig,
+    Envelope, Format, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE, KafkaConfig,
+    KafkaSink, KafkaSinkError, RegistryConfig,
 };
 use dynamo_cdc_testkit::refused_port;
 use dynamo_cdc_testkit::registry::RegistryDouble;
@@ -330,6 +330,49 @@ fn the_flat_shape_fits_its_schema_to_the_row_it_writes_not_the_old_image() {
         })
         .collect();
     assert_eq!(prices, ["Long(7)", "Long(8)"]);
+}
+
+#[test]
+fn a_tombstone_alone_does_not_count_as_its_change_delivered() {
+    // A run stopped after a delete's tombstone landed but before its value
+    // (too large for the topic) reached the dead-letter topic: the value
+    // is nowhere, so the change must be written again.
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: HEADER_TABLE,
+            value: Some("orders"),
+        })
+        .insert(Header {
+            key: HEADER_SHARD,
+            value: Some("shard-1"),
+        })
+        .insert(Header {
+            key: HEADER_SEQUENCE,
+            value: Some("1001"),
+        });
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to("cdc.orders")
+                .key(br#"{"id":"a"}"#)
+                .headers(headers),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut sink = open(config(&brokers, Format::Json));
+    deliver(&mut sink, &[change(1, "a", Op::Remove, "1")]);
+    assert_eq!(sink.stats().already_held, 0, "not found: written again");
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001"]);
 }
 
 #[test]
