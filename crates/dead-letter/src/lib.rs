@@ -83,6 +83,14 @@ pub trait DeadLetterStore: Send {
     /// When they cannot be made durable.
     fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError>;
 
+    /// Whether `letter` is kept already (by this run or an earlier one), so
+    /// that writing it again is not reported as a new dead letter. A store
+    /// that cannot tell answers `false`.
+    fn holds(&self, letter: &DeadLetter) -> bool {
+        let _ = letter;
+        false
+    }
+
     /// Keeps a gap record, durably, unless it is already held; returns
     /// whether it was new.
     ///
@@ -151,6 +159,10 @@ impl DeadLetterStore for LocalDeadLetters {
         self.letters
             .append(entries)
             .map_err(self.failed(DEAD_LETTER_DIR))
+    }
+
+    fn holds(&self, letter: &DeadLetter) -> bool {
+        self.letters.holds(&letter.identity())
     }
 
     fn record_gap(&mut self, gap: &Gap) -> Result<bool, DeadLetterError> {
@@ -240,7 +252,10 @@ mod tests {
         drop(store);
         let mut again = LocalDeadLetters::open(dir.path()).unwrap();
         assert_eq!(again.known(), 2);
+        assert!(again.holds(&letter("2")), "kept by the first run");
+        assert!(!again.holds(&letter("3")));
         assert_eq!(again.write(&[letter("2"), letter("3")]).unwrap(), 1);
+        assert!(again.holds(&letter("3")));
         assert!(!again.record_gap(&gap()).unwrap());
         let text = std::fs::read_to_string(dir.path().join("_dead_letter/orders.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 3);
@@ -256,7 +271,9 @@ mod tests {
             StoreUrl::parse("s3://lake/cdc").unwrap(),
         );
         let mut store = ObjectDeadLetters::open(objects.clone()).unwrap();
+        assert!(!store.holds(&letter("2")));
         assert_eq!(store.write(&[letter("1"), letter("2")]).unwrap(), 2);
+        assert!(store.holds(&letter("2")));
         assert_eq!(store.write(&[letter("2")]).unwrap(), 0);
         assert!(store.record_gap(&gap()).unwrap());
         assert_eq!(store.location(), "s3://lake/cdc/_dead_letter");

@@ -131,6 +131,10 @@ impl DeadLetterStore for ObjectDeadLetters {
         self.put(DEAD_LETTER_DIR, entries, false)
     }
 
+    fn holds(&self, letter: &DeadLetter) -> bool {
+        self.letters.contains(&letter.identity())
+    }
+
     fn record_gap(&mut self, gap: &Gap) -> Result<bool, DeadLetterError> {
         let entry = serde_json::to_value(gap).expect("gaps serialize");
         let new = self.put(

@@ -598,11 +598,16 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
             });
         }
         if !letters.is_empty() {
+            // A pass started again after an outage meets the letters it
+            // kept before: they are not reported (logged, counted) twice.
+            let fresh: Vec<bool> = letters.iter().map(|d| !l.dead_letters.holds(d)).collect();
             let new = l.dead_letters.write(&letters).map_err(store_failed)?;
             l.summary.dead_lettered += new;
-            if new > 0 {
-                letters.iter().for_each(|d| DeadLettered(d).emit());
-            }
+            letters
+                .iter()
+                .zip(fresh)
+                .filter(|(_, fresh)| *fresh)
+                .for_each(|(d, _)| DeadLettered(d).emit());
         }
         allowed(l.guard)?;
         if !finished.is_empty() {
