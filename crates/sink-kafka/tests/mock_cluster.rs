@@ -80,6 +80,14 @@ fn consume(brokers: &str, topic: &str, partitions: i32) -> Vec<Got> {
     out
 }
 
+/// A message's key or value in the Confluent wire format (magic byte,
+/// schema id, Avro), read with the schema the registry holds for its id.
+fn registered(registry: &RegistryDouble, framed: &[u8]) -> apache_avro::types::Value {
+    let id = u32::from_be_bytes(framed[1..5].try_into().unwrap());
+    let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
+    decode(&schema, &framed[5..])
+}
+
 fn decode(schema: &Schema, mut bytes: &[u8]) -> apache_avro::types::Value {
     apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
@@ -254,14 +262,9 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
     for (g, price) in got.iter().zip(["Long(7)", "String(\"0.25\")"]) {
         let value = g.value.as_ref().unwrap();
         assert_eq!(value[0], 0, "magic byte");
-        let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
-        let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
-        let datum = decode(&schema, &value[5..]);
-        let text = format!("{datum:?}");
+        let text = format!("{:?}", registered(&registry, value));
         assert!(text.contains(price), "{price} in {text}");
-        let key_id = u32::from_be_bytes(g.key[1..5].try_into().unwrap());
-        let key_schema = Schema::parse_str(&registry.schema(key_id).unwrap()).unwrap();
-        let key = decode(&key_schema, &g.key[5..]);
+        let key = registered(&registry, &g.key);
         assert!(format!("{key:?}").contains("\"a\""), "{key:?}");
     }
 
@@ -318,10 +321,7 @@ fn the_flat_shape_fits_its_schema_to_the_row_it_writes_not_the_old_image() {
     let prices: Vec<String> = got
         .iter()
         .map(|g| {
-            let value = g.value.as_ref().unwrap();
-            let id = u32::from_be_bytes(value[1..5].try_into().unwrap());
-            let schema = Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
-            let text = format!("{:?}", decode(&schema, &value[5..]));
+            let text = format!("{:?}", registered(&registry, g.value.as_ref().unwrap()));
             ["Long(7)", "Long(8)"]
                 .into_iter()
                 .find(|p| text.contains(p))
