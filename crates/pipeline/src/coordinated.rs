@@ -261,6 +261,16 @@ fn with_produce_timeout(
              the previous owner's last messages have landed or failed before it reads back"
         );
     }
+    // The two are one setting to librdkafka, and which wins when both are
+    // given depends on the order it meets them: the wait could be shorter
+    // than what the producer applies.
+    if let [(a, a_ms), (b, b_ms)] = set.as_slice()
+        && a_ms != b_ms
+    {
+        anyhow::bail!(
+            "config keys `sinks.kafka.properties.{a}` ({a_ms}) and              `sinks.kafka.properties.{b}` ({b_ms}) are two names of one librdkafka setting:              set one of them (or both to the same value)"
+        );
+    }
     let timeout = match set.iter().map(|(_, ms)| *ms).min() {
         Some(ms) => Duration::from_millis(ms),
         None => {
@@ -495,6 +505,23 @@ lease_duration_ms = 30000
         let c = config("properties = { \"delivery.timeout.ms\" = 5000 }");
         let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
         assert_eq!(wait, Duration::from_millis(6_000));
+        let c = config(
+            "properties = { \"delivery.timeout.ms\" = 5000, \"message.timeout.ms\" = 5000 }",
+        );
+        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        assert_eq!(wait, Duration::from_millis(6_000));
+        // Aliases: librdkafka applies one of them, whichever it meets last.
+        let c = config(
+            "properties = { \"delivery.timeout.ms\" = 5000, \"message.timeout.ms\" = 60000 }",
+        );
+        let e = with_produce_timeout(&c, &coordination)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sinks.kafka.properties.message.timeout.ms` (60000)")
+                && e.contains("one librdkafka setting"),
+            "{e}"
+        );
         let c = config("properties = { \"message.timeout.ms\" = 0 }");
         let e = with_produce_timeout(&c, &coordination)
             .unwrap_err()

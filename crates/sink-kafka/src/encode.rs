@@ -230,18 +230,19 @@ impl Encoder {
         // envelope; in the flat shape the row's image only, as in Parquet
         // (a modify's old image, never written there, must neither widen
         // the schema nor have the change dead-lettered).
-        let images = match self.shape {
-            Shape::Envelope => [change.old_image.as_ref(), change.new_image.as_ref()],
-            Shape::Flat => [Some(change.row_image()), None],
-        };
-        for image in images
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(&change.keys))
-        {
-            if let Err(e) = state.schema.admit(image) {
-                return Ok(Err(Unencodable(e)));
+        // Admitted together: one that does not fit leaves the schema as it
+        // was, not widened by the images checked before it.
+        let keys = &change.keys;
+        let images: &[&Item] = match (self.shape, &change.old_image, &change.new_image) {
+            (Shape::Flat, _, _) => &[change.row_image(), keys],
+            (Shape::Envelope, Some(old), Some(new)) => &[old, new, keys],
+            (Shape::Envelope, Some(image), None) | (Shape::Envelope, None, Some(image)) => {
+                &[image, keys]
             }
+            (Shape::Envelope, None, None) => &[keys],
+        };
+        if let Err(e) = state.schema.admit_all(images) {
+            return Ok(Err(Unencodable(e)));
         }
         let registry = self.registry.as_mut().ok_or_else(|| {
             KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())

@@ -34,8 +34,10 @@ use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 
 /// What a topic holds past `from`.
 pub(crate) struct Scanned {
-    /// Every change found, by shard and sequence number.
+    /// Every change whose value was found, by shard and sequence number.
     pub found: HashSet<(ShardKey, SequenceNumber)>,
+    /// Every change whose tombstone was found.
+    pub tombstones: HashSet<(ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
     /// Partitions that end before the offset recorded for them, with their
@@ -88,6 +90,7 @@ pub(crate) fn scan<C: ClientContext>(
 ) -> Result<Scanned, KafkaSinkError> {
     let mut scanned = Scanned {
         found: HashSet::new(),
+        tombstones: HashSet::new(),
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
     };
@@ -175,8 +178,17 @@ pub(crate) fn scan<C: ClientContext>(
             Some(Ok(m)) => {
                 quiet_since = Instant::now();
                 scanned.next_offsets.insert(m.partition(), m.offset() + 1);
+                // A tombstone does not count for its change: it follows
+                // the change's value, which may not be in the topic (refused
+                // as too large and sent to the dead-letter topic, when the
+                // run stopped before that send), and taking the change for
+                // delivered would skip it for good.
                 if let Some(change) = position_of(&m) {
-                    scanned.found.insert(change);
+                    if m.payload().is_some() {
+                        scanned.found.insert(change);
+                    } else {
+                        scanned.tombstones.insert(change);
+                    }
                 }
             }
         }
@@ -225,13 +237,8 @@ fn past_the_end(topic: &str, partition: i32, recorded: Option<i64>, end: i64) {
     );
 }
 
-/// The change a message of ours carries. A tombstone (no value) counts
-/// for none: it follows its change's value, which may not be in the topic
-/// (refused as too large and sent to the dead-letter topic, when the run
-/// stopped before that send), and taking the change for delivered would
-/// skip it for good.
+/// The change a message of ours carries (its value or its tombstone).
 fn position_of<M: Message>(m: &M) -> Option<(ShardKey, SequenceNumber)> {
-    m.payload()?;
     let headers = m.headers()?;
     let mut table = None;
     let mut shard = None;

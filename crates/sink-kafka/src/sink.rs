@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
-    Change, Gap, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
+    Change, Gap, Op, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 
@@ -46,6 +46,8 @@ pub struct KafkaSink {
     /// Changes found by reading each topic back (before the first write to
     /// it) past the checkpoint's offsets.
     found: HashSet<(ShardKey, SequenceNumber)>,
+    /// Deletes whose tombstone the read-back found.
+    found_tombstones: HashSet<(ShardKey, SequenceNumber)>,
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -108,6 +110,7 @@ impl KafkaSink {
             durable: Positions::new(),
             held: Positions::new(),
             found: HashSet::new(),
+            found_tombstones: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
@@ -198,6 +201,7 @@ impl KafkaSink {
             "read the topic back from the checkpoint's offsets"
         );
         self.found.extend(found.found);
+        self.found_tombstones.extend(found.tombstones);
         // A partition that ended before its recorded offset was read from
         // its first offset: that is where the next start reads from until
         // the positions cover what was found, and the producer's next offset
@@ -416,6 +420,7 @@ impl KafkaSink {
                 // position for good, and its topic's offsets would stay
                 // pinned for the read-back.
                 self.stats.already_held += 1;
+                self.tombstone_if_missing(change)?;
                 self.pending_found
                     .push((key, change.source.sequence_number.clone()));
                 continue;
@@ -456,6 +461,35 @@ impl KafkaSink {
             self.held_since = Some(Instant::now());
         }
         Ok(rejected)
+    }
+
+    /// Sends a delete's tombstone alone when the read-back found its value
+    /// but not the tombstone (the run stopped between the two): compaction
+    /// keeps the deleted item's last value for good otherwise. The group
+    /// that carries it moves the change's position when it lands.
+    fn tombstone_if_missing(&mut self, change: &Change) -> Result<(), KafkaSinkError> {
+        if !self.config.tombstones || change.op != Op::Remove {
+            return Ok(());
+        }
+        let id = (
+            ShardKey {
+                table: change.source.table.clone(),
+                shard: change.source.shard_id.clone(),
+            },
+            change.source.sequence_number.clone(),
+        );
+        if self.found_tombstones.contains(&id) {
+            return Ok(());
+        }
+        // Encoded as a whole, as the first run did (which wrote its value),
+        // for the key and headers its tombstone had.
+        if let Ok(messages) = self.encoder.encode(change)? {
+            for tombstone in messages.into_iter().filter(|m| m.value.is_none()) {
+                self.outgoing_bytes += tombstone.size();
+                self.outgoing.push(tombstone);
+            }
+        }
+        Ok(())
     }
 
     fn send_gap(&mut self, gap: &Gap) -> Result<(), KafkaSinkError> {

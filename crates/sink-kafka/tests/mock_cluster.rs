@@ -376,6 +376,85 @@ fn a_tombstone_alone_does_not_count_as_its_change_delivered() {
 }
 
 #[test]
+fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() {
+    // A run stopped between a delete's value and its tombstone: the value
+    // is not sent again, the tombstone is (compaction would keep the
+    // deleted item otherwise), and the change's position moves.
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let headers = |seq: &'static str| {
+        OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_TABLE,
+                value: Some("orders"),
+            })
+            .insert(Header {
+                key: HEADER_SHARD,
+                value: Some("shard-1"),
+            })
+            .insert(Header {
+                key: HEADER_SEQUENCE,
+                value: Some(seq),
+            })
+    };
+    // Change 1001's value and tombstone both landed; 1002's value only.
+    for (seq, key, value) in [
+        ("1001", &br#"{"id":"a"}"#[..], Some(&b"{}"[..])),
+        ("1001", br#"{"id":"a"}"#, None),
+        ("1002", br#"{"id":"b"}"#, Some(b"{}")),
+    ] {
+        let mut record = BaseRecord::<[u8], [u8]>::to("cdc.orders")
+            .key(key)
+            .headers(headers(seq));
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut sink = open(config(&brokers, Format::Json));
+    deliver(
+        &mut sink,
+        &[
+            change(1, "a", Op::Remove, "1"),
+            change(2, "b", Op::Remove, "1"),
+        ],
+    );
+    sink.flush().unwrap();
+    assert_eq!(sink.stats().already_held, 2, "both values found");
+    let got = consume(&brokers, "cdc.orders", 1);
+    let shapes: Vec<(String, bool)> = got
+        .iter()
+        .map(|g| (g.headers[HEADER_SEQUENCE].clone(), g.value.is_some()))
+        .collect();
+    let want = [
+        ("1001", true),
+        ("1001", false),
+        ("1002", true),
+        ("1002", false),
+    ];
+    assert_eq!(
+        shapes,
+        want.map(|(s, v)| (s.to_owned(), v)),
+        "1002's tombstone alone was sent"
+    );
+    assert_eq!(got[3].key, br#"{"id":"b"}"#);
+    let shard = ShardKey::new("orders", "shard-1");
+    assert_eq!(
+        sink.durable_positions().get(&shard).map(|s| s.as_str()),
+        Some("1002")
+    );
+}
+
+#[test]
 fn a_restarted_sink_skips_what_the_topic_already_holds() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 2, 1).unwrap();

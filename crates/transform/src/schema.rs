@@ -135,17 +135,44 @@ impl TableSchema {
     /// # Errors
     /// A message naming the attribute that does not fit its declaration.
     pub fn admit(&mut self, item: &Item) -> Result<(), String> {
+        self.admit_all(&[item])
+    }
+
+    /// [`TableSchema::admit`] for images written together (a change's old
+    /// and new images in one message): each is checked before any widens
+    /// the schema, so when one does not fit, nothing changes. Admitted one
+    /// at a time, a rejected new image would leave the columns widened by
+    /// an old image that no message carries.
+    ///
+    /// # Errors
+    /// A message naming the attribute that does not fit its declaration.
+    pub fn admit_all(&mut self, items: &[&Item]) -> Result<(), String> {
         if self.any_declared {
-            let mut next = 0;
-            for (attribute, value) in item {
-                if let Some(i) = self.seek(&mut next, attribute) {
-                    let column = &self.columns[i];
-                    if column.declared {
-                        fits(value, &column.ty, AttrPath::Attribute(attribute))?;
-                    }
+            for item in items {
+                self.check_declared(item)?;
+            }
+        }
+        for item in items {
+            self.widen_to(item);
+        }
+        Ok(())
+    }
+
+    fn check_declared(&self, item: &Item) -> Result<(), String> {
+        let mut next = 0;
+        for (attribute, value) in item {
+            if let Some(i) = self.seek(&mut next, attribute) {
+                let column = &self.columns[i];
+                if column.declared {
+                    fits(value, &column.ty, AttrPath::Attribute(attribute))?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Widens the inferred columns to hold `item`, adding those it lacks.
+    fn widen_to(&mut self, item: &Item) {
         let mut changed = false;
         let mut next = 0;
         for (attribute, value) in item {
@@ -174,7 +201,6 @@ impl TableSchema {
             self.version += 1;
             self.rebuild();
         }
-        Ok(())
     }
 
     /// The column of `name`, the next of a row image's names in order:

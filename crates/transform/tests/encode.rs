@@ -285,3 +285,26 @@ fn declared_maps_are_arrow_maps_that_decode_to_the_row_images() {
     let expected = row_images(&changes);
     assert_eq!(decode_items(&batch).unwrap(), expected);
 }
+
+/// Images written in one message are admitted together: when the new image
+/// does not fit its declaration, the old one (checked first) widens nothing
+/// either, so the schema stays what the messages already written carry.
+#[test]
+fn images_admitted_together_change_nothing_when_one_does_not_fit() {
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[{"name":"n","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    let mut schema = TableSchema::new("orders", Some(&declared), NumbersMode::Auto);
+    let old = parse_item(r#"{"n":{"N":"1"},"note":{"S":"x"}}"#, "OldImage").unwrap();
+    let new = parse_item(r#"{"n":{"N":"1.5"}}"#, "NewImage").unwrap();
+    let before = (schema.version(), schema.columns().to_vec());
+    let e = schema.admit_all(&[&old, &new]).unwrap_err();
+    assert!(e.contains('n'), "{e}");
+    assert_eq!((schema.version(), schema.columns().to_vec()), before);
+    // Both fitting: both widen.
+    let new = parse_item(r#"{"n":{"N":"2"},"tag":{"BOOL":true}}"#, "NewImage").unwrap();
+    schema.admit_all(&[&old, &new]).unwrap();
+    let names: Vec<&str> = schema.columns().iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["n", "note", "tag"]);
+}
