@@ -42,7 +42,7 @@ pub use refused::Refused;
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
     Rejected, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source, SourceBatch,
-    StoreError,
+    StoreError, WriteGuard,
 };
 pub use tag::writer_tag;
 pub use text::Text;

@@ -390,9 +390,24 @@ pub trait Sink: Send {
         let _ = epochs;
     }
 
+    /// Under leases: asked right before anything is handed to a destination
+    /// that cannot refuse a late writer by itself (a Kafka topic appends
+    /// whatever comes). The run loop checks the lease between batches, but
+    /// a sink may wait long after that check (for room in flight, say),
+    /// past the lease's end. Ignored by default: files and table commits
+    /// are fenced by the store (create-if-absent, commit on a known
+    /// snapshot).
+    fn write_guard(&mut self, guard: WriteGuard) {
+        let _ = guard;
+    }
+
     /// Counts so far.
     fn stats(&self) -> SinkStats;
 }
+
+/// Whether writes may still be handed over now; `Err` names the table that
+/// may no longer be written, and why.
+pub type WriteGuard = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// What a checkpoint holds for one sink.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -219,6 +219,11 @@ impl PassGuard for LeaseGuard<'_> {
             metrics::counter!(crate::events::FENCED_PASSES).increment(1);
         })
     }
+
+    fn write_guard(&self) -> dynamo_cdc_core::WriteGuard {
+        let fence = self.fence.clone();
+        std::sync::Arc::new(move || fence.check())
+    }
 }
 
 /// The configuration of a pass: only the tables held.

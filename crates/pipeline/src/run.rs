@@ -197,6 +197,16 @@ fn allowed(guard: Option<&dyn PassGuard>) -> Result<(), Stop> {
     guard.map_or(Ok(()), |g| g.check().map_err(Stop::Fenced))
 }
 
+/// A sink's transient stop while the lease is gone is the fence (a sink
+/// refused a hand-over, or failed because of what ended the lease), not an
+/// outage of that sink.
+fn fenced_or(guard: Option<&dyn PassGuard>, stop: Stop) -> Stop {
+    match (&stop, guard.map(PassGuard::check)) {
+        (Stop::Transient { .. }, Some(Err(why))) => Stop::Fenced(why),
+        _ => stop,
+    }
+}
+
 /// What a pass run under leases checks between batches.
 pub(crate) trait PassGuard {
     /// The pass should end the graceful way (commit, record) now: the
@@ -207,6 +217,9 @@ pub(crate) trait PassGuard {
     fn check(&self) -> Result<(), String>;
     /// The lease epoch of each table the pass writes.
     fn epochs(&self) -> &BTreeMap<String, u64>;
+    /// [`PassGuard::check`] for the sinks, which ask it right before a
+    /// hand-over that nothing downstream would refuse.
+    fn write_guard(&self) -> dynamo_cdc_core::WriteGuard;
 }
 
 /// How one pass is run: the configuration it reads (under leases, only
@@ -367,6 +380,7 @@ pub(crate) fn run_once(
     sinks.adopt(&recorded);
     if let Some(g) = guard {
         sinks.lease_epochs(g.epochs());
+        sinks.write_guard(&g.write_guard());
     }
     watch.health.set_positions_loaded();
     sinks.prepare(&known_tables(config))?;
@@ -430,14 +444,14 @@ pub(crate) fn run_once(
         Err(Stop::Source(e)) => {
             let _ = feed.finish();
             allowed(guard)?;
-            sinks.flush()?;
+            sinks.flush().map_err(|f| fenced_or(guard, f.into()))?;
             record_now(checkpoint, &sinks)?;
             return Err(Stop::Fatal(e));
         }
         // A sink failure commits nothing more; the feed just stops.
         Err(stop) => {
             let _ = feed.finish();
-            return Err(stop);
+            return Err(fenced_or(guard, stop));
         }
         Ok(()) => feed.finish().map_err(Stop::Fatal)?,
     };
@@ -446,7 +460,7 @@ pub(crate) fn run_once(
         summary.stopped_on_request = true;
     }
     allowed(guard)?;
-    sinks.flush()?;
+    sinks.flush().map_err(|f| fenced_or(guard, f.into()))?;
     record_now(checkpoint, &sinks)?;
     watch.checkpoint_stored();
     pauses.recovered();
@@ -907,6 +921,59 @@ mod tests {
         fn describe(&self) -> String {
             "test".into()
         }
+    }
+
+    /// A lease guard that holds (`None`) or says why it is gone.
+    struct Lease {
+        gone: Option<String>,
+        epochs: BTreeMap<String, u64>,
+    }
+
+    impl Lease {
+        fn new(gone: Option<&str>) -> Self {
+            Lease {
+                gone: gone.map(str::to_owned),
+                epochs: BTreeMap::new(),
+            }
+        }
+    }
+
+    impl PassGuard for Lease {
+        fn should_end(&self) -> bool {
+            false
+        }
+        fn check(&self) -> Result<(), String> {
+            self.gone.clone().map_or(Ok(()), Err)
+        }
+        fn epochs(&self) -> &BTreeMap<String, u64> {
+            &self.epochs
+        }
+        fn write_guard(&self) -> dynamo_cdc_core::WriteGuard {
+            let gone = self.gone.clone();
+            Arc::new(move || gone.clone().map_or(Ok(()), Err))
+        }
+    }
+
+    #[test]
+    fn a_sink_that_stops_while_the_lease_is_gone_is_fenced_not_down() {
+        // A Kafka sink refusing a hand-over once the lease ended reports a
+        // transient error: the pass ends as fenced, not as a sink outage.
+        let refused = || Stop::Transient {
+            who: "kafka".into(),
+            error: SinkError::transient("not handed to Kafka: the lease ran out"),
+        };
+        let gone = Lease::new(Some("the lease on table t (epoch 3) is no longer held"));
+        assert!(
+            matches!(fenced_or(Some(&gone), refused()), Stop::Fenced(why) if why.contains("epoch 3"))
+        );
+        let held = Lease::new(None);
+        assert!(matches!(
+            fenced_or(Some(&held), refused()),
+            Stop::Transient { .. }
+        ));
+        assert!(matches!(fenced_or(None, refused()), Stop::Transient { .. }));
+        let fatal = Stop::Fatal(anyhow::anyhow!("bad topic"));
+        assert!(matches!(fenced_or(Some(&gone), fatal), Stop::Fatal(_)));
     }
 
     struct Batches1(Vec<SourceBatch>);

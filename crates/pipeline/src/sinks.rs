@@ -118,6 +118,14 @@ impl Sinks {
         }
     }
 
+    /// Under leases: what each sink asks before a hand-over it cannot take
+    /// back.
+    pub(crate) fn write_guard(&mut self, guard: &dynamo_cdc_core::WriteGuard) {
+        for sink in &mut self.list {
+            sink.write_guard(guard.clone());
+        }
+    }
+
     /// Gets every sink ready for these tables.
     pub(crate) fn prepare(&mut self, tables: &[String]) -> Result<(), SinkFailure> {
         self.each(|s| s.prepare(tables))

@@ -196,6 +196,10 @@ pub enum KafkaSinkError {
     /// A generated Avro schema was rejected (an internal error).
     #[error("avro: {0}")]
     Avro(String),
+    /// The tables' lease ended before messages were handed to the producer:
+    /// they were not sent, and the table's next owner sends them.
+    #[error("not handed to Kafka: {0}")]
+    Fenced(String),
 }
 
 impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
@@ -210,6 +214,8 @@ impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
                 KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
             ),
             KafkaSinkError::Registry { transient, .. } => *transient,
+            // The pass ends; the run loop finds the lease gone.
+            KafkaSinkError::Fenced(_) => true,
             _ => false,
         };
         if transient {

@@ -14,7 +14,10 @@
 //! (`message.timeout.ms = 0`): while the brokers are down or slow, a wait
 //! for room or for everything to land lasts, so the pipeline pauses and the
 //! source stops reading instead of anything being dropped or re-sent out of
-//! order.
+//! order. Under leases the timeout is finite instead (a table's next owner
+//! waits it out), and a guard is asked before every hand-over: a message
+//! handed over after the lease ended could land after the next owner read
+//! the topic back.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,6 +220,8 @@ pub(crate) struct KafkaProducer<T = ()> {
     /// Groups whose hand-over failed part way: librdkafka may still read
     /// the messages handed over, so they are kept until the client is gone.
     abandoned: Vec<Vec<Outgoing>>,
+    /// Under leases: whether messages may still be handed over.
+    guard: Option<dynamo_cdc_core::WriteGuard>,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -285,13 +290,29 @@ impl<T> KafkaProducer<T> {
             outage: dynamo_cdc_core::Outage::new(),
             drain,
             abandoned: Vec::new(),
+            guard: None,
         })
+    }
+
+    /// Asks `guard` before every hand-over from now on.
+    pub(crate) fn guard(&mut self, guard: Option<dynamo_cdc_core::WriteGuard>) {
+        self.guard = guard;
+    }
+
+    /// `Err` once the guard says messages may no longer be handed over.
+    fn allowed(&self) -> Result<(), KafkaSinkError> {
+        self.guard
+            .as_ref()
+            .map_or(Ok(()), |may| may().map_err(KafkaSinkError::Fenced))
     }
 
     /// Hands a group of messages over without waiting for their answers;
     /// `tag` comes back with them from [`KafkaProducer::landed`]. A group
     /// may be empty (it lands at once, after the groups before it).
     pub(crate) fn submit(&mut self, messages: Vec<Outgoing>, tag: T) -> Result<(), KafkaSinkError> {
+        // Right before the hand-over: the wait for room before it may have
+        // outlasted the lease the run loop checked.
+        self.allowed()?;
         let first = self.next_serial;
         self.next_serial += messages.len();
         let mut flight = Flight {
@@ -348,8 +369,10 @@ impl<T> KafkaProducer<T> {
             match handed {
                 Ok(()) => return Ok(None),
                 Err(RDKafkaErrorCode::QueueFull) => {
-                    // The local queue is full: let acknowledgements drain it.
+                    // The local queue is full: let acknowledgements drain it,
+                    // for as long as the lease lasts.
                     self.wait_for_reports();
+                    self.allowed()?;
                 }
                 Err(RDKafkaErrorCode::MessageSizeTooLarge) => {
                     return Ok(Some(Sent::TooLarge(format!(

@@ -71,6 +71,8 @@ pub struct KafkaSink {
     /// The producer's `message.max.bytes`: larger messages are refused
     /// before anything of their batch is sent.
     max_message_bytes: usize,
+    /// Under leases: asked before every hand-over, by both producers.
+    guard: Option<dynamo_cdc_core::WriteGuard>,
     stats: KafkaStats,
 }
 
@@ -120,6 +122,7 @@ impl KafkaSink {
             pending_changes: Vec::new(),
             pending_found: Vec::new(),
             held_since: None,
+            guard: None,
             stats: KafkaStats::default(),
         })
     }
@@ -315,7 +318,9 @@ impl KafkaSink {
         if self.dead_producer.is_none() {
             let mut properties = self.config.properties.clone();
             properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
-            self.dead_producer = Some(KafkaProducer::new(&self.config.brokers, &properties)?);
+            let mut producer = KafkaProducer::new(&self.config.brokers, &properties)?;
+            producer.guard(self.guard.clone());
+            self.dead_producer = Some(producer);
         }
         let Some(producer) = self.dead_producer.as_mut() else {
             unreachable!("made above")
@@ -645,6 +650,14 @@ impl Sink for KafkaSink {
 
     fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
         self.encoder.lease_epochs.clone_from(epochs);
+    }
+
+    fn write_guard(&mut self, guard: dynamo_cdc_core::WriteGuard) {
+        self.producer.guard(Some(guard.clone()));
+        if let Some(dead) = self.dead_producer.as_mut() {
+            dead.guard(Some(guard.clone()));
+        }
+        self.guard = Some(guard);
     }
 
     fn stats(&self) -> SinkStats {

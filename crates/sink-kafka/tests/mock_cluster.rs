@@ -716,6 +716,59 @@ fn broker_trouble_pauses_and_loses_nothing() {
 }
 
 #[test]
+fn a_sink_waiting_for_room_hands_nothing_over_once_its_lease_ended() {
+    // The run loop checked the lease before the batch; the sink then waited
+    // for room while the brokers were slow, and the lease ended meanwhile.
+    // A message handed over now could land after the next owner read the
+    // topic back: it is not handed over.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let changes: Vec<Change> = (1..=4)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut sink = open(config(&brokers, Format::Json));
+    let lease_over = Arc::new(AtomicBool::new(false));
+    let over = lease_over.clone();
+    sink.write_guard(Arc::new(move || {
+        if over.load(Ordering::SeqCst) {
+            Err("the lease on table orders (epoch 7) ran out".to_owned())
+        } else {
+            Ok(())
+        }
+    }));
+    deliver(&mut sink, &changes[..1]);
+    // Two groups in flight, unanswered: no room for a third.
+    cluster.broker_down(-1).unwrap();
+    send(&mut sink, &changes[1..2]);
+    send(&mut sink, &changes[2..3]);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            assert!(sink.write(&changes[3..]).unwrap().is_empty());
+            sink.poll()
+        });
+        // Room comes only once the broker answers, after the lease ended.
+        lease_over.store(true, Ordering::SeqCst);
+        cluster.broker_up(-1).unwrap();
+        let e = writer.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert!(e.to_string().contains("epoch 7"), "{e}");
+    });
+    // What was in flight before lands.
+    sink.flush().unwrap();
+    let want: Vec<String> = (1001..=1003).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), want);
+    let key = ShardKey::new("orders", "shard-1");
+    assert!(
+        !sink
+            .durable_positions()
+            .covers(&key, &SequenceNumber::parse("1004").unwrap())
+    );
+}
+
+#[test]
 fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
     // A broker that lost acknowledged messages (or a recreated topic) ends
     // before the offsets the checkpoint recorded: reading back must still
