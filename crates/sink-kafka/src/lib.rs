@@ -14,8 +14,9 @@
 //!   topic from the offsets recorded with the last checkpoint to the end and
 //!   skips every change already there (its shard and sequence number are in
 //!   the headers).
-//! - A message larger than the broker takes goes to `dead_letter_topic` with
-//!   the reason in a header, or stops the run when there is none.
+//! - A message the broker refuses for what it is (too large, failing its
+//!   record checks) goes to `dead_letter_topic` with the reason in a header,
+//!   or stops the run when there is none; its batch-mates are sent again.
 
 mod client_log;
 mod config;
@@ -24,6 +25,7 @@ mod events;
 mod json;
 mod native;
 mod producer;
+mod refused;
 mod registry;
 mod resume;
 mod sink;
@@ -204,14 +206,19 @@ pub enum KafkaSinkError {
 
 impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
     /// A broker or registry that cannot be reached may come back; a refused
-    /// topic, a message that can never be delivered, a bad property or a
-    /// schema the registry rejects will not.
+    /// topic, a message that can never be delivered, a bad property, a
+    /// missing permission or a schema the registry rejects will not.
     fn from(e: KafkaSinkError) -> Self {
-        use rdkafka::error::KafkaError;
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
         let transient = match &e {
             KafkaSinkError::Client { source, .. } => !matches!(
                 source,
-                KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+                KafkaError::ClientConfig(..)
+                    | KafkaError::ClientCreation(_)
+                    | KafkaError::MessageProduction(
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    )
             ),
             KafkaSinkError::Registry { transient, .. } => *transient,
             // The pass ends; the run loop finds the lease gone.

@@ -87,9 +87,12 @@ impl Outgoing {
 pub(crate) enum Sent {
     /// Stored at this partition and offset.
     Stored { partition: i32, offset: i64 },
-    /// Larger than the broker or client accepts.
-    TooLarge(String),
-    /// Any other permanent failure.
+    /// Refused for what it is (larger than the broker or client accepts,
+    /// failing the broker's record checks): it would be refused again.
+    Refused(String),
+    /// Not stored only because another record of its batch was refused.
+    Collateral,
+    /// Any other failure.
     Failed(KafkaError),
 }
 
@@ -120,10 +123,7 @@ impl ProducerContext for Acks {
                 partition: m.partition(),
                 offset: m.offset(),
             },
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                Sent::TooLarge("the broker rejected the message as too large".into())
-            }
-            Err((e, _)) => Sent::Failed(e.clone()),
+            Err((e, _)) => crate::refused::sent_of(e),
         };
         if let Ok(mut r) = self.results.lock() {
             r.push((serial, sent));
@@ -375,7 +375,7 @@ impl<T> KafkaProducer<T> {
                     self.allowed()?;
                 }
                 Err(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                    return Ok(Some(Sent::TooLarge(format!(
+                    return Ok(Some(Sent::Refused(format!(
                         "{} bytes exceed the producer's message.max.bytes",
                         m.key.len() + m.value.as_ref().map_or(0, Vec::len)
                     ))));

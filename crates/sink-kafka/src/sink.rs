@@ -6,17 +6,19 @@
 //! message of a later change is visible in Kafka (which would move the
 //! position past the rejected one on a restart), the reject is on disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
     Change, Gap, Op, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
 };
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::encode::{Encoder, HEADER_ERROR, HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 use crate::events::MessagesAcked;
 use crate::producer::{HeaderValue, KafkaProducer, Landed, Outgoing, Sent, Until};
+use crate::refused;
 use crate::resume::scan;
 use crate::{KafkaConfig, KafkaSinkError};
 
@@ -257,7 +259,15 @@ impl KafkaSink {
     /// Takes in the groups that landed, in order: their dead letters are
     /// sent (and acknowledged), then their changes count as durable.
     fn land(&mut self, landed: Vec<Landed<Group>>) -> Result<(), KafkaSinkError> {
-        for group in landed {
+        let mut landed: VecDeque<Landed<Group>> = landed.into();
+        while let Some(mut group) = landed.pop_front() {
+            if group.results.iter().any(|r| matches!(r, Sent::Collateral)) {
+                // What was sent after the group lands first (held back here,
+                // in order), so that what can no longer be sent in order is
+                // known.
+                landed.extend(self.producer.landed(Until::Empty));
+                self.send_collateral_again(&mut group, &landed)?;
+            }
             let mut acked = MessagesAcked::default();
             let Group {
                 changes,
@@ -275,13 +285,24 @@ impl KafkaSink {
                             self.stats.tombstones += 1;
                         }
                     }
-                    Sent::TooLarge(reason) if !gap => {
+                    Sent::Refused(reason) if !gap => {
                         dead.push(self.dead_letter(message, &reason)?);
                     }
-                    Sent::TooLarge(reason) => {
+                    Sent::Refused(reason) => {
                         return Err(KafkaSinkError::Topic {
                             topic: message.topic.to_string(),
                             message: format!("a gap record was refused: {reason}"),
+                        });
+                    }
+                    // Sent again alone and refused again for its batch:
+                    // the pass starts over.
+                    Sent::Collateral => {
+                        return Err(KafkaSinkError::Client {
+                            what: "a message was not stored, as another record of its batch was \
+                                   refused",
+                            source: KafkaError::MessageProduction(
+                                RDKafkaErrorCode::InvalidDifferentRecord,
+                            ),
                         });
                     }
                     Sent::Failed(source) => {
@@ -310,6 +331,54 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Sends again, and waits for, the messages of `group` that were not
+    /// stored only because another record of their batch was refused;
+    /// their new results replace the old. Everything sent after the group
+    /// has landed (`later`): a message a later one with its key overtook is
+    /// dead-lettered instead (see [`crate::refused`]).
+    fn send_collateral_again(
+        &mut self,
+        group: &mut Landed<Group>,
+        later: &VecDeque<Landed<Group>>,
+    ) -> Result<(), KafkaSinkError> {
+        let decided = refused::decide(
+            &group.messages,
+            &group.results,
+            later.iter().flat_map(|l| l.messages.iter().zip(&l.results)),
+        );
+        let mut again = Vec::new();
+        let mut at = Vec::new();
+        for (i, decision) in decided {
+            match decision {
+                refused::Collateral::Again => {
+                    again.push(group.messages[i].clone());
+                    at.push(i);
+                }
+                refused::Collateral::Kept(why) => group.results[i] = Sent::Refused(why),
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            messages = again.len(),
+            "the broker refused a record, and with it its batch: sending the others again"
+        );
+        let tag = Group {
+            changes: Vec::new(),
+            found: Vec::new(),
+            dead: Vec::new(),
+            gap: group.tag.gap,
+        };
+        // Nothing else is in flight: the one group that lands is this one.
+        for landed in self.producer.send_all(again, tag)? {
+            for (i, sent) in at.iter().zip(landed.results) {
+                group.results[*i] = sent;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends dead-letter messages and waits for them.
     fn send_dead_letters(&mut self, dead: Vec<Outgoing>) -> Result<(), KafkaSinkError> {
         if dead.is_empty() {
@@ -329,7 +398,7 @@ impl KafkaSink {
             for sent in landed.results {
                 match sent {
                     Sent::Stored { .. } => self.stats.dead_lettered += 1,
-                    Sent::TooLarge(reason) => {
+                    Sent::Refused(reason) => {
                         return Err(KafkaSinkError::Topic {
                             topic: self.config.dead_letter_topic.clone().unwrap_or_default(),
                             message: format!(
@@ -341,6 +410,15 @@ impl KafkaSink {
                         return Err(KafkaSinkError::Client {
                             what: "a dead-letter message was not delivered",
                             source,
+                        });
+                    }
+                    Sent::Collateral => {
+                        return Err(KafkaSinkError::Client {
+                            what: "a dead-letter message was not stored, as another record of \
+                                   its batch was refused",
+                            source: KafkaError::MessageProduction(
+                                RDKafkaErrorCode::InvalidDifferentRecord,
+                            ),
                         });
                     }
                 }
@@ -552,6 +630,7 @@ impl KafkaSink {
 }
 
 /// What the sink gets back when a group of messages lands.
+#[derive(Default)]
 struct Group {
     /// The changes the group holds, in order: durable once it lands.
     changes: Vec<(ShardKey, SequenceNumber)>,
@@ -673,7 +752,117 @@ impl Sink for KafkaSink {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    use rdkafka::mocking::MockCluster;
+
     use super::*;
+
+    /// Keys and error headers of what a topic's one partition holds.
+    fn stored(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "t")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).unwrap();
+        let mut out = Vec::new();
+        loop {
+            match consumer.poll(Duration::from_secs(30)) {
+                Some(Ok(m)) => out.push((
+                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == HEADER_ERROR)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    }),
+                )),
+                Some(Err(KafkaError::PartitionEOF(_))) => return out,
+                None => panic!("{topic} never ended"),
+                Some(Err(_)) => {}
+            }
+        }
+    }
+
+    /// Batch-mates of a refused record are sent again, after everything sent
+    /// after them landed, unless a later message with their key was stored:
+    /// those are dead-lettered rather than written out of order. The
+    /// group's changes are durable once all of that is done.
+    #[test]
+    fn batch_mates_of_a_refused_record_are_sent_again_in_order_or_kept() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        cluster.create_topic("dead", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let config = KafkaConfig {
+            brokers: brokers.clone(),
+            topic: "t".into(),
+            format: crate::Format::Json,
+            envelope: crate::Envelope::Debezium,
+            tombstones: true,
+            registry: None,
+            dead_letter_topic: Some("dead".into()),
+            properties: Vec::new(),
+            send_batch_messages: 1,
+            create_topics: false,
+            topic_partitions: 1,
+            topic_replication_factor: -1,
+        };
+        let mut sink = KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap();
+        let topic: Arc<str> = "t".into();
+        let message = |key: &str| Outgoing {
+            topic: topic.clone(),
+            key: key.as_bytes().to_vec(),
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        // `c` was stored, by a later message, before its first send failed.
+        sink.producer
+            .send_all(vec![message("c")], Group::default())
+            .unwrap();
+        let shard = ShardKey::new("orders", "shard-1");
+        let seq = SequenceNumber::parse("1004").unwrap();
+        let group = Landed {
+            messages: vec![message("bad"), message("b"), message("c")],
+            results: vec![
+                Sent::Refused("INVALID_RECORD".into()),
+                Sent::Collateral,
+                Sent::Collateral,
+            ],
+            tag: Group {
+                changes: vec![(shard.clone(), seq.clone())],
+                ..Group::default()
+            },
+        };
+        let later = Landed {
+            messages: vec![message("c")],
+            results: vec![Sent::Stored {
+                partition: 0,
+                offset: 0,
+            }],
+            tag: Group::default(),
+        };
+        sink.land(vec![group, later]).unwrap();
+        let keys = |got: Vec<(String, Option<String>)>| -> Vec<String> {
+            got.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(stored(&brokers, "t")), ["c", "b"]);
+        let dead = stored(&brokers, "dead");
+        assert_eq!(
+            dead.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["bad", "c"]
+        );
+        assert!(dead[1].1.as_deref().unwrap().contains("out of order"));
+        assert!(sink.durable.covers(&shard, &seq));
+        assert_eq!(sink.stats.dead_lettered, 2);
+    }
 
     const YOUNG: Option<Duration> = Some(Duration::from_millis(1));
 

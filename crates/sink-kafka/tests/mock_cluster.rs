@@ -769,6 +769,70 @@ fn a_sink_waiting_for_room_hands_nothing_over_once_its_lease_ended() {
 }
 
 #[test]
+fn a_record_the_broker_refuses_goes_to_the_dead_letter_topic_and_the_rest_flows() {
+    // A broker whose record checks refuse a message refuses it again on
+    // every retry: it is kept in the dead-letter topic, or stops the run
+    // without one, instead of pausing the pipeline for good.
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    cluster.create_topic("cdc.dead", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let changes: Vec<Change> = (1..=3)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut with_dead = config(&brokers, Format::Json);
+    with_dead.dead_letter_topic = Some("cdc.dead".into());
+    let mut sink = open(with_dead);
+    deliver(&mut sink, &changes[..1]);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+    deliver(&mut sink, &changes[1..2]);
+    deliver(&mut sink, &changes[2..]);
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001", "1003"]);
+    let dead = consume(&brokers, "cdc.dead", 1);
+    assert_eq!(seqs(&dead), ["1002"]);
+    assert!(
+        dead[0].headers[HEADER_ERROR].contains("INVALID_RECORD"),
+        "{:?}",
+        dead[0].headers
+    );
+    let key = ShardKey::new("orders", "shard-1");
+    assert_eq!(
+        sink.durable_positions().get(&key).map(ToString::to_string),
+        Some("1003".to_owned())
+    );
+
+    // Without a dead-letter topic the run stops, naming the change.
+    let mut sink = open(config(&brokers, Format::Json));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+    let later = [change(4, "k4", Op::Insert, "1")];
+    assert!(sink.write(&later).unwrap().is_empty());
+    let e = sink.poll().and_then(|()| sink.flush()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal);
+    assert!(
+        e.to_string().contains("1004") && e.to_string().contains("INVALID_RECORD"),
+        "{e}"
+    );
+
+    // A missing permission is no outage: the run stops.
+    let mut sink = open(config(&brokers, Format::Json));
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let later = [change(5, "k5", Op::Insert, "1")];
+    assert!(sink.write(&later).unwrap().is_empty());
+    let e = sink.poll().and_then(|()| sink.flush()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+}
+
+#[test]
 fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
     // A broker that lost acknowledged messages (or a recreated topic) ends
     // before the offsets the checkpoint recorded: reading back must still
