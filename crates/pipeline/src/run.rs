@@ -241,7 +241,15 @@ impl From<SinkFailure> for Stop {
 pub(crate) struct Pauses {
     outages: BTreeMap<String, Outage>,
     failures: u32,
+    /// When the last failure was.
+    last_failure: Option<Instant>,
 }
+
+/// A pass that has run this long since the last failure had its sinks
+/// back, though it may have committed nothing to prove it (a quiet table):
+/// the next failure starts a new outage, with a short wait again, instead
+/// of being logged as the old one still going on.
+const QUIET_RECOVERY: Duration = Duration::from_secs(60);
 
 impl Pauses {
     /// Logs the failure as the outage rule says and waits; false when a stop
@@ -253,13 +261,7 @@ impl Pauses {
         stop: &AtomicBool,
         watch: &Watch,
     ) -> bool {
-        self.failures += 1;
-        let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
-        let line = self
-            .outages
-            .entry(who.to_owned())
-            .or_default()
-            .failed(Instant::now());
+        let (line, wait) = self.failed(who, Instant::now());
         SinkPaused {
             sink: who,
             error,
@@ -278,13 +280,32 @@ impl Pauses {
         true
     }
 
+    /// A failure of `who` at `now`: the line to log, if one is due, and
+    /// how long to wait before starting over (doubling up to 16 s).
+    fn failed(&mut self, who: &str, now: Instant) -> (Option<OutageLine>, Duration) {
+        if let Some(last) = self.last_failure
+            && now.saturating_duration_since(last) >= QUIET_RECOVERY
+        {
+            // Ended no later than it last failed.
+            self.recovered_at(last);
+        }
+        self.last_failure = Some(now);
+        self.failures += 1;
+        let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
+        let line = self.outages.entry(who.to_owned()).or_default().failed(now);
+        (line, wait)
+    }
+
     /// Everything wrote again: ends every outage.
     fn recovered(&mut self) {
+        self.recovered_at(Instant::now());
+    }
+
+    fn recovered_at(&mut self, now: Instant) {
         if self.failures == 0 {
             return;
         }
         self.failures = 0;
-        let now = Instant::now();
         for (who, outage) in &mut self.outages {
             if let Some(OutageLine::Back(after)) = outage.succeeded(now) {
                 SinkBack { sink: who, after }.emit();
@@ -926,6 +947,37 @@ mod tests {
         fn describe(&self) -> String {
             "test".into()
         }
+    }
+
+    #[test]
+    fn a_failure_long_after_the_last_starts_a_new_outage() {
+        let t0 = Instant::now();
+        let mut pauses = Pauses::default();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(
+            pauses.failed("kafka", at(0)),
+            (Some(OutageLine::Down), Duration::from_secs(1))
+        );
+        assert_eq!(
+            pauses.failed("kafka", at(1)),
+            (None, Duration::from_secs(2))
+        );
+        assert_eq!(
+            pauses.failed("kafka", at(3)),
+            (None, Duration::from_secs(4))
+        );
+        // Still failing after 30 s: said so.
+        assert!(matches!(
+            pauses.failed("kafka", at(31)),
+            (Some(OutageLine::StillDown(_)), _)
+        ));
+        // Then a quiet table: nothing committed, nothing failed, for an
+        // hour. The next failure is a new outage, waited out from 1 s.
+        assert_eq!(
+            pauses.failed("kafka", at(3_631)),
+            (Some(OutageLine::Down), Duration::from_secs(1))
+        );
+        assert!(pauses.outages["kafka"].is_down());
     }
 
     /// A lease guard that holds (`None`) or says why it is gone.
