@@ -218,14 +218,18 @@ impl Encoder {
         change: &Change,
     ) -> Result<Result<KeyValue, Unencodable>, KafkaSinkError> {
         let table = change.source.table.clone();
-        let state = self
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableState {
-                schema: TableSchema::new(&table, self.declared.get(&*table), self.mode),
+        if !self.tables.contains_key(&table) {
+            let schema = self.starting_schema(&table, topic)?;
+            let state = TableState {
+                schema,
                 value: None,
                 keys: Vec::new(),
-            });
+            };
+            self.tables.insert(table.clone(), state);
+        }
+        let Some(state) = self.tables.get_mut(&table) else {
+            unreachable!("inserted above")
+        };
         // What the value carries must fit its record: both images in the
         // envelope; in the flat shape the row's image only, as in Parquet
         // (a modify's old image, never written there, must neither widen
@@ -294,6 +298,36 @@ impl Encoder {
             Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
         };
         Ok(Ok((key, value)))
+    }
+}
+
+impl Encoder {
+    /// A table's schema at its first change in this run: continued from the
+    /// value schema registered last for its topic when that is one made
+    /// here in this shape, else new. A new one would be narrower than what
+    /// the last run widened it to (an attribute seen as `NULL` first), and a
+    /// registry checking compatibility refuses that: the run would stop.
+    fn starting_schema(&self, table: &str, topic: &str) -> Result<TableSchema, KafkaSinkError> {
+        let declared = self.declared.get(table);
+        let subject = format!("{topic}-value");
+        let registered = match &self.registry {
+            Some(registry) => registry.latest(&subject)?,
+            None => None,
+        };
+        let columns = registered
+            .as_deref()
+            .and_then(|text| avro::registered_columns(text, table, self.shape));
+        Ok(match columns {
+            Some(columns) => {
+                tracing::info!(
+                    subject,
+                    columns = columns.len(),
+                    "continuing the value schema registered last"
+                );
+                TableSchema::resume_columns(table, declared, self.mode, &columns)
+            }
+            None => TableSchema::new(table, declared, self.mode),
+        })
     }
 }
 

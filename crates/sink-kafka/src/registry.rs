@@ -5,7 +5,9 @@
 //! the same subject returns the same id), so ids are cached per
 //! `(subject, schema)` and asked for once per process. A widened schema is a
 //! new schema: registering it makes a new version, or fails with the
-//! registry's compatibility message.
+//! registry's compatibility message. A table's schema continues from the
+//! one registered last for its topic ([`Registry::latest`]), so a restart
+//! does not register a narrower one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -68,48 +70,96 @@ impl Registry {
         Ok(id)
     }
 
+    /// The schema registered last under `subject`, if any.
+    pub(crate) fn latest(&self, subject: &str) -> Result<Option<String>, KafkaSinkError> {
+        let path = format!("subjects/{}/versions/latest", encode_path(subject));
+        match self.call(subject, &path, None)? {
+            // No such subject (40401), or no version left in it (40402).
+            Answer::Missing => Ok(None),
+            Answer::Found(answer) => Ok(answer["schema"].as_str().map(str::to_owned)),
+        }
+    }
+
     fn register(&self, subject: &str, schema: &str) -> Result<u32, KafkaSinkError> {
+        let path = format!("subjects/{}/versions", encode_path(subject));
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let answer = match self.call(subject, &path, Some(&body))? {
+            Answer::Found(answer) => answer,
+            Answer::Missing => serde_json::Value::Null,
+        };
+        answer["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| KafkaSinkError::Registry {
+                subject: subject.to_owned(),
+                message: format!("the answer has no schema id: {answer}"),
+                transient: false,
+            })
+    }
+
+    /// A GET of `path`, or a POST of `body` to it. A 404 is [`Answer::Missing`]
+    /// for a GET; every other failure is an error, transient when it may
+    /// pass (unreachable, 5xx, 408, 429).
+    fn call(
+        &self,
+        subject: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<Answer, KafkaSinkError> {
         let fail = |message: String, transient: bool| KafkaSinkError::Registry {
             subject: subject.to_owned(),
             message,
             transient,
         };
-        let url = format!("{}/subjects/{}/versions", self.base, encode_path(subject));
-        let body = serde_json::json!({ "schema": schema }).to_string();
-        let mut request = self
-            .agent
-            .post(&url)
-            .header("Content-Type", CONTENT_TYPE)
-            .header("Accept", CONTENT_TYPE);
-        if let Some(auth) = &self.authorization {
-            request = request.header("Authorization", auth);
-        }
-        let mut response = request
-            .send(body.as_bytes())
-            .map_err(|e| fail(format!("cannot reach {}: {e}", self.base), true))?;
+        let url = format!("{}/{path}", self.base);
+        let sent = match body {
+            Some(body) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", CONTENT_TYPE)
+                    .header("Accept", CONTENT_TYPE);
+                if let Some(auth) = &self.authorization {
+                    request = request.header("Authorization", auth);
+                }
+                request.send(body.as_bytes())
+            }
+            None => {
+                let mut request = self.agent.get(&url).header("Accept", CONTENT_TYPE);
+                if let Some(auth) = &self.authorization {
+                    request = request.header("Authorization", auth);
+                }
+                request.call()
+            }
+        };
+        let mut response =
+            sent.map_err(|e| fail(format!("cannot reach {}: {e}", self.base), true))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
             .map_err(|e| fail(format!("cannot read the answer: {e}"), true))?;
         let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status == 404 && body.is_none() {
+            return Ok(Answer::Missing);
+        }
         if !(200..300).contains(&status) {
             let message = answer["message"]
                 .as_str()
                 .map_or_else(|| text.chars().take(300).collect(), str::to_owned);
-            // Overloaded or failing registries come back; a refused schema
-            // or bad credentials do not.
             let transient = status >= 500 || status == 429 || status == 408;
             return Err(fail(format!("HTTP {status}: {message}"), transient));
         }
-        answer["id"]
-            .as_u64()
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| fail(format!("the answer has no schema id: {text}"), false))
+        Ok(Answer::Found(answer))
     }
 }
 
-/// Subject names may hold characters a URL path must escape.
+/// What the registry answered.
+enum Answer {
+    Found(serde_json::Value),
+    Missing,
+}
+
 fn encode_path(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {

@@ -833,6 +833,50 @@ fn a_record_the_broker_refuses_goes_to_the_dead_letter_topic_and_the_rest_flows(
 }
 
 #[test]
+fn a_restart_continues_the_value_schema_registered_last() {
+    // The last run widened `gift` to a string. A restart whose first change
+    // has `gift` as NULL would register a narrower schema (a `"null"`
+    // field), which a registry checking compatibility refuses, stopping
+    // the run: it continues from the registered schema instead.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let mut c = config(&brokers, Format::Avro);
+    c.registry = Some(RegistryConfig {
+        url: registry.url(),
+        username: None,
+        password: None,
+    });
+    let with_gift = |seq: u64, gift: AttributeValue| {
+        let mut ch = change(seq, "a", Op::Insert, "7");
+        ch.new_image.as_mut().unwrap().insert("gift".into(), gift);
+        ch
+    };
+    let mut first = open(c.clone());
+    deliver(&mut first, &[with_gift(1, s("wrapped"))]);
+    drop(first);
+    let subject = "cdc.orders-value";
+    assert_eq!(registry.versions(subject).len(), 1);
+    registry.refuse_new_versions(subject);
+
+    let mut second = open(c);
+    deliver(&mut second, &[with_gift(2, AttributeValue::Null)]);
+    assert_eq!(registry.versions(subject).len(), 1, "no new version");
+    let got = consume(&brokers, "cdc.orders", 1);
+    let ids: Vec<&[u8]> = got
+        .iter()
+        .map(|g| &g.value.as_ref().unwrap()[1..5])
+        .collect();
+    assert_eq!(ids[0], ids[1], "both written with the registered schema");
+    let text = format!(
+        "{:?}",
+        registered(&registry, got[1].value.as_ref().unwrap())
+    );
+    assert!(text.contains("gift"), "{text}");
+}
+
+#[test]
 fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
     // A broker that lost acknowledged messages (or a recreated topic) ends
     // before the offsets the checkpoint recorded: reading back must still

@@ -198,6 +198,15 @@ fn route(st: &mut State, method: &str, path: &str, body: &str) -> (u16, Value) {
             Some(schema) => (200, json!({ "schema": schema })),
             None => error(404, 40403, "Schema not found"),
         },
+        ("GET", ["subjects", subject, "versions", "latest"]) => {
+            match st.subjects.get(&decode(subject)).and_then(|v| v.last()) {
+                Some(id) => (
+                    200,
+                    json!({ "id": id, "schema": st.schemas[*id as usize - 1] }),
+                ),
+                None => error(404, 40401, "Subject not found"),
+            }
+        }
         ("GET", ["subjects", subject, "versions"]) => match st.subjects.get(&decode(subject)) {
             Some(v) => (200, json!((1..=v.len()).collect::<Vec<_>>())),
             None => error(404, 40401, "Subject not found"),

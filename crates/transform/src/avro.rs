@@ -127,6 +127,12 @@ fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> 
         }
         ColumnType::Binary => json!("bytes"),
         ColumnType::Boolean => json!("boolean"),
+        // Exact decimal strings are strings to Avro: the hint tells them
+        // from a string set when the schema is read back (a restart
+        // continues from the schema registered last).
+        ColumnType::Set(inner) if **inner == ColumnType::DecimalString => {
+            json!({"type": "array", "items": "string", "dynamodb_type": "number"})
+        }
         ColumnType::Set(inner) => {
             json!({"type": "array", "items": avro_type(inner, record_name, used)})
         }
@@ -339,6 +345,9 @@ fn mismatch(change: &Change, m: avro_datum::Mismatch) -> AvroError {
         reason: m.0,
     }
 }
+
+mod registered;
+pub use registered::registered_columns;
 
 #[cfg(test)]
 mod tests;

@@ -91,25 +91,43 @@ impl TableSchema {
         mode: NumbersMode,
         earlier: &[&Schema],
     ) -> Result<Self, String> {
-        let mut s = TableSchema::new(table, declared, mode);
+        let mut columns = Vec::new();
         for schema in earlier {
             for field in schema.fields() {
                 let name = field.name().as_str();
                 if META_COLUMNS.contains(&name) || SNAPSHOT_COLUMNS.contains(&name) {
                     continue;
                 }
-                let attribute = attribute_name(field);
-                let ty = ColumnType::from_field(field)?;
-                // Once per field at start: a scan of the columns will do.
-                match s.columns.iter().position(|c| c.attribute == attribute) {
-                    Some(i) if s.columns[i].declared => {}
-                    Some(i) => s.columns[i].ty = widen(&s.columns[i].ty, &ty),
-                    None => s.push(attribute, ty, false),
-                }
+                columns.push((
+                    attribute_name(field).to_owned(),
+                    ColumnType::from_field(field)?,
+                ));
+            }
+        }
+        Ok(TableSchema::resume_columns(table, declared, mode, &columns))
+    }
+
+    /// Continues from earlier output's columns (attribute and layout, in
+    /// their order; an attribute met twice is widened to hold both), as
+    /// [`TableSchema::resume`] does from files: for a topic, the columns of
+    /// the value schema registered last ([`crate::avro::registered_columns`]).
+    pub fn resume_columns(
+        table: &str,
+        declared: Option<&DeclaredSchema>,
+        mode: NumbersMode,
+        columns: &[(String, ColumnType)],
+    ) -> Self {
+        let mut s = TableSchema::new(table, declared, mode);
+        for (attribute, ty) in columns {
+            // Once per column at start: a scan of the columns will do.
+            match s.columns.iter().position(|c| c.attribute == *attribute) {
+                Some(i) if s.columns[i].declared => {}
+                Some(i) => s.columns[i].ty = widen(&s.columns[i].ty, ty),
+                None => s.push(attribute, ty.clone(), false),
             }
         }
         s.rebuild();
-        Ok(s)
+        s
     }
 
     fn push(&mut self, attribute: &str, ty: ColumnType, declared: bool) {
