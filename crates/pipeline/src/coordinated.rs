@@ -174,6 +174,10 @@ pub(crate) fn run(
             }
             Err(Stop::Fenced(why)) => {
                 tracing::warn!("{why}; nothing more of it was committed here");
+                // Until the lease thread drops the grant (or a second),
+                // rather than a new pass opening the sinks only to be
+                // fenced again at once.
+                worker.wait_change(assignment.version, Duration::from_secs(1));
             }
             Err(Stop::Transient { who, error }) => {
                 summary.sink_retries += 1;
@@ -273,7 +277,9 @@ fn with_produce_timeout(
         && a_ms != b_ms
     {
         anyhow::bail!(
-            "config keys `sinks.kafka.properties.{a}` ({a_ms}) and              `sinks.kafka.properties.{b}` ({b_ms}) are two names of one librdkafka setting:              set one of them (or both to the same value)"
+            "config keys `sinks.kafka.properties.{a}` ({a_ms}) and \
+             `sinks.kafka.properties.{b}` ({b_ms}) are two names of one librdkafka setting: \
+             set one of them (or both to the same value)"
         );
     }
     let timeout = match set.iter().map(|(_, ms)| *ms).min() {
@@ -523,8 +529,11 @@ lease_duration_ms = 30000
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("sinks.kafka.properties.message.timeout.ms` (60000)")
-                && e.contains("one librdkafka setting"),
+            e.contains(
+                "`sinks.kafka.properties.message.timeout.ms` (60000) and \
+                 `sinks.kafka.properties.delivery.timeout.ms` (5000) are two names of one \
+                 librdkafka setting"
+            ),
             "{e}"
         );
         let c = config("properties = { \"message.timeout.ms\" = 0 }");

@@ -241,15 +241,17 @@ impl From<SinkFailure> for Stop {
 pub(crate) struct Pauses {
     outages: BTreeMap<String, Outage>,
     failures: u32,
-    /// When the last failure was.
-    last_failure: Option<Instant>,
+    /// When the last failure was, and when the pass after it started.
+    last_failure: Option<(Instant, Instant)>,
 }
 
-/// A pass that has run this long since the last failure had its sinks
-/// back, though it may have committed nothing to prove it (a quiet table):
-/// the next failure starts a new outage, with a short wait again, instead
-/// of being logged as the old one still going on.
-const QUIET_RECOVERY: Duration = Duration::from_secs(60);
+/// A pass that has run this long without failing had its sinks back,
+/// though it may have committed nothing to prove it (a quiet table): the
+/// next failure starts a new outage, with a short wait again, instead of
+/// being logged as the old one still going on. Long enough that a pass
+/// failing slowly (a produce timeout under leases, a stalled commit) is
+/// not taken for a recovery.
+const QUIET_RECOVERY: Duration = Duration::from_secs(300);
 
 impl Pauses {
     /// Logs the failure as the outage rule says and waits; false when a stop
@@ -283,15 +285,15 @@ impl Pauses {
     /// A failure of `who` at `now`: the line to log, if one is due, and
     /// how long to wait before starting over (doubling up to 16 s).
     fn failed(&mut self, who: &str, now: Instant) -> (Option<OutageLine>, Duration) {
-        if let Some(last) = self.last_failure
-            && now.saturating_duration_since(last) >= QUIET_RECOVERY
+        if let Some((failed, restarted)) = self.last_failure
+            && now.saturating_duration_since(restarted) >= QUIET_RECOVERY
         {
             // Ended no later than it last failed.
-            self.recovered_at(last);
+            self.recovered_at(failed);
         }
-        self.last_failure = Some(now);
         self.failures += 1;
         let wait = Duration::from_secs(1u64 << self.failures.min(5).saturating_sub(1));
+        self.last_failure = Some((now, now + wait));
         let line = self.outages.entry(who.to_owned()).or_default().failed(now);
         (line, wait)
     }
@@ -970,6 +972,13 @@ mod tests {
         assert!(matches!(
             pauses.failed("kafka", at(31)),
             (Some(OutageLine::StillDown(_)), _)
+        ));
+        // A pass that fails slowly, four minutes after it started, is the
+        // same outage.
+        let wait = Duration::from_secs(16);
+        assert!(matches!(
+            pauses.failed("kafka", at(39 + 240)),
+            (Some(OutageLine::StillDown(d)), w) if d == Duration::from_secs(279) && w == wait
         ));
         // Then a quiet table: nothing committed, nothing failed, for an
         // hour. The next failure is a new outage, waited out from 1 s.

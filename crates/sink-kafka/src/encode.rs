@@ -310,9 +310,25 @@ impl Encoder {
     fn starting_schema(&self, table: &str, topic: &str) -> Result<TableSchema, KafkaSinkError> {
         let declared = self.declared.get(table);
         let subject = format!("{topic}-value");
-        let registered = match &self.registry {
-            Some(registry) => registry.latest(&subject)?,
+        let registered = match self.registry.as_ref().map(|r| r.latest(&subject)) {
             None => None,
+            Some(Ok(registered)) => registered,
+            // Refused, not unreachable: a principal may register schemas
+            // without reading them back. Start anew, as before registries
+            // were read.
+            Some(Err(KafkaSinkError::Registry {
+                transient: false,
+                message,
+                ..
+            })) => {
+                tracing::warn!(
+                    subject,
+                    error = %message,
+                    "cannot read the value schema registered last; the table's schema starts anew"
+                );
+                None
+            }
+            Some(Err(e)) => return Err(e),
         };
         let columns = registered
             .as_deref()

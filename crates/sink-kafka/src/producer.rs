@@ -294,6 +294,24 @@ impl<T> KafkaProducer<T> {
         })
     }
 
+    /// The error for a message that failed with `source`. When the client
+    /// failed for good, the messages fail with a generic code (`_FATAL`,
+    /// or purged) whatever the cause: the cause is the client's fatal
+    /// error, which decides whether a new producer can do better (a
+    /// refused permission cannot).
+    pub(crate) fn failure(&self, what: &'static str, source: KafkaError) -> KafkaSinkError {
+        match self.producer.client().fatal_error() {
+            Some((code, reason)) => {
+                tracing::error!(error = %reason, "the Kafka producer failed for good");
+                KafkaSinkError::Client {
+                    what,
+                    source: KafkaError::MessageProduction(code),
+                }
+            }
+            None => KafkaSinkError::Client { what, source },
+        }
+    }
+
     /// Asks `guard` before every hand-over from now on.
     pub(crate) fn guard(&mut self, guard: Option<dynamo_cdc_core::WriteGuard>) {
         self.guard = guard;
@@ -381,10 +399,10 @@ impl<T> KafkaProducer<T> {
                     ))));
                 }
                 Err(code) => {
-                    return Err(KafkaSinkError::Client {
-                        what: "cannot hand a message to the producer",
-                        source: KafkaError::MessageProduction(code),
-                    });
+                    return Err(self.failure(
+                        "cannot hand a message to the producer",
+                        KafkaError::MessageProduction(code),
+                    ));
                 }
             }
         }

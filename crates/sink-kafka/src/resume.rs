@@ -16,7 +16,7 @@
 //! with its threads and connections) is made only for partitions that hold
 //! messages past the recorded offsets.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{SequenceNumber, ShardKey};
@@ -32,12 +32,21 @@ use crate::KafkaSinkError;
 use crate::client_log::QuietClient;
 use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 
+/// A change, by shard and sequence number.
+type Change = (ShardKey, SequenceNumber);
+
+/// Where a message is: partition, key, offset.
+type Place = (i32, Vec<u8>, i64);
+
 /// What a topic holds past `from`.
 pub(crate) struct Scanned {
     /// Every change whose value was found, by shard and sequence number.
     pub found: HashSet<(ShardKey, SequenceNumber)>,
-    /// Every change whose tombstone was found.
-    pub tombstones: HashSet<(ShardKey, SequenceNumber)>,
+    /// Every change whose value was found followed, in its partition, by
+    /// another message with its key: its tombstone, or a later change of
+    /// the item. A delete's tombstone missing from the topic is sent again
+    /// only when its value is not followed.
+    pub followed: HashSet<(ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
     /// Partitions that end before the offset recorded for them, with their
@@ -90,7 +99,7 @@ pub(crate) fn scan<C: ClientContext>(
 ) -> Result<Scanned, KafkaSinkError> {
     let mut scanned = Scanned {
         found: HashSet::new(),
-        tombstones: HashSet::new(),
+        followed: HashSet::new(),
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
     };
@@ -155,6 +164,10 @@ pub(crate) fn scan<C: ClientContext>(
     }
     consumer.assign(&list).map_err(client)?;
     let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
+    // Each value found and where it is; the last offset of each key read
+    // (offsets grow within a partition).
+    let mut values: Vec<(Change, Place)> = Vec::new();
+    let mut last_of_key: HashMap<(i32, Vec<u8>), i64> = HashMap::new();
     let started = Instant::now();
     let mut quiet_since = started;
     while !open.is_empty() {
@@ -183,16 +196,26 @@ pub(crate) fn scan<C: ClientContext>(
                 // as too large and sent to the dead-letter topic, when the
                 // run stopped before that send), and taking the change for
                 // delivered would skip it for good.
-                if let Some(change) = position_of(&m) {
-                    if m.payload().is_some() {
-                        scanned.found.insert(change);
-                    } else {
-                        scanned.tombstones.insert(change);
-                    }
+                let key = m.key().unwrap_or_default().to_vec();
+                if let Some(change) = position_of(&m)
+                    && m.payload().is_some()
+                {
+                    scanned.found.insert(change.clone());
+                    values.push((change, (m.partition(), key.clone(), m.offset())));
                 }
+                last_of_key.insert((m.partition(), key), m.offset());
             }
         }
     }
+    scanned.followed = values
+        .into_iter()
+        .filter(|(_, (p, key, offset))| {
+            last_of_key
+                .get(&(*p, key.clone()))
+                .is_some_and(|last| last > offset)
+        })
+        .map(|(change, _)| change)
+        .collect();
     Ok(scanned)
 }
 

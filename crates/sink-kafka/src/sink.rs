@@ -48,8 +48,9 @@ pub struct KafkaSink {
     /// Changes found by reading each topic back (before the first write to
     /// it) past the checkpoint's offsets.
     found: HashSet<(ShardKey, SequenceNumber)>,
-    /// Deletes whose tombstone the read-back found.
-    found_tombstones: HashSet<(ShardKey, SequenceNumber)>,
+    /// Changes whose value the read-back found followed by another message
+    /// with its key (its tombstone, or a later change of the item).
+    found_followed: HashSet<(ShardKey, SequenceNumber)>,
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -114,7 +115,7 @@ impl KafkaSink {
             durable: Positions::new(),
             held: Positions::new(),
             found: HashSet::new(),
-            found_tombstones: HashSet::new(),
+            found_followed: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
@@ -206,7 +207,7 @@ impl KafkaSink {
             "read the topic back from the checkpoint's offsets"
         );
         self.found.extend(found.found);
-        self.found_tombstones.extend(found.tombstones);
+        self.found_followed.extend(found.followed);
         // A partition that ended before its recorded offset was read from
         // its first offset: that is where the next start reads from until
         // the positions cover what was found, and the producer's next offset
@@ -266,7 +267,15 @@ impl KafkaSink {
                 // in order), so that what can no longer be sent in order is
                 // known.
                 landed.extend(self.producer.landed(Until::Empty));
-                self.send_collateral_again(&mut group, &landed)?;
+                // A message that failed otherwise ends the pass (below), and
+                // is sent again after it, maybe stored already (a timeout):
+                // these go with it then, in order, not alone now.
+                let failed = (group.results.iter())
+                    .chain(landed.iter().flat_map(|l| &l.results))
+                    .any(|r| matches!(r, Sent::Failed(_)));
+                if !failed {
+                    self.send_collateral_again(&mut group, &landed)?;
+                }
             }
             let mut acked = MessagesAcked::default();
             let Group {
@@ -306,14 +315,12 @@ impl KafkaSink {
                         });
                     }
                     Sent::Failed(source) => {
-                        return Err(KafkaSinkError::Client {
-                            what: if gap {
-                                "a gap record was not delivered"
-                            } else {
-                                "a message was not delivered"
-                            },
-                            source,
-                        });
+                        let what = if gap {
+                            "a gap record was not delivered"
+                        } else {
+                            "a message was not delivered"
+                        };
+                        return Err(self.producer.failure(what, source));
                     }
                 }
             }
@@ -407,10 +414,9 @@ impl KafkaSink {
                         });
                     }
                     Sent::Failed(source) => {
-                        return Err(KafkaSinkError::Client {
-                            what: "a dead-letter message was not delivered",
-                            source,
-                        });
+                        return Err(
+                            producer.failure("a dead-letter message was not delivered", source)
+                        );
                     }
                     Sent::Collateral => {
                         return Err(KafkaSinkError::Client {
@@ -548,7 +554,9 @@ impl KafkaSink {
 
     /// Sends a delete's tombstone alone when the read-back found its value
     /// but not the tombstone (the run stopped between the two): compaction
-    /// keeps the deleted item's last value for good otherwise. The group
+    /// keeps the deleted item's last value for good otherwise. Not when a
+    /// later message with its key follows the value (a later change of the
+    /// item landed): a tombstone after it would delete the item. The group
     /// that carries it moves the change's position when it lands.
     fn tombstone_if_missing(&mut self, change: &Change) -> Result<(), KafkaSinkError> {
         if !self.config.tombstones || change.op != Op::Remove {
@@ -561,7 +569,7 @@ impl KafkaSink {
             },
             change.source.sequence_number.clone(),
         );
-        if self.found_tombstones.contains(&id) {
+        if self.found_followed.contains(&id) {
             return Ok(());
         }
         // Encoded as a whole, as the first run did (which wrote its value),
@@ -823,9 +831,13 @@ mod tests {
             value: Some(b"{}".to_vec()),
             headers: Vec::new(),
         };
-        // `c` was stored, by a later message, before its first send failed.
+        // A later group, with a message of `c`, still in flight when the
+        // first lands: it is waited for, and found stored.
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(50))
+            .unwrap();
         sink.producer
-            .send_all(vec![message("c")], Group::default())
+            .submit(vec![message("c")], Group::default())
             .unwrap();
         let shard = ShardKey::new("orders", "shard-1");
         let seq = SequenceNumber::parse("1004").unwrap();
@@ -841,15 +853,7 @@ mod tests {
                 ..Group::default()
             },
         };
-        let later = Landed {
-            messages: vec![message("c")],
-            results: vec![Sent::Stored {
-                partition: 0,
-                offset: 0,
-            }],
-            tag: Group::default(),
-        };
-        sink.land(vec![group, later]).unwrap();
+        sink.land(vec![group]).unwrap();
         let keys = |got: Vec<(String, Option<String>)>| -> Vec<String> {
             got.into_iter().map(|(k, _)| k).collect()
         };

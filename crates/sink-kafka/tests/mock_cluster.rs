@@ -404,11 +404,14 @@ fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() 
                 value: Some(seq),
             })
     };
-    // Change 1001's value and tombstone both landed; 1002's value only.
+    // Change 1001's value and tombstone both landed; 1002's value only;
+    // 1003's value too, then a later change of its item (1004).
     for (seq, key, value) in [
         ("1001", &br#"{"id":"a"}"#[..], Some(&b"{}"[..])),
         ("1001", br#"{"id":"a"}"#, None),
         ("1002", br#"{"id":"b"}"#, Some(b"{}")),
+        ("1003", br#"{"id":"c"}"#, Some(b"{}")),
+        ("1004", br#"{"id":"c"}"#, Some(b"{}")),
     ] {
         let mut record = BaseRecord::<[u8], [u8]>::to("cdc.orders")
             .key(key)
@@ -426,10 +429,12 @@ fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() 
         &[
             change(1, "a", Op::Remove, "1"),
             change(2, "b", Op::Remove, "1"),
+            change(3, "c", Op::Remove, "1"),
+            change(4, "c", Op::Insert, "1"),
         ],
     );
     sink.flush().unwrap();
-    assert_eq!(sink.stats().already_held, 2, "both values found");
+    assert_eq!(sink.stats().already_held, 4, "every value found");
     let got = consume(&brokers, "cdc.orders", 1);
     let shapes: Vec<(String, bool)> = got
         .iter()
@@ -439,18 +444,20 @@ fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() 
         ("1001", true),
         ("1001", false),
         ("1002", true),
+        ("1003", true),
+        ("1004", true),
         ("1002", false),
     ];
     assert_eq!(
         shapes,
         want.map(|(s, v)| (s.to_owned(), v)),
-        "1002's tombstone alone was sent"
+        "1002's tombstone alone was sent; not 1003's, which would delete the item 1004 wrote"
     );
-    assert_eq!(got[3].key, br#"{"id":"b"}"#);
+    assert_eq!(got[5].key, br#"{"id":"b"}"#);
     let shard = ShardKey::new("orders", "shard-1");
     assert_eq!(
         sink.durable_positions().get(&shard).map(|s| s.as_str()),
-        Some("1002")
+        Some("1004")
     );
 }
 
@@ -830,6 +837,57 @@ fn a_record_the_broker_refuses_goes_to_the_dead_letter_topic_and_the_rest_flows(
     assert!(sink.write(&later).unwrap().is_empty());
     let e = sink.poll().and_then(|()| sink.flush()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+
+    // Nor is one the idempotent producer needs to get its id: librdkafka
+    // fails for good, and its messages only say so (`_FATAL`, purged).
+    cluster.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let mut sink = open(config(&brokers, Format::Json));
+    let later = [change(6, "k6", Op::Insert, "1")];
+    assert!(sink.write(&later).unwrap().is_empty());
+    let e = sink.poll().and_then(|()| sink.flush()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+}
+
+#[test]
+fn an_envelope_whose_new_image_does_not_fit_widens_nothing() {
+    // The old image fits (and has an attribute the schema lacks); the new
+    // one breaks the declaration. The change is dead-lettered, and the
+    // schema is not left widened by the old image alone.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let mut c = config(&brokers, Format::Avro);
+    c.registry = Some(RegistryConfig {
+        url: registry.url(),
+        username: None,
+        password: None,
+    });
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[{"name":"price","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    let mut sink = KafkaSink::open(
+        c,
+        NumbersMode::Auto,
+        HashMap::from([("orders".to_owned(), declared)]),
+    )
+    .unwrap();
+    let mut modify = change(1, "a", Op::Modify, "7.5");
+    let old = modify.old_image.as_mut().unwrap();
+    old.insert("price".into(), n("7"));
+    old.insert("extra".into(), s("only in the old image"));
+    let rejected = sink.write(&[modify]).unwrap();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].error.contains("price"), "{}", rejected[0].error);
+    deliver(&mut sink, &[change(2, "a", Op::Insert, "8")]);
+    let versions = registry.versions("cdc.orders-value");
+    assert_eq!(versions.len(), 1);
+    let schema = registry.schema(versions[0]).unwrap();
+    assert!(!schema.contains("extra"), "{schema}");
 }
 
 #[test]

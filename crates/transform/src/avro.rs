@@ -127,14 +127,16 @@ fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> 
         }
         ColumnType::Binary => json!("bytes"),
         ColumnType::Boolean => json!("boolean"),
-        // Exact decimal strings are strings to Avro: the hint tells them
-        // from a string set when the schema is read back (a restart
-        // continues from the schema registered last).
-        ColumnType::Set(inner) if **inner == ColumnType::DecimalString => {
-            json!({"type": "array", "items": "string", "dynamodb_type": "number"})
-        }
+        // The set's DynamoDB type: a set of exact decimal strings and one
+        // of text are both arrays of strings to Avro, and a restart
+        // continues from the schema registered last (`registered`).
         ColumnType::Set(inner) => {
-            json!({"type": "array", "items": avro_type(inner, record_name, used)})
+            let kind = match **inner {
+                ColumnType::Utf8 => "SS",
+                ColumnType::Binary => "BS",
+                _ => "NS",
+            };
+            json!({"type": "array", "items": avro_type(inner, record_name, used), "dynamodb_type": kind})
         }
         ColumnType::List(inner) => {
             json!({"type": "array", "items": nullable(avro_type(inner, record_name, used))})

@@ -94,8 +94,10 @@ fn layout(t: &Json, hint: Option<&str>) -> Option<ColumnType> {
             if items.is_array() || *items == "null" {
                 ColumnType::List(Box::new(layout(non_null(items), None)?))
             } else {
-                let hint = o.get("dynamodb_type").and_then(Json::as_str);
-                ColumnType::Set(Box::new(layout(items, hint)?))
+                ColumnType::Set(Box::new(set_element(
+                    items,
+                    o.get("dynamodb_type").and_then(Json::as_str),
+                )?))
             }
         }
         "map" => ColumnType::Map(Box::new(layout(non_null(o.get("values")?), None)?)),
@@ -108,6 +110,22 @@ fn layout(t: &Json, hint: Option<&str>) -> Option<ColumnType> {
         ),
         _ => return None,
     })
+}
+
+/// A set's element layout, from its items and its DynamoDB type. Schemas
+/// made before sets carried their type left a set of strings unnamed: text
+/// or exact decimal strings. Such a column is left out (`None`), and is
+/// inferred again from what arrives, as a start without a registry would.
+fn set_element(items: &Json, kind: Option<&str>) -> Option<ColumnType> {
+    match (items.as_str()?, kind) {
+        ("string", Some("SS")) => Some(ColumnType::Utf8),
+        ("string", Some("NS")) => Some(ColumnType::DecimalString),
+        ("string", _) => None,
+        ("bytes", Some("BS") | None) => Some(ColumnType::Binary),
+        ("long", Some("NS") | None) => Some(ColumnType::Int64),
+        ("double", Some("NS") | None) => Some(ColumnType::Float64),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +182,32 @@ mod tests {
                 assert_eq!(value_schema(&again, shape).unwrap().json.to_string(), text);
             }
         }
+    }
+
+    #[test]
+    fn a_set_of_strings_whose_kind_is_not_named_is_inferred_again() {
+        // As schemas made before sets named their DynamoDB type: text or
+        // numbers cannot be told apart, so the column starts anew.
+        let text = r#"{"type":"record","name":"Value","namespace":"dynamo_cdc.orders","fields":[
+            {"name":"tags","type":["null",{"type":"array","items":"string"}],"default":null},
+            {"name":"ids","type":["null",{"type":"array","items":"long"}],"default":null},
+            {"name":"note","type":["null","string"],"default":null},
+            {"name":"__op","type":"string"},{"name":"__table","type":"string"},
+            {"name":"__shard_id","type":"string"},{"name":"__sequence_number","type":"string"},
+            {"name":"__event_id","type":"string"},
+            {"name":"__source_ts_ms","type":["null","long"],"default":null},
+            {"name":"__deleted","type":"boolean"},{"name":"__ttl_delete","type":"boolean"}]}"#;
+        let got = registered_columns(text, "orders", Shape::Flat).unwrap();
+        assert_eq!(
+            got,
+            [
+                (
+                    "ids".to_owned(),
+                    ColumnType::Set(Box::new(ColumnType::Int64))
+                ),
+                ("note".to_owned(), ColumnType::Utf8),
+            ]
+        );
     }
 
     #[test]
