@@ -51,6 +51,8 @@ pub(crate) fn run(
         snapshot_now,
     } = carried;
     let (mut config, produce_timeout) = with_produce_timeout(config, coordination)?;
+    // A pass fails as late as its oldest message expires.
+    pauses.fail_within(produce_timeout);
     if let Some(parquet) = config.sinks.parquet.as_mut() {
         // Other live workers write the same dataset: their temp files are
         // not leftovers.

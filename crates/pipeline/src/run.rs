@@ -243,17 +243,26 @@ pub(crate) struct Pauses {
     failures: u32,
     /// When the last failure was, and when the pass after it started.
     last_failure: Option<(Instant, Instant)>,
+    /// How long a pass may take to fail by itself beyond what
+    /// [`QUIET_RECOVERY`] allows: the Kafka produce timeout under leases.
+    slowest_failure: Duration,
 }
 
 /// A pass that has run this long without failing had its sinks back,
 /// though it may have committed nothing to prove it (a quiet table): the
 /// next failure starts a new outage, with a short wait again, instead of
 /// being logged as the old one still going on. Long enough that a pass
-/// failing slowly (a produce timeout under leases, a stalled commit) is
-/// not taken for a recovery.
+/// failing slowly (a stalled commit, retried requests) is not taken for a
+/// recovery; a longer produce timeout is added ([`Pauses::fail_within`]).
 const QUIET_RECOVERY: Duration = Duration::from_secs(300);
 
 impl Pauses {
+    /// A pass may take up to `slowest` to fail (a message expires after
+    /// the produce timeout): quiet counts only past it.
+    pub(crate) fn fail_within(&mut self, slowest: Duration) {
+        self.slowest_failure = slowest;
+    }
+
     /// Logs the failure as the outage rule says and waits; false when a stop
     /// was requested meanwhile.
     pub(crate) fn wait(
@@ -286,7 +295,7 @@ impl Pauses {
     /// how long to wait before starting over (doubling up to 16 s).
     fn failed(&mut self, who: &str, now: Instant) -> (Option<OutageLine>, Duration) {
         if let Some((failed, restarted)) = self.last_failure
-            && now.saturating_duration_since(restarted) >= QUIET_RECOVERY
+            && now.saturating_duration_since(restarted) >= QUIET_RECOVERY + self.slowest_failure
         {
             // Ended no later than it last failed.
             self.recovered_at(failed);
@@ -987,6 +996,16 @@ mod tests {
             (Some(OutageLine::Down), Duration::from_secs(1))
         );
         assert!(pauses.outages["kafka"].is_down());
+
+        // Under leases with a long produce timeout, a pass that fails when
+        // its messages expire is the same outage.
+        let mut pauses = Pauses::default();
+        pauses.fail_within(Duration::from_secs(400));
+        pauses.failed("kafka", at(0));
+        assert!(matches!(
+            pauses.failed("kafka", at(1 + 401)),
+            (Some(OutageLine::StillDown(_)), _)
+        ));
     }
 
     /// A lease guard that holds (`None`) or says why it is gone.

@@ -35,18 +35,15 @@ use crate::encode::{HEADER_SEQUENCE, HEADER_SHARD, HEADER_TABLE};
 /// A change, by shard and sequence number.
 type Change = (ShardKey, SequenceNumber);
 
-/// Where a message is: partition, key, offset.
-type Place = (i32, Vec<u8>, i64);
-
 /// What a topic holds past `from`.
 pub(crate) struct Scanned {
     /// Every change whose value was found, by shard and sequence number.
     pub found: HashSet<(ShardKey, SequenceNumber)>,
-    /// Every change whose value was found followed, in its partition, by
-    /// another message with its key: its tombstone, or a later change of
-    /// the item. A delete's tombstone missing from the topic is sent again
-    /// only when its value is not followed.
-    pub followed: HashSet<(ShardKey, SequenceNumber)>,
+    /// The changes whose value is the last message of its key (in its
+    /// partition) found: not followed by its tombstone, nor by a later
+    /// change of the item. A delete's tombstone missing from the topic is
+    /// sent again only then.
+    pub last_values: HashSet<(ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
     /// Partitions that end before the offset recorded for them, with their
@@ -99,7 +96,7 @@ pub(crate) fn scan<C: ClientContext>(
 ) -> Result<Scanned, KafkaSinkError> {
     let mut scanned = Scanned {
         found: HashSet::new(),
-        followed: HashSet::new(),
+        last_values: HashSet::new(),
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
     };
@@ -164,10 +161,9 @@ pub(crate) fn scan<C: ClientContext>(
     }
     consumer.assign(&list).map_err(client)?;
     let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
-    // Each value found and where it is; the last offset of each key read
-    // (offsets grow within a partition).
-    let mut values: Vec<(Change, Place)> = Vec::new();
-    let mut last_of_key: HashMap<(i32, Vec<u8>), i64> = HashMap::new();
+    // The last message read of each key, per partition (offsets grow
+    // within one): the change, when it is a change's value.
+    let mut last_of_key: HashMap<(i32, Vec<u8>), Option<Change>> = HashMap::new();
     let started = Instant::now();
     let mut quiet_since = started;
     while !open.is_empty() {
@@ -196,26 +192,16 @@ pub(crate) fn scan<C: ClientContext>(
                 // as too large and sent to the dead-letter topic, when the
                 // run stopped before that send), and taking the change for
                 // delivered would skip it for good.
-                let key = m.key().unwrap_or_default().to_vec();
-                if let Some(change) = position_of(&m)
-                    && m.payload().is_some()
-                {
+                let value = position_of(&m).filter(|_| m.payload().is_some());
+                if let Some(change) = &value {
                     scanned.found.insert(change.clone());
-                    values.push((change, (m.partition(), key.clone(), m.offset())));
                 }
-                last_of_key.insert((m.partition(), key), m.offset());
+                let key = m.key().unwrap_or_default().to_vec();
+                last_of_key.insert((m.partition(), key), value);
             }
         }
     }
-    scanned.followed = values
-        .into_iter()
-        .filter(|(_, (p, key, offset))| {
-            last_of_key
-                .get(&(*p, key.clone()))
-                .is_some_and(|last| last > offset)
-        })
-        .map(|(change, _)| change)
-        .collect();
+    scanned.last_values = last_of_key.into_values().flatten().collect();
     Ok(scanned)
 }
 

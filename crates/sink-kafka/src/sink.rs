@@ -48,9 +48,9 @@ pub struct KafkaSink {
     /// Changes found by reading each topic back (before the first write to
     /// it) past the checkpoint's offsets.
     found: HashSet<(ShardKey, SequenceNumber)>,
-    /// Changes whose value the read-back found followed by another message
-    /// with its key (its tombstone, or a later change of the item).
-    found_followed: HashSet<(ShardKey, SequenceNumber)>,
+    /// Changes whose value the read-back found last of its key: followed
+    /// neither by its tombstone nor by a later change of the item.
+    found_last: HashSet<(ShardKey, SequenceNumber)>,
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -115,7 +115,7 @@ impl KafkaSink {
             durable: Positions::new(),
             held: Positions::new(),
             found: HashSet::new(),
-            found_followed: HashSet::new(),
+            found_last: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
@@ -207,7 +207,7 @@ impl KafkaSink {
             "read the topic back from the checkpoint's offsets"
         );
         self.found.extend(found.found);
-        self.found_followed.extend(found.followed);
+        self.found_last.extend(found.last_values);
         // A partition that ended before its recorded offset was read from
         // its first offset: that is where the next start reads from until
         // the positions cover what was found, and the producer's next offset
@@ -267,15 +267,20 @@ impl KafkaSink {
                 // in order), so that what can no longer be sent in order is
                 // known.
                 landed.extend(self.producer.landed(Until::Empty));
-                // A message that failed otherwise ends the pass (below), and
-                // is sent again after it, maybe stored already (a timeout):
-                // these go with it then, in order, not alone now.
+                // A message that failed otherwise ends the pass with its own
+                // error (which decides whether the run waits or stops); the
+                // next pass sends what was not found stored again, these
+                // with it, rather than some alone now.
                 let failed = (group.results.iter())
                     .chain(landed.iter().flat_map(|l| &l.results))
-                    .any(|r| matches!(r, Sent::Failed(_)));
-                if !failed {
-                    self.send_collateral_again(&mut group, &landed)?;
+                    .find_map(|r| match r {
+                        Sent::Failed(source) => Some(source.clone()),
+                        _ => None,
+                    });
+                if let Some(source) = failed {
+                    return Err(self.producer.failure("a message was not delivered", source));
                 }
+                self.send_collateral_again(&mut group, &landed)?;
             }
             let mut acked = MessagesAcked::default();
             let Group {
@@ -569,16 +574,27 @@ impl KafkaSink {
             },
             change.source.sequence_number.clone(),
         );
-        if self.found_followed.contains(&id) {
+        if !self.found_last.contains(&id) {
             return Ok(());
         }
         // Encoded as a whole, as the first run did (which wrote its value),
         // for the key and headers its tombstone had.
-        if let Ok(messages) = self.encoder.encode(change)? {
-            for tombstone in messages.into_iter().filter(|m| m.value.is_none()) {
-                self.outgoing_bytes += tombstone.size();
-                self.outgoing.push(tombstone);
+        match self.encoder.encode(change)? {
+            Ok(messages) => {
+                for tombstone in messages.into_iter().filter(|m| m.value.is_none()) {
+                    self.outgoing_bytes += tombstone.size();
+                    self.outgoing.push(tombstone);
+                }
             }
+            // Its value was written, so this is a schema that changed since
+            // (a declaration): the change is in the topic, its tombstone not.
+            Err(e) => tracing::warn!(
+                table = %change.source.table,
+                sequence_number = %change.source.sequence_number,
+                error = %e.0,
+                "a delete found in the topic without its tombstone cannot be encoded again; \
+                 its tombstone is not sent, and a compacted topic keeps the item"
+            ),
         }
         Ok(())
     }
@@ -760,7 +776,7 @@ impl Sink for KafkaSink {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use dynamo_cdc_core::ErrorKind;
 
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::message::{Headers as _, Message as _};
@@ -799,13 +815,10 @@ mod tests {
         }
     }
 
-    /// Batch-mates of a refused record are sent again, after everything sent
-    /// after them landed, unless a later message with their key was stored:
-    /// those are dead-lettered rather than written out of order. The
-    /// group's changes are durable once all of that is done.
-    #[test]
-    fn batch_mates_of_a_refused_record_are_sent_again_in_order_or_kept() {
-        let cluster = MockCluster::new(1).unwrap();
+    /// A sink writing to topic `t`, with dead letters on `dead`.
+    fn on_topic_t(
+        cluster: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    ) -> (KafkaSink, String) {
         cluster.create_topic("t", 1, 1).unwrap();
         cluster.create_topic("dead", 1, 1).unwrap();
         let brokers = cluster.bootstrap_servers();
@@ -823,14 +836,54 @@ mod tests {
             topic_partitions: 1,
             topic_replication_factor: -1,
         };
-        let mut sink = KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap();
-        let topic: Arc<str> = "t".into();
-        let message = |key: &str| Outgoing {
-            topic: topic.clone(),
+        let sink = KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap();
+        (sink, brokers)
+    }
+
+    fn message(key: &str) -> Outgoing {
+        Outgoing {
+            topic: "t".into(),
             key: key.as_bytes().to_vec(),
             value: Some(b"{}".to_vec()),
             headers: Vec::new(),
-        };
+        }
+    }
+
+    /// When another message failed otherwise, the batch-mates of a refused
+    /// record are not sent alone, and the pass ends with that message's
+    /// error: it decides whether the run waits or stops.
+    #[test]
+    fn batch_mates_wait_for_the_pass_when_another_message_failed() {
+        let cluster = MockCluster::new(1).unwrap();
+        let (mut sink, brokers) = on_topic_t(&cluster);
+        for (code, kind) in [
+            (RDKafkaErrorCode::NotEnoughReplicas, ErrorKind::Transient),
+            (RDKafkaErrorCode::TopicAuthorizationFailed, ErrorKind::Fatal),
+        ] {
+            let group = Landed {
+                messages: vec![message("bad"), message("b")],
+                results: vec![Sent::Refused("INVALID_RECORD".into()), Sent::Collateral],
+                tag: Group::default(),
+            };
+            let later = Landed {
+                messages: vec![message("c")],
+                results: vec![Sent::Failed(KafkaError::MessageProduction(code))],
+                tag: Group::default(),
+            };
+            let e = SinkError::from(sink.land(vec![group, later]).unwrap_err());
+            assert_eq!(e.kind(), kind, "{code:?}: {e}");
+        }
+        assert!(stored(&brokers, "t").is_empty(), "nothing sent alone");
+    }
+
+    /// Batch-mates of a refused record are sent again, after everything sent
+    /// after them landed, unless a later message with their key was stored:
+    /// those are dead-lettered rather than written out of order. The
+    /// group's changes are durable once all of that is done.
+    #[test]
+    fn batch_mates_of_a_refused_record_are_sent_again_in_order_or_kept() {
+        let cluster = MockCluster::new(1).unwrap();
+        let (mut sink, brokers) = on_topic_t(&cluster);
         // A later group, with a message of `c`, still in flight when the
         // first lands: it is waited for, and found stored.
         cluster

@@ -115,7 +115,8 @@ fn layout(t: &Json, hint: Option<&str>) -> Option<ColumnType> {
 /// A set's element layout, from its items and its DynamoDB type. Schemas
 /// made before sets carried their type left a set of strings unnamed: text
 /// or exact decimal strings. Such a column is left out (`None`), and is
-/// inferred again from what arrives, as a start without a registry would.
+/// inferred again from what arrives, as a start without a registry would
+/// (so, for that column only, a first `NULL` may still narrow it).
 fn set_element(items: &Json, kind: Option<&str>) -> Option<ColumnType> {
     match (items.as_str()?, kind) {
         ("string", Some("SS")) => Some(ColumnType::Utf8),
