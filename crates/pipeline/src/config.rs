@@ -184,6 +184,23 @@ impl Config {
         if self.checkpoint.path.as_os_str().is_empty() {
             return Err(bad("checkpoint.path", "must not be empty"));
         }
+        // Alone, the producer never gives up on a message: one expired while
+        // a later change of its item was stored would be written again after
+        // it (the next pass finds the later one and skips it). Under leases
+        // the timeout is finite on purpose, and a new owner waits it out.
+        if self.coordination.is_none()
+            && let Some(k) = &self.sinks.kafka
+            && let Some((key, ms)) = k.produce_timeouts().into_iter().find(|(_, ms)| *ms != 0)
+        {
+            return Err(bad(
+                &format!("sinks.kafka.properties.{key}"),
+                format!(
+                    "{ms} ms would let the producer give up on messages while the brokers are \
+                     slow or down, and one given up on could be written after a later change of \
+                     its item; remove it (the bridge pauses instead, and loses nothing), or set 0"
+                ),
+            ));
+        }
         if let Some(c) = &self.coordination {
             c.validate().map_err(|e| e.within("coordination"))?;
             if self.source.kind != SourceKind::Dynamodb {
@@ -366,6 +383,31 @@ path = "out/checkpoint.json"
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "sinks.parquet.max_file_bytes", "{e}");
+    }
+
+    /// Alone, the producer never gives up on a message; under leases the
+    /// timeout is finite on purpose (the coordinated module's tests).
+    #[test]
+    fn a_kafka_produce_timeout_is_refused_without_coordination() {
+        let kafka = |props: &str| {
+            STREAMS.replace(
+                "[checkpoint]",
+                &format!(
+                    "[sinks.kafka]\nbrokers = \"b:9092\"\nformat = \"json\"\n{props}[checkpoint]"
+                ),
+            )
+        };
+        Config::parse(&kafka("")).unwrap().validate().unwrap();
+        let never = kafka("[sinks.kafka.properties]\n\"message.timeout.ms\" = 0\n");
+        Config::parse(&never).unwrap().validate().unwrap();
+        let e = Config::parse(&kafka(
+            "[sinks.kafka.properties]\n\"delivery.timeout.ms\" = \"120000\"\n",
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.key, "sinks.kafka.properties.delivery.timeout.ms", "{e}");
+        assert!(e.to_string().contains("120000 ms"), "{e}");
     }
 
     #[test]

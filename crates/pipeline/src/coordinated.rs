@@ -25,16 +25,13 @@ use dynamo_cdc_lease::{
     CoordinationConfig, Coordinator, DynamoLeaseStore, Fence, LeaseCheckpoints, LeaseStore,
     StoreFailure, Worker,
 };
-use dynamo_cdc_sink_kafka::PropertyValue;
+use dynamo_cdc_sink_kafka::{PRODUCE_TIMEOUTS, PropertyValue};
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::streams::sdk::{Endpoint, sdk_config};
 use dynamo_cdc_transform::DeclaredSchema;
 
 use crate::config::Config;
 use crate::run::{Carried, Pass, PassGuard, RunOptions, Stop, known_tables, run_once};
-
-/// The Kafka properties that bound how long a message may stay in flight.
-const PRODUCE_TIMEOUTS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
 
 /// Runs passes over the held tables until stopped; see the module docs.
 pub(crate) fn run(
@@ -253,18 +250,7 @@ fn with_produce_timeout(
     let Some(kafka) = config.sinks.kafka.as_mut() else {
         return Ok((config, Duration::ZERO));
     };
-    let set: Vec<(String, u64)> = PRODUCE_TIMEOUTS
-        .iter()
-        .filter_map(|k| {
-            let v = kafka.properties.get(*k)?;
-            let ms = match v {
-                PropertyValue::Integer(i) => u64::try_from(*i).ok(),
-                PropertyValue::Text(t) => t.trim().parse().ok(),
-                PropertyValue::Flag(_) => None,
-            };
-            Some(((*k).to_owned(), ms.unwrap_or(0)))
-        })
-        .collect();
+    let set = kafka.produce_timeouts();
     if let Some((key, _)) = set.iter().find(|(_, ms)| *ms == 0) {
         anyhow::bail!(
             "config key `sinks.kafka.properties.{key}`: must be a positive number of \

@@ -113,7 +113,28 @@ fn is_topic_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// The librdkafka properties that bound how long a message may wait for its
+/// acknowledgement before the producer gives up on it: two names of one
+/// setting.
+pub const PRODUCE_TIMEOUTS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
+
 impl KafkaSinkConfig {
+    /// The produce timeouts set in `properties` ([`PRODUCE_TIMEOUTS`]), in
+    /// milliseconds; a value that is not a number counts as 0 (never).
+    pub fn produce_timeouts(&self) -> Vec<(&'static str, u64)> {
+        PRODUCE_TIMEOUTS
+            .iter()
+            .filter_map(|k| {
+                let ms = match self.properties.get(*k)? {
+                    PropertyValue::Integer(i) => u64::try_from(*i).ok(),
+                    PropertyValue::Text(t) => t.trim().parse().ok(),
+                    PropertyValue::Flag(_) => None,
+                };
+                Some((*k, ms.unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// The properties as librdkafka takes them.
     pub fn property_pairs(&self) -> Vec<(String, String)> {
         self.properties

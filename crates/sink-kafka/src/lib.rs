@@ -31,7 +31,7 @@ mod resume;
 mod sink;
 mod topics;
 
-pub use config::{KafkaSinkConfig, PropertyValue};
+pub use config::{KafkaSinkConfig, PRODUCE_TIMEOUTS, PropertyValue};
 pub use encode::{
     HEADER_ERROR, HEADER_EVENT, HEADER_LEASE_EPOCH, HEADER_SEQUENCE, HEADER_SHARD, HEADER_SNAPSHOT,
     HEADER_SNAPSHOT_ID, HEADER_TABLE,
