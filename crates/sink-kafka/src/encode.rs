@@ -299,9 +299,7 @@ impl Encoder {
         };
         Ok(Ok((key, value)))
     }
-}
 
-impl Encoder {
     /// A table's schema at its first change in this run: continued from the
     /// value schema registered last for its topic when that is one made
     /// here in this shape, else new. A new one would be narrower than what

@@ -13,7 +13,10 @@
 //! its key (on its topic) was stored: that would put an item's older
 //! change after its newer one, and on a compacted topic keep the older.
 //! Such a message goes to the dead-letter topic instead, with a reason
-//! that says so: kept, not lost, not written out of order.
+//! that says so: kept, not lost, not written out of order. When another
+//! message of those groups failed otherwise, none is sent alone: the pass
+//! ends with that message's error, and the next one sends again whatever
+//! its read-back does not find (the sink's `land`).
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
