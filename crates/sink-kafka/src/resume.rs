@@ -44,10 +44,6 @@ pub(crate) struct Scanned {
     /// change of the item. A delete's tombstone missing from the topic is
     /// sent again only then.
     pub last_values: HashSet<(ShardKey, SequenceNumber)>,
-    /// The change of the last message found of each key: a change of the
-    /// item older than it, in its shard, and not found, must not be
-    /// written after it.
-    pub newest_of_key: HashMap<Vec<u8>, (ShardKey, SequenceNumber)>,
     /// Next offset per partition (the end of what was read).
     pub next_offsets: BTreeMap<i32, i64>,
     /// Partitions that end before the offset recorded for them, with their
@@ -101,7 +97,6 @@ pub(crate) fn scan<C: ClientContext>(
     let mut scanned = Scanned {
         found: HashSet::new(),
         last_values: HashSet::new(),
-        newest_of_key: HashMap::new(),
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
     };
@@ -197,15 +192,11 @@ pub(crate) fn scan<C: ClientContext>(
                 // as too large and sent to the dead-letter topic, when the
                 // run stopped before that send), and taking the change for
                 // delivered would skip it for good.
-                let Some(change) = position_of(&m) else {
-                    continue;
-                };
-                let key = m.key().unwrap_or_default().to_vec();
-                scanned.newest_of_key.insert(key.clone(), change.clone());
-                let value = m.payload().is_some().then_some(change);
+                let value = position_of(&m).filter(|_| m.payload().is_some());
                 if let Some(change) = &value {
                     scanned.found.insert(change.clone());
                 }
+                let key = m.key().unwrap_or_default().to_vec();
                 last_of_key.insert((m.partition(), key), value);
             }
         }

@@ -51,9 +51,6 @@ pub struct KafkaSink {
     /// Changes whose value the read-back found last of its key: followed
     /// neither by its tombstone nor by a later change of the item.
     found_last: HashSet<(ShardKey, SequenceNumber)>,
-    /// The change of the last message the read-back found of each key, by
-    /// topic and key.
-    found_newest: HashMap<String, HashMap<Vec<u8>, (ShardKey, SequenceNumber)>>,
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
@@ -119,7 +116,6 @@ impl KafkaSink {
             held: Positions::new(),
             found: HashSet::new(),
             found_last: HashSet::new(),
-            found_newest: HashMap::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
             outgoing: Vec::new(),
@@ -212,9 +208,6 @@ impl KafkaSink {
         );
         self.found.extend(found.found);
         self.found_last.extend(found.last_values);
-        if !found.newest_of_key.is_empty() {
-            (self.found_newest.entry(topic.to_owned()).or_default()).extend(found.newest_of_key);
-        }
         // A partition that ended before its recorded offset was read from
         // its first offset: that is where the next start reads from until
         // the positions cover what was found, and the producer's next offset
@@ -527,11 +520,6 @@ impl KafkaSink {
                 continue;
             }
             match self.encoder.encode(change)? {
-                Ok(messages)
-                    if !self.found_newest.is_empty()
-                        && self
-                            .overtaken(change, &messages)
-                            .inspect_err(|_| self.drop_unsent())? => {}
                 Ok(messages) => {
                     for message in messages {
                         // Refused here, before anything of the batch is sent:
@@ -543,9 +531,12 @@ impl KafkaSink {
                                 "{size} bytes exceed message.max.bytes ({})",
                                 self.max_message_bytes
                             );
-                            let dead = self
-                                .dead_letter(message, &reason)
-                                .inspect_err(|_| self.drop_unsent())?;
+                            let dead = self.dead_letter(message, &reason).inspect_err(|_| {
+                                self.outgoing.clear();
+                                self.outgoing_bytes = 0;
+                                self.pending_changes.clear();
+                                self.pending_found.clear();
+                            })?;
                             self.dead_outgoing.push(dead);
                         } else {
                             self.outgoing_bytes += size;
@@ -564,52 +555,6 @@ impl KafkaSink {
             self.held_since = Some(Instant::now());
         }
         Ok(rejected)
-    }
-
-    /// Forgets what was encoded and not sent: the run stops before any of
-    /// it (a change after one that cannot be delivered must not be visible
-    /// ahead of it).
-    fn drop_unsent(&mut self) {
-        self.outgoing.clear();
-        self.outgoing_bytes = 0;
-        self.pending_changes.clear();
-        self.pending_found.clear();
-    }
-
-    /// Whether the read-back found a later change of `change`'s item (in
-    /// its shard) while `change` itself was not found: it can no longer be
-    /// written in order, and its value goes to the dead-letter topic (its
-    /// tombstone, if any, is not sent). Only the batch-mates of a refused
-    /// record, or messages given up on under leases, can leave an item's
-    /// older change out of the topic while a newer one is in.
-    fn overtaken(
-        &mut self,
-        change: &Change,
-        messages: &[Outgoing],
-    ) -> Result<bool, KafkaSinkError> {
-        let Some(value) = messages.iter().find(|m| m.value.is_some()) else {
-            return Ok(false);
-        };
-        let newer = self
-            .found_newest
-            .get(&*value.topic)
-            .and_then(|keys| keys.get(value.key.as_slice()))
-            .filter(|(shard, newest)| {
-                shard.table == change.source.table
-                    && shard.shard == change.source.shard_id
-                    && *newest > change.source.sequence_number
-            });
-        let Some((_, newest)) = newer else {
-            return Ok(false);
-        };
-        let reason = format!(
-            "a later change of its item ({newest}) is in the topic already (stored before the \
-             run stopped, while this one was not): written now, it would land after it, and a \
-             compacted topic would keep this older one"
-        );
-        let dead = self.dead_letter(value.clone(), &reason)?;
-        self.dead_outgoing.push(dead);
-        Ok(true)
     }
 
     /// Sends a delete's tombstone alone when the read-back found its value

@@ -375,21 +375,22 @@ fn a_tombstone_alone_does_not_count_as_its_change_delivered() {
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001"]);
 }
 
-/// A message of ours as a run before this one left it: sequence number,
-/// key, value (`None`: a tombstone).
-type Earlier<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
-
-/// Messages of table `orders`, shard `shard-1`, on `cdc.orders` as a run
-/// before this one left them.
-fn written_by_an_earlier_run(brokers: &str, messages: &[Earlier<'_>]) {
+#[test]
+fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() {
+    // A run stopped between a delete's value and its tombstone: the value
+    // is not sent again, the tombstone is (compaction would keep the
+    // deleted item otherwise), and the change's position moves.
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
-    for (seq, key, value) in messages {
-        let headers = OwnedHeaders::new()
+    let headers = |seq: &'static str| {
+        OwnedHeaders::new()
             .insert(Header {
                 key: HEADER_TABLE,
                 value: Some("orders"),
@@ -400,76 +401,27 @@ fn written_by_an_earlier_run(brokers: &str, messages: &[Earlier<'_>]) {
             })
             .insert(Header {
                 key: HEADER_SEQUENCE,
-                value: Some(*seq),
-            });
+                value: Some(seq),
+            })
+    };
+    // Change 1001's value and tombstone both landed; 1002's value only;
+    // 1003's value too, then a later change of its item (1004).
+    for (seq, key, value) in [
+        ("1001", &br#"{"id":"a"}"#[..], Some(&b"{}"[..])),
+        ("1001", br#"{"id":"a"}"#, None),
+        ("1002", br#"{"id":"b"}"#, Some(b"{}")),
+        ("1003", br#"{"id":"c"}"#, Some(b"{}")),
+        ("1004", br#"{"id":"c"}"#, Some(b"{}")),
+    ] {
         let mut record = BaseRecord::<[u8], [u8]>::to("cdc.orders")
-            .key(*key)
-            .headers(headers);
+            .key(key)
+            .headers(headers(seq));
         if let Some(value) = value {
-            record = record.payload(*value);
+            record = record.payload(value);
         }
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
-}
-
-#[test]
-fn a_change_older_than_one_of_its_item_in_the_topic_is_kept_not_written_after_it() {
-    // The run stopped with an item's newer change stored and its older one
-    // not (a batch-mate of a refused record, say). Written now, the older
-    // would land last, and a compacted topic would keep it: it goes to the
-    // dead-letter topic instead.
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("cdc.orders", 1, 1).unwrap();
-    cluster.create_topic("cdc.dead", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    written_by_an_earlier_run(&brokers, &[("1002", br#"{"id":"a"}"#, Some(b"{}"))]);
-    let mut c = config(&brokers, Format::Json);
-    c.dead_letter_topic = Some("cdc.dead".into());
-    let mut sink = open(c);
-    deliver(
-        &mut sink,
-        &[
-            change(1, "a", Op::Insert, "1"),
-            change(2, "a", Op::Modify, "2"),
-            change(3, "b", Op::Insert, "1"),
-        ],
-    );
-    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1002", "1003"]);
-    let dead = consume(&brokers, "cdc.dead", 1);
-    assert_eq!(seqs(&dead), ["1001"]);
-    assert!(
-        dead[0].headers[HEADER_ERROR].contains("later change of its item (1002)"),
-        "{:?}",
-        dead[0].headers
-    );
-    let key = ShardKey::new("orders", "shard-1");
-    assert_eq!(
-        sink.durable_positions().get(&key).map(ToString::to_string),
-        Some("1003".to_owned())
-    );
-}
-
-#[test]
-fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() {
-    // A run stopped between a delete's value and its tombstone: the value
-    // is not sent again, the tombstone is (compaction would keep the
-    // deleted item otherwise), and the change's position moves.
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("cdc.orders", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    // Change 1001's value and tombstone both landed; 1002's value only;
-    // 1003's value too, then a later change of its item (1004).
-    written_by_an_earlier_run(
-        &brokers,
-        &[
-            ("1001", br#"{"id":"a"}"#, Some(b"{}")),
-            ("1001", br#"{"id":"a"}"#, None),
-            ("1002", br#"{"id":"b"}"#, Some(b"{}")),
-            ("1003", br#"{"id":"c"}"#, Some(b"{}")),
-            ("1004", br#"{"id":"c"}"#, Some(b"{}")),
-        ],
-    );
 
     let mut sink = open(config(&brokers, Format::Json));
     deliver(
