@@ -408,6 +408,18 @@ path = "out/checkpoint.json"
         .unwrap_err();
         assert_eq!(e.key, "sinks.kafka.properties.delivery.timeout.ms", "{e}");
         assert!(e.to_string().contains("120000 ms"), "{e}");
+        // librdkafka strips a `topic.` prefix from a setting it does not
+        // know as a global one.
+        let e = Config::parse(&kafka(
+            "[sinks.kafka.properties]\n\"topic.message.timeout.ms\" = 30000\n",
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.key, "sinks.kafka.properties.topic.message.timeout.ms",
+            "{e}"
+        );
     }
 
     #[test]

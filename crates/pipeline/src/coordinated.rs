@@ -261,8 +261,8 @@ fn with_produce_timeout(
     // The two are one setting to librdkafka, and which wins when both are
     // given depends on the order it meets them: the wait could be shorter
     // than what the producer applies.
-    if let [(a, a_ms), (b, b_ms)] = set.as_slice()
-        && a_ms != b_ms
+    if let Some((a, a_ms)) = set.first()
+        && let Some((b, b_ms)) = set.iter().find(|(_, ms)| ms != a_ms)
     {
         anyhow::bail!(
             "config keys `sinks.kafka.properties.{a}` ({a_ms}) and \
@@ -518,12 +518,16 @@ lease_duration_ms = 30000
             .to_string();
         assert!(
             e.contains(
-                "`sinks.kafka.properties.message.timeout.ms` (60000) and \
-                 `sinks.kafka.properties.delivery.timeout.ms` (5000) are two names of one \
+                "`sinks.kafka.properties.delivery.timeout.ms` (5000) and \
+                 `sinks.kafka.properties.message.timeout.ms` (60000) are two names of one \
                  librdkafka setting"
             ),
             "{e}"
         );
+        // librdkafka takes a global setting with its `topic.` prefix too.
+        let c = config("properties = { \"topic.message.timeout.ms\" = 60000 }");
+        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        assert_eq!(wait, Duration::from_millis(61_000));
         let c = config("properties = { \"message.timeout.ms\" = 0 }");
         let e = with_produce_timeout(&c, &coordination)
             .unwrap_err()

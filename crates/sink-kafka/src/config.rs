@@ -119,18 +119,21 @@ fn is_topic_name(name: &str) -> bool {
 pub const PRODUCE_TIMEOUTS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
 
 impl KafkaSinkConfig {
-    /// The produce timeouts set in `properties` ([`PRODUCE_TIMEOUTS`]), in
-    /// milliseconds; a value that is not a number counts as 0 (never).
-    pub fn produce_timeouts(&self) -> Vec<(&'static str, u64)> {
-        PRODUCE_TIMEOUTS
+    /// The produce timeouts set in `properties` ([`PRODUCE_TIMEOUTS`], also
+    /// with librdkafka's `topic.` prefix, which it strips), by the key as
+    /// written, in milliseconds; a value that is not a number counts as 0
+    /// (never).
+    pub fn produce_timeouts(&self) -> Vec<(&str, u64)> {
+        self.properties
             .iter()
-            .filter_map(|k| {
-                let ms = match self.properties.get(*k)? {
+            .filter(|(k, _)| PRODUCE_TIMEOUTS.contains(&k.strip_prefix("topic.").unwrap_or(k)))
+            .map(|(k, v)| {
+                let ms = match v {
                     PropertyValue::Integer(i) => u64::try_from(*i).ok(),
                     PropertyValue::Text(t) => t.trim().parse().ok(),
                     PropertyValue::Flag(_) => None,
                 };
-                Some((*k, ms.unwrap_or(0)))
+                (k.as_str(), ms.unwrap_or(0))
             })
             .collect()
     }
