@@ -641,7 +641,7 @@ impl<T> Drop for KafkaProducer<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     use rdkafka::mocking::MockCluster;
 
@@ -657,9 +657,9 @@ mod tests {
     }
 
     /// What a topic's single partition holds: key, value, headers.
-    type Stored = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+    pub(crate) type Stored = (Vec<u8>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
-    fn read_back(brokers: &str, topic: &str) -> Vec<Stored> {
+    pub(crate) fn read_back(brokers: &str, topic: &str) -> Vec<Stored> {
         use rdkafka::message::Headers as _;
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)

@@ -377,10 +377,8 @@ impl KafkaSink {
             "the broker refused a record, and with it its batch: sending the others again"
         );
         let tag = Group {
-            changes: Vec::new(),
-            found: Vec::new(),
-            dead: Vec::new(),
             gap: group.tag.gap,
+            ..Group::default()
         };
         // Nothing else is in flight: the one group that lands is this one.
         for landed in self.producer.send_all(again, tag)? {
@@ -623,10 +621,8 @@ impl KafkaSink {
         // Recorded before any change after it is written: this waits for
         // it, and for the groups sent before it.
         let group = Group {
-            changes: Vec::new(),
-            found: Vec::new(),
-            dead: Vec::new(),
             gap: true,
+            ..Group::default()
         };
         let landed = self.producer.send_all(vec![message], group)?;
         self.land(landed)
@@ -778,41 +774,22 @@ impl Sink for KafkaSink {
 mod tests {
     use dynamo_cdc_core::ErrorKind;
 
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    use rdkafka::message::{Headers as _, Message as _};
     use rdkafka::mocking::MockCluster;
 
     use super::*;
 
     /// Keys and error headers of what a topic's one partition holds.
     fn stored(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "t")
-            .set("enable.partition.eof", "true")
-            .create()
-            .unwrap();
-        let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-            .unwrap();
-        consumer.assign(&list).unwrap();
-        let mut out = Vec::new();
-        loop {
-            match consumer.poll(Duration::from_secs(30)) {
-                Some(Ok(m)) => out.push((
-                    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    m.headers().and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == HEADER_ERROR)
-                            .and_then(|h| h.value)
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                    }),
-                )),
-                Some(Err(KafkaError::PartitionEOF(_))) => return out,
-                None => panic!("{topic} never ended"),
-                Some(Err(_)) => {}
-            }
-        }
+        crate::producer::tests::read_back(brokers, topic)
+            .into_iter()
+            .map(|(key, _, headers)| {
+                let error = headers
+                    .into_iter()
+                    .find(|(k, _)| k == HEADER_ERROR)
+                    .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
+                (String::from_utf8_lossy(&key).into_owned(), error)
+            })
+            .collect()
     }
 
     /// A sink writing to topic `t`, with dead letters on `dead`.

@@ -150,6 +150,17 @@ fn config(brokers: &str, format: Format) -> KafkaConfig {
     }
 }
 
+/// [`config`] for Avro with the registry at `url` (no sign-in).
+fn with_registry(brokers: &str, url: String) -> KafkaConfig {
+    let mut c = config(brokers, Format::Avro);
+    c.registry = Some(RegistryConfig {
+        url,
+        username: None,
+        password: None,
+    });
+    c
+}
+
 fn open(config: KafkaConfig) -> KafkaSink {
     KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap()
 }
@@ -295,13 +306,8 @@ fn the_flat_shape_fits_its_schema_to_the_row_it_writes_not_the_old_image() {
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let registry = RegistryDouble::start();
-    let mut c = config(&brokers, Format::Avro);
+    let mut c = with_registry(&brokers, registry.url());
     c.envelope = Envelope::Flat;
-    c.registry = Some(RegistryConfig {
-        url: registry.url(),
-        username: None,
-        password: None,
-    });
     let mut sink = open(c);
     deliver(&mut sink, &[change(1, "a", Op::Insert, "7")]);
     // The old image held a fraction; the row written holds an integer.
@@ -332,42 +338,53 @@ fn the_flat_shape_fits_its_schema_to_the_row_it_writes_not_the_old_image() {
     assert_eq!(prices, ["Long(7)", "Long(8)"]);
 }
 
+/// A message of ours as a run before this one left it: sequence number,
+/// key, value (`None`: a tombstone).
+type Earlier<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
+/// Messages of table `orders`, shard `shard-1`, on `cdc.orders` as a run
+/// before this one left them.
+fn written_by_an_earlier_run(brokers: &str, messages: &[Earlier<'_>]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (seq, key, value) in messages {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_TABLE,
+                value: Some("orders"),
+            })
+            .insert(Header {
+                key: HEADER_SHARD,
+                value: Some("shard-1"),
+            })
+            .insert(Header {
+                key: HEADER_SEQUENCE,
+                value: Some(*seq),
+            });
+        let mut record = BaseRecord::<[u8], [u8]>::to("cdc.orders")
+            .key(*key)
+            .headers(headers);
+        if let Some(value) = value {
+            record = record.payload(*value);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 #[test]
 fn a_tombstone_alone_does_not_count_as_its_change_delivered() {
     // A run stopped after a delete's tombstone landed but before its value
     // (too large for the topic) reached the dead-letter topic: the value
     // is nowhere, so the change must be written again.
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: HEADER_TABLE,
-            value: Some("orders"),
-        })
-        .insert(Header {
-            key: HEADER_SHARD,
-            value: Some("shard-1"),
-        })
-        .insert(Header {
-            key: HEADER_SEQUENCE,
-            value: Some("1001"),
-        });
-    producer
-        .send(
-            BaseRecord::<[u8], [u8]>::to("cdc.orders")
-                .key(br#"{"id":"a"}"#)
-                .headers(headers),
-        )
-        .map_err(|(e, _)| e)
-        .unwrap();
-    producer.flush(Duration::from_secs(10)).unwrap();
+    written_by_an_earlier_run(&brokers, &[("1001", br#"{"id":"a"}"#, None)]);
 
     let mut sink = open(config(&brokers, Format::Json));
     deliver(&mut sink, &[change(1, "a", Op::Remove, "1")]);
@@ -380,48 +397,21 @@ fn a_delete_whose_value_landed_without_its_tombstone_gets_the_tombstone_alone() 
     // A run stopped between a delete's value and its tombstone: the value
     // is not sent again, the tombstone is (compaction would keep the
     // deleted item otherwise), and the change's position moves.
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let headers = |seq: &'static str| {
-        OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_TABLE,
-                value: Some("orders"),
-            })
-            .insert(Header {
-                key: HEADER_SHARD,
-                value: Some("shard-1"),
-            })
-            .insert(Header {
-                key: HEADER_SEQUENCE,
-                value: Some(seq),
-            })
-    };
     // Change 1001's value and tombstone both landed; 1002's value only;
     // 1003's value too, then a later change of its item (1004).
-    for (seq, key, value) in [
-        ("1001", &br#"{"id":"a"}"#[..], Some(&b"{}"[..])),
-        ("1001", br#"{"id":"a"}"#, None),
-        ("1002", br#"{"id":"b"}"#, Some(b"{}")),
-        ("1003", br#"{"id":"c"}"#, Some(b"{}")),
-        ("1004", br#"{"id":"c"}"#, Some(b"{}")),
-    ] {
-        let mut record = BaseRecord::<[u8], [u8]>::to("cdc.orders")
-            .key(key)
-            .headers(headers(seq));
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    written_by_an_earlier_run(
+        &brokers,
+        &[
+            ("1001", br#"{"id":"a"}"#, Some(b"{}")),
+            ("1001", br#"{"id":"a"}"#, None),
+            ("1002", br#"{"id":"b"}"#, Some(b"{}")),
+            ("1003", br#"{"id":"c"}"#, Some(b"{}")),
+            ("1004", br#"{"id":"c"}"#, Some(b"{}")),
+        ],
+    );
 
     let mut sink = open(config(&brokers, Format::Json));
     deliver(
@@ -566,13 +556,10 @@ fn a_registry_that_cannot_be_reached_is_waited_out_not_fatal() {
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let nowhere = refused_port();
-    let mut c = config(&brokers, Format::Avro);
-    c.registry = Some(RegistryConfig {
-        url: format!("http://{}", nowhere.address()),
-        username: None,
-        password: None,
-    });
-    let mut sink = open(c);
+    let mut sink = open(with_registry(
+        &brokers,
+        format!("http://{}", nowhere.address()),
+    ));
     let e = sink.write(&[change(1, "a", Op::Insert, "1")]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     assert!(e.to_string().contains("cannot reach"), "{e}");
@@ -860,12 +847,7 @@ fn an_envelope_whose_new_image_does_not_fit_widens_nothing() {
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let registry = RegistryDouble::start();
-    let mut c = config(&brokers, Format::Avro);
-    c.registry = Some(RegistryConfig {
-        url: registry.url(),
-        username: None,
-        password: None,
-    });
+    let c = with_registry(&brokers, registry.url());
     let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
         r#"{"type":"record","name":"orders","fields":[{"name":"price","type":["null","long"]}]}"#,
     )
@@ -900,12 +882,7 @@ fn a_restart_continues_the_value_schema_registered_last() {
     cluster.create_topic("cdc.orders", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let registry = RegistryDouble::start();
-    let mut c = config(&brokers, Format::Avro);
-    c.registry = Some(RegistryConfig {
-        url: registry.url(),
-        username: None,
-        password: None,
-    });
+    let c = with_registry(&brokers, registry.url());
     let with_gift = |seq: u64, gift: AttributeValue| {
         let mut ch = change(seq, "a", Op::Insert, "7");
         ch.new_image.as_mut().unwrap().insert("gift".into(), gift);
