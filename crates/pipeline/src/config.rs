@@ -184,22 +184,9 @@ impl Config {
         if self.checkpoint.path.as_os_str().is_empty() {
             return Err(bad("checkpoint.path", "must not be empty"));
         }
-        // Alone, the producer never gives up on a message: one expired while
-        // a later change of its item was stored would be written again after
-        // it (the next pass finds the later one and skips it). Under leases
-        // the timeout is finite on purpose, and a new owner waits it out.
-        if self.coordination.is_none()
-            && let Some(k) = &self.sinks.kafka
-            && let Some((key, ms)) = k.produce_timeouts().into_iter().find(|(_, ms)| *ms != 0)
-        {
-            return Err(bad(
-                &format!("sinks.kafka.properties.{key}"),
-                format!(
-                    "{ms} ms would let the producer give up on messages while the brokers are \
-                     slow or down, and one given up on could be written after a later change of \
-                     its item; remove it (the bridge pauses instead, and loses nothing), or set 0"
-                ),
-            ));
+        if let Some(k) = &self.sinks.kafka {
+            k.validate_giving_up(self.coordination.is_some())
+                .map_err(|e| e.within("sinks.kafka"))?;
         }
         if let Some(c) = &self.coordination {
             c.validate().map_err(|e| e.within("coordination"))?;
@@ -388,7 +375,7 @@ path = "out/checkpoint.json"
     /// Alone, the producer never gives up on a message; under leases the
     /// timeout is finite on purpose (the coordinated module's tests).
     #[test]
-    fn a_kafka_produce_timeout_is_refused_without_coordination() {
+    fn a_kafka_produce_timeout_or_retry_limit_is_refused_without_coordination() {
         let kafka = |props: &str| {
             STREAMS.replace(
                 "[checkpoint]",
@@ -420,6 +407,23 @@ path = "out/checkpoint.json"
             e.key, "sinks.kafka.properties.topic.message.timeout.ms",
             "{e}"
         );
+        // A retry limit gives up on a message just the same; librdkafka's
+        // own default, which never runs out, may be written out.
+        for key in ["retries", "message.send.max.retries"] {
+            let e = Config::parse(&kafka(&format!(
+                "[sinks.kafka.properties]\n\"{key}\" = 10\n"
+            )))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+            assert_eq!(e.key, format!("sinks.kafka.properties.{key}"), "{e}");
+            assert!(
+                e.reason.contains("`10` would let the producer give up"),
+                "{e}"
+            );
+        }
+        let unlimited = kafka("[sinks.kafka.properties]\nretries = \"2147483647\"\n");
+        Config::parse(&unlimited).unwrap().validate().unwrap();
     }
 
     #[test]

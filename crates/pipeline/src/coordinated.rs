@@ -47,7 +47,7 @@ pub(crate) fn run(
         watch,
         snapshot_now,
     } = carried;
-    let (mut config, produce_timeout) = with_produce_timeout(config, coordination)?;
+    let (mut config, produce_timeout) = with_produce_timeout(config, coordination);
     // A pass fails as late as its oldest message expires.
     pauses.fail_within(produce_timeout);
     if let Some(parquet) = config.sinks.parquet.as_mut() {
@@ -241,36 +241,15 @@ fn restricted(config: &Config, held: &BTreeMap<String, u64>) -> Config {
 
 /// The configuration with a finite Kafka produce timeout, and that
 /// timeout (zero without a Kafka sink). A message older than it is failed
-/// by the producer, never sent: this is what a new owner waits out.
-fn with_produce_timeout(
-    config: &Config,
-    coordination: &CoordinationConfig,
-) -> anyhow::Result<(Config, Duration)> {
+/// by the producer, never sent: this is what a new owner waits out. The
+/// timeouts set were checked by `Config::validate` (positive, and the two
+/// names agreeing).
+fn with_produce_timeout(config: &Config, coordination: &CoordinationConfig) -> (Config, Duration) {
     let mut config = config.clone();
     let Some(kafka) = config.sinks.kafka.as_mut() else {
-        return Ok((config, Duration::ZERO));
+        return (config, Duration::ZERO);
     };
-    let set = kafka.produce_timeouts();
-    if let Some((key, _)) = set.iter().find(|(_, ms)| *ms == 0) {
-        anyhow::bail!(
-            "config key `sinks.kafka.properties.{key}`: must be a positive number of \
-             milliseconds with [coordination]: a worker taking over a table waits it out, so \
-             the previous owner's last messages have landed or failed before it reads back"
-        );
-    }
-    // The two are one setting to librdkafka, and which wins when both are
-    // given depends on the order it meets them: the wait could be shorter
-    // than what the producer applies.
-    if let Some((a, a_ms)) = set.first()
-        && let Some((b, b_ms)) = set.iter().find(|(_, ms)| ms != a_ms)
-    {
-        anyhow::bail!(
-            "config keys `sinks.kafka.properties.{a}` ({a_ms}) and \
-             `sinks.kafka.properties.{b}` ({b_ms}) are two names of one librdkafka setting: \
-             set one of them (or both to the same value)"
-        );
-    }
-    let timeout = match set.iter().map(|(_, ms)| *ms).min() {
+    let timeout = match kafka.produce_timeouts().iter().map(|(_, ms)| *ms).min() {
         Some(ms) => Duration::from_millis(ms),
         None => {
             // A third of the lease: a crashed owner's table moves within
@@ -284,7 +263,7 @@ fn with_produce_timeout(
         }
     };
     // Plus a second for the producer's own timer granularity.
-    Ok((config, timeout + Duration::from_secs(1)))
+    (config, timeout + Duration::from_secs(1))
 }
 
 /// What `dynamo-cdc leases` prints: per table, its lease and, per sink,
@@ -455,7 +434,13 @@ mod tests {
     }
 
     fn config_of(tables: &str, extra: &str) -> Config {
-        let text = format!(
+        let c = Config::parse(&config_text(tables, extra)).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    fn config_text(tables: &str, extra: &str) -> String {
+        format!(
             r#"
 [source]
 kind = "dynamodb"
@@ -469,10 +454,7 @@ path = "x.json"
 [coordination]
 lease_duration_ms = 30000
 "#
-        );
-        let c = Config::parse(&text).unwrap();
-        c.validate().unwrap();
-        c
+        )
     }
 
     #[test]
@@ -494,7 +476,7 @@ lease_duration_ms = 30000
     fn the_kafka_produce_timeout_is_made_finite_and_waited_out() {
         let c = config("");
         let coordination = c.coordination.clone().unwrap();
-        let (with, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        let (with, wait) = with_produce_timeout(&c, &coordination);
         assert_eq!(wait, Duration::from_millis(11_000));
         let props = &with.sinks.kafka.unwrap().properties;
         assert!(matches!(
@@ -502,39 +484,52 @@ lease_duration_ms = 30000
             Some(PropertyValue::Integer(10_000))
         ));
         let c = config("properties = { \"delivery.timeout.ms\" = 5000 }");
-        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        let (_, wait) = with_produce_timeout(&c, &coordination);
         assert_eq!(wait, Duration::from_millis(6_000));
         let c = config(
             "properties = { \"delivery.timeout.ms\" = 5000, \"message.timeout.ms\" = 5000 }",
         );
-        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
+        let (_, wait) = with_produce_timeout(&c, &coordination);
         assert_eq!(wait, Duration::from_millis(6_000));
+        // librdkafka takes a global setting with its `topic.` prefix too.
+        let c = config("properties = { \"topic.message.timeout.ms\" = 60000 }");
+        let (_, wait) = with_produce_timeout(&c, &coordination);
+        assert_eq!(wait, Duration::from_millis(61_000));
+    }
+
+    /// What `with_produce_timeout` relies on is refused by `validate`, so
+    /// that `dynamo-cdc validate` finds it (exit 2) rather than the run.
+    #[test]
+    fn a_produce_timeout_the_lease_cannot_wait_out_is_a_config_error() {
+        let invalid = |extra: &str| {
+            Config::parse(&config_text("tables = [\"aaa\"]", extra))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        };
+        let e = invalid("properties = { \"message.timeout.ms\" = 0 }");
+        assert_eq!(e.key, "sinks.kafka.properties.message.timeout.ms", "{e}");
+        assert!(e.reason.contains("positive number of milliseconds"), "{e}");
         // Aliases: librdkafka applies one of them, whichever it meets last.
-        let c = config(
+        let e = invalid(
             "properties = { \"delivery.timeout.ms\" = 5000, \"message.timeout.ms\" = 60000 }",
         );
-        let e = with_produce_timeout(&c, &coordination)
-            .unwrap_err()
-            .to_string();
+        assert_eq!(e.key, "sinks.kafka.properties.message.timeout.ms", "{e}");
         assert!(
-            e.contains(
-                "`sinks.kafka.properties.delivery.timeout.ms` (5000) and \
-                 `sinks.kafka.properties.message.timeout.ms` (60000) are two names of one \
-                 librdkafka setting"
+            e.reason.contains(
+                "60000 ms, while `properties.delivery.timeout.ms` is 5000 ms: the two are names \
+                 of one librdkafka setting"
             ),
             "{e}"
         );
-        // librdkafka takes a global setting with its `topic.` prefix too.
-        let c = config("properties = { \"topic.message.timeout.ms\" = 60000 }");
-        let (_, wait) = with_produce_timeout(&c, &coordination).unwrap();
-        assert_eq!(wait, Duration::from_millis(61_000));
-        let c = config("properties = { \"message.timeout.ms\" = 0 }");
-        let e = with_produce_timeout(&c, &coordination)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("sinks.kafka.properties.message.timeout.ms"),
-            "{e}"
-        );
+        // A retry limit ends within the timeout, which a new owner waits
+        // out: allowed under leases.
+        Config::parse(&config_text(
+            "tables = [\"aaa\"]",
+            "properties = { retries = 5 }",
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
     }
 }

@@ -118,6 +118,14 @@ fn is_topic_name(name: &str) -> bool {
 /// setting.
 pub const PRODUCE_TIMEOUTS: [&str; 2] = ["message.timeout.ms", "delivery.timeout.ms"];
 
+/// The librdkafka properties that bound how often a message is sent again
+/// before the producer gives up on it: two names of one setting.
+const RETRY_LIMITS: [&str; 2] = ["retries", "message.send.max.retries"];
+
+/// librdkafka's default retry limit, which never runs out before the
+/// produce timeout does.
+const RETRIES_UNLIMITED: &str = "2147483647";
+
 impl KafkaSinkConfig {
     /// The produce timeouts set in `properties` ([`PRODUCE_TIMEOUTS`], also
     /// with librdkafka's `topic.` prefix, which it strips), by the key as
@@ -136,6 +144,75 @@ impl KafkaSinkConfig {
                 (k.as_str(), ms.unwrap_or(0))
             })
             .collect()
+    }
+
+    /// Checks the settings that let the producer give up on a message:
+    /// the produce timeouts ([`PRODUCE_TIMEOUTS`]) and the retry limits
+    /// (`retries`, `message.send.max.retries`). Keys are relative to the
+    /// section.
+    ///
+    /// Alone (`shared` false) the producer must never give up: a message
+    /// given up on may still be stored later, after the next pass has read
+    /// the topic back and written it again, or after a later change of its
+    /// item. Under leases the timeout is finite on purpose: a worker taking
+    /// over a table waits it out before it reads back, so it must not be 0,
+    /// and its two names must not disagree.
+    ///
+    /// # Errors
+    /// The first setting that breaks these rules, naming its key.
+    pub fn validate_giving_up(&self, shared: bool) -> Result<(), ConfigError> {
+        let timeouts = self.produce_timeouts();
+        if !shared {
+            if let Some((key, ms)) = timeouts.iter().find(|(_, ms)| *ms != 0) {
+                return Err(ConfigError::new(
+                    format!("properties.{key}"),
+                    format!(
+                        "{ms} ms would let the producer give up on messages while the brokers \
+                         are slow or down, and one given up on could be written after a later \
+                         change of its item; remove it (the bridge pauses instead, and loses \
+                         nothing), or set 0"
+                    ),
+                ));
+            }
+            if let Some((key, value)) = self.properties.iter().find(|(k, v)| {
+                RETRY_LIMITS.contains(&k.as_str()) && v.text().trim() != RETRIES_UNLIMITED
+            }) {
+                return Err(ConfigError::new(
+                    format!("properties.{key}"),
+                    format!(
+                        "`{}` would let the producer give up on a message after that many \
+                         retries, and one given up on could be written after a later change of \
+                         its item; remove it (librdkafka then retries until the message is \
+                         stored, and the bridge pauses while the brokers are down)",
+                        value.text()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if let Some((key, _)) = timeouts.iter().find(|(_, ms)| *ms == 0) {
+            return Err(ConfigError::new(
+                format!("properties.{key}"),
+                "must be a positive number of milliseconds with [coordination]: a worker \
+                 taking over a table waits it out, so that the previous owner's last messages \
+                 have landed or failed before it reads the topic back",
+            ));
+        }
+        // The two are one setting to librdkafka, and which wins when both
+        // are given depends on the order it meets them: the wait could be
+        // shorter than what the producer applies.
+        if let Some((a, a_ms)) = timeouts.first()
+            && let Some((b, b_ms)) = timeouts.iter().find(|(_, ms)| ms != a_ms)
+        {
+            return Err(ConfigError::new(
+                format!("properties.{b}"),
+                format!(
+                    "{b_ms} ms, while `properties.{a}` is {a_ms} ms: the two are names of one \
+                     librdkafka setting; set one of them (or both to the same value)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The properties as librdkafka takes them.
