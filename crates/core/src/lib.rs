@@ -8,12 +8,14 @@
 //! - [`Source`], [`Sink`], [`CheckpointStore`], [`DeadLetter`]: the seams the
 //!   pipeline drives, with [`SinkError`]'s [`ErrorKind`] to branch on.
 //! - [`ConfigError`]: what every component's config check returns.
+//! - [`durable`]: what a local file needs to survive a power loss.
 
 pub mod alive;
 mod attribute;
 mod base64_decode;
 mod change;
 mod config;
+pub mod durable;
 mod item;
 mod json_scan;
 mod nested;

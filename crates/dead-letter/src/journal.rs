@@ -77,7 +77,7 @@ impl Journal {
         if by_file.is_empty() {
             return Ok(0);
         }
-        crate::create_dir_durably(&self.dir)?;
+        dynamo_cdc_core::durable::create_dir_durably(&self.dir)?;
         for (name, bytes) in by_file {
             let mut f = OpenOptions::new()
                 .create(true)

@@ -185,36 +185,6 @@ impl DeadLetterStore for LocalDeadLetters {
     }
 }
 
-/// Creates `dir` and any missing parents, and fsyncs the parent of each one
-/// created: a file renamed into a new directory survives a power loss only
-/// if the directory's own entry does.
-///
-/// # Errors
-/// When a directory cannot be created or synced.
-pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut p = dir;
-    while !p.as_os_str().is_empty() && !p.exists() {
-        missing.push(p.to_owned());
-        match p.parent() {
-            Some(parent) => p = parent,
-            None => break,
-        }
-    }
-    std::fs::create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        let parent = match created.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

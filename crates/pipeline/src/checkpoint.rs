@@ -245,7 +245,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    dynamo_cdc_dead_letter::create_dir_durably(&dir)?;
+    dynamo_cdc_core::durable::create_dir_durably(&dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

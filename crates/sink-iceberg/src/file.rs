@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StructArray, make_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use dynamo_cdc_core::durable::{create_dir_durably, sync_dir};
 use dynamo_cdc_object_store::{CopyError, ObjectPath, Objects, Upload};
 use dynamo_cdc_transform::is_long_text;
 use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, Struct};
@@ -83,7 +84,7 @@ impl OpenFile {
         let file = match &target {
             Target::Local(path) => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(IcebergSinkError::io("create", dir))?;
+                    create_dir_durably(dir).map_err(IcebergSinkError::io("create", dir))?;
                 }
                 File::create(path).map_err(IcebergSinkError::io("create", path))?
             }
@@ -167,7 +168,7 @@ impl OpenFile {
     }
 
     /// Finishes the file and makes it durable where the table will look:
-    /// fsynced on a local disk, uploaded (created only if absent) to a
+    /// fsynced on a local disk (with its directory), uploaded (created only if absent) to a
     /// bucket.
     pub(crate) fn close(self) -> Result<ClosedFile, IcebergSinkError> {
         let location = self.location;
@@ -184,6 +185,10 @@ impl OpenFile {
             Target::Local(path) => {
                 file.sync_all()
                     .map_err(IcebergSinkError::io("fsync", path))?;
+                // The file's name, which the commit will refer to.
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir).map_err(IcebergSinkError::io("fsync", dir))?;
+                }
                 file.metadata()
                     .map_err(IcebergSinkError::io("stat", path))?
                     .len()

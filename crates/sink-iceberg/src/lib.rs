@@ -30,6 +30,8 @@
 //!   three optional columns (null on the stream's changes); each snapshot's
 //!   S0 is a table property ([`snapshots`](crate::snapshots)), set before
 //!   its first row, so a reader can rebuild the table's latest state exactly.
+//! - **Durability**: a local warehouse's files and directories are synced
+//!   before a commit names them ([`local`](crate::local)).
 //! - **Failures**: an unreachable catalog or bucket is transient (the run
 //!   pauses and resumes from the last commit); a table this sink cannot
 //!   continue, denied access or a missing bucket stops it.
@@ -43,6 +45,7 @@ mod config;
 mod error;
 mod events;
 mod file;
+mod local;
 mod metrics;
 mod sigv4;
 mod sink;

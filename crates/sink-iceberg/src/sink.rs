@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use arrow_array::ArrayRef;
 use arrow_array::builder::{Int64Builder, StringBuilder};
+use dynamo_cdc_core::durable::create_dir_durably;
 use dynamo_cdc_core::{
     Change, Gap, Positions, Refused, Rejected, ShardKey, Sink, SinkError, SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_object_store::{Buckets, Location, Scheme, looks_like_url};
 use dynamo_cdc_transform::{DeclaredSchema, META_COLUMNS, NumbersMode, TableSchema, flat_batch};
-use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg::io::StorageFactory;
 use iceberg::table::Table;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, ErrorKind, NamespaceIdent, TableIdent};
@@ -24,6 +25,7 @@ use crate::config::{self, CatalogKind, IcebergConfig};
 use crate::error::IcebergSinkError;
 use crate::events::{Committed, Conflict};
 use crate::file::{ClosedFile, Encoding, OpenFile, Target};
+use crate::local::DurableLocalStorageFactory;
 use crate::sigv4::SigningProxy;
 use crate::snapshots;
 use crate::storage::{BucketStorage, BucketStorageFactory, TableBuckets};
@@ -181,10 +183,10 @@ impl IcebergSink {
         })?;
         let (warehouse, storage): (Warehouse, Arc<dyn StorageFactory>) = match warehouse {
             config::Warehouse::Path(Location::Local(dir)) => {
-                std::fs::create_dir_all(&dir).map_err(IcebergSinkError::io("create", &dir))?;
+                create_dir_durably(&dir).map_err(IcebergSinkError::io("create", &dir))?;
                 let dir =
                     std::path::absolute(&dir).map_err(IcebergSinkError::io("resolve", &dir))?;
-                (Warehouse::Local(dir), Arc::new(LocalFsStorageFactory))
+                (Warehouse::Local(dir), Arc::new(DurableLocalStorageFactory))
             }
             config::Warehouse::Path(Location::Remote { url, options }) => {
                 let buckets = Buckets::new(url.scheme, &options);

@@ -1,7 +1,7 @@
 //! The Iceberg crate's file I/O on buckets, through the same object-store
 //! client as the Parquet sink (credentials, endpoint, failure classes), so
-//! the warehouse needs no second storage stack. A local warehouse uses the
-//! Iceberg crate's own local file system storage.
+//! the warehouse needs no second storage stack. A local warehouse has its
+//! own ([`local`](crate::local)).
 //!
 //! Paths come as URLs (`s3://bucket/prefix/...`). A table may live in any
 //! bucket of the warehouse's store: a REST catalog places tables itself (S3
