@@ -546,6 +546,7 @@ impl Snapshots {
         }
         let (tx, rx) = mpsc::channel(2 * t.plan.segments as usize);
         t.scanned = Some(rx);
+        t.scanning.clear();
         let budget = Arc::new(Budget::new(budget_per_table));
         let average = match estimate {
             _ if t.plan.items > 0 => t.plan.bytes / t.plan.items,
@@ -581,6 +582,8 @@ impl Snapshots {
                 out: tx.clone(),
                 stop: stop.clone(),
             };
+            // Before the task can ask for its first page.
+            t.scanning.insert(task.request.segment, now_ms());
             runtime.spawn(task.run());
         }
         tracing::info!(table = %t.table, id = %t.plan.id, segments_left = t.plan.progress.iter().filter(|p| !p.done).count(), limit, "snapshot scanning");
@@ -684,11 +687,10 @@ impl Snapshots {
                 raise(seen, &s.shard_id, &s.sequence_number);
             }
         }
-        for t in self
-            .tables
-            .iter_mut()
-            .filter(|t| t.plan.method == SnapshotMethod::Scan.name())
-        {
+        // A finished plan takes no more pages: nothing to note for it.
+        for t in self.tables.iter_mut().filter(|t| {
+            t.plan.method == SnapshotMethod::Scan.name() && t.plan.finished_ms.is_none()
+        }) {
             for (key, ms) in &batch.read_through {
                 if key.table == t.table {
                     let at = t.read_through.entry(key.clone()).or_insert(*ms);

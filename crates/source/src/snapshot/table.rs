@@ -37,6 +37,14 @@ pub(super) struct TableSnapshot {
     pub(super) window: Window,
     pub(super) held: VecDeque<Held>,
     pub(super) scanned: Option<mpsc::Receiver<Scanned>>,
+    /// Per segment whose task still reads: no page of it that is yet to be
+    /// taken in was asked for before this time. It is the answer time of
+    /// the segment's last page taken in (the task asks for the next one
+    /// after handing that one over), or the task's start. Pages wait in
+    /// the channel, and in tasks blocked on it, for as long as the held
+    /// pages wait for the stream, so this bounds what the window may
+    /// forget.
+    pub(super) scanning: HashMap<u32, i64>,
     /// Per shard of the table's stream, the time it is read through.
     pub(super) read_through: HashMap<ShardKey, i64>,
     /// Released pages not yet committed by every sink: (segment, page,
@@ -94,6 +102,7 @@ impl TableSnapshot {
             window: Window::new(margin_ms),
             held: VecDeque::new(),
             scanned: None,
+            scanning: HashMap::new(),
             read_through: HashMap::new(),
             unconfirmed: Vec::new(),
             announce: true,
@@ -307,6 +316,11 @@ impl TableSnapshot {
                     answered_ms,
                     page,
                 }) => {
+                    if page.last_key.is_some() {
+                        self.scanning.insert(segment, answered_ms);
+                    } else {
+                        self.scanning.remove(&segment);
+                    }
                     self.held.push_back(Held {
                         segment,
                         asked_ms,
@@ -340,46 +354,49 @@ impl TableSnapshot {
         Some(through)
     }
 
-    /// Releases every held page the stream has caught up with.
+    /// Releases every held page the stream has caught up with, and
+    /// forgets the changes no page still to come can be dropped for.
     pub(super) fn release(
         &mut self,
         board: &ShardBoard,
         batch: &mut SourceBatch,
     ) -> Result<(), SnapshotError> {
-        if self.held.is_empty() {
-            // A plan whose pages were all released by an earlier run that
-            // did not live to finish it (or handed over again) ends here.
-            return self.finish_if_done();
-        }
-        self.log_progress();
-        let through = self.stream_read_through(board);
-        self.log_stall(board, through);
-        let Some(through) = through else {
-            return Ok(());
-        };
-        let mut i = 0;
-        while i < self.held.len() {
-            if !self.window.ready(self.held[i].answered_ms, through) {
-                i += 1;
-                continue;
+        if !self.held.is_empty() {
+            self.log_progress();
+            let through = self.stream_read_through(board);
+            self.log_stall(board, through);
+            if let Some(through) = through {
+                let mut i = 0;
+                while i < self.held.len() {
+                    if !self.window.ready(self.held[i].answered_ms, through) {
+                        i += 1;
+                        continue;
+                    }
+                    let Some(held) = self.held.remove(i) else {
+                        break;
+                    };
+                    let spooled = self.spool(held)?;
+                    self.hand_over(&spooled, batch)?;
+                }
             }
-            let Some(held) = self.held.remove(i) else {
-                break;
-            };
-            let spooled = self.spool(held)?;
-            self.hand_over(&spooled, batch)?;
         }
+        // Also a plan whose pages were all released by an earlier run that
+        // did not live to finish it (or handed over again) ends here.
         self.finish_if_done()?;
-        let oldest = self
-            .held
+        self.window.forget_before(self.oldest_ask_ms());
+        Ok(())
+    }
+
+    /// No page still to be released was asked for before this: the held
+    /// pages' ask times and the floors of the segments still scanning
+    /// (`scanning`); now when there are none.
+    fn oldest_ask_ms(&self) -> i64 {
+        self.held
             .iter()
             .map(|h| h.asked_ms)
+            .chain(self.scanning.values().copied())
             .min()
             .unwrap_or_else(now_ms)
-            // A call in flight was asked for after the newest answer.
-            .min(now_ms() - 60_000);
-        self.window.forget_before(oldest);
-        Ok(())
     }
 
     /// Logs where the snapshot stands, every [`PROGRESS_LOG_EVERY`].
@@ -615,6 +632,93 @@ fn row_index(row: &SpooledRow, position: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::super::journal::LocalJournalFiles;
+
+    fn item(id: &str) -> dynamo_cdc_core::Item {
+        dynamo_cdc_core::parse_item(&format!(r#"{{"id":{{"S":"{id}"}}}}"#), "test").unwrap()
+    }
+
+    /// A page of segment 0 holding `ids`, the segment's last when not `more`.
+    fn page(asked_ms: i64, ids: &[&str], more: bool) -> Scanned {
+        Scanned::Page {
+            segment: 0,
+            asked_ms,
+            answered_ms: asked_ms + 500,
+            page: ScanPage {
+                items: ids.iter().map(|id| item(id)).collect(),
+                last_key: more.then(|| item(ids[ids.len() - 1])),
+                ..ScanPage::default()
+            },
+        }
+    }
+
+    /// The ids of the snapshot rows a release handed over.
+    fn rows(batch: &SourceBatch) -> Vec<String> {
+        batch
+            .changes
+            .iter()
+            .filter(|c| c.op == Op::Read)
+            .map(|c| key_text(&c.keys, &["id".to_owned()]).unwrap())
+            .collect()
+    }
+
+    /// A page answered but not yet taken in (it waits in the channel while
+    /// the held pages are at their cap, or in a task blocked on sending it)
+    /// may have been asked for long ago: the changes that can drop its rows
+    /// are kept until it is released, however long the stream kept every
+    /// page waiting.
+    #[test]
+    fn a_page_not_yet_taken_in_still_drops_a_key_the_stream_changed_after_its_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalJournalFiles::at(dir.path());
+        let plan = Plan::new(
+            "s1".into(),
+            "t",
+            "scan",
+            1,
+            vec!["id".into()],
+            std::collections::BTreeMap::new(),
+            0,
+        );
+        let mut t = TableSnapshot::new(plan, Journal::of(&files, "t"), "t", 3_000);
+        let now = now_ms();
+        let start = now - 200_000;
+        let (tx, rx) = mpsc::channel(4);
+        t.scanned = Some(rx);
+        t.scanning.insert(0, start);
+        tx.try_send(page(start, &["a"], true)).unwrap();
+        t.receive().unwrap();
+        // The segment's next page, read 10 s later, is not taken in yet.
+        tx.try_send(page(start + 10_000, &["k", "m"], false))
+            .unwrap();
+        // The stream hands over a change of k made 20 s after that read.
+        let k = key_text(&item("k"), &["id".to_owned()]).unwrap();
+        t.window.touched(k.clone(), Some(start + 30_000));
+        // The stream stalled, then is read through now: the held page goes,
+        // long after k's change.
+        let board = ShardBoard::new(1);
+        board.listed(&Arc::from("t"), now);
+        let mut batch = SourceBatch::default();
+        t.release(&board, &mut batch).unwrap();
+        assert_eq!(
+            rows(&batch),
+            [key_text(&item("a"), &["id".to_owned()]).unwrap()]
+        );
+        t.receive().unwrap();
+        let mut batch = SourceBatch::default();
+        t.release(&board, &mut batch).unwrap();
+        // k's row would land after its newer change: only m's goes.
+        assert_eq!(
+            rows(&batch),
+            [key_text(&item("m"), &["id".to_owned()]).unwrap()]
+        );
+        // The scan is done and every page released: nothing is remembered
+        // any longer.
+        assert!(t.plan.finished_ms.is_some());
+        assert!(t.scanning.is_empty());
+        assert_eq!(t.window.remembered(), 0);
+    }
 
     #[test]
     fn row_numbers_grow_within_and_across_pages() {
