@@ -89,7 +89,7 @@ fn leases_positions_and_the_leases_command_on_moto() {
         .map(|(t, _)| t)
         .collect();
     assert_eq!(claimed.len(), 1);
-    a.release(&claimed[0]).unwrap();
+    a.release(&claimed[0], &SystemClock).unwrap();
     b.tick(&SystemClock).unwrap();
     assert_eq!(b.grants().into_keys().collect::<Vec<_>>(), claimed);
     assert_eq!(

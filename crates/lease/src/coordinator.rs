@@ -114,6 +114,8 @@ struct Held {
     counter: u64,
     valid_until: Instant,
     settle: bool,
+    /// Not handed over before this (see [`Coordinator::settling`]).
+    settled_at: Instant,
     claimed: bool,
 }
 
@@ -134,6 +136,9 @@ pub struct Coordinator<S> {
     draining: bool,
     /// Who claimed each held lease, as last seen.
     last_claims: HashMap<String, String>,
+    /// How long a lease taken from an expired owner is kept before it is
+    /// handed over (see [`Coordinator::settling`]).
+    settle_for: Duration,
 }
 
 impl<S: LeaseStore> Coordinator<S> {
@@ -154,7 +159,22 @@ impl<S: LeaseStore> Coordinator<S> {
             claim: None,
             draining: false,
             last_claims: HashMap::new(),
+            settle_for: Duration::ZERO,
         }
+    }
+
+    /// Keeps a lease taken from an expired owner for at least `wait`
+    /// after the take before handing it over: the time that owner's last
+    /// writes may still land in (the Kafka sink's produce timeout). The
+    /// worker that takes a released lease does not wait (the releaser's
+    /// writes are done), so a lease released before then would let that
+    /// worker read back what the sinks hold while the expired owner's
+    /// writes still land. Such a lease stays held instead (and, on a stop,
+    /// runs out, so that its next taker waits).
+    #[must_use]
+    pub fn settling(mut self, wait: Duration) -> Self {
+        self.settle_for = wait;
+        self
     }
 
     /// The time between ticks.
@@ -217,12 +237,29 @@ impl<S: LeaseStore> Coordinator<S> {
         Ok(happened)
     }
 
-    /// Hands `table` over: its writes are committed and recorded.
+    /// Hands `table` over: its writes are committed and recorded. A lease
+    /// taken from an expired owner less than the settle time ago (see
+    /// [`Coordinator::settling`]) is kept: `None`, as for a table not held.
     ///
     /// # Errors
     /// A fatal store failure. A conflict or outage leaves the lease to
     /// expire, which peers judge the same way.
-    pub fn release(&mut self, table: &str) -> Result<Option<Happened>, StoreFailure> {
+    pub fn release(
+        &mut self,
+        table: &str,
+        clock: &dyn Clock,
+    ) -> Result<Option<Happened>, StoreFailure> {
+        if self
+            .held
+            .get(table)
+            .is_some_and(|h| h.settle && clock.now() < h.settled_at)
+        {
+            tracing::debug!(
+                table,
+                "not handed over yet: its expired owner's last writes may still land"
+            );
+            return Ok(None);
+        }
         let Some(h) = self.held.remove(table) else {
             return Ok(None);
         };
@@ -371,6 +408,8 @@ impl<S: LeaseStore> Coordinator<S> {
                                 .get(table)
                                 .map_or_else(Instant::now, |s| s.since),
                             settle: true,
+                            settled_at: self.seen.get(table).map_or_else(Instant::now, |s| s.since)
+                                + self.settle_for,
                             claimed: false,
                         },
                     );
@@ -504,8 +543,13 @@ impl<S: LeaseStore> Coordinator<S> {
                 mine += 1;
             }
         }
+        // Done with the claim once the lease is ours, free, or no longer
+        // carries it (a third worker took it from its expired owner).
         if self.claim.as_ref().is_some_and(|t| {
-            self.held.contains_key(t) || leases.get(t).is_none_or(|l| l.owner.is_none())
+            self.held.contains_key(t)
+                || leases.get(t).is_none_or(|l| {
+                    l.owner.is_none() || l.claim.as_deref() != Some(self.me.as_str())
+                })
         }) {
             self.claim = None;
         }
@@ -577,6 +621,7 @@ impl<S: LeaseStore> Coordinator<S> {
                         counter: l.counter + 1,
                         valid_until: sent + self.duration - self.margin,
                         settle: l.owner.is_some(),
+                        settled_at: sent + self.settle_for,
                         claimed: false,
                     },
                 );

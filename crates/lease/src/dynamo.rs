@@ -254,15 +254,21 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         Some(m) => format!("{}: {m}", if code.is_empty() { "error" } else { code }),
         None => format!("{e:?}"),
     };
-    if !matches!(e, SdkError::ServiceError(_)) {
+    match e {
+        // A request that cannot be built (a bad region or endpoint) never
+        // will be.
+        SdkError::ConstructionFailure(_) => return StoreFailure::Fatal(text),
+        SdkError::ServiceError(_) => {}
         // Dispatch, timeout, response errors: no (readable) answer.
-        return StoreFailure::Unavailable(text);
+        _ => return StoreFailure::Unavailable(text),
     }
     let status = e.raw_response().map_or(0, |r| r.status().as_u16());
     if status >= 500
         || code.contains("Throttl")
         || code == "ProvisionedThroughputExceededException"
         || code == "RequestLimitExceeded"
+        // Too many table operations at once (CreateTable at start).
+        || code == "LimitExceededException"
     {
         StoreFailure::Unavailable(text)
     } else {

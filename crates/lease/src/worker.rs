@@ -215,7 +215,7 @@ fn run<S: LeaseStore>(mut c: Coordinator<S>, shared: &Shared) {
             match command {
                 Command::Release(tables) => {
                     for t in tables {
-                        match c.release(&t) {
+                        match c.release(&t, &SystemClock) {
                             Ok(h) => happened.extend(h),
                             Err(e) => {
                                 tracing::warn!(table = %t, error = %e, "cannot release the lease")
@@ -231,7 +231,7 @@ fn run<S: LeaseStore>(mut c: Coordinator<S>, shared: &Shared) {
             if release {
                 let held: Vec<String> = c.grants().into_keys().collect();
                 for t in held {
-                    if let Ok(Some(h)) = c.release(&t) {
+                    if let Ok(Some(h)) = c.release(&t, &SystemClock) {
                         happened.push(h);
                     }
                 }
@@ -240,6 +240,9 @@ fn run<S: LeaseStore>(mut c: Coordinator<S>, shared: &Shared) {
             publish(shared, &c, None);
             return;
         }
+        // Ticks start an interval apart, however long one took: a slow
+        // call must not push the next renewal past the lease's validity.
+        let started = Instant::now();
         let failure = match c.tick(&SystemClock) {
             Ok(h) => {
                 if let Some(OutageLine::Back(after)) = outage.succeeded(Instant::now()) {
@@ -268,7 +271,7 @@ fn run<S: LeaseStore>(mut c: Coordinator<S>, shared: &Shared) {
         if commands.is_empty() {
             let _ = shared
                 .wake
-                .wait_timeout(commands, c.interval())
+                .wait_timeout(commands, c.interval().saturating_sub(started.elapsed()))
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }

@@ -247,13 +247,61 @@ fn a_released_lease_is_taken_at_once_without_settling() {
     assert!(held(&b).is_empty());
     a.drain();
     assert_eq!(
-        a.release("t0").unwrap(),
+        a.release("t0", &clock).unwrap(),
         Some(Happened::Released { table: "t0".into() })
     );
     b.tick(&clock).unwrap();
     assert_eq!(held(&b), ["t0"]);
     assert!(!b.grants()["t0"].settle);
     assert_eq!(lease(&store, "t0").epoch, 2);
+}
+
+/// A lease taken from an expired owner is not handed over until that
+/// owner's last writes have landed or failed: its next taker finds it
+/// released, not expired, and would not wait for them.
+#[test]
+fn a_lease_taken_from_an_expired_owner_is_handed_over_only_once_settled() {
+    const SETTLE: Duration = Duration::from_secs(11);
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1);
+    a.tick(&clock).unwrap();
+    // `a` dies; `b` takes the lease a duration after its first look.
+    let mut b = worker(&store, "b", 1).settling(SETTLE);
+    b.tick(&clock).unwrap();
+    clock.advance(D);
+    b.tick(&clock).unwrap();
+    assert!(b.grants()["t0"].settle);
+    // Asked to hand it over (a claim, or a stop) before the settle time:
+    // kept, and no other worker can take it.
+    clock.advance(SETTLE - Duration::from_millis(1));
+    assert_eq!(b.release("t0", &clock).unwrap(), None);
+    assert_eq!(held(&b), ["t0"]);
+    assert_eq!(lease(&store, "t0").owner.as_deref(), Some("b"));
+    let mut c = worker(&store, "c", 1);
+    c.tick(&clock).unwrap();
+    assert!(held(&c).is_empty());
+    // Once settled, it goes.
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        b.release("t0", &clock).unwrap(),
+        Some(Happened::Released { table: "t0".into() })
+    );
+    c.tick(&clock).unwrap();
+    assert_eq!(held(&c), ["t0"]);
+    assert!(!c.grants()["t0"].settle);
+    // A lease freed or taken without an expired owner is handed over at
+    // once.
+    let mut d = worker(&store, "d", 1).settling(SETTLE);
+    assert_eq!(
+        c.release("t0", &clock).unwrap(),
+        Some(Happened::Released { table: "t0".into() })
+    );
+    d.tick(&clock).unwrap();
+    assert_eq!(
+        d.release("t0", &clock).unwrap(),
+        Some(Happened::Released { table: "t0".into() })
+    );
 }
 
 #[test]
@@ -398,7 +446,7 @@ fn a_new_worker_claims_one_lease_of_the_busiest_and_gets_it_when_handed_over() {
         .collect();
     assert_eq!(claimed.len(), 1);
     // The pipeline finished the table; `a` hands it over.
-    a.release(&claimed[0]).unwrap();
+    a.release(&claimed[0], &clock).unwrap();
     // `a` does not take back what it handed over.
     a.tick(&clock).unwrap();
     assert_eq!(held(&a).len(), 3);
@@ -425,7 +473,7 @@ fn balanced_workers_do_not_steal() {
         .filter(|(_, g)| g.claimed)
         .map(|(t, _)| t)
         .collect();
-    a.release(&claimed[0]).unwrap();
+    a.release(&claimed[0], &clock).unwrap();
     for _ in 0..6 {
         clock.advance(a.interval());
         a.tick(&clock).unwrap();
@@ -438,6 +486,42 @@ fn balanced_workers_do_not_steal() {
         );
     }
     assert_eq!((held(&a).len(), held(&b).len()), (2, 1));
+}
+
+/// A claim ends when a third worker takes the claimed lease from its
+/// expired owner: the claimant may claim again.
+#[test]
+fn a_claim_on_a_lease_someone_else_took_does_not_stop_balancing() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 4);
+    a.tick(&clock).unwrap();
+    let mut b = worker(&store, "b", 4);
+    let happened = b.tick(&clock).unwrap();
+    let Some(Happened::Claimed { table: claimed, .. }) = happened
+        .into_iter()
+        .find(|h| matches!(h, Happened::Claimed { .. }))
+    else {
+        panic!("b claims one of a's leases");
+    };
+    // `a` dies before handing it over. `c` looks while `b` does not: a's
+    // leases expire, and `c` takes them all.
+    let mut c = worker(&store, "c", 4);
+    for _ in 0..10 {
+        c.tick(&clock).unwrap();
+        clock.advance(c.interval());
+    }
+    assert_eq!(held(&c).len(), 4, "c took every lease");
+    assert_eq!(lease(&store, &claimed).owner.as_deref(), Some("c"));
+    // `b` holds nothing and `c` four: `b` claims again.
+    clock.advance(b.interval());
+    let happened = b.tick(&clock).unwrap();
+    assert!(
+        happened
+            .iter()
+            .any(|h| matches!(h, Happened::Claimed { .. })),
+        "{happened:?}"
+    );
 }
 
 #[derive(Clone, Debug)]
@@ -495,7 +579,7 @@ proptest! {
                     if let Some(c) = workers[w].as_mut()
                         && let Some(t) = c.grants().into_keys().next()
                     {
-                        let _ = c.release(&t);
+                        let _ = c.release(&t, &clock);
                     }
                 }
             }

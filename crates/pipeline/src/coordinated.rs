@@ -68,12 +68,10 @@ pub(crate) fn run(
         tables = tables.len(),
         "sharing the tables with other workers through leases"
     );
-    let worker = Worker::start(Coordinator::new(
-        store.clone(),
-        &me,
-        coordination.lease_duration(),
-        &tables,
-    ))
+    let worker = Worker::start(
+        Coordinator::new(store.clone(), &me, coordination.lease_duration(), &tables)
+            .settling(produce_timeout),
+    )
     .context("cannot start the lease thread")?;
     // Grants already waited out, by table and epoch.
     let mut settled: BTreeMap<String, u64> = BTreeMap::new();
