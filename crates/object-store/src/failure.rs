@@ -7,15 +7,18 @@
 //!   Stores are checked at open (a list of the prefix), so these stop the
 //!   run before any change is read.
 //! - A client that cannot be built from the settings or on this machine (a
-//!   malformed endpoint, no CA certificates to trust): fatal, at open.
+//!   malformed endpoint, no CA certificates to trust), a bucket in another
+//!   region than the one configured, or a request the store does not
+//!   support: fatal.
 //! - Everything else (throttling such as S3's `SlowDown`, 5xx, a dropped
 //!   connection, expired temporary credentials): transient, after
 //!   object_store's own retries.
 //!
-//! object_store turns HTTP 403 and 404 into typed errors for object
+//! object_store turns HTTP 401, 403 and 404 into typed errors for object
 //! requests, but leaves list errors as `Generic` with the service's answer
 //! in the text. The service's error codes (`NoSuchBucket`, `AccessDenied`,
-//! ...) are part of each cloud's API, so they are matched there.
+//! ...) are part of each cloud's API, so they are matched there, as words
+//! of their own: the text names the object too.
 
 use std::error::Error as _;
 
@@ -108,13 +111,30 @@ const DENIED: &[&str] = &[
     "NoCredentials",
 ];
 
+/// Service error codes and messages meaning a setting that will not work
+/// however long the run waits: a bucket in another region than the one
+/// configured, or a request the store does not support.
+const SETTINGS: &[&str] = &[
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    // A header the store does not implement (`If-None-Match` on some
+    // S3-compatible stores): HTTP 501, which waiting does not change.
+    "NotImplemented",
+    // object_store's own words for a redirect it cannot follow.
+    "incorrectly configured region",
+];
+
 /// Classifies object_store's error (see the module docs).
 pub fn classify(error: &object_store::Error) -> FailureClass {
-    if matches!(
-        error,
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
-    ) {
-        return FailureClass::Collision;
+    use object_store::Error as E;
+    match error {
+        E::AlreadyExists { .. } | E::Precondition { .. } => return FailureClass::Collision,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return FailureClass::Denied,
+        E::NotImplemented { .. } | E::NotSupported { .. } | E::UnknownConfigurationKey { .. } => {
+            return FailureClass::Settings;
+        }
+        _ => {}
     }
     let mut text = error.to_string();
     let mut cause = error.source();
@@ -123,13 +143,30 @@ pub fn classify(error: &object_store::Error) -> FailureClass {
         text.push_str(&c.to_string());
         cause = c.source();
     }
-    if NO_BUCKET.iter().any(|code| text.contains(code)) {
+    let holds = |codes: &[&str]| codes.iter().any(|code| holds_code(&text, code));
+    if holds(NO_BUCKET) {
         FailureClass::NoBucket
-    } else if DENIED.iter().any(|code| text.contains(code)) {
+    } else if holds(DENIED) {
         FailureClass::Denied
+    } else if holds(SETTINGS) {
+        FailureClass::Settings
     } else {
         FailureClass::Passing
     }
+}
+
+/// Whether `text` holds `code` as a word of its own. The text also names
+/// the request's URL and object, and those may hold a code's letters (a
+/// table called `AccessDeniedEvents` or `AccessDenied`): an occurrence next
+/// to a character of a key or URL (letters, digits, `_-.=/%`) is part of a
+/// name, not the service's answer.
+fn holds_code(text: &str, code: &str) -> bool {
+    let of_a_name =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || "_-.=/%".contains(c));
+    text.match_indices(code).any(|(at, _)| {
+        !of_a_name(text[..at].chars().next_back())
+            && !of_a_name(text[at + code.len()..].chars().next())
+    })
 }
 
 #[cfg(test)]
@@ -162,6 +199,59 @@ mod tests {
             source: "exists".into(),
         };
         assert_eq!(classify(&exists), FailureClass::Collision);
+        // A 403 or 401 without a body, as on a HEAD request.
+        let denied = object_store::Error::PermissionDenied {
+            path: "cdc/t".into(),
+            source: "403".into(),
+        };
+        assert_eq!(classify(&denied), FailureClass::Denied);
+        // Settings no wait will mend.
+        assert_eq!(
+            code("301 <Code>PermanentRedirect</Code>"),
+            FailureClass::Settings
+        );
+        assert_eq!(
+            code(
+                "Received redirect without LOCATION, this normally indicates an incorrectly \
+                 configured region"
+            ),
+            FailureClass::Settings
+        );
+        let unsupported = object_store::Error::NotImplemented {
+            operation: "put_opts with PutMode::Create".into(),
+            implementer: "S3".into(),
+        };
+        assert_eq!(classify(&unsupported), FailureClass::Settings);
+        assert_eq!(
+            code("501 Not Implemented: <Code>NotImplemented</Code>"),
+            FailureClass::Settings
+        );
+    }
+
+    /// The text names the request's URL and object: a table or file named
+    /// with a code's letters does not make a passing failure fatal.
+    #[test]
+    fn codes_inside_names_do_not_count() {
+        let code = |body: &str| classify(&generic(body));
+        for name in [
+            "AccessDeniedEvents",
+            "AccessDenied",
+            "NoSuchBucket-log",
+            "x_AccessDenied",
+        ] {
+            let body = format!(
+                "Error performing PUT http://127.0.0.1:1/lake/cdc/{name}/date=2024-01-01/s_1.parquet \
+                 in 1s - Server returned non-2xx status code: 503 <Code>SlowDown</Code>"
+            );
+            assert_eq!(code(&body), FailureClass::Passing, "{name}");
+        }
+        let body = "Error performing GET http://h/lake/cdc/AccessDeniedEvents/x: 403 Forbidden: \
+                    <Error><Code>AccessDenied</Code></Error>";
+        assert_eq!(code(body), FailureClass::Denied);
+        assert_eq!(
+            code("NoCredentials: the AWS credential chain is empty"),
+            FailureClass::Denied
+        );
     }
 
     /// An error on `object` in the bucket `s3://lake`.

@@ -173,14 +173,22 @@ impl Objects {
         Path::from(full)
     }
 
-    /// `key` relative to the prefix, or `None` when it is not below it.
-    pub fn relative<'a>(&self, key: &'a Path) -> Option<&'a str> {
-        let key = key.as_ref();
-        if self.url.prefix.is_empty() {
-            return Some(key);
-        }
-        key.strip_prefix(self.url.prefix.as_str())?
-            .strip_prefix('/')
+    /// `key` relative to the prefix, as it was given to [`Objects::path`],
+    /// or `None` when it is not below the prefix.
+    ///
+    /// A key holds each segment percent-encoded (`a#1` is stored as
+    /// `a%231`): the segments are decoded, so that a name read back from a
+    /// listing is the name written.
+    pub fn relative(&self, key: &Path) -> Option<String> {
+        let segments = key.prefix_match(&Path::from(self.url.prefix.as_str()))?;
+        let decoded: Vec<String> = segments
+            .map(|s| {
+                percent_encoding::percent_decode_str(s.as_ref())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        Some(decoded.join("/"))
     }
 
     /// `key` as a URL, for messages.

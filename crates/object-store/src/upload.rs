@@ -112,8 +112,7 @@ impl Upload {
         let relative = self
             .objects
             .relative(&self.key)
-            .unwrap_or(self.key.as_ref())
-            .to_owned();
+            .unwrap_or_else(|| self.key.to_string());
         self.staging = Some(
             self.objects
                 .path(&format!("{STAGING_DIR}/{relative}.{}", writer_tag())),

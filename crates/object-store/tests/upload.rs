@@ -88,14 +88,31 @@ fn keys_are_relative_to_the_prefix() {
     let key = objects.path("t/date=2024-05-01/s1-1-2.parquet");
     assert_eq!(key.as_ref(), "cdc/t/date=2024-05-01/s1-1-2.parquet");
     assert_eq!(
-        objects.relative(&key),
+        objects.relative(&key).as_deref(),
         Some("t/date=2024-05-01/s1-1-2.parquet")
+    );
+    // A name with characters a key holds percent-encoded reads back as
+    // written (a replay shard is named after its capture file).
+    let odd = objects.path("t/date=2024-05-01/orders#1 [é]_5.parquet");
+    assert_eq!(
+        odd.as_ref(),
+        "cdc/t/date=2024-05-01/orders%231 %5B%C3%A9%5D_5.parquet"
+    );
+    assert_eq!(
+        objects.relative(&odd).as_deref(),
+        Some("t/date=2024-05-01/orders#1 [é]_5.parquet")
     );
     assert_eq!(
         objects.describe(&key),
         "s3://lake/cdc/t/date=2024-05-01/s1-1-2.parquet"
     );
     let other = dynamo_cdc_object_store::ObjectPath::from("cdcx/t");
+    assert_eq!(
+        objects
+            .relative(&dynamo_cdc_object_store::ObjectPath::from("cdc"))
+            .as_deref(),
+        Some("")
+    );
     assert_eq!(objects.relative(&other), None);
     assert_eq!(objects.join("_gaps").path("t").as_ref(), "cdc/_gaps/t");
 }

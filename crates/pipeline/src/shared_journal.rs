@@ -96,9 +96,8 @@ impl JournalFiles for ObjectJournalFiles {
             Ok(metas
                 .iter()
                 .filter_map(|m| self.objects().relative(&m.location))
-                .filter_map(|rel| rel.strip_prefix(&prefix))
+                .filter_map(|rel| rel.strip_prefix(&prefix).map(str::to_owned))
                 .filter(|name| !name.contains('/'))
-                .map(str::to_owned)
                 .collect())
         })
     }

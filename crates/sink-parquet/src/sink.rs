@@ -103,6 +103,25 @@ pub enum ParquetSinkError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The dataset's file system cannot make hard links (some network and
+    /// FUSE file systems, exFAT): a file is committed by linking it under
+    /// its final name, which fails when the name exists, where a rename
+    /// would replace another writer's file. Waiting does not help.
+    #[error(
+        "cannot commit {file}: the file system of {dir} does not make hard links, which \
+         commits need (a link fails where another writer's file has the name, a rename would \
+         replace it); put the dataset on a local file system such as ext4 or xfs, or in a \
+         bucket"
+    )]
+    NoHardLinks {
+        /// the file being committed
+        file: String,
+        /// the partition directory
+        dir: PathBuf,
+        /// the file system's answer
+        #[source]
+        source: std::io::Error,
+    },
     /// A committed file of an earlier run has a schema this version cannot read.
     #[error("cannot continue the schema of {at}: {reason}")]
     Schema {
@@ -731,10 +750,27 @@ fn link_new(temp: &Path, target: &Path, key: &ShardKey) -> Result<(), ParquetSin
                 shard: key.clone(),
                 source: Box::new(e),
             }
+        } else if cannot_link(&e) {
+            ParquetSinkError::NoHardLinks {
+                file: target.display().to_string(),
+                dir: target.parent().unwrap_or(target).to_owned(),
+                source: e,
+            }
         } else {
             io("cannot link into", target)(e)
         }
     })
+}
+
+/// Whether a failed `link(2)` says the file system makes no hard links:
+/// `EPERM` (Linux's answer for such a file system; our own temp file is
+/// never refused otherwise), `EOPNOTSUPP` or `ENOSYS`.
+fn cannot_link(e: &std::io::Error) -> bool {
+    const EPERM: i32 = 1;
+    const ENOSYS: i32 = 38;
+    const EOPNOTSUPP: i32 = 95;
+    e.kind() == IoErrorKind::Unsupported
+        || matches!(e.raw_os_error(), Some(EPERM | ENOSYS | EOPNOTSUPP))
 }
 
 /// The position per shard from the committed files, and where each table's
@@ -1209,6 +1245,43 @@ mod tests {
             segments: 4,
             items: 10,
         }
+    }
+
+    /// A file system that makes no hard links fails every commit the same
+    /// way: the run stops, naming the directory, instead of retrying.
+    #[test]
+    fn a_file_system_without_hard_links_stops_the_run_naming_it() {
+        const EPERM: i32 = 1;
+        const EACCES: i32 = 13;
+        const ENOSPC: i32 = 28;
+        const ENOSYS: i32 = 38;
+        const EOPNOTSUPP: i32 = 95;
+        for errno in [EPERM, ENOSYS, EOPNOTSUPP] {
+            assert!(
+                cannot_link(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        // A full disk may pass; a directory made read-only is a transient
+        // I/O failure as before.
+        for errno in [ENOSPC, EACCES] {
+            assert!(
+                !cannot_link(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        let e = ParquetSinkError::NoHardLinks {
+            file: "/mnt/fuse/orders/date=2024-05-01/s_1.parquet".into(),
+            dir: PathBuf::from("/mnt/fuse/orders/date=2024-05-01"),
+            source: std::io::Error::from_raw_os_error(EPERM),
+        };
+        assert!(
+            e.to_string().contains(
+                "the file system of /mnt/fuse/orders/date=2024-05-01 does not make hard links"
+            ),
+            "{e}"
+        );
+        assert_eq!(SinkError::from(e).kind(), dynamo_cdc_core::ErrorKind::Fatal);
     }
 
     /// A snapshot's record lands in `_snapshots/<table>/<id>.json`, its end

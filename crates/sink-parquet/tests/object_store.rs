@@ -69,7 +69,7 @@ fn listed(objects: &Objects) -> Vec<String> {
         .list("")
         .unwrap()
         .iter()
-        .filter_map(|m| objects.relative(&m.location).map(str::to_owned))
+        .filter_map(|m| objects.relative(&m.location))
         .collect();
     names.sort();
     names
@@ -145,6 +145,49 @@ fn a_reopened_sink_learns_its_position_from_listed_names_and_drops_what_it_holds
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
         assert!(reader.schema().field_with_name("n").is_ok(), "{name}");
     }
+}
+
+/// A replay shard is named after its capture file, which may hold
+/// characters an object key holds percent-encoded: a reopened sink still
+/// finds its files, and what they hold is not written again.
+#[test]
+fn a_shard_named_with_characters_keys_encode_is_found_again() {
+    let objects = bucket();
+    let shard = "capture#1 [été]";
+    let in_shard = |seq| {
+        let mut c = change(seq, DAY_ONE_MS);
+        c.source.shard_id = shard.into();
+        c
+    };
+    let mut sink = open(&objects, 1000);
+    sink.write(&(1..=5).map(in_shard).collect::<Vec<_>>())
+        .unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    assert_eq!(listed(&objects), [format!("{DAY}/{shard}_1.parquet")]);
+
+    let mut again = open(&objects, 1000);
+    let key = ShardKey::new("orders", shard);
+    assert_eq!(
+        again
+            .durable_positions()
+            .get(&key)
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("5")
+    );
+    again
+        .write(&(3..=8).map(in_shard).collect::<Vec<_>>())
+        .unwrap();
+    again.flush().unwrap();
+    assert_eq!(again.stats().already_held, 3);
+    assert_eq!(
+        listed(&objects),
+        [
+            format!("{DAY}/{shard}_1.parquet"),
+            format!("{DAY}/{shard}_6.parquet")
+        ]
+    );
 }
 
 #[test]
