@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use iceberg::spec::{NestedField, Schema, Transform, UnboundPartitionSpec};
+use iceberg::spec::{NestedField, Schema, TableMetadata, Transform, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg::{
     Catalog, CatalogBuilder, Error, ErrorKind, Namespace, NamespaceIdent, Result, TableCommit,
@@ -199,16 +199,62 @@ pub(crate) async fn ensure_table(
     dynamodb_table: &str,
 ) -> Result<Table> {
     if catalog.table_exists(ident).await? {
-        return catalog.load_table(ident).await;
+        let table = catalog.load_table(ident).await?;
+        check_partitioning(ident, table.metadata())?;
+        return Ok(table);
     }
     let mut fields = meta_fields();
     fields.extend(snapshot_fields(field_after(&fields)));
     let creation = table_creation(ident, location, dynamodb_table, fields)?;
     match catalog.create_table(ident.namespace(), creation).await {
         Ok(table) => Ok(table),
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => catalog.load_table(ident).await,
+        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
+            let table = catalog.load_table(ident).await?;
+            check_partitioning(ident, table.metadata())?;
+            Ok(table)
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Refuses a table partitioned otherwise than this sink's tables (the day
+/// of `__source_ts_ms`, as `truncate[86400000]`): every data file records
+/// that day as its partition value, and under another spec engines would
+/// skip files holding the rows a query asks for. A table created
+/// beforehand, or whose partitioning was changed, is such a table.
+///
+/// # Errors
+/// `DataInvalid`, naming the table's partitioning.
+pub(crate) fn check_partitioning(ident: &TableIdent, metadata: &TableMetadata) -> Result<()> {
+    let spec = metadata.default_partition_spec();
+    let source = metadata
+        .current_schema()
+        .field_by_name("__source_ts_ms")
+        .map(|f| f.id);
+    let ours = match spec.fields() {
+        [field] => {
+            Some(field.source_id) == source && field.transform == Transform::Truncate(DAY_MS)
+        }
+        _ => false,
+    };
+    if ours {
+        return Ok(());
+    }
+    let fields: Vec<String> = spec
+        .fields()
+        .iter()
+        .map(|f| format!("{}({})", f.transform, f.name))
+        .collect();
+    Err(Error::new(
+        ErrorKind::DataInvalid,
+        format!(
+            "table {} is partitioned by [{}]; this sink writes data files partitioned by the day \
+             of __source_ts_ms only (truncate[{DAY_MS}]): let the sink create the table, or \
+             choose another table name",
+            ident,
+            fields.join(", ")
+        ),
+    ))
 }
 
 /// A new table of `fields`, partitioned by the day of `__source_ts_ms`.
@@ -336,7 +382,7 @@ pub(crate) fn is_transient(e: &Error) -> bool {
     if e.retryable() {
         return true;
     }
-    if store_refuses(e) {
+    if store_refuses(e) || catalog_refuses(e) {
         return false;
     }
     !matches!(
@@ -347,6 +393,27 @@ pub(crate) fn is_transient(e: &Error) -> bool {
             | ErrorKind::NamespaceNotFound
             | ErrorKind::TableNotFound
     )
+}
+
+/// Whether a REST catalog answered with a status that will not change on
+/// its own: a request it cannot take (400, 405, 406, 413, 415, 422, ...,
+/// say a table name the catalog does not allow). The REST client reports
+/// statuses it does not handle itself as its generic kind, with the status
+/// in the error's context (part of its text). Left passing: 408, 409, 425
+/// and 429, and 401 and 403, by which OAuth2 and SigV4 credentials that
+/// expired are renewed.
+fn catalog_refuses(e: &Error) -> bool {
+    let text = e.to_string();
+    let Some(at) = text.find("status: ") else {
+        return false;
+    };
+    let Some(status) = text[at + "status: ".len()..]
+        .get(..3)
+        .and_then(|s| s.parse::<u16>().ok())
+    else {
+        return false;
+    };
+    (400..500).contains(&status) && ![401, 403, 408, 409, 425, 429].contains(&status)
 }
 
 /// Whether `e` comes from an object store that will keep refusing: access
@@ -411,5 +478,68 @@ mod tests {
             "connection reset"
         )));
         assert!(!is_transient(&Error::new(ErrorKind::TableNotFound, "t")));
+    }
+
+    /// As the REST client reports a status it does not handle itself.
+    #[test]
+    fn a_rest_catalog_refusing_a_request_stops_the_run_and_throttling_does_not() {
+        let answered = |status: &str| {
+            Error::new(
+                ErrorKind::Unexpected,
+                "Received response with unexpected status code",
+            )
+            .with_context("status", status)
+            .with_context("headers", "{}")
+        };
+        for refused in [
+            "400 Bad Request",
+            "405 Method Not Allowed",
+            "422 Unprocessable Entity",
+        ] {
+            assert!(!is_transient(&answered(refused)), "{refused}");
+        }
+        for passing in [
+            "429 Too Many Requests",
+            "408 Request Timeout",
+            "401 Unauthorized",
+            "403 Forbidden",
+            "503 Service Unavailable",
+        ] {
+            assert!(is_transient(&answered(passing)), "{passing}");
+        }
+    }
+
+    #[test]
+    fn a_table_partitioned_otherwise_is_refused_naming_its_partitioning() {
+        let ident = TableIdent::from_strs(["cdc", "orders"]).unwrap();
+        let mut fields = meta_fields();
+        fields.extend(snapshot_fields(field_after(&fields)));
+        let ours =
+            || table_creation(&ident, Some("/w/orders".into()), "orders", fields.clone()).unwrap();
+        let metadata = |creation: TableCreation| {
+            iceberg::spec::TableMetadataBuilder::from_table_creation(creation)
+                .unwrap()
+                .build()
+                .unwrap()
+                .metadata
+        };
+        check_partitioning(&ident, &metadata(ours())).unwrap();
+        let source = ours().schema.field_by_name("__source_ts_ms").unwrap().id;
+        let by_hour = TableCreation {
+            partition_spec: Some(
+                UnboundPartitionSpec::builder()
+                    .add_partition_field(source, "hour", Transform::Truncate(3_600_000))
+                    .unwrap()
+                    .build(),
+            ),
+            ..ours()
+        };
+        let e = check_partitioning(&ident, &metadata(by_hour)).unwrap_err();
+        assert!(!is_transient(&e));
+        assert!(
+            e.to_string()
+                .contains("table cdc.orders is partitioned by [truncate[3600000](hour)]"),
+            "{e}"
+        );
     }
 }

@@ -150,6 +150,9 @@ pub(crate) struct FieldMap {
     fields: Vec<AttributeField>,
     /// Meta column name -> field.
     meta: HashMap<String, Arc<NestedField>>,
+    /// Names of fields someone else added (no recorded form): never
+    /// given to a new field.
+    foreign: Vec<String>,
 }
 
 /// A field the table needs: its name, type and form.
@@ -169,11 +172,12 @@ impl FieldMap {
             let form = properties
                 .get(&format!("{FIELD_PROPERTY}{}", field.name))
                 .and_then(|v| serde_json::from_str::<FieldForm>(v).ok());
-            if let Some(form) = form {
-                map.fields.push(AttributeField {
+            match form {
+                Some(form) => map.fields.push(AttributeField {
                     field: field.clone(),
                     form,
-                });
+                }),
+                None => map.foreign.push(field.name.clone()),
             }
         }
         map
@@ -215,6 +219,7 @@ impl FieldMap {
             let taken = |name: &str| {
                 self.fields.iter().any(|f| f.field.name == name)
                     || self.meta.contains_key(name)
+                    || self.foreign.iter().any(|n| n == name)
                     || out.iter().any(|(n, _, _)| n == name)
             };
             let mut name = column.name.clone();
@@ -501,6 +506,27 @@ mod tests {
         assert_eq!(add.len(), 1, "{add:?}");
         assert_eq!(add[0].0, "v__json");
         assert_eq!(add[0].2.tag, "json");
+    }
+
+    /// A field someone else added (in Spark, say) keeps its name: the
+    /// attribute of the same name gets a field of its own.
+    #[test]
+    fn a_field_added_by_someone_else_is_left_alone_and_its_name_not_taken() {
+        let mut fields = meta_fields();
+        fields.push(Arc::new(NestedField::optional(
+            50,
+            "color",
+            Type::Primitive(PrimitiveType::Int),
+        )));
+        let map = FieldMap::read(
+            &Schema::builder().with_fields(fields).build().unwrap(),
+            &HashMap::new(),
+        );
+        assert!(map.earlier_fields().is_empty());
+        let add = map.missing(&table_schema(&[item(&[("color", s("red"))])]));
+        assert_eq!(add.len(), 1, "{add:?}");
+        assert_eq!(add[0].0, "color__s");
+        assert_eq!(add[0].2.attribute, "color");
     }
 
     #[test]

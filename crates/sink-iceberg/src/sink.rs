@@ -599,6 +599,10 @@ impl IcebergSink {
                 .runtime
                 .block_on(catalog.load_table(&state.ident))
                 .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
+            // Its partitioning may have been changed meanwhile.
+            catalog::check_partitioning(&state.ident, loaded.metadata()).map_err(
+                IcebergSinkError::catalog(format!("commit to {}", state.ident)),
+            )?;
             let current = loaded.metadata().current_snapshot_id();
             if current != state.known {
                 let theirs =
@@ -631,6 +635,9 @@ impl IcebergSink {
                         shards: shards.join(", "),
                     });
                 }
+                // Their ranges are the table's now: a change of them this
+                // sink reads later is already held, not ours to commit.
+                self.durable.merge_max(&theirs);
                 state.known = current;
             }
             state.table = loaded;
@@ -1227,6 +1234,27 @@ mod commit_tests {
         b.flush().unwrap();
         a.flush().unwrap();
         assert_eq!(rows_and_snapshots(&mut a), (8, 2));
+    }
+
+    /// Another writer committed shards this sink has nothing pending of:
+    /// this sink commits on top, and what that writer committed is held,
+    /// so reading those changes later writes them nowhere.
+    #[test]
+    fn a_range_another_writer_committed_is_not_committed_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(dir.path());
+        let mut b = open(dir.path());
+        a.prepare(&["orders".to_owned()]).unwrap();
+        b.prepare(&["orders".to_owned()]).unwrap();
+        a.write(&changes("s1", 1..11)).unwrap();
+        a.flush().unwrap();
+        b.write(&changes("s2", 1..6)).unwrap();
+        b.flush().unwrap();
+        // b's reader of s1 catches up with what a committed.
+        b.write(&changes("s1", 1..11)).unwrap();
+        b.flush().unwrap();
+        assert_eq!(b.iceberg_stats().already_held, 10);
+        assert_eq!(rows_and_snapshots(&mut b), (15, 2));
     }
 
     /// A sink on `dir`'s catalog with `orders` declared, `n` a long: a
