@@ -399,6 +399,55 @@ fn an_iterator_at_the_tip_that_expires_before_a_record_is_read_loses_nothing() {
     );
 }
 
+#[test]
+fn a_latest_start_waiting_for_a_reader_slot_loses_nothing_written_meanwhile() {
+    // `start = "latest"` with fewer reader slots than open shards (over
+    // two tables): one shard is read from its tip, the other waits for the
+    // slot. What is written to it meanwhile is after the start: a `LATEST`
+    // taken when the slot comes would pass over it.
+    let sim = StreamSim::start();
+    let orders = sim.create_stream("orders");
+    let customers = sim.create_stream("customers");
+    let a = sim.open_shards(&orders)[0].clone();
+    let b = sim.open_shards(&customers)[0].clone();
+    put_created(&sim, &orders, &a, "an hour old", now_s() - 3600.0);
+    put_created(&sim, &customers, &b, "an hour old", now_s() - 3600.0);
+    let mut cfg = config(&[&orders, &customers]);
+    cfg.start = StartAt::Latest;
+    cfg.max_concurrent_shards = 1;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        // Both streams were listed (each lists at most every refresh
+        // interval, so four listings cover both), and one reader holds its
+        // `LATEST` iterator: the other shard waits for the slot.
+        wait_for_calls(&sim, Op::DescribeStream, 4);
+        wait_for_calls(&sim, Op::GetRecords, 1);
+        let written = [
+            put(&sim, &orders, &a, "meanwhile"),
+            put(&sim, &customers, &b, "meanwhile"),
+        ];
+        // Both shards close: the reader drains its shard and frees the
+        // slot for the one waiting.
+        sim.rotate(&orders, &a);
+        sim.rotate(&customers, &b);
+        tx.send(written).unwrap();
+    });
+    let written = rx.recv().unwrap();
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let read_from = |table: &str, shard: &str| -> Vec<u128> {
+        run.changes
+            .iter()
+            .filter(|c| &*c.source.table == table && &*c.source.shard_id == shard)
+            .map(|c| c.source.sequence_number.as_str().parse().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        [read_from("orders", &a), read_from("customers", &b)],
+        written.map(|seq| vec![seq]),
+        "each shard's write after the start, and nothing from before it"
+    );
+}
+
 fn put_created(sim: &StreamSim, arn: &str, shard: &str, id: &str, created_s: f64) -> u128 {
     sim.put_json_created(
         arn,

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::events::ListingRetried;
 use crate::record::table_from_arn;
-use crate::streams::api::{ApiErrorKind, IteratorStart, StreamsApi};
+use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
 use crate::streams::latest::LatestFrom;
 use crate::streams::reader::{Outcome, ShardJob};
@@ -146,10 +146,7 @@ impl<A: StreamsApi> Stream<A> {
                     );
                 }
                 tracker.started(&id);
-                // An empty first page means the tip when reading starts
-                // after a record already read, or at the newest one.
-                let at_position = matches!(start, IteratorStart::After(_) | IteratorStart::Latest);
-                let job = ShardJob {
+                let mut job = ShardJob {
                     api: self.api.clone(),
                     settings: self.settings.clone(),
                     stream_arn: self.arn.clone(),
@@ -163,13 +160,25 @@ impl<A: StreamsApi> Stream<A> {
                     watch: None,
                 };
                 let permits = self.settings.readers.clone();
+                let queued_ms = now_ms();
                 tracing::debug!(table = %table, shard = %id, "reading shard");
                 readers.spawn(async move {
                     // At most `max_concurrent_shards` read at once; until
                     // then the shard is waiting on the board.
-                    let Ok(_permit) = permits.acquire_owned().await else {
-                        return (id, Outcome::Stopped);
+                    let _permit = match permits.clone().try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            let Ok(permit) = permits.acquire_owned().await else {
+                                return (id, Outcome::Stopped);
+                            };
+                            job.waited_since(queued_ms);
+                            permit
+                        }
                     };
+                    // An empty first page means the tip when reading starts
+                    // after a record already read, or at the newest one.
+                    let at_position =
+                        matches!(job.start, IteratorStart::After(_) | IteratorStart::Latest);
                     job.board.started(&job.key, now_ms(), at_position);
                     let outcome = job.run().await;
                     (id, outcome)
@@ -178,27 +187,33 @@ impl<A: StreamsApi> Stream<A> {
             // Wait for a reader to end (its children may be ready) or for
             // the next refresh.
             let refresh = tokio::time::sleep(self.settings.shard_refresh_interval);
-            tokio::pin!(refresh);
-            loop {
-                tokio::select! {
-                    () = &mut refresh => break,
-                    _ = self.stop.changed() => return Ok(()),
-                    Some(done) = readers.join_next(), if !readers.is_empty() => {
-                        let Ok((id, outcome)) = done else { continue };
-                        match outcome {
-                            Outcome::Drained | Outcome::Gone => {
-                                tracing::debug!(table = %table, shard = %id, ?outcome, "shard done");
-                                tracker.drained(&id);
-                                self.board.finished(&ShardKey::new(table.clone(), id.as_str()));
-                                // A finished shard is progress: walking a long
-                                // lineage of read shards is catching up, not
-                                // idle, though none of them returns records.
-                                self.settings.activity.touch();
-                                // Its children may be listed by now.
-                                break;
-                            }
-                            Outcome::Stopped => return Ok(()),
+            tokio::select! {
+                () = refresh => {}
+                _ = self.stop.changed() => return Ok(()),
+                Some(done) = readers.join_next(), if !readers.is_empty() => {
+                    // A reader that panicked leaves its shard half read and
+                    // its children waiting for ever: stop, naming it.
+                    let (id, outcome) = done.map_err(|e| {
+                        StreamsError::Api(ApiError {
+                            kind: ApiErrorKind::Fatal,
+                            operation: "GetRecords",
+                            message: format!(
+                                "a shard reader of table {table} ended abnormally: {e}"
+                            ),
+                        })
+                    })?;
+                    match outcome {
+                        Outcome::Drained | Outcome::Gone => {
+                            tracing::debug!(table = %table, shard = %id, ?outcome, "shard done");
+                            tracker.drained(&id);
+                            self.board.finished(&ShardKey::new(table.clone(), id.as_str()));
+                            // A finished shard is progress: walking a long
+                            // lineage of read shards is catching up, not
+                            // idle, though none of them returns records.
+                            // Its children may be listed by now.
+                            self.settings.activity.touch();
                         }
+                        Outcome::Stopped => return Ok(()),
                     }
                 }
             }

@@ -60,6 +60,17 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 impl<A: StreamsApi> ShardJob<A> {
+    /// The job waited for a reader slot since `queued_ms`: a start at the
+    /// tip now would pass over what was written meanwhile. It reads from
+    /// the shard's first record instead, leaving out what was made before
+    /// it was queued (as after an iterator that expired unused).
+    pub(crate) fn waited_since(&mut self, queued_ms: i64) {
+        if self.start == IteratorStart::Latest {
+            self.start = IteratorStart::TrimHorizon;
+            self.created_since = Some(queued_ms.saturating_sub(CLOCK_SLACK_MS));
+        }
+    }
+
     /// Reads the shard until it ends, the pipeline stops, or a failure that
     /// must stop the pipeline (sent as an event before returning).
     pub(crate) async fn run(mut self) -> Outcome {
