@@ -228,7 +228,7 @@ impl<S: LeaseStore> Coordinator<S> {
             items.into_iter().map(|l| (l.table.clone(), l)).collect();
         self.create_missing(&mut leases)?;
         self.observe(&leases, now)?;
-        self.check_held(&leases, &mut happened);
+        self.check_held(&leases, now, &mut happened);
         self.renew(&mut leases, clock)?;
         self.fence_overdue(clock.now(), &mut happened);
         if !self.draining {
@@ -385,7 +385,12 @@ impl<S: LeaseStore> Coordinator<S> {
                 .is_some_and(|s| now.saturating_duration_since(s.since) < self.duration)
     }
 
-    fn check_held(&mut self, leases: &BTreeMap<String, Lease>, happened: &mut Vec<Happened>) {
+    fn check_held(
+        &mut self,
+        leases: &BTreeMap<String, Lease>,
+        now: Instant,
+        happened: &mut Vec<Happened>,
+    ) {
         let me = self.me.clone();
         // Ours in the table, with our token, but not held here: a take
         // whose answer was lost. Adopted, but valid only from its next
@@ -434,7 +439,10 @@ impl<S: LeaseStore> Coordinator<S> {
                 // A renewal whose answer was lost, or a claim: the item moved
                 // on while still ours.
                 h.counter = l.counter;
-                h.claimed = l.claim.as_ref().is_some_and(|c| *c != me);
+                // A claim shows once the lease may be handed over (see
+                // `settling`): until then the passes go on undisturbed.
+                h.claimed =
+                    l.claim.as_ref().is_some_and(|c| *c != me) && !(h.settle && now < h.settled_at);
                 match &l.claim {
                     Some(c) if *c != me => {
                         last_claims.insert(table.clone(), c.clone());

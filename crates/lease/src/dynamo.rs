@@ -255,8 +255,9 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         None => format!("{e:?}"),
     };
     match e {
-        // A request that cannot be built (a bad region or endpoint) never
-        // will be.
+        // A request that cannot be serialized never will be. (A bad region
+        // or endpoint is found later, while dispatching, and reads as no
+        // answer.)
         SdkError::ConstructionFailure(_) => return StoreFailure::Fatal(text),
         SdkError::ServiceError(_) => {}
         // Dispatch, timeout, response errors: no (readable) answer.
@@ -267,8 +268,6 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
         || code.contains("Throttl")
         || code == "ProvisionedThroughputExceededException"
         || code == "RequestLimitExceeded"
-        // Too many table operations at once (CreateTable at start).
-        || code == "LimitExceededException"
     {
         StoreFailure::Unavailable(text)
     } else {

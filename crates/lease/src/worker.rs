@@ -133,6 +133,8 @@ impl Worker {
 
     /// Releases everything held and stops the thread (after a graceful
     /// stop: everything is committed and recorded, nothing is in flight).
+    /// A lease still settling (see `Coordinator::settling`) is left to run
+    /// out instead.
     pub fn stop(mut self) {
         self.stop_thread(true);
     }

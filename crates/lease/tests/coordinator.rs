@@ -304,6 +304,44 @@ fn a_lease_taken_from_an_expired_owner_is_handed_over_only_once_settled() {
     );
 }
 
+/// A claim on a lease still settling shows only once it may be handed
+/// over: the holder's passes go on meanwhile.
+#[test]
+fn a_claim_on_a_lease_still_settling_shows_once_settled() {
+    const SETTLE: Duration = Duration::from_secs(100);
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 2);
+    a.tick(&clock).unwrap();
+    // `a` dies; `b` takes both leases as they expire.
+    let mut b = worker(&store, "b", 2).settling(SETTLE);
+    for _ in 0..10 {
+        b.tick(&clock).unwrap();
+        if held(&b).len() == 2 {
+            break;
+        }
+        clock.advance(b.interval());
+    }
+    assert_eq!(held(&b).len(), 2);
+    let mut c = worker(&store, "c", 2);
+    let happened = c.tick(&clock).unwrap();
+    assert!(
+        happened
+            .iter()
+            .any(|h| matches!(h, Happened::Claimed { .. })),
+        "{happened:?}"
+    );
+    clock.advance(Duration::from_secs(1));
+    b.tick(&clock).unwrap();
+    assert!(
+        b.grants().values().all(|g| !g.claimed),
+        "not while settling"
+    );
+    clock.advance(SETTLE);
+    b.tick(&clock).unwrap();
+    assert_eq!(b.grants().values().filter(|g| g.claimed).count(), 1);
+}
+
 #[test]
 fn a_restarted_worker_takes_its_earlier_runs_leases_once_they_expire() {
     let store = MemoryLeaseStore::new();

@@ -17,8 +17,8 @@
 //! object_store turns HTTP 401, 403 and 404 into typed errors for object
 //! requests, but leaves list errors as `Generic` with the service's answer
 //! in the text. The service's error codes (`NoSuchBucket`, `AccessDenied`,
-//! ...) are part of each cloud's API, so they are matched there, as words
-//! of their own: the text names the object too.
+//! ...) are part of each cloud's API, so they are matched there, as the
+//! service gives them (the text names the object too).
 
 use std::error::Error as _;
 
@@ -91,11 +91,7 @@ impl From<ObjectError> for SinkError {
 }
 
 /// Service error codes meaning the bucket or container is missing.
-const NO_BUCKET: &[&str] = &[
-    "NoSuchBucket",
-    "ContainerNotFound",
-    "The specified bucket does not exist",
-];
+const NO_BUCKET: &[&str] = &["NoSuchBucket", "ContainerNotFound"];
 
 /// Service error codes meaning no permission or refused credentials.
 /// (`ExpiredToken` is not among them: temporary credentials are refreshed.)
@@ -107,35 +103,39 @@ const DENIED: &[&str] = &[
     "AuthorizationFailure",
     "AuthorizationPermissionMismatch",
     "AuthenticationFailed",
-    // No credentials anywhere in the chain (see `aws_chain`).
-    "NoCredentials",
 ];
 
-/// Service error codes and messages meaning a setting that will not work
-/// however long the run waits: a bucket in another region than the one
-/// configured, or a request the store does not support.
+/// Service error codes meaning a setting that will not work however long
+/// the run waits: a bucket in another region than the one configured, or a
+/// request the store does not support (`If-None-Match` on some
+/// S3-compatible stores, HTTP 501).
 const SETTINGS: &[&str] = &[
     "PermanentRedirect",
     "AuthorizationHeaderMalformed",
     "IllegalLocationConstraintException",
-    // A header the store does not implement (`If-None-Match` on some
-    // S3-compatible stores): HTTP 501, which waiting does not change.
     "NotImplemented",
-    // object_store's own words for a redirect it cannot follow.
-    "incorrectly configured region",
 ];
 
-/// Classifies object_store's error (see the module docs).
+/// Words that are not a service's code but say the same: a service's
+/// message, and ours and object_store's own. They hold spaces, which no
+/// object name the sinks write does.
+const PHRASES: &[(&str, FailureClass)] = &[
+    (
+        "The specified bucket does not exist",
+        FailureClass::NoBucket,
+    ),
+    // No credentials anywhere in the chain (see `aws_chain`).
+    ("NoCredentials: ", FailureClass::Denied),
+    // object_store's words for a redirect it cannot follow.
+    ("incorrectly configured region", FailureClass::Settings),
+];
+
+/// Classifies object_store's error (see the module docs). A code counts
+/// only as the service gives it (`<Code>AccessDenied</Code>`, or a JSON
+/// string): the text also names the request's URL and object, and a table
+/// called `AccessDeniedEvents` is no refusal.
 pub fn classify(error: &object_store::Error) -> FailureClass {
     use object_store::Error as E;
-    match error {
-        E::AlreadyExists { .. } | E::Precondition { .. } => return FailureClass::Collision,
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => return FailureClass::Denied,
-        E::NotImplemented { .. } | E::NotSupported { .. } | E::UnknownConfigurationKey { .. } => {
-            return FailureClass::Settings;
-        }
-        _ => {}
-    }
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(c) = cause {
@@ -143,30 +143,34 @@ pub fn classify(error: &object_store::Error) -> FailureClass {
         text.push_str(&c.to_string());
         cause = c.source();
     }
-    let holds = |codes: &[&str]| codes.iter().any(|code| holds_code(&text, code));
-    if holds(NO_BUCKET) {
+    let answered = |code: &str| {
+        text.contains(&format!("<Code>{code}</Code>")) || text.contains(&format!("\"{code}\""))
+    };
+    let reason_given = text.contains("<Code>") || text.contains("\"code\"");
+    match error {
+        E::AlreadyExists { .. } | E::Precondition { .. } => return FailureClass::Collision,
+        // A 401 or 403 without the service's reason (a HEAD request has no
+        // body); one with a reason is judged by it below: a clock that is
+        // off (`RequestTimeTooSkewed`) passes once it is right.
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } if !reason_given => {
+            return FailureClass::Denied;
+        }
+        E::NotImplemented { .. } | E::NotSupported { .. } | E::UnknownConfigurationKey { .. } => {
+            return FailureClass::Settings;
+        }
+        _ => {}
+    }
+    if let Some((_, class)) = PHRASES.iter().find(|(words, _)| text.contains(words)) {
+        *class
+    } else if NO_BUCKET.iter().any(|c| answered(c)) {
         FailureClass::NoBucket
-    } else if holds(DENIED) {
+    } else if DENIED.iter().any(|c| answered(c)) {
         FailureClass::Denied
-    } else if holds(SETTINGS) {
+    } else if SETTINGS.iter().any(|c| answered(c)) {
         FailureClass::Settings
     } else {
         FailureClass::Passing
     }
-}
-
-/// Whether `text` holds `code` as a word of its own. The text also names
-/// the request's URL and object, and those may hold a code's letters (a
-/// table called `AccessDeniedEvents` or `AccessDenied`): an occurrence next
-/// to a character of a key or URL (letters, digits, `_-.=/%`) is part of a
-/// name, not the service's answer.
-fn holds_code(text: &str, code: &str) -> bool {
-    let of_a_name =
-        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || "_-.=/%".contains(c));
-    text.match_indices(code).any(|(at, _)| {
-        !of_a_name(text[..at].chars().next_back())
-            && !of_a_name(text[at + code.len()..].chars().next())
-    })
 }
 
 #[cfg(test)]
@@ -238,6 +242,8 @@ mod tests {
             "AccessDenied",
             "NoSuchBucket-log",
             "x_AccessDenied",
+            "orders(AccessDenied)",
+            "x:NoSuchBucket",
         ] {
             let body = format!(
                 "Error performing PUT http://127.0.0.1:1/lake/cdc/{name}/date=2024-01-01/s_1.parquet \
@@ -250,6 +256,32 @@ mod tests {
         assert_eq!(code(body), FailureClass::Denied);
         assert_eq!(
             code("NoCredentials: the AWS credential chain is empty"),
+            FailureClass::Denied
+        );
+        // A service answering in JSON.
+        assert_eq!(
+            code(r#"403 Forbidden: {"error":{"code":"AuthorizationFailure"}}"#),
+            FailureClass::Denied
+        );
+    }
+
+    /// A 401 or 403 with the service's reason is judged by it.
+    #[test]
+    fn a_denial_with_a_reason_that_passes_is_not_fatal() {
+        let denied = |body: &str| object_store::Error::PermissionDenied {
+            path: "cdc/t".into(),
+            source: body.to_owned().into(),
+        };
+        assert_eq!(
+            classify(&denied(
+                "403 Forbidden: <Error><Code>RequestTimeTooSkewed</Code></Error>"
+            )),
+            FailureClass::Passing
+        );
+        assert_eq!(
+            classify(&denied(
+                "403 Forbidden: <Error><Code>AccessDenied</Code></Error>"
+            )),
             FailureClass::Denied
         );
     }

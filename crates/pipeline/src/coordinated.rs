@@ -13,7 +13,8 @@
 //!   produce timeout first, so the old owner's last messages have landed
 //!   (or failed) before the read-back looks for them.
 //! - A stop request ends the pass the graceful way, then hands every lease
-//!   over, so peers take them at once.
+//!   over, so peers take them at once (one still settling runs out
+//!   instead, so that its next taker waits too).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

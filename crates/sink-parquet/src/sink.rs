@@ -743,23 +743,26 @@ fn create_temp(
 /// Gives `temp` the name `target` if no file has it: a hard link fails
 /// when the name exists, where a rename would replace it.
 fn link_new(temp: &Path, target: &Path, key: &ShardKey) -> Result<(), ParquetSinkError> {
-    std::fs::hard_link(temp, target).map_err(|e| {
-        if e.kind() == IoErrorKind::AlreadyExists {
-            ParquetSinkError::Collision {
-                file: target.display().to_string(),
-                shard: key.clone(),
-                source: Box::new(e),
-            }
-        } else if cannot_link(&e) {
-            ParquetSinkError::NoHardLinks {
-                file: target.display().to_string(),
-                dir: target.parent().unwrap_or(target).to_owned(),
-                source: e,
-            }
-        } else {
-            io("cannot link into", target)(e)
+    std::fs::hard_link(temp, target).map_err(|e| link_failed(e, target, key))
+}
+
+/// What a failed link under the name `target` means.
+fn link_failed(e: std::io::Error, target: &Path, key: &ShardKey) -> ParquetSinkError {
+    if e.kind() == IoErrorKind::AlreadyExists {
+        ParquetSinkError::Collision {
+            file: target.display().to_string(),
+            shard: key.clone(),
+            source: Box::new(e),
         }
-    })
+    } else if cannot_link(&e) {
+        ParquetSinkError::NoHardLinks {
+            file: target.display().to_string(),
+            dir: target.parent().unwrap_or(target).to_owned(),
+            source: e,
+        }
+    } else {
+        io("cannot link into", target)(e)
+    }
 }
 
 /// Whether a failed `link(2)` says the file system makes no hard links:
@@ -1248,40 +1251,44 @@ mod tests {
     }
 
     /// A file system that makes no hard links fails every commit the same
-    /// way: the run stops, naming the directory, instead of retrying.
+    /// way: the run stops, naming the directory, instead of retrying. A
+    /// name that exists is a collision; a full disk may pass.
     #[test]
     fn a_file_system_without_hard_links_stops_the_run_naming_it() {
         const EPERM: i32 = 1;
-        const EACCES: i32 = 13;
+        const EEXIST: i32 = 17;
         const ENOSPC: i32 = 28;
         const ENOSYS: i32 = 38;
         const EOPNOTSUPP: i32 = 95;
+        let target = Path::new("/mnt/fuse/orders/date=2024-05-01/s_1.parquet");
+        let key = ShardKey::new("orders", "s");
+        let failed = |errno| link_failed(std::io::Error::from_raw_os_error(errno), target, &key);
         for errno in [EPERM, ENOSYS, EOPNOTSUPP] {
+            let e = failed(errno);
             assert!(
-                cannot_link(&std::io::Error::from_raw_os_error(errno)),
-                "{errno}"
+                matches!(e, ParquetSinkError::NoHardLinks { .. }),
+                "{errno}: {e:?}"
             );
-        }
-        // A full disk may pass; a directory made read-only is a transient
-        // I/O failure as before.
-        for errno in [ENOSPC, EACCES] {
             assert!(
-                !cannot_link(&std::io::Error::from_raw_os_error(errno)),
-                "{errno}"
+                e.to_string().contains(
+                    "the file system of /mnt/fuse/orders/date=2024-05-01 does not make hard links"
+                ),
+                "{e}"
             );
+            assert_eq!(SinkError::from(e).kind(), dynamo_cdc_core::ErrorKind::Fatal);
         }
-        let e = ParquetSinkError::NoHardLinks {
-            file: "/mnt/fuse/orders/date=2024-05-01/s_1.parquet".into(),
-            dir: PathBuf::from("/mnt/fuse/orders/date=2024-05-01"),
-            source: std::io::Error::from_raw_os_error(EPERM),
-        };
-        assert!(
-            e.to_string().contains(
-                "the file system of /mnt/fuse/orders/date=2024-05-01 does not make hard links"
-            ),
-            "{e}"
+        let e = failed(EEXIST);
+        assert!(matches!(e, ParquetSinkError::Collision { .. }), "{e:?}");
+        assert_eq!(
+            SinkError::from(e).kind(),
+            dynamo_cdc_core::ErrorKind::Transient
         );
-        assert_eq!(SinkError::from(e).kind(), dynamo_cdc_core::ErrorKind::Fatal);
+        let e = failed(ENOSPC);
+        assert!(matches!(e, ParquetSinkError::Io { .. }), "{e:?}");
+        assert_eq!(
+            SinkError::from(e).kind(),
+            dynamo_cdc_core::ErrorKind::Transient
+        );
     }
 
     /// A snapshot's record lands in `_snapshots/<table>/<id>.json`, its end
