@@ -448,6 +448,47 @@ fn a_latest_start_waiting_for_a_reader_slot_loses_nothing_written_meanwhile() {
     );
 }
 
+#[test]
+fn empty_pages_short_of_the_records_do_not_count_as_read_through() {
+    // A snapshot releases its rows once every shard is read through their
+    // read time. An empty page may come from a part of the shard short of
+    // its records: taken for "read through now", it would let a row go
+    // ahead of an older change still unread.
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let created_s = now_s() - 100.0;
+    put_created(&sim, &arn, &shard, "a", created_s);
+    sim.fail_next(Op::GetRecords, 2, Fault::EmptyPage);
+    let mut cfg = config(&[&arn]);
+    cfg.report_read_through = true;
+    let mut source = start(&sim, &cfg, &Positions::new());
+    let mut before_the_record = Vec::new();
+    let mut after_it = Vec::new();
+    let mut seen = false;
+    while let Some(batch) = source.next_batch().unwrap() {
+        if seen {
+            after_it.extend(batch.read_through.iter().map(|(_, ms)| *ms));
+        } else {
+            before_the_record.extend(batch.read_through.iter().map(|(_, ms)| *ms));
+        }
+        seen |= !batch.changes.is_empty();
+    }
+    assert!(seen, "the record is read");
+    // Nothing claims a time past the record before it is read (its own
+    // page says "read through its creation").
+    let created_ms = (created_s * 1000.0) as i64;
+    assert!(
+        before_the_record.iter().all(|ms| *ms <= created_ms + 1_000),
+        "read through {before_the_record:?} claimed before the record created at {created_ms}"
+    );
+    // Empty pages at the tip, several in a row, move it on.
+    assert!(
+        after_it.iter().any(|ms| *ms > created_ms + 50_000),
+        "{after_it:?}"
+    );
+}
+
 fn put_created(sim: &StreamSim, arn: &str, shard: &str, id: &str, created_s: f64) -> u128 {
     sim.put_json_created(
         arn,

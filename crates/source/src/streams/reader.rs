@@ -48,6 +48,10 @@ pub(crate) struct ShardJob<A> {
     pub watch: Option<u64>,
 }
 
+/// Empty pages in a row before a shard counts as read through the time the
+/// first of them was asked for (as a snapshot's S0 is taken).
+const EMPTY_PAGES_AT_TIP: u32 = 3;
+
 /// Throttled calls in a row (a second or so of backoff) before throttling
 /// is logged as an outage.
 const THROTTLES_BEFORE_OUTAGE: u32 = 2;
@@ -97,6 +101,8 @@ impl<A: StreamsApi> ShardJob<A> {
             _ => None,
         };
         let mut pending_gap: Option<Gap> = None;
+        // Empty pages in a row, and when the first of them was asked for.
+        let mut empty_run: Option<(u32, i64)> = None;
         // When reading starts at the tip: no record before this is owed.
         let latest_asked_ms = (self.start == IteratorStart::Latest).then(now_ms);
         let mut iterator = match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
@@ -191,14 +197,22 @@ impl<A: StreamsApi> ShardJob<A> {
                 batch.gaps.push(gap);
             }
             let had_records = page.report.records > 0;
+            empty_run = match empty_run {
+                _ if had_records => None,
+                None => Some((1, asked_ms)),
+                Some((n, first)) => Some((n.saturating_add(1), first)),
+            };
             if self.settings.report_read_through {
-                // An empty page: everything created before the call was
-                // read. Otherwise: up to the newest record of the page
-                // (records of a shard come in creation order).
-                let through = if had_records {
-                    page.report.newest_ms
-                } else {
-                    Some(asked_ms)
+                // Up to the newest record of a page with records (records
+                // of a shard come in creation order). An empty page may
+                // come from a part of the shard short of its tip ("it might
+                // take multiple calls to get to a portion of the shard that
+                // contains stream records"): only several in a row say that
+                // everything created before the first of them was read.
+                let through = match empty_run {
+                    None => page.report.newest_ms,
+                    Some((n, first)) if n >= EMPTY_PAGES_AT_TIP => Some(first),
+                    Some(_) => None,
                 };
                 if let Some(ms) = through {
                     batch.read_through.push((self.key.clone(), ms));

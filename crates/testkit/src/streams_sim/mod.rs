@@ -127,6 +127,11 @@ pub enum Fault {
     /// answer were lost on the way: the client cannot tell a write that
     /// happened from one that did not (and the SDK retries it).
     AnswerLost,
+    /// GetRecords: no records, and the same iterator back, as the service
+    /// may answer over a part of a shard short of its records ("it might
+    /// take multiple calls to get to a portion of the shard that contains
+    /// stream records").
+    EmptyPage,
 }
 
 struct Scripted {
@@ -486,6 +491,13 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
             return (503, "<html><body>Service Unavailable</body></html>".into());
         }
         Some(Fault::Slow(d)) => std::thread::sleep(d),
+        Some(Fault::EmptyPage) => {
+            let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            return (
+                200,
+                json!({"Records": [], "NextShardIterator": body["ShardIterator"]}).to_string(),
+            );
+        }
         Some(Fault::AnswerLost) | None => {}
     }
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
