@@ -116,6 +116,14 @@ const SETTINGS: &[&str] = &[
     "NotImplemented",
 ];
 
+/// Service error codes of a 401 or 403 that may pass: a clock that is off,
+/// temporary credentials that expired (they are refreshed).
+const PASSING_DENIALS: &[&str] = &[
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+];
+
 /// Words that are not a service's code but say the same: a service's
 /// message, and ours and object_store's own. They hold spaces, which no
 /// object name the sinks write does.
@@ -146,14 +154,16 @@ pub fn classify(error: &object_store::Error) -> FailureClass {
     let answered = |code: &str| {
         text.contains(&format!("<Code>{code}</Code>")) || text.contains(&format!("\"{code}\""))
     };
-    let reason_given = text.contains("<Code>") || text.contains("\"code\"");
     match error {
         E::AlreadyExists { .. } | E::Precondition { .. } => return FailureClass::Collision,
-        // A 401 or 403 without the service's reason (a HEAD request has no
-        // body); one with a reason is judged by it below: a clock that is
-        // off (`RequestTimeTooSkewed`) passes once it is right.
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } if !reason_given => {
-            return FailureClass::Denied;
+        // A 401 or 403 (a HEAD request's has no body to say why), unless
+        // the service says it passes.
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            return if PASSING_DENIALS.iter().any(|c| answered(c)) {
+                FailureClass::Passing
+            } else {
+                FailureClass::Denied
+            };
         }
         E::NotImplemented { .. } | E::NotSupported { .. } | E::UnknownConfigurationKey { .. } => {
             return FailureClass::Settings;
@@ -281,6 +291,13 @@ mod tests {
         assert_eq!(
             classify(&denied(
                 "403 Forbidden: <Error><Code>AccessDenied</Code></Error>"
+            )),
+            FailureClass::Denied
+        );
+        // A reason this version does not know (a storage firewall, say).
+        assert_eq!(
+            classify(&denied(
+                "403 Forbidden: <Error><Code>AuthorizationSourceIPMismatch</Code></Error>"
             )),
             FailureClass::Denied
         );

@@ -73,7 +73,12 @@ impl TableBuckets {
                 objects
             }
         };
-        Ok((objects, Path::from(url.prefix)))
+        // The key as the location names it, as every other engine reading
+        // the table takes it (`Path::from` would percent-encode some
+        // characters, and the file would be stored under another key).
+        let key = Path::parse(&url.prefix)
+            .map_err(|e| format!("`{location}` does not name an object: {e}"))?;
+        Ok((objects, key))
     }
 }
 
@@ -313,6 +318,12 @@ mod tests {
         assert_eq!(other.url().bucket, "lake");
         assert_eq!(key.as_ref(), "warehouse/cdc/t/x");
         assert!(!Arc::ptr_eq(objects.store(), other.store()));
+        // The key is the location's, character for character, as other
+        // engines reading the table take it.
+        let (_, key) = buckets
+            .resolve("s3://lake/données/cdc~v2/t/x#1.parquet")
+            .unwrap();
+        assert_eq!(key.as_ref(), "données/cdc~v2/t/x#1.parquet");
     }
 
     #[test]

@@ -482,10 +482,15 @@ fn empty_pages_short_of_the_records_do_not_count_as_read_through() {
         before_the_record.iter().all(|ms| *ms <= created_ms + 1_000),
         "read through {before_the_record:?} claimed before the record created at {created_ms}"
     );
-    // Empty pages at the tip, several in a row, move it on.
+    // Empty pages at the tip, several in a row, move it on, and on and
+    // on while the shard stays quiet (a snapshot waits for it).
     assert!(
         after_it.iter().any(|ms| *ms > created_ms + 50_000),
         "{after_it:?}"
+    );
+    assert!(
+        after_it.windows(2).all(|w| w[0] < w[1]) && after_it.len() >= 3,
+        "read through rises with every empty page past the third: {after_it:?}"
     );
 }
 

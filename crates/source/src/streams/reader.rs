@@ -49,8 +49,9 @@ pub(crate) struct ShardJob<A> {
 }
 
 /// Empty pages in a row before a shard counts as read through the time the
-/// first of them was asked for (as a snapshot's S0 is taken).
-const EMPTY_PAGES_AT_TIP: u32 = 3;
+/// first of them was asked for (as a snapshot's S0 is taken); on a quiet
+/// shard, through the oldest of the last this many.
+const EMPTY_PAGES_AT_TIP: usize = 3;
 
 /// Throttled calls in a row (a second or so of backoff) before throttling
 /// is logged as an outage.
@@ -101,8 +102,10 @@ impl<A: StreamsApi> ShardJob<A> {
             _ => None,
         };
         let mut pending_gap: Option<Gap> = None;
-        // Empty pages in a row, and when the first of them was asked for.
-        let mut empty_run: Option<(u32, i64)> = None;
+        // When the last empty pages in a row were asked for (at most
+        // `EMPTY_PAGES_AT_TIP`).
+        let mut empty_asks: std::collections::VecDeque<i64> =
+            std::collections::VecDeque::with_capacity(EMPTY_PAGES_AT_TIP);
         // When reading starts at the tip: no record before this is owed.
         let latest_asked_ms = (self.start == IteratorStart::Latest).then(now_ms);
         let mut iterator = match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
@@ -197,22 +200,28 @@ impl<A: StreamsApi> ShardJob<A> {
                 batch.gaps.push(gap);
             }
             let had_records = page.report.records > 0;
-            empty_run = match empty_run {
-                _ if had_records => None,
-                None => Some((1, asked_ms)),
-                Some((n, first)) => Some((n.saturating_add(1), first)),
-            };
+            if had_records {
+                empty_asks.clear();
+            } else {
+                if empty_asks.len() == EMPTY_PAGES_AT_TIP {
+                    empty_asks.pop_front();
+                }
+                empty_asks.push_back(asked_ms);
+            }
             if self.settings.report_read_through {
                 // Up to the newest record of a page with records (records
                 // of a shard come in creation order). An empty page may
                 // come from a part of the shard short of its tip ("it might
                 // take multiple calls to get to a portion of the shard that
                 // contains stream records"): only several in a row say that
-                // everything created before the first of them was read.
-                let through = match empty_run {
-                    None => page.report.newest_ms,
-                    Some((n, first)) if n >= EMPTY_PAGES_AT_TIP => Some(first),
-                    Some(_) => None,
+                // everything created before the first of them was read, and
+                // on a quiet shard, the oldest of the last few.
+                let through = if had_records {
+                    page.report.newest_ms
+                } else if empty_asks.len() == EMPTY_PAGES_AT_TIP {
+                    empty_asks.front().copied()
+                } else {
+                    None
                 };
                 if let Some(ms) = through {
                     batch.read_through.push((self.key.clone(), ms));
