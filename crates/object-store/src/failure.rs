@@ -117,11 +117,12 @@ const SETTINGS: &[&str] = &[
 ];
 
 /// Service error codes of a 401 or 403 that may pass: a clock that is off,
-/// temporary credentials that expired (they are refreshed).
+/// temporary credentials or a token that expired (they are refreshed).
 const PASSING_DENIALS: &[&str] = &[
     "RequestTimeTooSkewed",
     "ExpiredToken",
     "TokenRefreshRequired",
+    "InvalidAuthenticationInfo",
 ];
 
 /// Words that are not a service's code but say the same: a service's

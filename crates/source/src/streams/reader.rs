@@ -165,6 +165,9 @@ impl<A: StreamsApi> ShardJob<A> {
                         self.start = IteratorStart::TrimHorizon;
                         self.created_since = Some(asked.saturating_sub(CLOCK_SLACK_MS));
                     }
+                    // A new iterator's first pages may be short of its
+                    // records again: empty pages so far count no more.
+                    empty_asks.clear();
                     match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
@@ -175,6 +178,9 @@ impl<A: StreamsApi> ShardJob<A> {
                     self.on_gap(last_read.as_ref(), &e, &mut pending_gap)
                         .await?;
                     self.start = IteratorStart::TrimHorizon;
+                    // A new iterator's first pages may be short of its
+                    // records again: empty pages so far count no more.
+                    empty_asks.clear();
                     match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
