@@ -641,6 +641,35 @@ fn trimmed_records_with_skip_leave_a_gap_record_and_go_on() {
 }
 
 #[test]
+fn a_gap_is_reported_once_when_the_iterator_after_it_expires_before_a_record() {
+    // Everything after the position was trimmed and nothing new came: the
+    // reader goes on from the oldest record (none), its iterator expires
+    // while it waits, and it seeks after the old position again.
+    let sim = StreamSim::start();
+    sim.set_iterator_ttl(Duration::from_millis(60));
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let seqs: Vec<u128> = (0..4)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.trim(&arn, &shard, 4);
+    let resume = positions("orders", &[(&shard, seqs[1])]);
+    let mut cfg = config(&[&arn]);
+    cfg.on_gap = OnGap::Skip;
+    cfg.idle_poll_interval = Duration::from_millis(150); // longer than the TTL
+    let run = read(&sim, &cfg, &resume, || {
+        wait_for_calls(&sim, Op::GetShardIterator, 4);
+    });
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert!(run.seqs(&shard).is_empty());
+    assert_eq!(run.gaps.len(), 1, "{:?}", run.gaps);
+    assert_eq!(
+        run.gaps[0].after.as_deref(),
+        Some(seqs[1].to_string().as_str())
+    );
+}
+
+#[test]
 fn trimming_while_reading_an_expired_position_is_a_gap_too() {
     let sim = StreamSim::start();
     let arn = sim.create_stream("orders");

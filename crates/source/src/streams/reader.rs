@@ -102,6 +102,10 @@ impl<A: StreamsApi> ShardJob<A> {
             _ => None,
         };
         let mut pending_gap: Option<Gap> = None;
+        // The position of the last gap: until a record is read past it, the
+        // shard is read from its oldest record, not sought after it again
+        // (which would find the same gap).
+        let mut gap_after: Option<SequenceNumber> = None;
         // When the last empty pages in a row were asked for (at most
         // `EMPTY_PAGES_AT_TIP`).
         let mut empty_asks: std::collections::VecDeque<i64> =
@@ -116,6 +120,9 @@ impl<A: StreamsApi> ShardJob<A> {
         loop {
             if self.stopping() {
                 return Ok(Outcome::Stopped);
+            }
+            if pending_gap.is_some() {
+                gap_after.clone_from(&last_read);
             }
             let asked_ms = now_ms();
             let answer = self
@@ -152,7 +159,9 @@ impl<A: StreamsApi> ShardJob<A> {
                 }
                 Err(e) if e.kind == ApiErrorKind::ExpiredIterator => {
                     tracing::info!(table = %self.key.table, shard = %self.key.shard, "iterator expired; getting a new one");
-                    if let Some(seq) = &last_read {
+                    if let Some(seq) = &last_read
+                        && gap_after.as_ref() != Some(seq)
+                    {
                         self.start = IteratorStart::After(seq.clone());
                     } else if let Some(asked) = latest_asked_ms
                         && self.start == IteratorStart::Latest
