@@ -86,7 +86,7 @@ impl Journal {
             f.write_all(&bytes)?;
             f.sync_all()?;
         }
-        File::open(&self.dir)?.sync_all()?;
+        dynamo_cdc_core::durable::sync_dir(&self.dir)?;
         Ok(new)
     }
 

@@ -119,6 +119,14 @@ struct Held {
     claimed: bool,
 }
 
+impl Held {
+    /// Taken from an expired owner whose last writes may still land: not
+    /// to be handed over yet.
+    fn settling(&self, now: Instant) -> bool {
+        self.settle && now < self.settled_at
+    }
+}
+
 /// One worker's view of the leases; see the module docs.
 pub struct Coordinator<S> {
     store: S,
@@ -252,7 +260,7 @@ impl<S: LeaseStore> Coordinator<S> {
         if self
             .held
             .get(table)
-            .is_some_and(|h| h.settle && clock.now() < h.settled_at)
+            .is_some_and(|h| h.settling(clock.now()))
         {
             tracing::debug!(
                 table,
@@ -403,18 +411,15 @@ impl<S: LeaseStore> Coordinator<S> {
                     && l.incarnation.as_deref() == Some(self.incarnation.as_str())
                     && !self.held.contains_key(table)
                 {
+                    let seen = self.seen.get(table).map_or_else(Instant::now, |s| s.since);
                     self.held.insert(
                         table.clone(),
                         Held {
                             epoch: l.epoch,
                             counter: l.counter,
-                            valid_until: self
-                                .seen
-                                .get(table)
-                                .map_or_else(Instant::now, |s| s.since),
+                            valid_until: seen,
                             settle: true,
-                            settled_at: self.seen.get(table).map_or_else(Instant::now, |s| s.since)
-                                + self.settle_for,
+                            settled_at: seen + self.settle_for,
                             claimed: false,
                         },
                     );
@@ -441,8 +446,7 @@ impl<S: LeaseStore> Coordinator<S> {
                 h.counter = l.counter;
                 // A claim shows once the lease may be handed over (see
                 // `settling`): until then the passes go on undisturbed.
-                h.claimed =
-                    l.claim.as_ref().is_some_and(|c| *c != me) && !(h.settle && now < h.settled_at);
+                h.claimed = l.claim.as_ref().is_some_and(|c| *c != me) && !h.settling(now);
                 match &l.claim {
                     Some(c) if *c != me => {
                         last_claims.insert(table.clone(), c.clone());

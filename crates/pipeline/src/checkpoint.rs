@@ -256,7 +256,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     drop(f);
     std::fs::rename(&temp, path)?;
-    File::open(&dir)?.sync_all()
+    dynamo_cdc_core::durable::sync_dir(&dir)
 }
 
 #[cfg(test)]

@@ -198,23 +198,20 @@ pub(crate) async fn ensure_table(
     location: Option<String>,
     dynamodb_table: &str,
 ) -> Result<Table> {
-    if catalog.table_exists(ident).await? {
-        let table = catalog.load_table(ident).await?;
-        check_partitioning(ident, table.metadata())?;
-        return Ok(table);
-    }
-    let mut fields = meta_fields();
-    fields.extend(snapshot_fields(field_after(&fields)));
-    let creation = table_creation(ident, location, dynamodb_table, fields)?;
-    match catalog.create_table(ident.namespace(), creation).await {
-        Ok(table) => Ok(table),
-        Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {
-            let table = catalog.load_table(ident).await?;
-            check_partitioning(ident, table.metadata())?;
-            Ok(table)
+    if !catalog.table_exists(ident).await? {
+        let mut fields = meta_fields();
+        fields.extend(snapshot_fields(field_after(&fields)));
+        let creation = table_creation(ident, location, dynamodb_table, fields)?;
+        match catalog.create_table(ident.namespace(), creation).await {
+            Ok(table) => return Ok(table),
+            // Another writer created it meanwhile.
+            Err(e) if e.kind() == ErrorKind::TableAlreadyExists => {}
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    let table = catalog.load_table(ident).await?;
+    check_partitioning(ident, table.metadata())?;
+    Ok(table)
 }
 
 /// Refuses a table partitioned otherwise than this sink's tables (the day

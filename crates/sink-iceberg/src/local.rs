@@ -47,6 +47,13 @@ fn failed(operation: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error 
     move |e| Error::new(ErrorKind::Unexpected, message).with_source(e)
 }
 
+fn closed_already(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::DataInvalid,
+        format!("{} is closed already", path.display()),
+    )
+}
+
 /// Creates the file at `path`, with its directory and any missing parents
 /// made durable first.
 fn create(path: &Path) -> Result<File> {
@@ -133,22 +140,15 @@ struct DurableWriter {
 #[async_trait]
 impl FileWrite for DurableWriter {
     async fn write(&mut self, bs: Bytes) -> Result<()> {
-        let file = self.file.as_mut().ok_or_else(|| {
-            Error::new(
-                ErrorKind::DataInvalid,
-                format!("{} is closed already", self.path.display()),
-            )
-        })?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| closed_already(&self.path))?;
         file.write_all(&bs).map_err(failed("write", &self.path))
     }
 
     async fn close(&mut self) -> Result<()> {
-        let file = self.file.take().ok_or_else(|| {
-            Error::new(
-                ErrorKind::DataInvalid,
-                format!("{} is closed already", self.path.display()),
-            )
-        })?;
+        let file = self.file.take().ok_or_else(|| closed_already(&self.path))?;
         make_durable(&file, &self.path)
     }
 }

@@ -36,7 +36,7 @@ pub(crate) const LAST_SEQUENCE_KEY: &str = "dynamo_cdc.last_sequence_number";
 /// Footer key: the lease epoch of the table's owner when the file was
 /// written, when the tables are shared between processes.
 pub const LEASE_EPOCH_KEY: &str = "dynamo_cdc.lease_epoch";
-pub(crate) use dynamo_cdc_core::durable::create_dir_durably;
+pub(crate) use dynamo_cdc_core::durable::{create_dir_durably, sync_dir};
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
 
 /// `YYYY-MM-DD` (UTC) of a change's creation time; 1970-01-01 when unknown.

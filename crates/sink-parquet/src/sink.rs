@@ -618,9 +618,7 @@ impl ParquetSink {
                 link_new(temp, &target, key)?;
                 // Committed: a temp name left behind only waits for a sweep.
                 remove_temp(temp);
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io("cannot fsync directory", dir))?;
+                layout::sync_dir(dir).map_err(io("cannot fsync directory", dir))?;
                 (target.display().to_string(), bytes)
             }
             (Target::Spooled { partition }, Dataset::Remote(objects)) => {

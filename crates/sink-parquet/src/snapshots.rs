@@ -43,9 +43,7 @@ pub(crate) fn record_local(root: &Path, record: &SnapshotRecord) -> Result<(), P
         .and_then(|f| f.sync_all())
         .map_err(io("cannot sync", &temp))?;
     std::fs::rename(&temp, &path).map_err(io("cannot rename into place", &path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot fsync directory", dir))?;
+    layout::sync_dir(dir).map_err(io("cannot fsync directory", dir))?;
     log(record);
     Ok(())
 }

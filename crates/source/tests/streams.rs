@@ -27,18 +27,25 @@ struct Run {
 impl Run {
     /// Sequence numbers read from `shard`, in order.
     fn seqs(&self, shard: &str) -> Vec<u128> {
+        self.seqs_where(|c| &*c.source.shard_id == shard)
+    }
+
+    /// Sequence numbers read from `shard` of `table` (shard ids of two
+    /// streams may be alike), in order.
+    fn seqs_in(&self, table: &str, shard: &str) -> Vec<u128> {
+        self.seqs_where(|c| &*c.source.table == table && &*c.source.shard_id == shard)
+    }
+
+    fn seqs_where(&self, keep: impl Fn(&Change) -> bool) -> Vec<u128> {
         self.changes
             .iter()
-            .filter(|c| &*c.source.shard_id == shard)
+            .filter(|c| keep(c))
             .map(|c| c.source.sequence_number.as_str().parse().unwrap())
             .collect()
     }
 
     fn all_seqs(&self) -> Vec<u128> {
-        self.changes
-            .iter()
-            .map(|c| c.source.sequence_number.as_str().parse().unwrap())
-            .collect()
+        self.seqs_where(|_| true)
     }
 }
 
@@ -434,15 +441,8 @@ fn a_latest_start_waiting_for_a_reader_slot_loses_nothing_written_meanwhile() {
     });
     let written = rx.recv().unwrap();
     assert!(run.error.is_none(), "{:?}", run.error);
-    let read_from = |table: &str, shard: &str| -> Vec<u128> {
-        run.changes
-            .iter()
-            .filter(|c| &*c.source.table == table && &*c.source.shard_id == shard)
-            .map(|c| c.source.sequence_number.as_str().parse().unwrap())
-            .collect()
-    };
     assert_eq!(
-        [read_from("orders", &a), read_from("customers", &b)],
+        [run.seqs_in("orders", &a), run.seqs_in("customers", &b)],
         written.map(|seq| vec![seq]),
         "each shard's write after the start, and nothing from before it"
     );

@@ -13,22 +13,14 @@ use std::time::Duration;
 use dynamo_cdc_core::SequenceNumber;
 use futures_util::StreamExt as _;
 
-use crate::streams::ShardInfo;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
+use crate::streams::{EMPTY_PAGES_AT_TIP, ShardInfo};
 
 /// Shards read at once.
 const SHARDS_AT_ONCE: usize = 16;
 
 /// How often a call that may pass is tried before S0 gives up.
 const ATTEMPTS: u32 = 8;
-
-/// Empty pages in a row taken for the tip of an open shard. GetRecords may
-/// answer an empty page short of the tip ("it might take multiple calls to
-/// get to a portion of the shard that contains stream records"), most
-/// often over the part of a shard whose records were trimmed: stopping at
-/// the first would record S0 too low there, and a change before the
-/// snapshot would count as after it.
-const EMPTY_PAGES_AT_TIP: u32 = 3;
 
 /// Per shard of `stream_arn`, the last sequence number it holds now;
 /// shards without records are left out (everything in them is new).
@@ -262,8 +254,7 @@ mod tests {
         assert_eq!(end_of(pages, false)["s"], seq(12));
         // Empty pages only, as many as taken for the tip, then records:
         // those are after the tip as far as S0 can tell.
-        let tip = usize::try_from(EMPTY_PAGES_AT_TIP).unwrap();
-        let mut pages = vec![vec![]; tip];
+        let mut pages = vec![vec![]; EMPTY_PAGES_AT_TIP];
         pages.push(vec![20]);
         assert!(end_of(pages, false).is_empty(), "nothing before the tip");
     }

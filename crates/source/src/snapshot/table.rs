@@ -361,29 +361,41 @@ impl TableSnapshot {
         board: &ShardBoard,
         batch: &mut SourceBatch,
     ) -> Result<(), SnapshotError> {
-        if !self.held.is_empty() {
-            self.log_progress();
-            let through = self.stream_read_through(board);
-            self.log_stall(board, through);
-            if let Some(through) = through {
-                let mut i = 0;
-                while i < self.held.len() {
-                    if !self.window.ready(self.held[i].answered_ms, through) {
-                        i += 1;
-                        continue;
-                    }
-                    let Some(held) = self.held.remove(i) else {
-                        break;
-                    };
-                    let spooled = self.spool(held)?;
-                    self.hand_over(&spooled, batch)?;
-                }
-            }
-        }
+        self.release_ready(board, batch)?;
         // Also a plan whose pages were all released by an earlier run that
         // did not live to finish it (or handed over again) ends here.
         self.finish_if_done()?;
         self.window.forget_before(self.oldest_ask_ms());
+        Ok(())
+    }
+
+    /// Spools and hands over the held pages the stream is read past.
+    fn release_ready(
+        &mut self,
+        board: &ShardBoard,
+        batch: &mut SourceBatch,
+    ) -> Result<(), SnapshotError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.log_progress();
+        let through = self.stream_read_through(board);
+        self.log_stall(board, through);
+        let Some(through) = through else {
+            return Ok(());
+        };
+        let mut i = 0;
+        while i < self.held.len() {
+            if !self.window.ready(self.held[i].answered_ms, through) {
+                i += 1;
+                continue;
+            }
+            let Some(held) = self.held.remove(i) else {
+                break;
+            };
+            let spooled = self.spool(held)?;
+            self.hand_over(&spooled, batch)?;
+        }
         Ok(())
     }
 

@@ -284,6 +284,14 @@ impl Activity {
     }
 }
 
+/// Empty pages in a row taken for the tip of an open shard. GetRecords may
+/// answer an empty page short of the tip ("it might take multiple calls to
+/// get to a portion of the shard that contains stream records"), most
+/// often over the part of a shard whose records were trimmed. A snapshot's
+/// S0 stops at the first such run, and a reader counts as read through the
+/// time the oldest of the last this many empty pages was asked for.
+pub(crate) const EMPTY_PAGES_AT_TIP: usize = 3;
+
 /// The wall clock in epoch milliseconds (0 before 1970).
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

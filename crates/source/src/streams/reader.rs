@@ -13,7 +13,7 @@ use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
 use crate::streams::latest::CLOCK_SLACK_MS;
 use crate::streams::page_batch::Keep;
-use crate::streams::{Event, OnGap, Settings, StreamsError, now_ms};
+use crate::streams::{EMPTY_PAGES_AT_TIP, Event, OnGap, Settings, StreamsError, now_ms};
 
 /// How a shard reader ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,11 +47,6 @@ pub(crate) struct ShardJob<A> {
     /// This reader's entry in `Activity` while it runs.
     pub watch: Option<u64>,
 }
-
-/// Empty pages in a row before a shard counts as read through the time the
-/// first of them was asked for (as a snapshot's S0 is taken); on a quiet
-/// shard, through the oldest of the last this many.
-const EMPTY_PAGES_AT_TIP: usize = 3;
 
 /// Throttled calls in a row (a second or so of backoff) before throttling
 /// is logged as an outage.
