@@ -107,6 +107,11 @@ struct TableState {
     /// Per shard, the first and last change in those files.
     first: Positions,
     last: Positions,
+    /// The token of the commit of `closed`, from its first attempt until
+    /// it is known to be applied: an attempt whose answer was lost may have
+    /// been applied all the same (see [`summary`]). While it is set, no
+    /// file joins `closed`: the token names exactly these files.
+    commit: Option<String>,
 }
 
 impl TableState {
@@ -155,6 +160,27 @@ pub struct IcebergSink {
     /// Table -> lease epoch, when the tables are shared (recorded in each
     /// commit's summary).
     lease_epochs: std::collections::BTreeMap<String, u64>,
+    #[cfg(test)]
+    lost_answers: LostAnswers,
+}
+
+/// Errors to answer applied commits with, in turn (tests only): the commit
+/// happens, the sink hears that it failed, as after a timeout.
+#[cfg(test)]
+#[derive(Default)]
+struct LostAnswers(Vec<iceberg::ErrorKind>);
+
+#[cfg(test)]
+impl LostAnswers {
+    fn take(&mut self, answer: iceberg::Result<Table>) -> iceberg::Result<Table> {
+        match answer {
+            Ok(_) if !self.0.is_empty() => Err(iceberg::Error::new(
+                self.0.remove(0),
+                "the answer to an applied commit was lost",
+            )),
+            answer => answer,
+        }
+    }
 }
 
 impl IcebergSink {
@@ -239,6 +265,8 @@ impl IcebergSink {
             encoding,
             stats: IcebergStats::default(),
             lease_epochs: std::collections::BTreeMap::new(),
+            #[cfg(test)]
+            lost_answers: LostAnswers::default(),
         })
     }
 
@@ -317,6 +345,7 @@ impl IcebergSink {
             closed: Vec::new(),
             first: Positions::new(),
             last: Positions::new(),
+            commit: None,
         })
     }
 
@@ -439,6 +468,11 @@ impl IcebergSink {
         let mut rejected = Vec::new();
         for (table, runs) in group(changes) {
             self.state(&table)?;
+            if self.tables[&table].commit.is_some() {
+                // A commit whose answer was lost: settled before any file
+                // joins those it names.
+                self.commit_table(&table)?;
+            }
             let durable = &self.durable;
             let state = self.tables.get_mut(&table).expect("loaded above");
             let mut admitted: Vec<&Change> = Vec::new();
@@ -586,7 +620,8 @@ impl IcebergSink {
     /// Commits one table's data files with their positions, on top of the
     /// snapshot checked (see `catalog::Pinned`). When another writer's
     /// commits since hold any of these changes, the files are dropped and
-    /// the run resumes from the table's position instead.
+    /// the run resumes from the table's position instead. An earlier
+    /// attempt of this commit found applied is taken as its success.
     fn commit_table(&mut self, table: &Arc<str>) -> Result<(), IcebergSinkError> {
         let catalog = self.catalog.clone();
         let state = self.tables.get_mut(table).expect("a loaded table");
@@ -594,7 +629,12 @@ impl IcebergSink {
         if state.closed.is_empty() {
             return Ok(());
         }
+        let token = state
+            .commit
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .clone();
         for _ in 0..COMMIT_ATTEMPTS {
+            let state = self.tables.get_mut(table).expect("a loaded table");
             let loaded = self
                 .runtime
                 .block_on(catalog.load_table(&state.ident))
@@ -605,12 +645,21 @@ impl IcebergSink {
             )?;
             let current = loaded.metadata().current_snapshot_id();
             if current != state.known {
+                let views = snapshot_views(&loaded);
                 let theirs =
-                    summary::committed(table, &snapshot_views(&loaded), current, state.known)
-                        .map_err(|reason| IcebergSinkError::Table {
+                    summary::committed(table, &views, current, state.known).map_err(|reason| {
+                        IcebergSinkError::Table {
                             table: state.ident.to_string(),
                             reason,
-                        })?;
+                        }
+                    })?;
+                if let Some(ours) = summary::applied(&views, current, state.known, &token) {
+                    tracing::info!(table = %state.ident, snapshot = ours, "a commit whose answer was lost was applied");
+                    // Ours and whatever others committed after it.
+                    self.durable.merge_max(&theirs);
+                    self.committed(table, loaded, Some(ours));
+                    return Ok(());
+                }
                 let overlapped = summary::overlaps(&theirs, &state.first);
                 Conflict {
                     table: &state.ident.to_string(),
@@ -649,13 +698,14 @@ impl IcebergSink {
                 .map(|f| f.data_file(spec, schema))
                 .collect::<Result<Vec<_>, _>>()?;
             let tx = Transaction::new(&state.table);
+            let epoch = self.lease_epochs.get(&**table).copied();
             let append = tx
                 .fast_append()
                 // File names are fresh UUIDs; checking reads every manifest.
                 .with_check_duplicate(false)
                 .add_data_files(files)
                 .set_snapshot_properties(
-                    summary::encode(&state.last, self.lease_epochs.get(&**table).copied())
+                    summary::encode(&state.last, epoch, &token)
                         .into_iter()
                         .collect(),
                 );
@@ -667,33 +717,17 @@ impl IcebergSink {
                 inner: catalog.clone(),
                 snapshot: state.known,
             };
-            match self.runtime.block_on(tx.commit(&pinned)) {
+            let answer = self.runtime.block_on(tx.commit(&pinned));
+            #[cfg(test)]
+            let answer = self.lost_answers.take(answer);
+            match answer {
                 Ok(updated) => {
-                    let rows: u64 = state.closed.iter().map(|f| f.rows).sum();
-                    let bytes: u64 = state.closed.iter().map(|f| f.bytes).sum();
-                    let files = state.closed.len() as u64;
-                    state.known = updated.metadata().current_snapshot_id();
-                    state.table = updated;
-                    Committed {
-                        table: &state.ident.to_string(),
-                        source_table: table,
-                        snapshot: state.known,
-                        files,
-                        rows,
-                        bytes,
-                    }
-                    .emit();
-                    self.stats.commits += 1;
-                    self.stats.files += files;
-                    self.stats.rows += rows;
-                    self.stats.bytes += bytes;
-                    self.durable.merge_max(&state.last);
-                    state.closed.clear();
-                    state.first = Positions::new();
-                    state.last = Positions::new();
+                    let snapshot = updated.metadata().current_snapshot_id();
+                    self.committed(table, updated, snapshot);
                     return Ok(());
                 }
-                // Lost a race: look at what the other writer committed.
+                // Lost a race (or the answer to an attempt that was
+                // applied): look at what the table holds now.
                 Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {}
                 Err(e) => {
                     return Err(IcebergSinkError::catalog(format!(
@@ -703,6 +737,7 @@ impl IcebergSink {
                 }
             }
         }
+        let state = &self.tables[table];
         Err(IcebergSinkError::catalog(format!(
             "commit to {}",
             state.ident
@@ -713,6 +748,35 @@ impl IcebergSink {
             )
             .with_retryable(true),
         ))
+    }
+
+    /// Takes the commit of `table`'s closed files as made, as `snapshot`
+    /// (with `updated` the table as of it, or later).
+    fn committed(&mut self, table: &Arc<str>, updated: Table, snapshot: Option<i64>) {
+        let state = self.tables.get_mut(table).expect("a loaded table");
+        let rows: u64 = state.closed.iter().map(|f| f.rows).sum();
+        let bytes: u64 = state.closed.iter().map(|f| f.bytes).sum();
+        let files = state.closed.len() as u64;
+        state.known = updated.metadata().current_snapshot_id();
+        state.table = updated;
+        Committed {
+            table: &state.ident.to_string(),
+            source_table: table,
+            snapshot,
+            files,
+            rows,
+            bytes,
+        }
+        .emit();
+        self.stats.commits += 1;
+        self.stats.files += files;
+        self.stats.rows += rows;
+        self.stats.bytes += bytes;
+        self.durable.merge_max(&state.last);
+        state.closed.clear();
+        state.first = Positions::new();
+        state.last = Positions::new();
+        state.commit = None;
     }
 }
 
@@ -762,6 +826,11 @@ fn snapshot_views(table: &Table) -> Vec<SnapshotView> {
                 .summary()
                 .additional_properties
                 .get(summary::POSITIONS)
+                .cloned(),
+            commit: s
+                .summary()
+                .additional_properties
+                .get(summary::COMMIT)
                 .cloned(),
         })
         .collect()
@@ -1220,6 +1289,42 @@ mod commit_tests {
         a.write(&changes("s1", 1..21)).unwrap();
         a.flush().unwrap();
         assert_eq!(rows_and_snapshots(&mut a), (20, 2));
+    }
+
+    /// A commit applied whose answer is lost (`kind`): the sink takes it as
+    /// made, and neither drops its files nor commits them twice.
+    fn a_lost_answer_is_taken_for_its_commit(kind: iceberg::ErrorKind, fails: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        sink.write(&changes("s1", 1..11)).unwrap();
+        sink.lost_answers.0.push(kind);
+        if fails {
+            let err = sink.flush().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        } else {
+            sink.flush().unwrap();
+        }
+        // The run goes on (after a failure, from the same changes again).
+        assert!(sink.write(&changes("s1", 1..16)).unwrap().is_empty());
+        sink.flush().unwrap();
+        assert_eq!(rows_and_snapshots(&mut sink), (15, 2));
+        let rows: usize = read_table(&mut sink).iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 15, "every data file committed is still there");
+        assert_eq!(sink.iceberg_stats().commits, 2);
+        assert_eq!(sink.iceberg_stats().already_held, 10);
+        let mut again = open(dir.path());
+        again.write(&changes("s1", 1..16)).unwrap();
+        assert_eq!(again.iceberg_stats().already_held, 15);
+    }
+
+    #[test]
+    fn a_commit_applied_whose_answer_timed_out_is_not_dropped_or_made_twice() {
+        a_lost_answer_is_taken_for_its_commit(iceberg::ErrorKind::Unexpected, true);
+    }
+
+    #[test]
+    fn a_commit_applied_whose_retried_request_met_409_is_taken_as_made() {
+        a_lost_answer_is_taken_for_its_commit(iceberg::ErrorKind::CatalogCommitConflicts, false);
     }
 
     #[test]

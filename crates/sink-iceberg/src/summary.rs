@@ -7,6 +7,11 @@
 //! current snapshot and its ancestors, so a summary stays the size of one
 //! commit (the table's metadata file holds every snapshot's summary).
 //!
+//! Each commit also carries a token of its own, `dynamo-cdc.commit`: a
+//! commit whose answer was lost (a timeout, a gateway that retried the
+//! request and got 409) may have been applied all the same, and the token
+//! is how the writer knows its own snapshot from another writer's.
+//!
 //! Pure: tables come in as their snapshots, read by the caller.
 
 use std::collections::BTreeMap;
@@ -24,6 +29,10 @@ pub(crate) const WRITER: &str = "dynamo-cdc.writer";
 /// commit was made by a process sharing the tables (`[coordination]`).
 pub(crate) const LEASE_EPOCH: &str = "dynamo-cdc.lease_epoch";
 
+/// The summary property holding the token of the commit (see the module
+/// docs).
+pub(crate) const COMMIT: &str = "dynamo-cdc.commit";
+
 /// A snapshot, as much of it as positions need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct SnapshotView {
@@ -31,10 +40,17 @@ pub(crate) struct SnapshotView {
     pub parent: Option<i64>,
     /// The `dynamo-cdc.positions` property, when the snapshot has one.
     pub positions: Option<String>,
+    /// The `dynamo-cdc.commit` property, when the snapshot has one.
+    pub commit: Option<String>,
 }
 
-/// The summary properties of a commit adding `positions` (of one table).
-pub(crate) fn encode(positions: &Positions, epoch: Option<u64>) -> BTreeMap<String, String> {
+/// The summary properties of the commit `token` adding `positions` (of one
+/// table).
+pub(crate) fn encode(
+    positions: &Positions,
+    epoch: Option<u64>,
+    token: &str,
+) -> BTreeMap<String, String> {
     let map: BTreeMap<&str, &str> = positions
         .iter()
         .map(|(k, s)| (&*k.shard, s.as_str()))
@@ -48,6 +64,7 @@ pub(crate) fn encode(positions: &Positions, epoch: Option<u64>) -> BTreeMap<Stri
             WRITER.to_owned(),
             format!("dynamo-cdc {}", env!("CARGO_PKG_VERSION")),
         ),
+        (COMMIT.to_owned(), token.to_owned()),
     ]);
     if let Some(epoch) = epoch {
         properties.insert(LEASE_EPOCH.to_owned(), epoch.to_string());
@@ -84,25 +101,45 @@ pub(crate) fn committed(
     current: Option<i64>,
     stop: Option<i64>,
 ) -> Result<Positions, String> {
-    let by_id: BTreeMap<i64, &SnapshotView> = snapshots.iter().map(|s| (s.id, s)).collect();
     let mut positions = Positions::new();
-    let mut at = current;
-    // Bounded by the number of snapshots, should a parent link loop.
-    for _ in 0..=snapshots.len() {
-        let Some(id) = at else { break };
-        if Some(id) == stop {
-            break;
-        }
-        let Some(snapshot) = by_id.get(&id) else {
-            // Expired ancestors: what is left is what is known.
-            break;
-        };
+    for snapshot in lineage(snapshots, current, stop) {
         if let Some(property) = &snapshot.positions {
             positions.merge_max(&decode(table, property)?);
         }
-        at = snapshot.parent;
     }
     Ok(positions)
+}
+
+/// The snapshot among `current` and its ancestors after `stop` (exclusive)
+/// made by the commit `token`, if it was applied.
+pub(crate) fn applied(
+    snapshots: &[SnapshotView],
+    current: Option<i64>,
+    stop: Option<i64>,
+    token: &str,
+) -> Option<i64> {
+    lineage(snapshots, current, stop)
+        .find(|s| s.commit.as_deref() == Some(token))
+        .map(|s| s.id)
+}
+
+/// `current` and its ancestors, newest first, up to `stop` (exclusive) or
+/// the first ancestor expired. Bounded by the number of snapshots, should
+/// a parent link loop.
+fn lineage(
+    snapshots: &[SnapshotView],
+    current: Option<i64>,
+    stop: Option<i64>,
+) -> impl Iterator<Item = &SnapshotView> {
+    let by_id: BTreeMap<i64, &SnapshotView> = snapshots.iter().map(|s| (s.id, s)).collect();
+    let mut at = current;
+    std::iter::from_fn(move || {
+        let id = at.filter(|id| Some(*id) != stop)?;
+        let snapshot = by_id.get(&id)?;
+        at = snapshot.parent;
+        Some(*snapshot)
+    })
+    .take(snapshots.len())
 }
 
 /// Whether `theirs` holds any change of `ours`: `first` is, per shard, the
@@ -135,17 +172,22 @@ mod tests {
         SnapshotView {
             id,
             parent,
-            positions: (!p.is_empty()).then(|| encode(&p, None)[POSITIONS].clone()),
+            positions: (!p.is_empty()).then(|| encode(&p, None, "t")[POSITIONS].clone()),
+            commit: Some(format!("c{id}")),
         }
     }
 
     #[test]
     fn a_summary_round_trips() {
         let p = positions(&[("s1", 10), ("s2", 7)]);
-        assert_eq!(decode(&table(), &encode(&p, None)[POSITIONS]).unwrap(), p);
-        assert!(!encode(&p, None).contains_key(LEASE_EPOCH));
         assert_eq!(
-            encode(&p, Some(7))[LEASE_EPOCH],
+            decode(&table(), &encode(&p, None, "t")[POSITIONS]).unwrap(),
+            p
+        );
+        assert!(!encode(&p, None, "t").contains_key(LEASE_EPOCH));
+        assert_eq!(encode(&p, None, "t")[COMMIT], "t");
+        assert_eq!(
+            encode(&p, Some(7), "t")[LEASE_EPOCH],
             "7",
             "the lease epoch, when shared"
         );
@@ -184,6 +226,23 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_is_found_by_its_token_among_the_newer_snapshots_only() {
+        let snaps = [
+            snapshot(1, None, &[("s1", 10)]),
+            snapshot(2, Some(1), &[("s2", 5)]),
+            snapshot(3, Some(2), &[("s1", 30)]),
+            // not an ancestor of the current snapshot
+            snapshot(4, Some(1), &[("s3", 1)]),
+        ];
+        assert_eq!(applied(&snaps, Some(3), Some(1), "c2"), Some(2));
+        assert_eq!(applied(&snaps, Some(3), Some(1), "c3"), Some(3));
+        // At or before the snapshot known: not a commit whose answer was lost.
+        assert_eq!(applied(&snaps, Some(3), Some(1), "c1"), None);
+        assert_eq!(applied(&snaps, Some(3), None, "c4"), None);
+        assert_eq!(applied(&snaps, None, None, "c1"), None);
+    }
+
+    #[test]
     fn overlap_is_any_of_our_first_changes_covered() {
         let theirs = positions(&[("s1", 20)]);
         assert!(overlaps(&theirs, &positions(&[("s1", 15)])));
@@ -197,6 +256,7 @@ mod tests {
             id: 1,
             parent: None,
             positions: Some("[1,2]".into()),
+            commit: None,
         }];
         assert!(committed(&table(), &snaps, Some(1), None).is_err());
     }
