@@ -1,6 +1,7 @@
 //! The lease rules, run once per tick against a [`LeaseStore`].
 //!
-//! - **Expiry** is judged on this worker's monotonic clock: a lease whose
+//! - **Expiry** is judged on this worker's own clock ([`crate::clock`],
+//!   which counts a suspension of the host): a lease whose
 //!   counter stayed the same for the lease duration, since this worker first
 //!   saw that counter, has expired. Wall clocks of different hosts are never
 //!   compared.
@@ -28,10 +29,11 @@
 //!   that is an error, since balance and hand-overs go by name.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::seq::SliceRandom as _;
 
+use crate::clock::{Clock, Moment};
 use crate::item::{Condition, Item, Lease};
 use crate::store::{LeaseStore, StoreFailure};
 
@@ -45,7 +47,7 @@ pub struct Grant {
     /// timeout), so wait them out before reading back what the sinks hold.
     pub settle: bool,
     /// Stop writing the table at this instant unless renewed by then.
-    pub valid_until: Instant,
+    pub valid_until: Moment,
     /// Another worker asked for the lease: hand it over.
     pub claimed: bool,
 }
@@ -86,43 +88,28 @@ pub enum Happened {
     },
 }
 
-/// Where time comes from (a fake clock in tests).
-pub trait Clock {
-    /// Now, on a monotonic clock.
-    fn now(&self) -> Instant;
-}
-
-/// The real monotonic clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
 struct Seen {
     counter: u64,
     owner: Option<String>,
     incarnation: Option<String>,
     claim: Option<String>,
-    since: Instant,
+    since: Moment,
 }
 
 struct Held {
     epoch: u64,
     counter: u64,
-    valid_until: Instant,
+    valid_until: Moment,
     settle: bool,
     /// Not handed over before this (see [`Coordinator::settling`]).
-    settled_at: Instant,
+    settled_at: Moment,
     claimed: bool,
 }
 
 impl Held {
     /// Taken from an expired owner whose last writes may still land: not
     /// to be handed over yet.
-    fn settling(&self, now: Instant) -> bool {
+    fn settling(&self, now: Moment) -> bool {
         self.settle && now < self.settled_at
     }
 }
@@ -324,7 +311,7 @@ impl<S: LeaseStore> Coordinator<S> {
     fn observe(
         &mut self,
         leases: &BTreeMap<String, Lease>,
-        now: Instant,
+        now: Moment,
     ) -> Result<(), StoreFailure> {
         for (table, l) in leases {
             if let Some(before) = self.seen.get(table) {
@@ -374,29 +361,29 @@ impl<S: LeaseStore> Coordinator<S> {
 
     /// An owned lease counts as expired once its counter stood still for
     /// the duration, as this worker saw it.
-    fn expired(&self, l: &Lease, now: Instant) -> bool {
+    fn expired(&self, l: &Lease, now: Moment) -> bool {
         l.owner.is_some()
             && self
                 .seen
                 .get(&l.table)
-                .is_some_and(|s| now.saturating_duration_since(s.since) >= self.duration)
+                .is_some_and(|s| now.saturating_since(s.since) >= self.duration)
     }
 
     /// A free lease released to the worker that claimed it is theirs to
     /// take for one duration; after that (the claimant may be gone) anyone's.
-    fn reserved_for_another(&self, l: &Lease, now: Instant) -> bool {
+    fn reserved_for_another(&self, l: &Lease, now: Moment) -> bool {
         l.owner.is_none()
             && l.claim.as_ref().is_some_and(|c| *c != self.me)
             && self
                 .seen
                 .get(&l.table)
-                .is_some_and(|s| now.saturating_duration_since(s.since) < self.duration)
+                .is_some_and(|s| now.saturating_since(s.since) < self.duration)
     }
 
     fn check_held(
         &mut self,
         leases: &BTreeMap<String, Lease>,
-        now: Instant,
+        now: Moment,
         happened: &mut Vec<Happened>,
     ) {
         let me = self.me.clone();
@@ -411,7 +398,7 @@ impl<S: LeaseStore> Coordinator<S> {
                     && l.incarnation.as_deref() == Some(self.incarnation.as_str())
                     && !self.held.contains_key(table)
                 {
-                    let seen = self.seen.get(table).map_or_else(Instant::now, |s| s.since);
+                    let seen = self.seen.get(table).map_or(now, |s| s.since);
                     self.held.insert(
                         table.clone(),
                         Held {
@@ -489,7 +476,7 @@ impl<S: LeaseStore> Coordinator<S> {
             {
                 Ok(()) => {
                     h.counter += 1;
-                    h.valid_until = sent + self.duration - self.margin;
+                    h.valid_until = sent + (self.duration - self.margin);
                     leases.insert(table.clone(), lease);
                 }
                 // Lost to a taker or a claim, or no answer: the next scan
@@ -501,7 +488,7 @@ impl<S: LeaseStore> Coordinator<S> {
         Ok(())
     }
 
-    fn fence_overdue(&mut self, now: Instant, happened: &mut Vec<Happened>) {
+    fn fence_overdue(&mut self, now: Moment, happened: &mut Vec<Happened>) {
         self.held.retain(|table, h| {
             if now < h.valid_until {
                 return true;
@@ -631,7 +618,7 @@ impl<S: LeaseStore> Coordinator<S> {
                     Held {
                         epoch: l.epoch + 1,
                         counter: l.counter + 1,
-                        valid_until: sent + self.duration - self.margin,
+                        valid_until: sent + (self.duration - self.margin),
                         settle: l.owner.is_some(),
                         settled_at: sent + self.settle_for,
                         claimed: false,

@@ -5,7 +5,8 @@
 //!   states) and the conditions writes carry;
 //! - [`store`]: the [`LeaseStore`] seam and its linearizable in-memory
 //!   implementation with injected faults; [`dynamo`]: the real table;
-//! - [`coordinator`]: the rules (expiry on the observer's monotonic clock,
+//! - [`clock`]: lease time, which counts while the host is suspended;
+//! - [`coordinator`]: the rules (expiry on the observer's own clock,
 //!   renewal, self-fence, taking, balancing, claims), pure but for the
 //!   store calls, run one tick at a time;
 //! - [`worker`]: the coordinator on its own thread, and the [`Fence`] a
@@ -18,6 +19,7 @@
 //! and a snapshot's window stay within one process.
 
 pub mod checkpoints;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod dynamo;
@@ -26,8 +28,9 @@ pub mod store;
 pub mod worker;
 
 pub use checkpoints::LeaseCheckpoints;
+pub use clock::{Clock, Moment, SystemClock};
 pub use config::CoordinationConfig;
-pub use coordinator::{Clock, Coordinator, Grant, Happened, SystemClock};
+pub use coordinator::{Coordinator, Grant, Happened};
 pub use dynamo::DynamoLeaseStore;
 pub use item::{Condition, Item, Lease, PositionItem, StartItem, StateItem};
 pub use store::{Fault, LeaseStore, MemoryLeaseStore, StoreFailure};

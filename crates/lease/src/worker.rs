@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{Outage, OutageLine};
 
-use crate::coordinator::{Coordinator, Grant, Happened, SystemClock};
+use crate::clock::{Moment, SystemClock};
+use crate::coordinator::{Coordinator, Grant, Happened};
 
 /// Gauge: tables whose lease this process holds.
 pub const LEASES_HELD: &str = "dynamo_cdc_leases_held";
@@ -185,7 +186,7 @@ impl Fence {
     /// When a table's lease was lost, taken at another epoch, or not
     /// renewed in time.
     pub fn check(&self) -> Result<(), String> {
-        let now = Instant::now();
+        let now = Moment::now();
         let a = lock(&self.shared.assignment);
         for (table, epoch) in &self.tables {
             match a.grants.get(table) {
