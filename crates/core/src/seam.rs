@@ -70,13 +70,16 @@ pub struct Gap {
 
 impl Gap {
     /// Identifies the gap across runs, so that a restart before the position
-    /// moves on does not record it twice.
+    /// moves on does not record it twice. Where reading resumed is part of
+    /// it: a pass started over from the same position after the stream
+    /// trimmed more finds a wider gap, a loss of its own to record.
     pub fn identity(&self) -> String {
         format!(
-            "gap:{}/{}:{}",
+            "gap:{}/{}:{}:{}",
             self.table,
             self.shard,
-            self.after.as_deref().unwrap_or("start")
+            self.after.as_deref().unwrap_or("start"),
+            self.resumed_at.as_deref().unwrap_or("-")
         )
     }
 }

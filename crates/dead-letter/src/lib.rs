@@ -233,6 +233,44 @@ mod tests {
         assert_eq!(gaps.lines().count(), 1);
     }
 
+    /// Started over from the same position after the stream trimmed more.
+    fn wider_gap() -> Gap {
+        Gap {
+            resumed_at: Some("300".into()),
+            detected_at_ms: 2,
+            ..gap()
+        }
+    }
+
+    #[test]
+    fn a_gap_met_again_wider_is_recorded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LocalDeadLetters::open(dir.path()).unwrap();
+        assert!(store.record_gap(&gap()).unwrap());
+        drop(store);
+        let mut again = LocalDeadLetters::open(dir.path()).unwrap();
+        assert!(!again.record_gap(&gap()).unwrap());
+        assert!(again.record_gap(&wider_gap()).unwrap());
+        let gaps = std::fs::read_to_string(dir.path().join("_gaps/orders.jsonl")).unwrap();
+        let resumed: Vec<serde_json::Value> = gaps
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["resumed_at"].clone())
+            .collect();
+        assert_eq!(resumed, ["200", "300"]);
+
+        use dynamo_cdc_object_store::{InMemory, Objects, StoreUrl};
+        let objects = Objects::with_store(
+            std::sync::Arc::new(InMemory::new()),
+            StoreUrl::parse("s3://lake/cdc").unwrap(),
+        );
+        let mut store = ObjectDeadLetters::open(objects.clone()).unwrap();
+        assert!(store.record_gap(&gap()).unwrap());
+        drop(store);
+        let mut again = ObjectDeadLetters::open(objects).unwrap();
+        assert!(!again.record_gap(&gap()).unwrap());
+        assert!(again.record_gap(&wider_gap()).unwrap());
+    }
+
     #[test]
     fn on_an_object_store_a_rerun_keeps_each_letter_and_gap_once() {
         use dynamo_cdc_object_store::{InMemory, Objects, StoreUrl};
