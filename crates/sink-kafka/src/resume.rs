@@ -83,6 +83,47 @@ fn unread(recorded: Option<i64>, low: i64, high: i64) -> Unread {
     }
 }
 
+/// Each partition to read, and the offset to start at (given, not left to
+/// `auto.offset.reset`, which user properties may change), from `from` (the
+/// offsets recorded) and each partition's watermarks `(partition, low,
+/// high)`; and the partitions that end before their recorded offset, with
+/// their watermarks.
+///
+/// A partition that ends before its recorded offset makes every end the
+/// brokers gave for the topic suspect: a broker just restarted has been
+/// seen to answer ends below messages it had acknowledged, and served them
+/// all the same. Then every partition is read to the end its fetches
+/// report, since skipping one whose (stale) end is its recorded offset
+/// would send its last messages again.
+fn plan(
+    from: &BTreeMap<i32, i64>,
+    marks: &[(i32, i64, i64)],
+) -> (BTreeMap<i32, i64>, BTreeMap<i32, (i64, i64)>) {
+    let mut past = BTreeMap::new();
+    for &(p, low, high) in marks {
+        if unread(from.get(&p).copied(), low, high) == Unread::PastTheEnd {
+            past.insert(p, (low, high));
+        }
+    }
+    let suspect = !past.is_empty();
+    let mut starts = BTreeMap::new();
+    for &(p, low, high) in marks {
+        let recorded = from.get(&p).copied();
+        match unread(recorded, low, high) {
+            Unread::Nothing if !suspect => {}
+            Unread::Nothing | Unread::Some => {
+                starts.insert(p, recorded.unwrap_or(low).max(low));
+            }
+            Unread::PastTheEnd => {
+                if high > low || suspect {
+                    starts.insert(p, low);
+                }
+            }
+        }
+    }
+    (starts, past)
+}
+
 /// Reads `partitions` of `topic` from `from` (next offset per partition;
 /// partitions not in it from their beginning) to the end. `client` (the
 /// producer's) tells which partitions hold anything past `from`.
@@ -100,9 +141,7 @@ pub(crate) fn scan<C: ClientContext>(
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
     };
-    // Each partition to read, and the offset to start at: given, not left
-    // to `auto.offset.reset` (which `properties` may change).
-    let mut starts = BTreeMap::new();
+    let mut marks = Vec::with_capacity(partitions.len());
     for &p in partitions {
         // Two requests per partition, each up to the timeout.
         dynamo_cdc_core::alive::still_waiting();
@@ -112,20 +151,12 @@ pub(crate) fn scan<C: ClientContext>(
                 what: "cannot read the topic's offsets",
                 source,
             })?;
-        let recorded = from.get(&p).copied();
-        match unread(recorded, low, high) {
-            Unread::Nothing => {}
-            Unread::Some => {
-                starts.insert(p, recorded.unwrap_or(low).max(low));
-            }
-            Unread::PastTheEnd => {
-                past_the_end(topic, p, recorded, high);
-                scanned.past_the_end.insert(p, (low, high));
-                if high > low {
-                    starts.insert(p, low);
-                }
-            }
-        }
+        marks.push((p, low, high));
+    }
+    let (starts, past) = plan(from, &marks);
+    for (&p, &(low, high)) in &past {
+        past_the_end(topic, p, from.get(&p).copied(), high);
+        scanned.past_the_end.insert(p, (low, high));
     }
     let partitions: Vec<(i32, Offset)> = starts
         .iter()
@@ -312,6 +343,25 @@ mod tests {
         // Recorded below what retention kept: read from the first kept.
         assert_eq!(unread(Some(3), 10, 12), Unread::Some);
         assert_eq!(unread(Some(3), 10, 10), Unread::Nothing);
+    }
+
+    #[test]
+    fn only_partitions_past_their_recorded_offset_are_read() {
+        let from = BTreeMap::from([(0, 10), (1, 20)]);
+        let (starts, past) = plan(&from, &[(0, 0, 10), (1, 5, 25), (2, 0, 0), (3, 3, 7)]);
+        assert_eq!(starts, BTreeMap::from([(1, 20), (3, 3)]));
+        assert!(past.is_empty());
+    }
+
+    #[test]
+    fn a_partition_past_its_end_makes_every_end_of_the_topic_suspect() {
+        // Partition 1 answers the end recorded for it, partition 0 one
+        // below: a broker just restarted, perhaps answering stale ends. 1
+        // is read too, from its recorded offset, as are the others.
+        let from = BTreeMap::from([(0, 102), (1, 68)]);
+        let (starts, past) = plan(&from, &[(0, 0, 90), (1, 0, 68), (2, 4, 4), (3, 0, 0)]);
+        assert_eq!(past, BTreeMap::from([(0, (0, 90))]));
+        assert_eq!(starts, BTreeMap::from([(0, 0), (1, 68), (2, 4), (3, 0)]));
     }
 
     #[test]

@@ -948,6 +948,37 @@ fn a_checkpoint_offset_past_the_end_does_not_stall_the_read_back() {
 }
 
 #[test]
+fn a_partition_past_its_end_has_every_partition_of_the_topic_read_back() {
+    // One partition ends before its recorded offset, so every end the
+    // broker gave is suspect and each partition is read back, those that
+    // end at their recorded offset too: reading from the end itself must
+    // finish, and nothing is written twice.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 4, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let all: Vec<Change> = (1..=8)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut first = open(config(&brokers, Format::Json));
+    deliver(&mut first, &all[..4]);
+    first.flush().unwrap();
+    let (positions, ends) = (first.durable_positions().clone(), first.offsets());
+    drop(first);
+    let mut recorded = ends["cdc.orders"].clone();
+    let (&lost, _) = recorded.iter().find(|(_, end)| **end > 0).unwrap();
+    recorded.insert(lost, 1_000);
+    let mut second = open(config(&brokers, Format::Json));
+    second.adopt_checkpoint(
+        &positions,
+        BTreeMap::from([("cdc.orders".to_owned(), recorded)]),
+    );
+    deliver(&mut second, &all);
+    second.flush().unwrap();
+    let want: Vec<String> = (1001..=1008).map(|s| s.to_string()).collect();
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 4)), want);
+}
+
+#[test]
 fn a_checkpoint_offset_below_what_retention_kept_reads_back_from_the_first_message_held() {
     // The topic's retention deleted the offset the checkpoint recorded
     // (the bridge was stopped longer than the topic keeps messages), but
