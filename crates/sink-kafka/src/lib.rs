@@ -204,22 +204,29 @@ pub enum KafkaSinkError {
     Fenced(String),
 }
 
+/// Whether the brokers refused by their access rules (ACLs): not passing by
+/// waiting, whichever request (produce, fetch, metadata) met it.
+pub(crate) fn denied(code: rdkafka::error::RDKafkaErrorCode) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::GroupAuthorizationFailed
+    )
+}
+
 impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
     /// A broker or registry that cannot be reached may come back; a refused
     /// topic, a message that can never be delivered, a bad property, a
     /// missing permission or a schema the registry rejects will not.
     fn from(e: KafkaSinkError) -> Self {
-        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        use rdkafka::error::KafkaError;
         let transient = match &e {
-            KafkaSinkError::Client { source, .. } => !matches!(
-                source,
-                KafkaError::ClientConfig(..)
-                    | KafkaError::ClientCreation(_)
-                    | KafkaError::MessageProduction(
-                        RDKafkaErrorCode::TopicAuthorizationFailed
-                            | RDKafkaErrorCode::ClusterAuthorizationFailed
-                    )
-            ),
+            KafkaSinkError::Client { source, .. } => {
+                !matches!(
+                    source,
+                    KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+                ) && !source.rdkafka_error_code().is_some_and(denied)
+            }
             KafkaSinkError::Registry { transient, .. } => *transient,
             // The pass ends; the run loop finds the lease gone.
             KafkaSinkError::Fenced(_) => true,

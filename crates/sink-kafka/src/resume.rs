@@ -25,7 +25,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 
 use crate::KafkaSinkError;
@@ -55,6 +55,11 @@ pub(crate) struct Scanned {
 /// How long a metadata or watermark request may take before the brokers
 /// count as unreachable (a transient error: the run pauses and retries).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the read-back may go without a message or a partition's end
+/// before it gives up (a transient error: the run pauses, and the next
+/// pass asks the partitions' ends again).
+const READ_BACK_STALL: Duration = Duration::from_secs(60);
 
 /// What a partition holds past the offset recorded for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,19 +175,27 @@ pub(crate) fn scan<C: ClientContext>(
         source,
     };
     let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        // assign() needs a group id; nothing is committed to it.
-        .set("group.id", "dynamo-cdc-resume")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest");
+    config.set("bootstrap.servers", brokers);
     for (k, v) in properties {
         // Producer-only settings would make the consumer refuse to start.
         if !is_producer_property(k) {
             config.set(k, v);
         }
     }
+    // Set last, over `properties`: the read-back is only right with these.
+    config
+        // assign() needs a group id; nothing is committed to it.
+        .set("group.id", "dynamo-cdc-resume")
+        .set("enable.auto.commit", "false")
+        // The end of each partition is how the read-back knows it is done.
+        .set("enable.partition.eof", "true")
+        // An offset out of range (a partition shorter than recorded, or
+        // trimmed by retention meanwhile) is read from the first message
+        // held, never from the end, which would find nothing.
+        .set("auto.offset.reset", "earliest")
+        // Every message stored counts, committed by a transaction or not:
+        // a consumer reading committed ones stops at the last stable offset.
+        .set("isolation.level", "read_uncommitted");
     let consumer: BaseConsumer<QuietClient> =
         config.create_with_context(QuietClient).map_err(client)?;
     let mut list = TopicPartitionList::new();
@@ -197,8 +210,15 @@ pub(crate) fn scan<C: ClientContext>(
     let mut last_of_key: HashMap<(i32, Vec<u8>), Option<Change>> = HashMap::new();
     let started = Instant::now();
     let mut quiet_since = started;
+    let mut heard = started;
     while !open.is_empty() {
         dynamo_cdc_core::alive::still_waiting();
+        if heard.elapsed() > READ_BACK_STALL {
+            return Err(KafkaSinkError::Client {
+                what: "no message nor partition end while reading the topic back for 60 s",
+                source: KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut),
+            });
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {
                 if quiet_since.elapsed() > Duration::from_secs(10) {
@@ -212,11 +232,19 @@ pub(crate) fn scan<C: ClientContext>(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
+                heard = Instant::now();
                 open.remove(&p);
+            }
+            Some(Err(e)) if e.rdkafka_error_code().is_some_and(crate::denied) => {
+                return Err(KafkaSinkError::Client {
+                    what: "cannot read the topic back: the sink needs READ on its topics",
+                    source: e,
+                });
             }
             Some(Err(e)) => crate::client_log::client_error(&e, "reading the topic back"),
             Some(Ok(m)) => {
                 quiet_since = Instant::now();
+                heard = quiet_since;
                 scanned.next_offsets.insert(m.partition(), m.offset() + 1);
                 // A tombstone does not count for its change: it follows
                 // the change's value, which may not be in the topic (refused

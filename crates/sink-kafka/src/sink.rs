@@ -181,14 +181,16 @@ impl KafkaSink {
         if !self.scanned.insert(topic.to_owned()) {
             return Ok(());
         }
-        let partitions = match crate::topics::ensure(&self.config, self.producer.client(), topic) {
-            Ok(partitions) => partitions,
-            Err(e) => {
-                // Asked again on the next write (after the pause it causes).
-                self.scanned.remove(topic);
-                return Err(e);
-            }
-        };
+        let known = self.recorded.contains_key(topic);
+        let partitions =
+            match crate::topics::ensure(&self.config, self.producer.client(), topic, known) {
+                Ok(partitions) => partitions,
+                Err(e) => {
+                    // Asked again on the next write (after the pause it causes).
+                    self.scanned.remove(topic);
+                    return Err(e);
+                }
+            };
         let from = self.recorded.get(topic).cloned().unwrap_or_default();
         let found = scan(
             self.producer.client(),
@@ -714,7 +716,7 @@ impl Sink for KafkaSink {
     /// reads them back, before anything is read from the source.
     fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
         if let Some(dead) = self.config.dead_letter_topic.clone() {
-            crate::topics::ensure(&self.config, self.producer.client(), &dead)?;
+            crate::topics::ensure(&self.config, self.producer.client(), &dead, false)?;
         }
         for table in tables {
             let topic = self.encoder.topic(table);

@@ -86,15 +86,28 @@ fn passes(code: RDKafkaErrorCode) -> bool {
 /// [`KafkaSinkError::Client`] when the brokers cannot be reached or the
 /// topic is not ready yet (may pass); [`KafkaSinkError::Topic`] when the
 /// topic is missing and may not or cannot be created (will not pass).
+/// `known`: the checkpoint recorded offsets in the topic, so it existed; a
+/// broker just restarted may answer without it for a while, and the run
+/// waits for it instead of stopping.
 pub(crate) fn ensure<C: ClientContext>(
     config: &KafkaConfig,
     client: &Client<C>,
     topic: &str,
+    known: bool,
 ) -> Result<Vec<i32>, KafkaSinkError> {
     // A topic the brokers refuse to describe is treated as missing here:
     // creating it names the brokers' reason.
-    if let Lookup::Found(partitions) = look_up(client, topic)? {
+    let lookup = look_up(client, topic)?;
+    if let Lookup::Found(partitions) = lookup {
         return Ok(partitions);
+    }
+    if known && !config.create_topics && matches!(lookup, Lookup::Missing) {
+        return Err(KafkaSinkError::Client {
+            what: "the topic is missing from the brokers' metadata, but the checkpoint recorded \
+                   offsets in it: waiting for it to show (a broker restarting); if it was \
+                   deleted, create it again",
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        });
     }
     if !config.create_topics {
         return Err(KafkaSinkError::Topic {
@@ -144,6 +157,16 @@ pub(crate) fn ensure<C: ClientContext>(
                 "created the topic"
             ),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
+            // The controller is moving or slow: it may have been created.
+            Err((
+                _,
+                code @ (RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::NotController),
+            )) => {
+                return Err(KafkaSinkError::Client {
+                    what: "the brokers could not create the topic in time",
+                    source: KafkaError::AdminOp(code),
+                });
+            }
             Err((_, code)) => {
                 return Err(KafkaSinkError::Topic {
                     topic: topic.to_owned(),

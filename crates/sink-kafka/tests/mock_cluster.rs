@@ -602,6 +602,55 @@ fn a_topic_without_a_leader_yet_is_waited_out_not_taken_for_missing() {
 }
 
 #[test]
+fn a_topic_the_checkpoint_knows_but_the_brokers_do_not_show_is_waited_for() {
+    // A broker just restarted may answer metadata without a topic for a
+    // while. One the checkpoint recorded offsets in existed: the run
+    // waits for it; a topic nothing knows of stops it (create_topics off).
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut c = config(&brokers, Format::Json);
+    c.create_topics = false;
+    let mut first = open(c.clone());
+    deliver(&mut first, &[change(1, "a", Op::Insert, "1")]);
+    first.flush().unwrap();
+    let (positions, offsets) = (first.durable_positions().clone(), first.offsets());
+    drop(first);
+    let hidden = || {
+        cluster
+            .topic_error(
+                "cdc.orders",
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+            )
+            .unwrap();
+    };
+    hidden();
+    let mut unknown = open(c.clone());
+    let e = unknown.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+    let mut second = open(c);
+    second.adopt_checkpoint(&positions, offsets);
+    let e = second.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(e.to_string().contains("checkpoint"), "{e}");
+    cluster
+        .topic_error(
+            "cdc.orders",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+        )
+        .unwrap();
+    second.prepare(&["orders".to_owned()]).unwrap();
+    deliver(
+        &mut second,
+        &[
+            change(1, "a", Op::Insert, "1"),
+            change(2, "b", Op::Insert, "1"),
+        ],
+    );
+    assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001", "1002"]);
+}
+
+#[test]
 fn a_topic_whose_offsets_cannot_be_asked_is_waited_out() {
     // The read-back asks each partition's offsets first: a broker that
     // fails that request pauses the run, and the next attempt reads back.
@@ -620,6 +669,28 @@ fn a_topic_whose_offsets_cannot_be_asked_is_waited_out() {
     sink.prepare(&["orders".to_owned()]).unwrap();
     deliver(&mut sink, &[change(1, "a", Op::Insert, "1")]);
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001"]);
+}
+
+#[test]
+fn a_read_back_the_brokers_refuse_by_their_access_rules_stops_the_run() {
+    // Messages past the recorded offset must be read back; a principal
+    // allowed to write the topic but not to read it would otherwise wait
+    // on the read-back for ever.
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut first = open(config(&brokers, Format::Json));
+    deliver(&mut first, &[change(1, "a", Op::Insert, "1")]);
+    first.flush().unwrap();
+    drop(first);
+    cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Fetch,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000],
+    );
+    let mut second = open(config(&brokers, Format::Json));
+    let e = second.prepare(&["orders".to_owned()]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+    assert!(e.to_string().contains("READ"), "{e}");
 }
 
 #[test]
