@@ -214,7 +214,11 @@ impl Objects {
 
     /// Runs a future of this handle's store to completion.
     pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+        let output = self.runtime.block_on(future);
+        // An answer is progress: a start that lists a large dataset or
+        // reads many objects is alive for `/healthz` while it does.
+        dynamo_cdc_core::alive::still_waiting();
+        output
     }
 
     /// The async client, for code that runs on its own runtime (the

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -118,7 +118,7 @@ pub(crate) fn run(
                 wait_s = produce_timeout.as_secs_f64(),
                 "taken from a worker whose lease expired: waiting out its last Kafka messages"
             );
-            if !sleep_unless_stopped(produce_timeout, options) {
+            if !sleep_unless_stopped(produce_timeout, &options.stop) {
                 continue;
             }
         }
@@ -404,7 +404,7 @@ fn ensure_table(store: &DynamoLeaseStore, options: &RunOptions) -> anyhow::Resul
                 if let Some(line) = outage.failed(Instant::now()) {
                     tracing::warn!(error = %e, ?line, "{} cannot be reached yet; retrying", store.describe());
                 }
-                if !sleep_unless_stopped(Duration::from_secs(2), options) {
+                if !sleep_unless_stopped(Duration::from_secs(2), &options.stop) {
                     return Ok(false);
                 }
             }
@@ -412,11 +412,15 @@ fn ensure_table(store: &DynamoLeaseStore, options: &RunOptions) -> anyhow::Resul
     }
 }
 
-/// Sleeps `d`; false when a stop was asked for meanwhile.
-fn sleep_unless_stopped(d: Duration, options: &RunOptions) -> bool {
+/// Sleeps `d`; false when a stop was asked for meanwhile. A wait on
+/// purpose (a settle, an outage) is a sign of life for `/healthz`: a
+/// settle may last longer than the liveness probe allows, and a probe
+/// that restarted the process would only start the wait over.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
     let until = Instant::now() + d;
     while Instant::now() < until {
-        if options.stop.load(Ordering::Relaxed) {
+        dynamo_cdc_core::alive::still_waiting();
+        if stop.load(Ordering::Relaxed) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
@@ -454,6 +458,21 @@ path = "x.json"
 lease_duration_ms = 30000
 "#
         )
+    }
+
+    #[test]
+    fn a_wait_on_purpose_is_a_sign_of_life() {
+        let stop = AtomicBool::new(false);
+        let waiting = Instant::now();
+        assert!(sleep_unless_stopped(Duration::from_millis(120), &stop));
+        let waited = u64::try_from(waiting.elapsed().as_millis()).unwrap();
+        let sign = dynamo_cdc_core::alive::since_last_sign_ms().expect("a sign was given");
+        assert!(
+            sign < waited,
+            "the last sign was {sign} ms ago, the wait {waited} ms long"
+        );
+        stop.store(true, Ordering::Relaxed);
+        assert!(!sleep_unless_stopped(Duration::from_secs(60), &stop));
     }
 
     #[test]

@@ -156,7 +156,11 @@ where
 {
     let mut attempt = 0;
     loop {
-        match f().await {
+        let answer = f().await;
+        // Taking S0 reads every open shard to its end before the run loop
+        // starts: each answer is a sign of life for `/healthz`.
+        dynamo_cdc_core::alive::still_waiting();
+        match answer {
             Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
                 attempt += 1;
