@@ -170,6 +170,24 @@ struct Family<'a> {
 }
 
 impl Handle {
+    /// Drops the gauges named `name` whose `label` is not one `keep` says
+    /// to keep: a gauge of something no longer watched (a table whose lease
+    /// moved to another process) would otherwise show its last value for
+    /// ever.
+    pub(crate) fn forget_gauges(&self, name: &str, label: &str, keep: impl Fn(&str) -> bool) {
+        self.registry
+            .gauges
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| {
+                id.name != name
+                    || id
+                        .labels
+                        .iter()
+                        .any(|(key, value)| key == label && keep(value))
+            });
+    }
+
     /// All counters and gauges in the Prometheus text format 0.0.4, ending
     /// with a newline (or empty when nothing was registered).
     pub(crate) fn render(&self) -> String {
@@ -326,6 +344,27 @@ mod tests {
         let text = handle.render();
         assert_eq!(text, handle.render());
         text
+    }
+
+    #[test]
+    fn gauges_forgotten_are_no_longer_rendered() {
+        let recorder = PrometheusRecorder::new();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("lag", "table" => "a").set(1.0);
+            metrics::gauge!("lag", "table" => "b").set(2.0);
+            metrics::gauge!("other", "table" => "a").set(3.0);
+        });
+        handle.forget_gauges("lag", "table", |t| t == "b");
+        assert_eq!(
+            handle.render(),
+            "# TYPE lag gauge\nlag{table=\"b\"} 2\n# TYPE other gauge\nother{table=\"a\"} 3\n"
+        );
+        // Set again, a forgotten gauge is back.
+        metrics::with_local_recorder(&recorder, || {
+            metrics::gauge!("lag", "table" => "a").set(4.0);
+        });
+        assert!(handle.render().contains("lag{table=\"a\"} 4"));
     }
 
     #[test]

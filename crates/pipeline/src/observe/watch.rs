@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dynamo_cdc_source::streams::ShardBoard;
+use dynamo_cdc_source::streams::{RETENTION_SECONDS, ShardBoard, TableHealth};
 
-use super::recorder;
+use super::recorder::{self, Handle};
 use super::server::{self, Health, MetricsServer};
 use crate::events::{CHECKPOINT_AGE, SOURCE_LAG, TIME_TO_DATA_LOSS};
 
@@ -49,7 +49,9 @@ impl Watch {
                 let refresh = {
                     let checkpoint_ms = checkpoint_ms.clone();
                     let board = board.clone();
-                    Box::new(move || refresh(&checkpoint_ms, &board))
+                    let handle = handle.clone();
+                    let shown = Mutex::new(Shown::default());
+                    Box::new(move || refresh(&checkpoint_ms, &board, &handle, &shown))
                 };
                 let server = server::serve(addr, handle, health.clone(), Some(refresh))?;
                 tracing::info!(address = %server.local_addr(), "serving /metrics, /healthz and /readyz");
@@ -82,16 +84,74 @@ impl Watch {
     }
 }
 
+/// The tables' lag and time to data loss last shown, and when.
+#[derive(Default)]
+struct Shown {
+    at_ms: u64,
+    tables: Vec<TableHealth>,
+}
+
 /// Sets the gauges that depend on the time of the scrape.
-fn refresh(checkpoint_ms: &AtomicU64, board: &Mutex<Option<Arc<ShardBoard>>>) {
+fn refresh(
+    checkpoint_ms: &AtomicU64,
+    board: &Mutex<Option<Arc<ShardBoard>>>,
+    handle: &Handle,
+    shown: &Mutex<Shown>,
+) {
     let now = unix_ms();
     let age = now.saturating_sub(checkpoint_ms.load(Ordering::Relaxed));
     metrics::gauge!(CHECKPOINT_AGE).set(age as f64 / 1000.0);
     let board = board.lock().ok().and_then(|b| b.clone());
-    if let Some(board) = board {
-        for t in board.snapshot(i64::try_from(now).unwrap_or(i64::MAX)) {
-            metrics::gauge!(SOURCE_LAG, "table" => t.table.clone()).set(t.lag_seconds);
-            metrics::gauge!(TIME_TO_DATA_LOSS, "table" => t.table).set(t.time_to_data_loss_seconds);
-        }
+    let mut shown = shown.lock().unwrap_or_else(|e| e.into_inner());
+    let tables = match board {
+        Some(board) => board.snapshot(i64::try_from(now).unwrap_or(i64::MAX)),
+        None => aged(&shown.tables, now.saturating_sub(shown.at_ms)),
+    };
+    // A table no longer read here (its lease moved to another process)
+    // shows no figures, rather than its last ones for ever.
+    for name in [SOURCE_LAG, TIME_TO_DATA_LOSS] {
+        handle.forget_gauges(name, "table", |t| tables.iter().any(|h| h.table == t));
+    }
+    for t in &tables {
+        metrics::gauge!(SOURCE_LAG, "table" => t.table.clone()).set(t.lag_seconds);
+        metrics::gauge!(TIME_TO_DATA_LOSS, "table" => t.table.clone())
+            .set(t.time_to_data_loss_seconds);
+    }
+    *shown = Shown { at_ms: now, tables };
+}
+
+/// The figures `elapsed_ms` after `tables` were seen, with nothing read
+/// meanwhile (no source runs: between passes, or while a failure is waited
+/// out): the lag grows and the time to data loss shrinks by that much,
+/// rather than staying where they were while retention runs out.
+fn aged(tables: &[TableHealth], elapsed_ms: u64) -> Vec<TableHealth> {
+    let elapsed = elapsed_ms as f64 / 1000.0;
+    tables
+        .iter()
+        .map(|t| TableHealth {
+            table: t.table.clone(),
+            lag_seconds: t.lag_seconds + elapsed,
+            time_to_data_loss_seconds: (t.time_to_data_loss_seconds - elapsed)
+                .clamp(0.0, RETENTION_SECONDS),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_no_source_running_lag_grows_and_time_to_data_loss_shrinks() {
+        let seen = [TableHealth {
+            table: "orders".into(),
+            lag_seconds: 10.0,
+            time_to_data_loss_seconds: 100.0,
+        }];
+        let later = aged(&seen, 30_000);
+        assert_eq!(later[0].table, "orders");
+        assert_eq!(later[0].lag_seconds, 40.0);
+        assert_eq!(later[0].time_to_data_loss_seconds, 70.0);
+        assert_eq!(aged(&later, 500_000)[0].time_to_data_loss_seconds, 0.0);
     }
 }

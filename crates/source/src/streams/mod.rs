@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use crate::events::Service;
 use crate::record::ImageReading;
 pub use api::{ApiError, ApiErrorKind, IteratorStart, RecordsPage, ShardPage, StreamsApi};
-pub use board::{ShardBoard, TableHealth};
+pub use board::{RETENTION_SECONDS, ShardBoard, TableHealth};
 pub use tracker::ShardInfo;
 
 /// Where a stream with no recorded position is first read (`start =
