@@ -63,6 +63,59 @@ fn write_config(s: &Scratch, source: &str, sinks: &str) -> PathBuf {
 }
 
 #[test]
+fn a_run_that_sent_messages_to_the_dead_letter_topic_exits_3() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    cluster.create_topic("cdc.dead", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let s = Scratch::new();
+    let item = |id: &str, body: &str| -> dynamo_cdc_core::Item {
+        [
+            ("id", dynamo_cdc_core::AttributeValue::S(id.into())),
+            ("body", dynamo_cdc_core::AttributeValue::S(body.into())),
+        ]
+        .into()
+    };
+    let small = item("a", "short");
+    let large = item("b", &"x".repeat(20_000));
+    let records = [
+        stream_record_json(
+            "orders",
+            100_001,
+            "INSERT",
+            &small,
+            None,
+            Some(&small),
+            false,
+        ),
+        stream_record_json(
+            "orders",
+            100_002,
+            "INSERT",
+            &large,
+            None,
+            Some(&large),
+            false,
+        ),
+    ];
+    s.write_capture("shard-1.jsonl", &get_records_json(&records, None));
+    let config = write_config(
+        &s,
+        &format!("kind = \"replay\"\npath = {:?}", s.capture()),
+        &format!(
+            "[sinks.kafka]\nbrokers = {brokers:?}\nformat = \"json\"\n\
+             dead_letter_topic = \"cdc.dead\"\n\
+             [sinks.kafka.properties]\n\"message.max.bytes\" = \"10000\""
+        ),
+    );
+    let out = run_command(s.path(), &config, None).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 messages were sent to the Kafka dead-letter topic"));
+    assert_eq!(read_topic(&brokers, "cdc.orders", 1).len(), 1);
+    assert_eq!(read_topic(&brokers, "cdc.dead", 1).len(), 1);
+}
+
+#[test]
 fn both_sinks_together_hold_the_same_changes_and_a_rerun_sends_nothing() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("cdc.orders", 3, 1).unwrap();

@@ -59,12 +59,13 @@ impl Journal {
         entries: impl IntoIterator<Item = (Option<&'a str>, String, serde_json::Value)>,
     ) -> std::io::Result<u64> {
         let mut by_file: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut new = 0;
+        // Held only once on disk: an append that failed leaves them new,
+        // and the same entries given again are written, not taken as held.
+        let mut ids: HashSet<String> = HashSet::new();
         for (table, id, mut entry) in entries {
-            if !self.seen.insert(id.clone()) {
+            if self.seen.contains(&id) || !ids.insert(id.clone()) {
                 continue;
             }
-            new += 1;
             entry["id"] = serde_json::Value::String(id);
             let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
             line.push(b'\n');
@@ -87,6 +88,8 @@ impl Journal {
             f.sync_all()?;
         }
         dynamo_cdc_core::durable::sync_dir(&self.dir)?;
+        let new = ids.len() as u64;
+        self.seen.extend(ids);
         Ok(new)
     }
 
@@ -146,5 +149,22 @@ mod tests {
         // file where the directory should be), it must not read as empty.
         std::fs::write(root.path().join("gaps"), b"x").unwrap();
         assert!(Journal::open(root.path(), "gaps").is_err());
+    }
+
+    #[test]
+    fn an_entry_whose_append_failed_is_not_held() {
+        let root = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(root.path(), "gaps").unwrap();
+        let entry = || [(Some("orders"), "g1".to_owned(), serde_json::json!({"n": 1}))];
+        // A file where the directory goes: the append fails.
+        std::fs::write(root.path().join("gaps"), b"x").unwrap();
+        assert!(journal.append(entry()).is_err());
+        assert!(!journal.holds("g1"), "not on disk, so not held");
+        std::fs::remove_file(root.path().join("gaps")).unwrap();
+        assert_eq!(journal.append(entry()).unwrap(), 1);
+        assert!(journal.holds("g1"));
+        assert_eq!(journal.append(entry()).unwrap(), 0);
+        let text = std::fs::read_to_string(root.path().join("gaps/orders.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 1);
     }
 }

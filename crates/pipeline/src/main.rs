@@ -231,11 +231,20 @@ fn run(args: RunArgs, stop: Arc<AtomicBool>, snapshot_table: Option<String>) -> 
                     println!("{summary}");
                 }
             }
+            let to_topic = summary.kafka.as_ref().map_or(0, |k| k.dead_lettered);
             if summary.dead_lettered > 0 {
                 eprintln!(
                     "warning: {} records were dead-lettered; see {}",
                     summary.dead_lettered, summary.dead_letter_path
                 );
+            }
+            if to_topic > 0 {
+                eprintln!(
+                    "warning: {to_topic} messages were sent to the Kafka dead-letter topic \
+                     (`dead_letter_topic`)"
+                );
+            }
+            if summary.dead_lettered + to_topic > 0 {
                 ExitCode::from(EXIT_DEAD_LETTERS)
             } else {
                 ExitCode::SUCCESS
