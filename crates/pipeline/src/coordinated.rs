@@ -26,6 +26,7 @@ use dynamo_cdc_lease::{
     CoordinationConfig, Coordinator, DynamoLeaseStore, Fence, LeaseCheckpoints, LeaseStore,
     StoreFailure, Worker,
 };
+use dynamo_cdc_object_store::Location;
 use dynamo_cdc_sink_kafka::{PRODUCE_TIMEOUTS, PropertyValue};
 use dynamo_cdc_source::record::table_from_arn;
 use dynamo_cdc_source::streams::sdk::{Endpoint, sdk_config};
@@ -55,6 +56,9 @@ pub(crate) fn run(
         // Other live workers write the same dataset: their temp files are
         // not leftovers.
         parquet.exclusive = false;
+    }
+    if let Some(warning) = host_local_state(&config)? {
+        tracing::warn!("{warning}");
     }
     let store = Arc::new(connect(&config, coordination)?);
     if !ensure_table(store.as_ref(), options)? {
@@ -390,6 +394,24 @@ fn connect(config: &Config, c: &CoordinationConfig) -> anyhow::Result<DynamoLeas
     ))
 }
 
+/// What is wrong with keeping dead letters, gap records and snapshot
+/// journals where `config` keeps them, when processes share the tables:
+/// on a local disk, the other processes see none of it unless the disk is
+/// shared, and a snapshot whose table moves to another host is not resumed
+/// there (nor are dead letters kept once across hosts).
+fn host_local_state(config: &Config) -> anyhow::Result<Option<String>> {
+    match crate::run::dead_letter_location(config)? {
+        Location::Local(path) => Ok(Some(format!(
+            "with [coordination], dead letters, gap records and snapshot journals are kept in {} \
+             on this host: a process on another host that takes a table over does not see them, \
+             and does not resume a snapshot this one started; unless every process shares that \
+             directory, set [dead_letter] path to a bucket",
+            path.display()
+        ))),
+        Location::Remote { .. } => Ok(None),
+    }
+}
+
 /// Makes sure the lease table exists, waiting out an outage; false when a
 /// stop was asked for meanwhile.
 fn ensure_table(store: &DynamoLeaseStore, options: &RunOptions) -> anyhow::Result<bool> {
@@ -458,6 +480,16 @@ path = "x.json"
 lease_duration_ms = 30000
 "#
         )
+    }
+
+    #[test]
+    fn state_kept_on_a_local_disk_is_warned_about_and_in_a_bucket_is_not() {
+        let warning = host_local_state(&config(""))
+            .unwrap()
+            .expect("a local directory");
+        assert!(warning.contains("[dead_letter] path"), "{warning}");
+        let c = config("[dead_letter]\npath = \"s3://lake/cdc\"");
+        assert_eq!(host_local_state(&c).unwrap(), None);
     }
 
     #[test]
