@@ -402,6 +402,21 @@ impl PathStack {
     }
 }
 
+/// A parser's message without its position (` at line 1 column 87`): the
+/// error made of it gets the position again, and the path says more.
+fn without_position(message: &str) -> &str {
+    let Some(at) = message.rfind(" at line ") else {
+        return message;
+    };
+    let mut words = message[at + " at line ".len()..].split(' ');
+    let is_number = |w: Option<&str>| w.is_some_and(|w| w.parse::<u64>().is_ok());
+    let positioned = is_number(words.next())
+        && words.next() == Some("column")
+        && is_number(words.next())
+        && words.next().is_none();
+    if positioned { &message[..at] } else { message }
+}
+
 /// Parses an item (`{"name": {"S": "..."}, ...}`), e.g. a `NewImage`.
 pub struct ItemSeed<'p> {
     path: &'p PathStack,
@@ -498,29 +513,32 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         let Some(tag) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
             return Err(path.error("empty value object; expected one type tag such as \"S\""));
         };
+        // The parser's own words for a value of the wrong JSON type or a
+        // bad string, with the attribute's path.
+        let at = |e: A::Error| path.error::<A::Error>(without_position(&e.to_string()));
         let value = match tag.as_ref() {
-            "S" => AttributeValue::S(map.next_value()?),
+            "S" => AttributeValue::S(map.next_value().map_err(at)?),
             "N" => {
-                let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                let text: std::borrow::Cow<'de, str> = map.next_value().map_err(at)?;
                 AttributeValue::N(Number::parse(&text).map_err(|e| path.error(e))?)
             }
             "B" => {
-                let text: std::borrow::Cow<'de, str> = map.next_value()?;
+                let text: std::borrow::Cow<'de, str> = map.next_value().map_err(at)?;
                 AttributeValue::B(decode_b64(&text).map_err(|e| path.error(e))?)
             }
-            "BOOL" => AttributeValue::Bool(map.next_value()?),
+            "BOOL" => AttributeValue::Bool(map.next_value().map_err(at)?),
             "NULL" => {
-                if !map.next_value::<bool>()? {
+                if !map.next_value::<bool>().map_err(at)? {
                     return Err(path.error("NULL must be true"));
                 }
                 AttributeValue::Null
             }
             "SS" => {
-                let v: Vec<String> = map.next_value()?;
+                let v: Vec<String> = map.next_value().map_err(at)?;
                 AttributeValue::string_set(v).map_err(|e| path.error(e))?
             }
             "NS" => {
-                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value()?;
+                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value().map_err(at)?;
                 let numbers = texts
                     .iter()
                     .map(|t| Number::parse(t))
@@ -529,7 +547,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 AttributeValue::number_set(numbers).map_err(|e| path.error(e))?
             }
             "BS" => {
-                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value()?;
+                let texts: Vec<std::borrow::Cow<'de, str>> = map.next_value().map_err(at)?;
                 let bytes = texts
                     .iter()
                     .map(|t| decode_b64(t))
@@ -682,6 +700,19 @@ mod tests {
         assert!(e.contains("invalid base64"), "{e}");
         let e = err(r#"{"p":{"NULL":false}}"#);
         assert!(e.contains("NULL must be true"), "{e}");
+        // The parser's own errors inside a value name the path too, once
+        // with a position.
+        for (text, words) in [
+            (r#"{"p":{"N":5}}"#, "invalid type: integer `5`"),
+            (r#"{"p":{"S":"\ud800"}}"#, "hex escape"),
+            (r#"{"p":{"BOOL":"yes"}}"#, "invalid type: string"),
+            (r#"{"p":{"SS":[1]}}"#, "invalid type: integer `1`"),
+        ] {
+            let e = err(text);
+            assert!(e.starts_with("at `NewImage.p`: "), "{e}");
+            assert!(e.contains(words), "{e}");
+            assert_eq!(e.matches(" at line ").count(), 1, "{e}");
+        }
         let e = err(r#"{"p":{}}"#);
         assert!(e.contains("empty value object"), "{e}");
         let e = err(r#"{"p":{"S":"a"},"p":{"S":"b"}}"#);

@@ -539,6 +539,18 @@ mod tests {
     }
 
     #[test]
+    fn a_value_of_the_wrong_json_type_is_named_by_its_path_in_either_image() {
+        let raw = INSERT.replace(r#""n":{"N":"1.50"}"#, r#""n":{"N":5}"#);
+        let (e, _) = parse_record(&raw, &mut ctx()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("at `NewImage.n`: invalid type"), "{e}");
+        let raw = r#"{"eventName":"REMOVE","eventSourceARN":"arn:aws:dynamodb:r:1:table/tbl/stream/x","dynamodb":{"Keys":{"id":{"S":"a"}},"OldImage":{"id":{"S":"a"},"x":{"BOOL":"yes"}},"SequenceNumber":"7"}}"#;
+        let (e, _) = parse_record(raw, &mut ctx()).unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("at `OldImage.x`: invalid type"), "{e}");
+    }
+
+    #[test]
     fn ttl_deletes_and_iso_times() {
         let raw = r#"{"eventID":"e2","eventName":"REMOVE","userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"},"dynamodb":{"ApproximateCreationDateTime":"2024-03-01T10:00:00+01:00","Keys":{"id":{"N":"1"}},"OldImage":{"id":{"N":"1"}},"SequenceNumber":"5"}}"#;
         let mut c = RecordContext::new("s".into(), Some("t".into()));

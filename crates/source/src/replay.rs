@@ -25,6 +25,9 @@ use dynamo_cdc_core::{
 use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 
+/// UTF-8's byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 use crate::lines::LineReader;
 use crate::page::{PageOrigin, read_page};
 use crate::record::{ImageReading, RecordContext, render_record};
@@ -489,11 +492,16 @@ impl FileReader {
                 path: self.path.clone(),
                 source,
             })?;
-            let Some(range) = range else {
+            let Some(mut range) = range else {
                 return Ok(None);
             };
             self.line += 1;
             let line = self.line;
+            // A byte-order mark, which some Windows tools write first in a
+            // UTF-8 file, is neither JSON nor data.
+            if line == 1 && self.read.bytes()[range.clone()].starts_with(BOM) {
+                range.start += BOM.len();
+            }
             // JSON's whitespace is ASCII.
             let text = self.read.bytes()[range.clone()].trim_ascii();
             if text.is_empty() {
@@ -794,6 +802,25 @@ mod tests {
             assert!(letter.raw.contains("k\u{fffd}"), "{}", letter.raw);
             assert_eq!(letter.table.as_deref(), Some("orders"));
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_not_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = [1, 2].map(page).into();
+        std::fs::write(
+            dir.path().join("a.jsonl"),
+            format!("\u{FEFF}{}", lines.join("\n")),
+        )
+        .unwrap();
+        // A document spread over lines: its first line ends mid-value.
+        let spread = page(3).replacen('{', "{\n", 1);
+        std::fs::write(dir.path().join("b.json"), format!("\u{FEFF}{spread}")).unwrap();
+        let config = config(dir.path(), 1000, 1 << 20);
+        let mut source = ReplaySource::open(&config, Positions::new()).unwrap();
+        let (changes, letters) = read_all(&mut source);
+        assert_eq!(changes, ["1", "2", "3"]);
+        assert!(letters.is_empty(), "{letters:?}");
     }
 
     #[test]
