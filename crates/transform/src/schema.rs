@@ -130,12 +130,20 @@ impl TableSchema {
         s
     }
 
+    /// Adds a column, named after its attribute unless that name is taken:
+    /// by a column of the bridge's own (`__op`), or by another attribute's
+    /// whatever its case (`Name` and `name`), since Spark, Athena and Hive
+    /// read column names case-insensitively and refuse a file holding both.
+    /// Underscores go in front until the name is free.
     fn push(&mut self, attribute: &str, ty: ColumnType, declared: bool) {
+        let taken = |name: &str| {
+            let lower = name.to_lowercase();
+            let meta = META_COLUMNS.iter().chain(SNAPSHOT_COLUMNS.iter());
+            meta.copied().any(|m| m.to_lowercase() == lower)
+                || self.columns.iter().any(|c| c.name.to_lowercase() == lower)
+        };
         let mut name = attribute.to_owned();
-        while META_COLUMNS.contains(&name.as_str())
-            || SNAPSHOT_COLUMNS.contains(&name.as_str())
-            || self.columns.iter().any(|c| c.name == name)
-        {
+        while taken(&name) {
             name.insert(0, '_');
         }
         self.any_declared |= declared;

@@ -201,6 +201,32 @@ fn avro_datums_decode_with_their_schema() {
 }
 
 #[test]
+fn attribute_names_that_differ_only_in_case_get_columns_that_differ_otherwise() {
+    // Spark, Athena and Hive match column names case-insensitively and
+    // refuse a file whose columns differ only in case.
+    let c = change(
+        Op::Insert,
+        "1",
+        r#"{"id":{"S":"a"}}"#,
+        None,
+        Some(r#"{"id":{"S":"a"},"Name":{"S":"x"},"name":{"S":"y"},"__OP":{"S":"z"}}"#),
+    );
+    let schema = schema_for(std::slice::from_ref(&c), NumbersMode::Auto);
+    let arrow = schema.arrow_schema();
+    let mut lower: Vec<String> = arrow
+        .fields()
+        .iter()
+        .map(|f| f.name().to_lowercase())
+        .collect();
+    let n = lower.len();
+    lower.sort();
+    lower.dedup();
+    assert_eq!(lower.len(), n, "{arrow:?}");
+    let batch = flat_batch(&schema, &[&c]).unwrap();
+    assert_eq!(decode_items(&batch).unwrap(), row_images(&[c]));
+}
+
+#[test]
 fn avro_names_never_collide() {
     // `--op` becomes the Avro name `__op`, which the flat shape uses for the
     // position field; nested record names `F_a_x` could repeat.
