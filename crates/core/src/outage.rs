@@ -1,5 +1,9 @@
 //! How an outage is logged: once when it starts, at most every 30 s while
-//! it lasts (with how long), and once when it ends. Never a line per retry.
+//! it lasts (with how long), and once when it ends. Never a line per retry,
+//! nor a pair per flap: an outage that starts within 30 s of the last one
+//! logged starts quietly, and ends quietly unless it lasted long enough to
+//! be logged as still going on, so a dependency failing every other call
+//! logs a pair of lines every 30 s at most.
 //!
 //! Pure bookkeeping: the caller says what happened and when, and writes the
 //! line this returns, so the rule is tested without clocks or logs.
@@ -27,6 +31,10 @@ pub enum OutageLine {
 pub struct Outage {
     since: Option<Instant>,
     last_line: Option<Instant>,
+    /// When the last `Down` line was due.
+    last_down: Option<Instant>,
+    /// This outage has had no line yet (it started soon after another).
+    quiet: bool,
 }
 
 impl Outage {
@@ -45,11 +53,19 @@ impl Outage {
         let Some(since) = self.since else {
             self.since = Some(now);
             self.last_line = Some(now);
+            self.quiet = self
+                .last_down
+                .is_some_and(|down| now.saturating_duration_since(down) < STILL_DOWN_EVERY);
+            if self.quiet {
+                return None;
+            }
+            self.last_down = Some(now);
             return Some(OutageLine::Down);
         };
         let last = self.last_line.unwrap_or(since);
         if now.saturating_duration_since(last) >= STILL_DOWN_EVERY {
             self.last_line = Some(now);
+            self.quiet = false;
             return Some(OutageLine::StillDown(now.saturating_duration_since(since)));
         }
         None
@@ -59,6 +75,9 @@ impl Outage {
     pub fn succeeded(&mut self, now: Instant) -> Option<OutageLine> {
         let since = self.since.take()?;
         self.last_line = None;
+        if std::mem::take(&mut self.quiet) {
+            return None;
+        }
         Some(OutageLine::Back(now.saturating_duration_since(since)))
     }
 }
@@ -156,6 +175,44 @@ mod tests {
 
     /// Many callers failing together are one outage: a line when the first
     /// fails, none per retry, one when the last is answered.
+    #[test]
+    fn a_flapping_dependency_logs_a_pair_of_lines_every_30_s_at_most() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut o = Outage::new();
+        let mut lines = Vec::new();
+        // Fails every other call, a call every half second, for two minutes.
+        for i in 0..240u64 {
+            let line = if i % 2 == 0 {
+                o.failed(at(i * 500))
+            } else {
+                o.succeeded(at(i * 500))
+            };
+            lines.extend(line.map(|l| (i * 500, l)));
+        }
+        let downs: Vec<u64> = lines
+            .iter()
+            .filter(|(_, l)| *l == OutageLine::Down)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(downs, [0, 30_000, 60_000, 90_000], "{lines:?}");
+        assert_eq!(lines.len(), 8, "each Down with its Back: {lines:?}");
+        // A quiet outage that lasts is logged as still going on, and ends
+        // with a line.
+        let mut o = Outage::new();
+        assert_eq!(o.failed(at(0)), Some(OutageLine::Down));
+        assert!(o.succeeded(at(1_000)).is_some());
+        assert_eq!(o.failed(at(2_000)), None, "soon after the last: quiet");
+        assert_eq!(
+            o.failed(at(32_000)),
+            Some(OutageLine::StillDown(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            o.succeeded(at(33_000)),
+            Some(OutageLine::Back(Duration::from_secs(31)))
+        );
+    }
+
     #[test]
     fn callers_failing_together_make_one_outage_that_ends_with_the_last_answer() {
         let shared = SharedOutage::new();
