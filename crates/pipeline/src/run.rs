@@ -21,7 +21,7 @@ use dynamo_cdc_dead_letter::{
 };
 use dynamo_cdc_object_store::{Location, Objects};
 use dynamo_cdc_source::record::render_record;
-use dynamo_cdc_source::snapshot::SnapshotProgress;
+use dynamo_cdc_source::snapshot::{SnapshotError, SnapshotProgress};
 use dynamo_cdc_source::streams::{ApiError, ShardBoard};
 use dynamo_cdc_transform::DeclaredSchema;
 
@@ -530,6 +530,23 @@ fn source_unavailable(e: anyhow::Error) -> Stop {
     }
 }
 
+/// How a failure to move a snapshot's journal on ends the pass: a store or
+/// disk that may come back pauses the run like a sink's outage (what is
+/// committed stays so, and the pages left in the journal are dropped as
+/// held when read again); anything else stops it.
+fn journal_stop(e: anyhow::Error) -> Stop {
+    if e.downcast_ref::<SnapshotError>()
+        .is_some_and(SnapshotError::is_transient)
+    {
+        Stop::Transient {
+            who: "snapshot journal".to_owned(),
+            error: SinkError::transient(e),
+        }
+    } else {
+        Stop::Source(e)
+    }
+}
+
 /// Where batches come from, as the batch loop sees it.
 pub(crate) trait Batches {
     /// The next batch (possibly empty), or `None` at the end.
@@ -699,7 +716,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         report_delivered(l);
         if l.recorded_moved {
             l.recorded_moved = false;
-            feed.delivered(&l.delivered).map_err(Stop::Source)?;
+            feed.delivered(&l.delivered).map_err(journal_stop)?;
         }
         if let Some(p) = l.progress.as_deref_mut() {
             let snapshots = feed.snapshot_progress();
@@ -1059,6 +1076,27 @@ mod tests {
         assert!(matches!(fenced_or(None, refused()), Stop::Transient { .. }));
         let fatal = Stop::Fatal(anyhow::anyhow!("bad topic"));
         assert!(matches!(fenced_or(Some(&gone), fatal), Stop::Fatal(_)));
+    }
+
+    #[test]
+    fn a_journal_that_may_come_back_pauses_the_run_and_one_that_cannot_stops_it() {
+        use dynamo_cdc_source::streams::ApiErrorKind;
+        let api = |kind| SnapshotError::Api {
+            table: "t".into(),
+            source: ApiError {
+                kind,
+                operation: "Scan",
+                message: "x".into(),
+            },
+        };
+        let stop = journal_stop(anyhow::Error::new(api(ApiErrorKind::Throttled)));
+        assert!(matches!(stop, Stop::Transient { who, .. } if who == "snapshot journal"));
+        let stop = journal_stop(anyhow::Error::new(api(ApiErrorKind::Fatal)));
+        assert!(matches!(stop, Stop::Source(_)));
+        assert!(matches!(
+            journal_stop(anyhow::anyhow!("something else")),
+            Stop::Source(_)
+        ));
     }
 
     struct Batches1(Vec<SourceBatch>);

@@ -66,8 +66,16 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn io(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
+/// The store's failure as an I/O error the journal can classify: one that
+/// may pass (an outage, throttling) is `TimedOut`, the kind the journal
+/// takes for passing; the rest (denied, no bucket) is `Other`.
+fn io(e: dynamo_cdc_object_store::ObjectError) -> std::io::Error {
+    let kind = if e.is_transient() {
+        std::io::ErrorKind::TimedOut
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e.to_string())
 }
 
 impl JournalFiles for ObjectJournalFiles {

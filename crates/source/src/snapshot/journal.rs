@@ -309,6 +309,34 @@ pub struct Journal {
 pub struct JournalError {
     path: String,
     what: String,
+    passing: bool,
+}
+
+impl JournalError {
+    /// True when waiting may help: the disk or store timed out, was busy or
+    /// full, or the connection broke (an outage, throttling), not a file
+    /// that cannot be read as a journal or access denied.
+    pub fn is_transient(&self) -> bool {
+        self.passing
+    }
+}
+
+/// Whether an I/O failure of the journal's files may pass by waiting.
+fn passes(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::TimedOut
+            | K::Interrupted
+            | K::WouldBlock
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::StorageFull
+            | K::ResourceBusy
+    )
 }
 
 impl Journal {
@@ -324,6 +352,15 @@ impl Journal {
         JournalError {
             path: self.files.describe(path),
             what: what.to_string(),
+            passing: false,
+        }
+    }
+
+    /// A failure of the journal's files (classified; see [`passes`]).
+    fn io_failed(&self, path: &str, e: &std::io::Error) -> JournalError {
+        JournalError {
+            passing: passes(e),
+            ..self.failed(path, e)
         }
     }
 
@@ -347,7 +384,11 @@ impl Journal {
     /// When the files cannot be read or are not a journal's.
     pub fn load(&self) -> Result<Option<Plan>, JournalError> {
         let path = self.plan_path();
-        let Some(text) = self.files.read(&path).map_err(|e| self.failed(&path, e))? else {
+        let Some(text) = self
+            .files
+            .read(&path)
+            .map_err(|e| self.io_failed(&path, &e))?
+        else {
             return Ok(None);
         };
         let mut plan: Plan = serde_json::from_slice(&text).map_err(|e| self.failed(&path, e))?;
@@ -385,7 +426,7 @@ impl Journal {
         let text = serde_json::to_vec_pretty(plan).map_err(|e| self.failed(&path, e))?;
         self.files
             .write(&path, &text)
-            .map_err(|e| self.failed(&path, e))
+            .map_err(|e| self.io_failed(&path, &e))
     }
 
     /// Records a released page, before its rows go anywhere.
@@ -397,7 +438,7 @@ impl Journal {
         let text = serde_json::to_vec(page).map_err(|e| self.failed(&path, e))?;
         self.files
             .write(&path, &text)
-            .map_err(|e| self.failed(&path, e))
+            .map_err(|e| self.io_failed(&path, &e))
     }
 
     /// The released pages still kept, by segment and page.
@@ -406,7 +447,10 @@ impl Journal {
     /// When a page file cannot be read.
     pub fn pages(&self, id: &str) -> Result<Vec<SpooledPage>, JournalError> {
         let dir = self.pages_dir(id);
-        let names = self.files.list(&dir).map_err(|e| self.failed(&dir, e))?;
+        let names = self
+            .files
+            .list(&dir)
+            .map_err(|e| self.io_failed(&dir, &e))?;
         let mut pages = Vec::new();
         for name in names {
             if !(name.starts_with("seg-") && name.ends_with(".json")) {
@@ -414,7 +458,11 @@ impl Journal {
             }
             let path = format!("{dir}/{name}");
             // Removed since it was listed: committed by every sink.
-            let Some(bytes) = self.files.read(&path).map_err(|e| self.failed(&path, e))? else {
+            let Some(bytes) = self
+                .files
+                .read(&path)
+                .map_err(|e| self.io_failed(&path, &e))?
+            else {
                 continue;
             };
             let page: SpooledPage =
@@ -431,13 +479,55 @@ impl Journal {
     /// When it cannot be removed.
     pub fn remove_page(&self, id: &str, segment: u32, page: u64) -> Result<(), JournalError> {
         let path = self.page_path(id, segment, page);
-        self.files.remove(&path).map_err(|e| self.failed(&path, e))
+        self.files
+            .remove(&path)
+            .map_err(|e| self.io_failed(&path, &e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files whose every call fails with `kind`.
+    #[derive(Debug)]
+    struct Failing(std::io::ErrorKind);
+
+    impl JournalFiles for Failing {
+        fn read(&self, _: &str) -> std::io::Result<Option<Vec<u8>>> {
+            Err(self.0.into())
+        }
+        fn write(&self, _: &str, _: &[u8]) -> std::io::Result<()> {
+            Err(self.0.into())
+        }
+        fn list(&self, _: &str) -> std::io::Result<Vec<String>> {
+            Err(self.0.into())
+        }
+        fn remove(&self, _: &str) -> std::io::Result<()> {
+            Err(self.0.into())
+        }
+        fn describe(&self, path: &str) -> String {
+            path.to_owned()
+        }
+    }
+
+    #[test]
+    fn a_store_that_timed_out_passes_and_one_that_denies_does_not() {
+        use std::io::ErrorKind as K;
+        for (kind, passing) in [
+            (K::TimedOut, true),
+            (K::StorageFull, true),
+            (K::PermissionDenied, false),
+            (K::Other, false),
+        ] {
+            let files: Arc<dyn JournalFiles> = Arc::new(Failing(kind));
+            let journal = Journal::of(&files, "orders");
+            let e = journal.remove_page("id", 0, 1).unwrap_err();
+            assert_eq!(e.is_transient(), passing, "{kind:?}: {e}");
+            assert_eq!(journal.save(&plan()).unwrap_err().is_transient(), passing);
+            assert_eq!(journal.load().unwrap_err().is_transient(), passing);
+        }
+    }
 
     fn plan() -> Plan {
         Plan::new(

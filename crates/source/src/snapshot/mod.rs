@@ -153,7 +153,11 @@ pub enum SnapshotError {
 impl SnapshotError {
     /// True when waiting may help (throttling, a network failure).
     pub fn is_transient(&self) -> bool {
-        matches!(self, SnapshotError::Api { source, .. } if source.is_retryable())
+        match self {
+            SnapshotError::Api { source, .. } => source.is_retryable(),
+            SnapshotError::Journal(e) => e.is_transient(),
+            SnapshotError::Refused { .. } => false,
+        }
     }
 }
 
