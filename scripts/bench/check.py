@@ -343,13 +343,34 @@ class AvroNormaliser:
             elif t.get("type") == "array":
                 self._collect(t["items"], namespace)
 
+    def _python_type(self, t: Any) -> type | tuple[type, ...]:
+        """The Python type fastavro decodes a branch of type `t` to."""
+        if isinstance(t, str) and t not in AVRO_PRIMITIVES:
+            return dict
+        kind = t["type"] if isinstance(t, dict) else t
+        return {"string": str, "long": int, "int": int, "double": float, "float": float,
+                "boolean": bool, "bytes": (bytes, Decimal), "array": list, "map": dict,
+                "record": dict}[kind]
+
     def _compile(self, t: Any, dynamodb_type: str | None) -> Callable[[Any], Any]:
         """A function from a non-null datum of `t` to its normal form."""
         if isinstance(t, list):  # ["null", X]: fastavro gives X's value
             branches = [b for b in t if b != "null"]
-            if len(branches) != 1:
-                raise ValueError(f"unsupported union {t}")
-            return self._compile(branches[0], dynamodb_type)
+            if len(branches) == 1:
+                return self._compile(branches[0], dynamodb_type)
+            # A widened column keeps its former layouts as branches; fastavro
+            # gives the value of the branch it was written in, told apart by
+            # its Python type. The field's dynamodb_type is its string's.
+            compiled = [(self._python_type(b),
+                         self._compile(b, dynamodb_type if b == "string" else None))
+                        for b in branches]
+
+            def pick(v: Any) -> Any:
+                for python_type, norm in compiled:
+                    if isinstance(v, python_type) and not (python_type is int and isinstance(v, bool)):
+                        return norm(v)
+                raise ValueError(f"{v!r} fits no branch of {t}")
+            return pick
         if isinstance(t, str) and t not in AVRO_PRIMITIVES:
             return self._compile(self.named[t], dynamodb_type)
         if dynamodb_type == "json":

@@ -265,10 +265,18 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
     let got = consume(&brokers, "cdc.orders", 1);
     assert_eq!(got.len(), 2);
     assert_eq!(registry.versions("cdc.orders-key").len(), 1);
+    let versions = registry.versions("cdc.orders-value");
+    assert_eq!(versions.len(), 2, "a widened schema is a new version");
+    // One a registry checking BACKWARD compatibility (Confluent's default)
+    // takes: it reads every datum the version before could write.
+    let parsed = |id: u32| apache_avro::Schema::parse_str(&registry.schema(id).unwrap()).unwrap();
     assert_eq!(
-        registry.versions("cdc.orders-value").len(),
-        2,
-        "a widened schema is a new version"
+        apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+            &parsed(versions[0]),
+            &parsed(versions[1])
+        )
+        .unwrap(),
+        apache_avro::schema_compatibility::Compatibility::Full
     );
     for (g, price) in got.iter().zip(["Long(7)", "String(\"0.25\")"]) {
         let value = g.value.as_ref().unwrap();

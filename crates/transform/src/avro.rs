@@ -7,6 +7,15 @@
 //! declaration. Keys are laid out without the numbers mode: `N` key
 //! attributes are always exact decimal strings, so the bytes of an item's key
 //! never change and its changes always hash to the same Kafka partition.
+//!
+//! A widened column keeps its former layouts as branches of its field's
+//! union (`["null", "long", "string"]` once a column of integers took a
+//! fraction), each value written in the branch of the current layout: the
+//! new schema reads everything written with the old, which is what a
+//! schema registry checking BACKWARD compatibility (Confluent's default)
+//! asks of a new version. Layouts Avro cannot keep side by side in one
+//! union (two arrays: a set of integers that took a fraction) are not kept,
+//! and such a registry refuses that change.
 
 use std::collections::HashSet;
 
@@ -151,7 +160,13 @@ fn avro_type(ty: &ColumnType, record_name: &str, used: &mut HashSet<String>) -> 
                 .iter()
                 .zip(&names)
                 .map(|((attr, fty), name)| {
-                    field_json(name, attr, fty, &format!("{record_name}_{name}"), used)
+                    field_json(
+                        name,
+                        attr,
+                        (fty, &[]),
+                        &format!("{record_name}_{name}"),
+                        used,
+                    )
                 })
                 .collect();
             json!({"type": "record", "name": record_name, "fields": avro_fields})
@@ -167,15 +182,53 @@ fn nullable(t: Json) -> Json {
     }
 }
 
+/// The kind of Avro type a layout is written as: a union holds at most one
+/// branch of each (records aside, which inferred columns never are).
+fn union_kind(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Null => "null",
+        ColumnType::Utf8 | ColumnType::DecimalString | ColumnType::Json => "string",
+        ColumnType::Int64 => "long",
+        ColumnType::Float64 => "double",
+        ColumnType::Decimal { .. } | ColumnType::Binary => "bytes",
+        ColumnType::Boolean => "boolean",
+        ColumnType::Set(_) | ColumnType::List(_) => "array",
+        ColumnType::Map(_) => "map",
+        ColumnType::Struct(_) => "record",
+    }
+}
+
+/// The non-null branches of a field whose layout is `ty` and was `former`
+/// before: the former layouts a union can hold beside `ty` (one of each
+/// kind, oldest first), then `ty`, the branch values are written in.
+pub(crate) fn branches<'a>(ty: &'a ColumnType, former: &'a [ColumnType]) -> Vec<&'a ColumnType> {
+    let mut out: Vec<&ColumnType> = Vec::with_capacity(former.len() + 1);
+    for f in former {
+        let kind = union_kind(f);
+        if kind != union_kind(ty) && out.iter().all(|o| union_kind(o) != kind) {
+            out.push(f);
+        }
+    }
+    out.push(ty);
+    out
+}
+
 fn field_json(
     name: &str,
     attribute: &str,
-    ty: &ColumnType,
+    (ty, former): (&ColumnType, &[ColumnType]),
     record_name: &str,
     used: &mut HashSet<String>,
 ) -> Json {
-    let mut f =
-        json!({"name": name, "type": nullable(avro_type(ty, record_name, used)), "default": null});
+    let branches = branches(ty, former);
+    let avro = if branches.len() == 1 {
+        nullable(avro_type(ty, record_name, used))
+    } else {
+        let mut union = vec![json!("null")];
+        union.extend(branches.iter().map(|b| avro_type(b, record_name, used)));
+        Json::Array(union)
+    };
+    let mut f = json!({"name": name, "type": avro, "default": null});
     if name != attribute {
         f["dynamodb_name"] = json!(attribute);
     }
@@ -202,7 +255,10 @@ fn attribute_fields(schema: &TableSchema) -> (Vec<String>, Vec<Json>) {
         .columns()
         .iter()
         .zip(&names)
-        .map(|(c, name)| field_json(name, &c.attribute, &c.ty, &format!("F_{name}"), &mut used))
+        .map(|(c, name)| {
+            let f = format!("F_{name}");
+            field_json(name, &c.attribute, (&c.ty, &c.former), &f, &mut used)
+        })
         .collect();
     (names, fields)
 }

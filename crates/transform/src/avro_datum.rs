@@ -107,6 +107,17 @@ impl Datum {
         ty: &ColumnType,
         value: Option<&AttributeValue>,
     ) -> Result<(), Mismatch> {
+        self.field_in(ty, 1, value)
+    }
+
+    /// [`Datum::field`] for a union whose branch `branch` is `ty` (a
+    /// widened column's union keeps its former layouts before it).
+    fn field_in(
+        &mut self,
+        ty: &ColumnType,
+        branch: i64,
+        value: Option<&AttributeValue>,
+    ) -> Result<(), Mismatch> {
         if *ty == ColumnType::Null {
             return Ok(());
         }
@@ -116,7 +127,7 @@ impl Datum {
                 Ok(())
             }
             Some(v) => {
-                self.long(1);
+                self.long(branch);
                 self.plain(ty, v)
             }
         }
@@ -218,7 +229,12 @@ impl Datum {
         let mut values: Vec<Option<&AttributeValue>> = vec![None; columns.len()];
         table.each_value(item, |ci, value| values[ci] = value);
         for (c, value) in columns.iter().zip(values) {
-            self.field(&c.ty, value)?;
+            let branch = if c.former.is_empty() {
+                1
+            } else {
+                crate::avro::branches(&c.ty, &c.former).len() as i64
+            };
+            self.field_in(&c.ty, branch, value)?;
         }
         Ok(())
     }

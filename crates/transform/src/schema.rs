@@ -39,6 +39,24 @@ pub struct Column {
     pub ty: ColumnType,
     /// True when `schemas/<table>.avsc` declares it (never widened).
     pub declared: bool,
+    /// The layouts an inferred column had before `ty`, oldest first (never
+    /// `Null`). Arrow files each have one layout; an Avro schema keeps
+    /// these as branches of the field's union, so that the schema widened
+    /// still reads what was written before (see [`crate::avro`]).
+    pub former: Vec<ColumnType>,
+}
+
+impl Column {
+    /// Takes `ty` as the layout from now on, keeping the one it replaces.
+    fn change_form(&mut self, ty: ColumnType) {
+        if ty == self.ty {
+            return;
+        }
+        let old = std::mem::replace(&mut self.ty, ty);
+        if old != ColumnType::Null && !self.former.contains(&old) {
+            self.former.push(old);
+        }
+    }
 }
 
 /// The flat-row schema of one table.
@@ -122,7 +140,10 @@ impl TableSchema {
             // Once per column at start: a scan of the columns will do.
             match s.columns.iter().position(|c| c.attribute == *attribute) {
                 Some(i) if s.columns[i].declared => {}
-                Some(i) => s.columns[i].ty = widen(&s.columns[i].ty, ty),
+                Some(i) => {
+                    let wider = widen(&s.columns[i].ty, ty);
+                    s.columns[i].change_form(wider);
+                }
                 None => s.push(attribute, ty.clone(), false),
             }
         }
@@ -152,6 +173,7 @@ impl TableSchema {
             name,
             ty,
             declared,
+            former: Vec::new(),
         });
     }
 
@@ -210,7 +232,7 @@ impl TableSchema {
                     }
                     let widened = widen(&column.ty, &infer(value, self.mode));
                     if widened != column.ty {
-                        column.ty = widened;
+                        column.change_form(widened);
                         changed = true;
                     }
                 }

@@ -227,6 +227,55 @@ fn attribute_names_that_differ_only_in_case_get_columns_that_differ_otherwise() 
 }
 
 #[test]
+fn a_widened_avro_schema_reads_what_the_narrower_one_wrote() {
+    // A schema registry checking BACKWARD compatibility (Confluent's
+    // default) takes a new version only if it reads every datum the last
+    // one wrote: a column keeps its former layouts as union branches.
+    use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
+    let keys = r#"{"id":{"S":"a"}}"#;
+    let narrow = r#"{"id":{"S":"a"},"price":{"N":"10"},"ok":{"BOOL":true},"ns":{"NS":["1"]}}"#;
+    let wide = r#"{"id":{"S":"a"},"price":{"N":"10.99"},"ok":{"S":"yes"},"ns":{"S":"x"}}"#;
+    let narrow = change(Op::Insert, "1", keys, None, Some(narrow));
+    let wide = change(Op::Insert, "2", keys, None, Some(wide));
+    for shape in [Shape::Flat, Shape::Envelope] {
+        let mut schema = TableSchema::new("orders", None, NumbersMode::Auto);
+        schema.admit(narrow.row_image()).unwrap();
+        let v1 = value_schema(&schema, shape).unwrap();
+        let old = encode_value(&schema, shape, &narrow).unwrap();
+        schema.admit(wide.row_image()).unwrap();
+        let v2 = value_schema(&schema, shape).unwrap();
+        // Full: every datum v1 can write, v2 reads ("partial" is what a
+        // registry refuses).
+        let compatibility = SchemaCompatibility::can_read(&v1.schema, &v2.schema)
+            .unwrap_or_else(|e| panic!("{shape:?}: {e}\n{}", v2.json));
+        assert_eq!(compatibility, Compatibility::Full, "{shape:?}\n{}", v2.json);
+        let record = |v: Value| match shape {
+            Shape::Flat => v,
+            Shape::Envelope => unwrap_union(field(&v, "after")).clone(),
+        };
+        let union = |branch, v| Value::Union(branch, Box::new(v));
+        // What v1 wrote, read with v2: the former layouts' branches.
+        #[allow(deprecated)]
+        let v = apache_avro::from_avro_datum(&v1.schema, &mut old.as_slice(), Some(&v2.schema));
+        let v = record(v.unwrap());
+        assert_eq!(field(&v, "price"), &union(1, Value::Long(10)));
+        assert_eq!(field(&v, "ok"), &union(1, Value::Boolean(true)));
+        // Written with v2: the current layouts' branches.
+        let new = encode_value(&schema, shape, &wide).unwrap();
+        let v = record(decode(&v2.schema, &mut new.as_slice(), None).unwrap());
+        assert_eq!(field(&v, "price"), &union(2, Value::String("10.99".into())));
+        assert_eq!(
+            field(&v, "ok"),
+            &union(2, Value::String(r#"{"S":"yes"}"#.into()))
+        );
+        assert_eq!(
+            field(&v, "ns"),
+            &union(2, Value::String(r#"{"S":"x"}"#.into()))
+        );
+    }
+}
+
+#[test]
 fn avro_names_never_collide() {
     // `--op` becomes the Avro name `__op`, which the flat shape uses for the
     // position field; nested record names `F_a_x` could repeat.

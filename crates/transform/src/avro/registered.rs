@@ -16,7 +16,10 @@ use crate::column::ColumnType;
 use crate::schema::META_COLUMNS;
 
 /// The attribute columns (attribute name and layout, in order) of `text`, a
-/// value schema in `shape` for `table`. `None` when it is not one generated
+/// value schema in `shape` for `table`. A field whose union holds former
+/// layouts gives one entry per layout, oldest first: continued with
+/// [`crate::TableSchema::resume_columns`], which widens an attribute met
+/// again, the column gets the same layout and history. `None` when it is not one generated
 /// here for that table in that shape (another envelope, another tool's
 /// schema): there is nothing to continue then. A field whose layout is not
 /// one generated here is left out.
@@ -48,15 +51,39 @@ pub fn registered_columns(
             value["fields"].as_array()?.iter().collect()
         }
     };
-    Some(fields.into_iter().filter_map(column).collect())
+    Some(
+        fields
+            .into_iter()
+            .filter_map(column_forms)
+            .flatten()
+            .collect(),
+    )
 }
 
 /// A field's attribute and layout.
 fn column(field: &Json) -> Option<(String, ColumnType)> {
+    let mut forms = column_forms(field)?;
+    (forms.len() == 1).then(|| forms.remove(0))
+}
+
+/// A field's attribute with each layout of its union, oldest first. The
+/// field's `dynamodb_type` names what its string branch holds.
+fn column_forms(field: &Json) -> Option<Vec<(String, ColumnType)>> {
     let name = field["name"].as_str()?;
     let attribute = field["dynamodb_name"].as_str().unwrap_or(name);
-    let ty = layout(non_null(&field["type"]), field["dynamodb_type"].as_str())?;
-    Some((attribute.to_owned(), ty))
+    let hint = field["dynamodb_type"].as_str();
+    let t = &field["type"];
+    let branches: Vec<&Json> = match t.as_array() {
+        Some(union) if union.len() > 2 && union[0] == "null" => union[1..].iter().collect(),
+        _ => vec![non_null(t)],
+    };
+    branches
+        .into_iter()
+        .map(|b| {
+            let hint = if *b == "string" { hint } else { None };
+            Some((attribute.to_owned(), layout(b, hint)?))
+        })
+        .collect()
 }
 
 /// `t` without the null of a `["null", t]` union.
@@ -169,10 +196,15 @@ mod tests {
                     .admit(&parse_item(item, "NewImage").unwrap())
                     .unwrap();
             }
+            // Each layout of a widened column's union, oldest first.
             let want: Vec<(String, ColumnType)> = schema
                 .columns()
                 .iter()
-                .map(|c| (c.attribute.clone(), c.ty.clone()))
+                .flat_map(|c| {
+                    super::super::branches(&c.ty, &c.former)
+                        .into_iter()
+                        .map(|ty| (c.attribute.clone(), ty.clone()))
+                })
                 .collect();
             for shape in [Shape::Flat, Shape::Envelope] {
                 let text = value_schema(&schema, shape).unwrap().json.to_string();

@@ -47,7 +47,16 @@ pub(crate) fn encode_value_generic(
             .columns()
             .iter()
             .zip(names)
-            .map(|(c, name)| (name, field_value(&c.ty, item.get(c.attribute.as_str()))))
+            .map(|(c, name)| {
+                let value = field_value(&c.ty, item.get(c.attribute.as_str()));
+                // A widened column's value goes in the last branch.
+                let branch = branches(&c.ty, &c.former).len() as u32;
+                let value = match value {
+                    Value::Union(1, v) => Value::Union(branch, v),
+                    other => other,
+                };
+                (name, value)
+            })
             .collect::<Vec<_>>()
     };
     let s = &change.source;
@@ -255,6 +264,27 @@ const DECLARED: &str = r#"{"type":"record","name":"t","fields":[
         {"name":"city","type":["null","string"]},{"name":"zip","type":["null","long"]}]}]},
     {"name":"tags","type":["null",{"type":"array","items":["null","string"]}]}
 ]}"#;
+
+#[test]
+fn a_union_keeps_one_former_layout_of_each_kind_before_the_current_one() {
+    use ColumnType as T;
+    let set = |t: T| T::Set(Box::new(t));
+    assert_eq!(branches(&T::Int64, &[]), [&T::Int64]);
+    assert_eq!(
+        branches(&T::Json, &[T::Int64, T::DecimalString]),
+        [&T::Int64, &T::Json],
+        "a decimal string and JSON are both Avro strings"
+    );
+    assert_eq!(
+        branches(&T::Json, &[T::Boolean, set(T::Utf8)]),
+        [&T::Boolean, &set(T::Utf8), &T::Json]
+    );
+    // Avro allows one array per union: the former one is not kept.
+    assert_eq!(
+        branches(&set(T::Float64), &[set(T::Int64)]),
+        [&set(T::Float64)]
+    );
+}
 
 #[test]
 fn direct_bytes_equal_the_generic_encoder() {
