@@ -88,6 +88,7 @@ pub(crate) fn run(
             break;
         }
         let assignment = worker.assignment();
+        watch.reading(assignment.grants.keys());
         if let Some(failure) = &assignment.failure {
             worker.abandon();
             anyhow::bail!("{}: {failure}", store.describe());

@@ -205,12 +205,15 @@ pub enum KafkaSinkError {
 }
 
 /// Whether the brokers refused by their access rules (ACLs): not passing by
-/// waiting, whichever request (produce, fetch, metadata) met it.
+/// waiting, whichever request (produce, fetch, metadata) met it. A group
+/// refusal is not one: the read-back's consumer names a group only because
+/// librdkafka asks for one, commits nothing to it and reads without it,
+/// so a principal with no group ACL reads back all the same.
 pub(crate) fn denied(code: rdkafka::error::RDKafkaErrorCode) -> bool {
     use rdkafka::error::RDKafkaErrorCode as C;
     matches!(
         code,
-        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::GroupAuthorizationFailed
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed
     )
 }
 

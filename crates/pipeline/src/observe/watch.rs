@@ -20,6 +20,8 @@ pub(crate) struct Watch {
     checkpoint_ms: Arc<AtomicU64>,
     /// The stream source's shards, while a stream source runs.
     board: Arc<Mutex<Option<Arc<ShardBoard>>>>,
+    /// The tables' figures last shown (aged while no source runs).
+    shown: Arc<Mutex<Shown>>,
     /// Serves until the run ends (dropped with the watch).
     _server: Option<MetricsServer>,
 }
@@ -40,6 +42,7 @@ impl Watch {
         let health = Arc::new(Health::new());
         let checkpoint_ms = Arc::new(AtomicU64::new(unix_ms()));
         let board: Arc<Mutex<Option<Arc<ShardBoard>>>> = Arc::default();
+        let shown: Arc<Mutex<Shown>> = Arc::default();
         let server = match listen {
             None => None,
             Some(addr) => {
@@ -50,7 +53,7 @@ impl Watch {
                     let checkpoint_ms = checkpoint_ms.clone();
                     let board = board.clone();
                     let handle = handle.clone();
-                    let shown = Mutex::new(Shown::default());
+                    let shown = shown.clone();
                     Box::new(move || refresh(&checkpoint_ms, &board, &handle, &shown))
                 };
                 let server = server::serve(addr, handle, health.clone(), Some(refresh))?;
@@ -62,6 +65,7 @@ impl Watch {
             health,
             checkpoint_ms,
             board,
+            shown,
             _server: server,
         })
     }
@@ -74,6 +78,15 @@ impl Watch {
     /// The stream source's board of this pass, if any.
     pub(crate) fn board(&self) -> Option<Arc<ShardBoard>> {
         self.board.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// The tables this process reads now (under `[coordination]`, those it
+    /// holds): the figures of any other, last shown while no source runs,
+    /// are dropped rather than aged, since another process reads it.
+    pub(crate) fn reading<'t>(&self, tables: impl IntoIterator<Item = &'t String>) {
+        let tables: Vec<&String> = tables.into_iter().collect();
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        shown.tables.retain(|t| tables.contains(&&t.table));
     }
 
     /// The stream source of this pass (`None` when it ended).
@@ -140,6 +153,46 @@ fn aged(tables: &[TableHealth], elapsed_ms: u64) -> Vec<TableHealth> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn health(table: &str) -> TableHealth {
+        TableHealth {
+            table: table.into(),
+            lag_seconds: 10.0,
+            time_to_data_loss_seconds: 100.0,
+        }
+    }
+
+    #[test]
+    fn a_table_no_longer_read_here_drops_out_instead_of_aging() {
+        let recorder = recorder::PrometheusRecorder::new();
+        let handle = recorder.handle();
+        let watch = Watch::start(None).unwrap();
+        *watch.shown.lock().unwrap() = Shown {
+            at_ms: unix_ms(),
+            tables: vec![health("items"), health("orders")],
+        };
+        let scrape = || {
+            metrics::with_local_recorder(&recorder, || {
+                refresh(&watch.checkpoint_ms, &watch.board, &handle, &watch.shown);
+            });
+            handle.render()
+        };
+        let text = scrape();
+        assert!(
+            text.contains(r#"time_to_data_loss_seconds{table="orders"}"#),
+            "{text}"
+        );
+        // Its lease moved to another process: no pass, no board.
+        watch.reading(&["items".to_owned()]);
+        let text = scrape();
+        assert!(!text.contains(r#"table="orders""#), "{text}");
+        assert!(
+            text.contains(r#"time_to_data_loss_seconds{table="items"}"#),
+            "{text}"
+        );
+        watch.reading(&[]);
+        assert!(!scrape().contains("table="));
+    }
 
     #[test]
     fn with_no_source_running_lag_grows_and_time_to_data_loss_shrinks() {
