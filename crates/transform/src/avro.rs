@@ -199,16 +199,20 @@ fn union_kind(ty: &ColumnType) -> &'static str {
 }
 
 /// The non-null branches of a field whose layout is `ty` and was `former`
-/// before: the former layouts a union can hold beside `ty` (one of each
-/// kind, oldest first), then `ty`, the branch values are written in.
+/// before (oldest first): of each kind a union can hold beside `ty`, the
+/// latest former layout, in their order; then `ty`, the branch values are
+/// written in. The latest of each kind is the one the version before
+/// had, so the new version reads what that one wrote, and a run restarted
+/// from the registered schema, which knows only those, makes the same.
 pub(crate) fn branches<'a>(ty: &'a ColumnType, former: &'a [ColumnType]) -> Vec<&'a ColumnType> {
     let mut out: Vec<&ColumnType> = Vec::with_capacity(former.len() + 1);
-    for f in former {
+    for f in former.iter().rev() {
         let kind = union_kind(f);
         if kind != union_kind(ty) && out.iter().all(|o| union_kind(o) != kind) {
             out.push(f);
         }
     }
+    out.reverse();
     out.push(ty);
     out
 }

@@ -284,6 +284,14 @@ fn a_union_keeps_one_former_layout_of_each_kind_before_the_current_one() {
         branches(&set(T::Float64), &[set(T::Int64)]),
         [&set(T::Float64)]
     );
+    // Of each kind, the latest: the one the version before had.
+    assert_eq!(
+        branches(
+            &T::Json,
+            &[set(T::Int64), T::Boolean, set(T::DecimalString)]
+        ),
+        [&T::Boolean, &set(T::DecimalString), &T::Json]
+    );
 }
 
 #[test]
