@@ -50,6 +50,9 @@ pub(crate) struct Scanned {
     /// first offset and their end: the recorded offset means nothing there
     /// any more, and is replaced.
     pub past_the_end: BTreeMap<i32, (i64, i64)>,
+    /// The brokers' ends were suspect (see `plan`): the sink's next
+    /// read-backs, of other topics, read every partition too.
+    pub suspect: bool,
 }
 
 /// How long a metadata or watermark request may take before the brokers
@@ -88,29 +91,37 @@ fn unread(recorded: Option<i64>, low: i64, high: i64) -> Unread {
     }
 }
 
-/// Each partition to read, and the offset to start at (given, not left to
-/// `auto.offset.reset`, which user properties may change), from `from` (the
-/// offsets recorded) and each partition's watermarks `(partition, low,
-/// high)`; and the partitions that end before their recorded offset, with
-/// their watermarks.
+/// What to read back of a topic.
+#[derive(Debug, PartialEq, Eq)]
+struct Plan {
+    /// Each partition to read, and the offset to start at (given, not left
+    /// to `auto.offset.reset`).
+    starts: BTreeMap<i32, i64>,
+    /// The partitions that end before their recorded offset, with their
+    /// watermarks.
+    past: BTreeMap<i32, (i64, i64)>,
+    /// Whether the brokers' ends were suspect.
+    suspect: bool,
+}
+
+/// What to read back, from `from` (the offsets recorded) and each
+/// partition's watermarks `(partition, low, high)`.
 ///
 /// A partition that ends before its recorded offset makes every end the
-/// brokers gave for the topic suspect: a broker just restarted has been
-/// seen to answer ends below messages it had acknowledged, and served them
-/// all the same. Then every partition is read to the end its fetches
-/// report, since skipping one whose (stale) end is its recorded offset
-/// would send its last messages again.
-fn plan(
-    from: &BTreeMap<i32, i64>,
-    marks: &[(i32, i64, i64)],
-) -> (BTreeMap<i32, i64>, BTreeMap<i32, (i64, i64)>) {
+/// brokers give suspect (`suspect` says the brokers already did so for
+/// another topic): a broker just restarted has been seen to answer ends
+/// below messages it had acknowledged, and served them all the same. Then
+/// every partition is read to the end its fetches report, since skipping
+/// one whose (stale) end is its recorded offset would send its last
+/// messages again.
+fn plan(from: &BTreeMap<i32, i64>, marks: &[(i32, i64, i64)], suspect: bool) -> Plan {
     let mut past = BTreeMap::new();
     for &(p, low, high) in marks {
         if unread(from.get(&p).copied(), low, high) == Unread::PastTheEnd {
             past.insert(p, (low, high));
         }
     }
-    let suspect = !past.is_empty();
+    let suspect = suspect || !past.is_empty();
     let mut starts = BTreeMap::new();
     for &(p, low, high) in marks {
         let recorded = from.get(&p).copied();
@@ -126,7 +137,11 @@ fn plan(
             }
         }
     }
-    (starts, past)
+    Plan {
+        starts,
+        past,
+        suspect,
+    }
 }
 
 /// Reads `partitions` of `topic` from `from` (next offset per partition;
@@ -139,12 +154,14 @@ pub(crate) fn scan<C: ClientContext>(
     properties: &[(String, String)],
     topic: &str,
     from: &BTreeMap<i32, i64>,
+    suspect: bool,
 ) -> Result<Scanned, KafkaSinkError> {
     let mut scanned = Scanned {
         found: HashSet::new(),
         last_values: HashSet::new(),
         next_offsets: BTreeMap::new(),
         past_the_end: BTreeMap::new(),
+        suspect,
     };
     let mut marks = Vec::with_capacity(partitions.len());
     for &p in partitions {
@@ -158,7 +175,12 @@ pub(crate) fn scan<C: ClientContext>(
             })?;
         marks.push((p, low, high));
     }
-    let (starts, past) = plan(from, &marks);
+    let Plan {
+        starts,
+        past,
+        suspect,
+    } = plan(from, &marks, suspect);
+    scanned.suspect = suspect;
     for (&p, &(low, high)) in &past {
         past_the_end(topic, p, from.get(&p).copied(), high);
         scanned.past_the_end.insert(p, (low, high));
@@ -228,7 +250,11 @@ pub(crate) fn scan<C: ClientContext>(
                         for_s = started.elapsed().as_secs(),
                         "still reading the topic back (broker down or slow?)"
                     );
-                    close_past_the_end(&consumer, topic, &starts, &scanned, &mut open);
+                    // Suspect ends do not close a partition: its end of
+                    // fetches does, or the stall bound ends the pass.
+                    if !suspect {
+                        close_past_the_end(&consumer, topic, &starts, &scanned, &mut open);
+                    }
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -276,6 +302,8 @@ fn close_past_the_end(
     open: &mut BTreeSet<i32>,
 ) {
     for p in open.clone() {
+        // A request per partition, each up to 5 s.
+        dynamo_cdc_core::alive::still_waiting();
         let next = scanned
             .next_offsets
             .get(&p)
@@ -376,9 +404,21 @@ mod tests {
     #[test]
     fn only_partitions_past_their_recorded_offset_are_read() {
         let from = BTreeMap::from([(0, 10), (1, 20)]);
-        let (starts, past) = plan(&from, &[(0, 0, 10), (1, 5, 25), (2, 0, 0), (3, 3, 7)]);
+        let marks = [(0, 0, 10), (1, 5, 25), (2, 0, 0), (3, 3, 7)];
+        let Plan {
+            starts,
+            past,
+            suspect,
+        } = plan(&from, &marks, false);
         assert_eq!(starts, BTreeMap::from([(1, 20), (3, 3)]));
         assert!(past.is_empty());
+        assert!(!suspect);
+        // Another topic's ends were suspect: these are read whole too.
+        let Plan {
+            starts, suspect, ..
+        } = plan(&from, &marks, true);
+        assert_eq!(starts, BTreeMap::from([(0, 10), (1, 20), (2, 0), (3, 3)]));
+        assert!(suspect);
     }
 
     #[test]
@@ -387,7 +427,13 @@ mod tests {
         // below: a broker just restarted, perhaps answering stale ends. 1
         // is read too, from its recorded offset, as are the others.
         let from = BTreeMap::from([(0, 102), (1, 68)]);
-        let (starts, past) = plan(&from, &[(0, 0, 90), (1, 0, 68), (2, 4, 4), (3, 0, 0)]);
+        let marks = [(0, 0, 90), (1, 0, 68), (2, 4, 4), (3, 0, 0)];
+        let Plan {
+            starts,
+            past,
+            suspect,
+        } = plan(&from, &marks, false);
+        assert!(suspect);
         assert_eq!(past, BTreeMap::from([(0, (0, 90))]));
         assert_eq!(starts, BTreeMap::from([(0, 0), (1, 68), (2, 4), (3, 0)]));
     }

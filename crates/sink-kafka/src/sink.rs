@@ -54,6 +54,9 @@ pub struct KafkaSink {
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// The brokers answered an end below a recorded offset in this sink's
+    /// life: every later read-back reads all partitions (see `resume`).
+    ends_suspect: bool,
     /// Encoded, not yet sent.
     outgoing: Vec<Outgoing>,
     /// Bytes of `outgoing` (keys, values, headers).
@@ -118,6 +121,7 @@ impl KafkaSink {
             found_last: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
+            ends_suspect: false,
             outgoing: Vec::new(),
             outgoing_bytes: 0,
             dead_outgoing: Vec::new(),
@@ -199,10 +203,12 @@ impl KafkaSink {
             &self.config.properties,
             topic,
             &from,
+            self.ends_suspect,
         )
         .inspect_err(|_| {
             self.scanned.remove(topic);
         })?;
+        self.ends_suspect |= found.suspect;
         tracing::info!(
             topic,
             changes = found.found.len(),
