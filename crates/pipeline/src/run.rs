@@ -530,11 +530,13 @@ fn source_unavailable(e: anyhow::Error) -> Stop {
     }
 }
 
-/// How a failure to move a snapshot's journal on ends the pass: a store or
-/// disk that may come back pauses the run like a sink's outage (what is
-/// committed stays so, and the pages left in the journal are dropped as
-/// held when read again); anything else stops it.
-fn journal_stop(e: anyhow::Error) -> Stop {
+/// How a failure of the source ends the pass: a snapshot's failure that may
+/// pass (its journal's disk or store timed out, is full or is down; a
+/// call still throttled after its retries) pauses the run like a sink's
+/// outage (what is committed stays so, the journal's plan is taken up
+/// again, and pages left in it are dropped as held when read again);
+/// anything else stops it.
+fn source_stop(e: anyhow::Error) -> Stop {
     if e.downcast_ref::<SnapshotError>()
         .is_some_and(SnapshotError::is_transient)
     {
@@ -628,7 +630,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         let mut batch = match feed.next() {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
-            Err(e) => return Err(Stop::Source(e)),
+            Err(e) => return Err(source_stop(e)),
         };
         allowed(l.guard)?;
         // Gaps first: they precede the batch's changes in their shards.
@@ -716,7 +718,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         report_delivered(l);
         if l.recorded_moved {
             l.recorded_moved = false;
-            feed.delivered(&l.delivered).map_err(journal_stop)?;
+            feed.delivered(&l.delivered).map_err(source_stop)?;
         }
         if let Some(p) = l.progress.as_deref_mut() {
             let snapshots = feed.snapshot_progress();
@@ -1089,12 +1091,12 @@ mod tests {
                 message: "x".into(),
             },
         };
-        let stop = journal_stop(anyhow::Error::new(api(ApiErrorKind::Throttled)));
+        let stop = source_stop(anyhow::Error::new(api(ApiErrorKind::Throttled)));
         assert!(matches!(stop, Stop::Transient { who, .. } if who == "snapshot journal"));
-        let stop = journal_stop(anyhow::Error::new(api(ApiErrorKind::Fatal)));
+        let stop = source_stop(anyhow::Error::new(api(ApiErrorKind::Fatal)));
         assert!(matches!(stop, Stop::Source(_)));
         assert!(matches!(
-            journal_stop(anyhow::anyhow!("something else")),
+            source_stop(anyhow::anyhow!("something else")),
             Stop::Source(_)
         ));
     }
