@@ -532,7 +532,10 @@ impl ParquetSink {
         let table = &self.schemas[&key.table];
         // Computing min/max compares every value (it was a tenth of the
         // run time); it is kept where a query engine can prune with it.
-        let columns = table.columns().iter().map(|c| (c.name.as_str(), &c.ty));
+        // By their Arrow names, which may differ from the columns' in case.
+        let arrow = table.arrow_schema();
+        let columns =
+            (table.columns().iter().zip(arrow.fields())).map(|(c, f)| (f.name().as_str(), &c.ty));
         for (path, level) in statistics_levels(columns, first_batch) {
             props = props.set_column_statistics_enabled(path, level);
         }

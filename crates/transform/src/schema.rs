@@ -151,20 +151,16 @@ impl TableSchema {
         s
     }
 
-    /// Adds a column, named after its attribute unless that name is taken:
-    /// by a column of the bridge's own (`__op`), or by another attribute's
-    /// whatever its case (`Name` and `name`), since Spark, Athena and Hive
-    /// read column names case-insensitively and refuse a file holding both.
-    /// Underscores go in front until the name is free.
+    /// Adds a column, named after its attribute unless a column of the
+    /// bridge's own (`__op`) or another column has that name: underscores
+    /// go in front until the name is free. (Names that differ only in case
+    /// are told apart in Arrow fields only: see [`arrow_names`].)
     fn push(&mut self, attribute: &str, ty: ColumnType, declared: bool) {
-        let taken = |name: &str| {
-            let lower = name.to_lowercase();
-            let meta = META_COLUMNS.iter().chain(SNAPSHOT_COLUMNS.iter());
-            meta.copied().any(|m| m.to_lowercase() == lower)
-                || self.columns.iter().any(|c| c.name.to_lowercase() == lower)
-        };
         let mut name = attribute.to_owned();
-        while taken(&name) {
+        while META_COLUMNS.contains(&name.as_str())
+            || SNAPSHOT_COLUMNS.contains(&name.as_str())
+            || self.columns.iter().any(|c| c.name == name)
+        {
             name.insert(0, '_');
         }
         self.any_declared |= declared;
@@ -275,10 +271,8 @@ impl TableSchema {
             .map(|(i, c)| (Text::new(&c.attribute), i))
             .collect();
         self.sorted.sort_unstable();
-        let mut fields: Vec<Field> = self
-            .columns
-            .iter()
-            .map(|c| c.ty.field(&c.name, Some(&c.attribute)))
+        let mut fields: Vec<Field> = (self.columns.iter().zip(arrow_names(&self.columns)))
+            .map(|(c, name)| c.ty.field(&name, Some(&c.attribute)))
             .collect();
         fields.extend(meta_fields());
         let meta = HashMap::from([("dynamodb.table".to_owned(), self.table.clone())]);
@@ -347,6 +341,27 @@ impl TableSchema {
     pub fn numbers_mode(&self) -> NumbersMode {
         self.mode
     }
+}
+
+/// The Arrow field name of each column: its name, with underscores in front
+/// while another column (or one of the bridge's) has it whatever the case:
+/// Spark, Athena and Hive match column names case-insensitively and refuse
+/// a file holding both `Name` and `name`. Avro and JSON, read
+/// case-sensitively, keep the column names as they are.
+fn arrow_names(columns: &[Column]) -> Vec<String> {
+    let meta = META_COLUMNS.iter().chain(SNAPSHOT_COLUMNS.iter());
+    let mut taken: Vec<String> = meta.map(|m| m.to_lowercase()).collect();
+    columns
+        .iter()
+        .map(|c| {
+            let mut name = c.name.clone();
+            while taken.contains(&name.to_lowercase()) {
+                name.insert(0, '_');
+            }
+            taken.push(name.to_lowercase());
+            name
+        })
+        .collect()
 }
 
 fn meta_fields() -> [Field; 8] {

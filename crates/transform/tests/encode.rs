@@ -224,6 +224,11 @@ fn attribute_names_that_differ_only_in_case_get_columns_that_differ_otherwise() 
     assert_eq!(lower.len(), n, "{arrow:?}");
     let batch = flat_batch(&schema, &[&c]).unwrap();
     assert_eq!(decode_items(&batch).unwrap(), row_images(&[c]));
+    // Avro is read case-sensitively: its fields keep their names.
+    let avro = value_schema(&schema, Shape::Flat).unwrap().json.to_string();
+    for name in [r#""name":"Name""#, r#""name":"name""#] {
+        assert!(avro.contains(name), "{name} in {avro}");
+    }
 }
 
 #[test]
