@@ -1,8 +1,8 @@
 //! How an outage is logged: once when it starts, at most every 30 s while
 //! it lasts (with how long), and once when it ends. Never a line per retry,
 //! nor a pair per flap: an outage that starts within 30 s of the last one
-//! logged starts quietly, and ends quietly unless it lasted long enough to
-//! be logged as still going on, so a dependency failing every other call
+//! logged starts quietly, and ends quietly unless it lasts 30 s (then it is
+//! logged as starting, late), so a dependency failing every other call
 //! logs a pair of lines every 30 s at most.
 //!
 //! Pure bookkeeping: the caller says what happened and when, and writes the
@@ -65,7 +65,12 @@ impl Outage {
         let last = self.last_line.unwrap_or(since);
         if now.saturating_duration_since(last) >= STILL_DOWN_EVERY {
             self.last_line = Some(now);
-            self.quiet = false;
+            // A quiet outage that lasts is an outage: its first line says
+            // so as a start would (at the level operators alert on).
+            if std::mem::take(&mut self.quiet) {
+                self.last_down = Some(now);
+                return Some(OutageLine::Down);
+            }
             return Some(OutageLine::StillDown(now.saturating_duration_since(since)));
         }
         None
@@ -173,8 +178,6 @@ mod tests {
         assert_eq!(o.failed(at(80)), Some(OutageLine::Down), "a new outage");
     }
 
-    /// Many callers failing together are one outage: a line when the first
-    /// fails, none per retry, one when the last is answered.
     #[test]
     fn a_flapping_dependency_logs_a_pair_of_lines_every_30_s_at_most() {
         let t0 = Instant::now();
@@ -197,22 +200,25 @@ mod tests {
             .collect();
         assert_eq!(downs, [0, 30_000, 60_000, 90_000], "{lines:?}");
         assert_eq!(lines.len(), 8, "each Down with its Back: {lines:?}");
-        // A quiet outage that lasts is logged as still going on, and ends
-        // with a line.
+        // A quiet outage that lasts is logged as one starting, then as any
+        // other, and ends with a line.
         let mut o = Outage::new();
         assert_eq!(o.failed(at(0)), Some(OutageLine::Down));
         assert!(o.succeeded(at(1_000)).is_some());
         assert_eq!(o.failed(at(2_000)), None, "soon after the last: quiet");
+        assert_eq!(o.failed(at(32_000)), Some(OutageLine::Down));
         assert_eq!(
-            o.failed(at(32_000)),
-            Some(OutageLine::StillDown(Duration::from_secs(30)))
+            o.failed(at(62_000)),
+            Some(OutageLine::StillDown(Duration::from_secs(60)))
         );
         assert_eq!(
-            o.succeeded(at(33_000)),
-            Some(OutageLine::Back(Duration::from_secs(31)))
+            o.succeeded(at(63_000)),
+            Some(OutageLine::Back(Duration::from_secs(61)))
         );
     }
 
+    /// Many callers failing together are one outage: a line when the first
+    /// fails, none per retry, one when the last is answered.
     #[test]
     fn callers_failing_together_make_one_outage_that_ends_with_the_last_answer() {
         let shared = SharedOutage::new();
