@@ -164,11 +164,13 @@ pub struct IcebergSink {
     lost_answers: LostAnswers,
 }
 
-/// Errors to answer applied commits with, in turn (tests only): the commit
-/// happens, the sink hears that it failed, as after a timeout.
+/// Failed commits to make (tests only): `0`, errors to answer applied
+/// commits with, in turn (the commit happens, the sink hears that it
+/// failed, as after a timeout); `unsent`, commits that fail before they
+/// reach the catalog.
 #[cfg(test)]
 #[derive(Default)]
-struct LostAnswers(Vec<iceberg::ErrorKind>);
+struct LostAnswers(Vec<iceberg::ErrorKind>, u32);
 
 #[cfg(test)]
 impl LostAnswers {
@@ -180,6 +182,12 @@ impl LostAnswers {
             )),
             answer => answer,
         }
+    }
+
+    fn unsent(&mut self) -> bool {
+        let unsent = self.1 > 0;
+        self.1 = self.1.saturating_sub(1);
+        unsent
     }
 }
 
@@ -717,9 +725,18 @@ impl IcebergSink {
                 inner: catalog.clone(),
                 snapshot: state.known,
             };
-            let answer = self.runtime.block_on(tx.commit(&pinned));
             #[cfg(test)]
-            let answer = self.lost_answers.take(answer);
+            let answer = if self.lost_answers.unsent() {
+                Err(iceberg::Error::new(
+                    ErrorKind::Unexpected,
+                    "the commit never reached the catalog",
+                ))
+            } else {
+                let answer = self.runtime.block_on(tx.commit(&pinned));
+                self.lost_answers.take(answer)
+            };
+            #[cfg(not(test))]
+            let answer = self.runtime.block_on(tx.commit(&pinned));
             match answer {
                 Ok(updated) => {
                     let snapshot = updated.metadata().current_snapshot_id();
@@ -1315,6 +1332,26 @@ mod commit_tests {
         let mut again = open(dir.path());
         again.write(&changes("s1", 1..16)).unwrap();
         assert_eq!(again.iceberg_stats().already_held, 15);
+    }
+
+    #[test]
+    fn a_commit_that_failed_unapplied_is_made_with_the_same_files_before_any_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        sink.write(&changes("s1", 1..11)).unwrap();
+        sink.lost_answers.1 = 1;
+        let err = sink.flush().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+        assert_eq!(rows_and_snapshots(&mut sink), (0, 0));
+        // The run reads the same changes again: the pending commit is made
+        // first, its ten rows in a snapshot of their own, then the rest.
+        assert!(sink.write(&changes("s1", 1..16)).unwrap().is_empty());
+        assert_eq!(rows_and_snapshots(&mut sink), (10, 1));
+        sink.flush().unwrap();
+        assert_eq!(rows_and_snapshots(&mut sink), (15, 2));
+        let rows: usize = read_table(&mut sink).iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 15);
+        assert_eq!(sink.iceberg_stats().already_held, 10);
     }
 
     #[test]
