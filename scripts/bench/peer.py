@@ -570,11 +570,10 @@ class ParquetOutput:
 def avro_converter(avro_type: Any, dynamodb_type: str | None, named: dict, where: str) -> Converter:
     """The converter into an Avro type of dynamo-cdc's generated schemas
     (nullable unions are handled by the caller)."""
-    if isinstance(avro_type, list):  # ["null", X]
+    if isinstance(avro_type, list):  # ["null", X], or a widened column's
+        # ["null", former..., X]: values are written as X, the last branch.
         branches = [b for b in avro_type if b != "null"]
-        if len(branches) != 1:
-            raise PipelineError(f"{where}: unsupported union {avro_type}")
-        return avro_converter(branches[0], dynamodb_type, named, where)
+        return avro_converter(branches[-1], dynamodb_type, named, where)
     if isinstance(avro_type, str) and avro_type in named:
         return avro_converter(named[avro_type], dynamodb_type, named, where)
     if dynamodb_type == "json":

@@ -202,8 +202,9 @@ class ParquetOutput(peer.ParquetOutput):
 
 def avro_value(avro_type: Any, dynamodb_type: str | None, named: dict) -> Converter:
     """The conversion into an Avro type of dynamo-cdc's generated schemas."""
-    if isinstance(avro_type, list):  # ["null", X]
-        avro_type = next(b for b in avro_type if b != "null")
+    if isinstance(avro_type, list):  # ["null", X], or a widened column's
+        # ["null", former..., X]: values are written as X, the last branch.
+        avro_type = [b for b in avro_type if b != "null"][-1]
     if isinstance(avro_type, str) and avro_type in named:
         avro_type = named[avro_type]
     if dynamodb_type == "json":

@@ -1049,7 +1049,9 @@ function avroNumber(t) {
 /** The conversion into an Avro type of dynamo-cdc's generated schemas:
  * (unmarshalled value, raw value) -> datum. */
 function avroValue(t, dynamodbType, named) {
-  if (Array.isArray(t)) t = t.find((b) => b !== "null"); // ["null", X]
+  // ["null", X], or a widened column's ["null", former..., X]: values are
+  // written as X, the last branch.
+  if (Array.isArray(t)) t = t.filter((b) => b !== "null").at(-1);
   if (typeof t === "string" && named.has(t)) t = named.get(t);
   if (dynamodbType === "json") return dumps;
   if (t === "string" && dynamodbType !== "number") return same;
