@@ -164,31 +164,15 @@ pub struct IcebergSink {
     lost_answers: LostAnswers,
 }
 
-/// Failed commits to make (tests only): `0`, errors to answer applied
-/// commits with, in turn (the commit happens, the sink hears that it
-/// failed, as after a timeout); `unsent`, commits that fail before they
-/// reach the catalog.
+/// Failed commits to make (tests only).
 #[cfg(test)]
 #[derive(Default)]
-struct LostAnswers(Vec<iceberg::ErrorKind>, u32);
-
-#[cfg(test)]
-impl LostAnswers {
-    fn take(&mut self, answer: iceberg::Result<Table>) -> iceberg::Result<Table> {
-        match answer {
-            Ok(_) if !self.0.is_empty() => Err(iceberg::Error::new(
-                self.0.remove(0),
-                "the answer to an applied commit was lost",
-            )),
-            answer => answer,
-        }
-    }
-
-    fn unsent(&mut self) -> bool {
-        let unsent = self.1 > 0;
-        self.1 = self.1.saturating_sub(1);
-        unsent
-    }
+struct LostAnswers {
+    /// Errors to answer applied commits with, in turn: the commit happens,
+    /// the sink hears that it failed, as after a timeout.
+    applied: Vec<iceberg::ErrorKind>,
+    /// Commits that fail before they reach the catalog.
+    unsent: u32,
 }
 
 impl IcebergSink {
@@ -725,19 +709,7 @@ impl IcebergSink {
                 inner: catalog.clone(),
                 snapshot: state.known,
             };
-            #[cfg(test)]
-            let answer = if self.lost_answers.unsent() {
-                Err(iceberg::Error::new(
-                    ErrorKind::Unexpected,
-                    "the commit never reached the catalog",
-                ))
-            } else {
-                let answer = self.runtime.block_on(tx.commit(&pinned));
-                self.lost_answers.take(answer)
-            };
-            #[cfg(not(test))]
-            let answer = self.runtime.block_on(tx.commit(&pinned));
-            match answer {
+            match self.send(tx.commit(&pinned)) {
                 Ok(updated) => {
                     let snapshot = updated.metadata().current_snapshot_id();
                     self.committed(table, updated, snapshot);
@@ -749,7 +721,7 @@ impl IcebergSink {
                 Err(e) => {
                     return Err(IcebergSinkError::catalog(format!(
                         "commit to {}",
-                        state.ident
+                        self.tables[table].ident
                     ))(e));
                 }
             }
@@ -765,6 +737,35 @@ impl IcebergSink {
             )
             .with_retryable(true),
         ))
+    }
+
+    /// Sends a commit to the catalog; in tests, as `lost_answers` says.
+    fn send(
+        &mut self,
+        commit: impl std::future::Future<Output = iceberg::Result<Table>>,
+    ) -> iceberg::Result<Table> {
+        #[cfg(test)]
+        {
+            let lost = &mut self.lost_answers;
+            if lost.unsent > 0 {
+                lost.unsent -= 1;
+                return Err(iceberg::Error::new(
+                    ErrorKind::Unexpected,
+                    "the commit never reached the catalog",
+                ));
+            }
+            let answer = self.runtime.block_on(commit);
+            let lost = &mut self.lost_answers;
+            match answer {
+                Ok(_) if !lost.applied.is_empty() => Err(iceberg::Error::new(
+                    lost.applied.remove(0),
+                    "the answer to an applied commit was lost",
+                )),
+                answer => answer,
+            }
+        }
+        #[cfg(not(test))]
+        self.runtime.block_on(commit)
     }
 
     /// Takes the commit of `table`'s closed files as made, as `snapshot`
@@ -1314,7 +1315,7 @@ mod commit_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = open(dir.path());
         sink.write(&changes("s1", 1..11)).unwrap();
-        sink.lost_answers.0.push(kind);
+        sink.lost_answers.applied.push(kind);
         if fails {
             let err = sink.flush().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
@@ -1339,7 +1340,7 @@ mod commit_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = open(dir.path());
         sink.write(&changes("s1", 1..11)).unwrap();
-        sink.lost_answers.1 = 1;
+        sink.lost_answers.unsent = 1;
         let err = sink.flush().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
         assert_eq!(rows_and_snapshots(&mut sink), (0, 0));

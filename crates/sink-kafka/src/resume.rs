@@ -156,13 +156,6 @@ pub(crate) fn scan<C: ClientContext>(
     from: &BTreeMap<i32, i64>,
     suspect: bool,
 ) -> Result<Scanned, KafkaSinkError> {
-    let mut scanned = Scanned {
-        found: HashSet::new(),
-        last_values: HashSet::new(),
-        next_offsets: BTreeMap::new(),
-        past_the_end: BTreeMap::new(),
-        suspect,
-    };
     let mut marks = Vec::with_capacity(partitions.len());
     for &p in partitions {
         // Two requests per partition, each up to the timeout.
@@ -180,11 +173,16 @@ pub(crate) fn scan<C: ClientContext>(
         past,
         suspect,
     } = plan(from, &marks, suspect);
-    scanned.suspect = suspect;
-    for (&p, &(low, high)) in &past {
+    for (&p, &(_, high)) in &past {
         past_the_end(topic, p, from.get(&p).copied(), high);
-        scanned.past_the_end.insert(p, (low, high));
     }
+    let mut scanned = Scanned {
+        found: HashSet::new(),
+        last_values: HashSet::new(),
+        next_offsets: BTreeMap::new(),
+        past_the_end: past,
+        suspect,
+    };
     let partitions: Vec<(i32, Offset)> = starts
         .iter()
         .map(|(p, start)| (*p, Offset::Offset(*start)))
@@ -405,20 +403,17 @@ mod tests {
     fn only_partitions_past_their_recorded_offset_are_read() {
         let from = BTreeMap::from([(0, 10), (1, 20)]);
         let marks = [(0, 0, 10), (1, 5, 25), (2, 0, 0), (3, 3, 7)];
-        let Plan {
-            starts,
-            past,
+        let want = |starts: &[(i32, i64)], suspect| Plan {
+            starts: starts.iter().copied().collect(),
+            past: BTreeMap::new(),
             suspect,
-        } = plan(&from, &marks, false);
-        assert_eq!(starts, BTreeMap::from([(1, 20), (3, 3)]));
-        assert!(past.is_empty());
-        assert!(!suspect);
+        };
+        assert_eq!(plan(&from, &marks, false), want(&[(1, 20), (3, 3)], false));
         // Another topic's ends were suspect: these are read whole too.
-        let Plan {
-            starts, suspect, ..
-        } = plan(&from, &marks, true);
-        assert_eq!(starts, BTreeMap::from([(0, 10), (1, 20), (2, 0), (3, 3)]));
-        assert!(suspect);
+        assert_eq!(
+            plan(&from, &marks, true),
+            want(&[(0, 10), (1, 20), (2, 0), (3, 3)], true)
+        );
     }
 
     #[test]
@@ -428,14 +423,14 @@ mod tests {
         // is read too, from its recorded offset, as are the others.
         let from = BTreeMap::from([(0, 102), (1, 68)]);
         let marks = [(0, 0, 90), (1, 0, 68), (2, 4, 4), (3, 0, 0)];
-        let Plan {
-            starts,
-            past,
-            suspect,
-        } = plan(&from, &marks, false);
-        assert!(suspect);
-        assert_eq!(past, BTreeMap::from([(0, (0, 90))]));
-        assert_eq!(starts, BTreeMap::from([(0, 0), (1, 68), (2, 4), (3, 0)]));
+        assert_eq!(
+            plan(&from, &marks, false),
+            Plan {
+                starts: BTreeMap::from([(0, 0), (1, 68), (2, 4), (3, 0)]),
+                past: BTreeMap::from([(0, (0, 90))]),
+                suspect: true,
+            }
+        );
     }
 
     #[test]

@@ -228,13 +228,8 @@ impl Datum {
         let columns = table.columns();
         let mut values: Vec<Option<&AttributeValue>> = vec![None; columns.len()];
         table.each_value(item, |ci, value| values[ci] = value);
-        for (c, value) in columns.iter().zip(values) {
-            let branch = if c.former.is_empty() {
-                1
-            } else {
-                crate::avro::branches(&c.ty, &c.former).len() as i64
-            };
-            self.field_in(&c.ty, branch, value)?;
+        for (i, (c, value)) in columns.iter().zip(values).enumerate() {
+            self.field_in(&c.ty, table.avro_branch(i), value)?;
         }
         Ok(())
     }

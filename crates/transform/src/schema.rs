@@ -75,6 +75,9 @@ pub struct TableSchema {
     arrow_snapshot: SchemaRef,
     /// Whether any column is declared (most tables have no `.avsc`).
     any_declared: bool,
+    /// Per column, the union branch its Avro values are written in (see
+    /// [`crate::avro`]): set once per version, not per value.
+    avro_branches: Vec<i64>,
 }
 
 impl TableSchema {
@@ -89,6 +92,7 @@ impl TableSchema {
             arrow: Arc::new(Schema::empty()),
             arrow_snapshot: Arc::new(Schema::empty()),
             any_declared: false,
+            avro_branches: Vec::new(),
         };
         for (attribute, ty) in declared.map(|d| d.columns.as_slice()).unwrap_or_default() {
             s.push(attribute, ty.clone(), true);
@@ -267,6 +271,9 @@ impl TableSchema {
     }
 
     fn rebuild(&mut self) {
+        self.avro_branches = (self.columns.iter())
+            .map(|c| crate::avro::branches(&c.ty, &c.former).len() as i64)
+            .collect();
         self.sorted = (self.columns.iter().enumerate())
             .map(|(i, c)| (Text::new(&c.attribute), i))
             .collect();
@@ -308,6 +315,11 @@ impl TableSchema {
             };
             found(*ci, value);
         }
+    }
+
+    /// The union branch column `i`'s Avro values are written in.
+    pub(crate) fn avro_branch(&self, i: usize) -> i64 {
+        self.avro_branches[i]
     }
 
     /// The table name.
