@@ -241,6 +241,21 @@ impl Number {
         self.canonical.parse().unwrap_or(f64::NAN)
     }
 
+    /// The nearest `f64`, when that double reads back as this very number;
+    /// `None` when it would show another one.
+    ///
+    /// A double reads back as the number when its shortest decimal (the
+    /// form readers print: `10.99`, `0.1`) is the number, or when its value
+    /// to 38 significant digits, DynamoDB's precision, is: that is exact
+    /// for integers such as 2^60 that print shorter. `9007199254740993`
+    /// has none: its nearest double is `9007199254740992`. A declared
+    /// `double` refuses such a number instead of rounding it silently.
+    pub fn to_f64_exact(&self) -> Option<f64> {
+        let x = self.to_f64();
+        let reads_back = |text: String| Number::parse(&text).is_ok_and(|n| n == *self);
+        (reads_back(format!("{x:e}")) || reads_back(format!("{x:.37e}"))).then_some(x)
+    }
+
     /// Digits after the decimal point.
     pub fn scale(&self) -> usize {
         self.canonical
@@ -406,6 +421,36 @@ mod tests {
         assert_eq!(canon("-12.3400e1"), "-123.4");
         assert_eq!(canon("1E+125"), format!("1{}", "0".repeat(125)));
         assert_eq!(canon("1E-130"), format!("0.{}1", "0".repeat(129)));
+    }
+
+    /// A double holds a number when reading it back gives the number:
+    /// the decimals people write do, and so do integers of 2^53 and more
+    /// that are exact; a digit the double cannot keep does not.
+    #[test]
+    fn a_double_holds_a_number_that_reads_back_the_same() {
+        let exact = |text: &str| Number::parse(text).unwrap().to_f64_exact();
+        for (text, value) in [
+            ("0", 0.0),
+            ("10.99", 10.99),
+            ("-0.1", -0.1),
+            ("9007199254740992", 9_007_199_254_740_992.0),
+            ("1152921504606846976", 1_152_921_504_606_846_976.0), // 2^60
+            ("1E+125", 1e125),
+            ("1E-130", 1e-130),
+            ("9.31322574615478515625E-10", 9.313_225_746_154_785e-10), // 2^-30
+            ("0.30000000000000004", 0.1 + 0.2),
+        ] {
+            assert_eq!(exact(text), Some(value), "{text}");
+        }
+        for text in [
+            "9007199254740993",
+            "1152921504606846977",
+            "0.1000000000000000001",
+            "12345678901234567890123456789012345678",
+            "3.14159265358979323846",
+        ] {
+            assert_eq!(exact(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -203,10 +203,19 @@ pub(crate) fn fits(
         (_, AttributeValue::Null) | (ColumnType::Json, _) => Ok(()),
         (ColumnType::Utf8, AttributeValue::S(_))
         | (ColumnType::DecimalString, AttributeValue::N(_))
-        | (ColumnType::Float64, AttributeValue::N(_))
         | (ColumnType::Binary, AttributeValue::B(_))
         | (ColumnType::Boolean, AttributeValue::Bool(_)) => Ok(()),
         (ColumnType::Int64, AttributeValue::N(n)) if n.to_i64().is_some() => Ok(()),
+        // A double holds most numbers people write (`10.99` reads back as
+        // `10.99`), but not every one: a digit it would drop is refused.
+        (ColumnType::Float64, AttributeValue::N(n)) => match n.to_f64_exact() {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "`{path}` is declared double but holds {n}, which a double cannot hold exactly \
+                 (it would read {}); declare it a decimal or a string to keep every digit",
+                n.to_f64()
+            )),
+        },
         (ColumnType::Decimal { precision, scale }, AttributeValue::N(n))
             if decimal_fits(n, *precision, *scale) =>
         {
@@ -220,9 +229,7 @@ pub(crate) fn fits(
         // back as a list. The usual element layouts fit every element.
         (ColumnType::Set(inner), AttributeValue::Ss(_)) if **inner == ColumnType::Utf8 => Ok(()),
         (ColumnType::Set(inner), AttributeValue::Bs(_)) if **inner == ColumnType::Binary => Ok(()),
-        (ColumnType::Set(inner), AttributeValue::Ns(_))
-            if matches!(**inner, ColumnType::DecimalString | ColumnType::Float64) =>
-        {
+        (ColumnType::Set(inner), AttributeValue::Ns(_)) if **inner == ColumnType::DecimalString => {
             Ok(())
         }
         (
@@ -425,5 +432,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("`ns[1]` is declared long"), "{e}");
+    }
+
+    /// A declared double takes the numbers it reads back as written, and
+    /// refuses one whose digits it would change, alone or in a set.
+    #[test]
+    fn a_declared_double_never_rounds() {
+        let item = parse_item(
+            r#"{"price":{"N":"10.99"},"id":{"N":"9007199254740993"},"big":{"N":"1152921504606846976"},
+                "ns":{"NS":["0.5","9007199254740993"]},"fine":{"NS":["0.1","2"]}}"#,
+            "NewImage",
+        )
+        .unwrap();
+        let at = AttrPath::Attribute;
+        let double = ColumnType::Float64;
+        assert!(fits(&item["price"], &double, at("price")).is_ok());
+        assert!(fits(&item["big"], &double, at("big")).is_ok());
+        let e = fits(&item["id"], &double, at("id")).unwrap_err();
+        assert!(
+            e.starts_with("`id` is declared double but holds 9007199254740993")
+                && e.contains("it would read 9007199254740992"),
+            "{e}"
+        );
+        let set = ColumnType::Set(Box::new(ColumnType::Float64));
+        assert!(fits(&item["fine"], &set, at("fine")).is_ok());
+        let e = fits(&item["ns"], &set, at("ns")).unwrap_err();
+        assert!(e.starts_with("`ns[1]` is declared double"), "{e}");
     }
 }
