@@ -693,8 +693,20 @@ mod tests {
 
 /// Renders a change back as a stream record (the GetRecords JSON shape), for
 /// dead letters of changes a sink rejected after parsing.
+///
+/// A snapshot row was never a stream record: it is rendered as the item the
+/// snapshot read (`{"Item": ...}`, the shape of a DynamoDB export's lines)
+/// with the snapshot's id and read time, not as an `INSERT` that no stream
+/// carried.
 pub fn render_record(change: &Change) -> String {
     let s = &change.source;
+    if let (Op::Read, Some(read)) = (change.op, &s.snapshot) {
+        return serde_json::json!({
+            "Item": change.new_image.as_ref().unwrap_or(&change.keys),
+            "Snapshot": {"Id": &*read.id, "ReadTimeMs": read.read_ms},
+        })
+        .to_string();
+    }
     let mut body = serde_json::json!({
         "Keys": change.keys,
         "SequenceNumber": s.sequence_number.as_str(),
@@ -760,5 +772,28 @@ mod render_tests {
             serde_json::json!({"id": {"N": "1"}, "n": {"N": "not a number"}})
         );
         assert_eq!(parse_record(&rendered, &mut unread).unwrap(), change);
+    }
+
+    /// A snapshot row that a sink refused is kept as the item the snapshot
+    /// read, with the snapshot it belongs to, never as a stream `INSERT`.
+    #[test]
+    fn a_snapshot_row_is_rendered_as_the_item_read() {
+        let mut ctx = RecordContext::new("s".into(), None);
+        let raw = r#"{"eventID":"e1","eventName":"INSERT","eventSourceARN":"arn:aws:dynamodb:us-east-1:1:table/tbl/stream/x","dynamodb":{"Keys":{"id":{"N":"1"}},"NewImage":{"id":{"N":"1"},"x":{"S":"y"}},"SequenceNumber":"42"}}"#;
+        let mut change = parse_record(raw, &mut ctx).unwrap();
+        change.op = Op::Read;
+        change.source.snapshot = Some(dynamo_cdc_core::SnapshotRead {
+            id: "snap-7".into(),
+            read_ms: 1_700_000_000_000,
+            marker: dynamo_cdc_core::SnapshotMarker::Row,
+        });
+        let value: serde_json::Value = serde_json::from_str(&render_record(&change)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "Item": {"id": {"N": "1"}, "x": {"S": "y"}},
+                "Snapshot": {"Id": "snap-7", "ReadTimeMs": 1_700_000_000_000_i64},
+            })
+        );
     }
 }
