@@ -803,6 +803,73 @@ fn a_sink_that_cannot_write_pauses_and_resumes_from_its_last_commit() {
     assert_eq!(read_rows(&blocked.join("parquet")).len(), 2);
 }
 
+/// A pass that committed files and then failed is not forgotten by the
+/// summary: every committed file and row is counted, and each record once
+/// (read by the pass that finished, or already delivered by the one that
+/// failed), however many passes the run took.
+#[test]
+fn the_summary_counts_what_a_failed_pass_committed_and_each_record_once() {
+    let s = Scratch::new();
+    // A batch of two rows of one day (one file each), then one of the
+    // next day, whose partition cannot be made until the test says so.
+    let next_day = BASE + 86_400_000;
+    s.write_capture(
+        "shard-1.jsonl",
+        &format!(
+            "{}\n{}\n",
+            get_records_json(&[insert(BASE, "p1", ""), insert(BASE + 1, "p2", "")], None),
+            get_records_json(&[insert(next_day, "p3", "")], None),
+        ),
+    );
+    let parquet = s.path().join("out/parquet");
+    let blocked = parquet.join("orders/date=2024-11-20");
+    std::fs::create_dir_all(parquet.join("orders")).unwrap();
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let config = s.path().join("partition.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"replay\"\npath = {:?}\nbatch_size = 2\n\n[sinks.parquet]\npath = {parquet:?}\nmax_rows_per_file = 1\n\n[checkpoint]\npath = {:?}\n",
+            s.capture(),
+            s.path().join("out/checkpoint.json"),
+        ),
+    )
+    .unwrap();
+    let summary_path = s.path().join("summary.json");
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .current_dir(s.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("cannot write; pausing") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "the run ended without pausing: {seen}");
+        seen.push_str(&line);
+    }
+    std::fs::remove_file(&blocked).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{seen}{rest}");
+    assert_eq!(read_rows(&parquet).len(), 3);
+    assert_eq!(parquet_files(&parquet).len(), 3);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["sink_retries"], 1, "{summary}");
+    assert_eq!(summary["files_written"], 3, "{summary}");
+    assert_eq!(summary["rows_written"], 3, "{summary}");
+    assert_eq!(summary["read"]["orders"]["c"], 1, "{summary}");
+    assert_eq!(summary["already_delivered"], 2, "{summary}");
+}
+
 /// A declared Avro `map` (free names, values of one layout) is a Parquet
 /// MAP in the Parquet sink and an Iceberg map in the Iceberg sink, and the
 /// readers users query them with read it: pyarrow, DuckDB, pyiceberg and

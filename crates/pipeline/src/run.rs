@@ -450,6 +450,9 @@ pub(crate) fn run_once(
     let mut progress = (options.progress && (feed.board().is_none() || !snapshots.is_empty()))
         .then(|| Progress::stderr(true));
     let snapshot_items_before = snapshots.iter().map(|p| p.items).sum();
+    // A pass that fails is read again by the next one: its reads are not
+    // counted twice (see `RunSummary::read`).
+    let read_before = summary.read.clone();
     let outcome = pump(
         options,
         &mut feed,
@@ -480,9 +483,13 @@ pub(crate) fn run_once(
             record_now(checkpoint, &sinks)?;
             return Err(Stop::Fatal(e));
         }
-        // A sink failure commits nothing more; the feed just stops.
+        // A sink failure commits nothing more; the feed just stops. What
+        // the sinks committed before it stays in the summary.
         Err(stop) => {
             let _ = feed.finish();
+            summary.read = read_before;
+            summary.add_committed(&sinks.stats());
+            summary.dead_letters_total = dead_letters.known();
             return Err(fenced_or(guard, stop));
         }
         Ok(()) => feed.finish().map_err(Stop::Fatal)?,

@@ -9,7 +9,10 @@ use serde::Serialize;
 /// What a run did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RunSummary {
-    /// Changes read per table and op letter (`c`, `u`, `d`, `r`).
+    /// Changes read per table and op letter (`c`, `u`, `d`, `r`), by the
+    /// passes that finished: a pass that failed is read again by the next,
+    /// so that `read`, `already_delivered` and `duplicates_in_capture`
+    /// count each record once.
     pub read: BTreeMap<String, BTreeMap<String, u64>>,
     /// Records skipped because every sink already held them.
     pub already_delivered: u64,
@@ -95,7 +98,23 @@ impl RunSummary {
 
     /// Adds what each sink did in a pass, by sink id.
     pub(crate) fn add_sinks(&mut self, sinks: &[(String, dynamo_cdc_core::SinkStats)]) {
+        self.add_committed(sinks);
         let mut already_held = 0;
+        for (id, s) in sinks {
+            if id == "kafka" {
+                self.kafka.get_or_insert_default().already_held += s.already_held;
+            }
+            // A change every sink held was skipped once, not once per sink.
+            already_held = already_held.max(s.already_held);
+        }
+        self.already_delivered += already_held;
+    }
+
+    /// Adds what the sinks of a pass made durable (files, rows, messages),
+    /// and nothing of what they read or skipped: for a pass that failed,
+    /// the next pass reads that again, and a change the failed pass had
+    /// committed is then skipped as already delivered.
+    pub(crate) fn add_committed(&mut self, sinks: &[(String, dynamo_cdc_core::SinkStats)]) {
         for (id, s) in sinks {
             if id == "iceberg" {
                 let i = self.iceberg.get_or_insert_default();
@@ -107,7 +126,6 @@ impl RunSummary {
                 k.messages += s.delivered;
                 k.tombstones += s.tombstones;
                 k.dead_lettered += s.dead_lettered;
-                k.already_held += s.already_held;
             } else {
                 self.parquet = true;
                 self.rows_written += s.delivered;
@@ -115,10 +133,7 @@ impl RunSummary {
                 self.bytes_written += s.bytes;
             }
             self.temp_files_swept += s.temp_files_swept;
-            // A change every sink held was skipped once, not once per sink.
-            already_held = already_held.max(s.already_held);
         }
-        self.already_delivered += already_held;
     }
 
     /// Changes read over all tables.
