@@ -266,6 +266,28 @@ impl SourceConfig {
                 ));
             }
         }
+        // A table listed twice would be read by two readers per shard, and
+        // snapshotted twice under one plan.
+        let by_arn = self.stream_arns.iter().filter_map(|a| table_from_arn(a));
+        let named: Vec<&str> = self
+            .tables
+            .iter()
+            .map(String::as_str)
+            .chain(by_arn)
+            .collect();
+        for (i, table) in named.iter().enumerate() {
+            if named[..i].contains(table) {
+                let key = if self.tables.is_empty() {
+                    format!("stream_arns[{i}]")
+                } else {
+                    format!("tables[{i}]")
+                };
+                return Err(ConfigError::new(
+                    key,
+                    format!("table `{table}` is listed twice; each table is read once"),
+                ));
+            }
+        }
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -383,7 +405,16 @@ impl SourceConfig {
     ) -> StreamsConfig {
         StreamsConfig {
             stream_arns: self.stream_arns.clone(),
-            start: self.start,
+            // With a snapshot, a table's first start is its snapshot's S0,
+            // and a shard without records at S0 is read from its first
+            // record: all of them came after S0. Reading it from its end
+            // (`latest`) would lose what was written between the snapshot
+            // and the stream's start (an export's whole run).
+            start: if self.snapshot == SnapshotMode::Never {
+                self.start
+            } else {
+                StartAt::TrimHorizon
+            },
             // Recorded in the checkpoint: added by the caller.
             latest: std::collections::HashMap::new(),
             // From the sinks' positions: added by the caller.
@@ -451,6 +482,38 @@ on_gap = "skip"
         assert_eq!(replay.path, PathBuf::from("examples/data"));
         assert_eq!(replay.table.as_deref(), Some("orders"));
         assert_eq!(replay.batch_size, 128);
+    }
+
+    /// A table is read once: listed twice, by name or by stream, the
+    /// configuration is refused, naming the second entry.
+    #[test]
+    fn a_table_listed_twice_is_refused() {
+        let twice = "kind = \"dynamodb\"\ntables = [\"orders\", \"customers\", \"orders\"]\n";
+        assert_eq!(bad_key(twice), "source.tables[2]");
+        let arn =
+            |label: &str| format!("\"arn:aws:dynamodb:eu-west-1:1:table/orders/stream/{label}\"");
+        let arns = format!(
+            "kind = \"dynamodb\"\nstream_arns = [{}, {}]\n",
+            arn("2024-01-01T00:00:00.000"),
+            arn("2024-02-01T00:00:00.000")
+        );
+        assert_eq!(bad_key(&arns), "source.stream_arns[1]");
+    }
+
+    /// With a snapshot the stream starts at the snapshot's S0, whatever
+    /// `start` says: `latest` would skip what was written after S0.
+    #[test]
+    fn a_snapshot_starts_the_stream_at_its_s0_not_at_the_end() {
+        let streams = |text: &str| {
+            let c = parse(text).unwrap();
+            c.validate().unwrap();
+            c.streams_config(None, Duration::from_secs(1)).start
+        };
+        assert_eq!(streams(STREAMS), StartAt::Latest);
+        for mode in ["initial", "when_needed"] {
+            let text = format!("{STREAMS}snapshot = \"{mode}\"\n");
+            assert_eq!(streams(&text), StartAt::TrimHorizon, "{mode}");
+        }
     }
 
     #[test]
