@@ -204,3 +204,59 @@ fn an_export_without_point_in_time_recovery_is_refused_with_the_fix() {
         "{text}"
     );
 }
+
+/// An export request whose answers were all lost (the service started the
+/// export; the client saw server errors) fails the start as an outage, and
+/// the next start asks again under the plan's token: DynamoDB answers with
+/// the export it started, so there is one export, read once, and the
+/// snapshot does not stop for good on "no export".
+#[test]
+fn an_export_whose_answer_was_lost_is_asked_for_again_and_started_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = StreamSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s3");
+    sim.set_export_root(&root);
+    let arn = table(&sim, 20);
+    sim.set_pitr(TABLE, true);
+    let api = sdk(&runtime, &sim);
+    let journal = dir.path().join("journal");
+    let tables = [(TABLE.to_owned(), arn)];
+    let prepare = || {
+        runtime.block_on(Snapshots::prepare(
+            &api,
+            settings(&journal),
+            &tables,
+            &Positions::new(),
+            &Positions::new(),
+            None,
+        ))
+    };
+
+    // Every attempt the SDK makes is applied, and its answer lost.
+    sim.fail_next(
+        dynamo_cdc_testkit::streams_sim::Op::ExportTableToPointInTime,
+        10,
+        dynamo_cdc_testkit::streams_sim::Fault::AnswerLost,
+    );
+    let Err(e) = prepare() else {
+        panic!("every answer was lost, yet the export was planned");
+    };
+    assert!(e.is_transient(), "an outage, not a stop: {e}");
+    sim.clear_faults();
+    assert_eq!(sim.exports_started(), 1, "the SDK's retries share a token");
+
+    let mut again = prepare().unwrap();
+    assert!(again.exporting());
+    let rows = hand_over(
+        &runtime,
+        &api,
+        &mut again,
+        &root,
+        &Positions::new(),
+        usize::MAX,
+    );
+    assert_eq!(rows.len(), 20);
+    assert!(!again.exporting());
+    assert_eq!(sim.exports_started(), 1, "asked again, not started again");
+}

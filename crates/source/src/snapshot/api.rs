@@ -149,6 +149,11 @@ pub struct ExportRequest {
     pub bucket: String,
     /// The key prefix in the bucket (may be empty).
     pub prefix: String,
+    /// The same for every request of one snapshot plan: asked again (after
+    /// an answer that was lost, or a crash before the export's ARN was
+    /// kept), DynamoDB answers with the export it started then, for eight
+    /// hours, instead of starting another.
+    pub client_token: String,
 }
 
 /// Where an export stands (`DescribeExport`).

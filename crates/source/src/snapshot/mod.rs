@@ -286,7 +286,11 @@ impl Snapshots {
                     source,
                 })?;
             let plan = match resumed {
-                Some(plan) => plan,
+                Some(mut plan) => {
+                    out.export_unasked(api, table, &info, &journal, &mut plan)
+                        .await?;
+                    plan
+                }
                 None => {
                     out.plan(api, table, stream_arn, &journal, &info, delivered)
                         .await?
@@ -364,13 +368,34 @@ impl Snapshots {
         journal.save(&plan)?;
         if let Some(request) = export {
             // After S0: the export shows the table at a moment after it.
-            let arn = api.export_table(&request).await.map_err(failed)?;
-            tracing::info!(table, export = %arn, bucket = %request.bucket, prefix = %request.prefix, "export requested");
-            plan.export_arn = Some(arn);
-            journal.save(&plan)?;
+            ask_for_export(api, request, journal, &mut plan).await?;
         }
         tracing::info!(table, id = %plan.id, shards = plan.s0.len(), segments, "snapshot planned: stream positions recorded");
         Ok(plan)
+    }
+
+    /// A resumed export plan whose export was never asked for, or whose
+    /// answer was lost (throttled, a server error, a crash between the two
+    /// saves of [`Snapshots::plan`]): asked for now, under the plan's
+    /// token, so that an export DynamoDB did start is the one answered.
+    /// Its S0 still holds: the export shows the table at a later moment.
+    async fn export_unasked<A: TableApi>(
+        &self,
+        api: &A,
+        table: &str,
+        info: &TableInfo,
+        journal: &Journal,
+        plan: &mut Plan,
+    ) -> Result<(), SnapshotError> {
+        if plan.method != SnapshotMethod::Export.name()
+            || plan.export_arn.is_some()
+            || plan.finished_ms.is_some()
+        {
+            return Ok(());
+        }
+        tracing::info!(table, id = %plan.id, "the snapshot's export has no answer yet: asking for it");
+        let request = self.export_request(api, table, info).await?;
+        ask_for_export(api, request, journal, plan).await
     }
 
     /// Checks that `table` can be exported in time, and what to ask for.
@@ -419,6 +444,8 @@ impl Snapshots {
             table_arn: info.arn.clone(),
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
+            // Set per plan: see `ask_for_export`.
+            client_token: String::new(),
         })
     }
 
@@ -840,6 +867,36 @@ fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
 }
 
 /// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.
+/// Asks for `plan`'s export under the plan's token and keeps its ARN.
+async fn ask_for_export<A: TableApi>(
+    api: &A,
+    mut request: ExportRequest,
+    journal: &Journal,
+    plan: &mut Plan,
+) -> Result<(), SnapshotError> {
+    request.client_token = export_token(&plan.table, &plan.id);
+    let arn = api
+        .export_table(&request)
+        .await
+        .map_err(|source| SnapshotError::Api {
+            table: plan.table.clone(),
+            source,
+        })?;
+    tracing::info!(table = %plan.table, export = %arn, bucket = %request.bucket, prefix = %request.prefix, "export requested");
+    plan.export_arn = Some(arn);
+    journal.save(plan)?;
+    Ok(())
+}
+
+/// The idempotency token of a plan's export request: one per table and
+/// plan, short whatever the table's name (FNV-1a of it).
+fn export_token(table: &str, id: &str) -> String {
+    let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("dynamo-cdc-{id}-{hash:016x}")
+}
+
 fn snapshot_id(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()

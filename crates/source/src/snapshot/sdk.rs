@@ -118,6 +118,7 @@ impl TableApi for SdkStreams {
             .s3_bucket(&request.bucket)
             .set_s3_prefix((!request.prefix.is_empty()).then(|| request.prefix.clone()))
             .export_format(ExportFormat::DynamodbJson)
+            .client_token(&request.client_token)
             .send()
             .await
             .map_err(|e| classify(Request::ExportTableToPointInTime, &e));

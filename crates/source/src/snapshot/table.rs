@@ -161,7 +161,11 @@ impl TableSnapshot {
                     return Ok(());
                 }
                 ExportState::Failed(why) => {
-                    return Err(refuse(format!("export {arn} failed: {why}")));
+                    return Err(refuse(format!(
+                        "export {arn} failed: {why}; once its cause is mended, take a new \
+                         snapshot with `dynamo-cdc snapshot --config FILE --table {}`",
+                        self.table
+                    )));
                 }
                 ExportState::Completed {
                     bucket,

@@ -114,6 +114,23 @@ pub(crate) fn export_table(st: &mut State, body: &Value) -> Result<Value, Fault>
             t
         }
     };
+    // A token asked again answers with the export it started (DynamoDB
+    // keeps tokens for eight hours), or is refused for another table.
+    let client_token = optional_string(body, "ClientToken")?;
+    if let Some(token) = &client_token
+        && let Some(job) = st
+            .exports
+            .values()
+            .find(|j| j.client_token.as_ref() == Some(token))
+    {
+        if job.table_arn != table_arn || job.bucket != bucket {
+            return Err(Fault::client(
+                "IdempotentParameterMismatchException",
+                "The request uses the same client token as a previous, but non-identical request",
+            ));
+        }
+        return Ok(json!({ "ExportDescription": describe(job) }));
+    }
     let root = st.export_root.clone().ok_or_else(|| {
         Fault::validation("the simulator has no export root: call StreamSim::set_export_root")
     })?;
@@ -125,7 +142,7 @@ pub(crate) fn export_table(st: &mut State, body: &Value) -> Result<Value, Fault>
         table_id: table.id.clone(),
         bucket: bucket.to_owned(),
         prefix,
-        client_token: optional_string(body, "ClientToken")?,
+        client_token,
         root,
         items: table.items.values().cloned().collect(),
         start: now,

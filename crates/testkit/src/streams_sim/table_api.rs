@@ -106,6 +106,12 @@ impl StreamSim {
     pub fn set_export_root(&self, dir: &Path) {
         self.state().export_root = Some(dir.to_owned());
     }
+
+    /// How many exports were started (an export asked for again under its
+    /// client token is one).
+    pub fn exports_started(&self) -> usize {
+        self.state().exports.len()
+    }
 }
 
 fn append_written(st: &mut State, stream: &str, written: Written) -> u128 {
