@@ -13,7 +13,9 @@ use anyhow::{Context as _, bail};
 use dynamo_cdc_core::{Positions, SnapshotRecord, Source, SourceBatch};
 use dynamo_cdc_object_store::{ObjectPath, Objects, StoreOptions, StoreUrl};
 use dynamo_cdc_source::record::table_from_arn;
-use dynamo_cdc_source::snapshot::{ExportObjects, SnapshotMode, SnapshotProgress, Snapshots};
+use dynamo_cdc_source::snapshot::{
+    ExportObjects, ReadFailure, SnapshotMode, SnapshotProgress, Snapshots,
+};
 use dynamo_cdc_source::streams::ShardBoard;
 use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::Endpoint;
@@ -102,11 +104,14 @@ impl PendingStream {
 struct BucketObjects(Objects);
 
 impl ExportObjects for BucketObjects {
-    fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    fn get(&self, key: &str) -> Result<Vec<u8>, ReadFailure> {
         self.0
             .read(&ObjectPath::from(key))
             .map(|b| b.to_vec())
-            .map_err(|e| e.to_string())
+            .map_err(|e| ReadFailure {
+                message: e.to_string(),
+                passing: e.is_transient(),
+            })
     }
 }
 

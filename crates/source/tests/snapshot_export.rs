@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dynamo_cdc_core::{Change, Positions, SequenceNumber, ShardKey, SnapshotMarker};
 use dynamo_cdc_source::snapshot::{
-    ExportObjects, LocalBucket, SnapshotError, SnapshotMethod, SnapshotMode, SnapshotSettings,
-    Snapshots,
+    ExportObjects, LocalBucket, ReadFailure, SnapshotError, SnapshotMethod, SnapshotMode,
+    SnapshotSettings, Snapshots,
 };
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
 use dynamo_cdc_testkit::streams_sim::StreamSim;
@@ -259,4 +259,82 @@ fn an_export_whose_answer_was_lost_is_asked_for_again_and_started_once() {
     assert_eq!(rows.len(), 20);
     assert!(!again.exporting());
     assert_eq!(sim.exports_started(), 1, "asked again, not started again");
+}
+
+/// A bucket whose next `down` reads find the store unreachable.
+struct Flaky {
+    inner: LocalBucket,
+    down: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ExportObjects for Flaky {
+    fn get(&self, key: &str) -> Result<Vec<u8>, ReadFailure> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .down
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(ReadFailure {
+                message: format!("{key}: 503 Service Unavailable"),
+                passing: true,
+            });
+        }
+        self.inner.get(key)
+    }
+}
+
+/// A bucket that is down while the export's files are read pauses the
+/// snapshot (a transient error naming the object), and the export is read
+/// whole once the bucket answers again.
+#[test]
+fn an_export_bucket_that_is_down_pauses_the_snapshot() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sim = StreamSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s3");
+    sim.set_export_root(&root);
+    let arn = table(&sim, 20);
+    sim.set_pitr(TABLE, true);
+    let api = sdk(&runtime, &sim);
+    let mut snapshots = runtime
+        .block_on(Snapshots::prepare(
+            &api,
+            settings(&dir.path().join("journal")),
+            &[(TABLE.to_owned(), arn)],
+            &Positions::new(),
+            &Positions::new(),
+            None,
+        ))
+        .unwrap();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let open = |bucket: &str| -> Result<Box<dyn ExportObjects>, String> {
+        Ok(Box::new(Flaky {
+            inner: LocalBucket {
+                dir: root.join(bucket),
+            },
+            down: down.clone(),
+        }))
+    };
+    let mut rows = Vec::new();
+    let mut pauses = Vec::new();
+    for _ in 0..10_000 {
+        if !snapshots.exporting() {
+            break;
+        }
+        match runtime.block_on(snapshots.export_step(&api, &open, &Positions::new())) {
+            Ok(batch) => rows.extend(batch.changes),
+            Err(e) => {
+                assert!(e.is_transient(), "a bucket that is down stops the run: {e}");
+                pauses.push(e.to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pauses.len(), 3, "{pauses:?}");
+    assert!(
+        pauses.iter().all(|p| p.contains("503 Service Unavailable")),
+        "{pauses:?}"
+    );
+    assert_eq!(rows.len(), 20);
 }

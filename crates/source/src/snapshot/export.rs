@@ -33,8 +33,30 @@ pub trait ExportObjects: Send {
     /// The whole object.
     ///
     /// # Errors
-    /// When it cannot be read, with the reason.
-    fn get(&self, key: &str) -> Result<Vec<u8>, String>;
+    /// When it cannot be read, with the reason and whether it may pass.
+    fn get(&self, key: &str) -> Result<Vec<u8>, ReadFailure>;
+}
+
+/// Why an export's object could not be read, or is not what it should be.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReadFailure {
+    /// What went wrong, naming the object.
+    pub message: String,
+    /// True when reading again later may work (the store is down, slow or
+    /// throttling): the run pauses instead of stopping.
+    pub passing: bool,
+}
+
+impl From<String> for ReadFailure {
+    /// An object that was read but is not what an export writes: reading it
+    /// again gives the same.
+    fn from(message: String) -> Self {
+        ReadFailure {
+            message,
+            passing: false,
+        }
+    }
 }
 
 /// A bucket laid out in a local directory (`<dir>/<key>`).
@@ -45,9 +67,9 @@ pub struct LocalBucket {
 }
 
 impl ExportObjects for LocalBucket {
-    fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    fn get(&self, key: &str) -> Result<Vec<u8>, ReadFailure> {
         let path = self.dir.join(key);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::read(&path).map_err(|e| ReadFailure::from(format!("{}: {e}", path.display())))
     }
 }
 
@@ -67,7 +89,7 @@ pub struct ExportFile {
 pub fn data_files(
     objects: &dyn ExportObjects,
     summary_key: &str,
-) -> Result<Vec<ExportFile>, String> {
+) -> Result<Vec<ExportFile>, ReadFailure> {
     #[derive(Deserialize)]
     struct Summary {
         #[serde(rename = "manifestFilesS3Key")]

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 pub use api::{
     ExportRequest, ExportState, ScanPage, ScanRequest, TableApi, TableInfo, key_of, key_text,
 };
-pub use export::{ExportObjects, LocalBucket, OpenBucket};
+pub use export::{ExportObjects, LocalBucket, OpenBucket, ReadFailure};
 pub use journal::{Journal, JournalError, Plan};
 
 use crate::streams::api::{ApiError, StreamsApi};
@@ -140,6 +140,15 @@ pub enum SnapshotError {
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// An object the snapshot reads (an export's files) cannot be reached
+    /// now: the store is down, slow or throttling. It may pass.
+    #[error("snapshot of table `{table}`: {reason}")]
+    Unreachable {
+        /// The table.
+        table: String,
+        /// What could not be read, and why.
+        reason: String,
+    },
     /// The table cannot be snapshotted as configured.
     #[error("snapshot of table `{table}`: {reason}")]
     Refused {
@@ -156,6 +165,7 @@ impl SnapshotError {
         match self {
             SnapshotError::Api { source, .. } => source.is_retryable(),
             SnapshotError::Journal(e) => e.is_transient(),
+            SnapshotError::Unreachable { .. } => true,
             SnapshotError::Refused { .. } => false,
         }
     }

@@ -13,7 +13,7 @@ use dynamo_cdc_core::{
 use tokio::sync::mpsc;
 
 use super::api::{ExportState, ScanPage, TableApi, key_of, key_text};
-use super::export::{self, ExportObjects, OpenBucket};
+use super::export::{self, ExportObjects, OpenBucket, ReadFailure};
 use super::journal::{Journal, Plan, SpooledPage, SpooledRow, raw_item};
 use super::scan::Scanned;
 use super::window::Window;
@@ -174,7 +174,7 @@ impl TableSnapshot {
                 } => {
                     let objects = open(&bucket).map_err(&refuse)?;
                     let files = export::data_files(objects.as_ref(), &manifest_key)
-                        .map_err(|e| refuse(format!("export {arn}: {e}")))?;
+                        .map_err(|e| unread(&table, format!("export {arn}"), e))?;
                     tracing::info!(table = %self.table, export = %arn, items = item_count, files = files.len(), "export written; reading it");
                     self.plan.export_bucket = Some(bucket);
                     self.plan.export_files = Some(files);
@@ -209,7 +209,7 @@ impl TableSnapshot {
                     let bytes = cursor
                         .objects
                         .get(&file.key)
-                        .map_err(|e| refuse(format!("export data file: {e}")))?;
+                        .map_err(|e| unread(&table, "export data file".into(), e))?;
                     let rows = export::read_data_file(&bytes)
                         .map_err(|e| refuse(format!("export data file {}: {e}", file.key)))?;
                     self.plan.bytes += bytes.len() as u64;
@@ -643,6 +643,23 @@ fn row_index(row: &SpooledRow, position: usize) -> usize {
     row.index
         .and_then(|i| usize::try_from(i).ok())
         .unwrap_or(position)
+}
+
+/// An export's object that could not be read: a pause when the store may
+/// come back (down, slow, throttling), a stop when it will give the same.
+fn unread(table: &str, what: String, failure: ReadFailure) -> SnapshotError {
+    let reason = format!("{what}: {}", failure.message);
+    if failure.passing {
+        SnapshotError::Unreachable {
+            table: table.to_owned(),
+            reason,
+        }
+    } else {
+        SnapshotError::Refused {
+            table: table.to_owned(),
+            reason,
+        }
+    }
 }
 
 #[cfg(test)]
