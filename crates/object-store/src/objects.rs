@@ -8,6 +8,7 @@
 //! simple, and the pipeline commits a file at a time anyway.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt as _;
@@ -33,6 +34,10 @@ impl std::fmt::Debug for Objects {
         write!(f, "Objects({})", self.url)
     }
 }
+
+/// How often a thread waiting on the store says it is alive: well within
+/// `/healthz`'s 30 s.
+const SIGN_OF_LIFE_EVERY: Duration = Duration::from_secs(5);
 
 /// The runtime a handle blocks on.
 ///
@@ -214,9 +219,26 @@ impl Objects {
 
     /// Runs a future of this handle's store to completion.
     pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        let output = self.runtime.block_on(future);
-        // An answer is progress: a start that lists a large dataset or
-        // reads many objects is alive for `/healthz` while it does.
+        self.block_on_ticking(future, SIGN_OF_LIFE_EVERY)
+    }
+
+    fn block_on_ticking<F: std::future::Future>(&self, future: F, every: Duration) -> F::Output {
+        // One request may wait minutes inside the store's own retries (30 s
+        // a try, up to three minutes in all) when a bucket stops answering:
+        // waiting on an answer is not a hang, so `/healthz` hears from this
+        // thread meanwhile, and a probe does not restart a process that is
+        // riding out an outage. An answer is progress too: a start that
+        // lists a large dataset or reads many objects is alive while it does.
+        let output = self.runtime.block_on(async {
+            let mut future = std::pin::pin!(future);
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    output = &mut future => break output,
+                    _ = tick.tick() => dynamo_cdc_core::alive::still_waiting(),
+                }
+            }
+        });
         dynamo_cdc_core::alive::still_waiting();
         output
     }
@@ -357,5 +379,40 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("credentials"), "{text}");
+    }
+
+    /// A thread waiting on a slow answer says it is alive while it waits,
+    /// not only once the answer comes.
+    #[test]
+    fn a_slow_answer_is_waited_for_with_signs_of_life() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let objects = Objects::with_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            StoreUrl::parse("s3://lake/cdc").unwrap(),
+        );
+        let done = Arc::new(AtomicBool::new(false));
+        dynamo_cdc_core::alive::still_waiting();
+        let watcher = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut longest = 0;
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    longest = longest
+                        .max(dynamo_cdc_core::alive::since_last_sign_ms().unwrap_or(u64::MAX));
+                }
+                longest
+            })
+        };
+        objects.block_on_ticking(
+            async { tokio::time::sleep(Duration::from_millis(800)).await },
+            Duration::from_millis(50),
+        );
+        done.store(true, Ordering::Relaxed);
+        let longest = watcher.join().unwrap();
+        assert!(
+            longest < 400,
+            "no sign of life for {longest} ms during an 800 ms wait"
+        );
     }
 }

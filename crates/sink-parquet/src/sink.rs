@@ -869,6 +869,9 @@ fn sweep(
     Ok(swept)
 }
 
+/// A Parquet file ends with its footer's length (4 bytes) and `PAR1`.
+const PARQUET_FOOTER_BYTES: u64 = 8;
+
 /// The footer of a committed file. Of an object only the footer is read (a
 /// suffix range), not the whole file.
 fn read_footer(dataset: &Dataset, file: &FileRef) -> Result<ParquetMetaData, ParquetSinkError> {
@@ -884,12 +887,28 @@ fn read_footer(dataset: &Dataset, file: &FileRef) -> Result<ParquetMetaData, Par
             reader.parse_and_finish(&f).map_err(unreadable)
         }
         (FileRef::Remote { key, size }, Dataset::Remote(objects)) => {
+            // Too short to hold a footer (empty, or cut off): said so here.
+            // Asked for, the store would refuse the range before sending
+            // anything, which reads as a store that may come back.
+            let truncated = || ParquetSinkError::Footer {
+                file: dataset.describe(file),
+                reason: format!(
+                    "it is {size} bytes, too short for the Parquet file it is named as"
+                ),
+                source: None,
+            };
+            if *size < PARQUET_FOOTER_BYTES {
+                return Err(truncated());
+            }
             let mut reader = reader;
             let mut want = (*size).min(FOOTER_GUESS_BYTES);
             loop {
                 let tail = objects.read_range(key, size - want..*size)?;
                 match reader.try_parse_sized(&tail, *size) {
                     Ok(()) => break,
+                    Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > *size => {
+                        return Err(truncated());
+                    }
                     Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
                         want = needed as u64;
                     }

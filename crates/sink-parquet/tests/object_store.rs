@@ -324,6 +324,37 @@ fn an_unreadable_footer_stops_the_open_naming_the_object() {
     );
 }
 
+/// An empty or truncated object under a committed file's name (left by
+/// another tool) stops the open naming it, as the same file on a disk
+/// does; it is not taken for a store that may come back.
+#[test]
+fn an_empty_object_under_a_file_name_stops_the_open_naming_it() {
+    for contents in ["", "PAR1"] {
+        let objects = bucket();
+        objects
+            .create(
+                &objects.path(&format!("{DAY}/s1_5.parquet")),
+                contents.into(),
+            )
+            .unwrap();
+        let mut config = ParquetConfig::new("s3://lake/cdc");
+        config.max_rows_per_file = 10;
+        let e = ParquetSink::open_on(objects.clone(), config, NumbersMode::Auto, HashMap::new())
+            .err()
+            .expect("the open fails");
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot read the footer")
+                && text.contains("s3://lake/cdc/orders/date=2024-05-01/s1_5.parquet"),
+            "{contents:?}: {text}"
+        );
+        assert!(
+            dynamo_cdc_core::SinkError::from(e).kind() == dynamo_cdc_core::ErrorKind::Fatal,
+            "{contents:?}"
+        );
+    }
+}
+
 #[test]
 fn dead_letter_and_gap_prefixes_are_not_data() {
     let objects = bucket();
