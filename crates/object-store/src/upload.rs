@@ -76,6 +76,9 @@ pub struct Upload {
     written: u64,
     /// Where the parts go when fenced: the staging object.
     staging: Option<Path>,
+    /// A part was lost (its send failed, and the upload was aborted): the
+    /// object can no longer be completed whole.
+    broken: bool,
 }
 
 impl Upload {
@@ -95,6 +98,7 @@ impl Upload {
             multipart: None,
             written: 0,
             staging: None,
+            broken: false,
         }
     }
 
@@ -146,11 +150,25 @@ impl Upload {
                 .map_err(objects.fail("start an upload of", target))?;
             self.multipart = Some(started);
         }
-        let target = self.staging.as_ref().unwrap_or(&self.key);
+        let target = self.staging.as_ref().unwrap_or(&self.key).clone();
         let upload = self.multipart.as_mut().expect("started above");
-        objects
+        let sent = objects
             .block_on(upload.put_part(part.into()))
-            .map_err(objects.fail("upload a part of", target))
+            .map_err(objects.fail("upload a part of", &target));
+        if sent.is_err() {
+            self.broken = true;
+            self.abort_started();
+        }
+        sent
+    }
+
+    /// Aborts the multipart upload if one was started, best effort. Its
+    /// parts are invisible but billed until then; an abort that fails
+    /// leaves them to the bucket's lifecycle rule.
+    fn abort_started(&mut self) {
+        if let Some(mut upload) = self.multipart.take() {
+            let _ = self.objects.block_on(upload.abort());
+        }
     }
 
     /// Writes everything `reader` holds (a spooled file), part by part.
@@ -177,6 +195,9 @@ impl Upload {
     /// overwritten), or the store's failure.
     pub fn finish(mut self) -> Result<u64, ObjectError> {
         let objects = self.objects.clone();
+        if self.broken {
+            return Err(self.lost_part());
+        }
         let Some(mut upload) = self.multipart.take() else {
             let bytes = Bytes::from(std::mem::take(&mut self.buffer));
             objects.create(&self.key, bytes).map_err(|e| ObjectError {
@@ -185,28 +206,41 @@ impl Upload {
             })?;
             return Ok(self.written);
         };
+        // Every failure from here aborts the upload (best effort: one left
+        // behind is invisible, and the lifecycle rule removes it). After a
+        // completion that landed unanswered, the abort changes nothing.
+        let abort = |upload: &mut Box<dyn MultipartUpload>| {
+            let _ = objects.block_on(upload.abort());
+        };
         if !self.buffer.is_empty() {
             let part = Bytes::from(std::mem::take(&mut self.buffer));
             let target = self.staging.as_ref().unwrap_or(&self.key);
-            objects
-                .block_on(upload.put_part(part.into()))
-                .map_err(objects.fail("upload a part of", target))?;
+            if let Err(e) = objects.block_on(upload.put_part(part.into())) {
+                abort(&mut upload);
+                return Err(objects.fail("upload a part of", target)(e));
+            }
         }
         if let Some(staging) = self.staging.take() {
             return self.commit_staged(upload, &staging);
         }
-        if objects.exists(&self.key)? {
-            // Best effort: an upload left behind is invisible and the
-            // lifecycle rule removes it.
-            let _ = objects.block_on(upload.abort());
-            return Err(self.collision(object_store::Error::AlreadyExists {
-                path: self.key.to_string(),
-                source: "found before completing the multipart upload".into(),
-            }));
+        match objects.exists(&self.key) {
+            Ok(false) => {}
+            Ok(true) => {
+                abort(&mut upload);
+                return Err(self.collision(object_store::Error::AlreadyExists {
+                    path: self.key.to_string(),
+                    source: "found before completing the multipart upload".into(),
+                }));
+            }
+            Err(e) => {
+                abort(&mut upload);
+                return Err(e);
+            }
         }
-        objects
-            .block_on(upload.complete())
-            .map_err(objects.fail("complete the upload of", &self.key))?;
+        if let Err(e) = objects.block_on(upload.complete()) {
+            abort(&mut upload);
+            return Err(objects.fail("complete the upload of", &self.key)(e));
+        }
         Ok(self.written)
     }
 
@@ -271,6 +305,22 @@ impl Upload {
         }
     }
 
+    /// A part of this upload failed earlier: what is left is not the file.
+    fn lost_part(&self) -> ObjectError {
+        ObjectError {
+            class: FailureClass::Passing,
+            operation: "commit",
+            object: self.objects.describe(&self.key),
+            bucket: self.objects.url().bucket_url(),
+            source: Box::new(object_store::Error::Generic {
+                store: "upload",
+                source: "a part of this upload failed, and the upload was aborted; \
+                         the file is written again from its start"
+                    .into(),
+            }),
+        }
+    }
+
     /// The name exists: another writer committed it.
     fn collision(&self, source: object_store::Error) -> ObjectError {
         ObjectError {
@@ -285,6 +335,9 @@ impl Upload {
 
 impl std::io::Write for Upload {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.broken {
+            return Err(std::io::Error::other(self.lost_part()));
+        }
         let room = self.part_bytes - self.buffer.len();
         let take = buf.len().min(room);
         self.buffer.extend_from_slice(&buf[..take]);

@@ -270,3 +270,177 @@ mod rival_store {
         }
     }
 }
+
+/// A multipart upload that fails (a part, the look-up before completing, the
+/// completion) is aborted before the failure is returned: its parts are
+/// invisible, but billed until aborted, and each retry of an outage would
+/// leave another file's worth.
+#[test]
+fn a_multipart_upload_that_fails_is_aborted() {
+    use failing_store::{Failing, Step};
+    for (step, via_copy) in [
+        (Step::Part(2), true),
+        (Step::Part(3), false),
+        (Step::Head, false),
+        (Step::Complete, false),
+    ] {
+        let store = Failing::new(step);
+        let aborts = store.aborts.clone();
+        let objects =
+            Objects::with_store(Arc::new(store), StoreUrl::parse("s3://lake/cdc").unwrap());
+        let mut upload = Upload::with_part_bytes(&objects, objects.path("t/a.parquet"), 4);
+        // Ten bytes in parts of four: two parts while writing, the last on
+        // finish.
+        let failed = if via_copy {
+            upload.copy_from(&mut &b"0123456789"[..]).is_err()
+        } else {
+            upload.write_all(b"0123456789").unwrap();
+            upload.finish().is_err()
+        };
+        assert!(failed, "{step:?}");
+        assert_eq!(
+            aborts.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{step:?}: aborted once"
+        );
+        assert!(names(&objects).is_empty(), "{step:?}");
+    }
+    // Finishing an upload that lost a part is refused: it would be the
+    // file without that part.
+    let store = Failing::new(Step::Part(1));
+    let objects = Objects::with_store(Arc::new(store), StoreUrl::parse("s3://lake/cdc").unwrap());
+    let mut upload = Upload::with_part_bytes(&objects, objects.path("t/a.parquet"), 4);
+    assert!(upload.write_all(b"0123456789").is_err());
+    assert!(upload.write_all(b"89").is_err(), "nothing more is taken");
+    let e = upload.finish().unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(names(&objects).is_empty());
+}
+
+/// A store whose multipart uploads fail at one step, counting aborts.
+mod failing_store {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    };
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Step {
+        /// The n-th part (1-based) fails.
+        Part(usize),
+        /// Looking the name up fails.
+        Head,
+        /// Completing fails.
+        Complete,
+    }
+
+    fn down() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "test",
+            source: "503 Service Unavailable".into(),
+        }
+    }
+
+    #[derive(Debug)]
+    pub(super) struct Failing {
+        inner: Arc<InMemory>,
+        step: Step,
+        pub(super) aborts: Arc<AtomicUsize>,
+    }
+
+    impl Failing {
+        pub(super) fn new(step: Step) -> Failing {
+            Failing {
+                inner: Arc::new(InMemory::new()),
+                step,
+                aborts: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+    }
+
+    impl std::fmt::Display for Failing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Failing({:?})", self.step)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Uploading {
+        upload: Box<dyn MultipartUpload>,
+        step: Step,
+        parts: usize,
+        aborts: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartUpload for Uploading {
+        fn put_part(&mut self, data: PutPayload) -> UploadPart {
+            self.parts += 1;
+            if self.step == Step::Part(self.parts) {
+                return Box::pin(futures_util::future::ready(Err(down())));
+            }
+            self.upload.put_part(data)
+        }
+        async fn complete(&mut self) -> Result<PutResult> {
+            if self.step == Step::Complete {
+                return Err(down());
+            }
+            self.upload.complete().await
+        }
+        async fn abort(&mut self) -> Result<()> {
+            self.aborts.fetch_add(1, Ordering::SeqCst);
+            self.upload.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Failing {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            Ok(Box::new(Uploading {
+                upload: self.inner.put_multipart_opts(location, opts).await?,
+                step: self.step,
+                parts: 0,
+                aborts: self.aborts.clone(),
+            }))
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            if options.head && self.step == Step::Head {
+                return Err(down());
+            }
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+}
