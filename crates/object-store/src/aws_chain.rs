@@ -9,6 +9,7 @@
 //! for again: temporary credentials refresh without a restart.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
@@ -46,15 +47,24 @@ pub(crate) async fn load(region: Option<&str>) -> Chain {
         credentials: Arc::new(SdkCredentials {
             provider: config.credentials_provider(),
             cached: tokio::sync::Mutex::new(None),
+            found_before: &FOUND_BEFORE,
         }),
         region: config.region().map(ToString::to_string),
     }
 }
 
+/// Whether this process has found credentials before. A chain is loaded
+/// anew with each pass of the pipeline, so its providers cannot remember
+/// (an instance-metadata provider keeps serving its last credentials
+/// through a blip, but only within one chain).
+static FOUND_BEFORE: AtomicBool = AtomicBool::new(false);
+
 /// The SDK's provider, as object_store asks for credentials.
 pub(crate) struct SdkCredentials {
     provider: Option<SharedCredentialsProvider>,
     cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
+    /// See [`FOUND_BEFORE`] (tests give their own).
+    found_before: &'static AtomicBool,
 }
 
 impl std::fmt::Debug for SdkCredentials {
@@ -95,12 +105,21 @@ impl CredentialProvider for SdkCredentials {
             ));
         };
         let found = provider.provide_credentials().await.map_err(|e| match e {
-            CredentialsError::CredentialsNotLoaded(_) => failed(format!(
-                "NoCredentials: no AWS credentials were found (environment, profile, web \
-                 identity, container or instance metadata): {e}"
-            )),
+            // Where credentials were found before, none now is a source
+            // that did not answer this time (instance metadata during a
+            // blip): it may pass, and the run pauses instead of stopping
+            // with a credentials error.
+            CredentialsError::CredentialsNotLoaded(_)
+                if !self.found_before.load(Ordering::Relaxed) =>
+            {
+                failed(format!(
+                    "NoCredentials: no AWS credentials were found (environment, profile, web \
+                     identity, container or instance metadata): {e}"
+                ))
+            }
             other => failed(format!("cannot get AWS credentials: {other}")),
         })?;
+        self.found_before.store(true, Ordering::Relaxed);
         let credential = Arc::new(AwsCredential {
             key_id: found.access_key_id().to_owned(),
             secret_key: found.secret_access_key().to_owned(),
@@ -152,6 +171,7 @@ mod tests {
         let c = SdkCredentials {
             provider: Some(provider),
             cached: tokio::sync::Mutex::new(None),
+            found_before: Box::leak(Box::new(AtomicBool::new(false))),
         };
         (c, calls)
     }
@@ -188,8 +208,60 @@ mod tests {
         let c = SdkCredentials {
             provider: None,
             cached: tokio::sync::Mutex::new(None),
+            found_before: Box::leak(Box::new(AtomicBool::new(false))),
         };
         let e = run(c.get_credential()).unwrap_err();
         assert_eq!(crate::classify(&e), crate::FailureClass::Denied, "{e}");
+    }
+
+    /// Finds credentials on its first call only, as instance metadata that
+    /// stops answering does.
+    #[derive(Debug)]
+    struct OnceOnly(AtomicUsize);
+
+    impl ProvideCredentials for OnceOnly {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(match self.0.fetch_add(1, Ordering::SeqCst) {
+                0 => Ok(Credentials::new(
+                    "key",
+                    "secret",
+                    None,
+                    Some(SystemTime::now()),
+                    "test",
+                )),
+                _ => Err(CredentialsError::not_loaded(
+                    "the metadata service did not answer",
+                )),
+            })
+        }
+    }
+
+    /// None found, where this process found some before (in a chain of an
+    /// earlier pass), is a source that did not answer this time: passing.
+    /// None found ever is denied.
+    #[test]
+    fn no_credentials_after_some_were_found_may_pass() {
+        let found_before: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let chain = |provider| SdkCredentials {
+            provider: Some(SharedCredentialsProvider::new(provider)),
+            cached: tokio::sync::Mutex::new(None),
+            found_before,
+        };
+        let never = chain(OnceOnly(AtomicUsize::new(1)));
+        let e = run(never.get_credential()).unwrap_err();
+        assert_eq!(crate::classify(&e), crate::FailureClass::Denied, "{e}");
+
+        // Found, then (credentials expiring, asked for again) not found.
+        let once = chain(OnceOnly(AtomicUsize::new(0)));
+        run(once.get_credential()).unwrap();
+        let e = run(once.get_credential()).unwrap_err();
+        assert_eq!(crate::classify(&e), crate::FailureClass::Passing, "{e}");
+        // And in the next pass's chain too.
+        let next_pass = chain(OnceOnly(AtomicUsize::new(1)));
+        let e = run(next_pass.get_credential()).unwrap_err();
+        assert_eq!(crate::classify(&e), crate::FailureClass::Passing, "{e}");
     }
 }
