@@ -65,13 +65,24 @@ impl CoordinationConfig {
             ));
         }
         if let Some(w) = &self.worker_id
-            && w.trim().len() > 256
+            && w.trim().chars().count() > 256
         {
             return Err(ConfigError::new(
                 "worker_id",
                 "must be at most 256 characters (or left out or empty: the host name plus a \
                  random suffix)",
             ));
+        }
+        if let Some(url) = &self.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "endpoint_url",
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        if self.region.as_deref() == Some("") {
+            return Err(ConfigError::new("region", "must not be empty"));
         }
         if !(defaults::MIN_LEASE_DURATION_MS..=3_600_000).contains(&self.lease_duration_ms) {
             return Err(ConfigError::new(
@@ -140,5 +151,20 @@ mod tests {
         unnamed.validate().unwrap();
         assert!(unnamed.worker_id().len() > 7, "the host name plus a suffix");
         assert!(toml::from_str::<CoordinationConfig>("lease_tabel = \"x\"").is_err());
+        // Characters, not bytes: 256 of them fit whatever their encoding.
+        parse(&format!("worker_id = \"{}\"", "é".repeat(256)))
+            .validate()
+            .unwrap();
+        let e = parse(&format!("worker_id = \"{}\"", "é".repeat(257)))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("worker_id"), "{e}");
+        for (text, key) in [
+            ("endpoint_url = \"localhost:8000\"", "endpoint_url"),
+            ("region = \"\"", "region"),
+        ] {
+            let e = parse(text).validate().unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
     }
 }

@@ -311,10 +311,10 @@ impl SourceConfig {
                 ));
             }
         }
-        if self.max_concurrent_shards == 0 {
+        if !(1..=100_000).contains(&self.max_concurrent_shards) {
             return Err(ConfigError::new(
                 "max_concurrent_shards",
-                "must be at least 1",
+                "must be between 1 and 100000",
             ));
         }
         if !(1..=1000).contains(&self.records_per_call) {
@@ -654,6 +654,11 @@ on_gap = "skip"
             (
                 "on_gap = \"skip\"",
                 "on_gap = \"skip\"\nmax_concurrent_shards = 0",
+                "source.max_concurrent_shards",
+            ),
+            (
+                "on_gap = \"skip\"",
+                "on_gap = \"skip\"\nmax_concurrent_shards = 9223372036854775807",
                 "source.max_concurrent_shards",
             ),
         ];
