@@ -140,7 +140,11 @@ impl Config {
             .map_err(|e| bad("(file)", e.to_string().trim().replace('\n', " ")))?;
         let mut value = toml::Value::Table(table);
         crate::interpolate::interpolate(&mut value, env).map_err(|e| bad(&e.key, e.reason))?;
-        serde_path_to_error::deserialize(value).map_err(|e| {
+        let source_keys: Vec<String> = match value.get("source") {
+            Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let reason = e.into_inner().to_string();
             ConfigError {
@@ -151,7 +155,9 @@ impl Config {
                 },
                 reason: reason.trim().replace('\n', " "),
             }
-        })
+        })?;
+        config.source.given(source_keys);
+        Ok(config)
     }
 
     /// Checks values and their combinations; touches nothing outside.

@@ -35,6 +35,9 @@ pub enum SourceKind {
 pub struct SourceConfig {
     /// `replay` or `dynamodb`.
     pub kind: SourceKind,
+    /// The keys the file gave, defaults aside (see [`SourceConfig::given`]).
+    #[serde(skip)]
+    given: Vec<String>,
     /// A capture file or a directory of them (replay).
     pub path: Option<PathBuf>,
     /// Table for records without `eventSourceARN` (replay).
@@ -165,7 +168,41 @@ fn is_bucket_url(url: &str) -> bool {
 /// What a DynamoDB table name may be, for error messages.
 const TABLE_NAME_RULE: &str = "3 to 255 of a-z, A-Z, 0-9, `_`, `-`, `.`";
 
+/// Keys only a `dynamodb` source reads (`tables`, `stream_arns`, `region`
+/// and `endpoint_url` are refused by their values).
+const STREAM_ONLY: &[&str] = &[
+    "start",
+    "on_gap",
+    "poll_interval_ms",
+    "idle_poll_interval_ms",
+    "shard_refresh_interval_ms",
+    "max_concurrent_shards",
+    "records_per_call",
+    "snapshot_method",
+    "snapshot_segments",
+    "snapshot_max_rcu",
+];
+
+/// Keys only a `replay` source reads (`path` and `table` are refused by
+/// their values).
+const REPLAY_ONLY: &[&str] = &["batch_size", "batch_bytes"];
+
 impl SourceConfig {
+    /// Tells the configuration which keys its file gave, so that
+    /// [`SourceConfig::validate`] refuses one the other kind of source reads
+    /// (a default cannot be told from a value otherwise). Without it, only
+    /// keys that hold something are refused.
+    pub fn given<S: Into<String>>(&mut self, keys: impl IntoIterator<Item = S>) {
+        self.given = keys.into_iter().map(Into::into).collect();
+    }
+
+    fn refuse_given(&self, keys: &[&str], why: &str) -> Result<(), ConfigError> {
+        match keys.iter().find(|k| self.given.iter().any(|g| g == *k)) {
+            Some(key) => Err(ConfigError::new(*key, why)),
+            None => Ok(()),
+        }
+    }
+
     /// Checks values and their combinations; touches nothing outside.
     ///
     /// # Errors
@@ -217,10 +254,19 @@ impl SourceConfig {
                 "only a `dynamodb` source reads streams; a `replay` source reads `path`",
             ));
         }
-        Ok(())
+        self.refuse_given(
+            STREAM_ONLY,
+            "only a `dynamodb` source reads streams, and a `replay` source would ignore it: \
+             remove it",
+        )
     }
 
     fn validate_dynamodb(&self) -> Result<(), ConfigError> {
+        self.refuse_given(
+            REPLAY_ONLY,
+            "sizes a `replay` source's batches; a `dynamodb` source hands over each page it \
+             reads, and would ignore it: remove it",
+        )?;
         if self.path.is_some() {
             return Err(ConfigError::new(
                 "path",
@@ -463,7 +509,32 @@ on_gap = "skip"
 "#;
 
     fn parse(text: &str) -> Result<SourceConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let mut config: SourceConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.given(table.keys().cloned());
+        Ok(config)
+    }
+
+    /// A key the other kind of source reads is refused, not ignored.
+    #[test]
+    fn keys_of_the_other_kind_of_source_are_refused() {
+        for key in [
+            "start = \"latest\"",
+            "on_gap = \"skip\"",
+            "poll_interval_ms = 0",
+            "records_per_call = 5000",
+            "snapshot_segments = 0",
+        ] {
+            let name = key.split(' ').next().unwrap();
+            assert_eq!(
+                bad_key(&format!("{REPLAY}{key}\n")),
+                format!("source.{name}")
+            );
+        }
+        assert_eq!(
+            bad_key(&format!("{STREAMS}batch_size = 64\n")),
+            "source.batch_size"
+        );
     }
 
     /// The key, as the pipeline reports it.
