@@ -245,15 +245,15 @@ impl Number {
     /// `None` when it would show another one.
     ///
     /// A double reads back as the number when its shortest decimal (the
-    /// form readers print: `10.99`, `0.1`) is the number, or when its value
-    /// to 38 significant digits, DynamoDB's precision, is: that is exact
-    /// for integers such as 2^60 that print shorter. `9007199254740993`
-    /// has none: its nearest double is `9007199254740992`. A declared
+    /// form readers print: `10.99`, `0.1`) is the number, or when its exact
+    /// value is (integers such as 2^60, which print shorter). `9007199254740993`
+    /// has neither: its nearest double is `9007199254740992`. A declared
     /// `double` refuses such a number instead of rounding it silently.
     pub fn to_f64_exact(&self) -> Option<f64> {
         let x = self.to_f64();
         let reads_back = |text: String| Number::parse(&text).is_ok_and(|n| n == *self);
-        (reads_back(format!("{x:e}")) || reads_back(format!("{x:.37e}"))).then_some(x)
+        // A double's exact value has at most 767 significant digits.
+        (reads_back(format!("{x:e}")) || reads_back(format!("{x:.766e}"))).then_some(x)
     }
 
     /// Digits after the decimal point.
@@ -448,6 +448,11 @@ mod tests {
             "0.1000000000000000001",
             "12345678901234567890123456789012345678",
             "3.14159265358979323846",
+            // Within 38 digits of a double, but not its value: 0.1's double
+            // is 0.1000000000000000055511151231257827021181583404541015625,
+            // and 2^200 has 61 digits.
+            "0.10000000000000000555111512312578270212",
+            "1.6069380442589902755419620923411626025E+60",
         ] {
             assert_eq!(exact(text), None, "{text}");
         }

@@ -167,7 +167,7 @@ impl Upload {
     /// leaves them to the bucket's lifecycle rule.
     fn abort_started(&mut self) {
         if let Some(mut upload) = self.multipart.take() {
-            let _ = self.objects.block_on(upload.abort());
+            abort(&self.objects, &mut upload);
         }
     }
 
@@ -209,9 +209,7 @@ impl Upload {
         // Every failure from here aborts the upload (best effort: one left
         // behind is invisible, and the lifecycle rule removes it). After a
         // completion that landed unanswered, the abort changes nothing.
-        let abort = |upload: &mut Box<dyn MultipartUpload>| {
-            let _ = objects.block_on(upload.abort());
-        };
+        let abort = |upload: &mut Box<dyn MultipartUpload>| abort(&objects, upload);
         if !self.buffer.is_empty() {
             let part = Bytes::from(std::mem::take(&mut self.buffer));
             let target = self.staging.as_ref().unwrap_or(&self.key);
@@ -253,7 +251,7 @@ impl Upload {
     ) -> Result<u64, ObjectError> {
         let objects = &self.objects;
         if objects.url().scheme == Scheme::S3 && self.written > MAX_FENCED_BYTES {
-            let _ = objects.block_on(upload.abort());
+            abort(objects, &mut upload);
             return Err(ObjectError {
                 class: FailureClass::Settings,
                 operation: "commit",
@@ -271,7 +269,7 @@ impl Upload {
         }
         if let Err(e) = objects.block_on(upload.complete()) {
             // Best effort, both: the completion may have landed unanswered.
-            let _ = objects.block_on(upload.abort());
+            abort(objects, &mut upload);
             let _ = objects.delete(staging);
             return Err(objects.fail("complete the upload of", staging)(e));
         }
@@ -331,6 +329,16 @@ impl Upload {
             source: Box::new(source),
         }
     }
+}
+
+/// How long an abort may take: it is a courtesy to the bill (a bucket's
+/// lifecycle rule removes what is left), and during an outage the store's
+/// own retries would hold the pause back for minutes.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Aborts a multipart upload, best effort, within [`ABORT_WAIT`].
+fn abort(objects: &Objects, upload: &mut Box<dyn MultipartUpload>) {
+    let _ = objects.block_on(async { tokio::time::timeout(ABORT_WAIT, upload.abort()).await });
 }
 
 impl std::io::Write for Upload {

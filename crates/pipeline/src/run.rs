@@ -450,8 +450,8 @@ pub(crate) fn run_once(
     let mut progress = (options.progress && (feed.board().is_none() || !snapshots.is_empty()))
         .then(|| Progress::stderr(true));
     let snapshot_items_before = snapshots.iter().map(|p| p.items).sum();
-    // A pass that fails is read again by the next one: its reads are not
-    // counted twice (see `RunSummary::read`).
+    // A replay that fails is read again from its start by the next pass:
+    // its reads are not counted twice (see `RunSummary::read`).
     let read_before = summary.read.clone();
     let outcome = pump(
         options,
@@ -475,7 +475,7 @@ pub(crate) fn run_once(
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
-    let stats = match outcome {
+    let committed = match outcome {
         Err(Stop::Source(e)) => {
             let _ = feed.finish();
             allowed(guard)?;
@@ -483,31 +483,42 @@ pub(crate) fn run_once(
             record_now(checkpoint, &sinks)?;
             return Err(Stop::Fatal(e));
         }
-        // A sink failure commits nothing more; the feed just stops. What
-        // the sinks committed before it stays in the summary.
+        // A sink failure commits nothing more; the feed just stops.
         Err(stop) => {
             let _ = feed.finish();
-            summary.read = read_before;
-            summary.add_committed(&sinks.stats());
-            summary.dead_letters_total = dead_letters.known();
-            return Err(fenced_or(guard, stop));
+            Err(fenced_or(guard, stop))
         }
-        Ok(()) => feed.finish().map_err(Stop::Fatal)?,
+        Ok(()) => {
+            let stats = feed.finish().map_err(Stop::Fatal)?;
+            if options.stop.load(Ordering::Relaxed) {
+                tracing::info!("stop requested: committing what was read");
+                summary.stopped_on_request = true;
+            }
+            allowed(guard)
+                .and_then(|()| sinks.flush().map_err(|f| fenced_or(guard, f.into())))
+                .and_then(|()| record_now(checkpoint, &sinks))
+                .map(|()| stats)
+        }
     };
-    if options.stop.load(Ordering::Relaxed) {
-        tracing::info!("stop requested: committing what was read");
-        summary.stopped_on_request = true;
-    }
-    allowed(guard)?;
-    sinks.flush().map_err(|f| fenced_or(guard, f.into()))?;
-    record_now(checkpoint, &sinks)?;
-    watch.checkpoint_stored();
-    pauses.recovered();
-    summary.add_sinks(&sinks.stats());
-    summary.already_delivered += stats.already_delivered;
-    summary.duplicates_in_capture += stats.duplicates;
     summary.dead_letters_total = dead_letters.known();
-    Ok(())
+    match committed {
+        Ok(stats) => {
+            watch.checkpoint_stored();
+            pauses.recovered();
+            summary.add_sinks(&sinks.stats());
+            summary.already_delivered += stats.already_delivered;
+            summary.duplicates_in_capture += stats.duplicates;
+            Ok(())
+        }
+        // What the sinks committed before the failure stays in the summary.
+        Err(stop) => {
+            if config.source.kind == SourceKind::Replay {
+                summary.read = read_before;
+            }
+            summary.add_committed(&sinks.stats());
+            Err(stop)
+        }
+    }
 }
 
 /// Records what the sinks hold now, writing anything the store held back.
@@ -544,15 +555,19 @@ fn source_unavailable(e: anyhow::Error) -> Stop {
 /// again, and pages left in it are dropped as held when read again);
 /// anything else stops it.
 fn source_stop(e: anyhow::Error) -> Stop {
-    if e.downcast_ref::<SnapshotError>()
-        .is_some_and(SnapshotError::is_transient)
-    {
-        Stop::Transient {
-            who: "snapshot journal".to_owned(),
-            error: SinkError::transient(e),
+    match e.downcast_ref::<SnapshotError>() {
+        Some(s) if s.is_transient() => {
+            let who = match s {
+                SnapshotError::Journal(_) => "snapshot journal",
+                SnapshotError::Unreachable { .. } => "snapshot export bucket",
+                _ => "snapshot",
+            };
+            Stop::Transient {
+                who: who.to_owned(),
+                error: SinkError::transient(e),
+            }
         }
-    } else {
-        Stop::Source(e)
+        _ => Stop::Source(e),
     }
 }
 
@@ -1098,8 +1113,15 @@ mod tests {
                 message: "x".into(),
             },
         };
+        // The pause names what is down, for the outage's log lines.
         let stop = source_stop(anyhow::Error::new(api(ApiErrorKind::Throttled)));
-        assert!(matches!(stop, Stop::Transient { who, .. } if who == "snapshot journal"));
+        assert!(matches!(stop, Stop::Transient { who, .. } if who == "snapshot"));
+        let bucket_down = SnapshotError::Unreachable {
+            table: "t".into(),
+            reason: "export data file: 503".into(),
+        };
+        let stop = source_stop(anyhow::Error::new(bucket_down));
+        assert!(matches!(stop, Stop::Transient { who, .. } if who == "snapshot export bucket"));
         let stop = source_stop(anyhow::Error::new(api(ApiErrorKind::Fatal)));
         assert!(matches!(stop, Stop::Source(_)));
         assert!(matches!(

@@ -9,10 +9,13 @@ use serde::Serialize;
 /// What a run did.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RunSummary {
-    /// Changes read per table and op letter (`c`, `u`, `d`, `r`), by the
-    /// passes that finished: a pass that failed is read again by the next,
-    /// so that `read`, `already_delivered` and `duplicates_in_capture`
-    /// count each record once.
+    /// Changes read per table and op letter (`c`, `u`, `d`, `r`). A replay
+    /// that failed is read again from its start by the next pass, which
+    /// skips what it had committed as already delivered: its reads are not
+    /// counted, so that `read`, `already_delivered` and
+    /// `duplicates_in_capture` count each record once. A stream is read on
+    /// from what was committed: what a failed pass read and did not commit
+    /// is read, and counted, again.
     pub read: BTreeMap<String, BTreeMap<String, u64>>,
     /// Records skipped because every sink already held them.
     pub already_delivered: u64,
@@ -111,9 +114,8 @@ impl RunSummary {
     }
 
     /// Adds what the sinks of a pass made durable (files, rows, messages),
-    /// and nothing of what they read or skipped: for a pass that failed,
-    /// the next pass reads that again, and a change the failed pass had
-    /// committed is then skipped as already delivered.
+    /// and nothing of what they skipped: for a pass that failed, the next
+    /// pass meets those again.
     pub(crate) fn add_committed(&mut self, sinks: &[(String, dynamo_cdc_core::SinkStats)]) {
         for (id, s) in sinks {
             if id == "iceberg" {

@@ -246,6 +246,22 @@ fn an_export_whose_answer_was_lost_is_asked_for_again_and_started_once() {
     sim.clear_faults();
     assert_eq!(sim.exports_started(), 1, "the SDK's retries share a token");
 
+    // Asked again so late that the export would end past what the stream
+    // keeps since S0: refused, saying what to do, and nothing is started.
+    let plan_file = journal.join(TABLE).join("plan.json");
+    let text = std::fs::read_to_string(&plan_file).unwrap();
+    let mut plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let started = plan["started_ms"].as_i64().unwrap();
+    plan["started_ms"] = json!(started - 21 * 3_600_000);
+    std::fs::write(&plan_file, plan.to_string()).unwrap();
+    let Err(e) = prepare() else {
+        panic!("an export asked for 21 hours after S0 was started");
+    };
+    assert!(!e.is_transient(), "{e}");
+    assert!(e.to_string().contains("dynamo-cdc snapshot"), "{e}");
+    assert_eq!(sim.exports_started(), 1);
+    std::fs::write(&plan_file, text).unwrap();
+
     let mut again = prepare().unwrap();
     assert!(again.exporting());
     let rows = hand_over(
@@ -261,20 +277,18 @@ fn an_export_whose_answer_was_lost_is_asked_for_again_and_started_once() {
     assert_eq!(sim.exports_started(), 1, "asked again, not started again");
 }
 
-/// A bucket whose next `down` reads find the store unreachable.
+/// A bucket whose reads numbered in `down` (1-based, over all reads) find
+/// the store unreachable.
 struct Flaky {
     inner: LocalBucket,
-    down: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: &'static [usize],
 }
 
 impl ExportObjects for Flaky {
     fn get(&self, key: &str) -> Result<Vec<u8>, ReadFailure> {
-        use std::sync::atomic::Ordering;
-        let failing = self
-            .down
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if self.down.contains(&n) {
             return Err(ReadFailure {
                 message: format!("{key}: 503 Service Unavailable"),
                 passing: true,
@@ -284,9 +298,10 @@ impl ExportObjects for Flaky {
     }
 }
 
-/// A bucket that is down while the export's files are read pauses the
-/// snapshot (a transient error naming the object), and the export is read
-/// whole once the bucket answers again.
+/// A bucket that is down while the export's manifests or data files are
+/// read pauses the snapshot (a transient error naming the object); the
+/// next pass, started as the pipeline starts it (from what the sinks
+/// hold), reads the export whole, each row once.
 #[test]
 fn an_export_bucket_that_is_down_pauses_the_snapshot() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -297,44 +312,67 @@ fn an_export_bucket_that_is_down_pauses_the_snapshot() {
     let arn = table(&sim, 20);
     sim.set_pitr(TABLE, true);
     let api = sdk(&runtime, &sim);
-    let mut snapshots = runtime
-        .block_on(Snapshots::prepare(
-            &api,
-            settings(&dir.path().join("journal")),
-            &[(TABLE.to_owned(), arn)],
-            &Positions::new(),
-            &Positions::new(),
-            None,
-        ))
-        .unwrap();
-    let down = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let journal = dir.path().join("journal");
+    let tables = [(TABLE.to_owned(), arn)];
+    let prepare = |held: &Positions| {
+        runtime
+            .block_on(Snapshots::prepare(
+                &api,
+                settings(&journal),
+                &tables,
+                held,
+                held,
+                None,
+            ))
+            .unwrap()
+    };
+    // The first read (the manifest summary) fails, and later the fourth:
+    // after the summary and the files manifest, the first data file.
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let open = |bucket: &str| -> Result<Box<dyn ExportObjects>, String> {
         Ok(Box::new(Flaky {
             inner: LocalBucket {
                 dir: root.join(bucket),
             },
-            down: down.clone(),
+            reads: reads.clone(),
+            down: &[1, 4],
         }))
     };
+    let mut held = Positions::new();
+    let mut snapshots = prepare(&held);
     let mut rows = Vec::new();
     let mut pauses = Vec::new();
     for _ in 0..10_000 {
         if !snapshots.exporting() {
             break;
         }
-        match runtime.block_on(snapshots.export_step(&api, &open, &Positions::new())) {
-            Ok(batch) => rows.extend(batch.changes),
+        match runtime.block_on(snapshots.export_step(&api, &open, &held)) {
+            Ok(batch) => {
+                for c in &batch.changes {
+                    held.advance(
+                        ShardKey::new(TABLE, c.source.shard_id.to_string()),
+                        c.source.sequence_number.clone(),
+                    );
+                }
+                rows.extend(batch.changes);
+            }
             Err(e) => {
                 assert!(e.is_transient(), "a bucket that is down stops the run: {e}");
                 pauses.push(e.to_string());
+                // The pass ends; the next one starts from what is held.
+                snapshots = prepare(&held);
             }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(pauses.len(), 3, "{pauses:?}");
+    assert_eq!(pauses.len(), 2, "{pauses:?}");
     assert!(
-        pauses.iter().all(|p| p.contains("503 Service Unavailable")),
+        pauses[0].contains("manifest-summary") && pauses[1].contains(".json.gz"),
         "{pauses:?}"
     );
+    assert!(pauses.iter().all(|p| p.contains("503 Service Unavailable")));
     assert_eq!(rows.len(), 20);
+    let keys: std::collections::BTreeSet<String> =
+        rows.iter().map(|c| format!("{:?}", c.keys)).collect();
+    assert_eq!(keys.len(), 20, "each row once");
 }

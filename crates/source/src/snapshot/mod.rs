@@ -343,7 +343,7 @@ impl Snapshots {
             });
         }
         let export = if self.settings.method == SnapshotMethod::Export {
-            Some(self.export_request(api, table, info).await?)
+            Some(self.export_request(api, table, info, 0).await?)
         } else {
             None
         };
@@ -404,16 +404,20 @@ impl Snapshots {
             return Ok(());
         }
         tracing::info!(table, id = %plan.id, "the snapshot's export has no answer yet: asking for it");
-        let request = self.export_request(api, table, info).await?;
+        // The stream has waited since S0 already.
+        let waited_s = u64::try_from((now_ms() - plan.started_ms) / 1_000).unwrap_or(0);
+        let request = self.export_request(api, table, info, waited_s).await?;
         ask_for_export(api, request, journal, plan).await
     }
 
-    /// Checks that `table` can be exported in time, and what to ask for.
+    /// Checks that `table` can be exported in time, the stream having
+    /// waited `waited_s` since S0 already, and what to ask for.
     async fn export_request<A: TableApi>(
         &self,
         api: &A,
         table: &str,
         info: &TableInfo,
+        waited_s: u64,
     ) -> Result<ExportRequest, SnapshotError> {
         let refuse = |reason: String| SnapshotError::Refused {
             table: table.to_owned(),
@@ -440,6 +444,15 @@ impl Snapshots {
             ));
         }
         let estimate = export::estimated_seconds(info.size_bytes);
+        if waited_s > 0 && waited_s + estimate > EXPORT_BUDGET_SECONDS {
+            return Err(refuse(format!(
+                "the export planned {} hours ago was never started, and one asked for now is \
+                 expected to take about {} hours more, past what the stream keeps: take a new \
+                 snapshot with `dynamo-cdc snapshot --config FILE --table {table}`",
+                waited_s / 3_600,
+                estimate.div_ceil(3_600)
+            )));
+        }
         if estimate > EXPORT_BUDGET_SECONDS {
             return Err(refuse(format!(
                 "an export of {} bytes ({} items) is expected to take about {} hours, and \
@@ -876,7 +889,6 @@ fn export_undelivered(plan: &Plan, resume: &Positions) -> bool {
     !resume.covers(&key, &export::sequence_of(index, last.items - 1))
 }
 
-/// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.
 /// Asks for `plan`'s export under the plan's token and keeps its ARN.
 async fn ask_for_export<A: TableApi>(
     api: &A,
@@ -907,6 +919,7 @@ fn export_token(table: &str, id: &str) -> String {
     format!("dynamo-cdc-{id}-{hash:016x}")
 }
 
+/// `YYYYMMDDTHHMMSSmmmZ` of `ms`: sortable, and safe in file names.
 fn snapshot_id(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()

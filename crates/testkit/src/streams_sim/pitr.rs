@@ -125,7 +125,7 @@ pub(crate) fn export_table(st: &mut State, body: &Value) -> Result<Value, Fault>
     {
         if job.table_arn != table_arn || job.bucket != bucket {
             return Err(Fault::client(
-                "IdempotentParameterMismatchException",
+                "ExportConflictException",
                 "The request uses the same client token as a previous, but non-identical request",
             ));
         }
