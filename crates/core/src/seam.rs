@@ -404,6 +404,15 @@ pub trait Sink: Send {
         let _ = guard;
     }
 
+    /// The run's stop flag, set when a stop is asked for (a signal): a sink
+    /// that waits on a destination that does not answer (brokers down) may
+    /// give up its wait then, ending the pass with a transient error; the
+    /// run then stops with the positions of its last commit. Ignored by
+    /// default: the other sinks' waits are bounded by their requests'.
+    fn stop_flag(&mut self, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let _ = stop;
+    }
+
     /// Counts so far.
     fn stats(&self) -> SinkStats;
 }

@@ -414,6 +414,7 @@ pub(crate) fn run_once(
         sinks.lease_epochs(g.epochs());
         sinks.write_guard(&g.write_guard());
     }
+    sinks.stop_flag(&options.stop);
     watch.health.set_positions_loaded();
     sinks.prepare(&known_tables(config))?;
     watch.health.set_sinks_open();

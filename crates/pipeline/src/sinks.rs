@@ -126,6 +126,13 @@ impl Sinks {
         }
     }
 
+    /// The run's stop flag, for sinks that wait on destinations.
+    pub(crate) fn stop_flag(&mut self, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        for sink in &mut self.list {
+            sink.stop_flag(stop);
+        }
+    }
+
     /// Gets every sink ready for these tables.
     pub(crate) fn prepare(&mut self, tables: &[String]) -> Result<(), SinkFailure> {
         self.each(|s| s.prepare(tables))

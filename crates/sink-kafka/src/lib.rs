@@ -202,6 +202,19 @@ pub enum KafkaSinkError {
     /// they were not sent, and the table's next owner sends them.
     #[error("not handed to Kafka: {0}")]
     Fenced(String),
+    /// A stop was asked for while the brokers did not acknowledge what is
+    /// in flight: the pass ends without it, and the next run sends again
+    /// whatever its read-back does not find stored.
+    #[error(
+        "stopping: Kafka has not acknowledged {waiting} messages for {waited_s} s; they are \
+         not counted as delivered, and the next run sends again what the topics lack"
+    )]
+    Stopped {
+        /// messages in flight without an answer
+        waiting: usize,
+        /// how long the oldest group waited
+        waited_s: u64,
+    },
 }
 
 /// Whether the brokers refused by their access rules (ACLs): not passing by
@@ -231,8 +244,9 @@ impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
                 ) && !source.rdkafka_error_code().is_some_and(denied)
             }
             KafkaSinkError::Registry { transient, .. } => *transient,
-            // The pass ends; the run loop finds the lease gone.
-            KafkaSinkError::Fenced(_) => true,
+            // The pass ends; the run loop finds the lease gone, or the
+            // stop asked for.
+            KafkaSinkError::Fenced(_) | KafkaSinkError::Stopped { .. } => true,
             _ => false,
         };
         if transient {

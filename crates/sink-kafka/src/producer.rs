@@ -20,7 +20,7 @@
 //! the topic back.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,13 @@ const SLOW_ACKS: Duration = Duration::from_secs(10);
 /// answers no later: a timed poll returns only at its timeout anyway.
 const ANSWER_WAIT: Duration = Duration::from_millis(10);
 
+/// Once a stop is asked for, how long a wait for answers may go on while
+/// the oldest group in flight has none: brokers that are up answer within
+/// it, and a stop during an outage ends the pass (its messages are sent
+/// again by the next run unless its read-back finds them stored), well
+/// within the grace period a container gets between SIGTERM and SIGKILL.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long a producer being dropped waits for the answers to requests a
 /// broker already has: librdkafka's default request timeout, after which it
 /// gives up on them itself (`request.timeout.ms` in `properties` sets
@@ -222,6 +229,8 @@ pub(crate) struct KafkaProducer<T = ()> {
     abandoned: Vec<Vec<Outgoing>>,
     /// Under leases: whether messages may still be handed over.
     guard: Option<dynamo_cdc_core::WriteGuard>,
+    /// Set when the run is asked to stop (see [`STOP_PATIENCE`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -291,6 +300,7 @@ impl<T> KafkaProducer<T> {
             drain,
             abandoned: Vec::new(),
             guard: None,
+            stop: None,
         })
     }
 
@@ -315,6 +325,33 @@ impl<T> KafkaProducer<T> {
     /// Asks `guard` before every hand-over from now on.
     pub(crate) fn guard(&mut self, guard: Option<dynamo_cdc_core::WriteGuard>) {
         self.guard = guard;
+    }
+
+    /// Watches `stop` from now on: set, a wait on brokers that do not
+    /// answer gives up after [`STOP_PATIENCE`].
+    pub(crate) fn stop_flag(&mut self, stop: Arc<AtomicBool>) {
+        self.stop = Some(stop);
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// `Err` when a stop was asked for and the oldest group in flight has
+    /// waited [`STOP_PATIENCE`] for its answers.
+    fn given_up(&self) -> Result<(), KafkaSinkError> {
+        let waited = self.flights.front().map(|f| f.sent_at.elapsed());
+        match waited {
+            Some(waited) if waited >= STOP_PATIENCE && self.stopping() => {
+                Err(KafkaSinkError::Stopped {
+                    waiting: self.waiting(),
+                    waited_s: waited.as_secs(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// `Err` once the guard says messages may no longer be handed over.
@@ -416,15 +453,21 @@ impl<T> KafkaProducer<T> {
         tag: T,
     ) -> Result<Vec<Landed<T>>, KafkaSinkError> {
         self.submit(messages, tag)?;
-        Ok(self.landed(Until::Empty))
+        self.landed(Until::Empty)
     }
 
     /// The groups that have landed, oldest first, after waiting as `until`
     /// says. A group lands only after every group submitted before it.
     ///
     /// The producer never gives up on a message, so while the brokers are
-    /// down a wait lasts: the pipeline pauses.
-    pub(crate) fn landed(&mut self, until: Until) -> Vec<Landed<T>> {
+    /// down a wait lasts: the pipeline pauses, until a stop is asked for.
+    ///
+    /// # Errors
+    /// [`KafkaSinkError::Stopped`] when a stop was asked for and the
+    /// brokers have not answered for [`STOP_PATIENCE`]; the groups that
+    /// landed meanwhile are dropped with the pass, which commits nothing
+    /// more.
+    pub(crate) fn landed(&mut self, until: Until) -> Result<Vec<Landed<T>>, KafkaSinkError> {
         let mut out = Vec::new();
         // Answers already delivered to the context, then a look for more.
         self.serve_reports();
@@ -433,8 +476,9 @@ impl<T> KafkaProducer<T> {
             self.pop_landed(&mut out);
             self.report_slowness();
             if self.satisfied(until) {
-                return out;
+                return Ok(out);
             }
+            self.given_up()?;
             self.wait_for_reports();
             dynamo_cdc_core::alive::still_waiting();
         }
@@ -614,7 +658,15 @@ impl<T> Drop for KafkaProducer<T> {
         if self.producer.in_flight_count() == 0 {
             return;
         }
-        let deadline = Instant::now() + self.drain;
+        // A stop does not wait the whole request timeout: a pass that
+        // ends on a stop commits nothing more, and under leases the next
+        // owner waits out the produce timeout before its read-back.
+        let drain = if self.stopping() {
+            self.drain.min(STOP_PATIENCE)
+        } else {
+            self.drain
+        };
+        let deadline = Instant::now() + drain;
         loop {
             // Again each round: a request that failed goes back to the
             // queue for a retry, and no retry is sent now.
@@ -626,7 +678,7 @@ impl<T> Drop for KafkaProducer<T> {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     waiting = self.producer.in_flight_count(),
-                    wait_s = self.drain.as_secs_f64(),
+                    wait_s = drain.as_secs_f64(),
                     "Kafka did not answer requests in flight as the producer closed; \
                      if the broker stored them late, the next read-back may not see them"
                 );
@@ -732,7 +784,7 @@ pub(crate) mod tests {
             }
             producer.submit(messages, group).unwrap();
         }
-        let landed = producer.landed(Until::Empty);
+        let landed = producer.landed(Until::Empty).unwrap();
         assert_eq!(landed.iter().map(|l| l.tag).collect::<Vec<_>>(), [0, 1, 2]);
         for l in &landed {
             assert!(l.results.iter().all(|r| matches!(r, Sent::Stored { .. })));

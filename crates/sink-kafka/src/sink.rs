@@ -79,6 +79,8 @@ pub struct KafkaSink {
     max_message_bytes: usize,
     /// Under leases: asked before every hand-over, by both producers.
     guard: Option<dynamo_cdc_core::WriteGuard>,
+    /// The run's stop flag, watched by both producers' waits.
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     stats: KafkaStats,
 }
 
@@ -130,6 +132,7 @@ impl KafkaSink {
             pending_found: Vec::new(),
             held_since: None,
             guard: None,
+            stop: None,
             stats: KafkaStats::default(),
         })
     }
@@ -253,7 +256,7 @@ impl KafkaSink {
         }
         self.held_since = None;
         let bytes = std::mem::take(&mut self.outgoing_bytes);
-        let landed = self.producer.landed(Until::Room { bytes });
+        let landed = self.producer.landed(Until::Room { bytes })?;
         self.land(landed)?;
         let group = Group {
             changes: std::mem::take(&mut self.pending_changes),
@@ -274,7 +277,7 @@ impl KafkaSink {
                 // What was sent after the group lands first (held back here,
                 // in order), so that what can no longer be sent in order is
                 // known.
-                landed.extend(self.producer.landed(Until::Empty));
+                landed.extend(self.producer.landed(Until::Empty)?);
                 // A message that failed otherwise ends the pass with its own
                 // error (which decides whether the run waits or stops); the
                 // next pass sends what was not found stored again, these
@@ -407,6 +410,9 @@ impl KafkaSink {
             properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
             let mut producer = KafkaProducer::new(&self.config.brokers, &properties)?;
             producer.guard(self.guard.clone());
+            if let Some(stop) = &self.stop {
+                producer.stop_flag(stop.clone());
+            }
             self.dead_producer = Some(producer);
         }
         let Some(producer) = self.dead_producer.as_mut() else {
@@ -645,13 +651,13 @@ impl KafkaSink {
         if held.due(self.config.send_batch_messages) {
             self.send_pending()?;
         }
-        let landed = self.producer.landed(Until::Now);
+        let landed = self.producer.landed(Until::Now)?;
         self.land(landed)
     }
 
     fn send_all_pending(&mut self) -> Result<(), KafkaSinkError> {
         self.send_pending()?;
-        let landed = self.producer.landed(Until::Empty);
+        let landed = self.producer.landed(Until::Empty)?;
         self.land(landed)?;
         self.producer.flush()
     }
@@ -757,6 +763,14 @@ impl Sink for KafkaSink {
 
     fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
         self.encoder.lease_epochs.clone_from(epochs);
+    }
+
+    fn stop_flag(&mut self, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.producer.stop_flag(stop.clone());
+        if let Some(dead) = self.dead_producer.as_mut() {
+            dead.stop_flag(stop.clone());
+        }
+        self.stop = Some(stop.clone());
     }
 
     fn write_guard(&mut self, guard: dynamo_cdc_core::WriteGuard) {

@@ -788,6 +788,44 @@ fn broker_trouble_pauses_and_loses_nothing() {
     );
 }
 
+/// A stop asked for while the brokers are down ends the sink's wait
+/// (after a few seconds without an answer, not for ever): the pass ends
+/// with a transient error and the run stops at its last commit. What was
+/// in flight is not counted as delivered.
+#[test]
+fn a_stop_ends_a_wait_on_brokers_that_are_down() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let changes: Vec<Change> = (1..=3)
+        .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
+        .collect();
+    let mut sink = open(config(&brokers, Format::Json));
+    let stop = Arc::new(AtomicBool::new(false));
+    sink.stop_flag(&stop);
+    deliver(&mut sink, &changes[..1]);
+    cluster.broker_down(-1).unwrap();
+    send(&mut sink, &changes[1..]);
+    std::thread::scope(|scope| {
+        let flusher = scope.spawn(|| sink.flush());
+        // Without a stop, the wait lasts while the brokers are down.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!flusher.is_finished(), "the sink waits for the brokers");
+        stop.store(true, Ordering::SeqCst);
+        let e = flusher.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient);
+        assert!(e.to_string().contains("stopping"), "{e}");
+    });
+    let key = ShardKey::new("orders", "shard-1");
+    assert!(
+        !sink
+            .durable_positions()
+            .covers(&key, &SequenceNumber::parse("1002").unwrap())
+    );
+}
+
 #[test]
 fn a_sink_waiting_for_room_hands_nothing_over_once_its_lease_ended() {
     // The run loop checked the lease before the batch; the sink then waited
