@@ -20,8 +20,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,10 +153,17 @@ fn millis(d: Duration) -> u64 {
 /// stops the server thread and closes the port.
 pub(crate) struct MetricsServer {
     local_addr: SocketAddr,
-    server: Arc<Server>,
+    /// The server answering now: replaced when its accept thread ends
+    /// (none while the address is being bound again).
+    server: Arc<Mutex<Option<Arc<Server>>>>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// How long the server waits before it listens again after its accept
+/// thread ended (one failed `accept`, such as with no file descriptors
+/// left, ends it): the cause may last a while.
+const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Binds `addr` now and serves `/metrics`, `/healthz` and `/readyz` on a
 /// thread of its own until the returned server is dropped.
@@ -174,17 +181,35 @@ pub(crate) fn serve(
     // Bound here rather than inside tiny_http so that the error is an
     // io::Error with its kind, raised before anything else starts.
     let listener = TcpListener::bind(addr).map_err(named)?;
-    let local_addr = listener.local_addr().map_err(named)?;
-    let server = Server::from_listener(listener, None)
-        .map_err(|e| io::Error::other(format!("cannot listen on {addr}: {e}")))?;
-    let server = Arc::new(server);
+    serve_on(listener, handle, health, refresh).map_err(named)
+}
+
+/// [`serve`] on a socket bound already.
+fn serve_on(
+    listener: TcpListener,
+    handle: Handle,
+    health: Arc<Health>,
+    refresh: Option<Refresh>,
+) -> Result<MetricsServer, io::Error> {
+    let local_addr = listener.local_addr()?;
+    let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
+    let server = Arc::new(Mutex::new(Some(Arc::new(server))));
     let stopping = Arc::new(AtomicBool::new(false));
     let thread = std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn({
             let server = server.clone();
             let stopping = stopping.clone();
-            move || answer_requests(&server, &stopping, &handle, &health, refresh.as_deref())
+            move || {
+                answer_requests(
+                    &server,
+                    local_addr,
+                    &stopping,
+                    &handle,
+                    &health,
+                    refresh.as_deref(),
+                );
+            }
         })?;
     Ok(MetricsServer {
         local_addr,
@@ -216,26 +241,82 @@ impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
         // Wakes the thread from `recv`; it sees `stopping` and returns,
-        // dropping its reference, and ours closes the listener.
-        self.server.unblock();
+        // dropping its reference, and ours closes the listener. (A server
+        // put in place after `stopping` was set is never waited on.)
+        if let Some(server) = current(&self.server) {
+            server.unblock();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
+fn current(server: &Mutex<Option<Arc<Server>>>) -> Option<Arc<Server>> {
+    server
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn replace(server: &Mutex<Option<Arc<Server>>>, with: Option<Server>) {
+    *server
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = with.map(Arc::new);
+}
+
+/// Answers requests until stopped. tiny_http's accept thread ends at the
+/// first failed `accept` (no file descriptors left, say), after which
+/// nothing would be answered again: the server is then made anew on the
+/// same address, once it can be, so that `/healthz` does not go silent
+/// and have a healthy process restarted.
 fn answer_requests(
-    server: &Server,
+    server: &Mutex<Option<Arc<Server>>>,
+    addr: SocketAddr,
     stopping: &AtomicBool,
     handle: &Handle,
     health: &Health,
     refresh: Option<&(dyn Fn() + Send + Sync)>,
 ) {
+    let mut down_since: Option<Instant> = None;
     loop {
-        match server.recv() {
-            Ok(request) => answer(request, handle, health, refresh),
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(serving) = current(server) else {
+            std::thread::sleep(LISTEN_AGAIN_AFTER);
+            match TcpListener::bind(addr)
+                .and_then(|l| Server::from_listener(l, None).map_err(io::Error::other))
+            {
+                Ok(fresh) => replace(server, Some(fresh)),
+                Err(e) => tracing::debug!(error = %e, "metrics endpoint: cannot listen yet"),
+            }
+            continue;
+        };
+        match serving.recv() {
+            Ok(request) => {
+                if let Some(since) = down_since.take() {
+                    tracing::warn!(
+                        after_s = since.elapsed().as_secs(),
+                        "metrics endpoint: listening again on {addr}"
+                    );
+                }
+                answer(request, handle, health, refresh);
+            }
             Err(_) if stopping.load(Ordering::Relaxed) => return,
-            Err(e) => tracing::warn!(error = %e, "metrics endpoint: cannot accept a request"),
+            Err(e) => {
+                if down_since.is_none() {
+                    down_since = Some(Instant::now());
+                    tracing::error!(
+                        error = %e,
+                        "metrics endpoint: cannot accept connections on {addr}; listening again"
+                    );
+                }
+                // The dead server holds the socket: it is closed before
+                // the address is bound again (above).
+                drop(serving);
+                replace(server, None);
+            }
         }
     }
 }
@@ -455,6 +536,41 @@ mod tests {
                 .contains(&format!("cannot listen on {addr}")),
             "{error}"
         );
+    }
+
+    /// tiny_http's accept thread ends at the first failed `accept`; the
+    /// endpoint listens again on the same address rather than go silent.
+    #[test]
+    fn an_accept_that_fails_does_not_silence_the_endpoint() {
+        use std::os::fd::AsRawFd as _;
+        let listener = TcpListener::bind(local()).unwrap();
+        let ours = listener.try_clone().unwrap();
+        let server = serve_on(
+            listener,
+            PrometheusRecorder::new().handle(),
+            Arc::new(Health::new()),
+            None,
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        assert_eq!(get(addr, "/healthz").0, 200);
+        // Shut down for reading, a listening socket fails every `accept`
+        // (EINVAL): the accept thread ends, as it would on EMFILE.
+        // SAFETY: `ours` is an open socket for the whole call.
+        #[allow(unsafe_code)]
+        let shut = unsafe { libc::shutdown(ours.as_raw_fd(), libc::SHUT_RD) };
+        assert_eq!(shut, 0);
+        drop(ours);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answered = TcpStream::connect(addr).is_ok_and(|_| get(addr, "/healthz").0 == 200);
+            if answered {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} never answered again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
     }
 
     #[test]
