@@ -485,7 +485,7 @@ impl IcebergSink {
                         self.stats.already_held += 1;
                         continue;
                     }
-                    match state.schema.admit(change.row_image()) {
+                    match state.schema.admit_row(change) {
                         Ok(()) => admitted.push(change),
                         Err(error) => rejected.push(Rejected { index, error }),
                     }

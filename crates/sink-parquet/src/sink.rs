@@ -1137,7 +1137,7 @@ impl ParquetSink {
                     already_held += 1;
                     continue;
                 }
-                match schema.admit(change.row_image()) {
+                match schema.admit_row(change) {
                     Ok(()) => admitted.push(change),
                     Err(error) => rejected.push(Rejected { index, error }),
                 }

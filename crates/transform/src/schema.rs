@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use dynamo_cdc_core::{AttributeValue, Item, Text};
+use dynamo_cdc_core::{AttributeValue, Change, Item, Text};
 
 use crate::column::{ColumnType, NumbersMode, attribute_name};
 use crate::declared::{AttrPath, DeclaredSchema, fits};
@@ -184,6 +184,41 @@ impl TableSchema {
     /// A message naming the attribute that does not fit its declaration.
     pub fn admit(&mut self, item: &Item) -> Result<(), String> {
         self.admit_all(&[item])
+    }
+
+    /// [`TableSchema::admit`] for the row a change becomes (its
+    /// [`Change::row_image`]), whose key attributes must keep telling items
+    /// apart: with `numbers = "double"`, a key number that a double cannot
+    /// hold exactly (`9007199254740993`, which would read
+    /// `9007199254740992`) is refused, as two items would share one key in
+    /// the rows and a latest-state view would merge them.
+    ///
+    /// # Errors
+    /// A message naming the attribute that does not fit, or the key that
+    /// would be rounded.
+    pub fn admit_row(&mut self, change: &Change) -> Result<(), String> {
+        if self.mode == NumbersMode::Double {
+            for (name, value) in &change.keys {
+                let AttributeValue::N(n) = value else {
+                    continue;
+                };
+                // Only a double column rounds: a declared or widened one
+                // of another layout keeps the number as it is.
+                let column = self.columns.iter().find(|c| c.attribute == name.as_str());
+                let double = column.is_none_or(|c| c.ty == ColumnType::Float64);
+                if double && n.to_f64_exact().is_none() {
+                    return Err(format!(
+                        "key attribute `{}` is {n}, which numbers = \"double\" would write as \
+                         {}: two items would share one key in the rows; use numbers = \"auto\", \
+                         or declare the attribute a long, a decimal or a string in the table's \
+                         schema",
+                        AttrPath::Attribute(name),
+                        n.to_f64()
+                    ));
+                }
+            }
+        }
+        self.admit(change.row_image())
     }
 
     /// [`TableSchema::admit`] for images written together (a change's old

@@ -406,3 +406,29 @@ fn images_admitted_together_change_nothing_when_one_does_not_fit() {
     let names: Vec<&str> = schema.columns().iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["n", "note", "tag"]);
 }
+
+/// With `numbers = "double"`, a key the double would round is refused,
+/// naming it: two items would share one key in the rows. Keys a double
+/// holds, and every other number, are written as doubles.
+#[test]
+fn a_key_that_a_double_would_round_is_refused_in_double_mode() {
+    let row = |seq: &str, id: &str, price: &str| {
+        let keys = format!(r#"{{"id":{{"N":"{id}"}}}}"#);
+        let new = format!(r#"{{"id":{{"N":"{id}"}},"price":{{"N":"{price}"}}}}"#);
+        change(Op::Insert, seq, &keys, None, Some(&new))
+    };
+    let mut schema = TableSchema::new("orders", None, NumbersMode::Double);
+    schema
+        .admit_row(&row("1", "9007199254740992", "9007199254740993"))
+        .unwrap();
+    let e = schema
+        .admit_row(&row("2", "9007199254740993", "1"))
+        .unwrap_err();
+    assert!(
+        e.starts_with("key attribute `id` is 9007199254740993") && e.contains("9007199254740992"),
+        "{e}"
+    );
+    // The same key in the other modes is exact.
+    let mut auto = TableSchema::new("orders", None, NumbersMode::Auto);
+    auto.admit_row(&row("2", "9007199254740993", "1")).unwrap();
+}
