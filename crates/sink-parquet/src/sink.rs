@@ -31,6 +31,7 @@ use crate::layout::{
 };
 use crate::snapshots;
 use crate::statistics::statistics_levels;
+use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -391,6 +392,19 @@ impl ParquetSink {
 
     fn schema_for(&mut self, table: &Arc<str>) -> Result<&mut TableSchema, ParquetSinkError> {
         if !self.schemas.contains_key(table) {
+            // A table of such a name would share the directory the dataset
+            // keeps its dead letters or gap records in, which every scan
+            // skips: its files would never be found again.
+            if [DEAD_LETTER_DIR, GAPS_DIR].contains(&&**table) {
+                return Err(ParquetSinkError::Schema {
+                    at: self.describe_table(table),
+                    reason: format!(
+                        "a table named `{table}` cannot be written to a Parquet dataset, whose \
+                         `{table}/` holds the bridge's own records; write it with another sink \
+                         (Kafka, Iceberg)"
+                    ),
+                });
+            }
             let declared = self.declared.get(&**table);
             let mut earlier = Vec::new();
             if let Some(found) = self.earlier.get(&**table) {
