@@ -83,7 +83,6 @@ impl<A: StreamsApi> Stream<A> {
         let mut table: Arc<str> = table_from_arn(&self.arn).unwrap_or_default().into();
         let listing_gap = LISTING_GAP.min(self.settings.shard_refresh_interval);
         let mut listed_at: Option<tokio::time::Instant> = None;
-        let mut warned_limit = false;
         loop {
             if *self.stop.borrow() {
                 return Ok(());
@@ -101,13 +100,14 @@ impl<A: StreamsApi> Stream<A> {
                 return Ok(());
             };
             let open = listing.iter().filter(|s| !s.closed).count();
-            if open > self.settings.max_concurrent_shards && !warned_limit {
-                warned_limit = true;
+            let limit = self.settings.max_concurrent_shards;
+            if let Some(total) = self.settings.open_shards.note(&self.arn, open, limit) {
                 tracing::warn!(
                     table = %table,
-                    open_shards = open,
-                    max_concurrent_shards = self.settings.max_concurrent_shards,
-                    "more open shards than max_concurrent_shards: some wait until others close; raise the limit"
+                    open_shards = total,
+                    max_concurrent_shards = limit,
+                    "more open shards over every stream than max_concurrent_shards: some wait \
+                     until others close; raise the limit"
                 );
             }
             if let Some(t) = listed_table {

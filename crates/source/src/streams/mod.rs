@@ -144,12 +144,37 @@ pub(crate) struct Settings {
     /// See [`StreamsConfig::tables_read`].
     pub tables_read: HashSet<String>,
     pub max_concurrent_shards: usize,
+    /// Open shards of every stream, against `max_concurrent_shards`.
+    pub open_shards: OpenShards,
     pub activity: Activity,
     /// Every stream's DescribeStream calls, paced together.
     pub describe_pace: pace::Pace,
     pub readers: Arc<tokio::sync::Semaphore>,
     /// The parse thread every reader hands its pages to.
     pub parser: page_batch::Parser,
+}
+
+/// Open shards of each stream at its last listing. The readers are shared
+/// by every stream, so the limit covers them all together.
+#[derive(Default)]
+pub(crate) struct OpenShards {
+    counts: Mutex<HashMap<String, usize>>,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl OpenShards {
+    /// Notes a stream's open shards at its listing; the total over every
+    /// stream the first time it exceeds `limit` (to be said once: some
+    /// shards then wait until others close), else `None`.
+    pub(crate) fn note(&self, arn: &str, open: usize, limit: usize) -> Option<usize> {
+        let total: usize = {
+            let mut counts = self.counts.lock().ok()?;
+            counts.insert(arn.to_owned(), open);
+            counts.values().sum()
+        };
+        (total > limit && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed))
+            .then_some(total)
+    }
 }
 
 /// When a shard last returned records, when each reader (and the shard
@@ -385,6 +410,7 @@ impl StreamsSource {
             },
             tables_read: config.tables_read.clone(),
             max_concurrent_shards: config.max_concurrent_shards.max(1),
+            open_shards: OpenShards::default(),
             activity: Activity::new(),
             describe_pace: pace::Pace::per_second(pace::DESCRIBE_STREAM_PER_SECOND),
             readers: Arc::new(tokio::sync::Semaphore::new(
@@ -510,6 +536,20 @@ impl Drop for StreamsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit covers every stream's open shards together, and going
+    /// over it is said once.
+    #[test]
+    fn open_shards_count_over_every_stream_against_the_limit() {
+        let open = OpenShards::default();
+        assert_eq!(open.note("stream-a", 3, 4), None);
+        assert_eq!(open.note("stream-b", 3, 4), Some(6), "3 + 3 over 4");
+        assert_eq!(open.note("stream-b", 4, 4), None, "said once");
+        // A stream's new listing replaces its count, not adds to it.
+        let again = OpenShards::default();
+        assert_eq!(again.note("stream-a", 3, 4), None);
+        assert_eq!(again.note("stream-a", 4, 4), None);
+    }
 
     /// The readers share one outage (its rule is tested in core): a reader
     /// that leaves in trouble lets the next answer end it, and nobody in
