@@ -256,6 +256,24 @@ impl Number {
         (reads_back(format!("{x:e}")) || reads_back(format!("{x:.766e}"))).then_some(x)
     }
 
+    /// The nearest `f64`, when this number is that double's shortest
+    /// decimal (the form readers print): then no other number so accepted
+    /// has the same double, which is what a key needs. `2^60`
+    /// (`1152921504606846976`) has none, although its double is exact:
+    /// `1152921504606847000` would be the same double.
+    pub fn to_f64_distinct(&self) -> Option<f64> {
+        // Integers of up to 53 bits print as themselves.
+        if let Some(i) = self.to_i64()
+            && i.unsigned_abs() <= 1 << 53
+        {
+            return Some(i as f64);
+        }
+        let x = self.to_f64();
+        Number::parse(&format!("{x:e}"))
+            .is_ok_and(|n| n == *self)
+            .then_some(x)
+    }
+
     /// Digits after the decimal point.
     pub fn scale(&self) -> usize {
         self.canonical
@@ -455,6 +473,26 @@ mod tests {
             "1.6069380442589902755419620923411626025E+60",
         ] {
             assert_eq!(exact(text), None, "{text}");
+        }
+    }
+
+    /// As a key, a number must be the one number its double stands for:
+    /// an exact double that prints shorter is not.
+    #[test]
+    fn a_key_double_stands_for_one_number_only() {
+        let distinct = |text: &str| Number::parse(text).unwrap().to_f64_distinct();
+        assert_eq!(distinct("9007199254740992"), Some(9_007_199_254_740_992.0));
+        assert_eq!(
+            distinct("-9007199254740992"),
+            Some(-9_007_199_254_740_992.0)
+        );
+        assert_eq!(distinct("10.99"), Some(10.99));
+        assert_eq!(
+            distinct("1152921504606847000"),
+            Some(1_152_921_504_606_846_976.0)
+        );
+        for text in ["1152921504606846976", "9007199254740993"] {
+            assert_eq!(distinct(text), None, "{text}");
         }
     }
 

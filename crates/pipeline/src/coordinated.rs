@@ -177,6 +177,14 @@ pub(crate) fn run(
             }
             Err(Stop::Fenced(why)) => {
                 tracing::warn!("{why}; nothing more of it was committed here");
+                if options.stop.load(Ordering::Relaxed) {
+                    // The pass ended part way: what it had in flight is
+                    // not known to be done, so its other leases run out
+                    // rather than being handed over.
+                    summary.stopped_on_request = true;
+                    worker.abandon();
+                    return Ok(());
+                }
                 // Until the lease thread drops the grant (or a second),
                 // rather than a new pass opening the sinks only to be
                 // fenced again at once.

@@ -231,6 +231,8 @@ pub(crate) struct KafkaProducer<T = ()> {
     guard: Option<dynamo_cdc_core::WriteGuard>,
     /// Set when the run is asked to stop (see [`STOP_PATIENCE`]).
     stop: Option<Arc<AtomicBool>>,
+    /// When the brokers last answered a message.
+    last_answer: Instant,
 }
 
 /// librdkafka settings this sink relies on; `properties` may not change them.
@@ -301,6 +303,7 @@ impl<T> KafkaProducer<T> {
             abandoned: Vec::new(),
             guard: None,
             stop: None,
+            last_answer: Instant::now(),
         })
     }
 
@@ -339,19 +342,25 @@ impl<T> KafkaProducer<T> {
             .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
-    /// `Err` when a stop was asked for and the oldest group in flight has
-    /// waited [`STOP_PATIENCE`] for its answers.
-    fn given_up(&self) -> Result<(), KafkaSinkError> {
-        let waited = self.flights.front().map(|f| f.sent_at.elapsed());
-        match waited {
-            Some(waited) if waited >= STOP_PATIENCE && self.stopping() => {
-                Err(KafkaSinkError::Stopped {
-                    waiting: self.waiting(),
-                    waited_s: waited.as_secs(),
-                })
-            }
-            _ => Ok(()),
+    /// `Err` when a stop was asked for and the brokers have answered
+    /// nothing for [`STOP_PATIENCE`] while a group waits (counted from the
+    /// later of the last answer and the oldest group's hand-over: brokers
+    /// that are up but busy keep answering).
+    fn given_up(&self, since: Instant) -> Result<(), KafkaSinkError> {
+        if !self.stopping() {
+            return Ok(());
         }
+        let Some(oldest) = self.flights.front() else {
+            return Ok(());
+        };
+        let quiet = since.max(oldest.sent_at).max(self.last_answer).elapsed();
+        if quiet < STOP_PATIENCE {
+            return Ok(());
+        }
+        Err(KafkaSinkError::Stopped {
+            waiting: self.waiting(),
+            waited_s: quiet.as_secs(),
+        })
     }
 
     /// `Err` once the guard says messages may no longer be handed over.
@@ -425,9 +434,11 @@ impl<T> KafkaProducer<T> {
                 Ok(()) => return Ok(None),
                 Err(RDKafkaErrorCode::QueueFull) => {
                     // The local queue is full: let acknowledgements drain it,
-                    // for as long as the lease lasts.
+                    // for as long as the lease lasts, or until a stop.
                     self.wait_for_reports();
                     self.allowed()?;
+                    self.collect_answers();
+                    self.given_up(self.last_answer)?;
                 }
                 Err(RDKafkaErrorCode::MessageSizeTooLarge) => {
                     return Ok(Some(Sent::Refused(format!(
@@ -469,6 +480,7 @@ impl<T> KafkaProducer<T> {
     /// more.
     pub(crate) fn landed(&mut self, until: Until) -> Result<Vec<Landed<T>>, KafkaSinkError> {
         let mut out = Vec::new();
+        let started = Instant::now();
         // Answers already delivered to the context, then a look for more.
         self.serve_reports();
         loop {
@@ -478,7 +490,7 @@ impl<T> KafkaProducer<T> {
             if self.satisfied(until) {
                 return Ok(out);
             }
-            self.given_up()?;
+            self.given_up(started)?;
             self.wait_for_reports();
             dynamo_cdc_core::alive::still_waiting();
         }
@@ -572,6 +584,9 @@ impl<T> KafkaProducer<T> {
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
+        if !answers.is_empty() {
+            self.last_answer = Instant::now();
+        }
         for (serial, sent) in answers {
             // Groups are in serial order; an empty group holds no serial.
             let at = self

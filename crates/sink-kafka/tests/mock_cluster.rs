@@ -803,9 +803,11 @@ fn a_stop_ends_a_wait_on_brokers_that_are_down() {
         .map(|i| change(i, &format!("k{i}"), Op::Insert, "1"))
         .collect();
     let mut sink = open(config(&brokers, Format::Json));
-    let stop = Arc::new(AtomicBool::new(false));
+    // Brokers that answer are waited for, stop or not: the graceful stop.
+    let stop = Arc::new(AtomicBool::new(true));
     sink.stop_flag(&stop);
     deliver(&mut sink, &changes[..1]);
+    stop.store(false, Ordering::SeqCst);
     cluster.broker_down(-1).unwrap();
     send(&mut sink, &changes[1..]);
     std::thread::scope(|scope| {

@@ -32,6 +32,7 @@ use crate::layout::{
 use crate::snapshots;
 use crate::statistics::statistics_levels;
 use dynamo_cdc_dead_letter::{DEAD_LETTER_DIR, GAPS_DIR};
+use dynamo_cdc_object_store::STAGING_DIR;
 
 /// The sink could not write.
 #[derive(Debug, thiserror::Error)]
@@ -393,9 +394,9 @@ impl ParquetSink {
     fn schema_for(&mut self, table: &Arc<str>) -> Result<&mut TableSchema, ParquetSinkError> {
         if !self.schemas.contains_key(table) {
             // A table of such a name would share the directory the dataset
-            // keeps its dead letters or gap records in, which every scan
-            // skips: its files would never be found again.
-            if [DEAD_LETTER_DIR, GAPS_DIR].contains(&&**table) {
+            // keeps its dead letters, gap records or staged uploads in,
+            // which every scan skips and a lifecycle rule may empty.
+            if [DEAD_LETTER_DIR, GAPS_DIR, STAGING_DIR].contains(&&**table) {
                 return Err(ParquetSinkError::Schema {
                     at: self.describe_table(table),
                     reason: format!(

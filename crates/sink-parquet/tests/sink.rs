@@ -650,13 +650,13 @@ fn row_groups_close_at_their_byte_size_so_large_items_do_not_fill_memory() {
 }
 
 /// A table named as a directory the dataset keeps its own records in
-/// (`_dead_letter`, `_gaps`) is refused, naming it: its files would sit
+/// (`_dead_letter`, `_gaps`, `_staging`) is refused, naming it: its files would sit
 /// where every scan looks away, and never be found again.
 #[test]
 fn a_table_named_as_a_reserved_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut sink = open(dir.path(), 10);
-    for table in ["_gaps", "_dead_letter"] {
+    for table in ["_gaps", "_dead_letter", "_staging"] {
         let mut c = change(1, DAY_ONE_MS);
         c.source.table = table.into();
         let e = sink.write(&[c]).unwrap_err();

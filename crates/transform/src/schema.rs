@@ -188,10 +188,11 @@ impl TableSchema {
 
     /// [`TableSchema::admit`] for the row a change becomes (its
     /// [`Change::row_image`]), whose key attributes must keep telling items
-    /// apart: with `numbers = "double"`, a key number that a double cannot
-    /// hold exactly (`9007199254740993`, which would read
-    /// `9007199254740992`) is refused, as two items would share one key in
-    /// the rows and a latest-state view would merge them.
+    /// apart: with `numbers = "double"`, a key number that is not its
+    /// double's shortest decimal is refused (`9007199254740993`, which
+    /// would read `9007199254740992`; `1152921504606846976`, whose exact
+    /// double `1152921504606847000` shares), as two items would share one
+    /// key in the rows and a latest-state view would merge them.
     ///
     /// # Errors
     /// A message naming the attribute that does not fit, or the key that
@@ -206,7 +207,7 @@ impl TableSchema {
                 // of another layout keeps the number as it is.
                 let column = self.columns.iter().find(|c| c.attribute == name.as_str());
                 let double = column.is_none_or(|c| c.ty == ColumnType::Float64);
-                if double && n.to_f64_exact().is_none() {
+                if double && n.to_f64_distinct().is_none() {
                     return Err(format!(
                         "key attribute `{}` is {n}, which numbers = \"double\" would write as \
                          {}: two items would share one key in the rows; use numbers = \"auto\", \
