@@ -334,6 +334,45 @@ impl Objects {
         }
     }
 
+    /// Whether `key` holds exactly the `size` bytes `reader` gives, read
+    /// and compared a part at a time. A create-if-absent that was applied
+    /// but whose answer was lost is retried by the client and refused as
+    /// a collision; this tells that from another writer's object.
+    ///
+    /// # Errors
+    /// When the store cannot answer, or `reader` fails (as an I/O error).
+    pub fn holds(
+        &self,
+        key: &Path,
+        reader: &mut impl std::io::Read,
+        size: u64,
+    ) -> Result<bool, ObjectError> {
+        const PART: u64 = 8 << 20;
+        match self.block_on(self.store.head(key)) {
+            Ok(meta) if meta.size == size => {}
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.fail("look up", key)(e)),
+        }
+        let mut ours = vec![0u8; usize::try_from(PART.min(size)).unwrap_or(0)];
+        let mut at = 0;
+        while at < size {
+            let end = (at + PART).min(size);
+            let theirs = self.read_range(key, at..end)?;
+            let ours = &mut ours[..theirs.len()];
+            reader.read_exact(ours).map_err(|e| {
+                self.fail("compare", key)(object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })
+            })?;
+            if *ours != theirs[..] {
+                return Ok(false);
+            }
+            at = end;
+        }
+        Ok(true)
+    }
+
     /// The whole object.
     ///
     /// # Errors

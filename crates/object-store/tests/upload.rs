@@ -444,3 +444,26 @@ mod failing_store {
         }
     }
 }
+
+/// `holds` tells an object holding exactly some bytes (a create whose
+/// answer was lost, found by its retry) from anything else under the name.
+#[test]
+fn holds_compares_an_object_with_bytes_part_by_part() {
+    let objects = objects();
+    let key = objects.path("t/a.parquet");
+    let bytes: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    let size = bytes.len() as u64;
+    assert!(
+        !objects.holds(&key, &mut &bytes[..], size).unwrap(),
+        "no object"
+    );
+    objects.create(&key, bytes.clone().into()).unwrap();
+    assert!(objects.holds(&key, &mut &bytes[..], size).unwrap());
+    let mut other = bytes.clone();
+    other[17_000_000] ^= 1; // in the third part of eight MiB
+    assert!(!objects.holds(&key, &mut &other[..], size).unwrap());
+    assert!(
+        !objects.holds(&key, &mut &bytes[..10], 10).unwrap(),
+        "another size"
+    );
+}

@@ -202,7 +202,25 @@ impl OpenFile {
                     CopyError::Object(o) => IcebergSinkError::Object(o),
                     CopyError::Read(e) => IcebergSinkError::io("read a spool file in", &spool)(e),
                 })?;
-                upload.finish()?
+                match upload.finish() {
+                    Ok(size) => size,
+                    // A data file's name is this writer's own: a name that
+                    // exists holds this file when a create whose answer was
+                    // lost was retried (and refused).
+                    Err(o) if o.class == dynamo_cdc_object_store::FailureClass::Collision => {
+                        file.seek(SeekFrom::Start(0))
+                            .map_err(IcebergSinkError::io("read a spool file in", &spool))?;
+                        let size = file
+                            .metadata()
+                            .map_err(IcebergSinkError::io("read a spool file in", &spool))?
+                            .len();
+                        if !objects.holds(key, &mut file, size)? {
+                            return Err(o.into());
+                        }
+                        size
+                    }
+                    Err(o) => return Err(o.into()),
+                }
             }
         };
         Ok(ClosedFile {

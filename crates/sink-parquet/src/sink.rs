@@ -1050,7 +1050,7 @@ fn upload_spooled(
         .metadata()
         .map_err(io("cannot read a spool file in", &spool_dir))?
         .len();
-    let mut upload = Upload::new(objects, object);
+    let mut upload = Upload::new(objects, object.clone());
     if fence_upload(fenced, objects, size) {
         upload = upload.fenced();
     } else if fenced {
@@ -1066,14 +1066,30 @@ fn upload_spooled(
         CopyError::Object(o) => ParquetSinkError::Object(o),
         CopyError::Read(e) => io("cannot read a spool file in", &spool_dir)(e),
     })?;
-    upload.finish().map_err(|o| match o.class {
-        FailureClass::Collision => ParquetSinkError::Collision {
-            file: o.object.clone(),
-            shard: key.clone(),
-            source: Box::new(o),
-        },
-        _ => ParquetSinkError::Object(o),
-    })
+    match upload.finish() {
+        Ok(size) => Ok(size),
+        Err(o) if o.class == FailureClass::Collision => {
+            // Our own commit, applied but answered too late, is found by
+            // the client's retry and refused: the name then holds exactly
+            // this file, which is as good as committed (whoever wrote it).
+            spool
+                .seek(SeekFrom::Start(0))
+                .map_err(io("cannot read a spool file in", &spool_dir))?;
+            if objects.holds(&object, &mut spool, size)? {
+                tracing::info!(
+                    file = %o.object,
+                    "the file was committed already, by this very upload (its answer was lost)"
+                );
+                return Ok(size);
+            }
+            Err(ParquetSinkError::Collision {
+                file: o.object.clone(),
+                shard: key.clone(),
+                source: Box::new(o),
+            })
+        }
+        Err(o) => Err(ParquetSinkError::Object(o)),
+    }
 }
 
 /// Bytes read from the end of an object to find its footer; enough for

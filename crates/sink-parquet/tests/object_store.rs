@@ -204,6 +204,43 @@ fn a_crash_before_commit_leaves_nothing_listed_and_the_rerun_writes_it_once() {
     assert_eq!(listed(&objects), [format!("{DAY}/s1_1.parquet")]);
 }
 
+/// A create whose answer was lost is retried by the client and refused:
+/// the name then holds this very file, which counts as committed (no
+/// collision, no alarm); a name holding other bytes still collides.
+#[test]
+fn a_commit_found_already_made_with_the_same_bytes_is_not_a_collision() {
+    let changes: Vec<Change> = (1..=3).map(|s| change(s, DAY_ONE_MS)).collect();
+    let name = format!("{DAY}/s1_1.parquet");
+    // The bytes this sink writes for those changes.
+    let elsewhere = bucket();
+    let mut first = open(&elsewhere, 1000);
+    first.write(&changes).unwrap();
+    first.flush().unwrap();
+    let bytes = elsewhere.read(&elsewhere.path(&name)).unwrap();
+
+    // The same file appears under the name between the open and the
+    // commit, as a retried create that was applied would leave it.
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    sink.write(&changes).unwrap();
+    objects.create(&objects.path(&name), bytes.clone()).unwrap();
+    sink.flush().unwrap();
+    assert_eq!(position(&sink).as_deref(), Some("3"));
+    assert_eq!(listed(&objects), [name.clone()]);
+
+    // Other bytes under the name: another writer's file.
+    let objects = bucket();
+    let mut sink = open(&objects, 1000);
+    sink.write(&changes).unwrap();
+    let mut other = bytes.to_vec();
+    let last = other.len() - 9;
+    other[last] ^= 1;
+    objects.create(&objects.path(&name), other.into()).unwrap();
+    let e = sink.flush().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    assert!(e.to_string().contains(&name), "{e}");
+}
+
 #[test]
 fn a_name_another_writer_committed_is_a_transient_collision_naming_the_object() {
     let objects = bucket();
