@@ -82,6 +82,8 @@ enum CheckpointError {
     },
     #[error("checkpoint {path} is not a dynamo-cdc checkpoint: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("checkpoint {path}: {reason}")]
+    LockLost { path: PathBuf, reason: String },
 }
 
 /// The checkpoint file.
@@ -89,6 +91,8 @@ pub struct FileCheckpoints {
     path: PathBuf,
     /// When to write and what is held back.
     pace: WritePace,
+    /// The process's lock on the checkpoint, asked before every write.
+    lock: Option<std::sync::Arc<crate::checkpoint_lock::CheckpointLock>>,
 }
 
 impl FileCheckpoints {
@@ -97,7 +101,24 @@ impl FileCheckpoints {
         FileCheckpoints {
             path: path.to_owned(),
             pace: WritePace::default(),
+            lock: None,
         }
+    }
+
+    /// Writes only while `lock` is still the lock file at its path.
+    pub(crate) fn held_by(
+        mut self,
+        lock: std::sync::Arc<crate::checkpoint_lock::CheckpointLock>,
+    ) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    fn invalid_lock(&self, reason: String) -> StoreError {
+        StoreError::fatal(CheckpointError::LockLost {
+            path: self.path.clone(),
+            reason,
+        })
     }
 
     fn invalid(&self, reason: impl std::fmt::Display) -> StoreError {
@@ -215,6 +236,10 @@ impl FileCheckpoints {
     /// Writes `recorded` now; on failure it stays held, for the next
     /// store or the flush.
     fn write(&mut self, recorded: &Recorded) -> Result<(), StoreError> {
+        if let Some(lock) = &self.lock {
+            lock.still_held()
+                .map_err(|reason| self.invalid_lock(reason))?;
+        }
         let file = FileV2 {
             version: 2,
             sinks: recorded

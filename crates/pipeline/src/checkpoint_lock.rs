@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// The lock, held while this value lives.
 #[derive(Debug)]
 pub(crate) struct CheckpointLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 /// The lock file of the checkpoint at `checkpoint`.
@@ -81,7 +82,39 @@ impl CheckpointLock {
         let _ = file.rewind();
         let _ = file.write_all(holder().as_bytes());
         let _ = file.sync_data();
-        Ok(CheckpointLock { _file: file })
+        Ok(CheckpointLock { file, path })
+    }
+
+    /// `Err` when the lock file this process holds is no longer the one at
+    /// its path (removed, or replaced): a process started since would have
+    /// locked a new file and be running on the checkpoint too. A lock
+    /// holds a file, not a name, so this is looked at before every write.
+    ///
+    /// # Errors
+    /// Saying what happened to the lock file.
+    pub(crate) fn still_held(&self) -> Result<(), String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            let lost = |what: &str| {
+                Err(format!(
+                    "the checkpoint lock {} was {what} while this process held it: another \
+                     process may be running on the checkpoint now; stopping rather than \
+                     writing it",
+                    self.path.display()
+                ))
+            };
+            let ours = self.file.metadata().map_err(|e| e.to_string())?;
+            match std::fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) == (ours.dev(), ours.ino()) => Ok(()),
+                Ok(_) => lost("replaced"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => lost("removed"),
+                // Cannot tell (a disk error): the write itself will say.
+                Err(_) => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        Ok(())
     }
 }
 
@@ -104,5 +137,29 @@ mod tests {
         assert!(e.contains("checkpoint.json is in use"), "{e}");
         drop(first);
         CheckpointLock::acquire(&checkpoint).unwrap();
+    }
+
+    /// A lock file removed while held lets a second process lock a new
+    /// one: the first finds out before its next write.
+    #[test]
+    fn a_lock_file_removed_while_held_is_found_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = dir.path().join("checkpoint.json");
+        let first = std::sync::Arc::new(CheckpointLock::acquire(&checkpoint).unwrap());
+        first.still_held().unwrap();
+        std::fs::remove_file(lock_path(&checkpoint)).unwrap();
+        let e = first.still_held().unwrap_err();
+        assert!(e.contains("was removed"), "{e}");
+        let _second = CheckpointLock::acquire(&checkpoint).unwrap();
+        let e = first.still_held().unwrap_err();
+        assert!(e.contains("was replaced"), "{e}");
+        // The first process's checkpoint store stops rather than write.
+        use dynamo_cdc_core::CheckpointStore as _;
+        let mut store = crate::checkpoint::FileCheckpoints::new(&checkpoint).held_by(first);
+        store
+            .store(&dynamo_cdc_core::Recorded::default())
+            .and_then(|()| store.flush())
+            .unwrap_err();
+        assert!(!checkpoint.exists(), "nothing written");
     }
 }

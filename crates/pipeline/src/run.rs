@@ -120,12 +120,12 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     }
     // Held until the run ends: a second process on this checkpoint stops
     // here, naming this one.
-    let _lock = CheckpointLock::acquire(&config.checkpoint.path)?;
+    let lock = std::sync::Arc::new(CheckpointLock::acquire(&config.checkpoint.path)?);
     // Asked for once: a retry after an outage resumes the snapshot the
     // first pass planned instead of starting another.
     let mut snapshot_now = options.snapshot_table.clone();
     loop {
-        let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path);
+        let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path).held_by(lock.clone());
         let outcome = run_once(
             Pass {
                 config,
