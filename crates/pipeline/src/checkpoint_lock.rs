@@ -41,7 +41,35 @@ impl CheckpointLock {
     /// When another process holds it (naming that process), or the lock
     /// file cannot be opened.
     pub(crate) fn acquire(checkpoint: &Path) -> anyhow::Result<Self> {
-        let path = lock_path(checkpoint);
+        Self::acquire_for(
+            checkpoint,
+            "checkpoint",
+            "only one process may run on a checkpoint. Stop that process first, give this one \
+             another `[checkpoint] path`, or share the tables between processes with \
+             `[coordination]`",
+        )
+    }
+
+    /// Takes the lock of the snapshot journal beside the checkpoint
+    /// (`x.json` -> `x.snapshots/`), which checkpoints whose names differ
+    /// only in their extension (`x.json`, `x.state`) would share.
+    ///
+    /// # Errors
+    /// As [`CheckpointLock::acquire`].
+    pub(crate) fn acquire_journal(journal: &Path, checkpoint: &Path) -> anyhow::Result<Self> {
+        Self::acquire_for(
+            journal,
+            "snapshot journal",
+            &format!(
+                "it is beside checkpoint {} too, and two runs may not share one: give this one \
+                 a `[checkpoint] path` whose name differs before its extension",
+                checkpoint.display()
+            ),
+        )
+    }
+
+    fn acquire_for(target: &Path, what: &str, why: &str) -> anyhow::Result<Self> {
+        let path = lock_path(target);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
@@ -52,9 +80,7 @@ impl CheckpointLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open the checkpoint lock {}: {e}", path.display())
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot open the {what} lock {}: {e}", path.display()))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -62,10 +88,8 @@ impl CheckpointLock {
                 let _ = file.read_to_string(&mut who);
                 let who = who.trim();
                 anyhow::bail!(
-                    "checkpoint {} is in use by {}: only one process may run on a checkpoint. \
-                     Stop that process first, give this one another `[checkpoint] path`, or \
-                     share the tables between processes with `[coordination]`",
-                    checkpoint.display(),
+                    "{what} {} is in use by {}: {why}",
+                    target.display(),
                     if who.is_empty() {
                         "another dynamo-cdc process"
                     } else {
@@ -74,7 +98,7 @@ impl CheckpointLock {
                 );
             }
             Err(TryLockError::Error(e)) => {
-                anyhow::bail!("cannot lock the checkpoint lock {}: {e}", path.display())
+                anyhow::bail!("cannot lock the {what} lock {}: {e}", path.display())
             }
         }
         // Who holds it, for the next one's message; best effort.
@@ -137,6 +161,26 @@ mod tests {
         assert!(e.contains("checkpoint.json is in use"), "{e}");
         drop(first);
         CheckpointLock::acquire(&checkpoint).unwrap();
+    }
+
+    /// Checkpoints whose names differ only in their extension share a
+    /// snapshot journal: the second run is refused, saying so.
+    #[test]
+    fn checkpoints_sharing_a_snapshot_journal_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (json, state) = (dir.path().join("x.json"), dir.path().join("x.state"));
+        let journal = json.with_extension("snapshots");
+        let _first = CheckpointLock::acquire_journal(&journal, &json).unwrap();
+        let e = CheckpointLock::acquire_journal(&state.with_extension("snapshots"), &state)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "snapshot journal {} is in use by process",
+                journal.display()
+            )) && e.contains("x.state"),
+            "{e}"
+        );
     }
 
     /// A lock file removed while held lets a second process lock a new

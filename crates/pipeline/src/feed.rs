@@ -38,8 +38,13 @@ fn snapshot_journal(
         return crate::shared_journal::at(&crate::run::dead_letter_location(config)?);
     }
     Ok(dynamo_cdc_source::snapshot::journal::LocalJournalFiles::at(
-        &config.checkpoint.path.with_extension("snapshots"),
+        &local_journal_dir(&config.checkpoint.path),
     ))
+}
+
+/// The snapshot journal of a process running alone, beside its checkpoint.
+pub(crate) fn local_journal_dir(checkpoint: &std::path::Path) -> std::path::PathBuf {
+    checkpoint.with_extension("snapshots")
 }
 
 /// How long the pipeline waits for a batch before it looks around.

@@ -121,6 +121,15 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     // Held until the run ends: a second process on this checkpoint stops
     // here, naming this one.
     let lock = std::sync::Arc::new(CheckpointLock::acquire(&config.checkpoint.path)?);
+    // Only a stream's tables are snapshotted.
+    let _journal_lock = (config.source.kind == SourceKind::Dynamodb)
+        .then(|| {
+            CheckpointLock::acquire_journal(
+                &crate::feed::local_journal_dir(&config.checkpoint.path),
+                &config.checkpoint.path,
+            )
+        })
+        .transpose()?;
     // Asked for once: a retry after an outage resumes the snapshot the
     // first pass planned instead of starting another.
     let mut snapshot_now = options.snapshot_table.clone();
