@@ -373,6 +373,19 @@ impl SourceConfig {
     }
 
     fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        // `when_needed` records a gap and repairs it with a snapshot; a
+        // stop on a gap, asked for in so many words, would never happen.
+        if self.snapshot == SnapshotMode::WhenNeeded
+            && self.on_gap == OnGap::Fail
+            && self.given.iter().any(|k| k == "on_gap")
+        {
+            return Err(ConfigError::new(
+                "on_gap",
+                "snapshot = \"when_needed\" records a gap and repairs it with a new snapshot, \
+                 so the run never stops on one: remove on_gap = \"fail\", or set snapshot = \
+                 \"initial\" to stop on gaps",
+            ));
+        }
         if !(1..=1_000_000).contains(&self.snapshot_segments) {
             return Err(ConfigError::new(
                 "snapshot_segments",
@@ -534,6 +547,13 @@ on_gap = "skip"
         assert_eq!(
             bad_key(&format!("{STREAMS}batch_size = 64\n")),
             "source.batch_size"
+        );
+        // A gap stops nothing under `when_needed`: saying it should is refused.
+        let when_needed = STREAMS.replace("on_gap = \"skip\"", "snapshot = \"when_needed\"");
+        parse(&when_needed).unwrap().validate().unwrap();
+        assert_eq!(
+            bad_key(&format!("{when_needed}on_gap = \"fail\"\n")),
+            "source.on_gap"
         );
     }
 
