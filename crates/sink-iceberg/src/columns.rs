@@ -216,15 +216,22 @@ impl FieldMap {
             if self.holder(&form, &ty).is_some() {
                 continue;
             }
+            // Names are told apart case-insensitively, as Spark, Athena
+            // and Hive match them, and none may be the partition field's.
+            let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
             let taken = |name: &str| {
-                self.fields.iter().any(|f| f.field.name == name)
-                    || self.meta.contains_key(name)
-                    || self.foreign.iter().any(|n| n == name)
-                    || out.iter().any(|(n, _, _)| n == name)
+                self.fields.iter().any(|f| same(&f.field.name, name))
+                    || self.meta.keys().any(|m| same(m, name))
+                    || self.foreign.iter().any(|n| same(n, name))
+                    || out.iter().any(|(n, _, _)| same(n, name))
+                    || same(name, crate::catalog::PARTITION_FIELD)
             };
-            let mut name = column.name.clone();
+            // Iceberg refuses a `.` in a new column's name (it separates
+            // a nested field's path); the attribute's own name is kept in
+            // the field's form.
+            let mut name = column.name.replace('.', "_");
             if taken(&name) {
-                let base = format!("{}__{}", column.name, form.tag.to_lowercase());
+                let base = format!("{name}__{}", form.tag.to_lowercase());
                 name = base.clone();
                 let mut n = 2;
                 while taken(&name) {
@@ -506,6 +513,44 @@ mod tests {
         assert_eq!(add.len(), 1, "{add:?}");
         assert_eq!(add[0].0, "v__json");
         assert_eq!(add[0].2.tag, "json");
+    }
+
+    /// Names Iceberg or its readers would refuse are not given: a `.`
+    /// (a nested path in Iceberg), a name that differs from another only
+    /// in case (Spark, Athena and Hive match names case-insensitively),
+    /// the partition field's name. The attribute's own name stays in the
+    /// field's form.
+    #[test]
+    fn new_field_names_are_ones_iceberg_and_its_readers_accept() {
+        let map = FieldMap::read(
+            &Schema::builder()
+                .with_fields(meta_fields())
+                .build()
+                .unwrap(),
+            &HashMap::new(),
+        );
+        let schema = table_schema(&[item(&[
+            ("order.date", s("2024-05-01")),
+            ("Name", s("a")),
+            ("name", s("b")),
+            ("__OP", s("mine")),
+            ("__source_day_ms", s("x")),
+        ])]);
+        let add = map.missing(&schema);
+        let names: Vec<(&str, &str)> = add
+            .iter()
+            .map(|(name, _, form)| (name.as_str(), form.attribute.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("Name", "Name"),
+                ("__OP__s", "__OP"),
+                ("__source_day_ms__s", "__source_day_ms"),
+                ("name__s", "name"),
+                ("order_date", "order.date"),
+            ]
+        );
     }
 
     /// A field someone else added (in Spark, say) keeps its name: the
