@@ -35,7 +35,23 @@ pub const HEADER_ERROR: &str = "dynamo-cdc.error";
 type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Why one change could not be encoded: it is dead-lettered, the rest goes on.
-pub(crate) struct Unencodable(pub String);
+pub(crate) struct Unencodable {
+    /// What does not fit, naming the attribute.
+    pub reason: String,
+    /// A delete's tombstone, sent all the same: the key does not depend on
+    /// the value's schema, and without it a compacted topic would keep the
+    /// deleted item for good.
+    pub tombstone: Option<Outgoing>,
+}
+
+impl Unencodable {
+    fn new(reason: String) -> Self {
+        Unencodable {
+            reason,
+            tombstone: None,
+        }
+    }
+}
 
 pub(crate) struct Encoder {
     topic_template: String,
@@ -173,9 +189,41 @@ impl Encoder {
             }
             Format::Avro => match self.avro(&topic, change)? {
                 Ok(kv) => kv,
-                Err(e) => return Ok(Err(e)),
+                Err(mut e) => {
+                    if self.tombstones && change.op == Op::Remove {
+                        e.tombstone = match self.avro_key(&topic, change)? {
+                            Ok(key) => Some(Outgoing {
+                                topic,
+                                key,
+                                value: None,
+                                headers: self.headers(change),
+                            }),
+                            Err(_) => None,
+                        };
+                    }
+                    return Ok(Err(e));
+                }
             },
         };
+        let headers = self.headers(change);
+        let tombstone = (self.tombstones && change.op == Op::Remove).then(|| Outgoing {
+            topic: topic.clone(),
+            key: key.clone(),
+            value: None,
+            headers: headers.clone(),
+        });
+        let mut out = vec![Outgoing {
+            topic,
+            key,
+            value: Some(value),
+            headers,
+        }];
+        out.extend(tombstone);
+        Ok(Ok(out))
+    }
+
+    /// The headers of a change's messages: where it comes from.
+    fn headers(&self, change: &Change) -> Vec<(&'static str, HeaderValue)> {
         let s = &change.source;
         let mut headers = vec![
             (HEADER_TABLE, HeaderValue::Shared(s.table.clone())),
@@ -196,20 +244,7 @@ impl Encoder {
                 snapshot.marker.code().as_bytes().to_vec().into(),
             ));
         }
-        let tombstone = (self.tombstones && change.op == Op::Remove).then(|| Outgoing {
-            topic: topic.clone(),
-            key: key.clone(),
-            value: None,
-            headers: headers.clone(),
-        });
-        let mut out = vec![Outgoing {
-            topic,
-            key,
-            value: Some(value),
-            headers,
-        }];
-        out.extend(tombstone);
-        Ok(Ok(out))
+        headers
     }
 
     fn avro(
@@ -246,7 +281,7 @@ impl Encoder {
             (Shape::Envelope, None, None) => &[keys],
         };
         if let Err(e) = state.schema.admit_all(images) {
-            return Ok(Err(Unencodable(e)));
+            return Ok(Err(Unencodable::new(e)));
         }
         let registry = self.registry.as_mut().ok_or_else(|| {
             KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())
@@ -262,6 +297,42 @@ impl Encoder {
                 id
             }
         };
+        let key = match self.avro_key(topic, change)? {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(state) = self.tables.get_mut(&table) else {
+            unreachable!("inserted above")
+        };
+        // Each datum is written after its header, in one buffer.
+        let mut written = std::mem::take(&mut self.scratch.avro);
+        written.clear();
+        write_header(&mut written, value_id);
+        let value = match avro::encode_value_after(written, &state.schema, self.shape, change) {
+            Ok(written) => {
+                let value = written.as_slice().to_vec();
+                self.scratch.avro = written;
+                value
+            }
+            Err(e) => return Ok(Err(Unencodable::new(error_chain(&e)))),
+        };
+        Ok(Ok((key, value)))
+    }
+
+    /// A change's Avro key, after its header (the key schema registered
+    /// once per key layout). The table's state exists (see `avro`).
+    fn avro_key(
+        &mut self,
+        topic: &str,
+        change: &Change,
+    ) -> Result<Result<Vec<u8>, Unencodable>, KafkaSinkError> {
+        let table = &change.source.table;
+        let registry = self.registry.as_mut().ok_or_else(|| {
+            KafkaSinkError::Avro("format = \"avro\" needs schema_registry_url".into())
+        })?;
+        let Some(state) = self.tables.get_mut(table) else {
+            unreachable!("made by `avro` first")
+        };
         let key_id = match state
             .keys
             .iter()
@@ -269,7 +340,7 @@ impl Encoder {
         {
             Some((_, id)) => *id,
             None => {
-                let key_schema = avro::key_schema(&table, &change.keys)
+                let key_schema = avro::key_schema(table, &change.keys)
                     .map_err(|e| KafkaSinkError::Avro(e.to_string()))?;
                 let id = registry.id(&format!("{topic}-key"), &key_schema.json.to_string())?;
                 let layout = change
@@ -281,23 +352,8 @@ impl Encoder {
                 id
             }
         };
-        // Each datum is written after its header, in one buffer.
-        let key = match avro::encode_key_after(header(key_id, 64), change) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
-        };
-        let mut written = std::mem::take(&mut self.scratch.avro);
-        written.clear();
-        write_header(&mut written, value_id);
-        let value = match avro::encode_value_after(written, &state.schema, self.shape, change) {
-            Ok(written) => {
-                let value = written.as_slice().to_vec();
-                self.scratch.avro = written;
-                value
-            }
-            Err(e) => return Ok(Err(Unencodable(error_chain(&e)))),
-        };
-        Ok(Ok((key, value)))
+        Ok(avro::encode_key_after(header(key_id, 64), change)
+            .map_err(|e| Unencodable::new(error_chain(&e))))
     }
 
     /// A table's schema at its first change in this run: continued from the

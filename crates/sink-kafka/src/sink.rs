@@ -556,7 +556,18 @@ impl KafkaSink {
                         }
                     }
                 }
-                Err(e) => rejected.push(Rejected { index, error: e.0 }),
+                Err(e) => {
+                    rejected.push(Rejected {
+                        index,
+                        error: e.reason,
+                    });
+                    // A delete that cannot be written still ends its key's
+                    // life in a compacted topic.
+                    if let Some(tombstone) = e.tombstone {
+                        self.outgoing_bytes += tombstone.size();
+                        self.outgoing.push(tombstone);
+                    }
+                }
             }
             self.pending_changes
                 .push((key, change.source.sequence_number.clone()));
@@ -598,15 +609,22 @@ impl KafkaSink {
                     self.outgoing.push(tombstone);
                 }
             }
-            // Its value was written, so this is a schema that changed since
-            // (a declaration): the change is in the topic, its tombstone not.
-            Err(e) => tracing::warn!(
-                table = %change.source.table,
-                sequence_number = %change.source.sequence_number,
-                error = %e.0,
-                "a delete found in the topic without its tombstone cannot be encoded again; \
-                 its tombstone is not sent, and a compacted topic keeps the item"
-            ),
+            // Its value cannot be written again (a schema that changed
+            // since, a declaration): the tombstone, which does not depend on
+            // it, is sent all the same.
+            Err(e) => match e.tombstone {
+                Some(tombstone) => {
+                    self.outgoing_bytes += tombstone.size();
+                    self.outgoing.push(tombstone);
+                }
+                None => tracing::warn!(
+                    table = %change.source.table,
+                    sequence_number = %change.source.sequence_number,
+                    error = %e.reason,
+                    "a delete found in the topic without its tombstone cannot be encoded again; \
+                     its tombstone is not sent, and a compacted topic keeps the item"
+                ),
+            },
         }
         Ok(())
     }

@@ -991,6 +991,48 @@ fn an_envelope_whose_new_image_does_not_fit_widens_nothing() {
     assert!(!schema.contains("extra"), "{schema}");
 }
 
+/// A delete whose old image does not fit the declaration is dead-lettered,
+/// and its tombstone is sent all the same: the key does not depend on the
+/// value, and a compacted topic would otherwise keep the deleted item.
+#[test]
+fn a_delete_that_cannot_be_encoded_still_sends_its_tombstone() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("cdc.orders", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let registry = RegistryDouble::start();
+    let c = with_registry(&brokers, registry.url());
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[{"name":"price","type":["null","long"]}]}"#,
+    )
+    .unwrap();
+    let mut sink = KafkaSink::open(
+        c,
+        NumbersMode::Auto,
+        HashMap::from([("orders".to_owned(), declared)]),
+    )
+    .unwrap();
+    deliver(&mut sink, &[change(1, "a", Op::Insert, "7")]);
+    // Written before the declaration: a price that is not a long.
+    let remove = change(2, "a", Op::Remove, "7.5");
+    let rejected = sink.write(&[remove]).unwrap();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(rejected[0].error.contains("price"), "{}", rejected[0].error);
+    sink.poll().unwrap();
+    sink.flush().unwrap();
+    let got = consume(&brokers, "cdc.orders", 1);
+    assert_eq!(got.len(), 2, "the insert, then the tombstone");
+    assert!(got[0].value.is_some());
+    assert!(got[1].value.is_none(), "a tombstone");
+    assert_eq!(got[1].key, got[0].key, "for the deleted item's key");
+    assert_eq!(got[1].headers[HEADER_SEQUENCE], "1002");
+    // The change's position moves past it: it is dead-lettered, not lost.
+    let key = ShardKey::new("orders", "shard-1");
+    assert!(
+        sink.durable_positions()
+            .covers(&key, &SequenceNumber::parse("1002").unwrap())
+    );
+}
+
 #[test]
 fn a_restart_continues_the_value_schema_registered_last() {
     // The last run widened `gift` to a string. A restart whose first change
