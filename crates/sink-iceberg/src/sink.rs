@@ -217,26 +217,30 @@ impl IcebergSink {
                 remote(arn, Buckets::new(Scheme::S3, &options))
             }
         };
-        let catalog::Connected { catalog, signing } = runtime
-            .block_on(catalog::connect(&config, storage, &warehouse.url()))
-            .map_err(IcebergSinkError::catalog(format!(
-                "connect to the {} catalog `{}` at {}",
-                match config.catalog {
-                    CatalogKind::Sql => "SQL",
-                    CatalogKind::Rest => "REST",
-                },
-                config.catalog_name,
-                redact_uri(&config.catalog_uri)
-            )))?;
+        let catalog::Connected { catalog, signing } = wait(
+            &runtime,
+            catalog::connect(&config, storage, &warehouse.url()),
+        )
+        .map_err(IcebergSinkError::catalog(format!(
+            "connect to the {} catalog `{}` at {}",
+            match config.catalog {
+                CatalogKind::Sql => "SQL",
+                CatalogKind::Rest => "REST",
+            },
+            config.catalog_name,
+            redact_uri(&config.catalog_uri)
+        )))?;
         let namespace = NamespaceIdent::from_vec(config.namespace_levels()).map_err(
             IcebergSinkError::catalog(format!("use namespace `{}`", config.namespace)),
         )?;
-        runtime
-            .block_on(catalog::ensure_namespace(catalog.as_ref(), &namespace))
-            .map_err(IcebergSinkError::catalog(format!(
-                "create namespace `{}`",
-                config.namespace
-            )))?;
+        wait(
+            &runtime,
+            catalog::ensure_namespace(catalog.as_ref(), &namespace),
+        )
+        .map_err(IcebergSinkError::catalog(format!(
+            "create namespace `{}`",
+            config.namespace
+        )))?;
         let encoding = Encoding {
             zstd_level: config.zstd_level,
             row_group_rows: config.row_group_rows,
@@ -290,17 +294,13 @@ impl IcebergSink {
                 ident.name()
             )),
         };
-        let loaded = self
-            .runtime
-            .block_on(catalog::ensure_table(
-                self.catalog.as_ref(),
-                &ident,
-                location,
-                table,
-            ))
-            .map_err(IcebergSinkError::catalog(format!(
-                "load or create table {ident}"
-            )))?;
+        let loaded = wait(
+            &self.runtime,
+            catalog::ensure_table(self.catalog.as_ref(), &ident, location, table),
+        )
+        .map_err(IcebergSinkError::catalog(format!(
+            "load or create table {ident}"
+        )))?;
         let fields = FieldMap::read(
             loaded.metadata().current_schema(),
             loaded.metadata().properties(),
@@ -399,15 +399,13 @@ impl IcebergSink {
                 "record column forms of {}",
                 state.ident
             )))?;
-            match self.runtime.block_on(tx.commit(catalog.as_ref())) {
+            match wait(&self.runtime, tx.commit(catalog.as_ref())) {
                 Ok(updated) => state.table = updated,
                 Err(e) if attempt < COMMIT_ATTEMPTS => {
                     // Another writer evolved the table meanwhile (perhaps
                     // adding the same columns): look again.
                     tracing::info!(table = %state.ident, error = %e, "schema commit refused; reloading the table");
-                    state.table = self
-                        .runtime
-                        .block_on(catalog.load_table(&state.ident))
+                    state.table = wait(&self.runtime, catalog.load_table(&state.ident))
                         .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
                 }
                 Err(e) => {
@@ -448,10 +446,7 @@ impl IcebergSink {
             update = update.set(key, value);
         }
         let tx = update.apply(tx).map_err(failed())?;
-        state.table = self
-            .runtime
-            .block_on(tx.commit(catalog.as_ref()))
-            .map_err(failed())?;
+        state.table = wait(&self.runtime, tx.commit(catalog.as_ref())).map_err(failed())?;
         tracing::info!(table = %state.ident, id = %record.id, "snapshot recorded in the table's properties");
         Ok(())
     }
@@ -627,9 +622,7 @@ impl IcebergSink {
             .clone();
         for _ in 0..COMMIT_ATTEMPTS {
             let state = self.tables.get_mut(table).expect("a loaded table");
-            let loaded = self
-                .runtime
-                .block_on(catalog.load_table(&state.ident))
+            let loaded = wait(&self.runtime, catalog.load_table(&state.ident))
                 .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
             // Its partitioning may have been changed meanwhile.
             catalog::check_partitioning(&state.ident, loaded.metadata()).map_err(
@@ -754,7 +747,7 @@ impl IcebergSink {
                     "the commit never reached the catalog",
                 ));
             }
-            let answer = self.runtime.block_on(commit);
+            let answer = wait(&self.runtime, commit);
             let lost = &mut self.lost_answers;
             match answer {
                 Ok(_) if !lost.applied.is_empty() => Err(iceberg::Error::new(
@@ -765,7 +758,7 @@ impl IcebergSink {
             }
         }
         #[cfg(not(test))]
-        self.runtime.block_on(commit)
+        wait(&self.runtime, commit)
     }
 
     /// Takes the commit of `table`'s closed files as made, as `snapshot`
@@ -989,8 +982,65 @@ impl Sink for IcebergSink {
     }
 }
 
+/// Runs `future` on `runtime`, saying every 5 s that this thread is alive
+/// while it waits: one catalog request may wait minutes (a bucket's retries
+/// under a commit, a catalog that holds a connection), which is an outage
+/// to ride out, not a hang for `/healthz` to restart the process over.
+fn wait<F: std::future::Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
+    wait_saying(
+        runtime,
+        future,
+        std::time::Duration::from_secs(5),
+        dynamo_cdc_core::alive::still_waiting,
+    )
+}
+
+/// [`wait`], giving `sign` of life every `every` and once it is done.
+fn wait_saying<F: std::future::Future>(
+    runtime: &tokio::runtime::Runtime,
+    future: F,
+    every: std::time::Duration,
+    sign: fn(),
+) -> F::Output {
+    let output = runtime.block_on(async {
+        let mut future = std::pin::pin!(future);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                output = &mut future => break output,
+                _ = tick.tick() => sign(),
+            }
+        }
+    });
+    sign();
+    output
+}
+
 #[cfg(test)]
 mod tests {
+    /// A catalog call that waits says the thread is alive while it does,
+    /// not only once answered.
+    #[test]
+    fn a_slow_catalog_call_is_waited_for_with_signs_of_life() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SIGNS: AtomicUsize = AtomicUsize::new(0);
+        fn sign() {
+            SIGNS.fetch_add(1, Ordering::SeqCst);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        wait_saying(
+            &runtime,
+            async { tokio::time::sleep(std::time::Duration::from_millis(600)).await },
+            std::time::Duration::from_millis(50),
+            sign,
+        );
+        let signs = SIGNS.load(Ordering::SeqCst);
+        assert!(signs >= 6, "{signs} signs of life in a 600 ms wait");
+    }
+
     use super::*;
 
     #[test]
