@@ -982,14 +982,47 @@ impl Sink for IcebergSink {
     }
 }
 
-/// Runs `future` on `runtime`, saying every 5 s that this thread is alive
-/// while it waits: one catalog request may wait minutes (a bucket's retries
-/// under a commit, a catalog that holds a connection), which is an outage
-/// to ride out, not a hang for `/healthz` to restart the process over.
-fn wait<F: std::future::Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
+/// The longest one call to the catalog may take. Its clients set no
+/// timeout of their own, so a catalog that holds a connection without
+/// answering would hold the run for ever; past this the call fails as an
+/// outage (a commit whose answer is lost is found by its token after).
+const CATALOG_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs a catalog call on `runtime`, saying every 5 s that this thread is
+/// alive while it waits: one call may wait minutes (a bucket's retries
+/// under a commit, a slow catalog), which is an outage to ride out, not a
+/// hang for `/healthz` to restart the process over. A call that takes
+/// [`CATALOG_CALL_DEADLINE`] fails as passing.
+fn wait<T>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl std::future::Future<Output = iceberg::Result<T>>,
+) -> iceberg::Result<T> {
+    wait_within(runtime, future, CATALOG_CALL_DEADLINE)
+}
+
+/// [`wait`] with another deadline.
+fn wait_within<T>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl std::future::Future<Output = iceberg::Result<T>>,
+    within: std::time::Duration,
+) -> iceberg::Result<T> {
+    let deadline = async {
+        tokio::time::timeout(within, future)
+            .await
+            .unwrap_or_else(|_| {
+                Err(iceberg::Error::new(
+                    iceberg::ErrorKind::Unexpected,
+                    format!(
+                        "the catalog did not answer within {} ms",
+                        within.as_millis()
+                    ),
+                )
+                .with_retryable(true))
+            })
+    };
     wait_saying(
         runtime,
-        future,
+        deadline,
         std::time::Duration::from_secs(5),
         dynamo_cdc_core::alive::still_waiting,
     )
@@ -1039,6 +1072,18 @@ mod tests {
         );
         let signs = SIGNS.load(Ordering::SeqCst);
         assert!(signs >= 6, "{signs} signs of life in a 600 ms wait");
+        // A call that never answers fails, as passing, at its deadline.
+        let e = wait_within(
+            &runtime,
+            std::future::pending::<iceberg::Result<()>>(),
+            std::time::Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(crate::catalog::is_transient(&e), "{e}");
+        assert!(
+            e.to_string().contains("did not answer within 100 ms"),
+            "{e}"
+        );
     }
 
     use super::*;
