@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Seek as _, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One directory of JSON Lines files, one per table.
@@ -102,14 +102,36 @@ impl Journal {
 /// Cuts a last line that a crash left half written. Its entry was not yet
 /// past the position, so it is found and written again whole.
 fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
-    let bytes = std::fs::read(path)?;
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
+    // Only the end is read: a table's dead letters may run to gigabytes,
+    // and every pass opens the store.
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut last = [0u8];
+    if len == 0 || {
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        last[0] == b'\n'
+    } {
         return Ok(());
     }
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    // Back a block at a time to the last whole line's end.
+    let mut block = vec![0u8; 64 * 1024];
+    let mut end = len;
+    let mut keep = 0;
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let part = &mut block[..usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(at) = part.iter().rposition(|&b| b == b'\n') {
+            keep = start + at as u64 + 1;
+            break;
+        }
+        end = start;
+    }
     tracing::warn!(path = %path.display(), "removing a line cut short by a crash");
     let f = OpenOptions::new().write(true).open(path)?;
-    f.set_len(keep as u64)?;
+    f.set_len(keep)?;
     f.sync_all()
 }
 
@@ -135,6 +157,26 @@ pub(crate) fn file_stem(table: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line cut short by a crash is removed, however far back the last
+    /// whole line ends; whole files are left as they are.
+    #[test]
+    fn a_torn_last_line_is_cut_back_to_the_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let whole = "{\"id\":\"a\"}\n".repeat(10_000);
+        let torn = "x".repeat(200_000); // longer than a block
+        for (text, kept) in [
+            (format!("{whole}{torn}"), whole.as_str()),
+            (torn.clone(), ""),
+            (whole.clone(), whole.as_str()),
+            (String::new(), ""),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            drop_torn_tail(&path).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        }
+    }
 
     #[test]
     fn a_missing_directory_holds_nothing_but_an_unreadable_one_is_an_error() {
