@@ -40,6 +40,29 @@ impl ConfigError {
     }
 }
 
+/// Checks an AWS endpoint's two keys as every section that has them does:
+/// `endpoint_url` an `http://` or `https://` URL, `region` not empty.
+///
+/// # Errors
+/// Naming the key that is wrong.
+pub fn check_aws_endpoint(
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+) -> Result<(), ConfigError> {
+    if let Some(url) = endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError::new(
+            "endpoint_url",
+            format!("`{url}` is not an http:// or https:// URL"),
+        ));
+    }
+    if region == Some("") {
+        return Err(ConfigError::new("region", "must not be empty"));
+    }
+    Ok(())
+}
+
 /// A secret from the configuration (a password): shown as `***` by `Debug`
 /// and `Display`, so it cannot reach a log line or a metric by accident.
 /// [`Secret::expose`] is the one way to read it.

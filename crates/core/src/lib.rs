@@ -33,7 +33,7 @@ pub use attribute::{
 };
 pub use base64_decode::decode_base64;
 pub use change::{Change, Op, SnapshotMarker, SnapshotRead, SourceInfo};
-pub use config::{ConfigError, Secret};
+pub use config::{ConfigError, Secret, check_aws_endpoint};
 pub use item::{Item, Iter as ItemIter};
 pub use json_scan::{copy_plain, json_special_position, special_mask};
 pub use nested::NestedText;

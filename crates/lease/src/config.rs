@@ -73,17 +73,7 @@ impl CoordinationConfig {
                  random suffix)",
             ));
         }
-        if let Some(url) = &self.endpoint_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::new(
-                "endpoint_url",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-        if self.region.as_deref() == Some("") {
-            return Err(ConfigError::new("region", "must not be empty"));
-        }
+        dynamo_cdc_core::check_aws_endpoint(self.endpoint_url.as_deref(), self.region.as_deref())?;
         if !(defaults::MIN_LEASE_DURATION_MS..=3_600_000).contains(&self.lease_duration_ms) {
             return Err(ConfigError::new(
                 "lease_duration_ms",

@@ -21,7 +21,7 @@ pub use failure::{FailureClass, ObjectError, classify};
 pub use location::Location;
 pub use object_store::path::Path as ObjectPath;
 pub use object_store::{ObjectMeta, ObjectStore, memory::InMemory};
-pub use objects::{Buckets, Objects};
+pub use objects::{Buckets, Objects, block_on_saying};
 pub use tls::install_tls_provider;
 pub use upload::{CopyError, MAX_FENCED_BYTES, PART_BYTES, STAGING_DIR, Upload};
 pub use url::{Scheme, StoreUrl, looks_like_url};

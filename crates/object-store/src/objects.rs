@@ -39,6 +39,30 @@ impl std::fmt::Debug for Objects {
 /// `/healthz`'s 30 s.
 const SIGN_OF_LIFE_EVERY: Duration = Duration::from_secs(5);
 
+/// Runs `future` on `runtime` to completion, giving `sign` of life every
+/// `every` while it waits and once when it is done: for calls that may wait
+/// out an outage (a store's retries, a catalog), which `/healthz` must not
+/// take for a hang.
+pub fn block_on_saying<F: std::future::Future>(
+    runtime: &tokio::runtime::Runtime,
+    future: F,
+    every: Duration,
+    sign: fn(),
+) -> F::Output {
+    let output = runtime.block_on(async {
+        let mut future = std::pin::pin!(future);
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                output = &mut future => break output,
+                _ = tick.tick() => sign(),
+            }
+        }
+    });
+    sign();
+    output
+}
+
 /// The runtime a handle blocks on.
 ///
 /// # Panics
@@ -240,18 +264,7 @@ impl Objects {
         // thread meanwhile, and a probe does not restart a process that is
         // riding out an outage. An answer is progress too: a start that
         // lists a large dataset or reads many objects is alive while it does.
-        let output = self.runtime.block_on(async {
-            let mut future = std::pin::pin!(future);
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    output = &mut future => break output,
-                    _ = tick.tick() => sign(),
-                }
-            }
-        });
-        sign();
-        output
+        block_on_saying(&self.runtime, future, every, sign)
     }
 
     /// The async client, for code that runs on its own runtime (the

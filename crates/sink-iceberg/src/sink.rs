@@ -1020,33 +1020,12 @@ fn wait_within<T>(
                 .with_retryable(true))
             })
     };
-    wait_saying(
+    dynamo_cdc_object_store::block_on_saying(
         runtime,
         deadline,
         std::time::Duration::from_secs(5),
         dynamo_cdc_core::alive::still_waiting,
     )
-}
-
-/// [`wait`], giving `sign` of life every `every` and once it is done.
-fn wait_saying<F: std::future::Future>(
-    runtime: &tokio::runtime::Runtime,
-    future: F,
-    every: std::time::Duration,
-    sign: fn(),
-) -> F::Output {
-    let output = runtime.block_on(async {
-        let mut future = std::pin::pin!(future);
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                output = &mut future => break output,
-                _ = tick.tick() => sign(),
-            }
-        }
-    });
-    sign();
-    output
 }
 
 #[cfg(test)]
@@ -1064,7 +1043,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        wait_saying(
+        dynamo_cdc_object_store::block_on_saying(
             &runtime,
             async { tokio::time::sleep(std::time::Duration::from_millis(600)).await },
             std::time::Duration::from_millis(50),

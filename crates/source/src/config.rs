@@ -334,17 +334,7 @@ impl SourceConfig {
                 ));
             }
         }
-        if let Some(url) = &self.endpoint_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::new(
-                "endpoint_url",
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-        if self.region.as_deref() == Some("") {
-            return Err(ConfigError::new("region", "must not be empty"));
-        }
+        dynamo_cdc_core::check_aws_endpoint(self.endpoint_url.as_deref(), self.region.as_deref())?;
         for (key, value) in [
             ("poll_interval_ms", self.poll_interval_ms),
             ("idle_poll_interval_ms", self.idle_poll_interval_ms),
