@@ -22,6 +22,12 @@ use crate::refused;
 use crate::resume::scan;
 use crate::{KafkaConfig, KafkaSinkError};
 
+/// The dead-letter producer's `message.max.bytes`: a dead-letter message
+/// carries a whole change (both images, as DynamoDB-JSON), often a message
+/// refused for its size elsewhere. The dead-letter topic, when the sink
+/// creates it, is made to accept as much.
+const DEAD_LETTER_MAX_BYTES: usize = 16 << 20;
+
 /// Counts kept by the sink.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct KafkaStats {
@@ -189,15 +195,20 @@ impl KafkaSink {
             return Ok(());
         }
         let known = self.recorded.contains_key(topic);
-        let partitions =
-            match crate::topics::ensure(&self.config, self.producer.client(), topic, known) {
-                Ok(partitions) => partitions,
-                Err(e) => {
-                    // Asked again on the next write (after the pause it causes).
-                    self.scanned.remove(topic);
-                    return Err(e);
-                }
-            };
+        let partitions = match crate::topics::ensure(
+            &self.config,
+            self.producer.client(),
+            topic,
+            known,
+            self.max_message_bytes,
+        ) {
+            Ok(partitions) => partitions,
+            Err(e) => {
+                // Asked again on the next write (after the pause it causes).
+                self.scanned.remove(topic);
+                return Err(e);
+            }
+        };
         let from = self.recorded.get(topic).cloned().unwrap_or_default();
         let found = scan(
             self.producer.client(),
@@ -407,7 +418,10 @@ impl KafkaSink {
         }
         if self.dead_producer.is_none() {
             let mut properties = self.config.properties.clone();
-            properties.push(("message.max.bytes".into(), (16usize << 20).to_string()));
+            properties.push((
+                "message.max.bytes".into(),
+                DEAD_LETTER_MAX_BYTES.to_string(),
+            ));
             let mut producer = KafkaProducer::new(&self.config.brokers, &properties)?;
             producer.guard(self.guard.clone());
             if let Some(stop) = &self.stop {
@@ -426,7 +440,10 @@ impl KafkaSink {
                         return Err(KafkaSinkError::Topic {
                             topic: self.config.dead_letter_topic.clone().unwrap_or_default(),
                             message: format!(
-                                "the dead-letter topic refused a message too: {reason}"
+                                "the dead-letter topic refused a message too: {reason} (a \
+                                 dead-letter message carries a whole change, up to \
+                                 {DEAD_LETTER_MAX_BYTES} bytes: the topic's max.message.bytes \
+                                 must allow that, as it does on a topic the sink creates)"
                             ),
                         });
                     }
@@ -746,7 +763,13 @@ impl Sink for KafkaSink {
     /// reads them back, before anything is read from the source.
     fn prepare(&mut self, tables: &[String]) -> Result<(), SinkError> {
         if let Some(dead) = self.config.dead_letter_topic.clone() {
-            crate::topics::ensure(&self.config, self.producer.client(), &dead, false)?;
+            crate::topics::ensure(
+                &self.config,
+                self.producer.client(),
+                &dead,
+                false,
+                DEAD_LETTER_MAX_BYTES,
+            )?;
         }
         for table in tables {
             let topic = self.encoder.topic(table);

@@ -30,6 +30,11 @@ use crate::{KafkaConfig, KafkaSinkError};
 /// counts as unreachable (a transient error: the run pauses and retries).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Kafka's default `max.message.bytes` for a topic (1 MiB plus a batch's
+/// overhead). A topic the sink creates is given a larger limit only when
+/// its producer may send larger messages.
+const BROKER_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
 /// What a metadata answer says of a topic.
 enum Lookup {
     /// It exists, with these partitions.
@@ -88,34 +93,19 @@ fn passes(code: RDKafkaErrorCode) -> bool {
 /// topic is missing and may not or cannot be created (will not pass).
 /// `known`: the checkpoint recorded offsets in the topic, so it existed; a
 /// broker just restarted may answer without it for a while, and the run
-/// waits for it instead of stopping.
+/// waits for it instead of stopping. `max_message_bytes`: the largest
+/// message the producer writing to it may send (its `message.max.bytes`),
+/// which a topic created here accepts.
 pub(crate) fn ensure<C: ClientContext>(
     config: &KafkaConfig,
     client: &Client<C>,
     topic: &str,
     known: bool,
+    max_message_bytes: usize,
 ) -> Result<Vec<i32>, KafkaSinkError> {
-    // A topic the brokers refuse to describe is treated as missing here:
-    // creating it names the brokers' reason.
-    let lookup = look_up(client, topic)?;
-    if let Lookup::Found(partitions) = lookup {
-        return Ok(partitions);
-    }
-    if known && !config.create_topics && matches!(lookup, Lookup::Missing) {
-        return Err(KafkaSinkError::Client {
-            what: "the topic is missing from the brokers' metadata, but the checkpoint recorded \
-                   offsets in it: waiting for it to show (a broker restarting); if it was \
-                   deleted, create it again",
-            source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
-        });
-    }
-    if !config.create_topics {
-        return Err(KafkaSinkError::Topic {
-            topic: topic.to_owned(),
-            message: "does not exist and `create_topics` is false: create it on the brokers, \
-                      or set `create_topics = true` under [sinks.kafka]"
-                .into(),
-        });
+    match settle(config.create_topics, topic, look_up(client, topic)?, known)? {
+        Settled::Found(partitions) => return Ok(partitions),
+        Settled::Create => {}
     }
     let mut admin_config = ClientConfig::new();
     admin_config
@@ -133,11 +123,8 @@ pub(crate) fn ensure<C: ClientContext>(
                 what: "cannot create the Kafka admin client",
                 source,
             })?;
-    let new = NewTopic::new(
-        topic,
-        config.topic_partitions,
-        TopicReplication::Fixed(config.topic_replication_factor),
-    );
+    let limit = max_message_bytes.to_string();
+    let new = new_topic(config, topic, &limit, max_message_bytes);
     let options = AdminOptions::new()
         .request_timeout(Some(Timeout::After(REQUEST_TIMEOUT)))
         .operation_timeout(Some(Timeout::After(REQUEST_TIMEOUT)));
@@ -154,6 +141,7 @@ pub(crate) fn ensure<C: ClientContext>(
                 topic,
                 partitions = config.topic_partitions,
                 replication_factor = config.topic_replication_factor,
+                max_message_bytes = max_message_bytes.max(BROKER_DEFAULT_MAX_MESSAGE_BYTES),
                 "created the topic"
             ),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => existed = true,
@@ -180,6 +168,74 @@ pub(crate) fn ensure<C: ClientContext>(
         }
     }
     after_create(topic, look_up(client, topic)?, existed)
+}
+
+/// What a lookup before any creation leaves to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// The topic exists, with these partitions.
+    Found(Vec<i32>),
+    /// Create it (`create_topics` is on).
+    Create,
+}
+
+/// Decides from the first lookup of `topic` whether it is there, is to be
+/// created, or stops or pauses the run; `known` as for [`ensure`].
+fn settle(
+    create_topics: bool,
+    topic: &str,
+    lookup: Lookup,
+    known: bool,
+) -> Result<Settled, KafkaSinkError> {
+    match lookup {
+        Lookup::Found(partitions) => Ok(Settled::Found(partitions)),
+        // A topic the brokers refuse to describe may exist: creating it
+        // names the brokers' reason, and without creation the refusal is
+        // the reason.
+        Lookup::Refused(code) if !create_topics => Err(KafkaSinkError::Topic {
+            topic: topic.to_owned(),
+            message: format!(
+                "the brokers refused to describe it ({code}): allow the bridge's principal to \
+                 describe the topic (and write to it)"
+            ),
+        }),
+        Lookup::Missing if known && !create_topics => Err(KafkaSinkError::Client {
+            what: "the topic is missing from the brokers' metadata, but the checkpoint recorded \
+                   offsets in it: waiting for it to show (a broker restarting); if it was \
+                   deleted, create it again",
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        }),
+        Lookup::Missing if !create_topics => Err(KafkaSinkError::Topic {
+            topic: topic.to_owned(),
+            message: "does not exist and `create_topics` is false: create it on the brokers, \
+                      or set `create_topics = true` under [sinks.kafka]"
+                .into(),
+        }),
+        Lookup::Missing | Lookup::Refused(_) => Ok(Settled::Create),
+    }
+}
+
+/// The creation request for `topic`. A producer allowed messages larger
+/// than a broker's default (`message.max.bytes` in `properties`, and the
+/// dead-letter producer, whose messages carry a whole refused change) gets
+/// a topic that stores them: with the default, every such message would be
+/// refused by the broker, and on the dead-letter topic stop the run.
+fn new_topic<'a>(
+    config: &KafkaConfig,
+    topic: &'a str,
+    limit: &'a str,
+    max_message_bytes: usize,
+) -> NewTopic<'a> {
+    let new = NewTopic::new(
+        topic,
+        config.topic_partitions,
+        TopicReplication::Fixed(config.topic_replication_factor),
+    );
+    if max_message_bytes > BROKER_DEFAULT_MAX_MESSAGE_BYTES {
+        new.set("max.message.bytes", limit)
+    } else {
+        new
+    }
 }
 
 /// A topic's partitions as the lookup after creating it found them;
@@ -228,6 +284,65 @@ fn block_on<F: Future>(future: F) -> F::Output {
 mod tests {
     use super::*;
     use dynamo_cdc_core::{ErrorKind, SinkError};
+
+    #[test]
+    fn a_topic_the_brokers_will_not_describe_is_not_reported_as_missing() {
+        let denied = || Lookup::Refused(RDKafkaErrorCode::TopicAuthorizationFailed);
+        let e = settle(false, "cdc.orders", denied(), false).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("cdc.orders")
+                && text.contains("refused to describe")
+                && !text.contains("does not exist"),
+            "{text}"
+        );
+        assert_eq!(SinkError::from(e).kind(), ErrorKind::Fatal);
+        // With `create_topics`, the creation's answer names the reason.
+        assert_eq!(
+            settle(true, "cdc.orders", denied(), false).unwrap(),
+            Settled::Create
+        );
+        // A missing topic, as before: stop, wait (known), or create.
+        let e = settle(false, "cdc.orders", Lookup::Missing, false).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = settle(false, "cdc.orders", Lookup::Missing, true).unwrap_err();
+        assert_eq!(SinkError::from(e).kind(), ErrorKind::Transient);
+        assert_eq!(
+            settle(true, "cdc.orders", Lookup::Missing, true).unwrap(),
+            Settled::Create
+        );
+        assert_eq!(
+            settle(false, "cdc.orders", Lookup::Found(vec![0]), true).unwrap(),
+            Settled::Found(vec![0])
+        );
+    }
+
+    #[test]
+    fn a_topic_is_created_to_hold_the_largest_message_its_producer_may_send() {
+        let config = KafkaConfig {
+            brokers: "localhost:9092".into(),
+            topic: "cdc.{table}".into(),
+            format: crate::Format::Json,
+            envelope: crate::Envelope::Debezium,
+            tombstones: true,
+            registry: None,
+            dead_letter_topic: Some("cdc.dead".into()),
+            properties: Vec::new(),
+            send_batch_messages: 1,
+            create_topics: true,
+            topic_partitions: 3,
+            topic_replication_factor: -1,
+        };
+        // The producer's default (1,000,000 bytes) fits a broker's default.
+        let plain = new_topic(&config, "cdc.orders", "1000000", 1_000_000);
+        assert!(plain.config.is_empty(), "{:?}", plain.config);
+        assert_eq!(plain.num_partitions, 3);
+        // The dead-letter producer's 16 MiB (or a larger `message.max.bytes`
+        // in `properties`) does not: the topic is made to take it.
+        let limit = (16usize << 20).to_string();
+        let dead = new_topic(&config, "cdc.dead", &limit, 16 << 20);
+        assert_eq!(dead.config, vec![("max.message.bytes", "16777216")]);
+    }
 
     #[test]
     fn a_topic_that_existed_but_is_not_visible_yet_is_waited_for_not_taken_for_empty() {
