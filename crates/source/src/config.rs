@@ -393,6 +393,11 @@ impl SourceConfig {
                 "snapshot_export_bucket",
                 format!("`{url}` is not an s3://bucket/prefix URL"),
             )),
+            (Some(_), SnapshotMethod::Scan) => Err(ConfigError::new(
+                "snapshot_export_bucket",
+                "is read only with snapshot_method = \"export\", and a scan would ignore it: \
+                 remove it, or set snapshot_method = \"export\"",
+            )),
             (None, SnapshotMethod::Export) if self.snapshot != SnapshotMode::Never => {
                 Err(ConfigError::new(
                     "snapshot_export_bucket",
@@ -544,6 +549,28 @@ on_gap = "skip"
         assert_eq!(
             bad_key(&format!("{when_needed}on_gap = \"fail\"\n")),
             "source.on_gap"
+        );
+    }
+
+    /// An export bucket is read only by an export: with a scan it is refused,
+    /// not ignored; an export needs one.
+    #[test]
+    fn an_export_bucket_goes_with_the_export_method_only() {
+        let bucket = "snapshot = \"initial\"\nsnapshot_export_bucket = \"s3://exports/orders\"\n";
+        let scan = format!("{STREAMS}{bucket}");
+        assert_eq!(bad_key(&scan), "source.snapshot_export_bucket");
+        let message = parse(&scan).unwrap().validate().unwrap_err().to_string();
+        assert!(
+            message.contains("snapshot_method = \"export\""),
+            "{message}"
+        );
+        let export = format!("{scan}snapshot_method = \"export\"\n");
+        parse(&export).unwrap().validate().unwrap();
+        assert_eq!(
+            bad_key(&format!(
+                "{STREAMS}snapshot = \"initial\"\nsnapshot_method = \"export\"\n"
+            )),
+            "source.snapshot_export_bucket"
         );
     }
 
