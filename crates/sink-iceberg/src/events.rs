@@ -1,6 +1,8 @@
 //! What the sink reports: each event writes its log line and moves its
 //! metrics, so the two never disagree.
 
+use std::collections::BTreeMap;
+
 /// Snapshots committed by the Iceberg sink.
 pub const COMMITS: &str = "dynamo_cdc_iceberg_commits_total";
 /// Data files added by those snapshots.
@@ -18,6 +20,54 @@ pub fn describe() {
         CONFLICTS,
         "Iceberg commits that found another writer had committed first."
     );
+}
+
+/// What this process last said of each thing it announces (a table ready
+/// at a snapshot, a signing proxy's endpoint). A pass that fails is retried
+/// with a new sink; saying the same again on every retry of an outage
+/// would bury the outage's own lines.
+static SAID: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Whether `state` is news for `what`: the first time this process says
+/// it, or it changed since. Remembers it.
+pub(crate) fn is_news(what: &str, state: String) -> bool {
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if said.get(what) == Some(&state) {
+        return false;
+    }
+    said.insert(what.to_owned(), state);
+    true
+}
+
+/// A table was loaded (or created) and its position read.
+pub(crate) struct Ready<'a> {
+    pub table: &'a str,
+    /// Shards with a position in the table.
+    pub shards: usize,
+    pub snapshot: Option<i64>,
+}
+
+impl Ready<'_> {
+    pub(crate) fn emit(self) {
+        let state = format!("{:?} {}", self.snapshot, self.shards);
+        if is_news(&format!("table {}", self.table), state) {
+            tracing::info!(
+                table = self.table,
+                shards = self.shards,
+                snapshot = self.snapshot,
+                "Iceberg table ready"
+            );
+        } else {
+            tracing::debug!(
+                table = self.table,
+                shards = self.shards,
+                snapshot = self.snapshot,
+                "Iceberg table ready (unchanged)"
+            );
+        }
+    }
 }
 
 /// A snapshot was committed: its rows are durable.
@@ -70,5 +120,19 @@ impl Conflict<'_> {
             );
         }
         metrics::counter!(CONFLICTS).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_pass_does_not_say_again_what_an_earlier_one_said() {
+        assert!(is_news("table test.news", "Some(1) 2".into()));
+        assert!(!is_news("table test.news", "Some(1) 2".into()));
+        assert!(is_news("table test.news", "Some(2) 2".into()));
+        assert!(is_news("table test.other", "Some(2) 2".into()));
+        assert!(!is_news("table test.news", "Some(2) 2".into()));
     }
 }

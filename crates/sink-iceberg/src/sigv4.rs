@@ -379,12 +379,17 @@ impl SigningProxy {
             })?;
         let secret = format!("/{}", uuid::Uuid::new_v4().simple());
         let catalog_uri = format!("http://127.0.0.1:{port}{secret}{path}");
-        tracing::info!(
-            endpoint = %origin,
-            signing_name = %signer.name,
-            region = %signer.region,
-            "signing REST catalog requests with SigV4 through a proxy on 127.0.0.1:{port}"
-        );
+        let said = format!("{} {}", signer.name, signer.region);
+        if crate::events::is_news(&format!("proxy {origin}"), said) {
+            tracing::info!(
+                endpoint = %origin,
+                signing_name = %signer.name,
+                region = %signer.region,
+                "signing REST catalog requests with SigV4 through a proxy on 127.0.0.1:{port}"
+            );
+        } else {
+            tracing::debug!(endpoint = %origin, "SigV4 proxy on 127.0.0.1:{port}");
+        }
         let forwarder = Forwarder {
             origin,
             secret,

@@ -325,7 +325,12 @@ impl IcebergSink {
                 }
             })?;
         self.durable.merge_max(&committed);
-        tracing::info!(table = %ident, shards = committed.len(), snapshot = known, "Iceberg table ready");
+        crate::events::Ready {
+            table: &ident.to_string(),
+            shards: committed.len(),
+            snapshot: known,
+        }
+        .emit();
         Ok(TableState {
             ident,
             table: loaded,
