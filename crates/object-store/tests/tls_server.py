@@ -2,7 +2,9 @@
 object-store crate: a CA of its own signs the server's certificate (for
 127.0.0.1), the CA's PEM is written to the directory given as the only
 argument, and the port is printed on stdout once the server listens. Every
-GET is answered 200 with `over tls`. Runs until killed."""
+GET is answered 200 with `over tls`; given an upstream `http://host:port` as
+a second argument, every request is forwarded there instead (HTTPS in front
+of a plain HTTP double). Runs until killed."""
 
 import datetime
 import http.server
@@ -10,6 +12,8 @@ import ipaddress
 import os
 import ssl
 import sys
+import urllib.error
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 out = sys.argv[1]
+upstream = sys.argv[2].rstrip("/") if len(sys.argv) > 2 else None
 now = datetime.datetime.now(datetime.timezone.utc)
 valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=1))
 
@@ -66,10 +71,38 @@ with open(os.path.join(out, "server.pem"), "wb") as f:
     )
 
 
+# Straight to the upstream, whatever proxy the environment names.
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if upstream:
+            return self.forward()
         body = b"over tls"
         self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.forward()
+
+    def forward(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        request = urllib.request.Request(
+            upstream + self.path, data=data, headers=headers, method=self.command
+        )
+        try:
+            with direct.open(request) as answer:
+                status, body, kind = answer.status, answer.read(), answer.headers.get("Content-Type")
+        except urllib.error.HTTPError as e:
+            status, body, kind = e.code, e.read(), e.headers.get("Content-Type")
+        self.send_response(status)
+        if kind:
+            self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -78,7 +111,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(os.path.join(out, "server.pem"))
 server.socket = context.wrap_socket(server.socket, server_side=True)

@@ -44,9 +44,15 @@ impl Registry {
             let pass = config.password.as_ref().map_or("", |p| p.expose());
             format!("Basic {}", BASE64.encode(format!("{user}:{pass}")))
         });
+        // The system's roots, not only the public CAs compiled into the
+        // client: registries often sit behind a company's own CA.
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(tls)
             .build()
             .into();
         Registry {
