@@ -33,7 +33,12 @@ impl Journal {
             for entry in entries {
                 let path = entry?.path();
                 if path.extension().is_some_and(|e| e == "jsonl") {
-                    drop_torn_tail(&path)?;
+                    let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+                    // Workers sharing the dataset append to the same files:
+                    // a last line without its end may be one being written.
+                    file.lock()?;
+                    drop_torn_tail(&mut file, &path)?;
+                    file.unlock()?;
                     for line in BufReader::new(File::open(&path)?).lines() {
                         if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&line?)
                             && let Some(serde_json::Value::String(id)) = o.get("id")
@@ -80,12 +85,21 @@ impl Journal {
         }
         dynamo_cdc_core::durable::create_dir_durably(&self.dir)?;
         for (name, bytes) in by_file {
+            let path = self.dir.join(name);
             let mut f = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
-                .open(self.dir.join(name))?;
+                .open(&path)?;
+            // One writer at a time (other processes may share the file),
+            // so lines never interleave, and a torn line found while
+            // holding the lock is a crashed writer's: it is cut, or the
+            // next line would be glued to it and lost with it.
+            f.lock()?;
+            drop_torn_tail(&mut f, &path)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
+            f.unlock()?;
         }
         dynamo_cdc_core::durable::sync_dir(&self.dir)?;
         let new = ids.len() as u64;
@@ -99,12 +113,12 @@ impl Journal {
     }
 }
 
-/// Cuts a last line that a crash left half written. Its entry was not yet
+/// Cuts a last line that a crash left half written from `file` (at
+/// `path`, open for reading and writing, and locked). Its entry was not yet
 /// past the position, so it is found and written again whole.
-fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
+fn drop_torn_tail(file: &mut File, path: &Path) -> std::io::Result<()> {
     // Only the end is read: a table's dead letters may run to gigabytes,
     // and every pass opens the store.
-    let mut file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut last = [0u8];
     if len == 0 || {
@@ -130,9 +144,8 @@ fn drop_torn_tail(path: &Path) -> std::io::Result<()> {
         end = start;
     }
     tracing::warn!(path = %path.display(), "removing a line cut short by a crash");
-    let f = OpenOptions::new().write(true).open(path)?;
-    f.set_len(keep)?;
-    f.sync_all()
+    file.set_len(keep)?;
+    file.sync_all()
 }
 
 fn file_name(table: Option<&str>) -> String {
@@ -173,9 +186,70 @@ mod tests {
             (String::new(), ""),
         ] {
             std::fs::write(&path, &text).unwrap();
-            drop_torn_tail(&path).unwrap();
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            drop_torn_tail(&mut file, &path).unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
         }
+    }
+
+    /// Another process appending (holding the file's lock, its line not
+    /// ended yet) is waited for: its line is neither cut as torn nor glued
+    /// to ours. A torn line left by a crashed writer is cut before ours.
+    #[test]
+    fn appends_wait_for_another_writer_and_cut_only_a_crashed_ones_line() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("gaps/orders.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut other = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        other.lock().unwrap();
+        other.write_all(b"{\"id\":\"theirs\"").unwrap();
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = root.path().to_owned();
+        let ours = std::thread::spawn(move || {
+            let mut journal = Journal::open(&dir, "gaps").unwrap();
+            let appended =
+                journal.append([(Some("orders"), "ours".to_owned(), serde_json::json!({}))]);
+            tx.send(()).unwrap();
+            (journal.holds("theirs"), appended.unwrap())
+        });
+        // While the other writer holds the file, ours waits.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err()
+        );
+        other.write_all(b"}\n").unwrap();
+        other.unlock().unwrap();
+        let (saw_theirs, appended) = ours.join().unwrap();
+        assert!(saw_theirs, "their whole line was read, not cut");
+        assert_eq!(appended, 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"id\":\"theirs\"}\n{\"id\":\"ours\"}\n"
+        );
+
+        // A crashed writer's torn line (no lock held) goes before ours.
+        other.write_all(b"{\"id\":\"crash").unwrap();
+        drop(other);
+        let mut journal = Journal {
+            dir: root.path().join("gaps"),
+            seen: HashSet::new(),
+        };
+        journal
+            .append([(Some("orders"), "later".to_owned(), serde_json::json!({}))])
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"id\":\"theirs\"}\n{\"id\":\"ours\"}\n{\"id\":\"later\"}\n"
+        );
     }
 
     #[test]
