@@ -188,35 +188,46 @@ impl TableSchema {
 
     /// [`TableSchema::admit`] for the row a change becomes (its
     /// [`Change::row_image`]), whose key attributes must keep telling items
-    /// apart: with `numbers = "double"`, a key number that is not its
-    /// double's shortest decimal is refused (`9007199254740993`, which
-    /// would read `9007199254740992`; `1152921504606846976`, whose exact
-    /// double `1152921504606847000` shares), as two items would share one
-    /// key in the rows and a latest-state view would merge them.
+    /// apart: a key number written as a double (`numbers = "double"`, or a
+    /// key declared `double` or `float`) that is not its double's shortest
+    /// decimal is refused (`9007199254740993`, which would read
+    /// `9007199254740992`; `1152921504606846976`, whose exact double
+    /// `1152921504606847000` shares), as two items would share one key in
+    /// the rows and a latest-state view would merge them.
     ///
     /// # Errors
     /// A message naming the attribute that does not fit, or the key that
     /// would be rounded.
     pub fn admit_row(&mut self, change: &Change) -> Result<(), String> {
-        if self.mode == NumbersMode::Double {
-            for (name, value) in &change.keys {
-                let AttributeValue::N(n) = value else {
-                    continue;
+        for (name, value) in &change.keys {
+            let AttributeValue::N(n) = value else {
+                continue;
+            };
+            // Only a double column rounds: a declared or widened one of
+            // another layout keeps the number as it is, and a new column
+            // is a double only under `numbers = "double"`.
+            let column = self.columns.iter().find(|c| c.attribute == name.as_str());
+            let double = column.map_or(self.mode == NumbersMode::Double, |c| {
+                c.ty == ColumnType::Float64
+            });
+            if double && n.to_f64_distinct().is_none() {
+                let why = if column.is_some_and(|c| c.declared) {
+                    "its declared double"
+                } else {
+                    "numbers = \"double\""
                 };
-                // Only a double column rounds: a declared or widened one
-                // of another layout keeps the number as it is.
-                let column = self.columns.iter().find(|c| c.attribute == name.as_str());
-                let double = column.is_none_or(|c| c.ty == ColumnType::Float64);
-                if double && n.to_f64_distinct().is_none() {
-                    return Err(format!(
-                        "key attribute `{}` is {n}, which numbers = \"double\" would write as \
-                         {}: two items would share one key in the rows; use numbers = \"auto\", \
-                         or declare the attribute a long, a decimal or a string in the table's \
-                         schema",
-                        AttrPath::Attribute(name),
-                        n.to_f64()
-                    ));
-                }
+                return Err(format!(
+                    "key attribute `{}` is {n}, which {why} would write as {}: two items \
+                     would share one key in the rows; declare the attribute a long, a decimal \
+                     or a string in the table's schema{}",
+                    AttrPath::Attribute(name),
+                    n.to_f64(),
+                    if self.mode == NumbersMode::Double {
+                        ", or use numbers = \"auto\""
+                    } else {
+                        ""
+                    }
+                ));
             }
         }
         self.admit(change.row_image())

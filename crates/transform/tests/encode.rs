@@ -411,7 +411,7 @@ fn images_admitted_together_change_nothing_when_one_does_not_fit() {
 /// naming it: two items would share one key in the rows. Keys a double
 /// holds, and every other number, are written as doubles.
 #[test]
-fn a_key_that_a_double_would_round_is_refused_in_double_mode() {
+fn a_key_that_a_double_would_round_is_refused_in_double_mode_or_declared_double() {
     let row = |seq: &str, id: &str, price: &str| {
         let keys = format!(r#"{{"id":{{"N":"{id}"}}}}"#);
         let new = format!(r#"{{"id":{{"N":"{id}"}},"price":{{"N":"{price}"}}}}"#);
@@ -437,4 +437,25 @@ fn a_key_that_a_double_would_round_is_refused_in_double_mode() {
     // The same key in the other modes is exact.
     let mut auto = TableSchema::new("orders", None, NumbersMode::Auto);
     auto.admit_row(&row("2", "9007199254740993", "1")).unwrap();
+
+    // A key declared a double rounds in every mode: 2^60 and the shortest
+    // decimal of its double would be one row key.
+    let declared = dynamo_cdc_transform::DeclaredSchema::parse_avsc(
+        r#"{"type":"record","name":"orders","fields":[{"name":"id","type":"double"}]}"#,
+    )
+    .unwrap();
+    for mode in [NumbersMode::Auto, NumbersMode::String, NumbersMode::Double] {
+        let mut schema = TableSchema::new("orders", Some(&declared), mode);
+        schema
+            .admit_row(&row("1", "1152921504606847000", "1"))
+            .unwrap();
+        let e = schema
+            .admit_row(&row("2", "1152921504606846976", "1"))
+            .unwrap_err();
+        assert!(
+            e.starts_with("key attribute `id` is 1152921504606846976")
+                && e.contains("declared double"),
+            "{mode:?}: {e}"
+        );
+    }
 }
