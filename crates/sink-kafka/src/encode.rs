@@ -397,7 +397,8 @@ impl Encoder {
                 TableSchema::resume_columns(table, declared, self.mode, &columns)
             }
             None => TableSchema::new(table, declared, self.mode),
-        })
+        }
+        .for_avro_unions())
     }
 }
 

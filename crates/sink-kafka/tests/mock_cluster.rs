@@ -287,8 +287,39 @@ fn avro_values_use_the_registry_and_decode_with_its_schemas() {
         assert!(format!("{key:?}").contains("\"a\""), "{key:?}");
     }
 
+    // A set of integers that takes a fraction: two arrays cannot share a
+    // union, so the set becomes DynamoDB-JSON text, and the new version
+    // still reads what the last one wrote.
+    let with_set = |seq, numbers: &[&str]| {
+        let mut c = change(seq, "c", Op::Insert, "1");
+        let set = numbers.iter().map(|t| Number::parse(t).unwrap()).collect();
+        c.new_image
+            .as_mut()
+            .unwrap()
+            .insert("sizes".into(), AttributeValue::Ns(set));
+        c
+    };
+    deliver(&mut sink, &[with_set(10, &["1", "2"])]);
+    deliver(&mut sink, &[with_set(11, &["2.5"])]);
+    let versions = registry.versions("cdc.orders-value");
+    assert_eq!(versions.len(), 4);
+    assert_eq!(
+        apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+            &parsed(versions[2]),
+            &parsed(versions[3])
+        )
+        .unwrap(),
+        apache_avro::schema_compatibility::Compatibility::Full
+    );
+    let got = consume(&brokers, "cdc.orders", 1);
+    let last = format!(
+        "{:?}",
+        registered(&registry, got[3].value.as_ref().unwrap())
+    );
+    assert!(last.contains(r#"{\"NS\":[\"2.5\"]}"#), "{last}");
+
     registry.refuse_new_versions("cdc.orders-value");
-    let mut wide = change(3, "b", Op::Insert, "1");
+    let mut wide = change(12, "b", Op::Insert, "1");
     wide.new_image
         .as_mut()
         .unwrap()

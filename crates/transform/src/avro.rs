@@ -14,8 +14,10 @@
 //! new schema reads everything written with the old, which is what a
 //! schema registry checking BACKWARD compatibility (Confluent's default)
 //! asks of a new version. Layouts Avro cannot keep side by side in one
-//! union (two arrays: a set of integers that took a fraction) are not kept,
-//! and such a registry refuses that change.
+//! union (two arrays: a set of integers that took a fraction) are not kept:
+//! a schema made [`TableSchema::for_avro_unions`] (the Kafka sink's) widens
+//! such a column to DynamoDB-JSON text instead, whose `string` branch sits
+//! beside the former array.
 
 use std::collections::HashSet;
 
@@ -196,6 +198,17 @@ fn union_kind(ty: &ColumnType) -> &'static str {
         ColumnType::Map(_) => "map",
         ColumnType::Struct(_) => "record",
     }
+}
+
+/// Whether layout `new` would take the union branch of `old` (the same
+/// Avro kind) without reading what `old` wrote: arrays or maps of other
+/// items (`array<long>` and `array<string>`). Scalars of one kind read each
+/// other (every `string` layout is text).
+pub(crate) fn replaces_branch(old: &ColumnType, new: &ColumnType) -> bool {
+    old != new
+        && old != &ColumnType::Null
+        && union_kind(old) == union_kind(new)
+        && matches!(union_kind(new), "array" | "map")
 }
 
 /// The non-null branches of a field whose layout is `ty` and was `former`

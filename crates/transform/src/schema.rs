@@ -78,6 +78,9 @@ pub struct TableSchema {
     /// Per column, the union branch its Avro values are written in (see
     /// [`crate::avro`]): set once per version, not per value.
     avro_branches: Vec<i64>,
+    /// Widening keeps every former layout readable as an Avro union branch
+    /// ([`TableSchema::for_avro_unions`]).
+    avro_unions: bool,
 }
 
 impl TableSchema {
@@ -93,6 +96,7 @@ impl TableSchema {
             arrow_snapshot: Arc::new(Schema::empty()),
             any_declared: false,
             avro_branches: Vec::new(),
+            avro_unions: false,
         };
         for (attribute, ty) in declared.map(|d| d.columns.as_slice()).unwrap_or_default() {
             s.push(attribute, ty.clone(), true);
@@ -153,6 +157,19 @@ impl TableSchema {
         }
         s.rebuild();
         s
+    }
+
+    /// This schema, widening so that each version's Avro schema reads what
+    /// the one before wrote, for a schema registry checking BACKWARD
+    /// compatibility: a layout that would replace another of the same Avro
+    /// kind the new one cannot read (a set of integers taking a fraction:
+    /// `array<long>` to `array<string>`, and a union holds one array)
+    /// becomes DynamoDB-JSON text instead, a `string` branch beside the
+    /// former array. Files, one layout each, keep the typed set.
+    #[must_use]
+    pub fn for_avro_unions(mut self) -> Self {
+        self.avro_unions = true;
+        self
     }
 
     /// Adds a column, named after its attribute unless a column of the
@@ -277,7 +294,10 @@ impl TableSchema {
                     if column.declared || holds(&column.ty, value, self.mode) {
                         continue;
                     }
-                    let widened = widen(&column.ty, &infer(value, self.mode));
+                    let mut widened = widen(&column.ty, &infer(value, self.mode));
+                    if self.avro_unions && crate::avro::replaces_branch(&column.ty, &widened) {
+                        widened = ColumnType::Json;
+                    }
                     if widened != column.ty {
                         column.change_form(widened);
                         changed = true;
