@@ -50,6 +50,9 @@ pub struct Grant {
     pub valid_until: Moment,
     /// Another worker asked for the lease: hand it over.
     pub claimed: bool,
+    /// With `settle`, how long to wait: the longer of this worker's
+    /// settling time and the one the expired owner wrote on the lease.
+    pub settle_for: Duration,
 }
 
 /// Something the coordinator did, for logs and metrics.
@@ -101,6 +104,8 @@ struct Held {
     counter: u64,
     valid_until: Moment,
     settle: bool,
+    /// How long the settling lasts (see [`Grant::settle_for`]).
+    settle_for: Duration,
     /// Not handed over before this (see [`Coordinator::settling`]).
     settled_at: Moment,
     claimed: bool,
@@ -189,6 +194,7 @@ impl<S: LeaseStore> Coordinator<S> {
                         settle: h.settle,
                         valid_until: h.valid_until,
                         claimed: h.claimed,
+                        settle_for: h.settle_for,
                     },
                 )
             })
@@ -269,6 +275,8 @@ impl<S: LeaseStore> Coordinator<S> {
             epoch: h.epoch,
             claim,
             renewed_ms: wall_ms(),
+            duration_ms: self.duration_ms(),
+            settle_ms: self.settle_ms(),
         };
         match self
             .store
@@ -359,14 +367,34 @@ impl<S: LeaseStore> Coordinator<S> {
             && now.counter > before.counter
     }
 
-    /// An owned lease counts as expired once its counter stood still for
-    /// the duration, as this worker saw it.
+    /// An owned lease counts as expired once its counter stood still, as
+    /// this worker saw it, for the longer of this worker's duration and
+    /// the one its writer trusts its renewals by.
     fn expired(&self, l: &Lease, now: Moment) -> bool {
         l.owner.is_some()
             && self
                 .seen
                 .get(&l.table)
-                .is_some_and(|s| now.saturating_since(s.since) >= self.duration)
+                .is_some_and(|s| now.saturating_since(s.since) >= self.duration_of(l))
+    }
+
+    /// The duration `l` is judged by: the longer of ours and its writer's.
+    fn duration_of(&self, l: &Lease) -> Duration {
+        self.duration.max(Duration::from_millis(l.duration_ms))
+    }
+
+    /// How long a lease taken from `l`'s expired owner settles: the longer
+    /// of ours and the owner's.
+    fn settle_wait(&self, l: &Lease) -> Duration {
+        self.settle_for.max(Duration::from_millis(l.settle_ms))
+    }
+
+    fn duration_ms(&self) -> u64 {
+        u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn settle_ms(&self) -> u64 {
+        u64::try_from(self.settle_for.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A free lease released to the worker that claimed it is theirs to
@@ -377,7 +405,7 @@ impl<S: LeaseStore> Coordinator<S> {
             && self
                 .seen
                 .get(&l.table)
-                .is_some_and(|s| now.saturating_since(s.since) < self.duration)
+                .is_some_and(|s| now.saturating_since(s.since) < self.duration_of(l))
     }
 
     fn check_held(
@@ -406,7 +434,8 @@ impl<S: LeaseStore> Coordinator<S> {
                             counter: l.counter,
                             valid_until: seen,
                             settle: true,
-                            settled_at: seen + self.settle_for,
+                            settle_for: self.settle_wait(l),
+                            settled_at: seen + self.settle_wait(l),
                             claimed: false,
                         },
                     );
@@ -458,6 +487,7 @@ impl<S: LeaseStore> Coordinator<S> {
         leases: &mut BTreeMap<String, Lease>,
         clock: &dyn Clock,
     ) -> Result<(), StoreFailure> {
+        let (duration_ms, settle_ms) = (self.duration_ms(), self.settle_ms());
         for (table, h) in &mut self.held {
             let claim = leases.get(table).and_then(|l| l.claim.clone());
             let lease = Lease {
@@ -468,6 +498,8 @@ impl<S: LeaseStore> Coordinator<S> {
                 epoch: h.epoch,
                 claim,
                 renewed_ms: wall_ms(),
+                duration_ms,
+                settle_ms,
             };
             let sent = clock.now();
             match self
@@ -606,6 +638,8 @@ impl<S: LeaseStore> Coordinator<S> {
             epoch: l.epoch + 1,
             claim: None,
             renewed_ms: wall_ms(),
+            duration_ms: self.duration_ms(),
+            settle_ms: self.settle_ms(),
         };
         let sent = clock.now();
         match self
@@ -620,7 +654,8 @@ impl<S: LeaseStore> Coordinator<S> {
                         counter: l.counter + 1,
                         valid_until: sent + (self.duration - self.margin),
                         settle: l.owner.is_some(),
-                        settled_at: sent + self.settle_for,
+                        settle_for: self.settle_wait(l),
+                        settled_at: sent + self.settle_wait(l),
                         claimed: false,
                     },
                 );

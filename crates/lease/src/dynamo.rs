@@ -300,6 +300,8 @@ fn encode(item: &Item) -> HashMap<String, AttributeValue> {
             m.insert("epoch".into(), n(l.epoch));
             m.insert("claim".into(), s(l.claim.as_deref().unwrap_or("")));
             m.insert("renewed_ms".into(), n(l.renewed_ms));
+            m.insert("duration_ms".into(), n(l.duration_ms));
+            m.insert("settle_ms".into(), n(l.settle_ms));
         }
         Item::Position(p) => {
             m.insert("kind".into(), s("position"));
@@ -346,6 +348,8 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
             epoch: unsigned("epoch")?,
             claim: optional("claim"),
             renewed_ms: num("renewed_ms").unwrap_or(0),
+            duration_ms: unsigned("duration_ms").unwrap_or(0),
+            settle_ms: unsigned("settle_ms").unwrap_or(0),
         }),
         "position" => Item::Position(PositionItem {
             table,
@@ -385,6 +389,8 @@ mod tests {
                 epoch: 2,
                 claim: Some("w2".into()),
                 renewed_ms: 1_700_000_000_000,
+                duration_ms: 30_000,
+                settle_ms: 11_000,
                 ..Lease::free("orders")
             }),
             Item::Lease(Lease::free("orders")),

@@ -34,6 +34,17 @@ pub struct Lease {
     /// Wall-clock time of the last write, for operators only: expiry never
     /// compares wall clocks of different hosts.
     pub renewed_ms: i64,
+    /// The writer's lease duration in milliseconds (0: unknown, written by
+    /// an earlier version or never held). Observers judge expiry by the
+    /// longer of theirs and this: workers configured with different
+    /// durations (a rolling change of `lease_duration_ms`) would otherwise
+    /// take a lease its holder still trusts.
+    pub duration_ms: u64,
+    /// How long the writer's last writes may still land after it stops
+    /// (its Kafka produce timeout), in milliseconds (0: unknown or none):
+    /// a worker taking the lease from it once expired waits the longer of
+    /// its own and this.
+    pub settle_ms: u64,
 }
 
 impl Lease {
@@ -47,6 +58,8 @@ impl Lease {
             epoch: 0,
             claim: None,
             renewed_ms: 0,
+            duration_ms: 0,
+            settle_ms: 0,
         }
     }
 }

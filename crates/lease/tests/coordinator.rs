@@ -640,3 +640,41 @@ proptest! {
         }
     }
 }
+
+/// Workers configured with different lease durations (a rolling change of
+/// `lease_duration_ms`): the shorter one judges a lease by its holder's
+/// longer duration, written on the lease, so it never takes one the holder
+/// still trusts; and it waits out the holder's longer settling time.
+#[test]
+fn a_worker_with_a_shorter_duration_waits_for_the_holders_before_taking() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let long = Duration::from_secs(60);
+    let short = Duration::from_secs(10);
+    let mut h =
+        Coordinator::new(store.clone(), "h", long, &tables(1)).settling(Duration::from_secs(21));
+    let mut o =
+        Coordinator::new(store.clone(), "o", short, &tables(1)).settling(Duration::from_secs(4));
+    h.tick(&clock).unwrap();
+    assert_eq!(lease(&store, "t0").duration_ms, 60_000);
+    o.tick(&clock).unwrap();
+    // H renews every 20 s, trusting each renewal for 48 s; O ticks often.
+    for _ in 0..30 {
+        clock.advance(Duration::from_secs(1));
+        o.tick(&clock).unwrap();
+        let now = clock.now();
+        let both = h.grants().get("t0").is_some_and(|g| g.valid_until > now)
+            && o.grants().get("t0").is_some_and(|g| g.valid_until > now);
+        assert!(!both, "two writers at {now:?}");
+    }
+    assert!(held(&o).is_empty(), "taken from a live holder");
+    // H is gone: O takes the lease after H's duration, and settles for
+    // H's produce timeout, not its own.
+    for _ in 0..61 {
+        clock.advance(Duration::from_secs(1));
+        o.tick(&clock).unwrap();
+    }
+    let grant = o.grants()["t0"].clone();
+    assert!(grant.settle);
+    assert_eq!(grant.settle_for, Duration::from_secs(21));
+}

@@ -111,19 +111,25 @@ pub(crate) fn run(
             worker.wait_change(assignment.version, Duration::from_millis(500));
             continue;
         }
-        let unsettled: Vec<&String> = assignment
+        let unsettled: Vec<(&String, Duration)> = assignment
             .grants
             .iter()
             .filter(|(t, g)| g.settle && settled.get(*t) != Some(&g.epoch))
-            .map(|(t, _)| t)
+            .map(|(t, g)| (t, g.settle_for))
             .collect();
-        if !unsettled.is_empty() && !produce_timeout.is_zero() {
+        // The longest of ours and what the expired owners wrote on their
+        // leases (their own produce timeouts, when configured otherwise).
+        let wait = unsettled
+            .iter()
+            .map(|(_, d)| *d)
+            .fold(produce_timeout, Duration::max);
+        if !unsettled.is_empty() && !wait.is_zero() {
             tracing::info!(
-                tables = ?unsettled,
-                wait_s = produce_timeout.as_secs_f64(),
+                tables = ?unsettled.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                wait_s = wait.as_secs_f64(),
                 "taken from a worker whose lease expired: waiting out its last Kafka messages"
             );
-            if !sleep_unless_stopped(produce_timeout, &options.stop) {
+            if !sleep_unless_stopped(wait, &options.stop) {
                 continue;
             }
         }
