@@ -44,7 +44,7 @@ pub use refused::Refused;
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
     Rejected, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source, SourceBatch,
-    StoreError, WriteGuard,
+    StoreError, TABLE_STATES, WriteGuard,
 };
 pub use tag::writer_tag;
 pub use text::Text;

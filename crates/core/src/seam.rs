@@ -278,6 +278,10 @@ pub struct SinkStats {
 
 /// Delivers changes somewhere durable and says how far it got.
 ///
+/// The key of a resume state's parts by table (see
+/// [`Sink::resume_state`]).
+pub const TABLE_STATES: &str = "tables";
+
 /// The driver calls, per batch: [`Sink::record_gap`] for the batch's gaps,
 /// [`Sink::record_snapshot`] for its snapshot records, [`Sink::write`], then (once the batch's dead letters are durable)
 /// [`Sink::poll`], and records [`Sink::durable_positions`] and
@@ -380,7 +384,11 @@ pub trait Sink: Send {
     /// When the tables are shared between processes, states recorded by
     /// different owners are merged by keeping what they agree on and the
     /// lowest of differing numbers: a state must stay safe under that (a
-    /// lower offset only means reading back more).
+    /// lower offset only means reading back more). Except under the key
+    /// [`TABLE_STATES`], an object of parts by table: each table's part is
+    /// recorded with that table alone, and [`Sink::adopt`] gets the part
+    /// of every table the process holds (`null` for a table none was
+    /// recorded for), however many owners recorded them.
     fn resume_state(&self) -> serde_json::Value {
         serde_json::Value::Null
     }

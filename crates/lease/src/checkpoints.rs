@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use dynamo_cdc_core::CHECKPOINT_WRITE_INTERVAL;
 use dynamo_cdc_core::{
     CheckpointStore, Recorded, SequenceNumber, ShardKey, SinkError, SinkRecord, StoreError,
-    WritePace,
+    TABLE_STATES, WritePace,
 };
 
 use crate::coordinator::wall_ms;
@@ -73,7 +73,7 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
             _ => SinkError::transient(e),
         })?;
         let mut recorded = Recorded::default();
-        let mut states: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        let mut states: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
         for item in items {
             if !self.epochs.contains_key(item.table()) {
                 continue;
@@ -96,7 +96,7 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
                 Item::State(s) => {
                     self.written.insert(key.clone(), s.state.clone());
                     match serde_json::from_str(&s.state) {
-                        Ok(v) => states.entry(s.sink).or_default().push(v),
+                        Ok(v) => states.entry(s.sink).or_default().push((s.table, v)),
                         Err(e) => {
                             tracing::warn!(key = %key, error = %e, "ignoring an unreadable resume state")
                         }
@@ -114,7 +114,7 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
             }
         }
         for (sink, values) in states {
-            recorded.sinks.entry(sink).or_default().state = lowest_common(&values);
+            recorded.sinks.entry(sink).or_default().state = merge_states(values, &self.epochs);
         }
         Ok(recorded)
     }
@@ -180,17 +180,17 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
             if state.is_null() {
                 continue;
             }
-            let text = state.to_string();
             let tables: Vec<(String, u64)> =
                 self.epochs.iter().map(|(t, e)| (t.clone(), *e)).collect();
             for (table, epoch) in tables {
+                let text = for_table(state, &table).to_string();
                 let item = Item::State(StateItem {
                     table,
                     sink: sink.clone(),
                     state: text.clone(),
                     epoch,
                 });
-                self.put(item, text.clone(), epoch)?;
+                self.put(item, text, epoch)?;
             }
         }
         Ok(())
@@ -201,6 +201,57 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
 fn start_value(at_ms: i64, closed: &std::collections::BTreeSet<String>) -> String {
     let closed: Vec<&str> = closed.iter().map(String::as_str).collect();
     format!("{at_ms} {}", closed.join(" "))
+}
+
+/// What of `state` is recorded with `table`: all of it, but of its parts
+/// by table ([`TABLE_STATES`]) only `table`'s own.
+fn for_table(state: &serde_json::Value, table: &str) -> serde_json::Value {
+    let mut state = state.clone();
+    if let Some(parts) = state
+        .get_mut(TABLE_STATES)
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        parts.retain(|t, _| t == table);
+    }
+    state
+}
+
+/// The states recorded with each held table (`epochs`' keys), made one for
+/// the sink: their parts by table ([`TABLE_STATES`]), each from its own
+/// table's item, `null` for a held table without one; the rest as
+/// [`lowest_common`] makes it. States without parts by table (written by
+/// earlier versions) get none.
+fn merge_states(
+    values: Vec<(String, serde_json::Value)>,
+    epochs: &BTreeMap<String, u64>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let mut parts = serde_json::Map::new();
+    let mut any_parts = false;
+    let mut rest = Vec::with_capacity(values.len());
+    for (table, mut value) in values {
+        if let Some(Value::Object(mut by_table)) =
+            value.as_object_mut().and_then(|o| o.remove(TABLE_STATES))
+        {
+            any_parts = true;
+            if let Some(part) = by_table.remove(&table) {
+                parts.insert(table, part);
+            }
+        }
+        rest.push(value);
+    }
+    let mut merged = lowest_common(&rest);
+    if any_parts {
+        for table in epochs.keys() {
+            parts.entry(table.clone()).or_insert(Value::Null);
+        }
+        if let Value::Object(o) = &mut merged {
+            o.insert(TABLE_STATES.to_owned(), Value::Object(parts));
+        } else {
+            merged = serde_json::json!({ TABLE_STATES: parts });
+        }
+    }
+    merged
 }
 
 /// Resume states recorded by different owners, made one: where they agree,
@@ -286,6 +337,57 @@ mod tests {
             "10"
         );
         assert_eq!(kafka.state, json!({"offsets": {"cdc.orders": {"0": 5}}}));
+    }
+
+    /// Parts by table are recorded with their own table and come back
+    /// from whichever owner recorded them: a worker taking over tables that
+    /// others recorded gets each one's part, not only what all agree on
+    /// (which was nothing, and every topic was read back from its start).
+    #[test]
+    fn parts_by_table_come_back_from_each_tables_own_owner() {
+        let store = MemoryLeaseStore::new();
+        let state = |table: &str, other: &str, offset: u64| {
+            json!({
+                "offsets": {format!("cdc.{table}"): {"0": offset}, format!("cdc.{other}"): {"0": 1}},
+                "tables": {
+                    table: {"offsets": {format!("cdc.{table}"): {"0": offset}}},
+                    other: {"offsets": {format!("cdc.{other}"): {"0": 1}}},
+                },
+            })
+        };
+        // One owner held `orders` (and wrote a topic of a table it no
+        // longer holds), another `other`.
+        LeaseCheckpoints::new(store.clone(), BTreeMap::from([("orders".into(), 1)]))
+            .store(&recorded("10", state("orders", "gone", 500)))
+            .unwrap();
+        LeaseCheckpoints::new(store.clone(), BTreeMap::from([("other".into(), 1)]))
+            .store(&recorded("10", state("other", "gone", 700)))
+            .unwrap();
+        let item = store
+            .items()
+            .into_iter()
+            .find_map(|i| match i {
+                Item::State(s) if s.table == "orders" => Some(s.state),
+                _ => None,
+            })
+            .unwrap();
+        assert!(!item.contains(r#""gone":"#), "only its own part: {item}");
+
+        let epochs = BTreeMap::from([("orders".into(), 2), ("other".into(), 2), ("new".into(), 1)]);
+        let loaded = LeaseCheckpoints::new(store.clone(), epochs).load().unwrap();
+        assert_eq!(
+            loaded.sinks["kafka"].state["tables"],
+            json!({
+                "orders": {"offsets": {"cdc.orders": {"0": 500}}},
+                "other": {"offsets": {"cdc.other": {"0": 700}}},
+                "new": null,
+            })
+        );
+        // The rest is still what all agree on.
+        assert_eq!(
+            loaded.sinks["kafka"].state["offsets"],
+            json!({"cdc.gone": {"0": 1}})
+        );
     }
 
     #[test]

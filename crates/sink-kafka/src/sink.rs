@@ -6,11 +6,12 @@
 //! message of a later change is visible in Kafka (which would move the
 //! position past the rejected one on a restart), the reject is on disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
     Change, Gap, Op, Positions, Rejected, SequenceNumber, ShardKey, Sink, SinkError, SinkStats,
+    TABLE_STATES,
 };
 use dynamo_cdc_transform::{DeclaredSchema, NumbersMode};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -60,6 +61,10 @@ pub struct KafkaSink {
     scanned: HashSet<String>,
     /// Next offset per topic and partition recorded with the checkpoint.
     recorded: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// The tables whose topics' offsets the resume state records, each
+    /// with its own table (see [`KafkaSink::resume_state`]): those the
+    /// checkpoint had and those written since.
+    tables: BTreeSet<String>,
     /// The brokers answered an end below a recorded offset in this sink's
     /// life: every later read-back reads all partitions (see `resume`).
     ends_suspect: bool,
@@ -129,6 +134,7 @@ impl KafkaSink {
             found_last: HashSet::new(),
             scanned: HashSet::new(),
             recorded: BTreeMap::new(),
+            tables: BTreeSet::new(),
             ends_suspect: false,
             outgoing: Vec::new(),
             outgoing_bytes: 0,
@@ -521,6 +527,9 @@ impl KafkaSink {
         for table in tables {
             let topic = self.encoder.topic(table);
             self.read_back(&topic)?;
+            if !self.tables.contains(table) {
+                self.tables.insert(table.to_owned());
+            }
         }
         let mut rejected = Vec::new();
         for (index, change) in changes.iter().enumerate() {
@@ -733,6 +742,44 @@ impl Held {
     }
 }
 
+/// The offsets to read each topic back from, given each table's part of
+/// the resume state (`{"offsets": {its topic: {partition: offset}}}`, or
+/// `null` when none was recorded for it) and the topic a table writes.
+/// Under leases the parts come from different owners, recorded at
+/// different times. A topic's offsets are the lowest over the tables
+/// writing it, and a topic any of them has none for (or a partition not
+/// all have) is left out, to be read from its beginning: a table that
+/// shares a topic and whose owner recorded nothing may have messages
+/// anywhere in it. Tables of other topics do not matter to it.
+pub(crate) fn offsets_of_tables(
+    parts: &serde_json::Map<String, serde_json::Value>,
+    topic_of: impl Fn(&str) -> String,
+) -> BTreeMap<String, BTreeMap<i32, i64>> {
+    let mut by_topic: BTreeMap<String, Option<BTreeMap<i32, i64>>> = BTreeMap::new();
+    for (table, part) in parts {
+        let topic = topic_of(table);
+        let offsets: Option<BTreeMap<i32, i64>> = part
+            .get("offsets")
+            .and_then(|o| o.get(&topic))
+            .and_then(|o| serde_json::from_value(o.clone()).ok());
+        let merged = match (by_topic.remove(&topic), offsets) {
+            // First of its topic.
+            (None, offsets) => offsets,
+            (Some(Some(a)), Some(b)) => Some(
+                a.into_iter()
+                    .filter_map(|(p, o)| b.get(&p).map(|other| (p, o.min(*other))))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        by_topic.insert(topic, merged);
+    }
+    by_topic
+        .into_iter()
+        .filter_map(|(topic, offsets)| offsets.map(|o| (topic, o)))
+        .collect()
+}
+
 impl Sink for KafkaSink {
     fn id(&self) -> &str {
         "kafka"
@@ -742,19 +789,39 @@ impl Sink for KafkaSink {
         self.encoder.reads_nested_trees()
     }
 
-    /// The state is `{"offsets": {topic: {partition: next offset}}}`; a
-    /// state that does not read as such is ignored, which only makes the
-    /// read-back start earlier (from the beginning of each partition).
+    /// The state is `{"offsets": {topic: {partition: next offset}},
+    /// "tables": {table: {"offsets": {its topic: ...}}}}`. The parts by
+    /// table are what counts (under leases, each comes from its own
+    /// table's owner: see [`offsets_of_tables`]); states of earlier
+    /// versions have only `offsets`. A state that does not read as such is
+    /// ignored, which only makes the read-back start earlier (from the
+    /// beginning of each partition).
     fn adopt(&mut self, positions: &Positions, state: &serde_json::Value) {
-        let offsets = match state.get("offsets") {
-            None => BTreeMap::new(),
-            Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
-                tracing::warn!(
-                    error = %e,
-                    "the checkpoint's Kafka offsets are unreadable; topics are read back from their beginning"
-                );
-                BTreeMap::new()
-            }),
+        let unreadable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(
+                error = %e,
+                "the checkpoint's Kafka offsets are unreadable; topics are read back from their beginning"
+            );
+        };
+        let offsets = if let Some(parts) = state.get(TABLE_STATES) {
+            match parts.as_object() {
+                Some(parts) => {
+                    self.tables.extend(parts.keys().cloned());
+                    offsets_of_tables(parts, |t| self.encoder.topic(t))
+                }
+                None => {
+                    unreadable(&"`tables` is not an object");
+                    BTreeMap::new()
+                }
+            }
+        } else {
+            match state.get("offsets") {
+                None => BTreeMap::new(),
+                Some(v) => serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+                    unreadable(&e);
+                    BTreeMap::new()
+                }),
+            }
         };
         self.adopt_checkpoint(positions, offsets);
     }
@@ -774,6 +841,7 @@ impl Sink for KafkaSink {
         for table in tables {
             let topic = self.encoder.topic(table);
             self.read_back(&topic)?;
+            self.tables.insert(table.clone());
         }
         Ok(())
     }
@@ -798,8 +866,22 @@ impl Sink for KafkaSink {
         Ok(self.send_all_pending()?)
     }
 
+    /// The offsets to read back from, and the same by table: each table
+    /// with its topic's (a table's topic without offsets yet is left out,
+    /// which reads it back from its beginning).
     fn resume_state(&self) -> serde_json::Value {
-        serde_json::json!({ "offsets": self.offsets() })
+        let offsets = self.offsets();
+        let mut parts = serde_json::Map::new();
+        for table in &self.tables {
+            let topic = self.encoder.topic(table);
+            if let Some(of_topic) = offsets.get(&topic) {
+                parts.insert(
+                    table.clone(),
+                    serde_json::json!({ "offsets": { topic: of_topic } }),
+                );
+            }
+        }
+        serde_json::json!({ "offsets": offsets, TABLE_STATES: parts })
     }
 
     fn lease_epochs(&mut self, epochs: &std::collections::BTreeMap<String, u64>) {
@@ -840,6 +922,48 @@ mod tests {
     use rdkafka::mocking::MockCluster;
 
     use super::*;
+
+    /// Each table's part counts for its own topic: recorded by different
+    /// owners, all are kept; a topic shared by tables takes the lowest, and
+    /// none when a table writing it has no part (its messages may be
+    /// anywhere in the topic).
+    #[test]
+    fn read_back_offsets_come_from_each_tables_own_part() {
+        let parts = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let topic_of = |t: &str| match t {
+            "a1" | "a2" => "shared".to_owned(),
+            t => format!("cdc.{t}"),
+        };
+        let got = offsets_of_tables(
+            &parts(serde_json::json!({
+                "orders": {"offsets": {"cdc.orders": {"0": 500, "1": 7}, "cdc.gone": {"0": 1}}},
+                "items": {"offsets": {"cdc.items": {"0": 700}}},
+                "a1": {"offsets": {"shared": {"0": 40, "1": 9}}},
+                "a2": {"offsets": {"shared": {"0": 30}}},
+                "new": null,
+            })),
+            topic_of,
+        );
+        let expected: BTreeMap<String, BTreeMap<i32, i64>> = [
+            ("cdc.orders".to_owned(), BTreeMap::from([(0, 500), (1, 7)])),
+            ("cdc.items".to_owned(), BTreeMap::from([(0, 700)])),
+            ("shared".to_owned(), BTreeMap::from([(0, 30)])),
+        ]
+        .into();
+        assert_eq!(got, expected, "`new`'s topic is read from its start");
+        // A table sharing a topic without a part: the topic is left out,
+        // whichever comes first.
+        for (first, second) in [("a1", "a2"), ("a2", "a1")] {
+            let got = offsets_of_tables(
+                &parts(serde_json::json!({
+                    first: {"offsets": {"shared": {"0": 40}}},
+                    second: null,
+                })),
+                topic_of,
+            );
+            assert!(got.is_empty(), "{got:?}");
+        }
+    }
 
     /// Keys and error headers of what a topic's one partition holds.
     fn stored(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
