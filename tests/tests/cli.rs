@@ -89,6 +89,28 @@ fn config_errors_name_the_key_and_do_nothing() {
         .output()
         .unwrap();
     assert_eq!(validate.status.code(), Some(2));
+
+    // A declared schema that does not parse is a configuration error too,
+    // for `validate` as for `run`, naming the file.
+    let schemas = s.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    std::fs::write(
+        schemas.join("orders.avsc"),
+        r#"{"type":"record","name":"orders""#,
+    )
+    .unwrap();
+    let config = s.config(&format!("schemas_dir = {schemas:?}"), "");
+    for command in ["validate", "run"] {
+        let out = Command::new(binary())
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(err.contains("orders.avsc"), "{command}: {err}");
+    }
+    assert!(!s.parquet().exists(), "nothing is written");
 }
 
 #[test]

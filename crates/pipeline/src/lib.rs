@@ -30,5 +30,5 @@ mod test_support;
 
 pub use config::{Config, ConfigError};
 pub use coordinated::leases_report;
-pub use run::{RunOptions, run};
+pub use run::{RunOptions, check_schemas, run};
 pub use summary::RunSummary;

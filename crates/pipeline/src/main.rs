@@ -133,6 +133,7 @@ fn load(path: &PathBuf) -> Result<Config, String> {
     config
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    dynamo_cdc::check_schemas(&config).map_err(|e| format!("{}: {e:#}", path.display()))?;
     Ok(config)
 }
 

@@ -838,6 +838,30 @@ fn count_read(batch: &SourceBatch, summary: &mut RunSummary) {
 }
 
 /// Reads every `<table>.avsc` in `dir`.
+/// Reads and checks the declared schemas (`transform.schemas_dir`), as a
+/// run does at its start, so that `validate` and the configuration errors
+/// of `run` (exit 2) cover them; warns of a schema named for a table a
+/// `dynamodb` source does not read (its values would be inferred).
+///
+/// # Errors
+/// The first schema that cannot be read or parsed, naming its file.
+pub fn check_schemas(config: &Config) -> anyhow::Result<()> {
+    let declared = load_declared(config.transform.schemas_dir.as_deref())?;
+    if config.source.kind == SourceKind::Dynamodb {
+        let tables = known_tables(config);
+        let mut unread: Vec<&String> = declared.keys().filter(|t| !tables.contains(t)).collect();
+        unread.sort();
+        for table in unread {
+            tracing::warn!(
+                table = %table,
+                schema = %format!("{table}.avsc"),
+                "a declared schema names a table the source does not read: it is not used"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredSchema>> {
     let mut out = HashMap::new();
     let Some(dir) = dir else { return Ok(out) };
