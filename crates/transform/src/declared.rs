@@ -43,28 +43,74 @@ impl DeclaredSchema {
     pub fn parse_avsc(text: &str) -> Result<Self, String> {
         let schema =
             Schema::parse_str(text).map_err(|e| format!("not a valid Avro schema: {e}"))?;
-        let Schema::Record(record) = schema else {
+        let Schema::Record(record) = &schema else {
             return Err(
                 "the top-level type must be an Avro record whose fields are attributes".into(),
             );
         };
-        let columns = record
-            .fields
-            .iter()
-            .map(|f| field_column(f, &f.name))
-            .collect::<Result<_, _>>()?;
+        let resolved = apache_avro::schema::ResolvedSchema::new(&schema)
+            .map_err(|e| format!("not a valid Avro schema: {e}"))?;
+        let mut names = Names {
+            known: resolved.get_names(),
+            expanding: vec![record.name.clone()],
+        };
+        let columns = fields_columns(&record.fields, None, &mut names)?;
         Ok(DeclaredSchema { columns })
     }
 }
 
-fn attribute_of(field: &RecordField) -> String {
+/// The named types of a schema, for its references (a record declared once
+/// and used again by name: `"type": "Address"`), and those being expanded,
+/// to refuse a type that contains itself.
+struct Names<'a> {
+    known: &'a apache_avro::schema::NamesRef<'a>,
+    expanding: Vec<apache_avro::schema::Name>,
+}
+
+/// The columns of a record's fields (`parent`: the record's path, `None`
+/// at the top), each attribute at most once: two fields of one attribute
+/// would leave the second always null.
+fn fields_columns(
+    fields: &[RecordField],
+    parent: Option<&str>,
+    names: &mut Names<'_>,
+) -> Result<Vec<(String, ColumnType)>, String> {
+    let mut columns: Vec<(String, ColumnType)> = Vec::with_capacity(fields.len());
+    let mut by: Vec<&str> = Vec::with_capacity(fields.len());
+    for field in fields {
+        let path = match parent {
+            None => field.name.clone(),
+            Some(p) => format!("{p}.{}", field.name),
+        };
+        let (attribute, ty) = field_column(field, &path, names)?;
+        if let Some(i) = columns.iter().position(|(a, _)| *a == attribute) {
+            return Err(format!(
+                "fields `{}` and `{}` both declare attribute `{attribute}`: give each attribute \
+                 one field",
+                by[i], field.name
+            ));
+        }
+        columns.push((attribute, ty));
+        by.push(&field.name);
+    }
+    Ok(columns)
+}
+
+fn attribute_of(field: &RecordField, path: &str) -> Result<String, String> {
     match field.custom_attributes.get("dynamodb_name") {
-        Some(serde_json::Value::String(name)) => name.clone(),
-        _ => field.name.clone(),
+        None => Ok(field.name.clone()),
+        Some(serde_json::Value::String(name)) if !name.is_empty() => Ok(name.clone()),
+        Some(other) => Err(format!(
+            "field `{path}`: dynamodb_name {other} is not an attribute name (a non-empty string)"
+        )),
     }
 }
 
-fn field_column(field: &RecordField, path: &str) -> Result<(String, ColumnType), String> {
+fn field_column(
+    field: &RecordField,
+    path: &str,
+    names: &mut Names<'_>,
+) -> Result<(String, ColumnType), String> {
     let hint = match field.custom_attributes.get("dynamodb_type") {
         None => None,
         Some(serde_json::Value::String(h)) if h == "number" || h == "json" => Some(h.as_str()),
@@ -74,7 +120,7 @@ fn field_column(field: &RecordField, path: &str) -> Result<(String, ColumnType),
             ));
         }
     };
-    let mut ty = layout(&field.schema, path)?;
+    let mut ty = layout(&field.schema, path, names)?;
     if let Some(h) = hint {
         if ty != ColumnType::Utf8 {
             return Err(format!(
@@ -87,10 +133,10 @@ fn field_column(field: &RecordField, path: &str) -> Result<(String, ColumnType),
             ColumnType::Json
         };
     }
-    Ok((attribute_of(field), ty))
+    Ok((attribute_of(field, path)?, ty))
 }
 
-fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
+fn layout(schema: &Schema, path: &str, names: &mut Names<'_>) -> Result<ColumnType, String> {
     Ok(match schema {
         Schema::Null => ColumnType::Null,
         Schema::Boolean => ColumnType::Boolean,
@@ -120,14 +166,30 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
                 scale: d.scale as u8,
             }
         }
-        Schema::Array(a) => ColumnType::List(Box::new(layout(&a.items, &format!("{path}[]"))?)),
-        Schema::Map(m) => ColumnType::Map(Box::new(layout(&m.types, &format!("{path}{{}}"))?)),
-        Schema::Record(r) => ColumnType::Struct(
-            r.fields
-                .iter()
-                .map(|f| field_column(f, &format!("{path}.{}", f.name)))
-                .collect::<Result<_, _>>()?,
-        ),
+        Schema::Array(a) => {
+            ColumnType::List(Box::new(layout(&a.items, &format!("{path}[]"), names)?))
+        }
+        Schema::Map(m) => {
+            ColumnType::Map(Box::new(layout(&m.types, &format!("{path}{{}}"), names)?))
+        }
+        Schema::Record(r) => {
+            names.expanding.push(r.name.clone());
+            let fields = fields_columns(&r.fields, Some(path), names);
+            names.expanding.pop();
+            ColumnType::Struct(fields?)
+        }
+        Schema::Ref { name } => {
+            if names.expanding.contains(name) {
+                return Err(format!(
+                    "field `{path}`: type `{name}` contains itself; a DynamoDB attribute's \
+                     declaration must end (leave it undeclared to store it as DynamoDB JSON)"
+                ));
+            }
+            let Some(named) = names.known.get(name).copied() else {
+                return Err(format!("field `{path}`: type `{name}` is not declared"));
+            };
+            layout(named, path, names)?
+        }
         Schema::Union(u) => {
             let non_null: Vec<&Schema> = u
                 .variants()
@@ -135,7 +197,7 @@ fn layout(schema: &Schema, path: &str) -> Result<ColumnType, String> {
                 .filter(|v| **v != Schema::Null)
                 .collect();
             match non_null.as_slice() {
-                [one] => layout(one, path)?,
+                [one] => layout(one, path, names)?,
                 [] => ColumnType::Null,
                 _ => {
                     return Err(format!(
@@ -329,6 +391,53 @@ mod tests {
                 .unwrap_err()
                 .contains("field `m`")
         );
+    }
+
+    /// A record type declared once and used again by name is the same
+    /// layout; a type that contains itself, two fields of one attribute and
+    /// a `dynamodb_name` that is not a name are refused, naming the field.
+    #[test]
+    fn named_types_are_reused_and_ambiguous_declarations_refused() {
+        let d = DeclaredSchema::parse_avsc(
+            r#"{"type":"record","name":"t","fields":[
+                {"name":"ship","type":{"type":"record","name":"Address","namespace":"x",
+                    "fields":[{"name":"city","type":"string"}]}},
+                {"name":"bill","type":["null","x.Address"]},
+                {"name":"old","type":{"type":"array","items":"x.Address"}}]}"#,
+        )
+        .unwrap();
+        let address = ColumnType::Struct(vec![("city".into(), ColumnType::Utf8)]);
+        assert_eq!(d.columns[0].1, address);
+        assert_eq!(d.columns[1], ("bill".into(), address.clone()));
+        assert_eq!(d.columns[2].1, ColumnType::List(Box::new(address)));
+
+        let refused = |text: &str| DeclaredSchema::parse_avsc(text).unwrap_err();
+        let e = refused(
+            r#"{"type":"record","name":"t","fields":[{"name":"head","type":{"type":"record",
+                "name":"Node","fields":[{"name":"next","type":["null","Node"]}]}}]}"#,
+        );
+        assert!(
+            e.contains("field `head.next`") && e.contains("contains itself"),
+            "{e}"
+        );
+        let e = refused(
+            r#"{"type":"record","name":"t","fields":[{"name":"a","type":"string"},
+                {"name":"a2","type":"long","dynamodb_name":"a"}]}"#,
+        );
+        assert!(
+            e.contains("`a` and `a2`") && e.contains("attribute `a`"),
+            "{e}"
+        );
+        let e = refused(
+            r#"{"type":"record","name":"t","fields":[{"name":"m","type":{"type":"record",
+                "name":"M","fields":[{"name":"x","type":"string"},
+                {"name":"y","type":"string","dynamodb_name":"x"}]}}]}"#,
+        );
+        assert!(e.contains("`x` and `y`"), "{e}");
+        let e = refused(
+            r#"{"type":"record","name":"t","fields":[{"name":"a","type":"string","dynamodb_name":7}]}"#,
+        );
+        assert!(e.contains("field `a`: dynamodb_name 7"), "{e}");
     }
 
     /// A `map` takes any names; each value must fit the declared layout,
