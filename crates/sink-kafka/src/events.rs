@@ -8,12 +8,30 @@ pub const MESSAGES_ACKED: &str = "dynamo_cdc_kafka_messages_acked_total";
 /// Changes made durable, per sink and table (shared with every sink).
 pub(crate) const CHANGES_DELIVERED: &str = "dynamo_cdc_changes_delivered_total";
 
+/// Messages stored in the dead-letter topic, per table.
+pub(crate) const DEAD_LETTER_MESSAGES: &str = "dynamo_cdc_kafka_dead_letter_messages_total";
+
 /// Registers the help text of this crate's metrics.
 pub fn describe() {
     metrics::describe_counter!(
         MESSAGES_ACKED,
         "Kafka messages acknowledged by the brokers (tombstones included)."
     );
+    metrics::describe_counter!(
+        DEAD_LETTER_MESSAGES,
+        "Messages stored in the Kafka dead-letter topic (too large, or refused by a broker)."
+    );
+}
+
+/// A message was stored in the dead-letter topic.
+pub(crate) struct DeadLetterSent<'a> {
+    pub table: &'a str,
+}
+
+impl DeadLetterSent<'_> {
+    pub(crate) fn emit(self) {
+        metrics::counter!(DEAD_LETTER_MESSAGES, "table" => self.table.to_owned()).increment(1);
+    }
 }
 
 /// A group of messages was acknowledged: its changes are durable.
@@ -30,6 +48,13 @@ impl MessagesAcked {
             None => {
                 self.changes.insert(table.to_owned(), 1);
             }
+        }
+    }
+
+    /// One change counted did not reach its topic (dead-lettered).
+    pub(crate) fn uncount_change(&mut self, table: &str) {
+        if let Some(n) = self.changes.get_mut(table) {
+            *n = n.saturating_sub(1);
         }
     }
 

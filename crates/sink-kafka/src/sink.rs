@@ -7,6 +7,7 @@
 //! position past the rejected one on a restart), the reject is on disk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
@@ -80,6 +81,9 @@ pub struct KafkaSink {
     dead_producer: Option<KafkaProducer>,
     /// Changes of the encoded batch, in order, for the position.
     pending_changes: Vec<(ShardKey, SequenceNumber)>,
+    /// The tables of those of `pending_changes` that will not reach their
+    /// topic (see [`Group`]'s `undelivered`).
+    pending_undelivered: Vec<Arc<str>>,
     /// Changes of the batch the read-back found in the topic: nothing to
     /// send, but they move the position with the group they arrived in.
     pending_found: Vec<(ShardKey, SequenceNumber)>,
@@ -141,6 +145,7 @@ impl KafkaSink {
             dead_outgoing: Vec::new(),
             dead_producer: None,
             pending_changes: Vec::new(),
+            pending_undelivered: Vec::new(),
             pending_found: Vec::new(),
             held_since: None,
             guard: None,
@@ -280,6 +285,7 @@ impl KafkaSink {
             found: std::mem::take(&mut self.pending_found),
             dead: std::mem::take(&mut self.dead_outgoing),
             gap: false,
+            undelivered: std::mem::take(&mut self.pending_undelivered),
         };
         self.producer
             .submit(std::mem::take(&mut self.outgoing), group)
@@ -316,6 +322,7 @@ impl KafkaSink {
                 found,
                 mut dead,
                 gap,
+                mut undelivered,
             } = group.tag;
             for (message, sent) in group.messages.into_iter().zip(group.results) {
                 match sent {
@@ -328,6 +335,9 @@ impl KafkaSink {
                         }
                     }
                     Sent::Refused(reason) if !gap => {
+                        if message.value.is_some() {
+                            undelivered.push(table_of(&message));
+                        }
                         dead.push(self.dead_letter(message, &reason)?);
                     }
                     Sent::Refused(reason) => {
@@ -361,6 +371,9 @@ impl KafkaSink {
             for (key, seq) in changes {
                 acked.count_change(&key.table);
                 self.durable.advance(key, seq);
+            }
+            for table in undelivered {
+                acked.uncount_change(&table);
             }
             // Delivered by an earlier run: durable, not delivered again.
             for (key, seq) in found {
@@ -439,9 +452,15 @@ impl KafkaSink {
             unreachable!("made above")
         };
         for landed in producer.send_all(dead, ())? {
-            for sent in landed.results {
+            for (message, sent) in landed.messages.iter().zip(landed.results) {
                 match sent {
-                    Sent::Stored { .. } => self.stats.dead_lettered += 1,
+                    Sent::Stored { .. } => {
+                        self.stats.dead_lettered += 1;
+                        crate::events::DeadLetterSent {
+                            table: &table_of(message),
+                        }
+                        .emit();
+                    }
                     Sent::Refused(reason) => {
                         return Err(KafkaSinkError::Topic {
                             topic: self.config.dead_letter_topic.clone().unwrap_or_default(),
@@ -557,6 +576,7 @@ impl KafkaSink {
                     .push((key, change.source.sequence_number.clone()));
                 continue;
             }
+            let mut delivered = true;
             match self.encoder.encode(change)? {
                 Ok(messages) => {
                     for message in messages {
@@ -569,11 +589,15 @@ impl KafkaSink {
                                 "{size} bytes exceed message.max.bytes ({})",
                                 self.max_message_bytes
                             );
+                            if message.value.is_some() {
+                                delivered = false;
+                            }
                             let dead = self.dead_letter(message, &reason).inspect_err(|_| {
                                 self.outgoing.clear();
                                 self.outgoing_bytes = 0;
                                 self.pending_changes.clear();
                                 self.pending_found.clear();
+                                self.pending_undelivered.clear();
                             })?;
                             self.dead_outgoing.push(dead);
                         } else {
@@ -583,6 +607,7 @@ impl KafkaSink {
                     }
                 }
                 Err(e) => {
+                    delivered = false;
                     rejected.push(Rejected {
                         index,
                         error: e.reason,
@@ -594,6 +619,9 @@ impl KafkaSink {
                         self.outgoing.push(tombstone);
                     }
                 }
+            }
+            if !delivered {
+                self.pending_undelivered.push(key.table.clone());
             }
             self.pending_changes
                 .push((key, change.source.sequence_number.clone()));
@@ -720,6 +748,10 @@ struct Group {
     dead: Vec<Outgoing>,
     /// The group is a gap record for the dead-letter topic.
     gap: bool,
+    /// The table of each change of `changes` that did not reach its topic
+    /// (refused by the encoder, or its value dead-lettered as too large):
+    /// its position moves when the group lands, but it was not delivered.
+    undelivered: Vec<Arc<str>>,
 }
 
 /// What the sink holds encoded and not yet sent.
@@ -739,6 +771,15 @@ impl Held {
         let few = self.messages < batch_messages && self.bytes < crate::SEND_BATCH_BYTES;
         let young = self.age.is_some_and(|age| age < crate::SEND_AFTER);
         !(few && young)
+    }
+}
+
+/// The table a message was made for (its `dynamodb.table` header).
+fn table_of(message: &Outgoing) -> Arc<str> {
+    match message.headers.iter().find(|(k, _)| *k == HEADER_TABLE) {
+        Some((_, HeaderValue::Shared(table))) => table.clone(),
+        Some((_, other)) => String::from_utf8_lossy(other.as_bytes()).into(),
+        None => Arc::from(""),
     }
 }
 

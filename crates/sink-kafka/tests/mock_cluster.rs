@@ -564,8 +564,20 @@ fn oversized_messages_go_to_the_dead_letter_topic_or_stop_the_run() {
 
     c.dead_letter_topic = Some("cdc.dead".into());
     let mut with_dlq = open(c);
-    deliver(&mut with_dlq, &[big, small]);
-    with_dlq.flush().unwrap();
+    // The dead-lettered change is counted there, not as delivered.
+    let counters = dynamo_cdc_testkit::metrics::Counters::default();
+    metrics::with_local_recorder(&counters, || {
+        deliver(&mut with_dlq, &[big, small]);
+        with_dlq.flush().unwrap();
+    });
+    assert_eq!(
+        counters.get("dynamo_cdc_changes_delivered_total{sink=kafka,table=orders}"),
+        1
+    );
+    assert_eq!(
+        counters.get("dynamo_cdc_kafka_dead_letter_messages_total{table=orders}"),
+        1
+    );
     let dead = consume(&brokers, "cdc.dead", 1);
     assert_eq!(dead.len(), 1);
     assert!(
@@ -933,8 +945,20 @@ fn a_record_the_broker_refuses_goes_to_the_dead_letter_topic_and_the_rest_flows(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
     );
-    deliver(&mut sink, &changes[1..2]);
-    deliver(&mut sink, &changes[2..]);
+    let counters = dynamo_cdc_testkit::metrics::Counters::default();
+    metrics::with_local_recorder(&counters, || {
+        deliver(&mut sink, &changes[1..2]);
+        deliver(&mut sink, &changes[2..]);
+    });
+    // Delivered: 1003 only (1002 went to the dead-letter topic).
+    assert_eq!(
+        counters.get("dynamo_cdc_changes_delivered_total{sink=kafka,table=orders}"),
+        1
+    );
+    assert_eq!(
+        counters.get("dynamo_cdc_kafka_dead_letter_messages_total{table=orders}"),
+        1
+    );
     assert_eq!(seqs(&consume(&brokers, "cdc.orders", 1)), ["1001", "1003"]);
     let dead = consume(&brokers, "cdc.dead", 1);
     assert_eq!(seqs(&dead), ["1002"]);

@@ -13,6 +13,7 @@
 //!   on, and one that refuses connections, which no test running alongside
 //!   can take meanwhile.
 //! - [`registry`]: a Schema Registry double (Confluent's REST subset).
+//! - [`metrics`]: a recorder keeping counters, for tests of what is counted.
 //! - [`load`]: realistic writes to a live DynamoDB table at a steady rate
 //!   (`dynamo-cdc-gen load`).
 //! - [`streams_sim`]: a DynamoDB Streams simulator on a loopback port, with
@@ -26,6 +27,7 @@
 
 pub mod generator;
 pub mod load;
+pub mod metrics;
 mod ports;
 mod record;
 pub mod registry;

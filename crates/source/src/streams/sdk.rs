@@ -371,7 +371,7 @@ mod tests {
 
     use super::*;
     use crate::events::REQUESTS_TOTAL;
-    use crate::events::recorder::Counters;
+    use dynamo_cdc_testkit::metrics::Counters;
 
     #[test]
     fn every_call_is_counted_by_api_and_result() {
