@@ -290,12 +290,45 @@ impl<S: LeaseStore> Coordinator<S> {
         }))
     }
 
+    /// Creates the leases of this worker's tables that have none. A lease
+    /// deleted (by an operator, to unstick it) while its table's positions
+    /// were written under epoch `n` is created again at `n`: created at 0,
+    /// its next owners' epochs would be below those positions', and no
+    /// position of the table could be recorded again.
     fn create_missing(&self, leases: &mut BTreeMap<String, Lease>) -> Result<(), StoreFailure> {
-        for table in &self.tables {
-            if leases.contains_key(table) {
-                continue;
+        let missing: Vec<&String> = self
+            .tables
+            .iter()
+            .filter(|t| !leases.contains_key(*t))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Rare (a first start, or a deleted lease): one scan for them all.
+        let items = match self.store.scan() {
+            Ok(items) => items,
+            Err(StoreFailure::Conflict | StoreFailure::Unavailable(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for table in missing {
+            let epoch = items
+                .iter()
+                .filter(|i| i.table() == table.as_str())
+                .map(Item::epoch)
+                .max()
+                .unwrap_or(0);
+            if epoch > 0 {
+                tracing::warn!(
+                    table = %table,
+                    epoch,
+                    "the table's lease item is missing but its positions are not (deleted?): \
+                     creating it again at their epoch"
+                );
             }
-            let lease = Lease::free(table);
+            let lease = Lease {
+                epoch,
+                ..Lease::free(table)
+            };
             match self
                 .store
                 .put(&Item::Lease(lease.clone()), Condition::Absent)

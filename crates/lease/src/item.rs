@@ -140,6 +140,16 @@ impl Item {
         }
     }
 
+    /// The lease epoch the item was written under (a lease's own epoch).
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Item::Lease(l) => l.epoch,
+            Item::Position(p) => p.epoch,
+            Item::State(s) => s.epoch,
+            Item::Start(s) => s.epoch,
+        }
+    }
+
     /// The table the item is about.
     pub fn table(&self) -> &str {
         match self {

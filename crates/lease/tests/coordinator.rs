@@ -210,8 +210,9 @@ fn a_take_whose_answer_was_lost_is_adopted_and_settled() {
     let store = MemoryLeaseStore::new();
     let clock = Manual::new();
     let mut a = worker(&store, "a", 1);
-    // Scan, create, then the take applies with its answer lost.
-    store.inject(&[Fault::Pass, Fault::Pass, Fault::LostReply]);
+    // The read, the scan for the missing lease's table, the creation, then
+    // the take applies with its answer lost.
+    store.inject(&[Fault::Pass, Fault::Pass, Fault::Pass, Fault::LostReply]);
     a.tick(&clock).unwrap();
     assert!(held(&a).is_empty());
     clock.advance(a.interval());
@@ -677,4 +678,53 @@ fn a_worker_with_a_shorter_duration_waits_for_the_holders_before_taking() {
     let grant = o.grants()["t0"].clone();
     assert!(grant.settle);
     assert_eq!(grant.settle_for, Duration::from_secs(21));
+}
+
+/// A lease item deleted while its table's positions were written under a
+/// later epoch is created again at that epoch: its next owner's epoch is
+/// above every item of the table, so its positions can be recorded again.
+#[test]
+fn a_deleted_lease_is_created_again_above_its_tables_positions() {
+    use dynamo_cdc_core::CheckpointStore as _;
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let position = |epoch: u64, seq: &str| {
+        Item::Position(dynamo_cdc_lease::PositionItem {
+            table: "t0".into(),
+            sink: "parquet".into(),
+            shard: "shardId-1".into(),
+            seq: seq.into(),
+            epoch,
+            updated_ms: 0,
+        })
+    };
+    store.put(&position(7, "100"), Condition::Always).unwrap();
+    let mut a = worker(&store, "a", 1);
+    a.tick(&clock).unwrap();
+    let epoch = a.grants()["t0"].epoch;
+    assert_eq!(epoch, 8, "above the positions' epoch");
+
+    let mut recorded = dynamo_cdc_core::Recorded::default();
+    recorded
+        .sinks
+        .entry("parquet".into())
+        .or_default()
+        .positions
+        .advance(
+            dynamo_cdc_core::ShardKey::new("t0", "shardId-1"),
+            dynamo_cdc_core::SequenceNumber::parse("200").unwrap(),
+        );
+    let mut checkpoints = dynamo_cdc_lease::LeaseCheckpoints::new(
+        store.clone(),
+        BTreeMap::from([("t0".into(), epoch)]),
+    );
+    checkpoints.store(&recorded).unwrap();
+    checkpoints.flush().unwrap();
+    assert!(
+        store
+            .items()
+            .iter()
+            .any(|i| matches!(i, Item::Position(p) if p.seq == "200" && p.epoch == 8)),
+        "the new owner's position is recorded"
+    );
 }
