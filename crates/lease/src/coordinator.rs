@@ -359,6 +359,22 @@ impl<S: LeaseStore> Coordinator<S> {
                 if before.counter == l.counter && before.owner == l.owner {
                     continue;
                 }
+                if Self::claimed_only(before, l) {
+                    // A claim is no sign of the owner's life: the lease
+                    // still expires a duration after its last renewal.
+                    let since = before.since;
+                    self.seen.insert(
+                        table.clone(),
+                        Seen {
+                            counter: l.counter,
+                            owner: l.owner.clone(),
+                            incarnation: l.incarnation.clone(),
+                            claim: l.claim.clone(),
+                            since,
+                        },
+                    );
+                    continue;
+                }
                 if self.renewed_by_namesake(before, l) {
                     return Err(StoreFailure::Fatal(format!(
                         "another process is running as worker {:?}: it renewed the lease on table {table:?} \
@@ -384,6 +400,18 @@ impl<S: LeaseStore> Coordinator<S> {
             );
         }
         Ok(())
+    }
+
+    /// A lease whose only write since `before` was a claim (one write, that
+    /// set `claim` and left owner and token as they were): the owner did
+    /// not write it, so it says nothing of whether the owner is alive.
+    fn claimed_only(before: &Seen, now: &Lease) -> bool {
+        before.claim.is_none()
+            && now.claim.is_some()
+            && now.claim != now.owner
+            && before.owner == now.owner
+            && before.incarnation == now.incarnation
+            && now.counter == before.counter + 1
     }
 
     /// A lease under this worker's name that the same other process (a

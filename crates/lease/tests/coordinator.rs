@@ -728,3 +728,34 @@ fn a_deleted_lease_is_created_again_above_its_tables_positions() {
         "the new owner's position is recorded"
     );
 }
+
+/// A claim on a dead owner's lease is no sign of the owner's life: the
+/// lease expires a duration after the owner's last renewal, as its other
+/// leases do, not a duration after the claim.
+#[test]
+fn a_claim_does_not_put_off_the_expiry_of_a_dead_owners_lease() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 4);
+    a.tick(&clock).unwrap();
+    assert_eq!(held(&a).len(), 4);
+    // `a` dies now. `c` sees its leases, and, short of its share, claims one.
+    let mut c = worker(&store, "c", 4);
+    c.tick(&clock).unwrap();
+    clock.advance(D / 2);
+    c.tick(&clock).unwrap();
+    assert_eq!(lease_claims(&store), 1, "claimed one of a's leases");
+    let claimed = store
+        .items()
+        .into_iter()
+        .find_map(|i| match i {
+            Item::Lease(l) if l.claim.is_some() => Some(l.table),
+            _ => None,
+        })
+        .unwrap();
+    // A duration after c first saw them, every lease of a's has expired,
+    // the claimed one included.
+    clock.advance(D / 2);
+    c.tick(&clock).unwrap();
+    assert!(held(&c).contains(&claimed), "{:?}", held(&c));
+}
