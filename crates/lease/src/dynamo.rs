@@ -108,16 +108,19 @@ impl DynamoLeaseStore {
                 Err(e) => return Err(classify(&e)),
             }
         }
-        for _ in 0..120 {
-            if self.describe_status().await? == Some(TableStatus::Active) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.describe_status().await?.is_some_and(usable) {
                 return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreFailure::Unavailable(format!(
+                    "lease table {} is neither ACTIVE nor UPDATING after a minute",
+                    self.table
+                )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(StoreFailure::Unavailable(format!(
-            "lease table {} is not ACTIVE after a minute",
-            self.table
-        )))
     }
 
     /// One `GetItem` per table, up to [`READS_IN_FLIGHT`] at once: a round
@@ -283,6 +286,12 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// Whether a table in `status` serves reads and writes: while `UPDATING`
+/// (a replica or a setting changing) it does, while `CREATING` it does not.
+fn usable(status: TableStatus) -> bool {
+    matches!(status, TableStatus::Active | TableStatus::Updating)
+}
+
 fn encode(item: &Item) -> HashMap<String, AttributeValue> {
     let mut m = HashMap::from([
         (KEY.to_owned(), s(&item.key())),
@@ -378,6 +387,14 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_being_updated_serves_the_leases_one_being_created_does_not() {
+        assert!(usable(TableStatus::Active));
+        assert!(usable(TableStatus::Updating));
+        assert!(!usable(TableStatus::Creating));
+        assert!(!usable(TableStatus::Deleting));
+    }
 
     #[test]
     fn items_round_trip_through_attribute_values() {
