@@ -48,6 +48,7 @@ pub(crate) fn run(
         pauses,
         watch,
         snapshot_now,
+        unreported,
     } = carried;
     let (mut config, produce_timeout) = with_produce_timeout(config, coordination);
     // A pass fails as late as its oldest message expires.
@@ -163,6 +164,7 @@ pub(crate) fn run(
                 pauses: &mut *pauses,
                 watch,
                 snapshot_now: &mut snapshot_for_pass,
+                unreported: &mut *unreported,
             },
         );
         if asked && snapshot_for_pass.is_none() {

@@ -6,7 +6,7 @@
 //! or the source rejected are made durable in the dead-letter store, and only
 //! then may the sinks commit and the checkpoint record the new positions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ pub struct RunOptions {
 /// A sink, the dead-letter store or the checkpoint that cannot write for a
 /// reason that may pass (a full disk, a broker or registry down) does not
 /// end the run: everything after the last commit is dropped, the run waits
-/// (1 s doubling to 30 s) and starts over from the committed positions,
+/// (1 s doubling to 16 s) and starts over from the committed positions,
 /// exactly as a restart after a crash would.
 ///
 /// # Errors
@@ -113,6 +113,7 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
                 pauses: &mut pauses,
                 watch: &watch,
                 snapshot_now: &mut options.snapshot_table.clone(),
+                unreported: &mut HashSet::new(),
             },
         )?;
         summary.elapsed = started.elapsed();
@@ -133,6 +134,7 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
     // Asked for once: a retry after an outage resumes the snapshot the
     // first pass planned instead of starting another.
     let mut snapshot_now = options.snapshot_table.clone();
+    let mut unreported = HashSet::new();
     loop {
         let mut checkpoint = FileCheckpoints::new(&config.checkpoint.path).held_by(lock.clone());
         let outcome = run_once(
@@ -148,6 +150,7 @@ pub fn run(config: &Config, options: &RunOptions) -> anyhow::Result<RunSummary> 
                 pauses: &mut pauses,
                 watch: &watch,
                 snapshot_now: &mut snapshot_now,
+                unreported: &mut unreported,
             },
         );
         watch.set_board(None);
@@ -393,6 +396,11 @@ pub(crate) struct Carried<'a> {
     pub watch: &'a Watch,
     /// A snapshot asked for on the command line and not started yet.
     pub snapshot_now: &'a mut Option<String>,
+    /// The identities of dead letters and gaps a failed pass tried to keep
+    /// and did not report: the store may hold them all the same (a write
+    /// that failed after some of them were durable), and the next pass,
+    /// finding them held, reports them then rather than never.
+    pub unreported: &'a mut HashSet<String>,
 }
 
 /// One pass: open the sinks at their committed positions, read, write,
@@ -413,6 +421,7 @@ pub(crate) fn run_once(
         pauses,
         watch,
         snapshot_now,
+        unreported,
     } = carried;
     watch.health.beat();
     let mut sinks = sinks::open(config, declared)?;
@@ -480,6 +489,7 @@ pub(crate) fn run_once(
             progress: progress.as_mut(),
             snapshot_items_before,
             guard,
+            unreported,
         },
     );
     if let Some(p) = progress.as_mut() {
@@ -648,6 +658,8 @@ struct Loop<'a> {
     snapshot_items_before: u64,
     /// Under leases: when to end, and whether writing is still allowed.
     guard: Option<&'a dyn PassGuard>,
+    /// See [`Carried::unreported`].
+    unreported: &'a mut HashSet<String>,
 }
 
 /// The batch loop: for each batch, gaps, snapshot records, write, dead letters (durable before
@@ -668,8 +680,16 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         // Gaps first: they precede the batch's changes in their shards.
         for gap in &batch.gaps {
             // Met again by a pass started over: neither logged nor
-            // counted twice.
-            if l.dead_letters.record_gap(gap).map_err(store_failed)? {
+            // counted twice, unless that pass failed before reporting it.
+            let id = gap.identity();
+            let new = match l.dead_letters.record_gap(gap) {
+                Ok(new) => new,
+                Err(e) => {
+                    l.unreported.insert(id);
+                    return Err(store_failed(e));
+                }
+            };
+            if l.unreported.remove(&id) || new {
                 GapRecorded(gap).emit();
                 l.summary.gaps += 1;
             }
@@ -699,15 +719,28 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         }
         if !letters.is_empty() {
             // A pass started again after an outage meets the letters it
-            // kept before: they are not reported (logged, counted) twice.
-            let fresh: Vec<bool> = letters.iter().map(|d| !l.dead_letters.holds(d)).collect();
-            let new = l.dead_letters.write(&letters).map_err(store_failed)?;
-            l.summary.dead_lettered += new;
-            letters
+            // kept before: they are not reported (logged, counted) twice,
+            // but those a failed pass kept without reporting are.
+            let mut ids = HashSet::new();
+            let fresh: Vec<Option<String>> = letters
                 .iter()
-                .zip(fresh)
-                .filter(|(_, fresh)| *fresh)
-                .for_each(|(d, _)| DeadLettered(d).emit());
+                .map(|d| {
+                    let id = d.identity();
+                    let report = !l.dead_letters.holds(d) || l.unreported.contains(&id);
+                    (report && ids.insert(id.clone())).then_some(id)
+                })
+                .collect();
+            if let Err(e) = l.dead_letters.write(&letters) {
+                l.unreported.extend(fresh.into_iter().flatten());
+                return Err(store_failed(e));
+            }
+            for (d, id) in letters.iter().zip(fresh) {
+                if let Some(id) = id {
+                    l.unreported.remove(&id);
+                    l.summary.dead_lettered += 1;
+                    DeadLettered(d).emit();
+                }
+            }
         }
         allowed(l.guard)?;
         if !finished.is_empty() {
@@ -974,39 +1007,72 @@ mod tests {
         }
     }
 
+    /// How a [`Letters`] store fails.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Fail {
+        Never,
+        /// Every write fails, keeping nothing.
+        Always,
+        /// Writes of letters keep them, then fail (a later file or the
+        /// directory's sync failed).
+        AfterKeeping,
+        /// The same for gaps.
+        GapAfterKeeping,
+    }
+
     /// A dead-letter store that can be made to fail.
     struct Letters {
         log: Log,
-        fail: bool,
+        fail: Fail,
         kept: u64,
+        /// Identities of the letters kept.
+        held: HashSet<String>,
         /// Identities of the gaps kept.
-        gaps: std::collections::HashSet<String>,
+        gaps: HashSet<String>,
+    }
+
+    /// A real store's error: its root is a file, which cannot be opened as
+    /// a store, let alone written.
+    fn store_error() -> DeadLetterError {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a-file");
+        std::fs::write(&root, b"").unwrap();
+        let Err(e) = LocalDeadLetters::open(&root) else {
+            unreachable!("a file opened as a dead-letter store")
+        };
+        e
     }
 
     impl DeadLetterStore for Letters {
         fn write(&mut self, letters: &[DeadLetter]) -> Result<u64, DeadLetterError> {
-            if self.fail {
+            if self.fail == Fail::Always {
                 note(&self.log, "dead letters failed");
-                // A real store's error: its root is a file, which cannot
-                // be opened as a store, let alone written.
-                let dir = tempfile::tempdir().unwrap();
-                let root = dir.path().join("a-file");
-                std::fs::write(&root, b"").unwrap();
-                let Err(e) = LocalDeadLetters::open(&root) else {
-                    unreachable!("a file opened as a dead-letter store")
-                };
-                return Err(e);
+                return Err(store_error());
+            }
+            let new = letters
+                .iter()
+                .filter(|d| self.held.insert(d.identity()))
+                .count() as u64;
+            if self.fail == Fail::AfterKeeping {
+                return Err(store_error());
             }
             note(
                 &self.log,
                 &format!("dead letters durable ({})", letters.len()),
             );
-            self.kept += letters.len() as u64;
-            Ok(letters.len() as u64)
+            self.kept += new;
+            Ok(new)
+        }
+        fn holds(&self, letter: &DeadLetter) -> bool {
+            self.held.contains(&letter.identity())
         }
         fn record_gap(&mut self, gap: &Gap) -> Result<bool, DeadLetterError> {
+            let new = self.gaps.insert(gap.identity());
+            if self.fail == Fail::GapAfterKeeping {
+                return Err(store_error());
+            }
             note(&self.log, "gap durable");
-            Ok(self.gaps.insert(gap.identity()))
+            Ok(new)
         }
         fn known(&self) -> u64 {
             self.kept
@@ -1258,26 +1324,51 @@ mod tests {
     /// Pumps `batches` in order, as one pass; returns its summary too.
     fn pump_batches(
         fail_letters: bool,
-        mut batches: Vec<SourceBatch>,
+        batches: Vec<SourceBatch>,
     ) -> (Result<(), Stop>, Vec<String>, MemoryCheckpoints, RunSummary) {
         let log: Log = Arc::default();
+        let mut letters = Letters {
+            log: log.clone(),
+            fail: if fail_letters {
+                Fail::Always
+            } else {
+                Fail::Never
+            },
+            kept: 0,
+            held: Default::default(),
+            gaps: Default::default(),
+        };
+        let mut summary = RunSummary::default();
+        let (outcome, memory) = pump_pass(
+            &log,
+            &mut letters,
+            &mut summary,
+            &mut HashSet::new(),
+            batches,
+        );
+        let log = log.lock().unwrap().clone();
+        (outcome, log, memory, summary)
+    }
+
+    /// One pass over `batches`, with the store, summary and unreported
+    /// identities given (kept across passes, as a run keeps them).
+    fn pump_pass(
+        log: &Log,
+        letters: &mut Letters,
+        summary: &mut RunSummary,
+        unreported: &mut HashSet<String>,
+        mut batches: Vec<SourceBatch>,
+    ) -> (Result<(), Stop>, MemoryCheckpoints) {
         let mut sinks = Sinks::new(vec![Box::new(Recording {
             log: log.clone(),
             accepted: Vec::new(),
             durable: Positions::new(),
         })]);
-        let mut letters = Letters {
-            log: log.clone(),
-            fail: fail_letters,
-            kept: 0,
-            gaps: Default::default(),
-        };
         let memory = MemoryCheckpoints::new();
         let mut checkpoint = Checkpoints {
             log: log.clone(),
             inner: memory.clone(),
         };
-        let mut summary = RunSummary::default();
         let mut pauses = Pauses::default();
         let watch = Watch::start(None).unwrap();
         let outcome = pump(
@@ -1289,9 +1380,9 @@ mod tests {
             }),
             &mut Loop {
                 sinks: &mut sinks,
-                dead_letters: &mut letters,
+                dead_letters: letters,
                 checkpoint: &mut checkpoint,
-                summary: &mut summary,
+                summary,
                 pauses: &mut pauses,
                 watch: &watch,
                 delivered: Positions::new(),
@@ -1301,10 +1392,80 @@ mod tests {
                 progress: None,
                 snapshot_items_before: 0,
                 guard: None,
+                unreported,
             },
         );
-        let log = log.lock().unwrap().clone();
-        (outcome, log, memory, summary)
+        (outcome, memory)
+    }
+
+    /// Dead letters and a gap a failed pass kept without reporting (its
+    /// store failed after making them durable) are reported by the next
+    /// pass, which finds them held; those reported are not again.
+    #[test]
+    fn letters_kept_by_a_failed_pass_are_reported_by_the_next_once() {
+        let log: Log = Arc::default();
+        let mut letters = Letters {
+            log: log.clone(),
+            fail: Fail::AfterKeeping,
+            kept: 0,
+            held: Default::default(),
+            gaps: Default::default(),
+        };
+        let mut summary = RunSummary::default();
+        let mut unreported = HashSet::new();
+        let (outcome, _) = pump_pass(
+            &log,
+            &mut letters,
+            &mut summary,
+            &mut unreported,
+            vec![batch()],
+        );
+        assert!(outcome.is_err());
+        assert_eq!(summary.dead_lettered, 0, "not reported: the pass failed");
+        assert_eq!(letters.held.len(), 2, "but kept");
+        letters.fail = Fail::Never;
+        for _ in 0..2 {
+            let (outcome, _) = pump_pass(
+                &log,
+                &mut letters,
+                &mut summary,
+                &mut unreported,
+                vec![batch()],
+            );
+            assert!(outcome.is_ok());
+            assert_eq!(summary.dead_lettered, 2, "reported once");
+            assert_eq!(summary.gaps, 1);
+            assert!(unreported.is_empty());
+        }
+        let failed_gap = Letters {
+            fail: Fail::GapAfterKeeping,
+            ..letters
+        };
+        let mut letters = Letters {
+            held: Default::default(),
+            gaps: Default::default(),
+            ..failed_gap
+        };
+        let mut summary = RunSummary::default();
+        let (outcome, _) = pump_pass(
+            &log,
+            &mut letters,
+            &mut summary,
+            &mut unreported,
+            vec![batch()],
+        );
+        assert!(outcome.is_err());
+        assert_eq!((summary.gaps, letters.gaps.len()), (0, 1));
+        letters.fail = Fail::Never;
+        let (outcome, _) = pump_pass(
+            &log,
+            &mut letters,
+            &mut summary,
+            &mut unreported,
+            vec![batch()],
+        );
+        assert!(outcome.is_ok());
+        assert_eq!((summary.gaps, summary.dead_lettered), (1, 2));
     }
 
     #[test]
