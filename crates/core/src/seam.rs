@@ -276,12 +276,12 @@ pub struct SinkStats {
     pub temp_files_swept: u64,
 }
 
-/// Delivers changes somewhere durable and says how far it got.
-///
 /// The key of a resume state's parts by table (see
 /// [`Sink::resume_state`]).
 pub const TABLE_STATES: &str = "tables";
 
+/// Delivers changes somewhere durable and says how far it got.
+///
 /// The driver calls, per batch: [`Sink::record_gap`] for the batch's gaps,
 /// [`Sink::record_snapshot`] for its snapshot records, [`Sink::write`], then (once the batch's dead letters are durable)
 /// [`Sink::poll`], and records [`Sink::durable_positions`] and

@@ -311,18 +311,20 @@ impl<S: LeaseStore> Coordinator<S> {
             Err(e) => return Err(e),
         };
         for table in missing {
+            // One above: an owner that took the lease and wrote nothing
+            // yet under its epoch is passed too.
             let epoch = items
                 .iter()
                 .filter(|i| i.table() == table.as_str())
                 .map(Item::epoch)
                 .max()
-                .unwrap_or(0);
+                .map_or(0, |e| e + 1);
             if epoch > 0 {
                 tracing::warn!(
                     table = %table,
                     epoch,
                     "the table's lease item is missing but its positions are not (deleted?): \
-                     creating it again at their epoch"
+                     creating it again above their epoch"
                 );
             }
             let lease = Lease {
@@ -700,7 +702,10 @@ impl<S: LeaseStore> Coordinator<S> {
             claim: None,
             renewed_ms: wall_ms(),
             duration_ms: self.duration_ms(),
-            settle_ms: self.settle_ms(),
+            // Until renewed: the longer of ours and the expired owner's, so
+            // that a take whose answer is lost, adopted on the next round,
+            // still waits out the owner's last writes.
+            settle_ms: self.settle_ms().max(l.settle_ms),
         };
         let sent = clock.now();
         match self

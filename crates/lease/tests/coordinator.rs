@@ -702,7 +702,7 @@ fn a_deleted_lease_is_created_again_above_its_tables_positions() {
     let mut a = worker(&store, "a", 1);
     a.tick(&clock).unwrap();
     let epoch = a.grants()["t0"].epoch;
-    assert_eq!(epoch, 8, "above the positions' epoch");
+    assert_eq!(epoch, 9, "above the positions' epoch");
 
     let mut recorded = dynamo_cdc_core::Recorded::default();
     recorded
@@ -724,7 +724,7 @@ fn a_deleted_lease_is_created_again_above_its_tables_positions() {
         store
             .items()
             .iter()
-            .any(|i| matches!(i, Item::Position(p) if p.seq == "200" && p.epoch == 8)),
+            .any(|i| matches!(i, Item::Position(p) if p.seq == "200" && p.epoch == 9)),
         "the new owner's position is recorded"
     );
 }
@@ -758,4 +758,28 @@ fn a_claim_does_not_put_off_the_expiry_of_a_dead_owners_lease() {
     clock.advance(D / 2);
     c.tick(&clock).unwrap();
     assert!(held(&c).contains(&claimed), "{:?}", held(&c));
+}
+
+/// A take whose answer was lost is adopted on the next round with the
+/// expired owner's settling time, when longer than the taker's: the take
+/// wrote the longer one on the lease.
+#[test]
+fn an_adopted_take_settles_for_the_expired_owners_time() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut h = worker(&store, "h", 1).settling(Duration::from_secs(21));
+    h.tick(&clock).unwrap();
+    // `h` dies; `o` sees the lease stand still for a duration.
+    let mut o = worker(&store, "o", 1).settling(Duration::from_secs(4));
+    o.tick(&clock).unwrap();
+    clock.advance(D);
+    // The read, then the take applies with its answer lost.
+    store.inject(&[Fault::Pass, Fault::LostReply]);
+    o.tick(&clock).unwrap();
+    assert!(held(&o).is_empty());
+    clock.advance(o.interval());
+    o.tick(&clock).unwrap();
+    let grant = o.grants()["t0"].clone();
+    assert!(grant.settle);
+    assert_eq!(grant.settle_for, Duration::from_secs(21));
 }

@@ -870,7 +870,6 @@ fn count_read(batch: &SourceBatch, summary: &mut RunSummary) {
     }
 }
 
-/// Reads every `<table>.avsc` in `dir`.
 /// Reads and checks the declared schemas (`transform.schemas_dir`), as a
 /// run does at its start, so that `validate` and the configuration errors
 /// of `run` (exit 2) cover them; warns of a schema named for a table a
@@ -895,6 +894,7 @@ pub fn check_schemas(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads every `<table>.avsc` in `dir`.
 fn load_declared(dir: Option<&Path>) -> anyhow::Result<HashMap<String, DeclaredSchema>> {
     let mut out = HashMap::new();
     let Some(dir) = dir else { return Ok(out) };

@@ -181,11 +181,21 @@ impl KafkaSink {
     /// (the source has not brought them again). Those must stay findable,
     /// so that topic keeps the offsets its read-back started from; reading
     /// more than needed is harmless, reading too little sends them twice.
+    ///
+    /// Under leases, only the tables this process holds pin their topic: a
+    /// table another process writes into a shared topic is never covered
+    /// here, and would pin the topic for good; its owner records its own
+    /// offsets, and the lowest of the tables' is read from after a
+    /// hand-over (see [`offsets_of_tables`]).
     pub fn offsets(&self) -> BTreeMap<String, BTreeMap<i32, i64>> {
+        let held = &self.encoder.lease_epochs;
         let tables: HashSet<&str> = self
             .found
             .iter()
-            .filter(|(key, seq)| !self.durable.covers(key, seq))
+            .filter(|(key, seq)| {
+                (held.is_empty() || held.contains_key(&*key.table))
+                    && !self.durable.covers(key, seq)
+            })
             .map(|(key, _)| &*key.table)
             .collect();
         let pinned: HashSet<String> = tables.into_iter().map(|t| self.encoder.topic(t)).collect();
@@ -1043,6 +1053,31 @@ mod tests {
         };
         let sink = KafkaSink::open(config, NumbersMode::Auto, HashMap::new()).unwrap();
         (sink, brokers)
+    }
+
+    /// A topic shared by tables (the template `t` has no `{table}`): a
+    /// change read back that this sink's positions do not cover keeps the
+    /// topic's offsets where its read-back started, unless, under leases,
+    /// its table is another process's, which records its own.
+    #[test]
+    fn only_the_tables_held_pin_a_shared_topics_offsets() {
+        let cluster = MockCluster::new(1).unwrap();
+        let (mut sink, _) = on_topic_t(&cluster);
+        sink.recorded.insert("t".into(), BTreeMap::from([(0, 10)]));
+        sink.producer.next_offsets.insert(("t".into(), 0), 50);
+        let theirs = (
+            ShardKey::new("other", "s1"),
+            SequenceNumber::parse("7").unwrap(),
+        );
+        sink.found.insert(theirs);
+        // Alone, every table of the topic is this process's: pinned.
+        assert_eq!(sink.offsets()["t"][&0], 10);
+        // Under leases, holding `orders` only: `other`'s change is its
+        // owner's to find again.
+        sink.encoder.lease_epochs = BTreeMap::from([("orders".into(), 3)]);
+        assert_eq!(sink.offsets()["t"][&0], 50);
+        sink.encoder.lease_epochs = BTreeMap::from([("other".into(), 3)]);
+        assert_eq!(sink.offsets()["t"][&0], 10);
     }
 
     fn message(key: &str) -> Outgoing {

@@ -103,10 +103,10 @@ pub(crate) fn ensure<C: ClientContext>(
     known: bool,
     max_message_bytes: usize,
 ) -> Result<Vec<i32>, KafkaSinkError> {
-    match settle(config.create_topics, topic, look_up(client, topic)?, known)? {
+    let undescribed = match settle(config.create_topics, topic, look_up(client, topic)?, known)? {
         Settled::Found(partitions) => return Ok(partitions),
-        Settled::Create => {}
-    }
+        Settled::Create { refused } => refused,
+    };
     let mut admin_config = ClientConfig::new();
     admin_config
         .set("bootstrap.servers", &config.brokers)
@@ -156,13 +156,21 @@ pub(crate) fn ensure<C: ClientContext>(
                 });
             }
             Err((_, code)) => {
-                return Err(KafkaSinkError::Topic {
-                    topic: topic.to_owned(),
-                    message: format!(
+                let message = match undescribed {
+                    Some(refused) => format!(
+                        "the brokers refused to describe it ({refused}) and to create it \
+                         ({code}): allow the bridge's principal to describe the topic (and \
+                         write to it)"
+                    ),
+                    None => format!(
                         "does not exist and the brokers refused to create it ({code}): create \
                          it on the brokers, or change `topic_partitions` / \
                          `topic_replication_factor` under [sinks.kafka]"
                     ),
+                };
+                return Err(KafkaSinkError::Topic {
+                    topic: topic.to_owned(),
+                    message,
                 });
             }
         }
@@ -175,8 +183,9 @@ pub(crate) fn ensure<C: ClientContext>(
 enum Settled {
     /// The topic exists, with these partitions.
     Found(Vec<i32>),
-    /// Create it (`create_topics` is on).
-    Create,
+    /// Create it (`create_topics` is on); `refused`: the brokers refused
+    /// to describe it, so it may exist.
+    Create { refused: Option<RDKafkaErrorCode> },
 }
 
 /// Decides from the first lookup of `topic` whether it is there, is to be
@@ -211,7 +220,10 @@ fn settle(
                       or set `create_topics = true` under [sinks.kafka]"
                 .into(),
         }),
-        Lookup::Missing | Lookup::Refused(_) => Ok(Settled::Create),
+        Lookup::Missing => Ok(Settled::Create { refused: None }),
+        Lookup::Refused(code) => Ok(Settled::Create {
+            refused: Some(code),
+        }),
     }
 }
 
@@ -300,7 +312,9 @@ mod tests {
         // With `create_topics`, the creation's answer names the reason.
         assert_eq!(
             settle(true, "cdc.orders", denied(), false).unwrap(),
-            Settled::Create
+            Settled::Create {
+                refused: Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+            }
         );
         // A missing topic, as before: stop, wait (known), or create.
         let e = settle(false, "cdc.orders", Lookup::Missing, false).unwrap_err();
@@ -309,7 +323,7 @@ mod tests {
         assert_eq!(SinkError::from(e).kind(), ErrorKind::Transient);
         assert_eq!(
             settle(true, "cdc.orders", Lookup::Missing, true).unwrap(),
-            Settled::Create
+            Settled::Create { refused: None }
         );
         assert_eq!(
             settle(false, "cdc.orders", Lookup::Found(vec![0]), true).unwrap(),
