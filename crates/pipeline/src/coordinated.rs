@@ -81,6 +81,9 @@ pub(crate) fn run(
     .context("cannot start the lease thread")?;
     // Grants already waited out, by table and epoch.
     let mut settled: BTreeMap<String, u64> = BTreeMap::new();
+    // When the last pass that failed ended: its producer's last messages
+    // may land until the produce timeout has passed since.
+    let mut failed_at: Option<Instant> = None;
     let mut idle_since = Instant::now();
     loop {
         watch.health.beat();
@@ -97,6 +100,18 @@ pub(crate) fn run(
         // No pass runs now: claimed tables are committed and recorded.
         let claimed = assignment.claimed();
         if !claimed.is_empty() {
+            // The worker taking a released lease does not wait: what a
+            // failed pass left in flight must have landed or failed first.
+            if let Some(left) = settling_left(failed_at, Instant::now(), produce_timeout) {
+                tracing::info!(
+                    tables = ?claimed,
+                    wait_s = left.as_secs_f64(),
+                    "handing claimed tables over once a failed pass's last Kafka messages cannot land"
+                );
+                if !sleep_unless_stopped(left, &options.stop) {
+                    continue;
+                }
+            }
             worker.release(claimed.into_iter().collect());
             worker.wait_change(assignment.version, Duration::from_secs(1));
             continue;
@@ -184,6 +199,7 @@ pub(crate) fn run(
                 }
             }
             Err(Stop::Fenced(why)) => {
+                failed_at = Some(Instant::now());
                 tracing::warn!("{why}; nothing more of it was committed here");
                 if options.stop.load(Ordering::Relaxed) {
                     // The pass ended part way: what it had in flight is
@@ -199,6 +215,7 @@ pub(crate) fn run(
                 worker.wait_change(assignment.version, Duration::from_secs(1));
             }
             Err(Stop::Transient { who, error }) => {
+                failed_at = Some(Instant::now());
                 summary.sink_retries += 1;
                 if !pauses.wait(&who, &error, &options.stop, watch) {
                     summary.stopped_on_request = true;
@@ -214,9 +231,23 @@ pub(crate) fn run(
             }
         }
     }
-    // Everything is committed and recorded: hand every lease over.
-    worker.stop();
+    // Everything is committed and recorded: hand every lease over, unless
+    // a failed pass's messages may still land (then they run out, and
+    // their takers wait).
+    if settling_left(failed_at, Instant::now(), produce_timeout).is_some() {
+        worker.abandon();
+    } else {
+        worker.stop();
+    }
     Ok(())
+}
+
+/// How long messages a pass that failed at `failed_at` left with the
+/// producer may still land after `now` (`timeout`: the produce timeout;
+/// zero without Kafka), if at all.
+fn settling_left(failed_at: Option<Instant>, now: Instant, timeout: Duration) -> Option<Duration> {
+    let until = failed_at? + timeout;
+    (until > now).then(|| until - now)
 }
 
 /// Ends a pass when the held set changes; refuses writes once a lease is
@@ -537,6 +568,23 @@ lease_duration_ms = 30000
         );
         let r = restricted(&c, &held);
         assert_eq!(known_tables(&r), ["ccc"]);
+    }
+
+    #[test]
+    fn tables_are_handed_over_once_a_failed_passs_messages_cannot_land() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(11);
+        assert_eq!(settling_left(None, t0, timeout), None, "nothing failed");
+        assert_eq!(
+            settling_left(Some(t0), t0 + Duration::from_secs(4), timeout),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(settling_left(Some(t0), t0 + timeout, timeout), None);
+        assert_eq!(
+            settling_left(Some(t0), t0, Duration::ZERO),
+            None,
+            "no Kafka sink: nothing in flight"
+        );
     }
 
     #[test]
