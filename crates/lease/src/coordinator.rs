@@ -139,6 +139,8 @@ pub struct Coordinator<S> {
     /// How long a lease taken from an expired owner is kept before it is
     /// handed over (see [`Coordinator::settling`]).
     settle_for: Duration,
+    /// What this worker's pipeline writes to (see [`Coordinator::pipeline`]).
+    pipeline: Option<String>,
 }
 
 impl<S: LeaseStore> Coordinator<S> {
@@ -160,7 +162,18 @@ impl<S: LeaseStore> Coordinator<S> {
             draining: false,
             last_claims: HashMap::new(),
             settle_for: Duration::ZERO,
+            pipeline: None,
         }
+    }
+
+    /// Marks the leases this worker writes with `pipeline`, a description
+    /// of what its pipeline writes to, the same for every worker of one
+    /// pipeline; a worker that finds a lease marked by another pipeline
+    /// (one sharing the lease table by mistake) stops with an error.
+    #[must_use]
+    pub fn pipeline(mut self, pipeline: &str) -> Self {
+        self.pipeline = Some(pipeline.to_owned());
+        self
     }
 
     /// Keeps a lease taken from an expired owner for at least `wait`
@@ -277,6 +290,7 @@ impl<S: LeaseStore> Coordinator<S> {
             renewed_ms: wall_ms(),
             duration_ms: self.duration_ms(),
             settle_ms: self.settle_ms(),
+            pipeline: self.pipeline.clone(),
         };
         match self
             .store
@@ -329,6 +343,7 @@ impl<S: LeaseStore> Coordinator<S> {
             }
             let lease = Lease {
                 epoch,
+                pipeline: self.pipeline.clone(),
                 ..Lease::free(table)
             };
             match self
@@ -357,6 +372,18 @@ impl<S: LeaseStore> Coordinator<S> {
         now: Moment,
     ) -> Result<(), StoreFailure> {
         for (table, l) in leases {
+            if let (Some(theirs), Some(ours)) = (&l.pipeline, &self.pipeline)
+                && theirs != ours
+            {
+                return Err(StoreFailure::Fatal(format!(
+                    "the lease of table {table:?} was written by a pipeline that writes to \
+                     {theirs:?} (worker {}), and this one writes to {ours:?}: pipelines sharing a \
+                     lease table take each other's tables and positions; give each pipeline its \
+                     own `lease_table` under [coordination] (or, if the sinks changed, stop every \
+                     worker of the old configuration first)",
+                    l.owner.as_deref().unwrap_or("none now")
+                )));
+            }
             if let Some(before) = self.seen.get(table) {
                 if before.counter == l.counter && before.owner == l.owner {
                     continue;
@@ -563,6 +590,7 @@ impl<S: LeaseStore> Coordinator<S> {
                 renewed_ms: wall_ms(),
                 duration_ms,
                 settle_ms,
+                pipeline: self.pipeline.clone(),
             };
             let sent = clock.now();
             match self
@@ -706,6 +734,7 @@ impl<S: LeaseStore> Coordinator<S> {
             // that a take whose answer is lost, adopted on the next round,
             // still waits out the owner's last writes.
             settle_ms: self.settle_ms().max(l.settle_ms),
+            pipeline: self.pipeline.clone(),
         };
         let sent = clock.now();
         match self

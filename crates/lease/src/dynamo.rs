@@ -311,6 +311,7 @@ fn encode(item: &Item) -> HashMap<String, AttributeValue> {
             m.insert("renewed_ms".into(), n(l.renewed_ms));
             m.insert("duration_ms".into(), n(l.duration_ms));
             m.insert("settle_ms".into(), n(l.settle_ms));
+            m.insert("pipeline".into(), s(l.pipeline.as_deref().unwrap_or("")));
         }
         Item::Position(p) => {
             m.insert("kind".into(), s("position"));
@@ -359,6 +360,7 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
             renewed_ms: num("renewed_ms").unwrap_or(0),
             duration_ms: unsigned("duration_ms").unwrap_or(0),
             settle_ms: unsigned("settle_ms").unwrap_or(0),
+            pipeline: optional("pipeline"),
         }),
         "position" => Item::Position(PositionItem {
             table,
@@ -408,6 +410,7 @@ mod tests {
                 renewed_ms: 1_700_000_000_000,
                 duration_ms: 30_000,
                 settle_ms: 11_000,
+                pipeline: Some("kafka cdc.{table}".into()),
                 ..Lease::free("orders")
             }),
             Item::Lease(Lease::free("orders")),

@@ -45,6 +45,13 @@ pub struct Lease {
     /// a worker taking the lease from it once expired waits the longer of
     /// its own and this.
     pub settle_ms: u64,
+    /// What the writer's pipeline writes to (its sinks' destinations, see
+    /// [`crate::Coordinator::pipeline`]); `None` when free since created,
+    /// or written by an earlier version. Two pipelines sharing a lease
+    /// table would take each other's tables, and with a sink of the same
+    /// kind adopt each other's positions: a worker that meets another's
+    /// stops instead.
+    pub pipeline: Option<String>,
 }
 
 impl Lease {
@@ -60,6 +67,7 @@ impl Lease {
             renewed_ms: 0,
             duration_ms: 0,
             settle_ms: 0,
+            pipeline: None,
         }
     }
 }

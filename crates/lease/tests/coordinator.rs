@@ -783,3 +783,33 @@ fn an_adopted_take_settles_for_the_expired_owners_time() {
     assert!(grant.settle);
     assert_eq!(grant.settle_for, Duration::from_secs(21));
 }
+
+/// Two pipelines sharing a lease table (the default name, by mistake) would
+/// take each other's tables and positions: a worker that meets a lease
+/// written by another pipeline stops, naming both. Leases of earlier
+/// versions (unmarked) and of its own pipeline are fine.
+#[test]
+fn a_lease_of_another_pipeline_stops_the_worker() {
+    let store = MemoryLeaseStore::new();
+    let clock = Manual::new();
+    let mut a = worker(&store, "a", 1).pipeline("kafka topic cdc.{table}");
+    a.tick(&clock).unwrap();
+    assert_eq!(
+        lease(&store, "t0").pipeline.as_deref(),
+        Some("kafka topic cdc.{table}")
+    );
+    let mut same = worker(&store, "b", 1).pipeline("kafka topic cdc.{table}");
+    same.tick(&clock).unwrap();
+    let mut unmarked = worker(&store, "c", 1);
+    unmarked.tick(&clock).unwrap();
+    let mut other = worker(&store, "d", 1).pipeline("parquet s3://lake/cdc");
+    let Err(StoreFailure::Fatal(e)) = other.tick(&clock) else {
+        panic!("another pipeline's lease was taken for its own");
+    };
+    assert!(
+        e.contains("t0") && e.contains("cdc.{table}") && e.contains("s3://lake/cdc"),
+        "{e}"
+    );
+    assert!(e.contains("lease_table"), "{e}");
+    assert!(held(&other).is_empty());
+}

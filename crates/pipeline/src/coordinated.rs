@@ -76,7 +76,8 @@ pub(crate) fn run(
     );
     let worker = Worker::start(
         Coordinator::new(store.clone(), &me, coordination.lease_duration(), &tables)
-            .settling(produce_timeout),
+            .settling(produce_timeout)
+            .pipeline(&pipeline_identity(&config)),
     )
     .context("cannot start the lease thread")?;
     // Grants already waited out, by table and epoch.
@@ -240,6 +241,25 @@ pub(crate) fn run(
         worker.stop();
     }
     Ok(())
+}
+
+/// What a pipeline writes to, the same for every worker of it and written
+/// on its leases: its sinks' destinations (Parquet path, Kafka topic
+/// template, Iceberg namespace and warehouse), without brokers, endpoints
+/// or credentials, which may differ between workers or be secret.
+fn pipeline_identity(config: &Config) -> String {
+    let sinks = &config.sinks;
+    let mut parts = Vec::new();
+    if let Some(p) = &sinks.parquet {
+        parts.push(format!("parquet {}", p.path));
+    }
+    if let Some(k) = &sinks.kafka {
+        parts.push(format!("kafka {}", k.topic));
+    }
+    if let Some(i) = &sinks.iceberg {
+        parts.push(format!("iceberg {} in {}", i.namespace, i.warehouse));
+    }
+    parts.join("; ")
 }
 
 /// How long messages a pass that failed at `failed_at` left with the
@@ -568,6 +588,32 @@ lease_duration_ms = 30000
         );
         let r = restricted(&c, &held);
         assert_eq!(known_tables(&r), ["ccc"]);
+    }
+
+    #[test]
+    fn a_pipeline_is_known_by_its_sinks_destinations_not_its_brokers() {
+        let parse = |sinks: &str| {
+            Config::parse(&format!(
+                "[source]\nkind = \"dynamodb\"\ntables = [\"orders\"]\n{sinks}\n\
+                 [checkpoint]\npath = \"out/checkpoint.json\"\n[coordination]\n"
+            ))
+            .unwrap()
+        };
+        let a = parse(
+            "[sinks.kafka]\nbrokers = \"b1:9092\"\ntopic = \"cdc.{table}\"\n\
+             [sinks.parquet]\npath = \"s3://lake/cdc\"",
+        );
+        assert_eq!(
+            pipeline_identity(&a),
+            "parquet s3://lake/cdc; kafka cdc.{table}"
+        );
+        let other_brokers = parse(
+            "[sinks.kafka]\nbrokers = \"b2:9092,b1:9092\"\ntopic = \"cdc.{table}\"\n\
+             [sinks.parquet]\npath = \"s3://lake/cdc\"",
+        );
+        assert_eq!(pipeline_identity(&a), pipeline_identity(&other_brokers));
+        let other_lake = parse("[sinks.parquet]\npath = \"s3://other/cdc\"");
+        assert_ne!(pipeline_identity(&a), pipeline_identity(&other_lake));
     }
 
     #[test]
