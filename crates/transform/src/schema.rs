@@ -216,7 +216,9 @@ impl TableSchema {
     /// A message naming the attribute that does not fit, or the key that
     /// would be rounded.
     pub fn admit_row(&mut self, change: &Change) -> Result<(), String> {
-        for (name, value) in &change.keys {
+        // Without `numbers = "double"` only a declared column is a double.
+        let may_round = self.mode == NumbersMode::Double || self.any_declared;
+        for (name, value) in change.keys.iter().filter(|_| may_round) {
             let AttributeValue::N(n) = value else {
                 continue;
             };
