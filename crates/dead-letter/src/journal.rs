@@ -35,17 +35,20 @@ impl Journal {
                 if path.extension().is_some_and(|e| e == "jsonl") {
                     let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
                     // Workers sharing the dataset append to the same files:
-                    // a last line without its end may be one being written.
+                    // a last line without its end may be one being written,
+                    // and a line appended while the ids are read would be
+                    // missed (and written again).
                     file.lock()?;
                     drop_torn_tail(&mut file, &path)?;
-                    file.unlock()?;
-                    for line in BufReader::new(File::open(&path)?).lines() {
+                    file.seek(SeekFrom::Start(0))?;
+                    for line in BufReader::new(&file).lines() {
                         if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&line?)
                             && let Some(serde_json::Value::String(id)) = o.get("id")
                         {
                             seen.insert(id.clone());
                         }
                     }
+                    file.unlock()?;
                 }
             }
         }
