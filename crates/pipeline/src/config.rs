@@ -177,6 +177,7 @@ impl Config {
         }
         if let Some(k) = &self.sinks.kafka {
             k.validate().map_err(|e| e.within("sinks.kafka"))?;
+            self.one_topic_per_table_with_avro(k)?;
         }
         if let Some(p) = &self.sinks.parquet {
             p.validate().map_err(|e| e.within("sinks.parquet"))?;
@@ -211,9 +212,69 @@ impl Config {
     }
 }
 
+impl Config {
+    /// With Avro, a topic's key and value schemas are registered under its
+    /// subjects (`<topic>-key`, `<topic>-value`): tables sharing a topic
+    /// (a template without `{table}`) would register each other's schemas
+    /// there, and a registry checking compatibility refuses the second
+    /// table's, stopping the run when its first change comes. Refused here
+    /// when the source names more than one table.
+    fn one_topic_per_table_with_avro(&self, k: &KafkaSinkConfig) -> Result<(), ConfigError> {
+        if k.format() != dynamo_cdc_sink_kafka::Format::Avro || k.topic.contains("{table}") {
+            return Ok(());
+        }
+        let tables = crate::run::known_tables(self);
+        if tables.len() < 2 {
+            return Ok(());
+        }
+        Err(bad(
+            "sinks.kafka.topic",
+            format!(
+                "`{}` has no `{{table}}`, so the {} tables would share one topic: with Avro each \
+                 table needs a topic of its own, as a topic's key and value schemas are \
+                 registered under its subjects and another table's would be refused; use a \
+                 template such as `cdc.{{table}}`, or format = \"json\"",
+                k.topic,
+                tables.len()
+            ),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_sharing_a_topic_are_refused_with_avro_only() {
+        let config = |tables: &str, kafka: &str| {
+            Config::parse(&format!(
+                "[source]\nkind = \"dynamodb\"\ntables = [{tables}]\n\
+                 [sinks.kafka]\nbrokers = \"b:9092\"\n{kafka}\n\
+                 [checkpoint]\npath = \"out/c.json\"\n"
+            ))
+            .unwrap()
+        };
+        let avro = "schema_registry_url = \"http://r:8081\"\ntopic = \"cdc.all\"";
+        let e = config("\"orders\", \"items\"", avro)
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "sinks.kafka.topic");
+        assert!(
+            e.reason.contains("cdc.all") && e.reason.contains("{table}"),
+            "{e}"
+        );
+        config("\"orders\"", avro).validate().unwrap();
+        config("\"orders\", \"items\"", "topic = \"cdc.all\"")
+            .validate()
+            .unwrap();
+        config(
+            "\"orders\", \"items\"",
+            "schema_registry_url = \"http://r:8081\"\ntopic = \"cdc.{table}\"",
+        )
+        .validate()
+        .unwrap();
+    }
 
     const GOOD: &str = r#"
 [source]
