@@ -23,6 +23,24 @@ fn lock_path(checkpoint: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `target` with its symlinks resolved (its directory's, while it does not
+/// exist yet), so that two paths to one checkpoint (a symlink to it, or to
+/// its directory) share one lock: with a lock per path, a run on each would
+/// write the same checkpoint.
+fn resolved(target: &Path) -> PathBuf {
+    if let Ok(path) = std::fs::canonicalize(target) {
+        return path;
+    }
+    let Some(name) = target.file_name() else {
+        return target.to_owned();
+    };
+    let dir = match target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::canonicalize(dir),
+        None => std::env::current_dir(),
+    };
+    dir.map_or_else(|_| target.to_owned(), |dir| dir.join(name))
+}
+
 /// Who this process is, as written into the lock file.
 fn holder() -> String {
     let host = dynamo_cdc_lease::config::host_name().unwrap_or_else(|| "this host".to_owned());
@@ -69,11 +87,11 @@ impl CheckpointLock {
     }
 
     fn acquire_for(target: &Path, what: &str, why: &str) -> anyhow::Result<Self> {
-        let path = lock_path(target);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
         }
+        let path = lock_path(&resolved(target));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -163,6 +181,29 @@ mod tests {
         CheckpointLock::acquire(&checkpoint).unwrap();
     }
 
+    /// Two paths to one checkpoint (a symlink to the file, or to its
+    /// directory) share its lock: the second run is refused.
+    #[cfg(unix)]
+    #[test]
+    fn a_checkpoint_reached_through_a_symlink_shares_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("state/checkpoint.json");
+        let _first = CheckpointLock::acquire(&real).unwrap();
+        // Not written yet: its directory is resolved.
+        std::os::unix::fs::symlink(dir.path().join("state"), dir.path().join("alias")).unwrap();
+        let through_dir = dir.path().join("alias/checkpoint.json");
+        let e = CheckpointLock::acquire(&through_dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is in use by process"), "{e}");
+        // Written: the file's own symlink is resolved.
+        std::fs::write(&real, b"{}").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = CheckpointLock::acquire(&link).unwrap_err().to_string();
+        assert!(e.contains("link.json is in use by process"), "{e}");
+    }
+
     /// Checkpoints whose names differ only in their extension share a
     /// snapshot journal: the second run is refused, saying so.
     #[test]
@@ -191,7 +232,7 @@ mod tests {
         let checkpoint = dir.path().join("checkpoint.json");
         let first = std::sync::Arc::new(CheckpointLock::acquire(&checkpoint).unwrap());
         first.still_held().unwrap();
-        std::fs::remove_file(lock_path(&checkpoint)).unwrap();
+        std::fs::remove_file(&first.path).unwrap();
         let e = first.still_held().unwrap_err();
         assert!(e.contains("was removed"), "{e}");
         let _second = CheckpointLock::acquire(&checkpoint).unwrap();
