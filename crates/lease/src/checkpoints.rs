@@ -206,14 +206,29 @@ fn start_value(at_ms: i64, closed: &std::collections::BTreeSet<String>) -> Strin
 /// What of `state` is recorded with `table`: all of it, but of its parts
 /// by table ([`TABLE_STATES`]) only `table`'s own.
 fn for_table(state: &serde_json::Value, table: &str) -> serde_json::Value {
-    let mut state = state.clone();
-    if let Some(parts) = state
-        .get_mut(TABLE_STATES)
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        parts.retain(|t, _| t == table);
-    }
-    state
+    use serde_json::Value;
+    let Value::Object(fields) = state else {
+        return state.clone();
+    };
+    // The other tables' parts are left out, not copied and dropped.
+    let own = |parts: &serde_json::Map<String, Value>| -> Value {
+        Value::Object(
+            parts
+                .get_key_value(table)
+                .map(|(t, part)| (t.clone(), part.clone()))
+                .into_iter()
+                .collect(),
+        )
+    };
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Object(parts) if k == TABLE_STATES => (k.clone(), own(parts)),
+                v => (k.clone(), v.clone()),
+            })
+            .collect(),
+    )
 }
 
 /// The states recorded with each held table (`epochs`' keys), made one for

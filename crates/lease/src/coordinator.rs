@@ -384,6 +384,7 @@ impl<S: LeaseStore> Coordinator<S> {
                     l.owner.as_deref().unwrap_or("none now")
                 )));
             }
+            let mut since = now;
             if let Some(before) = self.seen.get(table) {
                 if before.counter == l.counter && before.owner == l.owner {
                     continue;
@@ -391,20 +392,8 @@ impl<S: LeaseStore> Coordinator<S> {
                 if Self::claimed_only(before, l) {
                     // A claim is no sign of the owner's life: the lease
                     // still expires a duration after its last renewal.
-                    let since = before.since;
-                    self.seen.insert(
-                        table.clone(),
-                        Seen {
-                            counter: l.counter,
-                            owner: l.owner.clone(),
-                            incarnation: l.incarnation.clone(),
-                            claim: l.claim.clone(),
-                            since,
-                        },
-                    );
-                    continue;
-                }
-                if self.renewed_by_namesake(before, l) {
+                    since = before.since;
+                } else if self.renewed_by_namesake(before, l) {
                     return Err(StoreFailure::Fatal(format!(
                         "another process is running as worker {:?}: it renewed the lease on table {table:?} \
                          (its token {}, this process's {}); give every process its own `worker_id` \
@@ -424,7 +413,7 @@ impl<S: LeaseStore> Coordinator<S> {
                     owner: l.owner.clone(),
                     incarnation: l.incarnation.clone(),
                     claim: l.claim.clone(),
-                    since: now,
+                    since,
                 },
             );
         }

@@ -1031,6 +1031,18 @@ mod tests {
         gaps: HashSet<String>,
     }
 
+    impl Letters {
+        fn new(log: &Log, fail: Fail) -> Self {
+            Letters {
+                log: log.clone(),
+                fail,
+                kept: 0,
+                held: HashSet::new(),
+                gaps: HashSet::new(),
+            }
+        }
+    }
+
     /// A real store's error: its root is a file, which cannot be opened as
     /// a store, let alone written.
     fn store_error() -> DeadLetterError {
@@ -1327,17 +1339,14 @@ mod tests {
         batches: Vec<SourceBatch>,
     ) -> (Result<(), Stop>, Vec<String>, MemoryCheckpoints, RunSummary) {
         let log: Log = Arc::default();
-        let mut letters = Letters {
-            log: log.clone(),
-            fail: if fail_letters {
+        let mut letters = Letters::new(
+            &log,
+            if fail_letters {
                 Fail::Always
             } else {
                 Fail::Never
             },
-            kept: 0,
-            held: Default::default(),
-            gaps: Default::default(),
-        };
+        );
         let mut summary = RunSummary::default();
         let (outcome, memory) = pump_pass(
             &log,
@@ -1404,67 +1413,28 @@ mod tests {
     #[test]
     fn letters_kept_by_a_failed_pass_are_reported_by_the_next_once() {
         let log: Log = Arc::default();
-        let mut letters = Letters {
-            log: log.clone(),
-            fail: Fail::AfterKeeping,
-            kept: 0,
-            held: Default::default(),
-            gaps: Default::default(),
-        };
-        let mut summary = RunSummary::default();
         let mut unreported = HashSet::new();
-        let (outcome, _) = pump_pass(
-            &log,
-            &mut letters,
-            &mut summary,
-            &mut unreported,
-            vec![batch()],
-        );
-        assert!(outcome.is_err());
+        let pass = |letters: &mut Letters, summary: &mut RunSummary, unreported: &mut _| {
+            pump_pass(&log, letters, summary, unreported, vec![batch()]).0
+        };
+        let mut letters = Letters::new(&log, Fail::AfterKeeping);
+        let mut summary = RunSummary::default();
+        assert!(pass(&mut letters, &mut summary, &mut unreported).is_err());
         assert_eq!(summary.dead_lettered, 0, "not reported: the pass failed");
         assert_eq!(letters.held.len(), 2, "but kept");
         letters.fail = Fail::Never;
         for _ in 0..2 {
-            let (outcome, _) = pump_pass(
-                &log,
-                &mut letters,
-                &mut summary,
-                &mut unreported,
-                vec![batch()],
-            );
-            assert!(outcome.is_ok());
+            assert!(pass(&mut letters, &mut summary, &mut unreported).is_ok());
             assert_eq!(summary.dead_lettered, 2, "reported once");
             assert_eq!(summary.gaps, 1);
             assert!(unreported.is_empty());
         }
-        let failed_gap = Letters {
-            fail: Fail::GapAfterKeeping,
-            ..letters
-        };
-        let mut letters = Letters {
-            held: Default::default(),
-            gaps: Default::default(),
-            ..failed_gap
-        };
+        let mut letters = Letters::new(&log, Fail::GapAfterKeeping);
         let mut summary = RunSummary::default();
-        let (outcome, _) = pump_pass(
-            &log,
-            &mut letters,
-            &mut summary,
-            &mut unreported,
-            vec![batch()],
-        );
-        assert!(outcome.is_err());
+        assert!(pass(&mut letters, &mut summary, &mut unreported).is_err());
         assert_eq!((summary.gaps, letters.gaps.len()), (0, 1));
         letters.fail = Fail::Never;
-        let (outcome, _) = pump_pass(
-            &log,
-            &mut letters,
-            &mut summary,
-            &mut unreported,
-            vec![batch()],
-        );
-        assert!(outcome.is_ok());
+        assert!(pass(&mut letters, &mut summary, &mut unreported).is_ok());
         assert_eq!((summary.gaps, summary.dead_lettered), (1, 2));
     }
 
