@@ -202,6 +202,18 @@ pub enum KafkaSinkError {
     /// they were not sent, and the table's next owner sends them.
     #[error("not handed to Kafka: {0}")]
     Fenced(String),
+    /// Messages were reported delivered without an offset (see
+    /// `Sent::Unconfirmed`): the pass ends, and the next one reads the topic
+    /// back to find whether the brokers stored them.
+    #[error(
+        "Kafka reported {messages} message(s) delivered without an offset (acknowledged only \
+         because a later request succeeded, after one that failed); they are not counted as \
+         delivered: the topic is read back to find whether the brokers stored them"
+    )]
+    Unconfirmed {
+        /// messages reported so
+        messages: usize,
+    },
     /// A stop was asked for while the brokers did not acknowledge what is
     /// in flight: the pass ends without it, and the next run sends again
     /// whatever its read-back does not find stored.
@@ -247,6 +259,8 @@ impl From<KafkaSinkError> for dynamo_cdc_core::SinkError {
             // The pass ends; the run loop finds the lease gone, or the
             // stop asked for.
             KafkaSinkError::Fenced(_) | KafkaSinkError::Stopped { .. } => true,
+            // The next pass's read-back settles it.
+            KafkaSinkError::Unconfirmed { .. } => true,
             _ => false,
         };
         if transient {

@@ -87,6 +87,17 @@ impl Outgoing {
 pub(crate) enum Sent {
     /// Stored at this partition and offset.
     Stored { partition: i32, offset: i64 },
+    /// Reported delivered without an offset: acknowledged only because a
+    /// later request of its partition succeeded. librdkafka's idempotent
+    /// producer does so for a request that failed in a way that may or
+    /// may not have stored it (a timeout, a dropped connection), reasoning
+    /// that a broker checking the producer's sequence numbers would have
+    /// refused the later request otherwise. A broker that does not check
+    /// them (librdkafka's own mock cluster, some Kafka-compatible servers)
+    /// appends the later request all the same, and the message was never
+    /// stored. Not counted as delivered: the pass ends, and the next one's
+    /// read-back finds whether it is in the topic.
+    Unconfirmed,
     /// Refused for what it is (larger than the broker or client accepts,
     /// failing the broker's record checks): it would be refused again.
     Refused(String),
@@ -94,6 +105,19 @@ pub(crate) enum Sent {
     Collateral,
     /// Any other failure.
     Failed(KafkaError),
+}
+
+impl Sent {
+    /// A success report for `partition` at `offset`; an offset below zero
+    /// (librdkafka's "invalid") means no broker answered for this message
+    /// itself.
+    fn stored_at(partition: i32, offset: i64) -> Sent {
+        if offset < 0 {
+            Sent::Unconfirmed
+        } else {
+            Sent::Stored { partition, offset }
+        }
+    }
 }
 
 /// The answers of messages, by serial, as librdkafka reports them.
@@ -119,10 +143,7 @@ impl ProducerContext for Acks {
 
     fn delivery(&self, result: &DeliveryResult<'_>, serial: usize) {
         let sent = match result {
-            Ok(m) => Sent::Stored {
-                partition: m.partition(),
-                offset: m.offset(),
-            },
+            Ok(m) => Sent::stored_at(m.partition(), m.offset()),
             Err((e, _)) => crate::refused::sent_of(e),
         };
         if let Ok(mut r) = self.results.lock() {
@@ -858,5 +879,94 @@ pub(crate) mod tests {
                 "message {serial}, stored, was reported as {sent:?}"
             );
         }
+    }
+
+    /// Produce requests librdkafka's mock cluster `raw` has received since
+    /// its request tracking started.
+    #[allow(unsafe_code)]
+    fn produce_requests(raw: *mut rdkafka::bindings::rd_kafka_mock_cluster_t) -> usize {
+        use rdkafka::bindings as rd;
+        let mut n = 0usize;
+        // SAFETY: `raw` is a live mock cluster (its client outlives the
+        // call); the array and its requests are the caller's to destroy.
+        unsafe {
+            let requests = rd::rd_kafka_mock_get_requests(raw, &mut n);
+            let produce = (0..n)
+                .filter(|i| rd::rd_kafka_mock_request_api_key(*requests.add(*i)) == 0)
+                .count();
+            rd::rd_kafka_mock_request_destroy_array(requests, n);
+            produce
+        }
+    }
+
+    /// librdkafka acknowledges the messages of a request that failed (in a
+    /// way that may have stored them) once a later request of the partition
+    /// succeeds. The mock cluster, which does not check an idempotent
+    /// producer's sequence numbers, appends the later request although the
+    /// first was never stored: the report says delivered, the topic does
+    /// not have it. Such a report carries no offset, and is not taken for
+    /// stored.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_message_acknowledged_only_by_a_later_request_is_not_taken_for_stored() {
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        // A client that hosts the cluster, for its handle.
+        let host: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .unwrap();
+        // SAFETY: `host` is alive for the whole test.
+        let raw =
+            unsafe { rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr()) };
+        let cluster = host.client().mock_cluster().unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let topic: Arc<str> = "t".into();
+        let properties = [("linger.ms".to_owned(), "0".to_owned())];
+        let mut producer =
+            KafkaProducer::<usize>::new(&cluster.bootstrap_servers(), &properties).unwrap();
+        // Connected, with its producer id.
+        producer.send_all(vec![message(&topic, 0)], 0).unwrap();
+        // Answers wait, so that the second request goes out before the
+        // first one's error comes back.
+        cluster
+            .broker_round_trip_time(1, Duration::from_secs(2))
+            .unwrap();
+        // SAFETY: as above.
+        unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(raw) };
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT],
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (group, requests) in [(1, 1), (2, 2)] {
+            producer
+                .submit(vec![message(&topic, group)], group)
+                .unwrap();
+            while produce_requests(raw) < requests {
+                assert!(Instant::now() < deadline, "request {requests} never came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+        let landed = producer.landed(Until::Empty).unwrap();
+        let results: Vec<(usize, &Sent)> = landed
+            .iter()
+            .flat_map(|l| l.results.iter().map(move |r| (l.tag, r)))
+            .collect();
+        assert!(
+            matches!(
+                results[..],
+                [(1, Sent::Unconfirmed), (2, Sent::Stored { offset: 1, .. })]
+            ),
+            "{results:?}"
+        );
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks("t", 0, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(high, 2, "the first message of the two was never stored");
     }
 }

@@ -315,14 +315,20 @@ impl KafkaSink {
                 // error (which decides whether the run waits or stops); the
                 // next pass sends what was not found stored again, these
                 // with it, rather than some alone now.
-                let failed = (group.results.iter())
-                    .chain(landed.iter().flat_map(|l| &l.results))
-                    .find_map(|r| match r {
-                        Sent::Failed(source) => Some(source.clone()),
-                        _ => None,
-                    });
+                let results =
+                    || (group.results.iter()).chain(landed.iter().flat_map(|l| &l.results));
+                let failed = results().find_map(|r| match r {
+                    Sent::Failed(source) => Some(source.clone()),
+                    _ => None,
+                });
                 if let Some(source) = failed {
                     return Err(self.producer.failure("a message was not delivered", source));
+                }
+                let unconfirmed = results().filter(|r| matches!(r, Sent::Unconfirmed)).count();
+                if unconfirmed > 0 {
+                    return Err(KafkaSinkError::Unconfirmed {
+                        messages: unconfirmed,
+                    });
                 }
                 self.send_collateral_again(&mut group, &landed)?;
             }
@@ -334,6 +340,9 @@ impl KafkaSink {
                 gap,
                 mut undelivered,
             } = group.tag;
+            let unconfirmed = (group.results.iter())
+                .filter(|r| matches!(r, Sent::Unconfirmed))
+                .count();
             for (message, sent) in group.messages.into_iter().zip(group.results) {
                 match sent {
                     Sent::Stored { .. } if gap => self.stats.gaps += 1,
@@ -365,6 +374,11 @@ impl KafkaSink {
                             source: KafkaError::MessageProduction(
                                 RDKafkaErrorCode::InvalidDifferentRecord,
                             ),
+                        });
+                    }
+                    Sent::Unconfirmed => {
+                        return Err(KafkaSinkError::Unconfirmed {
+                            messages: unconfirmed,
                         });
                     }
                     Sent::Failed(source) => {
@@ -486,6 +500,11 @@ impl KafkaSink {
                         return Err(
                             producer.failure("a dead-letter message was not delivered", source)
                         );
+                    }
+                    // Sent again by the next pass, which meets the change
+                    // again: a dead letter kept twice rather than lost.
+                    Sent::Unconfirmed => {
+                        return Err(KafkaSinkError::Unconfirmed { messages: 1 });
                     }
                     Sent::Collateral => {
                         return Err(KafkaSinkError::Client {
@@ -1112,6 +1131,50 @@ mod tests {
             };
             let e = SinkError::from(sink.land(vec![group, later]).unwrap_err());
             assert_eq!(e.kind(), kind, "{code:?}: {e}");
+        }
+        assert!(stored(&brokers, "t").is_empty(), "nothing sent alone");
+    }
+
+    /// A message acknowledged only by a later request's success (see
+    /// `Sent::Unconfirmed`) is not taken for delivered: the pass ends with a
+    /// transient error, its group's changes stay where they were, and the
+    /// next pass's read-back decides whether to send it again. In a group
+    /// with a refused record's batch-mates too, before any is sent alone.
+    #[test]
+    fn a_message_acknowledged_without_an_offset_ends_the_pass() {
+        let cluster = MockCluster::new(1).unwrap();
+        let (mut sink, brokers) = on_topic_t(&cluster);
+        let shard = ShardKey::new("orders", "shard-1");
+        let seq = SequenceNumber::parse("1004").unwrap();
+        let group = |results: Vec<Sent>| Landed {
+            messages: (0..results.len())
+                .map(|i| message(&i.to_string()))
+                .collect(),
+            results,
+            tag: Group {
+                changes: vec![(shard.clone(), seq.clone())],
+                ..Group::default()
+            },
+        };
+        let at_zero = || Sent::Stored {
+            partition: 0,
+            offset: 0,
+        };
+        for results in [
+            vec![at_zero(), Sent::Unconfirmed, at_zero()],
+            vec![
+                Sent::Refused("INVALID_RECORD".into()),
+                Sent::Collateral,
+                Sent::Unconfirmed,
+            ],
+        ] {
+            let e = sink.land(vec![group(results)]).unwrap_err();
+            assert!(
+                matches!(e, KafkaSinkError::Unconfirmed { messages: 1 }),
+                "{e}"
+            );
+            assert_eq!(SinkError::from(e).kind(), ErrorKind::Transient);
+            assert!(!sink.durable.covers(&shard, &seq));
         }
         assert!(stored(&brokers, "t").is_empty(), "nothing sent alone");
     }
