@@ -267,6 +267,48 @@ fn expired_iterators_are_renewed_after_the_last_record_read() {
     );
 }
 
+/// A service that refuses iterator after iterator (or a shard at the edge
+/// of retention, whose new iterator points at trimmed records again) is not
+/// asked twice per round trip: the renewals in a row wait longer and
+/// longer (backoff at least 25, 50, 100, 200 ms from the second on), and
+/// reading goes on once a page comes.
+#[test]
+fn iterators_refused_in_a_row_are_renewed_with_a_growing_wait() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let expected: Vec<u128> = (0..3)
+        .map(|i| put(&sim, &arn, &shard, &format!("k{i}")))
+        .collect();
+    sim.fail_next(Op::GetRecords, 5, Fault::ExpiredIterator);
+    // When the first iterator and the last renewal were asked for.
+    let when = |calls: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sim.calls(Op::GetShardIterator) < calls {
+            assert!(
+                Instant::now() < deadline,
+                "{calls} GetShardIterator calls never came"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Instant::now()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {
+        let first = when(1);
+        tx.send(when(6) - first).unwrap();
+    });
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), expected);
+    // The first iterator, and one for each refusal.
+    assert_eq!(sim.calls(Op::GetShardIterator), 6);
+    let renewing = rx.recv().unwrap();
+    assert!(
+        renewing >= Duration::from_millis(25 + 50 + 100 + 200),
+        "five refusals in a row were renewed within {renewing:?}"
+    );
+}
+
 #[test]
 fn throttling_server_errors_and_slow_answers_lose_nothing() {
     let sim = StreamSim::start();

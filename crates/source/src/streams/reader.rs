@@ -112,6 +112,8 @@ impl<A: StreamsApi> ShardJob<A> {
             None => return Ok(self.ended_early()),
         };
         let mut attempt = 0;
+        // New iterators in a row, without a page (see `pause_before_renewal`).
+        let mut renewals: u32 = 0;
         loop {
             if self.stopping() {
                 return Ok(Outcome::Stopped);
@@ -141,6 +143,7 @@ impl<A: StreamsApi> ShardJob<A> {
             let page = match read {
                 Ok(page) => {
                     attempt = 0;
+                    renewals = 0;
                     self.answered();
                     page
                 }
@@ -153,7 +156,14 @@ impl<A: StreamsApi> ShardJob<A> {
                     continue;
                 }
                 Err(e) if e.kind == ApiErrorKind::ExpiredIterator => {
-                    tracing::info!(table = %self.key.table, shard = %self.key.shard, "iterator expired; getting a new one");
+                    if renewals == 0 {
+                        tracing::info!(table = %self.key.table, shard = %self.key.shard, "iterator expired; getting a new one");
+                    } else {
+                        tracing::debug!(table = %self.key.table, shard = %self.key.shard, renewals, "iterator expired again; getting a new one");
+                    }
+                    if !self.pause_before_renewal(&mut renewals).await {
+                        return Ok(Outcome::Stopped);
+                    }
                     if let Some(seq) = &last_read
                         && gap_after.as_ref() != Some(seq)
                     {
@@ -181,6 +191,9 @@ impl<A: StreamsApi> ShardJob<A> {
                 Err(e) if e.kind == ApiErrorKind::TrimmedData => {
                     self.on_gap(last_read.as_ref(), &e, &mut pending_gap)
                         .await?;
+                    if !self.pause_before_renewal(&mut renewals).await {
+                        return Ok(Outcome::Stopped);
+                    }
                     self.start = IteratorStart::TrimHorizon;
                     // A new iterator's first pages may be short of its
                     // records again: empty pages so far count no more.
@@ -438,6 +451,17 @@ impl<A: StreamsApi> ShardJob<A> {
     }
 
     /// Sleeps, waking early on shutdown; false when stopping.
+    /// Before a new iterator replaces one the service refused (expired, or
+    /// pointing at trimmed records): no wait the first time, then a growing
+    /// one for each refusal in a row without a page in between, so a shard
+    /// at the edge of retention, or a service that keeps refusing, is not
+    /// asked twice per round trip. False when a stop came meanwhile.
+    async fn pause_before_renewal(&mut self, renewals: &mut u32) -> bool {
+        let waited = *renewals == 0 || self.pause(backoff(*renewals - 1)).await;
+        *renewals += 1;
+        waited
+    }
+
     async fn pause(&mut self, wait: Duration) -> bool {
         tokio::select! {
             () = tokio::time::sleep(wait) => !self.stopping(),

@@ -192,7 +192,7 @@ impl StreamsApi for SdkStreams {
             .stream_arn(stream_arn)
             .shard_id(shard)
             .shard_iterator_type(kind)
-            .set_sequence_number(seq.map(|s| s.as_str().to_owned()))
+            .set_sequence_number(seq.map(on_the_wire))
             .send()
             .await
             .map_err(|e| classify(Request::GetShardIterator, &e));
@@ -365,6 +365,15 @@ fn value_json(v: &AttributeValue) -> Value {
     }
 }
 
+/// A sequence number as the service takes it back: at least 21 digits.
+/// Positions drop leading zeros (they compare as numbers), but DynamoDB
+/// Local numbers its records from `000000000000000000001` and, as the API
+/// model says (21 to 40 characters), refuses a shorter one. AWS's own are
+/// longer, and unchanged.
+fn on_the_wire(seq: &dynamo_cdc_core::SequenceNumber) -> String {
+    format!("{:0>21}", seq.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use dynamo_cdc_testkit::streams_sim::{Fault, Op, StreamSim};
@@ -372,6 +381,20 @@ mod tests {
     use super::*;
     use crate::events::REQUESTS_TOTAL;
     use dynamo_cdc_testkit::metrics::Counters;
+
+    #[test]
+    fn a_sequence_number_goes_back_with_at_least_21_digits() {
+        let wire = |text: &str| on_the_wire(&dynamo_cdc_core::SequenceNumber::parse(text).unwrap());
+        // DynamoDB Local's first record, and its position after a restart.
+        assert_eq!(wire("000000000000000000005"), "000000000000000000005");
+        assert_eq!(wire("5"), "000000000000000000005");
+        // AWS's are longer: as they are.
+        assert_eq!(
+            wire("49637181428427094810355412981765476380"),
+            "49637181428427094810355412981765476380"
+        );
+        assert_eq!(wire("1100000000017454423009"), "1100000000017454423009");
+    }
 
     #[test]
     fn every_call_is_counted_by_api_and_result() {

@@ -132,6 +132,9 @@ pub enum Fault {
     /// take multiple calls to get to a portion of the shard that contains
     /// stream records").
     EmptyPage,
+    /// GetRecords: HTTP 400 `ExpiredIteratorException`, whatever the
+    /// iterator's age (a service that keeps answering so).
+    ExpiredIterator,
 }
 
 struct Scripted {
@@ -489,6 +492,13 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
         }
         Some(Fault::Unavailable) => {
             return (503, "<html><body>Service Unavailable</body></html>".into());
+        }
+        Some(Fault::ExpiredIterator) => {
+            return error(
+                400,
+                "ExpiredIteratorException",
+                "Iterator expired. The iterator was created more than 15 minutes ago",
+            );
         }
         Some(Fault::Slow(d)) => std::thread::sleep(d),
         Some(Fault::EmptyPage) => {
