@@ -27,10 +27,9 @@
 //! the sink treats it as passing. Each outage is logged when it starts and
 //! when it ends, not per request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region};
@@ -391,12 +390,12 @@ impl SigningProxy {
             tracing::debug!(endpoint = %origin, "SigV4 proxy on 127.0.0.1:{port}");
         }
         let forwarder = Forwarder {
+            unreachable: Outage::named(format!("unreachable {origin}")),
+            no_credentials: Outage::named(format!("no credentials {origin}")),
             origin,
             secret,
             signer,
             client,
-            unreachable: Outage::default(),
-            no_credentials: Outage::default(),
         };
         let task = tokio::spawn(accept(listener, Arc::new(forwarder)));
         Ok(SigningProxy { catalog_uri, task })
@@ -498,19 +497,34 @@ fn same_secret(given: &str, secret: &str) -> bool {
 }
 
 /// Whether something the proxy needs is failing, so an outage is logged
-/// when it starts and when it ends, not on every request.
-#[derive(Debug, Default)]
-struct Outage(AtomicBool);
+/// when it starts and when it ends, not on every request. Known to the
+/// whole process by name: each pass of the pipeline makes a proxy of its
+/// own, and an outage outlasts many passes (each retried within 16 s).
+#[derive(Debug)]
+struct Outage(String);
+
+/// The outages going on, by name.
+static FAILING: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
 
 impl Outage {
+    fn named(name: String) -> Self {
+        Outage(name)
+    }
+
+    fn failing() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
+        FAILING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A failure: true when it starts an outage.
     fn fail(&self) -> bool {
-        !self.0.swap(true, Ordering::Relaxed)
+        Self::failing().insert(self.0.clone())
     }
 
     /// A success: true when it ends an outage.
     fn pass(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+        Self::failing().remove(&self.0)
     }
 }
 
@@ -763,12 +777,28 @@ mod tests {
 
     #[test]
     fn an_outage_is_reported_once_each_way() {
-        let outage = Outage::default();
+        let outage = Outage::named("test: once each way".into());
         assert!(!outage.pass());
         assert!(outage.fail());
         assert!(!outage.fail());
         assert!(outage.pass());
         assert!(!outage.pass());
+    }
+
+    /// Each pass makes a proxy of its own: an outage the last one met is
+    /// not started again by the next, and ends once, whichever sees it end.
+    #[test]
+    fn an_outage_outlasts_the_proxy_that_met_it() {
+        let name = "test: outlasts its proxy";
+        let first = Outage::named(name.into());
+        assert!(first.fail());
+        drop(first);
+        let next = Outage::named(name.into());
+        assert!(!next.fail(), "the same outage, not a new one");
+        assert!(next.pass());
+        assert!(!Outage::named(name.into()).pass());
+        // Another endpoint's is its own.
+        assert!(Outage::named("test: another endpoint".into()).fail());
     }
 
     #[test]
