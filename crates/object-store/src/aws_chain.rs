@@ -48,6 +48,7 @@ pub(crate) async fn load(region: Option<&str>) -> Chain {
             provider: config.credentials_provider(),
             cached: tokio::sync::Mutex::new(None),
             found_before: &FOUND_BEFORE,
+            refresh_failing: AtomicBool::new(false),
         }),
         region: config.region().map(ToString::to_string),
     }
@@ -59,12 +60,20 @@ pub(crate) async fn load(region: Option<&str>) -> Chain {
 /// through a blip, but only within one chain).
 static FOUND_BEFORE: AtomicBool = AtomicBool::new(false);
 
+/// Cached credentials whose refresh failed are used while at least this
+/// much of their life is left (a request signed now must still be valid
+/// when it arrives, and a long upload's parts after it).
+const STILL_USABLE: Duration = Duration::from_secs(30);
+
 /// The SDK's provider, as object_store asks for credentials.
 pub(crate) struct SdkCredentials {
     provider: Option<SharedCredentialsProvider>,
     cached: tokio::sync::Mutex<Option<(Arc<AwsCredential>, Option<SystemTime>)>>,
     /// See [`FOUND_BEFORE`] (tests give their own).
     found_before: &'static AtomicBool,
+    /// A refresh failed and the cached credentials are used meanwhile:
+    /// said once, not on every request.
+    refresh_failing: AtomicBool,
 }
 
 impl std::fmt::Debug for SdkCredentials {
@@ -104,7 +113,49 @@ impl CredentialProvider for SdkCredentials {
                 "NoCredentials: the AWS credential chain is empty".to_owned(),
             ));
         };
-        let found = provider.provide_credentials().await.map_err(|e| match e {
+        let found = match provider.provide_credentials().await {
+            Ok(found) => found,
+            Err(e) => {
+                // Refreshed ahead of expiry: credentials that still hold
+                // are used while they last, and the next request asks again,
+                // rather than failing requests (and the run's pass, which
+                // reads again everything since its last commit) over a
+                // throttled or briefly absent credential source.
+                if let Some((credential, Some(at))) = cached.as_ref()
+                    && at
+                        .duration_since(SystemTime::now())
+                        .is_ok_and(|left| left > STILL_USABLE)
+                {
+                    if !self.refresh_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot refresh the AWS credentials for the bucket; the current ones \
+                             are used while they last, and asked for again on the next requests"
+                        );
+                    }
+                    return Ok(credential.clone());
+                }
+                return Err(self.no_credentials(e));
+            }
+        };
+        if self.refresh_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("the AWS credentials for the bucket are refreshed again");
+        }
+        self.found_before.store(true, Ordering::Relaxed);
+        let credential = Arc::new(AwsCredential {
+            key_id: found.access_key_id().to_owned(),
+            secret_key: found.secret_access_key().to_owned(),
+            token: found.session_token().map(str::to_owned),
+        });
+        *cached = Some((credential.clone(), found.expiry()));
+        Ok(credential)
+    }
+}
+
+impl SdkCredentials {
+    /// object_store's error for credentials that could not be had.
+    fn no_credentials(&self, e: CredentialsError) -> object_store::Error {
+        match e {
             // Where credentials were found before, none now is a source
             // that did not answer this time (instance metadata during a
             // blip): it may pass, and the run pauses instead of stopping
@@ -118,15 +169,7 @@ impl CredentialProvider for SdkCredentials {
                 ))
             }
             other => failed(format!("cannot get AWS credentials: {other}")),
-        })?;
-        self.found_before.store(true, Ordering::Relaxed);
-        let credential = Arc::new(AwsCredential {
-            key_id: found.access_key_id().to_owned(),
-            secret_key: found.secret_access_key().to_owned(),
-            token: found.session_token().map(str::to_owned),
-        });
-        *cached = Some((credential.clone(), found.expiry()));
-        Ok(credential)
+        }
     }
 }
 
@@ -172,6 +215,7 @@ mod tests {
             provider: Some(provider),
             cached: tokio::sync::Mutex::new(None),
             found_before: Box::leak(Box::new(AtomicBool::new(false))),
+            refresh_failing: AtomicBool::new(false),
         };
         (c, calls)
     }
@@ -209,6 +253,7 @@ mod tests {
             provider: None,
             cached: tokio::sync::Mutex::new(None),
             found_before: Box::leak(Box::new(AtomicBool::new(false))),
+            refresh_failing: AtomicBool::new(false),
         };
         let e = run(c.get_credential()).unwrap_err();
         assert_eq!(crate::classify(&e), crate::FailureClass::Denied, "{e}");
@@ -239,6 +284,63 @@ mod tests {
         }
     }
 
+    /// Hands out credentials valid for `valid_for` on its first call, then
+    /// fails, as a throttled token service does.
+    #[derive(Debug)]
+    struct ThenFails {
+        calls: AtomicUsize,
+        valid_for: Duration,
+    }
+
+    impl ProvideCredentials for ThenFails {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(match self.calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Ok(Credentials::new(
+                    "key",
+                    "secret",
+                    None,
+                    Some(SystemTime::now() + self.valid_for),
+                    "test",
+                )),
+                _ => Err(CredentialsError::provider_error("Rate exceeded")),
+            })
+        }
+    }
+
+    /// A refresh ahead of expiry that fails keeps the credentials that still
+    /// hold (and asks again on the next request); once too little of their
+    /// life is left, the failure is the request's.
+    #[test]
+    fn a_failed_refresh_uses_the_credentials_while_they_last() {
+        let chain = |valid_for| {
+            let provider = ThenFails {
+                calls: AtomicUsize::new(0),
+                valid_for,
+            };
+            SdkCredentials {
+                provider: Some(SharedCredentialsProvider::new(provider)),
+                cached: tokio::sync::Mutex::new(None),
+                found_before: Box::leak(Box::new(AtomicBool::new(false))),
+                refresh_failing: AtomicBool::new(false),
+            }
+        };
+        // Four minutes left: within the refresh margin, still usable.
+        let c = chain(Duration::from_secs(240));
+        run(c.get_credential()).unwrap();
+        for _ in 0..2 {
+            assert_eq!(run(c.get_credential()).unwrap().key_id, "key");
+        }
+        assert!(c.refresh_failing.load(Ordering::Relaxed));
+        // Ten seconds left: the refresh's failure is the request's.
+        let c = chain(Duration::from_secs(10));
+        run(c.get_credential()).unwrap();
+        let e = run(c.get_credential()).unwrap_err();
+        assert_eq!(crate::classify(&e), crate::FailureClass::Passing, "{e}");
+    }
+
     /// None found, where this process found some before (in a chain of an
     /// earlier pass), is a source that did not answer this time: passing.
     /// None found ever is denied.
@@ -249,6 +351,7 @@ mod tests {
             provider: Some(SharedCredentialsProvider::new(provider)),
             cached: tokio::sync::Mutex::new(None),
             found_before,
+            refresh_failing: AtomicBool::new(false),
         };
         let never = chain(OnceOnly(AtomicUsize::new(1)));
         let e = run(never.get_credential()).unwrap_err();

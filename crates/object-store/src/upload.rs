@@ -176,6 +176,8 @@ impl Upload {
     /// # Errors
     /// [`CopyError::Read`] when the reader fails, [`CopyError::Object`]
     /// when the store does.
+    /// A reader's failure aborts the multipart upload its parts went to,
+    /// as a store's failure does: the object can no longer be whole.
     pub fn copy_from(&mut self, reader: &mut impl std::io::Read) -> Result<u64, CopyError> {
         std::io::copy(reader, self).map_err(|e| {
             // The upload's own failures travel inside the I/O error.
@@ -183,6 +185,8 @@ impl Upload {
                 let inner = e.into_inner().expect("checked above");
                 CopyError::Object(*inner.downcast::<ObjectError>().expect("checked above"))
             } else {
+                self.broken = true;
+                self.abort_started();
                 CopyError::Read(e)
             }
         })

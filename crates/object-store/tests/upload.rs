@@ -305,6 +305,18 @@ fn a_multipart_upload_that_fails_is_aborted() {
         );
         assert!(names(&objects).is_empty(), "{step:?}");
     }
+    // The spooled file it copies fails to read after two parts: aborted
+    // too, though the store never failed.
+    let store = Failing::new(Step::Part(usize::MAX));
+    let aborts = store.aborts.clone();
+    let objects = Objects::with_store(Arc::new(store), StoreUrl::parse("s3://lake/cdc").unwrap());
+    let mut upload = Upload::with_part_bytes(&objects, objects.path("t/a.parquet"), 4);
+    let mut spool =
+        std::io::Read::chain(&b"01234567"[..], FailingRead(std::io::Error::other("EIO")));
+    assert!(upload.copy_from(&mut spool).is_err());
+    assert_eq!(aborts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(upload.finish().is_err(), "a file without its end");
+    assert!(names(&objects).is_empty());
     // Finishing an upload that lost a part is refused: it would be the
     // file without that part.
     let store = Failing::new(Step::Part(1));
@@ -315,6 +327,15 @@ fn a_multipart_upload_that_fails_is_aborted() {
     let e = upload.finish().unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert!(names(&objects).is_empty());
+}
+
+/// A reader that fails with its error.
+struct FailingRead(std::io::Error);
+
+impl std::io::Read for FailingRead {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::new(self.0.kind(), self.0.to_string()))
+    }
 }
 
 /// A store whose multipart uploads fail at one step, counting aborts.
