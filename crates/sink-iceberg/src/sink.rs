@@ -355,6 +355,8 @@ impl IcebergSink {
         if state.fields_version == state.schema.version() {
             return Ok(());
         }
+        // The columns the last schema commit added, as asked.
+        let mut added: Vec<String> = Vec::new();
         for attempt in 1.. {
             let missing = state.fields.missing(&state.schema);
             // A table from before the snapshot columns gets them with its
@@ -362,6 +364,35 @@ impl IcebergSink {
             let snapshot = state.fields.missing_snapshot_fields();
             if missing.is_empty() && snapshot.is_empty() {
                 break;
+            }
+            // Committed, yet still missing: the catalog did not keep the
+            // columns as asked (one that folds names to lower case). Asking
+            // again would add a suffixed column after another, for ever.
+            let lost: Vec<&str> = missing
+                .iter()
+                .filter(|(_, _, form)| added.contains(&form.attribute))
+                .map(|(_, _, form)| form.attribute.as_str())
+                .collect();
+            if !lost.is_empty() {
+                return Err(IcebergSinkError::Table {
+                    table: state.ident.to_string(),
+                    reason: format!(
+                        "the catalog accepted new columns for attribute(s) {lost:?} but does not \
+                         hold them under the names asked for (the table's columns are now {:?}): \
+                         columns are named after their attributes, so a catalog that renames \
+                         them (one keeping lower-case names only) cannot hold attributes whose \
+                         names have capitals",
+                        state
+                            .table
+                            .metadata()
+                            .current_schema()
+                            .as_struct()
+                            .fields()
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                    ),
+                });
             }
             // Files open under the old fields are finished as they are.
             state.close_open()?;
@@ -405,11 +436,18 @@ impl IcebergSink {
                 state.ident
             )))?;
             match wait(&self.runtime, tx.commit(catalog.as_ref())) {
-                Ok(updated) => state.table = updated,
+                Ok(updated) => {
+                    state.table = updated;
+                    added = missing
+                        .iter()
+                        .map(|(_, _, f)| f.attribute.clone())
+                        .collect();
+                }
                 Err(e) if attempt < COMMIT_ATTEMPTS => {
                     // Another writer evolved the table meanwhile (perhaps
                     // adding the same columns): look again.
                     tracing::info!(table = %state.ident, error = %e, "schema commit refused; reloading the table");
+                    added.clear();
                     state.table = wait(&self.runtime, catalog.load_table(&state.ident))
                         .map_err(IcebergSinkError::catalog(format!("reload {}", state.ident)))?;
                 }
@@ -1355,6 +1393,148 @@ mod commit_tests {
         again.flush().unwrap();
         assert_eq!(again.iceberg_stats().already_held, 6);
         assert_eq!(rows_and_snapshots(&mut again), (14, 2));
+    }
+
+    /// A catalog that does not keep columns as asked (one that folds their
+    /// names to lower case, as AWS Glue does): here, it drops their forms,
+    /// so no column reads as this sink's. Counts schema commits.
+    #[derive(Debug)]
+    struct Forgetful {
+        inner: Arc<dyn Catalog>,
+        /// Schema commits whose forms it dropped.
+        forgot: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Catalog for Forgetful {
+        async fn list_namespaces(
+            &self,
+            parent: Option<&iceberg::NamespaceIdent>,
+        ) -> iceberg::Result<Vec<iceberg::NamespaceIdent>> {
+            self.inner.list_namespaces(parent).await
+        }
+        async fn create_namespace(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+            properties: HashMap<String, String>,
+        ) -> iceberg::Result<iceberg::Namespace> {
+            self.inner.create_namespace(namespace, properties).await
+        }
+        async fn get_namespace(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+        ) -> iceberg::Result<iceberg::Namespace> {
+            self.inner.get_namespace(namespace).await
+        }
+        async fn namespace_exists(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+        ) -> iceberg::Result<bool> {
+            self.inner.namespace_exists(namespace).await
+        }
+        async fn update_namespace(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+            properties: HashMap<String, String>,
+        ) -> iceberg::Result<()> {
+            self.inner.update_namespace(namespace, properties).await
+        }
+        async fn drop_namespace(&self, namespace: &iceberg::NamespaceIdent) -> iceberg::Result<()> {
+            self.inner.drop_namespace(namespace).await
+        }
+        async fn list_tables(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+        ) -> iceberg::Result<Vec<TableIdent>> {
+            self.inner.list_tables(namespace).await
+        }
+        async fn create_table(
+            &self,
+            namespace: &iceberg::NamespaceIdent,
+            creation: iceberg::TableCreation,
+        ) -> iceberg::Result<Table> {
+            self.inner.create_table(namespace, creation).await
+        }
+        async fn load_table(&self, table: &TableIdent) -> iceberg::Result<Table> {
+            self.inner.load_table(table).await
+        }
+        async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+            self.inner.drop_table(table).await
+        }
+        async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
+            self.inner.purge_table(table).await
+        }
+        async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
+            self.inner.table_exists(table).await
+        }
+        async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
+            self.inner.rename_table(src, dest).await
+        }
+        async fn register_table(
+            &self,
+            table: &TableIdent,
+            metadata_location: String,
+        ) -> iceberg::Result<Table> {
+            self.inner.register_table(table, metadata_location).await
+        }
+        async fn update_table(&self, commit: iceberg::TableCommit) -> iceberg::Result<Table> {
+            let table = self.inner.update_table(commit).await?;
+            let forms: Vec<String> = (table.metadata().properties().keys())
+                .filter(|k| k.starts_with(FIELD_PROPERTY))
+                .cloned()
+                .collect();
+            if forms.is_empty() {
+                return Ok(table);
+            }
+            if self
+                .forgot
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                >= 10
+            {
+                return Err(iceberg::Error::new(
+                    iceberg::ErrorKind::Unexpected,
+                    "ten schema commits",
+                ));
+            }
+            let tx = Transaction::new(&table);
+            let mut props = tx.update_table_properties();
+            for key in forms {
+                props = props.remove(key);
+            }
+            props.apply(tx)?.commit(self.inner.as_ref()).await
+        }
+    }
+
+    /// A catalog that accepts new columns but does not hold them as asked
+    /// (AWS Glue folds names to lower case) stops the sink with an error
+    /// naming the attribute, after one schema commit: asking again added a
+    /// suffixed column after another, for ever.
+    #[test]
+    fn columns_the_catalog_does_not_keep_as_asked_stop_the_sink_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path());
+        sink.write(&changes("s1", 1..3)).unwrap();
+        sink.flush().unwrap();
+        let forgetful = Arc::new(Forgetful {
+            inner: sink.catalog.clone(),
+            forgot: std::sync::atomic::AtomicUsize::new(0),
+        });
+        sink.catalog = forgetful.clone();
+        let mut more = change("s1", 3);
+        if let Some(image) = more.new_image.as_mut() {
+            image.insert("userId".into(), AttributeValue::S("u-1".into()));
+        }
+        let e = sink
+            .write(&[more])
+            .and_then(|_| sink.flush())
+            .expect_err("the catalog lost the column");
+        assert_eq!(e.kind(), ErrorKind::Fatal, "{e}");
+        assert!(e.to_string().contains("userId"), "{e}");
+        assert_eq!(
+            forgetful.forgot.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one schema commit"
+        );
     }
 
     #[test]
