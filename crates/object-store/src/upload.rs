@@ -294,6 +294,11 @@ impl Upload {
             &self.key,
             CopyOptions::new().with_mode(CopyMode::Create),
         ));
+        if copied.is_ok() {
+            // Kept until the copy is whole: an asynchronous copy (Azure's
+            // Copy Blob may answer while still copying) needs its source.
+            self.copy_landed()?;
+        }
         if let Err(e) = objects.delete(staging) {
             tracing::warn!(
                 error = %e,
@@ -304,6 +309,53 @@ impl Upload {
             Ok(()) => Ok(self.written),
             Err(e @ object_store::Error::AlreadyExists { .. }) => Err(self.collision(e)),
             Err(e) => Err(objects.fail("commit", &self.key)(e)),
+        }
+    }
+
+    /// Waits, within [`COPY_WAIT`], until the object holds every byte
+    /// written: a store may answer a copy before it is done (Azure's Copy
+    /// Blob is asynchronous by its documentation), and a name that lists
+    /// before its bytes are there is a broken file to readers, and to the
+    /// next start reading its footer.
+    ///
+    /// # Errors
+    /// A passing failure when the bytes did not all arrive in time (the
+    /// staging object is kept: the copy may still need it), or the store's.
+    fn copy_landed(&self) -> Result<(), ObjectError> {
+        let objects = &self.objects;
+        let deadline = std::time::Instant::now() + COPY_WAIT;
+        let mut wait = std::time::Duration::from_millis(50);
+        loop {
+            let meta = objects
+                .block_on(object_store::ObjectStoreExt::head(
+                    objects.store().as_ref(),
+                    &self.key,
+                ))
+                .map_err(objects.fail("look up the copy of", &self.key))?;
+            if meta.size >= self.written {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ObjectError {
+                    class: FailureClass::Passing,
+                    operation: "commit",
+                    object: objects.describe(&self.key),
+                    bucket: objects.url().bucket_url(),
+                    source: Box::new(object_store::Error::Generic {
+                        store: "upload",
+                        source: format!(
+                            "the store accepted the copy of the staged upload, but after {} s \
+                             the object holds {} of its {} bytes",
+                            COPY_WAIT.as_secs(),
+                            meta.size,
+                            self.written
+                        )
+                        .into(),
+                    }),
+                });
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(std::time::Duration::from_secs(2));
         }
     }
 
@@ -334,6 +386,10 @@ impl Upload {
         }
     }
 }
+
+/// How long a copy the store accepted may take to hold every byte (see
+/// [`Upload::copy_landed`]).
+const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long an abort may take: it is a courtesy to the bill (a bucket's
 /// lifecycle rule removes what is left), and during an outage the store's

@@ -329,6 +329,126 @@ fn a_multipart_upload_that_fails_is_aborted() {
     assert!(names(&objects).is_empty());
 }
 
+/// A store that answers a copy before it is done (Azure's Copy Blob may):
+/// the name holds the first bytes at once, and the rest only once the
+/// object has been looked up twice more, copied then from the source,
+/// which must still be there. The upload waits for it, and removes the
+/// staging object only after.
+#[test]
+fn a_fenced_commit_waits_for_a_copy_the_store_answered_before_it_was_done() {
+    let store = slow_copy::SlowCopy::new(4);
+    let objects = Objects::with_store(Arc::new(store), StoreUrl::parse("az://lake/cdc").unwrap());
+    let key = objects.path("t/big.parquet");
+    let mut upload = Upload::with_part_bytes(&objects, key.clone(), 4).fenced();
+    upload.write_all(b"0123456789").unwrap();
+    assert_eq!(upload.finish().unwrap(), 10);
+    assert_eq!(&objects.read(&key).unwrap()[..], b"0123456789");
+    assert_eq!(
+        names(&objects),
+        ["cdc/t/big.parquet"],
+        "staging object removed"
+    );
+}
+
+/// See [`a_fenced_commit_waits_for_a_copy_the_store_answered_before_it_was_done`].
+mod slow_copy {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        ObjectStoreExt as _, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    };
+
+    #[derive(Debug)]
+    pub(super) struct SlowCopy {
+        inner: InMemory,
+        /// Look-ups left before the copy is done.
+        heads_left: AtomicUsize,
+        /// The copy under way: from, to.
+        copying: Mutex<Option<(Path, Path)>>,
+    }
+
+    impl SlowCopy {
+        pub(super) fn new(heads: usize) -> SlowCopy {
+            SlowCopy {
+                inner: InMemory::new(),
+                heads_left: AtomicUsize::new(heads),
+                copying: Mutex::new(None),
+            }
+        }
+    }
+
+    impl std::fmt::Display for SlowCopy {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SlowCopy")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for SlowCopy {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            let done = options.head
+                && self.heads_left.load(Ordering::SeqCst) > 0
+                && self.heads_left.fetch_sub(1, Ordering::SeqCst) == 1;
+            let copying = self.copying.lock().unwrap().clone();
+            if let Some((from, to)) = copying.filter(|(_, to)| done && to == location) {
+                // Copied from the source now: gone, the copy stays cut.
+                if let Ok(all) = self.inner.get(&from).await {
+                    let bytes = all.bytes().await?;
+                    self.inner.put(&to, bytes.into()).await?;
+                }
+                *self.copying.lock().unwrap() = None;
+            }
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            // The first bytes now, the rest later.
+            let head = self.inner.get(from).await?.bytes().await?.slice(0..3);
+            self.inner
+                .put_opts(
+                    to,
+                    head.into(),
+                    PutOptions::from(object_store::PutMode::Create),
+                )
+                .await?;
+            let _ = options;
+            *self.copying.lock().unwrap() = Some((from.clone(), to.clone()));
+            Ok(())
+        }
+    }
+}
+
 /// A reader that fails with its error.
 struct FailingRead(std::io::Error);
 
