@@ -833,6 +833,11 @@ fn positions(
     }
     let mut durable = Positions::new();
     let mut earlier: HashMap<String, Earlier> = HashMap::new();
+    let footers: Vec<&FileRef> = (shards.values())
+        .filter(|s| s.newest.name.last.is_none())
+        .map(|s| &s.newest.file)
+        .collect();
+    let mut tails = prefetch_tails(dataset, &footers);
     for (key, shard) in shards {
         let continued = earlier.entry(key.table.to_string()).or_default();
         let mut last = shard.named_last;
@@ -840,7 +845,11 @@ fn positions(
         if newest.name.last.is_some() {
             continued.unread.push(newest.file);
         } else {
-            let footer = read_footer(dataset, &newest.file)?;
+            let tail = match &newest.file {
+                FileRef::Remote { key, .. } => tails.remove(key),
+                FileRef::Local(_) => None,
+            };
+            let footer = read_footer_from(dataset, &newest.file, tail)?;
             let describe = || dataset.describe(&newest.file);
             last = last.max(Some(last_of(&footer, &newest.name.first, describe)?));
             continued.add_schema(schema_of(&footer, describe)?);
@@ -890,6 +899,40 @@ const PARQUET_FOOTER_BYTES: u64 = 8;
 /// The footer of a committed file. Of an object only the footer is read (a
 /// suffix range), not the whole file.
 fn read_footer(dataset: &Dataset, file: &FileRef) -> Result<ParquetMetaData, ParquetSinkError> {
+    read_footer_from(dataset, file, None)
+}
+
+/// The last bytes of each object of `files` that [`read_footer`] asks for
+/// first, fetched together (see [`Objects::read_ranges`]): a start reads
+/// the footer of every shard's newest file.
+fn prefetch_tails(dataset: &Dataset, files: &[&FileRef]) -> HashMap<ObjectPath, bytes::Bytes> {
+    let Dataset::Remote(objects) = dataset else {
+        return HashMap::new();
+    };
+    let ranges: Vec<(ObjectPath, std::ops::Range<u64>)> = files
+        .iter()
+        .filter_map(|f| match f {
+            FileRef::Remote { key, size } if *size >= PARQUET_FOOTER_BYTES => {
+                Some((key.clone(), size - (*size).min(FOOTER_GUESS_BYTES)..*size))
+            }
+            _ => None,
+        })
+        .collect();
+    let tails = objects.read_ranges(&ranges);
+    // A read that failed is asked again, alone, by `read_footer_from`,
+    // whose error then names it.
+    (ranges.into_iter().zip(tails))
+        .filter_map(|((key, _), tail)| Some((key, tail.ok()?)))
+        .collect()
+}
+
+/// [`read_footer`], starting from `tail` when the caller fetched the object's
+/// last bytes already.
+fn read_footer_from(
+    dataset: &Dataset,
+    file: &FileRef,
+    mut tail: Option<bytes::Bytes>,
+) -> Result<ParquetMetaData, ParquetSinkError> {
     let unreadable = |source| ParquetSinkError::Footer {
         file: dataset.describe(file),
         reason: "it is not a readable Parquet file".to_owned(),
@@ -918,7 +961,10 @@ fn read_footer(dataset: &Dataset, file: &FileRef) -> Result<ParquetMetaData, Par
             let mut reader = reader;
             let mut want = (*size).min(FOOTER_GUESS_BYTES);
             loop {
-                let tail = objects.read_range(key, size - want..*size)?;
+                let tail = match tail.take() {
+                    Some(tail) if tail.len() as u64 == want => tail,
+                    _ => objects.read_range(key, size - want..*size)?,
+                };
                 match reader.try_parse_sized(&tail, *size) {
                     Ok(()) => break,
                     Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > *size => {
