@@ -227,9 +227,10 @@ impl FieldMap {
                     || same(name, crate::catalog::PARTITION_FIELD)
             };
             // Iceberg refuses a `.` in a new column's name (it separates
-            // a nested field's path); the attribute's own name is kept in
-            // the field's form.
-            let mut name = column.name.replace('.', "_");
+            // a nested field's path), and catalogs refuse long or
+            // multi-line ones; the attribute's own name is kept in the
+            // field's form.
+            let mut name = catalog_name(&column.name);
             if taken(&name) {
                 let base = format!("{name}__{}", form.tag.to_lowercase());
                 name = base.clone();
@@ -389,6 +390,61 @@ pub(crate) fn snapshot_fields(first_id: i32) -> Vec<Arc<NestedField>> {
             .with_doc("first, true or last, as Debezium's source.snapshot"),
     ];
     fields.into_iter().map(Arc::new).collect()
+}
+
+/// The longest new column name, in bytes. AWS Glue takes names of up to
+/// 255 characters, and table property keys of up to 255 too, the sink's
+/// `dynamo-cdc.field.<name>` among them: a longer one made the catalog
+/// refuse the schema change, which no retry fixes, and stopped the run on
+/// one odd attribute name (DynamoDB allows names of up to 64 KiB).
+const MAX_NAME_BYTES: usize = 200;
+
+/// A name catalogs take for a column of attribute `name`: `.` (a nested
+/// field's path to Iceberg) and control characters (catalogs want one line)
+/// become `_`; past [`MAX_NAME_BYTES`] it is cut at a character boundary and
+/// ends with `_h` and a hash of the whole name, so that two long names
+/// sharing their start stay apart.
+pub(crate) fn catalog_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| if c == '.' || c.is_control() { '_' } else { c })
+        .collect();
+    if clean.len() <= MAX_NAME_BYTES {
+        return clean;
+    }
+    let suffix = format!("_h{:016x}", fnv1a(name.as_bytes()));
+    let mut cut = MAX_NAME_BYTES - suffix.len();
+    while !clean.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &clean[..cut])
+}
+
+/// A column's doc: the attribute it holds and its DynamoDB type, on one
+/// line, its name cut as [`catalog_name`] cuts one (Glue takes comments of
+/// up to 255 characters).
+pub(crate) fn column_doc(form: &FieldForm) -> String {
+    let mut attribute: String = form
+        .attribute
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if attribute.len() > MAX_NAME_BYTES {
+        let mut cut = MAX_NAME_BYTES;
+        while !attribute.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        attribute.truncate(cut);
+        attribute.push('…');
+    }
+    format!("DynamoDB attribute `{attribute}` ({})", form.tag)
+}
+
+/// 64-bit FNV-1a: a hash that is the same on every platform and version.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -551,6 +607,43 @@ mod tests {
                 ("order_date", "order.date"),
             ]
         );
+    }
+
+    /// An attribute name a catalog would refuse (too long, several lines)
+    /// gets a column name it takes, and a doc it takes; the form keeps the
+    /// attribute's own name.
+    #[test]
+    fn long_or_multi_line_attribute_names_get_names_catalogs_take() {
+        let map = FieldMap::read(
+            &Schema::builder()
+                .with_fields(meta_fields())
+                .build()
+                .unwrap(),
+            &HashMap::new(),
+        );
+        let long_a = format!("{}a", "é".repeat(150));
+        let long_b = format!("{}b", "é".repeat(150));
+        let schema = table_schema(&[item(&[
+            (long_a.as_str(), s("1")),
+            (long_b.as_str(), s("2")),
+            ("two\nlines", s("3")),
+        ])]);
+        let add = map.missing(&schema);
+        assert_eq!(add.len(), 3);
+        for (name, _, form) in &add {
+            assert!(name.len() <= MAX_NAME_BYTES, "{name}");
+            assert!(!name.chars().any(char::is_control), "{name:?}");
+            let doc = column_doc(form);
+            assert!(doc.chars().count() <= 255 && !doc.contains('\n'), "{doc}");
+        }
+        let names: Vec<&str> = add.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert!(names.contains(&"two_lines"), "{names:?}");
+        assert_ne!(names[0], names[1], "long names sharing a start stay apart");
+        let attributes: Vec<&str> = add.iter().map(|(_, _, f)| f.attribute.as_str()).collect();
+        assert!(attributes.contains(&long_a.as_str()) && attributes.contains(&long_b.as_str()));
+        // Short names are as they were.
+        assert_eq!(catalog_name("order.date"), "order_date");
+        assert_eq!(catalog_name("Name"), "Name");
     }
 
     /// A field someone else added (in Spark, say) keeps its name: the

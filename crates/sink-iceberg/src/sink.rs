@@ -403,10 +403,7 @@ impl IcebergSink {
                     AddColumn::builder()
                         .name(name.clone())
                         .field_type(ty.clone())
-                        .doc(format!(
-                            "DynamoDB attribute `{}` ({})",
-                            form.attribute, form.tag
-                        ))
+                        .doc(crate::columns::column_doc(form))
                         .build(),
                 );
             }
