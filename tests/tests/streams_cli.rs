@@ -383,6 +383,65 @@ fn trimmed_records_fail_by_default_and_leave_a_gap_record_with_skip() {
     );
 }
 
+/// The checkpoint keeps the shards read to their end. After the bridge was
+/// down long enough for a shard to expire (24 hours after it closed), one
+/// read to its end is no loss; one that still held records after the
+/// recorded position stops the run, naming it, where a child read from its
+/// first record would have hidden the loss.
+#[test]
+fn a_shard_that_expired_unread_while_the_bridge_was_down_stops_the_run() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let a = sim.open_shards(&arn)[0].clone();
+    put(&sim, &arn, &a, "a", 0);
+    let b = sim.rotate(&arn, &a);
+    let read = put(&sim, &arn, &b, "b", 0);
+    let s = Scratch::new();
+    let cfg = config(&s, &sim, &format!("stream_arns = [{arn:?}]"), "");
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(checkpoint(&s)["ended"], json!({"orders": [a]}));
+
+    // Down: `b` gets a record and closes, and both shards expire.
+    put(&sim, &arn, &b, "lost", 0);
+    let c = sim.rotate(&arn, &b);
+    let kept = put(&sim, &arn, &c, "c", 0);
+    sim.remove_shard(&arn, &a);
+    sim.remove_shard(&arn, &b);
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&b) && err.contains(&read.to_string()) && err.contains("expired"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&format!("shard {a}")),
+        "{a} was read to its end: {err}"
+    );
+    assert!(
+        !delivered(&s.parquet()).contains_key(&c),
+        "nothing after the loss"
+    );
+
+    // With `skip`: a gap record for `b`, and `c` read.
+    let cfg = config(
+        &s,
+        &sim,
+        &format!("stream_arns = [{arn:?}]\non_gap = \"skip\""),
+        "",
+    );
+    let out = run_until_idle(&s, &cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gaps = std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl")).unwrap();
+    let gap: serde_json::Value = serde_json::from_str(gaps.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (&gap["shard"], &gap["after"]),
+        (&json!(b), &json!(read.to_string()))
+    );
+    assert_eq!(delivered(&s.parquet())[&c], [kept]);
+}
+
 #[test]
 fn a_second_process_on_the_same_checkpoint_refuses_to_start_naming_the_first() {
     let sim = StreamSim::start();

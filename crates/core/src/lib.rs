@@ -43,8 +43,8 @@ pub use position::{BadSequenceNumber, Positions, SequenceNumber, ShardKey};
 pub use refused::Refused;
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
-    Rejected, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source, SourceBatch,
-    StoreError, TABLE_STATES, WriteGuard,
+    Rejected, ShardEnded, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source,
+    SourceBatch, StoreError, TABLE_STATES, WriteGuard,
 };
 pub use tag::writer_tag;
 pub use text::Text;

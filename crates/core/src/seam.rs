@@ -152,6 +152,13 @@ pub struct SourceBatch {
     /// Snapshots that started or finished, to be recorded before any of
     /// the batch's changes (see [`SnapshotRecord`]).
     pub snapshots: Vec<SnapshotRecord>,
+    /// Closed shards a stream source read to their end (see
+    /// [`ShardEnded`]).
+    pub ended: Vec<ShardEnded>,
+    /// Tables whose ended shards the checkpoint keeps from now on (see
+    /// [`Recorded::ended`]): told once, for a table the checkpoint kept
+    /// none of yet, with the shards taken for ended then.
+    pub tracking: Vec<String>,
 }
 
 impl SourceBatch {
@@ -161,7 +168,21 @@ impl SourceBatch {
             && self.dead_letters.is_empty()
             && self.gaps.is_empty()
             && self.snapshots.is_empty()
+            && self.ended.is_empty()
+            && self.tracking.is_empty()
     }
+}
+
+/// A closed shard a stream source read to its end: every record of it was
+/// handed over, the last change being `last` (`None`: none in this run,
+/// beyond the position it resumed from). Once every sink holds `last`, the
+/// checkpoint keeps the shard as ended ([`Recorded::ended`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardEnded {
+    /// The shard.
+    pub key: ShardKey,
+    /// Its last change handed over in this run.
+    pub last: Option<crate::SequenceNumber>,
 }
 
 /// Reads changes, batch at a time.
@@ -447,6 +468,13 @@ pub struct Recorded {
     /// Table -> its latest start, recorded before any of its shards was
     /// read at its end.
     pub latest_starts: std::collections::BTreeMap<String, LatestStart>,
+    /// Table -> the shards of its stream read to their end, with every
+    /// change of them in every sink. A shard the stream no longer lists
+    /// (it expired, 24 hours after it closed) is then known to have been
+    /// read whole, where one not ended lost its unread records: a gap. A
+    /// table not here is not tracked yet (a checkpoint of an earlier
+    /// version, or a checkpoint store that keeps none).
+    pub ended: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// When a first start with `start = "latest"` took a table's stream at its

@@ -17,11 +17,14 @@
 //!    "parquet": {"positions": {"orders": {"shard-1": "1000042"}}},
 //!    "kafka": {"positions": {"orders": {"shard-1": "1000040"}},
 //!              "state": {"offsets": {"cdc.orders": {"0": 1234}}}}},
-//!  "latest_starts": {"orders": {"at_ms": 1764000000000, "closed": ["shard-0"]}}}
+//!  "latest_starts": {"orders": {"at_ms": 1764000000000, "closed": ["shard-0"]}},
+//!  "ended": {"orders": ["shard-0"]}}
 //! ```
 //!
 //! `latest_starts` is there only with `start = "latest"`: see
-//! [`LatestStart`].
+//! [`LatestStart`]. `ended` holds, per table of a stream, the shards read
+//! to their end with every change in every sink: see
+//! [`Recorded::ended`](dynamo_cdc_core::Recorded::ended).
 //!
 //! Version 1 files (positions directly under each sink, and the Kafka sink's
 //! offsets in a top-level `kafka_offsets`) still load: their offsets become
@@ -56,6 +59,8 @@ struct FileV2 {
     sinks: BTreeMap<String, SinkEntry>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     latest_starts: BTreeMap<String, LatestStart>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    ended: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +201,7 @@ impl CheckpointStore for FileCheckpoints {
                     );
                 }
                 recorded.latest_starts = file.latest_starts;
+                recorded.ended = file.ended;
             }
             v => {
                 return Err(self.invalid(format!(
@@ -254,6 +260,7 @@ impl FileCheckpoints {
                 })
                 .collect(),
             latest_starts: recorded.latest_starts.clone(),
+            ended: recorded.ended.clone(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
         if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
@@ -330,6 +337,13 @@ mod tests {
         recorded
             .latest_starts
             .insert("customers".into(), LatestStart::default());
+        // A table tracked with no shard ended yet stays tracked.
+        recorded
+            .ended
+            .insert("orders".into(), ["s-0".to_owned()].into());
+        recorded
+            .ended
+            .insert("customers".into(), std::collections::BTreeSet::new());
         store.store(&recorded).unwrap();
         assert_eq!(FileCheckpoints::new(&path).load().unwrap(), recorded);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());

@@ -131,6 +131,14 @@ fn open_bucket(endpoint: &Endpoint, bucket: &str) -> Result<Box<dyn ExportObject
     Ok(Box::new(BucketObjects(objects)))
 }
 
+/// What the checkpoint recorded for a stream source besides positions.
+pub(crate) struct Recalled {
+    /// Each table's latest start (`start = "latest"`).
+    pub latest: HashMap<String, LatestFrom>,
+    /// Each tracked table's shards read to their end.
+    pub ended: HashMap<String, std::collections::BTreeSet<String>>,
+}
+
 impl Feed {
     /// Starts the configured source at `resume` (per shard, the lowest
     /// position over the sinks; `delivered` is the highest), reading
@@ -144,7 +152,7 @@ impl Feed {
         config: &Config,
         resume: Positions,
         delivered: Positions,
-        latest: HashMap<String, LatestFrom>,
+        recalled: Recalled,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
         reading: ImageReading,
@@ -155,7 +163,7 @@ impl Feed {
                 config,
                 &resume,
                 delivered,
-                latest,
+                recalled,
                 until_idle,
                 snapshot_now,
                 reading,
@@ -203,7 +211,7 @@ impl Feed {
         config: &Config,
         resume: &Positions,
         delivered: Positions,
-        latest: HashMap<String, LatestFrom>,
+        recalled: Recalled,
         until_idle: Option<Duration>,
         snapshot_now: Option<&str>,
         reading: ImageReading,
@@ -217,7 +225,8 @@ impl Feed {
             .build()
             .context("cannot start the stream reader runtime")?;
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
-        streams.latest = latest;
+        streams.latest = recalled.latest;
+        streams.ended = recalled.ended;
         streams.tables_read = delivered.iter().map(|(k, _)| k.table.to_string()).collect();
         streams.reading = reading;
         // Outside the runtime: an object-store journal has a runtime of its

@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod checkpoint_lock;
 pub mod config;
 mod coordinated;
+mod ended;
 mod events;
 mod feed;
 mod interpolate;

@@ -29,7 +29,7 @@ use crate::checkpoint::FileCheckpoints;
 use crate::checkpoint_lock::CheckpointLock;
 use crate::config::{Config, SourceKind};
 use crate::events::{ChangesRead, DeadLettered, GapRecorded, SinkBack, SinkPaused};
-use crate::feed::Feed;
+use crate::feed::{Feed, Recalled};
 use crate::latest;
 use crate::observe::watch::Watch;
 use crate::progress::{Progress, snapshot_line};
@@ -446,14 +446,17 @@ pub(crate) fn run_once(
     if !fresh.is_empty() {
         sinks.add_latest_starts(&fresh);
         allowed(guard)?;
-        record_now(checkpoint, &sinks)?;
+        record_now(checkpoint, &mut sinks)?;
     }
     let latest = latest::for_source(config, sinks.latest_starts(), &fresh);
     let mut feed = Feed::start(
         config,
         resume.clone(),
         delivered,
-        latest,
+        Recalled {
+            latest,
+            ended: sinks.ended_shards(),
+        },
         options.until_idle,
         snapshot_now.as_deref(),
         sinks.image_reading(),
@@ -500,7 +503,7 @@ pub(crate) fn run_once(
             let _ = feed.finish();
             allowed(guard)?;
             sinks.flush().map_err(|f| fenced_or(guard, f.into()))?;
-            record_now(checkpoint, &sinks)?;
+            record_now(checkpoint, &mut sinks)?;
             return Err(Stop::Fatal(e));
         }
         // A sink failure commits nothing more; the feed just stops.
@@ -516,7 +519,7 @@ pub(crate) fn run_once(
             }
             allowed(guard)
                 .and_then(|()| sinks.flush().map_err(|f| fenced_or(guard, f.into())))
-                .and_then(|()| record_now(checkpoint, &sinks))
+                .and_then(|()| record_now(checkpoint, &mut sinks))
                 .map(|()| stats)
         }
     };
@@ -542,7 +545,8 @@ pub(crate) fn run_once(
 }
 
 /// Records what the sinks hold now, writing anything the store held back.
-fn record_now(checkpoint: &mut dyn CheckpointStore, sinks: &Sinks) -> Result<(), Stop> {
+fn record_now(checkpoint: &mut dyn CheckpointStore, sinks: &mut Sinks) -> Result<(), Stop> {
+    sinks.promote_ended();
     checkpoint
         .store(&sinks.recorded())
         .and_then(|()| checkpoint.flush())
@@ -702,6 +706,7 @@ fn pump(options: &RunOptions, feed: &mut dyn Batches, l: &mut Loop<'_>) -> Resul
         let finished = record_snapshots(&batch, l.sinks)?;
         count_read(&batch, l.summary);
         let rejected = l.sinks.write(&batch.changes)?;
+        l.sinks.note_ended(&mut batch);
         let mut letters = std::mem::take(&mut batch.dead_letters);
         for r in rejected {
             let change = &batch.changes[r.index];
@@ -1301,6 +1306,7 @@ mod tests {
                 segments: 1,
                 items: 0,
             }],
+            ..SourceBatch::default()
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::ended::EndedShards;
 use dynamo_cdc_core::{
     Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord,
     SinkStats, SnapshotRecord,
@@ -56,6 +57,7 @@ pub(crate) fn open(
     Ok(Sinks {
         list,
         latest_starts: BTreeMap::new(),
+        ended: EndedShards::default(),
     })
 }
 
@@ -64,6 +66,8 @@ pub(crate) struct Sinks {
     list: Vec<Box<dyn Sink>>,
     /// Kept as recorded, and recorded again with every checkpoint.
     latest_starts: BTreeMap<String, LatestStart>,
+    /// The shards read to their end (see [`crate::ended`]).
+    ended: EndedShards,
 }
 
 impl Sinks {
@@ -73,6 +77,7 @@ impl Sinks {
         Sinks {
             list,
             latest_starts: BTreeMap::new(),
+            ended: EndedShards::default(),
         }
     }
 
@@ -98,6 +103,32 @@ impl Sinks {
             sink.adopt(&record.positions, &record.state);
         }
         self.latest_starts.clone_from(&recorded.latest_starts);
+        self.ended.adopt(recorded);
+    }
+
+    /// The tracked tables' ended shards, for the stream source.
+    pub(crate) fn ended_shards(
+        &self,
+    ) -> std::collections::HashMap<String, std::collections::BTreeSet<String>> {
+        self.ended.tracked()
+    }
+
+    /// Records the ended shards every sink now holds the last change of.
+    pub(crate) fn promote_ended(&mut self) {
+        if self.ended.has_news() {
+            let held = self.resume_point();
+            self.ended.promote(&held);
+        }
+    }
+
+    /// Takes a batch's ended shards and newly tracked tables.
+    pub(crate) fn note_ended(&mut self, batch: &mut dynamo_cdc_core::SourceBatch) {
+        if !batch.ended.is_empty() || !batch.tracking.is_empty() {
+            self.ended.note(
+                std::mem::take(&mut batch.ended),
+                std::mem::take(&mut batch.tracking),
+            );
+        }
     }
 
     /// The latest starts recorded.
@@ -246,6 +277,7 @@ impl Sinks {
                 })
                 .collect(),
             latest_starts: self.latest_starts.clone(),
+            ended: self.ended.recorded().clone(),
         }
     }
 
@@ -254,7 +286,8 @@ impl Sinks {
     /// Called after every batch, while most batches move no position, and
     /// positions hold every shard the streams ever had: unchanged stamps
     /// (and resume states) answer without copying or comparing them.
-    pub(crate) fn recorded_if_moved(&self, last: Option<&Recorded>) -> Option<Recorded> {
+    pub(crate) fn recorded_if_moved(&mut self, last: Option<&Recorded>) -> Option<Recorded> {
+        self.promote_ended();
         if let Some(last) = last
             && self.unmoved_since(last)
         {
@@ -268,6 +301,7 @@ impl Sinks {
     /// resume state is the same.
     fn unmoved_since(&self, last: &Recorded) -> bool {
         last.latest_starts == self.latest_starts
+            && last.ended == *self.ended.recorded()
             && last.sinks.len() == self.list.len()
             && self.list.iter().all(|s| {
                 last.sinks.get(s.id()).is_some_and(|r| {

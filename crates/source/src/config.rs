@@ -473,6 +473,8 @@ impl SourceConfig {
             latest: std::collections::HashMap::new(),
             // From the sinks' positions: added by the caller.
             tables_read: std::collections::HashSet::new(),
+            // Recorded in the checkpoint: added by the caller.
+            ended: std::collections::HashMap::new(),
             on_gap: self.on_gap,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             idle_poll_interval: Duration::from_millis(self.idle_poll_interval_ms),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dynamo_cdc_core::{
-    Change, DeadLetter, Gap, LatestStart, Positions, SequenceNumber, ShardKey, Source,
+    Change, DeadLetter, Gap, LatestStart, Positions, SequenceNumber, ShardEnded, ShardKey, Source,
 };
 use dynamo_cdc_source::streams::latest::LatestFrom;
 use dynamo_cdc_source::streams::sdk::{Endpoint, SdkStreams};
@@ -22,6 +22,8 @@ struct Run {
     dead: Vec<DeadLetter>,
     error: Option<StreamsError>,
     board: Option<Arc<ShardBoard>>,
+    ended: Vec<ShardEnded>,
+    tracking: Vec<String>,
 }
 
 impl Run {
@@ -99,6 +101,8 @@ fn read(
                     run.gaps.extend(batch.gaps);
                     run.dead.extend(batch.dead_letters);
                     run.changes.extend(batch.changes);
+                    run.ended.extend(batch.ended);
+                    run.tracking.extend(batch.tracking);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -235,6 +239,111 @@ fn a_child_whose_parent_is_not_listed_is_read() {
     let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.seqs(&child), [seq]);
+}
+
+/// A shard read to its end is told, with its last change, after its last
+/// page: the checkpoint keeps it as ended once the sinks hold that change.
+#[test]
+fn a_shard_read_to_its_end_is_told_with_its_last_change() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let parent = sim.open_shards(&arn)[0].clone();
+    let last = put(&sim, &arn, &parent, "a");
+    let child = sim.rotate(&arn, &parent);
+    put(&sim, &arn, &child, "b");
+    let run = read(&sim, &config(&[&arn]), &Positions::new(), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let seq = |n: u128| SequenceNumber::parse(&n.to_string()).unwrap();
+    assert_eq!(
+        run.ended,
+        [ShardEnded {
+            key: ShardKey::new("orders", parent.as_str()),
+            last: Some(seq(last)),
+        }],
+        "the open child is not ended"
+    );
+    // A table the checkpoint tracked nothing of is tracked from now on.
+    assert_eq!(run.tracking, ["orders"]);
+}
+
+/// A shard some sink holds a position of that the stream no longer lists
+/// (it expired, 24 hours after it closed) lost what it held after that
+/// position unless it was read to its end: with `on_gap = "fail"` the run
+/// stops, naming it; with `"skip"` a gap record stands for it and its
+/// children are read.
+#[test]
+fn a_shard_that_expired_before_it_was_read_to_its_end_is_a_gap() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let parent = sim.open_shards(&arn)[0].clone();
+    let delivered = put(&sim, &arn, &parent, "a");
+    put(&sim, &arn, &parent, "lost");
+    let child = sim.rotate(&arn, &parent);
+    let kept = put(&sim, &arn, &child, "b");
+    sim.remove_shard(&arn, &parent);
+    let resume = positions("orders", &[(&parent, delivered)]);
+    let tracked = |ended: &[&str]| {
+        let mut cfg = config(&[&arn]);
+        cfg.ended.insert(
+            "orders".to_owned(),
+            ended.iter().map(|s| (*s).to_owned()).collect(),
+        );
+        cfg
+    };
+
+    let run = read(&sim, &tracked(&[]), &resume, || {});
+    match run.error {
+        Some(StreamsError::Gap { shard, after, .. }) => {
+            assert_eq!(
+                (shard.as_str(), after.map(|a| a.to_string())),
+                (parent.as_str(), Some(delivered.to_string()))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut skip = tracked(&[]);
+    skip.on_gap = OnGap::Skip;
+    let run = read(&sim, &skip, &resume, || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.gaps.len(), 1);
+    assert_eq!(
+        (run.gaps[0].shard.as_str(), run.gaps[0].after.as_deref()),
+        (parent.as_str(), Some(delivered.to_string().as_str()))
+    );
+    assert_eq!(run.seqs(&child), [kept]);
+    assert!(
+        run.ended.iter().any(|e| *e.key.shard == *parent),
+        "told once"
+    );
+
+    // Read to its end before it expired: no gap.
+    let run = read(&sim, &tracked(&[&parent]), &resume, || {});
+    assert!(
+        run.error.is_none() && run.gaps.is_empty(),
+        "{:?} {:?}",
+        run.error,
+        run.gaps
+    );
+    assert_eq!(run.seqs(&child), [kept]);
+
+    // Not tracked yet (a checkpoint of an earlier version): taken for
+    // ended, as before, and the table tracked from now on.
+    let run = read(&sim, &config(&[&arn]), &resume, || {});
+    assert!(
+        run.error.is_none() && run.gaps.is_empty(),
+        "{:?} {:?}",
+        run.error,
+        run.gaps
+    );
+    assert_eq!(run.tracking, ["orders"]);
+    assert_eq!(
+        run.ended,
+        [ShardEnded {
+            key: ShardKey::new("orders", parent.as_str()),
+            last: None,
+        }]
+    );
 }
 
 #[test]

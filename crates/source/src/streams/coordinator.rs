@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Positions, SequenceNumber, ShardKey};
+use dynamo_cdc_core::{Gap, Positions, SequenceNumber, ShardEnded, ShardKey, SourceBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -17,7 +17,7 @@ use crate::streams::board::ShardBoard;
 use crate::streams::latest::LatestFrom;
 use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
-use crate::streams::{Event, Settings, StartAt, StreamsError, now_ms};
+use crate::streams::{Event, OnGap, Settings, StartAt, StreamsError, now_ms};
 
 /// Shortest time between two listings of a stream, even when many shards
 /// end at once (a rotation of every shard lists once, not once per shard).
@@ -38,6 +38,9 @@ pub(crate) struct Stream<A> {
     board: Arc<ShardBoard>,
     /// The stream has answered a DescribeStream (told to the board once).
     answered: bool,
+    /// The table's shards read to their end, when it is tracked (see
+    /// [`StreamsConfig::ended`](crate::StreamsConfig::ended)).
+    ended: Option<std::collections::BTreeSet<String>>,
 }
 
 impl<A: StreamsApi> Stream<A> {
@@ -57,7 +60,9 @@ impl<A: StreamsApi> Stream<A> {
             .map(|(k, seq)| (k.shard.to_string(), seq.clone()))
             .collect();
         let latest = settings.latest.get(&table).cloned();
+        let ended = settings.ended.get(&table).cloned();
         Stream {
+            ended,
             first_start: resume.is_empty() && !settings.tables_read.contains(&table),
             api,
             settings,
@@ -114,6 +119,13 @@ impl<A: StreamsApi> Stream<A> {
                 table = t.into();
             }
             let first_listing = tracker.listings() == 0;
+            if first_listing {
+                let listed: std::collections::HashSet<&str> =
+                    listing.iter().map(|s| s.id.as_str()).collect();
+                if !self.expired_positions(&table, &listed).await? {
+                    return Ok(());
+                }
+            }
             let change = tracker.update(listing);
             let key = |id: &str| ShardKey::new(table.clone(), id);
             for id in &change.added {
@@ -218,6 +230,83 @@ impl<A: StreamsApi> Stream<A> {
                 }
             }
         }
+    }
+
+    /// At the first listing: the shards some sink holds a position of that
+    /// the stream no longer lists (a closed shard is listed until its
+    /// records expire, 24 hours after they were written). One read to its
+    /// end is ended; any other lost whatever it held after that position,
+    /// which no call can tell any more: a gap, as `on_gap` says. For a
+    /// table not tracked yet, every such shard is taken for ended (as
+    /// before the tracking), and the table is tracked from now on. False
+    /// when stopping.
+    async fn expired_positions(
+        &mut self,
+        table: &Arc<str>,
+        listed: &std::collections::HashSet<&str>,
+    ) -> Result<bool, StreamsError> {
+        let mut gone: Vec<(&String, &SequenceNumber)> = self
+            .resume
+            .iter()
+            .filter(|(id, _)| {
+                !listed.contains(id.as_str()) && !crate::snapshot::journal::is_snapshot_shard(id)
+            })
+            .collect();
+        gone.sort();
+        let key = |id: &str| ShardKey::new(table.clone(), id);
+        let mut batch = SourceBatch::default();
+        match &self.ended {
+            None => {
+                batch.tracking.push(table.to_string());
+                batch.ended = gone
+                    .iter()
+                    .map(|(id, _)| ShardEnded {
+                        key: key(id),
+                        last: None,
+                    })
+                    .collect();
+            }
+            Some(ended) => {
+                for (id, after) in gone.into_iter().filter(|(id, _)| !ended.contains(*id)) {
+                    let reason = "the stream no longer lists the shard: it expired (records are \
+                                  kept 24 hours) before it was read to its end"
+                        .to_owned();
+                    if self.settings.on_gap == OnGap::Fail {
+                        return Err(StreamsError::Gap {
+                            table: table.to_string(),
+                            shard: id.clone(),
+                            after: Some(after.clone()),
+                            oldest: None,
+                            reason,
+                        });
+                    }
+                    tracing::error!(
+                        table = %table,
+                        shard = %id,
+                        after = %after,
+                        "a shard expired before it was read to its end: its records after the \
+                         position are lost (on_gap = \"skip\")"
+                    );
+                    batch.gaps.push(Gap {
+                        table: table.to_string(),
+                        shard: id.clone(),
+                        after: Some(after.to_string()),
+                        resumed_at: None,
+                        detected_at_ms: now_ms(),
+                        reason,
+                    });
+                    // Told once: the gap stands for what it lost.
+                    batch.ended.push(ShardEnded {
+                        key: key(id),
+                        last: None,
+                    });
+                }
+            }
+        }
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.events.send(Event::Batch(batch)).await.is_ok())
     }
 
     /// Whether a shard without a position holds only changes from before

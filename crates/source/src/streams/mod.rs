@@ -25,7 +25,7 @@ mod reader;
 pub mod sdk;
 mod tracker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,13 @@ pub struct StreamsConfig {
     /// sinks) holds none of their shards, as after a sink is added: read
     /// at their end, the sinks that were there would miss what came since.
     pub tables_read: HashSet<String>,
+    /// Each tracked table's shards read to their end (see
+    /// `dynamo_cdc_core::Recorded::ended`), by table name. A shard the
+    /// stream no longer lists whose position some sink holds is a gap
+    /// unless ended here; for a table not here, such shards are taken for
+    /// ended, and the table tracked from then on
+    /// ([`SourceBatch::tracking`](dynamo_cdc_core::SourceBatch::tracking)).
+    pub ended: HashMap<String, BTreeSet<String>>,
     /// Trimmed records: fail or skip.
     pub on_gap: OnGap,
     /// Wait after a page with records.
@@ -116,6 +123,7 @@ impl Default for StreamsConfig {
             start: StartAt::default(),
             latest: HashMap::new(),
             tables_read: HashSet::new(),
+            ended: HashMap::new(),
             on_gap: OnGap::default(),
             poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
             idle_poll_interval: Duration::from_millis(defaults::IDLE_POLL_INTERVAL_MS),
@@ -143,6 +151,8 @@ pub(crate) struct Settings {
     pub latest: HashMap<String, latest::LatestFrom>,
     /// See [`StreamsConfig::tables_read`].
     pub tables_read: HashSet<String>,
+    /// See [`StreamsConfig::ended`].
+    pub ended: HashMap<String, BTreeSet<String>>,
     pub max_concurrent_shards: usize,
     /// Open shards of every stream, against `max_concurrent_shards`.
     pub open_shards: OpenShards,
@@ -409,6 +419,7 @@ impl StreamsSource {
                 HashMap::new()
             },
             tables_read: config.tables_read.clone(),
+            ended: config.ended.clone(),
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             open_shards: OpenShards::default(),
             activity: Activity::new(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynamo_cdc_core::{Gap, SequenceNumber, ShardKey, SourceBatch};
+use dynamo_cdc_core::{Gap, SequenceNumber, ShardEnded, ShardKey, SourceBatch};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
@@ -114,6 +114,8 @@ impl<A: StreamsApi> ShardJob<A> {
         let mut attempt = 0;
         // New iterators in a row, without a page (see `pause_before_renewal`).
         let mut renewals: u32 = 0;
+        // The last change handed over from this shard in this run.
+        let mut last_change: Option<SequenceNumber> = None;
         loop {
             if self.stopping() {
                 return Ok(Outcome::Stopped);
@@ -252,6 +254,17 @@ impl<A: StreamsApi> ShardJob<A> {
             }
             if had_records {
                 self.settings.activity.touch();
+            }
+            if let Some(change) = batch.changes.last() {
+                last_change = Some(change.source.sequence_number.clone());
+            }
+            if page.next_iterator.is_none() {
+                // The shard's last page: it was read to its end, which the
+                // checkpoint keeps once the sinks hold its last change.
+                batch.ended.push(ShardEnded {
+                    key: self.key.clone(),
+                    last: last_change.clone(),
+                });
             }
             // Told before the pipeline has the page, so that its delivery
             // always finds the page on the board.
