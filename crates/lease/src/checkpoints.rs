@@ -20,7 +20,7 @@ use dynamo_cdc_core::{
 };
 
 use crate::coordinator::wall_ms;
-use crate::item::{Condition, Item, PositionItem, StartItem, StateItem};
+use crate::item::{Condition, EndedItem, Item, PositionItem, StartItem, StateItem};
 use crate::store::{LeaseStore, StoreFailure};
 
 /// The lease table as the checkpoint of a pass; see the module docs.
@@ -110,6 +110,13 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
                     };
                     recorded.latest_starts.insert(s.table, start);
                 }
+                Item::Ended(e) => {
+                    self.written.insert(key, String::new());
+                    let shards = recorded.ended.entry(e.table).or_default();
+                    if let Some(shard) = e.shard {
+                        shards.insert(shard);
+                    }
+                }
                 Item::Lease(_) => {}
             }
         }
@@ -161,6 +168,23 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
                 epoch,
             });
             self.put(item, value, epoch)?;
+        }
+        for (table, shards) in &recorded.ended {
+            let Some(&epoch) = self.epochs.get(table) else {
+                continue;
+            };
+            // The shards first: a table marked as kept must have them all.
+            let ended = |shard: Option<&String>| {
+                Item::Ended(EndedItem {
+                    table: table.clone(),
+                    shard: shard.cloned(),
+                    epoch,
+                })
+            };
+            for shard in shards {
+                self.put(ended(Some(shard)), String::new(), epoch)?;
+            }
+            self.put(ended(None), String::new(), epoch)?;
         }
         for (sink, SinkRecord { positions, state }) in &recorded.sinks {
             for (key, seq) in positions.iter() {
@@ -461,6 +485,41 @@ mod tests {
             loaded.latest_starts,
             BTreeMap::from([("orders".to_owned(), start)]),
             "only the held table's start is written"
+        );
+    }
+
+    /// Each held table's ended shards come back as recorded, a tracked
+    /// table with none too (it stays tracked); an unchanged shard is not
+    /// written again.
+    #[test]
+    fn ended_shards_of_held_tables_round_trip() {
+        let store = MemoryLeaseStore::new();
+        let held = BTreeMap::from([("orders".into(), 1), ("quiet".into(), 1)]);
+        let mut a = LeaseCheckpoints::new(store.clone(), held.clone());
+        let mut r = recorded("10", serde_json::Value::Null);
+        r.ended.insert("orders".into(), ["s0".to_owned()].into());
+        r.ended.insert("quiet".into(), Default::default());
+        r.ended.insert("other".into(), ["x".to_owned()].into());
+        a.store(&r).unwrap();
+        r.ended.get_mut("orders").unwrap().insert("s1".to_owned());
+        a.flush().unwrap();
+        a.store(&r).unwrap();
+        a.flush().unwrap();
+        let calls = store.calls();
+        a.store(&r).unwrap();
+        a.flush().unwrap();
+        assert_eq!(store.calls(), calls, "nothing new, nothing written");
+        let loaded = LeaseCheckpoints::new(store.clone(), held).load().unwrap();
+        assert_eq!(
+            loaded.ended,
+            BTreeMap::from([
+                (
+                    "orders".to_owned(),
+                    ["s0".to_owned(), "s1".to_owned()].into()
+                ),
+                ("quiet".to_owned(), Default::default()),
+            ]),
+            "only the held tables'"
         );
     }
 

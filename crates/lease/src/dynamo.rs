@@ -23,7 +23,9 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus,
 };
 
-use crate::item::{Condition, Item, KEY, Lease, PositionItem, StartItem, StateItem, lease_key};
+use crate::item::{
+    Condition, EndedItem, Item, KEY, Lease, PositionItem, StartItem, StateItem, lease_key,
+};
 use crate::store::{LeaseStore, StoreFailure};
 
 /// Lease reads a round keeps in flight: enough for one round trip with a
@@ -335,6 +337,11 @@ fn encode(item: &Item) -> HashMap<String, AttributeValue> {
             m.insert("closed".into(), s(&closed));
             m.insert("epoch".into(), n(st.epoch));
         }
+        Item::Ended(e) => {
+            m.insert("kind".into(), s("ended"));
+            m.insert("shard".into(), s(e.shard.as_deref().unwrap_or("")));
+            m.insert("epoch".into(), n(e.epoch));
+        }
     }
     m
 }
@@ -380,6 +387,11 @@ fn decode(m: &HashMap<String, AttributeValue>) -> Option<Item> {
             table,
             at_ms: num("at_ms")?,
             closed: serde_json::from_str(&text("closed")?).ok()?,
+            epoch: unsigned("epoch")?,
+        }),
+        "ended" => Item::Ended(EndedItem {
+            table,
+            shard: optional("shard"),
             epoch: unsigned("epoch")?,
         }),
         _ => return None,
@@ -439,6 +451,16 @@ mod tests {
                 at_ms: 1,
                 closed: Default::default(),
                 epoch: 0,
+            }),
+            Item::Ended(EndedItem {
+                table: "orders".into(),
+                shard: Some("shardId-0".into()),
+                epoch: 3,
+            }),
+            Item::Ended(EndedItem {
+                table: "orders".into(),
+                shard: None,
+                epoch: 3,
             }),
         ];
         for item in items {

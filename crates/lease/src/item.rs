@@ -117,6 +117,19 @@ pub struct StartItem {
     pub epoch: u64,
 }
 
+/// A shard of `table` read to its end with every change of it in every
+/// sink (see `dynamo_cdc_core::Recorded::ended`); with no shard, the mark
+/// that the table's ended shards are kept at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedItem {
+    /// Source table.
+    pub table: String,
+    /// The shard; `None` for the table's mark.
+    pub shard: Option<String>,
+    /// The epoch of the lease it was written under.
+    pub epoch: u64,
+}
+
 /// Any item of the lease table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
@@ -128,6 +141,8 @@ pub enum Item {
     State(StateItem),
     /// A table's latest start.
     Start(StartItem),
+    /// A shard read to its end, or a table's mark that they are kept.
+    Ended(EndedItem),
 }
 
 /// The key of `table`'s lease item.
@@ -137,14 +152,18 @@ pub(crate) fn lease_key(table: &str) -> String {
 
 impl Item {
     /// The item's key: `lease/<table>`, `position/<table>/<sink>/<shard>`,
-    /// `state/<table>/<sink>`, `start/<table>`. Table names and sink ids
-    /// hold no `/`.
+    /// `state/<table>/<sink>`, `start/<table>`, `ended/<table>[/<shard>]`.
+    /// Table names, sink ids and shard ids hold no `/`.
     pub fn key(&self) -> String {
         match self {
             Item::Lease(l) => lease_key(&l.table),
             Item::Position(p) => format!("position/{}/{}/{}", p.table, p.sink, p.shard),
             Item::State(s) => format!("state/{}/{}", s.table, s.sink),
             Item::Start(s) => format!("start/{}", s.table),
+            Item::Ended(e) => match &e.shard {
+                Some(shard) => format!("ended/{}/{shard}", e.table),
+                None => format!("ended/{}", e.table),
+            },
         }
     }
 
@@ -155,6 +174,7 @@ impl Item {
             Item::Position(p) => p.epoch,
             Item::State(s) => s.epoch,
             Item::Start(s) => s.epoch,
+            Item::Ended(e) => e.epoch,
         }
     }
 
@@ -165,6 +185,7 @@ impl Item {
             Item::Position(p) => &p.table,
             Item::State(s) => &s.table,
             Item::Start(s) => &s.table,
+            Item::Ended(e) => &e.table,
         }
     }
 }

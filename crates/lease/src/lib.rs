@@ -32,6 +32,6 @@ pub use clock::{Clock, Moment, SystemClock};
 pub use config::CoordinationConfig;
 pub use coordinator::{Coordinator, Grant, Happened};
 pub use dynamo::DynamoLeaseStore;
-pub use item::{Condition, Item, Lease, PositionItem, StartItem, StateItem};
+pub use item::{Condition, EndedItem, Item, Lease, PositionItem, StartItem, StateItem};
 pub use store::{Fault, LeaseStore, MemoryLeaseStore, StoreFailure};
 pub use worker::{Assignment, Fence, LEASE_EVENTS, LEASES_HELD, Worker, describe};

@@ -90,6 +90,7 @@ pub fn holds(condition: Condition, current: Option<&Item>) -> bool {
             Some(Item::Position(p)) => p.epoch <= e,
             Some(Item::State(s)) => s.epoch <= e,
             Some(Item::Start(s)) => s.epoch <= e,
+            Some(Item::Ended(x)) => x.epoch <= e,
         },
     }
 }

@@ -376,7 +376,7 @@ pub fn leases_report(config: &Config) -> anyhow::Result<String> {
                 e.0 += 1;
                 e.1 = e.1.max(p.updated_ms);
             }
-            Item::State(_) | Item::Start(_) => {}
+            Item::State(_) | Item::Start(_) | Item::Ended(_) => {}
         }
     }
     leases.sort_by(|a, b| a.table.cmp(&b.table));
