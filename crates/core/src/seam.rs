@@ -473,8 +473,11 @@ pub struct Recorded {
     /// (it expired, 24 hours after it closed) is then known to have been
     /// read whole, where one not ended lost its unread records: a gap. A
     /// table not here is not tracked yet (a checkpoint of an earlier
-    /// version, or a checkpoint store that keeps none).
-    pub ended: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// version, or a checkpoint store that keeps none). Shared: it grows
+    /// with every shard a stream ever had, and is copied into a record
+    /// after every batch that moves a position.
+    pub ended:
+        std::sync::Arc<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 /// When a first start with `start = "latest"` took a table's stream at its

@@ -74,6 +74,9 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
         })?;
         let mut recorded = Recorded::default();
         let mut states: BTreeMap<String, Vec<(String, serde_json::Value)>> = BTreeMap::new();
+        let mut ended_shards: BTreeMap<String, std::collections::BTreeSet<String>> =
+            BTreeMap::new();
+        let mut marked: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for item in items {
             if !self.epochs.contains_key(item.table()) {
                 continue;
@@ -112,9 +115,13 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
                 }
                 Item::Ended(e) => {
                     self.written.insert(key, String::new());
-                    let shards = recorded.ended.entry(e.table).or_default();
-                    if let Some(shard) = e.shard {
-                        shards.insert(shard);
+                    match e.shard {
+                        Some(shard) => {
+                            ended_shards.entry(e.table).or_default().insert(shard);
+                        }
+                        None => {
+                            marked.insert(e.table);
+                        }
                     }
                 }
                 Item::Lease(_) => {}
@@ -123,6 +130,15 @@ impl<S: LeaseStore> CheckpointStore for LeaseCheckpoints<S> {
         for (sink, values) in states {
             recorded.sinks.entry(sink).or_default().state = merge_states(values, &self.epochs);
         }
+        // Tracked only once marked: the mark is written after the shards,
+        // so a table whose first record of them was cut short (a crash, a
+        // throttled write) is not taken for tracked with some missing.
+        let mut ended: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for table in marked {
+            let shards = ended_shards.remove(&table).unwrap_or_default();
+            ended.insert(table, shards);
+        }
+        recorded.ended = ended.into();
         Ok(recorded)
     }
 
@@ -169,7 +185,7 @@ impl<S: LeaseStore> LeaseCheckpoints<S> {
             });
             self.put(item, value, epoch)?;
         }
-        for (table, shards) in &recorded.ended {
+        for (table, shards) in recorded.ended.iter() {
             let Some(&epoch) = self.epochs.get(table) else {
                 continue;
             };
@@ -497,11 +513,15 @@ mod tests {
         let held = BTreeMap::from([("orders".into(), 1), ("quiet".into(), 1)]);
         let mut a = LeaseCheckpoints::new(store.clone(), held.clone());
         let mut r = recorded("10", serde_json::Value::Null);
-        r.ended.insert("orders".into(), ["s0".to_owned()].into());
-        r.ended.insert("quiet".into(), Default::default());
-        r.ended.insert("other".into(), ["x".to_owned()].into());
+        let ended = std::sync::Arc::make_mut(&mut r.ended);
+        ended.insert("orders".into(), ["s0".to_owned()].into());
+        ended.insert("quiet".into(), Default::default());
+        ended.insert("other".into(), ["x".to_owned()].into());
         a.store(&r).unwrap();
-        r.ended.get_mut("orders").unwrap().insert("s1".to_owned());
+        std::sync::Arc::make_mut(&mut r.ended)
+            .get_mut("orders")
+            .unwrap()
+            .insert("s1".to_owned());
         a.flush().unwrap();
         a.store(&r).unwrap();
         a.flush().unwrap();
@@ -509,9 +529,22 @@ mod tests {
         a.store(&r).unwrap();
         a.flush().unwrap();
         assert_eq!(store.calls(), calls, "nothing new, nothing written");
+        // A first record cut short before the table's mark: not tracked.
+        store
+            .put(
+                &Item::Ended(EndedItem {
+                    table: "partial".into(),
+                    shard: Some("s9".into()),
+                    epoch: 1,
+                }),
+                Condition::Always,
+            )
+            .unwrap();
+        let mut held = held;
+        held.insert("partial".into(), 1);
         let loaded = LeaseCheckpoints::new(store.clone(), held).load().unwrap();
         assert_eq!(
-            loaded.ended,
+            *loaded.ended,
             BTreeMap::from([
                 (
                     "orders".to_owned(),

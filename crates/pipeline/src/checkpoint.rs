@@ -201,7 +201,7 @@ impl CheckpointStore for FileCheckpoints {
                     );
                 }
                 recorded.latest_starts = file.latest_starts;
-                recorded.ended = file.ended;
+                recorded.ended = file.ended.into();
             }
             v => {
                 return Err(self.invalid(format!(
@@ -260,7 +260,7 @@ impl FileCheckpoints {
                 })
                 .collect(),
             latest_starts: recorded.latest_starts.clone(),
-            ended: recorded.ended.clone(),
+            ended: (*recorded.ended).clone(),
         };
         let text = serde_json::to_string_pretty(&file).map_err(|e| self.invalid(e))?;
         if let Err(e) = write_atomically(&self.path, text.as_bytes()) {
@@ -338,12 +338,9 @@ mod tests {
             .latest_starts
             .insert("customers".into(), LatestStart::default());
         // A table tracked with no shard ended yet stays tracked.
-        recorded
-            .ended
-            .insert("orders".into(), ["s-0".to_owned()].into());
-        recorded
-            .ended
-            .insert("customers".into(), std::collections::BTreeSet::new());
+        let ended = std::sync::Arc::make_mut(&mut recorded.ended);
+        ended.insert("orders".into(), ["s-0".to_owned()].into());
+        ended.insert("customers".into(), std::collections::BTreeSet::new());
         store.store(&recorded).unwrap();
         assert_eq!(FileCheckpoints::new(&path).load().unwrap(), recorded);
         assert!(!dir.path().join("sub/.checkpoint.json.tmp").exists());

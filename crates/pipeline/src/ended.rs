@@ -10,6 +10,7 @@
 //! earlier versions did) and says so, with the table, in one batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use dynamo_cdc_core::{Positions, Recorded, ShardEnded};
 
@@ -17,7 +18,8 @@ use dynamo_cdc_core::{Positions, Recorded, ShardEnded};
 /// sink.
 #[derive(Debug, Default)]
 pub(crate) struct EndedShards {
-    recorded: BTreeMap<String, BTreeSet<String>>,
+    /// Shared with the records made of it until it changes.
+    recorded: Arc<BTreeMap<String, BTreeSet<String>>>,
     /// Ended shards whose last change the sinks may not all hold yet.
     pending: Vec<ShardEnded>,
     /// Tables to track from the next record on.
@@ -57,8 +59,8 @@ impl EndedShards {
     pub(crate) fn promote(&mut self, held: &Positions) -> bool {
         let mut changed = false;
         for table in self.tracking.drain(..) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.recorded.entry(table) {
-                slot.insert(BTreeSet::new());
+            if !self.recorded.contains_key(&table) {
+                Arc::make_mut(&mut self.recorded).insert(table, BTreeSet::new());
                 changed = true;
             }
         }
@@ -68,13 +70,17 @@ impl EndedShards {
                 .last
                 .as_ref()
                 .is_none_or(|last| held.covers(&end.key, last));
-            if held_all {
-                // Only a tracked table's: one not tracked (its batch of
-                // assumed ends not recorded yet) would look tracked with
-                // only this shard ended.
-                if let Some(shards) = recorded.get_mut(&*end.key.table) {
-                    changed |= shards.insert(end.key.shard.to_string());
+            // Only a tracked table's: one not tracked (its batch of assumed
+            // ends not recorded yet) would look tracked with only this
+            // shard ended.
+            let new = recorded
+                .get(&*end.key.table)
+                .is_some_and(|shards| !shards.contains(&*end.key.shard));
+            if held_all && new {
+                if let Some(shards) = Arc::make_mut(recorded).get_mut(&*end.key.table) {
+                    shards.insert(end.key.shard.to_string());
                 }
+                changed = true;
             }
             !held_all
         });
@@ -82,7 +88,7 @@ impl EndedShards {
     }
 
     /// What the checkpoint records.
-    pub(crate) fn recorded(&self) -> &BTreeMap<String, BTreeSet<String>> {
+    pub(crate) fn recorded(&self) -> &Arc<BTreeMap<String, BTreeSet<String>>> {
         &self.recorded
     }
 }
@@ -124,7 +130,7 @@ mod tests {
     fn an_ended_shard_is_recorded_once_the_sinks_hold_its_last_change() {
         let mut e = EndedShards::default();
         e.adopt(&Recorded {
-            ended: BTreeMap::from([("orders".to_owned(), BTreeSet::new())]),
+            ended: BTreeMap::from([("orders".to_owned(), BTreeSet::new())]).into(),
             ..Recorded::default()
         });
         e.note(vec![end("a", Some("20")), end("b", None)], Vec::new());

@@ -137,6 +137,8 @@ pub(crate) struct Recalled {
     pub latest: HashMap<String, LatestFrom>,
     /// Each tracked table's shards read to their end.
     pub ended: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Every shard some sink holds a position of, at the lowest.
+    pub held: Positions,
 }
 
 impl Feed {
@@ -227,6 +229,7 @@ impl Feed {
         let mut streams = s.streams_config(until_idle, HEARTBEAT);
         streams.latest = recalled.latest;
         streams.ended = recalled.ended;
+        streams.held = recalled.held;
         streams.tables_read = delivered.iter().map(|(k, _)| k.table.to_string()).collect();
         streams.reading = reading;
         // Outside the runtime: an object-store journal has a runtime of its

@@ -456,6 +456,7 @@ pub(crate) fn run_once(
         Recalled {
             latest,
             ended: sinks.ended_shards(),
+            held: sinks.lowest_held(),
         },
         options.until_idle,
         snapshot_now.as_deref(),

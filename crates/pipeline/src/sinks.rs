@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::ended::EndedShards;
 use dynamo_cdc_core::{
-    Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord,
-    SinkStats, SnapshotRecord,
+    Change, Gap, LatestStart, Positions, Recorded, Rejected, SequenceNumber, ShardKey, Sink,
+    SinkError, SinkRecord, SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
@@ -176,6 +176,25 @@ impl Sinks {
         Positions::resume_point(&all)
     }
 
+    /// Every shard some sink holds a position of, at the lowest of those
+    /// positions: where a shard that expired unread lost records (the
+    /// resume point leaves out a shard one sink holds no position of).
+    pub(crate) fn lowest_held(&self) -> Positions {
+        let mut out: std::collections::BTreeMap<ShardKey, SequenceNumber> = Default::default();
+        for sink in &self.list {
+            for (key, seq) in sink.durable_positions().iter() {
+                out.entry(key.clone())
+                    .and_modify(|low| {
+                        if seq < low {
+                            *low = seq.clone();
+                        }
+                    })
+                    .or_insert_with(|| seq.clone());
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// Per shard, the highest position over the sinks: how far some sink
     /// already got.
     pub(crate) fn furthest(&self) -> Positions {
@@ -301,7 +320,8 @@ impl Sinks {
     /// resume state is the same.
     fn unmoved_since(&self, last: &Recorded) -> bool {
         last.latest_starts == self.latest_starts
-            && last.ended == *self.ended.recorded()
+            // Shared until it changes: one comparison of pointers.
+            && std::sync::Arc::ptr_eq(&last.ended, self.ended.recorded())
             && last.sinks.len() == self.list.len()
             && self.list.iter().all(|s| {
                 last.sinks.get(s.id()).is_some_and(|r| {

@@ -475,6 +475,8 @@ impl SourceConfig {
             tables_read: std::collections::HashSet::new(),
             // Recorded in the checkpoint: added by the caller.
             ended: std::collections::HashMap::new(),
+            // From the sinks' positions: added by the caller.
+            held: dynamo_cdc_core::Positions::new(),
             on_gap: self.on_gap,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             idle_poll_interval: Duration::from_millis(self.idle_poll_interval_ms),

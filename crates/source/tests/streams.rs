@@ -317,6 +317,17 @@ fn a_shard_that_expired_before_it_was_read_to_its_end_is_a_gap() {
         "told once"
     );
 
+    // A sink that holds no position of it (added later) does not hide the
+    // loss from the others: the shards any sink holds are checked.
+    let mut other_sink_new = tracked(&[]);
+    other_sink_new.held = resume.clone();
+    let run = read(&sim, &other_sink_new, &Positions::new(), || {});
+    assert!(
+        matches!(&run.error, Some(StreamsError::Gap { shard, .. }) if *shard == parent),
+        "{:?}",
+        run.error
+    );
+
     // Read to its end before it expired: no gap.
     let run = read(&sim, &tracked(&[&parent]), &resume, || {});
     assert!(
@@ -343,6 +354,39 @@ fn a_shard_that_expired_before_it_was_read_to_its_end_is_a_gap() {
             key: ShardKey::new("orders", parent.as_str()),
             last: None,
         }]
+    );
+}
+
+/// A shard that vanishes while it is read (with `on_gap = "skip"`) leaves a
+/// gap record, and counts as ended with it: a later start that cannot find
+/// it does not report it again.
+#[test]
+fn a_shard_that_vanishes_while_read_is_a_gap_once() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let shard = sim.open_shards(&arn)[0].clone();
+    let first = put(&sim, &arn, &shard, "a");
+    let mut cfg = config(&[&arn]);
+    cfg.on_gap = OnGap::Skip;
+    let run = read(&sim, &cfg, &Positions::new(), || {
+        // The record read, the shard polled again: then it goes.
+        wait_for_calls(&sim, Op::GetRecords, 2);
+        sim.remove_shard(&arn, &shard);
+    });
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.seqs(&shard), [first]);
+    assert_eq!(run.gaps.len(), 1, "{:?}", run.gaps);
+    assert_eq!(
+        run.gaps[0].after.as_deref(),
+        Some(first.to_string().as_str())
+    );
+    assert!(
+        run.ended.contains(&ShardEnded {
+            key: ShardKey::new("orders", shard.as_str()),
+            last: Some(SequenceNumber::parse(&first.to_string()).unwrap()),
+        }),
+        "{:?}",
+        run.ended
     );
 }
 

@@ -245,14 +245,25 @@ impl<A: StreamsApi> Stream<A> {
         table: &Arc<str>,
         listed: &std::collections::HashSet<&str>,
     ) -> Result<bool, StreamsError> {
-        let mut gone: Vec<(&String, &SequenceNumber)> = self
-            .resume
+        // Every shard some sink holds a position of, at the lowest.
+        let mut positioned: std::collections::BTreeMap<&str, &SequenceNumber> = (self.settings)
+            .held
             .iter()
+            .filter(|(k, _)| *k.table == **table)
+            .map(|(k, seq)| (&*k.shard, seq))
+            .collect();
+        for (id, seq) in &self.resume {
+            let low = positioned.entry(id.as_str()).or_insert(seq);
+            if seq < *low {
+                *low = seq;
+            }
+        }
+        let gone: Vec<(&str, &SequenceNumber)> = positioned
+            .into_iter()
             .filter(|(id, _)| {
-                !listed.contains(id.as_str()) && !crate::snapshot::journal::is_snapshot_shard(id)
+                !listed.contains(id) && !crate::snapshot::journal::is_snapshot_shard(id)
             })
             .collect();
-        gone.sort();
         let key = |id: &str| ShardKey::new(table.clone(), id);
         let mut batch = SourceBatch::default();
         match &self.ended {
@@ -268,6 +279,7 @@ impl<A: StreamsApi> Stream<A> {
             }
             Some(ended) => {
                 for (id, after) in gone.into_iter().filter(|(id, _)| !ended.contains(*id)) {
+                    let id = id.to_owned();
                     let reason = "the stream no longer lists the shard: it expired (records are \
                                   kept 24 hours) before it was read to its end"
                         .to_owned();
@@ -297,7 +309,7 @@ impl<A: StreamsApi> Stream<A> {
                     });
                     // Told once: the gap stands for what it lost.
                     batch.ended.push(ShardEnded {
-                        key: key(id),
+                        key: key(&id),
                         last: None,
                     });
                 }

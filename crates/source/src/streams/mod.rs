@@ -88,6 +88,11 @@ pub struct StreamsConfig {
     /// ended, and the table tracked from then on
     /// ([`SourceBatch::tracking`](dynamo_cdc_core::SourceBatch::tracking)).
     pub ended: HashMap<String, BTreeSet<String>>,
+    /// Every shard some sink holds a position of, at the lowest such
+    /// position: what the shards the stream no longer lists are checked
+    /// against, with the resume point (which leaves out a shard one sink
+    /// holds no position of).
+    pub held: Positions,
     /// Trimmed records: fail or skip.
     pub on_gap: OnGap,
     /// Wait after a page with records.
@@ -124,6 +129,7 @@ impl Default for StreamsConfig {
             latest: HashMap::new(),
             tables_read: HashSet::new(),
             ended: HashMap::new(),
+            held: Positions::new(),
             on_gap: OnGap::default(),
             poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
             idle_poll_interval: Duration::from_millis(defaults::IDLE_POLL_INTERVAL_MS),
@@ -153,6 +159,8 @@ pub(crate) struct Settings {
     pub tables_read: HashSet<String>,
     /// See [`StreamsConfig::ended`].
     pub ended: HashMap<String, BTreeSet<String>>,
+    /// See [`StreamsConfig::held`].
+    pub held: Positions,
     pub max_concurrent_shards: usize,
     /// Open shards of every stream, against `max_concurrent_shards`.
     pub open_shards: OpenShards,
@@ -420,6 +428,7 @@ impl StreamsSource {
             },
             tables_read: config.tables_read.clone(),
             ended: config.ended.clone(),
+            held: config.held.clone(),
             max_concurrent_shards: config.max_concurrent_shards.max(1),
             open_shards: OpenShards::default(),
             activity: Activity::new(),

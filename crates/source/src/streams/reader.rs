@@ -107,7 +107,10 @@ impl<A: StreamsApi> ShardJob<A> {
             std::collections::VecDeque::with_capacity(EMPTY_PAGES_AT_TIP);
         // When reading starts at the tip: no record before this is owed.
         let latest_asked_ms = (self.start == IteratorStart::Latest).then(now_ms);
-        let mut iterator = match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
+        let mut iterator = match self
+            .acquire(last_read.as_ref(), None, &mut pending_gap)
+            .await?
+        {
             Some(it) => it,
             None => return Ok(self.ended_early()),
         };
@@ -184,7 +187,10 @@ impl<A: StreamsApi> ShardJob<A> {
                     // A new iterator's first pages may be short of its
                     // records again: empty pages so far count no more.
                     empty_asks.clear();
-                    match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
+                    match self
+                        .acquire(last_read.as_ref(), last_change.as_ref(), &mut pending_gap)
+                        .await?
+                    {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
                     }
@@ -200,14 +206,19 @@ impl<A: StreamsApi> ShardJob<A> {
                     // A new iterator's first pages may be short of its
                     // records again: empty pages so far count no more.
                     empty_asks.clear();
-                    match self.acquire(last_read.as_ref(), &mut pending_gap).await? {
+                    match self
+                        .acquire(last_read.as_ref(), last_change.as_ref(), &mut pending_gap)
+                        .await?
+                    {
                         Some(it) => iterator = it,
                         None => return Ok(self.ended_early()),
                     }
                     continue;
                 }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {
-                    return self.vanished(last_read.as_ref(), &e).await;
+                    return self
+                        .vanished(last_read.as_ref(), last_change.as_ref(), &e)
+                        .await;
                 }
                 Err(e) => return Err(StreamsError::Api(e)),
             };
@@ -325,6 +336,7 @@ impl<A: StreamsApi> ShardJob<A> {
     async fn acquire(
         &mut self,
         last_read: Option<&SequenceNumber>,
+        last_change: Option<&SequenceNumber>,
         pending_gap: &mut Option<Gap>,
     ) -> Result<Option<String>, StreamsError> {
         let mut attempt = 0;
@@ -353,7 +365,7 @@ impl<A: StreamsApi> ShardJob<A> {
                     self.start = IteratorStart::TrimHorizon;
                 }
                 Err(e) if e.kind == ApiErrorKind::NotFound => {
-                    self.vanished(last_read, &e).await?;
+                    self.vanished(last_read, last_change, &e).await?;
                     return Ok(None);
                 }
                 Err(e) => return Err(StreamsError::Api(e)),
@@ -401,10 +413,14 @@ impl<A: StreamsApi> ShardJob<A> {
     }
 
     /// The shard is gone. If this process had delivered part of it, the
-    /// rest may be lost: that is a gap.
+    /// rest may be lost: that is a gap. Recorded with the gap, the shard
+    /// counts as ended (once the sinks hold `last_change`, the last change
+    /// handed over from it): a later start that cannot find it does not
+    /// take it for another gap.
     async fn vanished(
         &self,
         after: Option<&SequenceNumber>,
+        last_change: Option<&SequenceNumber>,
         error: &ApiError,
     ) -> Result<Outcome, StreamsError> {
         let Some(after) = after else {
@@ -422,6 +438,10 @@ impl<A: StreamsApi> ShardJob<A> {
             );
             let batch = SourceBatch {
                 gaps: vec![gap],
+                ended: vec![ShardEnded {
+                    key: self.key.clone(),
+                    last: last_change.cloned(),
+                }],
                 ..SourceBatch::default()
             };
             if self.events.send(Event::Batch(batch)).await.is_err() {
