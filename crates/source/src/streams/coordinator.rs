@@ -14,6 +14,7 @@ use crate::events::ListingRetried;
 use crate::record::table_from_arn;
 use crate::streams::api::{ApiError, ApiErrorKind, IteratorStart, StreamsApi};
 use crate::streams::board::ShardBoard;
+use crate::streams::expired::{self, Expired};
 use crate::streams::latest::LatestFrom;
 use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
@@ -233,60 +234,39 @@ impl<A: StreamsApi> Stream<A> {
     }
 
     /// At the first listing: the shards some sink holds a position of that
-    /// the stream no longer lists (a closed shard is listed until its
-    /// records expire, 24 hours after they were written). One read to its
-    /// end is ended; any other lost whatever it held after that position,
-    /// which no call can tell any more: a gap, as `on_gap` says. For a
-    /// table not tracked yet, every such shard is taken for ended (as
-    /// before the tracking), and the table is tracked from now on. False
-    /// when stopping.
+    /// the stream no longer lists (see [`crate::streams::expired`]). A lost
+    /// one is a gap, as `on_gap` says; for a table not tracked yet, they
+    /// are told as ended with the table. False when stopping.
     async fn expired_positions(
         &mut self,
         table: &Arc<str>,
         listed: &std::collections::HashSet<&str>,
     ) -> Result<bool, StreamsError> {
-        // Every shard some sink holds a position of, at the lowest.
-        let mut positioned: std::collections::BTreeMap<&str, &SequenceNumber> = (self.settings)
-            .held
-            .iter()
+        let held = (self.settings.held.iter())
             .filter(|(k, _)| *k.table == **table)
-            .map(|(k, seq)| (&*k.shard, seq))
-            .collect();
-        for (id, seq) in &self.resume {
-            let low = positioned.entry(id.as_str()).or_insert(seq);
-            if seq < *low {
-                *low = seq;
-            }
-        }
-        let gone: Vec<(&str, &SequenceNumber)> = positioned
-            .into_iter()
-            .filter(|(id, _)| {
-                !listed.contains(id) && !crate::snapshot::journal::is_snapshot_shard(id)
-            })
-            .collect();
+            .map(|(k, seq)| (&*k.shard, seq));
+        let resume = self.resume.iter().map(|(id, seq)| (id.as_str(), seq));
+        let positioned = expired::lowest(held, resume);
         let key = |id: &str| ShardKey::new(table.clone(), id);
+        let end = |id: &str| ShardEnded {
+            key: key(id),
+            last: None,
+        };
         let mut batch = SourceBatch::default();
-        match &self.ended {
-            None => {
+        match expired::expired(&positioned, listed, self.ended.as_ref()) {
+            Expired::Assumed(shards) => {
                 batch.tracking.push(table.to_string());
-                batch.ended = gone
-                    .iter()
-                    .map(|(id, _)| ShardEnded {
-                        key: key(id),
-                        last: None,
-                    })
-                    .collect();
+                batch.ended = shards.into_iter().map(end).collect();
             }
-            Some(ended) => {
-                for (id, after) in gone.into_iter().filter(|(id, _)| !ended.contains(*id)) {
-                    let id = id.to_owned();
+            Expired::Lost(lost) => {
+                for (id, after) in lost {
                     let reason = "the stream no longer lists the shard: it expired (records are \
                                   kept 24 hours) before it was read to its end"
                         .to_owned();
                     if self.settings.on_gap == OnGap::Fail {
                         return Err(StreamsError::Gap {
                             table: table.to_string(),
-                            shard: id.clone(),
+                            shard: id.to_owned(),
                             after: Some(after.clone()),
                             oldest: None,
                             reason,
@@ -301,17 +281,14 @@ impl<A: StreamsApi> Stream<A> {
                     );
                     batch.gaps.push(Gap {
                         table: table.to_string(),
-                        shard: id.clone(),
+                        shard: id.to_owned(),
                         after: Some(after.to_string()),
                         resumed_at: None,
                         detected_at_ms: now_ms(),
                         reason,
                     });
                     // Told once: the gap stands for what it lost.
-                    batch.ended.push(ShardEnded {
-                        key: key(&id),
-                        last: None,
-                    });
+                    batch.ended.push(end(id));
                 }
             }
         }

@@ -6,6 +6,8 @@
 //! - `reader`: one shard, from its start position to its end;
 //! - `page_batch`: a GetRecords answer to a batch, parsed off the runtime;
 //! - `coordinator`: one stream: listings, readers, the reader limit;
+//! - `expired`: shards a sink holds a position of that are no longer
+//!   listed: read whole, or lost (a gap);
 //! - [`latest`]: `start = "latest"` recorded, so a restart loses nothing;
 //! - [`board`]: where each shard stands, for lag and time to data loss.
 //!
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod board;
 mod coordinator;
+mod expired;
 pub mod latest;
 mod pace;
 mod page_batch;
