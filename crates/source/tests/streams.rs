@@ -357,6 +357,30 @@ fn a_shard_that_expired_before_it_was_read_to_its_end_is_a_gap() {
     );
 }
 
+/// A listing whose pages go round in circles misses the shards on the
+/// pages after: they are not taken for expired (a false gap), and are read
+/// once a listing gives them.
+#[test]
+fn a_listing_cut_short_by_a_repeated_cursor_reports_no_expired_shard() {
+    let sim = StreamSim::start();
+    let arn = sim.create_stream("orders");
+    let s0 = sim.open_shards(&arn)[0].clone();
+    let s1 = sim.rotate(&arn, &s0);
+    let s2 = sim.rotate(&arn, &s1);
+    let delivered = put(&sim, &arn, &s2, "a");
+    let after = put(&sim, &arn, &s2, "b");
+    sim.set_describe_page_size(1);
+    // The first page as it is, the second naming its own start as next.
+    sim.fail_next(Op::DescribeStream, 2, Fault::RepeatCursor);
+    let mut cfg = config(&[&arn]);
+    cfg.ended
+        .insert("orders".to_owned(), [s0.clone(), s1.clone()].into());
+    let run = read(&sim, &cfg, &positions("orders", &[(&s2, delivered)]), || {});
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert!(run.gaps.is_empty(), "{:?}", run.gaps);
+    assert_eq!(run.seqs(&s2), [after]);
+}
+
 /// A shard that vanishes while it is read (with `on_gap = "skip"`) leaves a
 /// gap record, and counts as ended with it: a later start that cannot find
 /// it does not report it again.

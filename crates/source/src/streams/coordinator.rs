@@ -20,6 +20,16 @@ use crate::streams::reader::{Outcome, ShardJob};
 use crate::streams::tracker::{ShardInfo, Tracker};
 use crate::streams::{Event, OnGap, Settings, StartAt, StreamsError, now_ms};
 
+/// A stream's shards, as DescribeStream's pages gave them.
+struct Listing {
+    shards: Vec<ShardInfo>,
+    /// The stream's table, as the service names it.
+    table: Option<String>,
+    /// False when a page named its own start as the next one's: pages
+    /// after it were not given.
+    whole: bool,
+}
+
 /// Shortest time between two listings of a stream, even when many shards
 /// end at once (a rotation of every shard lists once, not once per shard).
 const LISTING_GAP: Duration = Duration::from_secs(1);
@@ -102,7 +112,12 @@ impl<A: StreamsApi> Stream<A> {
             }
             listed_at = Some(tokio::time::Instant::now());
             let listed_ms = now_ms();
-            let Some((listing, listed_table)) = self.list().await? else {
+            let Some(Listing {
+                shards: listing,
+                table: listed_table,
+                whole,
+            }) = self.list().await?
+            else {
                 return Ok(());
             };
             let open = listing.iter().filter(|s| !s.closed).count();
@@ -120,12 +135,20 @@ impl<A: StreamsApi> Stream<A> {
                 table = t.into();
             }
             let first_listing = tracker.listings() == 0;
-            if first_listing {
+            if first_listing && whole {
                 let listed: std::collections::HashSet<&str> =
                     listing.iter().map(|s| s.id.as_str()).collect();
                 if !self.expired_positions(&table, &listed).await? {
                     return Ok(());
                 }
+            } else if first_listing {
+                // Shards on the pages not given would look expired.
+                tracing::warn!(
+                    table = %table,
+                    "DescribeStream gave a page's start as the next page's: the listing is \
+                     taken as it is, and shards that expired unread are not looked for until \
+                     the next start"
+                );
             }
             let change = tracker.update(listing);
             let key = |id: &str| ShardKey::new(table.clone(), id);
@@ -345,7 +368,7 @@ impl<A: StreamsApi> Stream<A> {
 
     /// A complete listing (all DescribeStream pages), retrying what may
     /// pass; `None` when stopping.
-    async fn list(&mut self) -> Result<Option<(Vec<ShardInfo>, Option<String>)>, StreamsError> {
+    async fn list(&mut self) -> Result<Option<Listing>, StreamsError> {
         let mut shards = Vec::new();
         let mut table = None;
         let mut start: Option<String> = None;
@@ -377,7 +400,13 @@ impl<A: StreamsApi> Stream<A> {
                     match page.last_evaluated {
                         // A page that repeats its start would loop forever.
                         Some(next) if Some(&next) != start.as_ref() => start = Some(next),
-                        _ => return Ok(Some((shards, table))),
+                        repeated => {
+                            return Ok(Some(Listing {
+                                shards,
+                                table,
+                                whole: repeated.is_none(),
+                            }));
+                        }
                     }
                 }
                 Err(e) if e.is_retryable() => {

@@ -135,6 +135,10 @@ pub enum Fault {
     /// GetRecords: HTTP 400 `ExpiredIteratorException`, whatever the
     /// iterator's age (a service that keeps answering so).
     ExpiredIterator,
+    /// DescribeStream: the page asked for, naming as the next page's start
+    /// the start it was asked with (a paginator going round in circles); a
+    /// first page is answered as it is.
+    RepeatCursor,
 }
 
 struct Scripted {
@@ -508,7 +512,7 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
                 json!({"Records": [], "NextShardIterator": body["ShardIterator"]}).to_string(),
             );
         }
-        Some(Fault::AnswerLost) | None => {}
+        Some(Fault::AnswerLost | Fault::RepeatCursor) | None => {}
     }
     let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     // The whole call runs under this one lock: what makes plain tables'
@@ -540,7 +544,14 @@ fn answer(shared: &Shared, target: &str, text: &str) -> (u16, String) {
         return error(500, "InternalServerError", "Internal server error");
     }
     match result {
-        Ok(v) => (200, v.to_string()),
+        Ok(mut v) => {
+            // A first page has no start to repeat: answered as it is.
+            if fault == Some(Fault::RepeatCursor) && body["ExclusiveStartShardId"].is_string() {
+                v["StreamDescription"]["LastEvaluatedShardId"] =
+                    body["ExclusiveStartShardId"].clone();
+            }
+            (200, v.to_string())
+        }
         Err(f) => error(f.status, f.code, &f.message),
     }
 }
