@@ -365,8 +365,7 @@ fn trimmed_records_fail_by_default_and_leave_a_gap_record_with_skip() {
         &s.parquet(),
         &BTreeMap::from([(shard.clone(), vec![first, kept])]),
     );
-    let gaps = std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl")).unwrap();
-    let gap: serde_json::Value = serde_json::from_str(gaps.lines().next().unwrap()).unwrap();
+    let gap = first_gap(&s);
     assert_eq!(gap["shard"], json!(shard));
     assert_eq!(gap["after"], json!(first.to_string()));
     assert_eq!(gap["resumed_at"], json!(kept.to_string()));
@@ -433,8 +432,7 @@ fn a_shard_that_expired_unread_while_the_bridge_was_down_stops_the_run() {
     );
     let out = run_until_idle(&s, &cfg);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let gaps = std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl")).unwrap();
-    let gap: serde_json::Value = serde_json::from_str(gaps.lines().next().unwrap()).unwrap();
+    let gap = first_gap(&s);
     assert_eq!(
         (&gap["shard"], &gap["after"]),
         (&json!(b), &json!(read.to_string()))
@@ -554,6 +552,12 @@ fn a_passing_throttle_is_not_logged_as_an_outage() {
 }
 
 /// Reads the checkpoint file, or `null` before it exists.
+/// The first gap record of table `orders` in the Parquet dataset.
+fn first_gap(s: &Scratch) -> serde_json::Value {
+    let gaps = std::fs::read_to_string(s.parquet().join("_gaps/orders.jsonl")).unwrap();
+    serde_json::from_str(gaps.lines().next().unwrap()).unwrap()
+}
+
 fn checkpoint(s: &Scratch) -> serde_json::Value {
     std::fs::read_to_string(s.path().join("out/checkpoint.json"))
         .ok()

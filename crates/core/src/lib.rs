@@ -44,7 +44,7 @@ pub use refused::Refused;
 pub use seam::{
     CheckpointStore, DeadLetter, ErrorKind, Gap, LatestStart, MemoryCheckpoints, Origin, Recorded,
     Rejected, ShardEnded, Sink, SinkError, SinkRecord, SinkStats, SnapshotRecord, Source,
-    SourceBatch, StoreError, TABLE_STATES, WriteGuard,
+    SourceBatch, StoreError, TABLE_STATES, WriteGuard, stable_hash,
 };
 pub use tag::writer_tag;
 pub use text::Text;

@@ -221,6 +221,27 @@ impl Positions {
     }
 }
 
+impl Positions {
+    /// Every shard some sink holds a position of, at the lowest of those
+    /// positions: unlike [`Positions::resume_point`], a shard one sink has
+    /// no position for is kept.
+    pub fn lowest_held(per_sink: &[&Positions]) -> Positions {
+        let mut out: BTreeMap<ShardKey, SequenceNumber> = BTreeMap::new();
+        for sink in per_sink {
+            for (key, seq) in sink.iter() {
+                match out.get_mut(key) {
+                    Some(low) if seq < low => *low = seq.clone(),
+                    Some(_) => {}
+                    None => {
+                        out.insert(key.clone(), seq.clone());
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
 impl FromIterator<(ShardKey, SequenceNumber)> for Positions {
     fn from_iter<I: IntoIterator<Item = (ShardKey, SequenceNumber)>>(iter: I) -> Self {
         let mut p = Positions::new();
@@ -265,6 +286,19 @@ mod tests {
             None,
             "a sink without a position reads from the start"
         );
+    }
+
+    #[test]
+    fn the_lowest_held_keeps_a_shard_some_sink_has_no_position_for() {
+        let a = ShardKey::new("t", "s1");
+        let b = ShardKey::new("t", "s2");
+        let p1: Positions = [(a.clone(), seq("10")), (b.clone(), seq("5"))]
+            .into_iter()
+            .collect();
+        let p2: Positions = [(a.clone(), seq("7"))].into_iter().collect();
+        let low = Positions::lowest_held(&[&p1, &p2]);
+        assert_eq!(low.get(&a), Some(&seq("7")));
+        assert_eq!(low.get(&b), Some(&seq("5")));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl DeadLetter {
                 self.line.unwrap_or(0),
                 self.record_index
                     .map_or_else(|| "-".to_owned(), |i| i.to_string()),
-                fnv1a(self.raw.as_bytes())
+                stable_hash(self.raw.as_bytes())
             ),
         }
     }
@@ -124,8 +124,9 @@ pub struct Origin {
     pub record_index: Option<usize>,
 }
 
-/// FNV-1a: a stable hash (the same in every run and build).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// 64-bit FNV-1a: a stable hash (the same in every run, build and
+/// platform), for names and identities that must not change.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::ended::EndedShards;
 use dynamo_cdc_core::{
-    Change, Gap, LatestStart, Positions, Recorded, Rejected, SequenceNumber, ShardKey, Sink,
-    SinkError, SinkRecord, SinkStats, SnapshotRecord,
+    Change, Gap, LatestStart, Positions, Recorded, Rejected, Sink, SinkError, SinkRecord,
+    SinkStats, SnapshotRecord,
 };
 use dynamo_cdc_sink_iceberg::IcebergSink;
 use dynamo_cdc_sink_kafka::KafkaSink;
@@ -180,19 +180,8 @@ impl Sinks {
     /// positions: where a shard that expired unread lost records (the
     /// resume point leaves out a shard one sink holds no position of).
     pub(crate) fn lowest_held(&self) -> Positions {
-        let mut out: std::collections::BTreeMap<ShardKey, SequenceNumber> = Default::default();
-        for sink in &self.list {
-            for (key, seq) in sink.durable_positions().iter() {
-                out.entry(key.clone())
-                    .and_modify(|low| {
-                        if seq < low {
-                            *low = seq.clone();
-                        }
-                    })
-                    .or_insert_with(|| seq.clone());
-            }
-        }
-        out.into_iter().collect()
+        let all: Vec<&Positions> = self.list.iter().map(|s| s.durable_positions()).collect();
+        Positions::lowest_held(&all)
     }
 
     /// Per shard, the highest position over the sinks: how far some sink

@@ -412,39 +412,36 @@ pub(crate) fn catalog_name(name: &str) -> String {
     if clean.len() <= MAX_NAME_BYTES {
         return clean;
     }
-    let suffix = format!("_h{:016x}", fnv1a(name.as_bytes()));
-    let mut cut = MAX_NAME_BYTES - suffix.len();
-    while !clean.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{suffix}", &clean[..cut])
+    let suffix = format!("_h{:016x}", dynamo_cdc_core::stable_hash(name.as_bytes()));
+    format!("{}{suffix}", cut(&clean, MAX_NAME_BYTES - suffix.len()))
 }
 
 /// A column's doc: the attribute it holds and its DynamoDB type, on one
 /// line, its name cut as [`catalog_name`] cuts one (Glue takes comments of
 /// up to 255 characters).
 pub(crate) fn column_doc(form: &FieldForm) -> String {
-    let mut attribute: String = form
+    let attribute: String = form
         .attribute
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if attribute.len() > MAX_NAME_BYTES {
-        let mut cut = MAX_NAME_BYTES;
-        while !attribute.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        attribute.truncate(cut);
-        attribute.push('…');
-    }
-    format!("DynamoDB attribute `{attribute}` ({})", form.tag)
+    let shown = cut(&attribute, MAX_NAME_BYTES);
+    let more = if shown.len() < attribute.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!("DynamoDB attribute `{shown}{more}` ({})", form.tag)
 }
 
-/// 64-bit FNV-1a: a hash that is the same on every platform and version.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The longest start of `text` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut at = max.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    &text[..at]
 }
 
 #[cfg(test)]
@@ -491,6 +488,17 @@ mod tests {
         FieldMap::read(&schema, &props)
     }
 
+    /// A table of the meta columns only, none of them with a form.
+    fn bare_table() -> FieldMap {
+        FieldMap::read(
+            &Schema::builder()
+                .with_fields(meta_fields())
+                .build()
+                .unwrap(),
+            &HashMap::new(),
+        )
+    }
+
     fn s(v: &str) -> AttributeValue {
         AttributeValue::S(v.into())
     }
@@ -498,14 +506,7 @@ mod tests {
     #[test]
     fn new_attributes_become_new_nullable_fields_and_nulls_wait() {
         let schema = table_schema(&[item(&[("name", s("a")), ("gone", AttributeValue::Null)])]);
-        let add = FieldMap::read(
-            &Schema::builder()
-                .with_fields(meta_fields())
-                .build()
-                .unwrap(),
-            &HashMap::new(),
-        )
-        .missing(&schema);
+        let add = bare_table().missing(&schema);
         assert_eq!(add.len(), 1, "the all-null column waits: {add:?}");
         assert_eq!(add[0].0, "name");
         assert_eq!(add[0].1, Type::Primitive(PrimitiveType::String));
@@ -515,13 +516,7 @@ mod tests {
     #[test]
     fn snapshot_columns_are_meta_columns_that_older_tables_lack() {
         let schema = table_schema(&[item(&[("__snapshot", s("a"))])]);
-        let older = FieldMap::read(
-            &Schema::builder()
-                .with_fields(meta_fields())
-                .build()
-                .unwrap(),
-            &HashMap::new(),
-        );
+        let older = bare_table();
         let names: Vec<String> = older
             .missing_snapshot_fields()
             .iter()
@@ -578,13 +573,7 @@ mod tests {
     /// field's form.
     #[test]
     fn new_field_names_are_ones_iceberg_and_its_readers_accept() {
-        let map = FieldMap::read(
-            &Schema::builder()
-                .with_fields(meta_fields())
-                .build()
-                .unwrap(),
-            &HashMap::new(),
-        );
+        let map = bare_table();
         let schema = table_schema(&[item(&[
             ("order.date", s("2024-05-01")),
             ("Name", s("a")),
@@ -614,13 +603,7 @@ mod tests {
     /// attribute's own name.
     #[test]
     fn long_or_multi_line_attribute_names_get_names_catalogs_take() {
-        let map = FieldMap::read(
-            &Schema::builder()
-                .with_fields(meta_fields())
-                .build()
-                .unwrap(),
-            &HashMap::new(),
-        );
+        let map = bare_table();
         let long_a = format!("{}a", "é".repeat(150));
         let long_b = format!("{}b", "é".repeat(150));
         let schema = table_schema(&[item(&[

@@ -863,13 +863,7 @@ pub(crate) mod tests {
         let acks = producer.producer.context().clone();
         drop(producer);
         cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .unwrap();
-        let (_, high) = consumer
-            .fetch_watermarks("t", 0, Duration::from_secs(30))
-            .unwrap();
+        let high = high_watermark(&cluster.bootstrap_servers(), "t");
         assert_eq!(high, 21, "the broker stored every message");
         let results = acks.results.lock().unwrap();
         assert_eq!(results.len(), 20);
@@ -879,6 +873,18 @@ pub(crate) mod tests {
                 "message {serial}, stored, was reported as {sent:?}"
             );
         }
+    }
+
+    /// The next offset of partition 0 of `topic`.
+    fn high_watermark(brokers: &str, topic: &str) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .unwrap();
+        let (_, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(30))
+            .unwrap();
+        high
     }
 
     /// Produce requests librdkafka's mock cluster `raw` has received since
@@ -960,13 +966,7 @@ pub(crate) mod tests {
             ),
             "{results:?}"
         );
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create()
-            .unwrap();
-        let (_, high) = consumer
-            .fetch_watermarks("t", 0, Duration::from_secs(30))
-            .unwrap();
+        let high = high_watermark(&cluster.bootstrap_servers(), "t");
         assert_eq!(high, 2, "the first message of the two was never stored");
     }
 }
